@@ -1,0 +1,66 @@
+//! Lockstep wire protocol: message types, codec, limits and error codes.
+//!
+//! This crate does no I/O. It is the single source of truth for what travels
+//! between a Lockstep server and its clients; `SPEC.md` beside it describes the
+//! same bytes in prose and `vectors/` pins them with golden vectors that the
+//! Rust and JavaScript implementations both check.
+//!
+//! # Layout
+//! - [`msg`]: every message, server → client ([`ServerMsg`]) and client →
+//!   server ([`ClientMsg`]).
+//! - [`timeline`]: the playback timeline and its arithmetic (extrapolation,
+//!   re-anchoring, the wrapped tick anchor).
+//! - [`codec`]: total encode/decode (bincode 2.0.1 `standard()`), stream
+//!   framing, limits.
+//! - [`code`]: numeric error and close codes.
+
+pub mod code;
+pub mod codec;
+pub mod msg;
+pub mod timeline;
+
+pub use code::ErrorCode;
+pub use codec::{
+    DecodeError, FrameDecoder, decode_client, decode_server, encode_client, encode_server,
+    encode_server_into, write_frame,
+};
+pub use msg::*;
+pub use timeline::Timeline;
+
+/// Protocol version carried in [`Hello::version`]. A server refuses any other
+/// version with [`ErrorCode::VersionMismatch`] and closes.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Hard limits of the protocol. Anything beyond them is refused by the decoder.
+pub mod limits {
+    /// Largest message on a reliable channel (WebSocket frame or one
+    /// length-prefixed stream frame), in bytes, prefix excluded.
+    pub const MAX_FRAME: usize = 8 * 1024;
+    /// Largest datagram either side sends. Chrome silently drops larger ones.
+    pub const MAX_DATAGRAM: usize = 1200;
+    /// Longest event id, in bytes of UTF-8.
+    pub const MAX_EVENT_ID: usize = 128;
+    /// Longest device id, in bytes of UTF-8.
+    pub const MAX_DEVICE_ID: usize = 128;
+    /// Longest access token, in bytes of UTF-8.
+    pub const MAX_TOKEN: usize = 4096;
+    /// Longest member display name, in bytes of UTF-8.
+    pub const MAX_NAME: usize = 64;
+    /// Longest error message, in bytes of UTF-8.
+    pub const MAX_ERROR_MESSAGE: usize = 256;
+    /// Slowest room rate, in thousandths (0.25×).
+    pub const MIN_RATE_MILLI: u16 = 250;
+    /// Fastest room rate, in thousandths (4×).
+    pub const MAX_RATE_MILLI: u16 = 4000;
+    /// Largest media position, in milliseconds (about 49.7 days): it keeps a
+    /// tick's position within a 32-bit varint.
+    pub const MAX_POSITION_MS: u64 = u32::MAX as u64;
+}
+
+/// Capability bits in [`Hello::caps`].
+pub mod caps {
+    /// The client receives datagrams (WebTransport): ticks and pongs go there.
+    pub const DATAGRAMS: u32 = 1 << 0;
+    /// The client wants member joined/left events when the room shows them.
+    pub const PRESENCE: u32 = 1 << 1;
+}

@@ -1,0 +1,394 @@
+//! Every message of the protocol.
+//!
+//! The enum variant order is the wire tag: append new variants at the end and
+//! never reorder (see `SPEC.md`).
+
+use bincode::de::Decoder;
+use bincode::enc::Encoder;
+use bincode::error::{DecodeError, EncodeError};
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+use crate::timeline::{Timeline, unwrap_anchor};
+
+/// A member's role in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Controls playback and roles.
+    Host,
+    /// Controls playback.
+    CoHost,
+    /// Watches; controls playback only in `everyone` rooms.
+    Viewer,
+}
+
+/// Who may change a room's timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ControlPolicy {
+    /// Host and co-hosts only (the default).
+    HostOnly,
+    /// Every member.
+    Everyone,
+}
+
+/// Why a timeline changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeReason {
+    /// A seek command.
+    Seek,
+    /// A pause command.
+    Pause,
+    /// A play command.
+    Play,
+    /// A set-rate command.
+    Rate,
+    /// The room paused to wait for a buffering member.
+    BufferingWait,
+    /// The room resumed after a buffering wait.
+    Resume,
+}
+
+// ---------------------------------------------------------------- server → client
+
+/// Server → client messages.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ServerMsg {
+    /// Answer to `Hello`: the member is in the room.
+    Welcome(Welcome),
+    /// Periodic full snapshot of the timeline (datagram on WebTransport).
+    Tick(Tick),
+    /// The timeline changed, or will at `effective_at_us`.
+    TimelineChanged(TimelineChanged),
+    /// The room's viewer count (coalesced).
+    ViewerCount(ViewerCount),
+    /// Answer to `Ping`, for clock-offset estimation.
+    Pong(Pong),
+    /// Something went wrong; see [`crate::ErrorCode`].
+    Error(ErrorMsg),
+    /// A member joined (only in rooms that show members).
+    MemberJoined(MemberJoined),
+    /// A member left (only in rooms that show members).
+    MemberLeft(MemberLeft),
+    /// A member's role changed (always sent to the member itself).
+    RoleChanged(RoleChanged),
+}
+
+/// Answer to `Hello`.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Welcome {
+    /// This connection's member id in the room (never 0).
+    pub member_id: u32,
+    /// This member's role.
+    pub role: Role,
+    /// The timeline in effect now.
+    pub timeline: Timeline,
+    /// The server's clock when it sent this, in microseconds.
+    pub server_time_us: u64,
+    /// Viewers in the room, this one included.
+    pub viewers: u32,
+    /// Who may change the timeline.
+    pub policy: ControlPolicy,
+    /// Limits the client must respect.
+    pub limits: Limits,
+}
+
+/// Limits and intervals a server announces in [`Welcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Largest reliable frame the server accepts, in bytes.
+    pub max_frame: u32,
+    /// Largest datagram the server accepts, in bytes.
+    pub max_datagram: u32,
+    /// Sustained messages per second a connection may send.
+    pub max_msgs_per_sec: u32,
+    /// Interval between periodic ticks, in milliseconds.
+    pub tick_interval_ms: u32,
+    /// Interval at which the server wants `Report`s, in milliseconds.
+    pub report_interval_ms: u32,
+}
+
+/// A full, idempotent snapshot of the room timeline plus the viewer count.
+///
+/// On the wire it is packed to at most 24 bytes (see `SPEC.md`): the anchor is
+/// sent as its low 32 bits and `rate_milli` and `paused` share one varint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tick {
+    /// Timeline epoch.
+    pub epoch: u32,
+    /// Media position at the anchor, in milliseconds.
+    pub position_ms: u32,
+    /// Low 32 bits of the anchor's server time in microseconds.
+    pub anchor_lo_us: u32,
+    /// Playback rate in thousandths.
+    pub rate_milli: u16,
+    /// Whether playback is paused.
+    pub paused: bool,
+    /// Viewers in the room.
+    pub viewers: u32,
+}
+
+impl Tick {
+    /// The tick for `timeline` sent at server time `now_us`: re-anchored at
+    /// the first whole millisecond at or after `now_us`.
+    pub fn new(timeline: &Timeline, now_us: u64, viewers: u32) -> Self {
+        let t = timeline.reanchored(now_us);
+        Tick {
+            epoch: t.epoch,
+            position_ms: t.position_ms.min(crate::limits::MAX_POSITION_MS) as u32,
+            anchor_lo_us: t.anchor_us as u32,
+            rate_milli: t.rate_milli,
+            paused: t.paused,
+            viewers,
+        }
+    }
+
+    /// The timeline this tick describes, its anchor recovered with an estimate
+    /// of the server's current time (see [`unwrap_anchor`]).
+    pub fn timeline(&self, server_now_estimate_us: u64) -> Timeline {
+        Timeline {
+            epoch: self.epoch,
+            position_ms: u64::from(self.position_ms),
+            anchor_us: unwrap_anchor(self.anchor_lo_us, server_now_estimate_us),
+            rate_milli: self.rate_milli,
+            paused: self.paused,
+        }
+    }
+}
+
+impl Encode for Tick {
+    fn encode<E: Encoder>(&self, e: &mut E) -> Result<(), EncodeError> {
+        self.epoch.encode(e)?;
+        self.position_ms.encode(e)?;
+        self.anchor_lo_us.encode(e)?;
+        let rate_paused = u16::from(self.paused) | (self.rate_milli.min(0x7fff) << 1);
+        rate_paused.encode(e)?;
+        self.viewers.encode(e)
+    }
+}
+
+impl<C> Decode<C> for Tick {
+    fn decode<D: Decoder<Context = C>>(d: &mut D) -> Result<Self, DecodeError> {
+        let epoch = u32::decode(d)?;
+        let position_ms = u32::decode(d)?;
+        let anchor_lo_us = u32::decode(d)?;
+        let rate_paused = u16::decode(d)?;
+        let viewers = u32::decode(d)?;
+        Ok(Tick {
+            epoch,
+            position_ms,
+            anchor_lo_us,
+            rate_milli: rate_paused >> 1,
+            paused: rate_paused & 1 == 1,
+            viewers,
+        })
+    }
+}
+bincode::impl_borrow_decode!(Tick);
+
+/// The timeline changed, or will.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineChanged {
+    /// The new timeline.
+    pub timeline: Timeline,
+    /// The server time at which it takes effect, in microseconds. Until then
+    /// the previous timeline stays in effect.
+    pub effective_at_us: u64,
+    /// The member who caused it; 0 for the server itself.
+    pub by: u32,
+    /// Why.
+    pub reason: ChangeReason,
+}
+
+/// The room's viewer count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewerCount {
+    /// Viewers in the room.
+    pub count: u32,
+}
+
+/// Answer to [`Ping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pong {
+    /// The ping's `client_time`, echoed unchanged.
+    pub client_time: u64,
+    /// Server time when the ping arrived, in microseconds.
+    pub server_recv_us: u64,
+    /// Server time when this pong left, in microseconds.
+    pub server_send_us: u64,
+}
+
+/// An error report; see [`crate::ErrorCode`] for the codes.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorMsg {
+    /// The numeric code.
+    pub code: u16,
+    /// A human-readable explanation (at most 256 bytes).
+    pub message: String,
+    /// The `request_id` of the command that failed, or 0.
+    pub request_id: u32,
+}
+
+/// A member joined.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberJoined {
+    /// The member's id.
+    pub member_id: u32,
+    /// The member's role.
+    pub role: Role,
+    /// A display name (at most 64 bytes).
+    pub name: String,
+}
+
+/// A member left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberLeft {
+    /// The member's id.
+    pub member_id: u32,
+}
+
+/// A member's role changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleChanged {
+    /// The member's id.
+    pub member_id: u32,
+    /// The new role.
+    pub role: Role,
+}
+
+// ---------------------------------------------------------------- client → server
+
+/// Client → server messages.
+#[derive(Debug, Clone, PartialEq, Encode, Decode, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ClientMsg {
+    /// Join a room; must be the first message.
+    Hello(Hello),
+    /// Clock-sync probe.
+    Ping(Ping),
+    /// Change the timeline (subject to the member's role).
+    Command(Command),
+    /// The client's own playback state; informs, never moves the timeline.
+    Report(Report),
+}
+
+/// Join a room.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hello {
+    /// Must equal [`crate::PROTOCOL_VERSION`].
+    pub version: u16,
+    /// The event (room) to join; must match the URL's.
+    pub event_id: String,
+    /// A stable id of this device (at most 128 bytes).
+    pub device_id: String,
+    /// An access token, if not given in the URL.
+    pub token: Option<String>,
+    /// Capability bits, see [`crate::caps`].
+    pub caps: u32,
+}
+
+/// Clock-sync probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ping {
+    /// The client's clock, in any unit it likes; echoed in [`Pong`].
+    pub client_time: u64,
+}
+
+/// A timeline command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Command {
+    /// Echoed in an [`ErrorMsg`] if the command fails; 0 for none.
+    pub request_id: u32,
+    /// What to do.
+    pub action: Action,
+}
+
+/// What a [`Command`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Action {
+    /// Start playing, from `position_ms` if given, at the room's lead time.
+    #[serde(rename_all = "camelCase")]
+    Play {
+        /// Where to start; the paused position if absent.
+        position_ms: Option<u64>,
+    },
+    /// Pause at the room's lead time, on the timeline's own position there,
+    /// or at `position_ms` if given.
+    #[serde(rename_all = "camelCase")]
+    Pause {
+        /// Where to stop; the timeline's position if absent.
+        position_ms: Option<u64>,
+    },
+    /// Jump to `position_ms` at once.
+    #[serde(rename_all = "camelCase")]
+    Seek {
+        /// The target position.
+        position_ms: u64,
+    },
+    /// Change the playback rate (thousandths, 250..=4000).
+    #[serde(rename_all = "camelCase")]
+    SetRate {
+        /// The new rate.
+        rate_milli: u16,
+    },
+}
+
+/// The client's own playback state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The timeline epoch the client is following.
+    pub epoch: u32,
+    /// The element's current position, in microseconds.
+    pub position_us: u64,
+    /// The element's current playback rate, in thousandths.
+    pub rate_milli: u16,
+    /// Whether the element is stalled waiting for data.
+    pub buffering: bool,
+}
+
+impl ServerMsg {
+    /// A short stable name (also the metrics label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerMsg::Welcome(_) => "welcome",
+            ServerMsg::Tick(_) => "tick",
+            ServerMsg::TimelineChanged(_) => "timeline_changed",
+            ServerMsg::ViewerCount(_) => "viewer_count",
+            ServerMsg::Pong(_) => "pong",
+            ServerMsg::Error(_) => "error",
+            ServerMsg::MemberJoined(_) => "member_joined",
+            ServerMsg::MemberLeft(_) => "member_left",
+            ServerMsg::RoleChanged(_) => "role_changed",
+        }
+    }
+}
+
+impl ClientMsg {
+    /// A short stable name (also the metrics label).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientMsg::Hello(_) => "hello",
+            ClientMsg::Ping(_) => "ping",
+            ClientMsg::Command(_) => "command",
+            ClientMsg::Report(_) => "report",
+        }
+    }
+}
