@@ -71,7 +71,7 @@ impl DecodeError {
     }
 }
 
-fn decode_tagged<T: Decode<()>>(bytes: &[u8], tags: u32) -> Result<T, DecodeError> {
+fn decode_tagged<T: Decode<()> + Encode>(bytes: &[u8], tags: u32) -> Result<T, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -92,6 +92,16 @@ fn decode_tagged<T: Decode<()>>(bytes: &[u8], tags: u32) -> Result<T, DecodeErro
         return Err(DecodeError::TrailingBytes {
             extra: bytes.len() - used,
         });
+    }
+    // bincode also accepts varints in a longer form than needed (`251, 5, 0`
+    // for 5). Only the shortest form is valid, so that every message has
+    // exactly one encoding: re-encoding must give the same bytes.
+    let again = bincode::encode_to_vec(&msg, config::standard())
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if again != bytes {
+        return Err(DecodeError::Malformed(
+            "non-canonical encoding (varint not in its shortest form)".into(),
+        ));
     }
     Ok(msg)
 }
@@ -215,7 +225,7 @@ impl FrameDecoder {
     /// The next complete frame, `None` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, DecodeError> {
         let avail = &self.buf[self.start..];
-        let Some((len, prefix)) = read_varint(avail) else {
+        let Some((len, prefix)) = read_varint(avail)? else {
             return Ok(None);
         };
         if len > MAX_FRAME as u64 {
@@ -239,19 +249,35 @@ impl FrameDecoder {
 }
 
 /// Reads a bincode `standard()` unsigned varint: `(value, bytes used)`, or
-/// `None` if `b` is too short to hold it.
-fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
-    let first = *b.first()?;
-    let width = match first {
-        0..=250 => return Some((u64::from(first), 1)),
-        251 => 2,
-        252 => 4,
-        _ => 8,
+/// `None` if `b` is too short to hold it. Markers 254 (u128) and 255 and
+/// values not in their shortest form are errors.
+fn read_varint(b: &[u8]) -> Result<Option<(u64, usize)>, DecodeError> {
+    let Some(&first) = b.first() else {
+        return Ok(None);
     };
-    let bytes = b.get(1..=width)?;
+    let (width, min) = match first {
+        0..=250 => return Ok(Some((u64::from(first), 1))),
+        251 => (2, 251),
+        252 => (4, 1 << 16),
+        253 => (8, 1 << 32),
+        _ => {
+            return Err(DecodeError::Malformed(format!(
+                "invalid varint marker {first} in frame length"
+            )));
+        }
+    };
+    let Some(bytes) = b.get(1..=width) else {
+        return Ok(None);
+    };
     let mut v = [0u8; 8];
     v[..width].copy_from_slice(bytes);
-    Some((u64::from_le_bytes(v), 1 + width))
+    let value = u64::from_le_bytes(v);
+    if value < min {
+        return Err(DecodeError::Malformed(
+            "frame length not in its shortest form".into(),
+        ));
+    }
+    Ok(Some((value, 1 + width)))
 }
 
 #[cfg(test)]
@@ -326,6 +352,27 @@ mod tests {
             bad.next_frame(),
             Err(DecodeError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn rejects_non_canonical_varints() {
+        // Ping { client_time: 5 } with 5 written as `251, 5, 0` and as u64.
+        assert!(matches!(
+            decode_client(&[1, 251, 5, 0]),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_client(&[1, 253, 5, 0, 0, 0, 0, 0, 0, 0]),
+            Err(DecodeError::Malformed(_))
+        ));
+        for bad in [&[251u8, 5, 0][..], &[254, 0, 0, 0, 0, 0, 0, 0, 0], &[255]] {
+            let mut d = FrameDecoder::new();
+            d.push(bad);
+            assert!(
+                matches!(d.next_frame(), Err(DecodeError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

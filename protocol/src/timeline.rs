@@ -44,7 +44,7 @@ impl Timeline {
     pub fn position_us_at(&self, t_us: u64) -> u64 {
         let base = i128::from(self.position_ms) * 1000;
         if self.paused {
-            return base as u64;
+            return base.min(i128::from(u64::MAX)) as u64;
         }
         let dt = i128::from(t_us) - i128::from(self.anchor_us);
         let pos = base + dt * i128::from(self.rate_milli) / 1000;
@@ -67,8 +67,9 @@ impl Timeline {
         let pos_ns = (p0 + dt * rate).max(0);
         let pos_ms = (pos_ns + 999_999) / 1_000_000; // ceil
         let d_anchor = div_round(pos_ms * 1_000_000 - p0, rate);
-        let anchor = (i128::from(self.anchor_us) + d_anchor).max(0);
-        (pos_ms as u64, anchor as u64)
+        let anchor = i128::from(self.anchor_us) + d_anchor;
+        let max = i128::from(u64::MAX);
+        (pos_ms.min(max) as u64, anchor.clamp(0, max) as u64)
     }
 
     /// The same timeline (same epoch) re-anchored at the first whole
@@ -158,6 +159,15 @@ mod tests {
         assert_eq!((r.epoch, r.rate_milli, r.paused), (1, 1500, false));
         let p = Timeline { paused: true, ..t }.reanchored(42);
         assert_eq!((p.position_ms, p.anchor_us), (5, 42));
+    }
+
+    #[test]
+    fn huge_positions_saturate_instead_of_wrapping() {
+        let t = playing(u64::MAX, 0, 1000);
+        assert_eq!(t.position_us_at(5), u64::MAX);
+        let paused = Timeline { paused: true, ..t };
+        assert_eq!(paused.position_us_at(5), u64::MAX);
+        assert_eq!(t.whole_ms_point(1_000_000).0, u64::MAX);
     }
 
     #[test]
