@@ -2,5 +2,20 @@
 //!
 //! # Layout
 //! - [`room`]: the sans-IO room core (timeline, roles, buffering, counts).
+//! - [`hub`]: room actors that drive the core with the real clock and fan out.
+//! - [`outbox`]: per-connection outbound queues (bounded, latest-wins ticks).
+//! - [`session`]: one session path for every transport (hello, limits, errors).
+//! - [`ws`], [`json`]: the WebSocket transport and its legacy JSON dialect.
+//! - [`http`], [`server`], [`config`], [`metrics`], [`clock`]: the runtime around them.
 
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod json;
+pub mod metrics;
+pub mod outbox;
 pub mod room;
+pub mod server;
+pub mod session;
+pub mod ws;

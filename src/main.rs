@@ -1,1 +1,51 @@
-fn main() {}
+//! The `lockstep` command.
+
+use anyhow::Context;
+use clap::Parser;
+use lockstep::config::{Cli, Command};
+use lockstep::server::Server;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let cfg = args.resolve()?;
+            init_logging(cfg.log_json);
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
+                let server = Server::bind(cfg.clone()).await.with_context(|| format!("binding {}", cfg.http_addr))?;
+                tracing::info!(http = %server.http_addr(), "lockstep listening");
+                server.run(shutdown_signal()).await?;
+                Ok(())
+            })
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,quinn=warn,wtransport=warn,h2=warn,hyper=warn"));
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter);
+    if json { fmt.json().init() } else { fmt.init() }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

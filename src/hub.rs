@@ -1,0 +1,358 @@
+//! The hub of rooms: one actor task per live room drives the sans-IO
+//! [`Room`] with the real clock and fans its output out to members' outboxes.
+//!
+//! Each output is encoded at most once per room and dialect, and the bytes are
+//! shared by every recipient. A room is created on first join and dropped
+//! after a grace period once empty.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lockstep_protocol::{Action, Report, ServerMsg, encode_server};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info};
+
+use crate::clock::ServerClock;
+use crate::json::{self, Extra};
+use crate::outbox::{Frame, FrameKind, Outbox};
+use crate::room::{Audience, JoinInfo, MemberId, Room, RoomConfig, RoomState};
+
+/// Which encoding a member speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// The bincode protocol.
+    Binary,
+    /// The legacy JSON dialect.
+    Json,
+}
+
+/// What sessions tell a room.
+#[derive(Debug)]
+pub enum RoomEvent {
+    /// A member joins; the reply carries its id.
+    Join {
+        /// Who.
+        info: JoinInfo,
+        /// Where its messages go.
+        outbox: Arc<Outbox>,
+        /// How to encode them.
+        dialect: Dialect,
+        /// Answered with the new member's id.
+        reply: oneshot::Sender<MemberId>,
+    },
+    /// A member leaves.
+    Leave(MemberId),
+    /// A member's command.
+    Command {
+        /// Who.
+        member: MemberId,
+        /// Echoed in errors.
+        request_id: u32,
+        /// What.
+        action: Action,
+        /// JSON fields to pass through to the resulting broadcast.
+        extra: Option<Box<Extra>>,
+    },
+    /// A member's report.
+    Report(MemberId, Report),
+    /// A snapshot for the REST API.
+    State(oneshot::Sender<RoomState>),
+}
+
+/// A cheap handle to a live room.
+#[derive(Debug, Clone)]
+pub struct RoomHandle {
+    tx: mpsc::UnboundedSender<RoomEvent>,
+    /// Distinguishes a room from a later one with the same event id.
+    generation: u64,
+}
+
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl RoomHandle {
+    /// Sends an event; `false` if the room is gone.
+    pub fn send(&self, ev: RoomEvent) -> bool {
+        self.tx.send(ev).is_ok()
+    }
+
+    /// A snapshot of the room.
+    pub async fn state(&self) -> Option<RoomState> {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(RoomEvent::State(tx)) {
+            return None;
+        }
+        rx.await.ok()
+    }
+}
+
+/// Settings of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Settings of each new room.
+    pub room: RoomConfig,
+    /// How long an empty room is kept.
+    pub room_grace: Duration,
+}
+
+/// The rooms of this server. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+#[derive(Debug)]
+struct HubInner {
+    rooms: Mutex<HashMap<Arc<str>, RoomHandle>>,
+    cfg: HubConfig,
+    clock: ServerClock,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Hub {
+    /// A hub whose room actors stop when `shutdown` turns true.
+    pub fn new(cfg: HubConfig, clock: ServerClock, shutdown: watch::Receiver<bool>) -> Self {
+        Hub { inner: Arc::new(HubInner { rooms: Mutex::default(), cfg, clock, shutdown }) }
+    }
+
+    /// The server clock.
+    pub fn clock(&self) -> ServerClock {
+        self.inner.clock
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, RoomHandle>> {
+        self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of live rooms.
+    pub fn room_count(&self) -> usize {
+        self.rooms().len()
+    }
+
+    /// The room for `event_id`, if it is live.
+    pub fn existing(&self, event_id: &str) -> Option<RoomHandle> {
+        self.rooms().get(event_id).cloned()
+    }
+
+    /// Joins `event_id`'s room, creating it if needed.
+    pub async fn join(
+        &self,
+        event_id: &str,
+        info: JoinInfo,
+        outbox: Arc<Outbox>,
+        dialect: Dialect,
+    ) -> Option<(RoomHandle, MemberId)> {
+        let (reply, rx) = oneshot::channel();
+        let handle = {
+            // The join is sent under the lock, so a room that decides to close
+            // either sees it or is already out of the map.
+            let mut rooms = self.rooms();
+            let handle = match rooms.get(event_id) {
+                Some(h) if !h.tx.is_closed() => h.clone(),
+                _ => {
+                    let h = self.spawn_room(event_id.into());
+                    rooms.insert(event_id.into(), h.clone());
+                    metrics::gauge!("lockstep_rooms").set(rooms.len() as f64);
+                    h
+                }
+            };
+            if !handle.send(RoomEvent::Join { info, outbox, dialect, reply }) {
+                return None;
+            }
+            handle
+        };
+        let id = rx.await.ok()?;
+        Some((handle, id))
+    }
+
+    fn spawn_room(&self, event_id: Arc<str>) -> RoomHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let actor = RoomActor {
+            generation,
+            room: Room::new(self.inner.cfg.room.clone(), self.inner.clock.now_us()),
+            links: HashMap::new(),
+            event_id: event_id.clone(),
+            hub: self.clone(),
+            empty_since: Some(Instant::now()),
+        };
+        info!(event_id = %event_id, "room created");
+        tokio::spawn(actor.run(rx, self.inner.shutdown.clone()));
+        RoomHandle { tx, generation }
+    }
+
+    /// Removes the room if it is still the one registered and has nothing queued.
+    fn try_remove(&self, event_id: &str, generation: u64, rx: &mpsc::UnboundedReceiver<RoomEvent>) -> bool {
+        let mut rooms = self.rooms();
+        if !rx.is_empty() {
+            return false;
+        }
+        if rooms.get(event_id).is_some_and(|h| h.generation == generation) {
+            rooms.remove(event_id);
+            metrics::gauge!("lockstep_rooms").set(rooms.len() as f64);
+        }
+        true
+    }
+}
+
+struct Link {
+    outbox: Arc<Outbox>,
+    dialect: Dialect,
+}
+
+struct RoomActor {
+    generation: u64,
+    room: Room,
+    links: HashMap<MemberId, Link>,
+    event_id: Arc<str>,
+    hub: Hub,
+    empty_since: Option<Instant>,
+}
+
+impl RoomActor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<RoomEvent>, mut shutdown: watch::Receiver<bool>) {
+        let clock = self.hub.clock();
+        let grace = self.hub.inner.cfg.room_grace;
+        loop {
+            let mut wake = clock.instant_at(self.room.poll_timeout());
+            if let Some(since) = self.empty_since {
+                wake = wake.min(since + grace);
+            }
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.handle(ev, clock.now_us());
+                    while let Ok(ev) = rx.try_recv() {
+                        self.handle(ev, clock.now_us());
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = crate::session::wait_true(&mut shutdown) => break,
+            }
+            let now = clock.now_us();
+            if now >= self.room.poll_timeout() {
+                self.room.handle_timeout(now);
+            }
+            self.flush(None);
+            match self.empty_since {
+                Some(since) if since.elapsed() >= grace => {
+                    if self.hub.try_remove(&self.event_id, self.generation, &rx) {
+                        info!(event_id = %self.event_id, "room dropped after being empty");
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: RoomEvent, now: u64) {
+        match ev {
+            RoomEvent::Join { info, outbox, dialect, reply } => {
+                let id = self.room.join(now, info);
+                self.links.insert(id, Link { outbox, dialect });
+                self.empty_since = None;
+                if reply.send(id).is_err() {
+                    // The session went away before it learned its id.
+                    self.leave(id, now);
+                }
+            }
+            RoomEvent::Leave(id) => self.leave(id, now),
+            RoomEvent::Command { member, request_id, action, extra } => {
+                if let Err(e) = self.room.command(now, member, request_id, action) {
+                    debug!(member, error = %e, "command refused");
+                    crate::metrics::error(e.code());
+                }
+                if extra.is_some() {
+                    // Flush now so the pass-through fields go with this change only.
+                    self.flush(extra.as_deref().map(|e| (member, e)));
+                }
+            }
+            RoomEvent::Report(member, report) => self.room.report(now, member, report),
+            RoomEvent::State(reply) => {
+                let _ = reply.send(self.room.state(now));
+            }
+        }
+    }
+
+    fn leave(&mut self, id: MemberId, now: u64) {
+        self.links.remove(&id);
+        self.room.leave(now, id);
+        if self.room.is_empty() {
+            self.empty_since = Some(Instant::now());
+        }
+    }
+
+    /// Delivers queued room output. `extra` is the JSON pass-through of the
+    /// command just applied by `member`.
+    fn flush(&mut self, extra: Option<(MemberId, &Extra)>) {
+        while let Some(out) = self.room.poll_output() {
+            let started = Instant::now();
+            let name = out.msg.name();
+            let mut binary: Option<Bytes> = None;
+            let mut text: Option<Option<Bytes>> = None;
+            let is_tick = matches!(out.msg, ServerMsg::Tick(_));
+            let kind = if matches!(out.msg, ServerMsg::TimelineChanged(_)) { FrameKind::BinaryFast } else { FrameKind::Binary };
+            let origin = match &out.msg {
+                ServerMsg::TimelineChanged(c) => Some(c.by),
+                _ => None,
+            };
+            let mut delivered = 0u64;
+            let mut slow = Vec::new();
+            let mut deliver = |id: MemberId, link: &Link| {
+                match link.dialect {
+                    Dialect::Binary => {
+                        let bytes = binary.get_or_insert_with(|| Bytes::from(encode_server(&out.msg))).clone();
+                        if is_tick {
+                            if link.outbox.set_tick(bytes) {
+                                crate::metrics::drop("stale_tick");
+                            }
+                        } else if !link.outbox.push(Frame { bytes, kind }) {
+                            slow.push(id);
+                        }
+                    }
+                    Dialect::Json => {
+                        // The original app never echoed a change to its sender.
+                        if origin == Some(id) {
+                            return;
+                        }
+                        let ex = extra.filter(|(by, _)| origin == Some(*by)).map(|(_, e)| e);
+                        let Some(bytes) = text
+                            .get_or_insert_with(|| json::encode(&self.event_id, &out.msg, ex).map(Bytes::from))
+                            .clone()
+                        else {
+                            return;
+                        };
+                        if !link.outbox.push(Frame { bytes, kind: FrameKind::Text }) {
+                            slow.push(id);
+                        }
+                    }
+                }
+                delivered += 1;
+            };
+            match out.to {
+                Audience::One(id) => {
+                    if let Some(link) = self.links.get(&id) {
+                        deliver(id, link);
+                    }
+                }
+                to => {
+                    for (&id, link) in &self.links {
+                        if to == Audience::All || self.room.is_recipient(to, id) {
+                            deliver(id, link);
+                        }
+                    }
+                }
+            }
+            metrics::counter!("lockstep_messages_out_total", "type" => name).increment(delivered);
+            if delivered > 1 {
+                metrics::histogram!("lockstep_fanout_seconds").record(started.elapsed().as_secs_f64());
+            }
+            for id in slow {
+                debug!(member = id, "slow consumer dropped");
+                crate::metrics::error(lockstep_protocol::ErrorCode::SlowConsumer);
+            }
+        }
+    }
+}

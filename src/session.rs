@@ -1,0 +1,342 @@
+//! One client session, written once for every transport.
+//!
+//! A transport adapter turns its connection into a stream of [`Inbound`]
+//! items and a writer task draining an [`Outbox`]; everything else (the
+//! `Hello` handshake, the auth hook, rate limits, bad input, timeouts, joining
+//! and leaving the room) happens here, identically for WebSocket and
+//! WebTransport.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use lockstep_protocol::{ClientMsg, ErrorCode, ErrorMsg, Hello, PROTOCOL_VERSION, ServerMsg, caps, decode_client, encode_server};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::hub::{Dialect, Hub, RoomEvent, RoomHandle};
+use crate::json::{self, JsonIn};
+use crate::outbox::{Frame, FrameKind, Outbox};
+use crate::room::{JoinInfo, MemberId};
+
+/// What a transport hands to the session.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A reliable binary message (WebSocket binary frame or stream frame).
+    Frame(Bytes),
+    /// A WebSocket text frame (JSON dialect).
+    Text(String),
+    /// A datagram.
+    Datagram(Bytes),
+    /// A reliable message larger than the protocol allows, by its size.
+    TooLarge(usize),
+    /// Transport keep-alive traffic.
+    Activity,
+}
+
+/// Settings shared by all sessions.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Time allowed before `Hello`.
+    pub hello_timeout: Duration,
+    /// Time allowed without any inbound traffic.
+    pub idle_timeout: Duration,
+    /// Sustained inbound messages per second.
+    pub msgs_per_sec: u32,
+    /// Inbound burst.
+    pub msg_burst: u32,
+    /// Reliable frames queued per connection.
+    pub control_queue: usize,
+}
+
+/// Who is connecting, and how.
+#[derive(Debug, Clone)]
+pub struct SessionParams {
+    /// The event id from the URL.
+    pub event_id: String,
+    /// `"websocket"` or `"webtransport"`.
+    pub transport: &'static str,
+    /// Binary protocol or the JSON dialect.
+    pub dialect: Dialect,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Device id from the URL (JSON dialect clients never send `Hello`).
+    pub device_hint: Option<String>,
+    /// Access token from the URL, if any.
+    pub token: Option<String>,
+}
+
+/// Bad frames tolerated on one connection before it is closed.
+const MAX_STRIKES: u32 = 10;
+/// Consecutive one-second windows with dropped messages before a flood is closed.
+const FLOOD_WINDOWS: u32 = 3;
+
+/// Runs a session until the peer leaves, the session is closed, or `shutdown`.
+///
+/// Returns once the session is over; the close reason (if the server closed)
+/// is in the outbox for the writer.
+pub async fn run<S>(
+    hub: Hub,
+    cfg: Arc<SessionConfig>,
+    params: SessionParams,
+    inbound: S,
+    outbox: Arc<Outbox>,
+    shutdown: watch::Receiver<bool>,
+) where
+    S: Stream<Item = Inbound> + Unpin,
+{
+    let burst = NonZeroU32::new(cfg.msg_burst.max(1)).expect("nonzero");
+    let rate = NonZeroU32::new(cfg.msgs_per_sec.max(1)).expect("nonzero");
+    let mut s = Session {
+        hub,
+        limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+        params,
+        outbox,
+        joined: None,
+        strikes: 0,
+        window_start: Instant::now(),
+        window_drops: 0,
+        flood_windows: 0,
+    };
+    metrics::gauge!("lockstep_connections", "transport" => s.params.transport).increment(1.0);
+    if s.params.dialect == Dialect::Json {
+        let device_id = s.params.device_hint.clone().unwrap_or_else(|| format!("json:{}", s.params.peer));
+        s.join(device_id, 0).await;
+    }
+    s.serve(&cfg, inbound, shutdown).await;
+    if let Some((room, id)) = s.joined.take() {
+        room.send(RoomEvent::Leave(id));
+    }
+    metrics::gauge!("lockstep_connections", "transport" => s.params.transport).decrement(1.0);
+}
+
+struct Session {
+    hub: Hub,
+    limiter: DefaultDirectRateLimiter,
+    params: SessionParams,
+    outbox: Arc<Outbox>,
+    joined: Option<(RoomHandle, MemberId)>,
+    strikes: u32,
+    window_start: Instant,
+    window_drops: u32,
+    flood_windows: u32,
+}
+
+impl Session {
+    async fn serve<S>(&mut self, cfg: &SessionConfig, mut inbound: S, mut shutdown: watch::Receiver<bool>)
+    where
+        S: Stream<Item = Inbound> + Unpin,
+    {
+        let started = tokio::time::Instant::now();
+        let mut last_seen = started;
+        let outbox = self.outbox.clone();
+        loop {
+            let (deadline, timeout_code) = if self.joined.is_none() && self.params.dialect == Dialect::Binary {
+                (started + cfg.hello_timeout, ErrorCode::HelloTimeout)
+            } else {
+                (last_seen + cfg.idle_timeout, ErrorCode::IdleTimeout)
+            };
+            tokio::select! {
+                item = inbound.next() => {
+                    let Some(item) = item else { return };
+                    last_seen = tokio::time::Instant::now();
+                    self.on_inbound(item).await;
+                }
+                _ = outbox.closed() => return,
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.outbox.close(timeout_code, timeout_code.as_str());
+                    crate::metrics::error(timeout_code);
+                    return;
+                }
+                _ = wait_true(&mut shutdown) => {
+                    self.outbox.close(ErrorCode::ShuttingDown, "the server is shutting down");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn on_inbound(&mut self, item: Inbound) {
+        let recv_us = self.hub.clock().now_us();
+        if matches!(item, Inbound::Activity) {
+            return;
+        }
+        if !self.admit() {
+            return;
+        }
+        match item {
+            Inbound::Activity => {}
+            Inbound::TooLarge(len) => {
+                self.fail(ErrorCode::FrameTooLarge, format!("a {len}-byte message exceeds the limit"), 0);
+            }
+            Inbound::Frame(bytes) => {
+                if self.params.dialect == Dialect::Json {
+                    self.fail(ErrorCode::UnexpectedMessage, "binary frames need the lockstep.v1 subprotocol", 0);
+                    return;
+                }
+                match decode_client(&bytes) {
+                    Ok(msg) => self.dispatch(msg, recv_us).await,
+                    Err(e) => self.fail(e.code(), e.to_string(), 0),
+                }
+            }
+            Inbound::Datagram(bytes) => match decode_client(&bytes) {
+                Ok(msg @ (ClientMsg::Ping(_) | ClientMsg::Report(_))) => self.dispatch(msg, recv_us).await,
+                Ok(other) => {
+                    debug!(kind = other.name(), "reliable-only message in a datagram dropped");
+                    crate::metrics::drop("datagram_wrong_type");
+                }
+                Err(_) => crate::metrics::drop("bad_datagram"),
+            },
+            Inbound::Text(text) => {
+                if self.params.dialect == Dialect::Binary {
+                    self.fail(ErrorCode::UnexpectedMessage, "text frames are only for the JSON dialect", 0);
+                    return;
+                }
+                match json::parse(&text) {
+                    Ok(JsonIn::PlaybackSync { position_ms, extra }) => {
+                        metrics::counter!("lockstep_messages_in_total", "type" => "playback_sync").increment(1);
+                        if let Some((room, member)) = &self.joined {
+                            room.send(RoomEvent::Command {
+                                member: *member,
+                                request_id: 0,
+                                action: lockstep_protocol::Action::Seek { position_ms },
+                                extra: Some(Box::new(extra)),
+                            });
+                        }
+                    }
+                    Err(e) => self.fail(e.code, e.message, 0),
+                }
+            }
+        }
+    }
+
+    /// Applies the per-connection rate limit; floods are warned, then closed.
+    fn admit(&mut self) -> bool {
+        if self.window_start.elapsed() >= Duration::from_secs(1) {
+            self.flood_windows = if self.window_drops > 0 { self.flood_windows + 1 } else { 0 };
+            self.window_drops = 0;
+            self.window_start = Instant::now();
+            if self.flood_windows >= FLOOD_WINDOWS {
+                warn!(peer = %self.params.peer, "closing a flooding connection");
+                self.fail(ErrorCode::Flood, "sustained message flood", 0);
+                return false;
+            }
+        }
+        if self.limiter.check().is_ok() {
+            return true;
+        }
+        crate::metrics::drop("rate_limited");
+        self.window_drops += 1;
+        if self.window_drops == 1 {
+            self.send_error(ErrorCode::RateLimited, "too many messages; some were dropped", 0);
+        }
+        false
+    }
+
+    async fn dispatch(&mut self, msg: ClientMsg, recv_us: u64) {
+        metrics::counter!("lockstep_messages_in_total", "type" => msg.name()).increment(1);
+        match msg {
+            ClientMsg::Hello(hello) => self.hello(hello).await,
+            ClientMsg::Ping(p) => self.outbox.push_pong(p.client_time, recv_us),
+            ClientMsg::Command(c) => match &self.joined {
+                Some((room, member)) => {
+                    room.send(RoomEvent::Command { member: *member, request_id: c.request_id, action: c.action, extra: None });
+                }
+                None => self.fail(ErrorCode::NotJoined, "send Hello first", c.request_id),
+            },
+            ClientMsg::Report(r) => match &self.joined {
+                Some((room, member)) => {
+                    room.send(RoomEvent::Report(*member, r));
+                }
+                None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
+            },
+        }
+    }
+
+    async fn hello(&mut self, hello: Hello) {
+        if self.joined.is_some() {
+            return self.fail(ErrorCode::AlreadyJoined, "this connection has joined already", 0);
+        }
+        if hello.version != PROTOCOL_VERSION {
+            let m = format!("protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}", hello.version);
+            return self.fail(ErrorCode::VersionMismatch, m, 0);
+        }
+        if hello.event_id != self.params.event_id {
+            return self.fail(ErrorCode::EventMismatch, "Hello names another event than the URL", 0);
+        }
+        if hello.device_id.is_empty() {
+            return self.fail(ErrorCode::InvalidArgument, "device id must not be empty", 0);
+        }
+        if let Err((code, message)) = authorize(&self.params, hello.token.as_deref()) {
+            return self.fail(code, message, 0);
+        }
+        self.join(hello.device_id, hello.caps).await;
+    }
+
+    async fn join(&mut self, device_id: String, caps: u32) {
+        let info = JoinInfo {
+            name: format!("viewer-{}", short_hash(&device_id)),
+            device_id,
+            wants_presence: caps & caps::PRESENCE != 0,
+            host_claim: false,
+        };
+        match self.hub.join(&self.params.event_id, info, self.outbox.clone(), self.params.dialect).await {
+            Some(joined) => self.joined = Some(joined),
+            None => self.fail(ErrorCode::Internal, "the room is unavailable", 0),
+        }
+    }
+
+    /// Reports an error; closing codes close the connection, and too many bad
+    /// frames close it too.
+    fn fail(&mut self, code: ErrorCode, message: impl Into<String>, request_id: u32) {
+        crate::metrics::error(code);
+        let message = message.into();
+        debug!(peer = %self.params.peer, %code, %message, "client error");
+        if code.closes() {
+            self.outbox.close(code, message);
+            return;
+        }
+        self.strikes += 1;
+        if self.strikes >= MAX_STRIKES {
+            self.outbox.close(ErrorCode::TooManyErrors, format!("too many bad messages; last: {message}"));
+            return;
+        }
+        self.send_error(code, &message, request_id);
+    }
+
+    fn send_error(&self, code: ErrorCode, message: &str, request_id: u32) {
+        self.outbox.push(error_frame(self.params.dialect, code, message, request_id));
+    }
+}
+
+/// The single place where credentials are checked before any room data flows.
+/// Token validation arrives with accounts; until then every client is allowed.
+fn authorize(_params: &SessionParams, _hello_token: Option<&str>) -> Result<(), (ErrorCode, String)> {
+    Ok(())
+}
+
+/// An error frame in the connection's dialect.
+pub fn error_frame(dialect: Dialect, code: ErrorCode, message: &str, request_id: u32) -> Frame {
+    match dialect {
+        Dialect::Binary => Frame {
+            bytes: Bytes::from(encode_server(&ServerMsg::Error(ErrorMsg::new(code, message, request_id)))),
+            kind: FrameKind::Binary,
+        },
+        Dialect::Json => Frame { bytes: Bytes::from(json::error(code.as_u16(), message)), kind: FrameKind::Text },
+    }
+}
+
+/// A short, stable, non-reversible tag for display names.
+fn short_hash(s: &str) -> String {
+    let h = s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{:06x}", h & 0xff_ffff)
+}
+
+/// Resolves once `rx` reads `true` (or its sender is gone).
+pub async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}

@@ -1,0 +1,168 @@
+//! The WebSocket transport (axum): `GET /api/live-stream/{eventId}`.
+//!
+//! With the `lockstep.v1` subprotocol, binary frames carry the protocol and
+//! the client must send `Hello`. Without it, text frames carry the legacy JSON
+//! dialect and the client joins on connect. Either way the connection is
+//! handed to [`crate::session::run`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use lockstep_protocol::limits::{MAX_EVENT_ID, MAX_FRAME};
+use lockstep_protocol::{Pong, ServerMsg, encode_server};
+use serde::Deserialize;
+
+use crate::clock::ServerClock;
+use crate::http::{AppState, api_error};
+use crate::hub::Dialect;
+use crate::outbox::{FrameKind, Outbox};
+use crate::session::{self, Inbound, SessionParams, error_frame};
+
+/// The WebSocket subprotocol of the binary protocol.
+pub const SUBPROTOCOL: &str = "lockstep.v1";
+/// Largest WebSocket message tungstenite reassembles; larger ones break the
+/// connection. Messages between `MAX_FRAME` and this get `FrameTooLarge`.
+const WS_MAX_MESSAGE: usize = 64 * 1024;
+/// Interval of server WebSocket pings (they keep idle legacy clients alive).
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Query parameters of the WebSocket URL.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WsQuery {
+    /// Device id for JSON-dialect clients.
+    device_id: Option<String>,
+    /// Access token.
+    access_token: Option<String>,
+}
+
+/// Checks an event id from a URL.
+pub fn valid_event_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_EVENT_ID && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// `GET /api/live-stream/{eventId}` with an upgrade.
+pub async fn upgrade(
+    State(app): State<AppState>,
+    Path(event_id): Path<String>,
+    Query(q): Query<WsQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !valid_event_id(&event_id) {
+        return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", "event ids are 1-128 printable ASCII bytes");
+    }
+    let Ok(permit) = app.conn_limit.clone().try_acquire_owned() else {
+        crate::metrics::error(lockstep_protocol::ErrorCode::ServerFull);
+        return api_error(StatusCode::SERVICE_UNAVAILABLE, "server_full", "too many connections");
+    };
+    let ws = ws
+        .protocols([SUBPROTOCOL])
+        .max_message_size(WS_MAX_MESSAGE)
+        .max_frame_size(WS_MAX_MESSAGE)
+        .write_buffer_size(0);
+    let dialect = if ws.selected_protocol().is_some() { Dialect::Binary } else { Dialect::Json };
+    let params = SessionParams {
+        event_id,
+        transport: "websocket",
+        dialect,
+        peer,
+        device_hint: q.device_id.filter(|d| !d.is_empty() && d.len() <= lockstep_protocol::limits::MAX_DEVICE_ID),
+        token: q.access_token,
+    };
+    ws.on_upgrade(move |socket| async move {
+        serve_socket(app, params, socket).await;
+        drop(permit);
+    })
+    .into_response()
+}
+
+async fn serve_socket(app: AppState, params: SessionParams, socket: WebSocket) {
+    let (sink, stream) = socket.split();
+    let outbox = Arc::new(Outbox::new(app.session_cfg.control_queue));
+    let dialect = params.dialect;
+    let mut writer = tokio::spawn(write_loop(sink, outbox.clone(), dialect, app.hub.clock()));
+    let inbound = stream.map(|m| match m {
+        Ok(Message::Binary(b)) if b.len() > MAX_FRAME => Some(Inbound::TooLarge(b.len())),
+        Ok(Message::Binary(b)) => Some(Inbound::Frame(b)),
+        Ok(Message::Text(t)) if t.len() > MAX_FRAME => Some(Inbound::TooLarge(t.len())),
+        Ok(Message::Text(t)) => Some(Inbound::Text(t.as_str().to_owned())),
+        Ok(Message::Ping(_) | Message::Pong(_)) => Some(Inbound::Activity),
+        Ok(Message::Close(_)) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket read ended");
+            None
+        }
+    });
+    // The session ends at the first close or error.
+    let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);
+    session::run(app.hub.clone(), app.session_cfg.clone(), params, Box::pin(inbound), outbox.clone(), app.shutdown.clone())
+        .await;
+    if outbox.close_reason().is_some() {
+        // Let the writer deliver the error and the close frame.
+        if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+            writer.abort();
+        }
+    } else {
+        writer.abort();
+    }
+}
+
+async fn write_loop(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    outbox: Arc<Outbox>,
+    dialect: Dialect,
+    clock: ServerClock,
+) {
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    ping.tick().await;
+    loop {
+        let batch = tokio::select! {
+            b = outbox.next_batch() => b,
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() { return; }
+                continue;
+            }
+        };
+        let mut msgs = Vec::with_capacity(batch.frames.len() + batch.pongs.len() + 2);
+        for f in batch.frames {
+            msgs.push(match f.kind {
+                FrameKind::Binary | FrameKind::BinaryFast => Message::Binary(f.bytes),
+                FrameKind::Text => match Utf8Bytes::try_from(f.bytes) {
+                    Ok(t) => Message::Text(t),
+                    Err(_) => continue,
+                },
+            });
+        }
+        for (client_time, server_recv_us) in batch.pongs {
+            let pong = Pong { client_time, server_recv_us, server_send_us: clock.now_us() };
+            msgs.push(Message::Binary(encode_server(&ServerMsg::Pong(pong)).into()));
+        }
+        if let Some(tick) = batch.tick {
+            msgs.push(Message::Binary(tick));
+        }
+        if let Some(close) = &batch.close {
+            let f = error_frame(dialect, close.code, &close.message, 0);
+            msgs.push(match f.kind {
+                FrameKind::Text => Message::Text(Utf8Bytes::try_from(f.bytes).unwrap_or_default()),
+                _ => Message::Binary(f.bytes),
+            });
+            let reason: String = close.message.chars().take(100).collect();
+            msgs.push(Message::Close(Some(CloseFrame { code: close.code.as_u16(), reason: reason.into() })));
+        }
+        for m in msgs {
+            if sink.feed(m).await.is_err() {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() || batch.close.is_some() {
+            return;
+        }
+    }
+}
