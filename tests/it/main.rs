@@ -1,0 +1,8 @@
+#![allow(unreachable_pub, missing_debug_implementations)]
+
+//! Integration tests: a real server on 127.0.0.1:0, real clients.
+//!
+//! One test binary (matklad's "delete cargo integration tests"); one module per area.
+
+mod common;
+mod ws;

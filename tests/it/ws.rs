@@ -1,0 +1,643 @@
+//! The WebSocket transport, the JSON dialect, REST and bad input.
+
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use lockstep::room::BufferingPolicy;
+use lockstep_protocol::{
+    Action, ChangeReason, ClientMsg, ErrorCode, Hello, Ping, Role, ServerMsg, TimelineChanged,
+    encode_client,
+};
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+use crate::common::*;
+
+fn changed(g: &Got) -> Option<TimelineChanged> {
+    match g {
+        Got::Msg(ServerMsg::TimelineChanged(c)) => Some(c.clone()),
+        _ => None,
+    }
+}
+
+fn count(g: &Got) -> Option<u32> {
+    match g {
+        Got::Msg(ServerMsg::ViewerCount(c)) => Some(c.count),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn join_assigns_host_then_viewers_and_counts_update_live() {
+    let server = TestServer::start().await;
+    let (mut host, w) = join(&server, "ev-join", "dev-host").await;
+    assert_eq!((w.role, w.viewers, w.member_id), (Role::Host, 1, 1));
+    assert!(w.timeline.paused);
+    assert!(w.limits.max_frame >= 1024 && w.limits.tick_interval_ms == 250);
+    let (mut viewer, w2) = join(&server, "ev-join", "dev-viewer").await;
+    assert_eq!((w2.role, w2.viewers), (Role::Viewer, 2));
+    assert_eq!(until(&mut host, |g| count(g).filter(|&c| c == 2)).await, 2);
+    drop(viewer.close(None).await);
+    assert_eq!(until(&mut host, |g| count(g).filter(|&c| c == 1)).await, 1);
+}
+
+#[tokio::test]
+async fn host_seek_reaches_every_viewer_and_late_joiner_gets_the_timeline() {
+    let server = TestServer::start().await;
+    let (mut host, _) = join(&server, "ev-seek", "h").await;
+    let mut viewers = Vec::new();
+    for i in 0..5 {
+        viewers.push(join(&server, "ev-seek", &format!("v{i}")).await.0);
+    }
+    send(
+        &mut host,
+        &command(
+            11,
+            Action::Seek {
+                position_ms: 42_000,
+            },
+        ),
+    )
+    .await;
+    for v in &mut viewers {
+        let c = until(v, changed).await;
+        assert_eq!(
+            (c.reason, c.by, c.timeline.position_ms),
+            (ChangeReason::Seek, 1, 42_000)
+        );
+    }
+    send(&mut host, &command(12, Action::Play { position_ms: None })).await;
+    until(&mut viewers[0], |g| {
+        changed(g).filter(|c| c.reason == ChangeReason::Play)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(150)).await; // let the play take effect (lead 100 ms)
+    let (_late, w) = join(&server, "ev-seek", "late").await;
+    assert!(!w.timeline.paused, "late joiner sees playback running");
+    let pos = w.timeline.position_us_at(w.server_time_us);
+    assert!(
+        (42_000_000..43_000_000).contains(&pos),
+        "late joiner lands on the room position: {pos}"
+    );
+}
+
+#[tokio::test]
+async fn viewer_commands_are_refused_in_a_host_only_room() {
+    let server = TestServer::start().await;
+    let (_host, _) = join(&server, "ev-perm", "h").await;
+    let (mut viewer, _) = join(&server, "ev-perm", "v").await;
+    send(
+        &mut viewer,
+        &command(5, Action::Seek { position_ms: 1_000 }),
+    )
+    .await;
+    let e = until(&mut viewer, |g| match g {
+        Got::Msg(ServerMsg::Error(e)) => Some(e.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!((e.code, e.request_id), (ErrorCode::Forbidden.as_u16(), 5));
+    let (status, state) = get_json(&server.http_url("/api/live-stream/ev-perm/state")).await;
+    assert_eq!(status, 200);
+    assert_eq!(state["timeline"]["positionMs"], 0);
+    assert_eq!(state["timeline"]["epoch"], 0);
+    assert_eq!(state["viewers"], 2);
+    assert_eq!(state["members"]["host"], serde_json::json!([1]));
+    assert_eq!(state["members"]["viewer"], serde_json::json!([2]));
+}
+
+#[tokio::test]
+async fn everyone_policy_lets_viewers_command() {
+    let server =
+        TestServer::with(|c| c.control_policy = lockstep::config::ControlPolicyArg::Everyone).await;
+    let (mut host, _) = join(&server, "ev-open", "h").await;
+    let (mut viewer, _) = join(&server, "ev-open", "v").await;
+    send(
+        &mut viewer,
+        &command(1, Action::SetRate { rate_milli: 1250 }),
+    )
+    .await;
+    let c = until(&mut host, changed).await;
+    assert_eq!(
+        (c.reason, c.by, c.timeline.rate_milli),
+        (ChangeReason::Rate, 2, 1250)
+    );
+}
+
+#[tokio::test]
+async fn scheduled_pause_lands_on_the_same_position_for_all_viewers() {
+    let server = TestServer::start().await;
+    let (mut host, _) = join(&server, "ev-pause", "h").await;
+    let mut viewers = Vec::new();
+    for i in 0..8 {
+        let (ws, w) = join(&server, "ev-pause", &format!("v{i}")).await;
+        viewers.push((ws, w, Instant::now()));
+    }
+    send(
+        &mut host,
+        &command(
+            1,
+            Action::Play {
+                position_ms: Some(10_000),
+            },
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    send(&mut host, &command(2, Action::Pause { position_ms: None })).await;
+    let mut seen = Vec::new();
+    for (ws, w, welcomed_at) in &mut viewers {
+        let c = until(ws, |g| {
+            changed(g).filter(|c| c.reason == ChangeReason::Pause)
+        })
+        .await;
+        // On loopback the Welcome's server time plus local elapsed time is the
+        // server's clock to well under a millisecond: the change must arrive
+        // before it takes effect.
+        let server_now_est = w.server_time_us + welcomed_at.elapsed().as_micros() as u64;
+        assert!(
+            c.effective_at_us > server_now_est,
+            "pause arrived {} µs late",
+            server_now_est - c.effective_at_us
+        );
+        seen.push(c.timeline);
+    }
+    assert!(
+        seen.windows(2).all(|p| p[0] == p[1]),
+        "every viewer got the same pause: {seen:?}"
+    );
+    let t = seen[0];
+    assert!(
+        t.paused && (10_300..10_700).contains(&t.position_ms),
+        "{t:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, state) = get_json(&server.http_url("/api/live-stream/ev-pause/state")).await;
+    assert_eq!(state["timeline"]["positionMs"], t.position_ms);
+    assert_eq!(state["timeline"]["paused"], true);
+}
+
+#[tokio::test]
+async fn counts_are_coalesced_on_a_join_storm_of_1000() {
+    let server = TestServer::start().await;
+    const N: usize = 1_000;
+    let mut clients = Vec::with_capacity(N);
+    for i in 0..N {
+        let mut ws = ws_binary(&server.ws_url("ev-storm")).await;
+        send(&mut ws, &hello("ev-storm", &format!("d{i}"))).await;
+        clients.push(ws);
+    }
+    // Every client reads until it sees the final count; count messages per client.
+    let mut total = 0usize;
+    let mut handles = Vec::new();
+    for mut ws in clients {
+        handles.push(tokio::spawn(async move {
+            let mut n = 0usize;
+            loop {
+                match next(&mut ws).await {
+                    Got::Msg(ServerMsg::ViewerCount(c)) => {
+                        n += 1;
+                        if c.count as usize == N {
+                            return (n, ws);
+                        }
+                    }
+                    Got::Msg(ServerMsg::Welcome(w)) if w.viewers as usize == N => return (n, ws),
+                    Got::Closed(c) => panic!("closed {c:?}"),
+                    _ => {}
+                }
+            }
+        }));
+    }
+    let mut keep = Vec::new();
+    for h in handles {
+        let (n, ws) = h.await.unwrap();
+        total += n;
+        keep.push(ws);
+    }
+    // The seed's O(N²) storm would be ~N²/2 = 500,000 messages; coalescing
+    // makes it a small multiple of N.
+    assert!(total <= 10 * N, "{total} count messages for {N} joins");
+    eprintln!(
+        "join storm: {total} count messages for {N} joins ({:.2} per viewer)",
+        total as f64 / N as f64
+    );
+}
+
+#[tokio::test]
+async fn buffering_wait_pauses_the_room_and_times_out() {
+    let server = TestServer::with(|c| {
+        c.buffering_policy = BufferingPolicy::Wait;
+        c.buffering_wait_max_ms = 600;
+    })
+    .await;
+    let (mut host, _) = join(&server, "ev-buf", "h").await;
+    let (mut viewer, _) = join(&server, "ev-buf", "v").await;
+    send(&mut host, &command(1, Action::Play { position_ms: None })).await;
+    until(&mut viewer, |g| {
+        changed(g).filter(|c| c.reason == ChangeReason::Play)
+    })
+    .await;
+    send(&mut viewer, &report(false)).await;
+    send(&mut viewer, &report(true)).await;
+    let wait = until(&mut host, |g| {
+        changed(g).filter(|c| c.reason == ChangeReason::BufferingWait)
+    })
+    .await;
+    assert!(wait.timeline.paused);
+    assert_eq!(wait.by, 2);
+    let resume = until(&mut host, |g| {
+        changed(g).filter(|c| c.reason == ChangeReason::Resume)
+    })
+    .await;
+    assert!(!resume.timeline.paused);
+    assert_eq!(
+        resume.timeline.position_ms, wait.timeline.position_ms,
+        "resumes where it paused"
+    );
+    // The wait started ~lead after the stall report and ended at its deadline.
+    let waited = resume.effective_at_us - wait.effective_at_us;
+    assert!((550_000..900_000).contains(&waited), "waited {waited} µs");
+
+    // A recovery before the deadline resumes at once (the stalled member is
+    // in cooldown after a timeout, so another member stalls).
+    let (mut third, _) = join(&server, "ev-buf", "t").await;
+    send(&mut third, &report(false)).await;
+    send(&mut third, &report(true)).await;
+    until(&mut host, |g| {
+        changed(g).filter(|c| c.reason == ChangeReason::BufferingWait)
+    })
+    .await;
+    send(&mut third, &report(false)).await;
+    let r = until(&mut host, |g| {
+        changed(g).filter(|c| c.reason == ChangeReason::Resume)
+    })
+    .await;
+    assert_eq!(r.by, 0);
+}
+
+#[tokio::test]
+async fn json_dialect_interoperates_with_binary_clients() {
+    let server = TestServer::start().await;
+    // A legacy JSON client joins first, so it hosts.
+    let mut legacy = ws_json(&format!("{}?deviceId=legacy-1", server.ws_url("ev-json"))).await;
+    let hello_sync = until(&mut legacy, |g| match g {
+        Got::Text(v) if v["type"] == "playbackSync" => Some(v.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (
+            hello_sync["position"].as_f64(),
+            hello_sync["eventId"].as_str()
+        ),
+        (Some(0.0), Some("ev-json"))
+    );
+    let (mut bin, w) = join(&server, "ev-json", "bin").await;
+    assert_eq!(w.role, Role::Viewer);
+    let mut legacy2 = ws_json(&server.ws_url("ev-json")).await;
+    until(&mut legacy2, |g| {
+        matches!(g, Got::Text(v) if v["type"] == "playbackSync").then_some(())
+    })
+    .await;
+
+    let sync = r#"{"type":"playbackSync","position":75.5,"eventId":"ev-json","deviceId":"legacy-1","sentAt":123}"#;
+    legacy.send(Message::Text(sync.into())).await.unwrap();
+    let c = until(&mut bin, changed).await;
+    assert_eq!(
+        (c.reason, c.timeline.position_ms, c.by),
+        (ChangeReason::Seek, 75_500, 1)
+    );
+    let echoed = until(&mut legacy2, |g| match g {
+        Got::Text(v) if v["type"] == "playbackSync" && v["epoch"] == 1 => Some(v.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(echoed["position"], 75.5);
+    assert_eq!(echoed["sentAt"], 123, "extra fields pass through");
+    let n = until(&mut legacy2, |g| match g {
+        Got::Text(v) if v["type"] == "viewerCount" => v["count"].as_u64(),
+        _ => None,
+    })
+    .await;
+    assert!(n >= 2);
+
+    // A binary seek reaches JSON clients, and the sender is not echoed.
+    drop(bin.close(None).await);
+    let (mut bin2, _) = join(&server, "ev-json", "bin2").await;
+    send(&mut bin2, &command(3, Action::Seek { position_ms: 1_000 })).await;
+    assert_eq!(
+        error_code(&mut bin2).await,
+        ErrorCode::Forbidden.as_u16(),
+        "bin2 is a viewer"
+    );
+    legacy
+        .send(Message::Text(
+            r#"{"type":"playbackSync","position":2}"#.into(),
+        ))
+        .await
+        .unwrap();
+    let got = until(&mut legacy2, |g| match g {
+        Got::Text(v) if v["type"] == "playbackSync" && v["position"] == 2.0 => Some(v.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(got["paused"], true);
+    // The JSON host does not hear its own change back.
+    legacy.send(Message::Ping(Bytes::new())).await.unwrap();
+    let own = tokio::time::timeout(Duration::from_millis(300), async {
+        until(&mut legacy, |g| {
+            matches!(g, Got::Text(v) if v["type"] == "playbackSync").then_some(())
+        })
+        .await
+    })
+    .await;
+    assert!(own.is_err(), "no echo to the sender");
+}
+
+#[tokio::test]
+async fn bad_input_gets_errors_and_closes_with_documented_codes() {
+    let server = TestServer::with(|c| c.hello_timeout_ms = 300).await;
+    let url = server.ws_url("ev-bad");
+
+    // Malformed, unknown tag, command before Hello, text on a binary connection:
+    // errors, and the connection stays usable.
+    let mut ws = ws_binary(&url).await;
+    ws.send(Message::Binary(Bytes::from_static(&[2, 0xff])))
+        .await
+        .unwrap();
+    assert_eq!(error_code(&mut ws).await, ErrorCode::Malformed.as_u16());
+    ws.send(Message::Binary(Bytes::from_static(&[77])))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(&mut ws).await,
+        ErrorCode::UnknownMessage.as_u16()
+    );
+    send(&mut ws, &command(9, Action::Play { position_ms: None })).await;
+    assert_eq!(error_code(&mut ws).await, ErrorCode::NotJoined.as_u16());
+    ws.send(Message::Text("{}".into())).await.unwrap();
+    assert_eq!(
+        error_code(&mut ws).await,
+        ErrorCode::UnexpectedMessage.as_u16()
+    );
+    send(&mut ws, &hello("ev-bad", "d")).await;
+    welcome(&mut ws).await;
+    send(&mut ws, &hello("ev-bad", "d")).await;
+    assert_eq!(error_code(&mut ws).await, ErrorCode::AlreadyJoined.as_u16());
+    send(&mut ws, &command(10, Action::SetRate { rate_milli: 9_000 })).await;
+    assert_eq!(
+        error_code(&mut ws).await,
+        ErrorCode::InvalidArgument.as_u16()
+    );
+
+    // Oversized frame: error and close.
+    let mut big = ws_binary(&url).await;
+    big.send(Message::Binary(Bytes::from(vec![1u8; 9_000])))
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(&mut big).await,
+        ErrorCode::FrameTooLarge.as_u16()
+    );
+    assert_eq!(
+        closed(&mut big).await,
+        Some(ErrorCode::FrameTooLarge.as_u16())
+    );
+
+    // Wrong protocol version: error and close.
+    let mut old = ws_binary(&url).await;
+    let bad_version = ClientMsg::Hello(Hello {
+        version: 99,
+        event_id: "ev-bad".into(),
+        device_id: "x".into(),
+        token: None,
+        caps: 0,
+    });
+    send(&mut old, &bad_version).await;
+    assert_eq!(
+        error_code(&mut old).await,
+        ErrorCode::VersionMismatch.as_u16()
+    );
+    assert_eq!(
+        closed(&mut old).await,
+        Some(ErrorCode::VersionMismatch.as_u16())
+    );
+
+    // Hello for another event than the URL's.
+    let mut other = ws_binary(&url).await;
+    send(&mut other, &hello("not-this-one", "x")).await;
+    assert_eq!(
+        closed(&mut other).await,
+        Some(ErrorCode::EventMismatch.as_u16())
+    );
+
+    // No Hello in time.
+    let mut silent = ws_binary(&url).await;
+    assert_eq!(
+        closed(&mut silent).await,
+        Some(ErrorCode::HelloTimeout.as_u16())
+    );
+
+    // Too many bad frames.
+    let mut junk = ws_binary(&url).await;
+    for _ in 0..10 {
+        junk.send(Message::Binary(Bytes::from_static(&[0, 1, 2])))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        closed(&mut junk).await,
+        Some(ErrorCode::TooManyErrors.as_u16())
+    );
+
+    // JSON dialect: invalid JSON and wrong types.
+    let mut legacy = ws_json(&url).await;
+    legacy
+        .send(Message::Text("{not json".into()))
+        .await
+        .unwrap();
+    let code = until(&mut legacy, |g| match g {
+        Got::Text(v) if v["type"] == "error" => v["code"].as_u64(),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, u64::from(ErrorCode::InvalidJson.as_u16()));
+    legacy
+        .send(Message::Text(r#"{"type":"chat","text":"hi"}"#.into()))
+        .await
+        .unwrap();
+    let code = until(&mut legacy, |g| match g {
+        Got::Text(v) if v["type"] == "error" => v["code"].as_u64(),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, u64::from(ErrorCode::UnexpectedMessage.as_u16()));
+    legacy
+        .send(Message::Binary(Bytes::from_static(&[1, 2])))
+        .await
+        .unwrap();
+    let code = until(&mut legacy, |g| match g {
+        Got::Text(v) if v["type"] == "error" => v["code"].as_u64(),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, u64::from(ErrorCode::UnexpectedMessage.as_u16()));
+
+    // Bad input on one connection never disturbed another: the first one still works.
+    send(&mut ws, &ClientMsg::Ping(Ping { client_time: 1 })).await;
+    until(&mut ws, |g| {
+        matches!(g, Got::Msg(ServerMsg::Pong(_))).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_flooder_is_limited_then_closed_and_others_are_unaffected() {
+    let server = TestServer::with(|c| {
+        c.msgs_per_sec = 20;
+        c.msg_burst = 20;
+        c.control_policy = lockstep::config::ControlPolicyArg::Everyone;
+    })
+    .await;
+    let (mut host, _) = join(&server, "ev-flood", "h").await;
+    let (mut calm, _) = join(&server, "ev-flood", "calm").await;
+    let (mut flooder, _) = join(&server, "ev-flood", "flood").await;
+    let ping = Bytes::from(encode_client(&ClientMsg::Ping(Ping { client_time: 0 })));
+    let flood = tokio::spawn(async move {
+        // Flood with pings until the server closes us.
+        let started = Instant::now();
+        let mut limited = false;
+        loop {
+            for _ in 0..50 {
+                if flooder.send(Message::Binary(ping.clone())).await.is_err() {
+                    return (limited, None, started.elapsed());
+                }
+            }
+            while let Ok(Some(Ok(m))) = tokio::time::timeout(
+                Duration::from_millis(5),
+                futures_util::StreamExt::next(&mut flooder),
+            )
+            .await
+            {
+                match m {
+                    Message::Binary(b) => {
+                        if let Ok(ServerMsg::Error(e)) = lockstep_protocol::decode_server(&b) {
+                            limited |= e.code == ErrorCode::RateLimited.as_u16();
+                        }
+                    }
+                    Message::Close(f) => {
+                        return (limited, f.map(|f| u16::from(f.code)), started.elapsed());
+                    }
+                    _ => {}
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "flooder never closed"
+            );
+        }
+    });
+    // Meanwhile the room keeps working for everyone else, promptly.
+    for i in 0..5u64 {
+        let sent = Instant::now();
+        send(
+            &mut host,
+            &command(
+                i as u32,
+                Action::Seek {
+                    position_ms: 1_000 * (i + 1),
+                },
+            ),
+        )
+        .await;
+        let c = until(&mut calm, |g| {
+            changed(g).filter(|c| c.timeline.position_ms == 1_000 * (i + 1))
+        })
+        .await;
+        assert_eq!(c.reason, ChangeReason::Seek);
+        assert!(
+            sent.elapsed() < Duration::from_millis(500),
+            "calm viewer delayed {:?}",
+            sent.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (limited, code, after) = flood.await.unwrap();
+    assert!(limited, "the flooder was told it is rate limited");
+    assert_eq!(
+        code,
+        Some(ErrorCode::Flood.as_u16()),
+        "closed after {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn ping_pong_stamps_server_times() {
+    let server = TestServer::start().await;
+    let (mut ws, w) = join(&server, "ev-ping", "d").await;
+    send(
+        &mut ws,
+        &ClientMsg::Ping(Ping {
+            client_time: 987_654,
+        }),
+    )
+    .await;
+    let p = until(&mut ws, |g| match g {
+        Got::Msg(ServerMsg::Pong(p)) => Some(*p),
+        _ => None,
+    })
+    .await;
+    assert_eq!(p.client_time, 987_654);
+    assert!(p.server_recv_us >= w.server_time_us && p.server_send_us >= p.server_recv_us);
+    assert!(p.server_send_us - p.server_recv_us < 1_000_000);
+}
+
+#[tokio::test]
+async fn health_state_404_and_empty_rooms_are_dropped() {
+    let server = TestServer::with(|c| c.room_grace_ms = 100).await;
+    let (status, health) = get_json(&server.http_url("/api/health")).await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let (status, body) = get_json(&server.http_url("/api/live-stream/nobody/state")).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let (status, _) = get_json(&server.http_url("/api/live-stream/%20bad/state")).await;
+    assert_eq!(status, 400);
+    let (mut ws, _) = join(&server, "ev-gone", "d").await;
+    assert_eq!(
+        get_json(&server.http_url("/api/live-stream/ev-gone/state"))
+            .await
+            .0,
+        200
+    );
+    ws.close(None).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if get_json(&server.http_url("/api/live-stream/ev-gone/state"))
+            .await
+            .0
+            == 404
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "empty room never dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, metrics) = get_json(&server.http_url("/metrics")).await;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(text.contains("lockstep_messages_out_total"), "{text}");
+}
+
+#[tokio::test]
+async fn shutdown_closes_sessions_with_going_away_code() {
+    let server = TestServer::start().await;
+    let (mut ws, _) = join(&server, "ev-stop", "d").await;
+    let mut legacy = ws_json(&server.ws_url("ev-stop")).await;
+    server.stop().await;
+    assert_eq!(
+        closed(&mut ws).await,
+        Some(ErrorCode::ShuttingDown.as_u16())
+    );
+    assert_eq!(
+        closed(&mut legacy).await,
+        Some(ErrorCode::ShuttingDown.as_u16())
+    );
+}
