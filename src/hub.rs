@@ -293,7 +293,11 @@ impl RoomActor {
             let mut binary: Option<Bytes> = None;
             let mut text: Option<Option<Bytes>> = None;
             let is_tick = matches!(out.msg, ServerMsg::Tick(_));
-            let kind = if matches!(out.msg, ServerMsg::TimelineChanged(_)) { FrameKind::BinaryFast } else { FrameKind::Binary };
+            let kind = if matches!(out.msg, ServerMsg::TimelineChanged(_)) {
+                FrameKind::BinaryFast
+            } else {
+                FrameKind::Binary
+            };
             let origin = match &out.msg {
                 ServerMsg::TimelineChanged(c) => Some(c.by),
                 _ => None,

@@ -41,13 +41,16 @@ fn err(code: ErrorCode, message: impl Into<String>) -> JsonError {
 
 /// Parses one text frame.
 pub fn parse(text: &str) -> Result<JsonIn, JsonError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| err(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| err(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
     let Value::Object(mut map) = value else {
         return Err(err(ErrorCode::UnexpectedMessage, "expected a JSON object"));
     };
     match map.remove("type") {
         Some(Value::String(t)) if t == "playbackSync" => {}
-        Some(Value::String(t)) => return Err(err(ErrorCode::UnexpectedMessage, format!("unknown message type {t:?}"))),
+        Some(Value::String(t)) => {
+            return Err(err(ErrorCode::UnexpectedMessage, format!("unknown message type {t:?}")));
+        }
         _ => return Err(err(ErrorCode::UnexpectedMessage, "missing \"type\"")),
     }
     let seconds = map

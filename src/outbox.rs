@@ -96,10 +96,8 @@ impl Outbox {
         if g.frames.len() >= self.cap {
             g.frames.clear();
             g.tick = None;
-            g.close = Some(Close {
-                code: ErrorCode::SlowConsumer,
-                message: "the connection fell too far behind".into(),
-            });
+            g.close =
+                Some(Close { code: ErrorCode::SlowConsumer, message: "the connection fell too far behind".into() });
             drop(g);
             self.wake_closed();
             return false;

@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use lockstep_protocol::limits::{MAX_POSITION_MS, MAX_RATE_MILLI, MIN_RATE_MILLI};
 use lockstep_protocol::{
-    Action, ChangeReason, ControlPolicy, ErrorCode, ErrorMsg, Limits, MemberJoined, MemberLeft,
-    Report, Role, RoleChanged, ServerMsg, Tick, Timeline, TimelineChanged, ViewerCount, Welcome,
+    Action, ChangeReason, ControlPolicy, ErrorCode, ErrorMsg, Limits, MemberJoined, MemberLeft, Report, Role,
+    RoleChanged, ServerMsg, Tick, Timeline, TimelineChanged, ViewerCount, Welcome,
 };
 use serde::{Deserialize, Serialize};
 
@@ -296,11 +296,7 @@ impl Room {
         if self.count_dirty {
             t = t.min(self.count_due());
         }
-        if let Some(HostSlot {
-            left_at: Some(left),
-            ..
-        }) = &self.host
-        {
+        if let Some(HostSlot { left_at: Some(left), .. }) = &self.host {
             t = t.min(left + self.cfg.host_grace_us);
         }
         t
@@ -312,9 +308,7 @@ impl Room {
         self.advance(now);
         if let Some(w) = &self.wait {
             if now >= w.deadline {
-                let stalled = std::mem::take(&mut self.wait)
-                    .map(|w| w.members)
-                    .unwrap_or_default();
+                let stalled = std::mem::take(&mut self.wait).map(|w| w.members).unwrap_or_default();
                 for id in stalled {
                     if let Some(m) = self.members.get_mut(&id) {
                         m.no_wait_until = now + self.cfg.buffering_cooldown_us;
@@ -323,11 +317,7 @@ impl Room {
                 self.resume(now);
             }
         }
-        if let Some(HostSlot {
-            left_at: Some(left),
-            ..
-        }) = &self.host
-        {
+        if let Some(HostSlot { left_at: Some(left), .. }) = &self.host {
             if now >= left + self.cfg.host_grace_us {
                 self.host = None;
                 self.elect_host();
@@ -348,10 +338,7 @@ impl Room {
         self.next_member += 1;
         let role = self.role_for_joiner(&info);
         if role == Role::Host {
-            self.host = Some(HostSlot {
-                device_id: info.device_id.clone(),
-                left_at: None,
-            });
+            self.host = Some(HostSlot { device_id: info.device_id.clone(), left_at: None });
         }
         let wants_presence = info.wants_presence && self.cfg.show_members;
         self.members.insert(
@@ -373,14 +360,7 @@ impl Room {
         }
         if self.cfg.show_members {
             let name = self.members[&id].name.clone();
-            self.to(
-                Audience::Presence,
-                ServerMsg::MemberJoined(MemberJoined {
-                    member_id: id,
-                    role,
-                    name,
-                }),
-            );
+            self.to(Audience::Presence, ServerMsg::MemberJoined(MemberJoined { member_id: id, role, name }));
         }
         self.count_dirty = true;
         self.flush_count(now);
@@ -402,10 +382,7 @@ impl Room {
             }
         }
         if self.cfg.show_members {
-            self.to(
-                Audience::Presence,
-                ServerMsg::MemberLeft(MemberLeft { member_id: id }),
-            );
+            self.to(Audience::Presence, ServerMsg::MemberLeft(MemberLeft { member_id: id }));
         }
         self.unblock(now, id);
         self.count_dirty = true;
@@ -414,35 +391,19 @@ impl Room {
 
     /// Changes a member's role (`by` must be the host; host moves are not
     /// done here). Queues `RoleChanged` to everyone.
-    pub fn set_role(
-        &mut self,
-        by: MemberId,
-        target: MemberId,
-        role: Role,
-    ) -> Result<(), CommandError> {
+    pub fn set_role(&mut self, by: MemberId, target: MemberId, role: Role) -> Result<(), CommandError> {
         if self.role(by) != Some(Role::Host) {
             return Err(CommandError::Forbidden);
         }
         if role == Role::Host {
-            return Err(CommandError::InvalidArgument(
-                "use host hand-over to move the host role",
-            ));
+            return Err(CommandError::InvalidArgument("use host hand-over to move the host role"));
         }
-        let m = self
-            .members
-            .get_mut(&target)
-            .ok_or(CommandError::NotMember)?;
+        let m = self.members.get_mut(&target).ok_or(CommandError::NotMember)?;
         if m.role == Role::Host {
             return Err(CommandError::InvalidArgument("the host cannot be demoted"));
         }
         m.role = role;
-        self.to(
-            Audience::All,
-            ServerMsg::RoleChanged(RoleChanged {
-                member_id: target,
-                role,
-            }),
-        );
+        self.to(Audience::All, ServerMsg::RoleChanged(RoleChanged { member_id: target, role }));
         Ok(())
     }
 
@@ -462,11 +423,7 @@ impl Room {
         match &self.host {
             Some(slot) if slot.device_id == info.device_id => Role::Host,
             Some(_) => Role::Viewer,
-            None if self.cfg.first_joiner_hosts
-                && !self.members.values().any(|m| m.role == Role::Host) =>
-            {
-                Role::Host
-            }
+            None if self.cfg.first_joiner_hosts && !self.members.values().any(|m| m.role == Role::Host) => Role::Host,
             None => Role::Viewer,
         }
     }
@@ -484,17 +441,8 @@ impl Room {
             .map(|(&id, m)| (id, m.device_id.clone()));
         if let Some((id, device_id)) = pick {
             self.members.get_mut(&id).expect("picked from members").role = Role::Host;
-            self.host = Some(HostSlot {
-                device_id,
-                left_at: None,
-            });
-            self.to(
-                Audience::All,
-                ServerMsg::RoleChanged(RoleChanged {
-                    member_id: id,
-                    role: Role::Host,
-                }),
-            );
+            self.host = Some(HostSlot { device_id, left_at: None });
+            self.to(Audience::All, ServerMsg::RoleChanged(RoleChanged { member_id: id, role: Role::Host }));
         }
     }
 
@@ -513,13 +461,7 @@ impl Room {
     // ------------------------------------------------------------ commands
 
     /// Applies a member's command, or queues an `Error` to it and returns why not.
-    pub fn command(
-        &mut self,
-        now: u64,
-        by: MemberId,
-        request_id: u32,
-        action: Action,
-    ) -> Result<(), CommandError> {
+    pub fn command(&mut self, now: u64, by: MemberId, request_id: u32, action: Action) -> Result<(), CommandError> {
         self.advance(now);
         let result = self.try_command(now, by, action);
         if let Err(e) = &result {
@@ -535,11 +477,7 @@ impl Room {
             return Err(CommandError::Forbidden);
         }
         let check_pos = |p: u64| {
-            if p > MAX_POSITION_MS {
-                Err(CommandError::InvalidArgument("position out of range"))
-            } else {
-                Ok(p)
-            }
+            if p > MAX_POSITION_MS { Err(CommandError::InvalidArgument("position out of range")) } else { Ok(p) }
         };
         let intended = self.intended();
         let lead_at = (now + self.cfg.lead_us).max(intended.anchor_us);
@@ -556,12 +494,7 @@ impl Room {
                     return Ok(());
                 }
                 let position_ms = position_ms.unwrap_or_else(|| intended.whole_ms_point(lead_at).0);
-                let t = Timeline {
-                    position_ms,
-                    anchor_us: lead_at,
-                    paused: false,
-                    ..intended
-                };
+                let t = Timeline { position_ms, anchor_us: lead_at, paused: false, ..intended };
                 self.issue(now, t, lead_at, by, ChangeReason::Play);
             }
             Action::Pause { position_ms } => {
@@ -570,13 +503,7 @@ impl Room {
                 if position_ms.is_none() && intended.paused {
                     if was_waiting {
                         // The host takes over a buffering pause: no resume follows.
-                        self.issue(
-                            now,
-                            intended,
-                            now.max(intended.anchor_us),
-                            by,
-                            ChangeReason::Pause,
-                        );
+                        self.issue(now, intended, now.max(intended.anchor_us), by, ChangeReason::Pause);
                     }
                     return Ok(());
                 }
@@ -585,42 +512,23 @@ impl Room {
                     self.issue(now, self.current, now, by, ChangeReason::Pause);
                     return Ok(());
                 }
-                let (at_ms, at) = if intended.paused {
-                    (intended.position_ms, now)
-                } else {
-                    intended.whole_ms_point(lead_at)
-                };
-                let t = Timeline {
-                    position_ms: position_ms.unwrap_or(at_ms),
-                    anchor_us: at,
-                    paused: true,
-                    ..intended
-                };
+                let (at_ms, at) =
+                    if intended.paused { (intended.position_ms, now) } else { intended.whole_ms_point(lead_at) };
+                let t = Timeline { position_ms: position_ms.unwrap_or(at_ms), anchor_us: at, paused: true, ..intended };
                 self.issue(now, t, at, by, ChangeReason::Pause);
             }
             Action::Seek { position_ms } => {
                 let position_ms = check_pos(position_ms)?;
                 let at = now.max(intended.anchor_us);
-                let t = Timeline {
-                    position_ms,
-                    anchor_us: at,
-                    ..intended
-                };
+                let t = Timeline { position_ms, anchor_us: at, ..intended };
                 self.issue(now, t, at, by, ChangeReason::Seek);
             }
             Action::SetRate { rate_milli } => {
                 if !(MIN_RATE_MILLI..=MAX_RATE_MILLI).contains(&rate_milli) {
-                    return Err(CommandError::InvalidArgument(
-                        "rate must be between 0.25 and 4",
-                    ));
+                    return Err(CommandError::InvalidArgument("rate must be between 0.25 and 4"));
                 }
                 let (position_ms, at) = intended.whole_ms_point(now.max(intended.anchor_us));
-                let t = Timeline {
-                    position_ms,
-                    anchor_us: at,
-                    rate_milli,
-                    ..intended
-                };
+                let t = Timeline { position_ms, anchor_us: at, rate_milli, ..intended };
                 self.issue(now, t, at, by, ChangeReason::Rate);
             }
         }
@@ -629,26 +537,14 @@ impl Room {
 
     /// The timeline after any pending change.
     fn intended(&self) -> Timeline {
-        self.pending
-            .map(|(c, ..)| c.timeline)
-            .unwrap_or(self.current)
+        self.pending.map(|(c, ..)| c.timeline).unwrap_or(self.current)
     }
 
     /// Issues a new timeline (new epoch) taking effect at `at`.
-    fn issue(
-        &mut self,
-        now: u64,
-        mut timeline: Timeline,
-        at: u64,
-        by: MemberId,
-        reason: ChangeReason,
-    ) {
+    fn issue(&mut self, now: u64, mut timeline: Timeline, at: u64, by: MemberId, reason: ChangeReason) {
         self.epoch = self.epoch.wrapping_add(1);
         timeline.epoch = self.epoch;
-        let change = Change {
-            timeline,
-            effective_at_us: at,
-        };
+        let change = Change { timeline, effective_at_us: at };
         self.pending = Some((change, by, reason));
         self.to(Audience::All, changed(change, by, reason));
         self.advance(now);
@@ -705,17 +601,9 @@ impl Room {
         let lead_at = (now + self.cfg.lead_us).max(self.intended().anchor_us);
         let intended = self.intended();
         let (position_ms, at) = intended.whole_ms_point(lead_at);
-        let t = Timeline {
-            position_ms,
-            anchor_us: at,
-            paused: true,
-            ..intended
-        };
+        let t = Timeline { position_ms, anchor_us: at, paused: true, ..intended };
         self.issue(now, t, at, id, ChangeReason::BufferingWait);
-        self.wait = Some(Wait {
-            deadline: now + self.cfg.buffering_wait_max_us,
-            members: BTreeSet::from([id]),
-        });
+        self.wait = Some(Wait { deadline: now + self.cfg.buffering_wait_max_us, members: BTreeSet::from([id]) });
     }
 
     /// A member stopped blocking the wait (recovered or left).
@@ -734,11 +622,7 @@ impl Room {
             return;
         }
         let at = (now + self.cfg.lead_us).max(intended.anchor_us);
-        let t = Timeline {
-            anchor_us: at,
-            paused: false,
-            ..intended
-        };
+        let t = Timeline { anchor_us: at, paused: false, ..intended };
         self.issue(now, t, at, 0, ChangeReason::Resume);
     }
 
@@ -796,12 +680,10 @@ impl Room {
         }
         RoomState {
             timeline: self.current,
-            pending: self
-                .pending
-                .map(|(c, by, reason)| match changed(c, by, reason) {
-                    ServerMsg::TimelineChanged(tc) => tc,
-                    _ => unreachable!("changed() builds a TimelineChanged"),
-                }),
+            pending: self.pending.map(|(c, by, reason)| match changed(c, by, reason) {
+                ServerMsg::TimelineChanged(tc) => tc,
+                _ => unreachable!("changed() builds a TimelineChanged"),
+            }),
             position: self.current.position_us_at(now) as f64 / 1e6,
             server_time_us: now,
             viewers: self.viewers(),
@@ -813,12 +695,7 @@ impl Room {
 }
 
 fn changed(c: Change, by: MemberId, reason: ChangeReason) -> ServerMsg {
-    ServerMsg::TimelineChanged(TimelineChanged {
-        timeline: c.timeline,
-        effective_at_us: c.effective_at_us,
-        by,
-        reason,
-    })
+    ServerMsg::TimelineChanged(TimelineChanged { timeline: c.timeline, effective_at_us: c.effective_at_us, by, reason })
 }
 
 #[cfg(test)]

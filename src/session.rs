@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use lockstep_protocol::{ClientMsg, ErrorCode, ErrorMsg, Hello, PROTOCOL_VERSION, ServerMsg, caps, decode_client, encode_server};
+use lockstep_protocol::{
+    ClientMsg, ErrorCode, ErrorMsg, Hello, PROTOCOL_VERSION, ServerMsg, caps, decode_client, encode_server,
+};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -244,7 +246,12 @@ impl Session {
             ClientMsg::Ping(p) => self.outbox.push_pong(p.client_time, recv_us),
             ClientMsg::Command(c) => match &self.joined {
                 Some((room, member)) => {
-                    room.send(RoomEvent::Command { member: *member, request_id: c.request_id, action: c.action, extra: None });
+                    room.send(RoomEvent::Command {
+                        member: *member,
+                        request_id: c.request_id,
+                        action: c.action,
+                        extra: None,
+                    });
                 }
                 None => self.fail(ErrorCode::NotJoined, "send Hello first", c.request_id),
             },
@@ -262,7 +269,8 @@ impl Session {
             return self.fail(ErrorCode::AlreadyJoined, "this connection has joined already", 0);
         }
         if hello.version != PROTOCOL_VERSION {
-            let m = format!("protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}", hello.version);
+            let m =
+                format!("protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}", hello.version);
             return self.fail(ErrorCode::VersionMismatch, m, 0);
         }
         if hello.event_id != self.params.event_id {

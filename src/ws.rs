@@ -102,8 +102,15 @@ async fn serve_socket(app: AppState, params: SessionParams, socket: WebSocket) {
     });
     // The session ends at the first close or error.
     let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);
-    session::run(app.hub.clone(), app.session_cfg.clone(), params, Box::pin(inbound), outbox.clone(), app.shutdown.clone())
-        .await;
+    session::run(
+        app.hub.clone(),
+        app.session_cfg.clone(),
+        params,
+        Box::pin(inbound),
+        outbox.clone(),
+        app.shutdown.clone(),
+    )
+    .await;
     if outbox.close_reason().is_some() {
         // Let the writer deliver the error and the close frame.
         if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {

@@ -109,10 +109,7 @@ mod tests {
         for &c in ErrorCode::ALL {
             assert!(seen.insert(c.as_u16()), "duplicate {c}");
             assert_eq!(ErrorCode::from_u16(c.as_u16()), Some(c));
-            assert!(
-                (4000..5000).contains(&c.as_u16()),
-                "{c} outside the app close range"
-            );
+            assert!((4000..5000).contains(&c.as_u16()), "{c} outside the app close range");
         }
         assert_eq!(ErrorCode::from_u16(3999), None);
     }

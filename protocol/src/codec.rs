@@ -10,9 +10,7 @@ use bincode::config::{self, Configuration, LittleEndian, Varint};
 use bincode::{Decode, Encode};
 
 use crate::code::ErrorCode;
-use crate::limits::{
-    MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_TOKEN,
-};
+use crate::limits::{MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_TOKEN};
 use crate::msg::{ClientMsg, ErrorMsg, ServerMsg};
 
 type Cfg = Configuration<LittleEndian, Varint, config::Limit<MAX_FRAME>>;
@@ -76,42 +74,29 @@ fn decode_tagged<T: Decode<()> + Encode>(bytes: &[u8], tags: u32) -> Result<T, D
         return Err(DecodeError::Empty);
     }
     if bytes.len() > MAX_FRAME {
-        return Err(DecodeError::TooLarge {
-            len: bytes.len() as u64,
-            max: MAX_FRAME,
-        });
+        return Err(DecodeError::TooLarge { len: bytes.len() as u64, max: MAX_FRAME });
     }
-    let (tag, _): (u32, usize) = bincode::decode_from_slice(bytes, cfg())
-        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let (tag, _): (u32, usize) =
+        bincode::decode_from_slice(bytes, cfg()).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if tag >= tags {
         return Err(DecodeError::UnknownTag { tag });
     }
-    let (msg, used) = bincode::decode_from_slice(bytes, cfg())
-        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let (msg, used) = bincode::decode_from_slice(bytes, cfg()).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if used != bytes.len() {
-        return Err(DecodeError::TrailingBytes {
-            extra: bytes.len() - used,
-        });
+        return Err(DecodeError::TrailingBytes { extra: bytes.len() - used });
     }
     // bincode also accepts varints in a longer form than needed (`251, 5, 0`
     // for 5). Only the shortest form is valid, so that every message has
     // exactly one encoding: re-encoding must give the same bytes.
-    let again = bincode::encode_to_vec(&msg, config::standard())
-        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let again = bincode::encode_to_vec(&msg, config::standard()).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if again != bytes {
-        return Err(DecodeError::Malformed(
-            "non-canonical encoding (varint not in its shortest form)".into(),
-        ));
+        return Err(DecodeError::Malformed("non-canonical encoding (varint not in its shortest form)".into()));
     }
     Ok(msg)
 }
 
 fn check_len(s: &str, max: usize, what: &'static str) -> Result<(), DecodeError> {
-    if s.len() > max {
-        Err(DecodeError::Invalid(what))
-    } else {
-        Ok(())
-    }
+    if s.len() > max { Err(DecodeError::Invalid(what)) } else { Ok(()) }
 }
 
 /// Decodes one client → server message.
@@ -119,11 +104,7 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientMsg, DecodeError> {
     let msg: ClientMsg = decode_tagged(bytes, CLIENT_TAGS)?;
     if let ClientMsg::Hello(h) = &msg {
         check_len(&h.event_id, MAX_EVENT_ID, "event id longer than 128 bytes")?;
-        check_len(
-            &h.device_id,
-            MAX_DEVICE_ID,
-            "device id longer than 128 bytes",
-        )?;
+        check_len(&h.device_id, MAX_DEVICE_ID, "device id longer than 128 bytes")?;
         if let Some(t) = &h.token {
             check_len(t, MAX_TOKEN, "token longer than 4096 bytes")?;
         }
@@ -143,8 +124,7 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMsg, DecodeError> {
 }
 
 fn encode_into<T: Encode>(msg: &T, out: &mut Vec<u8>) {
-    bincode::encode_into_std_write(msg, out, config::standard())
-        .expect("encoding into a Vec cannot fail");
+    bincode::encode_into_std_write(msg, out, config::standard()).expect("encoding into a Vec cannot fail");
 }
 
 /// Encodes a server → client message.
@@ -178,11 +158,7 @@ impl ErrorMsg {
             }
             message.truncate(cut);
         }
-        ErrorMsg {
-            code: code.as_u16(),
-            message,
-            request_id,
-        }
+        ErrorMsg { code: code.as_u16(), message, request_id }
     }
 }
 
@@ -229,10 +205,7 @@ impl FrameDecoder {
             return Ok(None);
         };
         if len > MAX_FRAME as u64 {
-            return Err(DecodeError::TooLarge {
-                len,
-                max: MAX_FRAME,
-            });
+            return Err(DecodeError::TooLarge { len, max: MAX_FRAME });
         }
         let len = len as usize;
         if avail.len() < prefix + len {
@@ -261,9 +234,7 @@ fn read_varint(b: &[u8]) -> Result<Option<(u64, usize)>, DecodeError> {
         252 => (4, 1 << 16),
         253 => (8, 1 << 32),
         _ => {
-            return Err(DecodeError::Malformed(format!(
-                "invalid varint marker {first} in frame length"
-            )));
+            return Err(DecodeError::Malformed(format!("invalid varint marker {first} in frame length")));
         }
     };
     let Some(bytes) = b.get(1..=width) else {
@@ -273,9 +244,7 @@ fn read_varint(b: &[u8]) -> Result<Option<(u64, usize)>, DecodeError> {
     v[..width].copy_from_slice(bytes);
     let value = u64::from_le_bytes(v);
     if value < min {
-        return Err(DecodeError::Malformed(
-            "frame length not in its shortest form".into(),
-        ));
+        return Err(DecodeError::Malformed("frame length not in its shortest form".into()));
     }
     Ok(Some((value, 1 + width)))
 }
@@ -291,19 +260,10 @@ mod tests {
         assert_eq!(decode_client(&[9]), Err(DecodeError::UnknownTag { tag: 9 }));
         let mut ping = encode_client(&ClientMsg::Ping(Ping { client_time: 5 }));
         ping.push(0);
-        assert_eq!(
-            decode_client(&ping),
-            Err(DecodeError::TrailingBytes { extra: 1 })
-        );
+        assert_eq!(decode_client(&ping), Err(DecodeError::TrailingBytes { extra: 1 }));
         let big = vec![0u8; MAX_FRAME + 1];
-        assert!(matches!(
-            decode_client(&big),
-            Err(DecodeError::TooLarge { .. })
-        ));
-        assert!(matches!(
-            decode_client(&[2, 7]),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode_client(&big), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(decode_client(&[2, 7]), Err(DecodeError::Malformed(_))));
     }
 
     #[test]
@@ -316,17 +276,11 @@ mod tests {
             caps: 0,
         });
         let bytes = encode_client(&hello);
-        assert!(matches!(
-            decode_client(&bytes),
-            Err(DecodeError::Invalid(_))
-        ));
+        assert!(matches!(decode_client(&bytes), Err(DecodeError::Invalid(_))));
         // Hello whose event id claims 2^40 bytes.
         let mut claim = vec![0u8, 1, 253];
         claim.extend_from_slice(&(1u64 << 40).to_le_bytes());
-        assert!(matches!(
-            decode_client(&claim),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode_client(&claim), Err(DecodeError::Malformed(_))));
     }
 
     #[test]
@@ -348,30 +302,18 @@ mod tests {
         assert_eq!(d.buffered(), 0);
         let mut bad = FrameDecoder::new();
         bad.push(&[252, 0, 0, 1, 0]);
-        assert!(matches!(
-            bad.next_frame(),
-            Err(DecodeError::TooLarge { .. })
-        ));
+        assert!(matches!(bad.next_frame(), Err(DecodeError::TooLarge { .. })));
     }
 
     #[test]
     fn rejects_non_canonical_varints() {
         // Ping { client_time: 5 } with 5 written as `251, 5, 0` and as u64.
-        assert!(matches!(
-            decode_client(&[1, 251, 5, 0]),
-            Err(DecodeError::Malformed(_))
-        ));
-        assert!(matches!(
-            decode_client(&[1, 253, 5, 0, 0, 0, 0, 0, 0, 0]),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode_client(&[1, 251, 5, 0]), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode_client(&[1, 253, 5, 0, 0, 0, 0, 0, 0, 0]), Err(DecodeError::Malformed(_))));
         for bad in [&[251u8, 5, 0][..], &[254, 0, 0, 0, 0, 0, 0, 0, 0], &[255]] {
             let mut d = FrameDecoder::new();
             d.push(bad);
-            assert!(
-                matches!(d.next_frame(), Err(DecodeError::Malformed(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(d.next_frame(), Err(DecodeError::Malformed(_))), "{bad:?}");
         }
     }
 

@@ -21,8 +21,8 @@ pub mod timeline;
 
 pub use code::ErrorCode;
 pub use codec::{
-    DecodeError, FrameDecoder, decode_client, decode_server, encode_client, encode_server,
-    encode_server_into, write_frame,
+    DecodeError, FrameDecoder, decode_client, decode_server, encode_client, encode_server, encode_server_into,
+    write_frame,
 };
 pub use msg::*;
 pub use timeline::Timeline;

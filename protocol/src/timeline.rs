@@ -29,13 +29,7 @@ pub struct Timeline {
 impl Timeline {
     /// A paused timeline at position zero, as a new room starts.
     pub fn start(now_us: u64) -> Self {
-        Timeline {
-            epoch: 0,
-            position_ms: 0,
-            anchor_us: now_us,
-            rate_milli: 1000,
-            paused: true,
-        }
+        Timeline { epoch: 0, position_ms: 0, anchor_us: now_us, rate_milli: 1000, paused: true }
     }
 
     /// Media position in microseconds at server time `t_us` (clamped at 0).
@@ -76,21 +70,13 @@ impl Timeline {
     /// millisecond at or after `t_us`.
     pub fn reanchored(&self, t_us: u64) -> Self {
         let (position_ms, anchor_us) = self.whole_ms_point(t_us);
-        Timeline {
-            position_ms,
-            anchor_us,
-            ..*self
-        }
+        Timeline { position_ms, anchor_us, ..*self }
     }
 }
 
 /// `n / d` rounded to the nearest integer, halves away from zero (`d > 0`).
 fn div_round(n: i128, d: i128) -> i128 {
-    if n >= 0 {
-        (n + d / 2) / d
-    } else {
-        (n - d / 2) / d
-    }
+    if n >= 0 { (n + d / 2) / d } else { (n - d / 2) / d }
 }
 
 /// Recovers a full server time from its low 32 bits, given an estimate of the
@@ -108,13 +94,7 @@ mod tests {
     use super::*;
 
     fn playing(position_ms: u64, anchor_us: u64, rate_milli: u16) -> Timeline {
-        Timeline {
-            epoch: 1,
-            position_ms,
-            anchor_us,
-            rate_milli,
-            paused: false,
-        }
+        Timeline { epoch: 1, position_ms, anchor_us, rate_milli, paused: false }
     }
 
     #[test]

@@ -8,15 +8,7 @@ const S: u64 = 1_000_000;
 const T0: u64 = 1_000 * S;
 
 fn join(room: &mut Room, now: u64, device: &str) -> MemberId {
-    room.join(
-        now,
-        JoinInfo {
-            device_id: device.into(),
-            name: device.into(),
-            wants_presence: true,
-            host_claim: false,
-        },
-    )
+    room.join(now, JoinInfo { device_id: device.into(), name: device.into(), wants_presence: true, host_claim: false })
 }
 
 fn drain(room: &mut Room) -> Vec<Output> {
@@ -37,12 +29,7 @@ fn cmd(room: &mut Room, now: u64, by: MemberId, action: Action) -> Result<(), Co
 }
 
 fn report(buffering: bool) -> Report {
-    Report {
-        epoch: 0,
-        position_us: 0,
-        rate_milli: 1000,
-        buffering,
-    }
+    Report { epoch: 0, position_us: 0, rate_milli: 1000, buffering }
 }
 
 /// Runs the room's timers up to `until`, returning what it emitted.
@@ -118,31 +105,17 @@ fn viewers_cannot_command_a_host_only_room_but_can_in_everyone() {
     let _host = join(&mut room, T0, "h");
     let v = join(&mut room, T0, "v");
     drain(&mut room);
-    assert_eq!(
-        cmd(&mut room, T0, v, Action::Seek { position_ms: 5_000 }),
-        Err(CommandError::Forbidden)
-    );
+    assert_eq!(cmd(&mut room, T0, v, Action::Seek { position_ms: 5_000 }), Err(CommandError::Forbidden));
     let out = drain(&mut room);
     assert_eq!(out.len(), 1, "only the error: {out:?}");
-    assert!(
-        matches!(&out[0], Output { to: Audience::One(id), msg: ServerMsg::Error(e) }
-        if *id == v && e.code == ErrorCode::Forbidden.as_u16() && e.request_id == 7)
-    );
+    assert!(matches!(&out[0], Output { to: Audience::One(id), msg: ServerMsg::Error(e) }
+        if *id == v && e.code == ErrorCode::Forbidden.as_u16() && e.request_id == 7));
     assert_eq!(room.timeline(), Timeline::start(T0));
 
-    let mut open = Room::new(
-        RoomConfig {
-            policy: ControlPolicy::Everyone,
-            ..Default::default()
-        },
-        T0,
-    );
+    let mut open = Room::new(RoomConfig { policy: ControlPolicy::Everyone, ..Default::default() }, T0);
     join(&mut open, T0, "h");
     let v = join(&mut open, T0, "v");
-    assert_eq!(
-        cmd(&mut open, T0, v, Action::Seek { position_ms: 5_000 }),
-        Ok(())
-    );
+    assert_eq!(cmd(&mut open, T0, v, Action::Seek { position_ms: 5_000 }), Ok(()));
     assert_eq!(open.timeline().position_ms, 5_000);
 }
 
@@ -158,10 +131,7 @@ fn play_is_scheduled_at_the_lead_and_ticks_when_it_takes_effect() {
     let out = drain(&mut room);
     let c = &changes(&out)[0];
     assert_eq!(c.effective_at_us, T0 + S + lead);
-    assert_eq!(
-        (c.reason, c.by, c.timeline.paused, c.timeline.epoch),
-        (ChangeReason::Play, h, false, 1)
-    );
+    assert_eq!((c.reason, c.by, c.timeline.paused, c.timeline.epoch), (ChangeReason::Play, h, false, 1));
     assert!(room.timeline().paused, "not yet in effect");
     assert_eq!(room.poll_timeout(), T0 + S + lead);
     room.handle_timeout(T0 + S + lead);
@@ -174,23 +144,15 @@ fn play_is_scheduled_at_the_lead_and_ticks_when_it_takes_effect() {
         })
         .collect();
     assert_eq!(ticks.len(), 1);
-    assert_eq!(
-        (ticks[0].epoch, ticks[0].paused, ticks[0].anchor_lo_us),
-        (1, false, (T0 + S + lead) as u32)
-    );
+    assert_eq!((ticks[0].epoch, ticks[0].paused, ticks[0].anchor_lo_us), (1, false, (T0 + S + lead) as u32));
 }
 
 #[test]
 fn scheduled_pause_lands_on_the_same_position_for_every_viewer() {
     let mut room = Room::new(RoomConfig::default(), T0);
     let h = join(&mut room, T0, "host");
-    let viewers: Vec<SimViewer> = (0..12)
-        .map(|i| SimViewer {
-            latency: 3 * MS + i * 7 * MS,
-            current: None,
-            pending: Vec::new(),
-        })
-        .collect();
+    let viewers: Vec<SimViewer> =
+        (0..12).map(|i| SimViewer { latency: 3 * MS + i * 7 * MS, current: None, pending: Vec::new() }).collect();
     let mut inflight: Vec<(u64, usize, ServerMsg)> = Vec::new();
     for (i, v) in viewers.iter().enumerate() {
         join(&mut room, T0, &format!("v{i}"));
@@ -204,58 +166,30 @@ fn scheduled_pause_lands_on_the_same_position_for_every_viewer() {
             }
         }
     };
-    cmd(
-        &mut room,
-        T0 + S,
-        h,
-        Action::Play {
-            position_ms: Some(60_000),
-        },
-    )
-    .unwrap();
+    cmd(&mut room, T0 + S, h, Action::Play { position_ms: Some(60_000) }).unwrap();
     send(&mut room, T0 + S, &mut inflight);
     for (now, o) in run_until(&mut room, T0 + S, T0 + 7 * S + 333 * MS) {
-        inflight.extend(
-            viewers
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (now + v.latency, i, o.msg.clone())),
-        );
+        inflight.extend(viewers.iter().enumerate().map(|(i, v)| (now + v.latency, i, o.msg.clone())));
     }
     let pause_at = T0 + 7 * S + 333 * MS;
     cmd(&mut room, pause_at, h, Action::Pause { position_ms: None }).unwrap();
     send(&mut room, pause_at, &mut inflight);
     run_until(&mut room, pause_at, pause_at + 2 * S);
 
-    let mut viewers: Vec<SimViewer> = (0..12)
-        .map(|i| SimViewer {
-            latency: 3 * MS + i * 7 * MS,
-            current: None,
-            pending: Vec::new(),
-        })
-        .collect();
+    let mut viewers: Vec<SimViewer> =
+        (0..12).map(|i| SimViewer { latency: 3 * MS + i * 7 * MS, current: None, pending: Vec::new() }).collect();
     inflight.sort_by_key(|(at, ..)| *at);
     for (_, i, msg) in &inflight {
         viewers[*i].deliver(msg);
     }
     // Every message arrived before its effect (latency < lead), so every viewer
     // plays from 60 s at the same instant and stops on the same microsecond.
-    let stopped: Vec<u64> = viewers
-        .iter_mut()
-        .map(|v| v.position_at(pause_at + 2 * S))
-        .collect();
+    let stopped: Vec<u64> = viewers.iter_mut().map(|v| v.position_at(pause_at + 2 * S)).collect();
     assert!(stopped.windows(2).all(|w| w[0] == w[1]), "{stopped:?}");
     let expected = 60_000 * MS + (pause_at + 100 * MS - (T0 + S + 100 * MS));
-    assert!(
-        stopped[0].abs_diff(expected) <= MS,
-        "{} vs {expected}",
-        stopped[0]
-    );
+    assert!(stopped[0].abs_diff(expected) <= MS, "{} vs {expected}", stopped[0]);
     assert_eq!(stopped[0] % MS, 0, "pauses land on whole milliseconds");
-    let mid: Vec<u64> = viewers
-        .iter_mut()
-        .map(|v| v.position_at(T0 + 4 * S))
-        .collect();
+    let mid: Vec<u64> = viewers.iter_mut().map(|v| v.position_at(T0 + 4 * S)).collect();
     assert!(mid.windows(2).all(|w| w[0] == w[1]), "{mid:?}");
 }
 
@@ -266,42 +200,19 @@ fn seek_is_immediate_and_keeps_play_state() {
     cmd(&mut room, T0, h, Action::Play { position_ms: None }).unwrap();
     room.handle_timeout(T0 + 100 * MS);
     drain(&mut room);
-    cmd(
-        &mut room,
-        T0 + S,
-        h,
-        Action::Seek {
-            position_ms: 90_000,
-        },
-    )
-    .unwrap();
+    cmd(&mut room, T0 + S, h, Action::Seek { position_ms: 90_000 }).unwrap();
     let t = room.timeline();
-    assert_eq!(
-        (t.position_ms, t.anchor_us, t.paused),
-        (90_000, T0 + S, false)
-    );
+    assert_eq!((t.position_ms, t.anchor_us, t.paused), (90_000, T0 + S, false));
     let out = drain(&mut room);
     assert_eq!(changes(&out)[0].effective_at_us, T0 + S);
-    assert!(
-        out.iter()
-            .any(|o| matches!(o.msg, ServerMsg::Tick(Tick { epoch: 2, .. }))),
-        "ticks at once"
-    );
+    assert!(out.iter().any(|o| matches!(o.msg, ServerMsg::Tick(Tick { epoch: 2, .. }))), "ticks at once");
 }
 
 #[test]
 fn rate_change_is_continuous_and_honoured() {
     let mut room = Room::new(RoomConfig::default(), T0);
     let h = join(&mut room, T0, "h");
-    cmd(
-        &mut room,
-        T0,
-        h,
-        Action::Play {
-            position_ms: Some(10_000),
-        },
-    )
-    .unwrap();
+    cmd(&mut room, T0, h, Action::Play { position_ms: Some(10_000) }).unwrap();
     room.handle_timeout(T0 + 100 * MS);
     let at = T0 + 3 * S + 123_457;
     let old = room.timeline();
@@ -309,20 +220,11 @@ fn rate_change_is_continuous_and_honoured() {
     room.handle_timeout(at + MS);
     let t = room.timeline();
     assert_eq!(t.rate_milli, 1250);
-    assert!(
-        t.anchor_us >= at && t.anchor_us < at + MS,
-        "takes effect within a millisecond"
-    );
+    assert!(t.anchor_us >= at && t.anchor_us < at + MS, "takes effect within a millisecond");
     let before = old.position_us_at(t.anchor_us);
-    assert!(
-        t.position_us_at(t.anchor_us).abs_diff(before) <= 2,
-        "jump at the rate change"
-    );
+    assert!(t.position_us_at(t.anchor_us).abs_diff(before) <= 2, "jump at the rate change");
     let later = t.position_us_at(t.anchor_us + 4 * S);
-    assert!(
-        later.abs_diff(before + 5 * S) <= 2,
-        "1.25x for 4 s adds 5 s"
-    );
+    assert!(later.abs_diff(before + 5 * S) <= 2, "1.25x for 4 s adds 5 s");
 }
 
 #[test]
@@ -332,20 +234,10 @@ fn out_of_range_arguments_are_refused() {
     for a in [
         Action::SetRate { rate_milli: 0 },
         Action::SetRate { rate_milli: 4001 },
-        Action::Seek {
-            position_ms: u64::MAX,
-        },
-        Action::Play {
-            position_ms: Some(1 << 40),
-        },
+        Action::Seek { position_ms: u64::MAX },
+        Action::Play { position_ms: Some(1 << 40) },
     ] {
-        assert!(
-            matches!(
-                cmd(&mut room, T0, h, a),
-                Err(CommandError::InvalidArgument(_))
-            ),
-            "{a:?}"
-        );
+        assert!(matches!(cmd(&mut room, T0, h, a), Err(CommandError::InvalidArgument(_))), "{a:?}");
     }
     assert_eq!(room.timeline(), Timeline::start(T0));
 }
@@ -354,29 +246,13 @@ fn out_of_range_arguments_are_refused() {
 fn late_joiner_gets_the_current_timeline_and_the_pending_change() {
     let mut room = Room::new(RoomConfig::default(), T0);
     let h = join(&mut room, T0, "h");
-    cmd(
-        &mut room,
-        T0,
-        h,
-        Action::Seek {
-            position_ms: 42_000,
-        },
-    )
-    .unwrap();
-    cmd(
-        &mut room,
-        T0 + 10 * MS,
-        h,
-        Action::Play { position_ms: None },
-    )
-    .unwrap();
+    cmd(&mut room, T0, h, Action::Seek { position_ms: 42_000 }).unwrap();
+    cmd(&mut room, T0 + 10 * MS, h, Action::Play { position_ms: None }).unwrap();
     drain(&mut room);
     let late = join(&mut room, T0 + 50 * MS, "late");
     let out = drain(&mut room);
     let mine: Vec<_> = out.iter().filter(|o| o.to == Audience::One(late)).collect();
-    assert!(
-        matches!(&mine[0].msg, ServerMsg::Welcome(w) if w.timeline.position_ms == 42_000 && w.timeline.paused)
-    );
+    assert!(matches!(&mine[0].msg, ServerMsg::Welcome(w) if w.timeline.position_ms == 42_000 && w.timeline.paused));
     assert!(matches!(&mine[1].msg, ServerMsg::TimelineChanged(c)
         if !c.timeline.paused && c.effective_at_us == T0 + 110 * MS));
 }
@@ -386,72 +262,27 @@ fn play_then_pause_before_effect_cancels_and_vice_versa() {
     let mut room = Room::new(RoomConfig::default(), T0);
     let h = join(&mut room, T0, "h");
     cmd(&mut room, T0, h, Action::Play { position_ms: None }).unwrap();
-    cmd(
-        &mut room,
-        T0 + 20 * MS,
-        h,
-        Action::Pause { position_ms: None },
-    )
-    .unwrap();
+    cmd(&mut room, T0 + 20 * MS, h, Action::Pause { position_ms: None }).unwrap();
     run_until(&mut room, T0 + 20 * MS, T0 + S);
     assert!(room.timeline().paused);
     assert_eq!(room.timeline().position_ms, 0);
 
     cmd(&mut room, T0 + S, h, Action::Play { position_ms: None }).unwrap();
     room.handle_timeout(T0 + S + 100 * MS);
-    cmd(
-        &mut room,
-        T0 + 2 * S,
-        h,
-        Action::Pause { position_ms: None },
-    )
-    .unwrap();
-    cmd(
-        &mut room,
-        T0 + 2 * S + 10 * MS,
-        h,
-        Action::Play { position_ms: None },
-    )
-    .unwrap();
+    cmd(&mut room, T0 + 2 * S, h, Action::Pause { position_ms: None }).unwrap();
+    cmd(&mut room, T0 + 2 * S + 10 * MS, h, Action::Play { position_ms: None }).unwrap();
     run_until(&mut room, T0 + 2 * S + 10 * MS, T0 + 3 * S);
-    assert!(
-        !room.timeline().paused,
-        "the play cancelled the pending pause"
-    );
+    assert!(!room.timeline().paused, "the play cancelled the pending pause");
     assert_eq!(room.timeline().position_us_at(T0 + 3 * S), 1_900 * MS);
 }
 
 #[test]
 fn reports_never_move_the_timeline() {
-    let mut room = Room::new(
-        RoomConfig {
-            buffering: BufferingPolicy::Ignore,
-            ..Default::default()
-        },
-        T0,
-    );
+    let mut room = Room::new(RoomConfig { buffering: BufferingPolicy::Ignore, ..Default::default() }, T0);
     let h = join(&mut room, T0, "h");
     let before = room.timeline();
-    room.report(
-        T0 + S,
-        h,
-        Report {
-            epoch: 0,
-            position_us: 999 * S,
-            rate_milli: 4000,
-            buffering: true,
-        },
-    );
-    room.report(
-        T0 + 2 * S,
-        h,
-        Report {
-            epoch: 0,
-            position_us: 5,
-            rate_milli: 1000,
-            buffering: false,
-        },
-    );
+    room.report(T0 + S, h, Report { epoch: 0, position_us: 999 * S, rate_milli: 4000, buffering: true });
+    room.report(T0 + 2 * S, h, Report { epoch: 0, position_us: 5, rate_milli: 1000, buffering: false });
     assert_eq!(room.timeline(), before);
     assert!(changes(&drain(&mut room)).is_empty());
 }
@@ -472,19 +303,13 @@ fn buffering_wait_pauses_everyone_and_resumes_on_recovery() {
     let (mut room, _h, v, now) = playing_room(RoomConfig::default());
     room.report(now, v, report(true));
     let c = changes(&drain(&mut room));
-    assert_eq!(
-        (c[0].reason, c[0].by, c[0].timeline.paused),
-        (ChangeReason::BufferingWait, v, true)
-    );
+    assert_eq!((c[0].reason, c[0].by, c[0].timeline.paused), (ChangeReason::BufferingWait, v, true));
     room.handle_timeout(now + 100 * MS);
     assert!(room.timeline().paused);
     assert!(room.state(now).buffering_wait);
     room.report(now + S, v, report(false));
     let c = changes(&drain(&mut room));
-    assert_eq!(
-        (c[0].reason, c[0].by, c[0].timeline.paused),
-        (ChangeReason::Resume, 0, false)
-    );
+    assert_eq!((c[0].reason, c[0].by, c[0].timeline.paused), (ChangeReason::Resume, 0, false));
     room.handle_timeout(now + S + 100 * MS);
     assert!(!room.timeline().paused);
     assert!(!room.state(now).buffering_wait);
@@ -515,10 +340,7 @@ fn buffering_wait_times_out_and_the_room_never_stays_stuck() {
     // After the cooldown it may wait again.
     room.report(now + max + cooldown, v, report(false));
     room.report(now + max + cooldown + MS, v, report(true));
-    assert_eq!(
-        changes(&drain(&mut room))[0].reason,
-        ChangeReason::BufferingWait
-    );
+    assert_eq!(changes(&drain(&mut room))[0].reason, ChangeReason::BufferingWait);
 }
 
 #[test]
@@ -530,44 +352,21 @@ fn initial_loading_ignore_policy_and_host_pause_do_not_wait() {
     drain(&mut room);
     let v = join(&mut room, T0 + S, "v");
     room.report(T0 + S, v, report(true));
-    assert!(
-        changes(&drain(&mut room)).is_empty(),
-        "a joiner loading is not a stall"
-    );
+    assert!(changes(&drain(&mut room)).is_empty(), "a joiner loading is not a stall");
 
-    let (mut room, ..) = playing_room(RoomConfig {
-        buffering: BufferingPolicy::Ignore,
-        ..Default::default()
-    });
+    let (mut room, ..) = playing_room(RoomConfig { buffering: BufferingPolicy::Ignore, ..Default::default() });
     room.report(T0 + S, 2, report(true));
     assert!(changes(&drain(&mut room)).is_empty());
 
     let (mut room, h, v, now) = playing_room(RoomConfig::default());
     room.report(now, v, report(true));
     drain(&mut room);
-    cmd(
-        &mut room,
-        now + 500 * MS,
-        h,
-        Action::Pause { position_ms: None },
-    )
-    .unwrap();
+    cmd(&mut room, now + 500 * MS, h, Action::Pause { position_ms: None }).unwrap();
     let out = run_until(&mut room, now + 500 * MS, now + 10 * S);
-    let c = changes(
-        &drain(&mut room)
-            .into_iter()
-            .chain(out.into_iter().map(|(_, o)| o))
-            .collect::<Vec<_>>(),
-    );
+    let c = changes(&drain(&mut room).into_iter().chain(out.into_iter().map(|(_, o)| o)).collect::<Vec<_>>());
     assert_eq!(c.len(), 1, "{c:?}");
-    assert_eq!(
-        (c[0].reason, c[0].by, c[0].timeline.paused),
-        (ChangeReason::Pause, h, true)
-    );
-    assert!(
-        room.timeline().paused,
-        "the host's pause ends the wait without resuming"
-    );
+    assert_eq!((c[0].reason, c[0].by, c[0].timeline.paused), (ChangeReason::Pause, h, true));
+    assert!(room.timeline().paused, "the host's pause ends the wait without resuming");
 }
 
 #[test]
@@ -603,11 +402,7 @@ fn join_storm_counts_are_coalesced_to_o_n() {
             delivered += u64::from(room.viewers());
         }
     }
-    assert_eq!(
-        counts.last().map(|c| c.1),
-        Some(1_000),
-        "settles on the right count"
-    );
+    assert_eq!(counts.last().map(|c| c.1), Some(1_000), "settles on the right count");
     assert!(counts.len() <= 6, "{} count messages", counts.len());
     assert!(delivered <= 6 * n, "O(N) deliveries: {delivered}");
     for w in counts.windows(2).filter(|w| w[0].0 != 0 && w[1].0 != 0) {
@@ -640,42 +435,23 @@ fn co_hosts_command_and_only_the_host_assigns_roles() {
     let mut room = Room::new(RoomConfig::default(), T0);
     let h = join(&mut room, T0, "h");
     let v = join(&mut room, T0, "v");
-    assert_eq!(
-        room.set_role(v, h, Role::Viewer),
-        Err(CommandError::Forbidden)
-    );
+    assert_eq!(room.set_role(v, h, Role::Viewer), Err(CommandError::Forbidden));
     room.set_role(h, v, Role::CoHost).unwrap();
-    assert_eq!(
-        cmd(&mut room, T0, v, Action::Seek { position_ms: 1 }),
-        Ok(())
-    );
+    assert_eq!(cmd(&mut room, T0, v, Action::Seek { position_ms: 1 }), Ok(()));
     room.set_policy(h, ControlPolicy::Everyone).unwrap();
     assert_eq!(room.state(T0).policy, ControlPolicy::Everyone);
 }
 
 #[test]
 fn ticks_are_periodic_and_presence_is_opt_in() {
-    let cfg = RoomConfig {
-        show_members: true,
-        ..Default::default()
-    };
+    let cfg = RoomConfig { show_members: true, ..Default::default() };
     let interval = cfg.tick_interval_us;
     let mut room = Room::new(cfg, T0);
     let a = join(&mut room, T0, "a");
-    let b = room.join(
-        T0,
-        JoinInfo {
-            device_id: "b".into(),
-            name: "b".into(),
-            wants_presence: false,
-            host_claim: false,
-        },
-    );
+    let b =
+        room.join(T0, JoinInfo { device_id: "b".into(), name: "b".into(), wants_presence: false, host_claim: false });
     let out = drain(&mut room);
-    let joined = out
-        .iter()
-        .find(|o| matches!(o.msg, ServerMsg::MemberJoined(_)))
-        .unwrap();
+    let joined = out.iter().find(|o| matches!(o.msg, ServerMsg::MemberJoined(_))).unwrap();
     assert!(room.is_recipient(joined.to, a) && !room.is_recipient(joined.to, b));
     let ticks = run_until(&mut room, T0, T0 + 10 * interval)
         .into_iter()

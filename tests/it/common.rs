@@ -9,8 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use lockstep::config::Config;
 use lockstep::server::Server;
 use lockstep_protocol::{
-    Action, ClientMsg, Command, Hello, PROTOCOL_VERSION, Report, ServerMsg, Welcome, caps,
-    decode_server, encode_client,
+    Action, ClientMsg, Command, Hello, PROTOCOL_VERSION, Report, ServerMsg, Welcome, caps, decode_server, encode_client,
 };
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -37,10 +36,7 @@ impl TestServer {
 
     /// Starts a server on loopback with ephemeral ports; `tweak` edits the config.
     pub async fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let mut cfg = Config {
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            ..Config::default()
-        };
+        let mut cfg = Config { http_addr: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
         tweak(&mut cfg);
         let server = Server::bind(cfg).await.expect("bind");
         let http = server.http_addr();
@@ -53,11 +49,7 @@ impl TestServer {
                 .await
                 .expect("server run");
         });
-        TestServer {
-            http,
-            stop: Some(tx),
-            task: Some(task),
-        }
+        TestServer { http, stop: Some(tx), task: Some(task) }
     }
 
     pub fn ws_url(&self, event: &str) -> String {
@@ -74,10 +66,7 @@ impl TestServer {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task)
-                .await
-                .expect("server stops in time")
-                .unwrap();
+            tokio::time::timeout(WAIT, task).await.expect("server stops in time").unwrap();
         }
     }
 }
@@ -95,26 +84,15 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Opens a WebSocket speaking the binary protocol (subprotocol `lockstep.v1`).
 pub async fn ws_binary(url: &str) -> Ws {
     let mut req = url.into_client_request().unwrap();
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_static("lockstep.v1"),
-    );
-    let (ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("connect");
-    assert_eq!(
-        resp.headers().get("sec-websocket-protocol").unwrap(),
-        "lockstep.v1"
-    );
+    req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("lockstep.v1"));
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.expect("connect");
+    assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "lockstep.v1");
     ws
 }
 
 /// Opens a WebSocket speaking the legacy JSON dialect.
 pub async fn ws_json(url: &str) -> Ws {
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("connect")
-        .0
+    tokio_tungstenite::connect_async(url).await.expect("connect").0
 }
 
 pub fn hello(event: &str, device: &str) -> ClientMsg {
@@ -132,18 +110,11 @@ pub fn command(request_id: u32, action: Action) -> ClientMsg {
 }
 
 pub fn report(buffering: bool) -> ClientMsg {
-    ClientMsg::Report(Report {
-        epoch: 0,
-        position_us: 0,
-        rate_milli: 1000,
-        buffering,
-    })
+    ClientMsg::Report(Report { epoch: 0, position_us: 0, rate_milli: 1000, buffering })
 }
 
 pub async fn send(ws: &mut Ws, msg: &ClientMsg) {
-    ws.send(Message::Binary(Bytes::from(encode_client(msg))))
-        .await
-        .expect("send");
+    ws.send(Message::Binary(Bytes::from(encode_client(msg)))).await.expect("send");
 }
 
 /// What a client saw next.
@@ -157,9 +128,7 @@ pub enum Got {
 /// The next server message, JSON text, or close (skipping pings).
 pub async fn next(ws: &mut Ws) -> Got {
     loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message in time");
+        let m = tokio::time::timeout(WAIT, ws.next()).await.expect("a message in time");
         match m {
             Some(Ok(Message::Binary(b))) => {
                 return Got::Msg(decode_server(&b).expect("server sends valid messages"));
@@ -180,9 +149,7 @@ pub async fn next(ws: &mut Ws) -> Got {
 pub async fn until<T>(ws: &mut Ws, mut pick: impl FnMut(&Got) -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let got = tokio::time::timeout_at(deadline, next(ws))
-            .await
-            .expect("expected message in time");
+        let got = tokio::time::timeout_at(deadline, next(ws)).await.expect("expected message in time");
         if let Some(t) = pick(&got) {
             return t;
         }
@@ -221,10 +188,7 @@ pub async fn error_code(ws: &mut Ws) -> u16 {
 pub async fn closed(ws: &mut Ws) -> Option<u16> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        match tokio::time::timeout_at(deadline, next(ws))
-            .await
-            .expect("closed in time")
-        {
+        match tokio::time::timeout_at(deadline, next(ws)).await.expect("closed in time") {
             Got::Closed(code) => return code,
             _ => continue,
         }
@@ -238,31 +202,17 @@ pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     let uri: axum::http::Uri = url.parse().unwrap();
     let authority = uri.authority().unwrap().as_str().to_owned();
     let mut s = TcpStream::connect(&authority).await.unwrap();
-    let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n",
-        uri.path_and_query().unwrap()
-    );
+    let req =
+        format!("GET {} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n", uri.path_and_query().unwrap());
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&buf);
     let status: u16 = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
-    let body = if text
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    (
-        status,
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
-    )
+    let body =
+        if text.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)))
 }
 
 fn dechunk(mut body: &str) -> String {

@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use lockstep::room::BufferingPolicy;
 use lockstep_protocol::{
-    Action, ChangeReason, ClientMsg, ErrorCode, Hello, Ping, Role, ServerMsg, TimelineChanged,
-    encode_client,
+    Action, ChangeReason, ClientMsg, ErrorCode, Hello, Ping, Role, ServerMsg, TimelineChanged, encode_client,
 };
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
@@ -48,36 +47,18 @@ async fn host_seek_reaches_every_viewer_and_late_joiner_gets_the_timeline() {
     for i in 0..5 {
         viewers.push(join(&server, "ev-seek", &format!("v{i}")).await.0);
     }
-    send(
-        &mut host,
-        &command(
-            11,
-            Action::Seek {
-                position_ms: 42_000,
-            },
-        ),
-    )
-    .await;
+    send(&mut host, &command(11, Action::Seek { position_ms: 42_000 })).await;
     for v in &mut viewers {
         let c = until(v, changed).await;
-        assert_eq!(
-            (c.reason, c.by, c.timeline.position_ms),
-            (ChangeReason::Seek, 1, 42_000)
-        );
+        assert_eq!((c.reason, c.by, c.timeline.position_ms), (ChangeReason::Seek, 1, 42_000));
     }
     send(&mut host, &command(12, Action::Play { position_ms: None })).await;
-    until(&mut viewers[0], |g| {
-        changed(g).filter(|c| c.reason == ChangeReason::Play)
-    })
-    .await;
+    until(&mut viewers[0], |g| changed(g).filter(|c| c.reason == ChangeReason::Play)).await;
     tokio::time::sleep(Duration::from_millis(150)).await; // let the play take effect (lead 100 ms)
     let (_late, w) = join(&server, "ev-seek", "late").await;
     assert!(!w.timeline.paused, "late joiner sees playback running");
     let pos = w.timeline.position_us_at(w.server_time_us);
-    assert!(
-        (42_000_000..43_000_000).contains(&pos),
-        "late joiner lands on the room position: {pos}"
-    );
+    assert!((42_000_000..43_000_000).contains(&pos), "late joiner lands on the room position: {pos}");
 }
 
 #[tokio::test]
@@ -85,11 +66,7 @@ async fn viewer_commands_are_refused_in_a_host_only_room() {
     let server = TestServer::start().await;
     let (_host, _) = join(&server, "ev-perm", "h").await;
     let (mut viewer, _) = join(&server, "ev-perm", "v").await;
-    send(
-        &mut viewer,
-        &command(5, Action::Seek { position_ms: 1_000 }),
-    )
-    .await;
+    send(&mut viewer, &command(5, Action::Seek { position_ms: 1_000 })).await;
     let e = until(&mut viewer, |g| match g {
         Got::Msg(ServerMsg::Error(e)) => Some(e.clone()),
         _ => None,
@@ -107,20 +84,12 @@ async fn viewer_commands_are_refused_in_a_host_only_room() {
 
 #[tokio::test]
 async fn everyone_policy_lets_viewers_command() {
-    let server =
-        TestServer::with(|c| c.control_policy = lockstep::config::ControlPolicyArg::Everyone).await;
+    let server = TestServer::with(|c| c.control_policy = lockstep::config::ControlPolicyArg::Everyone).await;
     let (mut host, _) = join(&server, "ev-open", "h").await;
     let (mut viewer, _) = join(&server, "ev-open", "v").await;
-    send(
-        &mut viewer,
-        &command(1, Action::SetRate { rate_milli: 1250 }),
-    )
-    .await;
+    send(&mut viewer, &command(1, Action::SetRate { rate_milli: 1250 })).await;
     let c = until(&mut host, changed).await;
-    assert_eq!(
-        (c.reason, c.by, c.timeline.rate_milli),
-        (ChangeReason::Rate, 2, 1250)
-    );
+    assert_eq!((c.reason, c.by, c.timeline.rate_milli), (ChangeReason::Rate, 2, 1250));
 }
 
 #[tokio::test]
@@ -132,44 +101,22 @@ async fn scheduled_pause_lands_on_the_same_position_for_all_viewers() {
         let (ws, w) = join(&server, "ev-pause", &format!("v{i}")).await;
         viewers.push((ws, w, Instant::now()));
     }
-    send(
-        &mut host,
-        &command(
-            1,
-            Action::Play {
-                position_ms: Some(10_000),
-            },
-        ),
-    )
-    .await;
+    send(&mut host, &command(1, Action::Play { position_ms: Some(10_000) })).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     send(&mut host, &command(2, Action::Pause { position_ms: None })).await;
     let mut seen = Vec::new();
     for (ws, w, welcomed_at) in &mut viewers {
-        let c = until(ws, |g| {
-            changed(g).filter(|c| c.reason == ChangeReason::Pause)
-        })
-        .await;
+        let c = until(ws, |g| changed(g).filter(|c| c.reason == ChangeReason::Pause)).await;
         // On loopback the Welcome's server time plus local elapsed time is the
         // server's clock to well under a millisecond: the change must arrive
         // before it takes effect.
         let server_now_est = w.server_time_us + welcomed_at.elapsed().as_micros() as u64;
-        assert!(
-            c.effective_at_us > server_now_est,
-            "pause arrived {} µs late",
-            server_now_est - c.effective_at_us
-        );
+        assert!(c.effective_at_us > server_now_est, "pause arrived {} µs late", server_now_est - c.effective_at_us);
         seen.push(c.timeline);
     }
-    assert!(
-        seen.windows(2).all(|p| p[0] == p[1]),
-        "every viewer got the same pause: {seen:?}"
-    );
+    assert!(seen.windows(2).all(|p| p[0] == p[1]), "every viewer got the same pause: {seen:?}");
     let t = seen[0];
-    assert!(
-        t.paused && (10_300..10_700).contains(&t.position_ms),
-        "{t:?}"
-    );
+    assert!(t.paused && (10_300..10_700).contains(&t.position_ms), "{t:?}");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, state) = get_json(&server.http_url("/api/live-stream/ev-pause/state")).await;
     assert_eq!(state["timeline"]["positionMs"], t.position_ms);
@@ -216,10 +163,7 @@ async fn counts_are_coalesced_on_a_join_storm_of_1000() {
     // The seed's O(N²) storm would be ~N²/2 = 500,000 messages; coalescing
     // makes it a small multiple of N.
     assert!(total <= 10 * N, "{total} count messages for {N} joins");
-    eprintln!(
-        "join storm: {total} count messages for {N} joins ({:.2} per viewer)",
-        total as f64 / N as f64
-    );
+    eprintln!("join storm: {total} count messages for {N} joins ({:.2} per viewer)", total as f64 / N as f64);
 }
 
 #[tokio::test]
@@ -232,27 +176,15 @@ async fn buffering_wait_pauses_the_room_and_times_out() {
     let (mut host, _) = join(&server, "ev-buf", "h").await;
     let (mut viewer, _) = join(&server, "ev-buf", "v").await;
     send(&mut host, &command(1, Action::Play { position_ms: None })).await;
-    until(&mut viewer, |g| {
-        changed(g).filter(|c| c.reason == ChangeReason::Play)
-    })
-    .await;
+    until(&mut viewer, |g| changed(g).filter(|c| c.reason == ChangeReason::Play)).await;
     send(&mut viewer, &report(false)).await;
     send(&mut viewer, &report(true)).await;
-    let wait = until(&mut host, |g| {
-        changed(g).filter(|c| c.reason == ChangeReason::BufferingWait)
-    })
-    .await;
+    let wait = until(&mut host, |g| changed(g).filter(|c| c.reason == ChangeReason::BufferingWait)).await;
     assert!(wait.timeline.paused);
     assert_eq!(wait.by, 2);
-    let resume = until(&mut host, |g| {
-        changed(g).filter(|c| c.reason == ChangeReason::Resume)
-    })
-    .await;
+    let resume = until(&mut host, |g| changed(g).filter(|c| c.reason == ChangeReason::Resume)).await;
     assert!(!resume.timeline.paused);
-    assert_eq!(
-        resume.timeline.position_ms, wait.timeline.position_ms,
-        "resumes where it paused"
-    );
+    assert_eq!(resume.timeline.position_ms, wait.timeline.position_ms, "resumes where it paused");
     // The wait started ~lead after the stall report and ended at its deadline.
     let waited = resume.effective_at_us - wait.effective_at_us;
     assert!((550_000..900_000).contains(&waited), "waited {waited} µs");
@@ -262,15 +194,9 @@ async fn buffering_wait_pauses_the_room_and_times_out() {
     let (mut third, _) = join(&server, "ev-buf", "t").await;
     send(&mut third, &report(false)).await;
     send(&mut third, &report(true)).await;
-    until(&mut host, |g| {
-        changed(g).filter(|c| c.reason == ChangeReason::BufferingWait)
-    })
-    .await;
+    until(&mut host, |g| changed(g).filter(|c| c.reason == ChangeReason::BufferingWait)).await;
     send(&mut third, &report(false)).await;
-    let r = until(&mut host, |g| {
-        changed(g).filter(|c| c.reason == ChangeReason::Resume)
-    })
-    .await;
+    let r = until(&mut host, |g| changed(g).filter(|c| c.reason == ChangeReason::Resume)).await;
     assert_eq!(r.by, 0);
 }
 
@@ -284,28 +210,16 @@ async fn json_dialect_interoperates_with_binary_clients() {
         _ => None,
     })
     .await;
-    assert_eq!(
-        (
-            hello_sync["position"].as_f64(),
-            hello_sync["eventId"].as_str()
-        ),
-        (Some(0.0), Some("ev-json"))
-    );
+    assert_eq!((hello_sync["position"].as_f64(), hello_sync["eventId"].as_str()), (Some(0.0), Some("ev-json")));
     let (mut bin, w) = join(&server, "ev-json", "bin").await;
     assert_eq!(w.role, Role::Viewer);
     let mut legacy2 = ws_json(&server.ws_url("ev-json")).await;
-    until(&mut legacy2, |g| {
-        matches!(g, Got::Text(v) if v["type"] == "playbackSync").then_some(())
-    })
-    .await;
+    until(&mut legacy2, |g| matches!(g, Got::Text(v) if v["type"] == "playbackSync").then_some(())).await;
 
     let sync = r#"{"type":"playbackSync","position":75.5,"eventId":"ev-json","deviceId":"legacy-1","sentAt":123}"#;
     legacy.send(Message::Text(sync.into())).await.unwrap();
     let c = until(&mut bin, changed).await;
-    assert_eq!(
-        (c.reason, c.timeline.position_ms, c.by),
-        (ChangeReason::Seek, 75_500, 1)
-    );
+    assert_eq!((c.reason, c.timeline.position_ms, c.by), (ChangeReason::Seek, 75_500, 1));
     let echoed = until(&mut legacy2, |g| match g {
         Got::Text(v) if v["type"] == "playbackSync" && v["epoch"] == 1 => Some(v.clone()),
         _ => None,
@@ -324,17 +238,8 @@ async fn json_dialect_interoperates_with_binary_clients() {
     drop(bin.close(None).await);
     let (mut bin2, _) = join(&server, "ev-json", "bin2").await;
     send(&mut bin2, &command(3, Action::Seek { position_ms: 1_000 })).await;
-    assert_eq!(
-        error_code(&mut bin2).await,
-        ErrorCode::Forbidden.as_u16(),
-        "bin2 is a viewer"
-    );
-    legacy
-        .send(Message::Text(
-            r#"{"type":"playbackSync","position":2}"#.into(),
-        ))
-        .await
-        .unwrap();
+    assert_eq!(error_code(&mut bin2).await, ErrorCode::Forbidden.as_u16(), "bin2 is a viewer");
+    legacy.send(Message::Text(r#"{"type":"playbackSync","position":2}"#.into())).await.unwrap();
     let got = until(&mut legacy2, |g| match g {
         Got::Text(v) if v["type"] == "playbackSync" && v["position"] == 2.0 => Some(v.clone()),
         _ => None,
@@ -344,10 +249,7 @@ async fn json_dialect_interoperates_with_binary_clients() {
     // The JSON host does not hear its own change back.
     legacy.send(Message::Ping(Bytes::new())).await.unwrap();
     let own = tokio::time::timeout(Duration::from_millis(300), async {
-        until(&mut legacy, |g| {
-            matches!(g, Got::Text(v) if v["type"] == "playbackSync").then_some(())
-        })
-        .await
+        until(&mut legacy, |g| matches!(g, Got::Text(v) if v["type"] == "playbackSync").then_some(())).await
     })
     .await;
     assert!(own.is_err(), "no echo to the sender");
@@ -361,120 +263,68 @@ async fn bad_input_gets_errors_and_closes_with_documented_codes() {
     // Malformed, unknown tag, command before Hello, text on a binary connection:
     // errors, and the connection stays usable.
     let mut ws = ws_binary(&url).await;
-    ws.send(Message::Binary(Bytes::from_static(&[2, 0xff])))
-        .await
-        .unwrap();
+    ws.send(Message::Binary(Bytes::from_static(&[2, 0xff]))).await.unwrap();
     assert_eq!(error_code(&mut ws).await, ErrorCode::Malformed.as_u16());
-    ws.send(Message::Binary(Bytes::from_static(&[77])))
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(&mut ws).await,
-        ErrorCode::UnknownMessage.as_u16()
-    );
+    ws.send(Message::Binary(Bytes::from_static(&[77]))).await.unwrap();
+    assert_eq!(error_code(&mut ws).await, ErrorCode::UnknownMessage.as_u16());
     send(&mut ws, &command(9, Action::Play { position_ms: None })).await;
     assert_eq!(error_code(&mut ws).await, ErrorCode::NotJoined.as_u16());
     ws.send(Message::Text("{}".into())).await.unwrap();
-    assert_eq!(
-        error_code(&mut ws).await,
-        ErrorCode::UnexpectedMessage.as_u16()
-    );
+    assert_eq!(error_code(&mut ws).await, ErrorCode::UnexpectedMessage.as_u16());
     send(&mut ws, &hello("ev-bad", "d")).await;
     welcome(&mut ws).await;
     send(&mut ws, &hello("ev-bad", "d")).await;
     assert_eq!(error_code(&mut ws).await, ErrorCode::AlreadyJoined.as_u16());
     send(&mut ws, &command(10, Action::SetRate { rate_milli: 9_000 })).await;
-    assert_eq!(
-        error_code(&mut ws).await,
-        ErrorCode::InvalidArgument.as_u16()
-    );
+    assert_eq!(error_code(&mut ws).await, ErrorCode::InvalidArgument.as_u16());
 
     // Oversized frame: error and close.
     let mut big = ws_binary(&url).await;
-    big.send(Message::Binary(Bytes::from(vec![1u8; 9_000])))
-        .await
-        .unwrap();
-    assert_eq!(
-        error_code(&mut big).await,
-        ErrorCode::FrameTooLarge.as_u16()
-    );
-    assert_eq!(
-        closed(&mut big).await,
-        Some(ErrorCode::FrameTooLarge.as_u16())
-    );
+    big.send(Message::Binary(Bytes::from(vec![1u8; 9_000]))).await.unwrap();
+    assert_eq!(error_code(&mut big).await, ErrorCode::FrameTooLarge.as_u16());
+    assert_eq!(closed(&mut big).await, Some(ErrorCode::FrameTooLarge.as_u16()));
 
     // Wrong protocol version: error and close.
     let mut old = ws_binary(&url).await;
-    let bad_version = ClientMsg::Hello(Hello {
-        version: 99,
-        event_id: "ev-bad".into(),
-        device_id: "x".into(),
-        token: None,
-        caps: 0,
-    });
+    let bad_version =
+        ClientMsg::Hello(Hello { version: 99, event_id: "ev-bad".into(), device_id: "x".into(), token: None, caps: 0 });
     send(&mut old, &bad_version).await;
-    assert_eq!(
-        error_code(&mut old).await,
-        ErrorCode::VersionMismatch.as_u16()
-    );
-    assert_eq!(
-        closed(&mut old).await,
-        Some(ErrorCode::VersionMismatch.as_u16())
-    );
+    assert_eq!(error_code(&mut old).await, ErrorCode::VersionMismatch.as_u16());
+    assert_eq!(closed(&mut old).await, Some(ErrorCode::VersionMismatch.as_u16()));
 
     // Hello for another event than the URL's.
     let mut other = ws_binary(&url).await;
     send(&mut other, &hello("not-this-one", "x")).await;
-    assert_eq!(
-        closed(&mut other).await,
-        Some(ErrorCode::EventMismatch.as_u16())
-    );
+    assert_eq!(closed(&mut other).await, Some(ErrorCode::EventMismatch.as_u16()));
 
     // No Hello in time.
     let mut silent = ws_binary(&url).await;
-    assert_eq!(
-        closed(&mut silent).await,
-        Some(ErrorCode::HelloTimeout.as_u16())
-    );
+    assert_eq!(closed(&mut silent).await, Some(ErrorCode::HelloTimeout.as_u16()));
 
     // Too many bad frames.
     let mut junk = ws_binary(&url).await;
     for _ in 0..10 {
-        junk.send(Message::Binary(Bytes::from_static(&[0, 1, 2])))
-            .await
-            .unwrap();
+        junk.send(Message::Binary(Bytes::from_static(&[0, 1, 2]))).await.unwrap();
     }
-    assert_eq!(
-        closed(&mut junk).await,
-        Some(ErrorCode::TooManyErrors.as_u16())
-    );
+    assert_eq!(closed(&mut junk).await, Some(ErrorCode::TooManyErrors.as_u16()));
 
     // JSON dialect: invalid JSON and wrong types.
     let mut legacy = ws_json(&url).await;
-    legacy
-        .send(Message::Text("{not json".into()))
-        .await
-        .unwrap();
+    legacy.send(Message::Text("{not json".into())).await.unwrap();
     let code = until(&mut legacy, |g| match g {
         Got::Text(v) if v["type"] == "error" => v["code"].as_u64(),
         _ => None,
     })
     .await;
     assert_eq!(code, u64::from(ErrorCode::InvalidJson.as_u16()));
-    legacy
-        .send(Message::Text(r#"{"type":"chat","text":"hi"}"#.into()))
-        .await
-        .unwrap();
+    legacy.send(Message::Text(r#"{"type":"chat","text":"hi"}"#.into())).await.unwrap();
     let code = until(&mut legacy, |g| match g {
         Got::Text(v) if v["type"] == "error" => v["code"].as_u64(),
         _ => None,
     })
     .await;
     assert_eq!(code, u64::from(ErrorCode::UnexpectedMessage.as_u16()));
-    legacy
-        .send(Message::Binary(Bytes::from_static(&[1, 2])))
-        .await
-        .unwrap();
+    legacy.send(Message::Binary(Bytes::from_static(&[1, 2]))).await.unwrap();
     let code = until(&mut legacy, |g| match g {
         Got::Text(v) if v["type"] == "error" => v["code"].as_u64(),
         _ => None,
@@ -484,10 +334,7 @@ async fn bad_input_gets_errors_and_closes_with_documented_codes() {
 
     // Bad input on one connection never disturbed another: the first one still works.
     send(&mut ws, &ClientMsg::Ping(Ping { client_time: 1 })).await;
-    until(&mut ws, |g| {
-        matches!(g, Got::Msg(ServerMsg::Pong(_))).then_some(())
-    })
-    .await;
+    until(&mut ws, |g| matches!(g, Got::Msg(ServerMsg::Pong(_))).then_some(())).await;
 }
 
 #[tokio::test]
@@ -512,11 +359,8 @@ async fn a_flooder_is_limited_then_closed_and_others_are_unaffected() {
                     return (limited, None, started.elapsed());
                 }
             }
-            while let Ok(Some(Ok(m))) = tokio::time::timeout(
-                Duration::from_millis(5),
-                futures_util::StreamExt::next(&mut flooder),
-            )
-            .await
+            while let Ok(Some(Ok(m))) =
+                tokio::time::timeout(Duration::from_millis(5), futures_util::StreamExt::next(&mut flooder)).await
             {
                 match m {
                     Message::Binary(b) => {
@@ -530,57 +374,28 @@ async fn a_flooder_is_limited_then_closed_and_others_are_unaffected() {
                     _ => {}
                 }
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "flooder never closed"
-            );
+            assert!(started.elapsed() < Duration::from_secs(15), "flooder never closed");
         }
     });
     // Meanwhile the room keeps working for everyone else, promptly.
     for i in 0..5u64 {
         let sent = Instant::now();
-        send(
-            &mut host,
-            &command(
-                i as u32,
-                Action::Seek {
-                    position_ms: 1_000 * (i + 1),
-                },
-            ),
-        )
-        .await;
-        let c = until(&mut calm, |g| {
-            changed(g).filter(|c| c.timeline.position_ms == 1_000 * (i + 1))
-        })
-        .await;
+        send(&mut host, &command(i as u32, Action::Seek { position_ms: 1_000 * (i + 1) })).await;
+        let c = until(&mut calm, |g| changed(g).filter(|c| c.timeline.position_ms == 1_000 * (i + 1))).await;
         assert_eq!(c.reason, ChangeReason::Seek);
-        assert!(
-            sent.elapsed() < Duration::from_millis(500),
-            "calm viewer delayed {:?}",
-            sent.elapsed()
-        );
+        assert!(sent.elapsed() < Duration::from_millis(500), "calm viewer delayed {:?}", sent.elapsed());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let (limited, code, after) = flood.await.unwrap();
     assert!(limited, "the flooder was told it is rate limited");
-    assert_eq!(
-        code,
-        Some(ErrorCode::Flood.as_u16()),
-        "closed after {after:?}"
-    );
+    assert_eq!(code, Some(ErrorCode::Flood.as_u16()), "closed after {after:?}");
 }
 
 #[tokio::test]
 async fn ping_pong_stamps_server_times() {
     let server = TestServer::start().await;
     let (mut ws, w) = join(&server, "ev-ping", "d").await;
-    send(
-        &mut ws,
-        &ClientMsg::Ping(Ping {
-            client_time: 987_654,
-        }),
-    )
-    .await;
+    send(&mut ws, &ClientMsg::Ping(Ping { client_time: 987_654 })).await;
     let p = until(&mut ws, |g| match g {
         Got::Msg(ServerMsg::Pong(p)) => Some(*p),
         _ => None,
@@ -601,20 +416,11 @@ async fn health_state_404_and_empty_rooms_are_dropped() {
     let (status, _) = get_json(&server.http_url("/api/live-stream/%20bad/state")).await;
     assert_eq!(status, 400);
     let (mut ws, _) = join(&server, "ev-gone", "d").await;
-    assert_eq!(
-        get_json(&server.http_url("/api/live-stream/ev-gone/state"))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(get_json(&server.http_url("/api/live-stream/ev-gone/state")).await.0, 200);
     ws.close(None).await.unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
-        if get_json(&server.http_url("/api/live-stream/ev-gone/state"))
-            .await
-            .0
-            == 404
-        {
+        if get_json(&server.http_url("/api/live-stream/ev-gone/state")).await.0 == 404 {
             break;
         }
         assert!(Instant::now() < deadline, "empty room never dropped");
@@ -632,12 +438,6 @@ async fn shutdown_closes_sessions_with_going_away_code() {
     let (mut ws, _) = join(&server, "ev-stop", "d").await;
     let mut legacy = ws_json(&server.ws_url("ev-stop")).await;
     server.stop().await;
-    assert_eq!(
-        closed(&mut ws).await,
-        Some(ErrorCode::ShuttingDown.as_u16())
-    );
-    assert_eq!(
-        closed(&mut legacy).await,
-        Some(ErrorCode::ShuttingDown.as_u16())
-    );
+    assert_eq!(closed(&mut ws).await, Some(ErrorCode::ShuttingDown.as_u16()));
+    assert_eq!(closed(&mut legacy).await, Some(ErrorCode::ShuttingDown.as_u16()));
 }
