@@ -6,8 +6,8 @@
 
 use lockstep_protocol::codec::{CLIENT_TAGS, SERVER_TAGS};
 use lockstep_protocol::limits::{
-    MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS,
-    MAX_RATE_MILLI, MAX_TOKEN, MIN_RATE_MILLI,
+    MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS, MAX_RATE_MILLI, MAX_TOKEN,
+    MIN_RATE_MILLI,
 };
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::*;
@@ -18,12 +18,7 @@ use proptest::prelude::*;
 
 /// Integers spread over every varint width, not only the widest.
 fn u64v() -> impl Strategy<Value = u64> {
-    prop_oneof![
-        0..=250u64,
-        251..=0xffffu64,
-        0x1_0000..=0xffff_ffffu64,
-        any::<u64>(),
-    ]
+    prop_oneof![0..=250u64, 251..=0xffffu64, 0x1_0000..=0xffff_ffffu64, any::<u64>(),]
 }
 
 fn u32v() -> impl Strategy<Value = u32> {
@@ -68,15 +63,9 @@ fn reason() -> impl Strategy<Value = ChangeReason> {
 }
 
 fn timeline() -> impl Strategy<Value = Timeline> {
-    (u32v(), u64v(), u64v(), u16v(), any::<bool>()).prop_map(
-        |(epoch, position_ms, anchor_us, rate_milli, paused)| Timeline {
-            epoch,
-            position_ms,
-            anchor_us,
-            rate_milli,
-            paused,
-        },
-    )
+    (u32v(), u64v(), u64v(), u16v(), any::<bool>()).prop_map(|(epoch, position_ms, anchor_us, rate_milli, paused)| {
+        Timeline { epoch, position_ms, anchor_us, rate_milli, paused }
+    })
 }
 
 fn limits_msg() -> impl Strategy<Value = Limits> {
@@ -105,64 +94,25 @@ fn tick() -> impl Strategy<Value = Tick> {
 
 fn server_msg() -> impl Strategy<Value = ServerMsg> {
     prop_oneof![
-        (
-            u32v(),
-            role(),
-            timeline(),
-            u64v(),
-            u32v(),
-            policy(),
-            limits_msg()
-        )
-            .prop_map(
-                |(member_id, role, timeline, server_time_us, viewers, policy, limits)| {
-                    ServerMsg::Welcome(Welcome {
-                        member_id,
-                        role,
-                        timeline,
-                        server_time_us,
-                        viewers,
-                        policy,
-                        limits,
-                    })
-                }
-            ),
-        tick().prop_map(ServerMsg::Tick),
-        (timeline(), u64v(), u32v(), reason()).prop_map(
-            |(timeline, effective_at_us, by, reason)| {
-                ServerMsg::TimelineChanged(TimelineChanged {
-                    timeline,
-                    effective_at_us,
-                    by,
-                    reason,
-                })
+        (u32v(), role(), timeline(), u64v(), u32v(), policy(), limits_msg()).prop_map(
+            |(member_id, role, timeline, server_time_us, viewers, policy, limits)| {
+                ServerMsg::Welcome(Welcome { member_id, role, timeline, server_time_us, viewers, policy, limits })
             }
         ),
+        tick().prop_map(ServerMsg::Tick),
+        (timeline(), u64v(), u32v(), reason()).prop_map(|(timeline, effective_at_us, by, reason)| {
+            ServerMsg::TimelineChanged(TimelineChanged { timeline, effective_at_us, by, reason })
+        }),
         u32v().prop_map(|count| ServerMsg::ViewerCount(ViewerCount { count })),
         (u64v(), u64v(), u64v()).prop_map(|(client_time, server_recv_us, server_send_us)| {
-            ServerMsg::Pong(Pong {
-                client_time,
-                server_recv_us,
-                server_send_us,
-            })
+            ServerMsg::Pong(Pong { client_time, server_recv_us, server_send_us })
         }),
-        (u16v(), text(MAX_ERROR_MESSAGE), u32v()).prop_map(|(code, message, request_id)| {
-            ServerMsg::Error(ErrorMsg {
-                code,
-                message,
-                request_id,
-            })
-        }),
-        (u32v(), role(), text(MAX_NAME)).prop_map(|(member_id, role, name)| {
-            ServerMsg::MemberJoined(MemberJoined {
-                member_id,
-                role,
-                name,
-            })
-        }),
+        (u16v(), text(MAX_ERROR_MESSAGE), u32v())
+            .prop_map(|(code, message, request_id)| { ServerMsg::Error(ErrorMsg { code, message, request_id }) }),
+        (u32v(), role(), text(MAX_NAME))
+            .prop_map(|(member_id, role, name)| { ServerMsg::MemberJoined(MemberJoined { member_id, role, name }) }),
         u32v().prop_map(|member_id| ServerMsg::MemberLeft(MemberLeft { member_id })),
-        (u32v(), role())
-            .prop_map(|(member_id, role)| ServerMsg::RoleChanged(RoleChanged { member_id, role })),
+        (u32v(), role()).prop_map(|(member_id, role)| ServerMsg::RoleChanged(RoleChanged { member_id, role })),
     ]
 }
 
@@ -184,35 +134,16 @@ fn token() -> impl Strategy<Value = Option<String>> {
 
 fn client_msg() -> impl Strategy<Value = ClientMsg> {
     prop_oneof![
-        (
-            u16v(),
-            text(MAX_EVENT_ID),
-            text(MAX_DEVICE_ID),
-            token(),
-            u32v()
-        )
-            .prop_map(|(version, event_id, device_id, token, caps)| {
-                ClientMsg::Hello(Hello {
-                    version,
-                    event_id,
-                    device_id,
-                    token,
-                    caps,
-                })
-            }),
-        u64v().prop_map(|client_time| ClientMsg::Ping(Ping { client_time })),
-        (u32v(), action())
-            .prop_map(|(request_id, action)| ClientMsg::Command(Command { request_id, action })),
-        (u32v(), u64v(), u16v(), any::<bool>()).prop_map(
-            |(epoch, position_us, rate_milli, buffering)| {
-                ClientMsg::Report(Report {
-                    epoch,
-                    position_us,
-                    rate_milli,
-                    buffering,
-                })
+        (u16v(), text(MAX_EVENT_ID), text(MAX_DEVICE_ID), token(), u32v()).prop_map(
+            |(version, event_id, device_id, token, caps)| {
+                ClientMsg::Hello(Hello { version, event_id, device_id, token, caps })
             }
         ),
+        u64v().prop_map(|client_time| ClientMsg::Ping(Ping { client_time })),
+        (u32v(), action()).prop_map(|(request_id, action)| ClientMsg::Command(Command { request_id, action })),
+        (u32v(), u64v(), u16v(), any::<bool>()).prop_map(|(epoch, position_us, rate_milli, buffering)| {
+            ClientMsg::Report(Report { epoch, position_us, rate_milli, buffering })
+        }),
     ]
 }
 
@@ -268,8 +199,7 @@ fn varint_of_width(v: u64, width: u8) -> Vec<u8> {
 /// strings and raw bytes, after a tag: they get far past the tag and reach
 /// every field, where random bytes rarely do.
 fn varint_soup() -> impl Strategy<Value = Vec<u8>> {
-    let tag = (0..12u64, prop_oneof![6 => Just(0u8), 1 => 1..4u8])
-        .prop_map(|(v, w)| varint_of_width(v, w));
+    let tag = (0..12u64, prop_oneof![6 => Just(0u8), 1 => 1..4u8]).prop_map(|(v, w)| varint_of_width(v, w));
     let token = prop_oneof![
         4 => (0..300u64, 0..4u8).prop_map(|(v, w)| varint_of_width(v, w)),
         2 => (any::<u64>(), 0..4u8).prop_map(|(v, w)| varint_of_width(v, w)),
@@ -467,15 +397,13 @@ fn real_timeline() -> impl Strategy<Value = Timeline> {
         ],
         any::<bool>(),
     )
-        .prop_map(
-            |(epoch, position_ms, anchor_us, rate_milli, paused)| Timeline {
-                epoch,
-                position_ms,
-                anchor_us,
-                rate_milli,
-                paused,
-            },
-        )
+        .prop_map(|(epoch, position_ms, anchor_us, rate_milli, paused)| Timeline {
+            epoch,
+            position_ms,
+            anchor_us,
+            rate_milli,
+            paused,
+        })
 }
 
 /// A time around the timeline's anchor, up to days either way.
@@ -484,11 +412,7 @@ fn near(anchor: u64, delta: i64) -> u64 {
 }
 
 fn delta() -> impl Strategy<Value = i64> {
-    prop_oneof![
-        -2_000..=2_000i64,
-        -10_000_000_000i64..=10_000_000_000,
-        -400_000_000_000i64..=400_000_000_000,
-    ]
+    prop_oneof![-2_000..=2_000i64, -10_000_000_000i64..=10_000_000_000, -400_000_000_000i64..=400_000_000_000,]
 }
 
 proptest! {

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use lockstep_protocol::codec::{CLIENT_TAGS, SERVER_TAGS};
 use lockstep_protocol::limits::{
-    MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS,
-    MAX_RATE_MILLI, MAX_TOKEN, MIN_RATE_MILLI,
+    MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS, MAX_RATE_MILLI, MAX_TOKEN,
+    MIN_RATE_MILLI,
 };
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::*;
@@ -177,10 +177,7 @@ fn unhex(s: &str) -> Vec<u8> {
         s.len().is_multiple_of(2) && s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
         "not lowercase hex of whole bytes: {s:.40}"
     );
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {
@@ -256,13 +253,7 @@ fn limits() -> Limits {
 }
 
 fn tl(epoch: u32, position_ms: u64, anchor_us: u64, rate_milli: u16, paused: bool) -> Timeline {
-    Timeline {
-        epoch,
-        position_ms,
-        anchor_us,
-        rate_milli,
-        paused,
-    }
+    Timeline { epoch, position_ms, anchor_us, rate_milli, paused }
 }
 
 fn server_cases() -> Vec<(&'static str, ServerMsg)> {
@@ -276,12 +267,7 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
         viewers: u32::MAX,
     };
     let changed = |reason, timeline, by| {
-        S::TimelineChanged(TimelineChanged {
-            timeline,
-            effective_at_us: timeline.anchor_us,
-            by,
-            reason,
-        })
+        S::TimelineChanged(TimelineChanged { timeline, effective_at_us: timeline.anchor_us, by, reason })
     };
     vec![
         // Welcome
@@ -324,16 +310,9 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
         // Tick
         (
             "typical: playing near 12:34, 42 viewers",
-            S::Tick(Tick::new(
-                &tl(12, 754_250, NOW - 400_000, 1000, false),
-                NOW,
-                42,
-            )),
+            S::Tick(Tick::new(&tl(12, 754_250, NOW - 400_000, 1000, false), NOW, 42)),
         ),
-        (
-            "new room: paused at 0, 1 viewer",
-            S::Tick(Tick::new(&Timeline::start(NOW - 2 * MB), NOW, 1)),
-        ),
+        ("new room: paused at 0, 1 viewer", S::Tick(Tick::new(&Timeline::start(NOW - 2 * MB), NOW, 1))),
         (
             "early in the media: position below 65.536 s",
             S::Tick(Tick {
@@ -369,54 +348,15 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
         ),
         ("worst case: 24 bytes", S::Tick(worst_tick)),
         // TimelineChanged
-        (
-            "seek",
-            changed(
-                ChangeReason::Seek,
-                tl(13, 1_200_000, NOW + 150_000, 1000, false),
-                1,
-            ),
-        ),
-        (
-            "pause",
-            changed(
-                ChangeReason::Pause,
-                tl(14, 1_203_117, NOW + 150_000, 1000, true),
-                17,
-            ),
-        ),
-        (
-            "play",
-            changed(
-                ChangeReason::Play,
-                tl(15, 1_203_117, NOW + 150_000, 1000, false),
-                17,
-            ),
-        ),
-        (
-            "rate",
-            changed(
-                ChangeReason::Rate,
-                tl(16, 1_210_000, NOW + 150_667, 1250, false),
-                1,
-            ),
-        ),
+        ("seek", changed(ChangeReason::Seek, tl(13, 1_200_000, NOW + 150_000, 1000, false), 1)),
+        ("pause", changed(ChangeReason::Pause, tl(14, 1_203_117, NOW + 150_000, 1000, true), 17)),
+        ("play", changed(ChangeReason::Play, tl(15, 1_203_117, NOW + 150_000, 1000, false), 17)),
+        ("rate", changed(ChangeReason::Rate, tl(16, 1_210_000, NOW + 150_667, 1250, false), 1)),
         (
             "buffering wait, by the server",
-            changed(
-                ChangeReason::BufferingWait,
-                tl(17, 1_215_000, NOW + 150_000, 1250, true),
-                0,
-            ),
+            changed(ChangeReason::BufferingWait, tl(17, 1_215_000, NOW + 150_000, 1250, true), 0),
         ),
-        (
-            "resume, by the server",
-            changed(
-                ChangeReason::Resume,
-                tl(18, 1_215_000, NOW + 150_000, 1250, false),
-                0,
-            ),
-        ),
+        ("resume, by the server", changed(ChangeReason::Resume, tl(18, 1_215_000, NOW + 150_000, 1250, false), 0)),
         (
             "effective later than the anchor, Unix-time clock",
             S::TimelineChanged(TimelineChanged {
@@ -428,60 +368,25 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
         ),
         // ViewerCount
         ("zero", S::ViewerCount(ViewerCount { count: 0 })),
-        (
-            "250, largest one-byte varint",
-            S::ViewerCount(ViewerCount { count: 250 }),
-        ),
-        (
-            "251, smallest three-byte varint",
-            S::ViewerCount(ViewerCount { count: 251 }),
-        ),
-        (
-            "65536, smallest five-byte varint",
-            S::ViewerCount(ViewerCount { count: 65_536 }),
-        ),
+        ("250, largest one-byte varint", S::ViewerCount(ViewerCount { count: 250 })),
+        ("251, smallest three-byte varint", S::ViewerCount(ViewerCount { count: 251 })),
+        ("65536, smallest five-byte varint", S::ViewerCount(ViewerCount { count: 65_536 })),
         ("u32 max", S::ViewerCount(ViewerCount { count: u32::MAX })),
         // Pong
-        (
-            "typical",
-            S::Pong(Pong {
-                client_time: 83_456_789,
-                server_recv_us: NOW,
-                server_send_us: NOW + 37,
-            }),
-        ),
-        (
-            "client time 0",
-            S::Pong(Pong {
-                client_time: 0,
-                server_recv_us: UNIX_NOW,
-                server_send_us: UNIX_NOW,
-            }),
-        ),
+        ("typical", S::Pong(Pong { client_time: 83_456_789, server_recv_us: NOW, server_send_us: NOW + 37 })),
+        ("client time 0", S::Pong(Pong { client_time: 0, server_recv_us: UNIX_NOW, server_send_us: UNIX_NOW })),
         (
             "worst case: u64 max everywhere",
-            S::Pong(Pong {
-                client_time: u64::MAX,
-                server_recv_us: u64::MAX,
-                server_send_us: u64::MAX,
-            }),
+            S::Pong(Pong { client_time: u64::MAX, server_recv_us: u64::MAX, server_send_us: u64::MAX }),
         ),
         // Error
         (
             "invalid argument with request id",
-            S::Error(ErrorMsg::new(
-                ErrorCode::InvalidArgument,
-                "rate 5000 outside 250..=4000",
-                42,
-            )),
+            S::Error(ErrorMsg::new(ErrorCode::InvalidArgument, "rate 5000 outside 250..=4000", 42)),
         ),
         (
             "forbidden with large request id",
-            S::Error(ErrorMsg::new(
-                ErrorCode::Forbidden,
-                "viewers cannot control playback",
-                70_000,
-            )),
+            S::Error(ErrorMsg::new(ErrorCode::Forbidden, "viewers cannot control playback", 70_000)),
         ),
         (
             "version mismatch, no request id",
@@ -491,84 +396,33 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
                 0,
             )),
         ),
-        (
-            "empty message",
-            S::Error(ErrorMsg::new(ErrorCode::ShuttingDown, "", 0)),
-        ),
-        (
-            "non-ASCII message",
-            S::Error(ErrorMsg::new(
-                ErrorCode::Malformed,
-                "données invalides ✗",
-                0,
-            )),
-        ),
+        ("empty message", S::Error(ErrorMsg::new(ErrorCode::ShuttingDown, "", 0))),
+        ("non-ASCII message", S::Error(ErrorMsg::new(ErrorCode::Malformed, "données invalides ✗", 0))),
         (
             "message of exactly 256 bytes",
-            S::Error(ErrorMsg::new(
-                ErrorCode::Internal,
-                "x".repeat(MAX_ERROR_MESSAGE),
-                1,
-            )),
+            S::Error(ErrorMsg::new(ErrorCode::Internal, "x".repeat(MAX_ERROR_MESSAGE), 1)),
         ),
         // MemberJoined
-        (
-            "host Alice",
-            S::MemberJoined(MemberJoined {
-                member_id: 1,
-                role: Role::Host,
-                name: "Alice".into(),
-            }),
-        ),
+        ("host Alice", S::MemberJoined(MemberJoined { member_id: 1, role: Role::Host, name: "Alice".into() })),
         (
             "viewer with a non-ASCII name",
-            S::MemberJoined(MemberJoined {
-                member_id: 4242,
-                role: Role::Viewer,
-                name: "Zoë 🎬".into(),
-            }),
+            S::MemberJoined(MemberJoined { member_id: 4242, role: Role::Viewer, name: "Zoë 🎬".into() }),
         ),
         (
             "co-host with an empty name",
-            S::MemberJoined(MemberJoined {
-                member_id: 2,
-                role: Role::CoHost,
-                name: String::new(),
-            }),
+            S::MemberJoined(MemberJoined { member_id: 2, role: Role::CoHost, name: String::new() }),
         ),
         (
             "name of exactly 64 bytes",
-            S::MemberJoined(MemberJoined {
-                member_id: 3,
-                role: Role::Viewer,
-                name: "n".repeat(MAX_NAME),
-            }),
+            S::MemberJoined(MemberJoined { member_id: 3, role: Role::Viewer, name: "n".repeat(MAX_NAME) }),
         ),
         // MemberLeft
         ("member 7", S::MemberLeft(MemberLeft { member_id: 7 })),
         ("member 300", S::MemberLeft(MemberLeft { member_id: 300 })),
         // RoleChanged
-        (
-            "to host",
-            S::RoleChanged(RoleChanged {
-                member_id: 5,
-                role: Role::Host,
-            }),
-        ),
-        (
-            "to co-host",
-            S::RoleChanged(RoleChanged {
-                member_id: 5,
-                role: Role::CoHost,
-            }),
-        ),
-        (
-            "to viewer",
-            S::RoleChanged(RoleChanged {
-                member_id: 5,
-                role: Role::Viewer,
-            }),
-        ),
+        ("to host", S::RoleChanged(RoleChanged { member_id: 5, role: Role::Host })),
+        ("to co-host", S::RoleChanged(RoleChanged { member_id: 5, role: Role::CoHost })),
+        ("to viewer", S::RoleChanged(RoleChanged { member_id: 5, role: Role::Viewer })),
     ]
 }
 
@@ -586,10 +440,7 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
     let command = |request_id, action| C::Command(Command { request_id, action });
     vec![
         // Hello
-        (
-            "without token, datagrams",
-            hello("evt-2026-launch", "d-7f3a9c", None, caps::DATAGRAMS),
-        ),
+        ("without token, datagrams", hello("evt-2026-launch", "d-7f3a9c", None, caps::DATAGRAMS)),
         (
             "with token, datagrams and presence",
             hello(
@@ -599,138 +450,36 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
                 caps::DATAGRAMS | caps::PRESENCE,
             ),
         ),
-        (
-            "WebSocket client: no caps, empty token",
-            hello("e1", "browser-tab", Some(String::new()), 0),
-        ),
+        ("WebSocket client: no caps, empty token", hello("e1", "browser-tab", Some(String::new()), 0)),
         (
             "ids of exactly 128 bytes, token of 300 bytes",
-            hello(
-                &"e".repeat(MAX_EVENT_ID),
-                &"d".repeat(MAX_DEVICE_ID),
-                Some("t".repeat(300)),
-                caps::PRESENCE,
-            ),
+            hello(&"e".repeat(MAX_EVENT_ID), &"d".repeat(MAX_DEVICE_ID), Some("t".repeat(300)), caps::PRESENCE),
         ),
         (
             "other protocol version (decodes; the server answers 4006)",
-            C::Hello(Hello {
-                version: 2,
-                event_id: "e1".into(),
-                device_id: "d1".into(),
-                token: None,
-                caps: 0,
-            }),
+            C::Hello(Hello { version: 2, event_id: "e1".into(), device_id: "d1".into(), token: None, caps: 0 }),
         ),
         // Ping
         ("client time 0", C::Ping(Ping { client_time: 0 })),
-        (
-            "typical: performance.now() in microseconds",
-            C::Ping(Ping {
-                client_time: 83_456_789,
-            }),
-        ),
-        (
-            "worst case: u64 max",
-            C::Ping(Ping {
-                client_time: u64::MAX,
-            }),
-        ),
+        ("typical: performance.now() in microseconds", C::Ping(Ping { client_time: 83_456_789 })),
+        ("worst case: u64 max", C::Ping(Ping { client_time: u64::MAX })),
         // Command: every action
-        (
-            "play from the paused position",
-            command(1, Action::Play { position_ms: None }),
-        ),
-        (
-            "play from a position",
-            command(
-                2,
-                Action::Play {
-                    position_ms: Some(60_000),
-                },
-            ),
-        ),
-        (
-            "pause on the timeline's position",
-            command(3, Action::Pause { position_ms: None }),
-        ),
-        (
-            "pause at a position",
-            command(
-                4,
-                Action::Pause {
-                    position_ms: Some(754_250),
-                },
-            ),
-        ),
-        (
-            "seek",
-            command(
-                5,
-                Action::Seek {
-                    position_ms: 1_200_000,
-                },
-            ),
-        ),
+        ("play from the paused position", command(1, Action::Play { position_ms: None })),
+        ("play from a position", command(2, Action::Play { position_ms: Some(60_000) })),
+        ("pause on the timeline's position", command(3, Action::Pause { position_ms: None })),
+        ("pause at a position", command(4, Action::Pause { position_ms: Some(754_250) })),
+        ("seek", command(5, Action::Seek { position_ms: 1_200_000 })),
         ("seek to 0", command(0, Action::Seek { position_ms: 0 })),
-        (
-            "seek to the largest position",
-            command(
-                70_000,
-                Action::Seek {
-                    position_ms: MAX_POSITION_MS,
-                },
-            ),
-        ),
-        (
-            "set rate 1.5x",
-            command(6, Action::SetRate { rate_milli: 1500 }),
-        ),
-        (
-            "set rate to the minimum",
-            command(
-                7,
-                Action::SetRate {
-                    rate_milli: MIN_RATE_MILLI,
-                },
-            ),
-        ),
-        (
-            "set rate to the maximum",
-            command(
-                8,
-                Action::SetRate {
-                    rate_milli: MAX_RATE_MILLI,
-                },
-            ),
-        ),
+        ("seek to the largest position", command(70_000, Action::Seek { position_ms: MAX_POSITION_MS })),
+        ("set rate 1.5x", command(6, Action::SetRate { rate_milli: 1500 })),
+        ("set rate to the minimum", command(7, Action::SetRate { rate_milli: MIN_RATE_MILLI })),
+        ("set rate to the maximum", command(8, Action::SetRate { rate_milli: MAX_RATE_MILLI })),
         // Report
-        (
-            "playing",
-            C::Report(Report {
-                epoch: 12,
-                position_us: 754_612_345,
-                rate_milli: 1000,
-                buffering: false,
-            }),
-        ),
-        (
-            "buffering",
-            C::Report(Report {
-                epoch: 12,
-                position_us: 755_000_000,
-                rate_milli: 1000,
-                buffering: true,
-            }),
-        ),
+        ("playing", C::Report(Report { epoch: 12, position_us: 754_612_345, rate_milli: 1000, buffering: false })),
+        ("buffering", C::Report(Report { epoch: 12, position_us: 755_000_000, rate_milli: 1000, buffering: true })),
         (
             "worst case",
-            C::Report(Report {
-                epoch: u32::MAX,
-                position_us: u64::MAX,
-                rate_milli: u16::MAX,
-                buffering: true,
-            }),
+            C::Report(Report { epoch: u32::MAX, position_us: u64::MAX, rate_milli: u16::MAX, buffering: true }),
         ),
     ]
 }
@@ -749,24 +498,14 @@ where
     let mut by_file: BTreeMap<String, Vec<MsgCase<M>>> = BTreeMap::new();
     for (name, msg) in cases {
         let bytes = encode(&msg);
-        assert_eq!(
-            decode(&bytes).as_ref(),
-            Ok(&msg),
-            "case {name:?} does not round-trip"
-        );
-        by_file
-            .entry(format!("{dir}/{}.json", name_of(&msg)))
-            .or_default()
-            .push(MsgCase {
-                name: name.into(),
-                hex: hex(&bytes),
-                value: msg,
-            });
+        assert_eq!(decode(&bytes).as_ref(), Ok(&msg), "case {name:?} does not round-trip");
+        by_file.entry(format!("{dir}/{}.json", name_of(&msg))).or_default().push(MsgCase {
+            name: name.into(),
+            hex: hex(&bytes),
+            value: msg,
+        });
     }
-    by_file
-        .into_iter()
-        .map(|(path, cases)| (path, to_json(&cases)))
-        .collect()
+    by_file.into_iter().map(|(path, cases)| (path, to_json(&cases))).collect()
 }
 
 // ---------------------------------------------------------------- invalid cases
@@ -782,24 +521,10 @@ fn invalid_cases() -> Vec<InvalidCase> {
         viewers: u32::MAX,
     }));
     let hello = |event_id: String, device_id: String, token: Option<String>| {
-        encode_client(&ClientMsg::Hello(Hello {
-            version: 1,
-            event_id,
-            device_id,
-            token,
-            caps: 0,
-        }))
+        encode_client(&ClientMsg::Hello(Hello { version: 1, event_id, device_id, token, caps: 0 }))
     };
-    let report = encode_client(&ClientMsg::Report(Report {
-        epoch: 1,
-        position_us: 2,
-        rate_milli: 3,
-        buffering: true,
-    }));
-    let role_changed = encode_server(&ServerMsg::RoleChanged(RoleChanged {
-        member_id: 5,
-        role: Role::Viewer,
-    }));
+    let report = encode_client(&ClientMsg::Report(Report { epoch: 1, position_us: 2, rate_milli: 3, buffering: true }));
+    let role_changed = encode_server(&ServerMsg::RoleChanged(RoleChanged { member_id: 5, role: Role::Viewer }));
     let changed = encode_server(&ServerMsg::TimelineChanged(TimelineChanged {
         timeline: tl(1, 2, 3, 1000, false),
         effective_at_us: 3,
@@ -810,20 +535,9 @@ fn invalid_cases() -> Vec<InvalidCase> {
         *b.last_mut().unwrap() = last;
         b
     };
-    let error_msg = |message: String| {
-        encode_server(&ServerMsg::Error(ErrorMsg {
-            code: 4000,
-            message,
-            request_id: 0,
-        }))
-    };
-    let member = |name: String| {
-        encode_server(&ServerMsg::MemberJoined(MemberJoined {
-            member_id: 1,
-            role: Role::Viewer,
-            name,
-        }))
-    };
+    let error_msg = |message: String| encode_server(&ServerMsg::Error(ErrorMsg { code: 4000, message, request_id: 0 }));
+    let member =
+        |name: String| encode_server(&ServerMsg::MemberJoined(MemberJoined { member_id: 1, role: Role::Viewer, name }));
     // Hello with event id "e", device id of one invalid UTF-8 byte.
     let bad_utf8 = vec![0, 1, 1, b'e', 1, 0xff, 0, 0];
     // Hello whose event id claims 2^40 bytes.
@@ -850,10 +564,7 @@ fn invalid_cases() -> Vec<InvalidCase> {
         c("tag as a u64 varint", vec![253, 1, 0, 0, 0, 0, 0, 0, 0]),
         c("varint marker 255", vec![255]),
         c("trailing byte after a ping", [ping(5), vec![0]].concat()),
-        s(
-            "trailing bytes after a tick",
-            [worst_tick.clone(), vec![1, 2, 3]].concat(),
-        ),
+        s("trailing bytes after a tick", [worst_tick.clone(), vec![1, 2, 3]].concat()),
         c("truncated: ping tag only", vec![1]),
         c("truncated: varint cut short", vec![1, 253, 1, 2, 3]),
         s("truncated tick", worst_tick[..10].to_vec()),
@@ -872,27 +583,12 @@ fn invalid_cases() -> Vec<InvalidCase> {
         c("invalid UTF-8 in device id", bad_utf8),
         c("u16 field as a u32 varint (Hello.version)", wide_version),
         c("non-canonical varint: 5 as 251 05 00", vec![1, 251, 5, 0]),
-        c(
-            "non-canonical varint: 5 as a u64",
-            vec![1, 253, 5, 0, 0, 0, 0, 0, 0, 0],
-        ),
+        c("non-canonical varint: 5 as a u64", vec![1, 253, 5, 0, 0, 0, 0, 0, 0, 0]),
         c("non-canonical tag: 1 as 251 01 00", vec![251, 1, 0, 5]),
-        c(
-            "event id of 129 bytes",
-            hello("e".repeat(MAX_EVENT_ID + 1), "d".into(), None),
-        ),
-        c(
-            "device id of 129 bytes",
-            hello("e".into(), "d".repeat(MAX_DEVICE_ID + 1), None),
-        ),
-        c(
-            "token of 4097 bytes",
-            hello("e".into(), "d".into(), Some("t".repeat(MAX_TOKEN + 1))),
-        ),
-        s(
-            "error message of 257 bytes",
-            error_msg("x".repeat(MAX_ERROR_MESSAGE + 1)),
-        ),
+        c("event id of 129 bytes", hello("e".repeat(MAX_EVENT_ID + 1), "d".into(), None)),
+        c("device id of 129 bytes", hello("e".into(), "d".repeat(MAX_DEVICE_ID + 1), None)),
+        c("token of 4097 bytes", hello("e".into(), "d".into(), Some("t".repeat(MAX_TOKEN + 1)))),
+        s("error message of 257 bytes", error_msg("x".repeat(MAX_ERROR_MESSAGE + 1))),
         s("member name of 65 bytes", member("n".repeat(MAX_NAME + 1))),
         c("8193 bytes, over MAX_FRAME", too_large),
     ];
@@ -945,14 +641,8 @@ fn split(stream: &[u8]) -> (Result<Vec<Vec<u8>>, DecodeError>, usize) {
 }
 
 fn frames_file() -> FramesFile {
-    let ping = encode_client(&ClientMsg::Ping(Ping {
-        client_time: 83_456_789,
-    }));
-    let tick = encode_server(&ServerMsg::Tick(Tick::new(
-        &tl(12, 754_250, NOW - 400_000, 1000, false),
-        NOW,
-        42,
-    )));
+    let ping = encode_client(&ClientMsg::Ping(Ping { client_time: 83_456_789 }));
+    let tick = encode_server(&ServerMsg::Tick(Tick::new(&tl(12, 754_250, NOW - 400_000, 1000, false), NOW, 42)));
     let payloads: Vec<(&str, Vec<u8>)> = vec![
         ("empty payload", vec![]),
         ("one byte", vec![7]),
@@ -965,11 +655,7 @@ fn frames_file() -> FramesFile {
     ];
     let frames = payloads
         .iter()
-        .map(|(name, p)| FrameCase {
-            name: (*name).into(),
-            payload: hex(p),
-            framed: hex(&framed(p)),
-        })
+        .map(|(name, p)| FrameCase { name: (*name).into(), payload: hex(p), framed: hex(&framed(p)) })
         .collect();
     let stream_of = |name: &str, ps: Vec<Vec<u8>>| StreamCase {
         name: name.into(),
@@ -977,14 +663,8 @@ fn frames_file() -> FramesFile {
         payloads: ps.iter().map(|p| hex(p)).collect(),
     };
     let streams = vec![
-        stream_of(
-            "ping, tick, ping",
-            vec![ping.clone(), tick.clone(), ping.clone()],
-        ),
-        stream_of(
-            "empty, 251 bytes, one byte",
-            vec![vec![], pattern(251), vec![9]],
-        ),
+        stream_of("ping, tick, ping", vec![ping.clone(), tick.clone(), ping.clone()]),
+        stream_of("empty, 251 bytes, one byte", vec![vec![], pattern(251), vec![9]]),
     ];
     let incomplete = [
         ("nothing", vec![]),
@@ -1001,29 +681,17 @@ fn frames_file() -> FramesFile {
         let (res, buffered) = split(&stream);
         assert_eq!(res, Ok(vec![]), "{name}");
         assert_eq!(buffered, stream.len(), "{name}");
-        IncompleteCase {
-            name: name.into(),
-            stream: hex(&stream),
-        }
+        IncompleteCase { name: name.into(), stream: hex(&stream) }
     })
     .collect();
     let invalid = [
         ("length 8193, over MAX_FRAME", vec![251, 0x01, 0x20]),
         ("length 65536", vec![252, 0, 0, 1, 0]),
         ("length 2^32", vec![253, 0, 0, 0, 0, 1, 0, 0, 0]),
-        (
-            "varint marker 254 (u128)",
-            vec![254, 0, 0, 0, 0, 0, 0, 0, 0],
-        ),
+        ("varint marker 254 (u128)", vec![254, 0, 0, 0, 0, 0, 0, 0, 0]),
         ("varint marker 255", vec![255]),
-        (
-            "length 5 as 251 05 00 (not shortest)",
-            vec![251, 5, 0, 1, 2, 3, 4, 5],
-        ),
-        (
-            "length 300 as a u32 (not shortest)",
-            vec![252, 0x2c, 0x01, 0, 0],
-        ),
+        ("length 5 as 251 05 00 (not shortest)", vec![251, 5, 0, 1, 2, 3, 4, 5]),
+        ("length 300 as a u32 (not shortest)", vec![252, 0x2c, 0x01, 0, 0]),
     ]
     .into_iter()
     .map(|(name, stream)| {
@@ -1036,12 +704,7 @@ fn frames_file() -> FramesFile {
         }
     })
     .collect();
-    FramesFile {
-        frames,
-        streams,
-        incomplete,
-        invalid,
-    }
+    FramesFile { frames, streams, incomplete, invalid }
 }
 
 // ---------------------------------------------------------------- timeline cases
@@ -1052,55 +715,19 @@ fn timeline_file() -> TimelineFile {
 
     let position_us_at = [
         ("at the anchor", play(10_000, NOW, 1000), NOW),
-        (
-            "2.5 s after the anchor",
-            play(10_000, NOW, 1000),
-            NOW + 2_500_000,
-        ),
+        ("2.5 s after the anchor", play(10_000, NOW, 1000), NOW + 2_500_000),
         ("1.25x, 4 s after", play(0, NOW, 1250), NOW + 4_000_000),
         ("0.25x, 1 s after", play(60_000, NOW, 250), NOW + 1_000_000),
         ("4x, 1 s after", play(60_000, NOW, 4000), NOW + 1_000_000),
-        (
-            "0.999x, 1 µs after: truncates to 0",
-            play(1, NOW, 999),
-            NOW + 1,
-        ),
-        (
-            "0.999x, 1001 µs after: truncates",
-            play(1, NOW, 999),
-            NOW + 1001,
-        ),
-        (
-            "before the anchor: backwards",
-            play(1, NOW, 1000),
-            NOW - 500,
-        ),
-        (
-            "before the anchor, 1.5x: truncates toward zero, not down",
-            play(1, NOW, 1500),
-            NOW - 3,
-        ),
-        (
-            "before position 0: clamps at 0",
-            play(1, NOW, 1000),
-            NOW - 5_000,
-        ),
+        ("0.999x, 1 µs after: truncates to 0", play(1, NOW, 999), NOW + 1),
+        ("0.999x, 1001 µs after: truncates", play(1, NOW, 999), NOW + 1001),
+        ("before the anchor: backwards", play(1, NOW, 1000), NOW - 500),
+        ("before the anchor, 1.5x: truncates toward zero, not down", play(1, NOW, 1500), NOW - 3),
+        ("before position 0: clamps at 0", play(1, NOW, 1000), NOW - 5_000),
         ("paused: constant", pause(10_000, NOW), NOW + 99_000_000),
-        (
-            "paused: also before the anchor",
-            pause(10_000, NOW),
-            NOW - 99,
-        ),
-        (
-            "Unix-time clock, 12 hours in",
-            play(43_200_000, UNIX_NOW, 1000),
-            UNIX_NOW + 1_234_567,
-        ),
-        (
-            "largest position, 4x, an hour later",
-            play(MAX_POSITION_MS, UNIX_NOW, 4000),
-            UNIX_NOW + 3_600_000_000,
-        ),
+        ("paused: also before the anchor", pause(10_000, NOW), NOW - 99),
+        ("Unix-time clock, 12 hours in", play(43_200_000, UNIX_NOW, 1000), UNIX_NOW + 1_234_567),
+        ("largest position, 4x, an hour later", play(MAX_POSITION_MS, UNIX_NOW, 4000), UNIX_NOW + 3_600_000_000),
     ]
     .into_iter()
     .map(|(name, timeline, t_us)| PositionCase {
@@ -1113,62 +740,23 @@ fn timeline_file() -> TimelineFile {
 
     let whole_ms_point = [
         ("paused: at t exactly", pause(754_250, NOW - 5), NOW),
-        (
-            "1x, on a whole millisecond",
-            play(1_000, NOW, 1000),
-            NOW + 3_000,
-        ),
-        (
-            "1x, mid-millisecond: next whole ms",
-            play(1_000, NOW, 1000),
-            NOW + 3_400,
-        ),
-        (
-            "1x, 1 µs past a whole ms",
-            play(1_000, NOW, 1000),
-            NOW + 3_001,
-        ),
-        (
-            "1.5x: anchor rounded to the µs",
-            play(0, NOW, 1500),
-            NOW + 1_000,
-        ),
-        (
-            "1.5x: rounding half away from zero",
-            play(0, NOW, 1500),
-            NOW + 1,
-        ),
+        ("1x, on a whole millisecond", play(1_000, NOW, 1000), NOW + 3_000),
+        ("1x, mid-millisecond: next whole ms", play(1_000, NOW, 1000), NOW + 3_400),
+        ("1x, 1 µs past a whole ms", play(1_000, NOW, 1000), NOW + 3_001),
+        ("1.5x: anchor rounded to the µs", play(0, NOW, 1500), NOW + 1_000),
+        ("1.5x: rounding half away from zero", play(0, NOW, 1500), NOW + 1),
         ("0.999x", play(500, NOW, 999), NOW + 123_456),
         ("1.001x", play(500, NOW, 1001), NOW + 123_456),
         ("0.25x", play(500, NOW, 250), NOW + 10_001),
         ("4x", play(500, NOW, 4000), NOW + 10_001),
-        (
-            "1.25x, before the anchor",
-            play(100_000, NOW, 1250),
-            NOW - 777_777,
-        ),
-        (
-            "before position 0: anchors where 0 is",
-            play(1, NOW, 1000),
-            NOW - 5_000,
-        ),
-        (
-            "Unix-time clock, 1.333x",
-            play(5_400_000, UNIX_NOW, 1333),
-            UNIX_NOW + 987_654_321,
-        ),
+        ("1.25x, before the anchor", play(100_000, NOW, 1250), NOW - 777_777),
+        ("before position 0: anchors where 0 is", play(1, NOW, 1000), NOW - 5_000),
+        ("Unix-time clock, 1.333x", play(5_400_000, UNIX_NOW, 1333), UNIX_NOW + 987_654_321),
     ]
     .into_iter()
     .map(|(name, timeline, t_us)| {
         let (position_ms, anchor_us) = timeline.whole_ms_point(t_us);
-        WholeMsCase {
-            name: name.into(),
-            timeline,
-            t_us,
-            position_ms,
-            anchor_us,
-            reanchored: timeline.reanchored(t_us),
-        }
+        WholeMsCase { name: name.into(), timeline, t_us, position_ms, anchor_us, reanchored: timeline.reanchored(t_us) }
     })
     .collect();
 
@@ -1177,31 +765,11 @@ fn timeline_file() -> TimelineFile {
         ("estimate equals the anchor", NOW as u32, NOW),
         ("estimate 5 ms after", (NOW - 5_000) as u32, NOW),
         ("estimate 5 ms before", (NOW + 5_000) as u32, NOW),
-        (
-            "anchor just past a 2^32 boundary",
-            full as u32,
-            full - 5_000,
-        ),
-        (
-            "estimate just past a 2^32 boundary",
-            (full - 200) as u32,
-            full,
-        ),
-        (
-            "anchor 2^31 - 1 µs ahead: still ahead",
-            (NOW + (1 << 31) - 1) as u32,
-            NOW,
-        ),
-        (
-            "anchor 2^31 - 1 µs behind: still behind",
-            (NOW - (1 << 31) + 1) as u32,
-            NOW,
-        ),
-        (
-            "anchor 2^31 µs away either way: taken as behind",
-            (NOW + (1 << 31)) as u32,
-            NOW,
-        ),
+        ("anchor just past a 2^32 boundary", full as u32, full - 5_000),
+        ("estimate just past a 2^32 boundary", (full - 200) as u32, full),
+        ("anchor 2^31 - 1 µs ahead: still ahead", (NOW + (1 << 31) - 1) as u32, NOW),
+        ("anchor 2^31 - 1 µs behind: still behind", (NOW - (1 << 31) + 1) as u32, NOW),
+        ("anchor 2^31 µs away either way: taken as behind", (NOW + (1 << 31)) as u32, NOW),
         ("small clock: 10 at 0", 10, 0),
         ("small clock: saturates at 0", u32::MAX - 5, 0),
         ("Unix-time clock", (UNIX_NOW + 123) as u32, UNIX_NOW),
@@ -1219,18 +787,8 @@ fn timeline_file() -> TimelineFile {
         ("playing 1x", play(754_250, NOW - 400_000, 1000), NOW, 42),
         ("playing 1.5x", play(754_250, NOW - 400_123, 1500), NOW, 42),
         ("paused", pause(754_250, NOW - 400_000), NOW, 1),
-        (
-            "Unix-time clock: anchor cut to its low 32 bits",
-            play(5_400_000, UNIX_NOW - 333, 1000),
-            UNIX_NOW,
-            1000,
-        ),
-        (
-            "position beyond MAX_POSITION_MS is clamped",
-            pause(MAX_POSITION_MS + 1, NOW),
-            NOW,
-            3,
-        ),
+        ("Unix-time clock: anchor cut to its low 32 bits", play(5_400_000, UNIX_NOW - 333, 1000), UNIX_NOW, 1000),
+        ("position beyond MAX_POSITION_MS is clamped", pause(MAX_POSITION_MS + 1, NOW), NOW, 3),
     ]
     .into_iter()
     .map(|(name, timeline, now_us, viewers)| {
@@ -1247,26 +805,11 @@ fn timeline_file() -> TimelineFile {
     .collect();
 
     let tick_timeline = [
-        (
-            "estimate close to the anchor",
-            Tick::new(&play(754_250, NOW - 400_000, 1000), NOW, 42),
-            NOW + 20_000,
-        ),
-        (
-            "Unix-time clock",
-            Tick::new(&play(5_400_000, UNIX_NOW - 333, 1000), UNIX_NOW, 1000),
-            UNIX_NOW - 3_000,
-        ),
+        ("estimate close to the anchor", Tick::new(&play(754_250, NOW - 400_000, 1000), NOW, 42), NOW + 20_000),
+        ("Unix-time clock", Tick::new(&play(5_400_000, UNIX_NOW - 333, 1000), UNIX_NOW, 1000), UNIX_NOW - 3_000),
         (
             "anchor across a 2^32 boundary",
-            Tick {
-                epoch: 3,
-                position_ms: 1,
-                anchor_lo_us: 50,
-                rate_milli: 1000,
-                paused: false,
-                viewers: 2,
-            },
+            Tick { epoch: 3, position_ms: 1, anchor_lo_us: 50, rate_milli: 1000, paused: false, viewers: 2 },
             (7u64 << 32) - 10_000,
         ),
     ]
@@ -1279,32 +822,14 @@ fn timeline_file() -> TimelineFile {
     })
     .collect();
 
-    TimelineFile {
-        position_us_at,
-        whole_ms_point,
-        unwrap_anchor,
-        tick_new,
-        tick_timeline,
-    }
+    TimelineFile { position_us_at, whole_ms_point, unwrap_anchor, tick_new, tick_timeline }
 }
 
 // ---------------------------------------------------------------- all files
 
 fn generate() -> BTreeMap<String, String> {
-    let mut files = message_files(
-        "server",
-        server_cases(),
-        ServerMsg::name,
-        encode_server,
-        decode_server,
-    );
-    files.extend(message_files(
-        "client",
-        client_cases(),
-        ClientMsg::name,
-        encode_client,
-        decode_client,
-    ));
+    let mut files = message_files("server", server_cases(), ServerMsg::name, encode_server, decode_server);
+    files.extend(message_files("client", client_cases(), ClientMsg::name, encode_client, decode_client));
     files.insert("invalid.json".into(), to_json(&invalid_cases()));
     files.insert("frames.json".into(), to_json(&frames_file()));
     files.insert("timeline.json".into(), to_json(&timeline_file()));
@@ -1348,25 +873,14 @@ fn check_message_file<M>(
     for c in cases {
         let bytes = unhex(&c.hex);
         assert_eq!(name_of(&c.value), stem, "{path} {:?}: wrong file", c.name);
-        assert_eq!(
-            decode(&bytes).as_ref(),
-            Ok(&c.value),
-            "{path} {:?}: hex does not decode to the value",
-            c.name
-        );
-        assert_eq!(
-            hex(&encode(&c.value)),
-            c.hex,
-            "{path} {:?}: value does not encode to the hex",
-            c.name
-        );
+        assert_eq!(decode(&bytes).as_ref(), Ok(&c.value), "{path} {:?}: hex does not decode to the value", c.name);
+        assert_eq!(hex(&encode(&c.value)), c.hex, "{path} {:?}: value does not encode to the hex", c.name);
     }
 }
 
 fn check_invalid_file(path: &str, text: &str) {
     for c in parse::<Vec<InvalidCase>>(path, text) {
-        let err =
-            decode(&c.decoder, &unhex(&c.hex)).expect_err(&format!("{path} {:?}: decodes", c.name));
+        let err = decode(&c.decoder, &unhex(&c.hex)).expect_err(&format!("{path} {:?}: decodes", c.name));
         assert_eq!(error_kind(&err), c.error, "{path} {:?}: {err}", c.name);
         assert_eq!(err.code().as_u16(), c.code, "{path} {:?}", c.name);
     }
@@ -1400,17 +914,10 @@ fn check_frames_file(path: &str, text: &str) {
     }
     for c in &f.incomplete {
         let stream = unhex(&c.stream);
-        assert_eq!(
-            split(&stream),
-            (Ok(vec![]), stream.len()),
-            "{path} {:?}",
-            c.name
-        );
+        assert_eq!(split(&stream), (Ok(vec![]), stream.len()), "{path} {:?}", c.name);
     }
     for c in &f.invalid {
-        let err = split(&unhex(&c.stream))
-            .0
-            .expect_err(&format!("{path} {:?}: splits", c.name));
+        let err = split(&unhex(&c.stream)).0.expect_err(&format!("{path} {:?}: splits", c.name));
         assert_eq!(error_kind(&err), c.error, "{path} {:?}: {err}", c.name);
         assert_eq!(err.code().as_u16(), c.code, "{path} {:?}", c.name);
     }
@@ -1427,19 +934,11 @@ fn check_timeline_file(path: &str, text: &str) {
             _ => true,
         }
     }
-    assert!(
-        safe(&parse::<Value>(path, text)),
-        "{path}: integer above 2^53"
-    );
+    assert!(safe(&parse::<Value>(path, text)), "{path}: integer above 2^53");
 
     let f: TimelineFile = parse(path, text);
     for c in &f.position_us_at {
-        assert_eq!(
-            c.timeline.position_us_at(c.t_us),
-            c.position_us,
-            "{:?}",
-            c.name
-        );
+        assert_eq!(c.timeline.position_us_at(c.t_us), c.position_us, "{:?}", c.name);
     }
     for c in &f.whole_ms_point {
         let got = c.timeline.whole_ms_point(c.t_us);
@@ -1455,12 +954,7 @@ fn check_timeline_file(path: &str, text: &str) {
         assert_eq!(tick, c.tick, "{:?}", c.name);
         let bytes = encode_server(&ServerMsg::Tick(tick));
         assert_eq!(hex(&bytes), c.hex, "{:?}", c.name);
-        assert_eq!(
-            decode_server(&bytes),
-            Ok(ServerMsg::Tick(tick)),
-            "{:?}",
-            c.name
-        );
+        assert_eq!(decode_server(&bytes), Ok(ServerMsg::Tick(tick)), "{:?}", c.name);
     }
     for c in &f.tick_timeline {
         let got = c.tick.timeline(c.server_now_estimate_us);
@@ -1473,12 +967,8 @@ fn check_file(path: &str, text: &str) {
         "invalid.json" => check_invalid_file(path, text),
         "frames.json" => check_frames_file(path, text),
         "timeline.json" => check_timeline_file(path, text),
-        p if p.starts_with("server/") => {
-            check_message_file(path, text, ServerMsg::name, encode_server, decode_server)
-        }
-        p if p.starts_with("client/") => {
-            check_message_file(path, text, ClientMsg::name, encode_client, decode_client)
-        }
+        p if p.starts_with("server/") => check_message_file(path, text, ServerMsg::name, encode_server, decode_server),
+        p if p.starts_with("client/") => check_message_file(path, text, ClientMsg::name, encode_client, decode_client),
         p => panic!("unexpected vector file {p}"),
     }
 }
@@ -1542,4 +1032,160 @@ fn every_message_type_has_vectors() {
         })
         .collect();
     assert_eq!(reasons.len(), 6, "every ChangeReason");
+}
+
+// ---------------------------------------------------------------- sizes and SPEC.md
+
+/// `(message, direction, tag, smallest, largest)` encoded sizes in bytes, for
+/// messages that decode and respect the protocol's limits (version 1, rates
+/// 250..=4000, error codes 4000..); strings may be empty. SPEC.md has the
+/// same numbers.
+fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
+    let zero_tl = tl(0, 0, 0, MIN_RATE_MILLI, false);
+    let max_tl = tl(u32::MAX, u64::MAX, u64::MAX, MAX_RATE_MILLI, true);
+    let zero_limits =
+        Limits { max_frame: 0, max_datagram: 0, max_msgs_per_sec: 0, tick_interval_ms: 0, report_interval_ms: 0 };
+    let max_limits = Limits {
+        max_frame: u32::MAX,
+        max_datagram: u32::MAX,
+        max_msgs_per_sec: u32::MAX,
+        tick_interval_ms: u32::MAX,
+        report_interval_ms: u32::MAX,
+    };
+    let s = |m: ServerMsg| encode_server(&m).len();
+    let c = |m: ClientMsg| encode_client(&m).len();
+    let tick =
+        |v: u32, rate_milli| Tick { epoch: v, position_ms: v, anchor_lo_us: v, rate_milli, paused: true, viewers: v };
+    let welcome = |member_id, timeline, server_time_us, viewers, limits| {
+        ServerMsg::Welcome(Welcome {
+            member_id,
+            role: Role::CoHost,
+            timeline,
+            server_time_us,
+            viewers,
+            policy: ControlPolicy::Everyone,
+            limits,
+        })
+    };
+    let changed = |timeline, at, by| {
+        ServerMsg::TimelineChanged(TimelineChanged {
+            timeline,
+            effective_at_us: at,
+            by,
+            reason: ChangeReason::BufferingWait,
+        })
+    };
+    let pong = |v| ServerMsg::Pong(Pong { client_time: v, server_recv_us: v, server_send_us: v });
+    let error = |message: String, request_id| ServerMsg::Error(ErrorMsg { code: 4000, message, request_id });
+    let joined =
+        |member_id, name: String| ServerMsg::MemberJoined(MemberJoined { member_id, role: Role::Viewer, name });
+    let hello = |event_id: String, device_id: String, token, caps| {
+        ClientMsg::Hello(Hello { version: PROTOCOL_VERSION, event_id, device_id, token, caps })
+    };
+    let command = |request_id, action| ClientMsg::Command(Command { request_id, action });
+    let report = |v: u32, position_us, rate_milli| {
+        ClientMsg::Report(Report { epoch: v, position_us, rate_milli, buffering: true })
+    };
+    let max_str = |n| "x".repeat(n);
+    vec![
+        (
+            "Welcome",
+            "S→C",
+            0,
+            s(welcome(0, zero_tl, 0, 0, zero_limits)),
+            s(welcome(u32::MAX, max_tl, u64::MAX, u32::MAX, max_limits)),
+        ),
+        (
+            "Tick",
+            "S→C",
+            1,
+            s(ServerMsg::Tick(tick(0, MIN_RATE_MILLI))),
+            s(ServerMsg::Tick(tick(u32::MAX, MAX_RATE_MILLI))),
+        ),
+        ("TimelineChanged", "S→C", 2, s(changed(zero_tl, 0, 0)), s(changed(max_tl, u64::MAX, u32::MAX))),
+        (
+            "ViewerCount",
+            "S→C",
+            3,
+            s(ServerMsg::ViewerCount(ViewerCount { count: 0 })),
+            s(ServerMsg::ViewerCount(ViewerCount { count: u32::MAX })),
+        ),
+        ("Pong", "S→C", 4, s(pong(0)), s(pong(u64::MAX))),
+        ("Error", "S→C", 5, s(error(String::new(), 0)), s(error(max_str(MAX_ERROR_MESSAGE), u32::MAX))),
+        ("MemberJoined", "S→C", 6, s(joined(0, String::new())), s(joined(u32::MAX, max_str(MAX_NAME)))),
+        (
+            "MemberLeft",
+            "S→C",
+            7,
+            s(ServerMsg::MemberLeft(MemberLeft { member_id: 0 })),
+            s(ServerMsg::MemberLeft(MemberLeft { member_id: u32::MAX })),
+        ),
+        (
+            "RoleChanged",
+            "S→C",
+            8,
+            s(ServerMsg::RoleChanged(RoleChanged { member_id: 0, role: Role::Host })),
+            s(ServerMsg::RoleChanged(RoleChanged { member_id: u32::MAX, role: Role::Host })),
+        ),
+        (
+            "Hello",
+            "C→S",
+            0,
+            c(hello(String::new(), String::new(), None, 0)),
+            c(hello(max_str(MAX_EVENT_ID), max_str(MAX_DEVICE_ID), Some(max_str(MAX_TOKEN)), u32::MAX)),
+        ),
+        (
+            "Ping",
+            "C→S",
+            1,
+            c(ClientMsg::Ping(Ping { client_time: 0 })),
+            c(ClientMsg::Ping(Ping { client_time: u64::MAX })),
+        ),
+        (
+            "Command",
+            "C→S",
+            2,
+            c(command(0, Action::Play { position_ms: None })),
+            c(command(u32::MAX, Action::Play { position_ms: Some(u64::MAX) })),
+        ),
+        ("Report", "C→S", 3, c(report(0, 0, 0)), c(report(u32::MAX, u64::MAX, MAX_RATE_MILLI))),
+    ]
+}
+
+#[test]
+fn encoded_sizes_match_the_spec() {
+    let table = size_table();
+    for (name, _, _, min, max) in &table {
+        println!("{name:16} {min:5} {max:5}");
+    }
+    // Every datagram message fits a datagram with room to spare.
+    for (name, _, _, _, max) in &table {
+        if ["Tick", "Pong", "TimelineChanged", "Ping", "Report"].contains(name) {
+            assert!(*max <= 64, "{name}: {max}");
+        }
+    }
+    let spec =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("SPEC.md")).expect("protocol/SPEC.md");
+    for (name, dir, tag, min, max) in table {
+        let head = format!("| `{name}` | {dir} | {tag} | {min} |");
+        let tail = format!("| {max} |");
+        assert!(
+            spec.lines().any(|l| l.starts_with(&head) && l.trim_end().ends_with(&tail)),
+            "SPEC.md has no size row `{head} … {tail}`"
+        );
+    }
+}
+
+#[test]
+fn error_codes_match_the_spec() {
+    let spec =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("SPEC.md")).expect("protocol/SPEC.md");
+    for &code in ErrorCode::ALL {
+        let head = format!("| {} | `{}` |", code.as_u16(), code.as_str());
+        let tail = if code.closes() { "| yes |" } else { "| no |" };
+        assert!(
+            spec.lines().any(|l| l.starts_with(&head) && l.trim_end().ends_with(tail)),
+            "SPEC.md has no error row `{head} … {tail}`"
+        );
+    }
 }
