@@ -7,9 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lockstep_protocol::{
-    FrameDecoder, decode_client, decode_server, encode_client, encode_server, write_frame,
-};
+use lockstep_protocol::{FrameDecoder, decode_client, decode_server, encode_client, encode_server, write_frame};
 
 /// Decodes `bytes` as both directions; an `Ok` must re-encode to `bytes`.
 fn decode_both(bytes: &[u8]) {
