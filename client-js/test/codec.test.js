@@ -1,0 +1,192 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  decodeClient,
+  decodeServer,
+  encodeClient,
+  encodeServer,
+  encodeFrame,
+  FrameDecoder,
+  LockstepDecodeError,
+  tryDecodeServer,
+  tryDecodeClient,
+  toHex,
+  fromHex,
+  LIMITS,
+} from '../src/codec.js';
+import { load, messageVectors } from './support/vectors.js';
+
+const vectors = messageVectors();
+
+test('there are vectors for every message type', () => {
+  const types = new Set(vectors.map((v) => v.value.type));
+  for (const t of ['hello', 'ping', 'command', 'report', 'welcome', 'tick', 'timelineChanged', 'viewerCount', 'pong', 'error', 'memberJoined', 'memberLeft', 'roleChanged']) {
+    assert.ok(types.has(t), `no vector for ${t}`);
+  }
+  assert.ok(vectors.length >= 40, `only ${vectors.length} vectors`);
+});
+
+for (const v of vectors) {
+  test(`${v.dir}/${v.file}: ${v.name} decodes to its value`, () => {
+    const decode = v.dir === 'client' ? decodeClient : decodeServer;
+    assert.deepStrictEqual(decode(fromHex(v.hex)), v.value);
+  });
+  test(`${v.dir}/${v.file}: ${v.name} encodes to its bytes`, () => {
+    const encode = v.dir === 'client' ? encodeClient : encodeServer;
+    assert.equal(toHex(encode(v.value)), v.hex);
+  });
+}
+
+test('u64 values decode as numbers up to 2^53 - 1 and bigints above', () => {
+  const small = decodeClient(encodeClient({ type: 'ping', clientTime: Number.MAX_SAFE_INTEGER }));
+  assert.equal(small.clientTime, Number.MAX_SAFE_INTEGER);
+  const big = decodeClient(encodeClient({ type: 'ping', clientTime: 2n ** 53n }));
+  assert.equal(big.clientTime, 2n ** 53n);
+  // A bigint that fits a number encodes the same as the number.
+  assert.equal(toHex(encodeClient({ type: 'ping', clientTime: 5n })), '0105');
+  assert.equal(toHex(encodeClient({ type: 'ping', clientTime: 2 ** 32 })), '01fd0000000001000000');
+});
+
+for (const v of load('invalid.json')) {
+  test(`invalid (${v.decoder}): ${v.name} → ${v.error} ${v.code}`, () => {
+    const decode = v.decoder === 'client' ? decodeClient : decodeServer;
+    assert.throws(
+      () => decode(fromHex(v.hex)),
+      (e) => e instanceof LockstepDecodeError && e.kind === v.error && e.code === v.code,
+    );
+    const r = (v.decoder === 'client' ? tryDecodeClient : tryDecodeServer)(fromHex(v.hex));
+    assert.equal(r.ok, false);
+  });
+}
+
+test('decoders are total on junk input types', () => {
+  for (const junk of [null, undefined, 42, 'abc', {}, [1, 2]]) {
+    const r = tryDecodeServer(/** @type {any} */ (junk));
+    assert.equal(r.ok, false);
+    assert.equal(r.error.code, 4000);
+  }
+  // ArrayBuffer and other views are accepted.
+  assert.deepStrictEqual(decodeServer(fromHex('0307').buffer), { type: 'viewerCount', count: 7 });
+  assert.deepStrictEqual(decodeServer(new DataView(fromHex('0307').buffer)), { type: 'viewerCount', count: 7 });
+});
+
+test('decoders never throw anything but LockstepDecodeError on random bytes', () => {
+  let seed = 12345;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) & 0xff;
+  const seeds = vectors.map((v) => fromHex(v.hex));
+  for (let i = 0; i < 20000; i++) {
+    let bytes;
+    if (i % 2 === 0) {
+      bytes = new Uint8Array(1 + (rnd() % 40)).map(() => rnd());
+    } else {
+      // Mutate a valid message: flip, cut or extend.
+      bytes = seeds[i % seeds.length].slice();
+      const k = rnd() % 3;
+      if (k === 0 && bytes.length) bytes[rnd() % bytes.length] ^= 1 << (rnd() % 8);
+      else if (k === 1) bytes = bytes.slice(0, rnd() % (bytes.length + 1));
+      else bytes = Uint8Array.from([...bytes, rnd()]);
+    }
+    for (const decode of [decodeClient, decodeServer]) {
+      try {
+        const msg = decode(bytes);
+        // Whatever decodes re-encodes to the same bytes (one encoding per message).
+        const again = decode === decodeClient ? encodeClient(/** @type {any} */ (msg)) : encodeServer(/** @type {any} */ (msg));
+        assert.equal(toHex(again), toHex(bytes));
+      } catch (e) {
+        assert.ok(e instanceof LockstepDecodeError, `threw ${e}`);
+        assert.ok([4000, 4001, 4002].includes(e.code));
+      }
+    }
+  }
+});
+
+test('encoders refuse ill-typed messages', () => {
+  assert.throws(() => encodeClient(/** @type {any} */ ({ type: 'nope' })), TypeError);
+  assert.throws(() => encodeClient({ type: 'ping', clientTime: -1 }), RangeError);
+  assert.throws(() => encodeClient({ type: 'ping', clientTime: 1.5 }), RangeError);
+  assert.throws(() => encodeClient({ type: 'ping', clientTime: 2n ** 64n }), RangeError);
+  assert.throws(() => encodeClient({ type: 'command', requestId: 1, action: { kind: 'setRate', rateMilli: 70000 } }), RangeError);
+  assert.throws(() => encodeClient(/** @type {any} */ ({ type: 'command', requestId: 1, action: { kind: 'jump' } })), TypeError);
+  assert.throws(() => encodeServer(/** @type {any} */ ({ type: 'roleChanged', memberId: 1, role: 'admin' })), TypeError);
+});
+
+test('a tick rate above 0x7fff is clamped, as the reference encoder does', () => {
+  const bytes = encodeServer({ type: 'tick', epoch: 0, positionMs: 0, anchorLoUs: 0, rateMilli: 40000, paused: true, viewers: 0 });
+  assert.equal(/** @type {any} */ (decodeServer(bytes)).rateMilli, 0x7fff);
+});
+
+test('strings: a BOM and non-ASCII survive, and limits count UTF-8 bytes', () => {
+  const m = { type: 'memberJoined', memberId: 1, role: 'viewer', name: '\uFEFFZoë' };
+  assert.deepStrictEqual(decodeServer(encodeServer(/** @type {any} */ (m))), m);
+  const long = { type: 'memberJoined', memberId: 1, role: 'viewer', name: 'é'.repeat(33) }; // 66 bytes
+  assert.throws(() => decodeServer(encodeServer(/** @type {any} */ (long))), (e) => e.kind === 'Invalid' && e.code === 4000);
+  const ok = { type: 'memberJoined', memberId: 1, role: 'viewer', name: 'é'.repeat(32) }; // 64 bytes
+  assert.deepStrictEqual(decodeServer(encodeServer(/** @type {any} */ (ok))), ok);
+});
+
+// ------------------------------------------------------------------ framing
+
+const frames = load('frames.json');
+
+for (const f of frames.frames) {
+  test(`frame: ${f.name}`, () => {
+    assert.equal(toHex(encodeFrame(fromHex(f.payload))), f.framed);
+    const d = new FrameDecoder();
+    d.push(fromHex(f.framed));
+    assert.equal(toHex(/** @type {Uint8Array} */ (d.next())), f.payload);
+    assert.equal(d.next(), null);
+    assert.equal(d.buffered, 0);
+  });
+}
+
+for (const s of frames.streams) {
+  test(`stream: ${s.name}, split at every chunk size`, () => {
+    const wire = fromHex(s.stream);
+    for (const chunk of [1, 2, 3, 7, 64, wire.length]) {
+      const d = new FrameDecoder();
+      const got = [];
+      for (let i = 0; i < wire.length; i += chunk) {
+        d.push(wire.subarray(i, i + chunk));
+        for (let f; (f = d.next()) !== null; ) got.push(toHex(f));
+      }
+      assert.deepStrictEqual(got, s.payloads, `chunk ${chunk}`);
+      assert.equal(d.buffered, 0);
+    }
+  });
+}
+
+for (const s of frames.incomplete) {
+  test(`incomplete stream: ${s.name}`, () => {
+    const d = new FrameDecoder();
+    d.push(fromHex(s.stream));
+    assert.equal(d.next(), null);
+    assert.equal(d.buffered, s.stream.length / 2);
+  });
+}
+
+for (const s of frames.invalid) {
+  test(`invalid stream: ${s.name} → ${s.error} ${s.code}`, () => {
+    const d = new FrameDecoder();
+    d.push(fromHex(s.stream));
+    const check = (e) => e instanceof LockstepDecodeError && e.kind === s.error && e.code === s.code;
+    assert.throws(() => d.next(), check);
+    // The stream cannot be resynchronised: the error sticks.
+    d.push(fromHex('0100'));
+    assert.throws(() => d.next(), check);
+  });
+}
+
+test('frame decoder handles many frames and large buffers', () => {
+  const d = new FrameDecoder();
+  const payload = new Uint8Array(LIMITS.MAX_FRAME).map((_, i) => i & 0xff);
+  const framed = encodeFrame(payload);
+  for (let round = 0; round < 20; round++) {
+    d.push(framed.subarray(0, 100));
+    assert.equal(d.next(), null);
+    d.push(framed.subarray(100));
+    d.push(encodeFrame(fromHex('0105')));
+    assert.equal(/** @type {Uint8Array} */ (d.next()).length, LIMITS.MAX_FRAME);
+    assert.equal(toHex(/** @type {Uint8Array} */ (d.next())), '0105');
+    assert.equal(d.next(), null);
+  }
+});
