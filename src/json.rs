@@ -65,7 +65,8 @@ pub fn parse(text: &str) -> Result<JsonIn, JsonError> {
     Ok(JsonIn::PlaybackSync { position_ms: ms as u64, extra: map })
 }
 
-/// The outbound `playbackSync` for a timeline.
+/// The outbound `playbackSync` for a timeline: `position` is the media
+/// position (seconds) at server time `serverTimeUs` (the timeline's anchor).
 pub fn playback_sync(event_id: &str, timeline: &Timeline, at_us: u64, extra: Option<&Extra>) -> String {
     let mut m = Map::new();
     m.insert("type".into(), "playbackSync".into());
@@ -87,7 +88,7 @@ pub fn playback_sync(event_id: &str, timeline: &Timeline, at_us: u64, extra: Opt
 pub fn encode(event_id: &str, msg: &ServerMsg, extra: Option<&Extra>) -> Option<String> {
     Some(match msg {
         ServerMsg::Welcome(w) => playback_sync(event_id, &w.timeline, w.timeline.anchor_us, None),
-        ServerMsg::TimelineChanged(c) => playback_sync(event_id, &c.timeline, c.effective_at_us, extra),
+        ServerMsg::TimelineChanged(c) => playback_sync(event_id, &c.timeline, c.timeline.anchor_us, extra),
         ServerMsg::ViewerCount(c) => serde_json::json!({"type": "viewerCount", "count": c.count}).to_string(),
         ServerMsg::Error(e) => error(e.code, &e.message),
         _ => return None,

@@ -6,8 +6,10 @@
 //! - [`outbox`]: per-connection outbound queues (bounded, latest-wins ticks).
 //! - [`session`]: one session path for every transport (hello, limits, errors).
 //! - [`ws`], [`json`]: the WebSocket transport and its legacy JSON dialect.
+//! - [`auth`]: access tokens (JWT, ring-backed). [`store`]: durable state (SQLite).
 //! - [`http`], [`server`], [`config`], [`metrics`], [`clock`]: the runtime around them.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod http;
@@ -18,4 +20,5 @@ pub mod outbox;
 pub mod room;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod ws;

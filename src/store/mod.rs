@@ -1,0 +1,186 @@
+//! Durable state behind one small trait: viewing sessions and their devices,
+//! invitations, and room timelines.
+//!
+//! The embedded default is SQLite ([`sqlite::SqliteStore`]); the scale-out
+//! issue adds Redis. Nothing above this module knows which one runs. Every
+//! method that checks and then writes (device limits, invitation uses) is
+//! atomic in the store itself, so two servers sharing a store cannot both let
+//! a user past a limit.
+
+pub mod sqlite;
+
+use futures_util::future::BoxFuture;
+use lockstep_protocol::Timeline;
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch.
+pub type UnixMs = u64;
+
+/// A viewing session: one device of one user watching one room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Random id.
+    pub session_id: String,
+    /// The user (token `sub`).
+    pub user: String,
+    /// The device.
+    pub device_id: String,
+    /// The room: an event id, or a watch party's room id.
+    pub room_id: String,
+    /// When it started.
+    pub created_at: UnixMs,
+    /// Last heartbeat or realtime activity.
+    pub last_seen: UnixMs,
+    /// The viewer's last reported position (fallback while realtime is down).
+    pub position_ms: Option<u64>,
+    /// Whether the viewer last reported buffering.
+    pub buffering: bool,
+}
+
+/// An invitation to a premium user's watch party.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitationRecord {
+    /// Random id.
+    pub id: String,
+    /// The event being watched.
+    pub event_id: String,
+    /// The party's room id.
+    pub room_id: String,
+    /// The inviting user, host of the room.
+    pub host_user: String,
+    /// When it was created.
+    pub created_at: UnixMs,
+    /// When it stops working.
+    pub expires_at: UnixMs,
+    /// How many times it may be accepted (`None`: unlimited).
+    pub max_uses: Option<u32>,
+    /// How many times it was accepted.
+    pub uses: u32,
+    /// Whether the host revoked it.
+    pub revoked: bool,
+}
+
+impl InvitationRecord {
+    /// Whether it can still be accepted at `now`.
+    pub fn usable(&self, now: UnixMs) -> bool {
+        !self.revoked && now < self.expires_at && self.max_uses.is_none_or(|m| self.uses < m)
+    }
+}
+
+/// A device with live sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceInfo {
+    /// The device id.
+    pub device_id: String,
+    /// Rooms it is watching.
+    pub event_ids: Vec<String>,
+    /// Last activity, Unix milliseconds.
+    pub last_seen: UnixMs,
+}
+
+/// Why a session could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// The user is at the device limit with other devices.
+    #[error("device limit reached")]
+    DeviceLimit(Vec<DeviceInfo>),
+    /// The store failed.
+    #[error("storage failure: {0}")]
+    Store(String),
+}
+
+/// Why an invitation could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InviteError {
+    /// No such invitation.
+    #[error("no such invitation")]
+    NotFound,
+    /// Revoked, expired or used up.
+    #[error("the invitation is no longer valid")]
+    Gone,
+    /// The store failed.
+    #[error("storage failure: {0}")]
+    Store(String),
+}
+
+/// A storage failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("storage failure: {0}")]
+pub struct StoreError(pub String);
+
+/// Result of store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The storage trait. See the module docs.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Starts (or resumes, for the same user, device and room) a session,
+    /// unless the user already has `max_devices` other devices with sessions
+    /// seen after `live_after`. Atomic.
+    fn start_session(
+        &self,
+        rec: SessionRecord,
+        max_devices: u32,
+        live_after: UnixMs,
+    ) -> BoxFuture<'_, Result<SessionRecord, StartError>>;
+
+    /// A session by id.
+    fn session(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<SessionRecord>>>;
+
+    /// Records activity (and, if given, the position) of a session.
+    fn touch_session(
+        &self,
+        id: &str,
+        now: UnixMs,
+        position_ms: Option<u64>,
+        buffering: bool,
+    ) -> BoxFuture<'_, StoreResult<Option<SessionRecord>>>;
+
+    /// Records realtime activity of a user's device in a room.
+    fn touch_device(&self, user: &str, device_id: &str, room_id: &str, now: UnixMs) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Ends a session; returns it if it existed.
+    fn end_session(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<SessionRecord>>>;
+
+    /// Ends every session not seen since `before`; returns them.
+    fn expire_sessions(&self, before: UnixMs) -> BoxFuture<'_, StoreResult<Vec<SessionRecord>>>;
+
+    /// All sessions (to rebuild indexes at start).
+    fn all_sessions(&self) -> BoxFuture<'_, StoreResult<Vec<SessionRecord>>>;
+
+    /// The user's devices with sessions seen after `live_after`.
+    fn devices(&self, user: &str, live_after: UnixMs) -> BoxFuture<'_, StoreResult<Vec<DeviceInfo>>>;
+
+    /// Ends all of a user's sessions on a device; returns them.
+    fn remove_device(&self, user: &str, device_id: &str) -> BoxFuture<'_, StoreResult<Vec<SessionRecord>>>;
+
+    /// Saves a new invitation.
+    fn create_invitation(&self, inv: InvitationRecord) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// An invitation by id.
+    fn invitation(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<InvitationRecord>>>;
+
+    /// Uses an invitation once if it is usable at `now`. Atomic.
+    fn use_invitation(&self, id: &str, now: UnixMs) -> BoxFuture<'_, Result<InvitationRecord, InviteError>>;
+
+    /// Revokes an invitation; returns it as it was.
+    fn revoke_invitation(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<InvitationRecord>>>;
+
+    /// Saves room timelines (latest wins).
+    fn save_timelines(&self, batch: Vec<(String, Timeline)>) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// A room's saved timeline.
+    fn timeline(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<Timeline>>>;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn unix_ms() -> UnixMs {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A random URL-safe id of 128 bits.
+pub fn random_id() -> String {
+    let mut b = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("system randomness");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
