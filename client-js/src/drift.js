@@ -1,0 +1,344 @@
+// The drift controller: keeps a media element on the room's timeline.
+//
+// PURE: no DOM, no timers, no clock. Each call to update() gets the target
+// (the room timeline evaluated at the estimated server time), the element's
+// state and the local time, and returns the actions to apply
+// ({setRate}, {seek}, {play}, {pause}). The session feeds it on a timer and on
+// the element's events; the tests feed it a simulated element.
+//
+// Bands (drift = element position − target position):
+//
+//   |drift| ≤ deadband (15 ms)      nothing. Below one frame at 60 fps, and
+//                                   above the jitter of currentTime readings.
+//   deadband < |drift| ≤ seek (1 s) playbackRate nudge, proportional to the
+//                                   drift: rate = room · (1 − drift / horizon),
+//                                   horizon 1 s, bounded to ±5 % of the room
+//                                   rate; once correcting, it keeps going
+//                                   until |drift| < 5 ms (hysteresis), so the
+//                                   rate eases back to the room rate as the
+//                                   drift vanishes instead of stepping.
+//   |drift| > seek threshold        seek to target + room rate · learned seek
+//                                   latency (EWMA of measured seek durations),
+//                                   then a cooldown: no new seek until the last
+//                                   one has completed, settled, and 1.5 s have
+//                                   passed. Three corrective seeks within 30 s
+//                                   double the threshold (up to 4×): a stream
+//                                   whose seeks keep missing is left to the
+//                                   rate band instead of being fought.
+//
+// While the element is buffering (waiting/stalled, or readyState below
+// HAVE_FUTURE_DATA while it should play) or seeking, no correction is made:
+// the session reports buffering to the server instead, whose buffering
+// policy decides whether the room waits. When the stall ends, the normal
+// bands apply to whatever drift is left: a seek if large, else the rate.
+// The only exception is a new timeline epoch (the host jumped): a large jump
+// is followed at once, even mid-stall, since buffering the old position is
+// useless.
+//
+// Why this beats the anchors (protocol/../shared/reference/anchors.md):
+// - Jellyfin: rate = 1 + diff / 1 s with a 0.2× floor, corrections checked
+//   every 1.5 s, 60 ms minimum, and off by default. Same gain as ours, but
+//   open-loop and unbounded (3× at 2 s of drift: audible chipmunks), and a
+//   1.5 s period with a 1 s horizon overshoots. Ours is closed-loop every
+//   250 ms with a 15 ms deadband, and bounded to ±5 %, which pitch-preserving
+//   playback makes inaudible.
+// - OpenWatchParty: rate = 1 ± 0.5·sqrt(|drift|) clamped to 0.85–2×, 40 ms
+//   dead zone, 500 ms loop. sqrt has infinite gain near zero, so small drifts
+//   get large rate swings (40 ms → 10 % too fast), which overshoot and
+//   oscillate around the dead zone; ours is linear near zero (40 ms → 4 %)
+//   and its hysteresis removes the limit cycle at the band edge.
+// - MediaSync (timingsrc): graded gains (k 0.07…1.3, limits ±2 %…±100 %),
+//   jumps above 1 s, learns seek latency. We keep what works (the 1 s jump,
+//   latency learning, seek-storm back-off) with one linear gain, a much
+//   tighter bound, a cooldown that waits for the seek to complete, and
+//   buffering awareness, which MediaSync lacks.
+// - Syncplay (0.95× only, seeks at 4–5 s) and CyTube (seek at 2 s, no rate):
+//   far coarser bands.
+// Rates other than 1 are honoured: every nudge is relative to the room rate.
+
+/** readyState values of HTMLMediaElement. */
+export const HAVE_NOTHING = 0;
+export const HAVE_METADATA = 1;
+export const HAVE_CURRENT_DATA = 2;
+export const HAVE_FUTURE_DATA = 3;
+
+/**
+ * @typedef {Object} DriftOptions
+ * @property {number} [deadbandMs] no correction below this drift (15)
+ * @property {number} [exitMs] once correcting, stop below this drift (5)
+ * @property {number} [horizonMs] proportional gain: rate offset = drift / horizon (1000)
+ * @property {number} [maxRateAdjust] rate bound, fraction of the room rate (0.05)
+ * @property {number} [minRateStep] smallest playbackRate change worth making (0.002)
+ * @property {number} [seekThresholdMs] seek above this drift (1000)
+ * @property {number} [seekCooldownMs] no new seek this soon after one completed (1500)
+ * @property {number} [settleMs] no correction this soon after a seek completed (300)
+ * @property {number} [seekLatencyMs] initial seek-latency estimate (150)
+ * @property {number} [seekLatencyAlpha] EWMA weight of a new measurement (0.3)
+ * @property {number} [maxSeekLatencyMs] cap of the estimate (3000)
+ * @property {number} [seekTimeoutMs] a seek still running after this is given up (8000)
+ * @property {number} [pausedSnapMs] paused: seek when off by more than this (40)
+ * @property {number} [stormWindowMs] seek-storm window (30000)
+ * @property {number} [stormSeeks] seeks within the window that double the threshold (3)
+ * @property {number} [maxStormLevel] largest threshold multiplier (4)
+ * @property {number} [filterSamples] drift = mean of the last N measurements (2)
+ * @property {number} [playRetryMs] retry a refused play() no more often than this (1000)
+ */
+
+/** Defaults of the drift controller. */
+export const DRIFT_DEFAULTS = Object.freeze({
+  deadbandMs: 15,
+  exitMs: 5,
+  horizonMs: 1000,
+  maxRateAdjust: 0.05,
+  minRateStep: 0.002,
+  seekThresholdMs: 1000,
+  seekCooldownMs: 1500,
+  settleMs: 300,
+  seekLatencyMs: 150,
+  seekLatencyAlpha: 0.3,
+  maxSeekLatencyMs: 3000,
+  seekTimeoutMs: 8000,
+  pausedSnapMs: 40,
+  stormWindowMs: 30000,
+  stormSeeks: 3,
+  maxStormLevel: 4,
+  filterSamples: 2,
+  playRetryMs: 1000,
+});
+
+/**
+ * Where the element should be.
+ * @typedef {Object} DriftTarget
+ * @property {number} position media position now, seconds
+ * @property {number} rate room rate (1 = normal)
+ * @property {boolean} paused
+ * @property {number} epoch timeline epoch (a change is a discontinuity)
+ */
+
+/**
+ * The element's state (the fields of HTMLMediaElement plus the buffering
+ * flag the session keeps from waiting/stalled/playing events).
+ * @typedef {Object} MediaState
+ * @property {number} currentTime
+ * @property {number} playbackRate
+ * @property {boolean} paused
+ * @property {number} readyState
+ * @property {boolean} seeking
+ * @property {boolean} [buffering]
+ * @property {number} [duration]
+ */
+
+/**
+ * @typedef {{type: 'setRate', rate: number} | {type: 'seek', position: number} | {type: 'play'} | {type: 'pause'}} DriftAction
+ */
+
+/**
+ * @typedef {'idle' | 'locked' | 'correcting' | 'seeking' | 'settling' | 'buffering' | 'paused'} DriftMode
+ */
+
+/**
+ * @typedef {Object} DriftResult
+ * @property {DriftAction[]} actions
+ * @property {number} driftMs measured drift (element − target), ms; NaN without a target
+ * @property {DriftMode} mode
+ * @property {boolean} buffering
+ */
+
+export class DriftController {
+  /** @param {DriftOptions} [opts] */
+  constructor(opts = {}) {
+    /** @type {Required<DriftOptions>} */
+    this.o = { ...DRIFT_DEFAULTS, ...opts };
+    this.seekLatencyMs = this.o.seekLatencyMs;
+    this.corrections = { seeks: 0, rateChanges: 0 };
+    this.reset();
+  }
+
+  /** Forgets all transient state (a new element, or a detach). Learned seek latency is kept. */
+  reset() {
+    /** @type {number[]} recent drift measurements, ms */
+    this.samples = [];
+    this.correcting = false;
+    /** @type {{issuedAt: number, position: number, playing: boolean} | null} */
+    this.seek = null;
+    this.lastSeekDoneAt = -Infinity;
+    /** @type {number[]} */
+    this.seekTimes = [];
+    /** @type {number | null} */
+    this.epoch = null;
+    this.epochChanged = false;
+    this.lastPlayAt = -Infinity;
+    /** @type {{position: number, residualMs: number | null} | null} the last paused snap and the drift it left */
+    this.snap = null;
+    this.wasBuffering = false;
+    this.driftMs = NaN;
+    /** @type {DriftMode} */
+    this.mode = 'idle';
+    this.buffering = false;
+  }
+
+  /** The current seek threshold, ms (raised during a seek storm). */
+  get seekThresholdMs() {
+    return this.o.seekThresholdMs * this.stormLevel();
+  }
+
+  /** Threshold multiplier: 1, doubled once `stormSeeks` seeks fall within the window, and per seek after. */
+  stormLevel() {
+    const extra = this.seekTimes.length - this.o.stormSeeks + 1;
+    return extra <= 0 ? 1 : Math.min(2 ** extra, this.o.maxStormLevel);
+  }
+
+  /**
+   * One control step.
+   * @param {{nowMs: number, target: DriftTarget | null, media: MediaState}} input
+   * @returns {DriftResult}
+   */
+  update({ nowMs: now, target, media }) {
+    /** @type {DriftAction[]} */
+    const actions = [];
+    const done = (/** @type {DriftMode} */ mode) => {
+      this.mode = mode;
+      return { actions, driftMs: this.driftMs, mode, buffering: this.buffering };
+    };
+    if (!target) {
+      this.driftMs = NaN;
+      this.buffering = false;
+      return done('idle');
+    }
+    const o = this.o;
+    this.seekTimes = this.seekTimes.filter((t) => now - t < o.stormWindowMs);
+    if (this.epoch !== target.epoch) {
+      this.epochChanged = this.epoch !== null;
+      this.epoch = target.epoch;
+      this.samples = [];
+      this.correcting = false;
+      this.snap = null;
+    }
+    const roomRate = target.rate > 0 ? target.rate : 1;
+    const driftMs = (media.currentTime - target.position) * 1000;
+    this.driftMs = driftMs;
+    this.buffering = !media.paused && (Boolean(media.buffering) || media.readyState < HAVE_FUTURE_DATA);
+
+    // A seek in flight: wait for it, and learn how long it took.
+    if (this.seek) {
+      const s = this.seek;
+      const waiting = media.seeking || (s.playing && !media.paused && media.readyState < HAVE_FUTURE_DATA);
+      if (!waiting || now - s.issuedAt > o.seekTimeoutMs) {
+        if (!waiting && s.playing) {
+          // One slow seek (a stall right after it) moves the estimate only
+          // a bounded step; a consistently slow element still gets there.
+          const took = Math.min(now - s.issuedAt, 2 * this.seekLatencyMs + 250, o.maxSeekLatencyMs);
+          this.seekLatencyMs += o.seekLatencyAlpha * (took - this.seekLatencyMs);
+        }
+        this.seek = null;
+        this.lastSeekDoneAt = now;
+        this.samples = [];
+      }
+    }
+
+    // Paused timeline: pause, restore the room rate, snap the position.
+    if (target.paused) {
+      this.correcting = false;
+      this.epochChanged = false;
+      if (!media.paused) actions.push({ type: 'pause' });
+      if (media.playbackRate !== roomRate) this.setRate(actions, roomRate);
+      // A snap is not repeated while the element stays where the snap left
+      // it (a stream that cannot seek exactly is not fought); it is redone
+      // if the element moved since, or the target did.
+      const snap = this.snap;
+      if (snap && snap.residualMs === null && !this.seek && !media.seeking) snap.residualMs = driftMs;
+      const moved =
+        !snap || snap.position !== target.position || (snap.residualMs !== null && Math.abs(driftMs - snap.residualMs) > o.pausedSnapMs);
+      if (Math.abs(driftMs) > o.pausedSnapMs && moved && !this.seek && !media.seeking && media.readyState >= HAVE_METADATA) {
+        this.issueSeek(actions, now, clampToDuration(target.position, media), false);
+        this.snap = { position: target.position, residualMs: null };
+      }
+      return done(this.seek ? 'seeking' : 'paused');
+    }
+
+    // Playing timeline.
+    const jump = this.epochChanged && Math.abs(driftMs) > this.seekThresholdMs;
+    this.epochChanged = false;
+    if (media.paused && now - this.lastPlayAt >= o.playRetryMs) {
+      actions.push({ type: 'play' });
+      this.lastPlayAt = now;
+    }
+    if (this.seek && !jump) return done('seeking');
+    if ((media.seeking || this.buffering) && !jump) {
+      this.wasBuffering = this.wasBuffering || this.buffering;
+      this.samples = [];
+      return done(media.seeking ? 'seeking' : 'buffering');
+    }
+    if (this.wasBuffering) {
+      // The stall is over: measure afresh, then catch up by the normal bands.
+      this.wasBuffering = false;
+      this.samples = [];
+    }
+    if (now - this.lastSeekDoneAt < o.settleMs && !jump) return done('settling');
+
+    // Large drift: seek, compensating for the time the seek itself takes.
+    if (Math.abs(driftMs) > this.seekThresholdMs && media.readyState >= HAVE_METADATA) {
+      if (jump || now - this.lastSeekDoneAt >= o.seekCooldownMs) {
+        const lead = media.paused ? 0 : (roomRate * this.seekLatencyMs) / 1000;
+        this.issueSeek(actions, now, clampToDuration(target.position + lead, media), true);
+        // Following the host's jump is not a sign of trouble; repeated
+        // corrective seeks are.
+        if (!jump) this.seekTimes.push(now);
+        this.correcting = false;
+        if (media.playbackRate !== roomRate) this.setRate(actions, roomRate);
+        return done('seeking');
+      }
+    }
+
+    // Small drift: nudge the rate, proportionally, bounded, with hysteresis.
+    this.samples.push(driftMs);
+    if (this.samples.length > o.filterSamples) this.samples.shift();
+    const filtered = this.samples.reduce((a, b) => a + b, 0) / this.samples.length;
+    if (!this.correcting && Math.abs(filtered) > o.deadbandMs) this.correcting = true;
+    else if (this.correcting && Math.abs(filtered) < o.exitMs) this.correcting = false;
+    let want = roomRate;
+    if (this.correcting) {
+      const adjust = Math.max(-o.maxRateAdjust, Math.min(o.maxRateAdjust, filtered / o.horizonMs));
+      want = roomRate * (1 - adjust);
+    }
+    const have = media.playbackRate;
+    if (want === roomRate ? have !== roomRate : Math.abs(want - have) >= o.minRateStep * roomRate) {
+      this.setRate(actions, want);
+    }
+    return done(this.correcting ? 'correcting' : 'locked');
+  }
+
+  /**
+   * @param {DriftAction[]} actions
+   * @param {number} rate
+   */
+  setRate(actions, rate) {
+    actions.push({ type: 'setRate', rate });
+    this.corrections.rateChanges++;
+  }
+
+  /**
+   * @param {DriftAction[]} actions
+   * @param {number} now
+   * @param {number} position
+   * @param {boolean} playing
+   */
+  issueSeek(actions, now, position, playing) {
+    actions.push({ type: 'seek', position });
+    this.seek = { issuedAt: now, position, playing };
+    this.samples = [];
+    this.corrections.seeks++;
+  }
+}
+
+/**
+ * @param {number} position
+ * @param {MediaState} media
+ */
+function clampToDuration(position, media) {
+  let p = Math.max(0, position);
+  if (media.duration !== undefined && Number.isFinite(media.duration) && media.duration > 0) {
+    p = Math.min(p, media.duration);
+  }
+  return p;
+}

@@ -1,0 +1,197 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DriftController, DRIFT_DEFAULTS } from '../src/drift.js';
+import { SimMedia, SimRoom, simulate, settledAt } from './support/sim.js';
+
+const seeks = (media) => media.log.filter((a) => a.type === 'seek');
+const rates = (trace) => trace.map((x) => x.rate);
+
+/** Starts a playing room at 60 s and an element `offsetMs` away from it. */
+function playing(offsetMs, { rate = 1, ...mediaOpts } = {}) {
+  const room = new SimRoom({ position: 60, rate });
+  const media = new SimMedia({ position: 60 + offsetMs / 1000, paused: false, ...mediaOpts });
+  media.playbackRate = rate;
+  return { room, media };
+}
+
+for (const offset of [30, -30]) {
+  test(`${offset} ms drift: rate nudge only, settles within 2 s, no overshoot`, () => {
+    const { room, media } = playing(offset);
+    const { trace } = simulate({ media, room, durationMs: 6000 });
+    assert.equal(seeks(media).length, 0);
+    assert.ok(settledAt(trace, DRIFT_DEFAULTS.deadbandMs) <= 2000, `settled at ${settledAt(trace, 15)}`);
+    // Never crosses zero by more than the exit band: no overshoot.
+    const worst = Math.max(...trace.map((x) => -Math.sign(offset) * x.drift));
+    assert.ok(worst <= DRIFT_DEFAULTS.exitMs, `overshoot ${worst} ms`);
+    for (const r of rates(trace)) assert.ok(r >= 0.95 - 1e-9 && r <= 1.05 + 1e-9, `rate ${r}`);
+    // Ends at the room rate exactly.
+    assert.equal(trace.at(-1).rate, 1);
+  });
+}
+
+for (const offset of [300, -300]) {
+  test(`${offset} ms drift: converges by rate (bounded ±5 %), no seek, no oscillation`, () => {
+    const { room, media } = playing(offset);
+    const { trace, controller } = simulate({ media, room, durationMs: 15000 });
+    assert.equal(seeks(media).length, 0);
+    const at = settledAt(trace, DRIFT_DEFAULTS.deadbandMs);
+    // 285 ms at 5 % takes 5.7 s, then the proportional tail.
+    assert.ok(at <= 9000, `settled at ${at}`);
+    const worst = Math.max(...trace.map((x) => -Math.sign(offset) * x.drift));
+    assert.ok(worst <= DRIFT_DEFAULTS.exitMs, `overshoot ${worst} ms`);
+    for (const r of rates(trace)) assert.ok(r >= 0.95 - 1e-9 && r <= 1.05 + 1e-9, `rate ${r}`);
+    assert.equal(trace.at(-1).rate, 1);
+    // Rate changes are few: a ramp in and out, not a chatter.
+    assert.ok(controller.corrections.rateChanges < 40, `${controller.corrections.rateChanges} rate changes`);
+  });
+}
+
+for (const offset of [5000, -5000]) {
+  test(`${offset} ms drift: one compensated seek, then locked within 3 s`, () => {
+    const { room, media } = playing(offset, { seekLatencyMs: 200 });
+    const { trace } = simulate({ media, room, durationMs: 8000 });
+    assert.equal(seeks(media).length, 1);
+    assert.ok(settledAt(trace, 20) <= 3000, `settled at ${settledAt(trace, 20)}`);
+    assert.ok(settledAt(trace, DRIFT_DEFAULTS.deadbandMs) <= 4000);
+  });
+}
+
+test('seek latency is learned: a slow-seeking element ends up seeking to the right place', () => {
+  const controller = new DriftController();
+  const room = new SimRoom({ position: 0 });
+  const media = new SimMedia({ position: 0, paused: false, seekLatencyMs: 600 });
+  // The host jumps every 5 s; each jump is followed by a seek of this element.
+  for (let i = 1; i <= 6; i++) room.change(i * 5000, { position: i * 100 });
+  const { trace } = simulate({ media, room, controller, durationMs: 32000 });
+  assert.equal(seeks(media).length, 6);
+  assert.ok(Math.abs(controller.seekLatencyMs - 600) < 100, `learned ${controller.seekLatencyMs}`);
+  // Right after the last seek completes the residual drift is small.
+  const last = seeks(media).at(-1).t;
+  const after = trace.find((x) => x.t >= last + 600 + 20);
+  assert.ok(Math.abs(after.drift) < 80, `residual ${after.drift} ms`);
+});
+
+test('never seeks twice within the cooldown, and backs off in a seek storm', () => {
+  // Every seek lands 2 s off: a naive controller would seek continuously.
+  const { room, media } = playing(5000, { seekErrorS: -2, seekLatencyMs: 100 });
+  const { controller } = simulate({ media, room, durationMs: 30000 });
+  const times = seeks(media).map((s) => s.t);
+  for (let i = 1; i < times.length; i++) {
+    assert.ok(times[i] - times[i - 1] >= DRIFT_DEFAULTS.seekCooldownMs + 100, `seeks at ${times[i - 1]} and ${times[i]}`);
+  }
+  // The threshold doubled (2 s drift < 2 s threshold after the storm): seeking stopped.
+  assert.ok(times.length <= 4, `${times.length} seeks`);
+  assert.ok(controller.stormLevel() >= 1);
+});
+
+test('no correction at all while buffering; catches up afterwards', () => {
+  const { room, media } = playing(0);
+  media.stalls.push([2000, 4000]);
+  const { trace } = simulate({ media, room, durationMs: 9000 });
+  const during = trace.filter((x) => x.t > 2000 && x.t < 4000);
+  assert.ok(during.length > 5);
+  for (const x of during) {
+    assert.deepEqual(x.actions, [], `action during the stall at ${x.t}`);
+    assert.equal(x.mode, 'buffering');
+  }
+  // 2 s behind after the stall: one seek, then locked.
+  assert.equal(seeks(media).length, 1);
+  assert.ok(seeks(media)[0].t >= 4000);
+  assert.ok(settledAt(trace, 20) <= 6500, `settled at ${settledAt(trace, 20)}`);
+});
+
+test('after a short stall, catches up by rate, not by seek', () => {
+  const { room, media } = playing(0);
+  media.stalls.push([2000, 2400]);
+  const { trace } = simulate({ media, room, durationMs: 14000 });
+  assert.equal(seeks(media).length, 0);
+  assert.ok(Math.max(...rates(trace)) > 1.04);
+  assert.ok(settledAt(trace, DRIFT_DEFAULTS.deadbandMs) <= 11000);
+});
+
+test('room rate 1.25 is honoured: nudges are relative to it, and it is restored', () => {
+  const { room, media } = playing(-300, { rate: 1.25 });
+  const { trace } = simulate({ media, room, durationMs: 12000 });
+  assert.equal(seeks(media).length, 0);
+  for (const r of rates(trace)) assert.ok(r >= 1.25 * 0.95 - 1e-9 && r <= 1.25 * 1.05 + 1e-9, `rate ${r}`);
+  assert.ok(settledAt(trace, DRIFT_DEFAULTS.deadbandMs) <= 8000);
+  assert.equal(trace.at(-1).rate, 1.25);
+  const worst = Math.max(...trace.map((x) => x.drift));
+  assert.ok(worst <= DRIFT_DEFAULTS.exitMs, `overshoot ${worst}`);
+});
+
+test('an element at rate 1 joining a 1.25× room is brought to 1.25×', () => {
+  const { room, media } = playing(0, { rate: 1.25 });
+  media.playbackRate = 1;
+  const { trace } = simulate({ media, room, durationMs: 4000 });
+  assert.equal(trace.at(-1).rate, 1.25);
+  assert.ok(settledAt(trace, DRIFT_DEFAULTS.deadbandMs) <= 1000);
+});
+
+test('paused timeline: pauses the element and snaps its position once', () => {
+  const room = new SimRoom({ position: 42, paused: true });
+  const media = new SimMedia({ position: 41.5, paused: false });
+  const { trace } = simulate({ media, room, durationMs: 5000 });
+  assert.equal(media.paused, true);
+  assert.equal(seeks(media).length, 1);
+  assert.ok(Math.abs(media.position - 42) < 0.001);
+  assert.ok(Math.abs(trace.at(-1).drift) < 1);
+});
+
+test('paused timeline: small offsets within a frame are left alone', () => {
+  const room = new SimRoom({ position: 42, paused: true });
+  const media = new SimMedia({ position: 42.02, paused: true });
+  simulate({ media, room, durationMs: 3000 });
+  assert.equal(seeks(media).length, 0);
+});
+
+test('paused, then played at a scheduled time: starts and locks without seeking', () => {
+  const room = new SimRoom({ position: 10, paused: true });
+  room.change(2000, { paused: false });
+  room.change(6000, { paused: true });
+  const media = new SimMedia({ position: 10, paused: true });
+  const { trace } = simulate({ media, room, durationMs: 9000 });
+  assert.equal(seeks(media).length, 0);
+  // Playing from 2 s: within 20 ms throughout (the session steps at the effective time).
+  for (const x of trace.filter((x) => x.t >= 2000)) assert.ok(Math.abs(x.drift) <= 20, `drift ${x.drift} at ${x.t}`);
+  assert.equal(media.paused, true);
+  assert.ok(Math.abs(media.position - 14) < 0.02);
+});
+
+test('a host seek (new epoch) is followed at once, even mid-stall', () => {
+  const { room, media } = playing(0);
+  media.stalls.push([1000, 5000]);
+  room.change(2000, { position: 300 });
+  const { trace } = simulate({ media, room, durationMs: 11000 });
+  const s = seeks(media);
+  assert.ok(s[0].t >= 2000 && s[0].t <= 2250, `seek at ${s[0].t}`);
+  // The stall holds the element until 5 s; then one catch-up seek after the cooldown.
+  assert.equal(s.length, 2);
+  assert.ok(s[1].t - 5000 >= DRIFT_DEFAULTS.seekCooldownMs);
+  assert.ok(settledAt(trace, 20) <= 9500, `settled at ${settledAt(trace, 20)}`);
+});
+
+test('measurement jitter of ±3 ms causes no rate chatter when locked', () => {
+  const { room, media } = playing(0, { jitterMs: 3 });
+  const { controller } = simulate({ media, room, durationMs: 20000 });
+  assert.equal(seeks(media).length, 0);
+  assert.ok(controller.corrections.rateChanges <= 2, `${controller.corrections.rateChanges} rate changes`);
+});
+
+test('no target, no action', () => {
+  const c = new DriftController();
+  const r = c.update({ nowMs: 0, target: null, media: new SimMedia().state() });
+  assert.deepEqual(r.actions, []);
+  assert.equal(r.mode, 'idle');
+});
+
+test('a refused play() is retried, but not more than once a second', () => {
+  const c = new DriftController();
+  const media = new SimMedia({ position: 0, paused: true });
+  let plays = 0;
+  for (let t = 0; t < 3000; t += 100) {
+    const r = c.update({ nowMs: t, target: { position: t / 1000, rate: 1, paused: false, epoch: 1 }, media: media.state() });
+    plays += r.actions.filter((a) => a.type === 'play').length; // the element refuses: stays paused
+  }
+  assert.equal(plays, 3);
+});
