@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use lockstep_protocol::limits::{MAX_POSITION_MS, MAX_RATE_MILLI, MIN_RATE_MILLI};
 use lockstep_protocol::{
-    Action, ChangeReason, ControlPolicy, ErrorCode, ErrorMsg, Limits, MemberJoined, MemberLeft, Report, Role,
-    RoleChanged, ServerMsg, Tick, Timeline, TimelineChanged, ViewerCount, Welcome,
+    Action, ChangeReason, ControlPolicy, ErrorCode, ErrorMsg, Limits, MemberJoined, MemberLeft, PolicyChanged, Report,
+    Role, RoleChanged, ServerMsg, Tick, Timeline, TimelineChanged, ViewerCount, Welcome,
 };
 use serde::{Deserialize, Serialize};
 
@@ -407,12 +407,14 @@ impl Room {
         Ok(())
     }
 
-    /// Switches who may change the timeline (host only).
+    /// Switches who may change the timeline (host only). Queues
+    /// `PolicyChanged` to everyone.
     pub fn set_policy(&mut self, by: MemberId, policy: ControlPolicy) -> Result<(), CommandError> {
         if self.role(by) != Some(Role::Host) {
             return Err(CommandError::Forbidden);
         }
         self.cfg.policy = policy;
+        self.to(Audience::All, ServerMsg::PolicyChanged(PolicyChanged { policy, by }));
         Ok(())
     }
 
@@ -473,6 +475,11 @@ impl Room {
 
     fn try_command(&mut self, now: u64, by: MemberId, action: Action) -> Result<(), CommandError> {
         let role = self.role(by).ok_or(CommandError::NotMember)?;
+        match action {
+            Action::SetRole { member_id, role } => return self.set_role(by, member_id, role),
+            Action::SetPolicy { policy } => return self.set_policy(by, policy),
+            _ => {}
+        }
         if self.cfg.policy == ControlPolicy::HostOnly && role == Role::Viewer {
             return Err(CommandError::Forbidden);
         }
@@ -523,6 +530,7 @@ impl Room {
                 let t = Timeline { position_ms, anchor_us: at, ..intended };
                 self.issue(now, t, at, by, ChangeReason::Seek);
             }
+            Action::SetRole { .. } | Action::SetPolicy { .. } => unreachable!("handled above"),
             Action::SetRate { rate_milli } => {
                 if !(MIN_RATE_MILLI..=MAX_RATE_MILLI).contains(&rate_milli) {
                     return Err(CommandError::InvalidArgument("rate must be between 0.25 and 4"));

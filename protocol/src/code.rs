@@ -91,6 +91,10 @@ codes! {
     Flood = 4021, true, "flood";
     /// Too many bad frames on one connection.
     TooManyErrors = 4022, true, "too_many_errors";
+    /// The account is at its device limit with other devices.
+    DeviceLimit = 4023, true, "device_limit";
+    /// A watch party's room, and no invitation was accepted for it.
+    NotInvited = 4024, true, "not_invited";
 }
 
 impl std::fmt::Display for ErrorCode {

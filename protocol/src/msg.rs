@@ -75,6 +75,18 @@ pub enum ServerMsg {
     MemberLeft(MemberLeft),
     /// A member's role changed (always sent to the member itself).
     RoleChanged(RoleChanged),
+    /// The room's control policy changed.
+    PolicyChanged(PolicyChanged),
+}
+
+/// The room's control policy changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyChanged {
+    /// The new policy.
+    pub policy: ControlPolicy,
+    /// The member who changed it.
+    pub by: u32,
 }
 
 /// Answer to `Hello`.
@@ -348,6 +360,20 @@ pub enum Action {
         /// The new rate.
         rate_milli: u16,
     },
+    /// Make a member a co-host or a viewer (host only).
+    #[serde(rename_all = "camelCase")]
+    SetRole {
+        /// The member.
+        member_id: u32,
+        /// `CoHost` or `Viewer`.
+        role: Role,
+    },
+    /// Switch who may change the timeline (host only).
+    #[serde(rename_all = "camelCase")]
+    SetPolicy {
+        /// The new policy.
+        policy: ControlPolicy,
+    },
 }
 
 /// The client's own playback state.
@@ -377,6 +403,7 @@ impl ServerMsg {
             ServerMsg::MemberJoined(_) => "member_joined",
             ServerMsg::MemberLeft(_) => "member_left",
             ServerMsg::RoleChanged(_) => "role_changed",
+            ServerMsg::PolicyChanged(_) => "policy_changed",
         }
     }
 }

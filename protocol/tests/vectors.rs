@@ -423,6 +423,9 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
         ("to host", S::RoleChanged(RoleChanged { member_id: 5, role: Role::Host })),
         ("to co-host", S::RoleChanged(RoleChanged { member_id: 5, role: Role::CoHost })),
         ("to viewer", S::RoleChanged(RoleChanged { member_id: 5, role: Role::Viewer })),
+        // PolicyChanged
+        ("to everyone", S::PolicyChanged(PolicyChanged { policy: ControlPolicy::Everyone, by: 1 })),
+        ("to host-only", S::PolicyChanged(PolicyChanged { policy: ControlPolicy::HostOnly, by: 300 })),
     ]
 }
 
@@ -474,6 +477,10 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
         ("set rate 1.5x", command(6, Action::SetRate { rate_milli: 1500 })),
         ("set rate to the minimum", command(7, Action::SetRate { rate_milli: MIN_RATE_MILLI })),
         ("set rate to the maximum", command(8, Action::SetRate { rate_milli: MAX_RATE_MILLI })),
+        ("make member 4 a co-host", command(9, Action::SetRole { member_id: 4, role: Role::CoHost })),
+        ("make member 300 a viewer", command(10, Action::SetRole { member_id: 300, role: Role::Viewer })),
+        ("open control to everyone", command(11, Action::SetPolicy { policy: ControlPolicy::Everyone })),
+        ("back to host-only", command(12, Action::SetPolicy { policy: ControlPolicy::HostOnly })),
         // Report
         ("playing", C::Report(Report { epoch: 12, position_us: 754_612_345, rate_milli: 1000, buffering: false })),
         ("buffering", C::Report(Report { epoch: 12, position_us: 755_000_000, rate_milli: 1000, buffering: true })),
@@ -558,7 +565,7 @@ fn invalid_cases() -> Vec<InvalidCase> {
         c("empty (client)", vec![]),
         s("empty (server)", vec![]),
         c("unknown client tag 4", vec![4]),
-        s("unknown server tag 9", vec![9]),
+        s("unknown server tag 10", vec![10]),
         c("unknown tag 250", vec![250, 0, 0]),
         c("unknown tag 300 (three-byte varint)", vec![251, 0x2c, 0x01]),
         c("tag as a u64 varint", vec![253, 1, 0, 0, 0, 0, 0, 0, 0]),
@@ -1023,7 +1030,7 @@ fn every_message_type_has_vectors() {
             _ => None,
         })
         .collect();
-    assert_eq!(kinds.len(), 4, "every Action kind");
+    assert_eq!(kinds.len(), 6, "every Action kind");
     let reasons: BTreeSet<_> = server_cases()
         .iter()
         .filter_map(|(_, m)| match m {
@@ -1126,6 +1133,13 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
             8,
             s(ServerMsg::RoleChanged(RoleChanged { member_id: 0, role: Role::Host })),
             s(ServerMsg::RoleChanged(RoleChanged { member_id: u32::MAX, role: Role::Host })),
+        ),
+        (
+            "PolicyChanged",
+            "S→C",
+            9,
+            s(ServerMsg::PolicyChanged(PolicyChanged { policy: ControlPolicy::HostOnly, by: 0 })),
+            s(ServerMsg::PolicyChanged(PolicyChanged { policy: ControlPolicy::HostOnly, by: u32::MAX })),
         ),
         (
             "Hello",

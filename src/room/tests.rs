@@ -440,6 +440,26 @@ fn co_hosts_command_and_only_the_host_assigns_roles() {
     assert_eq!(cmd(&mut room, T0, v, Action::Seek { position_ms: 1 }), Ok(()));
     room.set_policy(h, ControlPolicy::Everyone).unwrap();
     assert_eq!(room.state(T0).policy, ControlPolicy::Everyone);
+    // The same over the protocol: only the host may, and everyone hears of it.
+    drain(&mut room);
+    let w = join(&mut room, T0, "w");
+    assert_eq!(
+        cmd(&mut room, T0, w, Action::SetPolicy { policy: ControlPolicy::HostOnly }),
+        Err(CommandError::Forbidden)
+    );
+    assert_eq!(
+        cmd(&mut room, T0, w, Action::SetRole { member_id: w, role: Role::CoHost }),
+        Err(CommandError::Forbidden)
+    );
+    cmd(&mut room, T0, h, Action::SetPolicy { policy: ControlPolicy::HostOnly }).unwrap();
+    cmd(&mut room, T0, h, Action::SetRole { member_id: v, role: Role::Viewer }).unwrap();
+    let out = drain(&mut room);
+    assert!(out.iter().any(|o| o.to == Audience::All
+        && matches!(o.msg, ServerMsg::PolicyChanged(PolicyChanged { policy: ControlPolicy::HostOnly, by }) if by == h)));
+    assert!(out.iter().any(
+        |o| matches!(o.msg, ServerMsg::RoleChanged(RoleChanged { member_id, role: Role::Viewer }) if member_id == v)
+    ));
+    assert_eq!(cmd(&mut room, T0, v, Action::Seek { position_ms: 1 }), Err(CommandError::Forbidden));
 }
 
 #[test]
