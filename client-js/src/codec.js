@@ -76,6 +76,8 @@ export const ERROR_CODES = Object.freeze({
   4020: { name: 'idle_timeout', closes: true },
   4021: { name: 'flood', closes: true },
   4022: { name: 'too_many_errors', closes: true },
+  4023: { name: 'device_limit', closes: true },
+  4024: { name: 'not_invited', closes: true },
 });
 
 /** Codes a decode failure maps to. */
@@ -116,14 +118,17 @@ export const DECODE_CODES = Object.freeze({ MALFORMED: 4000, UNKNOWN_MESSAGE: 40
  * @typedef {{type: 'memberJoined', memberId: number, role: Role, name: string}} MemberJoinedMsg
  * @typedef {{type: 'memberLeft', memberId: number}} MemberLeftMsg
  * @typedef {{type: 'roleChanged', memberId: number, role: Role}} RoleChangedMsg
- * @typedef {WelcomeMsg | TickMsg | TimelineChangedMsg | ViewerCountMsg | PongMsg | ErrorMsg | MemberJoinedMsg | MemberLeftMsg | RoleChangedMsg} ServerMsg
+ * @typedef {{type: 'policyChanged', policy: ControlPolicy, by: number}} PolicyChangedMsg
+ * @typedef {WelcomeMsg | TickMsg | TimelineChangedMsg | ViewerCountMsg | PongMsg | ErrorMsg | MemberJoinedMsg | MemberLeftMsg | RoleChangedMsg | PolicyChangedMsg} ServerMsg
  */
 
 /**
  * @typedef {{kind: 'play', positionMs: U64 | null}
  *   | {kind: 'pause', positionMs: U64 | null}
  *   | {kind: 'seek', positionMs: U64}
- *   | {kind: 'setRate', rateMilli: number}} Action
+ *   | {kind: 'setRate', rateMilli: number}
+ *   | {kind: 'setRole', memberId: number, role: Role}
+ *   | {kind: 'setPolicy', policy: ControlPolicy}} Action
  * @typedef {{type: 'hello', version: number, eventId: string, deviceId: string, token: string | null, caps: number}} HelloMsg
  * @typedef {{type: 'ping', clientTime: U64}} PingMsg
  * @typedef {{type: 'command', requestId: number, action: Action}} CommandMsg
@@ -153,7 +158,7 @@ export class LockstepDecodeError extends Error {
 const ROLES = /** @type {const} */ (['host', 'co-host', 'viewer']);
 const POLICIES = /** @type {const} */ (['host-only', 'everyone']);
 const REASONS = /** @type {const} */ (['seek', 'pause', 'play', 'rate', 'buffering-wait', 'resume']);
-const ACTIONS = /** @type {const} */ (['play', 'pause', 'seek', 'setRate']);
+const ACTIONS = /** @type {const} */ (['play', 'pause', 'seek', 'setRate', 'setRole', 'setPolicy']);
 const SERVER_TYPES = /** @type {const} */ ([
   'welcome',
   'tick',
@@ -164,6 +169,7 @@ const SERVER_TYPES = /** @type {const} */ ([
   'memberJoined',
   'memberLeft',
   'roleChanged',
+  'policyChanged',
 ]);
 const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report']);
 
@@ -414,8 +420,10 @@ function serverBody(r, tag) {
       return { type: 'memberJoined', memberId: r.u32(), role: r.enumOf(ROLES, 'Role'), name: r.string() };
     case 7:
       return { type: 'memberLeft', memberId: r.u32() };
-    default:
+    case 8:
       return { type: 'roleChanged', memberId: r.u32(), role: r.enumOf(ROLES, 'Role') };
+    default:
+      return { type: 'policyChanged', policy: r.enumOf(POLICIES, 'ControlPolicy'), by: r.u32() };
   }
 }
 
@@ -431,8 +439,12 @@ function actionBody(r) {
       return { kind, positionMs: r.some() ? r.u64() : null };
     case 'seek':
       return { kind, positionMs: r.u64() };
-    default:
+    case 'setRate':
       return { kind, rateMilli: r.u16() };
+    case 'setRole':
+      return { kind, memberId: r.u32(), role: r.enumOf(ROLES, 'Role') };
+    default:
+      return { kind, policy: r.enumOf(POLICIES, 'ControlPolicy') };
   }
 }
 
@@ -750,6 +762,10 @@ export function encodeServer(msg) {
       w.u32(msg.memberId, 'memberId');
       w.enumOf(ROLES, msg.role, 'role');
       break;
+    case 'policyChanged':
+      w.enumOf(POLICIES, msg.policy, 'policy');
+      w.u32(msg.by, 'by');
+      break;
   }
   return w.done();
 }
@@ -796,8 +812,13 @@ export function encodeClient(msg) {
         }
       } else if (a.kind === 'seek') {
         w.u64(a.positionMs, 'action.positionMs');
-      } else {
+      } else if (a.kind === 'setRate') {
         w.u16(a.rateMilli, 'action.rateMilli');
+      } else if (a.kind === 'setRole') {
+        w.u32(a.memberId, 'action.memberId');
+        w.enumOf(ROLES, a.role, 'action.role');
+      } else {
+        w.enumOf(POLICIES, a.policy, 'action.policy');
       }
       break;
     }

@@ -20,7 +20,7 @@ const vectors = messageVectors();
 
 test('there are vectors for every message type', () => {
   const types = new Set(vectors.map((v) => v.value.type));
-  for (const t of ['hello', 'ping', 'command', 'report', 'welcome', 'tick', 'timelineChanged', 'viewerCount', 'pong', 'error', 'memberJoined', 'memberLeft', 'roleChanged']) {
+  for (const t of ['hello', 'ping', 'command', 'report', 'welcome', 'tick', 'timelineChanged', 'viewerCount', 'pong', 'error', 'memberJoined', 'memberLeft', 'roleChanged', 'policyChanged']) {
     assert.ok(types.has(t), `no vector for ${t}`);
   }
   assert.ok(vectors.length >= 40, `only ${vectors.length} vectors`);
