@@ -1,0 +1,32 @@
+// lockstep-client: keep a <video> in lockstep with a Lockstep room.
+//
+//   import { connect } from 'lockstep-client';
+//   const s = await connect({ url: 'http://127.0.0.1:8080', eventId: 'evt-1' });
+//   s.attach(document.querySelector('video'));
+//
+// Plain ES modules, no dependencies: works in a browser without a bundler
+// (import src/index.js or dist/lockstep.js directly).
+
+export { connect, Session, LockstepError } from './session.js';
+export {
+  PROTOCOL_VERSION,
+  LIMITS,
+  CAPS,
+  ERROR_CODES,
+  LockstepDecodeError,
+  decodeServer,
+  decodeClient,
+  encodeServer,
+  encodeClient,
+  tryDecodeServer,
+  tryDecodeClient,
+  encodeFrame,
+  FrameDecoder,
+  codeName,
+  codeCloses,
+} from './codec.js';
+export { positionUsAt, wholeMsPoint, reanchored, unwrapAnchor, tickNew, tickTimeline } from './timeline.js';
+export { TimelineTracker } from './tracker.js';
+export { ClockSync } from './clock.js';
+export { DriftController, DRIFT_DEFAULTS } from './drift.js';
+export { Backoff, race, TransportMemory } from './connect.js';

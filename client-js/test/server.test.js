@@ -1,0 +1,202 @@
+// The library against the real server over real WebSockets (Node 20 needs
+// --experimental-websocket for the global WebSocket; `npm test` passes it).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from '../src/index.js';
+import { startServer } from './support/server.js';
+import { FakeVideo } from './support/fake-video.js';
+
+/** @type {Awaited<ReturnType<typeof startServer>>} */
+let server;
+const sessions = [];
+
+before(async () => {
+  server = await startServer();
+});
+
+after(async () => {
+  for (const s of sessions) s.close();
+  await server?.stop();
+});
+
+/** @param {Parameters<typeof connect>[0]} o */
+async function join(o) {
+  const s = await connect({ url: server.url, ...o });
+  sessions.push(s);
+  return s;
+}
+
+/**
+ * Resolves with the first event `name` of `s` that satisfies `pred`.
+ * @param {any} s @param {string} name @param {(v: any) => boolean} pred
+ */
+function next(s, name, pred = () => true, timeoutMs = 5000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      off();
+      reject(new Error(`no matching '${name}' event within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const off = s.on(name, (v) => {
+      if (!pred(v)) return;
+      clearTimeout(timer);
+      off();
+      resolve(v);
+    });
+  });
+}
+
+/** Waits until `cond()` holds, polling. */
+async function until(cond, timeoutMs = 5000, what = 'condition') {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('two sessions follow each other over WebSocket', async () => {
+  const eventId = `evt-${process.pid}-a`;
+  const host = await join({ eventId, deviceId: 'host-device', transport: 'websocket' });
+  assert.equal(host.transport, 'websocket');
+  assert.equal(host.status, 'open');
+  assert.equal(host.role, 'host');
+  assert.ok(host.memberId > 0);
+
+  const hostSawTwo = next(host, 'viewers', (n) => n === 2);
+  const viewer = await join({ eventId, deviceId: 'viewer-device' }); // 'auto': no WebTransport in Node
+  assert.equal(viewer.transport, 'websocket');
+  assert.equal(viewer.role, 'viewer');
+  await hostSawTwo;
+  assert.equal(viewer.viewers, 2);
+  assert.equal(viewer.timeline.paused, true);
+
+  // Seek: takes effect at once, the viewer follows.
+  const seen = next(viewer, 'timeline', (t) => t.reason === 'seek');
+  const mine = await host.seek(42);
+  assert.equal(mine.positionMs, 42_000);
+  const t = await seen;
+  assert.equal(t.positionMs, 42_000);
+  assert.equal(t.paused, true);
+  assert.equal(t.by, host.memberId);
+
+  // Play: scheduled a lead ahead; the viewer's room position advances.
+  const played = next(viewer, 'timeline', (x) => x.reason === 'play');
+  await host.play();
+  const p = await played;
+  assert.equal(p.paused, false);
+  await until(() => viewer.position > 42.2, 3000, 'the position to advance');
+
+  // Rate 1.25.
+  const rated = next(viewer, 'timeline', (x) => x.reason === 'rate');
+  await host.setRate(1.25);
+  assert.equal((await rated).rate, 1.25);
+  const a = viewer.position;
+  await new Promise((r) => setTimeout(r, 400));
+  const advanced = viewer.position - a;
+  assert.ok(advanced > 0.4 && advanced < 0.6, `advanced ${advanced} s in 0.4 s at 1.25x`);
+
+  // Pause.
+  const paused = next(viewer, 'timeline', (x) => x.reason === 'pause');
+  await host.pause();
+  const q = await paused;
+  assert.equal(q.paused, true);
+  await until(() => viewer.timeline.paused, 2000, 'the pause to take effect');
+  const frozen = viewer.position;
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(viewer.position, frozen);
+
+  // Both sides agree on the position to the millisecond.
+  assert.equal(Math.round(host.position * 1000), Math.round(viewer.position * 1000));
+
+  // A viewer may not control playback: the promise rejects and 'error' fires.
+  const err = next(viewer, 'error', (e) => e.code === 4008);
+  await assert.rejects(viewer.seek(1), (e) => e.code === 4008 && e.kind === 'forbidden');
+  await err;
+
+  // Clock sync on loopback: offset near 0, small RTT.
+  await until(() => viewer.clock.samples.length >= 5, 3000, 'the ping burst');
+  const st = viewer.stats;
+  assert.ok(Math.abs(st.offsetMs) < 20, `offset ${st.offsetMs} ms`);
+  assert.ok(st.rttMs >= 0 && st.rttMs < 50, `rtt ${st.rttMs} ms`);
+  assert.equal(st.transport, 'websocket');
+
+  // The viewer leaves: the host's count drops.
+  const one = next(host, 'viewers', (n) => n === 1);
+  viewer.close();
+  assert.equal(viewer.status, 'closed');
+  await one;
+});
+
+test('an attached element follows the room: plays, locks, pauses, and reports', async () => {
+  const eventId = `evt-${process.pid}-b`;
+  const host = await join({ eventId, deviceId: 'h2', transport: 'websocket' });
+  const viewer = await join({ eventId, deviceId: 'v2', transport: 'websocket' });
+  const video = new FakeVideo();
+  video.pos = 3; // somewhere else entirely
+  viewer.attach(video);
+  try {
+    await host.seek(100);
+    await host.play();
+    // The element seeks to the room, plays, and locks within the deadband.
+    await until(() => !video.paused && Math.abs(viewer.stats.driftMs) < 20 && viewer.stats.corrections.seeks >= 1, 6000, 'lock');
+    const seeksAtLock = video.log.filter((x) => x.type === 'seek').length;
+    assert.ok(seeksAtLock <= 2, `${seeksAtLock} seeks to reach the room`);
+    const drifts = [];
+    for (let i = 0; i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      drifts.push(Math.abs((video.currentTime - viewer.position) * 1000));
+    }
+    assert.ok(Math.max(...drifts) < 30, `drift ${Math.max(...drifts)} ms`);
+    assert.equal(video.log.filter((x) => x.type === 'seek').length, seeksAtLock, 'no seek once locked');
+
+    await host.pause();
+    await until(() => video.paused, 2000, 'the element to pause');
+    await until(() => Math.abs(video.currentTime - viewer.position) < 0.045, 2000, 'the paused position');
+
+    // Reports reached the server.
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    const m = /lockstep_messages_in_total\{type="report"\} (\d+)/.exec(metrics);
+    assert.ok(m && Number(m[1]) > 0, 'no reports counted by the server');
+  } finally {
+    viewer.detach();
+    video.dispose();
+  }
+});
+
+test('a broken connection reconnects and resumes the room and the role', async () => {
+  const eventId = `evt-${process.pid}-c`;
+  const host = await join({ eventId, deviceId: 'h3', transport: 'websocket', backoff: { baseMs: 50, maxMs: 200 } });
+  const viewer = await join({ eventId, deviceId: 'v3', transport: 'websocket' });
+  await host.seek(7);
+  const statuses = [];
+  host.on('status', (s) => statuses.push(s));
+  const transports = [];
+  host.on('transport', (n) => transports.push(n));
+  const errors = [];
+  host.on('error', (e) => errors.push(e));
+  // Ten undecodable frames: the server closes the connection with 4022.
+  for (let i = 0; i < 10; i++) host.active.send(new Uint8Array([0xff]));
+  await until(() => statuses.includes('reconnecting'), 3000, 'reconnecting');
+  await until(() => host.status === 'open', 5000, 'reopen');
+  assert.deepEqual(statuses, ['reconnecting', 'open']);
+  assert.deepEqual(transports, ['websocket']);
+  assert.ok(errors.some((e) => e.code === 4000), 'the server reported the bad frames');
+  assert.equal(host.role, 'host', 'the same device id keeps the host role');
+  assert.equal(host.stats.reconnects, 1);
+  assert.equal(host.timeline.positionMs, 7000, 'the room was resumed');
+  // And it still controls the room.
+  const seen = next(viewer, 'timeline', (t) => t.reason === 'seek' && t.positionMs === 9000);
+  await host.seek(9);
+  await seen;
+});
+
+test('connect() rejects on a fatal error and a bad option is a TypeError', async () => {
+  await assert.rejects(connect({ url: server.url, eventId: 'bad id with spaces' }), TypeError);
+  await assert.rejects(connect({ url: 'ws://x', eventId: 'e' }), TypeError);
+  // No server there: connect() gives up after openTimeoutMs.
+  await assert.rejects(
+    connect({ url: 'http://127.0.0.1:9', eventId: 'e', transport: 'websocket', openTimeoutMs: 800, backoff: { baseMs: 50, maxMs: 100 } }),
+    (e) => e.kind === 'timeout',
+  );
+});

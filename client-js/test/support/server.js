@@ -1,0 +1,65 @@
+// Starts the real Lockstep server binary for a test: builds it with cargo if
+// it is missing, binds 127.0.0.1:0 and reads the address from its log line.
+
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+export function serverBinary() {
+  const bin = process.env.LOCKSTEP_BIN ?? join(ROOT, 'target', 'debug', 'lockstep');
+  if (!existsSync(bin)) {
+    // May take minutes (and wait for another build's lock).
+    const r = spawnSync('cargo', ['build', '--bin', 'lockstep'], { cwd: ROOT, stdio: 'inherit' });
+    if (r.status !== 0 || !existsSync(bin)) throw new Error(`cargo build failed (status ${r.status})`);
+  }
+  return bin;
+}
+
+/**
+ * @param {string[]} [args] extra flags
+ * @returns {Promise<{url: string, proc: import('node:child_process').ChildProcess, log: string[], stop: () => Promise<void>}>}
+ */
+export async function startServer(args = []) {
+  const bin = serverBinary();
+  const help = spawnSync(bin, ['serve', '--help'], { encoding: 'utf8' }).stdout ?? '';
+  // Newer servers also listen on QUIC (a fixed UDP port by default): keep tests from colliding.
+  const quic = help.includes('--quic-addr') ? ['--quic-addr', '127.0.0.1:0'] : [];
+  const proc = spawn(bin, ['serve', '--http-addr', '127.0.0.1:0', ...quic, ...args], {
+    env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG ?? 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const log = [];
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the server did not start:\n${log.join('')}`)), 30_000);
+    const onData = (/** @type {Buffer} */ chunk) => {
+      const text = chunk.toString('utf8');
+      log.push(text);
+      // eslint-disable-next-line no-control-regex
+      const m = /listening http=(\S+)/.exec(text.replace(/\x1b\[[0-9;]*m/g, ''));
+      if (m) {
+        clearTimeout(timer);
+        resolve(`http://${m[1]}`);
+      }
+    };
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`the server exited with ${code}:\n${log.join('')}`));
+    });
+  });
+  const stop = () =>
+    new Promise((resolve) => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+      const kill = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      proc.once('exit', () => {
+        clearTimeout(kill);
+        resolve();
+      });
+      proc.kill('SIGTERM');
+    });
+  return { url, proc, log, stop };
+}
