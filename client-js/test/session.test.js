@@ -1,0 +1,238 @@
+// The session against in-process fake transports: transport choice, the
+// WebTransport stream/datagram split, fallback, reconnect, and hostile input.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from '../src/index.js';
+import { encodeServer } from '../src/codec.js';
+import { TransportMemory } from '../src/connect.js';
+import { FakeServer } from './support/fake-net.js';
+import { FakeVideo } from './support/fake-video.js';
+
+const CERT = { hashes: [{ algorithm: 'sha-256', value: 'e5fbc5bf764e4147ac59d20c0834fd020b5307029857b04160c61cffe837b418' }], notAfter: Date.now() + 86_400_000 };
+
+/** A fetch that serves /api/certificate (or fails it). */
+function fakeFetch(body = CERT, status = 200) {
+  const calls = [];
+  const f = async (/** @type {string} */ url) => {
+    calls.push(url);
+    return { ok: status === 200, status, json: async () => body };
+  };
+  return Object.assign(f, { calls });
+}
+
+async function until(cond, timeoutMs = 4000, what = 'condition') {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function opts(server, extra = {}) {
+  return {
+    url: 'http://127.0.0.1:8080',
+    eventId: 'evt-1',
+    deviceId: 'dev-1',
+    WebSocket: /** @type {any} */ (server.WebSocket),
+    WebTransport: server.WebTransport,
+    memory: new TransportMemory(null),
+    backoff: { baseMs: 20, maxMs: 50 },
+    ...extra,
+  };
+}
+
+test('auto: WebTransport with certificate hashes; Hello on the stream with DATAGRAMS; pings and reports as datagrams', async () => {
+  const server = new FakeServer();
+  const fetch = fakeFetch();
+  const s = await connect(opts(server, { fetch }));
+  try {
+    assert.equal(s.transport, 'webtransport');
+    assert.deepEqual(fetch.calls, ['http://127.0.0.1:8080/api/certificate']);
+    const { url, opts: wtOpts } = server.wtOpened[0];
+    assert.equal(url, 'https://127.0.0.1:4433/api/live-stream/evt-1');
+    assert.equal(wtOpts.congestionControl, 'low-latency');
+    assert.equal(wtOpts.requireUnreliable, true);
+    assert.equal(wtOpts.serverCertificateHashes[0].algorithm, 'sha-256');
+    assert.ok(wtOpts.serverCertificateHashes[0].value instanceof ArrayBuffer);
+    assert.equal(new Uint8Array(wtOpts.serverCertificateHashes[0].value)[0], 0xe5);
+    const hello = server.received.find((r) => r.msg.type === 'hello');
+    assert.equal(hello.via, 'stream');
+    assert.equal(hello.msg.caps & 1, 1);
+    await until(() => server.received.filter((r) => r.msg.type === 'ping').length >= 3, 2000, 'pings');
+    assert.ok(server.received.filter((r) => r.msg.type === 'ping').every((r) => r.via === 'datagram'));
+    await until(() => s.clock.synced, 2000, 'a pong over datagrams');
+    const video = new FakeVideo();
+    s.attach(video);
+    await until(() => server.received.some((r) => r.msg.type === 'report'), 2000, 'a report');
+    assert.ok(server.received.filter((r) => r.msg.type === 'report').every((r) => r.via === 'datagram'));
+    s.detach();
+    video.dispose();
+  } finally {
+    s.close();
+  }
+});
+
+test('the WebTransport URL can come from /api/certificate or the options', async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { fetch: fakeFetch({ ...CERT, webtransport: 'https://quic.example:7443' }), token: 'tok en' }));
+  assert.equal(server.wtOpened[0].url, 'https://quic.example:7443/api/live-stream/evt-1?accessToken=tok+en');
+  s.close();
+  const s2 = await connect(opts(server, { certificateHashes: CERT.hashes, webtransportUrl: 'https://h:1/', fetch: () => assert.fail('no fetch') }));
+  assert.equal(server.wtOpened[1].url, 'https://h:1/api/live-stream/evt-1');
+  s2.close();
+});
+
+test('no /api/certificate: WebSocket at once, without waiting out the head start', async () => {
+  const server = new FakeServer();
+  const t0 = performance.now();
+  const s = await connect(opts(server, { fetch: fakeFetch({}, 404) }));
+  assert.equal(s.transport, 'websocket');
+  assert.ok(performance.now() - t0 < 150, `took ${performance.now() - t0} ms`);
+  const hello = server.received.find((r) => r.msg.type === 'hello');
+  assert.equal(hello.via, 'ws');
+  assert.equal(hello.msg.caps & 1, 0, 'no DATAGRAMS bit on WebSocket');
+  s.close();
+});
+
+test('a slow WebTransport loses the race to WebSocket, which is remembered for next time', async () => {
+  const server = new FakeServer();
+  server.wtDelayMs = 1000;
+  const memory = new TransportMemory(null);
+  const s = await connect(opts(server, { fetch: fakeFetch(), memory }));
+  assert.equal(s.transport, 'websocket');
+  assert.equal(memory.get('http://127.0.0.1:8080'), 'websocket');
+  s.close();
+  // Next time WebSocket starts with no head start (both race from 0).
+  server.wtDelayMs = 0;
+  server.wsDelayMs = 0;
+  const s2 = await connect(opts(server, { fetch: fakeFetch(), memory }));
+  assert.ok(['websocket', 'webtransport'].includes(s2.transport));
+  s2.close();
+});
+
+test("transport: 'websocket' never touches WebTransport; 'webtransport' never falls back", async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { transport: 'websocket', fetch: () => assert.fail('no fetch') }));
+  assert.equal(s.transport, 'websocket');
+  assert.equal(server.wtOpened.length, 0);
+  s.close();
+  server.wtFail = true;
+  await assert.rejects(connect(opts(server, { transport: 'webtransport', fetch: fakeFetch(), openTimeoutMs: 300 })), (e) => e.kind === 'timeout');
+});
+
+test('a broken WebTransport session reconnects; repeated failures fall back to WebSocket', async () => {
+  const server = new FakeServer();
+  const memory = new TransportMemory(null);
+  const s = await connect(opts(server, { fetch: fakeFetch(), memory }));
+  const statuses = [];
+  const transports = [];
+  s.on('status', (x) => statuses.push(x));
+  s.on('transport', (x) => transports.push(x));
+  try {
+    assert.equal(s.transport, 'webtransport');
+    assert.equal(s.role, 'host');
+    // 1. The session breaks, QUIC still works: back on WebTransport, same role.
+    server.killAll();
+    await until(() => statuses.at(-1) === 'open', 3000, 'reopen');
+    assert.deepEqual(statuses, ['reconnecting', 'open']);
+    assert.equal(s.transport, 'webtransport');
+    assert.equal(s.role, 'host');
+    // 2. Now QUIC is gone: the next attempts fail, and WebSocket takes over.
+    server.wtFail = true;
+    server.killAll();
+    await until(() => s.status === 'open' && s.transport === 'websocket', 4000, 'the WebSocket fallback');
+    assert.deepEqual(transports, ['webtransport', 'websocket']);
+    assert.equal(s.role, 'host', 'the same device id resumes the role');
+    assert.equal(memory.get('http://127.0.0.1:8080'), 'websocket');
+    // 3. Once fallen back, later reconnects do not try WebTransport (for webtransportRetryMs).
+    const before = server.wtOpened.length;
+    server.killAll();
+    await until(() => s.status === 'open' && s.stats.reconnects === 3, 3000, 'the third reconnect');
+    assert.equal(server.wtOpened.length, before);
+    assert.equal(s.transport, 'websocket');
+  } finally {
+    s.close();
+  }
+  assert.equal(s.status, 'closed');
+});
+
+test('hostile server input emits errors, never throws; unknown tags are ignored; duplicates are dropped', async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { fetch: fakeFetch() }));
+  const errors = [];
+  const timelines = [];
+  s.on('error', (e) => errors.push(e));
+  s.on('timeline', (t) => timelines.push(t));
+  try {
+    const conn = [...server.conns][0];
+    conn.reliable(new Uint8Array([0x01, 0xff])); // malformed tick
+    conn.datagram(new Uint8Array([0x02])); // truncated change
+    conn.reliable(new Uint8Array([0x3f, 1, 2])); // a newer server's message
+    conn.reliable(new Uint8Array(0)); // empty
+    await until(() => errors.length >= 3, 1000, 'errors');
+    assert.ok(errors.every((e) => e.name === 'LockstepDecodeError' && e.code === 4000));
+    assert.equal(errors.length, 3, 'the unknown tag is not an error');
+    // A change on the stream and its datagram copy: one 'timeline' event.
+    const now = server.nowUs();
+    const change = encodeServer({
+      type: 'timelineChanged',
+      timeline: { epoch: 9, positionMs: 60_000, anchorUs: now, rateMilli: 1000, paused: false },
+      effectiveAtUs: now,
+      by: 1,
+      reason: 'seek',
+    });
+    server.broadcast(change, { datagram: true });
+    await until(() => timelines.length >= 1, 1000, 'the change');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(timelines.length, 1);
+    assert.equal(timelines[0].positionMs, 60_000);
+    assert.equal(s.status, 'open');
+  } finally {
+    s.close();
+  }
+});
+
+test('commands resolve with the resulting change, reject on Error, and are refused when offline', async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { transport: 'websocket', commandTimeoutMs: 200 }));
+  try {
+    const conn = [...server.conns][0];
+    const p = s.seek(12.3456);
+    await until(() => server.received.some((r) => r.msg.type === 'command'), 1000, 'the command');
+    const cmd = server.received.find((r) => r.msg.type === 'command').msg;
+    assert.deepEqual(cmd.action, { kind: 'seek', positionMs: 12346 });
+    const now = server.nowUs();
+    conn.reliable(
+      encodeServer({ type: 'timelineChanged', timeline: { epoch: 4, positionMs: 12346, anchorUs: now, rateMilli: 1000, paused: true }, effectiveAtUs: now, by: s.memberId, reason: 'seek' }),
+    );
+    assert.equal((await p).positionMs, 12346);
+
+    const q = s.setRate(2);
+    await until(() => server.received.filter((r) => r.msg.type === 'command').length === 2, 1000, 'the second command');
+    const id = server.received.filter((r) => r.msg.type === 'command')[1].msg.requestId;
+    conn.reliable(encodeServer({ type: 'error', code: 4008, message: 'no', requestId: id }));
+    await assert.rejects(q, (e) => e.code === 4008 && e.requestId === id);
+
+    // No answer at all: resolves null after commandTimeoutMs.
+    assert.equal(await s.pause(), null);
+    await assert.rejects(s.setRate(9), (e) => e.code === 4009);
+    assert.throws(() => s.seek(-1), RangeError);
+  } finally {
+    s.close();
+  }
+  await assert.rejects(s.play(), (e) => e.kind === 'not_connected');
+});
+
+test('a fatal close (unauthorized) ends the session instead of reconnecting', async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { transport: 'websocket' }));
+  const errors = [];
+  s.on('error', (e) => errors.push(e));
+  const conn = [...server.conns][0];
+  conn.reliable(encodeServer({ type: 'error', code: 4012, message: 'bad token', requestId: 0 }));
+  await new Promise((r) => setTimeout(r, 20));
+  conn.kill(4012);
+  await until(() => s.status === 'closed', 1000, 'closed');
+  assert.equal(errors.filter((e) => e.code === 4012).length, 1, 'reported once');
+});
