@@ -35,7 +35,7 @@
  * @property {number} [windowMs] keep samples this recent (default 30000)
  * @property {number} [maxSamples] keep at most this many (default 16)
  * @property {number} [bestOf] average at most this many of the fastest samples (default 3)
- * @property {number} [rttMarginUs] …whose RTT is within this of the fastest (default 1000 µs, or 25 % of it if larger)
+ * @property {number} [rttMarginUs] and whose RTT is within this of the fastest (default 1000 µs, or 25 % of it if larger)
  * @property {number} [burstCount] pings in a burst (default 5)
  * @property {number} [burstIntervalMs] spacing of burst pings (default 100)
  * @property {number} [intervalMs] steady re-sync period (default 5000)

@@ -569,6 +569,7 @@ class Writer {
 
   /**
    * @param {U64} v a checked integer
+   * @returns {void}
    */
   varint(v) {
     if (typeof v === 'bigint') {

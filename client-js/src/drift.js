@@ -151,18 +151,13 @@ export class DriftController {
     this.o = { ...DRIFT_DEFAULTS, ...opts };
     this.seekLatencyMs = this.o.seekLatencyMs;
     this.corrections = { seeks: 0, rateChanges: 0 };
-    this.reset();
-  }
-
-  /** Forgets all transient state (a new element, or a detach). Learned seek latency is kept. */
-  reset() {
     /** @type {number[]} recent drift measurements, ms */
     this.samples = [];
     this.correcting = false;
     /** @type {{issuedAt: number, position: number, playing: boolean} | null} */
     this.seek = null;
     this.lastSeekDoneAt = -Infinity;
-    /** @type {number[]} */
+    /** @type {number[]} times of recent corrective seeks */
     this.seekTimes = [];
     /** @type {number | null} */
     this.epoch = null;
@@ -173,6 +168,23 @@ export class DriftController {
     this.wasBuffering = false;
     this.driftMs = NaN;
     /** @type {DriftMode} */
+    this.mode = 'idle';
+    this.buffering = false;
+  }
+
+  /** Forgets all transient state (a new element, or a detach). Learned seek latency is kept. */
+  reset() {
+    this.samples = [];
+    this.correcting = false;
+    this.seek = null;
+    this.lastSeekDoneAt = -Infinity;
+    this.seekTimes = [];
+    this.epoch = null;
+    this.epochChanged = false;
+    this.lastPlayAt = -Infinity;
+    this.snap = null;
+    this.wasBuffering = false;
+    this.driftMs = NaN;
     this.mode = 'idle';
     this.buffering = false;
   }

@@ -99,6 +99,19 @@ import { openWebTransport } from './transport/webtransport.js';
  */
 
 // Closing codes after which reconnecting cannot help: the session ends.
+/**
+ * The events of a session and what their listeners get.
+ * @typedef {Object} SessionEvents
+ * @property {TimelineEvent} timeline the room's timeline was announced or changed
+ * @property {number} viewers the room's viewer count
+ * @property {TransportName} transport the transport of a new connection
+ * @property {Status} status 'connecting' | 'open' | 'reconnecting' | 'closed'
+ * @property {Error} error a LockstepError or LockstepDecodeError; never thrown into the page
+ * @property {Role} role this member's role (on join and when it changes)
+ * @property {ControlPolicy} policy the room's control policy changed
+ * @property {import('./codec.js').MemberJoinedMsg | import('./codec.js').MemberLeftMsg | import('./codec.js').RoleChangedMsg} member presence events
+ */
+
 const FATAL = new Set([4006, 4012, 4013, 4016, 4017, 4023, 4024]);
 const EVENT_ID = /^[\x21-\x7e]{1,128}$/;
 const utf8 = new TextEncoder();
@@ -145,6 +158,7 @@ export class Session {
     const o = validate(opts);
     this.o = o;
     this.base = new URL(o.url.endsWith('/') ? o.url : `${o.url}/`);
+    /** @type {string} */
     this.deviceId = o.deviceId ?? defaultDeviceId();
     /** @type {Map<string, Set<(arg: any) => void>>} */
     this.listeners = new Map();
@@ -219,8 +233,10 @@ export class Session {
   /**
    * Subscribes to an event: 'timeline', 'viewers', 'transport', 'status',
    * 'error', 'role', 'policy', 'member'. Returns a function that unsubscribes.
-   * @param {string} event
-   * @param {(arg: any) => void} fn
+   * @template {keyof SessionEvents} K
+   * @param {K} event
+   * @param {(arg: SessionEvents[K]) => void} fn
+   * @returns {() => void}
    */
   on(event, fn) {
     let set = this.listeners.get(event);
@@ -230,8 +246,9 @@ export class Session {
   }
 
   /**
-   * @param {string} event
-   * @param {(arg: any) => void} fn
+   * @template {keyof SessionEvents} K
+   * @param {K} event
+   * @param {(arg: SessionEvents[K]) => void} fn
    */
   off(event, fn) {
     this.listeners.get(event)?.delete(fn);
