@@ -90,7 +90,7 @@ import { openWebTransport } from './transport/webtransport.js';
  * @property {number} rttMs smallest recent round-trip time, ms (NaN before the first pong)
  * @property {number} driftMs element − room position, ms (NaN when not attached)
  * @property {number} rate the element's playbackRate (the room rate when not attached)
- * @property {boolean} buffering
+ * @property {boolean} buffering whether the element is stalled now (the server hears of it after `bufferingReportDelayMs`)
  * @property {{seeks: number, rateChanges: number}} corrections
  * @property {number} seekLatencyMs learned seek latency
  * @property {TransportName | null} transport
@@ -276,7 +276,7 @@ export class Session {
       rttMs: this.clock.rttUs / 1000,
       driftMs: el ? this.drift.driftMs : NaN,
       rate: el ? el.playbackRate : cur ? cur.timeline.rateMilli / 1000 : 1,
-      buffering: this.reportedBuffering,
+      buffering: el ? this.drift.buffering : false,
       corrections: { ...this.drift.corrections },
       seekLatencyMs: this.drift.seekLatencyMs,
       transport: this.transport,
