@@ -133,7 +133,7 @@ export const DRIFT_DEFAULTS = Object.freeze({
  */
 
 /**
- * @typedef {'idle' | 'locked' | 'correcting' | 'seeking' | 'settling' | 'buffering' | 'paused'} DriftMode
+ * @typedef {'idle' | 'locked' | 'correcting' | 'seeking' | 'settling' | 'buffering' | 'paused' | 'starting'} DriftMode
  */
 
 /**
@@ -165,6 +165,8 @@ export class DriftController {
     this.lastPlayAt = -Infinity;
     /** @type {{position: number, residualMs: number | null} | null} the last paused snap and the drift it left */
     this.snap = null;
+    /** @type {number | null} epoch a paused element was last aligned to */
+    this.alignedEpoch = null;
     this.wasBuffering = false;
     this.driftMs = NaN;
     /** @type {DriftMode} */
@@ -183,6 +185,7 @@ export class DriftController {
     this.epochChanged = false;
     this.lastPlayAt = -Infinity;
     this.snap = null;
+    this.alignedEpoch = null;
     this.wasBuffering = false;
     this.driftMs = NaN;
     this.mode = 'idle';
@@ -289,8 +292,12 @@ export class DriftController {
     if (now - this.lastSeekDoneAt < o.settleMs && !jump) return done('settling');
 
     // Large drift: seek, compensating for the time the seek itself takes.
-    if (Math.abs(driftMs) > this.seekThresholdMs && media.readyState >= HAVE_METADATA) {
+    // A paused element (its play() pending or refused by autoplay rules) is
+    // aligned once per timeline, not chased while it stands still.
+    const mayAlign = !media.paused || this.alignedEpoch !== target.epoch;
+    if (Math.abs(driftMs) > this.seekThresholdMs && media.readyState >= HAVE_METADATA && mayAlign) {
       if (jump || now - this.lastSeekDoneAt >= o.seekCooldownMs) {
+        if (media.paused) this.alignedEpoch = target.epoch;
         const lead = media.paused ? 0 : (roomRate * this.seekLatencyMs) / 1000;
         this.issueSeek(actions, now, clampToDuration(target.position + lead, media), true);
         // Following the host's jump is not a sign of trouble; repeated
@@ -301,6 +308,9 @@ export class DriftController {
         return done('seeking');
       }
     }
+
+    // A paused element (play() pending or refused) cannot be nudged.
+    if (media.paused) return done('starting');
 
     // Small drift: nudge the rate, proportionally, bounded, with hysteresis.
     this.samples.push(driftMs);

@@ -195,3 +195,21 @@ test('a refused play() is retried, but not more than once a second', () => {
   }
   assert.equal(plays, 3);
 });
+
+test('an element whose play() is refused is not fought: one seek, no rate churn', () => {
+  const c = new DriftController();
+  const media = new SimMedia({ position: 0, paused: true });
+  let seeks = 0;
+  let rates = 0;
+  for (let t = 0; t < 20000; t += 250) {
+    media.step(t, 250);
+    const r = c.update({ nowMs: t, target: { position: 50 + t / 1000, rate: 1, paused: false, epoch: 1 }, media: media.state() });
+    for (const a of r.actions) {
+      if (a.type === 'seek') seeks++;
+      if (a.type === 'setRate') rates++;
+      if (a.type !== 'play') media.apply([a], t); // play() is refused (autoplay policy)
+    }
+  }
+  assert.equal(seeks, 1);
+  assert.equal(rates, 0);
+});
