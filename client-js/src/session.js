@@ -41,10 +41,11 @@ import { openWebTransport } from './transport/webtransport.js';
  * @typedef {Object} ConnectOptions
  * @property {string} url HTTP base of the server, e.g. `http://127.0.0.1:8080`
  * @property {string} eventId the event (room) to join: 1–128 printable ASCII bytes
- * @property {string} [token] access token (sent in the URL as `accessToken` and in Hello)
+ * @property {string} [token] access token, sent in Hello and in the URL (`accessToken` on WebSocket, `access_token` on WebTransport, as the server reads them)
  * @property {string} [deviceId] stable id of this device (≤ 128 bytes); default: one generated and kept in localStorage
  * @property {'auto' | 'webtransport' | 'websocket'} [transport] default 'auto'
- * @property {string} [webtransportUrl] WebTransport base (`https://host:port`); default: from `GET /api/certificate`
+ * @property {string} [webtransportUrl] WebTransport base (`https://host:port`) or full endpoint URL (`…/api/live-stream/{eventId}`,
+ *   as the session API's `transports.webtransport.url` gives it); default: from `GET /api/certificate`
  *   (`webtransport` field), else `https://{host}:{webtransportPort}`
  * @property {number} [webtransportPort] default 4433
  * @property {CertificateHash[]} [certificateHashes] skip `GET /api/certificate` and use these
@@ -603,13 +604,19 @@ export class Session {
       const hashes = Array.isArray(body?.hashes)
         ? body.hashes.filter((/** @type {any} */ h) => h && typeof h.algorithm === 'string' && typeof h.value === 'string')
         : [];
-      const notAfter = typeof body?.notAfter === 'number' ? body.notAfter : typeof body?.notAfter === 'string' ? Date.parse(body.notAfter) : undefined;
+      // `notAfter` is Unix seconds (the server's contract); milliseconds and ISO strings are accepted too.
+      const raw = body?.notAfter;
+      const notAfter = typeof raw === 'number' ? (raw < 1e11 ? raw * 1000 : raw) : typeof raw === 'string' ? Date.parse(raw) : undefined;
       this.cert = { hashes, url: typeof body?.webtransport === 'string' ? body.webtransport : undefined, notAfter: Number.isFinite(notAfter) ? notAfter : undefined };
     }
     const wtBase =
       o.webtransportUrl ?? this.cert?.url ?? `https://${this.base.hostname.includes(':') ? `[${this.base.hostname}]` : this.base.hostname}:${o.webtransportPort ?? 4433}`;
-    const u = new URL(`api/live-stream/${encodeURIComponent(o.eventId)}`, wtBase.endsWith('/') ? wtBase : `${wtBase}/`);
-    if (o.token) u.searchParams.set('accessToken', o.token);
+    // A full endpoint URL (as the session API gives it) is used as is; a base gets the path.
+    const u = /\/api\/live-stream\/[^/]+\/?$/.test(new URL(wtBase).pathname)
+      ? new URL(wtBase)
+      : new URL(`api/live-stream/${encodeURIComponent(o.eventId)}`, wtBase.endsWith('/') ? wtBase : `${wtBase}/`);
+    // The WebTransport endpoint reads `access_token` (the WebSocket one `accessToken`).
+    if (o.token) u.searchParams.set('access_token', o.token);
     return { url: u.toString(), hashes: o.certificateHashes ?? this.cert?.hashes };
   }
 

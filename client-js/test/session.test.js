@@ -9,7 +9,8 @@ import { TransportMemory } from '../src/connect.js';
 import { FakeServer } from './support/fake-net.js';
 import { FakeVideo } from './support/fake-video.js';
 
-const CERT = { hashes: [{ algorithm: 'sha-256', value: 'e5fbc5bf764e4147ac59d20c0834fd020b5307029857b04160c61cffe837b418' }], notAfter: Date.now() + 86_400_000 };
+// `notAfter` in Unix seconds, as the server sends it.
+const CERT = { hashes: [{ algorithm: 'sha-256', value: 'e5fbc5bf764e4147ac59d20c0834fd020b5307029857b04160c61cffe837b418' }], notAfter: Math.floor(Date.now() / 1000) + 86_400 };
 
 /** A fetch that serves /api/certificate (or fails it). */
 function fakeFetch(body = CERT, status = 200) {
@@ -76,11 +77,15 @@ test('auto: WebTransport with certificate hashes; Hello on the stream with DATAG
 test('the WebTransport URL can come from /api/certificate or the options', async () => {
   const server = new FakeServer();
   const s = await connect(opts(server, { fetch: fakeFetch({ ...CERT, webtransport: 'https://quic.example:7443' }), token: 'tok en' }));
-  assert.equal(server.wtOpened[0].url, 'https://quic.example:7443/api/live-stream/evt-1?accessToken=tok+en');
+  assert.equal(server.wtOpened[0].url, 'https://quic.example:7443/api/live-stream/evt-1?access_token=tok+en');
   s.close();
   const s2 = await connect(opts(server, { certificateHashes: CERT.hashes, webtransportUrl: 'https://h:1/', fetch: () => assert.fail('no fetch') }));
   assert.equal(server.wtOpened[1].url, 'https://h:1/api/live-stream/evt-1');
   s2.close();
+  // The session API's full URL is used as is.
+  const s3 = await connect(opts(server, { certificateHashes: CERT.hashes, webtransportUrl: 'https://h:2/api/live-stream/evt-1' }));
+  assert.equal(server.wtOpened[2].url, 'https://h:2/api/live-stream/evt-1');
+  s3.close();
 });
 
 test('no /api/certificate: WebSocket at once, without waiting out the head start', async () => {
@@ -124,7 +129,8 @@ test("transport: 'websocket' never touches WebTransport; 'webtransport' never fa
 test('a broken WebTransport session reconnects; repeated failures fall back to WebSocket', async () => {
   const server = new FakeServer();
   const memory = new TransportMemory(null);
-  const s = await connect(opts(server, { fetch: fakeFetch(), memory }));
+  const fetch = fakeFetch();
+  const s = await connect(opts(server, { fetch, memory }));
   const statuses = [];
   const transports = [];
   s.on('status', (x) => statuses.push(x));
@@ -137,6 +143,7 @@ test('a broken WebTransport session reconnects; repeated failures fall back to W
     await until(() => statuses.at(-1) === 'open', 3000, 'reopen');
     assert.deepEqual(statuses, ['reconnecting', 'open']);
     assert.equal(s.transport, 'webtransport');
+    assert.equal(fetch.calls.length, 2, 'after a WebTransport failure the certificate is fetched again (it may have rotated)');
     assert.equal(s.role, 'host');
     // 2. Now QUIC is gone: the next attempts fail, and WebSocket takes over.
     server.wtFail = true;
