@@ -35,18 +35,20 @@
 // is followed at once, even mid-stall, since buffering the old position is
 // useless.
 //
-// Why this beats the anchors (protocol/../shared/reference/anchors.md):
-// - Jellyfin: rate = 1 + diff / 1 s with a 0.2× floor, corrections checked
-//   every 1.5 s, 60 ms minimum, and off by default. Same gain as ours, but
-//   open-loop and unbounded (3× at 2 s of drift: audible chipmunks), and a
-//   1.5 s period with a 1 s horizon overshoots. Ours is closed-loop every
-//   250 ms with a 15 ms deadband, and bounded to ±5 %, which pitch-preserving
-//   playback makes inaudible.
+// Why this beats the anchors (shared/reference/anchors.md):
+// - Jellyfin: rate = 1 + diff / 1 s, held for 1 s (speedToSyncDuration),
+//   with a 0.2× floor and no ceiling, from 60 ms on, checked at most every
+//   1.5 s, and off by default. Same gain as ours, but open-loop and unbounded:
+//   at 300 ms of drift it plays 1.3× (audible even with pitch correction), and
+//   a correction sized for 1 s but re-checked only every 1.5 s overshoots.
+//   Ours is closed-loop every 250 ms (and on every media event) with a 15 ms
+//   deadband, bounded to ±5 %, which pitch-preserving playback makes inaudible.
 // - OpenWatchParty: rate = 1 ± 0.5·sqrt(|drift|) clamped to 0.85–2×, 40 ms
-//   dead zone, 500 ms loop. sqrt has infinite gain near zero, so small drifts
-//   get large rate swings (40 ms → 10 % too fast), which overshoot and
-//   oscillate around the dead zone; ours is linear near zero (40 ms → 4 %)
-//   and its hysteresis removes the limit cycle at the band edge.
+//   dead zone, 500 ms loop. sqrt has unbounded gain near zero, so small
+//   drifts get large rate swings (41 ms → 10 %, held 500 ms = 50 ms of
+//   correction: it overshoots past zero), and 300 ms gets 27 %. Ours is
+//   linear near zero (40 ms → 4 %) and bounded; test/drift.test.js runs both
+//   laws on the same simulated element and checks overshoot and rate swing.
 // - MediaSync (timingsrc): graded gains (k 0.07…1.3, limits ±2 %…±100 %),
 //   jumps above 1 s, learns seek latency. We keep what works (the 1 s jump,
 //   latency learning, seek-storm back-off) with one linear gain, a much

@@ -213,3 +213,42 @@ test('an element whose play() is refused is not fought: one seek, no rate churn'
   assert.equal(seeks, 1);
   assert.equal(rates, 0);
 });
+
+/** OpenWatchParty's drift law (anchors.md), as a controller on the same interface. */
+class OpenWatchPartyLaw {
+  constructor() {
+    this.corrections = { seeks: 0, rateChanges: 0 };
+    this.next = 0;
+  }
+  update({ nowMs, target, media }) {
+    const actions = [];
+    if (nowMs < this.next) return { actions, mode: 'locked', driftMs: 0, buffering: false };
+    this.next = nowMs + 500;
+    const d = media.currentTime - target.position; // seconds, + = ahead
+    let rate = 1;
+    if (Math.abs(d) >= 2) actions.push({ type: 'seek', position: target.position });
+    else if (Math.abs(d) >= 0.04) rate = Math.min(2, Math.max(0.85, 1 - Math.sign(d) * Math.sqrt(Math.abs(d)) * 0.5));
+    if (rate !== media.playbackRate) actions.push({ type: 'setRate', rate });
+    return { actions, mode: 'locked', driftMs: d * 1000, buffering: false };
+  }
+}
+
+for (const offset of [-45, -300]) {
+  test(`compared with OpenWatchParty's sqrt law from ${offset} ms: less overshoot, a far smaller rate swing`, () => {
+    const run = (controller) => {
+      const { room, media } = playing(offset);
+      const { trace } = simulate({ media, room, controller, durationMs: 12000 });
+      return {
+        overshoot: Math.max(0, ...trace.map((x) => x.drift)),
+        swing: Math.max(...trace.map((x) => Math.abs(x.rate - 1))),
+        final: Math.abs(trace.at(-1).drift),
+      };
+    };
+    const ours = run(new DriftController());
+    const owp = run(new OpenWatchPartyLaw());
+    assert.ok(ours.overshoot <= DRIFT_DEFAULTS.exitMs, `ours overshoots ${ours.overshoot} ms`);
+    assert.ok(owp.overshoot > ours.overshoot, `OWP overshoot ${owp.overshoot} vs ours ${ours.overshoot}`);
+    assert.ok(ours.swing <= 0.05 + 1e-9 && owp.swing > 0.09, `swing ours ${ours.swing}, OWP ${owp.swing}`);
+    assert.ok(ours.final < DRIFT_DEFAULTS.deadbandMs, `ours ends ${ours.final} ms off`);
+  });
+}

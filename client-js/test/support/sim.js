@@ -118,7 +118,8 @@ export function simulate({ media, room, controller = new DriftController(), dura
   let nextControl = start;
   let wasSeeking = media.seeking;
   for (let now = start; now <= start + durationMs; now += dt) {
-    media.step(now, dt);
+    // Advance the element to `now` (from now − dt), then compare it with the room at `now`.
+    if (now > start) media.step(now - dt, dt);
     const seekEnded = wasSeeking && !media.seeking;
     wasSeeking = media.seeking;
     const target = room.target(now);
