@@ -6,11 +6,11 @@
 //! after a grace period once empty.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lockstep_protocol::{Action, Report, ServerMsg, encode_server};
+use lockstep_protocol::{Action, Report, ServerMsg, Timeline, encode_server};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info};
 
@@ -18,6 +18,7 @@ use crate::clock::ServerClock;
 use crate::json::{self, Extra};
 use crate::outbox::{Frame, FrameKind, Outbox};
 use crate::room::{Audience, JoinInfo, MemberId, Room, RoomConfig, RoomState};
+use crate::store::Store;
 
 /// Which encoding a member speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,12 +109,50 @@ struct HubInner {
     cfg: HubConfig,
     clock: ServerClock,
     shutdown: watch::Receiver<bool>,
+    durable: OnceLock<Durable>,
 }
+
+#[derive(Debug)]
+struct Durable {
+    store: Arc<dyn Store>,
+    save: mpsc::UnboundedSender<(Arc<str>, Timeline)>,
+}
+
+/// Shortest interval between two batches of timeline writes.
+const SAVE_INTERVAL: Duration = Duration::from_millis(50);
 
 impl Hub {
     /// A hub whose room actors stop when `shutdown` turns true.
     pub fn new(cfg: HubConfig, clock: ServerClock, shutdown: watch::Receiver<bool>) -> Self {
-        Hub { inner: Arc::new(HubInner { rooms: Mutex::default(), cfg, clock, shutdown }) }
+        Hub { inner: Arc::new(HubInner { rooms: Mutex::default(), cfg, clock, shutdown, durable: OnceLock::new() }) }
+    }
+
+    /// Makes room timelines durable: rooms start from their saved timeline,
+    /// and every change is saved (latest wins per room, batched every 50 ms).
+    /// Call once, before the first join.
+    pub fn attach_store(&self, store: Arc<dyn Store>) {
+        let (save, mut rx) = mpsc::unbounded_channel::<(Arc<str>, Timeline)>();
+        if self.inner.durable.set(Durable { store: store.clone(), save }).is_err() {
+            return;
+        }
+        tokio::spawn(async move {
+            while let Some((room, t)) = rx.recv().await {
+                let mut batch: HashMap<Arc<str>, Timeline> = HashMap::from([(room, t)]);
+                while let Ok((room, t)) = rx.try_recv() {
+                    batch.insert(room, t);
+                }
+                let batch = batch.into_iter().map(|(r, t)| (r.to_string(), t)).collect();
+                if let Err(e) = store.save_timelines(batch).await {
+                    tracing::warn!(error = %e, "timelines not saved");
+                }
+                tokio::time::sleep(SAVE_INTERVAL).await;
+            }
+        });
+    }
+
+    /// The store, if one is attached.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.inner.durable.get().map(|d| &d.store)
     }
 
     /// The server clock.
@@ -172,6 +211,7 @@ impl Hub {
         let actor = RoomActor {
             generation,
             room: Room::new(self.inner.cfg.room.clone(), self.inner.clock.now_us()),
+            saved_epoch: None,
             links: HashMap::new(),
             event_id: event_id.clone(),
             hub: self.clone(),
@@ -204,6 +244,8 @@ struct Link {
 struct RoomActor {
     generation: u64,
     room: Room,
+    /// The epoch last handed to the store.
+    saved_epoch: Option<u32>,
     links: HashMap<MemberId, Link>,
     event_id: Arc<str>,
     hub: Hub,
@@ -214,6 +256,18 @@ impl RoomActor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<RoomEvent>, mut shutdown: watch::Receiver<bool>) {
         let clock = self.hub.clock();
         let grace = self.hub.inner.cfg.room_grace;
+        if let Some(store) = self.hub.store() {
+            // Resume the saved timeline before serving anyone (joins wait in `rx`).
+            match store.timeline(&self.event_id).await {
+                Ok(Some(t)) => {
+                    info!(event_id = %self.event_id, epoch = t.epoch, "room resumes its saved timeline");
+                    self.room = Room::with_timeline(self.hub.inner.cfg.room.clone(), clock.now_us(), t);
+                    self.saved_epoch = Some(t.epoch);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "saved timeline unavailable"),
+            }
+        }
         loop {
             let mut wake = clock.instant_at(self.room.poll_timeout());
             if let Some(since) = self.empty_since {
@@ -276,6 +330,16 @@ impl RoomActor {
         }
     }
 
+    fn save(&mut self, t: Timeline) {
+        if self.saved_epoch == Some(t.epoch) {
+            return;
+        }
+        if let Some(d) = self.hub.inner.durable.get() {
+            let _ = d.save.send((self.event_id.clone(), t));
+            self.saved_epoch = Some(t.epoch);
+        }
+    }
+
     fn leave(&mut self, id: MemberId, now: u64) {
         self.links.remove(&id);
         self.room.leave(now, id);
@@ -288,6 +352,9 @@ impl RoomActor {
     /// command just applied by `member`.
     fn flush(&mut self, extra: Option<(MemberId, &Extra)>) {
         while let Some(out) = self.room.poll_output() {
+            if let ServerMsg::TimelineChanged(c) = &out.msg {
+                self.save(c.timeline);
+            }
             let started = Instant::now();
             let name = out.msg.name();
             let mut binary: Option<Bytes> = None;

@@ -163,6 +163,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Uses an invitation once if it is usable at `now`. Atomic.
     fn use_invitation(&self, id: &str, now: UnixMs) -> BoxFuture<'_, Result<InvitationRecord, InviteError>>;
 
+    /// The host of a watch party's room (the user who invited to it).
+    fn party_host(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<String>>>;
+
     /// Revokes an invitation; returns it as it was.
     fn revoke_invitation(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<InvitationRecord>>>;
 

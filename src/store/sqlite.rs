@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS invitations (
     uses       INTEGER NOT NULL DEFAULT 0,
     revoked    INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS invitations_by_room ON invitations(room_id);
 CREATE TABLE IF NOT EXISTS timelines (
     room_id     TEXT PRIMARY KEY,
     epoch       INTEGER NOT NULL,
@@ -181,8 +182,11 @@ impl Store for SqliteStore {
                 .map_err(err)?;
             if let Some(mut s) = existing {
                 s.last_seen = rec.last_seen;
-                tx.execute("UPDATE sessions SET last_seen = ?2 WHERE session_id = ?1", params![s.session_id, s.last_seen as i64])
-                    .map_err(err)?;
+                tx.execute(
+                    "UPDATE sessions SET last_seen = ?2 WHERE session_id = ?1",
+                    params![s.session_id, s.last_seen as i64],
+                )
+                .map_err(err)?;
                 tx.commit().map_err(err)?;
                 return Ok(s);
             }
@@ -269,7 +273,10 @@ impl Store for SqliteStore {
             let gone = {
                 let mut stmt =
                     tx.prepare(&format!("SELECT {SESSION_COLS} FROM sessions WHERE last_seen <= ?1")).map_err(err)?;
-                stmt.query_map([before as i64], session_from).map_err(err)?.collect::<Result<Vec<_>, _>>().map_err(err)?
+                stmt.query_map([before as i64], session_from)
+                    .map_err(err)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?
             };
             tx.execute("DELETE FROM sessions WHERE last_seen <= ?1", [before as i64]).map_err(err)?;
             tx.commit().map_err(err)?;
@@ -357,6 +364,15 @@ impl Store for SqliteStore {
         })
     }
 
+    fn party_host(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let room_id = room_id.to_owned();
+        self.run(move |c| {
+            c.query_row("SELECT host_user FROM invitations WHERE room_id = ?1 LIMIT 1", [room_id], |r| r.get(0))
+                .optional()
+                .map_err(err)
+        })
+    }
+
     fn revoke_invitation(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<InvitationRecord>>> {
         let id = id.to_owned();
         self.run(move |c| {
@@ -424,7 +440,8 @@ mod tests {
     use super::*;
 
     fn tmp() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("lockstep-store-{}-{}", std::process::id(), super::super::random_id()));
+        let d =
+            std::env::temp_dir().join(format!("lockstep-store-{}-{}", std::process::id(), super::super::random_id()));
         std::fs::create_dir_all(&d).unwrap();
         d
     }
@@ -466,7 +483,9 @@ mod tests {
         let tasks: Vec<_> = (0..16)
             .map(|i| {
                 let s = s.clone();
-                tokio::spawn(async move { s.start_session(rec(&format!("s{i}"), "u", &format!("d{i}"), "ev", 5), 1, 0).await })
+                tokio::spawn(async move {
+                    s.start_session(rec(&format!("s{i}"), "u", &format!("d{i}"), "ev", 5), 1, 0).await
+                })
             })
             .collect();
         let mut ok = 0;
