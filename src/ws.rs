@@ -38,7 +38,8 @@ const PING_INTERVAL: Duration = Duration::from_secs(15);
 pub struct WsQuery {
     /// Device id for JSON-dialect clients.
     device_id: Option<String>,
-    /// Access token.
+    /// Access token (the name is the public contract: `access_token`).
+    #[serde(rename = "access_token")]
     access_token: Option<String>,
 }
 
