@@ -6,10 +6,12 @@
 //! - [`outbox`]: per-connection outbound queues (bounded, latest-wins ticks).
 //! - [`session`]: one session path for every transport (hello, limits, errors).
 //! - [`ws`], [`json`]: the WebSocket transport and its legacy JSON dialect.
+//! - [`cert`]: the WebTransport certificate: generated and rotated, or loaded and reloaded.
 //! - [`auth`]: access tokens (JWT, ring-backed). [`store`]: durable state (SQLite).
 //! - [`http`], [`server`], [`config`], [`metrics`], [`clock`]: the runtime around them.
 
 pub mod auth;
+pub mod cert;
 pub mod clock;
 pub mod config;
 pub mod http;
