@@ -25,12 +25,31 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
+    /// Write a self-signed development certificate and key (`cert.pem`, `key.pem`) for `serve --cert --key`.
+    Cert(CertArgs),
+}
+
+/// Options of `lockstep cert`.
+#[derive(Debug, Args)]
+pub struct CertArgs {
+    /// Directory to write `cert.pem` and `key.pem` into (created if missing; existing files are replaced).
+    #[arg(long, default_value = "certs")]
+    pub out: PathBuf,
+    /// Extra subject alternative names (host names or IP addresses) besides localhost, 127.0.0.1 and ::1.
+    #[arg(long)]
+    pub san: Vec<String>,
 }
 
 /// Declares the serve options once: each becomes an optional clap flag with a
 /// `LOCKSTEP_*` variable, a TOML key, and a field of [`Config`] with a default.
+///
+/// Options after `@optional` have no default: they are `None` unless given.
 macro_rules! serve_options {
-    ($( $(#[$doc:meta])* $field:ident : $ty:ty = $default:expr, $env:literal; )*) => {
+    (
+        $( $(#[$doc:meta])* $field:ident : $ty:ty = $default:expr, $env:literal; )*
+        @optional
+        $( $(#[$odoc:meta])* $ofield:ident : $oty:ty, $oenv:literal; )*
+    ) => {
         /// Options of `lockstep serve`.
         #[derive(Debug, Default, Args, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -44,6 +63,7 @@ macro_rules! serve_options {
             #[serde(default)]
             pub log_json: bool,
             $( $(#[$doc])* #[arg(long, env = $env)] pub $field: Option<$ty>, )*
+            $( $(#[$odoc])* #[arg(long, env = $oenv)] pub $ofield: Option<$oty>, )*
         }
 
         /// The effective server configuration.
@@ -52,11 +72,12 @@ macro_rules! serve_options {
             /// Log as JSON lines.
             pub log_json: bool,
             $( $(#[$doc])* pub $field: $ty, )*
+            $( $(#[$odoc])* pub $ofield: Option<$oty>, )*
         }
 
         impl Default for Config {
             fn default() -> Self {
-                Config { log_json: false, $( $field: $default, )* }
+                Config { log_json: false, $( $field: $default, )* $( $ofield: None, )* }
             }
         }
 
@@ -68,10 +89,13 @@ macro_rules! serve_options {
                     None => ServeArgs::default(),
                 };
                 let d = Config::default();
-                Ok(Config {
+                let cfg = Config {
                     log_json: self.log_json || file.log_json,
                     $( $field: self.$field.or(file.$field).unwrap_or(d.$field), )*
-                })
+                    $( $ofield: self.$ofield.or(file.$ofield), )*
+                };
+                cfg.check()?;
+                Ok(cfg)
             }
         }
     };
@@ -110,6 +134,15 @@ serve_options! {
     hello_timeout_ms: u64 = 10_000, "LOCKSTEP_HELLO_TIMEOUT_MS";
     /// Milliseconds without anything from a client before it is closed.
     idle_timeout_ms: u64 = 45_000, "LOCKSTEP_IDLE_TIMEOUT_MS";
+    /// WebTransport (QUIC, UDP) listen address; `[::]` is dual stack (IPv4 and IPv6).
+    quic_addr: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 4433).into(), "LOCKSTEP_QUIC_ADDR";
+    /// How often to check `--cert`/`--key` for changes, in milliseconds (SIGHUP reloads at once).
+    cert_poll_ms: u64 = 5_000, "LOCKSTEP_CERT_POLL_MS";
+    @optional
+    /// TLS certificate chain (PEM) for WebTransport; without it a self-signed one is generated and rotated.
+    cert: PathBuf, "LOCKSTEP_CERT";
+    /// Private key (PEM: PKCS#8, SEC1 or PKCS#1) of `--cert`.
+    key: PathBuf, "LOCKSTEP_KEY";
 }
 
 /// `ControlPolicy` as a flag value.
@@ -150,6 +183,9 @@ pub enum ConfigError {
         /// Why.
         source: Box<toml::de::Error>,
     },
+    /// Options that contradict each other.
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 fn load_file(path: &Path) -> Result<ServeArgs, ConfigError> {
@@ -158,6 +194,14 @@ fn load_file(path: &Path) -> Result<ServeArgs, ConfigError> {
 }
 
 impl Config {
+    /// Checks options that depend on each other.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(ConfigError::Invalid("--cert and --key must be given together"));
+        }
+        Ok(())
+    }
+
     /// Room settings derived from this configuration.
     pub fn room_config(&self) -> RoomConfig {
         let d = RoomConfig::default();
@@ -191,7 +235,7 @@ mod tests {
         let good = dir.join("good.toml");
         std::fs::write(&good, "lead-ms = 250\ntick-interval-ms = 100\nbuffering-policy = \"ignore\"\n").unwrap();
         let cli = Cli::parse_from(["lockstep", "serve", "--config", good.to_str().unwrap(), "--lead-ms", "50"]);
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else { panic!("serve") };
         let cfg = args.resolve().unwrap();
         assert_eq!((cfg.lead_ms, cfg.tick_interval_ms), (50, 100));
         assert_eq!(cfg.buffering_policy, BufferingPolicy::Ignore);
@@ -200,8 +244,26 @@ mod tests {
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "lead-ms = 250\nno-such-key = 1\n").unwrap();
         let cli = Cli::parse_from(["lockstep", "serve", "--config", bad.to_str().unwrap()]);
-        let Command::Serve(args) = cli.command;
+        let Command::Serve(args) = cli.command else { panic!("serve") };
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("no-such-key"), "{err}");
+    }
+
+    #[test]
+    fn quic_and_certificate_options() {
+        let cfg = Config::default();
+        assert_eq!(cfg.quic_addr, "[::]:4433".parse().unwrap());
+        assert!(cfg.cert.is_none() && cfg.key.is_none());
+        let cli = Cli::parse_from(["lockstep", "serve", "--quic-addr", "[::1]:0", "--cert", "c.pem", "--key", "k.pem"]);
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        let cfg = args.resolve().unwrap();
+        assert_eq!(cfg.quic_addr, "[::1]:0".parse().unwrap());
+        assert_eq!((cfg.cert.unwrap(), cfg.key.unwrap()), (PathBuf::from("c.pem"), PathBuf::from("k.pem")));
+        let cli = Cli::parse_from(["lockstep", "serve", "--cert", "c.pem"]);
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        assert!(args.resolve().unwrap_err().to_string().contains("together"));
+        let cli = Cli::parse_from(["lockstep", "cert", "--out", "/tmp/x", "--san", "lan.example"]);
+        let Command::Cert(args) = cli.command else { panic!("cert") };
+        assert_eq!((args.out, args.san), (PathBuf::from("/tmp/x"), vec!["lan.example".to_owned()]));
     }
 }

@@ -1,4 +1,5 @@
-//! HTTP routes: health, room state, metrics and the WebSocket endpoint.
+//! HTTP routes: health, room state, metrics, the WebTransport certificate
+//! hashes and the WebSocket endpoint.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,6 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 
+use crate::cert::CertManager;
 use crate::hub::Hub;
 use crate::session::SessionConfig;
 
@@ -33,6 +35,8 @@ pub struct AppState {
     pub started: Instant,
     /// Most concurrent connections.
     pub max_connections: usize,
+    /// The WebTransport certificate.
+    pub certs: CertManager,
 }
 
 /// The router of all HTTP routes.
@@ -41,6 +45,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/health", get(health))
         .route("/api/live-stream/{event_id}", get(crate::ws::upgrade))
         .route("/api/live-stream/{event_id}/state", get(room_state))
+        .route("/api/certificate", get(certificate))
+        .route("/certificate.sha256", get(certificate_sha256))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -82,4 +88,20 @@ async fn room_state(State(app): State<AppState>, Path(event_id): Path<String>) -
 
 async fn metrics(State(app): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+/// Public, changes on rotation: any origin may read it, nobody may cache it.
+const CERT_HEADERS: [(header::HeaderName, &str); 2] =
+    [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"), (header::CACHE_CONTROL, "no-store")];
+
+/// `GET /api/certificate`: `{"hashes":[{"algorithm":"sha-256","value":hex},…],"notAfter":unix_seconds}`,
+/// the served certificate first, then the next one while it is published.
+async fn certificate(State(app): State<AppState>) -> Response {
+    (CERT_HEADERS, Json(app.certs.published())).into_response()
+}
+
+/// `GET /certificate.sha256`: lowercase hex SHA-256 of the served certificate.
+async fn certificate_sha256(State(app): State<AppState>) -> Response {
+    let [cors, cache] = CERT_HEADERS;
+    ([cors, cache, (header::CONTENT_TYPE, "text/plain; charset=utf-8")], app.certs.current_sha256()).into_response()
 }

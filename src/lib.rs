@@ -6,7 +6,8 @@
 //! - [`outbox`]: per-connection outbound queues (bounded, latest-wins ticks).
 //! - [`session`]: one session path for every transport (hello, limits, errors).
 //! - [`ws`], [`json`]: the WebSocket transport and its legacy JSON dialect.
-//! - [`cert`]: the WebTransport certificate: generated and rotated, or loaded and reloaded.
+//! - [`wt`], [`cert`]: the WebTransport transport (QUIC datagrams and one stream) and its
+//!   certificate: generated and rotated, or loaded and reloaded.
 //! - [`auth`]: access tokens (JWT, ring-backed). [`store`]: durable state (SQLite).
 //! - [`http`], [`server`], [`config`], [`metrics`], [`clock`]: the runtime around them.
 
@@ -24,3 +25,4 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod ws;
+pub mod wt;

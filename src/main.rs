@@ -13,11 +13,30 @@ fn main() -> anyhow::Result<()> {
             let cfg = args.resolve()?;
             init_logging(cfg.log_json);
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async move {
-                let server = Server::bind(cfg.clone()).await.with_context(|| format!("binding {}", cfg.http_addr))?;
-                tracing::info!(http = %server.http_addr(), "lockstep listening");
+                let server = Server::bind(cfg.clone()).await.context("starting the server")?;
+                tracing::info!(
+                    http = %server.http_addr(),
+                    quic = %server.quic_addr(),
+                    certificate_sha256 = %server.certs().current_sha256(),
+                    "lockstep listening"
+                );
                 server.run(shutdown_signal()).await?;
                 Ok(())
             })
+        }
+        Command::Cert(args) => {
+            let pair = lockstep::cert::write_dev_pair(&args.out, &args.san)
+                .with_context(|| format!("writing a certificate into {}", args.out.display()))?;
+            eprintln!(
+                "wrote {} and {} (self-signed, valid 13 days, not after {} Unix seconds)",
+                pair.cert.display(),
+                pair.key.display(),
+                pair.not_after
+            );
+            eprintln!("serve it with: lockstep serve --cert {} --key {}", pair.cert.display(), pair.key.display());
+            eprintln!("sha-256:");
+            println!("{}", pair.sha256);
+            Ok(())
         }
     }
 }

@@ -1,32 +1,66 @@
 //! Server lifecycle: bind, serve, shut down gracefully.
+//!
+//! HTTP and WebSocket share a TCP listener; WebTransport has its own UDP
+//! endpoint. Both are bound by [`Server::bind`] (a failure to bind either is
+//! an error, never a silent fallback) and share the rooms, the connection cap
+//! and the shutdown signal.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lockstep_protocol::ErrorCode;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::info;
 
+use crate::cert::CertManager;
 use crate::clock::ServerClock;
 use crate::config::Config;
 use crate::http::{AppState, router};
 use crate::hub::{Hub, HubConfig};
 use crate::session::SessionConfig;
+use crate::wt::WtEndpoint;
+
+/// How long shutdown waits for sessions to finish.
+const DRAIN: Duration = Duration::from_secs(5);
+/// How long shutdown waits for QUIC connections to acknowledge the close.
+const QUIC_IDLE: Duration = Duration::from_secs(2);
 
 /// A bound, not yet running server.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    quic: Arc<WtEndpoint>,
     state: AppState,
     shutdown_tx: watch::Sender<bool>,
 }
 
+fn context(what: &str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> std::io::Error {
+    let what = format!("{what} {addr}");
+    move |e| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
 impl Server {
-    /// Binds the listeners of `cfg`.
+    /// Binds the listeners of `cfg`: HTTP/WebSocket on TCP and WebTransport
+    /// on UDP, with the configured or a generated certificate.
     pub async fn bind(cfg: Config) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(cfg.http_addr).await?;
+        let listener = TcpListener::bind(cfg.http_addr).await.map_err(context("binding HTTP", cfg.http_addr))?;
+        let poll = Duration::from_millis(cfg.cert_poll_ms);
+        let certs = match (&cfg.cert, &cfg.key) {
+            (Some(cert), Some(key)) => CertManager::from_files(cert.clone(), key.clone(), poll),
+            _ => CertManager::self_signed(poll),
+        }
+        .map_err(|e| std::io::Error::other(format!("WebTransport certificate: {e}")))?;
+        let quic = Arc::new(
+            WtEndpoint::bind(cfg.quic_addr, &certs.current_pair()).map_err(context("binding QUIC", cfg.quic_addr))?,
+        );
+        let endpoint = Arc::downgrade(&quic);
+        certs.set_installer(move |pair| match endpoint.upgrade() {
+            Some(quic) => quic.reload(pair),
+            None => Ok(()),
+        });
         let (shutdown_tx, shutdown) = watch::channel(false);
         let clock = ServerClock::new();
         let hub = Hub::new(
@@ -48,8 +82,9 @@ impl Server {
             metrics: crate::metrics::install(),
             started: Instant::now(),
             max_connections: cfg.max_connections,
+            certs,
         };
-        Ok(Server { listener, state, shutdown_tx })
+        Ok(Server { listener, quic, state, shutdown_tx })
     }
 
     /// The HTTP/WebSocket address actually bound.
@@ -57,23 +92,46 @@ impl Server {
         self.listener.local_addr().expect("bound listener has an address")
     }
 
+    /// The WebTransport (UDP) address actually bound.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic.local_addr()
+    }
+
+    /// The WebTransport certificate (to read its hashes or rotate it).
+    pub fn certs(&self) -> CertManager {
+        self.state.certs.clone()
+    }
+
+    /// The server clock (timelines, ticks and pongs are stamped with it).
+    pub fn clock(&self) -> ServerClock {
+        self.state.hub.clock()
+    }
+
     /// Serves until `shutdown` resolves, then closes every session with
-    /// `ShuttingDown` and waits (bounded) for them to finish.
+    /// `ShuttingDown` and waits (bounded) for them to finish; last, closes the
+    /// QUIC endpoint with the same code and waits (bounded) for it to go idle.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Server { listener, state, shutdown_tx } = self;
+        let Server { listener, quic, state, shutdown_tx } = self;
+        let accept = tokio::spawn(quic.clone().serve(state.clone()));
+        let certs = tokio::spawn(state.certs.clone().watch(state.shutdown.clone()));
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let tx = shutdown_tx.clone();
-        axum::serve(listener, app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 info!("shutting down");
                 tx.send_replace(true);
             })
-            .await?;
+            .await;
         shutdown_tx.send_replace(true);
         let all = state.max_connections as u32;
-        let _ = tokio::time::timeout(Duration::from_secs(5), state.conn_limit.acquire_many(all)).await;
+        let _ = tokio::time::timeout(DRAIN, state.conn_limit.acquire_many(all)).await;
+        // The accept loop ends on the shutdown signal; it must be gone before
+        // the endpoint closes.
+        let _ = accept.await;
+        let _ = certs.await;
+        quic.close(ErrorCode::ShuttingDown, "the server is shutting down", QUIC_IDLE).await;
         info!("stopped");
-        Ok(())
+        served
     }
 }

@@ -36,7 +36,11 @@ impl TestServer {
 
     /// Starts a server on loopback with ephemeral ports; `tweak` edits the config.
     pub async fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let mut cfg = Config { http_addr: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+        let mut cfg = Config {
+            http_addr: "127.0.0.1:0".parse().unwrap(),
+            quic_addr: "[::]:0".parse().unwrap(),
+            ..Config::default()
+        };
         tweak(&mut cfg);
         let server = Server::bind(cfg).await.expect("bind");
         let http = server.http_addr();
