@@ -37,10 +37,10 @@ async fn connect(
     });
     ws.send(Message::Binary(Bytes::from(encode_client(&hello)))).await.unwrap();
     loop {
-        if let Some(Ok(Message::Binary(b))) = ws.next().await {
-            if let Ok(ServerMsg::Welcome(_)) = decode_server(&b) {
-                return ws;
-            }
+        if let Some(Ok(Message::Binary(b))) = ws.next().await
+            && let Ok(ServerMsg::Welcome(_)) = decode_server(&b)
+        {
+            return ws;
         }
     }
 }
@@ -54,10 +54,16 @@ fn main() {
 }
 
 async fn run(viewers: usize, seeks: u64) {
+    let data_dir = std::env::temp_dir().join(format!("lockstep-bench-fanout-{}", std::process::id()));
     let cfg = Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        quic_addr: "[::1]:0".parse().unwrap(),
+        dev: true,
+        data_dir: data_dir.clone(),
         msgs_per_sec: 10_000,
         msg_burst: 10_000,
+        connects_per_ip_per_sec: 1_000_000,
+        connect_burst: 1_000_000,
         ..Config::default()
     };
     let server = Server::bind(cfg).await.unwrap();
@@ -75,10 +81,10 @@ async fn run(viewers: usize, seeks: u64) {
         tokio::spawn(async move {
             ready.wait().await;
             while let Some(Ok(m)) = ws.next().await {
-                if let Message::Binary(b) = m {
-                    if let Ok(ServerMsg::TimelineChanged(c)) = decode_server(&b) {
-                        let _ = tx.send((c.timeline.position_ms, Instant::now()));
-                    }
+                if let Message::Binary(b) = m
+                    && let Ok(ServerMsg::TimelineChanged(c)) = decode_server(&b)
+                {
+                    let _ = tx.send((c.timeline.position_ms, Instant::now()));
                 }
             }
         });
@@ -120,4 +126,5 @@ async fn run(viewers: usize, seeks: u64) {
         ms(&per_seek, 0.99),
         per_seek.max() as f64 / 1000.0
     );
+    let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -107,7 +107,10 @@ pub struct Authenticator {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator").field("algorithms", &self.validation.algorithms).field("dev", &self.dev).finish()
+        f.debug_struct("Authenticator")
+            .field("algorithms", &self.validation.algorithms)
+            .field("dev", &self.dev)
+            .finish()
     }
 }
 
@@ -161,13 +164,18 @@ impl Authenticator {
         validation.algorithms = algorithms;
         validation.leeway = 5;
         validation.validate_aud = aud.is_some();
+        // A configured audience or issuer must be present, not merely match
+        // when present: jsonwebtoken skips absent claims unless required.
+        let mut required = vec!["exp", "sub"];
         if let Some(aud) = aud {
             validation.set_audience(&[aud]);
+            required.push("aud");
         }
         if let Some(iss) = iss {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(&required);
         Ok(Authenticator { decoding, encoding, validation, dev })
     }
 
@@ -395,11 +403,23 @@ mod tests {
         let mut wrong = a.claims_for("bob", Plan::Free, 60);
         wrong.aud = Some("someone-else".into());
         assert_eq!(a.verify(&a.mint(&wrong).unwrap()), Err(AuthError::Invalid("wrong audience".into())));
+        let mut absent = a.claims_for("bob", Plan::Free, 60);
+        absent.aud = None;
+        assert!(a.verify(&a.mint(&absent).unwrap()).is_err(), "a configured audience must be present");
+        let with_iss =
+            Authenticator::new(KeySource::Secret(SECRET.to_vec()), None, Some("platform".into()), false).unwrap();
+        let no_iss = with_iss.mint(&Claims { iss: None, ..with_iss.claims_for("bob", Plan::Free, 60) }).unwrap();
+        assert!(with_iss.verify(&no_iss).is_err(), "a configured issuer must be present");
+        assert!(with_iss.verify(&with_iss.mint(&with_iss.claims_for("bob", Plan::Free, 60)).unwrap()).is_ok());
 
         assert!(matches!(a.verify("not.a.token"), Err(AuthError::Invalid(_))));
         assert!(matches!(a.verify(""), Err(AuthError::Invalid(_))));
         // alg=none must never pass.
-        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(r#"{"sub":"x","plan":"premium","exp":9999999999}"#));
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(r#"{"sub":"x","plan":"premium","exp":9999999999}"#)
+        );
         assert!(a.verify(&none).is_err());
     }
 

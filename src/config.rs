@@ -27,6 +27,63 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Write a self-signed development certificate and key (`cert.pem`, `key.pem`) for `serve --cert --key`.
     Cert(CertArgs),
+    /// Mint an access token with the configured HS256 secret (for operators, tests and the demo).
+    Token(Box<TokenArgs>),
+}
+
+/// Options of `lockstep token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// The plan.
+    #[arg(long, value_enum, default_value = "free")]
+    pub plan: PlanArg,
+    /// Lifetime: seconds, or with a unit: `90s`, `30m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    pub ttl: u64,
+    /// A per-user device limit (`max_devices`).
+    #[arg(long)]
+    pub max_devices: Option<u32>,
+    /// Event ids this user hosts (`host_of`); repeat for several.
+    #[arg(long)]
+    pub host_of: Vec<String>,
+    /// Where the secret and claims settings come from (as for `serve`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// A plan as a flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanArg {
+    /// Free.
+    Free,
+    /// Premium.
+    Premium,
+}
+
+impl From<PlanArg> for crate::auth::Plan {
+    fn from(p: PlanArg) -> Self {
+        match p {
+            PlanArg::Free => crate::auth::Plan::Free,
+            PlanArg::Premium => crate::auth::Plan::Premium,
+        }
+    }
+}
+
+/// Parses `3600`, `90s`, `30m`, `1h` or `7d` into seconds.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("invalid unit in {s:?}: use s, m, h or d")),
+    };
+    n.checked_mul(mult).filter(|&v| v > 0).ok_or_else(|| format!("invalid duration {s:?}"))
 }
 
 /// Options of `lockstep cert`.
@@ -62,6 +119,10 @@ macro_rules! serve_options {
             #[arg(long, env = "LOCKSTEP_LOG_JSON")]
             #[serde(default)]
             pub log_json: bool,
+            /// Development mode: anonymous demo users and `POST /api/dev/token`. Never in production.
+            #[arg(long, env = "LOCKSTEP_DEV")]
+            #[serde(default)]
+            pub dev: bool,
             $( $(#[$doc])* #[arg(long, env = $env)] pub $field: Option<$ty>, )*
             $( $(#[$odoc])* #[arg(long, env = $oenv)] pub $ofield: Option<$oty>, )*
         }
@@ -71,13 +132,15 @@ macro_rules! serve_options {
         pub struct Config {
             /// Log as JSON lines.
             pub log_json: bool,
+            /// Development mode (anonymous users, dev tokens).
+            pub dev: bool,
             $( $(#[$doc])* pub $field: $ty, )*
             $( $(#[$odoc])* pub $ofield: Option<$oty>, )*
         }
 
         impl Default for Config {
             fn default() -> Self {
-                Config { log_json: false, $( $field: $default, )* $( $ofield: None, )* }
+                Config { log_json: false, dev: false, $( $field: $default, )* $( $ofield: None, )* }
             }
         }
 
@@ -91,6 +154,7 @@ macro_rules! serve_options {
                 let d = Config::default();
                 let cfg = Config {
                     log_json: self.log_json || file.log_json,
+                    dev: self.dev || file.dev,
                     $( $field: self.$field.or(file.$field).unwrap_or(d.$field), )*
                     $( $ofield: self.$ofield.or(file.$ofield), )*
                 };
@@ -138,7 +202,35 @@ serve_options! {
     quic_addr: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 4433).into(), "LOCKSTEP_QUIC_ADDR";
     /// How often to check `--cert`/`--key` for changes, in milliseconds (SIGHUP reloads at once).
     cert_poll_ms: u64 = 5_000, "LOCKSTEP_CERT_POLL_MS";
+    /// Directory of the embedded database (SQLite, WAL).
+    data_dir: PathBuf = PathBuf::from("data"), "LOCKSTEP_DATA_DIR";
+    /// Devices a free account may use at once (a `max_devices` claim overrides it).
+    max_devices_free: u32 = 1, "LOCKSTEP_MAX_DEVICES_FREE";
+    /// Devices a premium account may use at once (a `max_devices` claim overrides it).
+    max_devices_premium: u32 = 4, "LOCKSTEP_MAX_DEVICES_PREMIUM";
+    /// A viewing session without heartbeat or realtime activity expires after this many milliseconds.
+    session_idle_ms: u64 = 120_000, "LOCKSTEP_SESSION_IDLE_MS";
+    /// Whether the first member hosts an event room when no member has a `host_of` claim for it.
+    first_joiner_hosts: bool = true, "LOCKSTEP_FIRST_JOINER_HOSTS";
+    /// REST requests per second per client IP (429 with Retry-After beyond).
+    rest_per_ip_per_sec: u32 = 50, "LOCKSTEP_REST_PER_IP_PER_SEC";
+    /// REST request burst per client IP.
+    rest_burst: u32 = 100, "LOCKSTEP_REST_BURST";
+    /// Realtime connection attempts per second per client IP (WebSocket and WebTransport).
+    connects_per_ip_per_sec: u32 = 20, "LOCKSTEP_CONNECTS_PER_IP_PER_SEC";
+    /// Realtime connection attempt burst per client IP.
+    connect_burst: u32 = 200, "LOCKSTEP_CONNECT_BURST";
     @optional
+    /// HS256 secret of the platform's tokens (prefer the variable or --jwt-secret-file to a flag).
+    jwt_secret: String, "LOCKSTEP_JWT_SECRET";
+    /// A file holding the HS256 secret.
+    jwt_secret_file: PathBuf, "LOCKSTEP_JWT_SECRET_FILE";
+    /// A PEM public key (RSA for RS256, EC P-256 for ES256) to verify tokens with instead of a secret.
+    jwt_public_key: PathBuf, "LOCKSTEP_JWT_PUBLIC_KEY";
+    /// Required `aud` claim.
+    jwt_audience: String, "LOCKSTEP_JWT_AUDIENCE";
+    /// Required `iss` claim.
+    jwt_issuer: String, "LOCKSTEP_JWT_ISSUER";
     /// TLS certificate chain (PEM) for WebTransport; without it a self-signed one is generated and rotated.
     cert: PathBuf, "LOCKSTEP_CERT";
     /// Private key (PEM: PKCS#8, SEC1 or PKCS#1) of `--cert`.
@@ -186,6 +278,9 @@ pub enum ConfigError {
     /// Options that contradict each other.
     #[error("{0}")]
     Invalid(&'static str),
+    /// The token key is unusable.
+    #[error("{0}")]
+    Auth(String),
 }
 
 fn load_file(path: &Path) -> Result<ServeArgs, ConfigError> {
@@ -202,6 +297,29 @@ impl Config {
         Ok(())
     }
 
+    /// The token verifier: a public key, or a secret (flag, variable or
+    /// file); in dev mode without either, a random per-process secret.
+    pub fn authenticator(&self) -> Result<crate::auth::Authenticator, ConfigError> {
+        use crate::auth::{Authenticator, KeySource};
+        let key = if let Some(path) = &self.jwt_public_key {
+            KeySource::PublicKeyPem(path.clone())
+        } else if let Some(secret) = &self.jwt_secret {
+            KeySource::Secret(secret.as_bytes().to_vec())
+        } else if let Some(path) = &self.jwt_secret_file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            KeySource::Secret(text.trim_end_matches(['\r', '\n']).as_bytes().to_vec())
+        } else if self.dev {
+            KeySource::Secret(crate::store::random_id().into_bytes())
+        } else {
+            return Err(ConfigError::Invalid(
+                "no token key: set LOCKSTEP_JWT_SECRET, --jwt-secret-file or --jwt-public-key (or run with --dev)",
+            ));
+        };
+        Authenticator::new(key, self.jwt_audience.clone(), self.jwt_issuer.clone(), self.dev)
+            .map_err(|e| ConfigError::Auth(e.to_string()))
+    }
+
     /// Room settings derived from this configuration.
     pub fn room_config(&self) -> RoomConfig {
         let d = RoomConfig::default();
@@ -214,6 +332,7 @@ impl Config {
             tick_interval_us: self.tick_interval_ms.max(10) * 1000,
             show_members: self.show_members,
             host_grace_us: self.host_grace_ms * 1000,
+            first_joiner_hosts: self.first_joiner_hosts,
             limits: lockstep_protocol::Limits {
                 max_msgs_per_sec: self.msgs_per_sec,
                 tick_interval_ms: self.tick_interval_ms as u32,
@@ -247,6 +366,22 @@ mod tests {
         let Command::Serve(args) = cli.command else { panic!("serve") };
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("no-such-key"), "{err}");
+    }
+
+    #[test]
+    fn ttl_units_and_auth_key_sources() {
+        assert_eq!(parse_ttl("3600"), Ok(3600));
+        assert_eq!(parse_ttl("90s"), Ok(90));
+        assert_eq!(parse_ttl("30m"), Ok(1800));
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("7d"), Ok(604_800));
+        assert!(parse_ttl("1w").is_err() && parse_ttl("h").is_err() && parse_ttl("0").is_err());
+        let none = Config::default();
+        assert!(matches!(none.authenticator(), Err(ConfigError::Invalid(_))), "no key and no --dev is refused");
+        let dev = Config { dev: true, ..Config::default() };
+        assert!(dev.authenticator().unwrap().dev);
+        let weak = Config { jwt_secret: Some("short".into()), ..Config::default() };
+        assert!(matches!(weak.authenticator(), Err(ConfigError::Auth(_))));
     }
 
     #[test]

@@ -290,11 +290,11 @@ impl RoomActor {
             }
             self.flush(None);
             match self.empty_since {
-                Some(since) if since.elapsed() >= grace => {
-                    if self.hub.try_remove(&self.event_id, self.generation, &rx) {
-                        info!(event_id = %self.event_id, "room dropped after being empty");
-                        break;
-                    }
+                Some(since)
+                    if since.elapsed() >= grace && self.hub.try_remove(&self.event_id, self.generation, &rx) =>
+                {
+                    info!(event_id = %self.event_id, "room dropped after being empty");
+                    break;
                 }
                 _ => {}
             }

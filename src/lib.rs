@@ -9,8 +9,11 @@
 //! - [`wt`], [`cert`]: the WebTransport transport (QUIC datagrams and one stream) and its
 //!   certificate: generated and rotated, or loaded and reloaded.
 //! - [`auth`]: access tokens (JWT, ring-backed). [`store`]: durable state (SQLite).
+//! - [`accounts`], [`api`], [`limits`]: sessions, devices, invitations; the REST API; per-IP limits.
 //! - [`http`], [`server`], [`config`], [`metrics`], [`clock`]: the runtime around them.
 
+pub mod accounts;
+pub mod api;
 pub mod auth;
 pub mod cert;
 pub mod clock;
@@ -18,6 +21,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod json;
+pub mod limits;
 pub mod metrics;
 pub mod outbox;
 pub mod room;

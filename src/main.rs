@@ -24,6 +24,19 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        Command::Token(args) => {
+            let mut cfg = args.serve.resolve()?;
+            cfg.dev = false;
+            let auth = cfg.authenticator().context("loading the token secret")?;
+            let mut claims = auth.claims_for(&args.sub, args.plan.into(), args.ttl);
+            claims.max_devices = args.max_devices;
+            claims.host_of = args.host_of;
+            let token = auth
+                .mint(&claims)
+                .context("minting needs an HS256 secret (LOCKSTEP_JWT_SECRET or --jwt-secret-file)")?;
+            println!("{token}");
+            Ok(())
+        }
         Command::Cert(args) => {
             let pair = lockstep::cert::write_dev_pair(&args.out, &args.san)
                 .with_context(|| format!("writing a certificate into {}", args.out.display()))?;

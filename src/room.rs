@@ -150,6 +150,9 @@ struct Member {
     device_id: String,
     name: String,
     role: Role,
+    /// Hosts by its credentials (a `host_of` claim, or the party's inviter),
+    /// not by the first-joiner fallback.
+    claimed: bool,
     wants_presence: bool,
     buffering: bool,
     /// Has reported playing smoothly at least once (initial loading never
@@ -306,22 +309,22 @@ impl Room {
     /// wait deadlines and host hand-over.
     pub fn handle_timeout(&mut self, now: u64) {
         self.advance(now);
-        if let Some(w) = &self.wait {
-            if now >= w.deadline {
-                let stalled = std::mem::take(&mut self.wait).map(|w| w.members).unwrap_or_default();
-                for id in stalled {
-                    if let Some(m) = self.members.get_mut(&id) {
-                        m.no_wait_until = now + self.cfg.buffering_cooldown_us;
-                    }
+        if let Some(w) = &self.wait
+            && now >= w.deadline
+        {
+            let stalled = std::mem::take(&mut self.wait).map(|w| w.members).unwrap_or_default();
+            for id in stalled {
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.no_wait_until = now + self.cfg.buffering_cooldown_us;
                 }
-                self.resume(now);
             }
+            self.resume(now);
         }
-        if let Some(HostSlot { left_at: Some(left), .. }) = &self.host {
-            if now >= left + self.cfg.host_grace_us {
-                self.host = None;
-                self.elect_host();
-            }
+        if let Some(HostSlot { left_at: Some(left), .. }) = &self.host
+            && now >= left + self.cfg.host_grace_us
+        {
+            self.host = None;
+            self.elect_host();
         }
         if now >= self.next_tick_at {
             self.emit_tick(now);
@@ -340,6 +343,17 @@ impl Room {
         if role == Role::Host {
             self.host = Some(HostSlot { device_id: info.device_id.clone(), left_at: None });
         }
+        if info.host_claim {
+            // A host by credentials supersedes hosts by the first-joiner fallback.
+            let fallback: Vec<MemberId> =
+                self.members.iter().filter(|(_, m)| m.role == Role::Host && !m.claimed).map(|(&id, _)| id).collect();
+            for other in fallback {
+                if let Some(m) = self.members.get_mut(&other) {
+                    m.role = Role::Viewer;
+                }
+                self.to(Audience::All, ServerMsg::RoleChanged(RoleChanged { member_id: other, role: Role::Viewer }));
+            }
+        }
         let wants_presence = info.wants_presence && self.cfg.show_members;
         self.members.insert(
             id,
@@ -347,6 +361,7 @@ impl Room {
                 device_id: info.device_id,
                 name: info.name,
                 role,
+                claimed: info.host_claim,
                 wants_presence,
                 buffering: false,
                 settled: false,
@@ -375,10 +390,11 @@ impl Room {
         };
         if m.role == Role::Host {
             let still_here = self.members.values().any(|o| o.role == Role::Host);
-            if let Some(slot) = &mut self.host {
-                if !still_here && slot.device_id == m.device_id {
-                    slot.left_at = Some(now);
-                }
+            if let Some(slot) = &mut self.host
+                && !still_here
+                && slot.device_id == m.device_id
+            {
+                slot.left_at = Some(now);
             }
         }
         if self.cfg.show_members {
@@ -560,12 +576,12 @@ impl Room {
 
     /// Promotes a due pending change and ticks at once when it takes effect.
     fn advance(&mut self, now: u64) {
-        if let Some((c, ..)) = self.pending {
-            if c.effective_at_us <= now {
-                self.current = c.timeline;
-                self.pending = None;
-                self.emit_tick(now.max(c.effective_at_us));
-            }
+        if let Some((c, ..)) = self.pending
+            && c.effective_at_us <= now
+        {
+            self.current = c.timeline;
+            self.pending = None;
+            self.emit_tick(now.max(c.effective_at_us));
         }
     }
 

@@ -13,14 +13,18 @@ use std::time::{Duration, Instant};
 use lockstep_protocol::ErrorCode;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::accounts::{AccountConfig, Accounts};
 use crate::cert::CertManager;
 use crate::clock::ServerClock;
 use crate::config::Config;
 use crate::http::{AppState, router};
 use crate::hub::{Hub, HubConfig};
+use crate::limits::IpLimits;
 use crate::session::SessionConfig;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
 use crate::wt::WtEndpoint;
 
 /// How long shutdown waits for sessions to finish.
@@ -61,6 +65,27 @@ impl Server {
             Some(quic) => quic.reload(pair),
             None => Ok(()),
         });
+        let auth = Arc::new(cfg.authenticator().map_err(|e| std::io::Error::other(e.to_string()))?);
+        if cfg.dev {
+            warn!(
+                "DEV MODE: anonymous viewers are allowed and POST /api/dev/token mints tokens; never run this in production"
+            );
+        }
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&cfg.data_dir)
+                .map_err(|e| std::io::Error::other(format!("opening {}: {e}", cfg.data_dir.display())))?,
+        );
+        let accounts = Accounts::new(
+            store.clone(),
+            AccountConfig {
+                max_devices_free: cfg.max_devices_free,
+                max_devices_premium: cfg.max_devices_premium,
+                session_idle: Duration::from_millis(cfg.session_idle_ms.max(1)),
+                ..AccountConfig::default()
+            },
+        );
+        let restored = accounts.restore().await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        info!(sessions = restored, data_dir = %cfg.data_dir.display(), "state restored");
         let (shutdown_tx, shutdown) = watch::channel(false);
         let clock = ServerClock::new();
         let hub = Hub::new(
@@ -68,6 +93,16 @@ impl Server {
             clock,
             shutdown.clone(),
         );
+        hub.attach_store(store);
+        let maintenance = (cfg.session_idle_ms / 4).clamp(50, 5_000);
+        tokio::spawn(accounts.clone().run_maintenance(Duration::from_millis(maintenance)));
+        let ip_limits = Arc::new(IpLimits::new(
+            cfg.rest_per_ip_per_sec,
+            cfg.rest_burst,
+            cfg.connects_per_ip_per_sec,
+            cfg.connect_burst,
+        ));
+        tokio::spawn(ip_limits.clone().run_cleanup(Duration::from_secs(60)));
         let state = AppState {
             hub,
             session_cfg: Arc::new(SessionConfig {
@@ -82,7 +117,11 @@ impl Server {
             metrics: crate::metrics::install(),
             started: Instant::now(),
             max_connections: cfg.max_connections,
+            quic_port: quic.local_addr().port(),
             certs,
+            auth,
+            accounts,
+            ip_limits,
         };
         Ok(Server { listener, quic, state, shutdown_tx })
     }

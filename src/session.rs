@@ -20,10 +20,13 @@ use lockstep_protocol::{
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::hub::{Dialect, Hub, RoomEvent, RoomHandle};
+use crate::auth::{AuthError, Claims, Plan};
+use crate::http::AppState;
+use crate::hub::{Dialect, RoomEvent, RoomHandle};
 use crate::json::{self, JsonIn};
 use crate::outbox::{Frame, FrameKind, Outbox};
 use crate::room::{JoinInfo, MemberId};
+use crate::store::StartError;
 
 /// What a transport hands to the session.
 #[derive(Debug)]
@@ -77,28 +80,27 @@ const MAX_STRIKES: u32 = 10;
 /// Consecutive one-second windows with dropped messages before a flood is closed.
 const FLOOD_WINDOWS: u32 = 3;
 
-/// Runs a session until the peer leaves, the session is closed, or `shutdown`.
+/// Runs a session until the peer leaves, the session is closed, or the server
+/// shuts down.
 ///
 /// Returns once the session is over; the close reason (if the server closed)
 /// is in the outbox for the writer.
-pub async fn run<S>(
-    hub: Hub,
-    cfg: Arc<SessionConfig>,
-    params: SessionParams,
-    inbound: S,
-    outbox: Arc<Outbox>,
-    shutdown: watch::Receiver<bool>,
-) where
+pub async fn run<S>(app: AppState, params: SessionParams, inbound: S, outbox: Arc<Outbox>)
+where
     S: Stream<Item = Inbound> + Unpin,
 {
+    let cfg = app.session_cfg.clone();
     let burst = NonZeroU32::new(cfg.msg_burst.max(1)).expect("nonzero");
     let rate = NonZeroU32::new(cfg.msgs_per_sec.max(1)).expect("nonzero");
+    let shutdown = app.shutdown.clone();
     let mut s = Session {
-        hub,
+        app,
         limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
         params,
         outbox,
         joined: None,
+        identity: None,
+        last_touch: Instant::now(),
         strikes: 0,
         window_start: Instant::now(),
         window_drops: 0,
@@ -107,21 +109,35 @@ pub async fn run<S>(
     metrics::gauge!("lockstep_connections", "transport" => s.params.transport).increment(1.0);
     if s.params.dialect == Dialect::Json {
         let device_id = s.params.device_hint.clone().unwrap_or_else(|| format!("json:{}", s.params.peer));
-        s.join(device_id, 0).await;
+        s.join(device_id, 0, None).await;
     }
-    s.serve(&cfg, inbound, shutdown).await;
+    if s.outbox.close_reason().is_none() {
+        s.serve(&cfg, inbound, shutdown).await;
+    }
     if let Some((room, id)) = s.joined.take() {
         room.send(RoomEvent::Leave(id));
     }
     metrics::gauge!("lockstep_connections", "transport" => s.params.transport).decrement(1.0);
 }
 
+/// Who a joined session belongs to.
+#[derive(Debug, Clone)]
+struct Identity {
+    user: String,
+    device_id: String,
+}
+
+/// Realtime activity refreshes the viewing session at most this often.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(10);
+
 struct Session {
-    hub: Hub,
+    app: AppState,
     limiter: DefaultDirectRateLimiter,
     params: SessionParams,
     outbox: Arc<Outbox>,
     joined: Option<(RoomHandle, MemberId)>,
+    identity: Option<Identity>,
+    last_touch: Instant,
     strikes: u32,
     window_start: Instant,
     window_drops: u32,
@@ -163,7 +179,7 @@ impl Session {
     }
 
     async fn on_inbound(&mut self, item: Inbound) {
-        let recv_us = self.hub.clock().now_us();
+        let recv_us = self.app.hub.clock().now_us();
         if matches!(item, Inbound::Activity) {
             return;
         }
@@ -258,6 +274,7 @@ impl Session {
             ClientMsg::Report(r) => match &self.joined {
                 Some((room, member)) => {
                     room.send(RoomEvent::Report(*member, r));
+                    self.touch().await;
                 }
                 None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
             },
@@ -279,22 +296,75 @@ impl Session {
         if hello.device_id.is_empty() {
             return self.fail(ErrorCode::InvalidArgument, "device id must not be empty", 0);
         }
-        if let Err((code, message)) = authorize(&self.params, hello.token.as_deref()) {
-            return self.fail(code, message, 0);
-        }
-        self.join(hello.device_id, hello.caps).await;
+        self.join(hello.device_id, hello.caps, hello.token).await;
     }
 
-    async fn join(&mut self, device_id: String, caps: u32) {
-        let info = JoinInfo {
-            name: format!("viewer-{}", short_hash(&device_id)),
-            device_id,
-            wants_presence: caps & caps::PRESENCE != 0,
-            host_claim: false,
+    /// Authorizes, takes a device slot, and joins the room.
+    async fn join(&mut self, device_id: String, caps: u32, hello_token: Option<String>) {
+        let room_id = self.params.event_id.clone();
+        let claims = match self.authorize(hello_token.as_deref(), &device_id) {
+            Ok(c) => c,
+            Err((code, message)) => return self.fail(code, message, 0),
         };
-        match self.hub.join(&self.params.event_id, info, self.outbox.clone(), self.params.dialect).await {
-            Some(joined) => self.joined = Some(joined),
+        let party_host = self.app.party_host(&room_id).await;
+        if room_id.contains(crate::accounts::PARTY_SEP) && party_host.is_none() {
+            return self.fail(ErrorCode::NotInvited, "no such watch party", 0);
+        }
+        if !self.app.accounts.may_join(&claims.sub, &room_id, party_host.as_deref()).await {
+            return self.fail(ErrorCode::NotInvited, "this watch party needs an invitation", 0);
+        }
+        match self.app.accounts.start(&claims, &device_id, &room_id).await {
+            Ok(_) => {}
+            Err(StartError::DeviceLimit(devices)) => {
+                let list: Vec<_> = devices.iter().map(|d| d.device_id.as_str()).collect();
+                return self.fail(
+                    ErrorCode::DeviceLimit,
+                    format!("device limit reached; active: {}", list.join(", ")),
+                    0,
+                );
+            }
+            Err(StartError::Store(e)) => {
+                warn!(error = %e, "session store failure");
+                return self.fail(ErrorCode::Internal, "storage failure", 0);
+            }
+        }
+        self.app.accounts.register(&claims.sub, &device_id, &self.outbox);
+        let info = JoinInfo {
+            name: format!("viewer-{}", short_hash(&claims.sub)),
+            host_claim: claims.hosts(&room_id) || party_host.as_deref() == Some(claims.sub.as_str()),
+            device_id: device_id.clone(),
+            wants_presence: caps & caps::PRESENCE != 0,
+        };
+        match self.app.hub.join(&room_id, info, self.outbox.clone(), self.params.dialect).await {
+            Some(joined) => {
+                self.joined = Some(joined);
+                self.identity = Some(Identity { user: claims.sub, device_id });
+            }
+            None if *self.app.shutdown.borrow() => self.fail(ErrorCode::ShuttingDown, "the server is shutting down", 0),
             None => self.fail(ErrorCode::Internal, "the room is unavailable", 0),
+        }
+    }
+
+    /// The single place where credentials are checked before any room data
+    /// flows: a token from `Hello` or the URL; in dev mode, none makes the
+    /// device an anonymous free user.
+    fn authorize(&self, hello_token: Option<&str>, device_id: &str) -> Result<Claims, (ErrorCode, String)> {
+        let token = hello_token.or(self.params.token.as_deref()).filter(|t| !t.is_empty());
+        match token {
+            Some(t) => self.app.auth.verify(t).map_err(|e| (e.code(), e.to_string())),
+            None if self.app.auth.dev => Ok(self.app.auth.claims_for(&format!("anon:{device_id}"), Plan::Free, 3600)),
+            None => Err((AuthError::Missing.code(), AuthError::Missing.to_string())),
+        }
+    }
+
+    /// Keeps the viewing session alive while realtime traffic flows.
+    async fn touch(&mut self) {
+        if self.last_touch.elapsed() < TOUCH_INTERVAL {
+            return;
+        }
+        self.last_touch = Instant::now();
+        if let Some(id) = &self.identity {
+            self.app.accounts.touch(&id.user, &id.device_id, &self.params.event_id).await;
         }
     }
 
@@ -319,12 +389,6 @@ impl Session {
     fn send_error(&self, code: ErrorCode, message: &str, request_id: u32) {
         self.outbox.push(error_frame(self.params.dialect, code, message, request_id));
     }
-}
-
-/// The single place where credentials are checked before any room data flows.
-/// Token validation arrives with accounts; until then every client is allowed.
-fn authorize(_params: &SessionParams, _hello_token: Option<&str>) -> Result<(), (ErrorCode, String)> {
-    Ok(())
 }
 
 /// An error frame in the connection's dialect.

@@ -48,7 +48,15 @@ pub fn valid_event_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_EVENT_ID && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// `GET /api/live-stream/{eventId}` with an upgrade.
+/// The realtime endpoint: a WebSocket upgrade (subprotocol `lockstep.v1` for
+/// the binary protocol, none for the legacy JSON dialect).
+#[utoipa::path(get, path = "/api/live-stream/{event_id}", tag = "realtime",
+    params(("event_id" = String, Path, description = "The event (room) id"),
+        ("access_token" = Option<String>, Query, description = "Access token (or send it in Hello)"),
+        ("deviceId" = Option<String>, Query, description = "Device id of JSON-dialect clients")),
+    responses((status = 101, description = "Switching protocols"), (status = 400, body = crate::api::ApiError),
+        (status = 429, body = crate::api::ApiError, description = "too many connection attempts from this IP"),
+        (status = 503, body = crate::api::ApiError, description = "server full")))]
 pub async fn upgrade(
     State(app): State<AppState>,
     Path(event_id): Path<String>,
@@ -58,6 +66,9 @@ pub async fn upgrade(
 ) -> Response {
     if !valid_event_id(&event_id) {
         return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", "event ids are 1-128 printable ASCII bytes");
+    }
+    if let Err(retry) = app.ip_limits.check_connect(peer.ip()) {
+        return crate::limits::too_many(retry);
     }
     let Ok(permit) = app.conn_limit.clone().try_acquire_owned() else {
         crate::metrics::error(lockstep_protocol::ErrorCode::ServerFull);
@@ -103,24 +114,23 @@ async fn serve_socket(app: AppState, params: SessionParams, socket: WebSocket) {
     });
     // The session ends at the first close or error.
     let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);
-    session::run(
-        app.hub.clone(),
-        app.session_cfg.clone(),
-        params,
-        Box::pin(inbound),
-        outbox.clone(),
-        app.shutdown.clone(),
-    )
-    .await;
+    let mut inbound = Box::pin(inbound);
+    session::run(app.clone(), params, &mut inbound, outbox.clone()).await;
     if outbox.close_reason().is_some() {
-        // Let the writer deliver the error and the close frame.
-        if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+        // Let the writer deliver the error and the close frame, then finish
+        // the close handshake: read until the peer's close (bounded), so no
+        // unread input turns our close into a TCP reset that loses the frame.
+        if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
             writer.abort();
         }
+        let _ = tokio::time::timeout(CLOSE_GRACE, async { while inbound.next().await.is_some() {} }).await;
     } else {
         writer.abort();
     }
 }
+
+/// How long a closing connection gets to flush and to answer our close.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 async fn write_loop(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,

@@ -179,6 +179,9 @@ pub fn parse_path(path: &str) -> Result<(String, Option<String>), Refusal> {
 /// Checks a session request; on success the permit holds a connection slot.
 fn admit(req: &SessionRequest, app: &AppState) -> Result<(String, Option<String>, OwnedSemaphorePermit), Refusal> {
     let (event_id, token) = parse_path(req.path())?;
+    if app.ip_limits.check_connect(req.remote_address().ip().to_canonical()).is_err() {
+        return Err(Refusal::TooMany);
+    }
     let Ok(permit) = app.conn_limit.clone().try_acquire_owned() else {
         crate::metrics::error(ErrorCode::ServerFull);
         return Err(Refusal::TooMany);
@@ -230,15 +233,7 @@ async fn serve_session(app: AppState, params: SessionParams, conn: Connection) {
     );
     // The session ends at the first end of either channel.
     let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);
-    session::run(
-        app.hub.clone(),
-        app.session_cfg.clone(),
-        params,
-        Box::pin(inbound),
-        outbox.clone(),
-        app.shutdown.clone(),
-    )
-    .await;
+    session::run(app.clone(), params, Box::pin(inbound), outbox.clone()).await;
     match outbox.close_reason() {
         Some(close) => {
             // The writer sends the error and closes; make sure of the close.

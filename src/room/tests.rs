@@ -431,6 +431,22 @@ fn host_keeps_the_role_across_a_reconnect_then_hands_it_over() {
 }
 
 #[test]
+fn a_claimed_host_supersedes_the_first_joiner_fallback() {
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let first = join(&mut room, T0, "early");
+    assert_eq!(room.role(first), Some(Role::Host));
+    drain(&mut room);
+    let b =
+        room.join(T0, JoinInfo { device_id: "b".into(), name: "b".into(), wants_presence: false, host_claim: true });
+    assert_eq!((room.role(b), room.role(first)), (Some(Role::Host), Some(Role::Viewer)));
+    assert!(drain(&mut room).iter().any(|o| matches!(o.msg,
+        ServerMsg::RoleChanged(RoleChanged { member_id, role: Role::Viewer }) if member_id == first)));
+    // Once a claimed host is there, late joiners are viewers.
+    let late = join(&mut room, T0, "late");
+    assert_eq!(room.role(late), Some(Role::Viewer));
+}
+
+#[test]
 fn co_hosts_command_and_only_the_host_assigns_roles() {
     let mut room = Room::new(RoomConfig::default(), T0);
     let h = join(&mut room, T0, "h");

@@ -19,6 +19,34 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// A new empty directory under the system temp dir.
+pub fn fresh_dir(what: &str) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("lockstep-it-{}-{what}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The base configuration of test servers: loopback, ephemeral ports, dev
+/// mode with the tests' token secret, a fresh data directory, and per-IP
+/// limits out of the way (the rate-limit tests set their own).
+pub fn test_config() -> Config {
+    Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        quic_addr: "[::]:0".parse().unwrap(),
+        dev: true,
+        jwt_secret: Some(crate::accounts::SECRET.into()),
+        data_dir: fresh_dir("data"),
+        rest_per_ip_per_sec: 100_000,
+        rest_burst: 100_000,
+        connects_per_ip_per_sec: 100_000,
+        connect_burst: 100_000,
+        ..Config::default()
+    }
+}
+
 /// How long any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -36,11 +64,7 @@ impl TestServer {
 
     /// Starts a server on loopback with ephemeral ports; `tweak` edits the config.
     pub async fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
-        let mut cfg = Config {
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            quic_addr: "[::]:0".parse().unwrap(),
-            ..Config::default()
-        };
+        let mut cfg = test_config();
         tweak(&mut cfg);
         let server = Server::bind(cfg).await.expect("bind");
         let http = server.http_addr();
@@ -54,6 +78,11 @@ impl TestServer {
                 .expect("server run");
         });
         TestServer { http, stop: Some(tx), task: Some(task) }
+    }
+
+    /// A handle to a server running elsewhere (another process).
+    pub fn external(http: SocketAddr) -> TestServer {
+        TestServer { http, stop: None, task: None }
     }
 
     pub fn ws_url(&self, event: &str) -> String {

@@ -4,6 +4,8 @@
 //!
 //! One test binary (matklad's "delete cargo integration tests"); one module per area.
 
+mod accounts;
 mod common;
+mod restart;
 mod ws;
 mod wt;

@@ -45,12 +45,7 @@ impl WtServer {
 
     /// HTTP on `127.0.0.1:0`, QUIC on `[::]:0` (dual stack); `tweak` edits the config.
     async fn with(tweak: impl FnOnce(&mut Config)) -> WtServer {
-        let mut cfg = Config {
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            quic_addr: "[::]:0".parse().unwrap(),
-            tick_interval_ms: 50,
-            ..Config::default()
-        };
+        let mut cfg = Config { tick_interval_ms: 50, ..crate::common::test_config() };
         tweak(&mut cfg);
         let server = Server::bind(cfg).await.expect("bind");
         let (http, quic, certs, clock) = (server.http_addr(), server.quic_addr(), server.certs(), server.clock());

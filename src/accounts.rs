@@ -1,0 +1,381 @@
+//! Viewing sessions, device limits, invitations, and the connections that
+//! belong to each device.
+//!
+//! Sessions live in the store (durable) and in a moka cache with
+//! `time_to_idle` (the live index); moka runs no background threads, so a
+//! task calls `run_pending_tasks()` periodically and expired sessions are
+//! ended in the store, freeing their device slot. Realtime activity (joins
+//! and reports) counts as activity, so a connected viewer never idles out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use lockstep_protocol::ErrorCode;
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use tracing::{info, warn};
+
+use crate::auth::{Claims, Plan};
+use crate::outbox::Outbox;
+use crate::store::{
+    DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, UnixMs, random_id, unix_ms,
+};
+
+/// Device limits and session timing.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    /// Devices a free account may use at once.
+    pub max_devices_free: u32,
+    /// Devices a premium account may use at once.
+    pub max_devices_premium: u32,
+    /// A session without activity for this long expires.
+    pub session_idle: Duration,
+    /// Shortest interval between two durable writes of one session's heartbeat.
+    pub heartbeat_write_interval: Duration,
+}
+
+impl Default for AccountConfig {
+    fn default() -> Self {
+        AccountConfig {
+            max_devices_free: 1,
+            max_devices_premium: 4,
+            session_idle: Duration::from_secs(120),
+            heartbeat_write_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The separator between an event id and a watch party id in a room id.
+pub const PARTY_SEP: char = '~';
+
+/// The room id of watch party `party` of `event_id`.
+pub fn party_room(event_id: &str, party: &str) -> String {
+    format!("{event_id}{PARTY_SEP}{party}")
+}
+
+/// The stable party id of `host`'s watch party of `event_id`: every
+/// invitation of one host to one event leads to the same room.
+pub fn party_id(host: &str, event_id: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, format!("{host}\n{event_id}").as_bytes());
+    d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// See the module docs. Cheap to clone.
+#[derive(Clone)]
+pub struct Accounts {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Accounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts").field("cfg", &self.inner.cfg).finish_non_exhaustive()
+    }
+}
+
+type ConnKey = (String, String);
+
+struct Inner {
+    store: Arc<dyn Store>,
+    cfg: AccountConfig,
+    /// session id → (record, last durable write).
+    live: Cache<String, (SessionRecord, UnixMs)>,
+    /// (user, device, room) → session id.
+    by_device: Mutex<HashMap<(String, String, String), String>>,
+    /// (user, device) → its realtime connections.
+    conns: Mutex<HashMap<ConnKey, Vec<Weak<Outbox>>>>,
+}
+
+/// A started session, as the REST API returns it.
+#[derive(Debug, Clone)]
+pub struct Started {
+    /// The session.
+    pub session: SessionRecord,
+    /// When it expires if idle, Unix ms.
+    pub expires_at: UnixMs,
+}
+
+impl Accounts {
+    /// Accounts over `store`. Call [`Accounts::restore`] once at start.
+    pub fn new(store: Arc<dyn Store>, cfg: AccountConfig) -> Self {
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let weak = weak.clone();
+            let live = Cache::builder()
+                .time_to_idle(cfg.session_idle)
+                .async_eviction_listener(move |id: Arc<String>, (rec, _): (SessionRecord, UnixMs), cause| {
+                    let weak = weak.clone();
+                    Box::pin(async move {
+                        if cause != RemovalCause::Expired {
+                            return;
+                        }
+                        if let Some(inner) = weak.upgrade() {
+                            info!(session = %id, user = %rec.user, device = %rec.device_id, "session expired");
+                            inner.forget(&rec);
+                            if let Err(e) = inner.store.end_session(&id).await {
+                                warn!(error = %e, "could not end an expired session");
+                            }
+                        }
+                    })
+                })
+                .build();
+            Inner { store, cfg, live, by_device: Mutex::default(), conns: Mutex::default() }
+        });
+        Accounts { inner }
+    }
+
+    /// The durable store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AccountConfig {
+        &self.inner.cfg
+    }
+
+    /// Reloads live sessions from the store after a restart and drops the
+    /// ones that idled out while the server was down.
+    pub async fn restore(&self) -> Result<usize, StoreError> {
+        let cutoff = self.live_after();
+        let gone = self.inner.store.expire_sessions(cutoff).await?;
+        if !gone.is_empty() {
+            info!(count = gone.len(), "sessions expired while the server was down");
+        }
+        let sessions = self.inner.store.all_sessions().await?;
+        for s in &sessions {
+            self.index(s.clone()).await;
+        }
+        Ok(sessions.len())
+    }
+
+    /// Runs moka's maintenance (expiry, listeners) every `every`, forever.
+    pub async fn run_maintenance(self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            self.inner.live.run_pending_tasks().await;
+            // Belt and braces: sessions another node or a crash left behind.
+            if let Ok(gone) = self.inner.store.expire_sessions(self.live_after()).await {
+                for s in gone {
+                    self.inner.forget(&s);
+                    self.inner.live.invalidate(&s.session_id).await;
+                }
+            }
+        }
+    }
+
+    fn live_after(&self) -> UnixMs {
+        unix_ms().saturating_sub(self.inner.cfg.session_idle.as_millis() as u64)
+    }
+
+    fn expires_at(&self, last_seen: UnixMs) -> UnixMs {
+        last_seen + self.inner.cfg.session_idle.as_millis() as u64
+    }
+
+    /// The device limit for these claims.
+    pub fn max_devices(&self, claims: &Claims) -> u32 {
+        claims.max_devices.unwrap_or(match claims.plan {
+            Plan::Free => self.inner.cfg.max_devices_free,
+            Plan::Premium => self.inner.cfg.max_devices_premium,
+        })
+    }
+
+    async fn index(&self, rec: SessionRecord) {
+        self.lock_devices()
+            .insert((rec.user.clone(), rec.device_id.clone(), rec.room_id.clone()), rec.session_id.clone());
+        let seen = rec.last_seen;
+        self.inner.live.insert(rec.session_id.clone(), (rec, seen)).await;
+    }
+
+    fn lock_devices(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), String>> {
+        self.inner.by_device.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts (or resumes) a session for `claims` on `device_id` in `room_id`.
+    pub async fn start(&self, claims: &Claims, device_id: &str, room_id: &str) -> Result<Started, StartError> {
+        let now = unix_ms();
+        let rec = SessionRecord {
+            session_id: random_id(),
+            user: claims.sub.clone(),
+            device_id: device_id.into(),
+            room_id: room_id.into(),
+            created_at: now,
+            last_seen: now,
+            position_ms: None,
+            buffering: false,
+        };
+        let rec = self.inner.store.start_session(rec, self.max_devices(claims), self.live_after()).await?;
+        self.index(rec.clone()).await;
+        Ok(Started { expires_at: self.expires_at(rec.last_seen), session: rec })
+    }
+
+    /// A live session by id.
+    pub async fn session(&self, id: &str) -> Option<SessionRecord> {
+        self.inner.live.get(id).await.map(|(r, _)| r)
+    }
+
+    /// Records a heartbeat; durable at a bounded rate.
+    pub async fn heartbeat(&self, id: &str, position_ms: Option<u64>, buffering: bool) -> Option<Started> {
+        let (mut rec, written) = self.inner.live.get(id).await?;
+        let now = unix_ms();
+        rec.last_seen = now;
+        if position_ms.is_some() {
+            rec.position_ms = position_ms;
+        }
+        rec.buffering = buffering;
+        let mut written = written;
+        if now.saturating_sub(written) >= self.inner.cfg.heartbeat_write_interval.as_millis() as u64 {
+            if let Err(e) = self.inner.store.touch_session(id, now, position_ms, buffering).await {
+                warn!(error = %e, "heartbeat not persisted");
+            } else {
+                written = now;
+            }
+        }
+        self.inner.live.insert(id.to_owned(), (rec.clone(), written)).await;
+        Some(Started { expires_at: self.expires_at(now), session: rec })
+    }
+
+    /// Realtime activity of a user's device in a room keeps its session alive.
+    pub async fn touch(&self, user: &str, device_id: &str, room_id: &str) {
+        let id = self.lock_devices().get(&(user.into(), device_id.into(), room_id.into())).cloned();
+        if let Some(id) = id {
+            self.heartbeat(&id, None, false).await;
+        }
+    }
+
+    /// Ends a session.
+    pub async fn end(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let rec = self.inner.store.end_session(id).await?;
+        self.inner.live.invalidate(id).await;
+        if let Some(r) = &rec {
+            self.inner.forget(r);
+        }
+        Ok(rec)
+    }
+
+    /// The user's active devices.
+    pub async fn devices(&self, user: &str) -> Result<Vec<DeviceInfo>, StoreError> {
+        self.inner.store.devices(user, self.live_after()).await
+    }
+
+    /// Ends a device's sessions and closes its connections with
+    /// [`ErrorCode::DeviceRevoked`]. Returns how many sessions ended.
+    pub async fn remove_device(&self, user: &str, device_id: &str) -> Result<usize, StoreError> {
+        let gone = self.inner.store.remove_device(user, device_id).await?;
+        for s in &gone {
+            self.inner.live.invalidate(&s.session_id).await;
+            self.inner.forget(s);
+        }
+        let conns = self.inner.lock_conns().remove(&(user.to_owned(), device_id.to_owned())).unwrap_or_default();
+        let mut closed = 0;
+        for c in conns.iter().filter_map(Weak::upgrade) {
+            c.close(ErrorCode::DeviceRevoked, "this device was removed from the account");
+            closed += 1;
+        }
+        Ok(gone.len().max(closed))
+    }
+
+    /// Registers a realtime connection of a user's device.
+    pub fn register(&self, user: &str, device_id: &str, outbox: &Arc<Outbox>) {
+        let mut conns = self.inner.lock_conns();
+        let list = conns.entry((user.to_owned(), device_id.to_owned())).or_default();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(outbox));
+    }
+
+    /// Creates an invitation to `host`'s watch party of `event_id`.
+    pub async fn invite(
+        &self,
+        host: &Claims,
+        event_id: &str,
+        max_uses: Option<u32>,
+        ttl: Duration,
+    ) -> Result<InvitationRecord, StoreError> {
+        let now = unix_ms();
+        let inv = InvitationRecord {
+            room_id: party_room(event_id, &party_id(&host.sub, event_id)),
+            id: random_id(),
+            event_id: event_id.into(),
+            host_user: host.sub.clone(),
+            created_at: now,
+            expires_at: now + ttl.as_millis() as u64,
+            max_uses,
+            uses: 0,
+            revoked: false,
+        };
+        self.inner.store.create_invitation(inv.clone()).await?;
+        Ok(inv)
+    }
+
+    /// Accepts an invitation: uses it once, then starts a session in the
+    /// party's room.
+    pub async fn accept(
+        &self,
+        claims: &Claims,
+        id: &str,
+        device_id: &str,
+    ) -> Result<(InvitationRecord, Started), AcceptError> {
+        let inv =
+            self.inner.store.invitation(id).await.map_err(|e| AcceptError::Store(e.0))?.ok_or(AcceptError::NotFound)?;
+        if !inv.usable(unix_ms()) {
+            return Err(AcceptError::Gone);
+        }
+        // Take the device slot first, so a refused start does not burn a use.
+        let started = self.start(claims, device_id, &inv.room_id).await.map_err(|e| match e {
+            StartError::DeviceLimit(d) => AcceptError::DeviceLimit(d),
+            StartError::Store(e) => AcceptError::Store(e),
+        })?;
+        match self.inner.store.use_invitation(id, unix_ms()).await {
+            Ok(inv) => Ok((inv, started)),
+            Err(e) => {
+                let _ = self.end(&started.session.session_id).await;
+                Err(match e {
+                    InviteError::NotFound => AcceptError::NotFound,
+                    InviteError::Gone => AcceptError::Gone,
+                    InviteError::Store(s) => AcceptError::Store(s),
+                })
+            }
+        }
+    }
+
+    /// Whether `user` may join `room_id`: event rooms are open to every
+    /// signed-in user; a party room to its host and to users who accepted an
+    /// invitation (they hold a session there).
+    pub async fn may_join(&self, user: &str, room_id: &str, party_host: Option<&str>) -> bool {
+        if !room_id.contains(PARTY_SEP) || party_host == Some(user) {
+            return true;
+        }
+        self.lock_devices().keys().any(|(u, _, r)| u == user && r == room_id)
+    }
+}
+
+/// Why an invitation could not be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcceptError {
+    /// No such invitation.
+    #[error("no such invitation")]
+    NotFound,
+    /// Revoked, expired or used up.
+    #[error("the invitation is no longer valid")]
+    Gone,
+    /// The invitee is at the device limit.
+    #[error("device limit reached")]
+    DeviceLimit(Vec<DeviceInfo>),
+    /// The store failed.
+    #[error("storage failure: {0}")]
+    Store(String),
+}
+
+impl Inner {
+    fn forget(&self, rec: &SessionRecord) {
+        let mut map = self.by_device.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (rec.user.clone(), rec.device_id.clone(), rec.room_id.clone());
+        if map.get(&key) == Some(&rec.session_id) {
+            map.remove(&key);
+        }
+    }
+
+    fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<ConnKey, Vec<Weak<Outbox>>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,133 @@
+//! Durability: the real `lockstep` binary, killed with SIGKILL and started
+//! again on the same data directory, loses no session, invitation or room
+//! timeline, and reconnecting clients resume where the timeline says.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lockstep::auth::Plan;
+use lockstep_protocol::{Action, ChangeReason, ServerMsg};
+use serde_json::json;
+
+use crate::accounts::{SECRET, http, join_as, token};
+use crate::common::*;
+
+struct Proc {
+    child: Child,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn spawn(port: u16, data: &std::path::Path) -> (Proc, TestServer) {
+    let child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--quic-addr", "[::1]:0"])
+        .arg("--data-dir")
+        .arg(data)
+        .env("LOCKSTEP_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn lockstep");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let server = TestServer::external(addr);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok()
+            && get_json(&server.http_url("/api/health")).await.0 == 200
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (Proc { child }, server)
+}
+
+/// The timeline epoch saved for `room`, read straight from the database.
+fn saved_epoch(data: &std::path::Path, room: &str) -> Option<i64> {
+    let c = rusqlite::Connection::open_with_flags(data.join("lockstep.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .ok()?;
+    c.query_row("SELECT epoch FROM timelines WHERE room_id = ?1", [room], |r| r.get(0)).ok()
+}
+
+#[tokio::test]
+async fn sigkill_and_restart_lose_nothing() {
+    let data = std::env::temp_dir().join(format!("lockstep-restart-{}-{}", std::process::id(), free_port()));
+    let port = free_port();
+    let (proc1, server) = spawn(port, &data).await;
+    let alice = token("alice", Plan::Premium);
+
+    let (s, _, sess) = http(
+        &server,
+        "POST",
+        "/api/live-stream/session",
+        Some(&alice),
+        Some(json!({"eventId": "ev-r", "deviceId": "tv"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let session_id = sess["sessionId"].as_str().unwrap().to_owned();
+    let (s, _, inv) =
+        http(&server, "POST", "/api/live-stream/ev-r/invitations", Some(&alice), Some(json!({"maxUses": 3}))).await;
+    assert_eq!(s, 201);
+    let invitation = inv["invitationId"].as_str().unwrap().to_owned();
+
+    let (mut ws, _) = join_as(&server, "ev-r", "tv", &alice).await;
+    send(&mut ws, &command(1, Action::Seek { position_ms: 42_000 })).await;
+    send(&mut ws, &command(2, Action::SetRate { rate_milli: 1250 })).await;
+    until(&mut ws, |g| {
+        matches!(g, Got::Msg(ServerMsg::TimelineChanged(c)) if c.reason == ChangeReason::Rate).then_some(())
+    })
+    .await;
+    let deadline = Instant::now() + WAIT;
+    while saved_epoch(&data, "ev-r") != Some(2) {
+        assert!(Instant::now() < deadline, "timeline never persisted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    drop(proc1); // SIGKILL
+    drop(ws);
+    let (_proc2, server) = spawn(port, &data).await;
+
+    // The session survives: heartbeats work and the same device resumes it.
+    let (s, _, _) = http(
+        &server,
+        "POST",
+        &format!("/api/live-stream/session/{session_id}/heartbeat"),
+        Some(&alice),
+        Some(json!({"position": 42.0})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _, again) = http(
+        &server,
+        "POST",
+        "/api/live-stream/session",
+        Some(&alice),
+        Some(json!({"eventId": "ev-r", "deviceId": "tv"})),
+    )
+    .await;
+    assert_eq!((s, again["sessionId"].as_str()), (201, Some(session_id.as_str())));
+    assert_eq!(again["timeline"]["positionMs"], 42_000);
+    // The invitation survives.
+    let (s, _, view) = http(&server, "GET", &format!("/api/invitations/{invitation}"), None, None).await;
+    assert_eq!((s, view["usesLeft"].as_u64()), (200, Some(3)));
+    // A reconnecting client resumes where the timeline says.
+    let (_ws, w) = join_as(&server, "ev-r", "tv", &alice).await;
+    assert_eq!(
+        (w.timeline.epoch, w.timeline.position_ms, w.timeline.rate_milli, w.timeline.paused),
+        (2, 42_000, 1250, true)
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
