@@ -1,17 +1,21 @@
-// Starts the real Lockstep server binary for a test: builds it with cargo if
-// it is missing, binds 127.0.0.1:0 and reads the address from its log line.
+// Starts the real Lockstep server binary for a test: builds it with cargo
+// (a no-op when it is up to date; LOCKSTEP_BIN names a prebuilt one instead),
+// runs it in dev mode with its own data directory on 127.0.0.1:0, and reads
+// the address from its log line.
 
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 export function serverBinary() {
-  const bin = process.env.LOCKSTEP_BIN ?? join(ROOT, 'target', 'debug', 'lockstep');
-  if (!existsSync(bin)) {
-    // May take minutes (and wait for another build's lock).
+  if (process.env.LOCKSTEP_BIN) return process.env.LOCKSTEP_BIN;
+  const bin = join(ROOT, 'target', 'debug', 'lockstep');
+  {
+    // May take minutes the first time (and wait for another build's lock).
     const r = spawnSync('cargo', ['build', '--bin', 'lockstep'], { cwd: ROOT, stdio: 'inherit' });
     if (r.status !== 0 || !existsSync(bin)) throw new Error(`cargo build failed (status ${r.status})`);
   }
@@ -27,7 +31,8 @@ export async function startServer(args = []) {
   const help = spawnSync(bin, ['serve', '--help'], { encoding: 'utf8' }).stdout ?? '';
   // Newer servers also listen on QUIC (a fixed UDP port by default): keep tests from colliding.
   const quic = help.includes('--quic-addr') ? ['--quic-addr', '127.0.0.1:0'] : [];
-  const proc = spawn(bin, ['serve', '--http-addr', '127.0.0.1:0', ...quic, ...args], {
+  const dataDir = mkdtempSync(join(tmpdir(), 'lockstep-js-'));
+  const proc = spawn(bin, ['serve', '--dev', '--data-dir', dataDir, '--http-addr', '127.0.0.1:0', ...quic, ...args], {
     env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG ?? 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -53,11 +58,15 @@ export async function startServer(args = []) {
   });
   const stop = () =>
     new Promise((resolve) => {
-      if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+      const done = () => {
+        rmSync(dataDir, { recursive: true, force: true });
+        resolve(undefined);
+      };
+      if (proc.exitCode !== null || proc.signalCode !== null) return done();
       const kill = setTimeout(() => proc.kill('SIGKILL'), 5000);
       proc.once('exit', () => {
         clearTimeout(kill);
-        resolve();
+        done();
       });
       proc.kill('SIGTERM');
     });
