@@ -156,8 +156,10 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 pub enum Refusal {
     /// Not a session path, or an invalid event id: 404.
     NotFound,
-    /// No room for another connection: 429.
+    /// No room for another connection, or too many attempts from this IP: 429.
     TooMany,
+    /// The URL's access token is missing where required, invalid or expired: 403.
+    Forbidden,
 }
 
 /// The event id and access token of a session request path, or 404.
@@ -182,6 +184,14 @@ fn admit(req: &SessionRequest, app: &AppState) -> Result<(String, Option<String>
     if app.ip_limits.check_connect(req.remote_address().ip().to_canonical()).is_err() {
         return Err(Refusal::TooMany);
     }
+    // A token in the URL is checked before the session is accepted; without
+    // one, the token may still come in `Hello` (the session checks it there).
+    if let Some(t) = &token {
+        if let Err(e) = app.auth.verify(t) {
+            crate::metrics::error(e.code());
+            return Err(Refusal::Forbidden);
+        }
+    }
     let Ok(permit) = app.conn_limit.clone().try_acquire_owned() else {
         crate::metrics::error(ErrorCode::ServerFull);
         return Err(Refusal::TooMany);
@@ -202,6 +212,7 @@ async fn handle(incoming: IncomingSession, app: AppState) {
             return match refusal {
                 Refusal::NotFound => req.not_found().await,
                 Refusal::TooMany => req.too_many_requests().await,
+                Refusal::Forbidden => req.forbidden().await,
             };
         }
     };

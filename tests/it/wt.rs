@@ -924,3 +924,79 @@ async fn tick_latency_report() {
     println!("server→client UDP payload sizes through a tap (bytes × packets) over 200 ticks: {counts:?}");
     server.stop().await;
 }
+
+fn hello_token(event: &str, device: &str, token: Option<&str>) -> ClientMsg {
+    ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        event_id: event.into(),
+        device_id: device.into(),
+        token: token.map(Into::into),
+        caps: caps::DATAGRAMS,
+    })
+}
+
+#[tokio::test]
+async fn webtransport_token_matrix() {
+    use crate::accounts::{token, token_with};
+    use lockstep::auth::{Plan, unix_now};
+    let server = WtServer::with(|c| c.dev = false).await;
+    let hashes = server.hashes().await;
+    let expired = token_with(|c| c.exp = unix_now() - 600);
+    let forged = {
+        let other =
+            lockstep::auth::Authenticator::new(lockstep::auth::KeySource::Secret(vec![3; 32]), None, None, false)
+                .unwrap();
+        other.mint(&other.claims_for("alice", Plan::Premium, 60)).unwrap()
+    };
+    // In Hello: an Error, then a close with the documented code.
+    for (name, tok, code) in [
+        ("missing", None, ErrorCode::Unauthorized),
+        ("forged", Some(forged.as_str()), ErrorCode::Unauthorized),
+        ("expired", Some(expired.as_str()), ErrorCode::TokenExpired),
+        ("garbage", Some("a.b.c"), ErrorCode::Unauthorized),
+    ] {
+        let mut wt = Wt::open(connect(&server.url("ev-wt-tok"), &hashes).await.expect("connect")).await;
+        wt.send(&hello_token("ev-wt-tok", "d1", tok)).await;
+        assert_eq!(wt.error_code().await, code.as_u16(), "{name}");
+        assert_eq!(wt.closed().await, Some(u64::from(code.as_u16())), "{name}");
+    }
+    // In the URL: refused before the session is accepted.
+    for bad in [&forged, &expired] {
+        let url = format!("{}?access_token={bad}", server.url("ev-wt-tok"));
+        assert!(matches!(connect(&url, &hashes).await, Err(ConnectingError::SessionRejected)));
+    }
+    // A good token works in the URL and in Hello, and roles are enforced.
+    let host = token("hank", Plan::Free);
+    let url = format!("{}?access_token={host}", server.url("ev-wt-tok"));
+    let mut h = Wt::open(connect(&url, &hashes).await.expect("connect")).await;
+    h.send(&hello_token("ev-wt-tok", "h1", None)).await;
+    assert_eq!(h.welcome().await.role, lockstep_protocol::Role::Host);
+    let viewer = token("vic", Plan::Free);
+    let mut v = Wt::open(connect(&server.url("ev-wt-tok"), &hashes).await.expect("connect")).await;
+    v.send(&hello_token("ev-wt-tok", "v1", Some(&viewer))).await;
+    assert_eq!(v.welcome().await.role, lockstep_protocol::Role::Viewer);
+    v.send(&ClientMsg::Command(lockstep_protocol::Command {
+        request_id: 3,
+        action: Action::Seek { position_ms: 5_000 },
+    }))
+    .await;
+    assert_eq!(v.error_code().await, ErrorCode::Forbidden.as_u16(), "a viewer may not seek a host-only room");
+    v.send(&ClientMsg::Command(lockstep_protocol::Command {
+        request_id: 4,
+        action: Action::SetPolicy { policy: lockstep_protocol::ControlPolicy::Everyone },
+    }))
+    .await;
+    assert_eq!(v.error_code().await, ErrorCode::Forbidden.as_u16(), "nor change the policy");
+    h.send(&ClientMsg::Command(lockstep_protocol::Command {
+        request_id: 5,
+        action: Action::Seek { position_ms: 7_000 },
+    }))
+    .await;
+    let c = v
+        .until(|m| match m {
+            ServerMsg::TimelineChanged(c) => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(c.timeline.position_ms, 7_000);
+}
