@@ -186,11 +186,9 @@ fn admit(req: &SessionRequest, app: &AppState) -> Result<(String, Option<String>
     }
     // A token in the URL is checked before the session is accepted; without
     // one, the token may still come in `Hello` (the session checks it there).
-    if let Some(t) = &token {
-        if let Err(e) = app.auth.verify(t) {
-            crate::metrics::error(e.code());
-            return Err(Refusal::Forbidden);
-        }
+    if let Some(Err(e)) = token.as_deref().map(|t| app.auth.verify(t)) {
+        crate::metrics::error(e.code());
+        return Err(Refusal::Forbidden);
     }
     let Ok(permit) = app.conn_limit.clone().try_acquire_owned() else {
         crate::metrics::error(ErrorCode::ServerFull);
