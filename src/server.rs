@@ -155,6 +155,13 @@ impl Server {
         let certs = tokio::spawn(state.certs.clone().watch(state.shutdown.clone()));
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let tx = shutdown_tx.clone();
+        // Small frames must leave at once: without TCP_NODELAY, Nagle plus
+        // delayed ACKs hold a change behind the previous frame's ACK (~40 ms).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;

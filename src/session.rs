@@ -202,6 +202,9 @@ impl Session {
                 }
             }
             Inbound::Datagram(bytes) => match decode_client(&bytes) {
+                // Datagram errors are never answered (SPEC §9): a report
+                // before Hello is just dropped.
+                Ok(ClientMsg::Report(_)) if self.joined.is_none() => crate::metrics::drop("datagram_before_hello"),
                 Ok(msg @ (ClientMsg::Ping(_) | ClientMsg::Report(_))) => self.dispatch(msg, recv_us).await,
                 Ok(other) => {
                     debug!(kind = other.name(), "reliable-only message in a datagram dropped");

@@ -710,7 +710,12 @@ export class Session {
           }
         }
         this.emitError(e);
-        if (FATAL.has(m.code)) this.rejectReady(e);
+        if (FATAL.has(m.code)) {
+          // A fatal closing Error is the close: browsers do not surface a
+          // WebTransport close code (SPEC 5.2), so never reconnect after it.
+          this.rejectReady(e);
+          this.close();
+        }
         return;
       }
       default:

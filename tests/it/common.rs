@@ -53,6 +53,11 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A running server that stops when dropped.
 pub struct TestServer {
     pub http: SocketAddr,
+    /// The WebTransport (UDP) address.
+    pub quic: SocketAddr,
+    /// The server's certificates and clock (absent for an external server).
+    pub certs: Option<lockstep::cert::CertManager>,
+    pub clock: Option<lockstep::clock::ServerClock>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -62,12 +67,18 @@ impl TestServer {
         Self::with(|_| {}).await
     }
 
-    /// Starts a server on loopback with ephemeral ports; `tweak` edits the config.
+    /// Starts a server from [`test_config`]; `tweak` edits the config.
     pub async fn with(tweak: impl FnOnce(&mut Config)) -> TestServer {
         let mut cfg = test_config();
         tweak(&mut cfg);
+        Self::spawn(cfg).await
+    }
+
+    /// Binds `cfg` and runs the server in a task.
+    pub async fn spawn(cfg: Config) -> TestServer {
         let server = Server::bind(cfg).await.expect("bind");
-        let http = server.http_addr();
+        let (http, quic) = (server.http_addr(), server.quic_addr());
+        let (certs, clock) = (Some(server.certs()), Some(server.clock()));
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             server
@@ -77,12 +88,12 @@ impl TestServer {
                 .await
                 .expect("server run");
         });
-        TestServer { http, stop: Some(tx), task: Some(task) }
+        TestServer { http, quic, certs, clock, stop: Some(tx), task: Some(task) }
     }
 
     /// A handle to a server running elsewhere (another process).
     pub fn external(http: SocketAddr) -> TestServer {
-        TestServer { http, stop: None, task: None }
+        TestServer { http, quic: http, certs: None, clock: None, stop: None, task: None }
     }
 
     pub fn ws_url(&self, event: &str) -> String {

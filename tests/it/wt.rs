@@ -12,14 +12,13 @@ use bytes::Bytes;
 use lockstep::cert::CertManager;
 use lockstep::clock::ServerClock;
 use lockstep::config::Config;
-use lockstep::server::Server;
 use lockstep_protocol::limits::MAX_DATAGRAM;
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::{
     Action, ClientMsg, ErrorCode, FrameDecoder, Hello, PROTOCOL_VERSION, Ping, ServerMsg, Tick, TimelineChanged, caps,
     decode_server, encode_client, write_frame,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use wtransport::error::{ConnectingError, ConnectionError};
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Connection, Endpoint, SendStream};
@@ -34,8 +33,7 @@ struct WtServer {
     quic: SocketAddr,
     certs: CertManager,
     clock: ServerClock,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    inner: common::TestServer,
 }
 
 impl WtServer {
@@ -43,22 +41,19 @@ impl WtServer {
         Self::with(|_| {}).await
     }
 
-    /// HTTP on `127.0.0.1:0`, QUIC on `[::]:0` (dual stack); `tweak` edits the config.
+    /// HTTP on `127.0.0.1:0`, QUIC on `[::]:0` (dual stack), ticks every
+    /// 50 ms; `tweak` edits the config.
     async fn with(tweak: impl FnOnce(&mut Config)) -> WtServer {
-        let mut cfg = Config { tick_interval_ms: 50, ..crate::common::test_config() };
+        let mut cfg = Config { tick_interval_ms: 50, ..common::test_config() };
         tweak(&mut cfg);
-        let server = Server::bind(cfg).await.expect("bind");
-        let (http, quic, certs, clock) = (server.http_addr(), server.quic_addr(), server.certs(), server.clock());
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            server
-                .run(async {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("server run");
-        });
-        WtServer { http, quic, certs, clock, stop: Some(tx), task: Some(task) }
+        let inner = common::TestServer::spawn(cfg).await;
+        WtServer {
+            http: inner.http,
+            quic: inner.quic,
+            certs: inner.certs.clone().expect("in-process server"),
+            clock: inner.clock.expect("in-process server"),
+            inner,
+        }
     }
 
     fn url(&self, event: &str) -> String {
@@ -103,21 +98,8 @@ impl WtServer {
         text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
     }
 
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task).await.expect("server stops in time").unwrap();
-        }
-    }
-}
-
-impl Drop for WtServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+    async fn stop(self) {
+        self.inner.stop().await;
     }
 }
 
