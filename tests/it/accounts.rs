@@ -568,6 +568,12 @@ async fn openapi_document_covers_every_route() {
         ("delete", "/api/invitations/{id}"),
         ("post", "/api/invitations/{id}/accept"),
         ("post", "/api/dev/token"),
+        ("get", "/"),
+        ("get", "/watch/{event_id}"),
+        ("get", "/demo/video.webm"),
+        ("get", "/demo/{file}"),
+        ("get", "/client/lockstep.js"),
+        ("get", "/client/src/{path}"),
     ];
     for (method, path) in expected {
         let op = &paths.get(path).unwrap_or_else(|| panic!("{path} missing from the document"))[method];
@@ -601,4 +607,41 @@ async fn json_dialect_clients_need_a_token_too() {
     let mut legacy = ws_json(&server.ws_url("ev-j")).await;
     legacy.send(Message::Text(r#"{"type":"playbackSync","position":1}"#.into())).await.ok();
     assert_eq!(closed(&mut legacy).await, Some(ErrorCode::Unauthorized.as_u16()));
+}
+
+#[tokio::test]
+async fn the_token_subcommand_mints_tokens_the_server_accepts() {
+    let server = secure_server(|_| {}).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args([
+            "token",
+            "--sub",
+            "olga",
+            "--plan",
+            "premium",
+            "--ttl",
+            "1h",
+            "--max-devices",
+            "2",
+            "--host-of",
+            "ev-op",
+        ])
+        .env("LOCKSTEP_JWT_SECRET", SECRET)
+        .output()
+        .expect("run lockstep token");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let minted = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let claims = authn(None).verify(&minted).expect("a valid token");
+    assert_eq!((claims.sub.as_str(), claims.plan, claims.max_devices), ("olga", Plan::Premium, Some(2)));
+    assert!(claims.hosts("ev-op"));
+    assert!((3500..=3600).contains(&(claims.exp - unix_now())), "ttl 1h");
+    let (s, _, b) = http(&server, "GET", "/api/account/devices", Some(&minted), None).await;
+    assert_eq!((s, b["maxDevices"].as_u64()), (200, Some(2)));
+    // Without a secret it refuses to mint.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["token", "--sub", "olga"])
+        .env_remove("LOCKSTEP_JWT_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }
