@@ -1,5 +1,5 @@
 //! HTTP routes: health, room state, metrics, the WebTransport certificate
-//! hashes and the WebSocket endpoint.
+//! hashes, the WebSocket endpoint and (from [`crate::web`]) the demo page.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -97,17 +97,19 @@ fn documented() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut doc) = documented().routes(routes!(crate::ws::upgrade)).split_for_parts();
+    let (_, mut doc) =
+        documented().routes(routes!(crate::ws::upgrade)).merge(crate::web::documented()).split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").into();
     doc
 }
 
 /// The router of all HTTP routes. REST routes are limited per client IP; the
-/// WebSocket upgrade counts connection attempts itself.
+/// WebSocket upgrade counts connection attempts itself; the demo page's static
+/// files are not limited.
 pub fn router(state: AppState) -> Router {
     let (rest, _) = documented().split_for_parts();
     let rest = rest.layer(axum::middleware::from_fn_with_state(state.ip_limits.clone(), crate::limits::rest_limit));
-    rest.route("/api/live-stream/{event_id}", get(crate::ws::upgrade)).with_state(state)
+    rest.route("/api/live-stream/{event_id}", get(crate::ws::upgrade)).merge(crate::web::router()).with_state(state)
 }
 
 /// The OpenAPI document of every route.

@@ -11,6 +11,7 @@
 //! - [`auth`]: access tokens (JWT, ring-backed). [`store`]: durable state (SQLite).
 //! - [`accounts`], [`api`], [`limits`]: sessions, devices, invitations; the REST API; per-IP limits.
 //! - [`http`], [`server`], [`config`], [`metrics`], [`clock`]: the runtime around them.
+//! - [`web`]: the demo watch page, its video and the browser client, embedded.
 
 pub mod accounts;
 pub mod api;
@@ -28,5 +29,6 @@ pub mod room;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod web;
 pub mod ws;
 pub mod wt;
