@@ -234,7 +234,14 @@ export class DriftController {
     const roomRate = target.rate > 0 ? target.rate : 1;
     const driftMs = (media.currentTime - target.position) * 1000;
     this.driftMs = driftMs;
-    this.buffering = !media.paused && (Boolean(media.buffering) || media.readyState < HAVE_FUTURE_DATA);
+    // A stall starts only while the element plays, and only data ends it:
+    // pausing a stalled element does not. The room's buffering wait pauses
+    // everyone, the member it waits for too; were that pause taken for a
+    // recovery, the wait would end at once and the next stall would start
+    // another (the room would stutter pause/resume, never reaching the
+    // wait's time limit).
+    const lacking = Boolean(media.buffering) || media.readyState < HAVE_FUTURE_DATA;
+    this.buffering = lacking && (!media.paused || this.buffering);
 
     // A seek in flight: wait for it, and learn how long it took.
     if (this.seek) {
@@ -266,7 +273,10 @@ export class DriftController {
       if (snap && snap.residualMs === null && !this.seek && !media.seeking) snap.residualMs = driftMs;
       const moved =
         !snap || snap.position !== target.position || (snap.residualMs !== null && Math.abs(driftMs - snap.residualMs) > o.pausedSnapMs);
-      if (Math.abs(driftMs) > o.pausedSnapMs && moved && !this.seek && !media.seeking && media.readyState >= HAVE_METADATA) {
+      // A stalled element is not snapped: a seek would only restart its
+      // download elsewhere; it is aligned once its data is there.
+      const snapNow = moved && !this.seek && !media.seeking && !this.buffering && media.readyState >= HAVE_METADATA;
+      if (Math.abs(driftMs) > o.pausedSnapMs && snapNow) {
         this.issueSeek(actions, now, clampToDuration(target.position, media), false);
         this.snap = { position: target.position, residualMs: null };
       }

@@ -100,6 +100,31 @@ test('no correction at all while buffering; catches up afterwards', () => {
   assert.ok(settledAt(trace, 20) <= 6500, `settled at ${settledAt(trace, 20)}`);
 });
 
+test("the room's buffering wait pauses a stalled element: it stays buffering until its data comes, unsnapped", () => {
+  // Stalled from 2 s to 7 s; the room waits (pauses) from 2.5 s and gives up at 4 s.
+  const { room, media } = playing(0);
+  media.stalls.push([2000, 7000]);
+  room.change(2500, { paused: true });
+  room.change(4000, { paused: false });
+  const { trace } = simulate({ media, room, durationMs: 12000 });
+  // Reported from the stall (plus one control period) until the data comes, through the pause.
+  for (const x of trace.filter((x) => x.t >= 2250 && x.t < 7000)) assert.equal(x.buffering, true, `buffering at ${x.t}`);
+  for (const x of trace.filter((x) => x.t >= 7250)) assert.equal(x.buffering, false, `buffering at ${x.t}`);
+  assert.ok(media.log.some((a) => a.type === 'pause' && a.t >= 2500 && a.t < 3000), 'paused by the wait');
+  // No seek while stalled (not even the paused snap); one catch-up seek after, then locked.
+  assert.equal(seeks(media).length, 1);
+  assert.ok(seeks(media)[0].t >= 7000);
+  assert.ok(settledAt(trace, 20) <= 9500, `settled at ${settledAt(trace, 20)}`);
+});
+
+test('a paused element without data (a snap seek, a fresh load) is not buffering', () => {
+  const room = new SimRoom({ position: 42, paused: true });
+  const media = new SimMedia({ position: 30, paused: true, seekLatencyMs: 600 });
+  const { trace } = simulate({ media, room, durationMs: 3000 });
+  assert.equal(seeks(media).length, 1);
+  assert.ok(trace.every((x) => x.buffering === false));
+});
+
 test('after a short stall, catches up by rate, not by seek', () => {
   const { room, media } = playing(0);
   media.stalls.push([2000, 2400]);

@@ -128,7 +128,7 @@ export function simulate({ media, room, controller = new DriftController(), dura
       media.apply(r.actions, now);
       if (r.actions.some((a) => a.type === 'seek')) wasSeeking = true;
       if (now >= nextControl) nextControl = now + controlMs;
-      trace.push({ t: now, drift: (media.position - target.position) * 1000, rate: media.playbackRate, mode: r.mode, actions: r.actions });
+      trace.push({ t: now, drift: (media.position - target.position) * 1000, rate: media.playbackRate, mode: r.mode, actions: r.actions, buffering: r.buffering });
     }
   }
   return { trace, controller, media };
