@@ -235,6 +235,9 @@ serve_options! {
     cert: PathBuf, "LOCKSTEP_CERT";
     /// Private key (PEM: PKCS#8, SEC1 or PKCS#1) of `--cert`.
     key: PathBuf, "LOCKSTEP_KEY";
+    /// Redis URL (`redis://host:6379/0`): several nodes share sessions, invitations and room timelines and
+    /// fan out to each other's viewers; without it, state is embedded (SQLite) and the node stands alone.
+    redis_url: String, "LOCKSTEP_REDIS_URL";
 }
 
 /// `ControlPolicy` as a flag value.

@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lockstep_protocol::{Action, Report, ServerMsg, Timeline, encode_server};
+use lockstep_protocol::{Action, ChangeReason, ErrorCode, Report, ServerMsg, Timeline, TimelineChanged, encode_server};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info};
 
 use crate::clock::ServerClock;
+use crate::cluster::{Cluster, Commit, newer};
 use crate::json::{self, Extra};
 use crate::outbox::{Frame, FrameKind, Outbox};
 use crate::room::{Audience, JoinInfo, MemberId, Room, RoomConfig, RoomState};
@@ -60,6 +61,12 @@ pub enum RoomEvent {
     Report(MemberId, Report),
     /// A snapshot for the REST API.
     State(oneshot::Sender<RoomState>),
+    /// Scale-out: a change committed by another node.
+    External(TimelineChanged),
+    /// Scale-out: viewers of this room on other nodes.
+    RemoteViewers(u32),
+    /// Scale-out: Redis is back; reload the room's record.
+    Resync,
 }
 
 /// A cheap handle to a live room.
@@ -110,6 +117,7 @@ struct HubInner {
     clock: ServerClock,
     shutdown: watch::Receiver<bool>,
     durable: OnceLock<Durable>,
+    cluster: OnceLock<Cluster>,
 }
 
 #[derive(Debug)]
@@ -124,7 +132,16 @@ const SAVE_INTERVAL: Duration = Duration::from_millis(50);
 impl Hub {
     /// A hub whose room actors stop when `shutdown` turns true.
     pub fn new(cfg: HubConfig, clock: ServerClock, shutdown: watch::Receiver<bool>) -> Self {
-        Hub { inner: Arc::new(HubInner { rooms: Mutex::default(), cfg, clock, shutdown, durable: OnceLock::new() }) }
+        Hub {
+            inner: Arc::new(HubInner {
+                rooms: Mutex::default(),
+                cfg,
+                clock,
+                shutdown,
+                durable: OnceLock::new(),
+                cluster: OnceLock::new(),
+            }),
+        }
     }
 
     /// Makes room timelines durable: rooms start from their saved timeline,
@@ -148,6 +165,12 @@ impl Hub {
                 tokio::time::sleep(SAVE_INTERVAL).await;
             }
         });
+    }
+
+    /// Scale-out: rooms commit timeline changes to Redis and apply the other
+    /// nodes' changes (see [`crate::cluster`]). Call once, before the first join.
+    pub fn attach_cluster(&self, cluster: Cluster) {
+        let _ = self.inner.cluster.set(cluster);
     }
 
     /// The store, if one is attached.
@@ -216,6 +239,11 @@ impl Hub {
             event_id: event_id.clone(),
             hub: self.clone(),
             empty_since: Some(Instant::now()),
+            cluster: self.inner.cluster.get().map(|c| {
+                c.register(&event_id, &tx);
+                (c.clone(), tx.clone())
+            }),
+            committed: None,
         };
         info!(event_id = %event_id, "room created");
         tokio::spawn(actor.run(rx, self.inner.shutdown.clone()));
@@ -250,13 +278,30 @@ struct RoomActor {
     event_id: Arc<str>,
     hub: Hub,
     empty_since: Option<Instant>,
+    /// Scale-out: the cluster and this actor's own sender (to unregister).
+    cluster: Option<(Cluster, mpsc::UnboundedSender<RoomEvent>)>,
+    /// Scale-out: the last change the authority holds.
+    committed: Option<TimelineChanged>,
+}
+
+/// Why a command was refused while Redis is unreachable.
+const REDIS_DOWN: &str = "the shared state (Redis) is unreachable; try again shortly";
+
+/// What became of a local timeline change in scale-out mode.
+enum Settled {
+    Unchanged,
+    Done,
+    Conflict,
+    Failed,
 }
 
 impl RoomActor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<RoomEvent>, mut shutdown: watch::Receiver<bool>) {
         let clock = self.hub.clock();
         let grace = self.hub.inner.cfg.room_grace;
-        if let Some(store) = self.hub.store() {
+        if self.cluster.is_some() {
+            self.resync(clock.now_us()).await;
+        } else if let Some(store) = self.hub.store() {
             // Resume the saved timeline before serving anyone (joins wait in `rx`).
             match store.timeline(&self.event_id).await {
                 Ok(Some(t)) => {
@@ -276,9 +321,9 @@ impl RoomActor {
             tokio::select! {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break };
-                    self.handle(ev, clock.now_us());
+                    self.dispatch(ev, clock).await;
                     while let Ok(ev) = rx.try_recv() {
-                        self.handle(ev, clock.now_us());
+                        self.dispatch(ev, clock).await;
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -286,7 +331,9 @@ impl RoomActor {
             }
             let now = clock.now_us();
             if now >= self.room.poll_timeout() {
+                let mark = self.room.output_mark();
                 self.room.handle_timeout(now);
+                self.settle(mark, now).await;
             }
             self.flush(None);
             match self.empty_since {
@@ -298,6 +345,9 @@ impl RoomActor {
                 }
                 _ => {}
             }
+        }
+        if let Some((cluster, tx)) = &self.cluster {
+            cluster.unregister(&self.event_id, tx);
         }
     }
 
@@ -327,11 +377,123 @@ impl RoomActor {
             RoomEvent::State(reply) => {
                 let _ = reply.send(self.room.state(now));
             }
+            RoomEvent::External(_) | RoomEvent::RemoteViewers(_) | RoomEvent::Resync => {}
+        }
+    }
+
+    /// Handles an event; in scale-out mode, commits the timeline changes it
+    /// makes before they are delivered.
+    async fn dispatch(&mut self, ev: RoomEvent, clock: ServerClock) {
+        let Some((cluster, _)) = &self.cluster else { return self.handle(ev, clock.now_us()) };
+        let up = cluster.is_up();
+        match ev {
+            RoomEvent::External(c) => {
+                if self.committed.as_ref().is_none_or(|k| newer(c.timeline.epoch, k.timeline.epoch)) {
+                    self.room.apply_external(clock.now_us(), c.clone());
+                    self.committed = Some(c);
+                }
+            }
+            RoomEvent::RemoteViewers(n) => self.room.set_remote_viewers(clock.now_us(), n),
+            RoomEvent::Resync => self.resync(clock.now_us()).await,
+            RoomEvent::Command { member, request_id, action, extra } => {
+                if !up {
+                    self.room.refuse(member, request_id, ErrorCode::Internal, REDIS_DOWN);
+                    crate::metrics::error(ErrorCode::Internal);
+                }
+                // A change that lost a race is retried once on the winner's timeline.
+                for attempt in 0..2 {
+                    if !up {
+                        break;
+                    }
+                    let now = clock.now_us();
+                    let mark = self.room.output_mark();
+                    if let Err(e) = self.room.command(now, member, request_id, action) {
+                        debug!(member, error = %e, "command refused");
+                        crate::metrics::error(e.code());
+                    }
+                    let why = match self.settle(mark, now).await {
+                        Settled::Conflict if attempt == 0 => continue,
+                        Settled::Conflict => "the timeline changed on another node at the same time; try again",
+                        Settled::Failed => REDIS_DOWN,
+                        Settled::Unchanged | Settled::Done => break,
+                    };
+                    self.room.refuse(member, request_id, ErrorCode::Internal, why);
+                    crate::metrics::error(ErrorCode::Internal);
+                    break;
+                }
+                if extra.is_some() {
+                    self.flush(extra.as_deref().map(|e| (member, e)));
+                }
+            }
+            ev => {
+                let now = clock.now_us();
+                let mark = self.room.output_mark();
+                self.handle(ev, now);
+                self.settle(mark, now).await;
+            }
+        }
+        if let Some((cluster, _)) = &self.cluster {
+            cluster.set_local_count(&self.event_id, self.room.local_viewers());
+        }
+    }
+
+    /// Scale-out: commits the change the room made since `mark`, or undoes it.
+    async fn settle(&mut self, mark: usize, now: u64) -> Settled {
+        let (Some((cluster, _)), Some(committed)) = (&self.cluster, self.committed.clone()) else {
+            return Settled::Unchanged;
+        };
+        if self.room.epoch() == committed.timeline.epoch {
+            return Settled::Unchanged;
+        }
+        let Some(change) = self.room.change_since(mark) else { return Settled::Unchanged };
+        match cluster.commit(&self.event_id, committed.timeline.epoch, &change).await {
+            Ok(Commit::Done) => {
+                self.committed = Some(change);
+                Settled::Done
+            }
+            Ok(Commit::Conflict(auth)) => {
+                self.room.discard_since(mark);
+                self.room.apply_external(now, auth.clone());
+                self.committed = Some(auth);
+                Settled::Conflict
+            }
+            Err(e) => {
+                tracing::warn!(event_id = %self.event_id, error = %e, "timeline change not committed");
+                self.room.discard_since(mark);
+                self.room.restore(now, committed);
+                Settled::Failed
+            }
+        }
+    }
+
+    /// Scale-out: adopts the room's record in Redis (or seeds it with ours).
+    async fn resync(&mut self, now: u64) {
+        let Some((cluster, _)) = &self.cluster else { return };
+        let ours = self.committed.clone().unwrap_or_else(|| {
+            let t = self.room.timeline();
+            TimelineChanged { timeline: t, effective_at_us: t.anchor_us, by: 0, reason: ChangeReason::Seek }
+        });
+        match cluster.load_or_seed(&self.event_id, &ours).await {
+            Ok(auth) if self.committed.is_none() => {
+                self.room = Room::with_timeline(self.hub.inner.cfg.room.clone(), now, auth.timeline);
+                self.committed = Some(auth);
+            }
+            Ok(auth) => {
+                if auth != ours {
+                    info!(event_id = %self.event_id, epoch = auth.timeline.epoch, "room adopts the shared timeline");
+                    self.room.apply_external(now, auth.clone());
+                }
+                self.committed = Some(auth);
+            }
+            Err(e) => {
+                tracing::warn!(event_id = %self.event_id, error = %e, "shared timeline unavailable");
+                self.committed.get_or_insert(ours);
+            }
         }
     }
 
     fn save(&mut self, t: Timeline) {
-        if self.saved_epoch == Some(t.epoch) {
+        if self.saved_epoch == Some(t.epoch) || self.cluster.is_some() {
             return;
         }
         if let Some(d) = self.hub.inner.durable.get() {

@@ -10,6 +10,7 @@
 //!   certificate: generated and rotated, or loaded and reloaded.
 //! - [`auth`]: access tokens (JWT, ring-backed). [`store`]: durable state (SQLite).
 //! - [`accounts`], [`api`], [`limits`]: sessions, devices, invitations; the REST API; per-IP limits.
+//! - [`cluster`]: scale-out through Redis (timeline authority, fan-out, counts).
 //! - [`http`], [`server`], [`config`], [`metrics`], [`clock`]: the runtime around them.
 //! - [`web`]: the demo watch page, its video and the browser client, embedded.
 
@@ -18,6 +19,7 @@ pub mod api;
 pub mod auth;
 pub mod cert;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod hub;

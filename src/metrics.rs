@@ -6,7 +6,8 @@
 //! - `lockstep_messages_in_total{type}`, `lockstep_messages_out_total{type}`;
 //! - `lockstep_drops_total{reason}`: messages dropped (stale ticks, floods, bad datagrams);
 //! - `lockstep_fanout_seconds`: time to hand one message to every member's queue;
-//! - `lockstep_errors_total{code}`: errors reported to clients.
+//! - `lockstep_errors_total{code}`: errors reported to clients;
+//! - `lockstep_redis_up`: 1 while Redis answers, 0 while it does not (scale-out only).
 
 use std::sync::OnceLock;
 
@@ -41,6 +42,7 @@ fn describe() {
     describe_counter!("lockstep_drops_total", "Messages dropped by reason");
     describe_histogram!("lockstep_fanout_seconds", Unit::Seconds, "Time to queue one message to every member");
     describe_counter!("lockstep_errors_total", "Errors reported to clients by code");
+    describe_gauge!("lockstep_redis_up", "Whether Redis answers (scale-out only)");
 }
 
 /// Counts an error reported to a client.

@@ -230,6 +230,8 @@ pub struct Room {
     next_tick_at: u64,
     count_sent: Option<(u64, u32)>,
     count_dirty: bool,
+    /// Viewers on other nodes (scale-out); counted in [`Room::viewers`].
+    remote_viewers: u32,
     out: VecDeque<Output>,
 }
 
@@ -253,6 +255,7 @@ impl Room {
             wait: None,
             count_sent: None,
             count_dirty: false,
+            remote_viewers: 0,
             out: VecDeque::new(),
         }
     }
@@ -262,9 +265,9 @@ impl Room {
         &self.cfg
     }
 
-    /// Number of members.
+    /// Number of viewers: members, plus those on other nodes (scale-out).
     pub fn viewers(&self) -> u32 {
-        self.members.len() as u32
+        self.members.len() as u32 + self.remote_viewers
     }
 
     /// Whether the room has no members.
@@ -715,6 +718,89 @@ impl Room {
             members,
             buffering_wait: self.wait.is_some(),
         }
+    }
+}
+
+/// Scale-out: several nodes each run a `Room` for their own members of one
+/// room; a shared authority (see `crate::cluster`) orders the timeline
+/// changes. The runtime commits a change this room made (found with
+/// [`Room::change_since`]) before delivering it, discards it if the authority
+/// refused it, and applies changes made elsewhere with [`Room::apply_external`].
+impl Room {
+    /// The epoch of the latest change issued (in effect or pending).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Members of this room on this node.
+    pub fn local_viewers(&self) -> u32 {
+        self.members.len() as u32
+    }
+
+    /// Sets the number of viewers on other nodes; the count output (still
+    /// coalesced) carries the total.
+    pub fn set_remote_viewers(&mut self, now: u64, n: u32) {
+        if self.remote_viewers != n {
+            self.remote_viewers = n;
+            self.count_dirty = true;
+            self.flush_count(now);
+        }
+    }
+
+    /// A mark in the output queue (valid until the next [`Room::poll_output`]).
+    pub fn output_mark(&self) -> usize {
+        self.out.len()
+    }
+
+    /// The last timeline change queued since `mark`, if the epoch moved.
+    pub fn change_since(&self, mark: usize) -> Option<TimelineChanged> {
+        self.out.range(mark.min(self.out.len())..).rev().find_map(|o| match &o.msg {
+            ServerMsg::TimelineChanged(c) if c.timeline.epoch == self.epoch => Some(c.clone()),
+            _ => None,
+        })
+    }
+
+    /// Drops the output queued since `mark` (a change the authority refused).
+    pub fn discard_since(&mut self, mark: usize) {
+        self.out.truncate(mark);
+    }
+
+    /// Applies a change decided elsewhere, exactly as decided: same timeline,
+    /// epoch and effective time, so scheduled play and pause land on the same
+    /// position on every node. Queues it to every member (as made by the
+    /// server: member ids are per node) and a tick once it is in effect.
+    pub fn apply_external(&mut self, now: u64, change: TimelineChanged) {
+        self.set_change(now, change, true);
+    }
+
+    /// Returns to a change the authority holds without announcing it (after a
+    /// local change could not be committed and was discarded).
+    pub fn restore(&mut self, now: u64, change: TimelineChanged) {
+        self.set_change(now, change, false);
+    }
+
+    fn set_change(&mut self, now: u64, c: TimelineChanged, announce: bool) {
+        self.epoch = c.timeline.epoch;
+        self.wait = None;
+        let change = Change { timeline: c.timeline, effective_at_us: c.effective_at_us };
+        if c.effective_at_us <= now {
+            self.current = c.timeline;
+            self.pending = None;
+        } else {
+            self.pending = Some((change, 0, c.reason));
+        }
+        if announce {
+            self.to(Audience::All, changed(change, 0, c.reason));
+            if self.pending.is_none() {
+                self.emit_tick(now);
+            }
+        }
+    }
+
+    /// Queues an `Error` to a member (a command refused outside the core,
+    /// e.g. while the shared state is unreachable).
+    pub fn refuse(&mut self, to: MemberId, request_id: u32, code: ErrorCode, message: &str) {
+        self.to(Audience::One(to), ServerMsg::Error(ErrorMsg::new(code, message.to_owned(), request_id)));
     }
 }
 

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::accounts::{AccountConfig, Accounts};
 use crate::cert::CertManager;
 use crate::clock::ServerClock;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::http::{AppState, router};
 use crate::hub::{Hub, HubConfig};
@@ -71,10 +72,22 @@ impl Server {
                 "DEV MODE: anonymous viewers are allowed and POST /api/dev/token mints tokens; never run this in production"
             );
         }
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&cfg.data_dir)
-                .map_err(|e| std::io::Error::other(format!("opening {}: {e}", cfg.data_dir.display())))?,
-        );
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let cluster = match &cfg.redis_url {
+            Some(url) => Some(
+                Cluster::connect(url, shutdown.clone())
+                    .await
+                    .map_err(|e| std::io::Error::other(format!("connecting to Redis: {e}")))?,
+            ),
+            None => None,
+        };
+        let store: Arc<dyn Store> = match &cluster {
+            Some(c) => Arc::new(c.store()),
+            None => Arc::new(
+                SqliteStore::open(&cfg.data_dir)
+                    .map_err(|e| std::io::Error::other(format!("opening {}: {e}", cfg.data_dir.display())))?,
+            ),
+        };
         let accounts = Accounts::new(
             store.clone(),
             AccountConfig {
@@ -86,7 +99,6 @@ impl Server {
         );
         let restored = accounts.restore().await.map_err(|e| std::io::Error::other(e.to_string()))?;
         info!(sessions = restored, data_dir = %cfg.data_dir.display(), "state restored");
-        let (shutdown_tx, shutdown) = watch::channel(false);
         let clock = ServerClock::new();
         let hub = Hub::new(
             HubConfig { room: cfg.room_config(), room_grace: Duration::from_millis(cfg.room_grace_ms) },
@@ -94,6 +106,9 @@ impl Server {
             shutdown.clone(),
         );
         hub.attach_store(store);
+        if let Some(c) = cluster {
+            hub.attach_cluster(c);
+        }
         let maintenance = (cfg.session_idle_ms / 4).clamp(50, 5_000);
         tokio::spawn(accounts.clone().run_maintenance(Duration::from_millis(maintenance)));
         let ip_limits = Arc::new(IpLimits::new(

@@ -495,3 +495,79 @@ fn ticks_are_periodic_and_presence_is_opt_in() {
         .count();
     assert_eq!(ticks, 10);
 }
+
+// ------------------------------------------------------------ scale-out
+
+/// Two nodes' rooms for one event: a scheduled pause made on one and applied
+/// as an external change on the other lands on the same position, with the
+/// same ticks.
+#[test]
+fn an_external_change_lands_on_the_same_position_on_another_node() {
+    let cfg = RoomConfig::default();
+    let (mut a, mut b) = (Room::new(cfg.clone(), T0), Room::new(cfg, T0));
+    let host = join(&mut a, T0, "host");
+    let viewer = join(&mut b, T0, "viewer");
+    drain(&mut a);
+    drain(&mut b);
+    let mark = a.output_mark();
+    cmd(&mut a, T0 + MS, host, Action::Play { position_ms: Some(1_000) }).unwrap();
+    let play = a.change_since(mark).expect("a change");
+    b.apply_external(T0 + 2 * MS, play.clone());
+    let mark = a.output_mark();
+    cmd(&mut a, T0 + S, host, Action::Pause { position_ms: None }).unwrap();
+    let pause = a.change_since(mark).expect("a change");
+    assert!(pause.effective_at_us > T0 + S, "scheduled");
+    b.apply_external(T0 + S + 3 * MS, pause.clone());
+    let got = changes(&drain(&mut b));
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[1].timeline, got[1].effective_at_us), (pause.timeline, pause.effective_at_us));
+    assert_eq!(got[1].by, 0, "member ids are per node: the server made it");
+    let end = T0 + 2 * S;
+    let ticks = |out: Vec<(u64, Output)>| -> Vec<(u32, u32, bool)> {
+        out.into_iter()
+            .filter_map(|(_, o)| match o.msg {
+                ServerMsg::Tick(t) => Some((t.epoch, t.position_ms, t.paused)),
+                _ => None,
+            })
+            .collect()
+    };
+    let (ta, tb) = (ticks(run_until(&mut a, T0 + S, end)), ticks(run_until(&mut b, T0 + S, end)));
+    assert_eq!(ta.last(), tb.last());
+    assert_eq!(a.timeline(), b.timeline());
+    assert_eq!(b.epoch(), pause.timeline.epoch);
+    assert!(b.role(viewer).is_some());
+}
+
+#[test]
+fn a_refused_change_is_discarded_and_the_authoritative_one_restored() {
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let host = join(&mut room, T0, "host");
+    drain(&mut room);
+    let before = TimelineChanged { timeline: room.timeline(), effective_at_us: T0, by: 0, reason: ChangeReason::Seek };
+    let mark = room.output_mark();
+    cmd(&mut room, T0 + MS, host, Action::Seek { position_ms: 9_000 }).unwrap();
+    assert!(room.change_since(mark).is_some());
+    room.discard_since(mark);
+    room.restore(T0 + 2 * MS, before.clone());
+    assert!(drain(&mut room).is_empty(), "nothing of the refused change goes out");
+    assert_eq!((room.timeline(), room.epoch()), (before.timeline, before.timeline.epoch));
+    room.refuse(host, 7, ErrorCode::Internal, "down");
+    assert!(matches!(&drain(&mut room)[..], [Output { to: Audience::One(h), msg: ServerMsg::Error(_) }] if *h == host));
+}
+
+#[test]
+fn remote_viewers_are_counted_and_coalesced() {
+    let mut room = Room::new(RoomConfig::default(), T0);
+    join(&mut room, T0, "a");
+    drain(&mut room);
+    room.set_remote_viewers(T0 + S, 5);
+    let counts: Vec<u32> = drain(&mut room)
+        .into_iter()
+        .filter_map(|o| match o.msg {
+            ServerMsg::ViewerCount(c) => Some(c.count),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counts, vec![6]);
+    assert_eq!((room.viewers(), room.local_viewers()), (6, 1));
+}

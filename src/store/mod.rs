@@ -7,6 +7,7 @@
 //! atomic in the store itself, so two servers sharing a store cannot both let
 //! a user past a limit.
 
+pub mod redis;
 pub mod sqlite;
 
 use futures_util::future::BoxFuture;

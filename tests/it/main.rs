@@ -6,6 +6,7 @@
 
 mod accounts;
 mod common;
+mod redis;
 mod restart;
 mod ws;
 mod wt;

@@ -28,7 +28,7 @@ use crate::common::{self, Got, WAIT, get_json};
 // ------------------------------------------------------------------ harness
 
 /// A running server, with what WebTransport tests need besides the HTTP address.
-struct WtServer {
+pub struct WtServer {
     http: SocketAddr,
     quic: SocketAddr,
     certs: CertManager,
@@ -43,7 +43,7 @@ impl WtServer {
 
     /// HTTP on `127.0.0.1:0`, QUIC on `[::]:0` (dual stack), ticks every
     /// 50 ms; `tweak` edits the config.
-    async fn with(tweak: impl FnOnce(&mut Config)) -> WtServer {
+    pub async fn with(tweak: impl FnOnce(&mut Config)) -> WtServer {
         let mut cfg = Config { tick_interval_ms: 50, ..common::test_config() };
         tweak(&mut cfg);
         let inner = common::TestServer::spawn(cfg).await;
@@ -64,7 +64,7 @@ impl WtServer {
         format!("http://{}{path}", self.http)
     }
 
-    fn ws_url(&self, event: &str) -> String {
+    pub fn ws_url(&self, event: &str) -> String {
         format!("ws://{}/api/live-stream/{event}", self.http)
     }
 
@@ -84,7 +84,7 @@ impl WtServer {
     }
 
     /// Connects, opens the stream and joins `event`.
-    async fn join(&self, event: &str, device: &str) -> (Wt, lockstep_protocol::Welcome) {
+    pub async fn join(&self, event: &str, device: &str) -> (Wt, lockstep_protocol::Welcome) {
         let mut wt = Wt::open(connect(&self.url(event), &self.hashes().await).await.expect("connect")).await;
         wt.send(&hello(event, device)).await;
         let w = wt.welcome().await;
@@ -135,7 +135,7 @@ fn hello(event: &str, device: &str) -> ClientMsg {
 }
 
 /// A WebTransport client: the connection, its one stream, and what arrived.
-struct Wt {
+pub struct Wt {
     conn: Connection,
     send: SendStream,
     /// Decoded stream frames; closed when the stream ends.
@@ -189,7 +189,7 @@ impl Wt {
     }
 
     /// The first stream frame `pick` accepts, skipping others.
-    async fn until<T>(&mut self, mut pick: impl FnMut(&ServerMsg) -> Option<T>) -> T {
+    pub async fn until<T>(&mut self, mut pick: impl FnMut(&ServerMsg) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let m = tokio::time::timeout_at(deadline, self.frame()).await.expect("expected frame in time");

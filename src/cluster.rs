@@ -1,0 +1,342 @@
+//! Scale-out: several nodes serve one room through Redis (`--redis-url`).
+//!
+//! - **Timeline authority**: each room's timeline is one Redis record
+//!   (`lockstep:tl:{room}`: epoch and the encoded `TimelineChanged`). A node
+//!   commits a change its own `Room` made with a Lua compare-and-set on the
+//!   epoch it last saw; the same script publishes the change on
+//!   `lockstep:room:{room}`, so the publication order is the commit order.
+//!   Every node (psubscribed to `lockstep:room:*`, resubscribed automatically
+//!   after a reconnect) applies newer epochs to its local `Room`, which fans
+//!   them out encoded once per node.
+//! - **Counts**: every second each node writes its local count of each room
+//!   into `lockstep:count:{room}` and refreshes its presence key
+//!   `lockstep:node:{id}` (TTL [`NODE_TTL`]); the other nodes' counts are
+//!   summed from live nodes only, so a crashed node's viewers vanish within
+//!   the TTL.
+//! - **Redis down**: commands are refused, viewers keep the last timelines,
+//!   `lockstep_redis_up` is 0; when a heartbeat succeeds again every room
+//!   reloads (or re-seeds) its record.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use lockstep_protocol::TimelineChanged;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisResult, Script, Value};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::hub::RoomEvent;
+use crate::store::redis::{RedisStore, decode_change, encode_change, timeline_key};
+
+/// How often a node refreshes its presence and counts.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long a node's presence outlives its last heartbeat.
+pub const NODE_TTL: Duration = Duration::from_secs(3);
+
+const CHANNEL: &str = "lockstep:room:";
+
+/// CAS on the epoch (ARGV[1] expected, ARGV[2] new, ARGV[3] data); publishes
+/// on success. A missing record (Redis lost its data) accepts any change.
+const COMMIT: &str = r"
+local cur = redis.call('HGET', KEYS[1], 'epoch')
+if cur == false or cur == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'data', ARGV[3])
+  redis.call('PUBLISH', KEYS[2], ARGV[3])
+  return 1
+end
+return redis.call('HGET', KEYS[1], 'data')
+";
+
+/// The record, created from ARGV if missing.
+const LOAD_OR_SEED: &str = r"
+local cur = redis.call('HGET', KEYS[1], 'data')
+if cur then return cur end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'data', ARGV[2])
+return ARGV[2]
+";
+
+/// Writes this node's count, returns the sum of the other live nodes'.
+const COUNT: &str = r"
+if ARGV[2] == '0' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+local all = redis.call('HGETALL', KEYS[1])
+local others = 0
+for i = 1, #all, 2 do
+  if all[i] ~= ARGV[1] then
+    if redis.call('EXISTS', ARGV[3] .. all[i]) == 1 then
+      others = others + tonumber(all[i + 1])
+    else
+      redis.call('HDEL', KEYS[1], all[i])
+    end
+  end
+end
+redis.call('PEXPIRE', KEYS[1], 600000)
+return others
+";
+
+/// The outcome of a commit.
+#[derive(Debug)]
+pub enum Commit {
+    /// Committed and published.
+    Done,
+    /// Another node changed the timeline first: the authoritative change.
+    Conflict(TimelineChanged),
+}
+
+/// Whether epoch `a` is newer than `b` (wrapping).
+pub fn newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// See the module docs. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.inner.node).finish_non_exhaustive()
+    }
+}
+
+struct Local {
+    tx: Option<mpsc::WeakUnboundedSender<RoomEvent>>,
+    count: u32,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    node: String,
+    up: AtomicBool,
+    rooms: Mutex<HashMap<Arc<str>, Local>>,
+    commit: Script,
+    load: Script,
+    count: Script,
+}
+
+fn node_key(node: &str) -> String {
+    format!("lockstep:node:{node}")
+}
+
+impl Cluster {
+    /// Connects (RESP3, connection manager with automatic resubscription),
+    /// subscribes to room channels, and starts the heartbeat, which stops
+    /// when `shutdown` turns true.
+    pub async fn connect(url: &str, shutdown: watch::Receiver<bool>) -> RedisResult<Cluster> {
+        let info = url.into_connection_info()?;
+        let redis_settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(redis_settings))?;
+        let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
+        let cfg = ConnectionManagerConfig::new()
+            .set_push_sender(tx)
+            .set_automatic_resubscription()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_max_delay(Duration::from_millis(500));
+        let mut conn = client.get_connection_manager_with_config(cfg).await?;
+        conn.psubscribe(format!("{CHANNEL}*")).await?;
+        let inner = Arc::new(Inner {
+            conn,
+            node: crate::store::random_id(),
+            up: AtomicBool::new(true),
+            rooms: Mutex::default(),
+            commit: Script::new(COMMIT),
+            load: Script::new(LOAD_OR_SEED),
+            count: Script::new(COUNT),
+        });
+        metrics::gauge!("lockstep_redis_up").set(1.0);
+        info!(node = %inner.node, "scale-out through Redis");
+        tokio::spawn(dispatch(rx, Arc::downgrade(&inner)));
+        let cluster = Cluster { inner };
+        tokio::spawn(cluster.clone().heartbeat(shutdown));
+        Ok(cluster)
+    }
+
+    /// The shared store over the same connection.
+    pub fn store(&self) -> RedisStore {
+        RedisStore::new(self.inner.conn.clone())
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// Whether Redis answered lately.
+    pub fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
+    }
+
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Local>> {
+        self.inner.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A room actor starts on this node: changes and counts go to `tx`.
+    pub fn register(&self, room: &Arc<str>, tx: &mpsc::UnboundedSender<RoomEvent>) {
+        let mut rooms = self.rooms();
+        let count = rooms.get(room).map_or(0, |l| l.count);
+        rooms.insert(room.clone(), Local { tx: Some(tx.downgrade()), count });
+    }
+
+    /// A room actor ends: its count goes to 0 at the next heartbeat.
+    pub fn unregister(&self, room: &Arc<str>, tx: &mpsc::UnboundedSender<RoomEvent>) {
+        if let Some(l) = self.rooms().get_mut(room)
+            && l.tx.as_ref().and_then(|w| w.upgrade()).is_none_or(|t| t.same_channel(tx))
+        {
+            *l = Local { tx: None, count: 0 };
+        }
+    }
+
+    /// This node's viewers of `room`.
+    pub fn set_local_count(&self, room: &Arc<str>, n: u32) {
+        if let Some(l) = self.rooms().get_mut(room) {
+            l.count = n;
+        }
+    }
+
+    fn set_up(&self, up: bool) {
+        if self.inner.up.swap(up, Ordering::Relaxed) == up {
+            return;
+        }
+        metrics::gauge!("lockstep_redis_up").set(if up { 1.0 } else { 0.0 });
+        if up {
+            info!("Redis is reachable again: rooms resync");
+            for l in self.rooms().values() {
+                if let Some(tx) = l.tx.as_ref().and_then(|w| w.upgrade()) {
+                    let _ = tx.send(RoomEvent::Resync);
+                }
+            }
+        } else {
+            warn!("Redis is unreachable: serving the last known timelines, refusing commands");
+        }
+    }
+
+    /// Commits `change` if the room's record is still at epoch `expected`.
+    pub async fn commit(&self, room: &str, expected: u32, change: &TimelineChanged) -> RedisResult<Commit> {
+        let v: RedisResult<Value> = self
+            .inner
+            .commit
+            .key(timeline_key(room))
+            .key(format!("{CHANNEL}{room}"))
+            .arg(expected)
+            .arg(change.timeline.epoch)
+            .arg(encode_change(change))
+            .invoke_async(&mut self.inner.conn.clone())
+            .await;
+        match v {
+            Ok(Value::Int(1)) => Ok(Commit::Done),
+            Ok(Value::BulkString(b)) => match decode_change(&b) {
+                Some(c) => Ok(Commit::Conflict(c)),
+                None => Err(redis::RedisError::from((redis::ErrorKind::Parse, "malformed timeline record"))),
+            },
+            Ok(_) => Err(redis::RedisError::from((redis::ErrorKind::Parse, "unexpected commit reply"))),
+            Err(e) => {
+                self.set_up(false);
+                Err(e)
+            }
+        }
+    }
+
+    /// The room's record, created from `ours` if Redis has none.
+    pub async fn load_or_seed(&self, room: &str, ours: &TimelineChanged) -> RedisResult<TimelineChanged> {
+        let b: Vec<u8> = self
+            .inner
+            .load
+            .key(timeline_key(room))
+            .arg(ours.timeline.epoch)
+            .arg(encode_change(ours))
+            .invoke_async(&mut self.inner.conn.clone())
+            .await?;
+        decode_change(&b).ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Parse, "malformed timeline record")))
+    }
+
+    async fn heartbeat(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(HEARTBEAT) => {}
+                _ = crate::session::wait_true(&mut shutdown) => break,
+            }
+            let ok = self.beat().await;
+            if let Err(e) = &ok {
+                warn!(error = %e, "Redis heartbeat failed");
+            }
+            self.set_up(ok.is_ok());
+        }
+        // A clean stop leaves at once; a crash leaves when the TTL runs out.
+        let mut conn = self.inner.conn.clone();
+        let _: RedisResult<()> = redis::cmd("DEL").arg(node_key(&self.inner.node)).query_async(&mut conn).await;
+    }
+
+    async fn beat(&self) -> RedisResult<()> {
+        let mut conn = self.inner.conn.clone();
+        redis::cmd("SET")
+            .arg(node_key(&self.inner.node))
+            .arg(1)
+            .arg("PX")
+            .arg(NODE_TTL.as_millis() as u64)
+            .query_async::<()>(&mut conn)
+            .await?;
+        let rooms: Vec<(Arc<str>, u32, Option<mpsc::UnboundedSender<RoomEvent>>)> = {
+            let mut rooms = self.rooms();
+            let snapshot =
+                rooms.iter().map(|(r, l)| (r.clone(), l.count, l.tx.as_ref().and_then(|w| w.upgrade()))).collect();
+            rooms.retain(|_, l| l.tx.as_ref().is_some_and(|w| w.strong_count() > 0));
+            snapshot
+        };
+        let prefix = node_key("");
+        let counts = futures_util::future::join_all(rooms.iter().map(|(room, n, _)| {
+            let mut conn = conn.clone();
+            let prefix = prefix.clone();
+            async move {
+                self.inner
+                    .count
+                    .key(format!("lockstep:count:{room}"))
+                    .arg(&self.inner.node)
+                    .arg(*n)
+                    .arg(prefix)
+                    .invoke_async::<u32>(&mut conn)
+                    .await
+            }
+        }))
+        .await;
+        for ((_, _, tx), others) in rooms.iter().zip(counts) {
+            let others = others?;
+            if let Some(tx) = tx {
+                let _ = tx.send(RoomEvent::RemoteViewers(others));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Routes pub/sub messages to local rooms.
+async fn dispatch(mut rx: mpsc::UnboundedReceiver<PushInfo>, inner: Weak<Inner>) {
+    while let Some(push) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { break };
+        match push.kind {
+            PushKind::PMessage => {
+                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                    (push.data.get(1), push.data.get(2))
+                else {
+                    continue;
+                };
+                let Some(room) = std::str::from_utf8(channel).ok().and_then(|c| c.strip_prefix(CHANNEL)) else {
+                    continue;
+                };
+                let Some(change) = decode_change(payload) else { continue };
+                let tx = {
+                    let rooms = inner.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                    rooms.get(room).and_then(|l| l.tx.as_ref()).and_then(|w| w.upgrade())
+                };
+                if let Some(tx) = tx {
+                    let _ = tx.send(RoomEvent::External(change));
+                }
+            }
+            PushKind::Disconnection => Cluster { inner }.set_up(false),
+            _ => {}
+        }
+    }
+}

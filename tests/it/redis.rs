@@ -1,0 +1,349 @@
+//! Scale-out: several nodes sharing one real `redis-server` (started here on
+//! a free port, without persistence; `.ci/test` installs it when missing).
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lockstep::auth::Plan;
+use lockstep_protocol::{Action, ServerMsg, TimelineChanged};
+
+use crate::accounts::{SECRET, http, token};
+use crate::common::*;
+use crate::wt::WtServer;
+
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let mut r = Redis { child: None, port: free_port() };
+        r.restart();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts (again) on the same port.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn node(redis: &Redis) -> TestServer {
+    let url = redis.url();
+    TestServer::with(|c| {
+        c.redis_url = Some(url);
+        c.tick_interval_ms = 50;
+    })
+    .await
+}
+
+fn changed(g: &Got) -> Option<TimelineChanged> {
+    match g {
+        Got::Msg(ServerMsg::TimelineChanged(c)) => Some(c.clone()),
+        _ => None,
+    }
+}
+
+async fn count_reaches(ws: &mut Ws, n: u32) {
+    until(ws, |g| match g {
+        Got::Msg(ServerMsg::ViewerCount(c)) if c.count == n => Some(()),
+        Got::Msg(ServerMsg::Tick(t)) if t.viewers == n => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn changes_reach_every_node_over_ws_and_wt_and_counts_aggregate() {
+    let redis = Redis::start();
+    let a = node(&redis).await;
+    let url = redis.url();
+    let b = WtServer::with(|c| c.redis_url = Some(url)).await;
+    let c = node(&redis).await;
+    let ev = "ev-scale";
+    let (mut host, _) = join(&a, ev, "host").await;
+    let (mut wt_b, _) = b.join(ev, "wt-b").await;
+    let mut ws_b = ws_binary(&b.ws_url(ev)).await;
+    send(&mut ws_b, &hello(ev, "ws-b")).await;
+    welcome(&mut ws_b).await;
+    let (mut ws_c, _) = join(&c, ev, "ws-c").await;
+
+    // Counts aggregate across the three nodes.
+    count_reaches(&mut host, 4).await;
+    count_reaches(&mut ws_c, 4).await;
+
+    // A seek on node A reaches viewers on B (WebTransport and WebSocket) and C.
+    send(&mut host, &command(1, Action::Seek { position_ms: 90_000 })).await;
+    let seek = until(&mut host, |g| changed(g).filter(|c| c.timeline.position_ms == 90_000)).await;
+    let on_c = until(&mut ws_c, |g| changed(g).filter(|c| c.timeline.epoch == seek.timeline.epoch)).await;
+    let on_b = until(&mut ws_b, |g| changed(g).filter(|c| c.timeline.epoch == seek.timeline.epoch)).await;
+    let on_wt = wt_b
+        .until(|m| match m {
+            ServerMsg::TimelineChanged(c) if c.timeline.epoch == seek.timeline.epoch => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    for other in [&on_c, &on_b, &on_wt] {
+        assert_eq!((other.timeline, other.effective_at_us), (seek.timeline, seek.effective_at_us));
+    }
+
+    // A scheduled play then pause lands on the same position everywhere.
+    send(&mut host, &command(2, Action::Play { position_ms: Some(1_000) })).await;
+    until(&mut host, |g| changed(g).filter(|c| !c.timeline.paused)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    send(&mut host, &command(3, Action::Pause { position_ms: None })).await;
+    let paused = until(&mut host, |g| changed(g).filter(|c| c.timeline.paused)).await;
+    let on_c =
+        until(&mut ws_c, |g| changed(g).filter(|c| c.timeline.paused && c.timeline.epoch == paused.timeline.epoch))
+            .await;
+    let on_wt = wt_b
+        .until(|m| match m {
+            ServerMsg::TimelineChanged(c) if c.timeline.epoch == paused.timeline.epoch => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(paused.timeline.position_ms > 1_000);
+    for other in [&on_c, &on_wt] {
+        assert_eq!((other.timeline, other.effective_at_us), (paused.timeline, paused.effective_at_us));
+    }
+    // Ticks after the pause agree too.
+    let tick_c = until(&mut ws_c, |g| match g {
+        Got::Msg(ServerMsg::Tick(t)) if t.epoch == paused.timeline.epoch => Some(t.position_ms),
+        _ => None,
+    })
+    .await;
+    assert_eq!(u64::from(tick_c), paused.timeline.position_ms);
+
+    // A viewer leaving node C is seen on A.
+    drop(ws_c);
+    count_reaches(&mut host, 3).await;
+}
+
+#[tokio::test]
+async fn the_device_limit_holds_across_nodes_under_concurrent_starts() {
+    let redis = Redis::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    for round in 0..5 {
+        let user = format!("dana-{round}");
+        let tok = token(&user, Plan::Free);
+        let body_a = serde_json::json!({"eventId": "ev-limit", "deviceId": "phone"});
+        let body_b = serde_json::json!({"eventId": "ev-limit", "deviceId": "laptop"});
+        let (ra, rb) = tokio::join!(
+            http(&a, "POST", "/api/live-stream/session", Some(&tok), Some(body_a)),
+            http(&b, "POST", "/api/live-stream/session", Some(&tok), Some(body_b)),
+        );
+        let mut codes = [ra.0, rb.0];
+        codes.sort();
+        assert_eq!(codes[1], 409, "exactly one start is refused: {codes:?}");
+        assert!((200..300).contains(&codes[0]), "{codes:?}");
+        // The refusal names the device that holds the slot, whichever node has it.
+        let refused = if ra.0 == 409 { ra.2 } else { rb.2 };
+        assert_eq!(refused["error"], "device_limit");
+    }
+}
+
+/// The real binary on `port`, as a node of `redis`.
+fn spawn_node(port: u16, redis: &Redis) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_lockstep"))
+        .args(["serve", "--dev", "--http-addr", &format!("127.0.0.1:{port}"), "--quic-addr", "[::1]:0"])
+        .arg("--data-dir")
+        .arg(fresh_dir("node"))
+        .args(["--redis-url", &redis.url(), "--tick-interval-ms", "50"])
+        .env("LOCKSTEP_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn lockstep")
+}
+
+async fn wait_up(addr: SocketAddr) -> TestServer {
+    let server = TestServer::external(addr);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok()
+            && get_json(&server.http_url("/api/health")).await.0 == 200
+        {
+            return server;
+        }
+        assert!(Instant::now() < deadline, "the node did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_node_leaves_the_counts_within_the_ttl() {
+    let redis = Redis::start();
+    let a = node(&redis).await;
+    let port = free_port();
+    let mut child = spawn_node(port, &redis);
+    let b = wait_up(format!("127.0.0.1:{port}").parse().unwrap()).await;
+    let ev = "ev-crash";
+    let (mut on_a, _) = join(&a, ev, "a1").await;
+    let (_b1, _) = join(&b, ev, "b1").await;
+    let (_b2, _) = join(&b, ev, "b2").await;
+    count_reaches(&mut on_a, 3).await;
+    let killed = Instant::now();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    count_reaches(&mut on_a, 1).await;
+    let took = killed.elapsed();
+    let bound = lockstep::cluster::NODE_TTL + lockstep::cluster::HEARTBEAT * 2;
+    assert!(took <= bound, "counts dropped after {took:?}, bound {bound:?}");
+}
+
+#[tokio::test]
+async fn redis_stop_and_start_is_survived_and_sync_resumes() {
+    let mut redis = Redis::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let ev = "ev-outage";
+    let (mut host, _) = join(&a, ev, "host").await;
+    let (mut viewer, _) = join(&b, ev, "viewer").await;
+    send(&mut host, &command(1, Action::Seek { position_ms: 5_000 })).await;
+    until(&mut viewer, |g| changed(g).filter(|c| c.timeline.position_ms == 5_000)).await;
+
+    redis.kill();
+    // Commands are refused with a clear error while viewers keep their ticks.
+    let deadline = Instant::now() + WAIT;
+    let mut n = 10;
+    loop {
+        n += 1;
+        send(&mut host, &command(n, Action::Seek { position_ms: 6_000 })).await;
+        let got = until(&mut host, |g| match g {
+            Got::Msg(ServerMsg::Error(e)) if e.request_id == n => Some(Some(e.code)),
+            Got::Msg(ServerMsg::TimelineChanged(c)) if c.timeline.position_ms == 6_000 => Some(None),
+            _ => None,
+        })
+        .await;
+        if got == Some(lockstep_protocol::ErrorCode::Internal as u16) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "commands still accepted with Redis down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tick = until(&mut viewer, |g| match g {
+        Got::Msg(ServerMsg::Tick(t)) => Some(*t),
+        _ => None,
+    })
+    .await;
+    assert!(tick.position_ms >= 5_000, "viewers keep the last timeline");
+
+    redis.restart();
+    // Sync resumes: a command on A reaches B again.
+    let deadline = Instant::now() + WAIT * 2;
+    loop {
+        n += 1;
+        send(&mut host, &command(n, Action::Seek { position_ms: 42_000 })).await;
+        let ok = until(&mut host, |g| match g {
+            Got::Msg(ServerMsg::Error(e)) if e.request_id == n => Some(false),
+            Got::Msg(ServerMsg::TimelineChanged(c)) if c.timeline.position_ms == 42_000 => Some(true),
+            _ => None,
+        })
+        .await;
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "commands still refused after Redis came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    until(&mut viewer, |g| changed(g).filter(|c| c.timeline.position_ms == 42_000)).await;
+}
+
+fn pct(v: &mut [u64], p: f64) -> f64 {
+    v.sort_unstable();
+    v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+}
+
+/// The added latency of the Redis hop: a host on node A seeks, 100 viewers
+/// (50 on A, 50 on B) receive it. Run with
+/// `cargo test --release --test it redis::redis_hop_latency_report -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn redis_hop_latency_report() {
+    let redis = Redis::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let ev = "ev-hop";
+    let (mut host, _) = join(&a, ev, "host").await;
+    let mut viewers = Vec::new();
+    for i in 0..100 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let (ws, _) = join(server, ev, &format!("v{i}")).await;
+        viewers.push((i % 2 == 1, ws));
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, u32, Instant)>();
+    for (remote, mut ws) in viewers {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            while let Some(Ok(m)) = ws.next().await {
+                if let tokio_tungstenite::tungstenite::Message::Binary(b) = m
+                    && let Ok(ServerMsg::TimelineChanged(c)) = lockstep_protocol::decode_server(&b)
+                {
+                    let _ = tx.send((remote, c.timeline.position_ms as u32, Instant::now()));
+                }
+            }
+        });
+    }
+    let (mut local, mut remote) = (Vec::new(), Vec::new());
+    for n in 0..300u32 {
+        let sent = Instant::now();
+        send(&mut host, &command(n, Action::Seek { position_ms: 1_000 + u64::from(n) })).await;
+        let mut got = 0;
+        while got < 100 {
+            let (is_remote, pos, at) = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+            if pos != 1_000 + n {
+                continue;
+            }
+            got += 1;
+            let us = at.duration_since(sent).as_micros() as u64;
+            if is_remote { remote.push(us) } else { local.push(us) }
+        }
+        if n < 20 {
+            // Warm-up.
+            local.clear();
+            remote.clear();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (l50, l99, r50, r99) =
+        (pct(&mut local, 0.5), pct(&mut local, 0.99), pct(&mut remote, 0.5), pct(&mut remote, 0.99));
+    println!("local  (node A) p50 {l50:.2} ms p99 {l99:.2} ms");
+    println!("remote (node B) p50 {r50:.2} ms p99 {r99:.2} ms");
+    println!("Redis hop adds p50 {:.2} ms p99 {:.2} ms", r50 - l50, r99 - l99);
+}
