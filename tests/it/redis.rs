@@ -289,20 +289,13 @@ fn pct(v: &mut [u64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
 }
 
-/// The added latency of the Redis hop: a host on node A seeks, 100 viewers
-/// (50 on A, 50 on B) receive it. Run with
-/// `cargo test --release --test it redis::redis_hop_latency_report -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn redis_hop_latency_report() {
-    let redis = Redis::start();
-    let a = node(&redis).await;
-    let b = node(&redis).await;
-    let ev = "ev-hop";
-    let (mut host, _) = join(&a, ev, "host").await;
+/// Seek latency from a host on `a` to 100 viewers, alternately on `a` and `b`:
+/// (p50, p99) in ms for viewers on `a` and on `b`.
+async fn seek_latency(a: &TestServer, b: &TestServer, ev: &str) -> ((f64, f64), (f64, f64)) {
+    let (mut host, _) = join(a, ev, "host").await;
     let mut viewers = Vec::new();
     for i in 0..100 {
-        let server = if i % 2 == 0 { &a } else { &b };
+        let server = if i % 2 == 0 { a } else { b };
         let (ws, _) = join(server, ev, &format!("v{i}")).await;
         viewers.push((i % 2 == 1, ws));
     }
@@ -341,9 +334,24 @@ async fn redis_hop_latency_report() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let (l50, l99, r50, r99) =
-        (pct(&mut local, 0.5), pct(&mut local, 0.99), pct(&mut remote, 0.5), pct(&mut remote, 0.99));
-    println!("local  (node A) p50 {l50:.2} ms p99 {l99:.2} ms");
-    println!("remote (node B) p50 {r50:.2} ms p99 {r99:.2} ms");
-    println!("Redis hop adds p50 {:.2} ms p99 {:.2} ms", r50 - l50, r99 - l99);
+    ((pct(&mut local, 0.5), pct(&mut local, 0.99)), (pct(&mut remote, 0.5), pct(&mut remote, 0.99)))
+}
+
+/// The added latency of the Redis hop (BENCHMARKS.md): a host seeks, 100
+/// viewers receive it; first on one node without Redis, then spread over two
+/// nodes sharing Redis. Run with
+/// `cargo test --test it redis::redis_hop_latency_report -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn redis_hop_latency_report() {
+    let single = TestServer::with(|c| c.tick_interval_ms = 50).await;
+    let (base, _) = seek_latency(&single, &single, "ev-hop-base").await;
+    single.stop().await;
+    let redis = Redis::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let (on_a, on_b) = seek_latency(&a, &b, "ev-hop").await;
+    println!("one node, no Redis  p50 {:.2} ms p99 {:.2} ms", base.0, base.1);
+    println!("two nodes, on A     p50 {:.2} ms p99 {:.2} ms", on_a.0, on_a.1);
+    println!("two nodes, on B     p50 {:.2} ms p99 {:.2} ms", on_b.0, on_b.1);
+    println!("Redis hop adds (B vs one node) p50 {:.2} ms p99 {:.2} ms", on_b.0 - base.0, on_b.1 - base.1);
 }
