@@ -109,8 +109,15 @@ impl Accounts {
                             return;
                         }
                         if let Some(inner) = weak.upgrade() {
-                            info!(session = %id, user = %rec.user, device = %rec.device_id, "session expired");
                             inner.forget(&rec);
+                            // Another node may have kept it alive: the store decides.
+                            let idle = inner.cfg.session_idle.as_millis() as u64;
+                            match inner.store.session(&id).await {
+                                Ok(Some(s)) if s.last_seen > unix_ms().saturating_sub(idle) => return,
+                                Ok(None) => return,
+                                _ => {}
+                            }
+                            info!(session = %id, user = %rec.user, device = %rec.device_id, "session expired");
                             if let Err(e) = inner.store.end_session(&id).await {
                                 warn!(error = %e, "could not end an expired session");
                             }
@@ -164,6 +171,14 @@ impl Accounts {
         }
     }
 
+    /// Durable heartbeat writes are at most this far apart: never more than a
+    /// quarter of the idle timeout, so the store's view never expires a
+    /// session that is alive.
+    fn write_interval(&self) -> u64 {
+        let cfg = &self.inner.cfg;
+        (cfg.heartbeat_write_interval.as_millis() as u64).min(cfg.session_idle.as_millis() as u64 / 4)
+    }
+
     fn live_after(&self) -> UnixMs {
         unix_ms().saturating_sub(self.inner.cfg.session_idle.as_millis() as u64)
     }
@@ -211,12 +226,46 @@ impl Accounts {
 
     /// A live session by id.
     pub async fn session(&self, id: &str) -> Option<SessionRecord> {
-        self.inner.live.get(id).await.map(|(r, _)| r)
+        self.live(id).await.map(|(r, _)| r)
+    }
+
+    /// A live session. The store decides whether it exists (another node may
+    /// have started or ended it); the cache keeps the freshest activity and
+    /// the time of the last durable write. If the store is unreachable, the
+    /// cache answers alone.
+    async fn live(&self, id: &str) -> Option<(SessionRecord, UnixMs)> {
+        let cached = self.inner.live.get(id).await;
+        match self.inner.store.session(id).await {
+            Ok(Some(stored)) => {
+                let fresh = cached.clone().map_or(stored.last_seen, |(c, _)| c.last_seen.max(stored.last_seen));
+                if fresh <= self.live_after() {
+                    return None;
+                }
+                match cached {
+                    Some(hit) => Some(hit),
+                    None => {
+                        self.index(stored.clone()).await;
+                        Some((stored.clone(), stored.last_seen))
+                    }
+                }
+            }
+            Ok(None) => {
+                if let Some((c, _)) = cached {
+                    self.inner.live.invalidate(id).await;
+                    self.inner.forget(&c);
+                }
+                None
+            }
+            Err(e) => {
+                warn!(error = %e, "session store unreachable; answering from the cache");
+                cached
+            }
+        }
     }
 
     /// Records a heartbeat; durable at a bounded rate.
     pub async fn heartbeat(&self, id: &str, position_ms: Option<u64>, buffering: bool) -> Option<Started> {
-        let (mut rec, written) = self.inner.live.get(id).await?;
+        let (mut rec, written) = self.live(id).await?;
         let now = unix_ms();
         rec.last_seen = now;
         if position_ms.is_some() {
@@ -224,7 +273,7 @@ impl Accounts {
         }
         rec.buffering = buffering;
         let mut written = written;
-        if now.saturating_sub(written) >= self.inner.cfg.heartbeat_write_interval.as_millis() as u64 {
+        if now.saturating_sub(written) >= self.write_interval() {
             if let Err(e) = self.inner.store.touch_session(id, now, position_ms, buffering).await {
                 warn!(error = %e, "heartbeat not persisted");
             } else {
@@ -345,7 +394,11 @@ impl Accounts {
         if !room_id.contains(PARTY_SEP) || party_host == Some(user) {
             return true;
         }
-        self.lock_devices().keys().any(|(u, _, r)| u == user && r == room_id)
+        if self.lock_devices().keys().any(|(u, _, r)| u == user && r == room_id) {
+            return true;
+        }
+        // Accepted on another node: the store knows.
+        self.devices(user).await.is_ok_and(|ds| ds.iter().any(|d| d.event_ids.iter().any(|e| e == room_id)))
     }
 }
 

@@ -173,6 +173,16 @@ impl Hub {
         let _ = self.inner.cluster.set(cluster);
     }
 
+    /// The settings of room `room_id`: a watch party's room is hosted by its
+    /// inviter only, never by the first guest to arrive.
+    fn room_config(&self, room_id: &str) -> RoomConfig {
+        let mut cfg = self.inner.cfg.room.clone();
+        if room_id.contains(crate::accounts::PARTY_SEP) {
+            cfg.first_joiner_hosts = false;
+        }
+        cfg
+    }
+
     /// The store, if one is attached.
     pub fn store(&self) -> Option<&Arc<dyn Store>> {
         self.inner.durable.get().map(|d| &d.store)
@@ -233,7 +243,7 @@ impl Hub {
         let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let actor = RoomActor {
             generation,
-            room: Room::new(self.inner.cfg.room.clone(), self.inner.clock.now_us()),
+            room: Room::new(self.room_config(&event_id), self.inner.clock.now_us()),
             saved_epoch: None,
             links: HashMap::new(),
             event_id: event_id.clone(),
@@ -306,7 +316,7 @@ impl RoomActor {
             match store.timeline(&self.event_id).await {
                 Ok(Some(t)) => {
                     info!(event_id = %self.event_id, epoch = t.epoch, "room resumes its saved timeline");
-                    self.room = Room::with_timeline(self.hub.inner.cfg.room.clone(), clock.now_us(), t);
+                    self.room = Room::with_timeline(self.hub.room_config(&self.event_id), clock.now_us(), t);
                     self.saved_epoch = Some(t.epoch);
                 }
                 Ok(None) => {}
@@ -475,7 +485,7 @@ impl RoomActor {
         });
         match cluster.load_or_seed(&self.event_id, &ours).await {
             Ok(auth) if self.committed.is_none() => {
-                self.room = Room::with_timeline(self.hub.inner.cfg.room.clone(), now, auth.timeline);
+                self.room = Room::with_timeline(self.hub.room_config(&self.event_id), now, auth.timeline);
                 self.committed = Some(auth);
             }
             Ok(auth) => {

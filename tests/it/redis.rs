@@ -176,6 +176,47 @@ async fn the_device_limit_holds_across_nodes_under_concurrent_starts() {
     }
 }
 
+#[tokio::test]
+async fn sessions_and_invitations_are_shared_across_nodes() {
+    let redis = Redis::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let alice = token("alice-x", Plan::Premium);
+    // A session started on A is known on B: heartbeats and its end.
+    let (s, _, sess) = http(
+        &a,
+        "POST",
+        "/api/live-stream/session",
+        Some(&alice),
+        Some(serde_json::json!({"eventId": "ev-x", "deviceId": "tv"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let id = sess["sessionId"].as_str().unwrap().to_owned();
+    let hb = format!("/api/live-stream/session/{id}/heartbeat");
+    let (s, _, _) = http(&b, "POST", &hb, Some(&alice), Some(serde_json::json!({"position": 3.0}))).await;
+    assert_eq!(s, 200, "a session from node A heartbeats on node B");
+    // An invitation created on A, accepted on B, lets the guest into the party room on either node.
+    let (s, _, inv) =
+        http(&a, "POST", "/api/live-stream/ev-x/invitations", Some(&alice), Some(serde_json::json!({}))).await;
+    assert_eq!(s, 201);
+    let (iid, room) = (inv["invitationId"].as_str().unwrap().to_owned(), inv["roomId"].as_str().unwrap().to_owned());
+    let guest = token("gus-x", Plan::Free);
+    let (s, _, _) = http(
+        &b,
+        "POST",
+        &format!("/api/invitations/{iid}/accept"),
+        Some(&guest),
+        Some(serde_json::json!({"deviceId": "g1"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (_ws, w) = crate::accounts::join_as(&a, &room, "g1", &guest).await;
+    assert_eq!(w.role, lockstep_protocol::Role::Viewer, "accepted on B, joined on A");
+    assert_eq!(http(&b, "DELETE", &format!("/api/live-stream/session/{id}"), Some(&alice), None).await.0, 204);
+    assert_eq!(http(&a, "POST", &hb, Some(&alice), Some(serde_json::json!({}))).await.0, 404, "ended everywhere");
+}
+
 /// The real binary on `port`, as a node of `redis`.
 fn spawn_node(port: u16, redis: &Redis) -> Child {
     Command::new(env!("CARGO_BIN_EXE_lockstep"))
