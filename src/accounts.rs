@@ -84,6 +84,8 @@ struct Inner {
     by_device: Mutex<HashMap<(String, String, String), String>>,
     /// (user, device) → its realtime connections.
     conns: Mutex<HashMap<ConnKey, Vec<Weak<Outbox>>>>,
+    /// Tells other servers about a revoked device.
+    announce_revoke: std::sync::OnceLock<Box<dyn Fn(&str, &str) + Send + Sync>>,
 }
 
 /// A started session, as the REST API returns it.
@@ -125,7 +127,14 @@ impl Accounts {
                     })
                 })
                 .build();
-            Inner { store, cfg, live, by_device: Mutex::default(), conns: Mutex::default() }
+            Inner {
+                store,
+                cfg,
+                live,
+                by_device: Mutex::default(),
+                conns: Mutex::default(),
+                announce_revoke: std::sync::OnceLock::new(),
+            }
         });
         Accounts { inner }
     }
@@ -315,13 +324,28 @@ impl Accounts {
             self.inner.live.invalidate(&s.session_id).await;
             self.inner.forget(s);
         }
+        let closed = self.close_device(user, device_id);
+        if let Some(announce) = self.inner.announce_revoke.get() {
+            announce(user, device_id);
+        }
+        Ok(gone.len().max(closed))
+    }
+
+    /// Closes this node's connections of `user`'s `device_id` with
+    /// [`ErrorCode::DeviceRevoked`]; returns how many.
+    pub fn close_device(&self, user: &str, device_id: &str) -> usize {
         let conns = self.inner.lock_conns().remove(&(user.to_owned(), device_id.to_owned())).unwrap_or_default();
         let mut closed = 0;
         for c in conns.iter().filter_map(Weak::upgrade) {
             c.close(ErrorCode::DeviceRevoked, "this device was removed from the account");
             closed += 1;
         }
-        Ok(gone.len().max(closed))
+        closed
+    }
+
+    /// Sets how a revocation is announced to other servers (scale-out), once.
+    pub fn announce_revocations(&self, announce: impl Fn(&str, &str) + Send + Sync + 'static) {
+        let _ = self.inner.announce_revoke.set(Box::new(announce));
     }
 
     /// Registers a realtime connection of a user's device.

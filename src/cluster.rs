@@ -37,6 +37,12 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const NODE_TTL: Duration = Duration::from_secs(3);
 
 const CHANNEL: &str = "lockstep:room:";
+/// Device revocations: `user \n device`; every node closes that device's
+/// local connections.
+const REVOKE: &str = "lockstep:revoke";
+
+/// What a node does when a device is revoked anywhere: `(user, device)`.
+pub type RevokeHandler = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 /// CAS on the epoch (ARGV[1] expected, ARGV[2] new, ARGV[3] data); publishes
 /// on success. A missing record (Redis lost its data) accepts any change.
@@ -112,6 +118,7 @@ struct Inner {
     node: String,
     up: AtomicBool,
     rooms: Mutex<HashMap<Arc<str>, Local>>,
+    on_revoke: std::sync::OnceLock<RevokeHandler>,
     commit: Script,
     load: Script,
     count: Script,
@@ -138,11 +145,13 @@ impl Cluster {
             .set_max_delay(Duration::from_millis(500));
         let mut conn = client.get_connection_manager_with_config(cfg).await?;
         conn.psubscribe(format!("{CHANNEL}*")).await?;
+        conn.subscribe(REVOKE).await?;
         let inner = Arc::new(Inner {
             conn,
             node: crate::store::random_id(),
             up: AtomicBool::new(true),
             rooms: Mutex::default(),
+            on_revoke: std::sync::OnceLock::new(),
             commit: Script::new(COMMIT),
             load: Script::new(LOAD_OR_SEED),
             count: Script::new(COUNT),
@@ -153,6 +162,18 @@ impl Cluster {
         let cluster = Cluster { inner };
         tokio::spawn(cluster.clone().heartbeat(shutdown));
         Ok(cluster)
+    }
+
+    /// Sets what this node does when a device is revoked on any node (once).
+    pub fn on_revoke(&self, handler: impl Fn(&str, &str) + Send + Sync + 'static) {
+        let _ = self.inner.on_revoke.set(Box::new(handler));
+    }
+
+    /// Tells every node (this one included) that `user`'s `device` was revoked.
+    pub async fn revoke(&self, user: &str, device: &str) -> RedisResult<()> {
+        let mut conn = self.inner.conn.clone();
+        redis::cmd("PUBLISH").arg(REVOKE).arg(format!("{user}\n{device}")).query_async::<i64>(&mut conn).await?;
+        Ok(())
     }
 
     /// The shared store over the same connection.
@@ -333,6 +354,22 @@ async fn dispatch(mut rx: mpsc::UnboundedReceiver<PushInfo>, inner: Weak<Inner>)
                 };
                 if let Some(tx) = tx {
                     let _ = tx.send(RoomEvent::External(change));
+                }
+            }
+            PushKind::Message => {
+                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                    (push.data.first(), push.data.get(1))
+                else {
+                    continue;
+                };
+                if channel.as_slice() != REVOKE.as_bytes() {
+                    continue;
+                }
+                let Some((user, device)) = std::str::from_utf8(payload).ok().and_then(|p| p.split_once('\n')) else {
+                    continue;
+                };
+                if let Some(handler) = inner.on_revoke.get() {
+                    handler(user, device);
                 }
             }
             PushKind::Disconnection => Cluster { inner }.set_up(false),

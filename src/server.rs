@@ -107,6 +107,20 @@ impl Server {
         );
         hub.attach_store(store);
         if let Some(c) = cluster {
+            // A device removed on any node loses its connections on every node.
+            let local = accounts.clone();
+            c.on_revoke(move |user, device| {
+                local.close_device(user, device);
+            });
+            let publisher = c.clone();
+            accounts.announce_revocations(move |user, device| {
+                let (publisher, user, device) = (publisher.clone(), user.to_owned(), device.to_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = publisher.revoke(&user, &device).await {
+                        warn!(error = %e, "device revocation not announced to other nodes");
+                    }
+                });
+            });
             hub.attach_cluster(c);
         }
         let maintenance = (cfg.session_idle_ms / 4).clamp(50, 5_000);

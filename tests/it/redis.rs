@@ -217,6 +217,20 @@ async fn sessions_and_invitations_are_shared_across_nodes() {
     assert_eq!(http(&a, "POST", &hb, Some(&alice), Some(serde_json::json!({}))).await.0, 404, "ended everywhere");
 }
 
+#[tokio::test]
+async fn removing_a_device_on_one_node_closes_its_connections_on_another() {
+    let redis = Redis::start();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let alice = token("alice-rv", Plan::Premium);
+    let (mut tablet, _) = crate::accounts::join_as(&b, "ev-rv", "tablet", &alice).await;
+    let (mut phone, _) = crate::accounts::join_as(&b, "ev-rv", "phone", &alice).await;
+    assert_eq!(http(&a, "DELETE", "/api/account/devices/tablet", Some(&alice), None).await.0, 204);
+    assert_eq!(closed(&mut tablet).await, Some(lockstep_protocol::ErrorCode::DeviceRevoked.as_u16()));
+    send(&mut phone, &lockstep_protocol::ClientMsg::Ping(lockstep_protocol::Ping { client_time: 4 })).await;
+    until(&mut phone, |g| matches!(g, Got::Msg(ServerMsg::Pong(_))).then_some(())).await;
+}
+
 /// The real binary on `port`, as a node of `redis`.
 fn spawn_node(port: u16, redis: &Redis) -> Child {
     Command::new(env!("CARGO_BIN_EXE_lockstep"))
