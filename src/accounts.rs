@@ -46,6 +46,9 @@ impl Default for AccountConfig {
     }
 }
 
+/// A callback about one user's device: `(user, device_id)`.
+pub type DeviceHook = Box<dyn Fn(&str, &str) + Send + Sync>;
+
 /// The separator between an event id and a watch party id in a room id.
 pub const PARTY_SEP: char = '~';
 
@@ -85,7 +88,7 @@ struct Inner {
     /// (user, device) → its realtime connections.
     conns: Mutex<HashMap<ConnKey, Vec<Weak<Outbox>>>>,
     /// Tells other servers about a revoked device.
-    announce_revoke: std::sync::OnceLock<Box<dyn Fn(&str, &str) + Send + Sync>>,
+    announce_revoke: std::sync::OnceLock<DeviceHook>,
 }
 
 /// A started session, as the REST API returns it.

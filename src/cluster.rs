@@ -41,9 +41,6 @@ const CHANNEL: &str = "lockstep:room:";
 /// local connections.
 const REVOKE: &str = "lockstep:revoke";
 
-/// What a node does when a device is revoked anywhere: `(user, device)`.
-pub type RevokeHandler = Box<dyn Fn(&str, &str) + Send + Sync>;
-
 /// CAS on the epoch (ARGV[1] expected, ARGV[2] new, ARGV[3] data); publishes
 /// on success. A missing record (Redis lost its data) accepts any change.
 const COMMIT: &str = r"
@@ -118,7 +115,7 @@ struct Inner {
     node: String,
     up: AtomicBool,
     rooms: Mutex<HashMap<Arc<str>, Local>>,
-    on_revoke: std::sync::OnceLock<RevokeHandler>,
+    on_revoke: std::sync::OnceLock<crate::accounts::DeviceHook>,
     commit: Script,
     load: Script,
     count: Script,
