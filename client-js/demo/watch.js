@@ -50,7 +50,7 @@ const demo = {
   events: [],
   /** @type {{code: number, kind: string, message: string}[]} */
   errors: [],
-  /** @type {any} the last invitation created here */
+  /** @type {any} the last invitation created here (set once the host is in the party's room) */
   invite: null,
   /** @type {string | null} why the page gave up */
   fatal: null,
@@ -60,6 +60,8 @@ const demo = {
 /** @type {any} */ (window).lockstepDemo = demo;
 
 let token = '';
+/** The last timeline announced (possibly still pending), and when. @type {any} */
+let announced = null;
 
 // ------------------------------------------------------------------ helpers
 
@@ -302,6 +304,7 @@ function leave(s) {
 /** @param {any} s @param {any} t */
 function onTimeline(s, t) {
   if (s !== demo.session) return;
+  announced = { ...t, receivedAt: performance.now() };
   demo.events.push({
     at: Date.now(),
     room: demo.roomId,
@@ -399,7 +402,10 @@ const command = (fn) => () => {
 /** @param {number} delta seconds */
 function seekBy(delta) {
   return command(async (s) => {
-    const now = s.position ?? video.currentTime;
+    // From a change still pending (a click right after another) rather than
+    // the timeline in effect, so that quick clicks add up.
+    const pending = announced?.pending && performance.now() - announced.receivedAt < 1000;
+    const now = pending ? announced.positionMs / 1000 : s.position ?? video.currentTime;
     let to = Math.max(0, now + delta);
     if (Number.isFinite(video.duration) && video.duration > 1) to = Math.min(to, video.duration - 0.5);
     return s.seek(to);
@@ -434,7 +440,6 @@ $('invite').addEventListener('click', async () => {
     const link = new URL(`/watch/${encodeURIComponent(eventId)}`, location.origin);
     link.searchParams.set('invite', inv.invitationId);
     if (params.get('src')) link.searchParams.set('src', /** @type {string} */ (params.get('src')));
-    demo.invite = { ...inv, link: link.href };
     const a = /** @type {HTMLAnchorElement} */ ($('invite-link'));
     a.href = link.href;
     a.textContent = link.href;
@@ -442,6 +447,7 @@ $('invite').addEventListener('click', async () => {
     log(`invitation ${inv.invitationId} to room ${inv.roomId}`);
     // The inviter hosts the watch party's own room: move there, bringing the position along.
     if (inv.roomId !== demo.roomId) await moveTo(inv.roomId);
+    demo.invite = { ...inv, link: link.href };
   } catch (e) {
     say(`could not invite: ${e instanceof Error ? e.message : String(e)}`, true);
   } finally {
@@ -450,7 +456,7 @@ $('invite').addEventListener('click', async () => {
 });
 
 $('copy').addEventListener('click', () => {
-  const link = demo.invite?.link;
+  const link = /** @type {HTMLAnchorElement} */ ($('invite-link')).href;
   if (link) navigator.clipboard?.writeText(link).then(() => say('link copied'), () => {});
 });
 

@@ -1,0 +1,315 @@
+// What the browser tests share: headless Debian Chromium through
+// playwright-core (never a downloaded browser), the real server binary in dev
+// mode, the demo watch page, probes of its state, waiting on conditions, and
+// the skew measurement between pages.
+
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { startServer } from '../../test/support/server.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+export const RESULTS_DIR = join(HERE, '..', 'results');
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+export const VIDEO_PATH = join(HERE, '..', '..', 'demo', 'video.webm');
+
+/** Debian's Chromium, headless. Autoplay is allowed (the page also plays muted). */
+export async function launchBrowser() {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/test does it); playwright never downloads a browser here`);
+  }
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--no-sandbox',
+      '--headless=new',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+}
+
+/**
+ * The real server (`--dev`, its own data dir, HTTP and QUIC on free ports).
+ * @param {string[]} [args]
+ */
+export async function startLockstep(args = []) {
+  const server = await startServer(args);
+  // eslint-disable-next-line no-control-regex
+  const text = server.log.join('').replace(/\x1b\[[0-9;]*m/g, '');
+  const m = /listening http=\S+ quic=(\S+):(\d+)/.exec(text);
+  assert.ok(m, `no QUIC address in the server log:\n${text}`);
+  return { ...server, quicPort: Number(m[2]) };
+}
+
+/**
+ * Opens the watch page in a fresh browser context (its own storage: another
+ * user and device) and waits until it has joined its room.
+ * @param {import('playwright-core').Browser} browser
+ * @param {string} url
+ * @param {{noWebTransport?: boolean, setup?: (page: import('playwright-core').Page) => Promise<void>, timeoutMs?: number}} [o]
+ */
+export async function openWatch(browser, url, o = {}) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  /** @type {string[]} */
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  if (o.noWebTransport) {
+    await page.addInitScript(() => {
+      // @ts-ignore
+      delete window.WebTransport;
+    });
+  }
+  if (o.setup) await o.setup(page);
+  await page.goto(url);
+  await waitFor(page, () => window.lockstepDemo?.session?.status === 'open' || Boolean(window.lockstepDemo?.fatal), null, {
+    what: `the page ${url} to join`,
+    timeoutMs: o.timeoutMs ?? 20_000,
+  });
+  const fatal = await page.evaluate(() => window.lockstepDemo.fatal);
+  assert.equal(fatal, null, `the page failed: ${fatal}`);
+  return Object.assign(page, { pageErrors });
+}
+
+/**
+ * Waits until `fn(arg)` is truthy in the page, polling every 50 ms.
+ * @template T
+ * @param {import('playwright-core').Page} page
+ * @param {(arg: T) => unknown} fn
+ * @param {T} arg
+ * @param {{what: string, timeoutMs?: number}} o
+ */
+export async function waitFor(page, fn, arg, o) {
+  try {
+    await page.waitForFunction(fn, arg, { polling: 50, timeout: o.timeoutMs ?? 15_000 });
+  } catch (e) {
+    const state = await probe(page).catch(() => null);
+    throw new Error(`timed out waiting for ${o.what}; page state: ${JSON.stringify(state)}`, { cause: e });
+  }
+}
+
+/**
+ * Waits until `fn()` (in node) resolves truthy, polling.
+ * @template T
+ * @param {() => Promise<T> | T} fn
+ * @param {{what: string, timeoutMs?: number, intervalMs?: number}} o
+ * @returns {Promise<T>}
+ */
+export async function waitUntil(fn, o) {
+  const deadline = Date.now() + (o.timeoutMs ?? 15_000);
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${o.what}`);
+    await new Promise((r) => setTimeout(r, o.intervalMs ?? 50));
+  }
+}
+
+/**
+ * @typedef {Object} Probe
+ * @property {number} t the page's clock (performance.timeOrigin + now()), ms
+ * @property {number} pos the element's currentTime, s
+ * @property {number} rate the element's playbackRate
+ * @property {boolean} paused
+ * @property {boolean} seeking
+ * @property {number} readyState
+ * @property {string | null} transport
+ * @property {string | null} status
+ * @property {string | null} role
+ * @property {string | null} room
+ * @property {number} driftMs
+ * @property {boolean} buffering
+ * @property {number} seeks
+ * @property {number} rateChanges
+ * @property {number} reconnects
+ * @property {number | null} roomPos the room position now, s
+ * @property {number | null} roomRate
+ * @property {boolean | null} roomPaused
+ */
+
+/** @param {import('playwright-core').Page} page @returns {Promise<Probe>} */
+export function probe(page) {
+  return page.evaluate(() => {
+    const d = window.lockstepDemo;
+    const v = d.video;
+    const s = d.session;
+    const st = s?.stats;
+    const tl = s?.timeline;
+    return {
+      t: performance.timeOrigin + performance.now(),
+      pos: v.currentTime,
+      rate: v.playbackRate,
+      paused: v.paused,
+      seeking: v.seeking,
+      readyState: v.readyState,
+      transport: s?.transport ?? null,
+      status: s?.status ?? null,
+      role: s?.role ?? null,
+      room: d.roomId,
+      driftMs: st ? st.driftMs : NaN,
+      buffering: st ? st.buffering : false,
+      seeks: st ? st.corrections.seeks : 0,
+      rateChanges: st ? st.corrections.rateChanges : 0,
+      reconnects: st ? st.reconnects : 0,
+      roomPos: s ? s.position : null,
+      roomRate: tl ? tl.rate : null,
+      roomPaused: tl ? tl.paused : null,
+    };
+  });
+}
+
+/**
+ * Skew of page a against page b, ms: a's position minus b's, b's position
+ * carried to a's sampling instant at b's rate (both pages read one clock).
+ * @param {Probe} a @param {Probe} b
+ */
+export function skewMs(a, b) {
+  const carried = b.paused ? b.pos : b.pos + ((a.t - b.t) / 1000) * b.rate;
+  return (a.pos - carried) * 1000;
+}
+
+/** @param {Probe} p */
+const settledProbe = (p, boundMs = 25) =>
+  p.status === 'open' && !p.paused && !p.seeking && !p.buffering && p.readyState >= 3 && Math.abs(p.driftMs) < boundMs;
+
+/**
+ * Waits for a steady state: every page open, playing, not seeking or
+ * buffering, within `boundMs` of the room by its own estimate, for `forMs`.
+ * @param {import('playwright-core').Page[]} pages
+ */
+export async function waitSteady(pages, { boundMs = 25, forMs = 1000, timeoutMs = 20_000 } = {}) {
+  let since = null;
+  /** @type {Probe[]} */
+  let last = [];
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    last = await Promise.all(pages.map(probe));
+    if (last.every((p) => settledProbe(p, boundMs))) {
+      since ??= Date.now();
+      if (Date.now() - since >= forMs) return last;
+    } else {
+      since = null;
+    }
+    if (Date.now() > deadline) throw new Error(`no steady state within ${timeoutMs} ms: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Samples the skew between two playing pages `n` times, `intervalMs` apart.
+ * @param {import('playwright-core').Page} a
+ * @param {import('playwright-core').Page} b
+ */
+export async function sampleSkew(a, b, { n = 250, intervalMs = 20 } = {}) {
+  /** @type {number[]} */
+  const skews = [];
+  /** @type {{a: Probe, b: Probe}[]} */
+  const bad = [];
+  while (skews.length < n) {
+    const [pa, pb] = await Promise.all([probe(a), probe(b)]);
+    if (pa.paused || pb.paused) bad.push({ a: pa, b: pb });
+    else skews.push(skewMs(pa, pb));
+    assert.ok(bad.length < 5, `pages stopped playing while sampled: ${JSON.stringify(bad.at(-1))}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  return skews;
+}
+
+/** @param {number[]} sorted ascending @param {number} q 0..1 */
+function quantile(sorted, q) {
+  if (!sorted.length) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[i];
+}
+
+/** Percentiles of |skew| (and the signed mean), ms. @param {number[]} skews */
+export function summarize(skews) {
+  const abs = skews.map(Math.abs).sort((x, y) => x - y);
+  const r = (/** @type {number} */ x) => Math.round(x * 100) / 100;
+  return {
+    samples: skews.length,
+    p50Ms: r(quantile(abs, 0.5)),
+    p95Ms: r(quantile(abs, 0.95)),
+    p99Ms: r(quantile(abs, 0.99)),
+    maxMs: r(abs.at(-1) ?? NaN),
+    meanSignedMs: r(skews.reduce((s, x) => s + x, 0) / (skews.length || 1)),
+  };
+}
+
+/**
+ * Writes a result to e2e/results/{name}.json (git-ignored) and prints it.
+ * @param {import('node:test').TestContext} t
+ * @param {string} name
+ * @param {Record<string, unknown>} result
+ */
+export function record(t, name, result) {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const body = { name, at: new Date().toISOString(), ...result };
+  writeFileSync(join(RESULTS_DIR, `${name}.json`), `${JSON.stringify(body, null, 2)}\n`);
+  const { skews: _skews, ...short } = body;
+  t.diagnostic(`${name}: ${JSON.stringify(short)}`);
+}
+
+/**
+ * A UDP relay on 127.0.0.1 to `port`: one upstream socket per client
+ * address. `close()` shuts it all, so the client's next packets meet a
+ * closed port.
+ * @param {number} port
+ */
+export async function udpRelay(port) {
+  const front = dgram.createSocket('udp4');
+  /** @type {Map<string, dgram.Socket>} */
+  const ups = new Map();
+  let packets = 0;
+  let closed = false;
+  front.on('message', (msg, from) => {
+    packets++;
+    const key = `${from.address}:${from.port}`;
+    let up = ups.get(key);
+    if (!up) {
+      up = dgram.createSocket('udp4');
+      up.on('message', (m) => front.send(m, from.port, from.address));
+      up.on('error', () => {});
+      ups.set(key, up);
+    }
+    up.send(msg, port, '127.0.0.1');
+  });
+  front.on('error', () => {});
+  await new Promise((resolve) => front.bind(0, '127.0.0.1', () => resolve(undefined)));
+  return {
+    port: front.address().port,
+    get packets() {
+      return packets;
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      front.close();
+      for (const u of ups.values()) u.close();
+      ups.clear();
+    },
+  };
+}
+
+/**
+ * The room's REST state (404 → null).
+ * @param {string} url @param {string} eventId
+ */
+export async function roomState(url, eventId) {
+  const r = await fetch(`${url}/api/live-stream/${encodeURIComponent(eventId)}/state`);
+  if (r.status === 404) return null;
+  assert.equal(r.status, 200);
+  return r.json();
+}
+
+/** A fresh event id per test (rooms persist in the server's data dir). @param {string} name */
+export const eventId = (name) => `e2e-${name}-${Date.now().toString(36)}`;
