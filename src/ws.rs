@@ -29,6 +29,10 @@ pub const SUBPROTOCOL: &str = "lockstep.v1";
 /// Largest WebSocket message tungstenite reassembles; larger ones break the
 /// connection. Messages between `MAX_FRAME` and this get `FrameTooLarge`.
 const WS_MAX_MESSAGE: usize = 64 * 1024;
+/// Bytes tungstenite reads at once. Its default (128 KiB) is zero-filled on
+/// every read, so it costs 128 KiB of memory per connection; clients send
+/// small messages, and a larger one grows the buffer as it needs.
+const READ_BUFFER: usize = 2 * 1024;
 /// Interval of server WebSocket pings (they keep idle legacy clients alive).
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -78,6 +82,7 @@ pub async fn upgrade(
         .protocols([SUBPROTOCOL])
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0);
     let dialect = if ws.selected_protocol().is_some() { Dialect::Binary } else { Dialect::Json };
     let params = SessionParams {
