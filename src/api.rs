@@ -244,6 +244,16 @@ pub(crate) fn bearer(app: &AppState, headers: &HeaderMap) -> Result<Claims, Resp
     }
 }
 
+/// `("https", "wss")` behind a TLS-terminating proxy that says so
+/// (`X-Forwarded-Proto: https`), else `("http", "ws")`.
+fn schemes(headers: &HeaderMap) -> (&'static str, &'static str) {
+    let tls = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")));
+    if tls { ("https", "wss") } else { ("http", "ws") }
+}
+
 fn host_of(headers: &HeaderMap) -> String {
     headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_owned()
 }
@@ -292,7 +302,7 @@ async fn session_view(app: &AppState, headers: &HeaderMap, started: Started) -> 
         device_id: started.session.device_id,
         transports: Transports {
             webtransport,
-            websocket: WebSocketInfo { url: format!("ws://{host}/api/live-stream/{room}") },
+            websocket: WebSocketInfo { url: format!("{}://{host}/api/live-stream/{room}", schemes(headers).1) },
         },
         expires_at: started.expires_at,
     }
@@ -438,7 +448,7 @@ async fn create_invitation(
     let ttl = req.ttl.unwrap_or(DEFAULT_INVITE_TTL).clamp(1, MAX_INVITE_TTL);
     match app.accounts.invite(&claims, &event_id, req.max_uses, Duration::from_secs(ttl)).await {
         Ok(inv) => {
-            let url = format!("http://{}/watch/{}?invite={}", host_of(&headers), event_id, inv.id);
+            let url = format!("{}://{}/watch/{}?invite={}", schemes(&headers).0, host_of(&headers), event_id, inv.id);
             let body =
                 InvitationCreated { invitation_id: inv.id, url, room_id: inv.room_id, expires_at: inv.expires_at };
             (StatusCode::CREATED, Json(body)).into_response()
@@ -548,5 +558,22 @@ async fn dev_token(State(app): State<AppState>, body: Option<Json<DevTokenReques
             "not_found",
             "this server verifies tokens with a public key and cannot mint",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_use_tls_schemes_behind_a_tls_proxy() {
+        let mut h = HeaderMap::new();
+        assert_eq!(schemes(&h), ("http", "ws"));
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert_eq!(schemes(&h), ("https", "wss"));
+        h.insert("x-forwarded-proto", "HTTPS, http".parse().unwrap());
+        assert_eq!(schemes(&h), ("https", "wss"));
+        h.insert("x-forwarded-proto", "http".parse().unwrap());
+        assert_eq!(schemes(&h), ("http", "ws"));
     }
 }

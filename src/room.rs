@@ -600,6 +600,8 @@ impl Room {
     /// recovery may end one. The reported position never moves the timeline.
     pub fn report(&mut self, now: u64, id: MemberId, report: Report) {
         self.advance(now);
+        let in_wait = self.wait.as_ref().is_some_and(|w| w.members.contains(&id));
+        let cooldown = self.cfg.buffering_cooldown_us;
         let Some(m) = self.members.get_mut(&id) else {
             return;
         };
@@ -609,6 +611,12 @@ impl Room {
         if !report.buffering {
             m.settled = true;
             if was {
+                if in_wait {
+                    // A member whose network flaps must not make the room
+                    // stutter: after a wait it caused, it catches up alone
+                    // for a while, however the wait ended.
+                    m.no_wait_until = now + cooldown;
+                }
                 self.unblock(now, id);
             }
             return;

@@ -313,6 +313,10 @@ fn buffering_wait_pauses_everyone_and_resumes_on_recovery() {
     room.handle_timeout(now + S + 100 * MS);
     assert!(!room.timeline().paused);
     assert!(!room.state(now).buffering_wait);
+    // A flapping member does not make the room stutter: no new wait soon after.
+    room.report(now + 2 * S, v, report(true));
+    room.report(now + 3 * S, v, report(false));
+    assert!(changes(&drain(&mut room)).is_empty(), "no second wait within the cooldown");
 }
 
 #[test]
