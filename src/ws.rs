@@ -33,6 +33,10 @@ const WS_MAX_MESSAGE: usize = 64 * 1024;
 /// every read, so it costs 128 KiB of memory per connection; clients send
 /// small messages, and a larger one grows the buffer as it needs.
 const READ_BUFFER: usize = 2 * 1024;
+/// Frames tungstenite collects before writing. The writer flushes after each
+/// batch, so a batch (a change and its tick, say) is one `write` syscall, not
+/// one per frame; the syscall is most of the cost of a delivery on loopback.
+const WRITE_BUFFER: usize = 16 * 1024;
 /// Interval of server WebSocket pings (they keep idle legacy clients alive).
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -83,7 +87,7 @@ pub async fn upgrade(
         .max_message_size(WS_MAX_MESSAGE)
         .max_frame_size(WS_MAX_MESSAGE)
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0);
+        .write_buffer_size(WRITE_BUFFER);
     let dialect = if ws.selected_protocol().is_some() { Dialect::Binary } else { Dialect::Json };
     let params = SessionParams {
         event_id,
