@@ -1,0 +1,897 @@
+//! `lockstep-load`: the load generator of issue 6.
+//!
+//! ```sh
+//! cargo run --release --features load --bin lockstep-load -- --scenario s1
+//! cargo run --release --features load --bin lockstep-load -- --help
+//! ```
+//!
+//! Every server under test runs as its own process: the release `lockstep`
+//! binary (built first if needed), and the peers `peer-ws` and
+//! `peer-socketio` from `../shared/peers` (copied under the temp dir and
+//! `npm ci`-ed there). Simulated viewers and one host per room run here, on
+//! loopback. See `BENCHMARKS.md` for what each figure means.
+
+mod conn;
+mod proxy;
+mod rec;
+mod target;
+mod wsclient;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::conn::{Ctx, Mode, Role};
+use crate::proxy::{Impair, ProxyStats};
+use crate::rec::{Precision, Rec, ms};
+use crate::target::{ServerOpts, Target};
+
+const HELP: &str = "\
+lockstep-load: N viewers over R rooms, one host per room, against Lockstep and the peers.
+
+USAGE: cargo run --release --features load --bin lockstep-load -- [OPTIONS]
+
+  --scenario S       s1 (1 room x 1,000 viewers, a change every 250 ms; the default),
+                     s2 (1 room x 10,000, every 1 s), s3 (1,000 rooms x 10, every 250 ms),
+                     storm (10,000 viewers join one room at once; counts on everywhere),
+                     sync (sync precision: 1 room x 1,000 viewers, play/pause every 1 s)
+  --targets LIST     comma-separated: wt, ws, json, peer-ws, peer-socketio, or all
+                     (default: all for s1/s2/s3/storm, wt,ws for sync)
+  --viewers N        viewers per room          --rooms R          rooms
+  --interval-ms I    time between a host's changes
+  --warmup-s W       warm-up before measuring (default 2)
+  --measure-s M      measured window (default 6; the baseline used 20)
+  --runs K           repeat every target K times, interleaved (default 1); medians are printed
+  --concurrency C    connection attempts in flight (default 256; storm 1000)
+  --storm-timeout-s T  give up on settling after T s (default 20)
+  --impair           viewers connect through the userspace proxy: 50 +- 20 ms each way, 2 % loss
+  --delay-ms D --jitter-ms J --loss P   impairment settings (defaults 50, 20, 0.02)
+  --peer-counts on|off  peers' viewer-count broadcasts (default off, storm on)
+  --pin-server CPUS  run the server under taskset -c CPUS
+  --lockstep-arg A   extra `lockstep serve` argument (repeatable), e.g. --lockstep-arg=--tick-interval-ms=1000
+  --floor-tcp-us F --floor-udp-us F   syscall floors for the ratios (defaults 3.0 and 1.8,
+                     ../shared/peers/README.md; measure with physlimit/run.sh)
+  --peers DIR        the peers' folder (default ../shared/peers beside the workspace)
+  --wt-endpoints E   client UDP endpoints the WebTransport viewers share (default 16)
+  --server-bin PATH  run this lockstep binary instead of building target/release/lockstep
+  --quiet-wait-s Q   before each run, wait up to Q s for the machine to be quiet (default 20)
+";
+
+#[derive(Debug, Clone)]
+struct Opts {
+    scenario: String,
+    mode: Mode,
+    targets: Vec<Target>,
+    rooms: usize,
+    per_room: usize,
+    interval: Duration,
+    warmup: Duration,
+    measure: Duration,
+    runs: usize,
+    concurrency: usize,
+    storm_timeout: Duration,
+    impair: Option<Impair>,
+    peer_counts: bool,
+    pin: Option<String>,
+    lockstep_args: Vec<String>,
+    floor_tcp_us: f64,
+    floor_udp_us: f64,
+    peers: PathBuf,
+    wt_endpoints: usize,
+    server_bin: Option<PathBuf>,
+    quiet_wait: Duration,
+}
+
+fn parse_args() -> anyhow::Result<Opts> {
+    let mut args: Vec<String> = Vec::new();
+    for a in std::env::args().skip(1) {
+        // --key=value → --key value
+        match a.split_once('=') {
+            Some((k, v)) if k.starts_with("--") && k != "--lockstep-arg" => {
+                args.push(k.into());
+                args.push(v.into());
+            }
+            Some((k, v)) if k == "--lockstep-arg" => {
+                args.push(k.into());
+                args.push(v.into());
+            }
+            _ => args.push(a),
+        }
+    }
+    let mut kv: Vec<(String, String)> = Vec::new();
+    let mut flags: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--help" || a == "-h" {
+            print!("{HELP}");
+            std::process::exit(0);
+        }
+        if a == "--impair" {
+            flags.push(a.clone());
+            i += 1;
+            continue;
+        }
+        anyhow::ensure!(a.starts_with("--") && i + 1 < args.len(), "unexpected argument {a:?} (see --help)");
+        kv.push((a[2..].to_owned(), args[i + 1].clone()));
+        i += 2;
+    }
+    let get = |k: &str| kv.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let num = |k: &str, d: f64| -> anyhow::Result<f64> {
+        get(k).map(|v| v.parse::<f64>().map_err(|_| anyhow::anyhow!("--{k}: not a number: {v}"))).unwrap_or(Ok(d))
+    };
+    let scenario = get("scenario").unwrap_or_else(|| "s1".into());
+    let (mode, rooms, per_room, interval_ms) = match scenario.as_str() {
+        "s1" => (Mode::Latency, 1, 1000, 250),
+        "s2" => (Mode::Latency, 1, 10_000, 1000),
+        "s3" => (Mode::Latency, 1000, 10, 250),
+        "storm" => (Mode::Storm, 1, 10_000, 1000),
+        "sync" => (Mode::Precision, 1, 1000, 1000),
+        other => anyhow::bail!("unknown scenario {other:?} (see --help)"),
+    };
+    let targets = match get("targets").as_deref() {
+        None | Some("all") if mode == Mode::Precision => vec![Target::Wt, Target::Ws],
+        None | Some("all") => Target::ALL.to_vec(),
+        Some(list) => list
+            .split(',')
+            .map(|t| Target::parse(t.trim()).ok_or_else(|| anyhow::anyhow!("unknown target {t:?}")))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    if mode == Mode::Precision {
+        anyhow::ensure!(targets.iter().all(|t| matches!(t, Target::Wt | Target::Ws)), "sync runs on wt and ws only");
+    }
+    let impair = flags.iter().any(|f| f == "--impair").then(|| -> anyhow::Result<Impair> {
+        Ok(Impair {
+            delay: Duration::from_secs_f64(num("delay-ms", 50.0)? / 1000.0),
+            jitter: Duration::from_secs_f64(num("jitter-ms", 20.0)? / 1000.0),
+            loss: num("loss", 0.02)?,
+            rto: Duration::from_millis(200),
+        })
+    });
+    let peers = get("peers").map(PathBuf::from).unwrap_or_else(|| target::workspace().join("../shared/peers"));
+    Ok(Opts {
+        mode,
+        targets,
+        rooms: num("rooms", rooms as f64)? as usize,
+        per_room: num("viewers", per_room as f64)? as usize,
+        interval: Duration::from_millis(num("interval-ms", interval_ms as f64)? as u64),
+        warmup: Duration::from_secs_f64(num("warmup-s", 2.0)?),
+        measure: Duration::from_secs_f64(num("measure-s", 6.0)?),
+        runs: num("runs", 1.0)?.max(1.0) as usize,
+        concurrency: num("concurrency", if mode == Mode::Storm { 1000.0 } else { 256.0 })?.max(1.0) as usize,
+        storm_timeout: Duration::from_secs_f64(num("storm-timeout-s", 20.0)?),
+        impair: impair.transpose()?,
+        peer_counts: match get("peer-counts").as_deref() {
+            Some("on") => true,
+            Some("off") => false,
+            None => mode == Mode::Storm,
+            Some(o) => anyhow::bail!("--peer-counts on|off, not {o:?}"),
+        },
+        pin: get("pin-server"),
+        lockstep_args: kv.iter().filter(|(k, _)| k == "lockstep-arg").map(|(_, v)| v.clone()).collect(),
+        floor_tcp_us: num("floor-tcp-us", 3.0)?,
+        floor_udp_us: num("floor-udp-us", 1.8)?,
+        peers,
+        wt_endpoints: num("wt-endpoints", 16.0)?.max(1.0) as usize,
+        server_bin: get("server-bin").map(PathBuf::from),
+        quiet_wait: Duration::from_secs_f64(num("quiet-wait-s", 20.0)?),
+        scenario,
+    })
+}
+
+/// What one run of one target measured.
+#[derive(Debug, Default, Clone)]
+struct Res {
+    target: &'static str,
+    conns: usize,
+    failed: u64,
+    join_s: f64,
+    join_p50: f64,
+    join_p99: f64,
+    rss0_mib: f64,
+    rss_mib: f64,
+    kib_per_conn: f64,
+    cpu_pct: f64,
+    cpu_us_per_delivery: f64,
+    gen_cpu_pct: f64,
+    deliveries_per_s: f64,
+    expected: u64,
+    delivered: u64,
+    lost: u64,
+    late: u64,
+    dups: u64,
+    first_by_dgram: u64,
+    msgs_per_delivery: f64,
+    user: [f64; 5],
+    kernel: [f64; 5],
+    last_user: [f64; 2],
+    last_kernel: [f64; 2],
+    tick: [f64; 2],
+    errors: u64,
+    closed: u64,
+    // storm
+    settled_s: Option<f64>,
+    storm_joined_s: Option<f64>,
+    right_at_end: u64,
+    count_msgs_mean: f64,
+    count_msgs_max: u64,
+    // sync
+    spread_sched: [f64; 3],
+    spread_fired: [f64; 3],
+    skew: [f64; 4],
+    sync_late: u64,
+    ref_offset_us: f64,
+    changes_seen: usize,
+    proxy_loss: f64,
+    /// UDP datagrams the kernel dropped for full receive buffers (IPv4 + IPv6, whole machine) during the run.
+    udp_drops: u64,
+    /// CPU % (of one core) used by other processes during the measured window.
+    other_cpu_pct: f64,
+}
+
+/// (busy, total) jiffies of the whole machine, from /proc/stat.
+fn machine_jiffies() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> =
+        s.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// Waits (at most `max`) until the machine is quiet: under 15 % of one core busy over one second.
+fn wait_quiet(max: Duration) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let (b0, t0j) = machine_jiffies();
+        std::thread::sleep(Duration::from_secs(1));
+        let (b1, t1j) = machine_jiffies();
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        let busy = cores * 100.0 * (b1 - b0) as f64 / (t1j - t0j).max(1) as f64;
+        if busy <= 15.0 {
+            return;
+        }
+        if t0.elapsed() >= max {
+            eprintln!("  (the machine is still busy: {busy:.0} % of a core; measuring anyway)");
+            return;
+        }
+        eprintln!("  (the machine is busy: {busy:.0} % of a core; waiting)");
+    }
+}
+
+/// UDP receive-buffer drops so far (IPv4 and IPv6, the whole machine).
+fn udp_drops() -> u64 {
+    let v4 = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let lines: Vec<&str> = v4.lines().filter(|l| l.starts_with("Udp:")).collect();
+    let mut n = 0;
+    if lines.len() >= 2 {
+        let h: Vec<&str> = lines[0].split_whitespace().collect();
+        let v: Vec<&str> = lines[1].split_whitespace().collect();
+        n += h
+            .iter()
+            .position(|x| *x == "RcvbufErrors")
+            .and_then(|i| v.get(i))
+            .and_then(|x| x.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    let v6 = std::fs::read_to_string("/proc/net/snmp6").unwrap_or_default();
+    n + v6
+        .lines()
+        .find_map(|l| l.strip_prefix("Udp6RcvbufErrors"))
+        .and_then(|x| x.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+fn quant(h: &Histogram<u64>) -> [f64; 5] {
+    [ms(h, 0.5), ms(h, 0.9), ms(h, 0.99), ms(h, 0.999), if h.is_empty() { f64::NAN } else { h.max() as f64 / 1000.0 }]
+}
+
+fn wt_endpoints(
+    n: usize,
+    cert: &str,
+) -> anyhow::Result<Vec<wtransport::Endpoint<wtransport::endpoint::endpoint_side::Client>>> {
+    let digest = wtransport::tls::Sha256Digest::new(target::digest(cert)?);
+    (0..n)
+        .map(|_| {
+            // Large buffers: a fan-out burst to the viewers of one endpoint
+            // overflows the default 208 KiB and the kernel drops datagrams.
+            let sock = std::net::UdpSocket::bind("[::]:0")?;
+            use nix::sys::socket::{setsockopt, sockopt};
+            setsockopt(&sock, sockopt::RcvBufForce, &(16 << 20))?;
+            setsockopt(&sock, sockopt::SndBufForce, &(4 << 20))?;
+            let cfg = wtransport::ClientConfig::builder()
+                .with_bind_socket(sock)
+                .with_server_certificate_hashes([digest.clone()])
+                .keep_alive_interval(Some(Duration::from_secs(4)))
+                .build();
+            Ok(wtransport::Endpoint::client(cfg)?)
+        })
+        .collect()
+}
+
+/// The server clock's offset from CLOCK_REALTIME, measured over a direct
+/// (never impaired) WebSocket: the min-RTT sample of 30 pings (µs).
+async fn reference_offset(http: std::net::SocketAddr) -> anyhow::Result<f64> {
+    use lockstep_protocol::{ClientMsg, Hello, PROTOCOL_VERSION, Ping, ServerMsg, decode_server, encode_client};
+    let mut ws = wsclient::Ws::connect(http, "/api/live-stream/reference-clock", Some("lockstep.v1")).await?;
+    let hello = ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        event_id: "reference-clock".into(),
+        device_id: "reference".into(),
+        token: None,
+        caps: 0,
+    });
+    ws.send_binary(&encode_client(&hello)).await?;
+    let mut est = rec::ClockEst::default();
+    for _ in 0..30 {
+        let t0 = wsclient::realtime_ns() / 1000;
+        ws.send_binary(&encode_client(&ClientMsg::Ping(Ping { client_time: t0 }))).await?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        'wait: loop {
+            while let Some(f) = ws.next_frame().await? {
+                if let Ok(ServerMsg::Pong(p)) = decode_server(ws.payload(&f))
+                    && p.client_time == t0
+                {
+                    est.pong(p.client_time, p.server_recv_us, p.server_send_us, ws.user_ns / 1000);
+                    break 'wait;
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no pong from the reference connection");
+            tokio::time::timeout_at(deadline, ws.read()).await.ok();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(est.offset().unwrap_or(0) as f64)
+}
+
+async fn run_one(t: Target, o: &Opts, bin: Option<&std::path::Path>, run_no: usize) -> anyhow::Result<Res> {
+    let mut lockstep_args = o.lockstep_args.clone();
+    if o.mode == Mode::Storm {
+        // The join storm measures the default coalescing; nothing to add.
+    }
+    lockstep_args.push("--log-json".into());
+    let sopts = ServerOpts { peer_counts: o.peer_counts, lockstep_args, pin: o.pin.clone() };
+    let server = target::start(t, &sopts, &o.peers, bin)?;
+    let pid = server.pid;
+    let me = std::process::id();
+    let drops0 = udp_drops();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss0 = target::status_kib(pid, "VmRSS");
+    let pstats = Arc::new(ProxyStats::default());
+    let (ws_addr, wt_addr) = match o.impair {
+        Some(imp) => {
+            let ws = proxy::tcp(server.http, imp, pstats.clone()).await?;
+            let wt = match server.quic {
+                Some(q) => Some(proxy::udp(q, imp, pstats.clone()).await?),
+                None => None,
+            };
+            (ws, wt)
+        }
+        None => (server.http, server.quic),
+    };
+    let ref_offset = if o.mode == Mode::Precision { reference_offset(server.http).await? } else { 0.0 };
+    let eps = match (t, &server.cert_sha256) {
+        (Target::Wt, Some(c)) => wt_endpoints(o.wt_endpoints, c)?,
+        (Target::Wt, None) => anyhow::bail!("no certificate hash in the server's log"),
+        _ => Vec::new(),
+    };
+    let interval_ns = o.interval.as_nanos() as u64;
+    let k0 = (o.warmup.as_nanos() as u64).div_ceil(interval_ns) as u32;
+    let k1 = k0 + (o.measure.as_nanos() as u64 / interval_ns).max(1) as u32;
+    let viewers = o.rooms * o.per_room;
+    let hosts = if o.mode == Mode::Storm { 0 } else { o.rooms };
+    let (start_tx, start_rx) = watch::channel(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tag = format!("{}-{}-{}", o.scenario, run_no, wsclient::realtime_ns() % 1_000_000_000);
+    let ctx = Arc::new(Ctx {
+        target: t,
+        mode: o.mode,
+        ws_addr,
+        wt_addr,
+        wt_endpoints: eps,
+        tag,
+        rooms: o.rooms,
+        interval: o.interval,
+        rec: Rec::new(o.rooms, k0, k1, interval_ns),
+        prec: (o.mode == Mode::Precision).then(|| Precision::new(viewers, k1 as usize + 1)),
+        count_target: (o.per_room + if hosts > 0 { 1 } else { 0 }) as u32,
+        ping_every: (o.mode == Mode::Precision).then_some(Duration::from_secs(2)),
+        start: start_rx,
+        stop: stop_rx,
+        joined: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        errors_shown: AtomicU64::new(0),
+        connect_sem: Arc::new(Semaphore::new(o.concurrency)),
+    });
+    let mut set = JoinSet::new();
+    let progress = |what: &str, extra: String| {
+        eprintln!(
+            "  [{} {}] {what}: joined {} failed {} | server CPU {:.1} s RSS {:.0} MiB {extra}",
+            o.scenario,
+            t.name(),
+            ctx.joined.load(Relaxed),
+            ctx.failed.load(Relaxed),
+            target::cpu_s(pid),
+            target::status_kib(pid, "VmRSS") as f64 / 1024.0,
+        )
+    };
+    // Hosts first, so each is its room's first member (and so its host).
+    for room in 0..hosts {
+        set.spawn(conn::client(ctx.clone(), Role::Host { room }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (ctx.joined.load(Relaxed) + ctx.failed.load(Relaxed)) < hosts as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    anyhow::ensure!(ctx.joined.load(Relaxed) == hosts as u64, "hosts failed to join");
+    let total = (hosts + viewers) as u64;
+    let tj = Instant::now();
+    let storm_cpu0 = target::cpu_s(pid);
+    for g in 0..viewers {
+        set.spawn(conn::client(ctx.clone(), Role::Viewer { g, room: g / o.per_room }));
+    }
+    let mut res = Res { target: t.name(), conns: total as usize, ..Res::default() };
+    let join_deadline =
+        tj + if o.mode == Mode::Storm { o.storm_timeout } else { Duration::from_secs(60).max(o.storm_timeout) };
+    let mut last_print = Instant::now();
+    loop {
+        let j = ctx.joined.load(Relaxed);
+        let f = ctx.failed.load(Relaxed);
+        if res.storm_joined_s.is_none() && j + f >= total {
+            res.storm_joined_s = Some(tj.elapsed().as_secs_f64());
+        }
+        let right = ctx.rec.count_right.load(Relaxed);
+        let done = match o.mode {
+            Mode::Storm => j >= total && right >= viewers as u64,
+            _ => j + f >= total,
+        };
+        if done {
+            if o.mode == Mode::Storm {
+                res.settled_s = Some(tj.elapsed().as_secs_f64());
+            }
+            break;
+        }
+        if Instant::now() >= join_deadline {
+            eprintln!("  gave up waiting after {:?}", join_deadline - tj);
+            break;
+        }
+        if last_print.elapsed() >= Duration::from_secs(2) {
+            last_print = Instant::now();
+            progress(
+                "joining",
+                format!("| right count {right}/{viewers} | count msgs {}", ctx.rec.count_msgs.load(Relaxed)),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    res.join_s = tj.elapsed().as_secs_f64();
+    res.failed = ctx.failed.load(Relaxed);
+    {
+        let h = ctx.rec.merged();
+        res.join_p50 = ms(&h.join, 0.5);
+        res.join_p99 = ms(&h.join, 0.99);
+    }
+    if o.mode == Mode::Storm {
+        let cpu = target::cpu_s(pid) - storm_cpu0;
+        res.cpu_pct = 100.0 * cpu / res.join_s.max(1e-3);
+        res.right_at_end = ctx.rec.count_right.load(Relaxed);
+        res.count_msgs_mean = ctx.rec.count_msgs.load(Relaxed) as f64 / viewers.max(1) as f64;
+        res.count_msgs_max = ctx.rec.count_msgs_max.load(Relaxed);
+        res.rss0_mib = rss0 as f64 / 1024.0;
+        res.rss_mib = target::status_kib(pid, "VmRSS") as f64 / 1024.0;
+        res.errors = ctx.rec.errors.load(Relaxed);
+        res.closed = ctx.rec.closed.load(Relaxed);
+        progress("storm over", String::new());
+        let _ = stop_tx.send(true);
+        set.abort_all();
+        return Ok(res);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss1 = target::status_kib(pid, "VmRSS");
+    res.rss0_mib = rss0 as f64 / 1024.0;
+    res.rss_mib = rss1 as f64 / 1024.0;
+    res.kib_per_conn = (rss1 as f64 - rss0 as f64) / ctx.joined.load(Relaxed).max(1) as f64;
+    progress("joined", format!("in {:.2} s; {:.1} KiB per connection", res.join_s, res.kib_per_conn));
+
+    let start = Instant::now() + Duration::from_millis(100);
+    let _ = start_tx.send(Some(start));
+    tokio::time::sleep_until(start + o.warmup).await;
+    ctx.rec.measuring.store(true, Relaxed);
+    let (cpu0, gen0, w0, mach0) = (target::cpu_s(pid), target::cpu_s(me), Instant::now(), machine_jiffies());
+    let end = start + o.warmup + o.measure;
+    while Instant::now() < end {
+        tokio::time::sleep_until((Instant::now() + Duration::from_secs(2)).min(end)).await;
+        progress("measuring", format!("| delivered {} lost-so-far n/a", ctx.rec.delivered.load(Relaxed)));
+    }
+    let (cpu1, gen1, w, mach1) = (target::cpu_s(pid), target::cpu_s(me), w0.elapsed().as_secs_f64(), machine_jiffies());
+    ctx.rec.measuring.store(false, Relaxed);
+    // Let the last changes arrive (late ones count as late, not lost).
+    let drain = if o.impair.is_some() { Duration::from_secs(2) } else { o.interval.max(Duration::from_secs(1)) };
+    tokio::time::sleep(drain).await;
+    let _ = stop_tx.send(true);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    set.abort_all();
+
+    let rec = &ctx.rec;
+    let h = rec.merged();
+    let sent = rec.sent_measured();
+    res.expected = sent * o.per_room as u64;
+    res.delivered = rec.delivered.load(Relaxed);
+    res.lost = res.expected.saturating_sub(res.delivered);
+    res.late = rec.late.load(Relaxed);
+    res.dups = rec.dups.load(Relaxed);
+    res.first_by_dgram = rec.first_by_datagram.load(Relaxed);
+    res.deliveries_per_s = res.delivered as f64 / o.measure.as_secs_f64();
+    res.msgs_per_delivery = rec.msgs_in_window.load(Relaxed) as f64 / res.delivered.max(1) as f64;
+    res.cpu_pct = 100.0 * (cpu1 - cpu0) / w;
+    res.gen_cpu_pct = 100.0 * (gen1 - gen0) / w;
+    // Everything else the machine did meanwhile (other engineers' builds and tests): the noise.
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let machine = cores * 100.0 * (mach1.0 - mach0.0) as f64 / (mach1.1 - mach0.1).max(1) as f64;
+    res.other_cpu_pct = (machine - res.cpu_pct - res.gen_cpu_pct).max(0.0);
+    res.cpu_us_per_delivery = (cpu1 - cpu0) * 1e6 / res.delivered.max(1) as f64;
+    res.user = quant(&h.user);
+    res.kernel = quant(&h.kernel);
+    let (cu, ck) = rec.completion();
+    res.last_user = [ms(&cu, 0.5), ms(&cu, 0.99)];
+    res.last_kernel = [ms(&ck, 0.5), ms(&ck, 0.99)];
+    res.tick = [ms(&h.tick, 0.5), ms(&h.tick, 0.99)];
+    res.errors = rec.errors.load(Relaxed);
+    res.closed = rec.closed.load(Relaxed);
+    res.udp_drops = udp_drops() - drops0;
+    let pk = pstats.packets.load(Relaxed);
+    res.proxy_loss = if pk > 0 { pstats.lost.load(Relaxed) as f64 / pk as f64 } else { 0.0 };
+    if let Some(pr) = &ctx.prec {
+        res.ref_offset_us = ref_offset;
+        let mut sp_s = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+        let mut sp_f = sp_s.clone();
+        let mut skew = sp_s.clone();
+        for k in k0 as usize..(k1 as usize).min(pr.changes) {
+            let eff = pr.effective_us[k].load(Relaxed);
+            if eff == 0 {
+                continue;
+            }
+            res.changes_seen += 1;
+            let truth = ((eff as f64 - ref_offset) * 1000.0) as i64;
+            let (mut lo, mut hi, mut flo, mut fhi) = (u64::MAX, 0u64, u64::MAX, 0u64);
+            for g in 0..pr.viewers {
+                let s = pr.scheduled[k * pr.viewers + g].load(Relaxed);
+                if s == 0 {
+                    continue;
+                }
+                lo = lo.min(s);
+                hi = hi.max(s);
+                let _ = skew.record(((s as i64 - truth).unsigned_abs() / 1000).max(1));
+                let f = pr.fired[k * pr.viewers + g].load(Relaxed);
+                if f != 0 {
+                    flo = flo.min(f);
+                    fhi = fhi.max(f);
+                }
+            }
+            if hi >= lo {
+                let _ = sp_s.record(((hi - lo) / 1000).max(1));
+            }
+            if fhi >= flo {
+                let _ = sp_f.record(((fhi - flo) / 1000).max(1));
+            }
+        }
+        let q3 = |h: &Histogram<u64>| {
+            [ms(h, 0.5), ms(h, 0.99), if h.is_empty() { f64::NAN } else { h.max() as f64 / 1000.0 }]
+        };
+        res.spread_sched = q3(&sp_s);
+        res.spread_fired = q3(&sp_f);
+        res.skew = [ms(&skew, 0.5), ms(&skew, 0.95), ms(&skew, 0.99), ms(&skew, 1.0)];
+        res.sync_late = pr.late.load(Relaxed);
+    }
+    drop(server);
+    Ok(res)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn f(x: f64, d: usize) -> String {
+    if x.is_finite() { format!("{x:.d$}") } else { "–".into() }
+}
+
+/// The median of every numeric field over runs of one target.
+fn med(rs: &[&Res]) -> Res {
+    let m = |g: &dyn Fn(&Res) -> f64| median(rs.iter().map(|r| g(r)).collect());
+    let arr5 = |g: &dyn Fn(&Res) -> [f64; 5]| -> [f64; 5] { std::array::from_fn(|i| m(&|r| g(r)[i])) };
+    let arr2 = |g: &dyn Fn(&Res) -> [f64; 2]| -> [f64; 2] { std::array::from_fn(|i| m(&|r| g(r)[i])) };
+    let arr3 = |g: &dyn Fn(&Res) -> [f64; 3]| -> [f64; 3] { std::array::from_fn(|i| m(&|r| g(r)[i])) };
+    let arr4 = |g: &dyn Fn(&Res) -> [f64; 4]| -> [f64; 4] { std::array::from_fn(|i| m(&|r| g(r)[i])) };
+    let r0 = rs[0];
+    Res {
+        target: r0.target,
+        conns: r0.conns,
+        failed: m(&|r| r.failed as f64) as u64,
+        join_s: m(&|r| r.join_s),
+        join_p50: m(&|r| r.join_p50),
+        join_p99: m(&|r| r.join_p99),
+        rss0_mib: m(&|r| r.rss0_mib),
+        rss_mib: m(&|r| r.rss_mib),
+        kib_per_conn: m(&|r| r.kib_per_conn),
+        cpu_pct: m(&|r| r.cpu_pct),
+        cpu_us_per_delivery: m(&|r| r.cpu_us_per_delivery),
+        gen_cpu_pct: m(&|r| r.gen_cpu_pct),
+        deliveries_per_s: m(&|r| r.deliveries_per_s),
+        expected: m(&|r| r.expected as f64) as u64,
+        delivered: m(&|r| r.delivered as f64) as u64,
+        lost: m(&|r| r.lost as f64) as u64,
+        late: m(&|r| r.late as f64) as u64,
+        dups: m(&|r| r.dups as f64) as u64,
+        first_by_dgram: m(&|r| r.first_by_dgram as f64) as u64,
+        msgs_per_delivery: m(&|r| r.msgs_per_delivery),
+        user: arr5(&|r| r.user),
+        kernel: arr5(&|r| r.kernel),
+        last_user: arr2(&|r| r.last_user),
+        last_kernel: arr2(&|r| r.last_kernel),
+        tick: arr2(&|r| r.tick),
+        errors: m(&|r| r.errors as f64) as u64,
+        closed: m(&|r| r.closed as f64) as u64,
+        settled_s: if rs.iter().all(|r| r.settled_s.is_some()) {
+            Some(m(&|r| r.settled_s.unwrap_or(f64::NAN)))
+        } else {
+            None
+        },
+        storm_joined_s: rs
+            .iter()
+            .all(|r| r.storm_joined_s.is_some())
+            .then(|| m(&|r| r.storm_joined_s.unwrap_or(f64::NAN))),
+        right_at_end: m(&|r| r.right_at_end as f64) as u64,
+        count_msgs_mean: m(&|r| r.count_msgs_mean),
+        count_msgs_max: m(&|r| r.count_msgs_max as f64) as u64,
+        spread_sched: arr3(&|r| r.spread_sched),
+        spread_fired: arr3(&|r| r.spread_fired),
+        skew: arr4(&|r| r.skew),
+        sync_late: m(&|r| r.sync_late as f64) as u64,
+        ref_offset_us: m(&|r| r.ref_offset_us),
+        changes_seen: r0.changes_seen,
+        proxy_loss: m(&|r| r.proxy_loss),
+        udp_drops: m(&|r| r.udp_drops as f64) as u64,
+        other_cpu_pct: m(&|r| r.other_cpu_pct),
+    }
+}
+
+fn floor_us(o: &Opts, target: &str) -> f64 {
+    if target == "lockstep-wt" { o.floor_udp_us } else { o.floor_tcp_us }
+}
+
+fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
+    println!("\n### {title} — {label}\n");
+    match o.mode {
+        Mode::Latency => {
+            println!(
+                "Latency is host command → viewer receipt per delivery (ms). \"user\" = user-space receive time in the load generator; \"kernel\" = the viewer socket's SO_TIMESTAMPNS (WebSocket only; – for WebTransport).\n"
+            );
+            println!(
+                "| target | conns | p50 user | p90 | p99 | p99.9 | max | p50 kernel | p99 kernel | last viewer p50 / p99 (user) | last viewer p99 (kernel) | tick p50 / p99 | deliveries/s | lost | late | server CPU % | CPU µs / delivery | × floor | KiB / conn | join s | load-gen CPU % |"
+            );
+            println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+            for r in rows {
+                println!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.target,
+                    r.conns,
+                    f(r.user[0], 2),
+                    f(r.user[1], 2),
+                    f(r.user[2], 2),
+                    f(r.user[3], 2),
+                    f(r.user[4], 1),
+                    f(r.kernel[0], 2),
+                    f(r.kernel[2], 2),
+                    f(r.last_user[0], 2),
+                    f(r.last_user[1], 2),
+                    f(r.last_kernel[1], 2),
+                    f(r.tick[0], 2),
+                    f(r.tick[1], 2),
+                    f(r.deliveries_per_s, 0),
+                    r.lost,
+                    r.late,
+                    f(r.cpu_pct, 1),
+                    f(r.cpu_us_per_delivery, 2),
+                    f(r.cpu_us_per_delivery / floor_us(o, r.target), 2),
+                    f(r.kib_per_conn, 1),
+                    f(r.join_s, 2),
+                    f(r.gen_cpu_pct, 0),
+                );
+            }
+            if let Some(base) = rows
+                .iter()
+                .find(|r| r.target == "lockstep-ws")
+                .or(rows.first())
+                .filter(|_| !title.contains("every run"))
+            {
+                println!("\nRatios (other ÷ {}; above 1 means {} is better):\n", base.target, base.target);
+                println!("| target | p50 | p99 | p99 kernel | last viewer p99 | CPU / delivery | memory / conn |");
+                println!("|---|---|---|---|---|---|---|");
+                for r in rows {
+                    println!(
+                        "| {} | {} | {} | {} | {} | {} | {} |",
+                        r.target,
+                        f(r.user[0] / base.user[0], 2),
+                        f(r.user[2] / base.user[2], 2),
+                        f(r.kernel[2] / base.kernel[2], 2),
+                        f(r.last_user[1] / base.last_user[1], 2),
+                        f(r.cpu_us_per_delivery / base.cpu_us_per_delivery, 2),
+                        f(r.kib_per_conn / base.kib_per_conn, 2),
+                    );
+                }
+            }
+            println!(
+                "\nmessages per delivered change (all kinds, viewers, measured window): {}",
+                rows.iter()
+                    .map(|r| format!("{} {}", r.target, f(r.msgs_per_delivery, 2)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let wt: Vec<_> = rows
+                .iter()
+                .filter(|r| r.target == "lockstep-wt")
+                .map(|r| format!("{} of {} first by datagram", r.first_by_dgram, r.delivered))
+                .collect();
+            if !wt.is_empty() {
+                println!("WebTransport: {}", wt.join("; "));
+            }
+        }
+        Mode::Storm => {
+            println!(
+                "| target | viewers | all joined (s) | settled (s) | right count at end | count msgs / viewer (mean) | max | server CPU % during storm | RSS MiB | failed | closed |"
+            );
+            println!("|---|---|---|---|---|---|---|---|---|---|---|");
+            for r in rows {
+                println!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    r.target,
+                    r.conns,
+                    r.storm_joined_s
+                        .map(|s| f(s, 2))
+                        .unwrap_or_else(|| format!("no (> {:.0})", o.storm_timeout.as_secs_f64())),
+                    r.settled_s
+                        .map(|s| f(s, 2))
+                        .unwrap_or_else(|| format!("never (> {:.0})", o.storm_timeout.as_secs_f64())),
+                    r.right_at_end,
+                    f(r.count_msgs_mean, 2),
+                    r.count_msgs_max,
+                    f(r.cpu_pct, 0),
+                    f(r.rss_mib, 0),
+                    r.failed,
+                    r.closed,
+                );
+            }
+        }
+        Mode::Precision => {
+            println!(
+                "Spread = first → last viewer applying a scheduled change (ms): \"scheduled\" = the instants the viewers' clock estimates give; \"fired\" = when the load generator's timers actually fired (all viewers share 2 cores). Skew = |scheduled − true instant| per viewer and change (true = effective time − the server-clock offset measured directly, {} µs).\n",
+                rows.first().map(|r| f(r.ref_offset_us, 0)).unwrap_or_default()
+            );
+            println!(
+                "| target | viewers | changes | spread scheduled p50 / p99 / max | spread fired p50 / p99 / max | skew p50 | p95 | p99 | max | arrived after effect | proxy loss |"
+            );
+            println!("|---|---|---|---|---|---|---|---|---|---|---|");
+            for r in rows {
+                println!(
+                    "| {} | {} | {} | {} / {} / {} | {} / {} / {} | {} | {} | {} | {} | {} | {} |",
+                    r.target,
+                    r.conns - 1,
+                    r.changes_seen,
+                    f(r.spread_sched[0], 3),
+                    f(r.spread_sched[1], 3),
+                    f(r.spread_sched[2], 3),
+                    f(r.spread_fired[0], 2),
+                    f(r.spread_fired[1], 2),
+                    f(r.spread_fired[2], 2),
+                    f(r.skew[0], 3),
+                    f(r.skew[1], 3),
+                    f(r.skew[2], 3),
+                    f(r.skew[3], 3),
+                    r.sync_late,
+                    f(r.proxy_loss * 100.0, 1) + " %",
+                );
+            }
+        }
+    }
+    let bad: Vec<_> = rows
+        .iter()
+        .filter(|r| r.errors > 0 || r.failed > 0)
+        .map(|r| format!("{}: {} errors, {} failed connects, {} closed", r.target, r.errors, r.failed, r.closed))
+        .collect();
+    if !bad.is_empty() {
+        println!("\nproblems: {}", bad.join("; "));
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let o = parse_args()?;
+    let wall = std::time::Instant::now();
+    let bin = match &o.server_bin {
+        Some(b) => Some(b.clone()),
+        None if o.targets.iter().any(|t| t.is_lockstep()) => Some(target::lockstep_binary()?),
+        None => None,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let title = match o.mode {
+        Mode::Latency => format!(
+            "{}: {} room(s) × {} viewers, a change every {} ms; {:.0} s warm-up, {:.0} s measured",
+            o.scenario.to_uppercase(),
+            o.rooms,
+            o.per_room,
+            o.interval.as_millis(),
+            o.warmup.as_secs_f64(),
+            o.measure.as_secs_f64()
+        ),
+        Mode::Storm => format!(
+            "join storm: {} viewers join one room, {} connection attempts in flight",
+            o.rooms * o.per_room,
+            o.concurrency
+        ),
+        Mode::Precision => format!(
+            "sync precision: {} room(s) × {} viewers, play/pause every {} ms (lead 100 ms), {:.0} s measured{}",
+            o.rooms,
+            o.per_room,
+            o.interval.as_millis(),
+            o.measure.as_secs_f64(),
+            o.impair
+                .map(|i| format!(
+                    ", impaired: {} ± {} ms each way, {:.0} % loss",
+                    i.delay.as_millis(),
+                    i.jitter.as_millis(),
+                    i.loss * 100.0
+                ))
+                .unwrap_or_default()
+        ),
+    };
+    eprintln!("{title}");
+    let mut all: Vec<(usize, Res)> = Vec::new();
+    for run in 0..o.runs {
+        for (ti, &t) in o.targets.iter().enumerate() {
+            wait_quiet(o.quiet_wait);
+            eprintln!("run {}/{}: {}", run + 1, o.runs, t.name());
+            match rt.block_on(run_one(t, &o, bin.as_deref(), run)) {
+                Ok(r) => all.push((ti, r)),
+                Err(e) => eprintln!("  {} failed: {e:#}", t.name()),
+            }
+            // Let sockets in TIME_WAIT and the previous server's exit settle.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let host = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let label = format!(
+        "{} CPUs ({host}), {} run(s) per target",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        o.runs
+    );
+    if o.runs > 1 {
+        let per: Vec<Res> = all.iter().map(|(_, r)| r.clone()).collect();
+        print_tables(&o, &per, &format!("{title} (every run)"), &label);
+    }
+    let meds: Vec<Res> = (0..o.targets.len())
+        .filter_map(|ti| {
+            let rs: Vec<&Res> = all.iter().filter(|(i, _)| *i == ti).map(|(_, r)| r).collect();
+            (!rs.is_empty()).then(|| med(&rs))
+        })
+        .collect();
+    print_tables(&o, &meds, &title, &format!("{label}{}", if o.runs > 1 { ", medians" } else { "" }));
+    println!("\nwall time {:.1} s", wall.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,566 @@
+//! One simulated client (viewer or host) per task, over any target.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use lockstep_protocol::timeline::unwrap_anchor;
+use lockstep_protocol::{
+    Action, ClientMsg, Command, FrameDecoder, Hello, PROTOCOL_VERSION, Ping, ServerMsg, caps, decode_server,
+    encode_client, write_frame,
+};
+use serde_json::Value;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use wtransport::endpoint::endpoint_side;
+use wtransport::{Endpoint, RecvStream, SendStream};
+
+use crate::rec::{ClockEst, Precision, Rec};
+use crate::target::Target;
+use crate::wsclient::{Op, Ws, realtime_ns};
+
+/// What the run is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Hosts seek every interval; latency of each change.
+    Latency,
+    /// Viewers join at once; time until all see the right count.
+    Storm,
+    /// Hosts alternate play and pause (scheduled `lead` ahead); viewers
+    /// estimate the server clock and apply each change at their estimate.
+    Precision,
+}
+
+/// Shared by every client of a run.
+pub(crate) struct Ctx {
+    pub(crate) target: Target,
+    pub(crate) mode: Mode,
+    /// Where WebSocket clients connect (the server, or the impairment proxy).
+    pub(crate) ws_addr: SocketAddr,
+    /// Where WebTransport clients connect.
+    pub(crate) wt_addr: Option<SocketAddr>,
+    pub(crate) wt_endpoints: Vec<Endpoint<endpoint_side::Client>>,
+    pub(crate) tag: String,
+    pub(crate) rooms: usize,
+    pub(crate) interval: Duration,
+    pub(crate) rec: Rec,
+    pub(crate) prec: Option<Precision>,
+    /// Viewer count every viewer should end up seeing.
+    pub(crate) count_target: u32,
+    /// Viewers ping at this interval (after five quick ones), for clock sync.
+    pub(crate) ping_every: Option<Duration>,
+    /// When hosts start sending (set once every client has joined).
+    pub(crate) start: watch::Receiver<Option<Instant>>,
+    pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) joined: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) errors_shown: AtomicU64,
+    pub(crate) connect_sem: Arc<Semaphore>,
+}
+
+impl Ctx {
+    fn event(&self, room: usize) -> String {
+        format!("{}-{room}", self.tag)
+    }
+
+    fn note_error(&self, what: impl std::fmt::Display) {
+        self.rec.errors.fetch_add(1, Relaxed);
+        if self.errors_shown.fetch_add(1, Relaxed) < 5 {
+            eprintln!("  client error: {what}");
+        }
+    }
+}
+
+/// Who a client is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Role {
+    Host { room: usize },
+    Viewer { g: usize, room: usize },
+}
+
+enum Link {
+    Ws(Box<Ws>),
+    Wt { conn: wtransport::Connection, send: SendStream, recv: RecvStream, dec: FrameDecoder, buf: Vec<u8> },
+}
+
+/// Per-client state.
+struct Client {
+    role: Role,
+    g: usize,
+    room: usize,
+    seen: Vec<u64>,
+    count: Option<u32>,
+    right: bool,
+    count_msgs: u64,
+    joined: bool,
+    clock: ClockEst,
+    /// Pending scheduled apply: (change index, deadline).
+    apply: Option<(usize, Instant)>,
+    welcome_epoch: u32,
+    /// Reply to send after handling a frame (socket.io handshakes and pings).
+    reply: Option<&'static str>,
+}
+
+impl Client {
+    fn first_time(&mut self, k: u32) -> bool {
+        let (w, b) = ((k / 64) as usize, k % 64);
+        if w >= self.seen.len() {
+            self.seen.resize(w + 1, 0);
+        }
+        let fresh = self.seen[w] & (1 << b) == 0;
+        self.seen[w] |= 1 << b;
+        fresh
+    }
+
+    fn set_count(&mut self, ctx: &Ctx, c: u32) {
+        self.count = Some(c);
+        let right = c == ctx.count_target;
+        if right != self.right {
+            self.right = right;
+            if right {
+                ctx.rec.count_right.fetch_add(1, Relaxed);
+            } else {
+                ctx.rec.count_right.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+
+    fn count_msg(&mut self, ctx: &Ctx) {
+        self.count_msgs += 1;
+        ctx.rec.count_msgs.fetch_add(1, Relaxed);
+        ctx.rec.count_msgs_max.fetch_max(self.count_msgs, Relaxed);
+    }
+
+    fn mark_joined(&mut self, ctx: &Ctx, t0: Instant) {
+        if !self.joined {
+            self.joined = true;
+            ctx.joined.fetch_add(1, Relaxed);
+            let _ = ctx.rec.shard(self.g).join.record((t0.elapsed().as_micros() as u64).max(1));
+        }
+    }
+
+    fn is_viewer(&self) -> bool {
+        matches!(self.role, Role::Viewer { .. })
+    }
+
+    /// A change arrived: `k` its index.
+    /// Whether this was the first copy.
+    fn change(&mut self, ctx: &Ctx, k: u32, user_ns: u64, kernel_ns: Option<u64>, dgram: bool) -> bool {
+        if !self.is_viewer() {
+            return false;
+        }
+        if !self.first_time(k) {
+            ctx.rec.dups.fetch_add(1, Relaxed);
+            return false;
+        }
+        ctx.rec.delivery(self.g, self.room, k, user_ns, kernel_ns, dgram);
+        true
+    }
+
+    /// A bincode server message.
+    fn on_bin(&mut self, ctx: &Ctx, bytes: &[u8], user_ns: u64, kernel_ns: Option<u64>, dgram: bool, t0: Instant) {
+        let Ok(msg) = decode_server(bytes) else {
+            ctx.note_error("undecodable server message");
+            return;
+        };
+        if ctx.rec.measuring.load(Relaxed) && self.is_viewer() {
+            ctx.rec.msgs_in_window.fetch_add(1, Relaxed);
+        }
+        let user_us = user_ns / 1000;
+        match msg {
+            ServerMsg::Welcome(w) => {
+                self.welcome_epoch = w.timeline.epoch;
+                self.clock.coarse(w.server_time_us, user_us);
+                self.set_count(ctx, w.viewers);
+                self.mark_joined(ctx, t0);
+            }
+            ServerMsg::TimelineChanged(c) => match ctx.mode {
+                Mode::Precision => {
+                    let k = c.timeline.epoch.wrapping_sub(self.welcome_epoch).wrapping_sub(1);
+                    if self.change(ctx, k, user_ns, kernel_ns, dgram) {
+                        self.schedule(ctx, k as usize, c.effective_at_us);
+                    }
+                }
+                _ => {
+                    let p = c.timeline.position_ms;
+                    if p >= 1000 && p % 1000 == 0 {
+                        self.change(ctx, (p / 1000 - 1) as u32, user_ns, kernel_ns, dgram);
+                    }
+                }
+            },
+            ServerMsg::Tick(t) => {
+                if ctx.mode == Mode::Latency && ctx.rec.measuring.load(Relaxed) && self.is_viewer() && t.paused {
+                    // Paused ticks are anchored at their emission time (server clock ≈ CLOCK_REALTIME here).
+                    let anchor = unwrap_anchor(t.anchor_lo_us, user_us);
+                    if user_us >= anchor {
+                        let _ = ctx.rec.shard(self.g).tick.record((user_us - anchor).max(1));
+                    }
+                }
+                if self.count != Some(t.viewers) {
+                    self.set_count(ctx, t.viewers);
+                }
+            }
+            ServerMsg::ViewerCount(c) => {
+                self.count_msg(ctx);
+                self.set_count(ctx, c.count);
+            }
+            ServerMsg::Pong(p) => {
+                if let Some(pr) = &ctx.prec {
+                    pr.pongs.fetch_add(1, Relaxed);
+                }
+                self.clock.pong(p.client_time, p.server_recv_us, p.server_send_us, user_us);
+            }
+            ServerMsg::Error(e) => ctx.note_error(format!("server error {} {}", e.code, e.message)),
+            _ => {}
+        }
+    }
+
+    /// Schedules applying change `k` at the viewer's estimate of `effective_at_us`.
+    fn schedule(&mut self, ctx: &Ctx, k: usize, effective_at_us: u64) {
+        let (Some(pr), Some(off), Role::Viewer { g, .. }) = (&ctx.prec, self.clock.offset(), self.role) else {
+            return;
+        };
+        if k >= pr.changes {
+            return;
+        }
+        pr.effective_us[k].store(effective_at_us, Relaxed);
+        let at_ns = (effective_at_us as i64 - off) * 1000;
+        let at_ns = at_ns.max(0) as u64;
+        pr.scheduled[k * pr.viewers + g].store(at_ns, Relaxed);
+        let now = realtime_ns();
+        if at_ns <= now {
+            pr.late.fetch_add(1, Relaxed);
+        }
+        self.apply = Some((k, Instant::now() + Duration::from_nanos(at_ns.saturating_sub(now))));
+    }
+
+    /// A JSON text frame (Lockstep's legacy dialect or peer-ws).
+    fn on_json(&mut self, ctx: &Ctx, v: &Value, user_ns: u64, kernel_ns: Option<u64>, t0: Instant) {
+        if ctx.rec.measuring.load(Relaxed) && self.is_viewer() {
+            ctx.rec.msgs_in_window.fetch_add(1, Relaxed);
+        }
+        match v.get("type").and_then(Value::as_str) {
+            Some("playbackSync") => {
+                self.mark_joined(ctx, t0);
+                if let Some(p) = v.get("position").and_then(Value::as_f64) {
+                    let k = p.round() as i64 - 1;
+                    if k >= 0 && (p - p.round()).abs() < 1e-6 {
+                        self.change(ctx, k as u32, user_ns, kernel_ns, false);
+                    }
+                }
+            }
+            Some("viewerCount") => {
+                self.count_msg(ctx);
+                if let Some(c) = v.get("count").and_then(Value::as_u64) {
+                    self.set_count(ctx, c as u32);
+                }
+            }
+            Some("error") => ctx.note_error(format!("server error {v}")),
+            _ => {}
+        }
+    }
+
+    /// A socket.io (engine.io v4) text frame.
+    fn on_sio(&mut self, ctx: &Ctx, text: &[u8], user_ns: u64, kernel_ns: Option<u64>, t0: Instant) {
+        match text {
+            [b'0', ..] => self.reply = Some("40"),
+            [b'2'] => self.reply = Some("3"),
+            [b'4', b'0', ..] => self.mark_joined(ctx, t0),
+            [b'4', b'2', rest @ ..] => {
+                if let Ok(Value::Array(a)) = serde_json::from_slice::<Value>(rest)
+                    && let Some(obj) = a.get(1)
+                {
+                    self.on_json(ctx, obj, user_ns, kernel_ns, t0);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn hello(event: &str, device: &str, caps: u32) -> Vec<u8> {
+    encode_client(&ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        event_id: event.into(),
+        device_id: device.into(),
+        token: None,
+        caps,
+    }))
+}
+
+async fn open(ctx: &Ctx, room: usize, device: &str) -> anyhow::Result<Link> {
+    let event = ctx.event(room);
+    match ctx.target {
+        Target::Wt => {
+            let addr = ctx.wt_addr.ok_or_else(|| anyhow::anyhow!("no WebTransport address"))?;
+            let ep = &ctx.wt_endpoints[room.wrapping_mul(31).wrapping_add(device.len()) % ctx.wt_endpoints.len()];
+            let url = format!("https://{addr}/api/live-stream/{event}");
+            let conn = ep.connect(url.as_str()).await?;
+            let (mut send, recv) = conn.open_bi().await?.await?;
+            let mut out = Vec::new();
+            write_frame(&hello(&event, device, caps::DATAGRAMS), &mut out);
+            send.write_all(&out).await?;
+            Ok(Link::Wt { conn, send, recv, dec: FrameDecoder::new(), buf: vec![0; 4096] })
+        }
+        Target::Ws => {
+            let mut ws = Ws::connect(ctx.ws_addr, &format!("/api/live-stream/{event}"), Some("lockstep.v1")).await?;
+            ws.send_binary(&hello(&event, device, 0)).await?;
+            Ok(Link::Ws(Box::new(ws)))
+        }
+        Target::Json | Target::PeerWs => {
+            let path = format!("/api/live-stream/{event}?deviceId={device}");
+            Ok(Link::Ws(Box::new(Ws::connect(ctx.ws_addr, &path, None).await?)))
+        }
+        Target::PeerSio => {
+            let path = format!("/socket.io/?EIO=4&transport=websocket&eventId={event}");
+            Ok(Link::Ws(Box::new(Ws::connect(ctx.ws_addr, &path, None).await?)))
+        }
+    }
+}
+
+/// The host's change `k`, in the target's dialect.
+fn change_msg(ctx: &Ctx, room: usize, k: u32, t_ns: u64) -> Vec<u8> {
+    let position_ms = (u64::from(k) + 1) * 1000;
+    match ctx.target {
+        Target::Wt | Target::Ws => {
+            let action = match ctx.mode {
+                Mode::Precision if k.is_multiple_of(2) => Action::Play { position_ms: None },
+                Mode::Precision => Action::Pause { position_ms: None },
+                _ => Action::Seek { position_ms },
+            };
+            encode_client(&ClientMsg::Command(Command { request_id: k + 1, action }))
+        }
+        Target::Json | Target::PeerWs => format!(
+            r#"{{"type":"playbackSync","position":{},"eventId":"{}","deviceId":"host-{room}","t":{t_ns}}}"#,
+            k + 1,
+            ctx.event(room)
+        )
+        .into_bytes(),
+        Target::PeerSio => format!(
+            r#"42["playbackSync",{{"type":"playbackSync","position":{},"eventId":"{}","deviceId":"host-{room}","t":{t_ns}}}]"#,
+            k + 1,
+            ctx.event(room)
+        )
+        .into_bytes(),
+    }
+}
+
+/// Runs one client until the run stops.
+pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
+    let (g, room) = match role {
+        Role::Host { room } => (usize::MAX - room, room),
+        Role::Viewer { g, room } => (g, room),
+    };
+    let device = match role {
+        Role::Host { room } => format!("host-{room}"),
+        Role::Viewer { g, .. } => format!("v{g}"),
+    };
+    let permit = ctx.connect_sem.clone().acquire_owned().await.ok();
+    let t0 = Instant::now();
+    let mut link = match tokio::time::timeout(Duration::from_secs(60), open(&ctx, room, &device)).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            ctx.failed.fetch_add(1, Relaxed);
+            ctx.note_error(format!("connect: {e:#}"));
+            return;
+        }
+        Err(_) => {
+            ctx.failed.fetch_add(1, Relaxed);
+            ctx.note_error("connect: timed out");
+            return;
+        }
+    };
+    let mut c = Client {
+        role,
+        g: if g == usize::MAX - room { 0 } else { g },
+        room,
+        seen: Vec::new(),
+        count: None,
+        right: false,
+        count_msgs: 0,
+        joined: false,
+        clock: ClockEst::default(),
+        apply: None,
+        welcome_epoch: 0,
+        reply: None,
+    };
+    if ctx.target == Target::PeerWs {
+        c.mark_joined(&ctx, t0);
+    }
+    let mut start = ctx.start.clone();
+    let mut stop = ctx.stop.clone();
+    let is_host = matches!(role, Role::Host { .. });
+    // Host schedule: change k at start + phase + k * interval.
+    let phase = ctx.interval.mul_f64(room as f64 / ctx.rooms.max(1) as f64);
+    let mut next_k: u32 = 0;
+    let mut host_at: Option<Instant> = None;
+    let pings = if is_host { None } else { ctx.ping_every };
+    let mut ping_n = 0u32;
+    let mut next_ping = pings.map(|_| Instant::now() + Duration::from_millis(50));
+    let mut permit = permit;
+    let far = Instant::now() + Duration::from_secs(3600);
+    loop {
+        // Drain what is buffered.
+        if let Link::Ws(ws) = &mut link {
+            loop {
+                let f = match ws.next_frame().await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        ctx.note_error(format!("read: {e}"));
+                        ctx.rec.closed.fetch_add(1, Relaxed);
+                        return;
+                    }
+                };
+                let (u, k) = (ws.user_ns, ws.kernel_ns);
+                match (f.op, ctx.target) {
+                    (Op::Close, _) => {
+                        ctx.rec.closed.fetch_add(1, Relaxed);
+                        if !*stop.borrow() {
+                            ctx.note_error(format!("closed by the server: {:?}", ws.payload(&f).get(2..)));
+                        }
+                        return;
+                    }
+                    (Op::Binary, _) => c.on_bin(&ctx, ws.payload(&f), u, k, false, t0),
+                    (Op::Text, Target::PeerSio) => c.on_sio(&ctx, ws.payload(&f), u, k, t0),
+                    (Op::Text, _) => match serde_json::from_slice::<Value>(ws.payload(&f)) {
+                        Ok(v) => c.on_json(&ctx, &v, u, k, t0),
+                        Err(_) => ctx.note_error("invalid JSON from the server"),
+                    },
+                }
+                if let Some(r) = c.reply.take()
+                    && ws.send_text(r).await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+        if c.joined && permit.is_some() {
+            permit = None;
+        }
+        if is_host
+            && host_at.is_none()
+            && c.joined
+            && let Some(s) = *start.borrow()
+        {
+            host_at = Some(s + phase);
+        }
+        let host_due = host_at.unwrap_or(far);
+        let ping_due = next_ping.unwrap_or(far);
+        let apply_due = c.apply.map(|a| a.1).unwrap_or(far);
+        tokio::select! {
+            biased;
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep_until(apply_due), if c.apply.is_some() => {
+                let (k, _) = c.apply.take().expect("guarded");
+                if let Some(pr) = &ctx.prec {
+                    pr.fired[k * pr.viewers + c.g].store(realtime_ns(), Relaxed);
+                }
+            }
+            _ = tokio::time::sleep_until(host_due), if host_at.is_some() => {
+                if next_k >= ctx.rec.k1 {
+                    host_at = None;
+                    continue;
+                }
+                let k = next_k;
+                next_k += 1;
+                host_at = host_at.map(|_| start.borrow().unwrap_or(far) + phase + ctx.interval * (k + 1));
+                let t_ns = realtime_ns();
+                let msg = change_msg(&ctx, room, k, t_ns);
+                let idx = room * ctx.rec.kmax + k as usize;
+                ctx.rec.send_ns[idx].store(realtime_ns(), Relaxed);
+                let r = match &mut link {
+                    Link::Ws(ws) if matches!(ctx.target, Target::Ws) => ws.send_binary(&msg).await,
+                    Link::Ws(ws) => ws.send(1, &msg).await,
+                    Link::Wt { send, .. } => {
+                        let mut out = Vec::with_capacity(msg.len() + 2);
+                        write_frame(&msg, &mut out);
+                        send.write_all(&out).await.map_err(std::io::Error::other)
+                    }
+                };
+                if let Err(e) = r {
+                    ctx.note_error(format!("host send: {e}"));
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(ping_due), if next_ping.is_some() => {
+                ping_n += 1;
+                let every = pings.unwrap_or(Duration::from_secs(1));
+                next_ping = Some(Instant::now() + if ping_n < 5 { Duration::from_millis(100) } else { every });
+                let ping = encode_client(&ClientMsg::Ping(Ping { client_time: realtime_ns() / 1000 }));
+                if let Some(pr) = &ctx.prec {
+                    pr.pings.fetch_add(1, Relaxed);
+                }
+                match &mut link {
+                    Link::Ws(ws) => {
+                        if ws.send_binary(&ping).await.is_err() {
+                            return;
+                        }
+                    }
+                    Link::Wt { conn, .. } => {
+                        let _ = conn.send_datagram(ping);
+                    }
+                }
+            }
+            _ = start.changed() => {}
+            r = read(&mut link) => match r {
+                Ok(Some(Got::Datagram(d))) => {
+                    let u = realtime_ns();
+                    c.on_bin(&ctx, &d, u, None, true, t0);
+                }
+                Ok(Some(Got::Frames(frames))) => {
+                    let u = realtime_ns();
+                    for f in frames {
+                        c.on_bin(&ctx, &f, u, None, false, t0);
+                    }
+                }
+                Ok(Some(Got::Ws)) => {}
+                Ok(None) => {
+                    ctx.rec.closed.fetch_add(1, Relaxed);
+                    if !*stop.borrow() {
+                        ctx.note_error("connection ended");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    ctx.rec.closed.fetch_add(1, Relaxed);
+                    if !*stop.borrow() {
+                        ctx.note_error(format!("read: {e}"));
+                    }
+                    return;
+                }
+            },
+        }
+    }
+}
+
+enum Got {
+    Datagram(bytes::Bytes),
+    Frames(Vec<Vec<u8>>),
+    /// WebSocket bytes were read into the buffer; frames are parsed next loop.
+    Ws,
+}
+
+/// Waits for input (cancel safe).
+async fn read(link: &mut Link) -> anyhow::Result<Option<Got>> {
+    match link {
+        Link::Ws(ws) => Ok(if ws.read().await? { Some(Got::Ws) } else { None }),
+        Link::Wt { conn, recv, dec, buf, .. } => {
+            tokio::select! {
+                d = conn.receive_datagram() => Ok(Some(Got::Datagram(d?.payload()))),
+                n = recv.read(buf) => match n? {
+                    None => Ok(None),
+                    Some(n) => {
+                        dec.push(&buf[..n]);
+                        let mut frames = Vec::new();
+                        while let Some(f) = dec.next_frame()? {
+                            frames.push(f);
+                        }
+                        Ok(Some(Got::Frames(frames)))
+                    }
+                },
+            }
+        }
+    }
+}
