@@ -42,7 +42,8 @@ use lockstep_protocol::{
 };
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tracing::{Instrument, debug, info_span};
-use wtransport::config::Ipv6DualStackConfig;
+use wtransport::config::states::WantsIdentity;
+use wtransport::config::{Ipv6DualStackConfig, ServerConfigBuilder};
 use wtransport::endpoint::endpoint_side;
 use wtransport::endpoint::{IncomingSession, SessionRequest};
 use wtransport::{Connection, Endpoint, RecvStream, SendStream, ServerConfig, VarInt};
@@ -88,23 +89,61 @@ impl fmt::Debug for WtEndpoint {
 /// WebTransport ALPN, [`IDLE_TIMEOUT`], [`KEEP_ALIVE`]. An IPv6 address is
 /// bound dual stack, so `[::]` also accepts IPv4.
 pub fn server_config(addr: SocketAddr, certs: &CertPair) -> Result<ServerConfig, CertError> {
-    let mut tls = certs.tls_config()?;
-    tls.alpn_protocols = vec![wtransport::tls::WEBTRANSPORT_ALPN.to_vec()];
-    let mut transport = wtransport::quinn::TransportConfig::default();
-    transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("30 s is a valid idle timeout")));
-    transport.keep_alive_interval(Some(KEEP_ALIVE));
     let builder = match addr {
         SocketAddr::V6(v6) => ServerConfig::builder()
             .with_bind_address_v6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0), Ipv6DualStackConfig::Allow),
         SocketAddr::V4(_) => ServerConfig::builder().with_bind_address(addr),
     };
+    finish_config(builder, certs)
+}
+
+fn finish_config(builder: ServerConfigBuilder<WantsIdentity>, certs: &CertPair) -> Result<ServerConfig, CertError> {
+    let mut tls = certs.tls_config()?;
+    tls.alpn_protocols = vec![wtransport::tls::WEBTRANSPORT_ALPN.to_vec()];
+    let mut transport = wtransport::quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("30 s is a valid idle timeout")));
+    transport.keep_alive_interval(Some(KEEP_ALIVE));
     Ok(builder.with_custom_tls_and_transport(tls, transport).build())
+}
+
+/// Receive buffer asked for the QUIC socket. A fan-out to thousands of
+/// sessions comes back as thousands of ACKs within a millisecond or two; the
+/// kernel default (about 208 KiB) overflows and drops them, and with them
+/// the hosts' commands, which QUIC then recovers only after a probe timeout
+/// (hundreds of milliseconds). Linux caps the request at
+/// `net.core.rmem_max` (raise it for large rooms).
+const UDP_RECV_BUFFER: usize = 8 << 20;
+/// Send buffer asked for the QUIC socket (capped at `net.core.wmem_max`).
+const UDP_SEND_BUFFER: usize = 4 << 20;
+
+/// The QUIC socket at `addr` (dual stack for IPv6), with large buffers.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    if let Err(e) = socket.set_recv_buffer_size(UDP_RECV_BUFFER) {
+        tracing::warn!(error = %e, "could not enlarge the QUIC receive buffer");
+    }
+    if let Err(e) = socket.set_send_buffer_size(UDP_SEND_BUFFER) {
+        tracing::warn!(error = %e, "could not enlarge the QUIC send buffer");
+    }
+    socket.bind(&addr.into())?;
+    tracing::debug!(
+        recv = socket.recv_buffer_size().unwrap_or(0),
+        send = socket.send_buffer_size().unwrap_or(0),
+        "QUIC socket buffers"
+    );
+    Ok(socket.into())
 }
 
 impl WtEndpoint {
     /// Binds the UDP socket at `addr` serving `certs`.
     pub fn bind(addr: SocketAddr, certs: &CertPair) -> std::io::Result<WtEndpoint> {
-        let cfg = server_config(addr, certs).map_err(std::io::Error::other)?;
+        let socket = bind_udp(addr)?;
+        let cfg =
+            finish_config(ServerConfig::builder().with_bind_socket(socket), certs).map_err(std::io::Error::other)?;
         let endpoint = Endpoint::server(cfg)?;
         let addr = endpoint.local_addr()?;
         Ok(WtEndpoint { endpoint, addr })
