@@ -437,8 +437,9 @@ async fn run_one(t: Target, o: &Opts, bin: Option<&std::path::Path>, run_no: usi
         set.spawn(conn::client(ctx.clone(), Role::Viewer { g, room: g / o.per_room }));
     }
     let mut res = Res { target: t.name(), conns: total as usize, ..Res::default() };
-    let join_deadline =
-        tj + if o.mode == Mode::Storm { o.storm_timeout } else { Duration::from_secs(60).max(o.storm_timeout) };
+    // QUIC handshakes cost both sides milliseconds of CPU each: 10,000 take minutes here.
+    let join_limit = if t == Target::Wt { Duration::from_secs(180) } else { Duration::from_secs(60) };
+    let join_deadline = tj + if o.mode == Mode::Storm { o.storm_timeout } else { join_limit.max(o.storm_timeout) };
     let mut last_print = Instant::now();
     loop {
         let j = ctx.joined.load(Relaxed);
@@ -679,12 +680,12 @@ fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
                 "Latency is host command → viewer receipt per delivery (ms). \"user\" = user-space receive time in the load generator; \"kernel\" = the viewer socket's SO_TIMESTAMPNS (WebSocket only; – for WebTransport).\n"
             );
             println!(
-                "| target | conns | p50 user | p90 | p99 | p99.9 | max | p50 kernel | p99 kernel | last viewer p50 / p99 (user) | last viewer p99 (kernel) | tick p50 / p99 | deliveries/s | lost | late | server CPU % | CPU µs / delivery | × floor | KiB / conn | join s | load-gen CPU % |"
+                "| target | conns | p50 user | p90 | p99 | p99.9 | max | p50 kernel | p99 kernel | last viewer p50 / p99 (user) | last viewer p99 (kernel) | tick p50 / p99 | deliveries/s | lost | late | server CPU % | CPU µs / delivery | × floor | KiB / conn | join s | load-gen CPU % | other CPU % |"
             );
-            println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+            println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
             for r in rows {
                 println!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     r.target,
                     r.conns,
                     f(r.user[0], 2),
@@ -708,6 +709,7 @@ fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
                     f(r.kib_per_conn, 1),
                     f(r.join_s, 2),
                     f(r.gen_cpu_pct, 0),
+                    f(r.other_cpu_pct, 0),
                 );
             }
             if let Some(base) = rows
@@ -742,7 +744,12 @@ fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
             let wt: Vec<_> = rows
                 .iter()
                 .filter(|r| r.target == "lockstep-wt")
-                .map(|r| format!("{} of {} first by datagram", r.first_by_dgram, r.delivered))
+                .map(|r| {
+                    format!(
+                        "{} of {} first by datagram, {} UDP receive-buffer drops on the machine",
+                        r.first_by_dgram, r.delivered, r.udp_drops
+                    )
+                })
                 .collect();
             if !wt.is_empty() {
                 println!("WebTransport: {}", wt.join("; "));
@@ -824,6 +831,24 @@ fn main() -> anyhow::Result<()> {
         None => None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.spawn(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async move {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        eprintln!("interrupted: stopping the servers");
+        target::kill_running();
+        std::process::exit(130);
+    });
     let title = match o.mode {
         Mode::Latency => format!(
             "{}: {} room(s) × {} viewers, a change every {} ms; {:.0} s warm-up, {:.0} s measured",

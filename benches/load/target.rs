@@ -74,8 +74,22 @@ pub(crate) struct Server {
     data_dir: Option<PathBuf>,
 }
 
+/// Servers running now, so that an interrupted run does not leave them behind.
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Kills the servers still running (on Ctrl-C or SIGTERM).
+pub(crate) fn kill_running() {
+    let pids = RUNNING.lock().map(|v| v.clone()).unwrap_or_default();
+    for pid in pids {
+        let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Ok(mut v) = RUNNING.lock() {
+            v.retain(|p| *p != self.child.id());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if let Some(d) = &self.data_dir {
@@ -190,6 +204,9 @@ pub(crate) fn start(t: Target, opts: &ServerOpts, peers: &Path, bin: Option<&Pat
         cmd.env("RUST_LOG", "info,lockstep::hub=warn,quinn=warn,wtransport=warn");
         cmd.env_remove("LOCKSTEP_CONFIG");
         let mut child = cmd.stdout(out.try_clone()?).stderr(out).stdin(Stdio::null()).spawn()?;
+        if let Ok(mut v) = RUNNING.lock() {
+            v.push(child.id());
+        }
         let line = match wait_line(&log, "lockstep listening", &mut child, Duration::from_secs(30)) {
             Ok(l) => l,
             Err(e) => {
@@ -215,6 +232,9 @@ pub(crate) fn start(t: Target, opts: &ServerOpts, peers: &Path, bin: Option<&Pat
         cmd.arg("server.js").args(["--port", &port.to_string(), "--host", "127.0.0.1"]);
         cmd.args(["--viewer-count", if opts.peer_counts { "on" } else { "off" }]);
         let mut child = cmd.current_dir(&dir).stdout(out.try_clone()?).stderr(out).stdin(Stdio::null()).spawn()?;
+        if let Ok(mut v) = RUNNING.lock() {
+            v.push(child.id());
+        }
         let line = wait_line(&log, "listening", &mut child, Duration::from_secs(30))?;
         // Under taskset the child is taskset, which execs node: same pid.
         let pid = field(&line, "pid").and_then(|p| p.parse().ok()).unwrap_or(child.id());
