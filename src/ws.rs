@@ -32,7 +32,7 @@ const WS_MAX_MESSAGE: usize = 64 * 1024;
 /// Bytes tungstenite reads at once. Its default (128 KiB) is zero-filled on
 /// every read, so it costs 128 KiB of memory per connection; clients send
 /// small messages, and a larger one grows the buffer as it needs.
-const READ_BUFFER: usize = 2 * 1024;
+const READ_BUFFER: usize = 512;
 /// Frames tungstenite collects before writing. The writer flushes after each
 /// batch, so a batch (a change and its tick, say) is one `write` syscall, not
 /// one per frame; the syscall is most of the cost of a delivery on loopback.
