@@ -216,6 +216,60 @@ pub struct MembersByRole {
     pub viewer: Vec<MemberId>,
 }
 
+/// Scale-out: a membership or control change that this node shares with the
+/// other nodes serving the room (see `crate::cluster`), and that they apply
+/// with [`Room::apply_shared`]. Idempotent: applying one twice changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "camelCase")]
+pub enum Shared {
+    /// A member joined (or, on a snapshot, is present) on the sending node.
+    #[serde(rename_all = "camelCase")]
+    Joined {
+        /// Its id (unique across nodes: each node's room has its own id block).
+        id: MemberId,
+        /// Its role.
+        role: Role,
+        /// Whether it hosts by its credentials.
+        claimed: bool,
+        /// Display name.
+        name: String,
+        /// Device id (a host reconnecting on another node keeps the role).
+        device: String,
+    },
+    /// A member left the sending node.
+    Left {
+        /// Its id.
+        id: MemberId,
+    },
+    /// A member's role changed (on any node, for a member on any node).
+    Role {
+        /// Its id.
+        id: MemberId,
+        /// The new role.
+        role: Role,
+    },
+    /// The room's control policy changed.
+    Policy {
+        /// The new policy.
+        policy: ControlPolicy,
+        /// Who changed it.
+        by: MemberId,
+    },
+}
+
+/// A member of the room on another node.
+#[derive(Debug)]
+struct Remote {
+    node: String,
+    role: Role,
+    claimed: bool,
+    name: String,
+    device: String,
+}
+
+/// Member ids of one node's block (scale-out): `base..base + ID_BLOCK`.
+pub const ID_BLOCK: u32 = 1 << 20;
+
 /// One room. See the module docs.
 #[derive(Debug)]
 pub struct Room {
@@ -232,6 +286,12 @@ pub struct Room {
     count_dirty: bool,
     /// Viewers on other nodes (scale-out); counted in [`Room::viewers`].
     remote_viewers: u32,
+    /// Scale-out: members on other nodes, by id.
+    remote: BTreeMap<MemberId, Remote>,
+    /// Scale-out: this node's id block (`None`: ids from 1, nothing shared).
+    id_base: Option<MemberId>,
+    /// Scale-out: changes to share with the other nodes.
+    shared: Vec<Shared>,
     out: VecDeque<Output>,
 }
 
@@ -256,6 +316,9 @@ impl Room {
             count_sent: None,
             count_dirty: false,
             remote_viewers: 0,
+            remote: BTreeMap::new(),
+            id_base: None,
+            shared: Vec::new(),
             out: VecDeque::new(),
         }
     }
@@ -340,8 +403,7 @@ impl Room {
     /// Adds a member; queues its `Welcome` (and a pending change, if any).
     pub fn join(&mut self, now: u64, info: JoinInfo) -> MemberId {
         self.advance(now);
-        let id = self.next_member;
-        self.next_member += 1;
+        let id = self.next_id();
         let role = self.role_for_joiner(&info);
         if role == Role::Host {
             self.host = Some(HostSlot { device_id: info.device_id.clone(), left_at: None });
@@ -351,10 +413,7 @@ impl Room {
             let fallback: Vec<MemberId> =
                 self.members.iter().filter(|(_, m)| m.role == Role::Host && !m.claimed).map(|(&id, _)| id).collect();
             for other in fallback {
-                if let Some(m) = self.members.get_mut(&other) {
-                    m.role = Role::Viewer;
-                }
-                self.to(Audience::All, ServerMsg::RoleChanged(RoleChanged { member_id: other, role: Role::Viewer }));
+                self.set_local_role(other, Role::Viewer);
             }
         }
         let wants_presence = info.wants_presence && self.cfg.show_members;
@@ -372,6 +431,11 @@ impl Room {
                 last_report: None,
             },
         );
+        if self.id_base.is_some()
+            && let Some(ev) = self.shared_member(id)
+        {
+            self.shared.push(ev);
+        }
         self.to(Audience::One(id), self.welcome(id, role, now));
         if let Some((c, by, reason)) = self.pending {
             self.to(Audience::One(id), changed(c, by, reason));
@@ -391,14 +455,9 @@ impl Room {
         let Some(m) = self.members.remove(&id) else {
             return;
         };
+        self.share(|| Shared::Left { id });
         if m.role == Role::Host {
-            let still_here = self.members.values().any(|o| o.role == Role::Host);
-            if let Some(slot) = &mut self.host
-                && !still_here
-                && slot.device_id == m.device_id
-            {
-                slot.left_at = Some(now);
-            }
+            self.host_left(now, &m.device_id);
         }
         if self.cfg.show_members {
             self.to(Audience::Presence, ServerMsg::MemberLeft(MemberLeft { member_id: id }));
@@ -417,13 +476,33 @@ impl Room {
         if role == Role::Host {
             return Err(CommandError::InvalidArgument("use host hand-over to move the host role"));
         }
-        let m = self.members.get_mut(&target).ok_or(CommandError::NotMember)?;
-        if m.role == Role::Host {
+        let current = match (self.members.get(&target), self.remote.get(&target)) {
+            (Some(m), _) => m.role,
+            (None, Some(r)) => r.role,
+            (None, None) => return Err(CommandError::NotMember),
+        };
+        if current == Role::Host {
             return Err(CommandError::InvalidArgument("the host cannot be demoted"));
         }
-        m.role = role;
-        self.to(Audience::All, ServerMsg::RoleChanged(RoleChanged { member_id: target, role }));
+        if let Some(r) = self.remote.get_mut(&target) {
+            r.role = role;
+            self.to(Audience::All, ServerMsg::RoleChanged(RoleChanged { member_id: target, role }));
+            self.share(|| Shared::Role { id: target, role });
+        } else {
+            self.set_local_role(target, role);
+        }
         Ok(())
+    }
+
+    /// Sets a local member's role, tells everyone here and shares it.
+    fn set_local_role(&mut self, id: MemberId, role: Role) {
+        let Some(m) = self.members.get_mut(&id) else { return };
+        if m.role == role {
+            return;
+        }
+        m.role = role;
+        self.to(Audience::All, ServerMsg::RoleChanged(RoleChanged { member_id: id, role }));
+        self.share(|| Shared::Role { id, role });
     }
 
     /// Switches who may change the timeline (host only). Queues
@@ -434,6 +513,7 @@ impl Room {
         }
         self.cfg.policy = policy;
         self.to(Audience::All, ServerMsg::PolicyChanged(PolicyChanged { policy, by }));
+        self.share(|| Shared::Policy { policy, by });
         Ok(())
     }
 
@@ -444,8 +524,40 @@ impl Room {
         match &self.host {
             Some(slot) if slot.device_id == info.device_id => Role::Host,
             Some(_) => Role::Viewer,
-            None if self.cfg.first_joiner_hosts && !self.members.values().any(|m| m.role == Role::Host) => Role::Host,
+            None if self.cfg.first_joiner_hosts && !self.has_host() => Role::Host,
             None => Role::Viewer,
+        }
+    }
+
+    /// Whether some member, here or on another node, hosts.
+    fn has_host(&self) -> bool {
+        self.members.values().any(|m| m.role == Role::Host) || self.remote.values().any(|r| r.role == Role::Host)
+    }
+
+    /// The last host of the room (device `device`) is gone: it keeps the role
+    /// for a reconnect during the grace period, then another member is elected.
+    fn host_left(&mut self, now: u64, device: &str) {
+        if self.has_host() {
+            return;
+        }
+        match &mut self.host {
+            Some(slot) if slot.device_id == device => slot.left_at = Some(now),
+            Some(_) => {}
+            None => self.host = Some(HostSlot { device_id: device.to_owned(), left_at: Some(now) }),
+        }
+    }
+
+    /// The next free id of this node's block.
+    fn next_id(&mut self) -> MemberId {
+        loop {
+            let id = self.next_member;
+            self.next_member = match self.id_base {
+                Some(base) if id + 1 >= base + ID_BLOCK => base,
+                _ => id.wrapping_add(1).max(1),
+            };
+            if !self.members.contains_key(&id) && !self.remote.contains_key(&id) {
+                return id;
+            }
         }
     }
 
@@ -453,17 +565,22 @@ impl Room {
         if !self.cfg.first_joiner_hosts {
             return;
         }
-        // Co-hosts first, then the longest-present member (smallest id).
-        let pick = self
-            .members
-            .iter()
-            .find(|(_, m)| m.role == Role::CoHost)
-            .or_else(|| self.members.iter().next())
-            .map(|(&id, m)| (id, m.device_id.clone()));
-        if let Some((id, device_id)) = pick {
-            self.members.get_mut(&id).expect("picked from members").role = Role::Host;
-            self.host = Some(HostSlot { device_id, left_at: None });
-            self.to(Audience::All, ServerMsg::RoleChanged(RoleChanged { member_id: id, role: Role::Host }));
+        if self.has_host() {
+            return;
+        }
+        // Co-hosts first, then the longest-present member (smallest id). With
+        // several nodes every node sees the same members, so every node picks
+        // the same one, and only its own node promotes it.
+        let co_host = |role: &Role| *role == Role::CoHost;
+        let local = self.members.iter().map(|(&id, m)| (id, m.role));
+        let remote = self.remote.iter().map(|(&id, r)| (id, r.role));
+        let all: BTreeMap<MemberId, Role> = local.chain(remote).collect();
+        let pick = all.iter().find(|(_, r)| co_host(r)).or_else(|| all.iter().next()).map(|(&id, _)| id);
+        if let Some(id) = pick
+            && let Some(m) = self.members.get(&id)
+        {
+            self.host = Some(HostSlot { device_id: m.device_id.clone(), left_at: None });
+            self.set_local_role(id, Role::Host);
         }
     }
 
@@ -706,8 +823,11 @@ impl Room {
     /// A snapshot for the REST API.
     pub fn state(&self, now: u64) -> RoomState {
         let mut members = MembersByRole::default();
-        for (&id, m) in &self.members {
-            match m.role {
+        let local = self.members.iter().map(|(&id, m)| (id, m.role));
+        let remote = self.remote.iter().map(|(&id, r)| (id, r.role));
+        let all: BTreeMap<MemberId, Role> = local.chain(remote).collect();
+        for (id, role) in all {
+            match role {
                 Role::Host => members.host.push(id),
                 Role::CoHost => members.co_host.push(id),
                 Role::Viewer => members.viewer.push(id),
@@ -801,6 +921,152 @@ impl Room {
             self.to(Audience::All, changed(change, 0, c.reason));
             if self.pending.is_none() {
                 self.emit_tick(now);
+            }
+        }
+    }
+
+    /// Scale-out: from now on, members get ids from the block starting at
+    /// `base` (unique across the nodes serving the room) and membership and
+    /// control changes are queued for [`Room::take_shared`].
+    pub fn enable_sharing(&mut self, base: MemberId) {
+        self.id_base = Some(base);
+        self.next_member = base;
+    }
+
+    fn share(&mut self, ev: impl FnOnce() -> Shared) {
+        if self.id_base.is_some() {
+            self.shared.push(ev());
+        }
+    }
+
+    /// Scale-out: the changes to share with the other nodes since the last call.
+    pub fn take_shared(&mut self) -> Vec<Shared> {
+        std::mem::take(&mut self.shared)
+    }
+
+    /// Whether `id` is a member on this node.
+    pub fn is_local(&self, id: MemberId) -> bool {
+        self.members.contains_key(&id)
+    }
+
+    /// A local member as the other nodes see it (for their snapshots).
+    pub fn shared_member(&self, id: MemberId) -> Option<Shared> {
+        let m = self.members.get(&id)?;
+        Some(Shared::Joined { id, role: m.role, claimed: m.claimed, name: m.name.clone(), device: m.device_id.clone() })
+    }
+
+    /// Every local member as the other nodes see it (to re-announce them).
+    pub fn shared_members(&self) -> Vec<Shared> {
+        self.members.keys().filter_map(|&id| self.shared_member(id)).collect()
+    }
+
+    /// Applies a change shared by another node, `node`.
+    pub fn apply_shared(&mut self, now: u64, node: &str, ev: Shared) {
+        match ev {
+            Shared::Joined { id, role, claimed, name, device } => {
+                if self.members.contains_key(&id) {
+                    return;
+                }
+                let new = !self.remote.contains_key(&id);
+                let remote = Remote { node: node.to_owned(), role, claimed, name, device };
+                if role == Role::Host {
+                    self.remote_host(id, &remote);
+                }
+                if new && self.cfg.show_members {
+                    let joined = MemberJoined { member_id: id, role, name: remote.name.clone() };
+                    self.to(Audience::Presence, ServerMsg::MemberJoined(joined));
+                }
+                self.remote.insert(id, remote);
+            }
+            Shared::Left { id } => self.remote_left(now, id),
+            Shared::Role { id, role } => {
+                if let Some(r) = self.remote.get_mut(&id) {
+                    if r.role != role {
+                        r.role = role;
+                        self.to(Audience::All, ServerMsg::RoleChanged(RoleChanged { member_id: id, role }));
+                    }
+                } else if self.members.contains_key(&id) {
+                    // Set by a host on another node; this node owns the member.
+                    self.set_local_role(id, role);
+                }
+                if role == Role::Host
+                    && let Some(r) = self.remote.get(&id)
+                {
+                    self.host = Some(HostSlot { device_id: r.device.clone(), left_at: None });
+                }
+            }
+            Shared::Policy { policy, by } => {
+                if self.cfg.policy != policy {
+                    self.cfg.policy = policy;
+                    self.to(Audience::All, ServerMsg::PolicyChanged(PolicyChanged { policy, by }));
+                }
+            }
+        }
+    }
+
+    /// A host joined on another node: hosts by the first-joiner fallback here
+    /// step down for a host by credentials, and of two fallback hosts elected
+    /// at once on two nodes the smaller id keeps the role (every node decides
+    /// the same way, so exactly one remains).
+    fn remote_host(&mut self, id: MemberId, remote: &Remote) {
+        let step_down: Vec<MemberId> = self
+            .members
+            .iter()
+            .filter(|&(&mine, m)| m.role == Role::Host && !m.claimed && (remote.claimed || id < mine))
+            .map(|(&mine, _)| mine)
+            .collect();
+        for mine in step_down {
+            self.set_local_role(mine, Role::Viewer);
+        }
+        if !self.members.values().any(|m| m.role == Role::Host) {
+            self.host = Some(HostSlot { device_id: remote.device.clone(), left_at: None });
+        }
+    }
+
+    fn remote_left(&mut self, now: u64, id: MemberId) {
+        let Some(r) = self.remote.remove(&id) else { return };
+        if r.role == Role::Host {
+            self.host_left(now, &r.device);
+        }
+        if self.cfg.show_members {
+            self.to(Audience::Presence, ServerMsg::MemberLeft(MemberLeft { member_id: id }));
+        }
+    }
+
+    /// Scale-out: node `node` is gone (its presence expired): its members leave.
+    pub fn node_gone(&mut self, now: u64, node: &str) {
+        let gone: Vec<MemberId> = self.remote.iter().filter(|(_, r)| r.node == node).map(|(&id, _)| id).collect();
+        for id in gone {
+            self.remote_left(now, id);
+        }
+    }
+
+    /// Scale-out: replaces what this room knows of other nodes' members with
+    /// a snapshot (on start, and when Redis is back after an outage).
+    pub fn set_remote_members(&mut self, now: u64, snapshot: Vec<(String, Shared)>) {
+        let keep: BTreeSet<MemberId> = snapshot
+            .iter()
+            .filter_map(|(_, ev)| match ev {
+                Shared::Joined { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let gone: Vec<MemberId> = self.remote.keys().filter(|id| !keep.contains(id)).copied().collect();
+        for id in gone {
+            self.remote_left(now, id);
+        }
+        for (node, ev) in snapshot {
+            let role = match &ev {
+                Shared::Joined { id, role, .. } => self.remote.get(id).map(|r| (*id, r.role, *role)),
+                _ => None,
+            };
+            match role {
+                // Known already: only the role may have changed.
+                Some((id, was, now_role)) if was != now_role => {
+                    self.apply_shared(now, &node, Shared::Role { id, role: now_role })
+                }
+                Some(_) => {}
+                None => self.apply_shared(now, &node, ev),
             }
         }
     }

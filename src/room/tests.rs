@@ -575,3 +575,168 @@ fn remote_viewers_are_counted_and_coalesced() {
     assert_eq!(counts, vec![6]);
     assert_eq!((room.viewers(), room.local_viewers()), (6, 1));
 }
+
+/// Two nodes' rooms of one event, exchanging what they share after a delay
+/// of one call (as pub/sub would).
+struct TwoNodes {
+    a: Room,
+    b: Room,
+}
+
+impl TwoNodes {
+    fn new(cfg: RoomConfig) -> Self {
+        let mut a = Room::new(cfg.clone(), T0);
+        let mut b = Room::new(cfg, T0);
+        a.enable_sharing(ID_BLOCK);
+        b.enable_sharing(2 * ID_BLOCK);
+        TwoNodes { a, b }
+    }
+
+    /// Delivers each side's shared changes to the other.
+    fn exchange(&mut self, now: u64) {
+        for _ in 0..3 {
+            let from_a = self.a.take_shared();
+            let from_b = self.b.take_shared();
+            for ev in from_a {
+                self.b.apply_shared(now, "A", ev);
+            }
+            for ev in from_b {
+                self.a.apply_shared(now, "B", ev);
+            }
+        }
+    }
+}
+
+fn role_changes(out: &[Output]) -> Vec<(MemberId, Role)> {
+    out.iter()
+        .filter_map(|o| match &o.msg {
+            ServerMsg::RoleChanged(r) => Some((r.member_id, r.role)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn members_roles_and_policy_are_shared_across_nodes() {
+    let cfg = RoomConfig { show_members: true, ..RoomConfig::default() };
+    let mut n = TwoNodes::new(cfg);
+    let host = join(&mut n.a, T0, "host");
+    n.exchange(T0);
+    let guest = join(&mut n.b, T0 + MS, "guest");
+    n.exchange(T0 + MS);
+    assert_ne!(host, guest, "ids are unique across nodes");
+    assert_eq!(n.a.role(host), Some(Role::Host));
+    assert_eq!(n.b.role(guest), Some(Role::Viewer), "a host on another node counts");
+    for room in [&n.a, &n.b] {
+        let s = room.state(T0 + MS);
+        assert_eq!((s.members.host.clone(), s.members.viewer.clone()), (vec![host], vec![guest]));
+    }
+    let out_a = drain(&mut n.a);
+    assert!(
+        out_a.iter().any(|o| matches!(&o.msg, ServerMsg::MemberJoined(j) if j.member_id == guest && j.name == "guest")),
+        "presence of a member on another node"
+    );
+    drain(&mut n.b);
+
+    // The host on A makes B's member a co-host; B's member may then command.
+    assert_eq!(cmd(&mut n.b, T0 + 2 * MS, guest, Action::Seek { position_ms: 1 }), Err(CommandError::Forbidden));
+    drain(&mut n.b);
+    cmd(&mut n.a, T0 + 2 * MS, host, Action::SetRole { member_id: guest, role: Role::CoHost }).unwrap();
+    n.exchange(T0 + 2 * MS);
+    assert_eq!(n.b.role(guest), Some(Role::CoHost));
+    assert_eq!(role_changes(&drain(&mut n.a)), vec![(guest, Role::CoHost)]);
+    assert_eq!(role_changes(&drain(&mut n.b)), vec![(guest, Role::CoHost)], "announced once on each node");
+    cmd(&mut n.b, T0 + 3 * MS, guest, Action::Seek { position_ms: 5_000 }).unwrap();
+
+    // Policy set on A holds on B.
+    let viewer = join(&mut n.b, T0 + 4 * MS, "viewer");
+    n.exchange(T0 + 4 * MS);
+    cmd(&mut n.a, T0 + 5 * MS, host, Action::SetPolicy { policy: ControlPolicy::Everyone }).unwrap();
+    n.exchange(T0 + 5 * MS);
+    assert_eq!(n.b.state(T0 + 5 * MS).policy, ControlPolicy::Everyone);
+    assert!(drain(&mut n.b).iter().any(|o| matches!(o.msg, ServerMsg::PolicyChanged(p) if p.by == host)));
+    cmd(&mut n.b, T0 + 6 * MS, viewer, Action::Seek { position_ms: 7_000 }).unwrap();
+
+    // Leaving is seen on the other node.
+    n.b.leave(T0 + 7 * MS, viewer);
+    n.exchange(T0 + 7 * MS);
+    assert!(drain(&mut n.a).iter().any(|o| matches!(o.msg, ServerMsg::MemberLeft(l) if l.member_id == viewer)));
+    assert!(!n.a.state(T0 + 7 * MS).members.viewer.contains(&viewer));
+}
+
+#[test]
+fn a_claimed_host_on_one_node_supersedes_the_fallback_host_on_another() {
+    let mut n = TwoNodes::new(RoomConfig::default());
+    let early = join(&mut n.a, T0, "early");
+    n.exchange(T0);
+    assert_eq!(n.a.role(early), Some(Role::Host));
+    let info = JoinInfo { device_id: "op".into(), name: "op".into(), wants_presence: false, host_claim: true };
+    let op = n.b.join(T0 + MS, info);
+    n.exchange(T0 + MS);
+    assert_eq!(n.b.role(op), Some(Role::Host));
+    assert_eq!(n.a.role(early), Some(Role::Viewer));
+    assert_eq!(n.b.state(T0 + MS).members.host, vec![op], "one host across both nodes");
+}
+
+#[test]
+fn two_fallback_hosts_elected_at_once_converge_to_one() {
+    let mut n = TwoNodes::new(RoomConfig::default());
+    // Both join before either node hears of the other.
+    let on_a = join(&mut n.a, T0, "a");
+    let on_b = join(&mut n.b, T0, "b");
+    assert_eq!((n.a.role(on_a), n.b.role(on_b)), (Some(Role::Host), Some(Role::Host)));
+    n.exchange(T0);
+    let hosts_a = n.a.state(T0).members.host;
+    let hosts_b = n.b.state(T0).members.host;
+    assert_eq!(hosts_a, vec![on_a.min(on_b)]);
+    assert_eq!(hosts_a, hosts_b, "both nodes agree");
+}
+
+#[test]
+fn a_gone_node_takes_its_members_along_and_the_host_is_elected_once() {
+    let mut n = TwoNodes::new(RoomConfig { show_members: true, ..RoomConfig::default() });
+    let host = join(&mut n.a, T0, "host");
+    n.exchange(T0);
+    let v1 = join(&mut n.b, T0 + MS, "v1");
+    let v2 = join(&mut n.b, T0 + 2 * MS, "v2");
+    n.exchange(T0 + 2 * MS);
+    drain(&mut n.b);
+    n.b.node_gone(T0 + S, "A");
+    let out = drain(&mut n.b);
+    assert!(out.iter().any(|o| matches!(o.msg, ServerMsg::MemberLeft(l) if l.member_id == host)));
+    assert!(n.b.state(T0 + S).members.host.is_empty(), "the host keeps its slot during the grace");
+    // After the grace, B elects its longest-present member, once.
+    let grace = RoomConfig::default().host_grace_us;
+    let out = run_until(&mut n.b, T0 + S, T0 + S + grace + S);
+    let elected: Vec<_> = out.iter().filter(|(_, o)| matches!(o.msg, ServerMsg::RoleChanged(_))).collect();
+    assert_eq!(elected.len(), 1);
+    assert_eq!(n.b.role(v1.min(v2)), Some(Role::Host));
+    assert_eq!(n.b.take_shared(), vec![Shared::Role { id: v1.min(v2), role: Role::Host }]);
+}
+
+#[test]
+fn a_snapshot_replaces_what_a_node_knows_of_the_others() {
+    let mut a = Room::new(RoomConfig::default(), T0);
+    a.enable_sharing(ID_BLOCK);
+    let joined = |id, role| Shared::Joined { id, role, claimed: false, name: "x".into(), device: format!("d{id}") };
+    a.set_remote_members(T0, vec![("B".into(), joined(7, Role::Host)), ("B".into(), joined(8, Role::Viewer))]);
+    assert_eq!(a.state(T0).members.host, vec![7]);
+    let me = join(&mut a, T0, "me");
+    assert_eq!(a.role(me), Some(Role::Viewer));
+    // Redis came back: 8 is gone, 7 became a co-host, 9 joined meanwhile.
+    a.set_remote_members(T0 + S, vec![("B".into(), joined(7, Role::CoHost)), ("C".into(), joined(9, Role::Viewer))]);
+    let s = a.state(T0 + S);
+    assert_eq!((s.members.co_host, s.members.viewer), (vec![7], vec![9, me]));
+}
+
+#[test]
+fn member_ids_stay_in_the_nodes_block_and_skip_ids_in_use() {
+    let mut a = Room::new(RoomConfig::default(), T0);
+    a.enable_sharing(ID_BLOCK);
+    a.next_member = 2 * ID_BLOCK - 1;
+    let last = join(&mut a, T0, "last");
+    let wrapped = join(&mut a, T0, "wrapped");
+    assert_eq!((last, wrapped), (2 * ID_BLOCK - 1, ID_BLOCK));
+    a.next_member = ID_BLOCK;
+    assert_eq!(join(&mut a, T0, "next"), ID_BLOCK + 1, "an id in use is skipped");
+}
