@@ -13,6 +13,14 @@
 //!   `lockstep:node:{id}` (TTL [`NODE_TTL`]); the other nodes' counts are
 //!   summed from live nodes only, so a crashed node's viewers vanish within
 //!   the TTL.
+//! - **Members, roles, policy**: each node keeps its members of a room in
+//!   `lockstep:members:{room}:{node}` (expires with the node's heartbeat) and
+//!   publishes joins, leaves, role and policy changes on
+//!   `lockstep:presence:{room}` in the order its room made them; the policy is
+//!   kept in `lockstep:policy:{room}`. A room starting on a node loads the
+//!   other nodes' members and the policy, and takes a block of member ids
+//!   (`lockstep:mblock:{room}`) so ids never collide across nodes. When a
+//!   node's presence key expires, every node drops that node's members.
 //! - **Redis down**: commands are refused, viewers keep the last timelines,
 //!   `lockstep_redis_up` is 0; when a heartbeat succeeds again every room
 //!   reloads (or re-seeds) its record.
@@ -22,13 +30,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use lockstep_protocol::TimelineChanged;
+use lockstep_protocol::{ControlPolicy, TimelineChanged};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisResult, Script, Value};
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::hub::RoomEvent;
+use crate::room::{ID_BLOCK, MemberId, Shared};
 use crate::store::redis::{RedisStore, decode_change, encode_change, timeline_key};
 
 /// How often a node refreshes its presence and counts.
@@ -37,6 +47,10 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const NODE_TTL: Duration = Duration::from_secs(3);
 
 const CHANNEL: &str = "lockstep:room:";
+/// Membership and control changes of a room (JSON [`PresenceMsg`]).
+const PRESENCE: &str = "lockstep:presence:";
+/// How long a room's list of nodes outlives its last announcement.
+const ROOM_NODES_TTL_MS: u64 = 24 * 3600 * 1000;
 /// Device revocations: `user \n device`; every node closes that device's
 /// local connections.
 const REVOKE: &str = "lockstep:revoke";
@@ -61,7 +75,8 @@ redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'data', ARGV[2])
 return ARGV[2]
 ";
 
-/// Writes this node's count, returns the sum of the other live nodes'.
+/// Writes this node's count and refreshes the TTL of its member list
+/// (KEYS[2]); returns the sum of the other live nodes' counts.
 const COUNT: &str = r"
 if ARGV[2] == '0' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 local all = redis.call('HGETALL', KEYS[1])
@@ -76,8 +91,42 @@ for i = 1, #all, 2 do
   end
 end
 redis.call('PEXPIRE', KEYS[1], 600000)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return others
 ";
+
+/// What a node publishes on a room's presence channel.
+#[derive(Debug, Serialize, Deserialize)]
+struct PresenceMsg {
+    node: String,
+    events: Vec<Shared>,
+}
+
+/// A room's membership and control changes, as this node writes them to Redis
+/// and publishes them.
+#[derive(Debug, Default)]
+pub struct Announce {
+    /// This node's members to (re)write: the `Shared::Joined` record of each.
+    pub upserts: Vec<(MemberId, Shared)>,
+    /// This node's members that left.
+    pub removes: Vec<MemberId>,
+    /// A new control policy.
+    pub policy: Option<ControlPolicy>,
+    /// What to publish to the other nodes, in order.
+    pub events: Vec<Shared>,
+}
+
+fn members_key(room: &str, node: &str) -> String {
+    format!("lockstep:members:{room}:{node}")
+}
+
+fn room_nodes_key(room: &str) -> String {
+    format!("lockstep:rnodes:{room}")
+}
+
+fn policy_key(room: &str) -> String {
+    format!("lockstep:policy:{room}")
+}
 
 /// The outcome of a commit.
 #[derive(Debug)]
@@ -115,6 +164,10 @@ struct Inner {
     node: String,
     up: AtomicBool,
     rooms: Mutex<HashMap<Arc<str>, Local>>,
+    /// Other nodes this node has heard from; checked at every heartbeat.
+    seen: Mutex<std::collections::HashSet<Arc<str>>>,
+    /// Announcements, written in order by one task.
+    announce: mpsc::UnboundedSender<(Arc<str>, Announce)>,
     on_revoke: std::sync::OnceLock<crate::accounts::DeviceHook>,
     commit: Script,
     load: Script,
@@ -142,12 +195,16 @@ impl Cluster {
             .set_max_delay(Duration::from_millis(500));
         let mut conn = client.get_connection_manager_with_config(cfg).await?;
         conn.psubscribe(format!("{CHANNEL}*")).await?;
+        conn.psubscribe(format!("{PRESENCE}*")).await?;
         conn.subscribe(REVOKE).await?;
+        let (announce, announcements) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             conn,
             node: crate::store::random_id(),
             up: AtomicBool::new(true),
             rooms: Mutex::default(),
+            seen: Mutex::default(),
+            announce,
             on_revoke: std::sync::OnceLock::new(),
             commit: Script::new(COMMIT),
             load: Script::new(LOAD_OR_SEED),
@@ -157,6 +214,10 @@ impl Cluster {
         info!(node = %inner.node, "scale-out through Redis");
         tokio::spawn(dispatch(rx, Arc::downgrade(&inner)));
         let cluster = Cluster { inner };
+        // Present at once, so other nodes never take this one's first members
+        // for a dead node's.
+        cluster.present().await?;
+        tokio::spawn(cluster.clone().write_announcements(announcements));
         tokio::spawn(cluster.clone().heartbeat(shutdown));
         Ok(cluster)
     }
@@ -288,15 +349,19 @@ impl Cluster {
         let _: RedisResult<()> = redis::cmd("DEL").arg(node_key(&self.inner.node)).query_async(&mut conn).await;
     }
 
-    async fn beat(&self) -> RedisResult<()> {
-        let mut conn = self.inner.conn.clone();
+    async fn present(&self) -> RedisResult<()> {
         redis::cmd("SET")
             .arg(node_key(&self.inner.node))
             .arg(1)
             .arg("PX")
             .arg(NODE_TTL.as_millis() as u64)
-            .query_async::<()>(&mut conn)
-            .await?;
+            .query_async::<()>(&mut self.inner.conn.clone())
+            .await
+    }
+
+    async fn beat(&self) -> RedisResult<()> {
+        let conn = self.inner.conn.clone();
+        self.present().await?;
         let rooms: Vec<(Arc<str>, u32, Option<mpsc::UnboundedSender<RoomEvent>>)> = {
             let mut rooms = self.rooms();
             let snapshot =
@@ -312,9 +377,11 @@ impl Cluster {
                 self.inner
                     .count
                     .key(format!("lockstep:count:{room}"))
+                    .key(members_key(room, &self.inner.node))
                     .arg(&self.inner.node)
                     .arg(*n)
                     .arg(prefix)
+                    .arg(NODE_TTL.as_millis() as u64)
                     .invoke_async::<u32>(&mut conn)
                     .await
             }
@@ -326,7 +393,131 @@ impl Cluster {
                 let _ = tx.send(RoomEvent::RemoteViewers(others));
             }
         }
+        self.forget_dead_nodes().await
+    }
+
+    /// Tells every local room about the nodes heard from whose presence has
+    /// expired (crashed, or cut off from Redis for longer than the TTL).
+    async fn forget_dead_nodes(&self) -> RedisResult<()> {
+        let seen: Vec<Arc<str>> = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for node in &seen {
+            pipe.exists(node_key(node));
+        }
+        let alive: Vec<bool> = pipe.query_async(&mut self.inner.conn.clone()).await?;
+        for (node, alive) in seen.into_iter().zip(alive) {
+            if alive {
+                continue;
+            }
+            info!(node = %node, "a node's presence expired: its members leave");
+            self.inner.seen.lock().unwrap_or_else(|e| e.into_inner()).remove(&node);
+            for l in self.rooms().values() {
+                if let Some(tx) = l.tx.as_ref().and_then(|w| w.upgrade()) {
+                    let _ = tx.send(RoomEvent::NodeGone(node.clone()));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The first id of a block of member ids for this node's `room`, unique
+    /// among the blocks handed out for it (4,094 blocks of [`ID_BLOCK`]
+    /// ids, reused round-robin).
+    pub async fn id_base(&self, room: &str) -> MemberId {
+        let n: RedisResult<u64> =
+            redis::cmd("INCR").arg(format!("lockstep:mblock:{room}")).query_async(&mut self.inner.conn.clone()).await;
+        let n = n.unwrap_or_else(|e| {
+            warn!(error = %e, "no member id block from Redis: taking a random one");
+            let mut b = [0u8; 8];
+            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+            u64::from_le_bytes(b)
+        });
+        ((n.wrapping_sub(1) % 4094) as u32 + 1) * ID_BLOCK
+    }
+
+    /// Writes and publishes a room's membership and control changes (in
+    /// order with the room's earlier ones).
+    pub fn announce(&self, room: &Arc<str>, a: Announce) {
+        let _ = self.inner.announce.send((room.clone(), a));
+    }
+
+    async fn write_announcements(self, mut rx: mpsc::UnboundedReceiver<(Arc<str>, Announce)>) {
+        while let Some((room, a)) = rx.recv().await {
+            if let Err(e) = self.write_announcement(&room, a).await {
+                // The room re-announces its members when Redis is back.
+                warn!(event_id = %room, error = %e, "membership change not shared");
+            }
+        }
+    }
+
+    async fn write_announcement(&self, room: &str, a: Announce) -> RedisResult<()> {
+        let node = &self.inner.node;
+        let members = members_key(room, node);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (id, record) in &a.upserts {
+            let json = serde_json::to_string(record).expect("records serialize");
+            pipe.hset(&members, id, json).ignore();
+        }
+        if !a.removes.is_empty() {
+            pipe.hdel(&members, &a.removes).ignore();
+        }
+        pipe.pexpire(&members, NODE_TTL.as_millis() as i64).ignore();
+        pipe.sadd(room_nodes_key(room), node).ignore();
+        pipe.pexpire(room_nodes_key(room), ROOM_NODES_TTL_MS as i64).ignore();
+        if let Some(policy) = a.policy {
+            pipe.set(policy_key(room), serde_json::to_string(&policy).expect("policies serialize")).ignore();
+        }
+        if !a.events.is_empty() {
+            let msg = PresenceMsg { node: node.clone(), events: a.events };
+            let json = serde_json::to_string(&msg).expect("events serialize");
+            pipe.publish(format!("{PRESENCE}{room}"), json).ignore();
+        }
+        pipe.query_async::<()>(&mut self.inner.conn.clone()).await
+    }
+
+    /// The other nodes' members of `room` and its policy, if one was set.
+    pub async fn snapshot(&self, room: &str) -> RedisResult<(Option<ControlPolicy>, Vec<(String, Shared)>)> {
+        let mut conn = self.inner.conn.clone();
+        let (policy, nodes): (Option<String>, Vec<String>) =
+            redis::pipe().get(policy_key(room)).smembers(room_nodes_key(room)).query_async(&mut conn).await?;
+        let nodes: Vec<String> = nodes.into_iter().filter(|n| *n != self.inner.node).collect();
+        let mut pipe = redis::pipe();
+        for n in &nodes {
+            pipe.hgetall(members_key(room, n));
+        }
+        let lists: Vec<HashMap<String, String>> =
+            if nodes.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
+        let mut members = Vec::new();
+        let mut gone = Vec::new();
+        for (node, list) in nodes.into_iter().zip(lists) {
+            if list.is_empty() {
+                gone.push(node);
+                continue;
+            }
+            self.heard_from(&node);
+            for record in list.values() {
+                if let Ok(ev @ Shared::Joined { .. }) = serde_json::from_str::<Shared>(record) {
+                    members.push((node.clone(), ev));
+                }
+            }
+        }
+        if !gone.is_empty() {
+            let _: RedisResult<()> =
+                redis::cmd("SREM").arg(room_nodes_key(room)).arg(&gone).query_async(&mut conn).await;
+        }
+        let policy = policy.and_then(|p| serde_json::from_str(&p).ok());
+        Ok((policy, members))
+    }
+
+    fn heard_from(&self, node: &str) {
+        let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if !seen.contains(node) {
+            seen.insert(node.into());
+        }
     }
 }
 
@@ -341,7 +532,24 @@ async fn dispatch(mut rx: mpsc::UnboundedReceiver<PushInfo>, inner: Weak<Inner>)
                 else {
                     continue;
                 };
-                let Some(room) = std::str::from_utf8(channel).ok().and_then(|c| c.strip_prefix(CHANNEL)) else {
+                let Ok(channel) = std::str::from_utf8(channel) else { continue };
+                if let Some(room) = channel.strip_prefix(PRESENCE) {
+                    let Ok(msg) = serde_json::from_slice::<PresenceMsg>(payload) else { continue };
+                    if msg.node == inner.node {
+                        continue;
+                    }
+                    let cluster = Cluster { inner };
+                    cluster.heard_from(&msg.node);
+                    let tx = {
+                        let rooms = cluster.rooms();
+                        rooms.get(room).and_then(|l| l.tx.as_ref()).and_then(|w| w.upgrade())
+                    };
+                    if let Some(tx) = tx {
+                        let _ = tx.send(RoomEvent::Shared { node: msg.node.into(), events: msg.events });
+                    }
+                    continue;
+                }
+                let Some(room) = channel.strip_prefix(CHANNEL) else {
                     continue;
                 };
                 let Some(change) = decode_change(payload) else { continue };

@@ -15,10 +15,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info};
 
 use crate::clock::ServerClock;
-use crate::cluster::{Cluster, Commit, newer};
+use crate::cluster::{Announce, Cluster, Commit, newer};
 use crate::json::{self, Extra};
 use crate::outbox::{Frame, FrameKind, Outbox};
-use crate::room::{Audience, JoinInfo, MemberId, Room, RoomConfig, RoomState};
+use crate::room::{Audience, JoinInfo, MemberId, Room, RoomConfig, RoomState, Shared};
 use crate::store::Store;
 
 /// Which encoding a member speaks.
@@ -67,6 +67,15 @@ pub enum RoomEvent {
     RemoteViewers(u32),
     /// Scale-out: Redis is back; reload the room's record.
     Resync,
+    /// Scale-out: membership and control changes from another node.
+    Shared {
+        /// The node.
+        node: Arc<str>,
+        /// What changed, in order.
+        events: Vec<Shared>,
+    },
+    /// Scale-out: a node's presence expired; its members are gone.
+    NodeGone(Arc<str>),
 }
 
 /// A cheap handle to a live room.
@@ -344,6 +353,7 @@ impl RoomActor {
                 let mark = self.room.output_mark();
                 self.room.handle_timeout(now);
                 self.settle(mark, now).await;
+                self.share_out();
             }
             self.flush(None);
             match self.empty_since {
@@ -387,7 +397,11 @@ impl RoomActor {
             RoomEvent::State(reply) => {
                 let _ = reply.send(self.room.state(now));
             }
-            RoomEvent::External(_) | RoomEvent::RemoteViewers(_) | RoomEvent::Resync => {}
+            RoomEvent::External(_)
+            | RoomEvent::RemoteViewers(_)
+            | RoomEvent::Resync
+            | RoomEvent::Shared { .. }
+            | RoomEvent::NodeGone(_) => {}
         }
     }
 
@@ -405,6 +419,13 @@ impl RoomActor {
             }
             RoomEvent::RemoteViewers(n) => self.room.set_remote_viewers(clock.now_us(), n),
             RoomEvent::Resync => self.resync(clock.now_us()).await,
+            RoomEvent::Shared { node, events } => {
+                let now = clock.now_us();
+                for ev in events {
+                    self.room.apply_shared(now, &node, ev);
+                }
+            }
+            RoomEvent::NodeGone(node) => self.room.node_gone(clock.now_us(), &node),
             RoomEvent::Command { member, request_id, action, extra } => {
                 if !up {
                     self.room.refuse(member, request_id, ErrorCode::Internal, REDIS_DOWN);
@@ -445,6 +466,31 @@ impl RoomActor {
         if let Some((cluster, _)) = &self.cluster {
             cluster.set_local_count(&self.event_id, self.room.local_viewers());
         }
+        self.share_out();
+    }
+
+    /// Scale-out: writes and publishes the membership and control changes the
+    /// room made.
+    fn share_out(&mut self) {
+        let Some((cluster, _)) = &self.cluster else { return };
+        let events = self.room.take_shared();
+        if events.is_empty() {
+            return;
+        }
+        let mut a = Announce::default();
+        for ev in &events {
+            match ev {
+                Shared::Joined { id, .. } | Shared::Role { id, .. } => {
+                    if let Some(record) = self.room.shared_member(*id) {
+                        a.upserts.push((*id, record));
+                    }
+                }
+                Shared::Left { id } => a.removes.push(*id),
+                Shared::Policy { policy, .. } => a.policy = Some(*policy),
+            }
+        }
+        a.events = events;
+        cluster.announce(&self.event_id, a);
     }
 
     /// Scale-out: commits the change the room made since `mark`, or undoes it.
@@ -483,8 +529,9 @@ impl RoomActor {
             let t = self.room.timeline();
             TimelineChanged { timeline: t, effective_at_us: t.anchor_us, by: 0, reason: ChangeReason::Seek }
         });
+        let first = self.committed.is_none();
         match cluster.load_or_seed(&self.event_id, &ours).await {
-            Ok(auth) if self.committed.is_none() => {
+            Ok(auth) if first => {
                 self.room = Room::with_timeline(self.hub.room_config(&self.event_id), now, auth.timeline);
                 self.committed = Some(auth);
             }
@@ -499,6 +546,31 @@ impl RoomActor {
                 tracing::warn!(event_id = %self.event_id, error = %e, "shared timeline unavailable");
                 self.committed.get_or_insert(ours);
             }
+        }
+        let Some((cluster, _)) = &self.cluster else { return };
+        if first {
+            self.room.enable_sharing(cluster.id_base(&self.event_id).await);
+        }
+        // Learn the other nodes' members and the policy; tell them ours
+        // (they may have dropped them while Redis was away).
+        match cluster.snapshot(&self.event_id).await {
+            Ok((policy, members)) => {
+                let now = self.hub.clock().now_us();
+                self.room.set_remote_members(now, members);
+                if let Some(policy) = policy {
+                    self.room.apply_shared(now, "", Shared::Policy { policy, by: 0 });
+                }
+            }
+            Err(e) => tracing::warn!(event_id = %self.event_id, error = %e, "other nodes' members unavailable"),
+        }
+        let mine = self.room.shared_members();
+        if !first || !mine.is_empty() {
+            let upserts = mine.iter().filter_map(|m| match m {
+                Shared::Joined { id, .. } => Some((*id, m.clone())),
+                _ => None,
+            });
+            cluster
+                .announce(&self.event_id, Announce { upserts: upserts.collect(), events: mine, ..Announce::default() });
         }
     }
 

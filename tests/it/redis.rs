@@ -152,6 +152,94 @@ async fn changes_reach_every_node_over_ws_and_wt_and_counts_aggregate() {
     count_reaches(&mut host, 3).await;
 }
 
+/// Polls a node's room state until `ok` accepts it.
+async fn state_until(
+    server: &TestServer,
+    ev: &str,
+    mut ok: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, v) = get_json(&server.http_url(&format!("/api/live-stream/{ev}/state"))).await;
+        if status == 200 && ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "room state never matched; last: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ids(v: &serde_json::Value, role: &str) -> Vec<u64> {
+    let mut ids: Vec<u64> = v["members"][role].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test]
+async fn members_roles_and_policy_are_shared_across_nodes() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = TestServer::with(|c| {
+        c.redis_url = Some(url.clone());
+        c.show_members = true;
+    })
+    .await;
+    let b = WtServer::with(|c| {
+        c.redis_url = Some(url);
+        c.show_members = true;
+    })
+    .await;
+    let ev = "ev-members";
+    let (mut host, hw) = join(&a, ev, "host").await;
+    assert_eq!(hw.role, lockstep_protocol::Role::Host);
+    let (mut on_b, bw) = join(&b.inner, ev, "ws-b").await;
+    let (mut wt_b, tw) = b.join(ev, "wt-b").await;
+    let mut viewers = vec![u64::from(bw.member_id), u64::from(tw.member_id)];
+    viewers.sort_unstable();
+    assert_eq!(viewers.iter().chain([&u64::from(hw.member_id)]).collect::<std::collections::HashSet<_>>().len(), 3);
+
+    // Both nodes list every member, by role, and agree on one host.
+    for node in [&a, &b.inner] {
+        state_until(node, ev, |v| ids(v, "host") == [u64::from(hw.member_id)] && ids(v, "viewer") == viewers).await;
+    }
+    until(&mut host, |g| match g {
+        Got::Msg(ServerMsg::MemberJoined(j)) if j.member_id == tw.member_id => Some(()),
+        _ => None,
+    })
+    .await;
+
+    // The host on A makes B's WebSocket viewer a co-host; it may then seek,
+    // and the seek reaches A.
+    send(&mut host, &command(1, Action::SetRole { member_id: bw.member_id, role: lockstep_protocol::Role::CoHost }))
+        .await;
+    until(&mut on_b, |g| match g {
+        Got::Msg(ServerMsg::RoleChanged(r)) if r.member_id == bw.member_id => Some(()),
+        _ => None,
+    })
+    .await;
+    send(&mut on_b, &command(2, Action::Seek { position_ms: 33_000 })).await;
+    until(&mut host, |g| changed(g).filter(|c| c.timeline.position_ms == 33_000)).await;
+    state_until(&a, ev, |v| ids(v, "coHost") == [u64::from(bw.member_id)]).await;
+
+    // A policy set on A holds on B.
+    send(&mut host, &command(3, Action::SetPolicy { policy: lockstep_protocol::ControlPolicy::Everyone })).await;
+    wt_b.until(|m| match m {
+        ServerMsg::PolicyChanged(p) if p.by == hw.member_id => Some(()),
+        _ => None,
+    })
+    .await;
+    state_until(&b.inner, ev, |v| v["policy"] == "everyone").await;
+
+    // Leaving B is seen on A.
+    drop(on_b);
+    until(&mut host, |g| match g {
+        Got::Msg(ServerMsg::MemberLeft(l)) if l.member_id == bw.member_id => Some(()),
+        _ => None,
+    })
+    .await;
+    state_until(&a, ev, |v| ids(v, "coHost").is_empty() && ids(v, "viewer") == [u64::from(tw.member_id)]).await;
+}
+
 #[tokio::test]
 async fn the_device_limit_holds_across_nodes_under_concurrent_starts() {
     let redis = Redis::start();
@@ -272,6 +360,7 @@ async fn a_killed_node_leaves_the_counts_within_the_ttl() {
     let (_b1, _) = join(&b, ev, "b1").await;
     let (_b2, _) = join(&b, ev, "b2").await;
     count_reaches(&mut on_a, 3).await;
+    state_until(&a, ev, |v| ids(v, "host").len() + ids(v, "viewer").len() == 3).await;
     let killed = Instant::now();
     child.kill().unwrap();
     child.wait().unwrap();
@@ -279,6 +368,10 @@ async fn a_killed_node_leaves_the_counts_within_the_ttl() {
     let took = killed.elapsed();
     let bound = lockstep::cluster::NODE_TTL + lockstep::cluster::HEARTBEAT * 2;
     assert!(took <= bound, "counts dropped after {took:?}, bound {bound:?}");
+    // Its members leave the member list as well.
+    state_until(&a, ev, |v| ids(v, "host").len() + ids(v, "coHost").len() + ids(v, "viewer").len() == 1).await;
+    let took = killed.elapsed();
+    assert!(took <= bound, "members dropped after {took:?}, bound {bound:?}");
 }
 
 #[tokio::test]

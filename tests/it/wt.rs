@@ -33,7 +33,7 @@ pub struct WtServer {
     quic: SocketAddr,
     certs: CertManager,
     clock: ServerClock,
-    inner: common::TestServer,
+    pub inner: common::TestServer,
 }
 
 impl WtServer {
