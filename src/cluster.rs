@@ -160,7 +160,10 @@ struct Local {
 }
 
 struct Inner {
+    /// Commands, scripts and publications.
     conn: ConnectionManager,
+    /// Subscriptions only (kept alive here; its messages arrive in `dispatch`).
+    _sub: ConnectionManager,
     node: String,
     up: AtomicBool,
     rooms: Mutex<HashMap<Arc<str>, Local>>,
@@ -187,19 +190,25 @@ impl Cluster {
         let redis_settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(redis_settings))?;
         let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
-        let cfg = ConnectionManagerConfig::new()
-            .set_push_sender(tx)
-            .set_automatic_resubscription()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
-            .set_max_delay(Duration::from_millis(500));
-        let mut conn = client.get_connection_manager_with_config(cfg).await?;
-        conn.psubscribe(format!("{CHANNEL}*")).await?;
-        conn.psubscribe(format!("{PRESENCE}*")).await?;
-        conn.subscribe(REVOKE).await?;
+        let cfg = || {
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(Duration::from_secs(1)))
+                .set_max_delay(Duration::from_millis(500))
+        };
+        // Subscriptions get their own connection: push messages interleaved
+        // with the replies of a pipeline on one connection confuse redis-rs'
+        // reply matching (seen under load: replies handed to the wrong caller).
+        let mut sub =
+            client.get_connection_manager_with_config(cfg().set_push_sender(tx).set_automatic_resubscription()).await?;
+        sub.psubscribe(format!("{CHANNEL}*")).await?;
+        sub.psubscribe(format!("{PRESENCE}*")).await?;
+        sub.subscribe(REVOKE).await?;
+        let conn = client.get_connection_manager_with_config(cfg()).await?;
         let (announce, announcements) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             conn,
+            _sub: sub,
             node: crate::store::random_id(),
             up: AtomicBool::new(true),
             rooms: Mutex::default(),
