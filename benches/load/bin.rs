@@ -53,6 +53,10 @@ USAGE: cargo run --release --features load --bin lockstep-load -- [OPTIONS]
   --impair           viewers connect through the userspace proxy: 50 +- 20 ms each way, 2 % loss
   --delay-ms D --jitter-ms J --loss P   impairment settings (defaults 50, 20, 0.02)
   --peer-counts on|off  peers' viewer-count broadcasts (default off, storm on)
+  --nodes N          1 (default) or 2: two lockstep nodes sharing a redis-server started here on a
+                     free port (scale-out); hosts join the first node, viewers the second, so every
+                     delivery crosses Redis. Server CPU and memory are the viewers' node's; the
+                     host's node and Redis count as other processes. Lockstep targets only.
   --pin-server CPUS  run the server under taskset -c CPUS
   --lockstep-arg A   extra `lockstep serve` argument (repeatable), e.g. --lockstep-arg=--tick-interval-ms=1000
   --floor-tcp-us F --floor-udp-us F   syscall floors for the ratios (defaults 3.0 and 1.8,
@@ -86,6 +90,7 @@ struct Opts {
     wt_endpoints: usize,
     server_bin: Option<PathBuf>,
     quiet_wait: Duration,
+    nodes: usize,
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -154,6 +159,9 @@ fn parse_args() -> anyhow::Result<Opts> {
             rto: Duration::from_millis(200),
         })
     });
+    let nodes = num("nodes", 1.0)? as usize;
+    anyhow::ensure!(nodes == 1 || nodes == 2, "--nodes 1 or 2");
+    anyhow::ensure!(nodes == 1 || targets.iter().all(|t| t.is_lockstep()), "--nodes 2 runs lockstep targets only");
     let peers = get("peers").map(PathBuf::from).unwrap_or_else(|| target::workspace().join("../shared/peers"));
     Ok(Opts {
         mode,
@@ -181,6 +189,7 @@ fn parse_args() -> anyhow::Result<Opts> {
         wt_endpoints: num("wt-endpoints", 16.0)?.max(1.0) as usize,
         server_bin: get("server-bin").map(PathBuf::from),
         quiet_wait: Duration::from_secs_f64(num("quiet-wait-s", 20.0)?),
+        nodes,
         scenario,
     })
 }
@@ -350,14 +359,38 @@ async fn reference_offset(http: std::net::SocketAddr) -> anyhow::Result<f64> {
     Ok(est.offset().unwrap_or(0) as f64)
 }
 
-async fn run_one(t: Target, o: &Opts, bin: Option<&std::path::Path>, run_no: usize) -> anyhow::Result<Res> {
+async fn run_one(
+    t: Target,
+    o: &Opts,
+    bin: Option<&std::path::Path>,
+    run_no: usize,
+    nodes: usize,
+) -> anyhow::Result<Res> {
     let mut lockstep_args = o.lockstep_args.clone();
     if o.mode == Mode::Storm {
         // The join storm measures the default coalescing; nothing to add.
     }
     lockstep_args.push("--log-json".into());
-    let sopts = ServerOpts { peer_counts: o.peer_counts, lockstep_args, pin: o.pin.clone() };
+    let redis = if nodes == 2 { Some(target::Redis::start()?) } else { None };
+    if let Some(r) = &redis {
+        lockstep_args.extend(["--redis-url".into(), r.url()]);
+    }
+    let sopts = ServerOpts { peer_counts: o.peer_counts, lockstep_args, pin: o.pin.clone(), instance: 0 };
+    let host_server = match &redis {
+        Some(_) => Some(target::start(t, &ServerOpts { instance: 1, ..sopts.clone() }, &o.peers, bin)?),
+        None => None,
+    };
     let server = target::start(t, &sopts, &o.peers, bin)?;
+    let host_node = match &host_server {
+        Some(h) => {
+            let eps = match (t, &h.cert_sha256) {
+                (Target::Wt, Some(c)) => wt_endpoints(o.wt_endpoints.min(2), c)?,
+                _ => Vec::new(),
+            };
+            Some((h.http, h.quic, eps))
+        }
+        None => None,
+    };
     let pid = server.pid;
     let me = std::process::id();
     let drops0 = udp_drops();
@@ -395,6 +428,7 @@ async fn run_one(t: Target, o: &Opts, bin: Option<&std::path::Path>, run_no: usi
         ws_addr,
         wt_addr,
         wt_endpoints: eps,
+        host_node,
         tag,
         rooms: o.rooms,
         interval: o.interval,
@@ -436,7 +470,9 @@ async fn run_one(t: Target, o: &Opts, bin: Option<&std::path::Path>, run_no: usi
     for g in 0..viewers {
         set.spawn(conn::client(ctx.clone(), Role::Viewer { g, room: g / o.per_room }));
     }
-    let mut res = Res { target: t.name(), conns: total as usize, ..Res::default() };
+    let name: &'static str =
+        if nodes == 2 { Box::leak(format!("{} (2 nodes, Redis)", t.name()).into_boxed_str()) } else { t.name() };
+    let mut res = Res { target: name, conns: total as usize, ..Res::default() };
     // QUIC handshakes cost both sides milliseconds of CPU each: 10,000 take minutes here.
     let join_limit = if t == Target::Wt { Duration::from_secs(180) } else { Duration::from_secs(60) };
     let join_deadline = tj + if o.mode == Mode::Storm { o.storm_timeout } else { join_limit.max(o.storm_timeout) };
@@ -883,10 +919,12 @@ fn main() -> anyhow::Result<()> {
     eprintln!("{title}");
     let mut all: Vec<(usize, Res)> = Vec::new();
     for run in 0..o.runs {
-        for (ti, &t) in o.targets.iter().enumerate() {
+        // With --nodes 2 each target runs on one node and on two, side by side.
+        let variants = o.targets.iter().flat_map(|&t| (1..=o.nodes).map(move |n| (t, n)));
+        for (ti, (t, nodes)) in variants.enumerate() {
             wait_quiet(o.quiet_wait);
-            eprintln!("run {}/{}: {}", run + 1, o.runs, t.name());
-            match rt.block_on(run_one(t, &o, bin.as_deref(), run)) {
+            eprintln!("run {}/{}: {}{}", run + 1, o.runs, t.name(), if nodes == 2 { " on 2 nodes" } else { "" });
+            match rt.block_on(run_one(t, &o, bin.as_deref(), run, nodes)) {
                 Ok(r) => all.push((ti, r)),
                 Err(e) => eprintln!("  {} failed: {e:#}", t.name()),
             }
@@ -910,7 +948,7 @@ fn main() -> anyhow::Result<()> {
         let per: Vec<Res> = all.iter().map(|(_, r)| r.clone()).collect();
         print_tables(&o, &per, &format!("{title} (every run)"), &label);
     }
-    let meds: Vec<Res> = (0..o.targets.len())
+    let meds: Vec<Res> = (0..o.targets.len() * o.nodes)
         .filter_map(|ti| {
             let rs: Vec<&Res> = all.iter().filter(|(i, _)| *i == ti).map(|(_, r)| r).collect();
             (!rs.is_empty()).then(|| med(&rs))

@@ -41,6 +41,9 @@ pub(crate) struct Ctx {
     /// Where WebTransport clients connect.
     pub(crate) wt_addr: Option<SocketAddr>,
     pub(crate) wt_endpoints: Vec<Endpoint<endpoint_side::Client>>,
+    /// Two-node runs: where hosts connect (the other node), and the
+    /// WebTransport endpoints that trust its certificate.
+    pub(crate) host_node: Option<(SocketAddr, Option<SocketAddr>, Vec<Endpoint<endpoint_side::Client>>)>,
     pub(crate) tag: String,
     pub(crate) rooms: usize,
     pub(crate) interval: Duration,
@@ -293,12 +296,16 @@ fn hello(event: &str, device: &str, caps: u32) -> Vec<u8> {
     }))
 }
 
-async fn open(ctx: &Ctx, room: usize, device: &str) -> anyhow::Result<Link> {
+async fn open(ctx: &Ctx, room: usize, device: &str, host: bool) -> anyhow::Result<Link> {
     let event = ctx.event(room);
+    let (ws_addr, wt_addr, eps) = match &ctx.host_node {
+        Some((ws, wt, eps)) if host => (*ws, *wt, eps),
+        _ => (ctx.ws_addr, ctx.wt_addr, &ctx.wt_endpoints),
+    };
     match ctx.target {
         Target::Wt => {
-            let addr = ctx.wt_addr.ok_or_else(|| anyhow::anyhow!("no WebTransport address"))?;
-            let ep = &ctx.wt_endpoints[room.wrapping_mul(31).wrapping_add(device.len()) % ctx.wt_endpoints.len()];
+            let addr = wt_addr.ok_or_else(|| anyhow::anyhow!("no WebTransport address"))?;
+            let ep = &eps[room.wrapping_mul(31).wrapping_add(device.len()) % eps.len()];
             let url = format!("https://{addr}/api/live-stream/{event}");
             let conn = ep.connect(url.as_str()).await?;
             let (mut send, recv) = conn.open_bi().await?.await?;
@@ -308,13 +315,13 @@ async fn open(ctx: &Ctx, room: usize, device: &str) -> anyhow::Result<Link> {
             Ok(Link::Wt { conn, send, recv, dec: FrameDecoder::new(), buf: vec![0; 4096] })
         }
         Target::Ws => {
-            let mut ws = Ws::connect(ctx.ws_addr, &format!("/api/live-stream/{event}"), Some("lockstep.v1")).await?;
+            let mut ws = Ws::connect(ws_addr, &format!("/api/live-stream/{event}"), Some("lockstep.v1")).await?;
             ws.send_binary(&hello(&event, device, 0)).await?;
             Ok(Link::Ws(Box::new(ws)))
         }
         Target::Json | Target::PeerWs => {
             let path = format!("/api/live-stream/{event}?deviceId={device}");
-            Ok(Link::Ws(Box::new(Ws::connect(ctx.ws_addr, &path, None).await?)))
+            Ok(Link::Ws(Box::new(Ws::connect(ws_addr, &path, None).await?)))
         }
         Target::PeerSio => {
             let path = format!("/socket.io/?EIO=4&transport=websocket&eventId={event}");
@@ -362,7 +369,12 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
     };
     let permit = ctx.connect_sem.clone().acquire_owned().await.ok();
     let t0 = Instant::now();
-    let mut link = match tokio::time::timeout(Duration::from_secs(60), open(&ctx, room, &device)).await {
+    let mut link = match tokio::time::timeout(
+        Duration::from_secs(60),
+        open(&ctx, room, &device, matches!(role, Role::Host { .. })),
+    )
+    .await
+    {
         Ok(Ok(l)) => l,
         Ok(Err(e)) => {
             ctx.failed.fetch_add(1, Relaxed);

@@ -61,6 +61,8 @@ pub(crate) struct ServerOpts {
     pub(crate) lockstep_args: Vec<String>,
     /// `taskset -c` list for the server, if pinned.
     pub(crate) pin: Option<String>,
+    /// Distinguishes two nodes of one run (log and data directory names).
+    pub(crate) instance: usize,
 }
 
 /// A running server process; killed when dropped.
@@ -188,7 +190,7 @@ fn field(line: &str, key: &str) -> Option<String> {
 
 /// Starts the server `t` needs.
 pub(crate) fn start(t: Target, opts: &ServerOpts, peers: &Path, bin: Option<&Path>) -> anyhow::Result<Server> {
-    let tag = format!("{}-{}", t.name(), std::process::id());
+    let tag = format!("{}-{}-{}", t.name(), std::process::id(), opts.instance);
     let log = std::env::temp_dir().join(format!("lockstep-load-{tag}.log"));
     let out = std::fs::File::create(&log)?;
     if t.is_lockstep() {
@@ -281,4 +283,46 @@ pub(crate) fn digest(hex: &str) -> anyhow::Result<[u8; 32]> {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)?;
     }
     Ok(out)
+}
+
+/// A `redis-server` on a free loopback port, without persistence, for
+/// two-node runs (`--nodes 2`); killed when dropped.
+#[derive(Debug)]
+pub(crate) struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    pub(crate) fn start() -> anyhow::Result<Redis> {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("redis-server (apt-get install redis-server): {e}"))?;
+        if let Ok(mut v) = RUNNING.lock() {
+            v.push(child.id());
+        }
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(t0.elapsed() < Duration::from_secs(10), "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Redis { child, port })
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Ok(mut v) = RUNNING.lock() {
+            v.retain(|p| *p != self.child.id());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
