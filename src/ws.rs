@@ -123,8 +123,7 @@ async fn serve_socket(app: AppState, params: SessionParams, socket: WebSocket) {
     });
     // The session ends at the first close or error.
     let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);
-    let mut inbound = Box::pin(inbound);
-    session::run(app.clone(), params, &mut inbound, outbox.clone()).await;
+    let mut inbound = session::run(app.clone(), params, Box::pin(inbound), outbox.clone()).await;
     if outbox.close_reason().is_some() {
         // Let the writer deliver the error and the close frame, then finish
         // the close handshake: read until the peer's close (bounded), so no

@@ -281,7 +281,8 @@ async fn serve_session(app: AppState, params: SessionParams, conn: Connection) {
     );
     // The session ends at the first end of either channel.
     let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);
-    session::run(app.clone(), params, Box::pin(inbound), outbox.clone()).await;
+    // The inbound stream is handed back; nothing more is read from it.
+    let _ = session::run(app.clone(), params, Box::pin(inbound), outbox.clone()).await;
     match outbox.close_reason() {
         Some(close) => {
             // The writer sends the error and closes; make sure of the close.
