@@ -103,8 +103,51 @@ fn finish_config(builder: ServerConfigBuilder<WantsIdentity>, certs: &CertPair) 
     let mut transport = wtransport::quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("30 s is a valid idle timeout")));
     transport.keep_alive_interval(Some(KEEP_ALIVE));
+    // quinn's defaults are for bulk transfers; a session carries a few
+    // hundred bytes a second (see the constants' comments for each number).
+    transport
+        .max_concurrent_bidi_streams(MAX_BIDI_STREAMS.into())
+        .max_concurrent_uni_streams(MAX_UNI_STREAMS.into())
+        .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
+        .receive_window(RECEIVE_WINDOW.into())
+        .send_window(SEND_WINDOW)
+        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER))
+        .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
     Ok(builder.with_custom_tls_and_transport(tls, transport).build())
 }
+
+/// Bidirectional streams a client may have open at once: the HTTP/3
+/// `CONNECT` request of the session, the one protocol stream, and two more
+/// (refused ones are closed as they come). quinn-proto sets aside a stream
+/// table entry for every stream the peer may open, at connection start: its
+/// default (100 bidirectional and 100 unidirectional) is about 7 KiB per
+/// session.
+const MAX_BIDI_STREAMS: u32 = 4;
+/// Unidirectional streams a client may have open at once: HTTP/3 needs
+/// three (control, QPACK encoder and decoder, RFC 9114 §6.2); the protocol
+/// uses none; the rest is headroom.
+const MAX_UNI_STREAMS: u32 = 8;
+/// Bytes a client may send ahead on one stream: eight `MAX_FRAME` (8 KiB)
+/// frames; a `Hello` is at most about 4.4 KB. quinn's default (1.25 MB) is
+/// for bulk transfers; this bounds what a client can make the server buffer.
+const STREAM_RECEIVE_WINDOW: u32 = 64 * 1024;
+/// Bytes a client may send ahead over all its streams (the protocol stream
+/// and the small HTTP/3 ones); quinn's default is unlimited.
+const RECEIVE_WINDOW: u32 = 128 * 1024;
+/// Bytes the server keeps unacknowledged over all of a session's streams
+/// (default 10 MB). At 256 KiB a 100 ms round trip still carries 2.5 MB/s,
+/// far above a session's traffic; a client that stops reading blocks its
+/// writer, its outbox fills and it is closed as a slow consumer instead.
+const SEND_WINDOW: u64 = 256 * 1024;
+/// Inbound datagrams queued until the session reads them: `Ping` and
+/// `Report`, at most `MAX_DATAGRAM` (1200) bytes each, rate limited; the
+/// default is 1.25 MB. Also advertised as the largest datagram frame taken.
+const DATAGRAM_RECEIVE_BUFFER: usize = 16 * 1024;
+/// Outbound datagrams queued while the congestion window is full: ticks,
+/// pongs and change copies of 30–100 bytes, so this is still about 200 of
+/// them; when full quinn drops the oldest, which suits ticks (latest wins;
+/// changes also go on the stream). Default 1 MiB.
+const DATAGRAM_SEND_BUFFER: usize = 16 * 1024;
 
 /// Receive buffer asked for the QUIC socket. A fan-out to thousands of
 /// sessions comes back as thousands of ACKs within a millisecond or two; the
