@@ -35,12 +35,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::future::Either;
+use futures_util::{FutureExt, Stream, StreamExt};
 use lockstep_protocol::limits::MAX_DATAGRAM;
 use lockstep_protocol::{
     ClientMsg, ErrorCode, FrameDecoder, Pong, ServerMsg, caps, decode_client, encode_server, write_frame,
 };
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span};
 use wtransport::config::states::WantsIdentity;
 use wtransport::config::{Ipv6DualStackConfig, ServerConfigBuilder};
@@ -68,8 +70,10 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 const CLOSE_GRACE: Duration = Duration::from_millis(300);
 /// How often QUIC-level traffic counts as session activity.
 const ACTIVITY_CHECK: Duration = KEEP_ALIVE;
-/// Bytes read from the stream at once.
-const READ_CHUNK: usize = 4096;
+/// Bytes read from the stream at once. The buffer lives as long as the
+/// session; clients send small messages (a `Hello` of up to about 4.4 KB
+/// takes a few reads, the frame decoder joins them).
+const READ_CHUNK: usize = 512;
 /// The URL path prefix of sessions.
 const PATH_PREFIX: &str = "/api/live-stream/";
 
@@ -279,39 +283,73 @@ fn admit(req: &SessionRequest, app: &AppState) -> Result<(String, Option<String>
     Ok((event_id, token, permit))
 }
 
-async fn handle(incoming: IncomingSession, app: AppState) {
+/// One session, from its first packet to its end: the handshake and the
+/// session request, then the session. The task lives as long as the
+/// session, and is as large as its largest state: the handshake's (about
+/// 3 KiB) is boxed, so it is freed once the session starts.
+fn handle(incoming: IncomingSession, app: AppState) -> impl Future<Output = ()> {
+    Box::pin(accept(incoming, app)).then(|accepted| match accepted {
+        Some((app, params, conn, permit)) => Either::Left(serve_session(app, params, conn, permit)),
+        None => Either::Right(std::future::ready(())),
+    })
+}
+
+/// Completes the handshake, checks the session request and accepts it;
+/// `None` if it failed or was refused (and answered).
+async fn accept(
+    incoming: IncomingSession,
+    app: AppState,
+) -> Option<(AppState, SessionParams, Connection, OwnedSemaphorePermit)> {
     let req = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(req)) => req,
-        Ok(Err(e)) => return debug!(error = %e, "handshake failed"),
-        Err(_) => return debug!("handshake timed out"),
+        Ok(Err(e)) => {
+            debug!(error = %e, "handshake failed");
+            return None;
+        }
+        Err(_) => {
+            debug!("handshake timed out");
+            return None;
+        }
     };
     let (event_id, token, permit) = match admit(&req, &app) {
         Ok(admitted) => admitted,
         Err(refusal) => {
             debug!(path = req.path(), ?refusal, "session refused");
-            return match refusal {
+            match refusal {
                 Refusal::NotFound => req.not_found().await,
                 Refusal::TooMany => req.too_many_requests().await,
                 Refusal::Forbidden => req.forbidden().await,
-            };
+            }
+            return None;
         }
     };
     let peer = canonical(req.remote_address());
     let conn = match req.accept().await {
         Ok(conn) => conn,
-        Err(e) => return debug!(error = %e, "session accept failed"),
+        Err(e) => {
+            debug!(error = %e, "session accept failed");
+            return None;
+        }
     };
     let params =
         SessionParams { event_id, transport: "webtransport", dialect: Dialect::Binary, peer, device_hint: None, token };
-    serve_session(app, params, conn).await;
-    drop(permit);
+    Some((app, params, conn, permit))
 }
 
-async fn serve_session(app: AppState, params: SessionParams, conn: Connection) {
+/// Serves an accepted session; `permit` holds its connection slot until
+/// the end. Like `ws::serve_socket`, not an `async fn`: it sets up when
+/// called and returns the session chained with the close, so the
+/// long-lived future does not also keep its arguments.
+fn serve_session(
+    app: AppState,
+    params: SessionParams,
+    conn: Connection,
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> {
     let outbox = Arc::new(Outbox::new(app.session_cfg.control_queue));
     let (stream_tx, stream_rx) = oneshot::channel();
     let use_datagrams = Arc::new(AtomicBool::new(false));
-    let mut writer =
+    let writer =
         tokio::spawn(write_loop(conn.clone(), stream_rx, outbox.clone(), app.hub.clock(), use_datagrams.clone()));
     let frames = frames(conn.clone(), stream_tx).inspect(move |item| {
         if let Some(Inbound::Frame(bytes)) = item {
@@ -325,7 +363,12 @@ async fn serve_session(app: AppState, params: SessionParams, conn: Connection) {
     // The session ends at the first end of either channel.
     let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);
     // The inbound stream is handed back; nothing more is read from it.
-    let _ = session::run(app.clone(), params, Box::pin(inbound), outbox.clone()).await;
+    session::run(app, params, Box::pin(inbound), outbox.clone()).then(move |_| finish(conn, writer, outbox, permit))
+}
+
+/// After the session: closes the connection, once the writer has sent the
+/// closing error if the server closed it.
+async fn finish(conn: Connection, mut writer: JoinHandle<()>, outbox: Arc<Outbox>, permit: OwnedSemaphorePermit) {
     match outbox.close_reason() {
         Some(close) => {
             // The writer sends the error and closes; make sure of the close.
@@ -339,6 +382,7 @@ async fn serve_session(app: AppState, params: SessionParams, conn: Connection) {
             conn.close(VarInt::from_u32(0), b"");
         }
     }
+    drop(permit);
 }
 
 /// Routing only (the session checks the `Hello` itself): ticks, pongs and
@@ -617,6 +661,27 @@ mod tests {
         }
         let long = format!("/api/live-stream/{}", "e".repeat(129));
         assert_eq!(parse_path(&long), Err(Refusal::NotFound));
+    }
+
+    fn future_size2<F: Fn(A, B) -> Fut, A, B, Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    fn future_size4<F: Fn(A, B, C, D) -> Fut, A, B, C, D, Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    type Inbounds = std::pin::Pin<Box<dyn Stream<Item = Inbound> + Send>>;
+
+    /// A session's task is the session future plus a few handles: the
+    /// handshake's state is boxed, the arguments are not stored twice.
+    #[test]
+    fn the_session_task_is_the_session_future() {
+        let task = future_size2(&handle);
+        let served = future_size4(&serve_session);
+        let run = future_size4(&session::run::<Inbounds>);
+        eprintln!("handle {task} B, serve_session {served} B, session::run {run} B");
+        assert!(task <= served + 32 && served <= run + 128, "handle {task} B, serve_session {served} B, run {run} B");
     }
 
     #[test]
