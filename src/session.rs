@@ -81,11 +81,17 @@ const MAX_STRIKES: u32 = 10;
 const FLOOD_WINDOWS: u32 = 3;
 
 /// Runs a session until the peer leaves, the session is closed, or the server
-/// shuts down.
+/// shuts down, and hands `inbound` back (a WebSocket reads it on to finish
+/// the close handshake).
 ///
 /// Returns once the session is over; the close reason (if the server closed)
 /// is in the outbox for the writer.
-pub async fn run<S>(app: AppState, params: SessionParams, inbound: S, outbox: Arc<Outbox>)
+///
+/// The session is set up before the returned future is first polled (it is
+/// not an `async fn`): an `async fn` keeps its arguments in its state next to
+/// the `Session` they are moved into, and this future lives, and is paid
+/// for, as long as the connection.
+pub fn run<S>(app: AppState, params: SessionParams, inbound: S, outbox: Arc<Outbox>) -> impl Future<Output = S>
 where
     S: Stream<Item = Inbound> + Unpin,
 {
@@ -106,18 +112,25 @@ where
         window_drops: 0,
         flood_windows: 0,
     };
-    metrics::gauge!("lockstep_connections", "transport" => s.params.transport).increment(1.0);
-    if s.params.dialect == Dialect::Json {
-        let device_id = s.params.device_hint.clone().unwrap_or_else(|| format!("json:{}", s.params.peer));
-        s.join(device_id, 0, None).await;
+    let mut inbound = inbound;
+    async move {
+        metrics::gauge!("lockstep_connections", "transport" => s.params.transport).increment(1.0);
+        if s.params.dialect == Dialect::Json {
+            let device_id = s.params.device_hint.clone().unwrap_or_else(|| format!("json:{}", s.params.peer));
+            // Boxed, like every await on the join path: a future is as large as
+            // its largest state, and the join path's (auth, accounts, store,
+            // hub) would otherwise stay allocated for the whole connection.
+            Box::pin(s.join(device_id, 0, None)).await;
+        }
+        if s.outbox.close_reason().is_none() {
+            s.serve(&cfg, &mut inbound, shutdown).await;
+        }
+        if let Some((room, id)) = s.joined.take() {
+            room.send(RoomEvent::Leave(id));
+        }
+        metrics::gauge!("lockstep_connections", "transport" => s.params.transport).decrement(1.0);
+        inbound
     }
-    if s.outbox.close_reason().is_none() {
-        s.serve(&cfg, inbound, shutdown).await;
-    }
-    if let Some((room, id)) = s.joined.take() {
-        room.send(RoomEvent::Leave(id));
-    }
-    metrics::gauge!("lockstep_connections", "transport" => s.params.transport).decrement(1.0);
 }
 
 /// Who a joined session belongs to.
@@ -261,7 +274,10 @@ impl Session {
     async fn dispatch(&mut self, msg: ClientMsg, recv_us: u64) {
         metrics::counter!("lockstep_messages_in_total", "type" => msg.name()).increment(1);
         match msg {
-            ClientMsg::Hello(hello) => self.hello(hello).await,
+            // Boxed: joining happens once per connection and its future is
+            // large; inline it would be part of the read loop's future, whose
+            // size every connection pays for as long as it lives.
+            ClientMsg::Hello(hello) => Box::pin(self.hello(hello)).await,
             ClientMsg::Ping(p) => self.outbox.push_pong(p.client_time, recv_us),
             ClientMsg::Command(c) => match &self.joined {
                 Some((room, member)) => {
@@ -277,7 +293,12 @@ impl Session {
             ClientMsg::Report(r) => match &self.joined {
                 Some((room, member)) => {
                     room.send(RoomEvent::Report(*member, r));
-                    self.touch().await;
+                    if self.last_touch.elapsed() >= TOUCH_INTERVAL {
+                        // Boxed for the same reason as `hello`, and only
+                        // when due (once per `TOUCH_INTERVAL`), so reports
+                        // allocate nothing.
+                        Box::pin(self.touch()).await;
+                    }
                 }
                 None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
             },
@@ -414,4 +435,35 @@ fn short_hash(s: &str) -> String {
 /// Resolves once `rx` reads `true` (or its sender is gone).
 pub async fn wait_true(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use futures_util::Stream;
+
+    use super::*;
+
+    fn future_size1<F: Fn(A) -> Fut, A, Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    fn future_size4<F: Fn(A, B, C, D) -> Fut, A, B, C, D, Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    type Inbounds = Pin<Box<dyn Stream<Item = Inbound> + Send>>;
+
+    /// Every connection holds the session's future as long as it lives; the
+    /// join path (auth, accounts, store, hub) and the periodic touch are
+    /// boxed so that their large states are not part of it.
+    #[test]
+    fn the_join_path_is_not_part_of_the_session_future() {
+        let run = future_size4(&run::<Inbounds>);
+        let join = future_size4(&Session::join);
+        let touch = future_size1(&Session::touch);
+        eprintln!("session::run {run} B; boxed: join {join} B, touch {touch} B");
+        assert!(run < join && run < touch, "session::run is {run} B: the join path is inlined again");
+    }
 }

@@ -13,10 +13,12 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
 use lockstep_protocol::limits::{MAX_EVENT_ID, MAX_FRAME};
 use lockstep_protocol::{Pong, ServerMsg, encode_server};
 use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinHandle;
 
 use crate::clock::ServerClock;
 use crate::http::{AppState, api_error};
@@ -97,18 +99,29 @@ pub async fn upgrade(
         device_hint: q.device_id.filter(|d| !d.is_empty() && d.len() <= lockstep_protocol::limits::MAX_DEVICE_ID),
         token: q.access_token,
     };
-    ws.on_upgrade(move |socket| async move {
-        serve_socket(app, params, socket).await;
-        drop(permit);
-    })
-    .into_response()
+    // One box for what the connection needs, freed as the socket is served:
+    // axum's upgrade task keeps the callback's storage for the connection's
+    // whole life, so it should capture 8 bytes, not the 256 of these three.
+    let ctx = Box::new((app, params, permit));
+    ws.on_upgrade(move |socket| serve_socket(ctx, socket)).into_response()
 }
 
-async fn serve_socket(app: AppState, params: SessionParams, socket: WebSocket) {
+/// Serves an upgraded connection; `ctx` is the app, the session's
+/// parameters and the connection's slot (held until the end).
+///
+/// The setup runs before the returned future is first polled (this is not
+/// an `async fn`): the future lives as long as the connection, and an
+/// `async fn` would keep its arguments in it beside what they are moved into.
+/// The session and the close that follows it are chained with `then`, which
+/// stores one of them at a time.
+fn serve_socket(
+    ctx: Box<(AppState, SessionParams, OwnedSemaphorePermit)>,
+    socket: WebSocket,
+) -> impl Future<Output = ()> {
+    let (app, params, permit) = *ctx;
     let (sink, stream) = socket.split();
     let outbox = Arc::new(Outbox::new(app.session_cfg.control_queue));
-    let dialect = params.dialect;
-    let mut writer = tokio::spawn(write_loop(sink, outbox.clone(), dialect, app.hub.clock()));
+    let writer = tokio::spawn(write_loop(sink, outbox.clone(), params.dialect, app.hub.clock()));
     let inbound = stream.map(|m| match m {
         Ok(Message::Binary(b)) if b.len() > MAX_FRAME => Some(Inbound::TooLarge(b.len())),
         Ok(Message::Binary(b)) => Some(Inbound::Frame(b)),
@@ -123,12 +136,19 @@ async fn serve_socket(app: AppState, params: SessionParams, socket: WebSocket) {
     });
     // The session ends at the first close or error.
     let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);
-    let mut inbound = Box::pin(inbound);
-    session::run(app.clone(), params, &mut inbound, outbox.clone()).await;
+    let inbound = Box::pin(inbound);
+    session::run(app, params, inbound, outbox.clone()).then(move |inbound| finish(inbound, writer, outbox, permit))
+}
+
+/// After the session: if the server closed it, lets the writer deliver the
+/// error and the close frame, then finishes the close handshake: reads until
+/// the peer's close (bounded), so no unread input turns our close into a TCP
+/// reset that loses the frame.
+async fn finish<S>(mut inbound: S, mut writer: JoinHandle<()>, outbox: Arc<Outbox>, permit: OwnedSemaphorePermit)
+where
+    S: Stream + Unpin,
+{
     if outbox.close_reason().is_some() {
-        // Let the writer deliver the error and the close frame, then finish
-        // the close handshake: read until the peer's close (bounded), so no
-        // unread input turns our close into a TCP reset that loses the frame.
         if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
             writer.abort();
         }
@@ -136,6 +156,7 @@ async fn serve_socket(app: AppState, params: SessionParams, socket: WebSocket) {
     } else {
         writer.abort();
     }
+    drop(permit);
 }
 
 /// How long a closing connection gets to flush and to answer our close.
@@ -191,5 +212,41 @@ async fn write_loop(
         if sink.flush().await.is_err() || batch.close.is_some() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<F, A, B, Fut>(_: &F) -> usize
+    where
+        F: Fn(A, B) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    fn future_size4<F, A, B, C, D, Fut>(_: &F) -> usize
+    where
+        F: Fn(A, B, C, D) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    type Inbounds = Pin<Box<dyn Stream<Item = Inbound> + Send>>;
+
+    /// The connection's future is the session's plus a few handles: the
+    /// app and the parameters are not stored twice, the close phase not
+    /// beside the session (see `serve_socket`).
+    #[test]
+    fn the_connection_future_is_the_session_future() {
+        let serve = future_size(&serve_socket);
+        let run = future_size4(&session::run::<Inbounds>);
+        let writer = future_size4(&write_loop);
+        eprintln!("serve_socket {serve} B, session::run {run} B, write_loop {writer} B");
+        assert!(serve <= run + 128, "serve_socket is {serve} B, session::run {run} B");
     }
 }

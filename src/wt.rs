@@ -35,12 +35,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::future::Either;
+use futures_util::{FutureExt, Stream, StreamExt};
 use lockstep_protocol::limits::MAX_DATAGRAM;
 use lockstep_protocol::{
     ClientMsg, ErrorCode, FrameDecoder, Pong, ServerMsg, caps, decode_client, encode_server, write_frame,
 };
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span};
 use wtransport::config::states::WantsIdentity;
 use wtransport::config::{Ipv6DualStackConfig, ServerConfigBuilder};
@@ -68,8 +70,10 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 const CLOSE_GRACE: Duration = Duration::from_millis(300);
 /// How often QUIC-level traffic counts as session activity.
 const ACTIVITY_CHECK: Duration = KEEP_ALIVE;
-/// Bytes read from the stream at once.
-const READ_CHUNK: usize = 4096;
+/// Bytes read from the stream at once. The buffer lives as long as the
+/// session; clients send small messages (a `Hello` of up to about 4.4 KB
+/// takes a few reads, the frame decoder joins them).
+const READ_CHUNK: usize = 512;
 /// The URL path prefix of sessions.
 const PATH_PREFIX: &str = "/api/live-stream/";
 
@@ -103,8 +107,51 @@ fn finish_config(builder: ServerConfigBuilder<WantsIdentity>, certs: &CertPair) 
     let mut transport = wtransport::quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("30 s is a valid idle timeout")));
     transport.keep_alive_interval(Some(KEEP_ALIVE));
+    // quinn's defaults are for bulk transfers; a session carries a few
+    // hundred bytes a second (see the constants' comments for each number).
+    transport
+        .max_concurrent_bidi_streams(MAX_BIDI_STREAMS.into())
+        .max_concurrent_uni_streams(MAX_UNI_STREAMS.into())
+        .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
+        .receive_window(RECEIVE_WINDOW.into())
+        .send_window(SEND_WINDOW)
+        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER))
+        .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
     Ok(builder.with_custom_tls_and_transport(tls, transport).build())
 }
+
+/// Bidirectional streams a client may have open at once: the HTTP/3
+/// `CONNECT` request of the session, the one protocol stream, and two more
+/// (refused ones are closed as they come). quinn-proto sets aside a stream
+/// table entry for every stream the peer may open, at connection start: its
+/// default (100 bidirectional and 100 unidirectional) is about 7 KiB per
+/// session.
+const MAX_BIDI_STREAMS: u32 = 4;
+/// Unidirectional streams a client may have open at once: HTTP/3 needs
+/// three (control, QPACK encoder and decoder, RFC 9114 §6.2); the protocol
+/// uses none; the rest is headroom.
+const MAX_UNI_STREAMS: u32 = 8;
+/// Bytes a client may send ahead on one stream: eight `MAX_FRAME` (8 KiB)
+/// frames; a `Hello` is at most about 4.4 KB. quinn's default (1.25 MB) is
+/// for bulk transfers; this bounds what a client can make the server buffer.
+const STREAM_RECEIVE_WINDOW: u32 = 64 * 1024;
+/// Bytes a client may send ahead over all its streams (the protocol stream
+/// and the small HTTP/3 ones); quinn's default is unlimited.
+const RECEIVE_WINDOW: u32 = 128 * 1024;
+/// Bytes the server keeps unacknowledged over all of a session's streams
+/// (default 10 MB). At 256 KiB a 100 ms round trip still carries 2.5 MB/s,
+/// far above a session's traffic; a client that stops reading blocks its
+/// writer, its outbox fills and it is closed as a slow consumer instead.
+const SEND_WINDOW: u64 = 256 * 1024;
+/// Inbound datagrams queued until the session reads them: `Ping` and
+/// `Report`, at most `MAX_DATAGRAM` (1200) bytes each, rate limited; the
+/// default is 1.25 MB. Also advertised as the largest datagram frame taken.
+const DATAGRAM_RECEIVE_BUFFER: usize = 16 * 1024;
+/// Outbound datagrams queued while the congestion window is full: ticks,
+/// pongs and change copies of 30–100 bytes, so this is still about 200 of
+/// them; when full quinn drops the oldest, which suits ticks (latest wins;
+/// changes also go on the stream). Default 1 MiB.
+const DATAGRAM_SEND_BUFFER: usize = 16 * 1024;
 
 /// Receive buffer asked for the QUIC socket. A fan-out to thousands of
 /// sessions comes back as thousands of ACKs within a millisecond or two; the
@@ -236,39 +283,73 @@ fn admit(req: &SessionRequest, app: &AppState) -> Result<(String, Option<String>
     Ok((event_id, token, permit))
 }
 
-async fn handle(incoming: IncomingSession, app: AppState) {
+/// One session, from its first packet to its end: the handshake and the
+/// session request, then the session. The task lives as long as the
+/// session, and is as large as its largest state: the handshake's (about
+/// 3 KiB) is boxed, so it is freed once the session starts.
+fn handle(incoming: IncomingSession, app: AppState) -> impl Future<Output = ()> {
+    Box::pin(accept(incoming, app)).then(|accepted| match accepted {
+        Some((app, params, conn, permit)) => Either::Left(serve_session(app, params, conn, permit)),
+        None => Either::Right(std::future::ready(())),
+    })
+}
+
+/// Completes the handshake, checks the session request and accepts it;
+/// `None` if it failed or was refused (and answered).
+async fn accept(
+    incoming: IncomingSession,
+    app: AppState,
+) -> Option<(AppState, SessionParams, Connection, OwnedSemaphorePermit)> {
     let req = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(req)) => req,
-        Ok(Err(e)) => return debug!(error = %e, "handshake failed"),
-        Err(_) => return debug!("handshake timed out"),
+        Ok(Err(e)) => {
+            debug!(error = %e, "handshake failed");
+            return None;
+        }
+        Err(_) => {
+            debug!("handshake timed out");
+            return None;
+        }
     };
     let (event_id, token, permit) = match admit(&req, &app) {
         Ok(admitted) => admitted,
         Err(refusal) => {
             debug!(path = req.path(), ?refusal, "session refused");
-            return match refusal {
+            match refusal {
                 Refusal::NotFound => req.not_found().await,
                 Refusal::TooMany => req.too_many_requests().await,
                 Refusal::Forbidden => req.forbidden().await,
-            };
+            }
+            return None;
         }
     };
     let peer = canonical(req.remote_address());
     let conn = match req.accept().await {
         Ok(conn) => conn,
-        Err(e) => return debug!(error = %e, "session accept failed"),
+        Err(e) => {
+            debug!(error = %e, "session accept failed");
+            return None;
+        }
     };
     let params =
         SessionParams { event_id, transport: "webtransport", dialect: Dialect::Binary, peer, device_hint: None, token };
-    serve_session(app, params, conn).await;
-    drop(permit);
+    Some((app, params, conn, permit))
 }
 
-async fn serve_session(app: AppState, params: SessionParams, conn: Connection) {
+/// Serves an accepted session; `permit` holds its connection slot until
+/// the end. Like `ws::serve_socket`, not an `async fn`: it sets up when
+/// called and returns the session chained with the close, so the
+/// long-lived future does not also keep its arguments.
+fn serve_session(
+    app: AppState,
+    params: SessionParams,
+    conn: Connection,
+    permit: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> {
     let outbox = Arc::new(Outbox::new(app.session_cfg.control_queue));
     let (stream_tx, stream_rx) = oneshot::channel();
     let use_datagrams = Arc::new(AtomicBool::new(false));
-    let mut writer =
+    let writer =
         tokio::spawn(write_loop(conn.clone(), stream_rx, outbox.clone(), app.hub.clock(), use_datagrams.clone()));
     let frames = frames(conn.clone(), stream_tx).inspect(move |item| {
         if let Some(Inbound::Frame(bytes)) = item {
@@ -281,7 +362,13 @@ async fn serve_session(app: AppState, params: SessionParams, conn: Connection) {
     );
     // The session ends at the first end of either channel.
     let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);
-    session::run(app.clone(), params, Box::pin(inbound), outbox.clone()).await;
+    // The inbound stream is handed back; nothing more is read from it.
+    session::run(app, params, Box::pin(inbound), outbox.clone()).then(move |_| finish(conn, writer, outbox, permit))
+}
+
+/// After the session: closes the connection, once the writer has sent the
+/// closing error if the server closed it.
+async fn finish(conn: Connection, mut writer: JoinHandle<()>, outbox: Arc<Outbox>, permit: OwnedSemaphorePermit) {
     match outbox.close_reason() {
         Some(close) => {
             // The writer sends the error and closes; make sure of the close.
@@ -295,6 +382,7 @@ async fn serve_session(app: AppState, params: SessionParams, conn: Connection) {
             conn.close(VarInt::from_u32(0), b"");
         }
     }
+    drop(permit);
 }
 
 /// Routing only (the session checks the `Hello` itself): ticks, pongs and
@@ -573,6 +661,27 @@ mod tests {
         }
         let long = format!("/api/live-stream/{}", "e".repeat(129));
         assert_eq!(parse_path(&long), Err(Refusal::NotFound));
+    }
+
+    fn future_size2<F: Fn(A, B) -> Fut, A, B, Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    fn future_size4<F: Fn(A, B, C, D) -> Fut, A, B, C, D, Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    type Inbounds = std::pin::Pin<Box<dyn Stream<Item = Inbound> + Send>>;
+
+    /// A session's task is the session future plus a few handles: the
+    /// handshake's state is boxed, the arguments are not stored twice.
+    #[test]
+    fn the_session_task_is_the_session_future() {
+        let task = future_size2(&handle);
+        let served = future_size4(&serve_session);
+        let run = future_size4(&session::run::<Inbounds>);
+        eprintln!("handle {task} B, serve_session {served} B, session::run {run} B");
+        assert!(task <= served + 32 && served <= run + 128, "handle {task} B, serve_session {served} B, run {run} B");
     }
 
     #[test]
