@@ -162,8 +162,10 @@ struct Local {
 struct Inner {
     /// Commands, scripts and publications.
     conn: ConnectionManager,
-    /// Subscriptions only (kept alive here; its messages arrive in `dispatch`).
-    _sub: ConnectionManager,
+    /// Subscriptions only (its messages arrive in `dispatch`); the heartbeat
+    /// pings it, which is also what makes it reconnect (and resubscribe)
+    /// after Redis comes back.
+    sub: ConnectionManager,
     node: String,
     up: AtomicBool,
     rooms: Mutex<HashMap<Arc<str>, Local>>,
@@ -208,7 +210,7 @@ impl Cluster {
         let (announce, announcements) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             conn,
-            _sub: sub,
+            sub,
             node: crate::store::random_id(),
             up: AtomicBool::new(true),
             rooms: Mutex::default(),
@@ -371,6 +373,7 @@ impl Cluster {
     async fn beat(&self) -> RedisResult<()> {
         let conn = self.inner.conn.clone();
         self.present().await?;
+        redis::cmd("PING").query_async::<()>(&mut self.inner.sub.clone()).await?;
         let rooms: Vec<(Arc<str>, u32, Option<mpsc::UnboundedSender<RoomEvent>>)> = {
             let mut rooms = self.rooms();
             let snapshot =
