@@ -592,7 +592,7 @@ impl Room {
             server_time_us: now,
             viewers: self.viewers(),
             policy: self.cfg.policy,
-            limits: self.cfg.limits,
+            limits: Limits { tick_interval_ms: (self.tick_interval_us() / 1000) as u32, ..self.cfg.limits },
         })
     }
 
@@ -689,12 +689,18 @@ impl Room {
         self.epoch = self.epoch.wrapping_add(1);
         timeline.epoch = self.epoch;
         let change = Change { timeline, effective_at_us: at };
-        self.pending = Some((change, by, reason));
         self.to(Audience::All, changed(change, by, reason));
-        self.advance(now);
+        if at <= now {
+            // In effect at once: the change is its own tick (it carries the
+            // whole timeline), so no tick follows it.
+            self.current = timeline;
+            self.pending = None;
+        } else {
+            self.pending = Some((change, by, reason));
+        }
     }
 
-    /// Promotes a due pending change and ticks at once when it takes effect.
+    /// Promotes a due scheduled change and ticks at once when it takes effect.
     fn advance(&mut self, now: u64) {
         if let Some((c, ..)) = self.pending
             && c.effective_at_us <= now
@@ -705,10 +711,18 @@ impl Room {
         }
     }
 
+    /// Interval between periodic ticks: the configured one up to 2,500
+    /// viewers, then growing with the room to 4× at 10,000 (ticks are
+    /// snapshots for drift checks; in a large room they are most of the
+    /// traffic, and the clock estimate does not depend on them).
+    pub fn tick_interval_us(&self) -> u64 {
+        self.cfg.tick_interval_us * (u64::from(self.viewers()) / 2_500).clamp(1, 4)
+    }
+
     fn emit_tick(&mut self, now: u64) {
         let tick = Tick::new(&self.current, now, self.viewers());
         self.to(Audience::All, ServerMsg::Tick(tick));
-        self.next_tick_at = now + self.cfg.tick_interval_us;
+        self.next_tick_at = now + self.tick_interval_us();
     }
 
     // ------------------------------------------------------------ reports and buffering
@@ -896,7 +910,7 @@ impl Room {
     /// Applies a change decided elsewhere, exactly as decided: same timeline,
     /// epoch and effective time, so scheduled play and pause land on the same
     /// position on every node. Queues it to every member (as made by the
-    /// server: member ids are per node) and a tick once it is in effect.
+    /// server) and, if it is scheduled, a tick once it takes effect.
     pub fn apply_external(&mut self, now: u64, change: TimelineChanged) {
         self.set_change(now, change, true);
     }
@@ -919,9 +933,6 @@ impl Room {
         }
         if announce {
             self.to(Audience::All, changed(change, 0, c.reason));
-            if self.pending.is_none() {
-                self.emit_tick(now);
-            }
         }
     }
 

@@ -205,7 +205,31 @@ fn seek_is_immediate_and_keeps_play_state() {
     assert_eq!((t.position_ms, t.anchor_us, t.paused), (90_000, T0 + S, false));
     let out = drain(&mut room);
     assert_eq!(changes(&out)[0].effective_at_us, T0 + S);
-    assert!(out.iter().any(|o| matches!(o.msg, ServerMsg::Tick(Tick { epoch: 2, .. }))), "ticks at once");
+    assert!(!out.iter().any(|o| matches!(o.msg, ServerMsg::Tick(_))), "an immediate change is its own tick");
+    // The next periodic tick carries the new epoch.
+    let ticks = run_until(&mut room, T0 + S, T0 + S + 300 * MS);
+    assert!(ticks.iter().any(|(_, o)| matches!(o.msg, ServerMsg::Tick(Tick { epoch: 2, .. }))));
+}
+
+#[test]
+fn large_rooms_tick_less_often_and_say_so_in_welcome() {
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let first = join(&mut room, T0, "v0");
+    drain(&mut room);
+    let interval = |out: &[(u64, Output)]| {
+        let at: Vec<u64> = out.iter().filter(|(_, o)| matches!(o.msg, ServerMsg::Tick(_))).map(|(t, _)| *t).collect();
+        at.windows(2).map(|w| w[1] - w[0]).max()
+    };
+    assert_eq!(interval(&run_until(&mut room, T0, T0 + 2 * S)), Some(250 * MS));
+    room.set_remote_viewers(T0 + 2 * S, 9_999);
+    assert_eq!(interval(&run_until(&mut room, T0 + 2 * S, T0 + 6 * S)), Some(S), "10,000 viewers: 1 s");
+    let late = join(&mut room, T0 + 6 * S, "late");
+    let welcome = drain(&mut room).into_iter().find_map(|o| match o.msg {
+        ServerMsg::Welcome(w) if w.member_id == late => Some(w),
+        _ => None,
+    });
+    assert_eq!(welcome.map(|w| w.limits.tick_interval_ms), Some(1000));
+    assert_ne!(first, late);
 }
 
 #[test]
