@@ -692,9 +692,11 @@ impl Room {
         self.to(Audience::All, changed(change, by, reason));
         if at <= now {
             // In effect at once: the change is its own tick (it carries the
-            // whole timeline), so no tick follows it.
+            // whole timeline), so no tick follows it, and the next periodic
+            // one is a whole interval away.
             self.current = timeline;
             self.pending = None;
+            self.next_tick_at = now + self.tick_interval_us();
         } else {
             self.pending = Some((change, by, reason));
         }
@@ -933,6 +935,10 @@ impl Room {
         }
         if announce {
             self.to(Audience::All, changed(change, 0, c.reason));
+            if self.pending.is_none() {
+                // The change is its own tick (see `issue`).
+                self.next_tick_at = now + self.tick_interval_us();
+            }
         }
     }
 

@@ -206,9 +206,12 @@ fn seek_is_immediate_and_keeps_play_state() {
     let out = drain(&mut room);
     assert_eq!(changes(&out)[0].effective_at_us, T0 + S);
     assert!(!out.iter().any(|o| matches!(o.msg, ServerMsg::Tick(_))), "an immediate change is its own tick");
-    // The next periodic tick carries the new epoch.
+    // The next periodic tick comes a whole interval later, with the new epoch.
     let ticks = run_until(&mut room, T0 + S, T0 + S + 300 * MS);
-    assert!(ticks.iter().any(|(_, o)| matches!(o.msg, ServerMsg::Tick(Tick { epoch: 2, .. }))));
+    let first = ticks.iter().find(|(_, o)| matches!(o.msg, ServerMsg::Tick(_)));
+    assert!(
+        matches!(first, Some((at, Output { msg: ServerMsg::Tick(Tick { epoch: 2, .. }), .. })) if *at == T0 + S + 250 * MS)
+    );
 }
 
 #[test]
