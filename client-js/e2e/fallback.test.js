@@ -3,43 +3,29 @@
 // and the page falls back to WebSocket without user action, keeps its role and
 // room, and stays in lockstep with a page that kept WebTransport.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   eventId,
-  launchBrowser,
   openWatch,
   probe,
   record,
   sampleSkew,
-  startLockstep,
   summarize,
   udpRelay,
   waitFor,
   waitSteady,
+  useLockstep,
 } from './support/harness.js';
 
-/** @type {Awaited<ReturnType<typeof startLockstep>>} */
-let server;
-/** @type {import('playwright-core').Browser} */
-let browser;
-
-before(async () => {
-  server = await startLockstep();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = useLockstep();
 
 test('WebTransport cut mid-session: the page falls back to WebSocket and keeps playing in lockstep', { timeout: 120_000 }, async (t) => {
-  const relay = await udpRelay(server.quicPort);
+  const relay = await udpRelay(env.server.quicPort);
   try {
     const ev = eventId('cut');
-    const host = await openWatch(browser, `${server.url}/watch/${ev}`);
-    const cut = await openWatch(browser, `${server.url}/watch/${ev}?wt=https://127.0.0.1:${relay.port}`);
+    const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
+    const cut = await openWatch(env.browser, `${env.server.url}/watch/${ev}?wt=https://127.0.0.1:${relay.port}`);
     const before = await probe(cut);
     assert.equal(before.transport, 'webtransport');
     assert.equal(before.role, 'viewer');
@@ -75,7 +61,7 @@ test('WebTransport cut mid-session: the page falls back to WebSocket and keeps p
     const [h, c] = await Promise.all([probe(host), probe(cut)]);
     record(t, 'skew-fallback', {
       transport: 'webtransport/websocket after a WebTransport cut',
-      chromium: browser.version(),
+      chromium: env.browser.version(),
       fallbackMs,
       ...s,
       corrections: { host: { seeks: h.seeks, rateChanges: h.rateChanges }, cut: { seeks: c.seeks, rateChanges: c.rateChanges } },

@@ -3,39 +3,25 @@
 // opens the link (another browser context: another user) accepts it and lands
 // on the host's position.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   eventId,
-  launchBrowser,
   openWatch,
   probe,
   record,
   sampleSkew,
-  startLockstep,
   summarize,
   waitFor,
   waitSteady,
+  useLockstep,
 } from './support/harness.js';
 
-/** @type {Awaited<ReturnType<typeof startLockstep>>} */
-let server;
-/** @type {import('playwright-core').Browser} */
-let browser;
-
-before(async () => {
-  server = await startLockstep();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = useLockstep();
 
 test("an invitee accepts the host's invitation from the page and lands on the host's position", { timeout: 120_000 }, async (t) => {
   const ev = eventId('invite');
-  const host = await openWatch(browser, `${server.url}/watch/${ev}`);
+  const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
   assert.equal((await probe(host)).role, 'host');
   await host.click('#play');
   await host.click('#fwd10');
@@ -49,7 +35,7 @@ test("an invitee accepts the host's invitation from the page and lands on the ho
   });
   const link = await host.getAttribute('#invite-link', 'href');
   const invite = await host.evaluate(() => lockstepDemo.invite);
-  assert.ok(link && link.startsWith(`${server.url}/watch/${ev}?invite=`), `link ${link}`);
+  assert.ok(link && link.startsWith(`${env.server.url}/watch/${ev}?invite=`), `link ${link}`);
   assert.equal(await host.isVisible('#invite-link'), true, 'the link is shown');
   await waitFor(host, () => !lockstepDemo.session.timeline.paused, null, { what: "the party's room to play" });
   const moved = await probe(host);
@@ -59,7 +45,7 @@ test("an invitee accepts the host's invitation from the page and lands on the ho
   assert.ok(/** @type {number} */ (moved.roomPos) >= beforeInvite.pos - 0.5, `the party's room kept the host's position (${moved.roomPos} vs ${beforeInvite.pos})`);
   assert.equal(new URL(host.url()).pathname, `/watch/${encodeURIComponent(invite.roomId)}`);
 
-  const invitee = await openWatch(browser, /** @type {string} */ (link));
+  const invitee = await openWatch(env.browser, /** @type {string} */ (link));
   const joined = await probe(invitee);
   const hostNow = await probe(host);
   assert.equal(joined.room, invite.roomId, "the invitee is in the host's room");

@@ -4,41 +4,27 @@
 // and give up after --buffering-wait-max-ms, nobody may fight with seeks, and
 // once the media flows again the page catches up.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import {
   VIDEO_PATH,
   eventId,
-  launchBrowser,
   openWatch,
   probe,
   record,
   roomState,
   sampleSkew,
-  startLockstep,
   summarize,
   waitFor,
   waitSteady,
   waitUntil,
+  useLockstep,
 } from './support/harness.js';
 
 const WAIT_MAX_MS = 1500;
 
-/** @type {Awaited<ReturnType<typeof startLockstep>>} */
-let server;
-/** @type {import('playwright-core').Browser} */
-let browser;
-
-before(async () => {
-  server = await startLockstep(['--buffering-wait-max-ms', String(WAIT_MAX_MS)]);
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = useLockstep(['--buffering-wait-max-ms', String(WAIT_MAX_MS)]);
 
 /**
  * Routes the page's video requests: while `held`, ranges are cut at `cap`
@@ -86,13 +72,13 @@ test('a stalled page reports buffering; the room waits, gives up as configured, 
   const ev = eventId('stall');
   const size = statSync(VIDEO_PATH).size;
   const gate = mediaGate(Math.round((size * 10) / 120)); // ~10 s of a 120 s video at a nearly constant bitrate
-  const host = await openWatch(browser, `${server.url}/watch/${ev}`);
-  const stalled = await openWatch(browser, `${server.url}/watch/${ev}`, { setup: (p) => gate.install(p) });
+  const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
+  const stalled = await openWatch(env.browser, `${env.server.url}/watch/${ev}`, { setup: (p) => gate.install(p) });
 
   await host.click('#play');
   // The page plays its ~10 s, then runs dry and reports it; the room waits.
   const waiting = await waitUntil(async () => {
-    const st = await roomState(server.url, ev);
+    const st = await roomState(env.server.url, ev);
     return st?.bufferingWait ? st : null;
   }, { what: 'the room to wait for the stalled page', timeoutMs: 40_000 });
   assert.equal((waiting.pending?.timeline ?? waiting.timeline).paused, true, 'the room pauses while it waits');
@@ -104,7 +90,7 @@ test('a stalled page reports buffering; the room waits, gives up as configured, 
 
   // The wait gives up after WAIT_MAX_MS: the room plays again without the page.
   await waitUntil(async () => {
-    const st = await roomState(server.url, ev);
+    const st = await roomState(env.server.url, ev);
     return st && !st.bufferingWait && !st.timeline.paused;
   }, { what: 'the room to give up waiting', timeoutMs: WAIT_MAX_MS + 5000 });
   await waitFor(host, () => !lockstepDemo.video.paused, null, { what: 'the host to play again' });

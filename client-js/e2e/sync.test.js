@@ -3,42 +3,28 @@
 // with the page's own controls; the skew between the pages is sampled against
 // one clock and its percentiles recorded in e2e/results/.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   eventId,
-  launchBrowser,
   openWatch,
   probe,
   record,
   sampleSkew,
-  startLockstep,
   summarize,
   waitFor,
   waitSteady,
+  useLockstep,
 } from './support/harness.js';
 
-/** @type {Awaited<ReturnType<typeof startLockstep>>} */
-let server;
-/** @type {import('playwright-core').Browser} */
-let browser;
-
-before(async () => {
-  server = await startLockstep();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const env = useLockstep();
 
 const SKEW_BOUND_MS = 100;
 
 test('two pages over WebTransport: the viewer follows seek, pause, play and rate 1.25, in lockstep', { timeout: 120_000 }, async (t) => {
   const ev = eventId('wt');
-  const host = await openWatch(browser, `${server.url}/watch/${ev}`);
-  const viewer = await openWatch(browser, `${server.url}/watch/${ev}`);
+  const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
+  const viewer = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
   for (const [page, role] of /** @type {const} */ ([[host, 'host'], [viewer, 'viewer']])) {
     const p = await probe(page);
     assert.equal(p.transport, 'webtransport');
@@ -94,7 +80,7 @@ test('two pages over WebTransport: the viewer follows seek, pause, play and rate
   record(t, 'skew-webtransport', {
     transport: 'webtransport/webtransport',
     rate: 1.25,
-    chromium: browser.version(),
+    chromium: env.browser.version(),
     ...s,
     corrections: { host: { seeks: h.seeks, rateChanges: h.rateChanges }, viewer: { seeks: v.seeks, rateChanges: v.rateChanges } },
     skews,
@@ -107,8 +93,8 @@ test('two pages over WebTransport: the viewer follows seek, pause, play and rate
 
 test('a page without WebTransport uses WebSocket and stays in lockstep with a WebTransport page', { timeout: 120_000 }, async (t) => {
   const ev = eventId('ws');
-  const host = await openWatch(browser, `${server.url}/watch/${ev}`);
-  const viewer = await openWatch(browser, `${server.url}/watch/${ev}`, { noWebTransport: true });
+  const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
+  const viewer = await openWatch(env.browser, `${env.server.url}/watch/${ev}`, { noWebTransport: true });
   assert.equal((await probe(host)).transport, 'webtransport');
   assert.equal((await probe(viewer)).transport, 'websocket');
   assert.equal(await viewer.evaluate(() => 'WebTransport' in window), false);
@@ -126,7 +112,7 @@ test('a page without WebTransport uses WebSocket and stays in lockstep with a We
   record(t, 'skew-websocket', {
     transport: 'webtransport/websocket',
     rate: 1,
-    chromium: browser.version(),
+    chromium: env.browser.version(),
     ...s,
     corrections: { host: { seeks: h.seeks, rateChanges: h.rateChanges }, viewer: { seeks: v.seeks, rateChanges: v.rateChanges } },
     skews,

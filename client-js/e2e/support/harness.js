@@ -4,6 +4,7 @@
 // the skew measurement between pages.
 
 import assert from 'node:assert/strict';
+import { after, before } from 'node:test';
 import dgram from 'node:dgram';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -47,6 +48,25 @@ export async function startLockstep(args = []) {
   const m = /listening http=\S+ quic=(\S+):(\d+)/.exec(text);
   assert.ok(m, `no QUIC address in the server log:\n${text}`);
   return { ...server, quicPort: Number(m[2]) };
+}
+
+/**
+ * The fixture of a test file: registers hooks that start the real server
+ * (with `args`) and Debian's Chromium before the file's tests and stop both
+ * after them. Read `env.server` and `env.browser` inside tests.
+ * @param {string[]} [args]
+ */
+export function useLockstep(args = []) {
+  const env = /** @type {{server: Awaited<ReturnType<typeof startLockstep>>, browser: import('playwright-core').Browser}} */ ({});
+  before(async () => {
+    env.server = await startLockstep(args);
+    env.browser = await launchBrowser();
+  });
+  after(async () => {
+    await env.browser?.close();
+    await env.server?.stop();
+  });
+  return env;
 }
 
 /**
