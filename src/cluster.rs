@@ -116,6 +116,21 @@ pub struct Announce {
     pub events: Vec<Shared>,
 }
 
+impl Announce {
+    /// Appends a later announcement of the same room. Member ids are never
+    /// reused while a member may still be listed, so writing every upsert,
+    /// then every removal, leaves the same list as writing them in turn.
+    pub fn merge(&mut self, later: Announce) {
+        self.upserts.extend(later.upserts);
+        self.removes.extend(later.removes);
+        self.policy = later.policy.or(self.policy);
+        self.events.extend(later.events);
+    }
+}
+
+/// Most announcements coalesced into one round of writes.
+const MAX_ANNOUNCE_BATCH: usize = 1024;
+
 fn members_key(room: &str, node: &str) -> String {
     format!("lockstep:members:{room}:{node}")
 }
@@ -457,10 +472,23 @@ impl Cluster {
     }
 
     async fn write_announcements(self, mut rx: mpsc::UnboundedReceiver<(Arc<str>, Announce)>) {
-        while let Some((room, a)) = rx.recv().await {
-            if let Err(e) = self.write_announcement(&room, a).await {
-                // The room re-announces its members when Redis is back.
-                warn!(event_id = %room, error = %e, "membership change not shared");
+        while let Some(first) = rx.recv().await {
+            // Coalesce what queued up meanwhile (a join storm): one write and
+            // one publication per room, in order.
+            let mut batch: Vec<(Arc<str>, Announce)> = vec![first];
+            while batch.len() < MAX_ANNOUNCE_BATCH
+                && let Ok((room, a)) = rx.try_recv()
+            {
+                match batch.iter_mut().find(|(r, _)| *r == room) {
+                    Some((_, queued)) => queued.merge(a),
+                    None => batch.push((room, a)),
+                }
+            }
+            for (room, a) in batch {
+                if let Err(e) = self.write_announcement(&room, a).await {
+                    // The room re-announces its members when Redis is back.
+                    warn!(event_id = %room, error = %e, "membership change not shared");
+                }
             }
         }
     }
@@ -592,5 +620,31 @@ async fn dispatch(mut rx: mpsc::UnboundedReceiver<PushInfo>, inner: Weak<Inner>)
             PushKind::Disconnection => Cluster { inner }.set_up(false),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lockstep_protocol::Role;
+
+    fn joined(id: MemberId) -> Shared {
+        Shared::Joined { id, role: Role::Viewer, claimed: false, name: String::new(), device: format!("d{id}") }
+    }
+
+    #[test]
+    fn merged_announcements_keep_their_order_and_the_latest_policy() {
+        let mut a = Announce { upserts: vec![(1, joined(1))], events: vec![joined(1)], ..Announce::default() };
+        a.merge(Announce {
+            removes: vec![1],
+            policy: Some(ControlPolicy::Everyone),
+            events: vec![Shared::Left { id: 1 }],
+            ..Announce::default()
+        });
+        a.merge(Announce { upserts: vec![(2, joined(2))], events: vec![joined(2)], ..Announce::default() });
+        assert_eq!(a.upserts.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(a.removes, vec![1]);
+        assert_eq!(a.policy, Some(ControlPolicy::Everyone));
+        assert_eq!(a.events, vec![joined(1), Shared::Left { id: 1 }, joined(2)]);
     }
 }
