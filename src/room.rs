@@ -267,6 +267,9 @@ struct Remote {
     device: String,
 }
 
+/// Lead added per viewer beyond 1,000 (see [`Room::lead_us`]).
+const LEAD_PER_VIEWER_US: u64 = 12;
+
 /// Member ids of one node's block (scale-out): `base..base + ID_BLOCK`.
 pub const ID_BLOCK: u32 = 1 << 20;
 
@@ -623,7 +626,7 @@ impl Room {
             if p > MAX_POSITION_MS { Err(CommandError::InvalidArgument("position out of range")) } else { Ok(p) }
         };
         let intended = self.intended();
-        let lead_at = (now + self.cfg.lead_us).max(intended.anchor_us);
+        let lead_at = (now + self.lead_us()).max(intended.anchor_us);
         match action {
             Action::Play { position_ms } => {
                 let position_ms = position_ms.map(check_pos).transpose()?;
@@ -713,6 +716,15 @@ impl Room {
         }
     }
 
+    /// How far ahead play and pause are scheduled: the configured lead, plus
+    /// 12 µs per viewer beyond 1,000 (a fan-out costs about that per viewer
+    /// on one core, BENCHMARKS.md), so that in a large room the change still
+    /// reaches the last viewer before it takes effect: 208 ms at 10,000
+    /// viewers with the default 100 ms.
+    pub fn lead_us(&self) -> u64 {
+        self.cfg.lead_us + u64::from(self.viewers().saturating_sub(1_000)) * LEAD_PER_VIEWER_US
+    }
+
     /// Interval between periodic ticks: the configured one up to 2,500
     /// viewers, then growing with the room to 4× at 10,000 (ticks are
     /// snapshots for drift checks; in a large room they are most of the
@@ -766,7 +778,7 @@ impl Room {
             w.members.insert(id);
             return;
         }
-        let lead_at = (now + self.cfg.lead_us).max(self.intended().anchor_us);
+        let lead_at = (now + self.lead_us()).max(self.intended().anchor_us);
         let intended = self.intended();
         let (position_ms, at) = intended.whole_ms_point(lead_at);
         let t = Timeline { position_ms, anchor_us: at, paused: true, ..intended };
@@ -789,7 +801,7 @@ impl Room {
         if !intended.paused {
             return;
         }
-        let at = (now + self.cfg.lead_us).max(intended.anchor_us);
+        let at = (now + self.lead_us()).max(intended.anchor_us);
         let t = Timeline { anchor_us: at, paused: false, ..intended };
         self.issue(now, t, at, 0, ChangeReason::Resume);
     }

@@ -767,3 +767,15 @@ fn member_ids_stay_in_the_nodes_block_and_skip_ids_in_use() {
     a.next_member = ID_BLOCK;
     assert_eq!(join(&mut a, T0, "next"), ID_BLOCK + 1, "an id in use is skipped");
 }
+
+#[test]
+fn large_rooms_schedule_play_and_pause_further_ahead() {
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let h = join(&mut room, T0, "h");
+    cmd(&mut room, T0, h, Action::Play { position_ms: None }).unwrap();
+    assert_eq!(changes(&drain(&mut room))[0].effective_at_us, T0 + 100 * MS, "the configured lead");
+    room.set_remote_viewers(T0 + S, 9_999);
+    cmd(&mut room, T0 + S, h, Action::Pause { position_ms: None }).unwrap();
+    let pause = changes(&drain(&mut room)).pop().unwrap();
+    assert_eq!(pause.effective_at_us, T0 + S + 208 * MS, "100 ms + 12 µs × 9,000 viewers");
+}
