@@ -87,13 +87,18 @@ pub(crate) fn kill_running() {
     }
 }
 
+/// Kills a child started here and forgets it.
+fn stop(child: &mut Child) {
+    if let Ok(mut v) = RUNNING.lock() {
+        v.retain(|p| *p != child.id());
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Ok(mut v) = RUNNING.lock() {
-            v.retain(|p| *p != self.child.id());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
         if let Some(d) = &self.data_dir {
             let _ = std::fs::remove_dir_all(d);
         }
@@ -319,10 +324,6 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        if let Ok(mut v) = RUNNING.lock() {
-            v.retain(|p| *p != self.child.id());
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }
