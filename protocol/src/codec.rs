@@ -20,7 +20,7 @@ fn cfg() -> Cfg {
 }
 
 /// Number of [`ServerMsg`] variants (tags `0..SERVER_TAGS`).
-pub const SERVER_TAGS: u32 = 10;
+pub const SERVER_TAGS: u32 = 11;
 /// Number of [`ClientMsg`] variants (tags `0..CLIENT_TAGS`).
 pub const CLIENT_TAGS: u32 = 4;
 

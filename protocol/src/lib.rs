@@ -63,4 +63,7 @@ pub mod caps {
     pub const DATAGRAMS: u32 = 1 << 0;
     /// The client wants member joined/left events when the room shows them.
     pub const PRESENCE: u32 = 1 << 1;
+    /// The client understands [`crate::Ack`]: successful commands with a
+    /// `request_id` are answered (SPEC §6.3).
+    pub const ACKS: u32 = 1 << 2;
 }

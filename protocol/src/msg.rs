@@ -77,6 +77,37 @@ pub enum ServerMsg {
     RoleChanged(RoleChanged),
     /// The room's control policy changed.
     PolicyChanged(PolicyChanged),
+    /// Answer to a `Command` with a non-zero `request_id` that did not fail
+    /// (a command that fails is answered by an `Error` with its `request_id`).
+    Ack(Ack),
+}
+
+/// What became of a command (see [`Ack`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AckOutcome {
+    /// The command took effect: a timeline command made the change of
+    /// `epoch`; a role or policy command was applied.
+    Applied,
+    /// The command asked for what already holds (a `Play` while playing, a
+    /// `Pause` while paused): nothing changed, `epoch` is the one in effect.
+    Unchanged,
+    /// The room's change budget was spent and a later command of the same
+    /// kind replaced this one before it ran: `epoch` is the change that
+    /// replaced it (or the one in effect, if that one changed nothing).
+    Coalesced,
+}
+
+/// Answer to a `Command` that did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ack {
+    /// The command's `request_id` (never 0: commands without one get no `Ack`).
+    pub request_id: u32,
+    /// What became of it.
+    pub outcome: AckOutcome,
+    /// The timeline epoch its outcome belongs to.
+    pub epoch: u32,
 }
 
 /// The room's control policy changed.
@@ -325,7 +356,8 @@ pub struct Ping {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Command {
-    /// Echoed in an [`ErrorMsg`] if the command fails; 0 for none.
+    /// Echoed in an [`Ack`], or in an [`ErrorMsg`] if the command fails; 0
+    /// for none (then no `Ack` is sent).
     pub request_id: u32,
     /// What to do.
     pub action: Action,
@@ -404,6 +436,7 @@ impl ServerMsg {
             ServerMsg::MemberLeft(_) => "member_left",
             ServerMsg::RoleChanged(_) => "role_changed",
             ServerMsg::PolicyChanged(_) => "policy_changed",
+            ServerMsg::Ack(_) => "ack",
         }
     }
 }

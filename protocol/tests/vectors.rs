@@ -426,6 +426,10 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
         // PolicyChanged
         ("to everyone", S::PolicyChanged(PolicyChanged { policy: ControlPolicy::Everyone, by: 1 })),
         ("to host-only", S::PolicyChanged(PolicyChanged { policy: ControlPolicy::HostOnly, by: 300 })),
+        // Ack
+        ("applied", S::Ack(Ack { request_id: 5, outcome: AckOutcome::Applied, epoch: 13 })),
+        ("unchanged", S::Ack(Ack { request_id: 6, outcome: AckOutcome::Unchanged, epoch: 13 })),
+        ("coalesced into a later change", S::Ack(Ack { request_id: 300, outcome: AckOutcome::Coalesced, epoch: 70_000 })),
     ]
 }
 
@@ -565,7 +569,7 @@ fn invalid_cases() -> Vec<InvalidCase> {
         c("empty (client)", vec![]),
         s("empty (server)", vec![]),
         c("unknown client tag 4", vec![4]),
-        s("unknown server tag 10", vec![10]),
+        s("unknown server tag 11", vec![11]),
         c("unknown tag 250", vec![250, 0, 0]),
         c("unknown tag 300 (three-byte varint)", vec![251, 0x2c, 0x01]),
         c("tag as a u64 varint", vec![253, 1, 0, 0, 0, 0, 0, 0, 0]),
@@ -597,6 +601,7 @@ fn invalid_cases() -> Vec<InvalidCase> {
         c("token of 4097 bytes", hello("e".into(), "d".into(), Some("t".repeat(MAX_TOKEN + 1)))),
         s("error message of 257 bytes", error_msg("x".repeat(MAX_ERROR_MESSAGE + 1))),
         s("member name of 65 bytes", member("n".repeat(MAX_NAME + 1))),
+        s("unknown AckOutcome 3", vec![10, 5, 3, 13]),
         c("8193 bytes, over MAX_FRAME", too_large),
     ];
     raw.into_iter()
@@ -1140,6 +1145,13 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
             9,
             s(ServerMsg::PolicyChanged(PolicyChanged { policy: ControlPolicy::HostOnly, by: 0 })),
             s(ServerMsg::PolicyChanged(PolicyChanged { policy: ControlPolicy::HostOnly, by: u32::MAX })),
+        ),
+        (
+            "Ack",
+            "S→C",
+            10,
+            s(ServerMsg::Ack(Ack { request_id: 0, outcome: AckOutcome::Applied, epoch: 0 })),
+            s(ServerMsg::Ack(Ack { request_id: u32::MAX, outcome: AckOutcome::Coalesced, epoch: u32::MAX })),
         ),
         (
             "Hello",
