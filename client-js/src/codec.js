@@ -46,42 +46,11 @@ export const LIMITS = Object.freeze({
 });
 
 /** Capability bits of Hello.caps (SPEC section 8.2). */
-export const CAPS = Object.freeze({ DATAGRAMS: 1, PRESENCE: 2 });
+export const CAPS = Object.freeze({ DATAGRAMS: 1, PRESENCE: 2, ACKS: 4 });
 
-/**
- * Every error code (SPEC section 9): name and whether the server closes after it.
- * @type {Readonly<Record<number, {name: string, closes: boolean}>>}
- */
-export const ERROR_CODES = Object.freeze({
-  4000: { name: 'malformed', closes: false },
-  4001: { name: 'unknown_message', closes: false },
-  4002: { name: 'frame_too_large', closes: true },
-  4003: { name: 'invalid_json', closes: false },
-  4004: { name: 'unexpected_message', closes: false },
-  4005: { name: 'not_joined', closes: false },
-  4006: { name: 'version_mismatch', closes: true },
-  4007: { name: 'rate_limited', closes: false },
-  4008: { name: 'forbidden', closes: false },
-  4009: { name: 'invalid_argument', closes: false },
-  4010: { name: 'slow_consumer', closes: true },
-  4011: { name: 'already_joined', closes: false },
-  4012: { name: 'unauthorized', closes: true },
-  4013: { name: 'token_expired', closes: true },
-  4014: { name: 'shutting_down', closes: true },
-  4015: { name: 'server_full', closes: true },
-  4016: { name: 'device_revoked', closes: true },
-  4017: { name: 'event_mismatch', closes: true },
-  4018: { name: 'hello_timeout', closes: true },
-  4019: { name: 'internal', closes: true },
-  4020: { name: 'idle_timeout', closes: true },
-  4021: { name: 'flood', closes: true },
-  4022: { name: 'too_many_errors', closes: true },
-  4023: { name: 'device_limit', closes: true },
-  4024: { name: 'not_invited', closes: true },
-});
-
-/** Codes a decode failure maps to. */
-export const DECODE_CODES = Object.freeze({ MALFORMED: 4000, UNKNOWN_MESSAGE: 4001, FRAME_TOO_LARGE: 4002 });
+// The error codes live in codes.js (one table); re-exported here as before.
+import { DECODE_CODES } from './codes.js';
+export { CODES, DECODE_CODES, ERROR_CODES, codeCloses, codeFatal, codeName } from './codes.js';
 
 // ------------------------------------------------------------------ types
 
@@ -89,6 +58,13 @@ export const DECODE_CODES = Object.freeze({ MALFORMED: 4000, UNKNOWN_MESSAGE: 40
 /** @typedef {'host' | 'co-host' | 'viewer'} Role */
 /** @typedef {'host-only' | 'everyone'} ControlPolicy */
 /** @typedef {'seek' | 'pause' | 'play' | 'rate' | 'buffering-wait' | 'resume'} ChangeReason */
+/**
+ * What became of a command (SPEC 6.3): 'applied' (it made the change of the
+ * Ack's epoch, or a role/policy change was applied), 'unchanged' (it asked for
+ * what already held), 'coalesced' (a later command of the same kind replaced
+ * it before it ran; the epoch is that one's change).
+ * @typedef {'applied' | 'unchanged' | 'coalesced'} AckOutcome
+ */
 
 /**
  * @typedef {Object} Timeline
@@ -119,7 +95,8 @@ export const DECODE_CODES = Object.freeze({ MALFORMED: 4000, UNKNOWN_MESSAGE: 40
  * @typedef {{type: 'memberLeft', memberId: number}} MemberLeftMsg
  * @typedef {{type: 'roleChanged', memberId: number, role: Role}} RoleChangedMsg
  * @typedef {{type: 'policyChanged', policy: ControlPolicy, by: number}} PolicyChangedMsg
- * @typedef {WelcomeMsg | TickMsg | TimelineChangedMsg | ViewerCountMsg | PongMsg | ErrorMsg | MemberJoinedMsg | MemberLeftMsg | RoleChangedMsg | PolicyChangedMsg} ServerMsg
+ * @typedef {{type: 'ack', requestId: number, outcome: AckOutcome, epoch: number}} AckMsg
+ * @typedef {WelcomeMsg | TickMsg | TimelineChangedMsg | ViewerCountMsg | PongMsg | ErrorMsg | MemberJoinedMsg | MemberLeftMsg | RoleChangedMsg | PolicyChangedMsg | AckMsg} ServerMsg
  */
 
 /**
@@ -158,6 +135,7 @@ export class LockstepDecodeError extends Error {
 const ROLES = /** @type {const} */ (['host', 'co-host', 'viewer']);
 const POLICIES = /** @type {const} */ (['host-only', 'everyone']);
 const REASONS = /** @type {const} */ (['seek', 'pause', 'play', 'rate', 'buffering-wait', 'resume']);
+const ACK_OUTCOMES = /** @type {const} */ (['applied', 'unchanged', 'coalesced']);
 const ACTIONS = /** @type {const} */ (['play', 'pause', 'seek', 'setRate', 'setRole', 'setPolicy']);
 const SERVER_TYPES = /** @type {const} */ ([
   'welcome',
@@ -170,6 +148,7 @@ const SERVER_TYPES = /** @type {const} */ ([
   'memberLeft',
   'roleChanged',
   'policyChanged',
+  'ack',
 ]);
 const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report']);
 
@@ -422,8 +401,10 @@ function serverBody(r, tag) {
       return { type: 'memberLeft', memberId: r.u32() };
     case 8:
       return { type: 'roleChanged', memberId: r.u32(), role: r.enumOf(ROLES, 'Role') };
-    default:
+    case 9:
       return { type: 'policyChanged', policy: r.enumOf(POLICIES, 'ControlPolicy'), by: r.u32() };
+    default:
+      return { type: 'ack', requestId: r.u32(), outcome: r.enumOf(ACK_OUTCOMES, 'AckOutcome'), epoch: r.u32() };
   }
 }
 
@@ -767,6 +748,11 @@ export function encodeServer(msg) {
       w.enumOf(POLICIES, msg.policy, 'policy');
       w.u32(msg.by, 'by');
       break;
+    case 'ack':
+      w.u32(msg.requestId, 'requestId');
+      w.enumOf(ACK_OUTCOMES, msg.outcome, 'outcome');
+      w.u32(msg.epoch, 'epoch');
+      break;
   }
   return w.done();
 }
@@ -950,23 +936,6 @@ export class FrameDecoder {
 }
 
 // ------------------------------------------------------------------ helpers
-
-/**
- * Whether a code closes the connection (unknown codes in 4000–4099: only if
- * the connection is then closed, which the caller knows; here: false).
- * @param {number} code
- */
-export function codeCloses(code) {
-  return ERROR_CODES[code]?.closes ?? false;
-}
-
-/**
- * The stable name of a code ('forbidden', …), or 'unknown'.
- * @param {number} code
- */
-export function codeName(code) {
-  return ERROR_CODES[code]?.name ?? 'unknown';
-}
 
 /**
  * Lowercase hex of bytes (handy in logs and tests).

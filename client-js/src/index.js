@@ -12,6 +12,7 @@ export {
   PROTOCOL_VERSION,
   LIMITS,
   CAPS,
+  CODES,
   ERROR_CODES,
   LockstepDecodeError,
   decodeServer,
@@ -24,6 +25,7 @@ export {
   FrameDecoder,
   codeName,
   codeCloses,
+  codeFatal,
 } from './codec.js';
 export { positionUsAt, wholeMsPoint, reanchored, unwrapAnchor, tickNew, tickTimeline } from './timeline.js';
 export { TimelineTracker } from './tracker.js';

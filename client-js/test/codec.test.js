@@ -20,7 +20,7 @@ const vectors = messageVectors();
 
 test('there are vectors for every message type', () => {
   const types = new Set(vectors.map((v) => v.value.type));
-  for (const t of ['hello', 'ping', 'command', 'report', 'welcome', 'tick', 'timelineChanged', 'viewerCount', 'pong', 'error', 'memberJoined', 'memberLeft', 'roleChanged', 'policyChanged']) {
+  for (const t of ['hello', 'ping', 'command', 'report', 'welcome', 'tick', 'timelineChanged', 'viewerCount', 'pong', 'error', 'memberJoined', 'memberLeft', 'roleChanged', 'policyChanged', 'ack']) {
     assert.ok(types.has(t), `no vector for ${t}`);
   }
   assert.ok(vectors.length >= 40, `only ${vectors.length} vectors`);
@@ -108,6 +108,23 @@ test('encoders refuse ill-typed messages', () => {
   assert.throws(() => encodeClient({ type: 'command', requestId: 1, action: { kind: 'setRate', rateMilli: 70000 } }), RangeError);
   assert.throws(() => encodeClient(/** @type {any} */ ({ type: 'command', requestId: 1, action: { kind: 'jump' } })), TypeError);
   assert.throws(() => encodeServer(/** @type {any} */ ({ type: 'roleChanged', memberId: 1, role: 'admin' })), TypeError);
+});
+
+test('Ack: tag 10, request id, outcome, epoch (SPEC 2.2)', () => {
+  const cases = [
+    [{ type: 'ack', requestId: 5, outcome: 'applied', epoch: 13 }, '0a05000d'],
+    [{ type: 'ack', requestId: 6, outcome: 'unchanged', epoch: 13 }, '0a06010d'],
+    [{ type: 'ack', requestId: 300, outcome: 'coalesced', epoch: 70000 }, '0afb2c0102fc70110100'],
+  ];
+  for (const [msg, hex] of cases) {
+    assert.equal(toHex(encodeServer(/** @type {any} */ (msg))), hex);
+    assert.deepStrictEqual(decodeServer(fromHex(hex)), msg);
+  }
+  assert.throws(() => decodeServer(fromHex('0a05030d')), (e) => e instanceof LockstepDecodeError && e.kind === 'Malformed' && e.code === 4000);
+  assert.throws(() => decodeServer(fromHex('0a0500')), (e) => e.kind === 'Malformed');
+  assert.throws(() => decodeServer(fromHex('0a05000d00')), (e) => e.kind === 'TrailingBytes');
+  assert.throws(() => decodeServer(fromHex('0b')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
+  assert.throws(() => encodeServer(/** @type {any} */ ({ type: 'ack', requestId: 1, outcome: 'done', epoch: 1 })), TypeError);
 });
 
 test('a tick rate above 0x7fff is clamped, as the reference encoder does', () => {
