@@ -9,7 +9,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
-use lockstep::outbox::{Frame, FrameKind, Outbox};
+use lockstep::bench::{Frame, FrameKind, Outbox};
 use lockstep::room::{JoinInfo, Room, RoomConfig};
 use lockstep_protocol::{
     Action, ChangeReason, ClientMsg, Command, ControlPolicy, Hello, Limits, PROTOCOL_VERSION, Ping, Pong, Report, Role,
@@ -98,7 +98,7 @@ fn codec(c: &mut Criterion) {
     }
     let changed = &server_msgs()[1].1;
     g.bench_function("encode_json/timeline_changed", |b| {
-        b.iter(|| lockstep::json::encode(black_box("event-123"), black_box(changed), None))
+        b.iter(|| lockstep::bench::encode_json(black_box("event-123"), black_box(changed), None))
     });
     g.finish();
 }

@@ -17,14 +17,14 @@ use moka::notification::RemovalCause;
 use tracing::{info, warn};
 
 use crate::auth::{Claims, Plan};
-use crate::outbox::Outbox;
+use crate::session::outbox::Outbox;
 use crate::store::{
     DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, UnixMs, random_id, unix_ms,
 };
 
 /// Device limits and session timing.
 #[derive(Debug, Clone)]
-pub struct AccountConfig {
+pub(crate) struct AccountConfig {
     /// Devices a free account may use at once.
     pub max_devices_free: u32,
     /// Devices a premium account may use at once.
@@ -47,26 +47,26 @@ impl Default for AccountConfig {
 }
 
 /// A callback about one user's device: `(user, device_id)`.
-pub type DeviceHook = Box<dyn Fn(&str, &str) + Send + Sync>;
+pub(crate) type DeviceHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 /// The separator between an event id and a watch party id in a room id.
-pub const PARTY_SEP: char = '~';
+pub(crate) const PARTY_SEP: char = '~';
 
 /// The room id of watch party `party` of `event_id`.
-pub fn party_room(event_id: &str, party: &str) -> String {
+pub(crate) fn party_room(event_id: &str, party: &str) -> String {
     format!("{event_id}{PARTY_SEP}{party}")
 }
 
 /// The stable party id of `host`'s watch party of `event_id`: every
 /// invitation of one host to one event leads to the same room.
-pub fn party_id(host: &str, event_id: &str) -> String {
+pub(crate) fn party_id(host: &str, event_id: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, format!("{host}\n{event_id}").as_bytes());
     d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// See the module docs. Cheap to clone.
 #[derive(Clone)]
-pub struct Accounts {
+pub(crate) struct Accounts {
     inner: Arc<Inner>,
 }
 
@@ -93,7 +93,7 @@ struct Inner {
 
 /// A started session, as the REST API returns it.
 #[derive(Debug, Clone)]
-pub struct Started {
+pub(crate) struct Started {
     /// The session.
     pub session: SessionRecord,
     /// When it expires if idle, Unix ms.
@@ -102,7 +102,7 @@ pub struct Started {
 
 impl Accounts {
     /// Accounts over `store`. Call [`Accounts::restore`] once at start.
-    pub fn new(store: Arc<dyn Store>, cfg: AccountConfig) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, cfg: AccountConfig) -> Self {
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let weak = weak.clone();
             let live = Cache::builder()
@@ -143,18 +143,18 @@ impl Accounts {
     }
 
     /// The durable store.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 
     /// The configuration.
-    pub fn config(&self) -> &AccountConfig {
+    pub(crate) fn config(&self) -> &AccountConfig {
         &self.inner.cfg
     }
 
     /// Reloads live sessions from the store after a restart and drops the
     /// ones that idled out while the server was down.
-    pub async fn restore(&self) -> Result<usize, StoreError> {
+    pub(crate) async fn restore(&self) -> Result<usize, StoreError> {
         let cutoff = self.live_after();
         let gone = self.inner.store.expire_sessions(cutoff).await?;
         if !gone.is_empty() {
@@ -168,7 +168,7 @@ impl Accounts {
     }
 
     /// Runs moka's maintenance (expiry, listeners) every `every`, forever.
-    pub async fn run_maintenance(self, every: Duration) {
+    pub(crate) async fn run_maintenance(self, every: Duration) {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
@@ -200,7 +200,7 @@ impl Accounts {
     }
 
     /// The device limit for these claims.
-    pub fn max_devices(&self, claims: &Claims) -> u32 {
+    pub(crate) fn max_devices(&self, claims: &Claims) -> u32 {
         claims.max_devices.unwrap_or(match claims.plan {
             Plan::Free => self.inner.cfg.max_devices_free,
             Plan::Premium => self.inner.cfg.max_devices_premium,
@@ -219,7 +219,7 @@ impl Accounts {
     }
 
     /// Starts (or resumes) a session for `claims` on `device_id` in `room_id`.
-    pub async fn start(&self, claims: &Claims, device_id: &str, room_id: &str) -> Result<Started, StartError> {
+    pub(crate) async fn start(&self, claims: &Claims, device_id: &str, room_id: &str) -> Result<Started, StartError> {
         let now = unix_ms();
         let rec = SessionRecord {
             session_id: random_id(),
@@ -237,7 +237,7 @@ impl Accounts {
     }
 
     /// A live session by id.
-    pub async fn session(&self, id: &str) -> Option<SessionRecord> {
+    pub(crate) async fn session(&self, id: &str) -> Option<SessionRecord> {
         self.live(id).await.map(|(r, _)| r)
     }
 
@@ -276,7 +276,7 @@ impl Accounts {
     }
 
     /// Records a heartbeat; durable at a bounded rate.
-    pub async fn heartbeat(&self, id: &str, position_ms: Option<u64>, buffering: bool) -> Option<Started> {
+    pub(crate) async fn heartbeat(&self, id: &str, position_ms: Option<u64>, buffering: bool) -> Option<Started> {
         let (mut rec, written) = self.live(id).await?;
         let now = unix_ms();
         rec.last_seen = now;
@@ -297,7 +297,7 @@ impl Accounts {
     }
 
     /// Realtime activity of a user's device in a room keeps its session alive.
-    pub async fn touch(&self, user: &str, device_id: &str, room_id: &str) {
+    pub(crate) async fn touch(&self, user: &str, device_id: &str, room_id: &str) {
         let id = self.lock_devices().get(&(user.into(), device_id.into(), room_id.into())).cloned();
         if let Some(id) = id {
             self.heartbeat(&id, None, false).await;
@@ -305,7 +305,7 @@ impl Accounts {
     }
 
     /// Ends a session.
-    pub async fn end(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+    pub(crate) async fn end(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let rec = self.inner.store.end_session(id).await?;
         self.inner.live.invalidate(id).await;
         if let Some(r) = &rec {
@@ -315,13 +315,13 @@ impl Accounts {
     }
 
     /// The user's active devices.
-    pub async fn devices(&self, user: &str) -> Result<Vec<DeviceInfo>, StoreError> {
+    pub(crate) async fn devices(&self, user: &str) -> Result<Vec<DeviceInfo>, StoreError> {
         self.inner.store.devices(user, self.live_after()).await
     }
 
     /// Ends a device's sessions and closes its connections with
     /// [`ErrorCode::DeviceRevoked`]. Returns how many sessions ended.
-    pub async fn remove_device(&self, user: &str, device_id: &str) -> Result<usize, StoreError> {
+    pub(crate) async fn remove_device(&self, user: &str, device_id: &str) -> Result<usize, StoreError> {
         let gone = self.inner.store.remove_device(user, device_id).await?;
         for s in &gone {
             self.inner.live.invalidate(&s.session_id).await;
@@ -336,7 +336,7 @@ impl Accounts {
 
     /// Closes this node's connections of `user`'s `device_id` with
     /// [`ErrorCode::DeviceRevoked`]; returns how many.
-    pub fn close_device(&self, user: &str, device_id: &str) -> usize {
+    pub(crate) fn close_device(&self, user: &str, device_id: &str) -> usize {
         let conns = self.inner.lock_conns().remove(&(user.to_owned(), device_id.to_owned())).unwrap_or_default();
         let mut closed = 0;
         for c in conns.iter().filter_map(Weak::upgrade) {
@@ -347,12 +347,12 @@ impl Accounts {
     }
 
     /// Sets how a revocation is announced to other servers (scale-out), once.
-    pub fn announce_revocations(&self, announce: impl Fn(&str, &str) + Send + Sync + 'static) {
+    pub(crate) fn announce_revocations(&self, announce: impl Fn(&str, &str) + Send + Sync + 'static) {
         let _ = self.inner.announce_revoke.set(Box::new(announce));
     }
 
     /// Registers a realtime connection of a user's device.
-    pub fn register(&self, user: &str, device_id: &str, outbox: &Arc<Outbox>) {
+    pub(crate) fn register(&self, user: &str, device_id: &str, outbox: &Arc<Outbox>) {
         let mut conns = self.inner.lock_conns();
         let list = conns.entry((user.to_owned(), device_id.to_owned())).or_default();
         list.retain(|w| w.strong_count() > 0);
@@ -360,7 +360,7 @@ impl Accounts {
     }
 
     /// Creates an invitation to `host`'s watch party of `event_id`.
-    pub async fn invite(
+    pub(crate) async fn invite(
         &self,
         host: &Claims,
         event_id: &str,
@@ -385,7 +385,7 @@ impl Accounts {
 
     /// Accepts an invitation: uses it once, then starts a session in the
     /// party's room.
-    pub async fn accept(
+    pub(crate) async fn accept(
         &self,
         claims: &Claims,
         id: &str,
@@ -417,7 +417,7 @@ impl Accounts {
     /// Whether `user` may join `room_id`: event rooms are open to every
     /// signed-in user; a party room to its host and to users who accepted an
     /// invitation (they hold a session there).
-    pub async fn may_join(&self, user: &str, room_id: &str, party_host: Option<&str>) -> bool {
+    pub(crate) async fn may_join(&self, user: &str, room_id: &str, party_host: Option<&str>) -> bool {
         if !room_id.contains(PARTY_SEP) || party_host == Some(user) {
             return true;
         }
@@ -431,7 +431,7 @@ impl Accounts {
 
 /// Why an invitation could not be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AcceptError {
+pub(crate) enum AcceptError {
     /// No such invitation.
     #[error("no such invitation")]
     NotFound,

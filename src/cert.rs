@@ -452,7 +452,7 @@ impl CertManager {
                     }
                     Source::SelfSigned { .. } => info!("SIGHUP: the certificate is generated; nothing to reload"),
                 },
-                _ = crate::session::wait_true(&mut shutdown) => return,
+                _ = crate::util::wait_true(&mut shutdown) => return,
             }
         }
     }

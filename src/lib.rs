@@ -1,36 +1,42 @@
 //! Lockstep: an authoritative watch-together playback sync server.
 //!
 //! # Layout
-//! - [`room`]: the sans-IO room core (timeline, roles, buffering, counts).
-//! - [`hub`]: room actors that drive the core with the real clock and fan out.
-//! - [`outbox`]: per-connection outbound queues (bounded, latest-wins ticks).
-//! - [`session`]: one session path for every transport (hello, limits, errors).
-//! - [`ws`], [`json`]: the WebSocket transport and its legacy JSON dialect.
-//! - [`wt`], [`cert`]: the WebTransport transport (QUIC datagrams and one stream) and its
-//!   certificate: generated and rotated, or loaded and reloaded.
-//! - [`auth`]: access tokens (JWT, ring-backed). [`store`]: durable state (SQLite).
-//! - [`accounts`], [`api`], [`limits`]: sessions, devices, invitations; the REST API; per-IP limits.
-//! - [`cluster`]: scale-out through Redis (timeline authority, fan-out, counts).
-//! - [`http`], [`server`], [`config`], [`metrics`], [`clock`]: the runtime around them.
-//! - [`web`]: the demo watch page, its video and the browser client, embedded.
+//! Layers, each importing only the ones below it (ARCHITECTURE.md has the map):
+//! - `lockstep_protocol` (its own crate): messages, codec, spec.
+//! - `room`: the sans-IO room core (timeline, members and roles, buffering,
+//!   counts, the change budget, the commit protocol with an authority).
+//! - `store`, `auth`, `accounts`, `authority`, `cluster`: durable state,
+//!   tokens, sessions/devices/invitations, the timeline authority (local or
+//!   Redis) and scale-out, each behind a small interface.
+//! - `hub`: room actors that drive the core with the real clock and fan out.
+//! - `session`: one session path for every transport (hello, limits,
+//!   errors) and the one outbound writer.
+//! - `transport`: WebSocket (and its legacy JSON dialect) and WebTransport.
+//! - `http`: REST routes, the demo page; [`server`] and [`config`] on top.
+//! - `util`, [`clock`], `metrics`, `limits`: small leaves used from anywhere.
+//!
+//! Modules are private; what tests, benchmarks and the binary use is public.
 
-pub mod accounts;
-pub mod api;
+mod accounts;
 pub mod auth;
 pub mod cert;
 pub mod clock;
 pub mod cluster;
 pub mod config;
-pub mod http;
-pub mod hub;
-pub mod json;
-pub mod limits;
-pub mod metrics;
-pub mod outbox;
+mod http;
+mod hub;
+mod limits;
+mod metrics;
 pub mod room;
 pub mod server;
-pub mod session;
-pub mod store;
-pub mod web;
-pub mod ws;
-pub mod wt;
+mod session;
+mod store;
+mod transport;
+mod util;
+
+/// Internals the micro-benchmarks (`benches/micro.rs`) measure; not an API.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::session::outbox::{Frame, FrameKind, Outbox};
+    pub use crate::transport::json::encode as encode_json;
+}

@@ -17,7 +17,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 /// See the module docs.
 #[derive(Debug)]
-pub struct IpLimits {
+pub(crate) struct IpLimits {
     rest: DefaultKeyedRateLimiter<IpAddr>,
     connect: DefaultKeyedRateLimiter<IpAddr>,
 }
@@ -34,7 +34,7 @@ fn check(l: &DefaultKeyedRateLimiter<IpAddr>, ip: IpAddr) -> Result<(), Duration
 impl IpLimits {
     /// Limits of `rest_per_sec` (burst `rest_burst`) requests and
     /// `connect_per_sec` (burst `connect_burst`) connection attempts per IP.
-    pub fn new(rest_per_sec: u32, rest_burst: u32, connect_per_sec: u32, connect_burst: u32) -> Self {
+    pub(crate) fn new(rest_per_sec: u32, rest_burst: u32, connect_per_sec: u32, connect_burst: u32) -> Self {
         IpLimits {
             rest: RateLimiter::keyed(quota(rest_per_sec, rest_burst)),
             connect: RateLimiter::keyed(quota(connect_per_sec, connect_burst)),
@@ -42,17 +42,17 @@ impl IpLimits {
     }
 
     /// Admits one REST request from `ip`, or says when to retry.
-    pub fn check_rest(&self, ip: IpAddr) -> Result<(), Duration> {
+    pub(crate) fn check_rest(&self, ip: IpAddr) -> Result<(), Duration> {
         check(&self.rest, ip)
     }
 
     /// Admits one connection attempt from `ip`, or says when to retry.
-    pub fn check_connect(&self, ip: IpAddr) -> Result<(), Duration> {
+    pub(crate) fn check_connect(&self, ip: IpAddr) -> Result<(), Duration> {
         check(&self.connect, ip)
     }
 
     /// Forgets idle addresses every `every`, forever (keeps memory bounded).
-    pub async fn run_cleanup(self: Arc<Self>, every: Duration) {
+    pub(crate) async fn run_cleanup(self: Arc<Self>, every: Duration) {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
@@ -65,8 +65,8 @@ impl IpLimits {
 }
 
 /// A 429 answer with `Retry-After` (whole seconds, at least 1).
-pub fn too_many(retry: Duration) -> Response {
-    let mut r = crate::http::api_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later");
+pub(crate) fn too_many(retry: Duration) -> Response {
+    let mut r = crate::util::api_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; retry later");
     let secs = retry.as_secs_f64().ceil().max(1.0) as u64;
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     crate::metrics::drop("rate_limited_ip");
@@ -74,7 +74,7 @@ pub fn too_many(retry: Duration) -> Response {
 }
 
 /// Middleware for REST routes.
-pub async fn rest_limit(
+pub(crate) async fn rest_limit(
     State(limits): State<Arc<IpLimits>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,

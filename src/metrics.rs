@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder once and returns its handle.
-pub fn install() -> PrometheusHandle {
+pub(crate) fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
@@ -46,11 +46,11 @@ fn describe() {
 }
 
 /// Counts an error reported to a client.
-pub fn error(code: lockstep_protocol::ErrorCode) {
+pub(crate) fn error(code: lockstep_protocol::ErrorCode) {
     metrics::counter!("lockstep_errors_total", "code" => code.as_str()).increment(1);
 }
 
 /// Counts a dropped message.
-pub fn drop(reason: &'static str) {
+pub(crate) fn drop(reason: &'static str) {
     metrics::counter!("lockstep_drops_total", "reason" => reason).increment(1);
 }

@@ -26,7 +26,7 @@ use crate::limits::IpLimits;
 use crate::session::SessionConfig;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
-use crate::wt::WtEndpoint;
+use crate::transport::wt::WtEndpoint;
 
 /// How long shutdown waits for sessions to finish.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -180,7 +180,7 @@ impl Server {
     /// QUIC endpoint with the same code and waits (bounded) for it to go idle.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let Server { listener, quic, state, shutdown_tx } = self;
-        let accept = tokio::spawn(quic.clone().serve(state.clone()));
+        let accept = tokio::spawn(quic.clone().serve(state.gate()));
         let certs = tokio::spawn(state.certs.clone().watch(state.shutdown.clone()));
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let tx = shutdown_tx.clone();

@@ -7,19 +7,19 @@
 //! atomic in the store itself, so two servers sharing a store cannot both let
 //! a user past a limit.
 
-pub mod redis;
-pub mod sqlite;
+pub(crate) mod redis;
+pub(crate) mod sqlite;
 
 use futures_util::future::BoxFuture;
 use lockstep_protocol::Timeline;
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch.
-pub type UnixMs = u64;
+pub(crate) type UnixMs = u64;
 
 /// A viewing session: one device of one user watching one room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionRecord {
+pub(crate) struct SessionRecord {
     /// Random id.
     pub session_id: String,
     /// The user (token `sub`).
@@ -40,7 +40,7 @@ pub struct SessionRecord {
 
 /// An invitation to a premium user's watch party.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InvitationRecord {
+pub(crate) struct InvitationRecord {
     /// Random id.
     pub id: String,
     /// The event being watched.
@@ -63,7 +63,7 @@ pub struct InvitationRecord {
 
 impl InvitationRecord {
     /// Whether it can still be accepted at `now`.
-    pub fn usable(&self, now: UnixMs) -> bool {
+    pub(crate) fn usable(&self, now: UnixMs) -> bool {
         !self.revoked && now < self.expires_at && self.max_uses.is_none_or(|m| self.uses < m)
     }
 }
@@ -71,7 +71,7 @@ impl InvitationRecord {
 /// A device with live sessions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DeviceInfo {
+pub(crate) struct DeviceInfo {
     /// The device id.
     pub device_id: String,
     /// Rooms it is watching.
@@ -82,7 +82,7 @@ pub struct DeviceInfo {
 
 /// Why a session could not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     /// The user is at the device limit with other devices.
     #[error("device limit reached")]
     DeviceLimit(Vec<DeviceInfo>),
@@ -93,7 +93,7 @@ pub enum StartError {
 
 /// Why an invitation could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InviteError {
+pub(crate) enum InviteError {
     /// No such invitation.
     #[error("no such invitation")]
     NotFound,
@@ -108,13 +108,13 @@ pub enum InviteError {
 /// A storage failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("storage failure: {0}")]
-pub struct StoreError(pub String);
+pub(crate) struct StoreError(pub String);
 
 /// Result of store calls.
-pub type StoreResult<T> = Result<T, StoreError>;
+pub(crate) type StoreResult<T> = Result<T, StoreError>;
 
 /// The storage trait. See the module docs.
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Starts (or resumes, for the same user, device and room) a session,
     /// unless the user already has `max_devices` other devices with sessions
     /// seen after `live_after`. Atomic.
@@ -178,12 +178,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// Milliseconds since the Unix epoch, now.
-pub fn unix_ms() -> UnixMs {
+pub(crate) fn unix_ms() -> UnixMs {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// A random URL-safe id of 128 bits.
-pub fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut b = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("system randomness");
     b.iter().map(|x| format!("{x:02x}")).collect()

@@ -28,17 +28,17 @@ const P: &str = "lockstep:";
 const SESSION: &str = "lockstep:s:";
 
 /// The key of a room's timeline record.
-pub fn timeline_key(room: &str) -> String {
+pub(crate) fn timeline_key(room: &str) -> String {
     format!("{P}tl:{room}")
 }
 
 /// Encodes a timeline change for the record and the room channel.
-pub fn encode_change(c: &TimelineChanged) -> Vec<u8> {
+pub(crate) fn encode_change(c: &TimelineChanged) -> Vec<u8> {
     encode_server(&ServerMsg::TimelineChanged(c.clone()))
 }
 
 /// Decodes a record or channel payload.
-pub fn decode_change(bytes: &[u8]) -> Option<TimelineChanged> {
+pub(crate) fn decode_change(bytes: &[u8]) -> Option<TimelineChanged> {
     match decode_server(bytes) {
         Ok(ServerMsg::TimelineChanged(c)) => Some(c),
         _ => None,

@@ -17,7 +17,7 @@ use super::{
 
 /// See the module docs.
 #[derive(Debug, Clone)]
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
@@ -91,7 +91,7 @@ const INVITATION_COLS: &str = "id, event_id, room_id, host_user, created_at, exp
 
 impl SqliteStore {
     /// Opens (creating if needed) `dir/lockstep.db`.
-    pub fn open(dir: &Path) -> StoreResult<Self> {
+    pub(crate) fn open(dir: &Path) -> StoreResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
         let conn = Connection::open(dir.join("lockstep.db")).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;

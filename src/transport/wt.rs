@@ -52,15 +52,15 @@ use wtransport::{Connection, Endpoint, RecvStream, SendStream, ServerConfig, Var
 
 use crate::cert::{CertError, CertPair};
 use crate::clock::ServerClock;
-use crate::http::AppState;
 use crate::hub::Dialect;
-use crate::outbox::{FrameKind, Outbox};
+use crate::session::outbox::{FrameKind, Outbox};
 use crate::session::{self, Inbound, SessionParams, error_frame};
+use crate::transport::Gate;
 
 /// QUIC idle timeout: a peer silent for this long is gone.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// QUIC keep-alive interval (well under the idle timeout and NAT timeouts).
-pub const KEEP_ALIVE: Duration = Duration::from_secs(4);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(4);
 /// Time allowed from the first packet to the session request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for the closing `Error` frame to be acknowledged.
@@ -78,7 +78,7 @@ const READ_CHUNK: usize = 512;
 const PATH_PREFIX: &str = "/api/live-stream/";
 
 /// The bound WebTransport endpoint.
-pub struct WtEndpoint {
+pub(crate) struct WtEndpoint {
     endpoint: Endpoint<endpoint_side::Server>,
     addr: SocketAddr,
 }
@@ -92,7 +92,7 @@ impl fmt::Debug for WtEndpoint {
 /// The endpoint configuration for `addr` serving `certs`: TLS 1.3 with the
 /// WebTransport ALPN, [`IDLE_TIMEOUT`], [`KEEP_ALIVE`]. An IPv6 address is
 /// bound dual stack, so `[::]` also accepts IPv4.
-pub fn server_config(addr: SocketAddr, certs: &CertPair) -> Result<ServerConfig, CertError> {
+pub(crate) fn server_config(addr: SocketAddr, certs: &CertPair) -> Result<ServerConfig, CertError> {
     let builder = match addr {
         SocketAddr::V6(v6) => ServerConfig::builder()
             .with_bind_address_v6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0), Ipv6DualStackConfig::Allow),
@@ -187,7 +187,7 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 
 impl WtEndpoint {
     /// Binds the UDP socket at `addr` serving `certs`.
-    pub fn bind(addr: SocketAddr, certs: &CertPair) -> std::io::Result<WtEndpoint> {
+    pub(crate) fn bind(addr: SocketAddr, certs: &CertPair) -> std::io::Result<WtEndpoint> {
         let socket = bind_udp(addr)?;
         let cfg =
             finish_config(ServerConfig::builder().with_bind_socket(socket), certs).map_err(std::io::Error::other)?;
@@ -197,12 +197,12 @@ impl WtEndpoint {
     }
 
     /// The address actually bound.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Serves `certs` to new connections from now on; open ones keep theirs.
-    pub fn reload(&self, certs: &CertPair) -> Result<(), CertError> {
+    pub(crate) fn reload(&self, certs: &CertPair) -> Result<(), CertError> {
         let cfg = server_config(self.addr, certs)?;
         self.endpoint.reload_config(cfg, false).map_err(CertError::Install)
     }
@@ -210,13 +210,13 @@ impl WtEndpoint {
     /// Accepts sessions until the server shuts down. Must have returned
     /// before [`Self::close`] (wtransport panics in `accept` on a closed
     /// endpoint).
-    pub async fn serve(self: Arc<Self>, app: AppState) {
-        let mut shutdown = app.shutdown.clone();
+    pub(crate) async fn serve(self: Arc<Self>, app: Gate) {
+        let mut shutdown = app.session.shutdown.clone();
         let mut next_id = 0u64;
         loop {
             let incoming = tokio::select! {
                 incoming = self.endpoint.accept() => incoming,
-                _ = session::wait_true(&mut shutdown) => return,
+                _ = crate::util::wait_true(&mut shutdown) => return,
             };
             next_id += 1;
             let span = info_span!("wt", id = next_id, peer = %canonical(incoming.remote_address()));
@@ -226,7 +226,7 @@ impl WtEndpoint {
 
     /// Closes every connection with `code` and waits, at most `timeout`, for
     /// them to be acknowledged.
-    pub async fn close(&self, code: ErrorCode, reason: &str, timeout: Duration) {
+    pub(crate) async fn close(&self, code: ErrorCode, reason: &str, timeout: Duration) {
         self.endpoint.close(VarInt::from_u32(u32::from(code.as_u16())), reason.as_bytes());
         let _ = tokio::time::timeout(timeout, self.endpoint.wait_idle()).await;
     }
@@ -239,7 +239,7 @@ fn canonical(addr: SocketAddr) -> SocketAddr {
 
 /// Why a session request is refused before it is accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Not a session path, or an invalid event id: 404.
     NotFound,
     /// No room for another connection, or too many attempts from this IP: 429.
@@ -249,14 +249,14 @@ pub enum Refusal {
 }
 
 /// The event id and access token of a session request path, or 404.
-pub fn parse_path(path: &str) -> Result<(String, Option<String>), Refusal> {
+pub(crate) fn parse_path(path: &str) -> Result<(String, Option<String>), Refusal> {
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
     let raw = path.strip_prefix(PATH_PREFIX).ok_or(Refusal::NotFound)?;
     if raw.contains('/') {
         return Err(Refusal::NotFound);
     }
     let event_id = percent_encoding::percent_decode_str(raw).decode_utf8().map_err(|_| Refusal::NotFound)?;
-    if !crate::ws::valid_event_id(&event_id) {
+    if !crate::util::valid_event_id(&event_id) {
         return Err(Refusal::NotFound);
     }
     let token =
@@ -265,14 +265,14 @@ pub fn parse_path(path: &str) -> Result<(String, Option<String>), Refusal> {
 }
 
 /// Checks a session request; on success the permit holds a connection slot.
-fn admit(req: &SessionRequest, app: &AppState) -> Result<(String, Option<String>, OwnedSemaphorePermit), Refusal> {
+fn admit(req: &SessionRequest, app: &Gate) -> Result<(String, Option<String>, OwnedSemaphorePermit), Refusal> {
     let (event_id, token) = parse_path(req.path())?;
     if app.ip_limits.check_connect(req.remote_address().ip().to_canonical()).is_err() {
         return Err(Refusal::TooMany);
     }
     // A token in the URL is checked before the session is accepted; without
     // one, the token may still come in `Hello` (the session checks it there).
-    if let Some(Err(e)) = token.as_deref().map(|t| app.auth.verify(t)) {
+    if let Some(Err(e)) = token.as_deref().map(|t| app.session.auth.verify(t)) {
         crate::metrics::error(e.code());
         return Err(Refusal::Forbidden);
     }
@@ -287,7 +287,7 @@ fn admit(req: &SessionRequest, app: &AppState) -> Result<(String, Option<String>
 /// session request, then the session. The task lives as long as the
 /// session, and is as large as its largest state: the handshake's (about
 /// 3 KiB) is boxed, so it is freed once the session starts.
-fn handle(incoming: IncomingSession, app: AppState) -> impl Future<Output = ()> {
+fn handle(incoming: IncomingSession, app: Gate) -> impl Future<Output = ()> {
     Box::pin(accept(incoming, app)).then(|accepted| match accepted {
         Some((app, params, conn, permit)) => Either::Left(serve_session(app, params, conn, permit)),
         None => Either::Right(std::future::ready(())),
@@ -298,8 +298,8 @@ fn handle(incoming: IncomingSession, app: AppState) -> impl Future<Output = ()> 
 /// `None` if it failed or was refused (and answered).
 async fn accept(
     incoming: IncomingSession,
-    app: AppState,
-) -> Option<(AppState, SessionParams, Connection, OwnedSemaphorePermit)> {
+    app: Gate,
+) -> Option<(Gate, SessionParams, Connection, OwnedSemaphorePermit)> {
     let req = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
         Ok(Ok(req)) => req,
         Ok(Err(e)) => {
@@ -341,16 +341,21 @@ async fn accept(
 /// called and returns the session chained with the close, so the
 /// long-lived future does not also keep its arguments.
 fn serve_session(
-    app: AppState,
+    app: Gate,
     params: SessionParams,
     conn: Connection,
     permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> {
-    let outbox = Arc::new(Outbox::new(app.session_cfg.control_queue));
+    let outbox = Arc::new(Outbox::new(app.session.cfg.control_queue));
     let (stream_tx, stream_rx) = oneshot::channel();
     let use_datagrams = Arc::new(AtomicBool::new(false));
-    let writer =
-        tokio::spawn(write_loop(conn.clone(), stream_rx, outbox.clone(), app.hub.clock(), use_datagrams.clone()));
+    let writer = tokio::spawn(write_loop(
+        conn.clone(),
+        stream_rx,
+        outbox.clone(),
+        app.session.hub.clock(),
+        use_datagrams.clone(),
+    ));
     let frames = frames(conn.clone(), stream_tx).inspect(move |item| {
         if let Some(Inbound::Frame(bytes)) = item {
             note_datagram_cap(bytes, &use_datagrams);
@@ -363,7 +368,8 @@ fn serve_session(
     // The session ends at the first end of either channel.
     let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);
     // The inbound stream is handed back; nothing more is read from it.
-    session::run(app, params, Box::pin(inbound), outbox.clone()).then(move |_| finish(conn, writer, outbox, permit))
+    session::run(app.session, params, Box::pin(inbound), outbox.clone())
+        .then(move |_| finish(conn, writer, outbox, permit))
 }
 
 /// After the session: closes the connection, once the writer has sent the

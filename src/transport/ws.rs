@@ -14,20 +14,21 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
-use lockstep_protocol::limits::{MAX_EVENT_ID, MAX_FRAME};
+use lockstep_protocol::limits::MAX_FRAME;
 use lockstep_protocol::{Pong, ServerMsg, encode_server};
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinHandle;
 
 use crate::clock::ServerClock;
-use crate::http::{AppState, api_error};
 use crate::hub::Dialect;
-use crate::outbox::{FrameKind, Outbox};
+use crate::session::outbox::{FrameKind, Outbox};
 use crate::session::{self, Inbound, SessionParams, error_frame};
+use crate::transport::Gate;
+use crate::util::{api_error, valid_event_id};
 
 /// The WebSocket subprotocol of the binary protocol.
-pub const SUBPROTOCOL: &str = "lockstep.v1";
+pub(crate) const SUBPROTOCOL: &str = "lockstep.v1";
 /// Largest WebSocket message tungstenite reassembles; larger ones break the
 /// connection. Messages between `MAX_FRAME` and this get `FrameTooLarge`.
 const WS_MAX_MESSAGE: usize = 64 * 1024;
@@ -45,17 +46,12 @@ const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Query parameters of the WebSocket URL.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct WsQuery {
+pub(crate) struct WsQuery {
     /// Device id for JSON-dialect clients.
     device_id: Option<String>,
     /// Access token (the name is the public contract: `access_token`).
     #[serde(rename = "access_token")]
     access_token: Option<String>,
-}
-
-/// Checks an event id from a URL.
-pub fn valid_event_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_EVENT_ID && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// The realtime endpoint: a WebSocket upgrade (subprotocol `lockstep.v1` for
@@ -64,18 +60,18 @@ pub fn valid_event_id(id: &str) -> bool {
     params(("event_id" = String, Path, description = "The event (room) id"),
         ("access_token" = Option<String>, Query, description = "Access token (or send it in Hello)"),
         ("deviceId" = Option<String>, Query, description = "Device id of JSON-dialect clients")),
-    responses((status = 101, description = "Switching protocols"), (status = 400, body = crate::api::ApiError),
-        (status = 429, body = crate::api::ApiError, description = "too many connection attempts from this IP"),
-        (status = 503, body = crate::api::ApiError, description = "server full")))]
-pub async fn upgrade(
-    State(app): State<AppState>,
+    responses((status = 101, description = "Switching protocols"), (status = 400, body = crate::util::ApiError),
+        (status = 429, body = crate::util::ApiError, description = "too many connection attempts from this IP"),
+        (status = 503, body = crate::util::ApiError, description = "server full")))]
+pub(crate) async fn upgrade(
+    State(app): State<Gate>,
     Path(event_id): Path<String>,
     Query(q): Query<WsQuery>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ws: WebSocketUpgrade,
 ) -> Response {
     if !valid_event_id(&event_id) {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", "event ids are 1-128 printable ASCII bytes");
+        return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", crate::util::INVALID_EVENT_ID);
     }
     if let Err(retry) = app.ip_limits.check_connect(peer.ip()) {
         return crate::limits::too_many(retry);
@@ -114,14 +110,11 @@ pub async fn upgrade(
 /// `async fn` would keep its arguments in it beside what they are moved into.
 /// The session and the close that follows it are chained with `then`, which
 /// stores one of them at a time.
-fn serve_socket(
-    ctx: Box<(AppState, SessionParams, OwnedSemaphorePermit)>,
-    socket: WebSocket,
-) -> impl Future<Output = ()> {
+fn serve_socket(ctx: Box<(Gate, SessionParams, OwnedSemaphorePermit)>, socket: WebSocket) -> impl Future<Output = ()> {
     let (app, params, permit) = *ctx;
     let (sink, stream) = socket.split();
-    let outbox = Arc::new(Outbox::new(app.session_cfg.control_queue));
-    let writer = tokio::spawn(write_loop(sink, outbox.clone(), params.dialect, app.hub.clock()));
+    let outbox = Arc::new(Outbox::new(app.session.cfg.control_queue));
+    let writer = tokio::spawn(write_loop(sink, outbox.clone(), params.dialect, app.session.hub.clock()));
     let inbound = stream.map(|m| match m {
         Ok(Message::Binary(b)) if b.len() > MAX_FRAME => Some(Inbound::TooLarge(b.len())),
         Ok(Message::Binary(b)) => Some(Inbound::Frame(b)),
@@ -137,7 +130,8 @@ fn serve_socket(
     // The session ends at the first close or error.
     let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);
     let inbound = Box::pin(inbound);
-    session::run(app, params, inbound, outbox.clone()).then(move |inbound| finish(inbound, writer, outbox, permit))
+    session::run(app.session, params, inbound, outbox.clone())
+        .then(move |inbound| finish(inbound, writer, outbox, permit))
 }
 
 /// After the session: if the server closed it, lets the writer deliver the

@@ -16,10 +16,10 @@ use tracing::{debug, info};
 
 use crate::clock::ServerClock;
 use crate::cluster::{Announce, Cluster, Commit, newer};
-use crate::json::{self, Extra};
-use crate::outbox::{Frame, FrameKind, Outbox};
 use crate::room::{Audience, JoinInfo, MemberId, Room, RoomConfig, RoomState, Shared};
+use crate::session::outbox::{Frame, FrameKind, Outbox};
 use crate::store::Store;
+use crate::transport::json::{self, Extra};
 
 /// Which encoding a member speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub enum RoomEvent {
 
 /// A cheap handle to a live room.
 #[derive(Debug, Clone)]
-pub struct RoomHandle {
+pub(crate) struct RoomHandle {
     tx: mpsc::UnboundedSender<RoomEvent>,
     /// Distinguishes a room from a later one with the same event id.
     generation: u64,
@@ -90,12 +90,12 @@ static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::
 
 impl RoomHandle {
     /// Sends an event; `false` if the room is gone.
-    pub fn send(&self, ev: RoomEvent) -> bool {
+    pub(crate) fn send(&self, ev: RoomEvent) -> bool {
         self.tx.send(ev).is_ok()
     }
 
     /// A snapshot of the room.
-    pub async fn state(&self) -> Option<RoomState> {
+    pub(crate) async fn state(&self) -> Option<RoomState> {
         let (tx, rx) = oneshot::channel();
         if !self.send(RoomEvent::State(tx)) {
             return None;
@@ -106,7 +106,7 @@ impl RoomHandle {
 
 /// Settings of the hub.
 #[derive(Debug, Clone)]
-pub struct HubConfig {
+pub(crate) struct HubConfig {
     /// Settings of each new room.
     pub room: RoomConfig,
     /// How long an empty room is kept.
@@ -115,7 +115,7 @@ pub struct HubConfig {
 
 /// The rooms of this server. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Hub {
+pub(crate) struct Hub {
     inner: Arc<HubInner>,
 }
 
@@ -140,7 +140,7 @@ const SAVE_INTERVAL: Duration = Duration::from_millis(50);
 
 impl Hub {
     /// A hub whose room actors stop when `shutdown` turns true.
-    pub fn new(cfg: HubConfig, clock: ServerClock, shutdown: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(cfg: HubConfig, clock: ServerClock, shutdown: watch::Receiver<bool>) -> Self {
         Hub {
             inner: Arc::new(HubInner {
                 rooms: Mutex::default(),
@@ -156,7 +156,7 @@ impl Hub {
     /// Makes room timelines durable: rooms start from their saved timeline,
     /// and every change is saved (latest wins per room, batched every 50 ms).
     /// Call once, before the first join.
-    pub fn attach_store(&self, store: Arc<dyn Store>) {
+    pub(crate) fn attach_store(&self, store: Arc<dyn Store>) {
         let (save, mut rx) = mpsc::unbounded_channel::<(Arc<str>, Timeline)>();
         if self.inner.durable.set(Durable { store: store.clone(), save }).is_err() {
             return;
@@ -178,7 +178,7 @@ impl Hub {
 
     /// Scale-out: rooms commit timeline changes to Redis and apply the other
     /// nodes' changes (see [`crate::cluster`]). Call once, before the first join.
-    pub fn attach_cluster(&self, cluster: Cluster) {
+    pub(crate) fn attach_cluster(&self, cluster: Cluster) {
         let _ = self.inner.cluster.set(cluster);
     }
 
@@ -193,12 +193,12 @@ impl Hub {
     }
 
     /// The store, if one is attached.
-    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+    pub(crate) fn store(&self) -> Option<&Arc<dyn Store>> {
         self.inner.durable.get().map(|d| &d.store)
     }
 
     /// The server clock.
-    pub fn clock(&self) -> ServerClock {
+    pub(crate) fn clock(&self) -> ServerClock {
         self.inner.clock
     }
 
@@ -207,17 +207,17 @@ impl Hub {
     }
 
     /// Number of live rooms.
-    pub fn room_count(&self) -> usize {
+    pub(crate) fn room_count(&self) -> usize {
         self.rooms().len()
     }
 
     /// The room for `event_id`, if it is live.
-    pub fn existing(&self, event_id: &str) -> Option<RoomHandle> {
+    pub(crate) fn existing(&self, event_id: &str) -> Option<RoomHandle> {
         self.rooms().get(event_id).cloned()
     }
 
     /// Joins `event_id`'s room, creating it if needed.
-    pub async fn join(
+    pub(crate) async fn join(
         &self,
         event_id: &str,
         info: JoinInfo,
@@ -346,7 +346,7 @@ impl RoomActor {
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
-                _ = crate::session::wait_true(&mut shutdown) => break,
+                _ = crate::util::wait_true(&mut shutdown) => break,
             }
             let now = clock.now_us();
             if now >= self.room.poll_timeout() {

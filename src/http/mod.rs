@@ -1,6 +1,9 @@
 //! HTTP routes: health, room state, metrics, the WebTransport certificate
 //! hashes, the WebSocket endpoint and (from [`crate::web`]) the demo page.
 
+pub(crate) mod api;
+pub(crate) mod web;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,10 +27,12 @@ use crate::cert::CertManager;
 use crate::hub::Hub;
 use crate::limits::IpLimits;
 use crate::session::SessionConfig;
+use crate::transport::Gate;
+use crate::util::api_error;
 
 /// State shared by every handler. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// The rooms.
     pub hub: Hub,
     /// Session settings.
@@ -55,12 +60,26 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The host of `room_id` if it is a watch party's room.
-    pub async fn party_host(&self, room_id: &str) -> Option<String> {
-        if !room_id.contains(crate::accounts::PARTY_SEP) {
-            return None;
+    /// What a session needs.
+    pub(crate) fn session_context(&self) -> crate::session::Context {
+        crate::session::Context {
+            hub: self.hub.clone(),
+            accounts: self.accounts.clone(),
+            auth: self.auth.clone(),
+            cfg: self.session_cfg.clone(),
+            shutdown: self.shutdown.clone(),
         }
-        self.accounts.store().party_host(room_id).await.ok().flatten()
+    }
+
+    /// What a transport needs to admit and serve connections.
+    pub(crate) fn gate(&self) -> Gate {
+        Gate { session: self.session_context(), ip_limits: self.ip_limits.clone(), conn_limit: self.conn_limit.clone() }
+    }
+}
+
+impl axum::extract::FromRef<AppState> for Gate {
+    fn from_ref(app: &AppState) -> Gate {
+        app.gate()
     }
 }
 
@@ -92,13 +111,15 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(certificate_sha256))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
-        .merge(crate::api::routes())
+        .merge(crate::http::api::routes())
 }
 
 /// The OpenAPI document.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, mut doc) =
-        documented().routes(routes!(crate::ws::upgrade)).merge(crate::web::documented()).split_for_parts();
+pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = documented()
+        .routes(routes!(crate::transport::ws::upgrade))
+        .merge(crate::http::web::documented())
+        .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").into();
     doc
 }
@@ -106,21 +127,18 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The router of all HTTP routes. REST routes are limited per client IP; the
 /// WebSocket upgrade counts connection attempts itself; the demo page's static
 /// files are not limited.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let (rest, _) = documented().split_for_parts();
     let rest = rest.layer(axum::middleware::from_fn_with_state(state.ip_limits.clone(), crate::limits::rest_limit));
-    rest.route("/api/live-stream/{event_id}", get(crate::ws::upgrade)).merge(crate::web::router()).with_state(state)
+    rest.route("/api/live-stream/{event_id}", get(crate::transport::ws::upgrade))
+        .merge(crate::http::web::router())
+        .with_state(state)
 }
 
 /// The OpenAPI document of every route.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
 async fn openapi_json() -> Response {
     Json(openapi()).into_response()
-}
-
-/// A JSON error body: `{"error": code, "message": …}`.
-pub fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({ "error": code, "message": message }))).into_response()
 }
 
 /// Liveness and a few figures.
@@ -142,10 +160,10 @@ async fn health(State(app): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/api/live-stream/{event_id}/state", tag = "rooms",
     params(("event_id" = String, Path, description = "The event (room) id")),
     responses((status = 200, description = "`{eventId, timeline, pending, position, serverTimeUs, viewers, policy, members, bufferingWait}`"),
-        (status = 400, body = crate::api::ApiError), (status = 404, body = crate::api::ApiError)))]
+        (status = 400, body = crate::util::ApiError), (status = 404, body = crate::util::ApiError)))]
 async fn room_state(State(app): State<AppState>, Path(event_id): Path<String>) -> Response {
-    if !crate::ws::valid_event_id(&event_id) {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", "event ids are 1-128 printable ASCII bytes");
+    if !crate::util::valid_event_id(&event_id) {
+        return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", crate::util::INVALID_EVENT_ID);
     }
     let Some(room) = app.hub.existing(&event_id) else {
         return api_error(StatusCode::NOT_FOUND, "not_found", "no live room for this event");

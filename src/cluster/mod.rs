@@ -362,7 +362,7 @@ impl Cluster {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(HEARTBEAT) => {}
-                _ = crate::session::wait_true(&mut shutdown) => break,
+                _ = crate::util::wait_true(&mut shutdown) => break,
             }
             let ok = self.beat().await;
             if let Err(e) = &ok {

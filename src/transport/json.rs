@@ -11,11 +11,11 @@ use lockstep_protocol::{ErrorCode, ServerMsg, Timeline};
 use serde_json::{Map, Value};
 
 /// Fields of an inbound `playbackSync` other than the ones we interpret.
-pub type Extra = Map<String, Value>;
+pub(crate) type Extra = Map<String, Value>;
 
 /// A parsed inbound JSON message.
 #[derive(Debug, Clone, PartialEq)]
-pub enum JsonIn {
+pub(crate) enum JsonIn {
     /// Seek to `position_ms`, passing `extra` through.
     PlaybackSync {
         /// Target position.
@@ -28,7 +28,7 @@ pub enum JsonIn {
 /// Why a text frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
-pub struct JsonError {
+pub(crate) struct JsonError {
     /// The protocol code.
     pub code: ErrorCode,
     /// An explanation.
@@ -40,7 +40,7 @@ fn err(code: ErrorCode, message: impl Into<String>) -> JsonError {
 }
 
 /// Parses one text frame.
-pub fn parse(text: &str) -> Result<JsonIn, JsonError> {
+pub(crate) fn parse(text: &str) -> Result<JsonIn, JsonError> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| err(ErrorCode::InvalidJson, format!("invalid JSON: {e}")))?;
     let Value::Object(mut map) = value else {
@@ -67,7 +67,7 @@ pub fn parse(text: &str) -> Result<JsonIn, JsonError> {
 
 /// The outbound `playbackSync` for a timeline: `position` is the media
 /// position (seconds) at server time `serverTimeUs` (the timeline's anchor).
-pub fn playback_sync(event_id: &str, timeline: &Timeline, at_us: u64, extra: Option<&Extra>) -> String {
+pub(crate) fn playback_sync(event_id: &str, timeline: &Timeline, at_us: u64, extra: Option<&Extra>) -> String {
     let mut m = Map::new();
     m.insert("type".into(), "playbackSync".into());
     m.insert("position".into(), (timeline.position_ms as f64 / 1000.0).into());
@@ -96,7 +96,7 @@ pub fn encode(event_id: &str, msg: &ServerMsg, extra: Option<&Extra>) -> Option<
 }
 
 /// The JSON error frame.
-pub fn error(code: u16, message: &str) -> String {
+pub(crate) fn error(code: u16, message: &str) -> String {
     serde_json::json!({"type": "error", "code": code, "message": message}).to_string()
 }
 

@@ -30,16 +30,14 @@ use bytes::Bytes;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::{AppState, api_error};
-use crate::ws::valid_event_id;
+use crate::http::AppState;
+use crate::util::api_error;
+use crate::util::valid_event_id;
 
-/// The event the page at `/` joins.
-pub const DEFAULT_EVENT: &str = "demo";
-
-const PAGE: &str = include_str!("../client-js/demo/index.html");
-const PAGE_JS: &str = include_str!("../client-js/demo/watch.js");
-const PAGE_CSS: &str = include_str!("../client-js/demo/watch.css");
-const VIDEO: &[u8] = include_bytes!("../client-js/demo/video.webm");
+const PAGE: &str = include_str!("../../client-js/demo/index.html");
+const PAGE_JS: &str = include_str!("../../client-js/demo/watch.js");
+const PAGE_CSS: &str = include_str!("../../client-js/demo/watch.css");
+const VIDEO: &[u8] = include_bytes!("../../client-js/demo/video.webm");
 /// `/client/lockstep.js`: the package's entry point, served at a stable URL.
 const CLIENT_ENTRY: &str = "// lockstep-client, served by the Lockstep server: the ES modules of client-js/src.\n\
                             export * from './src/index.js';\n";
@@ -49,7 +47,7 @@ const CLIENT_ENTRY: &str = "// lockstep-client, served by the Lockstep server: t
 /// forgotten.
 macro_rules! client_src {
     ($($path:literal),* $(,)?) => {
-        &[$(($path, include_str!(concat!("../client-js/src/", $path)))),*]
+        &[$(($path, include_str!(concat!("../../client-js/src/", $path)))),*]
     };
 }
 
@@ -118,12 +116,12 @@ fn documented_but_modules() -> OpenApiRouter<AppState> {
 }
 
 /// The routes of this module with their OpenAPI descriptions (for the document).
-pub fn documented() -> OpenApiRouter<AppState> {
+pub(crate) fn documented() -> OpenApiRouter<AppState> {
     documented_but_modules().routes(routes!(client_module))
 }
 
 /// The routes of this module.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     let (router, _) = documented_but_modules().split_for_parts();
     router.route("/client/src/{*path}", get(client_module))
 }
@@ -146,10 +144,10 @@ async fn index(headers: HeaderMap) -> Response {
         ("invite" = Option<String>, Query, description = "An invitation to accept"),
         ("src" = Option<String>, Query, description = "The media URL (default `/demo/video.webm`)")),
     responses((status = 200, description = "The demo watch page", content_type = "text/html"),
-        (status = 400, body = crate::api::ApiError)))]
+        (status = 400, body = crate::util::ApiError)))]
 async fn watch(Path(event_id): Path<String>, headers: HeaderMap) -> Response {
     if !valid_event_id(&event_id) {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", "event ids are 1-128 printable ASCII bytes");
+        return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", crate::util::INVALID_EVENT_ID);
     }
     page(&headers)
 }
@@ -179,7 +177,7 @@ async fn video(headers: HeaderMap) -> Response {
 #[utoipa::path(get, path = "/demo/{file}", tag = "demo",
     params(("file" = String, Path, description = "`watch.js` or `watch.css`")),
     responses((status = 200, description = "The file"), (status = 304, description = "Not modified"),
-        (status = 404, body = crate::api::ApiError)))]
+        (status = 404, body = crate::util::ApiError)))]
 async fn demo_asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.get(&format!("/demo/{file}")) {
         Some(a) => serve(a, &headers),
@@ -199,7 +197,7 @@ async fn client_entry(headers: HeaderMap) -> Response {
 #[utoipa::path(get, path = "/client/src/{path}", tag = "demo",
     params(("path" = String, Path, description = "A module path, e.g. `session.js` or `transport/websocket.js`")),
     responses((status = 200, description = "The module", content_type = "text/javascript"),
-        (status = 304, description = "Not modified"), (status = 404, body = crate::api::ApiError)))]
+        (status = 304, description = "Not modified"), (status = 404, body = crate::util::ApiError)))]
 async fn client_module(Path(path): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.get(&format!("/client/src/{path}")) {
         Some(a) => serve(a, &headers),

@@ -20,22 +20,14 @@ use utoipa_axum::routes;
 
 use crate::accounts::{AcceptError, Started};
 use crate::auth::{AuthError, Claims, Plan};
-use crate::http::{AppState, api_error};
+use crate::http::AppState;
 use crate::store::{DeviceInfo, StartError, UnixMs};
-use crate::ws::valid_event_id;
-
-/// An error body.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ApiError {
-    /// A stable code, e.g. `invalid_token`, `device_limit`, `not_found`.
-    pub error: String,
-    /// A human-readable explanation.
-    pub message: String,
-}
+use crate::util::valid_event_id;
+use crate::util::{ApiError, api_error};
 
 /// The 409 body when an account is at its device limit.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DeviceLimitError {
+pub(crate) struct DeviceLimitError {
     /// Always `device_limit`.
     pub error: String,
     /// The devices holding the slots.
@@ -48,7 +40,7 @@ pub struct DeviceLimitError {
 /// `POST /api/live-stream/session` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct StartSession {
+pub(crate) struct StartSession {
     /// The event to watch.
     pub event_id: String,
     /// This device's stable id.
@@ -57,7 +49,7 @@ pub struct StartSession {
 
 /// How to reach the realtime transports.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Transports {
+pub(crate) struct Transports {
     /// WebTransport, when the server runs QUIC.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webtransport: Option<WebTransportInfo>,
@@ -68,7 +60,7 @@ pub struct Transports {
 /// The WebTransport endpoint.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct WebTransportInfo {
+pub(crate) struct WebTransportInfo {
     /// `https://host:port/api/live-stream/{roomId}`.
     pub url: String,
     /// SHA-256 hashes (hex) of the certificates to accept (`serverCertificateHashes`).
@@ -77,7 +69,7 @@ pub struct WebTransportInfo {
 
 /// A certificate hash as the browser API wants it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct CertHash {
+pub(crate) struct CertHash {
     /// Always `sha-256`.
     pub algorithm: String,
     /// Lowercase hex.
@@ -86,7 +78,7 @@ pub struct CertHash {
 
 /// The WebSocket endpoint.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct WebSocketInfo {
+pub(crate) struct WebSocketInfo {
     /// `ws://host/api/live-stream/{roomId}`.
     pub url: String,
 }
@@ -94,7 +86,7 @@ pub struct WebSocketInfo {
 /// A viewing session.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct SessionView {
+pub(crate) struct SessionView {
     /// The session id.
     pub session_id: String,
     /// The room to join: the event id, or a watch party's room id.
@@ -114,7 +106,7 @@ pub struct SessionView {
 
 /// `POST …/heartbeat` body.
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     /// The viewer's position in seconds.
     pub position: Option<f64>,
     /// Whether the viewer is buffering.
@@ -125,7 +117,7 @@ pub struct Heartbeat {
 /// `GET /api/account/devices` answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Devices {
+pub(crate) struct Devices {
     /// Active devices.
     pub devices: Vec<DeviceInfo>,
     /// The account's limit.
@@ -135,7 +127,7 @@ pub struct Devices {
 /// `POST /api/live-stream/{eventId}/invitations` body.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CreateInvitation {
+pub(crate) struct CreateInvitation {
     /// How many times it may be accepted (unlimited if absent).
     pub max_uses: Option<u32>,
     /// Lifetime in seconds (default 24 h, at most 7 days).
@@ -145,7 +137,7 @@ pub struct CreateInvitation {
 /// A created invitation.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct InvitationCreated {
+pub(crate) struct InvitationCreated {
     /// The invitation id.
     pub invitation_id: String,
     /// A link to the watch page that accepts it.
@@ -159,7 +151,7 @@ pub struct InvitationCreated {
 /// An invitation as anyone with its id may see it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct InvitationView {
+pub(crate) struct InvitationView {
     /// The invitation id.
     pub invitation_id: String,
     /// The event.
@@ -175,7 +167,7 @@ pub struct InvitationView {
 /// `POST /api/invitations/{id}/accept` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct AcceptInvitation {
+pub(crate) struct AcceptInvitation {
     /// The invitee's device id.
     pub device_id: String,
 }
@@ -183,7 +175,7 @@ pub struct AcceptInvitation {
 /// `POST /api/dev/token` body.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct DevTokenRequest {
+pub(crate) struct DevTokenRequest {
     /// The user id (a random demo user if absent).
     pub sub: Option<String>,
     /// The plan (premium if absent, so the demo can invite).
@@ -195,7 +187,7 @@ pub struct DevTokenRequest {
 
 /// A minted token.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct DevToken {
+pub(crate) struct DevToken {
     /// The JWT.
     pub token: String,
     /// Its user id.
@@ -210,7 +202,7 @@ struct SessionPath {
 }
 
 /// The routes of this module, with their OpenAPI descriptions.
-pub fn routes() -> OpenApiRouter<AppState> {
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(start_session))
         .routes(routes!(heartbeat))
@@ -326,7 +318,7 @@ async fn start_session(State(app): State<AppState>, headers: HeaderMap, Json(req
     if !valid_event_id(&req.event_id) || !valid_device(&req.device_id) {
         return api_error(StatusCode::BAD_REQUEST, "invalid_argument", "eventId and deviceId are 1-128 bytes");
     }
-    let party_host = app.party_host(&req.event_id).await;
+    let party_host = crate::session::party_host(&app.accounts, &req.event_id).await;
     if !app.accounts.may_join(&claims.sub, &req.event_id, party_host.as_deref()).await {
         return api_error(StatusCode::FORBIDDEN, "not_invited", "this watch party needs an invitation");
     }

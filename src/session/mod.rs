@@ -6,6 +6,8 @@
 //! and leaving the room) happens here, identically for WebSocket and
 //! WebTransport.
 
+pub(crate) mod outbox;
+
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -20,17 +22,18 @@ use lockstep_protocol::{
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::accounts::Accounts;
+use crate::auth::Authenticator;
 use crate::auth::{AuthError, Claims, Plan};
-use crate::http::AppState;
-use crate::hub::{Dialect, RoomEvent, RoomHandle};
-use crate::json::{self, JsonIn};
-use crate::outbox::{Frame, FrameKind, Outbox};
+use crate::hub::{Dialect, Hub, RoomEvent, RoomHandle};
 use crate::room::{JoinInfo, MemberId};
+use crate::session::outbox::{Frame, FrameKind, Outbox};
 use crate::store::StartError;
+use crate::transport::json::{self, JsonIn};
 
 /// What a transport hands to the session.
 #[derive(Debug)]
-pub enum Inbound {
+pub(crate) enum Inbound {
     /// A reliable binary message (WebSocket binary frame or stream frame).
     Frame(Bytes),
     /// A WebSocket text frame (JSON dialect).
@@ -43,9 +46,32 @@ pub enum Inbound {
     Activity,
 }
 
+/// What every session needs from the server. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Context {
+    /// The rooms.
+    pub(crate) hub: Hub,
+    /// Sessions, devices, invitations.
+    pub(crate) accounts: Accounts,
+    /// Verifies access tokens.
+    pub(crate) auth: Arc<Authenticator>,
+    /// Session settings.
+    pub(crate) cfg: Arc<SessionConfig>,
+    /// Turns true when the server shuts down.
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// The host of `room_id` if it is a watch party's room.
+pub(crate) async fn party_host(accounts: &Accounts, room_id: &str) -> Option<String> {
+    if !room_id.contains(crate::accounts::PARTY_SEP) {
+        return None;
+    }
+    accounts.store().party_host(room_id).await.ok().flatten()
+}
+
 /// Settings shared by all sessions.
 #[derive(Debug, Clone)]
-pub struct SessionConfig {
+pub(crate) struct SessionConfig {
     /// Time allowed before `Hello`.
     pub hello_timeout: Duration,
     /// Time allowed without any inbound traffic.
@@ -60,7 +86,7 @@ pub struct SessionConfig {
 
 /// Who is connecting, and how.
 #[derive(Debug, Clone)]
-pub struct SessionParams {
+pub(crate) struct SessionParams {
     /// The event id from the URL.
     pub event_id: String,
     /// `"websocket"` or `"webtransport"`.
@@ -91,11 +117,11 @@ const FLOOD_WINDOWS: u32 = 3;
 /// not an `async fn`): an `async fn` keeps its arguments in its state next to
 /// the `Session` they are moved into, and this future lives, and is paid
 /// for, as long as the connection.
-pub fn run<S>(app: AppState, params: SessionParams, inbound: S, outbox: Arc<Outbox>) -> impl Future<Output = S>
+pub(crate) fn run<S>(app: Context, params: SessionParams, inbound: S, outbox: Arc<Outbox>) -> impl Future<Output = S>
 where
     S: Stream<Item = Inbound> + Unpin,
 {
-    let cfg = app.session_cfg.clone();
+    let cfg = app.cfg.clone();
     let burst = NonZeroU32::new(cfg.msg_burst.max(1)).expect("nonzero");
     let rate = NonZeroU32::new(cfg.msgs_per_sec.max(1)).expect("nonzero");
     let shutdown = app.shutdown.clone();
@@ -144,7 +170,7 @@ struct Identity {
 const TOUCH_INTERVAL: Duration = Duration::from_secs(10);
 
 struct Session {
-    app: AppState,
+    app: Context,
     limiter: DefaultDirectRateLimiter,
     params: SessionParams,
     outbox: Arc<Outbox>,
@@ -330,7 +356,7 @@ impl Session {
             Ok(c) => c,
             Err((code, message)) => return self.fail(code, message, 0),
         };
-        let party_host = self.app.party_host(&room_id).await;
+        let party_host = party_host(&self.app.accounts, &room_id).await;
         if room_id.contains(crate::accounts::PARTY_SEP) && party_host.is_none() {
             return self.fail(ErrorCode::NotInvited, "no such watch party", 0);
         }
@@ -416,7 +442,7 @@ impl Session {
 }
 
 /// An error frame in the connection's dialect.
-pub fn error_frame(dialect: Dialect, code: ErrorCode, message: &str, request_id: u32) -> Frame {
+pub(crate) fn error_frame(dialect: Dialect, code: ErrorCode, message: &str, request_id: u32) -> Frame {
     match dialect {
         Dialect::Binary => Frame {
             bytes: Bytes::from(encode_server(&ServerMsg::Error(ErrorMsg::new(code, message, request_id)))),
@@ -433,7 +459,7 @@ fn short_hash(s: &str) -> String {
 }
 
 /// Resolves once `rx` reads `true` (or its sender is gone).
-pub async fn wait_true(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn wait_true(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
