@@ -14,7 +14,16 @@
  * @property {boolean} fatal whether the client gives up instead of reconnecting after it
  */
 
-const TABLE = /** @type {const} */ ({
+/**
+ * The stable names of the codes (tsc checks that the table has exactly these).
+ * @typedef {'malformed' | 'unknown_message' | 'frame_too_large' | 'invalid_json' | 'unexpected_message' | 'not_joined'
+ *   | 'version_mismatch' | 'rate_limited' | 'forbidden' | 'invalid_argument' | 'slow_consumer' | 'already_joined'
+ *   | 'unauthorized' | 'token_expired' | 'shutting_down' | 'server_full' | 'device_revoked' | 'event_mismatch'
+ *   | 'hello_timeout' | 'internal' | 'idle_timeout' | 'flood' | 'too_many_errors' | 'device_limit' | 'not_invited'} ErrorCodeName
+ */
+
+/** @type {Record<ErrorCodeName, {code: number, closes: boolean, fatal: boolean}>} */
+const TABLE = {
   malformed: { code: 4000, closes: false, fatal: false },
   unknown_message: { code: 4001, closes: false, fatal: false },
   frame_too_large: { code: 4002, closes: true, fatal: false },
@@ -40,9 +49,7 @@ const TABLE = /** @type {const} */ ({
   too_many_errors: { code: 4022, closes: true, fatal: false },
   device_limit: { code: 4023, closes: true, fatal: true },
   not_invited: { code: 4024, closes: true, fatal: true },
-});
-
-/** @typedef {keyof typeof TABLE} ErrorCodeName */
+};
 
 /**
  * Every code by name: `CODES.forbidden === 4008`.

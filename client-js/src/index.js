@@ -32,3 +32,12 @@ export { TimelineTracker } from './tracker.js';
 export { ClockSync } from './clock.js';
 export { DriftController, DRIFT_DEFAULTS } from './drift.js';
 export { Backoff, race, TransportMemory } from './connect.js';
+
+/** @typedef {import('./types.js').ConnectOptions} ConnectOptions */
+/** @typedef {import('./types.js').TimelineEvent} TimelineEvent */
+/** @typedef {import('./types.js').CommandResult} CommandResult */
+/** @typedef {import('./types.js').SessionStats} SessionStats */
+/** @typedef {import('./types.js').SessionEvents} SessionEvents */
+/** @typedef {import('./types.js').Status} Status */
+/** @typedef {import('./types.js').TransportName} TransportName */
+/** @typedef {import('./codec.js').AckOutcome} AckOutcome */

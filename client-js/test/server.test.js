@@ -75,6 +75,7 @@ test('two sessions follow each other over WebSocket', async () => {
   const seen = next(viewer, 'timeline', (t) => t.reason === 'seek');
   const mine = await host.seek(42);
   assert.equal(mine.positionMs, 42_000);
+  assert.equal(mine.outcome, 'applied');
   const t = await seen;
   assert.equal(t.positionMs, 42_000);
   assert.equal(t.paused, true);
@@ -115,7 +116,8 @@ test('two sessions follow each other over WebSocket', async () => {
   await err;
 
   // Clock sync on loopback: offset near 0, small RTT.
-  await until(() => viewer.clock.samples.length >= 5, 3000, 'the ping burst');
+  await until(() => Number.isFinite(viewer.stats.rttMs), 3000, 'a pong');
+  await new Promise((r) => setTimeout(r, 600)); // the rest of the ping burst
   const st = viewer.stats;
   assert.ok(Math.abs(st.offsetMs) < 20, `offset ${st.offsetMs} ms`);
   assert.ok(st.rttMs >= 0 && st.rttMs < 50, `rtt ${st.rttMs} ms`);
@@ -166,7 +168,15 @@ test('an attached element follows the room: plays, locks, pauses, and reports', 
 
 test('a broken connection reconnects and resumes the room and the role', async () => {
   const eventId = `evt-${process.pid}-c`;
-  const host = await join({ eventId, deviceId: 'h3', transport: 'websocket', backoff: { baseMs: 50, maxMs: 200 } });
+  /** @type {WebSocket[]} */
+  const sockets = [];
+  const Spy = class extends WebSocket {
+    constructor(/** @type {string} */ url, /** @type {string[]} */ protocols) {
+      super(url, protocols);
+      sockets.push(this);
+    }
+  };
+  const host = await join({ eventId, deviceId: 'h3', transport: 'websocket', backoff: { baseMs: 50, maxMs: 200 }, WebSocket: Spy });
   const viewer = await join({ eventId, deviceId: 'v3', transport: 'websocket' });
   await host.seek(7);
   const statuses = [];
@@ -176,7 +186,7 @@ test('a broken connection reconnects and resumes the room and the role', async (
   const errors = [];
   host.on('error', (e) => errors.push(e));
   // Ten undecodable frames: the server closes the connection with 4022.
-  for (let i = 0; i < 10; i++) host.active.send(new Uint8Array([0xff]));
+  for (let i = 0; i < 10; i++) sockets.at(-1).send(new Uint8Array([0xff]));
   await until(() => statuses.includes('reconnecting'), 3000, 'reconnecting');
   await until(() => host.status === 'open', 5000, 'reopen');
   assert.deepEqual(statuses, ['reconnecting', 'open']);
@@ -189,6 +199,58 @@ test('a broken connection reconnects and resumes the room and the role', async (
   const seen = next(viewer, 'timeline', (t) => t.reason === 'seek' && t.positionMs === 9000);
   await host.seek(9);
   await seen;
+});
+
+test('commands are answered by request id: a no-op play and a setRole resolve their own promises, a seek its own timeline', async () => {
+  const eventId = `evt-${process.pid}-d`;
+  const host = await join({ eventId, deviceId: 'h4', transport: 'websocket' });
+  const viewer = await join({ eventId, deviceId: 'v4', transport: 'websocket' });
+  const before = host.timeline.epoch;
+
+  const played = await host.play();
+  assert.equal(played.outcome, 'applied');
+  assert.equal(played.reason, 'play');
+  assert.equal(played.by, host.memberId);
+  assert.ok(played.epoch > before);
+
+  // Already playing: answered at once, nothing changed.
+  const again = await host.play();
+  assert.equal(again.outcome, 'unchanged');
+  assert.equal(again.epoch, played.epoch);
+  assert.notEqual(again.requestId, played.requestId);
+
+  // A role change changes no timeline, yet is answered.
+  const promoted = next(viewer, 'role', (r) => r === 'co-host');
+  const role = await host.setRole(viewer.memberId, 'co-host');
+  assert.equal(role.outcome, 'applied');
+  await promoted;
+
+  // The next seek resolves with its own change, not with an older answer's.
+  const seen = next(viewer, 'timeline', (t) => t.reason === 'seek' && t.positionMs === 20_000);
+  const seek = await host.seek(20);
+  assert.equal(seek.outcome, 'applied');
+  assert.equal(seek.reason, 'seek');
+  assert.equal(seek.positionMs, 20_000);
+  assert.ok(seek.epoch > played.epoch);
+  assert.equal((await seen).epoch, seek.epoch);
+
+  // The same, sent back to back without waiting.
+  const [p2, r2, s2, pol] = await Promise.all([host.play(), host.setRole(viewer.memberId, 'viewer'), host.seek(33), host.setPolicy('everyone')]);
+  assert.equal(p2.outcome, 'unchanged');
+  assert.equal(r2.outcome, 'applied');
+  assert.equal(pol.outcome, 'applied');
+  assert.equal(s2.outcome, 'applied');
+  assert.equal(s2.positionMs, 33_000);
+  assert.equal(s2.epoch, seek.epoch + 1);
+  assert.equal(new Set([p2.requestId, r2.requestId, s2.requestId, pol.requestId]).size, 4);
+  await until(() => viewer.policy === 'everyone' && viewer.role === 'viewer', 3000, 'the policy and role to reach the viewer');
+
+  // A refused command rejects its own promise only.
+  await host.setPolicy('host-only');
+  const refused = viewer.seek(1);
+  const fine = host.seek(44);
+  await assert.rejects(refused, (e) => e.kind === 'forbidden');
+  assert.equal((await fine).positionMs, 44_000);
 });
 
 test('connect() rejects on a fatal error and a bad option is a TypeError', async () => {

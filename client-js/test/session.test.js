@@ -59,10 +59,10 @@ test('auto: WebTransport with certificate hashes; Hello on the stream with DATAG
     assert.equal(new Uint8Array(wtOpts.serverCertificateHashes[0].value)[0], 0xe5);
     const hello = server.received.find((r) => r.msg.type === 'hello');
     assert.equal(hello.via, 'stream');
-    assert.equal(hello.msg.caps & 1, 1);
+    assert.equal(hello.msg.caps, 1 | 4, 'DATAGRAMS and ACKS');
     await until(() => server.received.filter((r) => r.msg.type === 'ping').length >= 3, 2000, 'pings');
     assert.ok(server.received.filter((r) => r.msg.type === 'ping').every((r) => r.via === 'datagram'));
-    await until(() => s.clock.synced, 2000, 'a pong over datagrams');
+    await until(() => Number.isFinite(s.stats.rttMs), 2000, 'a pong over datagrams');
     const video = new FakeVideo();
     s.attach(video);
     await until(() => server.received.some((r) => r.msg.type === 'report'), 2000, 'a report');
@@ -96,7 +96,7 @@ test('no /api/certificate: WebSocket at once, without waiting out the head start
   assert.ok(performance.now() - t0 < 150, `took ${performance.now() - t0} ms`);
   const hello = server.received.find((r) => r.msg.type === 'hello');
   assert.equal(hello.via, 'ws');
-  assert.equal(hello.msg.caps & 1, 0, 'no DATAGRAMS bit on WebSocket');
+  assert.equal(hello.msg.caps, 4, 'ACKS, no DATAGRAMS bit on WebSocket');
   s.close();
 });
 
@@ -200,35 +200,173 @@ test('hostile server input emits errors, never throws; unknown tags are ignored;
   }
 });
 
-test('commands resolve with the resulting change, reject on Error, and are refused when offline', async () => {
+/** The commands the fake server received, in order. */
+const commands = (server) => server.received.filter((r) => r.msg.type === 'command').map((r) => r.msg);
+
+/** A TimelineChanged of `epoch` by `by`, in effect now. */
+function change(server, epoch, by, fields = {}, reason = 'seek') {
+  const now = server.nowUs();
+  return encodeServer({ type: 'timelineChanged', timeline: { epoch, positionMs: 0, anchorUs: now, rateMilli: 1000, paused: true, ...fields }, effectiveAtUs: now, by, reason });
+}
+
+const ack = (requestId, outcome, epoch) => encodeServer({ type: 'ack', requestId, outcome, epoch });
+
+test('commands resolve on their own Ack, reject on their Error, and are refused when offline', async () => {
   const server = new FakeServer();
   const s = await connect(opts(server, { transport: 'websocket', commandTimeoutMs: 200 }));
   try {
     const conn = [...server.conns][0];
     const p = s.seek(12.3456);
-    await until(() => server.received.some((r) => r.msg.type === 'command'), 1000, 'the command');
-    const cmd = server.received.find((r) => r.msg.type === 'command').msg;
+    await until(() => commands(server).length === 1, 1000, 'the command');
+    const cmd = commands(server)[0];
     assert.deepEqual(cmd.action, { kind: 'seek', positionMs: 12346 });
-    const now = server.nowUs();
-    conn.reliable(
-      encodeServer({ type: 'timelineChanged', timeline: { epoch: 4, positionMs: 12346, anchorUs: now, rateMilli: 1000, paused: true }, effectiveAtUs: now, by: s.memberId, reason: 'seek' }),
-    );
-    assert.equal((await p).positionMs, 12346);
+    assert.ok(cmd.requestId > 0);
+    conn.reliable(change(server, 4, s.memberId, { positionMs: 12346 }));
+    conn.reliable(ack(cmd.requestId, 'applied', 4));
+    const r = await p;
+    assert.equal(r.positionMs, 12346);
+    assert.equal(r.epoch, 4);
+    assert.equal(r.reason, 'seek');
+    assert.equal(r.outcome, 'applied');
+    assert.equal(r.requestId, cmd.requestId);
 
     const q = s.setRate(2);
-    await until(() => server.received.filter((r) => r.msg.type === 'command').length === 2, 1000, 'the second command');
-    const id = server.received.filter((r) => r.msg.type === 'command')[1].msg.requestId;
+    await until(() => commands(server).length === 2, 1000, 'the second command');
+    const id = commands(server)[1].requestId;
     conn.reliable(encodeServer({ type: 'error', code: 4008, message: 'no', requestId: id }));
-    await assert.rejects(q, (e) => e.code === 4008 && e.requestId === id);
+    await assert.rejects(q, (e) => e.code === 4008 && e.kind === 'forbidden' && e.requestId === id);
 
     // No answer at all: resolves null after commandTimeoutMs.
     assert.equal(await s.pause(), null);
-    await assert.rejects(s.setRate(9), (e) => e.code === 4009);
+    await assert.rejects(s.setRate(9), (e) => e.code === 4009 && e.kind === 'invalid_argument');
     assert.throws(() => s.seek(-1), RangeError);
   } finally {
     s.close();
   }
   await assert.rejects(s.play(), (e) => e.kind === 'not_connected');
+});
+
+test('a no-op play and a setRole resolve their own promises; the next seek gets its own timeline', async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { transport: 'websocket', commandTimeoutMs: 2000 }));
+  try {
+    const conn = [...server.conns][0];
+    const welcomeEpoch = s.timeline.epoch;
+    const play = s.play();
+    const role = s.setRole(7, 'co-host');
+    const seek = s.seek(30);
+    await until(() => commands(server).length === 3, 1000, 'three commands');
+    const [c1, c2, c3] = commands(server);
+    assert.equal(new Set([c1.requestId, c2.requestId, c3.requestId]).size, 3, 'distinct request ids');
+    // The seek's change first (a change by this member, as before Acks), then the answers out of order.
+    conn.reliable(change(server, welcomeEpoch + 1, s.memberId, { positionMs: 30_000 }));
+    conn.reliable(ack(c3.requestId, 'applied', welcomeEpoch + 1));
+    conn.reliable(encodeServer({ type: 'roleChanged', memberId: 7, role: 'co-host' }));
+    conn.reliable(ack(c2.requestId, 'applied', welcomeEpoch + 1));
+    conn.reliable(ack(c1.requestId, 'unchanged', welcomeEpoch));
+    const [rp, rr, rs] = await Promise.all([play, role, seek]);
+    assert.equal(rs.epoch, welcomeEpoch + 1);
+    assert.equal(rs.positionMs, 30_000);
+    assert.equal(rs.outcome, 'applied');
+    assert.equal(rs.requestId, c3.requestId);
+    assert.equal(rp.outcome, 'unchanged');
+    assert.equal(rp.epoch, welcomeEpoch, 'the timeline in effect when it was answered');
+    assert.equal(rp.reason, 'welcome');
+    assert.equal(rr.outcome, 'applied');
+    assert.equal(rr.requestId, c2.requestId);
+  } finally {
+    s.close();
+  }
+});
+
+test('a coalesced command resolves with the change that replaced it, even when its Ack comes first', async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { transport: 'websocket', commandTimeoutMs: 2000 }));
+  const timelines = [];
+  s.on('timeline', (t) => timelines.push(t));
+  try {
+    const conn = [...server.conns][0];
+    const e = s.timeline.epoch;
+    const first = s.seek(10);
+    await until(() => commands(server).length === 1, 1000, 'the command');
+    const id = commands(server)[0].requestId;
+    // Another member's seek replaced it; the Ack names a change not seen yet.
+    conn.reliable(ack(id, 'coalesced', e + 1));
+    await new Promise((r) => setTimeout(r, 30));
+    let settled = false;
+    first.then(() => (settled = true));
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(settled, false, 'waits for the timeline it names');
+    conn.reliable(change(server, e + 1, 99, { positionMs: 50_000 }));
+    const r = await first;
+    assert.equal(r.outcome, 'coalesced');
+    assert.equal(r.epoch, e + 1);
+    assert.equal(r.positionMs, 50_000);
+    assert.equal(r.by, 99);
+    assert.equal(timelines.at(-1).epoch, e + 1);
+    // An Ack for an unknown request id (or one already answered) is ignored.
+    conn.reliable(ack(id, 'applied', e + 1));
+    conn.reliable(ack(12345, 'applied', e + 1));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(s.status, 'open');
+  } finally {
+    s.close();
+  }
+});
+
+test('a lost connection rejects the commands in flight; close resolves them null', async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { transport: 'websocket', commandTimeoutMs: 5000 }));
+  try {
+    const p = s.seek(1);
+    await until(() => commands(server).length === 1, 1000, 'the command');
+    server.killAll();
+    await assert.rejects(p, (e) => e.kind === 'transport' && e.requestId === commands(server)[0].requestId);
+    await until(() => s.status === 'open', 3000, 'reopen');
+    const q = s.seek(2);
+    await until(() => commands(server).length === 2, 1000, 'the second command');
+    s.close();
+    assert.equal(await q, null);
+  } finally {
+    s.close();
+  }
+});
+
+test('the token travels as access_token on both transports', async () => {
+  const server = new FakeServer();
+  const urls = [];
+  const WS = class extends server.WebSocket {
+    constructor(url, p) {
+      super(url, p);
+      urls.push(url);
+    }
+  };
+  const s = await connect(opts(server, { transport: 'websocket', token: 'a b&c', WebSocket: WS }));
+  assert.equal(urls[0], 'ws://127.0.0.1:8080/api/live-stream/evt-1?access_token=a+b%26c');
+  s.close();
+  const s2 = await connect(opts(server, { fetch: fakeFetch(), token: 'a b&c' }));
+  assert.equal(server.wtOpened.at(-1).url, 'https://127.0.0.1:4433/api/live-stream/evt-1?access_token=a+b%26c');
+  s2.close();
+});
+
+test('the public surface of a session: no internals on the instance', async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { transport: 'websocket' }));
+  try {
+    assert.deepEqual(Object.keys(s), ['ready']);
+    const proto = Object.getOwnPropertyNames(Object.getPrototypeOf(s)).sort();
+    assert.deepEqual(proto, [
+      'attach', 'close', 'constructor', 'detach', 'deviceId', 'memberId', 'off', 'on', 'pause', 'play', 'policy', 'position',
+      'role', 'seek', 'setPolicy', 'setRate', 'setRole', 'stats', 'status', 'timeline', 'transport', 'viewers',
+    ]);
+    assert.equal(s.deviceId, 'dev-1');
+    assert.equal(s.role, 'host');
+    assert.equal(s.viewers, 1);
+    assert.equal(s.policy, 'host-only');
+    assert.equal(s.stats.status, 'open');
+  } finally {
+    s.close();
+  }
 });
 
 test('a fatal close (unauthorized) ends the session instead of reconnecting', async () => {

@@ -9,10 +9,7 @@ import { encodeFrame, FrameDecoder, LIMITS, LockstepDecodeError } from '../codec
 /** @typedef {import('./types.js').Transport} Transport */
 /** @typedef {import('./types.js').TransportHandlers} TransportHandlers */
 
-/**
- * A certificate hash as `GET /api/certificate` gives it.
- * @typedef {{algorithm: string, value: string | ArrayBuffer | ArrayBufferView}} CertificateHash
- */
+/** @typedef {import('../types.js').CertificateHash} CertificateHash */
 
 /**
  * Hex (colons and spaces allowed) to an ArrayBuffer, for serverCertificateHashes.

@@ -1,0 +1,100 @@
+// The public types of a session (JSDoc typedefs only; no code).
+
+/** @typedef {import('./codec.js').Role} Role */
+/** @typedef {import('./codec.js').ControlPolicy} ControlPolicy */
+/** @typedef {import('./codec.js').Timeline} Timeline */
+/** @typedef {import('./codec.js').ChangeReason} ChangeReason */
+/** @typedef {import('./codec.js').AckOutcome} AckOutcome */
+
+/** @typedef {'webtransport' | 'websocket'} TransportName */
+/** @typedef {'connecting' | 'open' | 'reconnecting' | 'closed'} Status */
+
+/**
+ * A certificate hash as `GET /api/certificate` gives it (the value in hex).
+ * @typedef {{algorithm: string, value: string | ArrayBuffer | ArrayBufferView}} CertificateHash
+ */
+
+/**
+ * @typedef {Object} ConnectOptions
+ * @property {string} url HTTP base of the server, e.g. `http://127.0.0.1:8080`
+ * @property {string} eventId the event (room) to join: 1–128 printable ASCII bytes
+ * @property {string} [token] access token, sent in Hello and as `access_token` in the URL of either transport
+ * @property {string} [deviceId] stable id of this device (≤ 128 bytes); default: one generated and kept in localStorage
+ * @property {'auto' | 'webtransport' | 'websocket'} [transport] default 'auto'
+ * @property {string} [webtransportUrl] WebTransport base (`https://host:port`) or full endpoint URL (`…/api/live-stream/{eventId}`,
+ *   as the session API's `transports.webtransport.url` gives it); default: from `GET /api/certificate`
+ *   (`webtransport` field), else `https://{host}:{webtransportPort}`
+ * @property {number} [webtransportPort] default 4433
+ * @property {CertificateHash[]} [certificateHashes] skip `GET /api/certificate` and use these
+ * @property {number} [webtransportHeadStartMs] WebSocket starts this long after WebTransport (200)
+ * @property {number} [webtransportMaxFailures] consecutive WebTransport failures before falling back to WebSocket (2)
+ * @property {number} [webtransportRetryMs] after the fallback, try WebTransport again this much later (300000)
+ * @property {number} [connectTimeoutMs] one connection attempt, open to Welcome (10000)
+ * @property {number} [openTimeoutMs] connect() rejects if not joined within this (20000)
+ * @property {boolean} [presence] ask for member joined/left events (false)
+ * @property {{baseMs?: number, maxMs?: number, random?: () => number}} [backoff] reconnect backoff (250 ms → 10 s, full jitter)
+ * @property {import('./drift.js').DriftOptions} [drift] drift controller bands and gains
+ * @property {import('./clock.js').ClockOptions} [clock] clock sync options
+ * @property {number} [controlIntervalMs] drift control period (250)
+ * @property {number} [bufferingReportDelayMs] a stall is reported once it lasts this long (250): a quick seek is not a stall
+ * @property {number} [commandTimeoutMs] a command's promise resolves null after this without an answer (5000): a last resort for servers that never answer
+ * @property {typeof fetch} [fetch] fetch implementation (for /api/certificate)
+ * @property {typeof WebSocket} [WebSocket] WebSocket implementation
+ * @property {any} [WebTransport] WebTransport implementation (default globalThis.WebTransport)
+ * @property {import('./connect.js').TransportMemory} [memory] where the winning transport is remembered
+ */
+
+/**
+ * What 'timeline' listeners get: the room's timeline as announced (on join,
+ * on every accepted change, possibly before it takes effect, and when a tick
+ * reveals a missed change).
+ * @typedef {Object} TimelineEvent
+ * @property {number} epoch
+ * @property {number} positionMs position at the anchor, ms
+ * @property {number} anchorUs server time of the anchor, µs
+ * @property {number} rate playback rate (1 = normal)
+ * @property {number} rateMilli
+ * @property {boolean} paused
+ * @property {number} effectiveAtUs server time from which it applies
+ * @property {boolean} pending whether it is scheduled for later
+ * @property {ChangeReason | 'welcome' | 'tick'} reason
+ * @property {number} by member id that caused it (0 = the server)
+ * @property {Timeline} timeline the exact wire timeline
+ */
+
+/**
+ * What a command's promise resolves with, once the server acknowledged it:
+ * the timeline of the epoch its Ack names (for a change it made, the same
+ * event 'timeline' listeners got; when nothing changed, and for role and
+ * policy commands, the timeline in effect), plus what became of it.
+ * @typedef {TimelineEvent & {outcome: AckOutcome, requestId: number}} CommandResult
+ */
+
+/**
+ * @typedef {Object} SessionStats
+ * @property {number} offsetMs estimated server − client clock offset, ms
+ * @property {number} rttMs smallest recent round-trip time, ms (NaN before the first pong)
+ * @property {number} driftMs element − room position, ms (NaN when not attached)
+ * @property {number} rate the element's playbackRate (the room rate when not attached)
+ * @property {boolean} buffering whether the element is stalled now (the server hears of it after `bufferingReportDelayMs`)
+ * @property {{seeks: number, rateChanges: number}} corrections
+ * @property {number} seekLatencyMs learned seek latency
+ * @property {TransportName | null} transport
+ * @property {Status} status
+ * @property {number} reconnects
+ */
+
+/**
+ * The events of a session and what their listeners get.
+ * @typedef {Object} SessionEvents
+ * @property {TimelineEvent} timeline the room's timeline was announced or changed
+ * @property {number} viewers the room's viewer count
+ * @property {TransportName} transport the transport of a new connection
+ * @property {Status} status 'connecting' | 'open' | 'reconnecting' | 'closed'
+ * @property {Error} error a LockstepError or LockstepDecodeError; never thrown into the page
+ * @property {Role} role this member's role (on join and when it changes)
+ * @property {ControlPolicy} policy the room's control policy changed
+ * @property {import('./codec.js').MemberJoinedMsg | import('./codec.js').MemberLeftMsg | import('./codec.js').RoleChangedMsg} member presence events
+ */
+
+export {};
