@@ -77,7 +77,8 @@ test('auto: WebTransport with certificate hashes; Hello on the stream with DATAG
 test('the WebTransport URL can come from /api/certificate or the options', async () => {
   const server = new FakeServer();
   const s = await connect(opts(server, { fetch: fakeFetch({ ...CERT, webtransport: 'https://quic.example:7443' }), token: 'tok en' }));
-  assert.equal(server.wtOpened[0].url, 'https://quic.example:7443/api/live-stream/evt-1?access_token=tok+en');
+  assert.equal(s.transport, 'webtransport');
+  assert.equal(server.wtOpened[0].url, 'https://quic.example:7443/api/live-stream/evt-1?access_token=tok+en', 'the node\'s URL, not :4433');
   s.close();
   const s2 = await connect(opts(server, { certificateHashes: CERT.hashes, webtransportUrl: 'https://h:1/', fetch: () => assert.fail('no fetch') }));
   assert.equal(server.wtOpened[1].url, 'https://h:1/api/live-stream/evt-1');

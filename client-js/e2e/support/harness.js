@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 import dgram from 'node:dgram';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -16,6 +16,29 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 export const RESULTS_DIR = join(HERE, '..', 'results');
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 export const VIDEO_PATH = join(HERE, '..', '..', 'demo', 'video.webm');
+const CLIENT_SRC = join(HERE, '..', '..', 'src');
+
+/**
+ * Serves the client's modules (`/client/lockstep.js`, `/client/src/*.js`) to
+ * the pages of `context` from this working tree instead of the copy embedded
+ * in the server binary, so the browser tests check the client as it is now
+ * without rebuilding the server. `LOCKSTEP_E2E_EMBEDDED_CLIENT=1` tests the
+ * embedded copy instead.
+ * @param {import('playwright-core').BrowserContext} context
+ */
+export async function serveClientFromDisk(context) {
+  if (process.env.LOCKSTEP_E2E_EMBEDDED_CLIENT === '1') return;
+  await context.route(
+    (url) => url.pathname === '/client/lockstep.js' || url.pathname.startsWith('/client/src/'),
+    async (route) => {
+      const path = new URL(route.request().url()).pathname;
+      const file = path === '/client/lockstep.js' ? null : join(CLIENT_SRC, ...path.slice('/client/src/'.length).split('/'));
+      if (file !== null && (!file.startsWith(CLIENT_SRC) || !file.endsWith('.js') || !existsSync(file))) return route.continue();
+      const body = file === null ? "export * from './src/index.js';\n" : readFileSync(file, 'utf8');
+      await route.fulfill({ status: 200, contentType: 'text/javascript; charset=utf-8', headers: { 'cache-control': 'no-store' }, body });
+    },
+  );
+}
 
 /** Debian's Chromium, headless. Autoplay is allowed (the page also plays muted). */
 export async function launchBrowser() {
@@ -78,6 +101,7 @@ export function useLockstep(args = []) {
  */
 export async function openWatch(browser, url, o = {}) {
   const context = await browser.newContext();
+  await serveClientFromDisk(context);
   const page = await context.newPage();
   /** @type {string[]} */
   const pageErrors = [];
