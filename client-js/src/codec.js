@@ -1,4 +1,6 @@
-// Hand-written codec for the Lockstep wire protocol, version 1.
+// Hand-written codec for the Lockstep wire protocol, version 1: every message
+// in both directions. The primitives are in wire.js, stream framing in
+// framing.js, the constants in constants.js, the error codes in codes.js.
 //
 // The format is bincode 2.0.1 `standard()` as pinned by protocol/SPEC.md and
 // protocol/vectors/: little-endian varints (0..=250 one byte; fb + u16;
@@ -28,31 +30,20 @@
 // throw. The order of checks mirrors the reference decoder so that `kind`
 // matches protocol/vectors/invalid.json exactly.
 
-/** Protocol version sent in Hello. */
-export const PROTOCOL_VERSION = 1;
+import { LIMITS } from './constants.js';
+import { LockstepDecodeError } from './errors.js';
+import { Fail, Reader, Writer, asBytes, uint, utf8Encoder } from './wire.js';
 
-/** Hard limits of the protocol (SPEC section 8.1). */
-export const LIMITS = Object.freeze({
-  MAX_FRAME: 8192,
-  MAX_DATAGRAM: 1200,
-  MAX_EVENT_ID: 128,
-  MAX_DEVICE_ID: 128,
-  MAX_TOKEN: 4096,
-  MAX_NAME: 64,
-  MAX_ERROR_MESSAGE: 256,
-  MIN_RATE_MILLI: 250,
-  MAX_RATE_MILLI: 4000,
-  MAX_POSITION_MS: 4294967295,
-});
-
-/** Capability bits of Hello.caps (SPEC section 8.2). */
-export const CAPS = Object.freeze({ DATAGRAMS: 1, PRESENCE: 2, ACKS: 4 });
-
-// The error codes live in codes.js (one table); re-exported here as before.
-import { DECODE_CODES } from './codes.js';
+// The constants, error codes (one table), decode errors and framing live in
+// their own modules; re-exported here as before.
+export { CAPS, LIMITS, PROTOCOL_VERSION } from './constants.js';
 export { CODES, DECODE_CODES, ERROR_CODES, codeCloses, codeFatal, codeName } from './codes.js';
+export { LockstepDecodeError } from './errors.js';
+export { FrameDecoder, encodeFrame } from './framing.js';
 
 // ------------------------------------------------------------------ types
+
+/** @typedef {import('./errors.js').DecodeErrorKind} DecodeErrorKind */
 
 /** @typedef {number | bigint} U64 A u64: a number up to 2^53 − 1, a bigint above. */
 /** @typedef {'host' | 'co-host' | 'viewer'} Role */
@@ -113,25 +104,6 @@ export { CODES, DECODE_CODES, ERROR_CODES, codeCloses, codeFatal, codeName } fro
  * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg} ClientMsg
  */
 
-/** @typedef {'Empty' | 'TooLarge' | 'UnknownTag' | 'Malformed' | 'TrailingBytes' | 'Invalid'} DecodeErrorKind */
-
-/** Why bytes did not decode. `kind` names the reference decoder's error; `code` is the protocol code. */
-export class LockstepDecodeError extends Error {
-  /**
-   * @param {DecodeErrorKind} kind
-   * @param {string} message
-   */
-  constructor(kind, message) {
-    super(message);
-    this.name = 'LockstepDecodeError';
-    /** @type {DecodeErrorKind} */
-    this.kind = kind;
-    /** @type {number} 4002 for TooLarge, 4001 for UnknownTag, else 4000. */
-    this.code =
-      kind === 'TooLarge' ? DECODE_CODES.FRAME_TOO_LARGE : kind === 'UnknownTag' ? DECODE_CODES.UNKNOWN_MESSAGE : DECODE_CODES.MALFORMED;
-  }
-}
-
 const ROLES = /** @type {const} */ (['host', 'co-host', 'viewer']);
 const POLICIES = /** @type {const} */ (['host-only', 'everyone']);
 const REASONS = /** @type {const} */ (['seek', 'pause', 'play', 'rate', 'buffering-wait', 'resume']);
@@ -152,159 +124,7 @@ const SERVER_TYPES = /** @type {const} */ ([
 ]);
 const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report']);
 
-const TWO_32 = 2 ** 32;
-const U64_MAX = (1n << 64n) - 1n;
-const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-const utf8Encoder = new TextEncoder();
-
 // ------------------------------------------------------------------ reading
-
-/** Internal: decoding failed with this kind. */
-class Fail {
-  /**
-   * @param {DecodeErrorKind} kind
-   * @param {string} message
-   */
-  constructor(kind, message) {
-    this.kind = kind;
-    this.message = message;
-  }
-}
-
-class Reader {
-  /** @param {Uint8Array} bytes */
-  constructor(bytes) {
-    this.b = bytes;
-    this.pos = 0;
-    /** Set when a varint was not in its shortest form (reported after the trailing-bytes check, as the reference does). */
-    this.nonCanonical = false;
-  }
-
-  /** @param {number} n */
-  need(n) {
-    if (this.pos + n > this.b.length) throw new Fail('Malformed', 'unexpected end of input');
-  }
-
-  byte() {
-    this.need(1);
-    return this.b[this.pos++];
-  }
-
-  /**
-   * A varint no wider than `width` bytes of payload (2 = u16, 4 = u32, 8 = u64).
-   * @param {2 | 4 | 8} width
-   * @returns {U64}
-   */
-  varint(width) {
-    const first = this.byte();
-    if (first <= 250) return first;
-    const b = this.b;
-    if (first === 251) {
-      this.need(2);
-      const v = b[this.pos] | (b[this.pos + 1] << 8);
-      this.pos += 2;
-      if (v < 251) this.nonCanonical = true;
-      return v;
-    }
-    if (first === 252 && width >= 4) {
-      this.need(4);
-      const v = this.u32le();
-      if (v < 65536) this.nonCanonical = true;
-      return v;
-    }
-    if (first === 253 && width === 8) {
-      this.need(8);
-      const lo = this.u32le();
-      const hi = this.u32le();
-      if (hi === 0) this.nonCanonical = true;
-      if (hi < 0x200000) return hi * TWO_32 + lo;
-      return (BigInt(hi) << 32n) | BigInt(lo);
-    }
-    if (first === 254 || first === 255) throw new Fail('Malformed', `invalid varint marker ${first}`);
-    throw new Fail('Malformed', `varint marker ${first} is too wide for a ${width * 8}-bit integer`);
-  }
-
-  u32le() {
-    const b = this.b;
-    const p = this.pos;
-    this.pos += 4;
-    return (b[p] | (b[p + 1] << 8) | (b[p + 2] << 16)) + b[p + 3] * 0x1000000;
-  }
-
-  u16() {
-    return /** @type {number} */ (this.varint(2));
-  }
-
-  u32() {
-    return /** @type {number} */ (this.varint(4));
-  }
-
-  u64() {
-    return this.varint(8);
-  }
-
-  bool() {
-    const v = this.byte();
-    if (v > 1) throw new Fail('Malformed', `invalid bool byte ${v}`);
-    return v === 1;
-  }
-
-  /** Option tag: true for Some. */
-  some() {
-    const v = this.byte();
-    if (v > 1) throw new Fail('Malformed', `invalid Option byte ${v}`);
-    return v === 1;
-  }
-
-  string() {
-    const len = this.u64();
-    if (typeof len === 'bigint' || this.pos + len > this.b.length) {
-      throw new Fail('Malformed', `string of ${len} bytes runs past the end of the input`);
-    }
-    const bytes = this.b.subarray(this.pos, this.pos + len);
-    this.pos += len;
-    try {
-      return utf8Decoder.decode(bytes);
-    } catch {
-      throw new Fail('Malformed', 'invalid UTF-8 in a string');
-    }
-  }
-
-  /**
-   * @template T
-   * @param {readonly T[]} names
-   * @param {string} what
-   * @returns {T}
-   */
-  enumOf(names, what) {
-    const i = this.u32();
-    if (i >= names.length) throw new Fail('Malformed', `unknown ${what} ${i}`);
-    return names[i];
-  }
-
-  /** @returns {Timeline} */
-  timeline() {
-    return {
-      epoch: this.u32(),
-      positionMs: this.u64(),
-      anchorUs: this.u64(),
-      rateMilli: this.u16(),
-      paused: this.bool(),
-    };
-  }
-}
-
-/**
- * Normalises the input of a decoder to a Uint8Array, or fails.
- * @param {unknown} input
- * @returns {Uint8Array}
- */
-function asBytes(input) {
-  if (input instanceof Uint8Array) return input;
-  if (input instanceof ArrayBuffer) return new Uint8Array(input);
-  if (ArrayBuffer.isView(input)) return new Uint8Array(input.buffer, input.byteOffset, input.byteLength);
-  throw new Fail('Malformed', 'input is not bytes (Uint8Array, ArrayBuffer or ArrayBufferView)');
-}
 
 /**
  * @template M
@@ -515,170 +335,6 @@ export function tryDecodeClient(bytes) {
 
 // ------------------------------------------------------------------ writing
 
-class Writer {
-  constructor() {
-    this.b = new Uint8Array(64);
-    this.len = 0;
-  }
-
-  /** @param {number} n */
-  room(n) {
-    if (this.len + n <= this.b.length) return;
-    let cap = this.b.length * 2;
-    while (cap < this.len + n) cap *= 2;
-    const nb = new Uint8Array(cap);
-    nb.set(this.b.subarray(0, this.len));
-    this.b = nb;
-  }
-
-  /** @param {number} v */
-  byte(v) {
-    this.room(1);
-    this.b[this.len++] = v;
-  }
-
-  /** @param {number} v */
-  u32le(v) {
-    this.room(4);
-    const b = this.b;
-    b[this.len] = v & 0xff;
-    b[this.len + 1] = (v >>> 8) & 0xff;
-    b[this.len + 2] = (v >>> 16) & 0xff;
-    b[this.len + 3] = (v >>> 24) & 0xff;
-    this.len += 4;
-  }
-
-  /**
-   * @param {U64} v a checked integer
-   * @returns {void}
-   */
-  varint(v) {
-    if (typeof v === 'bigint') {
-      if (v < 0x100000000n) return this.varint(Number(v));
-      this.byte(253);
-      this.u32le(Number(v & 0xffffffffn));
-      this.u32le(Number(v >> 32n));
-      return;
-    }
-    if (v <= 250) {
-      this.byte(v);
-    } else if (v <= 0xffff) {
-      this.room(3);
-      this.b[this.len++] = 251;
-      this.b[this.len++] = v & 0xff;
-      this.b[this.len++] = v >>> 8;
-    } else if (v < TWO_32) {
-      this.byte(252);
-      this.u32le(v);
-    } else {
-      this.byte(253);
-      this.u32le(v % TWO_32);
-      this.u32le(Math.floor(v / TWO_32));
-    }
-  }
-
-  /**
-   * @param {unknown} v
-   * @param {string} what
-   */
-  u16(v, what) {
-    this.varint(uint(v, 0xffff, what));
-  }
-
-  /**
-   * @param {unknown} v
-   * @param {string} what
-   */
-  u32(v, what) {
-    this.varint(uint(v, 0xffffffff, what));
-  }
-
-  /**
-   * @param {unknown} v
-   * @param {string} what
-   */
-  u64(v, what) {
-    this.varint(u64(v, what));
-  }
-
-  /**
-   * @param {unknown} v
-   * @param {string} what
-   */
-  bool(v, what) {
-    if (typeof v !== 'boolean') throw new TypeError(`${what} must be a boolean`);
-    this.byte(v ? 1 : 0);
-  }
-
-  /**
-   * @param {unknown} s
-   * @param {string} what
-   */
-  string(s, what) {
-    if (typeof s !== 'string') throw new TypeError(`${what} must be a string`);
-    const bytes = utf8Encoder.encode(s);
-    this.varint(bytes.length);
-    this.room(bytes.length);
-    this.b.set(bytes, this.len);
-    this.len += bytes.length;
-  }
-
-  /**
-   * @param {readonly string[]} names
-   * @param {unknown} v
-   * @param {string} what
-   */
-  enumOf(names, v, what) {
-    const i = names.indexOf(/** @type {string} */ (v));
-    if (i < 0) throw new TypeError(`${what} must be one of ${names.join(', ')}`);
-    this.varint(i);
-  }
-
-  /** @param {Timeline} t */
-  timeline(t) {
-    if (!t || typeof t !== 'object') throw new TypeError('timeline must be an object');
-    this.u32(t.epoch, 'timeline.epoch');
-    this.u64(t.positionMs, 'timeline.positionMs');
-    this.u64(t.anchorUs, 'timeline.anchorUs');
-    this.u16(t.rateMilli, 'timeline.rateMilli');
-    this.bool(t.paused, 'timeline.paused');
-  }
-
-  done() {
-    return this.b.slice(0, this.len);
-  }
-}
-
-/**
- * @param {unknown} v
- * @param {number} max
- * @param {string} what
- * @returns {number}
- */
-function uint(v, max, what) {
-  if (typeof v === 'bigint') v = Number(v) <= max && v >= 0n ? Number(v) : -1;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) {
-    throw new RangeError(`${what} must be an integer in 0..=${max}, got ${String(v)}`);
-  }
-  return v;
-}
-
-/**
- * @param {unknown} v
- * @param {string} what
- * @returns {U64}
- */
-function u64(v, what) {
-  if (typeof v === 'bigint') {
-    if (v < 0n || v > U64_MAX) throw new RangeError(`${what} must be in 0..=2^64-1, got ${v}`);
-    return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
-  }
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= 2 ** 64) {
-    throw new RangeError(`${what} must be an integer in 0..=2^64-1, got ${String(v)}`);
-  }
-  return Number.isSafeInteger(v) ? v : BigInt(v);
-}
-
 /**
  * Encodes a server → client message.
  * @param {ServerMsg} msg
@@ -817,122 +473,6 @@ export function encodeClient(msg) {
       break;
   }
   return w.done();
-}
-
-// ------------------------------------------------------------------ framing
-
-/**
- * One stream frame: the payload's length as a varint, then the payload.
- * @param {Uint8Array} payload
- * @returns {Uint8Array}
- */
-export function encodeFrame(payload) {
-  const w = new Writer();
-  w.varint(payload.length);
-  w.room(payload.length);
-  w.b.set(payload, w.len);
-  w.len += payload.length;
-  return w.done();
-}
-
-/**
- * Splits a reliable byte stream into frames (SPEC 5.3). Push bytes as they
- * arrive, then call next() until it returns null. An invalid length prefix
- * is an error after which the stream cannot be resynchronised: next() keeps
- * throwing the same LockstepDecodeError.
- */
-export class FrameDecoder {
-  constructor() {
-    /** @type {Uint8Array} */
-    this.buf = new Uint8Array(0);
-    this.start = 0;
-    this.end = 0;
-    /** @type {LockstepDecodeError | null} */
-    this.error = null;
-  }
-
-  /** Bytes received but not yet returned as frames. */
-  get buffered() {
-    return this.end - this.start;
-  }
-
-  /** @param {Uint8Array | ArrayBuffer | ArrayBufferView} input */
-  push(input) {
-    let bytes;
-    try {
-      bytes = asBytes(input);
-    } catch {
-      this.error ??= new LockstepDecodeError('Malformed', 'pushed data is not bytes');
-      return;
-    }
-    if (bytes.length === 0) return;
-    if (this.start === this.end) {
-      this.start = 0;
-      this.end = 0;
-    }
-    if (this.end + bytes.length > this.buf.length) {
-      const live = this.end - this.start;
-      let cap = Math.max(256, this.buf.length);
-      while (cap < live + bytes.length) cap *= 2;
-      if (cap === this.buf.length) {
-        this.buf.copyWithin(0, this.start, this.end);
-      } else {
-        const nb = new Uint8Array(cap);
-        nb.set(this.buf.subarray(this.start, this.end), 0);
-        this.buf = nb;
-      }
-      this.start = 0;
-      this.end = live;
-    }
-    this.buf.set(bytes, this.end);
-    this.end += bytes.length;
-  }
-
-  /**
-   * The next complete frame's payload (a copy), or null if more bytes are needed.
-   * @returns {Uint8Array | null}
-   * @throws {LockstepDecodeError} on an invalid or oversized length prefix
-   */
-  next() {
-    if (this.error) throw this.error;
-    const b = this.buf;
-    const s = this.start;
-    const avail = this.end - s;
-    if (avail === 0) return null;
-    const first = b[s];
-    let len;
-    let prefix;
-    if (first <= 250) {
-      len = first;
-      prefix = 1;
-    } else if (first === 251 || first === 252 || first === 253) {
-      const width = first === 251 ? 2 : first === 252 ? 4 : 8;
-      if (avail < 1 + width) return null;
-      let v = 0;
-      for (let i = width; i >= 1; i--) v = v * 256 + b[s + i];
-      const min = first === 251 ? 251 : first === 252 ? 65536 : TWO_32;
-      if (v < min) return this.fail('Malformed', 'frame length not in its shortest form');
-      len = v;
-      prefix = 1 + width;
-    } else {
-      return this.fail('Malformed', `invalid varint marker ${first} in frame length`);
-    }
-    if (len > LIMITS.MAX_FRAME) return this.fail('TooLarge', `frame of ${len} bytes exceeds the limit of ${LIMITS.MAX_FRAME}`);
-    if (avail < prefix + len) return null;
-    const frame = b.slice(s + prefix, s + prefix + len);
-    this.start = s + prefix + len;
-    return frame;
-  }
-
-  /**
-   * @param {DecodeErrorKind} kind
-   * @param {string} message
-   * @returns {never}
-   */
-  fail(kind, message) {
-    this.error = new LockstepDecodeError(kind, message);
-    throw this.error;
-  }
 }
 
 // ------------------------------------------------------------------ helpers

@@ -1,7 +1,8 @@
-// The error a session reports: from the server (an `Error` message or a
-// closing code) or local (a transport, media or timeout failure).
+// The errors of the package: LockstepError, what a session reports (from the
+// server, an `Error` message or a closing code, or local: a transport, media
+// or timeout failure), and LockstepDecodeError, bytes that did not decode.
 
-import { codeName } from './codes.js';
+import { DECODE_CODES, codeName } from './codes.js';
 
 /** An error the server reported, or a session-level failure. */
 export class LockstepError extends Error {
@@ -18,5 +19,24 @@ export class LockstepError extends Error {
     this.kind = o.kind ?? codeName(code);
     this.requestId = o.requestId ?? 0;
     if (o.cause !== undefined) this.cause = o.cause;
+  }
+}
+
+/** @typedef {'Empty' | 'TooLarge' | 'UnknownTag' | 'Malformed' | 'TrailingBytes' | 'Invalid'} DecodeErrorKind */
+
+/** Why bytes did not decode. `kind` names the reference decoder's error; `code` is the protocol code. */
+export class LockstepDecodeError extends Error {
+  /**
+   * @param {DecodeErrorKind} kind
+   * @param {string} message
+   */
+  constructor(kind, message) {
+    super(message);
+    this.name = 'LockstepDecodeError';
+    /** @type {DecodeErrorKind} */
+    this.kind = kind;
+    /** @type {number} 4002 for TooLarge, 4001 for UnknownTag, else 4000. */
+    this.code =
+      kind === 'TooLarge' ? DECODE_CODES.FRAME_TOO_LARGE : kind === 'UnknownTag' ? DECODE_CODES.UNKNOWN_MESSAGE : DECODE_CODES.MALFORMED;
   }
 }
