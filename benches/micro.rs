@@ -6,10 +6,7 @@
 
 use std::hint::black_box;
 
-use bytes::Bytes;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use futures_util::FutureExt;
-use lockstep::bench::{Frame, FrameKind, Outbox};
 use lockstep::room::{JoinInfo, Room, RoomConfig};
 use lockstep_protocol::{
     Action, ChangeReason, ClientMsg, Command, ControlPolicy, Hello, Limits, PROTOCOL_VERSION, Ping, Pong, Report, Role,
@@ -98,7 +95,7 @@ fn codec(c: &mut Criterion) {
     }
     let changed = &server_msgs()[1].1;
     g.bench_function("encode_json/timeline_changed", |b| {
-        b.iter(|| lockstep::bench::encode_json(black_box("event-123"), black_box(changed), None))
+        b.iter(|| lockstep::bench::encode_json(black_box("event-123"), black_box(changed)))
     });
     g.finish();
 }
@@ -151,20 +148,13 @@ fn fanout_prep(c: &mut Criterion) {
     let msgs = server_msgs();
     let (changed, tick) = (msgs[1].1.clone(), msgs[0].1.clone());
     for n in [1_000usize, 10_000] {
-        let outboxes: Vec<Outbox> = (0..n).map(|_| Outbox::new(256)).collect();
+        let fanout = lockstep::bench::Fanout::new(n);
         g.bench_function(format!("encode_once_push_and_take/{n}_viewers"), |b| {
             b.iter_batched(
                 || (),
                 |()| {
-                    let bytes = Bytes::from(encode_server(&changed));
-                    let tick = Bytes::from(encode_server(&tick));
-                    for o in &outboxes {
-                        o.push(Frame { bytes: bytes.clone(), kind: FrameKind::BinaryFast });
-                        o.set_tick(tick.clone());
-                    }
-                    for o in &outboxes {
-                        black_box(o.next_batch().now_or_never());
-                    }
+                    fanout.deliver(&changed, &tick);
+                    black_box(fanout.take());
                 },
                 BatchSize::SmallInput,
             )

@@ -17,7 +17,7 @@ use moka::notification::RemovalCause;
 use tracing::{info, warn};
 
 use crate::auth::{Claims, Plan};
-use crate::session::outbox::Outbox;
+use crate::session::Outbox;
 use crate::store::{
     DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, UnixMs, random_id, unix_ms,
 };

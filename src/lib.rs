@@ -37,6 +37,45 @@ mod util;
 /// Internals the micro-benchmarks (`benches/micro.rs`) measure; not an API.
 #[doc(hidden)]
 pub mod bench {
-    pub use crate::session::outbox::{Frame, FrameKind, Outbox};
-    pub use crate::transport::json::encode as encode_json;
+    use lockstep_protocol::ServerMsg;
+
+    use crate::hub::{Link, Outgoing};
+    use crate::session::Outbox;
+
+    /// What the hub does for one change to `n` viewers before any I/O, and
+    /// what their writers then take out.
+    #[derive(Debug)]
+    pub struct Fanout {
+        outboxes: Vec<Outbox>,
+    }
+
+    impl Fanout {
+        /// `n` binary-protocol outboxes.
+        pub fn new(n: usize) -> Self {
+            Fanout { outboxes: (0..n).map(|_| Outbox::new(256)).collect() }
+        }
+
+        /// One shared message each for `change` and `tick`, queued to every
+        /// viewer; the change encoded once.
+        pub fn deliver(&self, change: &ServerMsg, tick: &ServerMsg) {
+            let (change, tick) = (Outgoing::new(change.clone()), Outgoing::new(tick.clone()));
+            change.binary();
+            tick.binary();
+            for o in &self.outboxes {
+                Link::send(o, &change);
+                Link::tick(o, &tick);
+            }
+        }
+
+        /// What every writer takes out; the number of messages.
+        pub fn take(&self) -> usize {
+            use futures_util::FutureExt;
+            self.outboxes.iter().filter_map(|o| o.next_batch().now_or_never()).map(|b| b.len()).sum()
+        }
+    }
+
+    /// The legacy JSON encoding of `msg` for room `event_id`.
+    pub fn encode_json(event_id: &str, msg: &ServerMsg) -> Option<String> {
+        crate::transport::json::encode(event_id, msg, None)
+    }
 }

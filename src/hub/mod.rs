@@ -5,42 +5,31 @@
 //! shared by every recipient. A room is created on first join and dropped
 //! after a grace period once empty.
 
+mod link;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use lockstep_protocol::{Action, ChangeReason, ErrorCode, Report, ServerMsg, Timeline, TimelineChanged, encode_server};
+use lockstep_protocol::{Action, ChangeReason, ErrorCode, Report, ServerMsg, Timeline, TimelineChanged};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info};
 
+pub(crate) use self::link::{Extra, Link, Outgoing};
 use crate::clock::ServerClock;
 use crate::cluster::{Announce, Cluster, Commit, newer};
 use crate::room::{Audience, JoinInfo, MemberId, Room, RoomConfig, RoomState, Shared};
-use crate::session::outbox::{Frame, FrameKind, Outbox};
 use crate::store::Store;
-use crate::transport::json::{self, Extra};
-
-/// Which encoding a member speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// The bincode protocol.
-    Binary,
-    /// The legacy JSON dialect.
-    Json,
-}
 
 /// What sessions tell a room.
 #[derive(Debug)]
-pub enum RoomEvent {
+pub(crate) enum RoomEvent {
     /// A member joins; the reply carries its id.
     Join {
         /// Who.
         info: JoinInfo,
         /// Where its messages go.
-        outbox: Arc<Outbox>,
-        /// How to encode them.
-        dialect: Dialect,
+        link: Arc<dyn Link>,
         /// Answered with the new member's id.
         reply: oneshot::Sender<MemberId>,
     },
@@ -55,7 +44,7 @@ pub enum RoomEvent {
         /// What.
         action: Action,
         /// JSON fields to pass through to the resulting broadcast.
-        extra: Option<Box<Extra>>,
+        extra: Option<Arc<Extra>>,
     },
     /// A member's report.
     Report(MemberId, Report),
@@ -94,6 +83,21 @@ impl RoomHandle {
         self.tx.send(ev).is_ok()
     }
 
+    /// A member's command; `false` if the room cannot take it now.
+    pub(crate) fn command(&self, member: MemberId, request_id: u32, action: Action, extra: Option<Arc<Extra>>) -> bool {
+        self.send(RoomEvent::Command { member, request_id, action, extra })
+    }
+
+    /// A member's report (latest wins).
+    pub(crate) fn report(&self, member: MemberId, report: Report) {
+        self.send(RoomEvent::Report(member, report));
+    }
+
+    /// A member leaves.
+    pub(crate) fn leave(&self, member: MemberId) {
+        self.send(RoomEvent::Leave(member));
+    }
+
     /// A snapshot of the room.
     pub(crate) async fn state(&self) -> Option<RoomState> {
         let (tx, rx) = oneshot::channel();
@@ -108,9 +112,9 @@ impl RoomHandle {
 #[derive(Debug, Clone)]
 pub(crate) struct HubConfig {
     /// Settings of each new room.
-    pub room: RoomConfig,
+    pub(crate) room: RoomConfig,
     /// How long an empty room is kept.
-    pub room_grace: Duration,
+    pub(crate) room_grace: Duration,
 }
 
 /// The rooms of this server. Cheap to clone.
@@ -221,8 +225,7 @@ impl Hub {
         &self,
         event_id: &str,
         info: JoinInfo,
-        outbox: Arc<Outbox>,
-        dialect: Dialect,
+        link: Arc<dyn Link>,
     ) -> Option<(RoomHandle, MemberId)> {
         let (reply, rx) = oneshot::channel();
         let handle = {
@@ -238,7 +241,7 @@ impl Hub {
                     h
                 }
             };
-            if !handle.send(RoomEvent::Join { info, outbox, dialect, reply }) {
+            if !handle.send(RoomEvent::Join { info, link, reply }) {
                 return None;
             }
             handle
@@ -283,17 +286,12 @@ impl Hub {
     }
 }
 
-struct Link {
-    outbox: Arc<Outbox>,
-    dialect: Dialect,
-}
-
 struct RoomActor {
     generation: u64,
     room: Room,
     /// The epoch last handed to the store.
     saved_epoch: Option<u32>,
-    links: HashMap<MemberId, Link>,
+    links: HashMap<MemberId, Arc<dyn Link>>,
     event_id: Arc<str>,
     hub: Hub,
     empty_since: Option<Instant>,
@@ -373,9 +371,9 @@ impl RoomActor {
 
     fn handle(&mut self, ev: RoomEvent, now: u64) {
         match ev {
-            RoomEvent::Join { info, outbox, dialect, reply } => {
+            RoomEvent::Join { info, link, reply } => {
                 let id = self.room.join(now, info);
-                self.links.insert(id, Link { outbox, dialect });
+                self.links.insert(id, link);
                 self.empty_since = None;
                 if reply.send(id).is_err() {
                     // The session went away before it learned its id.
@@ -390,7 +388,7 @@ impl RoomActor {
                 }
                 if extra.is_some() {
                     // Flush now so the pass-through fields go with this change only.
-                    self.flush(extra.as_deref().map(|e| (member, e)));
+                    self.flush(extra.map(|e| (member, e)));
                 }
             }
             RoomEvent::Report(member, report) => self.room.report(now, member, report),
@@ -453,7 +451,7 @@ impl RoomActor {
                     break;
                 }
                 if extra.is_some() {
-                    self.flush(extra.as_deref().map(|e| (member, e)));
+                    self.flush(extra.map(|e| (member, e)));
                 }
             }
             ev => {
@@ -592,70 +590,44 @@ impl RoomActor {
         }
     }
 
-    /// Delivers queued room output. `extra` is the JSON pass-through of the
+    /// Delivers queued room output: one shared [`Outgoing`] per output, to
+    /// each recipient's link. `extra` is the JSON pass-through of the
     /// command just applied by `member`.
-    fn flush(&mut self, extra: Option<(MemberId, &Extra)>) {
+    fn flush(&mut self, extra: Option<(MemberId, Arc<Extra>)>) {
         while let Some(out) = self.room.poll_output() {
             if let ServerMsg::TimelineChanged(c) = &out.msg {
                 self.save(c.timeline);
             }
             let started = Instant::now();
             let name = out.msg.name();
-            let mut binary: Option<Bytes> = None;
-            let mut text: Option<Option<Bytes>> = None;
-            let is_tick = matches!(out.msg, ServerMsg::Tick(_));
-            let kind = if matches!(out.msg, ServerMsg::TimelineChanged(_)) {
-                FrameKind::BinaryFast
-            } else {
-                FrameKind::Binary
-            };
-            let origin = match &out.msg {
-                ServerMsg::TimelineChanged(c) => Some(c.by),
+            let pass = match (&out.msg, &extra) {
+                (ServerMsg::TimelineChanged(c), Some((by, e))) if c.by == *by => Some(e.clone()),
                 _ => None,
             };
+            let shared = Outgoing::with_extra(out.msg, pass);
+            let is_tick = shared.is_tick();
             let mut delivered = 0u64;
-            let mut slow = Vec::new();
-            let mut deliver = |id: MemberId, link: &Link| {
-                match link.dialect {
-                    Dialect::Binary => {
-                        let bytes = binary.get_or_insert_with(|| Bytes::from(encode_server(&out.msg))).clone();
-                        if is_tick {
-                            if link.outbox.set_tick(bytes) {
-                                crate::metrics::drop("stale_tick");
-                            }
-                        } else if !link.outbox.push(Frame { bytes, kind }) {
-                            slow.push(id);
-                        }
+            let mut slow = 0u64;
+            let mut deliver = |link: &Arc<dyn Link>| {
+                if is_tick {
+                    if link.tick(&shared) {
+                        crate::metrics::drop("stale_tick");
                     }
-                    Dialect::Json => {
-                        // The original app never echoed a change to its sender.
-                        if origin == Some(id) {
-                            return;
-                        }
-                        let ex = extra.filter(|(by, _)| origin == Some(*by)).map(|(_, e)| e);
-                        let Some(bytes) = text
-                            .get_or_insert_with(|| json::encode(&self.event_id, &out.msg, ex).map(Bytes::from))
-                            .clone()
-                        else {
-                            return;
-                        };
-                        if !link.outbox.push(Frame { bytes, kind: FrameKind::Text }) {
-                            slow.push(id);
-                        }
-                    }
+                } else if !link.send(&shared) {
+                    slow += 1;
                 }
                 delivered += 1;
             };
             match out.to {
                 Audience::One(id) => {
                     if let Some(link) = self.links.get(&id) {
-                        deliver(id, link);
+                        deliver(link);
                     }
                 }
                 to => {
                     for (&id, link) in &self.links {
                         if to == Audience::All || self.room.is_recipient(to, id) {
-                            deliver(id, link);
+                            deliver(link);
                         }
                     }
                 }
@@ -664,8 +636,7 @@ impl RoomActor {
             if delivered > 1 {
                 metrics::histogram!("lockstep_fanout_seconds").record(started.elapsed().as_secs_f64());
             }
-            for id in slow {
-                debug!(member = id, "slow consumer dropped");
+            for _ in 0..slow {
                 crate::metrics::error(lockstep_protocol::ErrorCode::SlowConsumer);
             }
         }

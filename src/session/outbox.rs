@@ -1,65 +1,58 @@
-//! A connection's outbound queue, shared by the room (producer) and the
-//! transport's writer task (consumer).
+//! A connection's outbound queue, shared by the room (producer, through
+//! [`Link`]), the session (its own errors and pongs) and the connection's
+//! writer (consumer, [`super::writer`]).
 //!
-//! Reliable frames are bounded: a connection that falls `cap` frames behind is
-//! closed as a slow consumer, so it never delays anyone else. Ticks are
-//! latest-wins: a tick that was not yet written is replaced, never queued.
-//! Pongs are stamped with the server's send time by the writer, at write time.
+//! Reliable messages are bounded: a connection that falls `cap` messages
+//! behind is closed as a slow consumer, so it never delays anyone else. Ticks
+//! are latest-wins: a tick that was not yet written is replaced, never
+//! queued. Pongs are stamped with the server's send time by the writer, at
+//! write time. Items are the room's shared [`Outgoing`] messages; the
+//! connection's [`Encoder`] turns them into frames when they are written.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use lockstep_protocol::ErrorCode;
+use lockstep_protocol::{ErrorCode, ErrorMsg, ServerMsg};
 use tokio::sync::{Notify, watch};
 
-/// How a reliable frame is carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameKind {
-    /// A binary protocol message.
-    Binary,
-    /// A binary protocol message that datagram transports also send as a
-    /// datagram, so it arrives fast even while the stream is blocked.
-    BinaryFast,
-    /// A JSON-dialect text message.
-    Text,
-}
-
-/// One queued frame: shared bytes, encoded once per room.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    /// The bytes.
-    pub bytes: Bytes,
-    /// How they are carried.
-    pub kind: FrameKind,
-}
+use super::encode::Encoder;
+use crate::hub::{Link, Outgoing};
+use crate::room::MemberId;
 
 /// Why and how a connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Close {
+pub(crate) struct Close {
     /// The code (also the close code).
-    pub code: ErrorCode,
+    pub(crate) code: ErrorCode,
     /// An explanation.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// Everything ready to write, taken at once.
 #[derive(Debug, Default)]
-pub struct Batch {
-    /// Reliable frames, in order.
-    pub frames: Vec<Frame>,
+pub(crate) struct Batch {
+    /// Reliable messages, in order.
+    pub(crate) frames: Vec<Arc<Outgoing>>,
     /// The newest tick, if one is waiting.
-    pub tick: Option<Bytes>,
+    pub(crate) tick: Option<Arc<Outgoing>>,
     /// Pongs to send: `(client_time, server_recv_us)`.
-    pub pongs: Vec<(u64, u64)>,
+    pub(crate) pongs: Vec<(u64, u64)>,
     /// Set when the connection must close after writing the rest.
-    pub close: Option<Close>,
+    pub(crate) close: Option<Close>,
+}
+
+impl Batch {
+    /// Messages in the batch (reliable ones, the tick and pongs).
+    pub(crate) fn len(&self) -> usize {
+        self.frames.len() + usize::from(self.tick.is_some()) + self.pongs.len()
+    }
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    frames: VecDeque<Frame>,
-    tick: Option<Bytes>,
+    frames: VecDeque<Arc<Outgoing>>,
+    tick: Option<Arc<Outgoing>>,
     pongs: VecDeque<(u64, u64)>,
     close: Option<Close>,
     close_taken: bool,
@@ -67,28 +60,73 @@ struct Inner {
 
 /// See the module docs.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     inner: Mutex<Inner>,
     notify: Notify,
     closed: watch::Sender<bool>,
     cap: usize,
+    encoder: Arc<dyn Encoder>,
+    /// The capability bits of the client's `Hello` (0 until then).
+    caps: AtomicU32,
+    /// The member id in the room (0 until joined).
+    member: AtomicU32,
 }
 
 const MAX_PONGS: usize = 8;
 
 impl Outbox {
-    /// An empty outbox holding at most `cap` reliable frames.
-    pub fn new(cap: usize) -> Self {
-        Outbox { inner: Mutex::default(), notify: Notify::new(), closed: watch::Sender::new(false), cap }
+    /// An empty outbox holding at most `cap` reliable messages, written in
+    /// the binary protocol.
+    pub(crate) fn new(cap: usize) -> Self {
+        Self::with_encoder(cap, Arc::new(super::encode::Binary))
+    }
+
+    /// An empty outbox whose messages `encoder` writes.
+    pub(crate) fn with_encoder(cap: usize, encoder: Arc<dyn Encoder>) -> Self {
+        Outbox {
+            inner: Mutex::default(),
+            notify: Notify::new(),
+            closed: watch::Sender::new(false),
+            cap,
+            encoder,
+            caps: AtomicU32::new(0),
+            member: AtomicU32::new(0),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a reliable frame. Returns `false` if the connection is closing;
-    /// a full queue closes it as a slow consumer.
-    pub fn push(&self, frame: Frame) -> bool {
+    /// The connection's encoder.
+    pub(crate) fn encoder(&self) -> &Arc<dyn Encoder> {
+        &self.encoder
+    }
+
+    /// The capability bits the client announced.
+    pub(crate) fn caps(&self) -> u32 {
+        self.caps.load(Ordering::Relaxed)
+    }
+
+    /// The client's member id in its room (0 before it joined).
+    pub(crate) fn member(&self) -> MemberId {
+        self.member.load(Ordering::Relaxed)
+    }
+
+    /// Records what the session learned at join time.
+    pub(crate) fn set_joined(&self, member: MemberId, caps: u32) {
+        self.caps.store(caps, Ordering::Relaxed);
+        self.member.store(member, Ordering::Relaxed);
+    }
+
+    /// Records the capability bits as soon as a `Hello` is accepted.
+    pub(crate) fn set_caps(&self, caps: u32) {
+        self.caps.store(caps, Ordering::Relaxed);
+    }
+
+    /// Queues a reliable message. Returns `false` if the connection is
+    /// closing; a full queue closes it as a slow consumer.
+    pub(crate) fn push(&self, out: Arc<Outgoing>) -> bool {
         let mut g = self.lock();
         if g.close.is_some() {
             return false;
@@ -102,26 +140,31 @@ impl Outbox {
             self.wake_closed();
             return false;
         }
-        g.frames.push_back(frame);
+        g.frames.push_back(out);
         drop(g);
         self.notify.notify_one();
         true
     }
 
+    /// Queues an error for this connection alone.
+    pub(crate) fn push_error(&self, code: ErrorCode, message: &str, request_id: u32) {
+        self.push(Outgoing::new(ServerMsg::Error(ErrorMsg::new(code, message, request_id))));
+    }
+
     /// Replaces the waiting tick. Returns whether an unsent tick was dropped.
-    pub fn set_tick(&self, bytes: Bytes) -> bool {
+    pub(crate) fn set_tick(&self, out: Arc<Outgoing>) -> bool {
         let mut g = self.lock();
         if g.close.is_some() {
             return false;
         }
-        let replaced = g.tick.replace(bytes).is_some();
+        let replaced = g.tick.replace(out).is_some();
         drop(g);
         self.notify.notify_one();
         replaced
     }
 
     /// Queues a pong (oldest dropped beyond a few).
-    pub fn push_pong(&self, client_time: u64, server_recv_us: u64) {
+    pub(crate) fn push_pong(&self, client_time: u64, server_recv_us: u64) {
         let mut g = self.lock();
         if g.close.is_some() {
             return;
@@ -136,7 +179,7 @@ impl Outbox {
 
     /// Asks the writer to close the connection after what is queued; the
     /// first reason wins.
-    pub fn close(&self, code: ErrorCode, message: impl Into<String>) {
+    pub(crate) fn close(&self, code: ErrorCode, message: impl Into<String>) {
         let mut g = self.lock();
         if g.close.is_none() {
             g.close = Some(Close { code, message: message.into() });
@@ -151,19 +194,19 @@ impl Outbox {
     }
 
     /// The close reason, once one is set.
-    pub fn close_reason(&self) -> Option<Close> {
+    pub(crate) fn close_reason(&self) -> Option<Close> {
         self.lock().close.clone()
     }
 
     /// Resolves once a close has been requested.
-    pub async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         let mut rx = self.closed.subscribe();
         let _ = rx.wait_for(|c| *c).await;
     }
 
     /// Waits for something to write and takes all of it. After the batch that
     /// carries `close`, it never resolves again.
-    pub async fn next_batch(&self) -> Batch {
+    pub(crate) async fn next_batch(&self) -> Batch {
         loop {
             {
                 let mut g = self.lock();
@@ -185,39 +228,62 @@ impl Outbox {
     }
 }
 
+impl Link for Outbox {
+    fn send(&self, out: &Arc<Outgoing>) -> bool {
+        self.push(out.clone())
+    }
+
+    fn tick(&self, out: &Arc<Outgoing>) -> bool {
+        self.set_tick(out.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use lockstep_protocol::ViewerCount;
+
     use super::*;
 
-    fn frame(b: &'static [u8]) -> Frame {
-        Frame { bytes: Bytes::from_static(b), kind: FrameKind::Binary }
+    fn msg(count: u32) -> Arc<Outgoing> {
+        Outgoing::new(ServerMsg::ViewerCount(ViewerCount { count }))
+    }
+
+    fn counts(frames: &[Arc<Outgoing>]) -> Vec<u32> {
+        frames
+            .iter()
+            .map(|o| match o.msg {
+                ServerMsg::ViewerCount(c) => c.count,
+                _ => u32::MAX,
+            })
+            .collect()
     }
 
     #[tokio::test]
     async fn ticks_are_latest_wins_and_frames_keep_order() {
         let o = Outbox::new(4);
-        assert!(o.push(frame(b"a")));
-        assert!(!o.set_tick(Bytes::from_static(b"t1")));
-        assert!(o.set_tick(Bytes::from_static(b"t2")), "unsent tick replaced");
-        assert!(o.push(frame(b"b")));
+        assert!(o.push(msg(1)));
+        assert!(!o.set_tick(msg(10)));
+        assert!(o.set_tick(msg(11)), "unsent tick replaced");
+        assert!(o.push(msg(2)));
         o.push_pong(1, 2);
         let b = o.next_batch().await;
-        assert_eq!(b.frames.iter().map(|f| &f.bytes[..]).collect::<Vec<_>>(), vec![b"a", b"b"]);
-        assert_eq!(b.tick.as_deref(), Some(&b"t2"[..]));
+        assert_eq!(counts(&b.frames), vec![1, 2]);
+        assert_eq!(counts(&[b.tick.clone().unwrap()]), vec![11]);
         assert_eq!(b.pongs, vec![(1, 2)]);
         assert!(b.close.is_none());
+        assert_eq!(b.len(), 4);
     }
 
     #[tokio::test]
     async fn a_full_queue_closes_as_slow_consumer() {
         let o = Outbox::new(2);
-        assert!(o.push(frame(b"1")) && o.push(frame(b"2")));
-        assert!(!o.push(frame(b"3")));
+        assert!(o.push(msg(1)) && o.push(msg(2)));
+        assert!(!o.push(msg(3)));
         o.closed().await;
         let b = o.next_batch().await;
         assert!(b.frames.is_empty(), "a slow consumer's backlog is dropped");
         assert_eq!(b.close.map(|c| c.code), Some(ErrorCode::SlowConsumer));
-        assert!(!o.push(frame(b"4")));
+        assert!(!o.push(msg(4)));
         let again = tokio::time::timeout(std::time::Duration::from_millis(20), o.next_batch()).await;
         assert!(again.is_err(), "nothing after the close batch");
     }

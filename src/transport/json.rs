@@ -6,12 +6,55 @@
 //! Out: `playbackSync` with the room's position (on join and on every change,
 //! not to the member that caused it), `viewerCount`, and `error`.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use lockstep_protocol::limits::MAX_POSITION_MS;
 use lockstep_protocol::{ErrorCode, ServerMsg, Timeline};
 use serde_json::{Map, Value};
 
-/// Fields of an inbound `playbackSync` other than the ones we interpret.
-pub(crate) type Extra = Map<String, Value>;
+pub(crate) use crate::hub::Extra;
+use crate::hub::Outgoing;
+use crate::room::MemberId;
+use crate::session::{Encoder, Wire};
+
+/// The JSON dialect's encoder for the members of room `event_id`.
+#[derive(Debug)]
+pub(crate) struct JsonEncoder {
+    event_id: Arc<str>,
+}
+
+impl JsonEncoder {
+    /// The encoder of a connection to room `event_id`.
+    pub(crate) fn new(event_id: &str) -> Self {
+        JsonEncoder { event_id: event_id.into() }
+    }
+}
+
+impl Encoder for JsonEncoder {
+    fn encode(&self, out: &Outgoing, me: MemberId) -> Option<Wire> {
+        if let ServerMsg::TimelineChanged(c) = &out.msg
+            && c.by == me
+        {
+            // The original app never echoed a change to its sender.
+            return None;
+        }
+        // Every JSON member of the room gets the same bytes: encoded once.
+        let text = out
+            .dialect_cache()
+            .get_or_init(|| encode(&self.event_id, &out.msg, out.extra.as_deref()).map(Bytes::from))
+            .clone()?;
+        Some(Wire::Text(text))
+    }
+
+    fn error(&self, code: ErrorCode, message: &str, _request_id: u32) -> Wire {
+        Wire::Text(Bytes::from(error(code.as_u16(), message)))
+    }
+
+    fn is_binary(&self) -> bool {
+        false
+    }
+}
 
 /// A parsed inbound JSON message.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,9 +73,9 @@ pub(crate) enum JsonIn {
 #[error("{message}")]
 pub(crate) struct JsonError {
     /// The protocol code.
-    pub code: ErrorCode,
+    pub(crate) code: ErrorCode,
     /// An explanation.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 fn err(code: ErrorCode, message: impl Into<String>) -> JsonError {
@@ -85,7 +128,7 @@ pub(crate) fn playback_sync(event_id: &str, timeline: &Timeline, at_us: u64, ext
 }
 
 /// The JSON form of a server message, if the dialect has one.
-pub fn encode(event_id: &str, msg: &ServerMsg, extra: Option<&Extra>) -> Option<String> {
+pub(crate) fn encode(event_id: &str, msg: &ServerMsg, extra: Option<&Extra>) -> Option<String> {
     Some(match msg {
         ServerMsg::Welcome(w) => playback_sync(event_id, &w.timeline, w.timeline.anchor_us, None),
         ServerMsg::TimelineChanged(c) => playback_sync(event_id, &c.timeline, c.timeline.anchor_us, extra),

@@ -13,18 +13,16 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures_util::{FutureExt, SinkExt, Stream, StreamExt};
+use futures_util::stream::SplitSink;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use lockstep_protocol::limits::MAX_FRAME;
-use lockstep_protocol::{Pong, ServerMsg, encode_server};
+use lockstep_protocol::{Action, ErrorCode};
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::task::JoinHandle;
 
-use crate::clock::ServerClock;
-use crate::hub::Dialect;
-use crate::session::outbox::{FrameKind, Outbox};
-use crate::session::{self, Inbound, SessionParams, error_frame};
-use crate::transport::Gate;
+use super::Gate;
+use super::json::{self, JsonEncoder, JsonIn};
+use crate::session::{self, Binary, Dialect, Encoder, Inbound, Outbox, SessionParams, Transport, Wire, write_loop};
 use crate::util::{api_error, valid_event_id};
 
 /// The WebSocket subprotocol of the binary protocol.
@@ -102,7 +100,7 @@ pub(crate) async fn upgrade(
     ws.on_upgrade(move |socket| serve_socket(ctx, socket)).into_response()
 }
 
-/// Serves an upgraded connection; `ctx` is the app, the session's
+/// Serves an upgraded connection; `ctx` is the gate, the session's
 /// parameters and the connection's slot (held until the end).
 ///
 /// The setup runs before the returned future is first polled (this is not
@@ -113,13 +111,28 @@ pub(crate) async fn upgrade(
 fn serve_socket(ctx: Box<(Gate, SessionParams, OwnedSemaphorePermit)>, socket: WebSocket) -> impl Future<Output = ()> {
     let (app, params, permit) = *ctx;
     let (sink, stream) = socket.split();
-    let outbox = Arc::new(Outbox::new(app.session.cfg.control_queue));
-    let writer = tokio::spawn(write_loop(sink, outbox.clone(), params.dialect, app.session.hub.clock()));
-    let inbound = stream.map(|m| match m {
+    let dialect = params.dialect;
+    let encoder: Arc<dyn Encoder> = match dialect {
+        Dialect::Binary => Arc::new(Binary),
+        Dialect::Json => Arc::new(JsonEncoder::new(&params.event_id)),
+    };
+    let outbox = Arc::new(Outbox::with_encoder(app.session.cfg.control_queue, encoder));
+    let writer = tokio::spawn(write_loop(WsTransport { sink }, outbox.clone(), app.session.hub.clock()));
+    let inbound = stream.map(move |m| match m {
         Ok(Message::Binary(b)) if b.len() > MAX_FRAME => Some(Inbound::TooLarge(b.len())),
-        Ok(Message::Binary(b)) => Some(Inbound::Frame(b)),
         Ok(Message::Text(t)) if t.len() > MAX_FRAME => Some(Inbound::TooLarge(t.len())),
-        Ok(Message::Text(t)) => Some(Inbound::Text(t.as_str().to_owned())),
+        Ok(Message::Binary(b)) => Some(match dialect {
+            Dialect::Binary => Inbound::Frame(b),
+            Dialect::Json => {
+                Inbound::Invalid(ErrorCode::UnexpectedMessage, "binary frames need the lockstep.v1 subprotocol".into())
+            }
+        }),
+        Ok(Message::Text(t)) => Some(match dialect {
+            Dialect::Json => legacy(t.as_str()),
+            Dialect::Binary => {
+                Inbound::Invalid(ErrorCode::UnexpectedMessage, "text frames are only for the JSON dialect".into())
+            }
+        }),
         Ok(Message::Ping(_) | Message::Pong(_)) => Some(Inbound::Activity),
         Ok(Message::Close(_)) => None,
         Err(e) => {
@@ -130,88 +143,62 @@ fn serve_socket(ctx: Box<(Gate, SessionParams, OwnedSemaphorePermit)>, socket: W
     // The session ends at the first close or error.
     let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);
     let inbound = Box::pin(inbound);
-    session::run(app.session, params, inbound, outbox.clone())
-        .then(move |inbound| finish(inbound, writer, outbox, permit))
+    session::run(app.session, params, inbound, outbox.clone()).then(move |inbound| async move {
+        session::finish(inbound, writer, &outbox).await;
+        drop(permit);
+    })
 }
 
-/// After the session: if the server closed it, lets the writer deliver the
-/// error and the close frame, then finishes the close handshake: reads until
-/// the peer's close (bounded), so no unread input turns our close into a TCP
-/// reset that loses the frame.
-async fn finish<S>(mut inbound: S, mut writer: JoinHandle<()>, outbox: Arc<Outbox>, permit: OwnedSemaphorePermit)
-where
-    S: Stream + Unpin,
-{
-    if outbox.close_reason().is_some() {
-        if tokio::time::timeout(CLOSE_GRACE, &mut writer).await.is_err() {
-            writer.abort();
+/// A text frame of the legacy JSON dialect, as the session takes it.
+fn legacy(text: &str) -> Inbound {
+    match json::parse(text) {
+        Ok(JsonIn::PlaybackSync { position_ms, extra }) => {
+            Inbound::Legacy { action: Action::Seek { position_ms }, extra: Arc::new(extra) }
         }
-        let _ = tokio::time::timeout(CLOSE_GRACE, async { while inbound.next().await.is_some() {} }).await;
-    } else {
-        writer.abort();
+        Err(e) => Inbound::Invalid(e.code, e.message),
     }
-    drop(permit);
 }
 
-/// How long a closing connection gets to flush and to answer our close.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// The WebSocket side of the one writer: frames gathered and flushed as one
+/// write per batch.
+struct WsTransport {
+    sink: SplitSink<WebSocket, Message>,
+}
 
-async fn write_loop(
-    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    outbox: Arc<Outbox>,
-    dialect: Dialect,
-    clock: ServerClock,
-) {
-    let mut ping = tokio::time::interval(PING_INTERVAL);
-    ping.tick().await;
-    loop {
-        let batch = tokio::select! {
-            b = outbox.next_batch() => b,
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() { return; }
-                continue;
-            }
-        };
-        let mut msgs = Vec::with_capacity(batch.frames.len() + batch.pongs.len() + 2);
-        for f in batch.frames {
-            msgs.push(match f.kind {
-                FrameKind::Binary | FrameKind::BinaryFast => Message::Binary(f.bytes),
-                FrameKind::Text => match Utf8Bytes::try_from(f.bytes) {
+impl Transport for WsTransport {
+    async fn send(&mut self, frames: Vec<Wire>) -> std::io::Result<()> {
+        for f in frames {
+            let m = match f {
+                Wire::Binary(b) => Message::Binary(b),
+                Wire::Text(t) => match Utf8Bytes::try_from(t) {
                     Ok(t) => Message::Text(t),
                     Err(_) => continue,
                 },
-            });
+            };
+            self.sink.feed(m).await.map_err(std::io::Error::other)?;
         }
-        for (client_time, server_recv_us) in batch.pongs {
-            let pong = Pong { client_time, server_recv_us, server_send_us: clock.now_us() };
-            msgs.push(Message::Binary(encode_server(&ServerMsg::Pong(pong)).into()));
-        }
-        if let Some(tick) = batch.tick {
-            msgs.push(Message::Binary(tick));
-        }
-        if let Some(close) = &batch.close {
-            let f = error_frame(dialect, close.code, &close.message, 0);
-            msgs.push(match f.kind {
-                FrameKind::Text => Message::Text(Utf8Bytes::try_from(f.bytes).unwrap_or_default()),
-                _ => Message::Binary(f.bytes),
-            });
-            let reason: String = close.message.chars().take(100).collect();
-            msgs.push(Message::Close(Some(CloseFrame { code: close.code.as_u16(), reason: reason.into() })));
-        }
-        for m in msgs {
-            if sink.feed(m).await.is_err() {
-                return;
-            }
-        }
-        if sink.flush().await.is_err() || batch.close.is_some() {
-            return;
-        }
+        self.sink.flush().await.map_err(std::io::Error::other)
+    }
+
+    fn keepalive_interval(&self) -> Option<Duration> {
+        Some(PING_INTERVAL)
+    }
+
+    async fn keepalive(&mut self) -> std::io::Result<()> {
+        self.sink.send(Message::Ping(Default::default())).await.map_err(std::io::Error::other)
+    }
+
+    async fn close(&mut self, code: ErrorCode, reason: &str) {
+        let frame = CloseFrame { code: code.as_u16(), reason: reason.into() };
+        let _ = self.sink.send(Message::Close(Some(frame))).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::pin::Pin;
+
+    use futures_util::Stream;
 
     use super::*;
 
@@ -239,8 +226,7 @@ mod tests {
     fn the_connection_future_is_the_session_future() {
         let serve = future_size(&serve_socket);
         let run = future_size4(&session::run::<Inbounds>);
-        let writer = future_size4(&write_loop);
-        eprintln!("serve_socket {serve} B, session::run {run} B, write_loop {writer} B");
+        eprintln!("serve_socket {serve} B, session::run {run} B");
         assert!(serve <= run + 128, "serve_socket is {serve} B, session::run {run} B");
     }
 }

@@ -31,18 +31,14 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::{SocketAddr, SocketAddrV6};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::Either;
 use futures_util::{FutureExt, Stream, StreamExt};
 use lockstep_protocol::limits::MAX_DATAGRAM;
-use lockstep_protocol::{
-    ClientMsg, ErrorCode, FrameDecoder, Pong, ServerMsg, caps, decode_client, encode_server, write_frame,
-};
+use lockstep_protocol::{ErrorCode, FrameDecoder, write_frame};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
-use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span};
 use wtransport::config::states::WantsIdentity;
 use wtransport::config::{Ipv6DualStackConfig, ServerConfigBuilder};
@@ -50,12 +46,9 @@ use wtransport::endpoint::endpoint_side;
 use wtransport::endpoint::{IncomingSession, SessionRequest};
 use wtransport::{Connection, Endpoint, RecvStream, SendStream, ServerConfig, VarInt};
 
+use super::Gate;
 use crate::cert::{CertError, CertPair};
-use crate::clock::ServerClock;
-use crate::hub::Dialect;
-use crate::session::outbox::{FrameKind, Outbox};
-use crate::session::{self, Inbound, SessionParams, error_frame};
-use crate::transport::Gate;
+use crate::session::{self, Binary, Dialect, Inbound, Outbox, SessionParams, Transport, Wire, write_loop};
 
 /// QUIC idle timeout: a peer silent for this long is gone.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -346,74 +339,90 @@ fn serve_session(
     conn: Connection,
     permit: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> {
-    let outbox = Arc::new(Outbox::new(app.session.cfg.control_queue));
+    let outbox = Arc::new(Outbox::with_encoder(app.session.cfg.control_queue, Arc::new(Binary)));
     let (stream_tx, stream_rx) = oneshot::channel();
-    let use_datagrams = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_loop(
-        conn.clone(),
-        stream_rx,
-        outbox.clone(),
-        app.session.hub.clock(),
-        use_datagrams.clone(),
-    ));
-    let frames = frames(conn.clone(), stream_tx).inspect(move |item| {
-        if let Some(Inbound::Frame(bytes)) = item {
-            note_datagram_cap(bytes, &use_datagrams);
-        }
-    });
+    let transport = WtTransport { conn: conn.clone(), stream: None, stream_rx: Some(stream_rx), buf: Vec::new() };
+    let writer = tokio::spawn(write_loop(transport, outbox.clone(), app.session.hub.clock()));
     let inbound = futures_util::stream::select(
-        futures_util::stream::select(datagrams(conn.clone()), frames),
+        futures_util::stream::select(datagrams(conn.clone()), frames(conn.clone(), stream_tx)),
         activity(conn.clone()),
     );
     // The session ends at the first end of either channel.
     let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);
-    // The inbound stream is handed back; nothing more is read from it.
-    session::run(app.session, params, Box::pin(inbound), outbox.clone())
-        .then(move |_| finish(conn, writer, outbox, permit))
-}
-
-/// After the session: closes the connection, once the writer has sent the
-/// closing error if the server closed it.
-async fn finish(conn: Connection, mut writer: JoinHandle<()>, outbox: Arc<Outbox>, permit: OwnedSemaphorePermit) {
-    match outbox.close_reason() {
-        Some(close) => {
-            // The writer sends the error and closes; make sure of the close.
-            if tokio::time::timeout(CLOSE_FLUSH + CLOSE_GRACE * 2, &mut writer).await.is_err() {
-                writer.abort();
-            }
-            conn.close(close_code(close.code), reason_bytes(&close.message));
+    session::run(app.session, params, Box::pin(inbound), outbox.clone()).then(move |inbound| async move {
+        session::finish(inbound, writer, &outbox).await;
+        // The writer closed the connection with the close reason; make sure.
+        match outbox.close_reason() {
+            Some(close) => conn.close(close_code(close.code), session::close_reason(&close.message).as_bytes()),
+            None => conn.close(VarInt::from_u32(0), b""),
         }
-        None => {
-            writer.abort();
-            conn.close(VarInt::from_u32(0), b"");
-        }
-    }
-    drop(permit);
-}
-
-/// Routing only (the session checks the `Hello` itself): ticks, pongs and
-/// change copies go as datagrams once a `Hello` with the `DATAGRAMS`
-/// capability has arrived, as the spec asks; until then, on the stream.
-fn note_datagram_cap(frame: &[u8], use_datagrams: &AtomicBool) {
-    // Tag 0 is `Hello`; other frames are not decoded twice.
-    if frame.first() == Some(&0)
-        && let Ok(ClientMsg::Hello(hello)) = decode_client(frame)
-    {
-        use_datagrams.store(hello.caps & caps::DATAGRAMS != 0, Ordering::Relaxed);
-    }
+        drop(permit);
+    })
 }
 
 fn close_code(code: ErrorCode) -> VarInt {
     VarInt::from_u32(u32::from(code.as_u16()))
 }
 
-/// At most 100 bytes of `message`, cut on a character boundary.
-fn reason_bytes(message: &str) -> &[u8] {
-    let mut end = message.len().min(100);
-    while !message.is_char_boundary(end) {
-        end -= 1;
+/// The WebTransport side of the one writer: datagrams, and length-prefixed
+/// frames on the client's stream (one write per batch).
+struct WtTransport {
+    conn: Connection,
+    stream: Option<SendStream>,
+    /// The client's stream, until it has been opened.
+    stream_rx: Option<oneshot::Receiver<SendStream>>,
+    buf: Vec<u8>,
+}
+
+impl WtTransport {
+    /// The client's stream; waits for it to be opened (the client opens it
+    /// to send `Hello`, before anything is written on it).
+    async fn stream(&mut self) -> Option<&mut SendStream> {
+        if self.stream.is_none()
+            && let Some(rx) = self.stream_rx.take()
+        {
+            self.stream = rx.await.ok();
+        }
+        self.stream.as_mut()
     }
-    &message.as_bytes()[..end]
+}
+
+impl Transport for WtTransport {
+    fn datagram_limit(&self) -> usize {
+        self.conn.max_datagram_size().map_or(0, |m| m.min(MAX_DATAGRAM))
+    }
+
+    fn send_datagram(&mut self, bytes: &Bytes) -> bool {
+        self.conn.send_datagram(bytes).is_ok()
+    }
+
+    async fn send(&mut self, frames: Vec<Wire>) -> std::io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        for f in &frames {
+            if let Wire::Binary(b) = f {
+                write_frame(b, &mut buf);
+            }
+        }
+        let result = match self.stream().await {
+            Some(s) => s.write_all(&buf).await.map_err(std::io::Error::other),
+            None => Err(std::io::Error::new(std::io::ErrorKind::NotConnected, "the client opened no stream")),
+        };
+        buf.clear();
+        self.buf = buf;
+        result
+    }
+
+    async fn close(&mut self, code: ErrorCode, reason: &str) {
+        // A QUIC close discards stream data the peer has not read: finish the
+        // stream, wait for it to be acknowledged, give the client a moment to
+        // close itself, then close.
+        if let Some(s) = self.stream.as_mut()
+            && tokio::time::timeout(CLOSE_FLUSH, s.finish()).await.is_ok()
+        {
+            let _ = tokio::time::timeout(CLOSE_GRACE, self.conn.closed()).await;
+        }
+        self.conn.close(close_code(code), reason.as_bytes());
+    }
 }
 
 /// Inbound datagrams; `None` once the connection is gone.
@@ -555,94 +564,6 @@ fn activity(conn: Connection) -> impl Stream<Item = Option<Inbound>> {
     })
 }
 
-/// The largest datagram payload to send now: `min(max_datagram_size, 1200)`,
-/// 0 if the peer takes none.
-fn datagram_limit(conn: &Connection) -> usize {
-    conn.max_datagram_size().map_or(0, |m| m.min(MAX_DATAGRAM))
-}
-
-/// Sends `bytes` as a datagram if it fits; otherwise (or if that fails) it
-/// is appended to `stream` as a frame.
-fn send_datagram_or_frame(conn: &Connection, limit: usize, bytes: &[u8], stream: &mut Vec<u8>) {
-    if bytes.len() <= limit && conn.send_datagram(bytes).is_ok() {
-        return;
-    }
-    write_frame(bytes, stream);
-}
-
-/// Drains the outbox: datagrams at once, reliable frames on the client's
-/// stream once it is open; closes the connection with the close reason.
-async fn write_loop(
-    conn: Connection,
-    stream_rx: oneshot::Receiver<SendStream>,
-    outbox: Arc<Outbox>,
-    clock: ServerClock,
-    use_datagrams: Arc<AtomicBool>,
-) {
-    let mut send: Option<SendStream> = None;
-    let mut stream_rx = Some(stream_rx);
-    let mut pending: Vec<u8> = Vec::new();
-    loop {
-        let batch = tokio::select! {
-            b = outbox.next_batch() => Some(b),
-            s = async { stream_rx.as_mut().expect("guarded").await }, if stream_rx.is_some() => {
-                stream_rx = None;
-                send = s.ok();
-                None
-            }
-        };
-        let mut close = None;
-        if let Some(batch) = batch {
-            let limit = if use_datagrams.load(Ordering::Relaxed) { datagram_limit(&conn) } else { 0 };
-            for (client_time, server_recv_us) in batch.pongs {
-                let pong = Pong { client_time, server_recv_us, server_send_us: clock.now_us() };
-                send_datagram_or_frame(&conn, limit, &encode_server(&ServerMsg::Pong(pong)), &mut pending);
-            }
-            for f in &batch.frames {
-                if f.kind == FrameKind::BinaryFast && f.bytes.len() <= limit {
-                    let _ = conn.send_datagram(&f.bytes);
-                }
-            }
-            if let Some(tick) = batch.tick {
-                send_datagram_or_frame(&conn, limit, &tick, &mut pending);
-            }
-            for f in batch.frames {
-                if f.kind != FrameKind::Text {
-                    write_frame(&f.bytes, &mut pending);
-                }
-            }
-            if let Some(c) = batch.close {
-                write_frame(&error_frame(Dialect::Binary, c.code, &c.message, 0).bytes, &mut pending);
-                close = Some(c);
-            }
-        }
-        // The stream is handed over before any frame on it is read, so it is
-        // here by the time anything answers one, even if `select!` took the
-        // batch first.
-        if send.is_none()
-            && let Some(Ok(s)) = stream_rx.as_mut().map(oneshot::Receiver::try_recv)
-        {
-            stream_rx = None;
-            send = Some(s);
-        }
-        if let Some(s) = send.as_mut().filter(|_| !pending.is_empty()) {
-            if s.write_all(&pending).await.is_err() && close.is_none() {
-                return;
-            }
-            pending.clear();
-        }
-        if let Some(c) = close {
-            if let Some(s) = send.as_mut()
-                && tokio::time::timeout(CLOSE_FLUSH, s.finish()).await.is_ok()
-            {
-                let _ = tokio::time::timeout(CLOSE_GRACE, conn.closed()).await;
-            }
-            conn.close(close_code(c.code), reason_bytes(&c.message));
-            return;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,13 +609,5 @@ mod tests {
         let run = future_size4(&session::run::<Inbounds>);
         eprintln!("handle {task} B, serve_session {served} B, session::run {run} B");
         assert!(task <= served + 32 && served <= run + 128, "handle {task} B, serve_session {served} B, run {run} B");
-    }
-
-    #[test]
-    fn close_reasons_are_cut_on_char_boundaries() {
-        let s = "é".repeat(80);
-        let r = reason_bytes(&s);
-        assert!(r.len() <= 100 && std::str::from_utf8(r).is_ok());
-        assert_eq!(reason_bytes("short"), b"short");
     }
 }
