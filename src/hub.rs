@@ -15,10 +15,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info};
 
 use crate::clock::ServerClock;
-use crate::cluster::{Announce, Cluster, Commit, newer};
+use crate::cluster::{Announce, Cluster, Commit};
 use crate::json::{self, Extra};
 use crate::outbox::{Frame, FrameKind, Outbox};
-use crate::room::{Audience, JoinInfo, MemberId, Room, RoomConfig, RoomState, Shared};
+use crate::room::{Audience, CommitResult, JoinInfo, MemberId, Room, RoomConfig, RoomState, Shared};
 use crate::store::Store;
 
 /// Which encoding a member speaks.
@@ -262,7 +262,7 @@ impl Hub {
                 c.register(&event_id, &tx);
                 (c.clone(), tx.clone())
             }),
-            committed: None,
+            synced: false,
         };
         info!(event_id = %event_id, "room created");
         tokio::spawn(actor.run(rx, self.inner.shutdown.clone()));
@@ -299,20 +299,12 @@ struct RoomActor {
     empty_since: Option<Instant>,
     /// Scale-out: the cluster and this actor's own sender (to unregister).
     cluster: Option<(Cluster, mpsc::UnboundedSender<RoomEvent>)>,
-    /// Scale-out: the last change the authority holds.
-    committed: Option<TimelineChanged>,
+    /// Scale-out: whether the room's record was loaded (or seeded) once.
+    synced: bool,
 }
 
 /// Why a command was refused while Redis is unreachable.
 const REDIS_DOWN: &str = "the shared state (Redis) is unreachable; try again shortly";
-
-/// What became of a local timeline change in scale-out mode.
-enum Settled {
-    Unchanged,
-    Done,
-    Conflict,
-    Failed,
-}
 
 impl RoomActor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<RoomEvent>, mut shutdown: watch::Receiver<bool>) {
@@ -350,9 +342,8 @@ impl RoomActor {
             }
             let now = clock.now_us();
             if now >= self.room.poll_timeout() {
-                let mark = self.room.output_mark();
                 self.room.handle_timeout(now);
-                self.settle(mark, now).await;
+                self.settle().await;
                 self.share_out();
             }
             self.flush(None);
@@ -408,14 +399,15 @@ impl RoomActor {
     /// Handles an event; in scale-out mode, commits the timeline changes it
     /// makes before they are delivered.
     async fn dispatch(&mut self, ev: RoomEvent, clock: ServerClock) {
-        let Some((cluster, _)) = &self.cluster else { return self.handle(ev, clock.now_us()) };
+        let Some((cluster, _)) = &self.cluster else {
+            self.handle(ev, clock.now_us());
+            return self.settle().await;
+        };
         let up = cluster.is_up();
         match ev {
             RoomEvent::External(c) => {
-                if self.committed.as_ref().is_none_or(|k| newer(c.timeline.epoch, k.timeline.epoch)) {
-                    self.room.apply_external(clock.now_us(), c.clone());
-                    self.committed = Some(c);
-                }
+                self.room.apply_external(clock.now_us(), c);
+                self.settle().await;
             }
             RoomEvent::RemoteViewers(n) => self.room.set_remote_viewers(clock.now_us(), n),
             RoomEvent::Resync => self.resync(clock.now_us()).await,
@@ -430,37 +422,21 @@ impl RoomActor {
                 if !up {
                     self.room.refuse(member, request_id, ErrorCode::Internal, REDIS_DOWN);
                     crate::metrics::error(ErrorCode::Internal);
-                }
-                // A change that lost a race is retried once on the winner's timeline.
-                for attempt in 0..2 {
-                    if !up {
-                        break;
-                    }
-                    let now = clock.now_us();
-                    let mark = self.room.output_mark();
-                    if let Err(e) = self.room.command(now, member, request_id, action) {
+                } else {
+                    // A change that loses a race is retried once inside the room.
+                    if let Err(e) = self.room.command(clock.now_us(), member, request_id, action) {
                         debug!(member, error = %e, "command refused");
                         crate::metrics::error(e.code());
                     }
-                    let why = match self.settle(mark, now).await {
-                        Settled::Conflict if attempt == 0 => continue,
-                        Settled::Conflict => "the timeline changed on another node at the same time; try again",
-                        Settled::Failed => REDIS_DOWN,
-                        Settled::Unchanged | Settled::Done => break,
-                    };
-                    self.room.refuse(member, request_id, ErrorCode::Internal, why);
-                    crate::metrics::error(ErrorCode::Internal);
-                    break;
+                    self.settle().await;
                 }
                 if extra.is_some() {
                     self.flush(extra.as_deref().map(|e| (member, e)));
                 }
             }
             ev => {
-                let now = clock.now_us();
-                let mark = self.room.output_mark();
-                self.handle(ev, now);
-                self.settle(mark, now).await;
+                self.handle(ev, clock.now_us());
+                self.settle().await;
             }
         }
         if let Some((cluster, _)) = &self.cluster {
@@ -493,58 +469,45 @@ impl RoomActor {
         cluster.announce(&self.event_id, a);
     }
 
-    /// Scale-out: commits the change the room made since `mark`, or undoes it.
-    async fn settle(&mut self, mark: usize, now: u64) -> Settled {
-        let (Some((cluster, _)), Some(committed)) = (&self.cluster, self.committed.clone()) else {
-            return Settled::Unchanged;
-        };
-        if self.room.epoch() == committed.timeline.epoch {
-            return Settled::Unchanged;
-        }
-        let Some(change) = self.room.change_since(mark) else { return Settled::Unchanged };
-        match cluster.commit(&self.event_id, committed.timeline.epoch, &change).await {
-            Ok(Commit::Done) => {
-                self.committed = Some(change);
-                Settled::Done
-            }
-            Ok(Commit::Conflict(auth)) => {
-                self.room.discard_since(mark);
-                self.room.apply_external(now, auth.clone());
-                self.committed = Some(auth);
-                Settled::Conflict
-            }
-            Err(e) => {
-                tracing::warn!(event_id = %self.event_id, error = %e, "timeline change not committed");
-                self.room.discard_since(mark);
-                self.room.restore(now, committed);
-                Settled::Failed
-            }
+    /// Commits the changes the room made: to Redis in scale-out mode (the
+    /// answer is awaited here until the runtime is rewritten), at once otherwise.
+    async fn settle(&mut self) {
+        while let Some(req) = self.room.poll_commit() {
+            let result = match &self.cluster {
+                None => CommitResult::Committed,
+                Some((cluster, _)) => match cluster.commit(&self.event_id, req.expected, &req.change).await {
+                    Ok(Commit::Done) => CommitResult::Committed,
+                    Ok(Commit::Conflict(auth)) => CommitResult::Conflict(auth),
+                    Err(e) => {
+                        tracing::warn!(event_id = %self.event_id, error = %e, "timeline change not committed");
+                        CommitResult::Failed
+                    }
+                },
+            };
+            self.room.on_commit(self.hub.clock().now_us(), result);
         }
     }
 
     /// Scale-out: adopts the room's record in Redis (or seeds it with ours).
     async fn resync(&mut self, now: u64) {
         let Some((cluster, _)) = &self.cluster else { return };
-        let ours = self.committed.clone().unwrap_or_else(|| {
-            let t = self.room.timeline();
-            TimelineChanged { timeline: t, effective_at_us: t.anchor_us, by: 0, reason: ChangeReason::Seek }
-        });
-        let first = self.committed.is_none();
+        let t = self.room.timeline();
+        let ours = TimelineChanged { timeline: t, effective_at_us: t.anchor_us, by: 0, reason: ChangeReason::Seek };
+        let first = !self.synced;
         match cluster.load_or_seed(&self.event_id, &ours).await {
             Ok(auth) if first => {
                 self.room = Room::with_timeline(self.hub.room_config(&self.event_id), now, auth.timeline);
-                self.committed = Some(auth);
+                self.synced = true;
             }
             Ok(auth) => {
                 if auth != ours {
                     info!(event_id = %self.event_id, epoch = auth.timeline.epoch, "room adopts the shared timeline");
-                    self.room.apply_external(now, auth.clone());
                 }
-                self.committed = Some(auth);
+                self.room.confirm(now, auth);
             }
             Err(e) => {
                 tracing::warn!(event_id = %self.event_id, error = %e, "shared timeline unavailable");
-                self.committed.get_or_insert(ours);
+                self.synced = true;
             }
         }
         let Some((cluster, _)) = &self.cluster else { return };

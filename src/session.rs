@@ -358,6 +358,7 @@ impl Session {
             host_claim: claims.hosts(&room_id) || party_host.as_deref() == Some(claims.sub.as_str()),
             device_id: device_id.clone(),
             wants_presence: caps & caps::PRESENCE != 0,
+            wants_acks: caps & caps::ACKS != 0,
         };
         match self.app.hub.join(&room_id, info, self.outbox.clone(), self.params.dialect).await {
             Some(joined) => {
