@@ -869,3 +869,233 @@ fn held_commands_are_checked_again_and_dropped_with_their_member() {
     assert_eq!(acks(&out, h), vec![(6, AckOutcome::Unchanged, 2), (8, AckOutcome::Coalesced, 2)]);
     assert_eq!(room.held_commands(), 0);
 }
+
+// ------------------------------------------------------------ scale-out (simulated nodes)
+
+fn open() -> RoomConfig {
+    RoomConfig { policy: ControlPolicy::Everyone, ..Default::default() }
+}
+
+#[test]
+fn sim_a_scheduled_pause_lands_on_the_same_position_on_every_node() {
+    let mut sim = sim::Sim::new(2, RoomConfig::default(), 1);
+    let host = sim.join(0, "host", false);
+    let viewer = sim.join(1, "viewer", false);
+    sim.drive();
+    sim.command(host, Action::Play { position_ms: Some(1_000) });
+    sim.drive();
+    sim.run_for(S);
+    sim.command(host, Action::Pause { position_ms: None });
+    sim.drive();
+    sim.check_settled();
+    assert!(sim.record.timeline.paused && sim.record.reason == ChangeReason::Pause);
+    assert_eq!(sim.clients[viewer].epochs, vec![0, 1, 2]);
+    assert_eq!(sim.nodes[0].room.timeline(), sim.nodes[1].room.timeline());
+}
+
+#[test]
+fn sim_concurrent_commands_race_and_the_loser_is_retried_once() {
+    for seed in 0..20 {
+        let mut sim = sim::Sim::new(2, open(), seed);
+        let a = sim.join(0, "a", false);
+        let b = sim.join(1, "b", false);
+        sim.drive();
+        sim.command(a, Action::Seek { position_ms: 10_000 });
+        sim.command(b, Action::Seek { position_ms: 20_000 });
+        sim.drive();
+        sim.check_settled();
+        assert_eq!(sim.record.timeline.epoch, 2, "both applied, one after the other");
+        assert_eq!(sim.errors_with(authority::CONFLICT), 0);
+    }
+}
+
+#[test]
+fn sim_three_nodes_a_command_that_loses_twice_is_answered_with_the_error() {
+    let mut sim = sim::Sim::new(3, open(), 7);
+    sim.authority_lat = (5 * MS, 5 * MS);
+    sim.client_lat = (10 * MS, 10 * MS);
+    let c: Vec<usize> = (0..3).map(|n| sim.join(n, &format!("m{n}"), false)).collect();
+    sim.drive();
+    for (i, &c) in c.iter().enumerate() {
+        sim.command(c, Action::Seek { position_ms: 1_000 * (i as u64 + 1) });
+    }
+    sim.drive();
+    sim.check_settled();
+    assert_eq!(sim.errors_with(authority::CONFLICT), 1, "the third lost its retry too");
+    assert_eq!(sim.record.timeline.epoch, 2);
+}
+
+#[test]
+fn sim_a_seek_races_a_scheduled_play() {
+    for seed in 0..10 {
+        let mut sim = sim::Sim::new(2, open(), seed);
+        let h = sim.join(0, "h", false);
+        let v = sim.join(1, "v", false);
+        sim.drive();
+        sim.command(h, Action::Play { position_ms: None });
+        sim.run_for(20 * MS);
+        sim.command(v, Action::Seek { position_ms: 30_000 });
+        sim.drive();
+        sim.check_settled();
+        assert!(!sim.record.timeline.paused, "the seek keeps the play");
+    }
+}
+
+#[test]
+fn sim_a_buffering_wait_on_one_node_while_another_seeks() {
+    for seed in 0..10 {
+        let mut sim = sim::Sim::new(2, open(), seed);
+        let h = sim.join(0, "h", false);
+        let v = sim.join(1, "v", false);
+        sim.drive();
+        sim.command(h, Action::Play { position_ms: None });
+        sim.drive();
+        sim.report(v, false);
+        sim.run_for(S);
+        sim.report(v, true);
+        sim.command(h, Action::Seek { position_ms: 50_000 });
+        sim.drive();
+        sim.report(v, false);
+        sim.drive();
+        sim.run_for(4 * S);
+        sim.drive();
+        sim.check_settled();
+        assert!(!sim.record.timeline.paused, "seed {seed}: playing again");
+    }
+}
+
+#[test]
+fn sim_members_roles_and_policy_are_shared_across_nodes() {
+    let cfg = RoomConfig { show_members: true, ..Default::default() };
+    let mut sim = sim::Sim::new(2, cfg, 3);
+    let host = sim.join(0, "host", false);
+    sim.drive();
+    let guest = sim.join(1, "guest", false);
+    sim.drive();
+    assert_ne!(sim.clients[host].id, sim.clients[guest].id, "ids are unique across nodes");
+    assert_eq!((sim.role(host), sim.role(guest)), (Some(Role::Host), Some(Role::Viewer)));
+    let r = sim.command(guest, Action::Seek { position_ms: 1 });
+    sim.drive();
+    assert!(sim.clients[guest].errors.iter().any(|e| e.request_id == r && e.code == ErrorCode::Forbidden.as_u16()));
+    // The host on one node makes the other node's member a co-host, who may then command.
+    let gid = sim.clients[guest].id;
+    sim.command(host, Action::SetRole { member_id: gid, role: Role::CoHost });
+    sim.drive();
+    assert_eq!(sim.role(guest), Some(Role::CoHost));
+    sim.command(guest, Action::Seek { position_ms: 5_000 });
+    sim.drive();
+    // A policy set on one node holds on the other.
+    let viewer = sim.join(1, "viewer", false);
+    sim.drive();
+    sim.command(host, Action::SetPolicy { policy: ControlPolicy::Everyone });
+    sim.drive();
+    sim.command(viewer, Action::Seek { position_ms: 7_000 });
+    sim.drive();
+    sim.check_settled();
+    assert_eq!(sim.record.timeline.position_ms, 7_000);
+    // Leaving is seen on the other node.
+    sim.leave(viewer);
+    sim.drive();
+    sim.check_settled();
+}
+
+#[test]
+fn sim_a_claimed_host_supersedes_the_fallback_and_two_fallbacks_converge() {
+    let mut sim = sim::Sim::new(2, RoomConfig::default(), 4);
+    let early = sim.join(0, "early", false);
+    sim.drive();
+    assert_eq!(sim.role(early), Some(Role::Host));
+    let op = sim.join(1, "op", true);
+    sim.drive();
+    assert_eq!((sim.role(op), sim.role(early)), (Some(Role::Host), Some(Role::Viewer)));
+    sim.check_settled();
+
+    // Both join before either node hears of the other.
+    let mut sim = sim::Sim::new(2, RoomConfig::default(), 5);
+    let a = sim.join(0, "a", false);
+    let b = sim.join(1, "b", false);
+    assert_eq!((sim.role(a), sim.role(b)), (Some(Role::Host), Some(Role::Host)));
+    sim.drive();
+    sim.check_settled();
+    let (ia, ib) = (sim.clients[a].id, sim.clients[b].id);
+    let host = if ia < ib { a } else { b };
+    assert_eq!(sim.role(host), Some(Role::Host), "the smaller id stays");
+}
+
+#[test]
+fn sim_a_gone_node_takes_its_members_and_the_host_is_elected_after_the_grace() {
+    let cfg = RoomConfig { show_members: true, host_grace_us: 5 * S, ..Default::default() };
+    let mut sim = sim::Sim::new(3, cfg, 6);
+    let host = sim.join(0, "host", false);
+    sim.drive();
+    let v1 = sim.join(1, "v1", false);
+    let v2 = sim.join(2, "v2", false);
+    sim.drive();
+    assert_eq!(sim.role(host), Some(Role::Host));
+    sim.kill(0);
+    sim.run_for(sim.gone_after + S);
+    assert!(sim.role(v1) == Some(Role::Viewer) && sim.role(v2) == Some(Role::Viewer), "the grace holds the role");
+    sim.run_for(5 * S);
+    sim.drive();
+    sim.check_settled();
+    let first = if sim.clients[v1].id < sim.clients[v2].id { v1 } else { v2 };
+    assert_eq!(sim.role(first), Some(Role::Host), "the longest present, once");
+}
+
+#[test]
+fn sim_a_flood_from_many_members_on_several_nodes_is_coalesced() {
+    let mut sim = sim::Sim::new(3, open(), 11);
+    let members: Vec<usize> = (0..60).map(|i| sim.join(i % 3, &format!("m{i}"), false)).collect();
+    let watcher = sim.join(0, "watcher", false);
+    sim.drive();
+    let start = sim.now;
+    let mut last = 0;
+    // Every member seeks 5 times a second for 2 s.
+    for round in 0..10u64 {
+        for (k, &m) in members.iter().enumerate() {
+            last = round * 1_000 + k as u64;
+            sim.command(m, Action::Seek { position_ms: last });
+            sim.run_for(200 * MS / members.len() as u64);
+        }
+    }
+    sim.drive();
+    sim.check_settled();
+    let coalesced: usize = sim
+        .clients
+        .iter()
+        .flat_map(|c| &c.acks)
+        .filter(|a| a.outcome == lockstep_protocol::AckOutcome::Coalesced)
+        .count();
+    assert!(coalesced > 300, "{coalesced} coalesced");
+    let changes = sim.clients[watcher].epochs.len() as u64 - 1;
+    let secs = (sim.now - start).div_ceil(S);
+    assert!(changes <= 10 * (secs + 1) + 10, "{changes} changes in {secs} s");
+    assert_eq!(sim.record.timeline.position_ms, last, "the last seek wins");
+}
+
+#[test]
+fn sim_random_commands_keep_every_invariant() {
+    for seed in 0..30 {
+        let mut sim = sim::Sim::new(3, open(), 100 + seed);
+        let clients: Vec<usize> = (0..9).map(|i| sim.join(i % 3, &format!("c{i}"), false)).collect();
+        sim.drive();
+        for _ in 0..40 {
+            let c = clients[sim.rng.range(0, 8) as usize];
+            let action = match sim.rng.range(0, 4) {
+                0 => Action::Play { position_ms: None },
+                1 => Action::Pause { position_ms: None },
+                2 => Action::Seek { position_ms: sim.rng.range(0, 100_000) },
+                3 => Action::SetRate { rate_milli: 500 + 250 * sim.rng.range(0, 6) as u16 },
+                _ => Action::Play { position_ms: Some(sim.rng.range(0, 100_000)) },
+            };
+            sim.command(c, action);
+            if sim.rng.range(0, 9) == 0 {
+                sim.fail_next = 1;
+            }
+            let d = sim.rng.range(0, 60) * MS;
+            sim.run_for(d);
+        }
+        sim.drive();
+        sim.check_settled();
+    }
+}

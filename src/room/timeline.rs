@@ -237,7 +237,12 @@ impl Room {
     /// to every member as made by the server.
     pub(super) fn set_change(&mut self, now: u64, c: TimelineChanged) {
         self.epoch = c.timeline.epoch;
-        self.wait = None;
+        if matches!(c.reason, ChangeReason::Play | ChangeReason::Pause) {
+            // A member's play or pause takes over a buffering wait here too;
+            // a seek, a rate change or another node's wait keeps it (or the
+            // room would stay paused once the stalled member recovers).
+            self.wait = None;
+        }
         let change = Change { timeline: c.timeline, effective_at_us: c.effective_at_us };
         self.to(Audience::All, ServerMsg::TimelineChanged(change.message(0, c.reason)));
         if c.effective_at_us <= now {
