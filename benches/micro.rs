@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use lockstep::room::{JoinInfo, Room, RoomConfig};
+use lockstep::room::{CommitResult, JoinInfo, Room, RoomConfig};
 use lockstep_protocol::{
     Action, ChangeReason, ClientMsg, Command, ControlPolicy, Hello, Limits, PROTOCOL_VERSION, Ping, Pong, Report, Role,
     ServerMsg, Tick, Timeline, TimelineChanged, ViewerCount, Welcome, decode_client, decode_server, encode_client,
@@ -102,13 +102,12 @@ fn codec(c: &mut Criterion) {
 
 /// A room with `n` members (the first hosts).
 fn room(n: usize) -> (Room, u32) {
-    let mut r = Room::new(RoomConfig::default(), 1_000_000);
+    // Unlimited changes: the bench measures the fan-out of every seek.
+    let mut r = Room::new(RoomConfig { changes_per_sec: 0, ..RoomConfig::default() }, 1_000_000);
     let mut host = 0;
     for i in 0..n {
-        let id = r.join(
-            1_000_000,
-            JoinInfo { device_id: format!("d{i}"), name: format!("v{i}"), wants_presence: false, host_claim: false },
-        );
+        let id =
+            r.join(1_000_000, JoinInfo { device_id: format!("d{i}"), name: format!("v{i}"), ..JoinInfo::default() });
         if i == 0 {
             host = id;
         }
@@ -128,6 +127,10 @@ fn room_apply(c: &mut Criterion) {
                 now += 1_000;
                 k += 1;
                 r.command(now, host, 1, Action::Seek { position_ms: (k % 1_000_000) * 1000 }).unwrap();
+                // A single node's authority commits at once.
+                while r.poll_commit().is_some() {
+                    r.on_commit(now, CommitResult::Committed);
+                }
                 let mut outs = 0;
                 while let Some(o) = r.poll_output() {
                     black_box(&o);

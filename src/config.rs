@@ -176,6 +176,9 @@ serve_options! {
     control_policy: ControlPolicyArg = ControlPolicyArg::HostOnly, "LOCKSTEP_CONTROL_POLICY";
     /// What a room does when a member stalls: wait or ignore.
     buffering_policy: BufferingPolicy = BufferingPolicy::Wait, "LOCKSTEP_BUFFERING_POLICY";
+    /// Timeline changes members may make per second in one room (burst as many; more are held and
+    /// coalesced); 0: unlimited.
+    room_changes_per_sec: u32 = 10, "LOCKSTEP_ROOM_CHANGES_PER_SEC";
     /// Longest buffering wait, in milliseconds.
     buffering_wait_max_ms: u64 = 3_000, "LOCKSTEP_BUFFERING_WAIT_MAX_MS";
     /// Shortest interval between viewer-count messages, in milliseconds.
@@ -238,6 +241,37 @@ serve_options! {
     /// Redis URL (`redis://host:6379/0`): several nodes share sessions, invitations and room timelines and
     /// fan out to each other's viewers; without it, state is embedded (SQLite) and the node stands alone.
     redis_url: String, "LOCKSTEP_REDIS_URL";
+}
+
+/// `BufferingPolicy` as a flag value (the room core knows nothing of clap):
+/// `--buffering-policy wait|ignore` parses through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BufferingPolicyArg {
+    /// Pause everyone until the member recovers or the wait times out.
+    Wait,
+    /// Carry on; the member catches up alone.
+    Ignore,
+}
+
+impl From<BufferingPolicyArg> for BufferingPolicy {
+    fn from(p: BufferingPolicyArg) -> Self {
+        match p {
+            BufferingPolicyArg::Wait => BufferingPolicy::Wait,
+            BufferingPolicyArg::Ignore => BufferingPolicy::Ignore,
+        }
+    }
+}
+
+impl clap::builder::ValueParserFactory for BufferingPolicy {
+    type Parser = clap::builder::MapValueParser<
+        clap::builder::EnumValueParser<BufferingPolicyArg>,
+        fn(BufferingPolicyArg) -> BufferingPolicy,
+    >;
+
+    fn value_parser() -> Self::Parser {
+        use clap::builder::TypedValueParser;
+        clap::builder::EnumValueParser::<BufferingPolicyArg>::new().map(BufferingPolicy::from)
+    }
 }
 
 /// `ControlPolicy` as a flag value.
@@ -336,6 +370,7 @@ impl Config {
             show_members: self.show_members,
             host_grace_us: self.host_grace_ms * 1000,
             first_joiner_hosts: self.first_joiner_hosts,
+            changes_per_sec: self.room_changes_per_sec,
             limits: lockstep_protocol::Limits {
                 max_msgs_per_sec: self.msgs_per_sec,
                 tick_interval_ms: self.tick_interval_ms as u32,
@@ -369,6 +404,11 @@ mod tests {
         let Command::Serve(args) = cli.command else { panic!("serve") };
         let err = args.resolve().unwrap_err().to_string();
         assert!(err.contains("no-such-key"), "{err}");
+
+        let cli = Cli::parse_from(["lockstep", "serve", "--buffering-policy", "ignore"]);
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        assert_eq!(args.resolve().unwrap().room_config().buffering, BufferingPolicy::Ignore);
+        assert!(Cli::try_parse_from(["lockstep", "serve", "--buffering-policy", "never"]).is_err());
     }
 
     #[test]

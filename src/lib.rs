@@ -19,6 +19,7 @@
 
 mod accounts;
 pub mod auth;
+mod authority;
 pub mod cert;
 pub mod clock;
 pub mod cluster;

@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::accounts::{AccountConfig, Accounts};
+use crate::authority::{Authority, LocalAuthority};
 use crate::cert::CertManager;
 use crate::clock::ServerClock;
 use crate::cluster::Cluster;
@@ -40,6 +41,8 @@ pub struct Server {
     quic: Arc<WtEndpoint>,
     state: AppState,
     shutdown_tx: watch::Sender<bool>,
+    /// The one-node authority, whose saved timelines are flushed at shutdown.
+    local: Option<Arc<LocalAuthority>>,
 }
 
 fn context(what: &str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> std::io::Error {
@@ -100,12 +103,23 @@ impl Server {
         let restored = accounts.restore().await.map_err(|e| std::io::Error::other(e.to_string()))?;
         info!(sessions = restored, data_dir = %cfg.data_dir.display(), "state restored");
         let clock = ServerClock::new();
+        // One node: changes commit at once and are saved to the store.
+        // Several: Redis orders them (see `cluster`).
+        let local = match &cluster {
+            Some(_) => None,
+            None => Some(Arc::new(LocalAuthority::durable(store))),
+        };
+        let authority: Arc<dyn Authority> = match (&cluster, &local) {
+            (Some(c), _) => Arc::new(c.clone()),
+            (None, Some(l)) => l.clone(),
+            (None, None) => Arc::new(LocalAuthority::ephemeral()),
+        };
         let hub = Hub::new(
             HubConfig { room: cfg.room_config(), room_grace: Duration::from_millis(cfg.room_grace_ms) },
             clock,
             shutdown.clone(),
+            authority,
         );
-        hub.attach_store(store);
         if let Some(c) = cluster {
             // A device removed on any node loses its connections on every node.
             let local = accounts.clone();
@@ -121,7 +135,6 @@ impl Server {
                     }
                 });
             });
-            hub.attach_cluster(c);
         }
         let maintenance = (cfg.session_idle_ms / 4).clamp(50, 5_000);
         tokio::spawn(accounts.clone().run_maintenance(Duration::from_millis(maintenance)));
@@ -152,7 +165,7 @@ impl Server {
             accounts,
             ip_limits,
         };
-        Ok(Server { listener, quic, state, shutdown_tx })
+        Ok(Server { listener, quic, state, shutdown_tx, local })
     }
 
     /// The HTTP/WebSocket address actually bound.
@@ -179,7 +192,7 @@ impl Server {
     /// `ShuttingDown` and waits (bounded) for them to finish; last, closes the
     /// QUIC endpoint with the same code and waits (bounded) for it to go idle.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Server { listener, quic, state, shutdown_tx } = self;
+        let Server { listener, quic, state, shutdown_tx, local } = self;
         let accept = tokio::spawn(quic.clone().serve(state.gate()));
         let certs = tokio::spawn(state.certs.clone().watch(state.shutdown.clone()));
         let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -205,6 +218,11 @@ impl Server {
         // the endpoint closes.
         let _ = accept.await;
         let _ = certs.await;
+        // Rooms stop on the signal; then every committed change is saved.
+        state.hub.stopped(DRAIN).await;
+        if let Some(local) = local {
+            local.flush().await;
+        }
         quic.close(ErrorCode::ShuttingDown, "the server is shutting down", QUIC_IDLE).await;
         info!("stopped");
         served

@@ -113,8 +113,11 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             .prop_map(|(member_id, role, name)| { ServerMsg::MemberJoined(MemberJoined { member_id, role, name }) }),
         u32v().prop_map(|member_id| ServerMsg::MemberLeft(MemberLeft { member_id })),
         (u32v(), role()).prop_map(|(member_id, role)| ServerMsg::RoleChanged(RoleChanged { member_id, role })),
-        (u32v(), ack_outcome(), u32v())
-            .prop_map(|(request_id, outcome, epoch)| ServerMsg::Ack(Ack { request_id, outcome, epoch })),
+        (u32v(), ack_outcome(), u32v()).prop_map(|(request_id, outcome, epoch)| ServerMsg::Ack(Ack {
+            request_id,
+            outcome,
+            epoch
+        })),
     ]
 }
 

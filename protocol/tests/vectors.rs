@@ -429,7 +429,10 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
         // Ack
         ("applied", S::Ack(Ack { request_id: 5, outcome: AckOutcome::Applied, epoch: 13 })),
         ("unchanged", S::Ack(Ack { request_id: 6, outcome: AckOutcome::Unchanged, epoch: 13 })),
-        ("coalesced into a later change", S::Ack(Ack { request_id: 300, outcome: AckOutcome::Coalesced, epoch: 70_000 })),
+        (
+            "coalesced into a later change",
+            S::Ack(Ack { request_id: 300, outcome: AckOutcome::Coalesced, epoch: 70_000 }),
+        ),
     ]
 }
 

@@ -274,10 +274,8 @@ async fn current_timeline(app: &AppState, room_id: &str) -> Option<Timeline> {
 async fn session_view(app: &AppState, headers: &HeaderMap, started: Started) -> SessionView {
     let room = started.session.room_id.clone();
     let timeline = current_timeline(app, &room).await;
-    let host = host_of(headers);
-    let hostname = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h).to_owned();
     let webtransport = Some(WebTransportInfo {
-        url: format!("https://{hostname}:{}/api/live-stream/{room}", app.quic_port),
+        url: format!("{}/api/live-stream/{room}", crate::http::webtransport_base(headers, app.quic_port)),
         certificate_hashes: app
             .certs
             .published()
@@ -294,7 +292,9 @@ async fn session_view(app: &AppState, headers: &HeaderMap, started: Started) -> 
         device_id: started.session.device_id,
         transports: Transports {
             webtransport,
-            websocket: WebSocketInfo { url: format!("{}://{host}/api/live-stream/{room}", schemes(headers).1) },
+            websocket: WebSocketInfo {
+                url: format!("{}://{}/api/live-stream/{room}", schemes(headers).1, host_of(headers)),
+            },
         },
         expires_at: started.expires_at,
     }

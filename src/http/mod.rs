@@ -5,7 +5,7 @@ pub(crate) mod api;
 pub(crate) mod web;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
@@ -124,12 +124,18 @@ pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// The router of all HTTP routes. REST routes are limited per client IP; the
-/// WebSocket upgrade counts connection attempts itself; the demo page's static
-/// files are not limited.
+/// How long a REST request may take before it is answered 408 (a stalled
+/// store or room never holds a request, or its connection, for longer).
+pub(crate) const REST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The router of all HTTP routes. REST routes are limited per client IP and
+/// in time ([`REST_TIMEOUT`]); the WebSocket upgrade counts connection
+/// attempts itself; the demo page's static files are not limited.
 pub(crate) fn router(state: AppState) -> Router {
     let (rest, _) = documented().split_for_parts();
-    let rest = rest.layer(axum::middleware::from_fn_with_state(state.ip_limits.clone(), crate::limits::rest_limit));
+    let rest = rest
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REST_TIMEOUT))
+        .layer(axum::middleware::from_fn_with_state(state.ip_limits.clone(), crate::limits::rest_limit));
     rest.route("/api/live-stream/{event_id}", get(crate::transport::ws::upgrade))
         .merge(crate::http::web::router())
         .with_state(state)
@@ -188,12 +194,32 @@ async fn metrics(State(app): State<AppState>) -> Response {
 const CERT_HEADERS: [(header::HeaderName, &str); 2] =
     [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"), (header::CACHE_CONTROL, "no-store")];
 
-/// `GET /api/certificate`: `{"hashes":[{"algorithm":"sha-256","value":hex},…],"notAfter":unix_seconds}`,
-/// the served certificate first, then the next one while it is published.
+/// The WebTransport base URL of this node as a browser that reached it at
+/// `Host` sees it: `https://HOST:QUIC_PORT` (the host of the `Host` header,
+/// IPv6 in brackets; the port the QUIC endpoint actually bound).
+pub(crate) fn webtransport_base(headers: &axum::http::HeaderMap, quic_port: u16) -> String {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let hostname = match host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`
+        Some(rest) => rest.split_once(']').map_or(host, |(v6, _)| v6),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    if hostname.contains(':') {
+        format!("https://[{hostname}]:{quic_port}")
+    } else {
+        format!("https://{hostname}:{quic_port}")
+    }
+}
+
+/// `GET /api/certificate`: `{"hashes":[{"algorithm":"sha-256","value":hex},…],"notAfter":unix_seconds,
+/// "webtransport":"https://host:port"}`, the served certificate first, then the next one while it is
+/// published; `webtransport` is this node's WebTransport base URL (the QUIC port it bound).
 #[utoipa::path(get, path = "/api/certificate", tag = "webtransport",
-    responses((status = 200, description = "`{hashes: [{algorithm: \"sha-256\", value: hex}], notAfter: unix seconds}`")))]
-async fn certificate(State(app): State<AppState>) -> Response {
-    (CERT_HEADERS, Json(app.certs.published())).into_response()
+    responses((status = 200, description = "`{hashes: [{algorithm: \"sha-256\", value: hex}], notAfter: unix seconds, webtransport: \"https://host:port\"}`")))]
+async fn certificate(State(app): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let mut body = serde_json::to_value(app.certs.published()).unwrap_or_default();
+    body["webtransport"] = webtransport_base(&headers, app.quic_port).into();
+    (CERT_HEADERS, Json(body)).into_response()
 }
 
 /// `GET /certificate.sha256`: lowercase hex SHA-256 of the served certificate.
@@ -202,4 +228,27 @@ async fn certificate(State(app): State<AppState>) -> Response {
 async fn certificate_sha256(State(app): State<AppState>) -> Response {
     let [cors, cache] = CERT_HEADERS;
     ([cors, cache, (header::CONTENT_TYPE, "text/plain; charset=utf-8")], app.certs.current_sha256()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderMap;
+
+    use super::*;
+
+    #[test]
+    fn the_webtransport_base_keeps_the_host_and_takes_the_quic_port() {
+        let base = |host: Option<&str>| {
+            let mut h = HeaderMap::new();
+            if let Some(host) = host {
+                h.insert(header::HOST, host.parse().unwrap());
+            }
+            webtransport_base(&h, 4500)
+        };
+        assert_eq!(base(Some("sync.example:8080")), "https://sync.example:4500");
+        assert_eq!(base(Some("127.0.0.1")), "https://127.0.0.1:4500");
+        assert_eq!(base(Some("[::1]:8080")), "https://[::1]:4500");
+        assert_eq!(base(Some("[::1]")), "https://[::1]:4500");
+        assert_eq!(base(None), "https://localhost:4500");
+    }
 }

@@ -1,107 +1,63 @@
 //! The hub of rooms: one actor task per live room drives the sans-IO
-//! [`Room`] with the real clock and fans its output out to members' outboxes.
+//! [`crate::room::Room`] with the real clock and fans its output out to the
+//! members' [`Link`]s.
 //!
-//! Each output is encoded at most once per room and dialect, and the bytes are
-//! shared by every recipient. A room is created on first join and dropped
-//! after a grace period once empty.
+//! Each output becomes one shared [`Outgoing`], encoded at most once per room
+//! and dialect. A room is created on first join and dropped after a grace
+//! period once empty. Its mailbox is bounded ([`inbox`]); its timeline
+//! changes are ordered by an [`Authority`] that it never awaits.
 
+mod actor;
+mod inbox;
 mod link;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use lockstep_protocol::{Action, ChangeReason, ErrorCode, Report, ServerMsg, Timeline, TimelineChanged};
-use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{debug, info};
+use lockstep_protocol::{Action, Report};
+use tokio::sync::{oneshot, watch};
+use tracing::info;
 
+use self::actor::RoomActor;
+use self::inbox::{Command, Inbox, Join};
 pub(crate) use self::link::{Extra, Link, Outgoing};
+use crate::authority::Authority;
 use crate::clock::ServerClock;
-use crate::cluster::{Announce, Cluster, Commit, newer};
-use crate::room::{Audience, JoinInfo, MemberId, Room, RoomConfig, RoomState, Shared};
-use crate::store::Store;
-
-/// What sessions tell a room.
-#[derive(Debug)]
-pub(crate) enum RoomEvent {
-    /// A member joins; the reply carries its id.
-    Join {
-        /// Who.
-        info: JoinInfo,
-        /// Where its messages go.
-        link: Arc<dyn Link>,
-        /// Answered with the new member's id.
-        reply: oneshot::Sender<MemberId>,
-    },
-    /// A member leaves.
-    Leave(MemberId),
-    /// A member's command.
-    Command {
-        /// Who.
-        member: MemberId,
-        /// Echoed in errors.
-        request_id: u32,
-        /// What.
-        action: Action,
-        /// JSON fields to pass through to the resulting broadcast.
-        extra: Option<Arc<Extra>>,
-    },
-    /// A member's report.
-    Report(MemberId, Report),
-    /// A snapshot for the REST API.
-    State(oneshot::Sender<RoomState>),
-    /// Scale-out: a change committed by another node.
-    External(TimelineChanged),
-    /// Scale-out: viewers of this room on other nodes.
-    RemoteViewers(u32),
-    /// Scale-out: Redis is back; reload the room's record.
-    Resync,
-    /// Scale-out: membership and control changes from another node.
-    Shared {
-        /// The node.
-        node: Arc<str>,
-        /// What changed, in order.
-        events: Vec<Shared>,
-    },
-    /// Scale-out: a node's presence expired; its members are gone.
-    NodeGone(Arc<str>),
-}
+use crate::room::{JoinInfo, MemberId, RoomConfig, RoomState};
 
 /// A cheap handle to a live room.
 #[derive(Debug, Clone)]
 pub(crate) struct RoomHandle {
-    tx: mpsc::UnboundedSender<RoomEvent>,
+    inbox: Arc<Inbox>,
     /// Distinguishes a room from a later one with the same event id.
     generation: u64,
 }
 
-static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl RoomHandle {
-    /// Sends an event; `false` if the room is gone.
-    pub(crate) fn send(&self, ev: RoomEvent) -> bool {
-        self.tx.send(ev).is_ok()
-    }
-
-    /// A member's command; `false` if the room cannot take it now.
+    /// A member's command; `false` if the room cannot take it now (its
+    /// command queue is full, or it is gone).
     pub(crate) fn command(&self, member: MemberId, request_id: u32, action: Action, extra: Option<Arc<Extra>>) -> bool {
-        self.send(RoomEvent::Command { member, request_id, action, extra })
+        self.inbox.command(Command { member, request_id, action, extra })
     }
 
     /// A member's report (latest wins).
     pub(crate) fn report(&self, member: MemberId, report: Report) {
-        self.send(RoomEvent::Report(member, report));
+        self.inbox.report(member, report);
     }
 
     /// A member leaves.
     pub(crate) fn leave(&self, member: MemberId) {
-        self.send(RoomEvent::Leave(member));
+        self.inbox.leave(member);
     }
 
-    /// A snapshot of the room.
+    /// A snapshot of the room; `None` if it is gone or too many are waiting.
     pub(crate) async fn state(&self) -> Option<RoomState> {
         let (tx, rx) = oneshot::channel();
-        if !self.send(RoomEvent::State(tx)) {
+        if !self.inbox.query(tx) {
             return None;
         }
         rx.await.ok()
@@ -129,61 +85,33 @@ struct HubInner {
     cfg: HubConfig,
     clock: ServerClock,
     shutdown: watch::Receiver<bool>,
-    durable: OnceLock<Durable>,
-    cluster: OnceLock<Cluster>,
+    authority: Arc<dyn Authority>,
+    /// Room actors still running (to wait for at shutdown).
+    running: tokio::sync::Semaphore,
 }
 
-#[derive(Debug)]
-struct Durable {
-    store: Arc<dyn Store>,
-    save: mpsc::UnboundedSender<(Arc<str>, Timeline)>,
-}
-
-/// Shortest interval between two batches of timeline writes.
-const SAVE_INTERVAL: Duration = Duration::from_millis(50);
+/// More room actors than this cannot run at once (far beyond any load).
+const MAX_ROOMS: u32 = 1 << 24;
 
 impl Hub {
-    /// A hub whose room actors stop when `shutdown` turns true.
-    pub(crate) fn new(cfg: HubConfig, clock: ServerClock, shutdown: watch::Receiver<bool>) -> Self {
+    /// A hub whose rooms' changes `authority` orders, and whose room actors
+    /// stop when `shutdown` turns true.
+    pub(crate) fn new(
+        cfg: HubConfig,
+        clock: ServerClock,
+        shutdown: watch::Receiver<bool>,
+        authority: Arc<dyn Authority>,
+    ) -> Self {
         Hub {
             inner: Arc::new(HubInner {
                 rooms: Mutex::default(),
                 cfg,
                 clock,
                 shutdown,
-                durable: OnceLock::new(),
-                cluster: OnceLock::new(),
+                authority,
+                running: tokio::sync::Semaphore::new(MAX_ROOMS as usize),
             }),
         }
-    }
-
-    /// Makes room timelines durable: rooms start from their saved timeline,
-    /// and every change is saved (latest wins per room, batched every 50 ms).
-    /// Call once, before the first join.
-    pub(crate) fn attach_store(&self, store: Arc<dyn Store>) {
-        let (save, mut rx) = mpsc::unbounded_channel::<(Arc<str>, Timeline)>();
-        if self.inner.durable.set(Durable { store: store.clone(), save }).is_err() {
-            return;
-        }
-        tokio::spawn(async move {
-            while let Some((room, t)) = rx.recv().await {
-                let mut batch: HashMap<Arc<str>, Timeline> = HashMap::from([(room, t)]);
-                while let Ok((room, t)) = rx.try_recv() {
-                    batch.insert(room, t);
-                }
-                let batch = batch.into_iter().map(|(r, t)| (r.to_string(), t)).collect();
-                if let Err(e) = store.save_timelines(batch).await {
-                    tracing::warn!(error = %e, "timelines not saved");
-                }
-                tokio::time::sleep(SAVE_INTERVAL).await;
-            }
-        });
-    }
-
-    /// Scale-out: rooms commit timeline changes to Redis and apply the other
-    /// nodes' changes (see [`crate::cluster`]). Call once, before the first join.
-    pub(crate) fn attach_cluster(&self, cluster: Cluster) {
-        let _ = self.inner.cluster.set(cluster);
     }
 
     /// The settings of room `room_id`: a watch party's room is hosted by its
@@ -194,11 +122,6 @@ impl Hub {
             cfg.first_joiner_hosts = false;
         }
         cfg
-    }
-
-    /// The store, if one is attached.
-    pub(crate) fn store(&self) -> Option<&Arc<dyn Store>> {
-        self.inner.durable.get().map(|d| &d.store)
     }
 
     /// The server clock.
@@ -229,19 +152,19 @@ impl Hub {
     ) -> Option<(RoomHandle, MemberId)> {
         let (reply, rx) = oneshot::channel();
         let handle = {
-            // The join is sent under the lock, so a room that decides to close
-            // either sees it or is already out of the map.
+            // The join is queued under the lock, so a room that decides to
+            // close either sees it or is already out of the map.
             let mut rooms = self.rooms();
             let handle = match rooms.get(event_id) {
-                Some(h) if !h.tx.is_closed() => h.clone(),
+                Some(h) if !h.inbox.is_closed() => h.clone(),
                 _ => {
-                    let h = self.spawn_room(event_id.into());
+                    let h = self.spawn_room(event_id.into())?;
                     rooms.insert(event_id.into(), h.clone());
                     metrics::gauge!("lockstep_rooms").set(rooms.len() as f64);
                     h
                 }
             };
-            if !handle.send(RoomEvent::Join { info, link, reply }) {
+            if !handle.inbox.join(Join { info, link, reply }) {
                 return None;
             }
             handle
@@ -250,32 +173,33 @@ impl Hub {
         Some((handle, id))
     }
 
-    fn spawn_room(&self, event_id: Arc<str>) -> RoomHandle {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let actor = RoomActor {
+    fn spawn_room(&self, event_id: Arc<str>) -> Option<RoomHandle> {
+        let permit = self.inner.running.try_acquire().ok()?;
+        permit.forget();
+        let inbox = Arc::new(Inbox::loading());
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+        let actor = RoomActor::new(
+            event_id.clone(),
             generation,
-            room: Room::new(self.room_config(&event_id), self.inner.clock.now_us()),
-            saved_epoch: None,
-            links: HashMap::new(),
-            event_id: event_id.clone(),
-            hub: self.clone(),
-            empty_since: Some(Instant::now()),
-            cluster: self.inner.cluster.get().map(|c| {
-                c.register(&event_id, &tx);
-                (c.clone(), tx.clone())
-            }),
-            committed: None,
-        };
+            self.room_config(&event_id),
+            self.clone(),
+            inbox.clone(),
+            self.inner.authority.clone(),
+        );
         info!(event_id = %event_id, "room created");
-        tokio::spawn(actor.run(rx, self.inner.shutdown.clone()));
-        RoomHandle { tx, generation }
+        let hub = self.clone();
+        tokio::spawn(async move {
+            actor.run(hub.inner.shutdown.clone()).await;
+            hub.inner.running.add_permits(1);
+        });
+        Some(RoomHandle { inbox, generation })
     }
 
-    /// Removes the room if it is still the one registered and has nothing queued.
-    fn try_remove(&self, event_id: &str, generation: u64, rx: &mpsc::UnboundedReceiver<RoomEvent>) -> bool {
+    /// Removes the room if it is still the one registered and nothing is
+    /// queued for it; its mailbox is closed then.
+    fn try_remove(&self, event_id: &str, generation: u64, inbox: &Inbox) -> bool {
         let mut rooms = self.rooms();
-        if !rx.is_empty() {
+        if !inbox.close_if_empty() {
             return false;
         }
         if rooms.get(event_id).is_some_and(|h| h.generation == generation) {
@@ -284,361 +208,9 @@ impl Hub {
         }
         true
     }
-}
 
-struct RoomActor {
-    generation: u64,
-    room: Room,
-    /// The epoch last handed to the store.
-    saved_epoch: Option<u32>,
-    links: HashMap<MemberId, Arc<dyn Link>>,
-    event_id: Arc<str>,
-    hub: Hub,
-    empty_since: Option<Instant>,
-    /// Scale-out: the cluster and this actor's own sender (to unregister).
-    cluster: Option<(Cluster, mpsc::UnboundedSender<RoomEvent>)>,
-    /// Scale-out: the last change the authority holds.
-    committed: Option<TimelineChanged>,
-}
-
-/// Why a command was refused while Redis is unreachable.
-const REDIS_DOWN: &str = "the shared state (Redis) is unreachable; try again shortly";
-
-/// What became of a local timeline change in scale-out mode.
-enum Settled {
-    Unchanged,
-    Done,
-    Conflict,
-    Failed,
-}
-
-impl RoomActor {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<RoomEvent>, mut shutdown: watch::Receiver<bool>) {
-        let clock = self.hub.clock();
-        let grace = self.hub.inner.cfg.room_grace;
-        if self.cluster.is_some() {
-            self.resync(clock.now_us()).await;
-        } else if let Some(store) = self.hub.store() {
-            // Resume the saved timeline before serving anyone (joins wait in `rx`).
-            match store.timeline(&self.event_id).await {
-                Ok(Some(t)) => {
-                    info!(event_id = %self.event_id, epoch = t.epoch, "room resumes its saved timeline");
-                    self.room = Room::with_timeline(self.hub.room_config(&self.event_id), clock.now_us(), t);
-                    self.saved_epoch = Some(t.epoch);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "saved timeline unavailable"),
-            }
-        }
-        loop {
-            let mut wake = clock.instant_at(self.room.poll_timeout());
-            if let Some(since) = self.empty_since {
-                wake = wake.min(since + grace);
-            }
-            tokio::select! {
-                ev = rx.recv() => {
-                    let Some(ev) = ev else { break };
-                    self.dispatch(ev, clock).await;
-                    while let Ok(ev) = rx.try_recv() {
-                        self.dispatch(ev, clock).await;
-                    }
-                }
-                _ = tokio::time::sleep_until(wake.into()) => {}
-                _ = crate::util::wait_true(&mut shutdown) => break,
-            }
-            let now = clock.now_us();
-            if now >= self.room.poll_timeout() {
-                let mark = self.room.output_mark();
-                self.room.handle_timeout(now);
-                self.settle(mark, now).await;
-                self.share_out();
-            }
-            self.flush(None);
-            match self.empty_since {
-                Some(since)
-                    if since.elapsed() >= grace && self.hub.try_remove(&self.event_id, self.generation, &rx) =>
-                {
-                    info!(event_id = %self.event_id, "room dropped after being empty");
-                    break;
-                }
-                _ => {}
-            }
-        }
-        if let Some((cluster, tx)) = &self.cluster {
-            cluster.unregister(&self.event_id, tx);
-        }
-    }
-
-    fn handle(&mut self, ev: RoomEvent, now: u64) {
-        match ev {
-            RoomEvent::Join { info, link, reply } => {
-                let id = self.room.join(now, info);
-                self.links.insert(id, link);
-                self.empty_since = None;
-                if reply.send(id).is_err() {
-                    // The session went away before it learned its id.
-                    self.leave(id, now);
-                }
-            }
-            RoomEvent::Leave(id) => self.leave(id, now),
-            RoomEvent::Command { member, request_id, action, extra } => {
-                if let Err(e) = self.room.command(now, member, request_id, action) {
-                    debug!(member, error = %e, "command refused");
-                    crate::metrics::error(e.code());
-                }
-                if extra.is_some() {
-                    // Flush now so the pass-through fields go with this change only.
-                    self.flush(extra.map(|e| (member, e)));
-                }
-            }
-            RoomEvent::Report(member, report) => self.room.report(now, member, report),
-            RoomEvent::State(reply) => {
-                let _ = reply.send(self.room.state(now));
-            }
-            RoomEvent::External(_)
-            | RoomEvent::RemoteViewers(_)
-            | RoomEvent::Resync
-            | RoomEvent::Shared { .. }
-            | RoomEvent::NodeGone(_) => {}
-        }
-    }
-
-    /// Handles an event; in scale-out mode, commits the timeline changes it
-    /// makes before they are delivered.
-    async fn dispatch(&mut self, ev: RoomEvent, clock: ServerClock) {
-        let Some((cluster, _)) = &self.cluster else { return self.handle(ev, clock.now_us()) };
-        let up = cluster.is_up();
-        match ev {
-            RoomEvent::External(c) => {
-                if self.committed.as_ref().is_none_or(|k| newer(c.timeline.epoch, k.timeline.epoch)) {
-                    self.room.apply_external(clock.now_us(), c.clone());
-                    self.committed = Some(c);
-                }
-            }
-            RoomEvent::RemoteViewers(n) => self.room.set_remote_viewers(clock.now_us(), n),
-            RoomEvent::Resync => self.resync(clock.now_us()).await,
-            RoomEvent::Shared { node, events } => {
-                let now = clock.now_us();
-                for ev in events {
-                    self.room.apply_shared(now, &node, ev);
-                }
-            }
-            RoomEvent::NodeGone(node) => self.room.node_gone(clock.now_us(), &node),
-            RoomEvent::Command { member, request_id, action, extra } => {
-                if !up {
-                    self.room.refuse(member, request_id, ErrorCode::Internal, REDIS_DOWN);
-                    crate::metrics::error(ErrorCode::Internal);
-                }
-                // A change that lost a race is retried once on the winner's timeline.
-                for attempt in 0..2 {
-                    if !up {
-                        break;
-                    }
-                    let now = clock.now_us();
-                    let mark = self.room.output_mark();
-                    if let Err(e) = self.room.command(now, member, request_id, action) {
-                        debug!(member, error = %e, "command refused");
-                        crate::metrics::error(e.code());
-                    }
-                    let why = match self.settle(mark, now).await {
-                        Settled::Conflict if attempt == 0 => continue,
-                        Settled::Conflict => "the timeline changed on another node at the same time; try again",
-                        Settled::Failed => REDIS_DOWN,
-                        Settled::Unchanged | Settled::Done => break,
-                    };
-                    self.room.refuse(member, request_id, ErrorCode::Internal, why);
-                    crate::metrics::error(ErrorCode::Internal);
-                    break;
-                }
-                if extra.is_some() {
-                    self.flush(extra.map(|e| (member, e)));
-                }
-            }
-            ev => {
-                let now = clock.now_us();
-                let mark = self.room.output_mark();
-                self.handle(ev, now);
-                self.settle(mark, now).await;
-            }
-        }
-        if let Some((cluster, _)) = &self.cluster {
-            cluster.set_local_count(&self.event_id, self.room.local_viewers());
-        }
-        self.share_out();
-    }
-
-    /// Scale-out: writes and publishes the membership and control changes the
-    /// room made.
-    fn share_out(&mut self) {
-        let Some((cluster, _)) = &self.cluster else { return };
-        let events = self.room.take_shared();
-        if events.is_empty() {
-            return;
-        }
-        let mut a = Announce::default();
-        for ev in &events {
-            match ev {
-                Shared::Joined { id, .. } | Shared::Role { id, .. } => {
-                    if let Some(record) = self.room.shared_member(*id) {
-                        a.upserts.push((*id, record));
-                    }
-                }
-                Shared::Left { id } => a.removes.push(*id),
-                Shared::Policy { policy, .. } => a.policy = Some(*policy),
-            }
-        }
-        a.events = events;
-        cluster.announce(&self.event_id, a);
-    }
-
-    /// Scale-out: commits the change the room made since `mark`, or undoes it.
-    async fn settle(&mut self, mark: usize, now: u64) -> Settled {
-        let (Some((cluster, _)), Some(committed)) = (&self.cluster, self.committed.clone()) else {
-            return Settled::Unchanged;
-        };
-        if self.room.epoch() == committed.timeline.epoch {
-            return Settled::Unchanged;
-        }
-        let Some(change) = self.room.change_since(mark) else { return Settled::Unchanged };
-        match cluster.commit(&self.event_id, committed.timeline.epoch, &change).await {
-            Ok(Commit::Done) => {
-                self.committed = Some(change);
-                Settled::Done
-            }
-            Ok(Commit::Conflict(auth)) => {
-                self.room.discard_since(mark);
-                self.room.apply_external(now, auth.clone());
-                self.committed = Some(auth);
-                Settled::Conflict
-            }
-            Err(e) => {
-                tracing::warn!(event_id = %self.event_id, error = %e, "timeline change not committed");
-                self.room.discard_since(mark);
-                self.room.restore(now, committed);
-                Settled::Failed
-            }
-        }
-    }
-
-    /// Scale-out: adopts the room's record in Redis (or seeds it with ours).
-    async fn resync(&mut self, now: u64) {
-        let Some((cluster, _)) = &self.cluster else { return };
-        let ours = self.committed.clone().unwrap_or_else(|| {
-            let t = self.room.timeline();
-            TimelineChanged { timeline: t, effective_at_us: t.anchor_us, by: 0, reason: ChangeReason::Seek }
-        });
-        let first = self.committed.is_none();
-        match cluster.load_or_seed(&self.event_id, &ours).await {
-            Ok(auth) if first => {
-                self.room = Room::with_timeline(self.hub.room_config(&self.event_id), now, auth.timeline);
-                self.committed = Some(auth);
-            }
-            Ok(auth) => {
-                if auth != ours {
-                    info!(event_id = %self.event_id, epoch = auth.timeline.epoch, "room adopts the shared timeline");
-                    self.room.apply_external(now, auth.clone());
-                }
-                self.committed = Some(auth);
-            }
-            Err(e) => {
-                tracing::warn!(event_id = %self.event_id, error = %e, "shared timeline unavailable");
-                self.committed.get_or_insert(ours);
-            }
-        }
-        let Some((cluster, _)) = &self.cluster else { return };
-        if first {
-            self.room.enable_sharing(cluster.id_base(&self.event_id).await);
-        }
-        // Learn the other nodes' members and the policy; tell them ours
-        // (they may have dropped them while Redis was away).
-        match cluster.snapshot(&self.event_id).await {
-            Ok((policy, members)) => {
-                let now = self.hub.clock().now_us();
-                self.room.set_remote_members(now, members);
-                if let Some(policy) = policy {
-                    self.room.apply_shared(now, "", Shared::Policy { policy, by: 0 });
-                }
-            }
-            Err(e) => tracing::warn!(event_id = %self.event_id, error = %e, "other nodes' members unavailable"),
-        }
-        let mine = self.room.shared_members();
-        if !first || !mine.is_empty() {
-            let upserts = mine.iter().filter_map(|m| match m {
-                Shared::Joined { id, .. } => Some((*id, m.clone())),
-                _ => None,
-            });
-            cluster
-                .announce(&self.event_id, Announce { upserts: upserts.collect(), events: mine, ..Announce::default() });
-        }
-    }
-
-    fn save(&mut self, t: Timeline) {
-        if self.saved_epoch == Some(t.epoch) || self.cluster.is_some() {
-            return;
-        }
-        if let Some(d) = self.hub.inner.durable.get() {
-            let _ = d.save.send((self.event_id.clone(), t));
-            self.saved_epoch = Some(t.epoch);
-        }
-    }
-
-    fn leave(&mut self, id: MemberId, now: u64) {
-        self.links.remove(&id);
-        self.room.leave(now, id);
-        if self.room.is_empty() {
-            self.empty_since = Some(Instant::now());
-        }
-    }
-
-    /// Delivers queued room output: one shared [`Outgoing`] per output, to
-    /// each recipient's link. `extra` is the JSON pass-through of the
-    /// command just applied by `member`.
-    fn flush(&mut self, extra: Option<(MemberId, Arc<Extra>)>) {
-        while let Some(out) = self.room.poll_output() {
-            if let ServerMsg::TimelineChanged(c) = &out.msg {
-                self.save(c.timeline);
-            }
-            let started = Instant::now();
-            let name = out.msg.name();
-            let pass = match (&out.msg, &extra) {
-                (ServerMsg::TimelineChanged(c), Some((by, e))) if c.by == *by => Some(e.clone()),
-                _ => None,
-            };
-            let shared = Outgoing::with_extra(out.msg, pass);
-            let is_tick = shared.is_tick();
-            let mut delivered = 0u64;
-            let mut slow = 0u64;
-            let mut deliver = |link: &Arc<dyn Link>| {
-                if is_tick {
-                    if link.tick(&shared) {
-                        crate::metrics::drop("stale_tick");
-                    }
-                } else if !link.send(&shared) {
-                    slow += 1;
-                }
-                delivered += 1;
-            };
-            match out.to {
-                Audience::One(id) => {
-                    if let Some(link) = self.links.get(&id) {
-                        deliver(link);
-                    }
-                }
-                to => {
-                    for (&id, link) in &self.links {
-                        if to == Audience::All || self.room.is_recipient(to, id) {
-                            deliver(link);
-                        }
-                    }
-                }
-            }
-            metrics::counter!("lockstep_messages_out_total", "type" => name).increment(delivered);
-            if delivered > 1 {
-                metrics::histogram!("lockstep_fanout_seconds").record(started.elapsed().as_secs_f64());
-            }
-            for _ in 0..slow {
-                crate::metrics::error(lockstep_protocol::ErrorCode::SlowConsumer);
-            }
-        }
+    /// Waits (at most `timeout`) for every room actor to stop, after shutdown.
+    pub(crate) async fn stopped(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.inner.running.acquire_many(MAX_ROOMS)).await;
     }
 }

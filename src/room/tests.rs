@@ -1,17 +1,34 @@
 //! Room core tests with simulated time and latency: no sockets, no clock.
+//! Single-room tests commit through a local authority (every request
+//! committed at once, as a single node does); scale-out tests run on the
+//! multi-node simulation in `sim.rs`.
 
 use super::*;
-use lockstep_protocol::Report;
+use lockstep_protocol::{AckOutcome, Action, ChangeReason, PolicyChanged, Report, RoleChanged, Tick, Timeline};
+
+mod sim;
 
 const MS: u64 = 1_000;
 const S: u64 = 1_000_000;
 const T0: u64 = 1_000 * S;
 
 fn join(room: &mut Room, now: u64, device: &str) -> MemberId {
-    room.join(now, JoinInfo { device_id: device.into(), name: device.into(), wants_presence: true, host_claim: false })
+    room.join(
+        now,
+        JoinInfo { device_id: device.into(), name: device.into(), wants_presence: true, ..Default::default() },
+    )
 }
 
+/// The local authority of a single node: commits every request at once.
+fn commit(room: &mut Room, now: u64) {
+    while room.poll_commit().is_some() {
+        room.on_commit(now, CommitResult::Committed);
+    }
+}
+
+/// Everything released so far (every change must have been committed).
 fn drain(room: &mut Room) -> Vec<Output> {
+    assert!(room.is_committed(), "a change was not committed: use the helpers that commit");
     std::iter::from_fn(|| room.poll_output()).collect()
 }
 
@@ -25,7 +42,24 @@ fn changes(out: &[Output]) -> Vec<TimelineChanged> {
 }
 
 fn cmd(room: &mut Room, now: u64, by: MemberId, action: Action) -> Result<(), CommandError> {
-    room.command(now, by, 7, action)
+    let r = room.command(now, by, 7, action);
+    commit(room, now);
+    r
+}
+
+fn rep(room: &mut Room, now: u64, id: MemberId, r: Report) {
+    room.report(now, id, r);
+    commit(room, now);
+}
+
+fn tick(room: &mut Room, now: u64) {
+    room.handle_timeout(now);
+    commit(room, now);
+}
+
+fn leave(room: &mut Room, now: u64, id: MemberId) {
+    room.leave(now, id);
+    commit(room, now);
 }
 
 fn report(buffering: bool) -> Report {
@@ -42,7 +76,7 @@ fn run_until(room: &mut Room, from: u64, until: u64) -> Vec<(u64, Output)> {
             break;
         }
         now = t;
-        room.handle_timeout(now);
+        tick(room, now);
         out.extend(drain(room).into_iter().map(|o| (now, o)));
     }
     out
@@ -134,7 +168,7 @@ fn play_is_scheduled_at_the_lead_and_ticks_when_it_takes_effect() {
     assert_eq!((c.reason, c.by, c.timeline.paused, c.timeline.epoch), (ChangeReason::Play, h, false, 1));
     assert!(room.timeline().paused, "not yet in effect");
     assert_eq!(room.poll_timeout(), T0 + S + lead);
-    room.handle_timeout(T0 + S + lead);
+    tick(&mut room, T0 + S + lead);
     assert!(!room.timeline().paused);
     let ticks: Vec<_> = drain(&mut room)
         .into_iter()
@@ -198,7 +232,7 @@ fn seek_is_immediate_and_keeps_play_state() {
     let mut room = Room::new(RoomConfig::default(), T0);
     let h = join(&mut room, T0, "h");
     cmd(&mut room, T0, h, Action::Play { position_ms: None }).unwrap();
-    room.handle_timeout(T0 + 100 * MS);
+    tick(&mut room, T0 + 100 * MS);
     drain(&mut room);
     cmd(&mut room, T0 + S, h, Action::Seek { position_ms: 90_000 }).unwrap();
     let t = room.timeline();
@@ -240,11 +274,11 @@ fn rate_change_is_continuous_and_honoured() {
     let mut room = Room::new(RoomConfig::default(), T0);
     let h = join(&mut room, T0, "h");
     cmd(&mut room, T0, h, Action::Play { position_ms: Some(10_000) }).unwrap();
-    room.handle_timeout(T0 + 100 * MS);
+    tick(&mut room, T0 + 100 * MS);
     let at = T0 + 3 * S + 123_457;
     let old = room.timeline();
     cmd(&mut room, at, h, Action::SetRate { rate_milli: 1250 }).unwrap();
-    room.handle_timeout(at + MS);
+    tick(&mut room, at + MS);
     let t = room.timeline();
     assert_eq!(t.rate_milli, 1250);
     assert!(t.anchor_us >= at && t.anchor_us < at + MS, "takes effect within a millisecond");
@@ -295,7 +329,7 @@ fn play_then_pause_before_effect_cancels_and_vice_versa() {
     assert_eq!(room.timeline().position_ms, 0);
 
     cmd(&mut room, T0 + S, h, Action::Play { position_ms: None }).unwrap();
-    room.handle_timeout(T0 + S + 100 * MS);
+    tick(&mut room, T0 + S + 100 * MS);
     cmd(&mut room, T0 + 2 * S, h, Action::Pause { position_ms: None }).unwrap();
     cmd(&mut room, T0 + 2 * S + 10 * MS, h, Action::Play { position_ms: None }).unwrap();
     run_until(&mut room, T0 + 2 * S + 10 * MS, T0 + 3 * S);
@@ -308,8 +342,8 @@ fn reports_never_move_the_timeline() {
     let mut room = Room::new(RoomConfig { buffering: BufferingPolicy::Ignore, ..Default::default() }, T0);
     let h = join(&mut room, T0, "h");
     let before = room.timeline();
-    room.report(T0 + S, h, Report { epoch: 0, position_us: 999 * S, rate_milli: 4000, buffering: true });
-    room.report(T0 + 2 * S, h, Report { epoch: 0, position_us: 5, rate_milli: 1000, buffering: false });
+    rep(&mut room, T0 + S, h, Report { epoch: 0, position_us: 999 * S, rate_milli: 4000, buffering: true });
+    rep(&mut room, T0 + 2 * S, h, Report { epoch: 0, position_us: 5, rate_milli: 1000, buffering: false });
     assert_eq!(room.timeline(), before);
     assert!(changes(&drain(&mut room)).is_empty());
 }
@@ -319,8 +353,8 @@ fn playing_room(cfg: RoomConfig) -> (Room, MemberId, MemberId, u64) {
     let h = join(&mut room, T0, "h");
     let v = join(&mut room, T0, "v");
     cmd(&mut room, T0, h, Action::Play { position_ms: None }).unwrap();
-    room.handle_timeout(T0 + 100 * MS);
-    room.report(T0 + 500 * MS, v, report(false));
+    tick(&mut room, T0 + 100 * MS);
+    rep(&mut room, T0 + 500 * MS, v, report(false));
     drain(&mut room);
     (room, h, v, T0 + S)
 }
@@ -328,21 +362,21 @@ fn playing_room(cfg: RoomConfig) -> (Room, MemberId, MemberId, u64) {
 #[test]
 fn buffering_wait_pauses_everyone_and_resumes_on_recovery() {
     let (mut room, _h, v, now) = playing_room(RoomConfig::default());
-    room.report(now, v, report(true));
+    rep(&mut room, now, v, report(true));
     let c = changes(&drain(&mut room));
     assert_eq!((c[0].reason, c[0].by, c[0].timeline.paused), (ChangeReason::BufferingWait, v, true));
-    room.handle_timeout(now + 100 * MS);
+    tick(&mut room, now + 100 * MS);
     assert!(room.timeline().paused);
     assert!(room.state(now).buffering_wait);
-    room.report(now + S, v, report(false));
+    rep(&mut room, now + S, v, report(false));
     let c = changes(&drain(&mut room));
     assert_eq!((c[0].reason, c[0].by, c[0].timeline.paused), (ChangeReason::Resume, 0, false));
-    room.handle_timeout(now + S + 100 * MS);
+    tick(&mut room, now + S + 100 * MS);
     assert!(!room.timeline().paused);
     assert!(!room.state(now).buffering_wait);
     // A flapping member does not make the room stutter: no new wait soon after.
-    room.report(now + 2 * S, v, report(true));
-    room.report(now + 3 * S, v, report(false));
+    rep(&mut room, now + 2 * S, v, report(true));
+    rep(&mut room, now + 3 * S, v, report(false));
     assert!(changes(&drain(&mut room)).is_empty(), "no second wait within the cooldown");
 }
 
@@ -351,7 +385,7 @@ fn buffering_wait_times_out_and_the_room_never_stays_stuck() {
     let cfg = RoomConfig::default();
     let (max, cooldown) = (cfg.buffering_wait_max_us, cfg.buffering_cooldown_us);
     let (mut room, _h, v, now) = playing_room(cfg);
-    room.report(now, v, report(true));
+    rep(&mut room, now, v, report(true));
     drain(&mut room);
     let out = run_until(&mut room, now, now + max + S);
     let resumed: Vec<_> = out
@@ -365,12 +399,12 @@ fn buffering_wait_times_out_and_the_room_never_stays_stuck() {
     assert!(!room.timeline().paused);
     // The stalled member catches up alone: a new stall within the cooldown is ignored.
     let t = now + max + 2 * S;
-    room.report(t, v, report(false));
-    room.report(t + S, v, report(true));
+    rep(&mut room, t, v, report(false));
+    rep(&mut room, t + S, v, report(true));
     assert!(changes(&drain(&mut room)).is_empty());
     // After the cooldown it may wait again.
-    room.report(now + max + cooldown, v, report(false));
-    room.report(now + max + cooldown + MS, v, report(true));
+    rep(&mut room, now + max + cooldown, v, report(false));
+    rep(&mut room, now + max + cooldown + MS, v, report(true));
     assert_eq!(changes(&drain(&mut room))[0].reason, ChangeReason::BufferingWait);
 }
 
@@ -379,18 +413,18 @@ fn initial_loading_ignore_policy_and_host_pause_do_not_wait() {
     let mut room = Room::new(RoomConfig::default(), T0);
     let h = join(&mut room, T0, "h");
     cmd(&mut room, T0, h, Action::Play { position_ms: None }).unwrap();
-    room.handle_timeout(T0 + 100 * MS);
+    tick(&mut room, T0 + 100 * MS);
     drain(&mut room);
     let v = join(&mut room, T0 + S, "v");
-    room.report(T0 + S, v, report(true));
+    rep(&mut room, T0 + S, v, report(true));
     assert!(changes(&drain(&mut room)).is_empty(), "a joiner loading is not a stall");
 
     let (mut room, ..) = playing_room(RoomConfig { buffering: BufferingPolicy::Ignore, ..Default::default() });
-    room.report(T0 + S, 2, report(true));
+    rep(&mut room, T0 + S, 2, report(true));
     assert!(changes(&drain(&mut room)).is_empty());
 
     let (mut room, h, v, now) = playing_room(RoomConfig::default());
-    room.report(now, v, report(true));
+    rep(&mut room, now, v, report(true));
     drain(&mut room);
     cmd(&mut room, now + 500 * MS, h, Action::Pause { position_ms: None }).unwrap();
     let out = run_until(&mut room, now + 500 * MS, now + 10 * S);
@@ -403,10 +437,10 @@ fn initial_loading_ignore_policy_and_host_pause_do_not_wait() {
 #[test]
 fn a_buffering_member_leaving_ends_the_wait() {
     let (mut room, _h, v, now) = playing_room(RoomConfig::default());
-    room.report(now, v, report(true));
-    room.leave(now + 200 * MS, v);
-    room.handle_timeout(now + 300 * MS);
-    room.handle_timeout(now + 400 * MS);
+    rep(&mut room, now, v, report(true));
+    leave(&mut room, now + 200 * MS, v);
+    tick(&mut room, now + 300 * MS);
+    tick(&mut room, now + 400 * MS);
     assert!(!room.timeline().paused);
 }
 
@@ -418,7 +452,8 @@ fn join_storm_counts_are_coalesced_to_o_n() {
     let mut delivered = 0u64;
     for i in 0..n {
         let now = T0 + i * MS; // 1,000 joins in one second
-        room.handle_timeout(now.max(room.poll_timeout().min(now)));
+        let due = now.max(room.poll_timeout().min(now));
+        tick(&mut room, due);
         join(&mut room, now, &format!("d{i}"));
         for o in drain(&mut room) {
             if let ServerMsg::ViewerCount(c) = o.msg {
@@ -448,14 +483,14 @@ fn host_keeps_the_role_across_a_reconnect_then_hands_it_over() {
     let mut room = Room::new(cfg, T0);
     let h = join(&mut room, T0, "host-dev");
     let v = join(&mut room, T0, "viewer-dev");
-    room.leave(T0 + S, h);
+    leave(&mut room, T0 + S, h);
     let h2 = join(&mut room, T0 + 2 * S, "host-dev");
     assert_eq!(room.role(h2), Some(Role::Host));
-    room.leave(T0 + 3 * S, h2);
-    room.handle_timeout(T0 + 3 * S + grace - 1);
+    leave(&mut room, T0 + 3 * S, h2);
+    tick(&mut room, T0 + 3 * S + grace - 1);
     assert_eq!(room.role(v), Some(Role::Viewer));
     drain(&mut room);
-    room.handle_timeout(T0 + 3 * S + grace);
+    tick(&mut room, T0 + 3 * S + grace);
     assert_eq!(room.role(v), Some(Role::Host));
     assert!(drain(&mut room).iter().any(|o| matches!(o.msg,
         ServerMsg::RoleChanged(RoleChanged { member_id, role: Role::Host }) if member_id == v)));
@@ -467,8 +502,7 @@ fn a_claimed_host_supersedes_the_first_joiner_fallback() {
     let first = join(&mut room, T0, "early");
     assert_eq!(room.role(first), Some(Role::Host));
     drain(&mut room);
-    let b =
-        room.join(T0, JoinInfo { device_id: "b".into(), name: "b".into(), wants_presence: false, host_claim: true });
+    let b = room.join(T0, JoinInfo { device_id: "b".into(), name: "b".into(), host_claim: true, ..Default::default() });
     assert_eq!((room.role(b), room.role(first)), (Some(Role::Host), Some(Role::Viewer)));
     assert!(drain(&mut room).iter().any(|o| matches!(o.msg,
         ServerMsg::RoleChanged(RoleChanged { member_id, role: Role::Viewer }) if member_id == first)));
@@ -515,8 +549,7 @@ fn ticks_are_periodic_and_presence_is_opt_in() {
     let interval = cfg.tick_interval_us;
     let mut room = Room::new(cfg, T0);
     let a = join(&mut room, T0, "a");
-    let b =
-        room.join(T0, JoinInfo { device_id: "b".into(), name: "b".into(), wants_presence: false, host_claim: false });
+    let b = room.join(T0, JoinInfo { device_id: "b".into(), name: "b".into(), ..Default::default() });
     let out = drain(&mut room);
     let joined = out.iter().find(|o| matches!(o.msg, ServerMsg::MemberJoined(_))).unwrap();
     assert!(room.is_recipient(joined.to, a) && !room.is_recipient(joined.to, b));
@@ -527,64 +560,7 @@ fn ticks_are_periodic_and_presence_is_opt_in() {
     assert_eq!(ticks, 10);
 }
 
-// ------------------------------------------------------------ scale-out
-
-/// Two nodes' rooms for one event: a scheduled pause made on one and applied
-/// as an external change on the other lands on the same position, with the
-/// same ticks.
-#[test]
-fn an_external_change_lands_on_the_same_position_on_another_node() {
-    let cfg = RoomConfig::default();
-    let (mut a, mut b) = (Room::new(cfg.clone(), T0), Room::new(cfg, T0));
-    let host = join(&mut a, T0, "host");
-    let viewer = join(&mut b, T0, "viewer");
-    drain(&mut a);
-    drain(&mut b);
-    let mark = a.output_mark();
-    cmd(&mut a, T0 + MS, host, Action::Play { position_ms: Some(1_000) }).unwrap();
-    let play = a.change_since(mark).expect("a change");
-    b.apply_external(T0 + 2 * MS, play.clone());
-    let mark = a.output_mark();
-    cmd(&mut a, T0 + S, host, Action::Pause { position_ms: None }).unwrap();
-    let pause = a.change_since(mark).expect("a change");
-    assert!(pause.effective_at_us > T0 + S, "scheduled");
-    b.apply_external(T0 + S + 3 * MS, pause.clone());
-    let got = changes(&drain(&mut b));
-    assert_eq!(got.len(), 2);
-    assert_eq!((got[1].timeline, got[1].effective_at_us), (pause.timeline, pause.effective_at_us));
-    assert_eq!(got[1].by, 0, "member ids are per node: the server made it");
-    let end = T0 + 2 * S;
-    let ticks = |out: Vec<(u64, Output)>| -> Vec<(u32, u32, bool)> {
-        out.into_iter()
-            .filter_map(|(_, o)| match o.msg {
-                ServerMsg::Tick(t) => Some((t.epoch, t.position_ms, t.paused)),
-                _ => None,
-            })
-            .collect()
-    };
-    let (ta, tb) = (ticks(run_until(&mut a, T0 + S, end)), ticks(run_until(&mut b, T0 + S, end)));
-    assert_eq!(ta.last(), tb.last());
-    assert_eq!(a.timeline(), b.timeline());
-    assert_eq!(b.epoch(), pause.timeline.epoch);
-    assert!(b.role(viewer).is_some());
-}
-
-#[test]
-fn a_refused_change_is_discarded_and_the_authoritative_one_restored() {
-    let mut room = Room::new(RoomConfig::default(), T0);
-    let host = join(&mut room, T0, "host");
-    drain(&mut room);
-    let before = TimelineChanged { timeline: room.timeline(), effective_at_us: T0, by: 0, reason: ChangeReason::Seek };
-    let mark = room.output_mark();
-    cmd(&mut room, T0 + MS, host, Action::Seek { position_ms: 9_000 }).unwrap();
-    assert!(room.change_since(mark).is_some());
-    room.discard_since(mark);
-    room.restore(T0 + 2 * MS, before.clone());
-    assert!(drain(&mut room).is_empty(), "nothing of the refused change goes out");
-    assert_eq!((room.timeline(), room.epoch()), (before.timeline, before.timeline.epoch));
-    room.refuse(host, 7, ErrorCode::Internal, "down");
-    assert!(matches!(&drain(&mut room)[..], [Output { to: Audience::One(h), msg: ServerMsg::Error(_) }] if *h == host));
-}
+// ------------------------------------------------------------ scale-out (single room)
 
 #[test]
 fn remote_viewers_are_counted_and_coalesced() {
@@ -601,144 +577,6 @@ fn remote_viewers_are_counted_and_coalesced() {
         .collect();
     assert_eq!(counts, vec![6]);
     assert_eq!((room.viewers(), room.local_viewers()), (6, 1));
-}
-
-/// Two nodes' rooms of one event, exchanging what they share after a delay
-/// of one call (as pub/sub would).
-struct TwoNodes {
-    a: Room,
-    b: Room,
-}
-
-impl TwoNodes {
-    fn new(cfg: RoomConfig) -> Self {
-        let mut a = Room::new(cfg.clone(), T0);
-        let mut b = Room::new(cfg, T0);
-        a.enable_sharing(ID_BLOCK);
-        b.enable_sharing(2 * ID_BLOCK);
-        TwoNodes { a, b }
-    }
-
-    /// Delivers each side's shared changes to the other.
-    fn exchange(&mut self, now: u64) {
-        for _ in 0..3 {
-            let from_a = self.a.take_shared();
-            let from_b = self.b.take_shared();
-            for ev in from_a {
-                self.b.apply_shared(now, "A", ev);
-            }
-            for ev in from_b {
-                self.a.apply_shared(now, "B", ev);
-            }
-        }
-    }
-}
-
-fn role_changes(out: &[Output]) -> Vec<(MemberId, Role)> {
-    out.iter()
-        .filter_map(|o| match &o.msg {
-            ServerMsg::RoleChanged(r) => Some((r.member_id, r.role)),
-            _ => None,
-        })
-        .collect()
-}
-
-#[test]
-fn members_roles_and_policy_are_shared_across_nodes() {
-    let cfg = RoomConfig { show_members: true, ..RoomConfig::default() };
-    let mut n = TwoNodes::new(cfg);
-    let host = join(&mut n.a, T0, "host");
-    n.exchange(T0);
-    let guest = join(&mut n.b, T0 + MS, "guest");
-    n.exchange(T0 + MS);
-    assert_ne!(host, guest, "ids are unique across nodes");
-    assert_eq!(n.a.role(host), Some(Role::Host));
-    assert_eq!(n.b.role(guest), Some(Role::Viewer), "a host on another node counts");
-    for room in [&n.a, &n.b] {
-        let s = room.state(T0 + MS);
-        assert_eq!((s.members.host.clone(), s.members.viewer.clone()), (vec![host], vec![guest]));
-    }
-    let out_a = drain(&mut n.a);
-    assert!(
-        out_a.iter().any(|o| matches!(&o.msg, ServerMsg::MemberJoined(j) if j.member_id == guest && j.name == "guest")),
-        "presence of a member on another node"
-    );
-    drain(&mut n.b);
-
-    // The host on A makes B's member a co-host; B's member may then command.
-    assert_eq!(cmd(&mut n.b, T0 + 2 * MS, guest, Action::Seek { position_ms: 1 }), Err(CommandError::Forbidden));
-    drain(&mut n.b);
-    cmd(&mut n.a, T0 + 2 * MS, host, Action::SetRole { member_id: guest, role: Role::CoHost }).unwrap();
-    n.exchange(T0 + 2 * MS);
-    assert_eq!(n.b.role(guest), Some(Role::CoHost));
-    assert_eq!(role_changes(&drain(&mut n.a)), vec![(guest, Role::CoHost)]);
-    assert_eq!(role_changes(&drain(&mut n.b)), vec![(guest, Role::CoHost)], "announced once on each node");
-    cmd(&mut n.b, T0 + 3 * MS, guest, Action::Seek { position_ms: 5_000 }).unwrap();
-
-    // Policy set on A holds on B.
-    let viewer = join(&mut n.b, T0 + 4 * MS, "viewer");
-    n.exchange(T0 + 4 * MS);
-    cmd(&mut n.a, T0 + 5 * MS, host, Action::SetPolicy { policy: ControlPolicy::Everyone }).unwrap();
-    n.exchange(T0 + 5 * MS);
-    assert_eq!(n.b.state(T0 + 5 * MS).policy, ControlPolicy::Everyone);
-    assert!(drain(&mut n.b).iter().any(|o| matches!(o.msg, ServerMsg::PolicyChanged(p) if p.by == host)));
-    cmd(&mut n.b, T0 + 6 * MS, viewer, Action::Seek { position_ms: 7_000 }).unwrap();
-
-    // Leaving is seen on the other node.
-    n.b.leave(T0 + 7 * MS, viewer);
-    n.exchange(T0 + 7 * MS);
-    assert!(drain(&mut n.a).iter().any(|o| matches!(o.msg, ServerMsg::MemberLeft(l) if l.member_id == viewer)));
-    assert!(!n.a.state(T0 + 7 * MS).members.viewer.contains(&viewer));
-}
-
-#[test]
-fn a_claimed_host_on_one_node_supersedes_the_fallback_host_on_another() {
-    let mut n = TwoNodes::new(RoomConfig::default());
-    let early = join(&mut n.a, T0, "early");
-    n.exchange(T0);
-    assert_eq!(n.a.role(early), Some(Role::Host));
-    let info = JoinInfo { device_id: "op".into(), name: "op".into(), wants_presence: false, host_claim: true };
-    let op = n.b.join(T0 + MS, info);
-    n.exchange(T0 + MS);
-    assert_eq!(n.b.role(op), Some(Role::Host));
-    assert_eq!(n.a.role(early), Some(Role::Viewer));
-    assert_eq!(n.b.state(T0 + MS).members.host, vec![op], "one host across both nodes");
-}
-
-#[test]
-fn two_fallback_hosts_elected_at_once_converge_to_one() {
-    let mut n = TwoNodes::new(RoomConfig::default());
-    // Both join before either node hears of the other.
-    let on_a = join(&mut n.a, T0, "a");
-    let on_b = join(&mut n.b, T0, "b");
-    assert_eq!((n.a.role(on_a), n.b.role(on_b)), (Some(Role::Host), Some(Role::Host)));
-    n.exchange(T0);
-    let hosts_a = n.a.state(T0).members.host;
-    let hosts_b = n.b.state(T0).members.host;
-    assert_eq!(hosts_a, vec![on_a.min(on_b)]);
-    assert_eq!(hosts_a, hosts_b, "both nodes agree");
-}
-
-#[test]
-fn a_gone_node_takes_its_members_along_and_the_host_is_elected_once() {
-    let mut n = TwoNodes::new(RoomConfig { show_members: true, ..RoomConfig::default() });
-    let host = join(&mut n.a, T0, "host");
-    n.exchange(T0);
-    let v1 = join(&mut n.b, T0 + MS, "v1");
-    let v2 = join(&mut n.b, T0 + 2 * MS, "v2");
-    n.exchange(T0 + 2 * MS);
-    drain(&mut n.b);
-    n.b.node_gone(T0 + S, "A");
-    let out = drain(&mut n.b);
-    assert!(out.iter().any(|o| matches!(o.msg, ServerMsg::MemberLeft(l) if l.member_id == host)));
-    assert!(n.b.state(T0 + S).members.host.is_empty(), "the host keeps its slot during the grace");
-    // After the grace, B elects its longest-present member, once.
-    let grace = RoomConfig::default().host_grace_us;
-    let out = run_until(&mut n.b, T0 + S, T0 + S + grace + S);
-    let elected: Vec<_> = out.iter().filter(|(_, o)| matches!(o.msg, ServerMsg::RoleChanged(_))).collect();
-    assert_eq!(elected.len(), 1);
-    assert_eq!(n.b.role(v1.min(v2)), Some(Role::Host));
-    assert_eq!(n.b.take_shared(), vec![Shared::Role { id: v1.min(v2), role: Role::Host }]);
 }
 
 #[test]
@@ -778,4 +616,486 @@ fn large_rooms_schedule_play_and_pause_further_ahead() {
     cmd(&mut room, T0 + S, h, Action::Pause { position_ms: None }).unwrap();
     let pause = changes(&drain(&mut room)).pop().unwrap();
     assert_eq!(pause.effective_at_us, T0 + S + 208 * MS, "100 ms + 12 µs × 9,000 viewers");
+}
+
+// ------------------------------------------------------------ answers, budget, commits
+
+fn join_acks(room: &mut Room, now: u64, device: &str) -> MemberId {
+    room.join(now, JoinInfo { device_id: device.into(), name: device.into(), wants_acks: true, ..Default::default() })
+}
+
+fn acks(out: &[Output], to: MemberId) -> Vec<(u32, AckOutcome, u32)> {
+    out.iter()
+        .filter_map(|o| match &o.msg {
+            ServerMsg::Ack(a) if o.to == Audience::One(to) => Some((a.request_id, a.outcome, a.epoch)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn errors(out: &[Output], to: MemberId) -> Vec<(u32, u16, String)> {
+    out.iter()
+        .filter_map(|o| match &o.msg {
+            ServerMsg::Error(e) if o.to == Audience::One(to) => Some((e.request_id, e.code, e.message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_command_with_a_request_id_is_answered_once() {
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let h = join_acks(&mut room, T0, "h");
+    let v = join(&mut room, T0, "v");
+    drain(&mut room);
+    let send = |room: &mut Room, rid, by, a| {
+        let _ = room.command(T0 + S, by, rid, a);
+        commit(room, T0 + S);
+    };
+    send(&mut room, 1, h, Action::Play { position_ms: None });
+    send(&mut room, 2, h, Action::Play { position_ms: None });
+    send(&mut room, 3, h, Action::SetRole { member_id: v, role: Role::CoHost });
+    send(&mut room, 4, h, Action::SetPolicy { policy: ControlPolicy::Everyone });
+    send(&mut room, 0, h, Action::Seek { position_ms: 5 });
+    send(&mut room, 5, h, Action::Seek { position_ms: u64::MAX });
+    send(&mut room, 6, v, Action::Seek { position_ms: 9 });
+    let out = drain(&mut room);
+    let (u, play_at) = (AckOutcome::Unchanged, out.iter().position(|o| matches!(o.msg, ServerMsg::TimelineChanged(_))));
+    assert_eq!(
+        acks(&out, h),
+        vec![(1, AckOutcome::Applied, 1), (2, u, 1), (3, AckOutcome::Applied, 1), (4, AckOutcome::Applied, 1)]
+    );
+    let ack1 = out.iter().position(|o| matches!(o.msg, ServerMsg::Ack(a) if a.request_id == 1));
+    assert_eq!(ack1, play_at.map(|p| p + 1), "the ack follows its change");
+    assert_eq!(errors(&out, h).iter().map(|e| e.0).collect::<Vec<_>>(), vec![5]);
+    assert!(acks(&out, v).is_empty() && errors(&out, v).is_empty(), "no ACKS capability, no failure");
+}
+
+#[test]
+fn a_change_the_authority_refuses_never_reaches_anyone() {
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let host = join_acks(&mut room, T0, "host");
+    drain(&mut room);
+    let before = room.timeline();
+    // Unreachable: rolled back silently, the command answered with the error.
+    room.command(T0 + MS, host, 7, Action::Seek { position_ms: 9_000 }).unwrap();
+    assert!(room.poll_output().is_none(), "staged until committed");
+    let req = room.poll_commit().expect("a request");
+    assert_eq!((req.expected, req.change.timeline.epoch, req.change.timeline.position_ms), (0, 1, 9_000));
+    assert!(room.poll_commit().is_none(), "one request in flight");
+    room.on_commit(T0 + 2 * MS, CommitResult::Failed);
+    let out = drain(&mut room);
+    assert_eq!((room.timeline(), room.epoch()), (before, 0));
+    assert!(changes(&out).is_empty() && acks(&out, host).is_empty());
+    assert_eq!(errors(&out, host), vec![(7, ErrorCode::Internal.as_u16(), authority::UNREACHABLE.into())]);
+
+    // Lost a race: the winner applies, a member who joined meanwhile is
+    // welcomed on the restored timeline, and the command is retried once.
+    room.command(T0 + 3 * S, host, 8, Action::Seek { position_ms: 9_000 }).unwrap();
+    let late = join(&mut room, T0 + 3 * S + MS, "late");
+    let req = room.poll_commit().unwrap();
+    let winner = TimelineChanged {
+        timeline: Timeline { position_ms: 3_000, anchor_us: T0 + 3 * S, epoch: 1, ..before },
+        effective_at_us: T0 + 3 * S,
+        by: 0,
+        reason: ChangeReason::Seek,
+    };
+    room.on_commit(T0 + 3 * S + 2 * MS, CommitResult::Conflict(winner.clone()));
+    let retry = room.poll_commit().expect("retried");
+    assert_eq!((retry.expected, retry.change.timeline.epoch), (1, 2));
+    assert_ne!(retry, req);
+    room.on_commit(T0 + 3 * S + 3 * MS, CommitResult::Committed);
+    let out = drain(&mut room);
+    let welcome = out.iter().find_map(|o| match &o.msg {
+        ServerMsg::Welcome(w) if w.member_id == late => Some(w.timeline),
+        _ => None,
+    });
+    assert_eq!(welcome, Some(before), "patched to the restored timeline");
+    let c = changes(&out);
+    assert_eq!(c.iter().map(|c| c.timeline.epoch).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(c[0], winner);
+    assert_eq!(acks(&out, host), vec![(8, AckOutcome::Applied, 2)]);
+    assert_eq!(room.timeline().position_ms, 9_000);
+
+    // Lost twice: answered with the error, the winner stays.
+    room.command(T0 + 5 * S, host, 9, Action::Seek { position_ms: 1 }).unwrap();
+    for epoch in [3, 4] {
+        room.poll_commit().unwrap();
+        let w = TimelineChanged { timeline: Timeline { epoch, ..winner.timeline }, ..winner };
+        room.on_commit(T0 + 5 * S, CommitResult::Conflict(w));
+    }
+    let out = drain(&mut room);
+    assert_eq!(errors(&out, host), vec![(9, ErrorCode::Internal.as_u16(), authority::CONFLICT.into())]);
+    assert_eq!((room.epoch(), room.confirmed_epoch(), room.timeline().position_ms), (4, 4, 3_000));
+    room.refuse(host, 7, ErrorCode::Internal, "down");
+    assert!(matches!(&drain(&mut room)[..], [Output { to: Audience::One(h), msg: ServerMsg::Error(_) }] if *h == host));
+}
+
+#[test]
+fn a_change_made_elsewhere_waits_for_the_reply_in_flight() {
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let host = join_acks(&mut room, T0, "host");
+    drain(&mut room);
+    let ext = |epoch, position_ms| TimelineChanged {
+        timeline: Timeline { position_ms, epoch, ..Timeline::start(T0) },
+        effective_at_us: T0,
+        by: 0,
+        reason: ChangeReason::Seek,
+    };
+    // Our own publication before our reply: nothing changes.
+    room.command(T0 + S, host, 1, Action::Seek { position_ms: 10 }).unwrap();
+    let mine = room.poll_commit().unwrap().change;
+    room.apply_external(T0 + S, mine.clone());
+    room.on_commit(T0 + S, CommitResult::Committed);
+    room.apply_external(T0 + S, mine);
+    assert_eq!(changes(&drain(&mut room)).len(), 1);
+    // Another node's change committed after ours, arriving before our reply,
+    // while a second change of ours waits: ours lost, retried on top of it.
+    room.command(T0 + 2 * S, host, 2, Action::Seek { position_ms: 20 }).unwrap();
+    room.command(T0 + 2 * S, host, 3, Action::Seek { position_ms: 30 }).unwrap();
+    room.poll_commit().unwrap();
+    room.apply_external(T0 + 2 * S, ext(3, 99));
+    room.on_commit(T0 + 2 * S, CommitResult::Committed);
+    let req = room.poll_commit().unwrap();
+    assert_eq!((req.expected, req.change.timeline.epoch, req.change.timeline.position_ms), (3, 4, 30));
+    room.on_commit(T0 + 2 * S, CommitResult::Committed);
+    let out = drain(&mut room);
+    let epochs: Vec<u32> = changes(&out).iter().map(|c| c.timeline.epoch).collect();
+    assert_eq!(epochs, vec![2, 3, 4], "only committed changes, in order");
+    assert_eq!(acks(&out, host), vec![(2, AckOutcome::Applied, 2), (3, AckOutcome::Applied, 4)]);
+    // An older or equal epoch is ignored.
+    room.apply_external(T0 + 3 * S, ext(4, 1));
+    room.apply_external(T0 + 3 * S, ext(2, 1));
+    assert!(drain(&mut room).is_empty());
+}
+
+/// 200 members each seeking 5 times a second in a 2,000-viewer room cost at
+/// most the budget's fan-outs, every command is answered once, and everyone
+/// ends on the last accepted seek.
+#[test]
+fn a_flood_of_seeks_costs_at_most_the_budget() {
+    let cfg = RoomConfig { policy: ControlPolicy::Everyone, ..Default::default() };
+    let rate = u64::from(cfg.changes_per_sec);
+    let mut room = Room::new(cfg, T0);
+    let seekers: Vec<MemberId> = (0..200).map(|i| join_acks(&mut room, T0, &format!("s{i}"))).collect();
+    for i in 0..1_800 {
+        join(&mut room, T0, &format!("v{i}"));
+    }
+    drain(&mut room);
+    let mut answers: BTreeMap<(MemberId, u32), Vec<AckOutcome>> = BTreeMap::new();
+    let mut fanouts = Vec::new();
+    let collect = |room: &mut Room, now: u64, answers: &mut BTreeMap<_, Vec<_>>, fanouts: &mut Vec<u64>| {
+        for o in drain(room) {
+            match (o.to, o.msg) {
+                (Audience::One(to), ServerMsg::Ack(a)) => {
+                    answers.entry((to, a.request_id)).or_default().push(a.outcome)
+                }
+                (_, ServerMsg::TimelineChanged(_)) => fanouts.push(now),
+                (_, ServerMsg::Error(e)) => panic!("{e:?}"),
+                _ => {}
+            }
+        }
+    };
+    let mut now = T0 + S;
+    let mut rid = 0u32;
+    let mut last = 0;
+    for _ in 0..3 * 5 {
+        // Every seeker once per 200 ms, spread over the interval.
+        for (k, &s) in seekers.iter().enumerate() {
+            now += MS;
+            rid += 1;
+            last = u64::from(rid);
+            room.command(now, s, rid, Action::Seek { position_ms: last }).unwrap();
+            commit(&mut room, now);
+            collect(&mut room, now, &mut answers, &mut fanouts);
+            if k % 20 == 0 {
+                tick(&mut room, now);
+            }
+        }
+    }
+    for (at, o) in run_until(&mut room, now, now + 2 * S) {
+        match (o.to, o.msg) {
+            (Audience::One(to), ServerMsg::Ack(a)) => answers.entry((to, a.request_id)).or_default().push(a.outcome),
+            (_, ServerMsg::TimelineChanged(_)) => fanouts.push(at),
+            _ => {}
+        }
+    }
+    assert_eq!(answers.len(), rid as usize, "every command answered");
+    assert!(answers.values().all(|a| a.len() == 1), "exactly once");
+    let coalesced = answers.values().filter(|a| a[0] == AckOutcome::Coalesced).count();
+    assert!(coalesced > 2_900, "{coalesced} coalesced");
+    let span = (fanouts.last().unwrap() - T0 - S).div_ceil(S);
+    assert!(fanouts.len() as u64 <= rate * (span + 1), "{} fan-outs in {span} s", fanouts.len());
+    for w in fanouts.windows(rate as usize + 1) {
+        assert!(w[rate as usize] - w[0] >= 900 * MS || w[0] < T0 + 2 * S, "at most the budget per second");
+    }
+    assert_eq!(room.held_commands(), 0);
+    assert_eq!(room.timeline().position_ms, last, "the last seek wins");
+}
+
+#[test]
+fn held_commands_are_checked_again_and_dropped_with_their_member() {
+    let cfg = RoomConfig { changes_per_sec: 1, ..Default::default() };
+    let mut room = Room::new(cfg, T0);
+    let h = join_acks(&mut room, T0, "h");
+    let c = join_acks(&mut room, T0, "c");
+    room.set_role(h, c, Role::CoHost).unwrap();
+    drain(&mut room);
+    cmd(&mut room, T0, h, Action::Seek { position_ms: 1 }).unwrap();
+    // Held (the budget is spent): c's seek, then h's replaces it.
+    room.command(T0 + MS, c, 2, Action::Seek { position_ms: 2 }).unwrap();
+    room.command(T0 + MS, c, 3, Action::SetRate { rate_milli: 1500 }).unwrap();
+    room.command(T0 + 2 * MS, h, 4, Action::Seek { position_ms: 4 }).unwrap();
+    assert_eq!(room.held_commands(), 2);
+    assert_eq!(room.budget.next_run_at(), Some(T0 + S), "the next token");
+    // c is a viewer again before its rate change runs: refused when it runs.
+    room.command(T0 + 3 * MS, h, 5, Action::SetRole { member_id: c, role: Role::Viewer }).unwrap();
+    commit(&mut room, T0 + 3 * MS);
+    let out = drain(&mut room);
+    assert!(acks(&out, c).is_empty());
+    tick(&mut room, T0 + S);
+    let out = drain(&mut room);
+    assert_eq!(errors(&out, c).iter().map(|e| e.0).collect::<Vec<_>>(), vec![3]);
+    assert_eq!(acks(&out, c), vec![(2, AckOutcome::Coalesced, 2)]);
+    assert_eq!(acks(&out, h), vec![(4, AckOutcome::Applied, 2)]);
+    // A member's held command leaves with it; what it replaced is answered.
+    room.command(T0 + S + MS, h, 6, Action::Pause { position_ms: None }).unwrap();
+    room.set_role(h, c, Role::CoHost).unwrap();
+    room.command(T0 + S + MS, c, 7, Action::Seek { position_ms: 7 }).unwrap();
+    room.command(T0 + S + MS, h, 8, Action::Seek { position_ms: 8 }).unwrap();
+    room.command(T0 + S + MS, c, 9, Action::Seek { position_ms: 9 }).unwrap();
+    leave(&mut room, T0 + S + 2 * MS, c);
+    let out = drain(&mut room);
+    assert_eq!(acks(&out, h), vec![(6, AckOutcome::Unchanged, 2), (8, AckOutcome::Coalesced, 2)]);
+    assert_eq!(room.held_commands(), 0);
+}
+
+// ------------------------------------------------------------ scale-out (simulated nodes)
+
+fn open() -> RoomConfig {
+    RoomConfig { policy: ControlPolicy::Everyone, ..Default::default() }
+}
+
+#[test]
+fn sim_a_scheduled_pause_lands_on_the_same_position_on_every_node() {
+    let mut sim = sim::Sim::new(2, RoomConfig::default(), 1);
+    let host = sim.join(0, "host", false);
+    let viewer = sim.join(1, "viewer", false);
+    sim.drive();
+    sim.command(host, Action::Play { position_ms: Some(1_000) });
+    sim.drive();
+    sim.run_for(S);
+    sim.command(host, Action::Pause { position_ms: None });
+    sim.drive();
+    sim.check_settled();
+    assert!(sim.record.timeline.paused && sim.record.reason == ChangeReason::Pause);
+    assert_eq!(sim.clients[viewer].epochs, vec![0, 1, 2]);
+    assert_eq!(sim.nodes[0].room.timeline(), sim.nodes[1].room.timeline());
+}
+
+#[test]
+fn sim_concurrent_commands_race_and_the_loser_is_retried_once() {
+    for seed in 0..20 {
+        let mut sim = sim::Sim::new(2, open(), seed);
+        let a = sim.join(0, "a", false);
+        let b = sim.join(1, "b", false);
+        sim.drive();
+        sim.command(a, Action::Seek { position_ms: 10_000 });
+        sim.command(b, Action::Seek { position_ms: 20_000 });
+        sim.drive();
+        sim.check_settled();
+        assert_eq!(sim.record.timeline.epoch, 2, "both applied, one after the other");
+        assert_eq!(sim.errors_with(authority::CONFLICT), 0);
+    }
+}
+
+#[test]
+fn sim_three_nodes_a_command_that_loses_twice_is_answered_with_the_error() {
+    let mut sim = sim::Sim::new(3, open(), 7);
+    sim.authority_lat = (5 * MS, 5 * MS);
+    sim.client_lat = (10 * MS, 10 * MS);
+    let c: Vec<usize> = (0..3).map(|n| sim.join(n, &format!("m{n}"), false)).collect();
+    sim.drive();
+    for (i, &c) in c.iter().enumerate() {
+        sim.command(c, Action::Seek { position_ms: 1_000 * (i as u64 + 1) });
+    }
+    sim.drive();
+    sim.check_settled();
+    assert_eq!(sim.errors_with(authority::CONFLICT), 1, "the third lost its retry too");
+    assert_eq!(sim.record.timeline.epoch, 2);
+}
+
+#[test]
+fn sim_a_seek_races_a_scheduled_play() {
+    for seed in 0..10 {
+        let mut sim = sim::Sim::new(2, open(), seed);
+        let h = sim.join(0, "h", false);
+        let v = sim.join(1, "v", false);
+        sim.drive();
+        sim.command(h, Action::Play { position_ms: None });
+        sim.run_for(20 * MS);
+        sim.command(v, Action::Seek { position_ms: 30_000 });
+        sim.drive();
+        sim.check_settled();
+        assert!(!sim.record.timeline.paused, "the seek keeps the play");
+    }
+}
+
+#[test]
+fn sim_a_buffering_wait_on_one_node_while_another_seeks() {
+    for seed in 0..10 {
+        let mut sim = sim::Sim::new(2, open(), seed);
+        let h = sim.join(0, "h", false);
+        let v = sim.join(1, "v", false);
+        sim.drive();
+        sim.command(h, Action::Play { position_ms: None });
+        sim.drive();
+        sim.report(v, false);
+        sim.run_for(S);
+        sim.report(v, true);
+        sim.command(h, Action::Seek { position_ms: 50_000 });
+        sim.drive();
+        sim.report(v, false);
+        sim.drive();
+        sim.run_for(4 * S);
+        sim.drive();
+        sim.check_settled();
+        assert!(!sim.record.timeline.paused, "seed {seed}: playing again");
+    }
+}
+
+#[test]
+fn sim_members_roles_and_policy_are_shared_across_nodes() {
+    let cfg = RoomConfig { show_members: true, ..Default::default() };
+    let mut sim = sim::Sim::new(2, cfg, 3);
+    let host = sim.join(0, "host", false);
+    sim.drive();
+    let guest = sim.join(1, "guest", false);
+    sim.drive();
+    assert_ne!(sim.clients[host].id, sim.clients[guest].id, "ids are unique across nodes");
+    assert_eq!((sim.role(host), sim.role(guest)), (Some(Role::Host), Some(Role::Viewer)));
+    let r = sim.command(guest, Action::Seek { position_ms: 1 });
+    sim.drive();
+    assert!(sim.clients[guest].errors.iter().any(|e| e.request_id == r && e.code == ErrorCode::Forbidden.as_u16()));
+    // The host on one node makes the other node's member a co-host, who may then command.
+    let gid = sim.clients[guest].id;
+    sim.command(host, Action::SetRole { member_id: gid, role: Role::CoHost });
+    sim.drive();
+    assert_eq!(sim.role(guest), Some(Role::CoHost));
+    sim.command(guest, Action::Seek { position_ms: 5_000 });
+    sim.drive();
+    // A policy set on one node holds on the other.
+    let viewer = sim.join(1, "viewer", false);
+    sim.drive();
+    sim.command(host, Action::SetPolicy { policy: ControlPolicy::Everyone });
+    sim.drive();
+    sim.command(viewer, Action::Seek { position_ms: 7_000 });
+    sim.drive();
+    sim.check_settled();
+    assert_eq!(sim.record.timeline.position_ms, 7_000);
+    // Leaving is seen on the other node.
+    sim.leave(viewer);
+    sim.drive();
+    sim.check_settled();
+}
+
+#[test]
+fn sim_a_claimed_host_supersedes_the_fallback_and_two_fallbacks_converge() {
+    let mut sim = sim::Sim::new(2, RoomConfig::default(), 4);
+    let early = sim.join(0, "early", false);
+    sim.drive();
+    assert_eq!(sim.role(early), Some(Role::Host));
+    let op = sim.join(1, "op", true);
+    sim.drive();
+    assert_eq!((sim.role(op), sim.role(early)), (Some(Role::Host), Some(Role::Viewer)));
+    sim.check_settled();
+
+    // Both join before either node hears of the other.
+    let mut sim = sim::Sim::new(2, RoomConfig::default(), 5);
+    let a = sim.join(0, "a", false);
+    let b = sim.join(1, "b", false);
+    assert_eq!((sim.role(a), sim.role(b)), (Some(Role::Host), Some(Role::Host)));
+    sim.drive();
+    sim.check_settled();
+    let (ia, ib) = (sim.clients[a].id, sim.clients[b].id);
+    let host = if ia < ib { a } else { b };
+    assert_eq!(sim.role(host), Some(Role::Host), "the smaller id stays");
+}
+
+#[test]
+fn sim_a_gone_node_takes_its_members_and_the_host_is_elected_after_the_grace() {
+    let cfg = RoomConfig { show_members: true, host_grace_us: 5 * S, ..Default::default() };
+    let mut sim = sim::Sim::new(3, cfg, 6);
+    let host = sim.join(0, "host", false);
+    sim.drive();
+    let v1 = sim.join(1, "v1", false);
+    let v2 = sim.join(2, "v2", false);
+    sim.drive();
+    assert_eq!(sim.role(host), Some(Role::Host));
+    sim.kill(0);
+    sim.run_for(sim.gone_after + S);
+    assert!(sim.role(v1) == Some(Role::Viewer) && sim.role(v2) == Some(Role::Viewer), "the grace holds the role");
+    sim.run_for(5 * S);
+    sim.drive();
+    sim.check_settled();
+    let first = if sim.clients[v1].id < sim.clients[v2].id { v1 } else { v2 };
+    assert_eq!(sim.role(first), Some(Role::Host), "the longest present, once");
+}
+
+#[test]
+fn sim_a_flood_from_many_members_on_several_nodes_is_coalesced() {
+    let mut sim = sim::Sim::new(3, open(), 11);
+    let members: Vec<usize> = (0..60).map(|i| sim.join(i % 3, &format!("m{i}"), false)).collect();
+    let watcher = sim.join(0, "watcher", false);
+    sim.drive();
+    let start = sim.now;
+    let mut last = 0;
+    // Every member seeks 5 times a second for 2 s.
+    for round in 0..10u64 {
+        for (k, &m) in members.iter().enumerate() {
+            last = round * 1_000 + k as u64;
+            sim.command(m, Action::Seek { position_ms: last });
+            sim.run_for(200 * MS / members.len() as u64);
+        }
+    }
+    sim.drive();
+    sim.check_settled();
+    let coalesced: usize = sim
+        .clients
+        .iter()
+        .flat_map(|c| &c.acks)
+        .filter(|a| a.outcome == lockstep_protocol::AckOutcome::Coalesced)
+        .count();
+    assert!(coalesced > 300, "{coalesced} coalesced");
+    let changes = sim.clients[watcher].epochs.len() as u64 - 1;
+    let secs = (sim.now - start).div_ceil(S);
+    assert!(changes <= 10 * (secs + 1) + 10, "{changes} changes in {secs} s");
+    assert_eq!(sim.record.timeline.position_ms, last, "the last seek wins");
+}
+
+#[test]
+fn sim_random_commands_keep_every_invariant() {
+    for seed in 0..30 {
+        let mut sim = sim::Sim::new(3, open(), 100 + seed);
+        let clients: Vec<usize> = (0..9).map(|i| sim.join(i % 3, &format!("c{i}"), false)).collect();
+        sim.drive();
+        for _ in 0..40 {
+            let c = clients[sim.rng.range(0, 8) as usize];
+            let action = match sim.rng.range(0, 4) {
+                0 => Action::Play { position_ms: None },
+                1 => Action::Pause { position_ms: None },
+                2 => Action::Seek { position_ms: sim.rng.range(0, 100_000) },
+                3 => Action::SetRate { rate_milli: 500 + 250 * sim.rng.range(0, 6) as u16 },
+                _ => Action::Play { position_ms: Some(sim.rng.range(0, 100_000)) },
+            };
+            sim.command(c, action);
+            if sim.rng.range(0, 9) == 0 {
+                sim.fail_next = 1;
+            }
+            let d = sim.rng.range(0, 60) * MS;
+            sim.run_for(d);
+        }
+        sim.drive();
+        sim.check_settled();
+    }
 }

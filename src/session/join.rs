@@ -95,6 +95,7 @@ async fn join_inner(app: Context, req: JoinRequest, outbox: Arc<Outbox>) -> Resu
         host_claim: claims.hosts(&room_id) || party_host.as_deref() == Some(claims.sub.as_str()),
         device_id: device_id.clone(),
         wants_presence: caps & caps::PRESENCE != 0,
+        wants_acks: caps & caps::ACKS != 0,
     };
     outbox.set_caps(caps);
     match app.hub.join(&room_id, info, outbox.clone()).await {

@@ -571,6 +571,9 @@ async fn published_hashes_match_the_presented_certificate() {
     let not_after = body["notAfter"].as_u64().unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert!(not_after > now + 12 * 86_400 && not_after <= now + 13 * 86_400, "{not_after} vs {now}");
+    // The node's WebTransport base: the host the page used, the QUIC port it bound.
+    let port = server.quic.port();
+    assert_eq!(body["webtransport"], format!("https://127.0.0.1:{port}"));
     let (status, plain) = get_json(&server.http_url("/certificate.sha256")).await;
     assert_eq!(status, 200);
     // A JSON-looking body would have been parsed; a hex string may parse as a number.

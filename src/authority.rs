@@ -1,0 +1,248 @@
+//! The seam between a room actor and whoever orders its timeline changes:
+//! the [`Authority`].
+//!
+//! The room core ([`crate::room`]) makes every timeline change tentatively
+//! and hands it out with `poll_commit`; the actor passes it to the authority
+//! and never awaits the answer: a [`LocalAuthority`] (one node) commits at
+//! once and says so in its return value; the Redis authority
+//! (`crate::cluster`) answers later, as a [`Remote::Committed`] event through
+//! the room's [`RemoteSink`], like every other event from outside (another
+//! node's change, its members, counts, a lost node).
+//!
+//! This module sits below the hub and above the room core, the store and
+//! nothing else: the hub uses it, the cluster implements it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lockstep_protocol::{ControlPolicy, Timeline, TimelineChanged};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::room::{CommitRequest, CommitResult, MemberId, Shared};
+use crate::store::Store;
+
+/// What reaches a room from outside, through its [`RemoteSink`].
+#[derive(Debug)]
+pub(crate) enum Remote {
+    /// The room's state as the authority holds it (at start, and again after
+    /// the authority was unreachable).
+    Loaded(Loaded),
+    /// The answer to the room's last [`Authority::commit`] that returned `None`.
+    Committed(CommitResult),
+    /// Scale-out: a change committed by another node.
+    External(TimelineChanged),
+    /// Scale-out: viewers of this room on other nodes.
+    RemoteViewers(u32),
+    /// Scale-out: the authority is reachable again; reload.
+    Resync,
+    /// Scale-out: membership and control changes of another node, in order.
+    Shared {
+        /// The node.
+        node: Arc<str>,
+        /// What changed.
+        events: Vec<Shared>,
+    },
+    /// Scale-out: a node's presence expired; its members are gone.
+    NodeGone(Arc<str>),
+}
+
+/// A room's state as the authority holds it.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    /// The timeline record; `None` if there is none (a new room).
+    pub(crate) record: Option<TimelineChanged>,
+    /// Scale-out: this node's block of member ids (first load only).
+    pub(crate) id_base: Option<MemberId>,
+    /// Scale-out: the room's control policy, if one was set.
+    pub(crate) policy: Option<ControlPolicy>,
+    /// Scale-out: the other nodes' members (node, record).
+    pub(crate) members: Vec<(String, Shared)>,
+    /// Scale-out: whether the authority could be asked at all.
+    pub(crate) reachable: bool,
+}
+
+/// Where a room's remote events go. Never blocks: the room's inbox.
+pub(crate) trait RemoteSink: Send + Sync + std::fmt::Debug {
+    /// Hands `ev` to the room; `false` if the room is gone.
+    fn deliver(&self, ev: Remote) -> bool;
+}
+
+/// A room's membership and control changes, as this node shares them with
+/// the other nodes serving the room.
+#[derive(Debug, Default)]
+pub(crate) struct Announce {
+    /// This node's members to (re)write: the `Shared::Joined` record of each.
+    pub(crate) upserts: Vec<(MemberId, Shared)>,
+    /// This node's members that left.
+    pub(crate) removes: Vec<MemberId>,
+    /// A new control policy.
+    pub(crate) policy: Option<ControlPolicy>,
+    /// What to publish to the other nodes, in order.
+    pub(crate) events: Vec<Shared>,
+}
+
+impl Announce {
+    /// Appends a later announcement of the same room. Member ids are never
+    /// reused while a member may still be listed, so writing every upsert,
+    /// then every removal, leaves the same list as writing them in turn.
+    pub(crate) fn merge(&mut self, later: Announce) {
+        self.upserts.extend(later.upserts);
+        self.removes.extend(later.removes);
+        self.policy = later.policy.or(self.policy);
+        self.events.extend(later.events);
+    }
+}
+
+/// Orders a room's timeline changes and connects it to the other nodes.
+/// Every method returns at once; answers that take time come back through
+/// the room's [`RemoteSink`].
+pub(crate) trait Authority: Send + Sync + std::fmt::Debug {
+    /// A room starts on this node (`first`) or must reload (after
+    /// [`Remote::Resync`]): its state arrives as [`Remote::Loaded`], then its
+    /// remote events follow. `ours` is the room's own latest change, seeded
+    /// where the authority has no record.
+    fn load(&self, room: &Arc<str>, sink: Arc<dyn RemoteSink>, ours: TimelineChanged, first: bool);
+
+    /// The room ended on this node.
+    fn detach(&self, room: &Arc<str>, sink: &Arc<dyn RemoteSink>);
+
+    /// Commits `req`. `Some` when decided at once; `None` when the answer
+    /// comes later as [`Remote::Committed`].
+    fn commit(&self, room: &Arc<str>, req: CommitRequest, sink: &Arc<dyn RemoteSink>) -> Option<CommitResult>;
+
+    /// Whether the authority answered lately (commands are refused while not).
+    fn is_up(&self) -> bool {
+        true
+    }
+
+    /// Scale-out: shares this node's membership and control changes.
+    fn announce(&self, _room: &Arc<str>, _a: Announce) {}
+
+    /// Scale-out: this node's viewers of the room.
+    fn set_local_count(&self, _room: &Arc<str>, _n: u32) {}
+
+    /// Whether this authority shares rooms with other nodes (members are then
+    /// announced and ids come from a block).
+    fn is_shared(&self) -> bool {
+        false
+    }
+}
+
+/// Shortest interval between two batches of timeline writes.
+const SAVE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// One node's authority: every change commits at once. With a store,
+/// rooms start from their saved timeline and every committed change is
+/// saved soon after (latest wins per room, batched every 50 ms); a crash
+/// loses at most that window.
+#[derive(Debug)]
+pub(crate) struct LocalAuthority {
+    store: Option<Arc<dyn Store>>,
+    save: Option<mpsc::UnboundedSender<Save>>,
+    saver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+enum Save {
+    Timeline(Arc<str>, Timeline),
+    /// Write what is queued, then answer.
+    Flush(oneshot::Sender<()>),
+}
+
+impl LocalAuthority {
+    /// An authority without durable state.
+    pub(crate) fn ephemeral() -> Self {
+        LocalAuthority { store: None, save: None, saver: Mutex::new(None) }
+    }
+
+    /// An authority that keeps timelines in `store`.
+    pub(crate) fn durable(store: Arc<dyn Store>) -> Self {
+        let (save, rx) = mpsc::unbounded_channel();
+        let saver = tokio::spawn(saver(store.clone(), rx));
+        LocalAuthority { store: Some(store), save: Some(save), saver: Mutex::new(Some(saver)) }
+    }
+
+    /// Writes every change committed so far (at shutdown).
+    pub(crate) async fn flush(&self) {
+        let Some(save) = &self.save else { return };
+        let (tx, rx) = oneshot::channel();
+        if save.send(Save::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+impl Drop for LocalAuthority {
+    fn drop(&mut self) {
+        if let Some(task) = self.saver.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+/// Writes saved timelines: what queues up meanwhile is one batch, latest
+/// wins per room; at most one batch per [`SAVE_INTERVAL`].
+async fn saver(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Save>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch: HashMap<Arc<str>, Timeline> = HashMap::new();
+        let mut flushed = Vec::new();
+        let mut next = Some(first);
+        while let Some(item) = next.take().or_else(|| rx.try_recv().ok()) {
+            match item {
+                Save::Timeline(room, t) => {
+                    batch.insert(room, t);
+                }
+                Save::Flush(done) => flushed.push(done),
+            }
+        }
+        if !batch.is_empty() {
+            let batch = batch.into_iter().map(|(r, t)| (r.to_string(), t)).collect();
+            if let Err(e) = store.save_timelines(batch).await {
+                tracing::warn!(error = %e, "timelines not saved");
+            }
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
+        tokio::time::sleep(SAVE_INTERVAL).await;
+    }
+}
+
+impl Authority for LocalAuthority {
+    fn load(&self, room: &Arc<str>, sink: Arc<dyn RemoteSink>, _ours: TimelineChanged, first: bool) {
+        let Some(store) = self.store.clone().filter(|_| first) else {
+            sink.deliver(Remote::Loaded(Loaded { reachable: true, ..Loaded::default() }));
+            return;
+        };
+        let room = room.clone();
+        tokio::spawn(async move {
+            let record = match store.timeline(&room).await {
+                Ok(Some(t)) => {
+                    tracing::info!(event_id = %room, epoch = t.epoch, "room resumes its saved timeline");
+                    Some(TimelineChanged {
+                        timeline: t,
+                        effective_at_us: t.anchor_us,
+                        by: 0,
+                        reason: lockstep_protocol::ChangeReason::Seek,
+                    })
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "saved timeline unavailable");
+                    None
+                }
+            };
+            sink.deliver(Remote::Loaded(Loaded { record, reachable: true, ..Loaded::default() }));
+        });
+    }
+
+    fn detach(&self, _room: &Arc<str>, _sink: &Arc<dyn RemoteSink>) {}
+
+    fn commit(&self, room: &Arc<str>, req: CommitRequest, _sink: &Arc<dyn RemoteSink>) -> Option<CommitResult> {
+        if let Some(save) = &self.save {
+            let _ = save.send(Save::Timeline(room.clone(), req.change.timeline));
+        }
+        Some(CommitResult::Committed)
+    }
+}

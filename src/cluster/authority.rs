@@ -1,0 +1,170 @@
+//! The cluster as the rooms' [`Authority`]: timeline changes committed with
+//! a compare-and-set in Redis (`lua/commit.lua`), answered as events; a
+//! room's state loaded (or seeded) with its record, its member-id block,
+//! the policy and the other nodes' members.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use lockstep_protocol::TimelineChanged;
+use redis::{RedisError, RedisResult, Value};
+use tracing::warn;
+
+use super::{Cluster, Local, ROOM_KEY_TTL};
+use crate::authority::{Announce, Authority, Loaded, Remote, RemoteSink};
+use crate::room::{CommitRequest, CommitResult, ID_BLOCK, MemberId};
+use crate::store::redis::{decode_change, encode_change, timeline_key};
+
+/// The counter that hands out a room's blocks of member ids.
+pub(super) fn id_block_key(room: &str) -> String {
+    format!("lockstep:mblock:{room}")
+}
+
+fn malformed(what: &'static str) -> RedisError {
+    RedisError::from((redis::ErrorKind::Parse, what))
+}
+
+impl Cluster {
+    /// Commits `change` if the room's record is still at epoch `expected`:
+    /// `Committed`, or `Conflict` with the record that won.
+    async fn commit_change(&self, room: &str, expected: u32, change: &TimelineChanged) -> RedisResult<CommitResult> {
+        let v: RedisResult<Value> = self
+            .inner
+            .commit
+            .key(timeline_key(room))
+            .key(format!("{}{room}", super::CHANNEL))
+            .arg(expected)
+            .arg(change.timeline.epoch)
+            .arg(encode_change(change))
+            .arg(ROOM_KEY_TTL.as_millis() as u64)
+            .invoke_async(&mut self.inner.conn.clone())
+            .await;
+        match v {
+            Ok(Value::Int(1)) => Ok(CommitResult::Committed),
+            Ok(Value::BulkString(b)) => {
+                decode_change(&b).map(CommitResult::Conflict).ok_or(malformed("malformed timeline record"))
+            }
+            Ok(_) => Err(malformed("unexpected commit reply")),
+            Err(e) => {
+                self.set_up(false);
+                Err(e)
+            }
+        }
+    }
+
+    /// The room's record, created from `ours` if Redis has none.
+    async fn load_or_seed(&self, room: &str, ours: &TimelineChanged) -> RedisResult<TimelineChanged> {
+        let b: Vec<u8> = self
+            .inner
+            .load
+            .key(timeline_key(room))
+            .arg(ours.timeline.epoch)
+            .arg(encode_change(ours))
+            .arg(ROOM_KEY_TTL.as_millis() as u64)
+            .invoke_async(&mut self.inner.conn.clone())
+            .await?;
+        decode_change(&b).ok_or(malformed("malformed timeline record"))
+    }
+
+    /// The first id of a block of member ids for this node's `room`, unique
+    /// among the blocks handed out for it (4,094 blocks of [`ID_BLOCK`]
+    /// ids, reused round-robin).
+    async fn id_base(&self, room: &str) -> MemberId {
+        let key = id_block_key(room);
+        let n: RedisResult<(u64,)> = redis::pipe()
+            .atomic()
+            .incr(&key, 1)
+            .pexpire(&key, ROOM_KEY_TTL.as_millis() as i64)
+            .ignore()
+            .query_async(&mut self.inner.conn.clone())
+            .await;
+        let n = n.map(|(n,)| n).unwrap_or_else(|e| {
+            warn!(error = %e, "no member id block from Redis: taking a random one");
+            let mut b = [0u8; 8];
+            let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+            u64::from_le_bytes(b)
+        });
+        ((n.wrapping_sub(1) % 4094) as u32 + 1) * ID_BLOCK
+    }
+
+    /// Everything a room loads: record, id block (first load), policy and the
+    /// other nodes' members.
+    async fn load_room(&self, room: &str, ours: TimelineChanged, first: bool) -> Loaded {
+        let record = match self.load_or_seed(room, &ours).await {
+            Ok(record) => Some(record),
+            Err(e) => {
+                warn!(event_id = %room, error = %e, "shared timeline unavailable");
+                None
+            }
+        };
+        let id_base = if first { Some(self.id_base(room).await) } else { None };
+        let (policy, members, reachable) = match self.snapshot(room).await {
+            Ok((policy, members)) => (policy, members, true),
+            Err(e) => {
+                warn!(event_id = %room, error = %e, "other nodes' members unavailable");
+                (None, Vec::new(), false)
+            }
+        };
+        Loaded { record, id_base, policy, members, reachable }
+    }
+}
+
+impl Authority for Cluster {
+    fn load(&self, room: &Arc<str>, sink: Arc<dyn RemoteSink>, ours: TimelineChanged, first: bool) {
+        if first {
+            let mut rooms = self.rooms();
+            let count = rooms.get(room).map_or(0, |l| l.count);
+            rooms.insert(room.clone(), Local { sink: Some(Arc::downgrade(&sink)), count });
+        }
+        let (cluster, room) = (self.clone(), room.clone());
+        tokio::spawn(async move {
+            let loaded = cluster.load_room(&room, ours, first).await;
+            sink.deliver(Remote::Loaded(loaded));
+        });
+    }
+
+    fn detach(&self, room: &Arc<str>, sink: &Arc<dyn RemoteSink>) {
+        if let Some(l) = self.rooms().get_mut(room)
+            && l.sink().is_none_or(|s| Arc::ptr_eq(&s, sink))
+        {
+            // Its count goes to 0 at the next heartbeat.
+            *l = Local { sink: None, count: 0 };
+        }
+    }
+
+    fn commit(&self, room: &Arc<str>, req: CommitRequest, sink: &Arc<dyn RemoteSink>) -> Option<CommitResult> {
+        if !self.is_up() {
+            return Some(CommitResult::Failed);
+        }
+        let (cluster, room, sink) = (self.clone(), room.clone(), sink.clone());
+        tokio::spawn(async move {
+            let result = match cluster.commit_change(&room, req.expected, &req.change).await {
+                Ok(result) => result,
+                Err(e) => {
+                    warn!(event_id = %room, error = %e, "timeline change not committed");
+                    CommitResult::Failed
+                }
+            };
+            sink.deliver(Remote::Committed(result));
+        });
+        None
+    }
+
+    fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
+    }
+
+    fn announce(&self, room: &Arc<str>, a: Announce) {
+        let _ = self.inner.announce.send((room.clone(), a));
+    }
+
+    fn set_local_count(&self, room: &Arc<str>, n: u32) {
+        if let Some(l) = self.rooms().get_mut(room) {
+            l.count = n;
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,157 @@
+//! Members, roles and policy across nodes: this node's membership and
+//! control changes are written to Redis and published on the room's
+//! presence channel, in the order its room made them; a room starting (or
+//! reloading) on a node reads the others' members and the policy.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use lockstep_protocol::ControlPolicy;
+use redis::RedisResult;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::{Cluster, Inner, NODE_TTL, PRESENCE, ROOM_KEY_TTL};
+use crate::authority::Announce;
+use crate::room::Shared;
+
+/// What a node publishes on a room's presence channel.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct PresenceMsg {
+    pub(super) node: String,
+    pub(super) events: Vec<Shared>,
+}
+
+/// Most announcements coalesced into one round of writes.
+const MAX_ANNOUNCE_BATCH: usize = 1024;
+
+pub(super) fn members_key(room: &str, node: &str) -> String {
+    format!("lockstep:members:{room}:{node}")
+}
+
+fn room_nodes_key(room: &str) -> String {
+    format!("lockstep:rnodes:{room}")
+}
+
+fn policy_key(room: &str) -> String {
+    format!("lockstep:policy:{room}")
+}
+
+/// Writes announcements in order until the cluster is gone (it holds the
+/// only sender, so this task ends with the last `Cluster`).
+pub(super) async fn write_announcements(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<(Arc<str>, Announce)>) {
+    while let Some(first) = rx.recv().await {
+        // Coalesce what queued up meanwhile (a join storm): one write and
+        // one publication per room, in order.
+        let mut batch: Vec<(Arc<str>, Announce)> = vec![first];
+        while batch.len() < MAX_ANNOUNCE_BATCH
+            && let Ok((room, a)) = rx.try_recv()
+        {
+            match batch.iter_mut().find(|(r, _)| *r == room) {
+                Some((_, queued)) => queued.merge(a),
+                None => batch.push((room, a)),
+            }
+        }
+        let Some(inner) = inner.upgrade() else { break };
+        let cluster = Cluster { inner };
+        for (room, a) in batch {
+            if let Err(e) = cluster.write_announcement(&room, a).await {
+                // The room re-announces its members when Redis is back.
+                warn!(event_id = %room, error = %e, "membership change not shared");
+            }
+        }
+    }
+}
+
+impl Cluster {
+    async fn write_announcement(&self, room: &str, a: Announce) -> RedisResult<()> {
+        let node = &self.inner.node;
+        let members = members_key(room, node);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (id, record) in &a.upserts {
+            let json = serde_json::to_string(record).expect("records serialize");
+            pipe.hset(&members, id, json).ignore();
+        }
+        if !a.removes.is_empty() {
+            pipe.hdel(&members, &a.removes).ignore();
+        }
+        pipe.pexpire(&members, NODE_TTL.as_millis() as i64).ignore();
+        pipe.sadd(room_nodes_key(room), node).ignore();
+        pipe.pexpire(room_nodes_key(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
+        if let Some(policy) = a.policy {
+            let policy = serde_json::to_string(&policy).expect("policies serialize");
+            pipe.set(policy_key(room), policy).ignore();
+            pipe.pexpire(policy_key(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
+        }
+        if !a.events.is_empty() {
+            let msg = PresenceMsg { node: node.clone(), events: a.events };
+            let json = serde_json::to_string(&msg).expect("events serialize");
+            pipe.publish(format!("{PRESENCE}{room}"), json).ignore();
+        }
+        pipe.query_async::<()>(&mut self.inner.conn.clone()).await
+    }
+
+    /// The other nodes' members of `room` and its policy, if one was set.
+    pub(super) async fn snapshot(&self, room: &str) -> RedisResult<(Option<ControlPolicy>, Vec<(String, Shared)>)> {
+        let mut conn = self.inner.conn.clone();
+        let (policy, nodes): (Option<String>, Vec<String>) =
+            redis::pipe().get(policy_key(room)).smembers(room_nodes_key(room)).query_async(&mut conn).await?;
+        let nodes: Vec<String> = nodes.into_iter().filter(|n| *n != self.inner.node).collect();
+        let mut pipe = redis::pipe();
+        for n in &nodes {
+            pipe.hgetall(members_key(room, n));
+        }
+        let lists: Vec<HashMap<String, String>> =
+            if nodes.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
+        let mut members = Vec::new();
+        let mut gone = Vec::new();
+        for (node, list) in nodes.into_iter().zip(lists) {
+            if list.is_empty() {
+                gone.push(node);
+                continue;
+            }
+            self.heard_from(&node);
+            for record in list.values() {
+                if let Ok(ev @ Shared::Joined { .. }) = serde_json::from_str::<Shared>(record) {
+                    members.push((node.clone(), ev));
+                }
+            }
+        }
+        if !gone.is_empty() {
+            let _: RedisResult<()> =
+                redis::cmd("SREM").arg(room_nodes_key(room)).arg(&gone).query_async(&mut conn).await;
+        }
+        let policy = policy.and_then(|p| serde_json::from_str(&p).ok());
+        Ok((policy, members))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lockstep_protocol::Role;
+
+    use super::*;
+    use crate::room::MemberId;
+
+    fn joined(id: MemberId) -> Shared {
+        Shared::Joined { id, role: Role::Viewer, claimed: false, name: String::new(), device: format!("d{id}") }
+    }
+
+    #[test]
+    fn merged_announcements_keep_their_order_and_the_latest_policy() {
+        let mut a = Announce { upserts: vec![(1, joined(1))], events: vec![joined(1)], ..Announce::default() };
+        a.merge(Announce {
+            removes: vec![1],
+            policy: Some(ControlPolicy::Everyone),
+            events: vec![Shared::Left { id: 1 }],
+            ..Announce::default()
+        });
+        a.merge(Announce { upserts: vec![(2, joined(2))], events: vec![joined(2)], ..Announce::default() });
+        assert_eq!(a.upserts.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(a.removes, vec![1]);
+        assert_eq!(a.policy, Some(ControlPolicy::Everyone));
+        assert_eq!(a.events, vec![joined(1), Shared::Left { id: 1 }, joined(2)]);
+    }
+}

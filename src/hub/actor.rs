@@ -1,0 +1,313 @@
+//! One room's actor: the only task that touches its [`Room`]. It wakes on
+//! its mailbox, its room's timers or shutdown, takes everything queued at
+//! once, feeds it to the room with the real clock, hands the room's
+//! tentative changes to the [`Authority`] (never awaiting it: answers come
+//! back through the mailbox), and delivers what the room released.
+//!
+//! There is one dispatch path for one node and for many: only the authority
+//! differs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lockstep_protocol::{ChangeReason, ErrorCode, ServerMsg, TimelineChanged};
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use super::Hub;
+use super::inbox::{Inbox, Taken};
+use super::link::{Extra, Link, Outgoing};
+use crate::authority::{Announce, Authority, Loaded, Remote, RemoteSink};
+use crate::clock::ServerClock;
+use crate::room::{Audience, MemberId, Room, RoomConfig, Shared};
+
+/// Why a command was refused while the shared state is unreachable.
+const AUTHORITY_DOWN: &str = "the shared state (Redis) is unreachable; try again shortly";
+
+pub(super) struct RoomActor {
+    event_id: Arc<str>,
+    generation: u64,
+    cfg: RoomConfig,
+    room: Room,
+    links: HashMap<MemberId, Arc<dyn Link>>,
+    hub: Hub,
+    inbox: Arc<Inbox>,
+    sink: Arc<dyn RemoteSink>,
+    authority: Arc<dyn Authority>,
+    /// Whether the authority's state has been loaded (joins wait until then).
+    loaded: bool,
+    empty_since: Option<Instant>,
+    /// A legacy JSON command's pass-through fields, for the next change its
+    /// member causes.
+    legacy_extra: Option<(MemberId, Arc<Extra>)>,
+}
+
+impl RoomActor {
+    pub(super) fn new(
+        event_id: Arc<str>,
+        generation: u64,
+        cfg: RoomConfig,
+        hub: Hub,
+        inbox: Arc<Inbox>,
+        authority: Arc<dyn Authority>,
+    ) -> Self {
+        let now = hub.clock().now_us();
+        RoomActor {
+            event_id,
+            generation,
+            room: Room::new(cfg.clone(), now),
+            cfg,
+            links: HashMap::new(),
+            hub,
+            sink: inbox.clone(),
+            inbox,
+            authority,
+            loaded: false,
+            empty_since: Some(Instant::now()),
+            legacy_extra: None,
+        }
+    }
+
+    /// The room's own latest change, to seed an authority that has none.
+    fn ours(&self) -> TimelineChanged {
+        let t = self.room.timeline();
+        TimelineChanged { timeline: t, effective_at_us: t.anchor_us, by: 0, reason: ChangeReason::Seek }
+    }
+
+    pub(super) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let clock = self.hub.clock();
+        let grace = self.hub.inner.cfg.room_grace;
+        self.authority.load(&self.event_id, self.sink.clone(), self.ours(), true);
+        loop {
+            let mut wake = if self.loaded {
+                clock.instant_at(self.room.poll_timeout())
+            } else {
+                Instant::now() + std::time::Duration::from_secs(3600)
+            };
+            if let Some(since) = self.empty_since.filter(|_| self.loaded) {
+                wake = wake.min(since + grace);
+            }
+            tokio::select! {
+                _ = self.inbox.wait() => {}
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = crate::util::wait_true(&mut shutdown) => break,
+            }
+            let taken = self.inbox.take();
+            self.process(taken, clock);
+            let now = clock.now_us();
+            if self.loaded && now >= self.room.poll_timeout() {
+                self.room.handle_timeout(now);
+            }
+            self.drive_commits(now);
+            self.share_out();
+            self.flush();
+            match self.empty_since {
+                Some(since)
+                    if self.loaded
+                        && since.elapsed() >= grace
+                        && self.hub.try_remove(&self.event_id, self.generation, &self.inbox) =>
+                {
+                    info!(event_id = %self.event_id, "room dropped after being empty");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        self.inbox.close();
+        self.authority.detach(&self.event_id, &self.sink);
+    }
+
+    /// Feeds everything taken from the mailbox to the room.
+    fn process(&mut self, taken: Taken, clock: ServerClock) {
+        let now = clock.now_us();
+        for ev in taken.remote {
+            self.remote(ev, now);
+        }
+        if taken.resync {
+            self.authority.load(&self.event_id, self.sink.clone(), self.ours(), false);
+        }
+        for join in taken.joins {
+            let id = self.room.join(now, join.info);
+            self.links.insert(id, join.link);
+            self.empty_since = None;
+            if join.reply.send(id).is_err() {
+                // The session went away before it learned its id.
+                self.leave(id, now);
+            }
+        }
+        let shared = self.authority.is_shared();
+        for c in taken.commands {
+            if shared && !self.authority.is_up() {
+                self.room.refuse(c.member, c.request_id, ErrorCode::Internal, AUTHORITY_DOWN);
+                crate::metrics::error(ErrorCode::Internal);
+                continue;
+            }
+            if let Some(extra) = c.extra {
+                self.legacy_extra = Some((c.member, extra));
+            }
+            if let Err(e) = self.room.command(now, c.member, c.request_id, c.action) {
+                debug!(member = c.member, error = %e, "command refused");
+                crate::metrics::error(e.code());
+            }
+        }
+        for (member, report) in taken.reports {
+            self.room.report(now, member, report);
+        }
+        for id in taken.leaves {
+            self.leave(id, now);
+        }
+        for reply in taken.queries {
+            let _ = reply.send(self.room.state(now));
+        }
+        if shared {
+            self.authority.set_local_count(&self.event_id, self.room.local_viewers());
+        }
+    }
+
+    fn remote(&mut self, ev: Remote, now: u64) {
+        match ev {
+            Remote::Loaded(loaded) => self.loaded(loaded, now),
+            Remote::Committed(result) => self.room.on_commit(now, result),
+            Remote::External(change) => self.room.apply_external(now, change),
+            Remote::RemoteViewers(n) => self.room.set_remote_viewers(now, n),
+            Remote::Resync => self.authority.load(&self.event_id, self.sink.clone(), self.ours(), false),
+            Remote::Shared { node, events } => {
+                for ev in events {
+                    self.room.apply_shared(now, &node, ev);
+                }
+            }
+            Remote::NodeGone(node) => self.room.node_gone(now, &node),
+        }
+    }
+
+    /// The authority's state arrived: at start, the room begins from it (and
+    /// the joins waiting meanwhile are served); later, the room adopts it.
+    fn loaded(&mut self, l: Loaded, now: u64) {
+        let first = !self.loaded;
+        if first {
+            if let Some(record) = &l.record {
+                if record.timeline.epoch != self.room.timeline().epoch {
+                    info!(event_id = %self.event_id, epoch = record.timeline.epoch, "room starts from its record");
+                }
+                self.room = Room::with_timeline(self.cfg.clone(), now, record.timeline);
+            }
+            if let Some(base) = l.id_base {
+                self.room.enable_sharing(base);
+            }
+            self.loaded = true;
+            self.inbox.loaded();
+        } else if let Some(record) = l.record {
+            self.room.confirm(now, record);
+        }
+        if !self.authority.is_shared() || !l.reachable {
+            return;
+        }
+        // Learn the other nodes' members and the policy; tell them ours
+        // (they may have dropped them while the authority was away).
+        self.room.set_remote_members(now, l.members);
+        if let Some(policy) = l.policy {
+            self.room.apply_shared(now, "", Shared::Policy { policy, by: 0 });
+        }
+        let mine = self.room.shared_members();
+        if !first || !mine.is_empty() {
+            let upserts = mine.iter().filter_map(|m| match m {
+                Shared::Joined { id, .. } => Some((*id, m.clone())),
+                _ => None,
+            });
+            let a = Announce { upserts: upserts.collect(), events: mine, ..Announce::default() };
+            self.authority.announce(&self.event_id, a);
+        }
+    }
+
+    /// Hands the room's tentative changes to the authority, one at a time;
+    /// answers given at once are applied at once, the others arrive later.
+    fn drive_commits(&mut self, now: u64) {
+        while let Some(req) = self.room.poll_commit() {
+            match self.authority.commit(&self.event_id, req, &self.sink) {
+                Some(result) => self.room.on_commit(now, result),
+                None => break,
+            }
+        }
+    }
+
+    /// Scale-out: shares the membership and control changes the room made.
+    fn share_out(&mut self) {
+        let events = self.room.take_shared();
+        if events.is_empty() {
+            return;
+        }
+        let mut a = Announce::default();
+        for ev in &events {
+            match ev {
+                Shared::Joined { id, .. } | Shared::Role { id, .. } => {
+                    if let Some(record) = self.room.shared_member(*id) {
+                        a.upserts.push((*id, record));
+                    }
+                }
+                Shared::Left { id } => a.removes.push(*id),
+                Shared::Policy { policy, .. } => a.policy = Some(*policy),
+            }
+        }
+        a.events = events;
+        self.authority.announce(&self.event_id, a);
+    }
+
+    fn leave(&mut self, id: MemberId, now: u64) {
+        self.links.remove(&id);
+        self.room.leave(now, id);
+        if self.room.is_empty() {
+            self.empty_since = Some(Instant::now());
+        }
+    }
+
+    /// Delivers what the room released: one shared [`Outgoing`] per output,
+    /// to each recipient's link.
+    fn flush(&mut self) {
+        while let Some(out) = self.room.poll_output() {
+            let started = Instant::now();
+            let name = out.msg.name();
+            let extra = match (&out.msg, &self.legacy_extra) {
+                (ServerMsg::TimelineChanged(c), Some((by, _))) if c.by == *by => {
+                    self.legacy_extra.take().map(|(_, e)| e)
+                }
+                _ => None,
+            };
+            let shared = Outgoing::with_extra(out.msg, extra);
+            let is_tick = shared.is_tick();
+            let mut delivered = 0u64;
+            let mut slow = 0u64;
+            let mut deliver = |link: &Arc<dyn Link>| {
+                if is_tick {
+                    if link.tick(&shared) {
+                        crate::metrics::drop("stale_tick");
+                    }
+                } else if !link.send(&shared) {
+                    slow += 1;
+                }
+                delivered += 1;
+            };
+            match out.to {
+                Audience::One(id) => {
+                    if let Some(link) = self.links.get(&id) {
+                        deliver(link);
+                    }
+                }
+                to => {
+                    for (&id, link) in &self.links {
+                        if to == Audience::All || self.room.is_recipient(to, id) {
+                            deliver(link);
+                        }
+                    }
+                }
+            }
+            metrics::counter!("lockstep_messages_out_total", "type" => name).increment(delivered);
+            if delivered > 1 {
+                metrics::histogram!("lockstep_fanout_seconds").record(started.elapsed().as_secs_f64());
+            }
+            for _ in 0..slow {
+                crate::metrics::error(ErrorCode::SlowConsumer);
+            }
+        }
+    }
+}

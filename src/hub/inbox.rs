@@ -1,0 +1,267 @@
+//! A room's mailbox: bounded, and never able to grow with the traffic.
+//!
+//! - **Commands** queue up to [`MAX_COMMANDS`]; beyond, a command is refused
+//!   at once (the sender gets `RateLimited` for it), so a flood of senders
+//!   cannot grow the queue. The room's change budget then coalesces what it
+//!   takes (SPEC §6.3).
+//! - **Reports** are latest-wins slots, one per member: 10,000 reports a
+//!   second from a room's viewers hold at most one report per viewer.
+//! - **Joins and leaves** are one per connection (the connection cap bounds
+//!   them); **state queries** are bounded by [`MAX_QUERIES`].
+//! - **Remote events** (the authority, other nodes) are bounded by
+//!   [`MAX_REMOTE`]; an overflow drops them and asks the room to reload
+//!   everything from the authority instead, which is what they would have
+//!   told it. A commit answer and a load never overflow: at most one of each
+//!   is ever outstanding.
+//!
+//! The room actor takes everything at once ([`Inbox::take`]) after a wake.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use lockstep_protocol::{Action, Report};
+use tokio::sync::{Notify, oneshot};
+
+use super::link::{Extra, Link};
+use crate::authority::{Remote, RemoteSink};
+use crate::room::{JoinInfo, MemberId, RoomState};
+
+/// Most commands queued for a room.
+pub(crate) const MAX_COMMANDS: usize = 1024;
+/// Most state queries waiting.
+pub(crate) const MAX_QUERIES: usize = 64;
+/// Most remote events waiting.
+pub(crate) const MAX_REMOTE: usize = 4096;
+
+/// A member joining.
+#[derive(Debug)]
+pub(crate) struct Join {
+    pub(crate) info: JoinInfo,
+    pub(crate) link: Arc<dyn Link>,
+    pub(crate) reply: oneshot::Sender<MemberId>,
+}
+
+/// A member's command.
+#[derive(Debug)]
+pub(crate) struct Command {
+    pub(crate) member: MemberId,
+    pub(crate) request_id: u32,
+    pub(crate) action: Action,
+    /// Legacy JSON fields to pass through to the change it causes.
+    pub(crate) extra: Option<Arc<Extra>>,
+}
+
+/// Everything the room was sent since it last looked.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    pub(crate) remote: VecDeque<Remote>,
+    /// Set when remote events were dropped: reload from the authority.
+    pub(crate) resync: bool,
+    pub(crate) joins: Vec<Join>,
+    pub(crate) commands: Vec<Command>,
+    pub(crate) reports: HashMap<MemberId, Report>,
+    pub(crate) leaves: Vec<MemberId>,
+    pub(crate) queries: Vec<oneshot::Sender<RoomState>>,
+}
+
+impl Taken {
+    fn is_empty(&self) -> bool {
+        self.remote.is_empty()
+            && !self.resync
+            && self.joins.is_empty()
+            && self.commands.is_empty()
+            && self.reports.is_empty()
+            && self.leaves.is_empty()
+            && self.queries.is_empty()
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queued: Taken,
+    /// Remote events only (the room has not loaded yet: the rest waits).
+    loading: bool,
+    closed: bool,
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub(crate) struct Inbox {
+    state: Mutex<State>,
+    notify: Notify,
+}
+
+impl Inbox {
+    /// A mailbox whose room is loading: until [`Inbox::loaded`], only
+    /// remote events are taken.
+    pub(crate) fn loading() -> Self {
+        Inbox { state: Mutex::new(State { loading: true, ..State::default() }), notify: Notify::new() }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues with `f` unless the room has closed; wakes the room.
+    fn put(&self, f: impl FnOnce(&mut Taken) -> bool) -> bool {
+        let mut g = self.lock();
+        if g.closed || !f(&mut g.queued) {
+            return false;
+        }
+        drop(g);
+        self.notify.notify_one();
+        true
+    }
+
+    pub(crate) fn join(&self, join: Join) -> bool {
+        self.put(|q| {
+            q.joins.push(join);
+            true
+        })
+    }
+
+    /// `false` if the room is gone or its command queue is full.
+    pub(crate) fn command(&self, cmd: Command) -> bool {
+        self.put(|q| {
+            if q.commands.len() >= MAX_COMMANDS {
+                return false;
+            }
+            q.commands.push(cmd);
+            true
+        })
+    }
+
+    pub(crate) fn report(&self, member: MemberId, report: Report) {
+        self.put(|q| {
+            q.reports.insert(member, report);
+            true
+        });
+    }
+
+    pub(crate) fn leave(&self, member: MemberId) {
+        self.put(|q| {
+            q.leaves.push(member);
+            true
+        });
+    }
+
+    pub(crate) fn query(&self, reply: oneshot::Sender<RoomState>) -> bool {
+        self.put(|q| {
+            if q.queries.len() >= MAX_QUERIES {
+                return false;
+            }
+            q.queries.push(reply);
+            true
+        })
+    }
+
+    /// Waits until something was queued (or [`Inbox::wake`] was called).
+    pub(crate) async fn wait(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Takes everything queued (only remote events while loading).
+    pub(crate) fn take(&self) -> Taken {
+        let mut g = self.lock();
+        if g.loading {
+            let remote = std::mem::take(&mut g.queued.remote);
+            let resync = std::mem::take(&mut g.queued.resync);
+            return Taken { remote, resync, ..Taken::default() };
+        }
+        std::mem::take(&mut g.queued)
+    }
+
+    /// The room has loaded: everything is taken from now on.
+    pub(crate) fn loaded(&self) {
+        self.lock().loading = false;
+        self.notify.notify_one();
+    }
+
+    /// Closes the mailbox if nothing is queued: later sends fail. Returns
+    /// whether it closed.
+    pub(crate) fn close_if_empty(&self) -> bool {
+        let mut g = self.lock();
+        if !g.queued.is_empty() {
+            return false;
+        }
+        g.closed = true;
+        true
+    }
+
+    /// Closes the mailbox (the room stops); later sends fail.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+    }
+
+    /// Whether the room has stopped taking anything.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+impl RemoteSink for Inbox {
+    fn deliver(&self, ev: Remote) -> bool {
+        let mut g = self.lock();
+        if g.closed {
+            return false;
+        }
+        let must_keep = matches!(ev, Remote::Committed(_) | Remote::Loaded(_));
+        if must_keep || g.queued.remote.len() < MAX_REMOTE {
+            g.queued.remote.push_back(ev);
+        } else {
+            crate::metrics::drop("room_remote_overflow");
+            g.queued.resync = true;
+        }
+        drop(g);
+        self.notify.notify_one();
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(epoch: u32) -> Report {
+        Report { epoch, position_us: 0, rate_milli: 1000, buffering: false }
+    }
+
+    #[test]
+    fn reports_are_latest_wins_per_member_and_commands_are_bounded() {
+        let inbox = Inbox::default();
+        for i in 0..10_000u32 {
+            inbox.report(i % 100, report(i));
+        }
+        let cmd = |member| Command { member, request_id: 0, action: Action::Seek { position_ms: 1 }, extra: None };
+        let accepted = (0..MAX_COMMANDS as u32 + 10).filter(|&i| inbox.command(cmd(i))).count();
+        assert_eq!(accepted, MAX_COMMANDS);
+        let taken = inbox.take();
+        assert_eq!(taken.reports.len(), 100, "one slot per member");
+        assert_eq!(taken.reports[&7].epoch, 9_907, "the latest report wins");
+        assert_eq!(taken.commands.len(), MAX_COMMANDS);
+        assert!(inbox.command(cmd(1)), "room again once taken");
+    }
+
+    #[test]
+    fn while_loading_only_remote_events_are_taken_and_overflow_asks_for_a_reload() {
+        let inbox = Inbox::loading();
+        inbox.leave(3);
+        for _ in 0..MAX_REMOTE + 5 {
+            inbox.deliver(Remote::RemoteViewers(1));
+        }
+        inbox.deliver(Remote::Committed(crate::room::CommitResult::Committed));
+        let taken = inbox.take();
+        assert_eq!(taken.remote.len(), MAX_REMOTE + 1, "a commit answer is never dropped");
+        assert!(taken.resync);
+        assert!(taken.leaves.is_empty(), "not while loading");
+        inbox.loaded();
+        assert_eq!(inbox.take().leaves, vec![3]);
+        assert!(inbox.close_if_empty());
+        assert!(!inbox.command(Command {
+            member: 1,
+            request_id: 0,
+            action: Action::Play { position_ms: None },
+            extra: None
+        }));
+    }
+}

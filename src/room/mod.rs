@@ -1,0 +1,420 @@
+//! The room core: one room's timeline, members, roles, buffering policy,
+//! change budget and viewer-count coalescing, as a deterministic state machine.
+//!
+//! **Sans-IO.** Nothing here reads a clock, owns a socket or spawns a task:
+//! every call takes `now` (server microseconds), effects are queued as
+//! [`Output`]s for the caller to deliver, and [`Room::poll_timeout`] says when
+//! to call [`Room::handle_timeout`] next. The runtime in `hub.rs` drives it;
+//! the tests drive it with simulated time and latency (`tests/sim.rs` runs
+//! several nodes against a simulated authority).
+//!
+//! **Authority.** Only commands from members with the right role move the
+//! timeline. Reports inform (and may start a buffering wait, by policy); their
+//! positions never move the timeline. Play and pause take effect at
+//! `now + lead`, so every viewer starts or stops on the same frame; seeks and
+//! rate changes take effect at once. Every change is committed to an
+//! authority before anyone hears of it ([`authority`]: `poll_commit`,
+//! `on_commit`); a single node answers at once.
+//!
+//! # Layout
+//! - `mod.rs`: the [`Room`], its settings, outputs and driving API.
+//! - `timeline.rs`: commands, issuing changes, scheduled changes, ticks.
+//! - `members.rs`: join and leave, roles, host election, `Welcome`.
+//! - `buffering.rs`: reports, the buffering wait and the resume.
+//! - `budget.rs`: the per-room budget of timeline changes, held commands, `Ack`s.
+//! - `authority.rs`: the commit protocol (staged output, rollback, external changes).
+//! - `counts.rs`: viewer counts, coalesced.
+//! - `shared.rs`: scale-out: members, roles and policy shared across nodes.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use lockstep_protocol::{ControlPolicy, ErrorCode, ErrorMsg, Limits, Role, ServerMsg, Timeline, TimelineChanged};
+use serde::{Deserialize, Serialize};
+
+mod authority;
+mod budget;
+mod buffering;
+mod counts;
+mod members;
+mod shared;
+mod timeline;
+
+pub use authority::{CommitRequest, CommitResult};
+pub use shared::Shared;
+
+use authority::Authority;
+use budget::Budget;
+use buffering::Wait;
+use members::{HostSlot, Member};
+use shared::Remote;
+use timeline::Change;
+
+/// A member's id within its room (never 0; 0 means "the server").
+pub type MemberId = u32;
+
+/// What a room does when a member stalls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BufferingPolicy {
+    /// Pause everyone until the member recovers or the wait times out.
+    Wait,
+    /// Carry on; the member catches up alone.
+    Ignore,
+}
+
+/// Per-room settings.
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// Delay before play and pause take effect, so every viewer gets them in time.
+    pub lead_us: u64,
+    /// Who may change the timeline.
+    pub policy: ControlPolicy,
+    /// What to do when a member stalls.
+    pub buffering: BufferingPolicy,
+    /// Longest buffering wait before the room resumes without the stalled members.
+    pub buffering_wait_max_us: u64,
+    /// After a member's wait timed out, it cannot start another for this long.
+    pub buffering_cooldown_us: u64,
+    /// Shortest interval between two viewer-count messages (grows with room size).
+    pub count_interval_us: u64,
+    /// Interval between periodic ticks.
+    pub tick_interval_us: u64,
+    /// Whether members see each other join and leave.
+    pub show_members: bool,
+    /// How long a departed host keeps the role for a reconnect.
+    pub host_grace_us: u64,
+    /// Whether the first member (or the longest present, after the grace) hosts
+    /// a room that has no host.
+    pub first_joiner_hosts: bool,
+    /// Timeline changes members may make per second (a token bucket with a
+    /// burst of as many); commands beyond it are held and coalesced
+    /// (`budget.rs`). 0: unlimited.
+    pub changes_per_sec: u32,
+    /// Announced to members in `Welcome`.
+    pub limits: Limits,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            lead_us: 100_000,
+            policy: ControlPolicy::HostOnly,
+            buffering: BufferingPolicy::Wait,
+            buffering_wait_max_us: 3_000_000,
+            buffering_cooldown_us: 30_000_000,
+            count_interval_us: 250_000,
+            tick_interval_us: 250_000,
+            show_members: false,
+            host_grace_us: 30_000_000,
+            first_joiner_hosts: true,
+            changes_per_sec: 10,
+            limits: Limits {
+                max_frame: lockstep_protocol::limits::MAX_FRAME as u32,
+                max_datagram: lockstep_protocol::limits::MAX_DATAGRAM as u32,
+                max_msgs_per_sec: 50,
+                tick_interval_ms: 250,
+                report_interval_ms: 1000,
+            },
+        }
+    }
+}
+
+/// Who a queued message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Every member.
+    All,
+    /// One member.
+    One(MemberId),
+    /// Members that asked for presence events.
+    Presence,
+}
+
+/// One effect for the runtime to deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// Recipients.
+    pub to: Audience,
+    /// The message.
+    pub msg: ServerMsg,
+}
+
+/// What a joining member brings.
+#[derive(Debug, Clone, Default)]
+pub struct JoinInfo {
+    /// Stable device id (a reconnecting host is recognised by it).
+    pub device_id: String,
+    /// Display name for presence events.
+    pub name: String,
+    /// Whether it wants member joined/left events.
+    pub wants_presence: bool,
+    /// Whether its credentials make it a host of this room.
+    pub host_claim: bool,
+    /// Whether it understands `Ack` (the `ACKS` capability): its commands with
+    /// a request id are answered by an `Ack` when they do not fail.
+    pub wants_acks: bool,
+}
+
+/// Why a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No such member.
+    #[error("not a member of this room")]
+    NotMember,
+    /// The member's role does not allow it.
+    #[error("your role may not change the timeline in this room")]
+    Forbidden,
+    /// An argument is out of range.
+    #[error("{0}")]
+    InvalidArgument(&'static str),
+}
+
+impl CommandError {
+    /// The protocol code for it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CommandError::NotMember => ErrorCode::NotJoined,
+            CommandError::Forbidden => ErrorCode::Forbidden,
+            CommandError::InvalidArgument(_) => ErrorCode::InvalidArgument,
+        }
+    }
+}
+
+/// A snapshot of a room for the REST API.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomState {
+    /// The timeline in effect.
+    pub timeline: Timeline,
+    /// A scheduled change, if any.
+    pub pending: Option<TimelineChanged>,
+    /// The media position now, in seconds.
+    pub position: f64,
+    /// Server time of this snapshot, in microseconds.
+    pub server_time_us: u64,
+    /// Viewers in the room.
+    pub viewers: u32,
+    /// Who may change the timeline.
+    pub policy: ControlPolicy,
+    /// Members by role.
+    pub members: MembersByRole,
+    /// Whether the room is paused waiting for buffering members.
+    pub buffering_wait: bool,
+}
+
+/// Member ids grouped by role.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MembersByRole {
+    /// Hosts.
+    pub host: Vec<MemberId>,
+    /// Co-hosts.
+    pub co_host: Vec<MemberId>,
+    /// Viewers.
+    pub viewer: Vec<MemberId>,
+}
+
+/// Member ids of one node's block (scale-out): `base..base + ID_BLOCK`.
+pub const ID_BLOCK: u32 = 1 << 20;
+
+/// A queued output and whether a rollback drops it (see `authority.rs`).
+#[derive(Debug)]
+struct Queued {
+    out: Output,
+    /// An `Ack` whose command is retried if the change it rests on is discarded.
+    bound: bool,
+}
+
+/// One room. See the module docs.
+#[derive(Debug)]
+pub struct Room {
+    cfg: RoomConfig,
+    current: Timeline,
+    pending: Option<(Change, MemberId, lockstep_protocol::ChangeReason)>,
+    /// The epoch of the latest change issued (in effect or pending), committed or not.
+    epoch: u32,
+    members: BTreeMap<MemberId, Member>,
+    next_member: MemberId,
+    host: Option<HostSlot>,
+    wait: Option<Wait>,
+    next_tick_at: u64,
+    count_sent: Option<(u64, u32)>,
+    count_dirty: bool,
+    /// Viewers on other nodes (scale-out); counted in [`Room::viewers`].
+    remote_viewers: u32,
+    /// Scale-out: members on other nodes, by id.
+    remote: BTreeMap<MemberId, Remote>,
+    /// Scale-out: this node's id block (`None`: ids from 1, nothing shared).
+    id_base: Option<MemberId>,
+    /// Scale-out: changes to share with the other nodes.
+    shared: Vec<Shared>,
+    /// Changes members may still make, and commands held for lack of them.
+    budget: Budget,
+    /// Changes not yet committed, and what the authority holds.
+    auth: Authority,
+    out: VecDeque<Queued>,
+    /// Sequence number of `out[0]`: every output ever queued has one.
+    out_seq: u64,
+}
+
+impl Room {
+    /// A new, empty, paused room.
+    pub fn new(cfg: RoomConfig, now: u64) -> Self {
+        Self::with_timeline(cfg, now, Timeline::start(now))
+    }
+
+    /// A room that resumes a saved timeline (which the authority is taken to
+    /// hold; see [`Room::confirm`]).
+    pub fn with_timeline(cfg: RoomConfig, now: u64, timeline: Timeline) -> Self {
+        Room {
+            next_tick_at: now + cfg.tick_interval_us,
+            budget: Budget::new(cfg.changes_per_sec, now),
+            cfg,
+            epoch: timeline.epoch,
+            auth: Authority::new(timeline.epoch),
+            current: timeline,
+            pending: None,
+            members: BTreeMap::new(),
+            next_member: 1,
+            host: None,
+            wait: None,
+            count_sent: None,
+            count_dirty: false,
+            remote_viewers: 0,
+            remote: BTreeMap::new(),
+            id_base: None,
+            shared: Vec::new(),
+            out: VecDeque::new(),
+            out_seq: 0,
+        }
+    }
+
+    /// The room's settings.
+    pub fn config(&self) -> &RoomConfig {
+        &self.cfg
+    }
+
+    /// Whether the room has no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// The timeline in effect (including changes not yet committed).
+    pub fn timeline(&self) -> Timeline {
+        self.current
+    }
+
+    /// The epoch of the latest change issued (in effect or pending,
+    /// committed or not).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The member's role, if it is a member here.
+    pub fn role(&self, id: MemberId) -> Option<Role> {
+        self.members.get(&id).map(|m| m.role)
+    }
+
+    /// The next output to deliver. Output queued from the first change not
+    /// yet committed onward is held back until that change is committed (or
+    /// dropped if it is discarded; see `authority.rs`).
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if self.auth.staged_from().is_some_and(|seq| self.out_seq >= seq) {
+            return None;
+        }
+        let q = self.out.pop_front()?;
+        self.out_seq += 1;
+        Some(q.out)
+    }
+
+    /// When [`Room::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> u64 {
+        let mut t = self.next_tick_at;
+        if let Some((c, ..)) = &self.pending {
+            t = t.min(c.effective_at_us);
+        }
+        if let Some(w) = &self.wait {
+            t = t.min(w.deadline);
+        }
+        if self.count_dirty {
+            t = t.min(self.count_due());
+        }
+        if let Some(HostSlot { left_at: Some(left), .. }) = &self.host {
+            t = t.min(left + self.cfg.host_grace_us);
+        }
+        if let Some(at) = self.budget.next_run_at() {
+            t = t.min(at);
+        }
+        t
+    }
+
+    /// Runs everything due at `now`: scheduled changes, held commands, ticks,
+    /// count flushes, wait deadlines and host hand-over.
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.advance(now);
+        self.wait_deadline(now);
+        if let Some(HostSlot { left_at: Some(left), .. }) = &self.host
+            && now >= left + self.cfg.host_grace_us
+        {
+            self.host = None;
+            self.elect_host();
+        }
+        self.run_held(now);
+        if now >= self.next_tick_at {
+            self.emit_tick(now);
+        }
+        self.flush_count(now);
+    }
+
+    /// Whether member `id` should receive a message for `to`.
+    pub fn is_recipient(&self, to: Audience, id: MemberId) -> bool {
+        match to {
+            Audience::All => true,
+            Audience::One(one) => one == id,
+            Audience::Presence => self.members.get(&id).is_some_and(|m| m.wants_presence),
+        }
+    }
+
+    /// A snapshot for the REST API.
+    pub fn state(&self, now: u64) -> RoomState {
+        let mut members = MembersByRole::default();
+        let local = self.members.iter().map(|(&id, m)| (id, m.role));
+        let remote = self.remote.iter().map(|(&id, r)| (id, r.role));
+        let all: BTreeMap<MemberId, Role> = local.chain(remote).collect();
+        for (id, role) in all {
+            match role {
+                Role::Host => members.host.push(id),
+                Role::CoHost => members.co_host.push(id),
+                Role::Viewer => members.viewer.push(id),
+            }
+        }
+        RoomState {
+            timeline: self.current,
+            pending: self.pending.map(|(c, by, reason)| c.message(by, reason)),
+            position: self.current.position_us_at(now) as f64 / 1e6,
+            server_time_us: now,
+            viewers: self.viewers(),
+            policy: self.cfg.policy,
+            members,
+            buffering_wait: self.wait.is_some(),
+        }
+    }
+
+    /// Queues an `Error` to a member (a command refused outside the core,
+    /// e.g. while the shared state is unreachable).
+    pub fn refuse(&mut self, to: MemberId, request_id: u32, code: ErrorCode, message: &str) {
+        self.to(Audience::One(to), ServerMsg::Error(ErrorMsg::new(code, message.to_owned(), request_id)));
+    }
+
+    fn to(&mut self, to: Audience, msg: ServerMsg) {
+        self.out.push_back(Queued { out: Output { to, msg }, bound: false });
+    }
+
+    /// Sequence number the next queued output gets.
+    fn next_seq(&self) -> u64 {
+        self.out_seq + self.out.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+//! Scale-out: members, roles and policy shared across the nodes serving a
+//! room. Each node's room has its own block of member ids, queues its joins,
+//! leaves, role and policy changes for [`Room::take_shared`], and applies the
+//! other nodes' with [`Room::apply_shared`]. Host election is deterministic:
+//! every node sees the same members and picks the same one.
+
+use std::collections::BTreeSet;
+
+use lockstep_protocol::{ControlPolicy, MemberJoined, MemberLeft, PolicyChanged, Role, RoleChanged, ServerMsg};
+use serde::{Deserialize, Serialize};
+
+use super::members::HostSlot;
+use super::{Audience, MemberId, Room};
+
+/// Scale-out: a membership or control change that this node shares with the
+/// other nodes serving the room (see `crate::cluster`), and that they apply
+/// with [`Room::apply_shared`]. Idempotent: applying one twice changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "camelCase")]
+pub enum Shared {
+    /// A member joined (or, on a snapshot, is present) on the sending node.
+    #[serde(rename_all = "camelCase")]
+    Joined {
+        /// Its id (unique across nodes: each node's room has its own id block).
+        id: MemberId,
+        /// Its role.
+        role: Role,
+        /// Whether it hosts by its credentials.
+        claimed: bool,
+        /// Display name.
+        name: String,
+        /// Device id (a host reconnecting on another node keeps the role).
+        device: String,
+    },
+    /// A member left the sending node.
+    Left {
+        /// Its id.
+        id: MemberId,
+    },
+    /// A member's role changed (on any node, for a member on any node).
+    Role {
+        /// Its id.
+        id: MemberId,
+        /// The new role.
+        role: Role,
+    },
+    /// The room's control policy changed.
+    Policy {
+        /// The new policy.
+        policy: ControlPolicy,
+        /// Who changed it.
+        by: MemberId,
+    },
+}
+
+/// A member of the room on another node.
+#[derive(Debug)]
+pub(super) struct Remote {
+    node: String,
+    pub(super) role: Role,
+    claimed: bool,
+    name: String,
+    device: String,
+}
+
+impl Room {
+    /// Scale-out: from now on, members get ids from the block starting at
+    /// `base` (unique across the nodes serving the room) and membership and
+    /// control changes are queued for [`Room::take_shared`].
+    pub fn enable_sharing(&mut self, base: MemberId) {
+        self.id_base = Some(base);
+        self.next_member = base;
+    }
+
+    pub(super) fn share(&mut self, ev: impl FnOnce() -> Shared) {
+        if self.id_base.is_some() {
+            self.shared.push(ev());
+        }
+    }
+
+    /// Scale-out: the changes to share with the other nodes since the last call.
+    pub fn take_shared(&mut self) -> Vec<Shared> {
+        std::mem::take(&mut self.shared)
+    }
+
+    /// Whether `id` is a member on this node.
+    pub fn is_local(&self, id: MemberId) -> bool {
+        self.members.contains_key(&id)
+    }
+
+    /// A local member as the other nodes see it (for their snapshots).
+    pub fn shared_member(&self, id: MemberId) -> Option<Shared> {
+        let m = self.members.get(&id)?;
+        Some(Shared::Joined { id, role: m.role, claimed: m.claimed, name: m.name.clone(), device: m.device_id.clone() })
+    }
+
+    /// Every local member as the other nodes see it (to re-announce them).
+    pub fn shared_members(&self) -> Vec<Shared> {
+        self.members.keys().filter_map(|&id| self.shared_member(id)).collect()
+    }
+
+    /// Applies a change shared by another node, `node`.
+    pub fn apply_shared(&mut self, now: u64, node: &str, ev: Shared) {
+        match ev {
+            Shared::Joined { id, role, claimed, name, device } => {
+                if self.members.contains_key(&id) {
+                    return;
+                }
+                let new = !self.remote.contains_key(&id);
+                let remote = Remote { node: node.to_owned(), role, claimed, name, device };
+                if role == Role::Host {
+                    self.remote_host(id, &remote);
+                }
+                if new && self.cfg.show_members {
+                    let joined = MemberJoined { member_id: id, role, name: remote.name.clone() };
+                    self.to(Audience::Presence, ServerMsg::MemberJoined(joined));
+                }
+                self.remote.insert(id, remote);
+            }
+            Shared::Left { id } => self.remote_left(now, id),
+            Shared::Role { id, role } => {
+                if let Some(r) = self.remote.get_mut(&id) {
+                    if r.role != role {
+                        r.role = role;
+                        self.to(Audience::All, ServerMsg::RoleChanged(RoleChanged { member_id: id, role }));
+                    }
+                } else if self.members.contains_key(&id) {
+                    // Set by a host on another node; this node owns the member.
+                    self.set_local_role(id, role);
+                }
+                if role == Role::Host
+                    && let Some(r) = self.remote.get(&id)
+                {
+                    self.host = Some(HostSlot { device_id: r.device.clone(), left_at: None });
+                }
+            }
+            Shared::Policy { policy, by } => {
+                if self.cfg.policy != policy {
+                    self.cfg.policy = policy;
+                    self.to(Audience::All, ServerMsg::PolicyChanged(PolicyChanged { policy, by }));
+                }
+            }
+        }
+    }
+
+    /// A host joined on another node: hosts by the first-joiner fallback here
+    /// step down for a host by credentials, and of two fallback hosts elected
+    /// at once on two nodes the smaller id keeps the role (every node decides
+    /// the same way, so exactly one remains).
+    fn remote_host(&mut self, id: MemberId, remote: &Remote) {
+        let step_down: Vec<MemberId> = self
+            .members
+            .iter()
+            .filter(|&(&mine, m)| m.role == Role::Host && !m.claimed && (remote.claimed || id < mine))
+            .map(|(&mine, _)| mine)
+            .collect();
+        for mine in step_down {
+            self.set_local_role(mine, Role::Viewer);
+        }
+        if !self.members.values().any(|m| m.role == Role::Host) {
+            self.host = Some(HostSlot { device_id: remote.device.clone(), left_at: None });
+        }
+    }
+
+    fn remote_left(&mut self, now: u64, id: MemberId) {
+        let Some(r) = self.remote.remove(&id) else { return };
+        if r.role == Role::Host {
+            self.host_left(now, &r.device);
+        }
+        if self.cfg.show_members {
+            self.to(Audience::Presence, ServerMsg::MemberLeft(MemberLeft { member_id: id }));
+        }
+    }
+
+    /// Scale-out: node `node` is gone (its presence expired): its members leave.
+    pub fn node_gone(&mut self, now: u64, node: &str) {
+        let gone: Vec<MemberId> = self.remote.iter().filter(|(_, r)| r.node == node).map(|(&id, _)| id).collect();
+        for id in gone {
+            self.remote_left(now, id);
+        }
+    }
+
+    /// Scale-out: replaces what this room knows of other nodes' members with
+    /// a snapshot (on start, and when Redis is back after an outage).
+    pub fn set_remote_members(&mut self, now: u64, snapshot: Vec<(String, Shared)>) {
+        let keep: BTreeSet<MemberId> = snapshot
+            .iter()
+            .filter_map(|(_, ev)| match ev {
+                Shared::Joined { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        let gone: Vec<MemberId> = self.remote.keys().filter(|id| !keep.contains(id)).copied().collect();
+        for id in gone {
+            self.remote_left(now, id);
+        }
+        for (node, ev) in snapshot {
+            let role = match &ev {
+                Shared::Joined { id, role, .. } => self.remote.get(id).map(|r| (*id, r.role, *role)),
+                _ => None,
+            };
+            match role {
+                // Known already: only the role may have changed.
+                Some((id, was, now_role)) if was != now_role => {
+                    self.apply_shared(now, &node, Shared::Role { id, role: now_role })
+                }
+                Some(_) => {}
+                None => self.apply_shared(now, &node, ev),
+            }
+        }
+    }
+}
