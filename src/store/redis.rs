@@ -46,112 +46,26 @@ pub fn decode_change(bytes: &[u8]) -> Option<TimelineChanged> {
 }
 
 /// Start (or resume) a session unless the user has `max` other live devices.
-const START: &str = r"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[4], '+inf')
-local devices, n = {}, 0
-for _, id in ipairs(ids) do
-  local f = redis.call('HMGET', ARGV[9] .. id, 'device', 'room')
-  if f[1] == ARGV[2] and f[2] == ARGV[3] then
-    redis.call('HSET', ARGV[9] .. id, 'seen', ARGV[6])
-    redis.call('ZADD', KEYS[1], ARGV[6], id)
-    redis.call('ZADD', KEYS[2], ARGV[6], id)
-    return {1, id}
-  end
-  if f[1] and f[1] ~= ARGV[2] and not devices[f[1]] then
-    devices[f[1]] = true
-    n = n + 1
-  end
-end
-if n >= tonumber(ARGV[5]) then return {0, ids} end
-redis.call('HSET', KEYS[3], 'user', ARGV[1], 'device', ARGV[2], 'room', ARGV[3], 'created', ARGV[7], 'seen', ARGV[6], 'buf', '0')
-redis.call('ZADD', KEYS[1], ARGV[6], ARGV[8])
-redis.call('ZADD', KEYS[2], ARGV[6], ARGV[8])
-return {1, ARGV[8]}
-";
+const START: &str = include_str!("lua/start.lua");
 
 /// Record activity of a session (ARGV: now, position or '', buffering).
-const TOUCH: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'seen', ARGV[1], 'buf', ARGV[3])
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'pos', ARGV[2]) end
-local user = redis.call('HGET', KEYS[1], 'user')
-redis.call('ZADD', ARGV[4] .. 'u:' .. user, ARGV[1], ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[1], ARGV[5])
-return 1
-";
+const TOUCH: &str = include_str!("lua/touch.lua");
 
 /// Record activity of a user's device in a room.
-const TOUCH_DEVICE: &str = r"
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local f = redis.call('HMGET', ARGV[4] .. id, 'device', 'room')
-  if f[1] == ARGV[1] and f[2] == ARGV[2] then
-    redis.call('HSET', ARGV[4] .. id, 'seen', ARGV[3])
-    redis.call('ZADD', KEYS[1], ARGV[3], id)
-    redis.call('ZADD', KEYS[2], ARGV[3], id)
-  end
-end
-return 1
-";
+const TOUCH_DEVICE: &str = include_str!("lua/touch_device.lua");
 
 /// Delete sessions by id; returns `{id, fields...}` of each one deleted.
 /// ARGV[1] is the session key prefix, ARGV[2] the key prefix, the rest ids.
-const DELETE: &str = r"
-local out = {}
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  local h = redis.call('HGETALL', ARGV[1] .. id)
-  if #h > 0 then
-    local user = redis.call('HGET', ARGV[1] .. id, 'user')
-    redis.call('DEL', ARGV[1] .. id)
-    redis.call('ZREM', ARGV[2] .. 'u:' .. user, id)
-    table.insert(out, {id, h})
-  end
-  redis.call('ZREM', KEYS[1], id)
-end
-return out
-";
+const DELETE: &str = include_str!("lua/delete.lua");
 
 /// Delete sessions not seen since ARGV[3] (same result as DELETE).
-const EXPIRE: &str = r"
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])) do
-  local h = redis.call('HGETALL', ARGV[1] .. id)
-  if #h > 0 then
-    local user = redis.call('HGET', ARGV[1] .. id, 'user')
-    redis.call('DEL', ARGV[1] .. id)
-    redis.call('ZREM', ARGV[2] .. 'u:' .. user, id)
-    table.insert(out, {id, h})
-  end
-  redis.call('ZREM', KEYS[1], id)
-end
-return out
-";
+const EXPIRE: &str = include_str!("lua/expire.lua");
 
 /// Delete a user's sessions on a device (same result as DELETE).
-const REMOVE_DEVICE: &str = r"
-local out = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local h = redis.call('HGETALL', ARGV[1] .. id)
-  if redis.call('HGET', ARGV[1] .. id, 'device') == ARGV[2] then
-    redis.call('DEL', ARGV[1] .. id)
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZREM', KEYS[2], id)
-    table.insert(out, {id, h})
-  end
-end
-return out
-";
+const REMOVE_DEVICE: &str = include_str!("lua/remove_device.lua");
 
 /// Use an invitation once: 0 not found, 1 gone, else its fields after use.
-const USE_INVITATION: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local f = redis.call('HMGET', KEYS[1], 'expires', 'max', 'uses', 'revoked')
-if f[4] == '1' or tonumber(ARGV[1]) >= tonumber(f[1]) or (f[2] and tonumber(f[3]) >= tonumber(f[2])) then
-  return 1
-end
-redis.call('HINCRBY', KEYS[1], 'uses', 1)
-return redis.call('HGETALL', KEYS[1])
-";
+const USE_INVITATION: &str = include_str!("lua/use_invitation.lua");
 
 /// See the module docs. Cheap to clone.
 #[derive(Clone)]
