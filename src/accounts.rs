@@ -11,28 +11,27 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use lockstep_protocol::ErrorCode;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use tracing::{info, warn};
 
 use crate::auth::{Claims, Plan};
-use crate::outbox::Outbox;
 use crate::store::{
-    DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, UnixMs, random_id, unix_ms,
+    DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, UnixMs, random_id,
+    room_key_ttl_ms, unix_ms,
 };
 
 /// Device limits and session timing.
 #[derive(Debug, Clone)]
-pub struct AccountConfig {
+pub(crate) struct AccountConfig {
     /// Devices a free account may use at once.
-    pub max_devices_free: u32,
+    pub(crate) max_devices_free: u32,
     /// Devices a premium account may use at once.
-    pub max_devices_premium: u32,
+    pub(crate) max_devices_premium: u32,
     /// A session without activity for this long expires.
-    pub session_idle: Duration,
+    pub(crate) session_idle: Duration,
     /// Shortest interval between two durable writes of one session's heartbeat.
-    pub heartbeat_write_interval: Duration,
+    pub(crate) heartbeat_write_interval: Duration,
 }
 
 impl Default for AccountConfig {
@@ -47,26 +46,26 @@ impl Default for AccountConfig {
 }
 
 /// A callback about one user's device: `(user, device_id)`.
-pub type DeviceHook = Box<dyn Fn(&str, &str) + Send + Sync>;
+pub(crate) type DeviceHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 /// The separator between an event id and a watch party id in a room id.
-pub const PARTY_SEP: char = '~';
+pub(crate) const PARTY_SEP: char = '~';
 
 /// The room id of watch party `party` of `event_id`.
-pub fn party_room(event_id: &str, party: &str) -> String {
+pub(crate) fn party_room(event_id: &str, party: &str) -> String {
     format!("{event_id}{PARTY_SEP}{party}")
 }
 
 /// The stable party id of `host`'s watch party of `event_id`: every
 /// invitation of one host to one event leads to the same room.
-pub fn party_id(host: &str, event_id: &str) -> String {
+pub(crate) fn party_id(host: &str, event_id: &str) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, format!("{host}\n{event_id}").as_bytes());
     d.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// See the module docs. Cheap to clone.
 #[derive(Clone)]
-pub struct Accounts {
+pub(crate) struct Accounts {
     inner: Arc<Inner>,
 }
 
@@ -78,6 +77,52 @@ impl std::fmt::Debug for Accounts {
 
 type ConnKey = (String, String);
 
+/// A realtime connection that can be closed because its device was removed
+/// (the session layer closes it with [`DeviceRevoked`](lockstep_protocol::ErrorCode::DeviceRevoked)).
+pub(crate) trait Revocable: Send + Sync {
+    /// Closes the connection; its device was removed from the account.
+    fn revoke(&self);
+}
+
+/// Each device's live connections. An entry lives exactly as long as its
+/// [`Registration`]; a device with none has no key.
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    by_device: HashMap<ConnKey, Vec<Registered>>,
+}
+
+/// A registration id and its connection.
+type Registered = (u64, Weak<dyn Revocable>);
+
+/// A connection's entry in the registry of its device's connections; dropping
+/// it removes the entry (and the device's, once it has no connection left).
+#[must_use = "the connection is registered only while its Registration is held"]
+pub(crate) struct Registration {
+    accounts: Weak<Inner>,
+    key: ConnKey,
+    id: u64,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("user", &self.key.0).field("device", &self.key.1).finish()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let Some(inner) = self.accounts.upgrade() else { return };
+        let mut reg = inner.lock_conns();
+        if let Some(list) = reg.by_device.get_mut(&self.key) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                reg.by_device.remove(&self.key);
+            }
+        }
+    }
+}
+
 struct Inner {
     store: Arc<dyn Store>,
     cfg: AccountConfig,
@@ -85,24 +130,24 @@ struct Inner {
     live: Cache<String, (SessionRecord, UnixMs)>,
     /// (user, device, room) → session id.
     by_device: Mutex<HashMap<(String, String, String), String>>,
-    /// (user, device) → its realtime connections.
-    conns: Mutex<HashMap<ConnKey, Vec<Weak<Outbox>>>>,
+    /// (user, device) → this node's realtime connections, by registration id.
+    conns: Mutex<Registry>,
     /// Tells other servers about a revoked device.
     announce_revoke: std::sync::OnceLock<DeviceHook>,
 }
 
 /// A started session, as the REST API returns it.
 #[derive(Debug, Clone)]
-pub struct Started {
+pub(crate) struct Started {
     /// The session.
-    pub session: SessionRecord,
+    pub(crate) session: SessionRecord,
     /// When it expires if idle, Unix ms.
-    pub expires_at: UnixMs,
+    pub(crate) expires_at: UnixMs,
 }
 
 impl Accounts {
     /// Accounts over `store`. Call [`Accounts::restore`] once at start.
-    pub fn new(store: Arc<dyn Store>, cfg: AccountConfig) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, cfg: AccountConfig) -> Self {
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             let weak = weak.clone();
             let live = Cache::builder()
@@ -143,18 +188,13 @@ impl Accounts {
     }
 
     /// The durable store.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &AccountConfig {
-        &self.inner.cfg
     }
 
     /// Reloads live sessions from the store after a restart and drops the
     /// ones that idled out while the server was down.
-    pub async fn restore(&self) -> Result<usize, StoreError> {
+    pub(crate) async fn restore(&self) -> Result<usize, StoreError> {
         let cutoff = self.live_after();
         let gone = self.inner.store.expire_sessions(cutoff).await?;
         if !gone.is_empty() {
@@ -168,18 +208,28 @@ impl Accounts {
     }
 
     /// Runs moka's maintenance (expiry, listeners) every `every`, forever.
-    pub async fn run_maintenance(self, every: Duration) {
+    pub(crate) async fn run_maintenance(self, every: Duration) {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            self.inner.live.run_pending_tasks().await;
-            // Belt and braces: sessions another node or a crash left behind.
-            if let Ok(gone) = self.inner.store.expire_sessions(self.live_after()).await {
-                for s in gone {
-                    self.inner.forget(&s);
-                    self.inner.live.invalidate(&s.session_id).await;
-                }
+            self.maintain().await;
+        }
+    }
+
+    /// One round of maintenance: moka's, then the store's.
+    async fn maintain(&self) {
+        self.inner.live.run_pending_tasks().await;
+        // Belt and braces: sessions another node or a crash left behind.
+        if let Ok(gone) = self.inner.store.expire_sessions(self.live_after()).await {
+            for s in gone {
+                self.inner.forget(&s);
+                self.inner.live.invalidate(&s.session_id).await;
             }
+        }
+        match self.inner.store.expire_timelines(unix_ms().saturating_sub(room_key_ttl_ms())).await {
+            Ok(0) => {}
+            Ok(n) => info!(count = n, "timelines of idle rooms expired"),
+            Err(e) => warn!(error = %e, "idle timelines not expired"),
         }
     }
 
@@ -200,7 +250,7 @@ impl Accounts {
     }
 
     /// The device limit for these claims.
-    pub fn max_devices(&self, claims: &Claims) -> u32 {
+    pub(crate) fn max_devices(&self, claims: &Claims) -> u32 {
         claims.max_devices.unwrap_or(match claims.plan {
             Plan::Free => self.inner.cfg.max_devices_free,
             Plan::Premium => self.inner.cfg.max_devices_premium,
@@ -219,7 +269,7 @@ impl Accounts {
     }
 
     /// Starts (or resumes) a session for `claims` on `device_id` in `room_id`.
-    pub async fn start(&self, claims: &Claims, device_id: &str, room_id: &str) -> Result<Started, StartError> {
+    pub(crate) async fn start(&self, claims: &Claims, device_id: &str, room_id: &str) -> Result<Started, StartError> {
         let now = unix_ms();
         let rec = SessionRecord {
             session_id: random_id(),
@@ -237,7 +287,7 @@ impl Accounts {
     }
 
     /// A live session by id.
-    pub async fn session(&self, id: &str) -> Option<SessionRecord> {
+    pub(crate) async fn session(&self, id: &str) -> Option<SessionRecord> {
         self.live(id).await.map(|(r, _)| r)
     }
 
@@ -276,7 +326,7 @@ impl Accounts {
     }
 
     /// Records a heartbeat; durable at a bounded rate.
-    pub async fn heartbeat(&self, id: &str, position_ms: Option<u64>, buffering: bool) -> Option<Started> {
+    pub(crate) async fn heartbeat(&self, id: &str, position_ms: Option<u64>, buffering: bool) -> Option<Started> {
         let (mut rec, written) = self.live(id).await?;
         let now = unix_ms();
         rec.last_seen = now;
@@ -297,7 +347,7 @@ impl Accounts {
     }
 
     /// Realtime activity of a user's device in a room keeps its session alive.
-    pub async fn touch(&self, user: &str, device_id: &str, room_id: &str) {
+    pub(crate) async fn touch(&self, user: &str, device_id: &str, room_id: &str) {
         let id = self.lock_devices().get(&(user.into(), device_id.into(), room_id.into())).cloned();
         if let Some(id) = id {
             self.heartbeat(&id, None, false).await;
@@ -305,7 +355,7 @@ impl Accounts {
     }
 
     /// Ends a session.
-    pub async fn end(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+    pub(crate) async fn end(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
         let rec = self.inner.store.end_session(id).await?;
         self.inner.live.invalidate(id).await;
         if let Some(r) = &rec {
@@ -315,13 +365,13 @@ impl Accounts {
     }
 
     /// The user's active devices.
-    pub async fn devices(&self, user: &str) -> Result<Vec<DeviceInfo>, StoreError> {
+    pub(crate) async fn devices(&self, user: &str) -> Result<Vec<DeviceInfo>, StoreError> {
         self.inner.store.devices(user, self.live_after()).await
     }
 
     /// Ends a device's sessions and closes its connections with
-    /// [`ErrorCode::DeviceRevoked`]. Returns how many sessions ended.
-    pub async fn remove_device(&self, user: &str, device_id: &str) -> Result<usize, StoreError> {
+    /// [`DeviceRevoked`](lockstep_protocol::ErrorCode::DeviceRevoked). Returns how many sessions ended.
+    pub(crate) async fn remove_device(&self, user: &str, device_id: &str) -> Result<usize, StoreError> {
         let gone = self.inner.store.remove_device(user, device_id).await?;
         for s in &gone {
             self.inner.live.invalidate(&s.session_id).await;
@@ -335,32 +385,37 @@ impl Accounts {
     }
 
     /// Closes this node's connections of `user`'s `device_id` with
-    /// [`ErrorCode::DeviceRevoked`]; returns how many.
-    pub fn close_device(&self, user: &str, device_id: &str) -> usize {
-        let conns = self.inner.lock_conns().remove(&(user.to_owned(), device_id.to_owned())).unwrap_or_default();
+    /// [`DeviceRevoked`](lockstep_protocol::ErrorCode::DeviceRevoked); returns how many.
+    pub(crate) fn close_device(&self, user: &str, device_id: &str) -> usize {
+        let conns =
+            self.inner.lock_conns().by_device.remove(&(user.to_owned(), device_id.to_owned())).unwrap_or_default();
         let mut closed = 0;
-        for c in conns.iter().filter_map(Weak::upgrade) {
-            c.close(ErrorCode::DeviceRevoked, "this device was removed from the account");
+        for c in conns.iter().filter_map(|(_, c)| c.upgrade()) {
+            c.revoke();
             closed += 1;
         }
         closed
     }
 
     /// Sets how a revocation is announced to other servers (scale-out), once.
-    pub fn announce_revocations(&self, announce: impl Fn(&str, &str) + Send + Sync + 'static) {
+    pub(crate) fn announce_revocations(&self, announce: impl Fn(&str, &str) + Send + Sync + 'static) {
         let _ = self.inner.announce_revoke.set(Box::new(announce));
     }
 
-    /// Registers a realtime connection of a user's device.
-    pub fn register(&self, user: &str, device_id: &str, outbox: &Arc<Outbox>) {
-        let mut conns = self.inner.lock_conns();
-        let list = conns.entry((user.to_owned(), device_id.to_owned())).or_default();
-        list.retain(|w| w.strong_count() > 0);
-        list.push(Arc::downgrade(outbox));
+    /// Registers a realtime connection of a user's device, so that removing
+    /// the device revokes it; it stays registered while the returned
+    /// [`Registration`] is held.
+    pub(crate) fn register(&self, user: &str, device_id: &str, conn: Weak<dyn Revocable>) -> Registration {
+        let key = (user.to_owned(), device_id.to_owned());
+        let mut reg = self.inner.lock_conns();
+        reg.next_id += 1;
+        let id = reg.next_id;
+        reg.by_device.entry(key.clone()).or_default().push((id, conn));
+        Registration { accounts: Arc::downgrade(&self.inner), key, id }
     }
 
     /// Creates an invitation to `host`'s watch party of `event_id`.
-    pub async fn invite(
+    pub(crate) async fn invite(
         &self,
         host: &Claims,
         event_id: &str,
@@ -385,7 +440,7 @@ impl Accounts {
 
     /// Accepts an invitation: uses it once, then starts a session in the
     /// party's room.
-    pub async fn accept(
+    pub(crate) async fn accept(
         &self,
         claims: &Claims,
         id: &str,
@@ -417,7 +472,7 @@ impl Accounts {
     /// Whether `user` may join `room_id`: event rooms are open to every
     /// signed-in user; a party room to its host and to users who accepted an
     /// invitation (they hold a session there).
-    pub async fn may_join(&self, user: &str, room_id: &str, party_host: Option<&str>) -> bool {
+    pub(crate) async fn may_join(&self, user: &str, room_id: &str, party_host: Option<&str>) -> bool {
         if !room_id.contains(PARTY_SEP) || party_host == Some(user) {
             return true;
         }
@@ -431,7 +486,7 @@ impl Accounts {
 
 /// Why an invitation could not be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AcceptError {
+pub(crate) enum AcceptError {
     /// No such invitation.
     #[error("no such invitation")]
     NotFound,
@@ -455,7 +510,104 @@ impl Inner {
         }
     }
 
-    fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<ConnKey, Vec<Weak<Outbox>>>> {
+    fn lock_conns(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use lockstep_protocol::Timeline;
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    #[derive(Default)]
+    struct Conn(AtomicUsize);
+
+    impl Revocable for Conn {
+        fn revoke(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn accounts_in(dir: &std::path::Path) -> (Accounts, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
+        (Accounts::new(store.clone(), AccountConfig::default()), store)
+    }
+
+    fn tmp() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("lockstep-accounts-{}-{}", std::process::id(), random_id()))
+    }
+
+    fn accounts() -> (Accounts, Arc<dyn Store>) {
+        accounts_in(&tmp())
+    }
+
+    fn registered(a: &Accounts) -> usize {
+        a.inner.lock_conns().by_device.values().map(Vec::len).sum()
+    }
+
+    #[test]
+    fn the_registry_is_empty_once_registrations_drop() {
+        let (a, _) = accounts();
+        let (c1, c2, c3) = (Arc::new(Conn::default()), Arc::new(Conn::default()), Arc::new(Conn::default()));
+        let r1 = a.register("u", "d1", Arc::downgrade(&c1) as Weak<dyn Revocable>);
+        let r2 = a.register("u", "d1", Arc::downgrade(&c2) as Weak<dyn Revocable>);
+        let r3 = a.register("u", "d2", Arc::downgrade(&c3) as Weak<dyn Revocable>);
+        assert_eq!(registered(&a), 3);
+        drop(r1);
+        assert_eq!(registered(&a), 2);
+        drop(r2);
+        assert_eq!(a.inner.lock_conns().by_device.len(), 1, "d1 has no connection left");
+        drop(r3);
+        assert!(a.inner.lock_conns().by_device.is_empty());
+
+        // Removing a device revokes its live connections, and their
+        // registrations dropping afterwards is harmless.
+        let r1 = a.register("u", "d1", Arc::downgrade(&c1) as Weak<dyn Revocable>);
+        let r2 = a.register("u", "d1", Arc::downgrade(&c2) as Weak<dyn Revocable>);
+        let r3 = a.register("u", "d2", Arc::downgrade(&c3) as Weak<dyn Revocable>);
+        assert_eq!(a.close_device("u", "d1"), 2);
+        assert_eq!((c1.0.load(Ordering::Relaxed), c2.0.load(Ordering::Relaxed)), (1, 1));
+        assert_eq!(c3.0.load(Ordering::Relaxed), 0);
+        assert_eq!(a.close_device("u", "d1"), 0);
+        drop((r1, r2));
+        assert_eq!(registered(&a), 1);
+        // A connection that is gone is not counted as closed.
+        drop(c3);
+        assert_eq!(a.close_device("u", "d2"), 0);
+        drop(r3);
+        assert!(a.inner.lock_conns().by_device.is_empty());
+    }
+
+    #[tokio::test]
+    async fn maintenance_expires_the_timelines_of_idle_rooms_only() {
+        let dir = tmp();
+        let (a, store) = accounts_in(&dir);
+        let t = Timeline { epoch: 3, position_ms: 1_000, anchor_us: 5, rate_milli: 1000, paused: true };
+        let rooms = ["idle", "watched", "recent"];
+        store.save_timelines(rooms.iter().map(|r| (r.to_string(), t)).collect()).await.unwrap();
+        let claims = Claims {
+            sub: "viewer".into(),
+            plan: Plan::Free,
+            exp: u64::MAX,
+            iat: None,
+            max_devices: None,
+            host_of: Vec::new(),
+            aud: None,
+            iss: None,
+        };
+        a.start(&claims, "d1", "watched").await.unwrap();
+        // Two rooms last changed longer ago than the TTL.
+        let old = unix_ms() - room_key_ttl_ms() - 1_000;
+        let db = rusqlite::Connection::open(dir.join("lockstep.db")).unwrap();
+        db.execute("UPDATE timelines SET updated_at = ?1 WHERE room_id != 'recent'", [old as i64]).unwrap();
+        a.maintain().await;
+        assert_eq!(store.timeline("idle").await.unwrap(), None, "idle past the TTL: gone");
+        assert_eq!(store.timeline("watched").await.unwrap(), Some(t), "a session there keeps it");
+        assert_eq!(store.timeline("recent").await.unwrap(), Some(t), "within the TTL");
     }
 }

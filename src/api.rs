@@ -39,7 +39,7 @@ pub struct DeviceLimitError {
     /// Always `device_limit`.
     pub error: String,
     /// The devices holding the slots.
-    pub devices: Vec<DeviceInfo>,
+    pub(crate) devices: Vec<DeviceInfo>,
     /// The account's limit.
     #[serde(rename = "maxDevices")]
     pub max_devices: u32,
@@ -127,7 +127,7 @@ pub struct Heartbeat {
 #[serde(rename_all = "camelCase")]
 pub struct Devices {
     /// Active devices.
-    pub devices: Vec<DeviceInfo>,
+    pub(crate) devices: Vec<DeviceInfo>,
     /// The account's limit.
     pub max_devices: u32,
 }

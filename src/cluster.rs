@@ -261,7 +261,7 @@ impl Cluster {
     }
 
     /// The shared store over the same connection.
-    pub fn store(&self) -> RedisStore {
+    pub(crate) fn store(&self) -> RedisStore {
         RedisStore::new(self.inner.conn.clone())
     }
 

@@ -156,7 +156,7 @@ impl Hub {
     /// Makes room timelines durable: rooms start from their saved timeline,
     /// and every change is saved (latest wins per room, batched every 50 ms).
     /// Call once, before the first join.
-    pub fn attach_store(&self, store: Arc<dyn Store>) {
+    pub(crate) fn attach_store(&self, store: Arc<dyn Store>) {
         let (save, mut rx) = mpsc::unbounded_channel::<(Arc<str>, Timeline)>();
         if self.inner.durable.set(Durable { store: store.clone(), save }).is_err() {
             return;
@@ -193,7 +193,7 @@ impl Hub {
     }
 
     /// The store, if one is attached.
-    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+    pub(crate) fn store(&self) -> Option<&Arc<dyn Store>> {
         self.inner.durable.get().map(|d| &d.store)
     }
 

@@ -185,6 +185,12 @@ impl Outbox {
     }
 }
 
+impl crate::accounts::Revocable for Outbox {
+    fn revoke(&self) {
+        self.close(ErrorCode::DeviceRevoked, "this device was removed from the account");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,6 +111,7 @@ where
         window_start: Instant::now(),
         window_drops: 0,
         flood_windows: 0,
+        registration: None,
     };
     let mut inbound = inbound;
     async move {
@@ -155,6 +156,8 @@ struct Session {
     window_start: Instant,
     window_drops: u32,
     flood_windows: u32,
+    /// Keeps this connection revocable with its device while joined.
+    registration: Option<crate::accounts::Registration>,
 }
 
 impl Session {
@@ -352,7 +355,8 @@ impl Session {
                 return self.fail(ErrorCode::Internal, "storage failure", 0);
             }
         }
-        self.app.accounts.register(&claims.sub, &device_id, &self.outbox);
+        let conn = Arc::downgrade(&self.outbox);
+        self.registration = Some(self.app.accounts.register(&claims.sub, &device_id, conn));
         let info = JoinInfo {
             name: format!("viewer-{}", short_hash(&claims.sub)),
             host_claim: claims.hosts(&room_id) || party_host.as_deref() == Some(claims.sub.as_str()),
