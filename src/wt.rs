@@ -92,7 +92,7 @@ impl fmt::Debug for WtEndpoint {
 /// The endpoint configuration for `addr` serving `certs`: TLS 1.3 with the
 /// WebTransport ALPN, [`IDLE_TIMEOUT`], [`KEEP_ALIVE`]. An IPv6 address is
 /// bound dual stack, so `[::]` also accepts IPv4.
-pub fn server_config(addr: SocketAddr, certs: &CertPair) -> Result<ServerConfig, CertError> {
+pub(crate) fn server_config(addr: SocketAddr, certs: &CertPair) -> Result<ServerConfig, CertError> {
     let builder = match addr {
         SocketAddr::V6(v6) => ServerConfig::builder()
             .with_bind_address_v6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0), Ipv6DualStackConfig::Allow),
@@ -187,7 +187,7 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 
 impl WtEndpoint {
     /// Binds the UDP socket at `addr` serving `certs`.
-    pub fn bind(addr: SocketAddr, certs: &CertPair) -> std::io::Result<WtEndpoint> {
+    pub(crate) fn bind(addr: SocketAddr, certs: &CertPair) -> std::io::Result<WtEndpoint> {
         let socket = bind_udp(addr)?;
         let cfg =
             finish_config(ServerConfig::builder().with_bind_socket(socket), certs).map_err(std::io::Error::other)?;
@@ -202,7 +202,7 @@ impl WtEndpoint {
     }
 
     /// Serves `certs` to new connections from now on; open ones keep theirs.
-    pub fn reload(&self, certs: &CertPair) -> Result<(), CertError> {
+    pub(crate) fn reload(&self, certs: &CertPair) -> Result<(), CertError> {
         let cfg = server_config(self.addr, certs)?;
         self.endpoint.reload_config(cfg, false).map_err(CertError::Install)
     }
