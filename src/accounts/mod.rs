@@ -7,6 +7,10 @@
 //! ended in the store, freeing their device slot. Realtime activity (joins
 //! and reports) counts as activity, so a connected viewer never idles out.
 
+mod registry;
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -20,6 +24,8 @@ use crate::store::{
     DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, UnixMs, random_id,
     room_key_ttl_ms, unix_ms,
 };
+use registry::Connections;
+pub(crate) use registry::{Registration, Revocable};
 
 /// Device limits and session timing.
 #[derive(Debug, Clone)]
@@ -75,54 +81,6 @@ impl std::fmt::Debug for Accounts {
     }
 }
 
-type ConnKey = (String, String);
-
-/// A realtime connection that can be closed because its device was removed
-/// (the session layer closes it with [`DeviceRevoked`](lockstep_protocol::ErrorCode::DeviceRevoked)).
-pub(crate) trait Revocable: Send + Sync {
-    /// Closes the connection; its device was removed from the account.
-    fn revoke(&self);
-}
-
-/// Each device's live connections. An entry lives exactly as long as its
-/// [`Registration`]; a device with none has no key.
-#[derive(Default)]
-struct Registry {
-    next_id: u64,
-    by_device: HashMap<ConnKey, Vec<Registered>>,
-}
-
-/// A registration id and its connection.
-type Registered = (u64, Weak<dyn Revocable>);
-
-/// A connection's entry in the registry of its device's connections; dropping
-/// it removes the entry (and the device's, once it has no connection left).
-#[must_use = "the connection is registered only while its Registration is held"]
-pub(crate) struct Registration {
-    accounts: Weak<Inner>,
-    key: ConnKey,
-    id: u64,
-}
-
-impl std::fmt::Debug for Registration {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registration").field("user", &self.key.0).field("device", &self.key.1).finish()
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let Some(inner) = self.accounts.upgrade() else { return };
-        let mut reg = inner.lock_conns();
-        if let Some(list) = reg.by_device.get_mut(&self.key) {
-            list.retain(|(id, _)| *id != self.id);
-            if list.is_empty() {
-                reg.by_device.remove(&self.key);
-            }
-        }
-    }
-}
-
 struct Inner {
     store: Arc<dyn Store>,
     cfg: AccountConfig,
@@ -130,8 +88,8 @@ struct Inner {
     live: Cache<String, (SessionRecord, UnixMs)>,
     /// (user, device, room) → session id.
     by_device: Mutex<HashMap<(String, String, String), String>>,
-    /// (user, device) → this node's realtime connections, by registration id.
-    conns: Mutex<Registry>,
+    /// Each device's realtime connections on this node.
+    conns: Connections,
     /// Tells other servers about a revoked device.
     announce_revoke: std::sync::OnceLock<DeviceHook>,
 }
@@ -180,7 +138,7 @@ impl Accounts {
                 cfg,
                 live,
                 by_device: Mutex::default(),
-                conns: Mutex::default(),
+                conns: Connections::default(),
                 announce_revoke: std::sync::OnceLock::new(),
             }
         });
@@ -387,14 +345,7 @@ impl Accounts {
     /// Closes this node's connections of `user`'s `device_id` with
     /// [`DeviceRevoked`](lockstep_protocol::ErrorCode::DeviceRevoked); returns how many.
     pub(crate) fn close_device(&self, user: &str, device_id: &str) -> usize {
-        let conns =
-            self.inner.lock_conns().by_device.remove(&(user.to_owned(), device_id.to_owned())).unwrap_or_default();
-        let mut closed = 0;
-        for c in conns.iter().filter_map(|(_, c)| c.upgrade()) {
-            c.revoke();
-            closed += 1;
-        }
-        closed
+        self.inner.conns.close(user, device_id)
     }
 
     /// Sets how a revocation is announced to other servers (scale-out), once.
@@ -406,12 +357,7 @@ impl Accounts {
     /// the device revokes it; it stays registered while the returned
     /// [`Registration`] is held.
     pub(crate) fn register(&self, user: &str, device_id: &str, conn: Weak<dyn Revocable>) -> Registration {
-        let key = (user.to_owned(), device_id.to_owned());
-        let mut reg = self.inner.lock_conns();
-        reg.next_id += 1;
-        let id = reg.next_id;
-        reg.by_device.entry(key.clone()).or_default().push((id, conn));
-        Registration { accounts: Arc::downgrade(&self.inner), key, id }
+        self.inner.conns.register(user, device_id, conn)
     }
 
     /// Creates an invitation to `host`'s watch party of `event_id`.
@@ -508,106 +454,5 @@ impl Inner {
         if map.get(&key) == Some(&rec.session_id) {
             map.remove(&key);
         }
-    }
-
-    fn lock_conns(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use lockstep_protocol::Timeline;
-
-    use super::*;
-    use crate::store::sqlite::SqliteStore;
-
-    #[derive(Default)]
-    struct Conn(AtomicUsize);
-
-    impl Revocable for Conn {
-        fn revoke(&self) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn accounts_in(dir: &std::path::Path) -> (Accounts, Arc<dyn Store>) {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
-        (Accounts::new(store.clone(), AccountConfig::default()), store)
-    }
-
-    fn tmp() -> std::path::PathBuf {
-        std::env::temp_dir().join(format!("lockstep-accounts-{}-{}", std::process::id(), random_id()))
-    }
-
-    fn accounts() -> (Accounts, Arc<dyn Store>) {
-        accounts_in(&tmp())
-    }
-
-    fn registered(a: &Accounts) -> usize {
-        a.inner.lock_conns().by_device.values().map(Vec::len).sum()
-    }
-
-    #[test]
-    fn the_registry_is_empty_once_registrations_drop() {
-        let (a, _) = accounts();
-        let (c1, c2, c3) = (Arc::new(Conn::default()), Arc::new(Conn::default()), Arc::new(Conn::default()));
-        let r1 = a.register("u", "d1", Arc::downgrade(&c1) as Weak<dyn Revocable>);
-        let r2 = a.register("u", "d1", Arc::downgrade(&c2) as Weak<dyn Revocable>);
-        let r3 = a.register("u", "d2", Arc::downgrade(&c3) as Weak<dyn Revocable>);
-        assert_eq!(registered(&a), 3);
-        drop(r1);
-        assert_eq!(registered(&a), 2);
-        drop(r2);
-        assert_eq!(a.inner.lock_conns().by_device.len(), 1, "d1 has no connection left");
-        drop(r3);
-        assert!(a.inner.lock_conns().by_device.is_empty());
-
-        // Removing a device revokes its live connections, and their
-        // registrations dropping afterwards is harmless.
-        let r1 = a.register("u", "d1", Arc::downgrade(&c1) as Weak<dyn Revocable>);
-        let r2 = a.register("u", "d1", Arc::downgrade(&c2) as Weak<dyn Revocable>);
-        let r3 = a.register("u", "d2", Arc::downgrade(&c3) as Weak<dyn Revocable>);
-        assert_eq!(a.close_device("u", "d1"), 2);
-        assert_eq!((c1.0.load(Ordering::Relaxed), c2.0.load(Ordering::Relaxed)), (1, 1));
-        assert_eq!(c3.0.load(Ordering::Relaxed), 0);
-        assert_eq!(a.close_device("u", "d1"), 0);
-        drop((r1, r2));
-        assert_eq!(registered(&a), 1);
-        // A connection that is gone is not counted as closed.
-        drop(c3);
-        assert_eq!(a.close_device("u", "d2"), 0);
-        drop(r3);
-        assert!(a.inner.lock_conns().by_device.is_empty());
-    }
-
-    #[tokio::test]
-    async fn maintenance_expires_the_timelines_of_idle_rooms_only() {
-        let dir = tmp();
-        let (a, store) = accounts_in(&dir);
-        let t = Timeline { epoch: 3, position_ms: 1_000, anchor_us: 5, rate_milli: 1000, paused: true };
-        let rooms = ["idle", "watched", "recent"];
-        store.save_timelines(rooms.iter().map(|r| (r.to_string(), t)).collect()).await.unwrap();
-        let claims = Claims {
-            sub: "viewer".into(),
-            plan: Plan::Free,
-            exp: u64::MAX,
-            iat: None,
-            max_devices: None,
-            host_of: Vec::new(),
-            aud: None,
-            iss: None,
-        };
-        a.start(&claims, "d1", "watched").await.unwrap();
-        // Two rooms last changed longer ago than the TTL.
-        let old = unix_ms() - room_key_ttl_ms() - 1_000;
-        let db = rusqlite::Connection::open(dir.join("lockstep.db")).unwrap();
-        db.execute("UPDATE timelines SET updated_at = ?1 WHERE room_id != 'recent'", [old as i64]).unwrap();
-        a.maintain().await;
-        assert_eq!(store.timeline("idle").await.unwrap(), None, "idle past the TTL: gone");
-        assert_eq!(store.timeline("watched").await.unwrap(), Some(t), "a session there keeps it");
-        assert_eq!(store.timeline("recent").await.unwrap(), Some(t), "within the TTL");
     }
 }
