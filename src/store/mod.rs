@@ -8,6 +8,8 @@
 //! atomic in the store itself, so two servers sharing a store cannot both let
 //! a user past a limit.
 
+#[cfg(test)]
+mod contract;
 pub(crate) mod redis;
 pub(crate) mod sqlite;
 

@@ -8,7 +8,8 @@ use lockstep_protocol::Timeline;
 use redis::AsyncCommands;
 
 use super::{ALL_SESSIONS, P, RedisStore, timeline_key};
-use crate::store::{InvitationRecord, InviteError, ROOM_KEY_TTL, SessionRecord, StartError, Store};
+use crate::store::contract::rec;
+use crate::store::{ROOM_KEY_TTL, SessionRecord, StartError, Store};
 
 /// A `redis-server` child, killed on drop.
 struct Server {
@@ -42,19 +43,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn rec(id: &str, user: &str, device: &str, room: &str, now: u64) -> SessionRecord {
-    SessionRecord {
-        session_id: id.into(),
-        user: user.into(),
-        device_id: device.into(),
-        room_id: room.into(),
-        created_at: now,
-        last_seen: now,
-        position_ms: None,
-        buffering: false,
     }
 }
 
@@ -98,34 +86,6 @@ async fn sessions_start_resume_and_are_deleted_by_every_script() {
 }
 
 #[tokio::test]
-async fn invitations_are_used_up_revoked_and_expire() {
-    let server = Server::start();
-    let s = server.store().await;
-    let inv = InvitationRecord {
-        id: "i1".into(),
-        event_id: "ev".into(),
-        room_id: "ev~p1".into(),
-        host_user: "alice".into(),
-        created_at: 0,
-        expires_at: 1_000,
-        max_uses: Some(2),
-        uses: 0,
-        revoked: false,
-    };
-    s.create_invitation(inv.clone()).await.unwrap();
-    assert_eq!(s.invitation("i1").await.unwrap(), Some(inv.clone()));
-    assert_eq!(s.party_host("ev~p1").await.unwrap().as_deref(), Some("alice"));
-    assert_eq!(s.use_invitation("i1", 10).await.unwrap().uses, 1);
-    assert_eq!(s.use_invitation("i1", 10).await.unwrap().uses, 2);
-    assert_eq!(s.use_invitation("i1", 10).await, Err(InviteError::Gone));
-    assert_eq!(s.use_invitation("nope", 10).await, Err(InviteError::NotFound));
-    s.create_invitation(InvitationRecord { id: "i2".into(), max_uses: None, ..inv.clone() }).await.unwrap();
-    assert_eq!(s.use_invitation("i2", 1_000).await, Err(InviteError::Gone), "expired");
-    assert!(s.revoke_invitation("i2").await.unwrap().is_some());
-    assert_eq!(s.use_invitation("i2", 10).await, Err(InviteError::Gone), "revoked");
-}
-
-#[tokio::test]
 async fn saved_timelines_expire_after_the_room_key_ttl() {
     let server = Server::start();
     let s = server.store().await;
@@ -138,4 +98,10 @@ async fn saved_timelines_expire_after_the_room_key_ttl() {
     // Redis expires them itself.
     assert_eq!(s.expire_timelines(u64::MAX).await.unwrap(), 0);
     assert_eq!(s.timeline("ev").await.unwrap(), Some(t));
+}
+
+#[tokio::test]
+async fn invitations_are_used_up_revoked_and_expire() {
+    let server = Server::start();
+    crate::store::contract::invitations_are_used_up_revoked_and_expire(&server.store().await).await;
 }

@@ -1,25 +1,13 @@
 //! The embedded store over real database files.
 
 use super::SqliteStore;
-use crate::store::{InvitationRecord, InviteError, SessionRecord, StartError, Store};
+use crate::store::contract::rec;
+use crate::store::{StartError, Store};
 use lockstep_protocol::Timeline;
 fn tmp() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("lockstep-store-{}-{}", std::process::id(), super::super::random_id()));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn rec(id: &str, user: &str, device: &str, room: &str, now: u64) -> SessionRecord {
-    SessionRecord {
-        session_id: id.into(),
-        user: user.into(),
-        device_id: device.into(),
-        room_id: room.into(),
-        created_at: now,
-        last_seen: now,
-        position_ms: None,
-        buffering: false,
-    }
 }
 
 #[tokio::test]
@@ -58,31 +46,6 @@ async fn concurrent_starts_at_the_limit_admit_exactly_one() {
         }
     }
     assert_eq!(ok, 1);
-}
-
-#[tokio::test]
-async fn invitations_are_used_up_revoked_and_expire() {
-    let s = SqliteStore::open(&tmp()).unwrap();
-    let inv = InvitationRecord {
-        id: "i1".into(),
-        event_id: "ev".into(),
-        room_id: "ev~p1".into(),
-        host_user: "alice".into(),
-        created_at: 0,
-        expires_at: 1_000,
-        max_uses: Some(2),
-        uses: 0,
-        revoked: false,
-    };
-    s.create_invitation(inv.clone()).await.unwrap();
-    assert_eq!(s.use_invitation("i1", 10).await.unwrap().uses, 1);
-    assert_eq!(s.use_invitation("i1", 10).await.unwrap().uses, 2);
-    assert_eq!(s.use_invitation("i1", 10).await, Err(InviteError::Gone));
-    assert_eq!(s.use_invitation("nope", 10).await, Err(InviteError::NotFound));
-    s.create_invitation(InvitationRecord { id: "i2".into(), max_uses: None, ..inv.clone() }).await.unwrap();
-    assert_eq!(s.use_invitation("i2", 1_000).await, Err(InviteError::Gone), "expired");
-    s.revoke_invitation("i2").await.unwrap();
-    assert_eq!(s.use_invitation("i2", 10).await, Err(InviteError::Gone), "revoked");
 }
 
 #[tokio::test]
@@ -140,4 +103,9 @@ async fn timelines_expire_unless_their_room_holds_a_session() {
     assert_eq!(s.timeline("watched").await.unwrap(), Some(t));
     s.end_session("a").await.unwrap();
     assert_eq!(s.expire_timelines(saved + 1).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn invitations_are_used_up_revoked_and_expire() {
+    crate::store::contract::invitations_are_used_up_revoked_and_expire(&SqliteStore::open(&tmp()).unwrap()).await;
 }
