@@ -33,7 +33,7 @@ pub(crate) enum Remote {
     /// Scale-out: a change committed by another node.
     External(TimelineChanged),
     /// Scale-out: viewers of this room on other nodes.
-    RemoteViewers(u32),
+    Viewers(u32),
     /// Scale-out: the authority is reachable again; reload.
     Resync,
     /// Scale-out: membership and control changes of another node, in order.

@@ -49,10 +49,9 @@ use crate::store::redis::{RedisStore, decode_change};
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a node's presence outlives its last heartbeat.
 pub const NODE_TTL: Duration = Duration::from_secs(3);
-/// How long a room's keys (timeline record, member-id blocks) outlive the
-/// last node that served it: long enough for restarts and quiet rooms, short
-/// enough that ids nobody watches do not pile up.
-pub(crate) const ROOM_KEY_TTL: Duration = Duration::from_secs(3600);
+/// How long a room's keys (timeline record, member-id blocks, node list,
+/// policy) outlive the last node that served it (the store's rule).
+pub(crate) use crate::store::ROOM_KEY_TTL;
 
 const CHANNEL: &str = "lockstep:room:";
 /// Membership and control changes of a room (JSON [`PresenceMsg`]).
@@ -75,6 +74,9 @@ impl std::fmt::Debug for Cluster {
         f.debug_struct("Cluster").field("node", &self.inner.node).finish_non_exhaustive()
     }
 }
+
+/// A served room at a heartbeat: its id, local count and sink.
+type Served = (Arc<str>, u32, Option<Arc<dyn RemoteSink>>);
 
 /// A room this node serves.
 struct Local {
@@ -244,7 +246,7 @@ impl Cluster {
         let conn = self.inner.conn.clone();
         self.present().await?;
         redis::cmd("PING").query_async::<()>(&mut self.inner.sub.clone()).await?;
-        let rooms: Vec<(Arc<str>, u32, Option<Arc<dyn RemoteSink>>)> = {
+        let rooms: Vec<Served> = {
             let mut rooms = self.rooms();
             let snapshot = rooms.iter().map(|(r, l)| (r.clone(), l.count, l.sink())).collect();
             rooms.retain(|_, l| l.sink.as_ref().is_some_and(|w| w.strong_count() > 0));
@@ -274,7 +276,7 @@ impl Cluster {
         for ((_, _, sink), others) in rooms.iter().zip(counts) {
             let others = others?;
             if let Some(sink) = sink {
-                sink.deliver(Remote::RemoteViewers(others));
+                sink.deliver(Remote::Viewers(others));
             }
         }
         self.forget_dead_nodes().await

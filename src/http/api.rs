@@ -31,7 +31,7 @@ pub(crate) struct DeviceLimitError {
     /// Always `device_limit`.
     pub error: String,
     /// The devices holding the slots.
-    pub devices: Vec<DeviceInfo>,
+    pub(crate) devices: Vec<DeviceInfo>,
     /// The account's limit.
     #[serde(rename = "maxDevices")]
     pub max_devices: u32,
@@ -119,7 +119,7 @@ pub(crate) struct Heartbeat {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Devices {
     /// Active devices.
-    pub devices: Vec<DeviceInfo>,
+    pub(crate) devices: Vec<DeviceInfo>,
     /// The account's limit.
     pub max_devices: u32,
 }

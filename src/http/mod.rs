@@ -54,7 +54,7 @@ pub(crate) struct AppState {
     /// Verifies access tokens.
     pub auth: Arc<Authenticator>,
     /// Sessions, devices, invitations.
-    pub accounts: Accounts,
+    pub(crate) accounts: Accounts,
     /// Per-IP limits of REST requests and connection attempts.
     pub ip_limits: Arc<IpLimits>,
 }

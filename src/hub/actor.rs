@@ -170,7 +170,7 @@ impl RoomActor {
             Remote::Loaded(loaded) => self.loaded(loaded, now),
             Remote::Committed(result) => self.room.on_commit(now, result),
             Remote::External(change) => self.room.apply_external(now, change),
-            Remote::RemoteViewers(n) => self.room.set_remote_viewers(now, n),
+            Remote::Viewers(n) => self.room.set_remote_viewers(now, n),
             Remote::Resync => self.authority.load(&self.event_id, self.sink.clone(), self.ours(), false),
             Remote::Shared { node, events } => {
                 for ev in events {

@@ -247,7 +247,7 @@ mod tests {
         let inbox = Inbox::loading();
         inbox.leave(3);
         for _ in 0..MAX_REMOTE + 5 {
-            inbox.deliver(Remote::RemoteViewers(1));
+            inbox.deliver(Remote::Viewers(1));
         }
         inbox.deliver(Remote::Committed(crate::room::CommitResult::Committed));
         let taken = inbox.take();

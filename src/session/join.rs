@@ -12,6 +12,7 @@ use lockstep_protocol::{ErrorCode, Hello, PROTOCOL_VERSION, caps};
 use tracing::warn;
 
 use super::{Context, Outbox, party_host};
+use crate::accounts::{Registration, Revocable};
 use crate::auth::{AuthError, Claims, Plan};
 use crate::hub::RoomHandle;
 use crate::room::{JoinInfo, MemberId};
@@ -31,6 +32,9 @@ pub(super) struct Joined {
     pub(super) member: MemberId,
     pub(super) user: String,
     pub(super) device_id: String,
+    /// Keeps this connection in the device's registry (for revocation)
+    /// as long as it lives.
+    pub(super) _registration: Registration,
 }
 
 /// What the connection asked for.
@@ -89,7 +93,8 @@ async fn join_inner(app: Context, req: JoinRequest, outbox: Arc<Outbox>) -> Resu
             return Err((ErrorCode::Internal, "storage failure".into()));
         }
     }
-    app.accounts.register(&claims.sub, &device_id, &outbox);
+    let conn: std::sync::Weak<dyn Revocable> = Arc::downgrade(&outbox) as std::sync::Weak<dyn Revocable>;
+    let registration = app.accounts.register(&claims.sub, &device_id, conn);
     let info = JoinInfo {
         name: format!("viewer-{}", short_hash(&claims.sub)),
         host_claim: claims.hosts(&room_id) || party_host.as_deref() == Some(claims.sub.as_str()),
@@ -101,7 +106,7 @@ async fn join_inner(app: Context, req: JoinRequest, outbox: Arc<Outbox>) -> Resu
     match app.hub.join(&room_id, info, outbox.clone()).await {
         Some((room, member)) => {
             outbox.set_joined(member, caps);
-            Ok(Joined { room, member, user: claims.sub, device_id })
+            Ok(Joined { room, member, user: claims.sub, device_id, _registration: registration })
         }
         None if *app.shutdown.borrow() => Err((ErrorCode::ShuttingDown, "the server is shutting down".into())),
         None => Err((ErrorCode::Internal, "the room is unavailable".into())),

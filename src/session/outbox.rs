@@ -228,6 +228,12 @@ impl Outbox {
     }
 }
 
+impl crate::accounts::Revocable for Outbox {
+    fn revoke(&self) {
+        self.close(ErrorCode::DeviceRevoked, "this device was removed from the account");
+    }
+}
+
 impl Link for Outbox {
     fn send(&self, out: &Arc<Outgoing>) -> bool {
         self.push(out.clone())

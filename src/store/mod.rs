@@ -1,14 +1,20 @@
 //! Durable state behind one small trait: viewing sessions and their devices,
 //! invitations, and room timelines.
 //!
-//! The embedded default is SQLite ([`sqlite::SqliteStore`]); the scale-out
-//! issue adds Redis. Nothing above this module knows which one runs. Every
+//! The embedded default is SQLite ([`sqlite::SqliteStore`]); with
+//! `--redis-url` it is Redis ([`redis::RedisStore`]). Nothing above this
+//! module knows which one runs. Every
 //! method that checks and then writes (device limits, invitation uses) is
 //! atomic in the store itself, so two servers sharing a store cannot both let
 //! a user past a limit.
 
+#[cfg(test)]
+mod contract;
 pub(crate) mod redis;
 pub(crate) mod sqlite;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use lockstep_protocol::Timeline;
@@ -21,44 +27,44 @@ pub(crate) type UnixMs = u64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SessionRecord {
     /// Random id.
-    pub session_id: String,
+    pub(crate) session_id: String,
     /// The user (token `sub`).
-    pub user: String,
+    pub(crate) user: String,
     /// The device.
-    pub device_id: String,
+    pub(crate) device_id: String,
     /// The room: an event id, or a watch party's room id.
-    pub room_id: String,
+    pub(crate) room_id: String,
     /// When it started.
-    pub created_at: UnixMs,
+    pub(crate) created_at: UnixMs,
     /// Last heartbeat or realtime activity.
-    pub last_seen: UnixMs,
+    pub(crate) last_seen: UnixMs,
     /// The viewer's last reported position (fallback while realtime is down).
-    pub position_ms: Option<u64>,
+    pub(crate) position_ms: Option<u64>,
     /// Whether the viewer last reported buffering.
-    pub buffering: bool,
+    pub(crate) buffering: bool,
 }
 
 /// An invitation to a premium user's watch party.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct InvitationRecord {
     /// Random id.
-    pub id: String,
+    pub(crate) id: String,
     /// The event being watched.
-    pub event_id: String,
+    pub(crate) event_id: String,
     /// The party's room id.
-    pub room_id: String,
+    pub(crate) room_id: String,
     /// The inviting user, host of the room.
-    pub host_user: String,
+    pub(crate) host_user: String,
     /// When it was created.
-    pub created_at: UnixMs,
+    pub(crate) created_at: UnixMs,
     /// When it stops working.
-    pub expires_at: UnixMs,
+    pub(crate) expires_at: UnixMs,
     /// How many times it may be accepted (`None`: unlimited).
-    pub max_uses: Option<u32>,
+    pub(crate) max_uses: Option<u32>,
     /// How many times it was accepted.
-    pub uses: u32,
+    pub(crate) uses: u32,
     /// Whether the host revoked it.
-    pub revoked: bool,
+    pub(crate) revoked: bool,
 }
 
 impl InvitationRecord {
@@ -73,11 +79,11 @@ impl InvitationRecord {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct DeviceInfo {
     /// The device id.
-    pub device_id: String,
+    pub(crate) device_id: String,
     /// Rooms it is watching.
-    pub event_ids: Vec<String>,
+    pub(crate) event_ids: Vec<String>,
     /// Last activity, Unix milliseconds.
-    pub last_seen: UnixMs,
+    pub(crate) last_seen: UnixMs,
 }
 
 /// Why a session could not start.
@@ -108,7 +114,7 @@ pub(crate) enum InviteError {
 /// A storage failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("storage failure: {0}")]
-pub(crate) struct StoreError(pub String);
+pub(crate) struct StoreError(pub(crate) String);
 
 /// Result of store calls.
 pub(crate) type StoreResult<T> = Result<T, StoreError>;
@@ -136,9 +142,6 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
         position_ms: Option<u64>,
         buffering: bool,
     ) -> BoxFuture<'_, StoreResult<Option<SessionRecord>>>;
-
-    /// Records realtime activity of a user's device in a room.
-    fn touch_device(&self, user: &str, device_id: &str, room_id: &str, now: UnixMs) -> BoxFuture<'_, StoreResult<()>>;
 
     /// Ends a session; returns it if it existed.
     fn end_session(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<SessionRecord>>>;
@@ -175,6 +178,66 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// A room's saved timeline.
     fn timeline(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<Timeline>>>;
+
+    /// Deletes the saved timelines last written before `before` of rooms
+    /// nobody holds a session in (see [`ROOM_KEY_TTL`]); returns how many.
+    fn expire_timelines(&self, before: UnixMs) -> BoxFuture<'_, StoreResult<usize>>;
+}
+
+/// How long a room's saved state outlives its last write or refresh: long
+/// enough that a node restart, or a room that stays empty for a while, keeps
+/// its timeline; short enough that joining made-up event ids cannot fill the
+/// store.
+///
+/// The rule, for every store:
+/// - **Redis**: every write of a room key (`lockstep:tl:{room}`, the timeline
+///   record, and `lockstep:mblock:{room}`, the member id blocks) sets its TTL
+///   to [`room_key_ttl_ms`] (`PEXPIRE`), in the same script or pipeline as the
+///   write; a node refreshes the TTL of the keys of every room it has live
+///   from its heartbeat. So a room's keys live while any node has the room
+///   and for this long after.
+/// - **SQLite**: each timeline row carries `updated_at`; the accounts
+///   maintenance ([`Store::expire_timelines`]) deletes rows older than this
+///   whose room holds no session (a viewer's session is kept alive by its
+///   activity, so a live room's timeline stays however long nobody changes it).
+pub(crate) const ROOM_KEY_TTL: Duration = Duration::from_secs(3600);
+
+/// [`ROOM_KEY_TTL`] in milliseconds, as `PEXPIRE` wants it.
+pub(crate) fn room_key_ttl_ms() -> u64 {
+    ROOM_KEY_TTL.as_millis() as u64
+}
+
+/// The devices of sessions given as `(device, room, last_seen)`, ordered by
+/// device id, leaving out `except`.
+fn group_devices(
+    sessions: impl IntoIterator<Item = (String, String, UnixMs)>,
+    except: Option<&str>,
+) -> Vec<DeviceInfo> {
+    let mut by: BTreeMap<String, DeviceInfo> = BTreeMap::new();
+    for (device_id, room, seen) in sessions.into_iter().filter(|(d, _, _)| Some(d.as_str()) != except) {
+        let d = by.entry(device_id.clone()).or_insert_with(|| DeviceInfo {
+            device_id,
+            event_ids: Vec::new(),
+            last_seen: 0,
+        });
+        if !d.event_ids.contains(&room) {
+            d.event_ids.push(room);
+        }
+        d.last_seen = d.last_seen.max(seen);
+    }
+    by.into_values().collect()
+}
+
+impl From<StoreError> for StartError {
+    fn from(e: StoreError) -> Self {
+        StartError::Store(e.0)
+    }
+}
+
+impl From<StoreError> for InviteError {
+    fn from(e: StoreError) -> Self {
+        InviteError::Store(e.0)
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -7,32 +7,37 @@
 //! ended in the store, freeing their device slot. Realtime activity (joins
 //! and reports) counts as activity, so a connected viewer never idles out.
 
+mod registry;
+#[cfg(test)]
+mod tests;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use lockstep_protocol::ErrorCode;
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use tracing::{info, warn};
 
 use crate::auth::{Claims, Plan};
-use crate::session::Outbox;
 use crate::store::{
-    DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, UnixMs, random_id, unix_ms,
+    DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, UnixMs, random_id,
+    room_key_ttl_ms, unix_ms,
 };
+use registry::Connections;
+pub(crate) use registry::{Registration, Revocable};
 
 /// Device limits and session timing.
 #[derive(Debug, Clone)]
 pub(crate) struct AccountConfig {
     /// Devices a free account may use at once.
-    pub max_devices_free: u32,
+    pub(crate) max_devices_free: u32,
     /// Devices a premium account may use at once.
-    pub max_devices_premium: u32,
+    pub(crate) max_devices_premium: u32,
     /// A session without activity for this long expires.
-    pub session_idle: Duration,
+    pub(crate) session_idle: Duration,
     /// Shortest interval between two durable writes of one session's heartbeat.
-    pub heartbeat_write_interval: Duration,
+    pub(crate) heartbeat_write_interval: Duration,
 }
 
 impl Default for AccountConfig {
@@ -76,8 +81,6 @@ impl std::fmt::Debug for Accounts {
     }
 }
 
-type ConnKey = (String, String);
-
 struct Inner {
     store: Arc<dyn Store>,
     cfg: AccountConfig,
@@ -85,8 +88,8 @@ struct Inner {
     live: Cache<String, (SessionRecord, UnixMs)>,
     /// (user, device, room) → session id.
     by_device: Mutex<HashMap<(String, String, String), String>>,
-    /// (user, device) → its realtime connections.
-    conns: Mutex<HashMap<ConnKey, Vec<Weak<Outbox>>>>,
+    /// Each device's realtime connections on this node.
+    conns: Connections,
     /// Tells other servers about a revoked device.
     announce_revoke: std::sync::OnceLock<DeviceHook>,
 }
@@ -95,9 +98,9 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub(crate) struct Started {
     /// The session.
-    pub session: SessionRecord,
+    pub(crate) session: SessionRecord,
     /// When it expires if idle, Unix ms.
-    pub expires_at: UnixMs,
+    pub(crate) expires_at: UnixMs,
 }
 
 impl Accounts {
@@ -135,7 +138,7 @@ impl Accounts {
                 cfg,
                 live,
                 by_device: Mutex::default(),
-                conns: Mutex::default(),
+                conns: Connections::default(),
                 announce_revoke: std::sync::OnceLock::new(),
             }
         });
@@ -145,11 +148,6 @@ impl Accounts {
     /// The durable store.
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
-    }
-
-    /// The configuration.
-    pub(crate) fn config(&self) -> &AccountConfig {
-        &self.inner.cfg
     }
 
     /// Reloads live sessions from the store after a restart and drops the
@@ -172,14 +170,24 @@ impl Accounts {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            self.inner.live.run_pending_tasks().await;
-            // Belt and braces: sessions another node or a crash left behind.
-            if let Ok(gone) = self.inner.store.expire_sessions(self.live_after()).await {
-                for s in gone {
-                    self.inner.forget(&s);
-                    self.inner.live.invalidate(&s.session_id).await;
-                }
+            self.maintain().await;
+        }
+    }
+
+    /// One round of maintenance: moka's, then the store's.
+    async fn maintain(&self) {
+        self.inner.live.run_pending_tasks().await;
+        // Belt and braces: sessions another node or a crash left behind.
+        if let Ok(gone) = self.inner.store.expire_sessions(self.live_after()).await {
+            for s in gone {
+                self.inner.forget(&s);
+                self.inner.live.invalidate(&s.session_id).await;
             }
+        }
+        match self.inner.store.expire_timelines(unix_ms().saturating_sub(room_key_ttl_ms())).await {
+            Ok(0) => {}
+            Ok(n) => info!(count = n, "timelines of idle rooms expired"),
+            Err(e) => warn!(error = %e, "idle timelines not expired"),
         }
     }
 
@@ -320,7 +328,7 @@ impl Accounts {
     }
 
     /// Ends a device's sessions and closes its connections with
-    /// [`ErrorCode::DeviceRevoked`]. Returns how many sessions ended.
+    /// [`DeviceRevoked`](lockstep_protocol::ErrorCode::DeviceRevoked). Returns how many sessions ended.
     pub(crate) async fn remove_device(&self, user: &str, device_id: &str) -> Result<usize, StoreError> {
         let gone = self.inner.store.remove_device(user, device_id).await?;
         for s in &gone {
@@ -335,15 +343,9 @@ impl Accounts {
     }
 
     /// Closes this node's connections of `user`'s `device_id` with
-    /// [`ErrorCode::DeviceRevoked`]; returns how many.
+    /// [`DeviceRevoked`](lockstep_protocol::ErrorCode::DeviceRevoked); returns how many.
     pub(crate) fn close_device(&self, user: &str, device_id: &str) -> usize {
-        let conns = self.inner.lock_conns().remove(&(user.to_owned(), device_id.to_owned())).unwrap_or_default();
-        let mut closed = 0;
-        for c in conns.iter().filter_map(Weak::upgrade) {
-            c.close(ErrorCode::DeviceRevoked, "this device was removed from the account");
-            closed += 1;
-        }
-        closed
+        self.inner.conns.close(user, device_id)
     }
 
     /// Sets how a revocation is announced to other servers (scale-out), once.
@@ -351,12 +353,11 @@ impl Accounts {
         let _ = self.inner.announce_revoke.set(Box::new(announce));
     }
 
-    /// Registers a realtime connection of a user's device.
-    pub(crate) fn register(&self, user: &str, device_id: &str, outbox: &Arc<Outbox>) {
-        let mut conns = self.inner.lock_conns();
-        let list = conns.entry((user.to_owned(), device_id.to_owned())).or_default();
-        list.retain(|w| w.strong_count() > 0);
-        list.push(Arc::downgrade(outbox));
+    /// Registers a realtime connection of a user's device, so that removing
+    /// the device revokes it; it stays registered while the returned
+    /// [`Registration`] is held.
+    pub(crate) fn register(&self, user: &str, device_id: &str, conn: Weak<dyn Revocable>) -> Registration {
+        self.inner.conns.register(user, device_id, conn)
     }
 
     /// Creates an invitation to `host`'s watch party of `event_id`.
@@ -453,9 +454,5 @@ impl Inner {
         if map.get(&key) == Some(&rec.session_id) {
             map.remove(&key);
         }
-    }
-
-    fn lock_conns(&self) -> std::sync::MutexGuard<'_, HashMap<ConnKey, Vec<Weak<Outbox>>>> {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

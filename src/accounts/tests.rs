@@ -1,0 +1,95 @@
+//! The connection registry and maintenance, over a real SQLite file.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use lockstep_protocol::Timeline;
+
+use super::*;
+use crate::store::sqlite::SqliteStore;
+
+#[derive(Default)]
+struct Conn(AtomicUsize);
+
+impl Revocable for Conn {
+    fn revoke(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn accounts_in(dir: &std::path::Path) -> (Accounts, Arc<dyn Store>) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir).unwrap());
+    (Accounts::new(store.clone(), AccountConfig::default()), store)
+}
+
+fn tmp() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("lockstep-accounts-{}-{}", std::process::id(), random_id()))
+}
+
+fn accounts() -> (Accounts, Arc<dyn Store>) {
+    accounts_in(&tmp())
+}
+
+fn registered(a: &Accounts) -> usize {
+    a.inner.conns.counts().1
+}
+
+#[test]
+fn the_registry_is_empty_once_registrations_drop() {
+    let (a, _) = accounts();
+    let (c1, c2, c3) = (Arc::new(Conn::default()), Arc::new(Conn::default()), Arc::new(Conn::default()));
+    let r1 = a.register("u", "d1", Arc::downgrade(&c1) as Weak<dyn Revocable>);
+    let r2 = a.register("u", "d1", Arc::downgrade(&c2) as Weak<dyn Revocable>);
+    let r3 = a.register("u", "d2", Arc::downgrade(&c3) as Weak<dyn Revocable>);
+    assert_eq!(registered(&a), 3);
+    drop(r1);
+    assert_eq!(registered(&a), 2);
+    drop(r2);
+    assert_eq!(a.inner.conns.counts(), (1, 1), "d1 has no connection left");
+    drop(r3);
+    assert_eq!(a.inner.conns.counts(), (0, 0));
+
+    // Removing a device revokes its live connections, and their
+    // registrations dropping afterwards is harmless.
+    let r1 = a.register("u", "d1", Arc::downgrade(&c1) as Weak<dyn Revocable>);
+    let r2 = a.register("u", "d1", Arc::downgrade(&c2) as Weak<dyn Revocable>);
+    let r3 = a.register("u", "d2", Arc::downgrade(&c3) as Weak<dyn Revocable>);
+    assert_eq!(a.close_device("u", "d1"), 2);
+    assert_eq!((c1.0.load(Ordering::Relaxed), c2.0.load(Ordering::Relaxed)), (1, 1));
+    assert_eq!(c3.0.load(Ordering::Relaxed), 0);
+    assert_eq!(a.close_device("u", "d1"), 0);
+    drop((r1, r2));
+    assert_eq!(registered(&a), 1);
+    // A connection that is gone is not counted as closed.
+    drop(c3);
+    assert_eq!(a.close_device("u", "d2"), 0);
+    drop(r3);
+    assert_eq!(a.inner.conns.counts(), (0, 0));
+}
+
+#[tokio::test]
+async fn maintenance_expires_the_timelines_of_idle_rooms_only() {
+    let dir = tmp();
+    let (a, store) = accounts_in(&dir);
+    let t = Timeline { epoch: 3, position_ms: 1_000, anchor_us: 5, rate_milli: 1000, paused: true };
+    let rooms = ["idle", "watched", "recent"];
+    store.save_timelines(rooms.iter().map(|r| (r.to_string(), t)).collect()).await.unwrap();
+    let claims = Claims {
+        sub: "viewer".into(),
+        plan: Plan::Free,
+        exp: u64::MAX,
+        iat: None,
+        max_devices: None,
+        host_of: Vec::new(),
+        aud: None,
+        iss: None,
+    };
+    a.start(&claims, "d1", "watched").await.unwrap();
+    // Two rooms last changed longer ago than the TTL.
+    let old = unix_ms() - room_key_ttl_ms() - 1_000;
+    let db = rusqlite::Connection::open(dir.join("lockstep.db")).unwrap();
+    db.execute("UPDATE timelines SET updated_at = ?1 WHERE room_id != 'recent'", [old as i64]).unwrap();
+    a.maintain().await;
+    assert_eq!(store.timeline("idle").await.unwrap(), None, "idle past the TTL: gone");
+    assert_eq!(store.timeline("watched").await.unwrap(), Some(t), "a session there keeps it");
+    assert_eq!(store.timeline("recent").await.unwrap(), Some(t), "within the TTL");
+}

@@ -1,0 +1,42 @@
+//! Behaviour every store shares, run against each of them by its tests.
+
+use super::{InvitationRecord, InviteError, SessionRecord, Store};
+
+/// A fresh session record.
+pub(super) fn rec(id: &str, user: &str, device: &str, room: &str, now: u64) -> SessionRecord {
+    SessionRecord {
+        session_id: id.into(),
+        user: user.into(),
+        device_id: device.into(),
+        room_id: room.into(),
+        created_at: now,
+        last_seen: now,
+        position_ms: None,
+        buffering: false,
+    }
+}
+
+pub(super) async fn invitations_are_used_up_revoked_and_expire(s: &dyn Store) {
+    let inv = InvitationRecord {
+        id: "i1".into(),
+        event_id: "ev".into(),
+        room_id: "ev~p1".into(),
+        host_user: "alice".into(),
+        created_at: 0,
+        expires_at: 1_000,
+        max_uses: Some(2),
+        uses: 0,
+        revoked: false,
+    };
+    s.create_invitation(inv.clone()).await.unwrap();
+    assert_eq!(s.invitation("i1").await.unwrap(), Some(inv.clone()));
+    assert_eq!(s.party_host("ev~p1").await.unwrap().as_deref(), Some("alice"));
+    assert_eq!(s.use_invitation("i1", 10).await.unwrap().uses, 1);
+    assert_eq!(s.use_invitation("i1", 10).await.unwrap().uses, 2);
+    assert_eq!(s.use_invitation("i1", 10).await, Err(InviteError::Gone));
+    assert_eq!(s.use_invitation("nope", 10).await, Err(InviteError::NotFound));
+    s.create_invitation(InvitationRecord { id: "i2".into(), max_uses: None, ..inv.clone() }).await.unwrap();
+    assert_eq!(s.use_invitation("i2", 1_000).await, Err(InviteError::Gone), "expired");
+    assert!(s.revoke_invitation("i2").await.unwrap().is_some());
+    assert_eq!(s.use_invitation("i2", 10).await, Err(InviteError::Gone), "revoked");
+}

@@ -1,0 +1,2 @@
+-- Delete one session (ARGV[3]: its id).
+return delete_sessions({ARGV[3]})

@@ -1,0 +1,21 @@
+
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[4], '+inf')
+local devices, n = {}, 0
+for _, id in ipairs(ids) do
+  local f = redis.call('HMGET', ARGV[9] .. id, 'device', 'room')
+  if f[1] == ARGV[2] and f[2] == ARGV[3] then
+    redis.call('HSET', ARGV[9] .. id, 'seen', ARGV[6])
+    redis.call('ZADD', KEYS[1], ARGV[6], id)
+    redis.call('ZADD', KEYS[2], ARGV[6], id)
+    return {1, id}
+  end
+  if f[1] and f[1] ~= ARGV[2] and not devices[f[1]] then
+    devices[f[1]] = true
+    n = n + 1
+  end
+end
+if n >= tonumber(ARGV[5]) then return {0, ids} end
+redis.call('HSET', KEYS[3], 'user', ARGV[1], 'device', ARGV[2], 'room', ARGV[3], 'created', ARGV[7], 'seen', ARGV[6], 'buf', '0')
+redis.call('ZADD', KEYS[1], ARGV[6], ARGV[8])
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[8])
+return {1, ARGV[8]}

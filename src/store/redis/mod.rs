@@ -1,0 +1,226 @@
+//! The shared store of several nodes: Redis (`--redis-url`).
+//!
+//! Layout (every key under `lockstep:`):
+//! - `s:{id}`: a session, a hash (`user`, `device`, `room`, `created`, `seen`,
+//!   `pos`, `buf`); no TTL, expiry is by `seen` like the embedded store;
+//! - `u:{user}`: the user's sessions, a sorted set scored by `seen`;
+//! - `sessions`: every session, a sorted set scored by `seen` (expiry scans);
+//! - `inv:{id}`: an invitation, a hash; `party:{room}`: the party's host;
+//! - `tl:{room}`: the room's timeline record (`epoch`, `data` = an encoded
+//!   `TimelineChanged`), changed by compare-and-set (see `crate::cluster`);
+//!   it expires [`super::ROOM_KEY_TTL`] after its last write or refresh.
+//!
+//! Check-then-write methods (device limits, invitation uses, expiry) are Lua
+//! scripts (`lua/*.lua`), so they are atomic across nodes.
+//!
+//! [`sessions`] holds sessions and devices, [`rooms`] invitations and
+//! timelines; the [`Store`] implementation here only forwards to them.
+
+mod rooms;
+mod sessions;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use lockstep_protocol::Timeline;
+use redis::aio::ConnectionManager;
+use redis::{FromRedisValue, Script, ScriptInvocation, Value};
+
+pub(crate) use rooms::{decode_change, encode_change, timeline_key};
+
+use super::{
+    DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, StoreResult, UnixMs,
+};
+
+/// The prefix of every key.
+const P: &str = "lockstep:";
+/// The prefix of session keys.
+const SESSION: &str = "lockstep:s:";
+/// The index of every session, scored by `seen`.
+const ALL_SESSIONS: &str = "lockstep:sessions";
+
+/// Deletes sessions; prepended to the scripts that do (it defines
+/// `delete_sessions(ids)`, see the file).
+macro_rules! deleting {
+    ($file:literal) => {
+        concat!(include_str!("lua/delete_sessions.lua"), include_str!($file))
+    };
+}
+
+/// Start (or resume) a session unless the user has `max` other live devices.
+const START: &str = include_str!("lua/start.lua");
+
+/// Record activity of a session (ARGV: now, position or '', buffering).
+const TOUCH: &str = include_str!("lua/touch.lua");
+
+/// Delete a session by id.
+const DELETE: &str = deleting!("lua/delete.lua");
+
+/// Delete the sessions not seen since a time.
+const EXPIRE: &str = deleting!("lua/expire.lua");
+
+/// Delete a user's sessions on a device.
+const REMOVE_DEVICE: &str = deleting!("lua/remove_device.lua");
+
+/// Use an invitation once: 0 not found, 1 gone, else its fields after use.
+const USE_INVITATION: &str = include_str!("lua/use_invitation.lua");
+
+/// See the module docs. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct RedisStore {
+    conn: ConnectionManager,
+    start: Script,
+    touch: Script,
+    delete: Script,
+    expire: Script,
+    remove_device: Script,
+    use_invitation: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) | Value::VerbatimString { text: s, .. } => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+/// A hash as a flat array (from Lua) or a map (RESP3).
+fn fields(v: &Value) -> HashMap<String, String> {
+    match v {
+        Value::Array(items) => items.chunks_exact(2).filter_map(|kv| Some((text(&kv[0])?, text(&kv[1])?))).collect(),
+        Value::Map(pairs) => pairs.iter().filter_map(|(k, v)| Some((text(k)?, text(v)?))).collect(),
+        _ => HashMap::new(),
+    }
+}
+
+fn num(m: &HashMap<String, String>, k: &str) -> u64 {
+    m.get(k).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+impl RedisStore {
+    /// A store over a connection manager (shared with `crate::cluster`).
+    pub(crate) fn new(conn: ConnectionManager) -> Self {
+        RedisStore {
+            conn,
+            start: Script::new(START),
+            touch: Script::new(TOUCH),
+            delete: Script::new(DELETE),
+            expire: Script::new(EXPIRE),
+            remove_device: Script::new(REMOVE_DEVICE),
+            use_invitation: Script::new(USE_INVITATION),
+        }
+    }
+
+    /// Runs a script (loading it first if Redis does not know it yet).
+    async fn eval<T: FromRedisValue>(&self, script: &ScriptInvocation<'_>) -> StoreResult<T> {
+        script.invoke_async(&mut self.conn.clone()).await.map_err(err)
+    }
+
+    /// Runs a command or pipeline.
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Pipeline) -> StoreResult<T> {
+        cmd.query_async(&mut self.conn.clone()).await.map_err(err)
+    }
+}
+
+impl Store for RedisStore {
+    fn start_session(
+        &self,
+        rec: SessionRecord,
+        max_devices: u32,
+        live_after: UnixMs,
+    ) -> BoxFuture<'_, Result<SessionRecord, StartError>> {
+        async move { self.start_or_resume(rec, max_devices, live_after).await }.boxed()
+    }
+
+    fn session(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<SessionRecord>>> {
+        let id = id.to_owned();
+        async move { self.get_session(&id).await }.boxed()
+    }
+
+    fn touch_session(
+        &self,
+        id: &str,
+        now: UnixMs,
+        position_ms: Option<u64>,
+        buffering: bool,
+    ) -> BoxFuture<'_, StoreResult<Option<SessionRecord>>> {
+        let id = id.to_owned();
+        async move { self.touch_one(&id, now, position_ms, buffering).await }.boxed()
+    }
+
+    fn end_session(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<SessionRecord>>> {
+        let id = id.to_owned();
+        async move { Ok(self.delete_with(&self.delete, &[id]).await?.pop()) }.boxed()
+    }
+
+    fn expire_sessions(&self, before: UnixMs) -> BoxFuture<'_, StoreResult<Vec<SessionRecord>>> {
+        async move { self.delete_with(&self.expire, &[before.to_string()]).await }.boxed()
+    }
+
+    fn all_sessions(&self) -> BoxFuture<'_, StoreResult<Vec<SessionRecord>>> {
+        async move { self.every_session().await }.boxed()
+    }
+
+    fn devices(&self, user: &str, live_after: UnixMs) -> BoxFuture<'_, StoreResult<Vec<DeviceInfo>>> {
+        let user = user.to_owned();
+        async move { self.user_devices(&user, live_after).await }.boxed()
+    }
+
+    fn remove_device(&self, user: &str, device_id: &str) -> BoxFuture<'_, StoreResult<Vec<SessionRecord>>> {
+        let (user, device_id) = (user.to_owned(), device_id.to_owned());
+        async move { self.delete_with(&self.remove_device, &[user, device_id]).await }.boxed()
+    }
+
+    fn create_invitation(&self, inv: InvitationRecord) -> BoxFuture<'_, StoreResult<()>> {
+        async move { self.put_invitation(&inv).await }.boxed()
+    }
+
+    fn invitation(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<InvitationRecord>>> {
+        let id = id.to_owned();
+        async move { self.get_invitation(&id).await }.boxed()
+    }
+
+    fn use_invitation(&self, id: &str, now: UnixMs) -> BoxFuture<'_, Result<InvitationRecord, InviteError>> {
+        let id = id.to_owned();
+        async move { self.use_invitation_once(&id, now).await }.boxed()
+    }
+
+    fn party_host(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let room_id = room_id.to_owned();
+        async move { self.get_party_host(&room_id).await }.boxed()
+    }
+
+    fn revoke_invitation(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<InvitationRecord>>> {
+        let id = id.to_owned();
+        async move { self.revoke_one(&id).await }.boxed()
+    }
+
+    fn save_timelines(&self, batch: Vec<(String, Timeline)>) -> BoxFuture<'_, StoreResult<()>> {
+        async move { self.put_timelines(&batch).await }.boxed()
+    }
+
+    fn timeline(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<Timeline>>> {
+        let room_id = room_id.to_owned();
+        async move { self.get_timeline(&room_id).await }.boxed()
+    }
+
+    /// Nothing to do: timeline records expire by their TTL.
+    fn expire_timelines(&self, _before: UnixMs) -> BoxFuture<'_, StoreResult<usize>> {
+        async { Ok(0) }.boxed()
+    }
+}

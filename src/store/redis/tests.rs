@@ -1,0 +1,107 @@
+//! The Redis store against a real `redis-server` (started here on a free
+//! port, without persistence; `.ci/test` installs it when missing).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lockstep_protocol::Timeline;
+use redis::AsyncCommands;
+
+use super::{ALL_SESSIONS, P, RedisStore, timeline_key};
+use crate::store::contract::rec;
+use crate::store::{ROOM_KEY_TTL, SessionRecord, StartError, Store};
+
+/// A `redis-server` child, killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    fn start() -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (.ci/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, port }
+    }
+
+    async fn store(&self) -> RedisStore {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
+        RedisStore::new(client.get_connection_manager().await.unwrap())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ids(sessions: &[SessionRecord]) -> Vec<&str> {
+    let mut ids: Vec<&str> = sessions.iter().map(|s| s.session_id.as_str()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test]
+async fn sessions_start_resume_and_are_deleted_by_every_script() {
+    let server = Server::start();
+    let s = server.store().await;
+    let now = 1_000_000;
+    s.start_session(rec("a", "u", "d1", "ev", now), 2, 0).await.unwrap();
+    s.start_session(rec("b", "u", "d1", "ev2", now), 2, 0).await.unwrap();
+    s.start_session(rec("c", "u", "d2", "ev", now), 2, 0).await.unwrap();
+    let e = s.start_session(rec("d", "u", "d3", "ev", now), 2, 0).await.unwrap_err();
+    let StartError::DeviceLimit(devs) = e else { panic!("{e:?}") };
+    assert_eq!(devs.iter().map(|d| d.device_id.as_str()).collect::<Vec<_>>(), ["d1", "d2"]);
+    assert_eq!(s.start_session(rec("zzz", "u", "d2", "ev", now + 5), 2, 0).await.unwrap().session_id, "c");
+
+    let touched = s.touch_session("a", now + 10, Some(42), true).await.unwrap().unwrap();
+    assert_eq!((touched.last_seen, touched.position_ms, touched.buffering), (now + 10, Some(42), true));
+    assert_eq!(s.touch_session("nope", now, None, false).await.unwrap(), None);
+
+    // One session, then a device's, then the stale ones: each returns what it deleted.
+    assert_eq!(s.end_session("b").await.unwrap().map(|r| r.room_id), Some("ev2".into()));
+    assert_eq!(s.end_session("b").await.unwrap(), None);
+    s.start_session(rec("e", "u", "d2", "ev3", now), 2, 0).await.unwrap();
+    assert_eq!(ids(&s.remove_device("u", "d2").await.unwrap()), ["c", "e"]);
+    assert_eq!(ids(&s.all_sessions().await.unwrap()), ["a"]);
+    assert_eq!(ids(&s.expire_sessions(now + 9).await.unwrap()), Vec::<&str>::new());
+    assert_eq!(ids(&s.expire_sessions(now + 10).await.unwrap()), ["a"]);
+
+    // Nothing is left behind in the indexes.
+    let mut c = s.conn.clone();
+    assert_eq!(c.zcard::<_, usize>(format!("{P}u:u")).await.unwrap(), 0);
+    assert_eq!(c.zcard::<_, usize>(ALL_SESSIONS).await.unwrap(), 0);
+    assert!(c.keys::<_, Vec<String>>(format!("{P}s:*")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn saved_timelines_expire_after_the_room_key_ttl() {
+    let server = Server::start();
+    let s = server.store().await;
+    let t = Timeline { epoch: 4, position_ms: 9_000, anchor_us: 123, rate_milli: 1250, paused: false };
+    s.save_timelines(vec![("ev".into(), t)]).await.unwrap();
+    assert_eq!(s.timeline("ev").await.unwrap(), Some(t));
+    let ttl: i64 = s.conn.clone().pttl(timeline_key("ev")).await.unwrap();
+    let max = ROOM_KEY_TTL.as_millis() as i64;
+    assert!(max - 5_000 < ttl && ttl <= max, "{ttl}");
+    // Redis expires them itself.
+    assert_eq!(s.expire_timelines(u64::MAX).await.unwrap(), 0);
+    assert_eq!(s.timeline("ev").await.unwrap(), Some(t));
+}
+
+#[tokio::test]
+async fn invitations_are_used_up_revoked_and_expire() {
+    let server = Server::start();
+    crate::store::contract::invitations_are_used_up_revoked_and_expire(&server.store().await).await;
+}

@@ -1,0 +1,111 @@
+//! The embedded store over real database files.
+
+use super::SqliteStore;
+use crate::store::contract::rec;
+use crate::store::{StartError, Store};
+use lockstep_protocol::Timeline;
+fn tmp() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("lockstep-store-{}-{}", std::process::id(), super::super::random_id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test]
+async fn device_limit_counts_distinct_live_devices_and_resumes_the_same_one() {
+    let s = SqliteStore::open(&tmp()).unwrap();
+    let now = 1_000_000;
+    s.start_session(rec("a", "u", "d1", "ev", now), 2, 0).await.unwrap();
+    // Same device, another room: still one device.
+    s.start_session(rec("b", "u", "d1", "ev2", now), 2, 0).await.unwrap();
+    s.start_session(rec("c", "u", "d2", "ev", now), 2, 0).await.unwrap();
+    let e = s.start_session(rec("d", "u", "d3", "ev", now), 2, 0).await.unwrap_err();
+    let StartError::DeviceLimit(devs) = e else { panic!("{e:?}") };
+    assert_eq!(devs.iter().map(|d| d.device_id.as_str()).collect::<Vec<_>>(), vec!["d1", "d2"]);
+    // Resuming the same device and room returns the same session.
+    let again = s.start_session(rec("zzz", "u", "d2", "ev", now + 5), 2, 0).await.unwrap();
+    assert_eq!(again.session_id, "c");
+    // Stale sessions do not count.
+    s.start_session(rec("e", "u", "d3", "ev", now + 10), 2, now).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_starts_at_the_limit_admit_exactly_one() {
+    let s = SqliteStore::open(&tmp()).unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(
+                async move { s.start_session(rec(&format!("s{i}"), "u", &format!("d{i}"), "ev", 5), 1, 0).await },
+            )
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+#[tokio::test]
+async fn state_survives_reopening() {
+    let dir = tmp();
+    {
+        let s = SqliteStore::open(&dir).unwrap();
+        s.start_session(rec("a", "u", "d1", "ev", 7), 1, 0).await.unwrap();
+        let t = Timeline { epoch: 4, position_ms: 9_000, anchor_us: 123, rate_milli: 1250, paused: false };
+        s.save_timelines(vec![("ev".into(), t)]).await.unwrap();
+    }
+    let s = SqliteStore::open(&dir).unwrap();
+    assert_eq!(s.session("a").await.unwrap().unwrap().device_id, "d1");
+    assert_eq!(s.timeline("ev").await.unwrap().unwrap().epoch, 4);
+    assert_eq!(s.expire_sessions(7).await.unwrap().len(), 1);
+    assert!(s.all_sessions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_file_from_before_timeline_expiry_is_migrated_and_keeps_its_timelines() {
+    let dir = tmp();
+    {
+        // The schema as it was: no `updated_at`.
+        let c = rusqlite::Connection::open(dir.join("lockstep.db")).unwrap();
+        c.execute_batch(
+            "CREATE TABLE timelines (room_id TEXT PRIMARY KEY, epoch INTEGER NOT NULL, position_ms INTEGER NOT NULL,
+                 anchor_us INTEGER NOT NULL, rate_milli INTEGER NOT NULL, paused INTEGER NOT NULL);
+             INSERT INTO timelines VALUES ('ev', 7, 1000, 5, 1000, 1);",
+        )
+        .unwrap();
+    }
+    let before = crate::store::unix_ms();
+    let s = SqliteStore::open(&dir).unwrap();
+    assert_eq!(s.timeline("ev").await.unwrap().unwrap().epoch, 7);
+    // Existing rows count as written at the migration: a full TTL from now.
+    assert_eq!(s.expire_timelines(before - 1).await.unwrap(), 0);
+    drop(s);
+    // Opening again is a no-op.
+    let s = SqliteStore::open(&dir).unwrap();
+    assert_eq!(s.timeline("ev").await.unwrap().unwrap().epoch, 7);
+    assert_eq!(s.expire_timelines(crate::store::unix_ms()).await.unwrap(), 1);
+    assert_eq!(s.timeline("ev").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn timelines_expire_unless_their_room_holds_a_session() {
+    let s = SqliteStore::open(&tmp()).unwrap();
+    let t = Timeline { epoch: 1, position_ms: 0, anchor_us: 0, rate_milli: 1000, paused: true };
+    s.save_timelines(vec![("idle".into(), t), ("watched".into(), t)]).await.unwrap();
+    s.start_session(rec("a", "u", "d1", "watched", 5), 1, 0).await.unwrap();
+    let saved = crate::store::unix_ms();
+    assert_eq!(s.expire_timelines(saved.saturating_sub(60_000)).await.unwrap(), 0, "saved just now");
+    assert_eq!(s.expire_timelines(saved + 1).await.unwrap(), 1);
+    assert_eq!(s.timeline("idle").await.unwrap(), None);
+    assert_eq!(s.timeline("watched").await.unwrap(), Some(t));
+    s.end_session("a").await.unwrap();
+    assert_eq!(s.expire_timelines(saved + 1).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn invitations_are_used_up_revoked_and_expire() {
+    crate::store::contract::invitations_are_used_up_revoked_and_expire(&SqliteStore::open(&tmp()).unwrap()).await;
+}
