@@ -50,11 +50,10 @@
 
 use std::collections::VecDeque;
 
-use lockstep_protocol::{ChangeReason, ErrorCode, ServerMsg, Timeline, TimelineChanged};
+use lockstep_protocol::{ErrorCode, ServerMsg, TimelineChanged};
 
-use super::buffering::Wait;
-use super::timeline::{Change, Cmd};
-use super::{MemberId, Queued, Room};
+use super::timeline::{Checkpoint, Cmd};
+use super::{Queued, Room};
 
 /// Answer to a command whose change lost a race twice.
 pub(crate) const CONFLICT: &str = "the timeline changed on another node at the same time; try again";
@@ -84,15 +83,6 @@ pub enum CommitResult {
     Conflict(TimelineChanged),
     /// The authority could not be reached; nothing is known to be committed.
     Failed,
-}
-
-/// The room's state before a change.
-#[derive(Debug, Clone)]
-pub(super) struct Checkpoint {
-    pub(super) current: Timeline,
-    pub(super) pending: Option<(Change, MemberId, ChangeReason)>,
-    pub(super) epoch: u32,
-    pub(super) wait: Option<Wait>,
 }
 
 #[derive(Debug)]

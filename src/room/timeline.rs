@@ -5,11 +5,20 @@ use lockstep_protocol::{
     AckOutcome, Action, ChangeReason, ControlPolicy, ErrorMsg, Role, ServerMsg, Tick, Timeline, TimelineChanged,
 };
 
-use super::authority::Checkpoint;
+use super::buffering::Wait;
 use super::{Audience, CommandError, MemberId, Queued, Room};
 
 /// Lead added per viewer beyond 1,000 (see [`Room::lead_us`]).
 const LEAD_PER_VIEWER_US: u64 = 12;
+
+/// The room's state before a change.
+#[derive(Debug, Clone)]
+pub(super) struct Checkpoint {
+    pub(super) current: Timeline,
+    pub(super) pending: Option<(Change, MemberId, ChangeReason)>,
+    pub(super) epoch: u32,
+    pub(super) wait: Option<Wait>,
+}
 
 /// A timeline and when it takes effect.
 #[derive(Debug, Clone, Copy, PartialEq)]
