@@ -18,9 +18,9 @@ test("connect() finds the node's WebTransport URL in /api/certificate and uses W
     /** @type {string[]} */
     const pageErrors = [];
     page.on('pageerror', (e) => pageErrors.push(e.message));
-    // An empty page of the server's origin (http://127.0.0.1 is a secure context).
-    const blank = `${env.server.url}/e2e-blank.html`;
-    await page.route(blank, (r) => r.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>e2e</title>' }));
+    // A page of the server's origin (http://127.0.0.1 is a secure context). Not a routed (fulfilled)
+    // document: Chromium then fails the page's WebSockets, which would hide a WebTransport failure.
+    const page0 = `${env.server.url}/api/certificate`;
     // Record the URLs WebTransport sessions are opened with.
     await page.addInitScript(() => {
       const W = /** @type {any} */ (window).WebTransport;
@@ -34,7 +34,7 @@ test("connect() finds the node's WebTransport URL in /api/certificate and uses W
         }
       };
     });
-    await page.goto(blank);
+    await page.goto(page0);
     const r = await page.evaluate(async (ev) => {
       const { connect } = await import('/client/lockstep.js');
       const certificate = await (await fetch('/api/certificate', { cache: 'no-store' })).json();
