@@ -6,6 +6,8 @@
 //! each route; the OpenAPI document at `GET /api/openapi.json` is generated
 //! from the same router, so it covers every route.
 
+mod invitations;
+
 use std::time::Duration;
 
 use axum::Json;
@@ -124,54 +126,6 @@ pub(crate) struct Devices {
     pub max_devices: u32,
 }
 
-/// `POST /api/live-stream/{eventId}/invitations` body.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct CreateInvitation {
-    /// How many times it may be accepted (unlimited if absent).
-    pub max_uses: Option<u32>,
-    /// Lifetime in seconds (default 24 h, at most 7 days).
-    pub ttl: Option<u64>,
-}
-
-/// A created invitation.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct InvitationCreated {
-    /// The invitation id.
-    pub invitation_id: String,
-    /// A link to the watch page that accepts it.
-    pub url: String,
-    /// The watch party's room id; the inviter hosts it.
-    pub room_id: String,
-    /// Expiry, Unix milliseconds.
-    pub expires_at: UnixMs,
-}
-
-/// An invitation as anyone with its id may see it.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct InvitationView {
-    /// The invitation id.
-    pub invitation_id: String,
-    /// The event.
-    pub event_id: String,
-    /// The host's display id.
-    pub host: String,
-    /// Expiry, Unix milliseconds.
-    pub expires_at: UnixMs,
-    /// Uses left (absent: unlimited).
-    pub uses_left: Option<u32>,
-}
-
-/// `POST /api/invitations/{id}/accept` body.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct AcceptInvitation {
-    /// The invitee's device id.
-    pub device_id: String,
-}
-
 /// `POST /api/dev/token` body.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -209,10 +163,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(end_session))
         .routes(routes!(list_devices))
         .routes(routes!(remove_device))
-        .routes(routes!(create_invitation))
-        .routes(routes!(show_invitation, revoke_invitation))
-        .routes(routes!(accept_invitation))
         .routes(routes!(dev_token))
+        .merge(invitations::routes())
 }
 
 fn unauthorized(e: &AuthError) -> Response {
@@ -410,124 +362,6 @@ async fn remove_device(State(app): State<AppState>, headers: HeaderMap, Path(dev
 
 const DEFAULT_INVITE_TTL: u64 = 24 * 3600;
 const MAX_INVITE_TTL: u64 = 7 * 24 * 3600;
-
-/// Invite others to watch with you (premium only). The inviter hosts the watch party's room.
-#[utoipa::path(post, path = "/api/live-stream/{event_id}/invitations", tag = "invitations",
-    params(("event_id" = String, Path, description = "The event")), request_body = CreateInvitation,
-    responses((status = 201, body = InvitationCreated), (status = 400, body = ApiError), (status = 401, body = ApiError),
-        (status = 403, body = ApiError, description = "not a premium account")),
-    security(("bearer" = [])))]
-async fn create_invitation(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(event_id): Path<String>,
-    body: Option<Json<CreateInvitation>>,
-) -> Response {
-    let claims = match bearer(&app, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if claims.plan != Plan::Premium {
-        return api_error(StatusCode::FORBIDDEN, "premium_required", "inviting others needs a premium account");
-    }
-    if !valid_event_id(&event_id) || event_id.contains(crate::accounts::PARTY_SEP) {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", "not an event id");
-    }
-    let req = body.map(|b| b.0).unwrap_or_default();
-    if req.max_uses == Some(0) {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_argument", "maxUses must be at least 1");
-    }
-    let ttl = req.ttl.unwrap_or(DEFAULT_INVITE_TTL).clamp(1, MAX_INVITE_TTL);
-    match app.accounts.invite(&claims, &event_id, req.max_uses, Duration::from_secs(ttl)).await {
-        Ok(inv) => {
-            let url = format!("{}://{}/watch/{}?invite={}", schemes(&headers).0, host_of(&headers), event_id, inv.id);
-            let body =
-                InvitationCreated { invitation_id: inv.id, url, room_id: inv.room_id, expires_at: inv.expires_at };
-            (StatusCode::CREATED, Json(body)).into_response()
-        }
-        Err(e) => internal(e),
-    }
-}
-
-fn gone() -> Response {
-    api_error(StatusCode::GONE, "invitation_gone", "the invitation was revoked, has expired or is used up")
-}
-
-/// Show an invitation: the event, the host's display id, the expiry.
-#[utoipa::path(get, path = "/api/invitations/{id}", tag = "invitations",
-    params(("id" = String, Path, description = "The invitation id")),
-    responses((status = 200, body = InvitationView), (status = 404, body = ApiError), (status = 410, body = ApiError)))]
-async fn show_invitation(State(app): State<AppState>, Path(id): Path<String>) -> Response {
-    match app.accounts.store().invitation(&id).await {
-        Ok(Some(inv)) if inv.usable(crate::store::unix_ms()) => Json(InvitationView {
-            invitation_id: inv.id,
-            event_id: inv.event_id,
-            host: display_id(&inv.host_user),
-            expires_at: inv.expires_at,
-            uses_left: inv.max_uses.map(|m| m.saturating_sub(inv.uses)),
-        })
-        .into_response(),
-        Ok(Some(_)) => gone(),
-        Ok(None) => api_error(StatusCode::NOT_FOUND, "not_found", "no such invitation"),
-        Err(e) => internal(e),
-    }
-}
-
-/// A display id for a user: the part before any `@`, at most 32 characters.
-fn display_id(user: &str) -> String {
-    user.split('@').next().unwrap_or(user).chars().take(32).collect()
-}
-
-/// Accept an invitation: a session in the host's room, synced to the host's position.
-#[utoipa::path(post, path = "/api/invitations/{id}/accept", tag = "invitations",
-    params(("id" = String, Path, description = "The invitation id")), request_body = AcceptInvitation,
-    responses((status = 201, body = SessionView), (status = 400, body = ApiError), (status = 401, body = ApiError),
-        (status = 404, body = ApiError), (status = 409, body = DeviceLimitError), (status = 410, body = ApiError)),
-    security(("bearer" = [])))]
-async fn accept_invitation(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Json(req): Json<AcceptInvitation>,
-) -> Response {
-    let claims = match bearer(&app, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    if !valid_device(&req.device_id) {
-        return api_error(StatusCode::BAD_REQUEST, "invalid_argument", "deviceId is 1-128 bytes");
-    }
-    match app.accounts.accept(&claims, &id, &req.device_id).await {
-        Ok((_, started)) => (StatusCode::CREATED, Json(session_view(&app, &headers, started).await)).into_response(),
-        Err(AcceptError::NotFound) => api_error(StatusCode::NOT_FOUND, "not_found", "no such invitation"),
-        Err(AcceptError::Gone) => gone(),
-        Err(AcceptError::DeviceLimit(d)) => device_limit(&app, &claims, d),
-        Err(AcceptError::Store(e)) => internal(e),
-    }
-}
-
-/// Revoke an invitation (its host only).
-#[utoipa::path(delete, path = "/api/invitations/{id}", tag = "invitations",
-    params(("id" = String, Path, description = "The invitation id")),
-    responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)),
-    security(("bearer" = [])))]
-async fn revoke_invitation(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let claims = match bearer(&app, &headers) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    match app.accounts.store().invitation(&id).await {
-        Ok(None) => api_error(StatusCode::NOT_FOUND, "not_found", "no such invitation"),
-        Ok(Some(inv)) if inv.host_user != claims.sub => {
-            api_error(StatusCode::FORBIDDEN, "forbidden", "only the host can revoke an invitation")
-        }
-        Ok(Some(_)) => match app.accounts.store().revoke_invitation(&id).await {
-            Ok(_) => StatusCode::NO_CONTENT.into_response(),
-            Err(e) => internal(e),
-        },
-        Err(e) => internal(e),
-    }
-}
 
 /// Mint a demo token (only with `--dev`).
 #[utoipa::path(post, path = "/api/dev/token", tag = "dev", request_body = DevTokenRequest,
