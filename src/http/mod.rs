@@ -165,7 +165,7 @@ async fn health(State(app): State<AppState>) -> Response {
 /// A live room's timeline, viewer count and members by role.
 #[utoipa::path(get, path = "/api/live-stream/{event_id}/state", tag = "rooms",
     params(("event_id" = String, Path, description = "The event (room) id")),
-    responses((status = 200, description = "`{eventId, timeline, pending, position, serverTimeUs, viewers, policy, members, bufferingWait}`"),
+    responses((status = 200, description = "`{eventId, timeline, pending, position, serverTimeUs, viewers, policy, members, bufferingWait, mailbox: {commands, reports, remote}}` (mailbox: the most of each the room took at once)"),
         (status = 400, body = crate::util::ApiError), (status = 404, body = crate::util::ApiError)))]
 async fn room_state(State(app): State<AppState>, Path(event_id): Path<String>) -> Response {
     if !crate::util::valid_event_id(&event_id) {
@@ -178,6 +178,7 @@ async fn room_state(State(app): State<AppState>, Path(event_id): Path<String>) -
         Some(state) => {
             let mut v = serde_json::to_value(state).unwrap_or_default();
             v["eventId"] = event_id.into();
+            v["mailbox"] = serde_json::to_value(room.mailbox_peaks()).unwrap_or_default();
             Json(v).into_response()
         }
         None => api_error(StatusCode::NOT_FOUND, "not_found", "no live room for this event"),

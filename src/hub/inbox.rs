@@ -79,6 +79,7 @@ impl Taken {
 #[derive(Debug, Default)]
 struct State {
     queued: Taken,
+    peaks: Peaks,
     /// Remote events only (the room has not loaded yet: the rest waits).
     loading: bool,
     closed: bool,
@@ -91,11 +92,20 @@ pub(crate) struct Inbox {
     notify: Notify,
 }
 
+/// The most of each kind the room ever took at once: what its mailbox held
+/// at its fullest (`GET /api/live-stream/{id}/state` shows them).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Peaks {
+    pub(crate) commands: usize,
+    pub(crate) reports: usize,
+    pub(crate) remote: usize,
+}
+
 impl Inbox {
     /// A mailbox whose room is loading: until [`Inbox::loaded`], only
     /// remote events are taken.
     pub(crate) fn loading() -> Self {
-        Inbox { state: Mutex::new(State { loading: true, ..State::default() }), notify: Notify::new() }
+        Inbox { state: Mutex::new(State { loading: true, ..State::default() }), ..Inbox::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -163,12 +173,23 @@ impl Inbox {
     /// Takes everything queued (only remote events while loading).
     pub(crate) fn take(&self) -> Taken {
         let mut g = self.lock();
-        if g.loading {
+        let taken = if g.loading {
             let remote = std::mem::take(&mut g.queued.remote);
             let resync = std::mem::take(&mut g.queued.resync);
-            return Taken { remote, resync, ..Taken::default() };
-        }
-        std::mem::take(&mut g.queued)
+            Taken { remote, resync, ..Taken::default() }
+        } else {
+            std::mem::take(&mut g.queued)
+        };
+        let p = &mut g.peaks;
+        p.commands = p.commands.max(taken.commands.len());
+        p.reports = p.reports.max(taken.reports.len());
+        p.remote = p.remote.max(taken.remote.len());
+        taken
+    }
+
+    /// The mailbox's high-water marks so far.
+    pub(crate) fn peaks(&self) -> Peaks {
+        self.lock().peaks
     }
 
     /// The room has loaded: everything is taken from now on.

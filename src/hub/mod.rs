@@ -21,6 +21,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::info;
 
 use self::actor::RoomActor;
+pub(crate) use self::inbox::Peaks;
 use self::inbox::{Command, Inbox, Join};
 pub(crate) use self::link::{Extra, Link, Outgoing};
 use crate::authority::Authority;
@@ -52,6 +53,11 @@ impl RoomHandle {
     /// A member leaves.
     pub(crate) fn leave(&self, member: MemberId) {
         self.inbox.leave(member);
+    }
+
+    /// The high-water marks of the room's mailbox.
+    pub(crate) fn mailbox_peaks(&self) -> Peaks {
+        self.inbox.peaks()
     }
 
     /// A snapshot of the room; `None` if it is gone or too many are waiting.

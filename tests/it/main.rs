@@ -5,6 +5,7 @@
 //! One test binary (matklad's "delete cargo integration tests"); one module per area.
 
 mod accounts;
+mod bounded;
 mod common;
 mod redis;
 mod restart;
