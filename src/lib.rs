@@ -80,3 +80,76 @@ pub mod bench {
         crate::transport::json::encode(event_id, msg, None)
     }
 }
+
+/// The layering of `src/` (ARCHITECTURE.md): a module may name (`crate::x`)
+/// only modules of a lower layer, so no import circle can form.
+#[cfg(test)]
+mod layering {
+    use std::path::Path;
+
+    /// Each top-level module and its layer; lower layers never name higher ones.
+    const LAYERS: &[(&str, u32)] = &[
+        ("util", 0),
+        ("clock", 0),
+        ("metrics", 0),
+        ("limits", 1),
+        ("room", 1),
+        ("store", 2),
+        ("auth", 2),
+        ("cert", 2),
+        ("accounts", 3),
+        ("authority", 3),
+        ("cluster", 4),
+        ("hub", 5),
+        ("session", 6),
+        ("transport", 7),
+        ("http", 8),
+        ("config", 8),
+        ("server", 9),
+    ];
+
+    fn layer(module: &str) -> u32 {
+        LAYERS.iter().find(|(m, _)| *m == module).map(|(_, l)| *l).unwrap_or_else(|| panic!("{module} has no layer"))
+    }
+
+    fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                files(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    #[test]
+    fn modules_only_name_lower_layers() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut all = Vec::new();
+        files(&src, &mut all);
+        let mut upward = Vec::new();
+        for path in all {
+            let rel = path.strip_prefix(&src).unwrap();
+            let first = rel.iter().next().unwrap().to_string_lossy().trim_end_matches(".rs").to_owned();
+            if first == "lib" || first == "main" {
+                continue;
+            }
+            let from = layer(&first);
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                for part in code.split("crate::").skip(1) {
+                    let name: String = part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    if name == first || name.is_empty() {
+                        continue;
+                    }
+                    if layer(&name) >= from {
+                        upward.push(format!("{}:{}: {first} names {name}", rel.display(), n + 1));
+                    }
+                }
+            }
+        }
+        assert!(upward.is_empty(), "imports that do not point down:\n{}", upward.join("\n"));
+    }
+}
