@@ -1,6 +1,6 @@
 //! Behaviour every store shares, run against each of them by its tests.
 
-use super::{InvitationRecord, InviteError, SessionRecord, Store};
+use super::{InvitationRecord, InviteError, SessionRecord, StartError, Store};
 
 /// A fresh session record.
 pub(super) fn rec(id: &str, user: &str, device: &str, room: &str, now: u64) -> SessionRecord {
@@ -39,4 +39,19 @@ pub(super) async fn invitations_are_used_up_revoked_and_expire(s: &dyn Store) {
     assert_eq!(s.use_invitation("i2", 1_000).await, Err(InviteError::Gone), "expired");
     assert!(s.revoke_invitation("i2").await.unwrap().is_some());
     assert_eq!(s.use_invitation("i2", 10).await, Err(InviteError::Gone), "revoked");
+}
+
+/// Four sessions of one user at a limit of 2 devices (`now` = 1,000,000):
+/// another room on the same device is still one device, a third device is
+/// refused with the two holding the slots, and resuming the same device and
+/// room returns its session ("c").
+pub(super) async fn device_limit_counts_distinct_devices_and_resumes(s: &dyn Store) {
+    let now = 1_000_000;
+    s.start_session(rec("a", "u", "d1", "ev", now), 2, 0).await.unwrap();
+    s.start_session(rec("b", "u", "d1", "ev2", now), 2, 0).await.unwrap();
+    s.start_session(rec("c", "u", "d2", "ev", now), 2, 0).await.unwrap();
+    let e = s.start_session(rec("d", "u", "d3", "ev", now), 2, 0).await.unwrap_err();
+    let StartError::DeviceLimit(devs) = e else { panic!("{e:?}") };
+    assert_eq!(devs.iter().map(|d| d.device_id.as_str()).collect::<Vec<_>>(), ["d1", "d2"]);
+    assert_eq!(s.start_session(rec("zzz", "u", "d2", "ev", now + 5), 2, 0).await.unwrap().session_id, "c");
 }
