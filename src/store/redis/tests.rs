@@ -9,7 +9,7 @@ use redis::AsyncCommands;
 
 use super::{ALL_SESSIONS, P, RedisStore, timeline_key};
 use crate::store::contract::rec;
-use crate::store::{ROOM_KEY_TTL, SessionRecord, StartError, Store};
+use crate::store::{ROOM_KEY_TTL, SessionRecord, Store};
 
 /// A `redis-server` child, killed on drop.
 struct Server {

@@ -2,7 +2,7 @@
 
 use super::SqliteStore;
 use crate::store::contract::rec;
-use crate::store::{StartError, Store};
+use crate::store::Store;
 use lockstep_protocol::Timeline;
 fn tmp() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("lockstep-store-{}-{}", std::process::id(), super::super::random_id()));
