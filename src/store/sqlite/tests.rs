@@ -1,8 +1,8 @@
 //! The embedded store over real database files.
 
 use super::SqliteStore;
-use crate::store::contract::rec;
 use crate::store::Store;
+use crate::store::contract::rec;
 use lockstep_protocol::Timeline;
 fn tmp() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("lockstep-store-{}-{}", std::process::id(), super::super::random_id()));
