@@ -100,15 +100,7 @@ impl SimViewer {
     }
     /// The position this viewer shows at server time `t`.
     fn position_at(&mut self, t: u64) -> u64 {
-        self.pending.sort_by_key(|c| c.timeline.epoch);
-        while let Some(c) = self.pending.first() {
-            if c.effective_at_us > t {
-                break;
-            }
-            self.current = Some(c.timeline);
-            self.pending.remove(0);
-        }
-        self.current.expect("welcomed").position_us_at(t)
+        sim::position_at(&mut self.current, &mut self.pending, t)
     }
 }
 

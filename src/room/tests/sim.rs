@@ -99,18 +99,25 @@ pub(super) struct Client {
     pub(super) sent: Vec<u32>,
 }
 
+/// The position a client that holds `current` and the changes `pending`
+/// shows at server time `t` (due changes take effect, by epoch), as a real
+/// client follows the timeline.
+pub(super) fn position_at(current: &mut Option<Timeline>, pending: &mut Vec<TimelineChanged>, t: u64) -> u64 {
+    pending.sort_by_key(|c| c.timeline.epoch);
+    while let Some(c) = pending.first() {
+        if c.effective_at_us > t {
+            break;
+        }
+        *current = Some(c.timeline);
+        pending.remove(0);
+    }
+    current.expect("welcomed").position_us_at(t)
+}
+
 impl Client {
     /// The position it shows at server time `t`.
     pub(super) fn position_at(&mut self, t: u64) -> u64 {
-        self.pending.sort_by_key(|c| c.timeline.epoch);
-        while let Some(c) = self.pending.first() {
-            if c.effective_at_us > t {
-                break;
-            }
-            self.current = Some(c.timeline);
-            self.pending.remove(0);
-        }
-        self.current.expect("welcomed").position_us_at(t)
+        position_at(&mut self.current, &mut self.pending, t)
     }
 
     /// The timeline it will show once everything it holds took effect.
