@@ -57,7 +57,7 @@ pub(super) struct Plan {
 /// Which commands replace each other while held by the budget.
 pub(super) fn kind(action: &Action) -> u8 {
     match action {
-        Action::Play { .. } | Action::Pause { .. } => 0,
+        Action::Play { .. } | Action::Pause { .. } | Action::GoLive => 0,
         Action::Seek { .. } => 1,
         Action::SetRate { .. } => 2,
         Action::SetRole { .. } | Action::SetPolicy { .. } => 3,
@@ -200,6 +200,7 @@ impl Room {
                 let (position_ms, at) = intended.whole_ms_point(now.max(intended.anchor_us));
                 plan(Timeline { position_ms, anchor_us: at, rate_milli, ..intended }, at, ChangeReason::Rate)
             }
+            Action::GoLive => Err(CommandError::InvalidArgument("not a live room")),
             Action::SetRole { .. } | Action::SetPolicy { .. } => unreachable!("not timeline commands"),
         }
     }

@@ -330,6 +330,8 @@ impl Session {
                 }
                 None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
             },
+            // Live rooms come with the room core's live mode; until then ignored.
+            ClientMsg::LiveReport(_) => self.touch(),
         }
     }
 
