@@ -90,7 +90,8 @@ impl LiveLatency {
 }
 
 /// The program origin of a live room created at server time `now_us`: the
-/// start of the UTC week before the current one, in Unix ms. Every node and
+/// start of the 7-day period (counted from the Unix epoch) before the
+/// current one, in Unix ms. Every node and
 /// a restarted server compute the same origin (within the week), positions
 /// before the room's creation (the DVR window) are expressible, and the
 /// Tick's 32-bit positions last 35 days from the room's creation.
