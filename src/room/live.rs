@@ -331,6 +331,38 @@ impl Room {
         }
     }
 
+    /// When the intended timeline, playing faster than 1×, reaches the live
+    /// point (server µs; possibly already past).
+    pub(super) fn live_overrun_at(&self) -> Option<u64> {
+        let live = self.live.as_ref()?;
+        let t = self.intended();
+        if t.paused || t.rate_milli <= 1000 {
+            return None;
+        }
+        // position_us(x) = p + (x − a)·r/1000 meets live_us(x) = x − k.
+        let r = i128::from(t.rate_milli);
+        let k = i128::from(live.origin_ms + u64::from(live.latency_ms)) * 1000;
+        let (p, a) = (i128::from(t.position_ms) * 1000, i128::from(t.anchor_us));
+        let cross = (a * r - 1000 * (p + k)) / (r - 1000);
+        Some(cross.clamp(0, i128::from(u64::MAX)) as u64)
+    }
+
+    /// Nothing plays ahead of the live point: a room catching up faster than
+    /// 1× returns to live when it gets there (a change by the server, reason
+    /// `play`, scheduled with the lead from `cross − lead` on, so it lands on
+    /// the crossing).
+    pub(super) fn catch_live(&mut self, now: u64) {
+        let Some(cross) = self.live_overrun_at() else { return };
+        let lead = self.lead_us();
+        if now + lead < cross {
+            return;
+        }
+        let live = self.live.as_ref().expect("live");
+        let at = cross.max(now + lead).max(self.intended().anchor_us);
+        let t = live.timeline_at(at, live.latency_ms, 0);
+        self.issue(now, t, t.anchor_us, 0, ChangeReason::Play, None);
+    }
+
     /// The live part of `GET …/state`.
     pub(super) fn live_view(&self, now: u64) -> Option<LiveView> {
         let state = self.live_state()?;

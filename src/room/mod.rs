@@ -375,6 +375,9 @@ impl Room {
         if let Some(at) = self.budget.next_run_at() {
             t = t.min(at);
         }
+        if let Some(cross) = self.live_overrun_at() {
+            t = t.min(cross.saturating_sub(self.lead_us()));
+        }
         t
     }
 
@@ -391,6 +394,7 @@ impl Room {
         }
         self.run_held(now);
         self.decide_latency(now);
+        self.catch_live(now);
         if now >= self.next_tick_at {
             self.emit_tick(now);
         }

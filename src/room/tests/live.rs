@@ -166,6 +166,51 @@ fn seeks_and_plays_past_live_clamp_to_the_live_point_and_leave_it() {
 }
 
 #[test]
+fn a_room_catching_up_faster_than_1x_returns_to_live_when_it_gets_there() {
+    let mut room = Room::new(live_cfg(LiveLatency::default()), TU);
+    let host = join_live(&mut room, TU, "host");
+    cmd(&mut room, TU, host, Action::Pause { position_ms: None }).unwrap();
+    run_until(&mut room, TU, TU + 10 * S);
+    cmd(&mut room, TU + 10 * S, host, Action::Play { position_ms: None }).unwrap();
+    run_until(&mut room, TU + 10 * S, TU + 11 * S);
+    let t0 = TU + 11 * S;
+    let behind = behind_ms(&room, &room.timeline(), t0);
+    assert!((12_900..=13_100).contains(&behind), "{behind}");
+    cmd(&mut room, t0, host, Action::SetRate { rate_milli: 2_000 }).unwrap();
+    drain(&mut room);
+    // 2× gains a second a second: at live again about (behind − 3 s) later.
+    let out = run_until(&mut room, t0, t0 + 20 * S);
+    let back: Vec<&TimelineChanged> = out
+        .iter()
+        .filter_map(|(_, o)| match &o.msg {
+            ServerMsg::TimelineChanged(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(back.len(), 1, "{back:?}");
+    let c = back[0];
+    assert_eq!((c.by, c.reason, c.timeline.rate_milli), (0, ChangeReason::Play, 1000));
+    let expected = t0 + (behind as u64 - 3_000) * MS;
+    assert!(c.effective_at_us.abs_diff(expected) <= 2 * MS, "{} vs {expected}", c.effective_at_us);
+    assert_eq!(behind_ms(&room, &c.timeline, c.effective_at_us), 3_000);
+    assert!(room.live_state().unwrap().at_live);
+    let states: Vec<bool> = out
+        .iter()
+        .filter_map(|(_, o)| match o.msg {
+            ServerMsg::LiveState(s) => Some(s.at_live),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(states, vec![true]);
+
+    // A faster rate at live goes back to live at once.
+    let t1 = t0 + 21 * S;
+    cmd(&mut room, t1, host, Action::SetRate { rate_milli: 1_500 }).unwrap();
+    let out = run_until(&mut room, t1, t1 + S);
+    assert!(room.live_state().unwrap().at_live && room.timeline().rate_milli == 1000, "{out:?}");
+}
+
+#[test]
 fn media_rooms_refuse_go_live_and_ignore_live_reports() {
     let mut room = Room::new(RoomConfig::default(), T0);
     let host = join_live(&mut room, T0, "host");
