@@ -211,6 +211,33 @@ fn a_room_catching_up_faster_than_1x_returns_to_live_when_it_gets_there() {
 }
 
 #[test]
+fn a_buffering_wait_works_in_a_live_room_and_go_live_ends_it() {
+    let mut room = Room::new(auto(1_000, 60_000), TU);
+    let h = join_live(&mut room, TU, "h");
+    let v = join_live(&mut room, TU, "v");
+    rep(&mut room, TU + 500 * MS, v, report(false));
+    drain(&mut room);
+    let now = TU + S;
+    rep(&mut room, now, v, report(true));
+    let out = drain(&mut room);
+    assert_eq!(changes(&out)[0].reason, ChangeReason::BufferingWait);
+    assert!(!live_states(&out)[0].1.at_live, "the wait leaves the live point");
+    // Recovery resumes from where the room waited: behind live, a latency
+    // the auto policy allows, yet not "at live" (only GoLive is).
+    rep(&mut room, now + 2 * S, v, report(false));
+    let c = &changes(&drain(&mut room))[0];
+    assert_eq!(c.reason, ChangeReason::Resume);
+    assert!(!room.live_state().unwrap().at_live);
+    tick(&mut room, now + 3 * S);
+    assert!(!room.state(now + 3 * S).buffering_wait);
+    // A second wait, ended by the host's GoLive.
+    rep(&mut room, now + 40 * S, v, report(true));
+    assert!(room.state(now + 40 * S).buffering_wait);
+    cmd(&mut room, now + 41 * S, h, Action::GoLive).unwrap();
+    assert!(!room.state(now + 41 * S).buffering_wait && room.live_state().unwrap().at_live);
+}
+
+#[test]
 fn media_rooms_refuse_go_live_and_ignore_live_reports() {
     let mut room = Room::new(RoomConfig::default(), T0);
     let host = join_live(&mut room, T0, "host");
