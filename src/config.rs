@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use lockstep_protocol::ControlPolicy;
+use lockstep_protocol::{ClockKind, ControlPolicy};
 use serde::Deserialize;
 
-use crate::room::{BufferingPolicy, RoomConfig};
+use crate::room::{BufferingPolicy, LiveLatency, RoomConfig};
 
 /// Lockstep: keeps video playback in lockstep across every viewer.
 #[derive(Debug, Parser)]
@@ -223,6 +223,16 @@ serve_options! {
     connects_per_ip_per_sec: u32 = 20, "LOCKSTEP_CONNECTS_PER_IP_PER_SEC";
     /// Realtime connection attempt burst per client IP.
     connect_burst: u32 = 200, "LOCKSTEP_CONNECT_BURST";
+    /// What new rooms' positions measure: `media` (media time) or `live` (program time of a live stream;
+    /// rooms start at the live point).
+    room_clock: ClockArg = ClockArg::Media, "LOCKSTEP_ROOM_CLOCK";
+    /// Live rooms: latency behind the live edge in milliseconds, or `auto` (picked from the viewers' reports
+    /// within --live-latency-min-ms and --live-latency-max-ms).
+    live_latency_ms: LatencyArg = LatencyArg::Fixed(3_000), "LOCKSTEP_LIVE_LATENCY_MS";
+    /// Live rooms with `auto` latency: the lowest latency, in milliseconds.
+    live_latency_min_ms: u32 = 1_000, "LOCKSTEP_LIVE_LATENCY_MIN_MS";
+    /// Live rooms with `auto` latency: the highest latency, in milliseconds.
+    live_latency_max_ms: u32 = 30_000, "LOCKSTEP_LIVE_LATENCY_MAX_MS";
     @optional
     /// HS256 secret of the platform's tokens (prefer the variable or --jwt-secret-file to a flag).
     jwt_secret: String, "LOCKSTEP_JWT_SECRET";
@@ -293,6 +303,58 @@ impl From<ControlPolicyArg> for ControlPolicy {
     }
 }
 
+/// `ClockKind` as a flag value: `--room-clock media|live`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClockArg {
+    /// Media time (watch parties over a file).
+    Media,
+    /// Program time of a live stream.
+    Live,
+}
+
+impl From<ClockArg> for ClockKind {
+    fn from(c: ClockArg) -> Self {
+        match c {
+            ClockArg::Media => ClockKind::Media,
+            ClockArg::Live => ClockKind::Live,
+        }
+    }
+}
+
+/// `--live-latency-ms`: a number of milliseconds, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub enum LatencyArg {
+    /// This many milliseconds.
+    Fixed(u32),
+    /// Picked from the viewers' reports.
+    Auto,
+}
+
+impl std::str::FromStr for LatencyArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "auto" => Ok(LatencyArg::Auto),
+            n => n.parse().map(LatencyArg::Fixed).map_err(|_| format!("{s:?} is neither a number of ms nor `auto`")),
+        }
+    }
+}
+
+impl TryFrom<toml::Value> for LatencyArg {
+    type Error = String;
+
+    fn try_from(v: toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Integer(n) => u32::try_from(n).map(LatencyArg::Fixed).map_err(|e| e.to_string()),
+            toml::Value::String(s) => s.parse(),
+            other => Err(format!("{other:?} is neither a number of ms nor \"auto\"")),
+        }
+    }
+}
+
 /// A configuration problem.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -330,6 +392,9 @@ impl Config {
     fn check(&self) -> Result<(), ConfigError> {
         if self.cert.is_some() != self.key.is_some() {
             return Err(ConfigError::Invalid("--cert and --key must be given together"));
+        }
+        if self.live_latency_min_ms > self.live_latency_max_ms {
+            return Err(ConfigError::Invalid("--live-latency-min-ms is above --live-latency-max-ms"));
         }
         Ok(())
     }
@@ -376,6 +441,13 @@ impl Config {
                 tick_interval_ms: self.tick_interval_ms as u32,
                 ..d.limits
             },
+            clock: self.room_clock.into(),
+            live_latency: match self.live_latency_ms {
+                LatencyArg::Fixed(latency_ms) => LiveLatency::Fixed { latency_ms },
+                LatencyArg::Auto => {
+                    LiveLatency::Auto { min_ms: self.live_latency_min_ms, max_ms: self.live_latency_max_ms }
+                }
+            },
             ..d
         }
     }
@@ -409,6 +481,29 @@ mod tests {
         let Command::Serve(args) = cli.command else { panic!("serve") };
         assert_eq!(args.resolve().unwrap().room_config().buffering, BufferingPolicy::Ignore);
         assert!(Cli::try_parse_from(["lockstep", "serve", "--buffering-policy", "never"]).is_err());
+    }
+
+    #[test]
+    fn live_room_options() {
+        let room = |args: &[&str]| {
+            let cli = Cli::parse_from([&["lockstep", "serve"], args].concat());
+            let Command::Serve(args) = cli.command else { panic!("serve") };
+            args.resolve().map(|c| c.room_config())
+        };
+        let media = room(&[]).unwrap();
+        assert_eq!((media.clock, media.live_latency), (ClockKind::Media, LiveLatency::Fixed { latency_ms: 3_000 }));
+        let live = room(&["--room-clock", "live", "--live-latency-ms", "4500"]).unwrap();
+        assert_eq!((live.clock, live.live_latency), (ClockKind::Live, LiveLatency::Fixed { latency_ms: 4_500 }));
+        let auto =
+            room(&["--room-clock", "live", "--live-latency-ms", "auto", "--live-latency-max-ms", "9000"]).unwrap();
+        assert_eq!(auto.live_latency, LiveLatency::Auto { min_ms: 1_000, max_ms: 9_000 });
+        assert!(room(&["--live-latency-min-ms", "5000", "--live-latency-max-ms", "4000"]).is_err());
+        assert!(Cli::try_parse_from(["lockstep", "serve", "--live-latency-ms", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["lockstep", "serve", "--room-clock", "dvr"]).is_err());
+        let file: ServeArgs = toml::from_str("room-clock = \"live\"\nlive-latency-ms = \"auto\"\n").unwrap();
+        assert_eq!((file.room_clock, file.live_latency_ms), (Some(ClockArg::Live), Some(LatencyArg::Auto)));
+        let file: ServeArgs = toml::from_str("live-latency-ms = 2500\n").unwrap();
+        assert_eq!(file.live_latency_ms, Some(LatencyArg::Fixed(2_500)));
     }
 
     #[test]

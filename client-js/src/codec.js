@@ -18,8 +18,9 @@
 // stays a plain number. The u64 fields are:
 //   Timeline.positionMs, Timeline.anchorUs, Welcome.serverTimeUs,
 //   TimelineChanged.effectiveAtUs, Pong.clientTime, Pong.serverRecvUs,
-//   Pong.serverSendUs, Ping.clientTime, Report.positionUs, and the
-//   positionMs of the Play, Pause and Seek actions.
+//   Pong.serverSendUs, Ping.clientTime, Report.positionUs,
+//   LiveState.originMs, LiveReport.liveEdgeMs, and the positionMs of the
+//   Play, Pause and Seek actions.
 // With the reference server none of them exceeds 2^53 in practice (server
 // times are Unix microseconds, below 2^53 until the year 2255; positions are
 // at most MAX_POSITION_MS), so a `bigint` only appears for extreme or hostile
@@ -49,6 +50,7 @@ export { FrameDecoder, encodeFrame } from './framing.js';
 /** @typedef {'host' | 'co-host' | 'viewer'} Role */
 /** @typedef {'host-only' | 'everyone'} ControlPolicy */
 /** @typedef {'seek' | 'pause' | 'play' | 'rate' | 'buffering-wait' | 'resume'} ChangeReason */
+/** @typedef {'media' | 'live'} ClockKind What a room's positions measure (SPEC 2.4). */
 /**
  * What became of a command (SPEC 6.3): 'applied' (it made the change of the
  * Ack's epoch, or a role/policy change was applied), 'unchanged' (it asked for
@@ -87,7 +89,8 @@ export { FrameDecoder, encodeFrame } from './framing.js';
  * @typedef {{type: 'roleChanged', memberId: number, role: Role}} RoleChangedMsg
  * @typedef {{type: 'policyChanged', policy: ControlPolicy, by: number}} PolicyChangedMsg
  * @typedef {{type: 'ack', requestId: number, outcome: AckOutcome, epoch: number}} AckMsg
- * @typedef {WelcomeMsg | TickMsg | TimelineChangedMsg | ViewerCountMsg | PongMsg | ErrorMsg | MemberJoinedMsg | MemberLeftMsg | RoleChangedMsg | PolicyChangedMsg | AckMsg} ServerMsg
+ * @typedef {{type: 'liveState', clock: ClockKind, originMs: U64, latencyMs: number, autoLatency: boolean, atLive: boolean}} LiveStateMsg
+ * @typedef {WelcomeMsg | TickMsg | TimelineChangedMsg | ViewerCountMsg | PongMsg | ErrorMsg | MemberJoinedMsg | MemberLeftMsg | RoleChangedMsg | PolicyChangedMsg | AckMsg | LiveStateMsg} ServerMsg
  */
 
 /**
@@ -96,19 +99,22 @@ export { FrameDecoder, encodeFrame } from './framing.js';
  *   | {kind: 'seek', positionMs: U64}
  *   | {kind: 'setRate', rateMilli: number}
  *   | {kind: 'setRole', memberId: number, role: Role}
- *   | {kind: 'setPolicy', policy: ControlPolicy}} Action
+ *   | {kind: 'setPolicy', policy: ControlPolicy}
+ *   | {kind: 'goLive'}} Action
  * @typedef {{type: 'hello', version: number, eventId: string, deviceId: string, token: string | null, caps: number}} HelloMsg
  * @typedef {{type: 'ping', clientTime: U64}} PingMsg
  * @typedef {{type: 'command', requestId: number, action: Action}} CommandMsg
  * @typedef {{type: 'report', epoch: number, positionUs: U64, rateMilli: number, buffering: boolean}} ReportMsg
- * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg} ClientMsg
+ * @typedef {{type: 'liveReport', liveEdgeMs: U64, bufferMs: number}} LiveReportMsg
+ * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg | LiveReportMsg} ClientMsg
  */
 
 const ROLES = /** @type {const} */ (['host', 'co-host', 'viewer']);
 const POLICIES = /** @type {const} */ (['host-only', 'everyone']);
 const REASONS = /** @type {const} */ (['seek', 'pause', 'play', 'rate', 'buffering-wait', 'resume']);
 const ACK_OUTCOMES = /** @type {const} */ (['applied', 'unchanged', 'coalesced']);
-const ACTIONS = /** @type {const} */ (['play', 'pause', 'seek', 'setRate', 'setRole', 'setPolicy']);
+const ACTIONS = /** @type {const} */ (['play', 'pause', 'seek', 'setRate', 'setRole', 'setPolicy', 'goLive']);
+const CLOCKS = /** @type {const} */ (['media', 'live']);
 const SERVER_TYPES = /** @type {const} */ ([
   'welcome',
   'tick',
@@ -121,8 +127,9 @@ const SERVER_TYPES = /** @type {const} */ ([
   'roleChanged',
   'policyChanged',
   'ack',
+  'liveState',
 ]);
-const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report']);
+const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report', 'liveReport']);
 
 // ------------------------------------------------------------------ reading
 
@@ -223,8 +230,17 @@ function serverBody(r, tag) {
       return { type: 'roleChanged', memberId: r.u32(), role: r.enumOf(ROLES, 'Role') };
     case 9:
       return { type: 'policyChanged', policy: r.enumOf(POLICIES, 'ControlPolicy'), by: r.u32() };
-    default:
+    case 10:
       return { type: 'ack', requestId: r.u32(), outcome: r.enumOf(ACK_OUTCOMES, 'AckOutcome'), epoch: r.u32() };
+    default:
+      return {
+        type: 'liveState',
+        clock: r.enumOf(CLOCKS, 'ClockKind'),
+        originMs: r.u64(),
+        latencyMs: r.u32(),
+        autoLatency: r.bool(),
+        atLive: r.bool(),
+      };
   }
 }
 
@@ -244,8 +260,10 @@ function actionBody(r) {
       return { kind, rateMilli: r.u16() };
     case 'setRole':
       return { kind, memberId: r.u32(), role: r.enumOf(ROLES, 'Role') };
-    default:
+    case 'setPolicy':
       return { kind, policy: r.enumOf(POLICIES, 'ControlPolicy') };
+    default:
+      return { kind };
   }
 }
 
@@ -269,8 +287,10 @@ function clientBody(r, tag) {
       return { type: 'ping', clientTime: r.u64() };
     case 2:
       return { type: 'command', requestId: r.u32(), action: actionBody(r) };
-    default:
+    case 3:
       return { type: 'report', epoch: r.u32(), positionUs: r.u64(), rateMilli: r.u16(), buffering: r.bool() };
+    default:
+      return { type: 'liveReport', liveEdgeMs: r.u64(), bufferMs: r.u32() };
   }
 }
 
@@ -409,6 +429,13 @@ export function encodeServer(msg) {
       w.enumOf(ACK_OUTCOMES, msg.outcome, 'outcome');
       w.u32(msg.epoch, 'epoch');
       break;
+    case 'liveState':
+      w.enumOf(CLOCKS, msg.clock, 'clock');
+      w.u64(msg.originMs, 'originMs');
+      w.u32(msg.latencyMs, 'latencyMs');
+      w.bool(msg.autoLatency, 'autoLatency');
+      w.bool(msg.atLive, 'atLive');
+      break;
   }
   return w.done();
 }
@@ -460,7 +487,7 @@ export function encodeClient(msg) {
       } else if (a.kind === 'setRole') {
         w.u32(a.memberId, 'action.memberId');
         w.enumOf(ROLES, a.role, 'action.role');
-      } else {
+      } else if (a.kind === 'setPolicy') {
         w.enumOf(POLICIES, a.policy, 'action.policy');
       }
       break;
@@ -470,6 +497,10 @@ export function encodeClient(msg) {
       w.u64(msg.positionUs, 'positionUs');
       w.u16(msg.rateMilli, 'rateMilli');
       w.bool(msg.buffering, 'buffering');
+      break;
+    case 'liveReport':
+      w.u64(msg.liveEdgeMs, 'liveEdgeMs');
+      w.u32(msg.bufferMs, 'bufferMs');
       break;
   }
   return w.done();

@@ -18,4 +18,4 @@ export const LIMITS = Object.freeze({
 });
 
 /** Capability bits of Hello.caps (SPEC section 8.2). */
-export const CAPS = Object.freeze({ DATAGRAMS: 1, PRESENCE: 2, ACKS: 4 });
+export const CAPS = Object.freeze({ DATAGRAMS: 1, PRESENCE: 2, ACKS: 4, LIVE: 8 });

@@ -13,6 +13,7 @@ import {
   toHex,
   fromHex,
   LIMITS,
+  CAPS,
 } from '../src/codec.js';
 import { load, messageVectors } from './support/vectors.js';
 
@@ -20,7 +21,7 @@ const vectors = messageVectors();
 
 test('there are vectors for every message type', () => {
   const types = new Set(vectors.map((v) => v.value.type));
-  for (const t of ['hello', 'ping', 'command', 'report', 'welcome', 'tick', 'timelineChanged', 'viewerCount', 'pong', 'error', 'memberJoined', 'memberLeft', 'roleChanged', 'policyChanged', 'ack']) {
+  for (const t of ['hello', 'ping', 'command', 'report', 'welcome', 'tick', 'timelineChanged', 'viewerCount', 'pong', 'error', 'memberJoined', 'memberLeft', 'roleChanged', 'policyChanged', 'ack', 'liveState', 'liveReport']) {
     assert.ok(types.has(t), `no vector for ${t}`);
   }
   assert.ok(vectors.length >= 40, `only ${vectors.length} vectors`);
@@ -123,8 +124,24 @@ test('Ack: tag 10, request id, outcome, epoch (SPEC 2.2)', () => {
   assert.throws(() => decodeServer(fromHex('0a05030d')), (e) => e instanceof LockstepDecodeError && e.kind === 'Malformed' && e.code === 4000);
   assert.throws(() => decodeServer(fromHex('0a0500')), (e) => e.kind === 'Malformed');
   assert.throws(() => decodeServer(fromHex('0a05000d00')), (e) => e.kind === 'TrailingBytes');
-  assert.throws(() => decodeServer(fromHex('0b')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
+  assert.throws(() => decodeServer(fromHex('0c')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
   assert.throws(() => encodeServer(/** @type {any} */ ({ type: 'ack', requestId: 1, outcome: 'done', epoch: 1 })), TypeError);
+});
+
+test('live mode: LiveState (tag 11), LiveReport (tag 4), GoLive (action 6) and the LIVE cap (SPEC 2.4)', () => {
+  const state = { type: 'liveState', clock: 'live', originMs: 1794441600000, latencyMs: 3000, autoLatency: false, atLive: true };
+  const hex = toHex(encodeServer(/** @type {any} */ (state)));
+  assert.equal(hex.slice(0, 4), '0b01');
+  assert.deepStrictEqual(decodeServer(fromHex(hex)), state);
+  assert.throws(() => decodeServer(fromHex('0b02' + hex.slice(4))), (e) => e.kind === 'Malformed' && e.code === 4000);
+  assert.throws(() => encodeServer(/** @type {any} */ ({ ...state, clock: 'dvr' })), TypeError);
+  const report = { type: 'liveReport', liveEdgeMs: 1795500000123, bufferMs: 6000 };
+  assert.equal(toHex(encodeClient(/** @type {any} */ (report))), '04fd7bc3230ca2010000fb7017');
+  assert.deepStrictEqual(decodeClient(fromHex('04fd7bc3230ca2010000fb7017')), report);
+  assert.equal(toHex(encodeClient({ type: 'command', requestId: 13, action: { kind: 'goLive' } })), '020d06');
+  assert.deepStrictEqual(decodeClient(fromHex('020d06')), { type: 'command', requestId: 13, action: { kind: 'goLive' } });
+  assert.throws(() => decodeClient(fromHex('05')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
+  assert.equal(CAPS.LIVE, 8);
 });
 
 test('a tick rate above 0x7fff is clamped, as the reference encoder does', () => {

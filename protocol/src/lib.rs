@@ -66,4 +66,7 @@ pub mod caps {
     /// The client understands [`crate::Ack`]: successful commands with a
     /// `request_id` are answered (SPEC §6.3).
     pub const ACKS: u32 = 1 << 2;
+    /// The client understands [`crate::LiveState`] and [`crate::Action::GoLive`]
+    /// (SPEC §2.4).
+    pub const LIVE: u32 = 1 << 3;
 }

@@ -51,6 +51,17 @@ pub enum ChangeReason {
     Resume,
 }
 
+/// What a room's positions measure (see [`LiveState`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClockKind {
+    /// Media time: positions are milliseconds into the media (the default).
+    Media,
+    /// Program time: `origin_ms + position_ms` is the Unix time, in ms, at
+    /// which the frame was captured (HLS `EXT-X-PROGRAM-DATE-TIME`).
+    Live,
+}
+
 // ---------------------------------------------------------------- server → client
 
 /// Server → client messages.
@@ -80,6 +91,31 @@ pub enum ServerMsg {
     /// Answer to a `Command` with a non-zero `request_id` that did not fail
     /// (a command that fails is answered by an `Error` with its `request_id`).
     Ack(Ack),
+    /// The room's clock kind and live settings; only to clients with the
+    /// `LIVE` capability, after `Welcome` in a live room and whenever a field
+    /// changes.
+    LiveState(LiveState),
+}
+
+/// A room's clock kind and live settings (server tag 11, `LIVE` clients only).
+///
+/// In a live room a timeline position `p` is program time `origin_ms + p`
+/// (Unix ms). The room is at the live point when `at_live`: then it plays at
+/// 1× with `programTime = serverNow − latency_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveState {
+    /// What positions measure.
+    pub clock: ClockKind,
+    /// Program time (Unix ms) of position 0; 0 in a media room.
+    pub origin_ms: u64,
+    /// The room's latency behind the live edge, ms (the target when `at_live`).
+    pub latency_ms: u32,
+    /// Whether the room picks its latency from its members' reports.
+    pub auto_latency: bool,
+    /// Whether the timeline follows the live point (false after a pause, seek
+    /// or rate change, until `GoLive`).
+    pub at_live: bool,
 }
 
 /// What became of a command (see [`Ack`]).
@@ -326,6 +362,20 @@ pub enum ClientMsg {
     Command(Command),
     /// The client's own playback state; informs, never moves the timeline.
     Report(Report),
+    /// A live client's live edge and buffer (auto latency); informs, never
+    /// moves the timeline.
+    LiveReport(LiveReport),
+}
+
+/// A live client's view of the stream (client tag 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveReport {
+    /// Program time (Unix ms) of the newest frame the client can play, from
+    /// the playlist it holds.
+    pub live_edge_ms: u64,
+    /// Media buffered ahead of the element's position, ms.
+    pub buffer_ms: u32,
 }
 
 /// Join a room.
@@ -406,6 +456,9 @@ pub enum Action {
         /// The new policy.
         policy: ControlPolicy,
     },
+    /// Return a live room to the live point, at the room's lead time (only
+    /// from clients with the `LIVE` capability; refused in a media room).
+    GoLive,
 }
 
 /// The client's own playback state.
@@ -437,6 +490,7 @@ impl ServerMsg {
             ServerMsg::RoleChanged(_) => "role_changed",
             ServerMsg::PolicyChanged(_) => "policy_changed",
             ServerMsg::Ack(_) => "ack",
+            ServerMsg::LiveState(_) => "live_state",
         }
     }
 }
@@ -449,6 +503,7 @@ impl ClientMsg {
             ClientMsg::Ping(_) => "ping",
             ClientMsg::Command(_) => "command",
             ClientMsg::Report(_) => "report",
+            ClientMsg::LiveReport(_) => "live_report",
         }
     }
 }

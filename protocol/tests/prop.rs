@@ -118,6 +118,12 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
             outcome,
             epoch
         })),
+        (any::<bool>(), u64v(), u32v(), any::<bool>(), any::<bool>()).prop_map(
+            |(live, origin_ms, latency_ms, auto_latency, at_live)| {
+                let clock = if live { ClockKind::Live } else { ClockKind::Media };
+                ServerMsg::LiveState(LiveState { clock, origin_ms, latency_ms, auto_latency, at_live })
+            }
+        ),
     ]
 }
 
@@ -131,6 +137,7 @@ fn action() -> impl Strategy<Value = Action> {
         proptest::option::of(u64v()).prop_map(|position_ms| Action::Pause { position_ms }),
         u64v().prop_map(|position_ms| Action::Seek { position_ms }),
         u16v().prop_map(|rate_milli| Action::SetRate { rate_milli }),
+        Just(Action::GoLive),
     ]
 }
 
@@ -153,6 +160,8 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         (u32v(), u64v(), u16v(), any::<bool>()).prop_map(|(epoch, position_us, rate_milli, buffering)| {
             ClientMsg::Report(Report { epoch, position_us, rate_milli, buffering })
         }),
+        (u64v(), u32v())
+            .prop_map(|(live_edge_ms, buffer_ms)| ClientMsg::LiveReport(LiveReport { live_edge_ms, buffer_ms })),
     ]
 }
 

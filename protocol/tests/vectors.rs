@@ -433,6 +433,47 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
             "coalesced into a later change",
             S::Ack(Ack { request_id: 300, outcome: AckOutcome::Coalesced, epoch: 70_000 }),
         ),
+        // LiveState
+        (
+            "live room at the live point, fixed 3 s latency",
+            S::LiveState(LiveState {
+                clock: ClockKind::Live,
+                origin_ms: 1_794_441_600_000,
+                latency_ms: 3_000,
+                auto_latency: false,
+                at_live: true,
+            }),
+        ),
+        (
+            "live room paused (behind live), auto latency",
+            S::LiveState(LiveState {
+                clock: ClockKind::Live,
+                origin_ms: 1_794_441_600_000,
+                latency_ms: 4_250,
+                auto_latency: true,
+                at_live: false,
+            }),
+        ),
+        (
+            "media room",
+            S::LiveState(LiveState {
+                clock: ClockKind::Media,
+                origin_ms: 0,
+                latency_ms: 0,
+                auto_latency: false,
+                at_live: false,
+            }),
+        ),
+        (
+            "worst case",
+            S::LiveState(LiveState {
+                clock: ClockKind::Live,
+                origin_ms: u64::MAX,
+                latency_ms: u32::MAX,
+                auto_latency: true,
+                at_live: true,
+            }),
+        ),
     ]
 }
 
@@ -488,6 +529,8 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
         ("make member 300 a viewer", command(10, Action::SetRole { member_id: 300, role: Role::Viewer })),
         ("open control to everyone", command(11, Action::SetPolicy { policy: ControlPolicy::Everyone })),
         ("back to host-only", command(12, Action::SetPolicy { policy: ControlPolicy::HostOnly })),
+        ("go live", command(13, Action::GoLive)),
+        ("go live, no request id", command(0, Action::GoLive)),
         // Report
         ("playing", C::Report(Report { epoch: 12, position_us: 754_612_345, rate_milli: 1000, buffering: false })),
         ("buffering", C::Report(Report { epoch: 12, position_us: 755_000_000, rate_milli: 1000, buffering: true })),
@@ -495,6 +538,10 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
             "worst case",
             C::Report(Report { epoch: u32::MAX, position_us: u64::MAX, rate_milli: u16::MAX, buffering: true }),
         ),
+        // LiveReport
+        ("typical", C::LiveReport(LiveReport { live_edge_ms: 1_795_500_000_123, buffer_ms: 6_000 })),
+        ("empty buffer", C::LiveReport(LiveReport { live_edge_ms: 1_795_500_000_000, buffer_ms: 0 })),
+        ("worst case", C::LiveReport(LiveReport { live_edge_ms: u64::MAX, buffer_ms: u32::MAX })),
     ]
 }
 
@@ -545,6 +592,15 @@ fn invalid_cases() -> Vec<InvalidCase> {
         by: 0,
         reason: ChangeReason::Resume,
     }));
+    let live_state = |at_live| {
+        encode_server(&ServerMsg::LiveState(LiveState {
+            clock: ClockKind::Live,
+            origin_ms: 1_000,
+            latency_ms: 3_000,
+            auto_latency: false,
+            at_live,
+        }))
+    };
     let with_last = |mut b: Vec<u8>, last: u8| {
         *b.last_mut().unwrap() = last;
         b
@@ -571,8 +627,8 @@ fn invalid_cases() -> Vec<InvalidCase> {
     let raw = vec![
         c("empty (client)", vec![]),
         s("empty (server)", vec![]),
-        c("unknown client tag 4", vec![4]),
-        s("unknown server tag 11", vec![11]),
+        c("unknown client tag 5", vec![5]),
+        s("unknown server tag 12", vec![12]),
         c("unknown tag 250", vec![250, 0, 0]),
         c("unknown tag 300 (three-byte varint)", vec![251, 0x2c, 0x01]),
         c("tag as a u64 varint", vec![253, 1, 0, 0, 0, 0, 0, 0, 0]),
@@ -593,7 +649,16 @@ fn invalid_cases() -> Vec<InvalidCase> {
         c("bad Option byte 2 (Hello.token)", bad_option),
         s("unknown Role 3", with_last(role_changed, 3)),
         s("unknown ChangeReason 6", with_last(changed, 6)),
-        c("unknown Action 4", vec![2, 1, 4]),
+        c("unknown Action 7", vec![2, 1, 7]),
+        s("unknown ClockKind 2 (LiveState.clock)", {
+            let mut b = live_state(true);
+            b[1] = 2;
+            b
+        }),
+        s("bad bool byte 2 (LiveState.at_live)", with_last(live_state(true), 2)),
+        s("truncated LiveState", live_state(false)[..4].to_vec()),
+        c("truncated LiveReport (buffer missing)", vec![4, 250]),
+        c("LiveReport.buffer_ms as a u64 varint", vec![4, 1, 253, 0, 0, 0, 0, 1, 0, 0, 0]),
         c("invalid UTF-8 in device id", bad_utf8),
         c("u16 field as a u32 varint (Hello.version)", wide_version),
         c("non-canonical varint: 5 as 251 05 00", vec![1, 251, 5, 0]),
@@ -1038,7 +1103,7 @@ fn every_message_type_has_vectors() {
             _ => None,
         })
         .collect();
-    assert_eq!(kinds.len(), 6, "every Action kind");
+    assert_eq!(kinds.len(), 7, "every Action kind");
     let reasons: BTreeSet<_> = server_cases()
         .iter()
         .filter_map(|(_, m)| match m {
@@ -1102,6 +1167,16 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
         ClientMsg::Report(Report { epoch: v, position_us, rate_milli, buffering: true })
     };
     let max_str = |n| "x".repeat(n);
+    let live_state = |v: u64, latency_ms| {
+        ServerMsg::LiveState(LiveState {
+            clock: ClockKind::Live,
+            origin_ms: v,
+            latency_ms,
+            auto_latency: true,
+            at_live: true,
+        })
+    };
+    let live_report = |live_edge_ms, buffer_ms| ClientMsg::LiveReport(LiveReport { live_edge_ms, buffer_ms });
     vec![
         (
             "Welcome",
@@ -1156,6 +1231,7 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
             s(ServerMsg::Ack(Ack { request_id: 0, outcome: AckOutcome::Applied, epoch: 0 })),
             s(ServerMsg::Ack(Ack { request_id: u32::MAX, outcome: AckOutcome::Coalesced, epoch: u32::MAX })),
         ),
+        ("LiveState", "S→C", 11, s(live_state(0, 0)), s(live_state(u64::MAX, u32::MAX))),
         (
             "Hello",
             "C→S",
@@ -1174,10 +1250,11 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
             "Command",
             "C→S",
             2,
-            c(command(0, Action::Play { position_ms: None })),
+            c(command(0, Action::GoLive)),
             c(command(u32::MAX, Action::Play { position_ms: Some(u64::MAX) })),
         ),
         ("Report", "C→S", 3, c(report(0, 0, 0)), c(report(u32::MAX, u64::MAX, MAX_RATE_MILLI))),
+        ("LiveReport", "C→S", 4, c(live_report(0, 0)), c(live_report(u64::MAX, u32::MAX))),
     ]
 }
 
@@ -1189,7 +1266,7 @@ fn encoded_sizes_match_the_spec() {
     }
     // Every datagram message fits a datagram with room to spare.
     for (name, _, _, _, max) in &table {
-        if ["Tick", "Pong", "TimelineChanged", "Ping", "Report"].contains(name) {
+        if ["Tick", "Pong", "TimelineChanged", "Ping", "Report", "LiveReport"].contains(name) {
             assert!(*max <= 64, "{name}: {max}");
         }
     }

@@ -154,6 +154,16 @@ impl RoomActor {
         for (member, report) in taken.reports {
             self.room.report(now, member, report);
         }
+        if !taken.live_reports.is_empty() {
+            let ignored = self.room.ignored_live_reports();
+            for (member, report) in taken.live_reports {
+                self.room.live_report(now, member, report);
+            }
+            let ignored = self.room.ignored_live_reports() - ignored;
+            if ignored > 0 {
+                metrics::counter!("lockstep_live_reports_ignored_total").increment(ignored);
+            }
+        }
         for id in taken.leaves {
             self.leave(id, now);
         }

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use lockstep_protocol::{Action, Report};
+use lockstep_protocol::{Action, LiveReport, Report};
 use tokio::sync::{Notify, oneshot};
 
 use super::link::{Extra, Link};
@@ -60,6 +60,8 @@ pub(crate) struct Taken {
     pub(crate) joins: Vec<Join>,
     pub(crate) commands: Vec<Command>,
     pub(crate) reports: HashMap<MemberId, Report>,
+    /// Live rooms: each member's latest live report (latest wins).
+    pub(crate) live_reports: HashMap<MemberId, LiveReport>,
     pub(crate) leaves: Vec<MemberId>,
     pub(crate) queries: Vec<oneshot::Sender<RoomState>>,
 }
@@ -71,6 +73,7 @@ impl Taken {
             && self.joins.is_empty()
             && self.commands.is_empty()
             && self.reports.is_empty()
+            && self.live_reports.is_empty()
             && self.leaves.is_empty()
             && self.queries.is_empty()
     }
@@ -148,6 +151,14 @@ impl Inbox {
         });
     }
 
+    /// A live report: one latest-wins slot per member, like reports.
+    pub(crate) fn live_report(&self, member: MemberId, report: LiveReport) {
+        self.put(|q| {
+            q.live_reports.insert(member, report);
+            true
+        });
+    }
+
     pub(crate) fn leave(&self, member: MemberId) {
         self.put(|q| {
             q.leaves.push(member);
@@ -182,7 +193,7 @@ impl Inbox {
         };
         let p = &mut g.peaks;
         p.commands = p.commands.max(taken.commands.len());
-        p.reports = p.reports.max(taken.reports.len());
+        p.reports = p.reports.max(taken.reports.len()).max(taken.live_reports.len());
         p.remote = p.remote.max(taken.remote.len());
         taken
     }
@@ -261,6 +272,19 @@ mod tests {
         assert_eq!(taken.reports[&7].epoch, 9_907, "the latest report wins");
         assert_eq!(taken.commands.len(), MAX_COMMANDS);
         assert!(inbox.command(cmd(1)), "room again once taken");
+    }
+
+    #[test]
+    fn live_reports_are_latest_wins_per_member() {
+        let inbox = Inbox::default();
+        for i in 0..5_000u64 {
+            inbox.live_report((i % 50) as u32, LiveReport { live_edge_ms: i, buffer_ms: 0 });
+        }
+        let taken = inbox.take();
+        assert_eq!(taken.live_reports.len(), 50, "one slot per member");
+        assert_eq!(taken.live_reports[&7].live_edge_ms, 4_957, "the latest wins");
+        assert!(inbox.take().is_empty());
+        assert_eq!(inbox.peaks().reports, 50);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lockstep_protocol::{Action, Report};
+use lockstep_protocol::{Action, LiveReport, Report};
 use tokio::sync::{oneshot, watch};
 use tracing::info;
 
@@ -48,6 +48,11 @@ impl RoomHandle {
     /// A member's report (latest wins).
     pub(crate) fn report(&self, member: MemberId, report: Report) {
         self.inbox.report(member, report);
+    }
+
+    /// A member's live report (latest wins).
+    pub(crate) fn live_report(&self, member: MemberId, report: LiveReport) {
+        self.inbox.live_report(member, report);
     }
 
     /// A member leaves.

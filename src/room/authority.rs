@@ -265,7 +265,7 @@ impl Room {
         let staged: Vec<Queued> = self.out.drain(from..).collect();
         for mut q in staged {
             match &mut q.out.msg {
-                ServerMsg::TimelineChanged(_) | ServerMsg::Tick(_) => continue,
+                ServerMsg::TimelineChanged(_) | ServerMsg::Tick(_) | ServerMsg::LiveState(_) => continue,
                 ServerMsg::Ack(_) if q.bound => continue,
                 ServerMsg::Ack(a) => a.epoch = cp.epoch,
                 ServerMsg::Welcome(w) => {
@@ -282,6 +282,8 @@ impl Room {
             self.out.push_back(q);
         }
         self.advance(now);
+        // Live members may have been told of a discarded change: tell them again.
+        self.sync_live(true);
         cmds
     }
 }

@@ -89,7 +89,7 @@ impl Room {
             return;
         }
         let at = (now + self.lead_us()).max(intended.anchor_us);
-        let t = Timeline { anchor_us: at, paused: false, ..intended };
+        let t = self.off_live(Timeline { anchor_us: at, paused: false, ..intended });
         self.issue(now, t, at, 0, ChangeReason::Resume, None);
     }
 }

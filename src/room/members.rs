@@ -25,6 +25,9 @@ pub(super) struct Member {
     /// Cannot start a buffering wait before this time.
     pub(super) no_wait_until: u64,
     pub(super) last_report: Option<(u64, Report)>,
+    pub(super) wants_live: bool,
+    /// Live rooms: its recent needs (auto latency).
+    pub(super) live_needs: super::live::Needs,
 }
 
 #[derive(Debug)]
@@ -65,6 +68,8 @@ impl Room {
                 settled: false,
                 no_wait_until: 0,
                 last_report: None,
+                wants_live: info.wants_live,
+                live_needs: Default::default(),
             },
         );
         if self.id_base.is_some()
@@ -73,6 +78,11 @@ impl Room {
             self.shared.push(ev);
         }
         self.to(Audience::One(id), self.welcome(id, role, now));
+        if info.wants_live
+            && let Some(state) = self.live_state()
+        {
+            self.to(Audience::One(id), ServerMsg::LiveState(state));
+        }
         if let Some((c, by, reason)) = self.pending {
             self.to(Audience::One(id), ServerMsg::TimelineChanged(c.message(by, reason)));
         }

@@ -25,21 +25,26 @@
 //! - `authority.rs`: the commit protocol (staged output, rollback, external changes).
 //! - `counts.rs`: viewer counts, coalesced.
 //! - `shared.rs`: scale-out: members, roles and policy shared across nodes.
+//! - `live.rs`: live rooms: program time, the live point, `GoLive`, the auto latency.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use lockstep_protocol::{ControlPolicy, ErrorCode, ErrorMsg, Limits, Role, ServerMsg, Timeline, TimelineChanged};
+use lockstep_protocol::{
+    ClockKind, ControlPolicy, ErrorCode, ErrorMsg, Limits, Role, ServerMsg, Timeline, TimelineChanged,
+};
 use serde::{Deserialize, Serialize};
 
 mod authority;
 mod budget;
 mod buffering;
 mod counts;
+mod live;
 mod members;
 mod shared;
 mod timeline;
 
 pub use authority::{CommitRequest, CommitResult};
+pub use live::{LiveLatency, LiveView, origin_for};
 pub use shared::Shared;
 
 use authority::Authority;
@@ -92,6 +97,11 @@ pub struct RoomConfig {
     pub changes_per_sec: u32,
     /// Announced to members in `Welcome`.
     pub limits: Limits,
+    /// What positions measure: media time, or program time (a live room,
+    /// `live.rs`, SPEC §2.4).
+    pub clock: ClockKind,
+    /// A live room's latency policy (ignored in a media room).
+    pub live_latency: LiveLatency,
 }
 
 impl Default for RoomConfig {
@@ -115,6 +125,8 @@ impl Default for RoomConfig {
                 tick_interval_ms: 250,
                 report_interval_ms: 1000,
             },
+            clock: ClockKind::Media,
+            live_latency: LiveLatency::default(),
         }
     }
 }
@@ -128,6 +140,8 @@ pub enum Audience {
     One(MemberId),
     /// Members that asked for presence events.
     Presence,
+    /// Members that understand live messages (the `LIVE` capability).
+    Live,
 }
 
 /// One effect for the runtime to deliver.
@@ -153,6 +167,8 @@ pub struct JoinInfo {
     /// Whether it understands `Ack` (the `ACKS` capability): its commands with
     /// a request id are answered by an `Ack` when they do not fail.
     pub wants_acks: bool,
+    /// Whether it understands `LiveState` and `GoLive` (the `LIVE` capability).
+    pub wants_live: bool,
 }
 
 /// Why a command was refused.
@@ -200,6 +216,10 @@ pub struct RoomState {
     pub members: MembersByRole,
     /// Whether the room is paused waiting for buffering members.
     pub buffering_wait: bool,
+    /// What positions measure.
+    pub clock: ClockKind,
+    /// A live room's origin, latency and live point (`None` in a media room).
+    pub live: Option<LiveView>,
 }
 
 /// Member ids grouped by role.
@@ -252,21 +272,29 @@ pub struct Room {
     budget: Budget,
     /// Changes not yet committed, and what the authority holds.
     auth: Authority,
+    /// A live room's state (`None`: a media room).
+    live: Option<live::Live>,
     out: VecDeque<Queued>,
     /// Sequence number of `out[0]`: every output ever queued has one.
     out_seq: u64,
 }
 
 impl Room {
-    /// A new, empty, paused room.
+    /// A new, empty room: paused at 0, or a live room at the live point.
     pub fn new(cfg: RoomConfig, now: u64) -> Self {
-        Self::with_timeline(cfg, now, Timeline::start(now))
+        let timeline = match cfg.clock {
+            ClockKind::Media => Timeline::start(now),
+            ClockKind::Live => live::Live::new(&cfg.live_latency, now).timeline_at(now, cfg.live_latency.initial(), 0),
+        };
+        Self::with_timeline(cfg, now, timeline)
     }
 
     /// A room that resumes a saved timeline (which the authority is taken to
     /// hold; see [`Room::confirm`]).
     pub fn with_timeline(cfg: RoomConfig, now: u64, timeline: Timeline) -> Self {
-        Room {
+        let live = (cfg.clock == ClockKind::Live).then(|| live::Live::new(&cfg.live_latency, now));
+        let mut room = Room {
+            live,
             next_tick_at: now + cfg.tick_interval_us,
             budget: Budget::new(cfg.changes_per_sec, now),
             cfg,
@@ -286,7 +314,9 @@ impl Room {
             shared: Vec::new(),
             out: VecDeque::new(),
             out_seq: 0,
-        }
+        };
+        room.live_settled();
+        room
     }
 
     /// The room's settings.
@@ -345,6 +375,9 @@ impl Room {
         if let Some(at) = self.budget.next_run_at() {
             t = t.min(at);
         }
+        if let Some(cross) = self.live_overrun_at() {
+            t = t.min(cross.saturating_sub(self.lead_us()));
+        }
         t
     }
 
@@ -360,6 +393,8 @@ impl Room {
             self.elect_host();
         }
         self.run_held(now);
+        self.decide_latency(now);
+        self.catch_live(now);
         if now >= self.next_tick_at {
             self.emit_tick(now);
         }
@@ -372,6 +407,7 @@ impl Room {
             Audience::All => true,
             Audience::One(one) => one == id,
             Audience::Presence => self.members.get(&id).is_some_and(|m| m.wants_presence),
+            Audience::Live => self.members.get(&id).is_some_and(|m| m.wants_live),
         }
     }
 
@@ -397,6 +433,8 @@ impl Room {
             policy: self.cfg.policy,
             members,
             buffering_wait: self.wait.is_some(),
+            clock: self.cfg.clock,
+            live: self.live_view(now),
         }
     }
 

@@ -6,6 +6,7 @@
 use super::*;
 use lockstep_protocol::{AckOutcome, Action, ChangeReason, PolicyChanged, Report, RoleChanged, Tick, Timeline};
 
+mod live;
 mod sim;
 
 const MS: u64 = 1_000;

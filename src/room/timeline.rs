@@ -57,7 +57,7 @@ pub(super) struct Plan {
 /// Which commands replace each other while held by the budget.
 pub(super) fn kind(action: &Action) -> u8 {
     match action {
-        Action::Play { .. } | Action::Pause { .. } => 0,
+        Action::Play { .. } | Action::Pause { .. } | Action::GoLive => 0,
         Action::Seek { .. } => 1,
         Action::SetRate { .. } => 2,
         Action::SetRole { .. } | Action::SetPolicy { .. } => 3,
@@ -116,7 +116,7 @@ impl Room {
                 return Err(e);
             }
         };
-        let clears_wait = matches!(cmd.action, Action::Play { .. } | Action::Pause { .. });
+        let clears_wait = matches!(cmd.action, Action::Play { .. } | Action::Pause { .. } | Action::GoLive);
         let (by, request_id, coalesced) = (cmd.by, cmd.request_id, cmd.coalesced.clone());
         let outcome = match plan {
             None => {
@@ -152,7 +152,9 @@ impl Room {
         };
         let intended = self.intended();
         let lead_at = (now + self.lead_us()).max(intended.anchor_us);
-        let plan = |timeline, at, reason| Ok(Some(Plan { timeline, at, reason }));
+        // Only `GoLive` puts a live room at live (`live.rs`).
+        let plan = |timeline, at, reason| Ok(Some(Plan { timeline: self.off_live(timeline), at, reason }));
+        let clamp = |p: u64, at: u64| self.clamp_to_live(p, at);
         match *action {
             Action::Play { position_ms } => {
                 let position_ms = position_ms.map(check_pos).transpose()?;
@@ -160,10 +162,10 @@ impl Room {
                     return Ok(None);
                 }
                 if position_ms.is_none() && !self.current.paused {
-                    // A pause was pending: cancel it, keep playing.
-                    return plan(self.current, now, ChangeReason::Play);
+                    // A pause was pending: cancel it, keep playing (at live, if it was).
+                    return Ok(Some(Plan { timeline: self.current, at: now, reason: ChangeReason::Play }));
                 }
-                let position_ms = position_ms.unwrap_or_else(|| intended.whole_ms_point(lead_at).0);
+                let position_ms = position_ms.map_or_else(|| intended.whole_ms_point(lead_at).0, |p| clamp(p, lead_at));
                 plan(
                     Timeline { position_ms, anchor_us: lead_at, paused: false, ..intended },
                     lead_at,
@@ -185,12 +187,13 @@ impl Room {
                 }
                 let (at_ms, at) =
                     if intended.paused { (intended.position_ms, now) } else { intended.whole_ms_point(lead_at) };
-                let t = Timeline { position_ms: position_ms.unwrap_or(at_ms), anchor_us: at, paused: true, ..intended };
+                let position_ms = position_ms.map_or(at_ms, |p| clamp(p, at));
+                let t = Timeline { position_ms, anchor_us: at, paused: true, ..intended };
                 plan(t, at, ChangeReason::Pause)
             }
             Action::Seek { position_ms } => {
-                let position_ms = check_pos(position_ms)?;
                 let at = now.max(intended.anchor_us);
+                let position_ms = clamp(check_pos(position_ms)?, at);
                 plan(Timeline { position_ms, anchor_us: at, ..intended }, at, ChangeReason::Seek)
             }
             Action::SetRate { rate_milli } => {
@@ -200,6 +203,11 @@ impl Room {
                 let (position_ms, at) = intended.whole_ms_point(now.max(intended.anchor_us));
                 plan(Timeline { position_ms, anchor_us: at, rate_milli, ..intended }, at, ChangeReason::Rate)
             }
+            Action::GoLive => Ok(self.go_live_timeline(lead_at)?.map(|timeline| Plan {
+                at: timeline.anchor_us,
+                timeline,
+                reason: ChangeReason::Play,
+            })),
             Action::SetRole { .. } | Action::SetPolicy { .. } => unreachable!("not timeline commands"),
         }
     }
@@ -239,6 +247,7 @@ impl Room {
         } else {
             self.pending = Some((change, by, reason));
         }
+        self.sync_live(false);
     }
 
     /// Applies a change decided elsewhere (committed by the authority),
@@ -262,6 +271,7 @@ impl Room {
         } else {
             self.pending = Some((change, 0, c.reason));
         }
+        self.sync_live(false);
     }
 
     /// Promotes a due scheduled change and ticks at once when it takes effect.

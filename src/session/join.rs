@@ -101,6 +101,7 @@ async fn join_inner(app: Context, req: JoinRequest, outbox: Arc<Outbox>) -> Resu
         device_id: device_id.clone(),
         wants_presence: caps & caps::PRESENCE != 0,
         wants_acks: caps & caps::ACKS != 0,
+        wants_live: caps & caps::LIVE != 0,
     };
     outbox.set_caps(caps);
     match app.hub.join(&room_id, info, outbox.clone()).await {

@@ -7,6 +7,7 @@
 mod accounts;
 mod bounded;
 mod common;
+mod live;
 mod redis;
 mod restart;
 mod ws;

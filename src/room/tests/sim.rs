@@ -97,6 +97,8 @@ pub(super) struct Client {
     pub(super) errors: Vec<ErrorMsg>,
     /// Request ids it sent.
     pub(super) sent: Vec<u32>,
+    /// The last `LiveState` it got.
+    pub(super) live: Option<lockstep_protocol::LiveState>,
 }
 
 /// The position a client that holds `current` and the changes `pending`
@@ -153,15 +155,16 @@ pub(super) struct Sim {
 
 impl Sim {
     pub(super) fn new(nodes: usize, cfg: RoomConfig, seed: u64) -> Self {
-        let record =
-            TimelineChanged { timeline: Timeline::start(T0), effective_at_us: T0, by: 0, reason: ChangeReason::Seek };
-        let nodes = (0..nodes)
+        let nodes: Vec<Node> = (0..nodes)
             .map(|i| {
                 let mut room = Room::new(cfg.clone(), T0);
                 room.enable_sharing((i as u32 + 1) * ID_BLOCK);
                 Node { name: format!("n{i}"), room, alive: true }
             })
             .collect();
+        // The record the rooms start on (paused at 0, or a live room's live point).
+        let timeline = nodes[0].room.timeline();
+        let record = TimelineChanged { timeline, effective_at_us: T0, by: 0, reason: ChangeReason::Seek };
         Sim {
             now: T0,
             rng: Rng(seed),
@@ -198,6 +201,7 @@ impl Sim {
             wants_presence: true,
             host_claim,
             wants_acks: true,
+            wants_live: true,
         };
         let id = self.nodes[node].room.join(self.now, info);
         let latency = self.lat(self.client_lat);
@@ -213,6 +217,7 @@ impl Sim {
             acks: Vec::new(),
             errors: Vec::new(),
             sent: Vec::new(),
+            live: None,
         });
         self.pump(node);
         self.clients.len() - 1
@@ -408,6 +413,7 @@ impl Sim {
             }
             ServerMsg::Ack(a) => c.acks.push(a),
             ServerMsg::Error(e) => c.errors.push(e),
+            ServerMsg::LiveState(s) => c.live = Some(s),
             _ => {}
         }
     }

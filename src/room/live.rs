@@ -1,0 +1,378 @@
+//! Live rooms (SPEC §2.4): positions are program time relative to the room's
+//! origin, the live point, `GoLive`, `LiveState` and the auto latency.
+//!
+//! **The live state is a function of the timeline.** A timeline is *at live*
+//! when it plays at 1×, its anchor is a whole millisecond and its implied
+//! latency (`anchor − (origin + position)`) is a whole number of ms that the
+//! room's latency policy allows (the fixed latency, or within `[min, max]`
+//! in auto mode). `GoLive` and latency moves build exactly such timelines;
+//! every other change that would happen to be one is moved off it by 1 µs
+//! ([`Room::off_live`]). So every node of a cluster, given the same committed
+//! timeline, agrees on `at_live` and on the latency in force, with nothing
+//! shared beyond the timeline (the origin is computed the same way on every
+//! node, [`origin_for`]).
+//!
+//! **Auto latency.** Members' `LiveReport`s give each one's need (`now −
+//! live_edge + margin`, the largest of its last 15 s so a playlist's sawtooth
+//! is covered); the room's latency is the p95 of the needs, clamped, with
+//! hysteresis (see [`Room::decide_latency`]). In a cluster each node decides
+//! from its own members (sharing needs across nodes is left to later).
+
+use std::collections::VecDeque;
+
+use lockstep_protocol::{ChangeReason, ClockKind, LiveReport, LiveState, ServerMsg, Timeline};
+use serde::Serialize;
+
+use super::{Audience, CommandError, MemberId, Room};
+
+/// One week in ms: origins are whole weeks (see [`origin_for`]).
+const WEEK_MS: u64 = 7 * 86_400_000;
+/// Added to each member's measured distance from its live edge.
+pub(super) const LIVE_MARGIN_MS: u64 = 500;
+/// The auto latency moves only for a larger difference than this.
+pub(super) const HYSTERESIS_MS: u64 = 250;
+/// The auto latency moves at most once per this interval (unless too low).
+pub(super) const MOVE_INTERVAL_US: u64 = 30_000_000;
+/// The first auto decision comes at the latest this long after the first report.
+pub(super) const SETTLE_US: u64 = 5_000_000;
+/// A member's need is the largest of its reports of this window.
+const NEED_WINDOW_US: u64 = 15_000_000;
+/// Reports kept per member (a report a second fills the window).
+const NEEDS_KEPT: usize = 32;
+/// A live edge further in the future than this is absurd.
+pub(super) const FUTURE_TOLERANCE_MS: u64 = 5_000;
+/// A live edge older than this is absurd.
+pub(super) const MAX_EDGE_AGE_MS: u64 = 3_600_000;
+
+/// A live room's latency policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "mode")]
+pub enum LiveLatency {
+    /// Always this many ms behind the live edge.
+    #[serde(rename_all = "camelCase")]
+    Fixed {
+        /// The latency, ms.
+        latency_ms: u32,
+    },
+    /// Picked from the members' reports, within `[min_ms, max_ms]`.
+    #[serde(rename_all = "camelCase")]
+    Auto {
+        /// Lowest latency, ms.
+        min_ms: u32,
+        /// Highest latency, ms.
+        max_ms: u32,
+    },
+}
+
+impl Default for LiveLatency {
+    /// Fixed 3 s: about one 2 s segment plus fetch time, below hls.js's
+    /// default of three target durations.
+    fn default() -> Self {
+        LiveLatency::Fixed { latency_ms: 3_000 }
+    }
+}
+
+impl LiveLatency {
+    /// The latency a room starts with: the fixed one, or 3 s clamped.
+    pub fn initial(&self) -> u32 {
+        match *self {
+            LiveLatency::Fixed { latency_ms } => latency_ms,
+            LiveLatency::Auto { min_ms, max_ms } => 3_000u32.clamp(min_ms, max_ms.max(min_ms)),
+        }
+    }
+
+    fn allows(&self, latency_ms: u64) -> bool {
+        match *self {
+            LiveLatency::Fixed { latency_ms: l } => latency_ms == u64::from(l),
+            LiveLatency::Auto { min_ms, max_ms } => (u64::from(min_ms)..=u64::from(max_ms)).contains(&latency_ms),
+        }
+    }
+}
+
+/// The program origin of a live room created at server time `now_us`: the
+/// start of the 7-day period (counted from the Unix epoch) before the
+/// current one, in Unix ms. Every node and
+/// a restarted server compute the same origin (within the week), positions
+/// before the room's creation (the DVR window) are expressible, and the
+/// Tick's 32-bit positions last 35 days from the room's creation.
+pub fn origin_for(now_us: u64) -> u64 {
+    ((now_us / 1000) / WEEK_MS).saturating_sub(1) * WEEK_MS
+}
+
+/// A live room's own state (only timeline-independent parts: the live state
+/// itself is derived from the timeline, see the module docs).
+#[derive(Debug)]
+pub(super) struct Live {
+    pub(super) origin_ms: u64,
+    /// The latency in force: derived from the timeline while at live, else the
+    /// last one decided (the next `GoLive` uses it).
+    pub(super) latency_ms: u32,
+    /// The last `LiveState` queued.
+    sent: Option<LiveState>,
+    first_report_at: Option<u64>,
+    decided: bool,
+    last_move_at: Option<u64>,
+    ignored: u64,
+}
+
+/// A member's recent needs (auto latency).
+#[derive(Debug, Default)]
+pub(super) struct Needs {
+    /// `(server time, need in ms)`, oldest first.
+    recent: VecDeque<(u64, u64)>,
+    reports: u32,
+}
+
+/// A live room in `GET …/state`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveView {
+    /// Program time (Unix ms) of position 0.
+    pub origin_ms: u64,
+    /// The latency in force, ms.
+    pub latency_ms: u32,
+    /// Whether the latency is picked from the members' reports.
+    pub auto_latency: bool,
+    /// Whether the room follows the live point.
+    pub at_live: bool,
+    /// The program time (Unix ms) the timeline shows now.
+    pub program_time_ms: u64,
+    /// Live reports ignored for absurd live edges.
+    pub ignored_reports: u64,
+}
+
+/// Whole ms at or after `us`, in µs.
+fn ceil_ms(us: u64) -> u64 {
+    us.div_ceil(1000).saturating_mul(1000)
+}
+
+impl Live {
+    pub(super) fn new(latency: &LiveLatency, now: u64) -> Self {
+        Live {
+            origin_ms: origin_for(now),
+            latency_ms: latency.initial(),
+            sent: None,
+            first_report_at: None,
+            decided: false,
+            last_move_at: None,
+            ignored: 0,
+        }
+    }
+
+    /// The timeline at the live point from `at_us` on (anchored at the first
+    /// whole ms at or after it), with latency `latency_ms`.
+    pub(super) fn timeline_at(&self, at_us: u64, latency_ms: u32, epoch: u32) -> Timeline {
+        let anchor_us = ceil_ms(at_us);
+        let position_ms = (anchor_us / 1000).saturating_sub(self.origin_ms + u64::from(latency_ms));
+        Timeline { epoch, position_ms, anchor_us, rate_milli: 1000, paused: false }
+    }
+}
+
+impl Room {
+    /// Whether the room's positions are program time.
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Live reports ignored for absurd live edges (for metrics).
+    pub fn ignored_live_reports(&self) -> u64 {
+        self.live.as_ref().map_or(0, |l| l.ignored)
+    }
+
+    /// The latency `t` is at live with, if it is (see the module docs).
+    fn live_latency_of(&self, t: &Timeline) -> Option<u32> {
+        let live = self.live.as_ref()?;
+        if t.paused || t.rate_milli != 1000 || !t.anchor_us.is_multiple_of(1000) {
+            return None;
+        }
+        let implied = (t.anchor_us / 1000).checked_sub(live.origin_ms + t.position_ms)?;
+        if !self.cfg.live_latency.allows(implied) {
+            return None;
+        }
+        u32::try_from(implied).ok()
+    }
+
+    /// `t`, moved off the live point by 1 µs if it happens to be on it: only
+    /// `GoLive` and latency moves put a room at live.
+    pub(super) fn off_live(&self, mut t: Timeline) -> Timeline {
+        if self.live_latency_of(&t).is_some() {
+            t.anchor_us += 1;
+        }
+        t
+    }
+
+    /// The live point's position (ms) at server time `at_us`.
+    fn live_point_ms(&self, at_us: u64) -> Option<u64> {
+        let live = self.live.as_ref()?;
+        Some((at_us / 1000).saturating_sub(live.origin_ms + u64::from(live.latency_ms)))
+    }
+
+    /// A command's position, clamped to the live point at `at_us` in a live room.
+    pub(super) fn clamp_to_live(&self, position_ms: u64, at_us: u64) -> u64 {
+        self.live_point_ms(at_us).map_or(position_ms, |live| position_ms.min(live))
+    }
+
+    /// `GoLive`: the live timeline taking effect at `lead_at`, or `None` when
+    /// the room already is (or will be) at live with its latency.
+    pub(super) fn go_live_timeline(&self, lead_at: u64) -> Result<Option<Timeline>, CommandError> {
+        let live = self.live.as_ref().ok_or(CommandError::InvalidArgument("not a live room"))?;
+        if self.live_latency_of(&self.intended()) == Some(live.latency_ms) {
+            return Ok(None);
+        }
+        Ok(Some(live.timeline_at(lead_at, live.latency_ms, 0)))
+    }
+
+    /// The room's `LiveState` now (`None` in a media room).
+    pub fn live_state(&self) -> Option<LiveState> {
+        let live = self.live.as_ref()?;
+        let at = self.live_latency_of(&self.intended());
+        Some(LiveState {
+            clock: ClockKind::Live,
+            origin_ms: live.origin_ms,
+            latency_ms: at.unwrap_or(live.latency_ms),
+            auto_latency: matches!(self.cfg.live_latency, LiveLatency::Auto { .. }),
+            at_live: at.is_some(),
+        })
+    }
+
+    /// Queues a `LiveState` to live members if it changed (after every
+    /// timeline change; `force`: also if it did not, after a rollback).
+    pub(super) fn sync_live(&mut self, force: bool) {
+        let Some(state) = self.live_state() else { return };
+        let live = self.live.as_mut().expect("a live room");
+        if state.at_live {
+            live.latency_ms = state.latency_ms;
+        }
+        if force || live.sent != Some(state) {
+            live.sent = Some(state);
+            self.to(Audience::Live, ServerMsg::LiveState(state));
+        }
+    }
+
+    /// Marks the current state as known to everyone (at creation).
+    pub(super) fn live_settled(&mut self) {
+        let state = self.live_state();
+        if let Some(live) = self.live.as_mut() {
+            live.sent = state;
+        }
+    }
+
+    /// A member's `LiveReport`: its need, for the auto latency. Ignored in a
+    /// media room; absurd live edges are ignored and counted.
+    pub fn live_report(&mut self, now: u64, id: MemberId, report: LiveReport) {
+        self.advance(now);
+        let Some(live) = self.live.as_mut() else { return };
+        let Some(m) = self.members.get_mut(&id) else { return };
+        let now_ms = now / 1000;
+        let edge = report.live_edge_ms;
+        if edge > now_ms.saturating_add(FUTURE_TOLERANCE_MS) || edge.saturating_add(MAX_EDGE_AGE_MS) < now_ms {
+            live.ignored += 1;
+            return;
+        }
+        let need = now_ms.saturating_sub(edge) + LIVE_MARGIN_MS;
+        let needs = &mut m.live_needs;
+        needs.recent.push_back((now, need));
+        while needs.recent.len() > NEEDS_KEPT || needs.recent.front().is_some_and(|&(at, _)| at + NEED_WINDOW_US < now)
+        {
+            needs.recent.pop_front();
+        }
+        needs.reports = needs.reports.saturating_add(1);
+        live.first_report_at.get_or_insert(now);
+    }
+
+    /// The auto latency's decision (from `handle_timeout`): the p95 of the
+    /// members' needs, clamped to `[min, max]`; it moves only by more than
+    /// 250 ms, at most once per 30 s unless it is below the median need (then
+    /// at once). The first decision comes once every reporting member sent
+    /// two reports, or 5 s after the first report. At live, a move is a new
+    /// live timeline scheduled with the lead; otherwise only the latency (and
+    /// `LiveState`) changes.
+    pub(super) fn decide_latency(&mut self, now: u64) {
+        let LiveLatency::Auto { min_ms, max_ms } = self.cfg.live_latency else { return };
+        let Some(live) = self.live.as_ref() else { return };
+        let Some(first) = live.first_report_at else { return };
+        let fresh = |n: &Needs| n.recent.back().is_some_and(|&(at, _)| at + NEED_WINDOW_US >= now);
+        let mut needs: Vec<u64> = Vec::new();
+        let mut all_twice = true;
+        for m in self.members.values().filter(|m| fresh(&m.live_needs)) {
+            let window = m.live_needs.recent.iter().filter(|&&(at, _)| at + NEED_WINDOW_US >= now);
+            needs.push(window.map(|&(_, n)| n).max().unwrap_or(0));
+            all_twice &= m.live_needs.reports >= 2;
+        }
+        if needs.is_empty() || !live.decided && !all_twice && now < first + SETTLE_US {
+            return;
+        }
+        needs.sort_unstable();
+        let p95 = needs[(needs.len() * 95).div_ceil(100).max(1) - 1];
+        let median = needs[(needs.len() - 1) / 2];
+        let target = p95.div_ceil(10).saturating_mul(10).clamp(u64::from(min_ms), u64::from(max_ms.max(min_ms)));
+        let current = u64::from(live.latency_ms);
+        if target.abs_diff(current) <= HYSTERESIS_MS {
+            self.live.as_mut().expect("live").decided = true;
+            return;
+        }
+        let too_low = target > current && median > current;
+        let may_move = !live.decided || too_low || live.last_move_at.is_none_or(|t| now >= t + MOVE_INTERVAL_US);
+        if !may_move {
+            return;
+        }
+        let target = target as u32;
+        let at_live = self.live_latency_of(&self.intended()).is_some();
+        let live = self.live.as_mut().expect("live");
+        live.decided = true;
+        live.last_move_at = Some(now);
+        live.latency_ms = target;
+        if at_live {
+            let lead_at = (now + self.lead_us()).max(self.intended().anchor_us);
+            let t = self.live.as_ref().expect("live").timeline_at(lead_at, target, 0);
+            self.issue(now, t, t.anchor_us, 0, ChangeReason::Seek, None);
+        } else {
+            self.sync_live(false);
+        }
+    }
+
+    /// When the intended timeline, playing faster than 1×, reaches the live
+    /// point (server µs; possibly already past).
+    pub(super) fn live_overrun_at(&self) -> Option<u64> {
+        let live = self.live.as_ref()?;
+        let t = self.intended();
+        if t.paused || t.rate_milli <= 1000 {
+            return None;
+        }
+        // position_us(x) = p + (x − a)·r/1000 meets live_us(x) = x − k.
+        let r = i128::from(t.rate_milli);
+        let k = i128::from(live.origin_ms + u64::from(live.latency_ms)) * 1000;
+        let (p, a) = (i128::from(t.position_ms) * 1000, i128::from(t.anchor_us));
+        let cross = (a * r - 1000 * (p + k)) / (r - 1000);
+        Some(cross.clamp(0, i128::from(u64::MAX)) as u64)
+    }
+
+    /// Nothing plays ahead of the live point: a room catching up faster than
+    /// 1× returns to live when it gets there (a change by the server, reason
+    /// `play`, scheduled with the lead from `cross − lead` on, so it lands on
+    /// the crossing).
+    pub(super) fn catch_live(&mut self, now: u64) {
+        let Some(cross) = self.live_overrun_at() else { return };
+        let lead = self.lead_us();
+        if now + lead < cross {
+            return;
+        }
+        let live = self.live.as_ref().expect("live");
+        let at = cross.max(now + lead).max(self.intended().anchor_us);
+        let t = live.timeline_at(at, live.latency_ms, 0);
+        self.issue(now, t, t.anchor_us, 0, ChangeReason::Play, None);
+    }
+
+    /// The live part of `GET …/state`.
+    pub(super) fn live_view(&self, now: u64) -> Option<LiveView> {
+        let state = self.live_state()?;
+        Some(LiveView {
+            origin_ms: state.origin_ms,
+            latency_ms: state.latency_ms,
+            auto_latency: state.auto_latency,
+            at_live: state.at_live,
+            program_time_ms: state.origin_ms + self.current.position_us_at(now) / 1000,
+            ignored_reports: self.ignored_live_reports(),
+        })
+    }
+}
