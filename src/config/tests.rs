@@ -1,0 +1,85 @@
+//! Flags, environment, file: precedence and parsing.
+
+use super::*;
+
+#[test]
+fn file_is_overridden_by_flags_and_unknown_keys_are_refused() {
+    let dir = std::env::temp_dir().join(format!("lockstep-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "lead-ms = 250\ntick-interval-ms = 100\nbuffering-policy = \"ignore\"\n").unwrap();
+    let cli = Cli::parse_from(["lockstep", "serve", "--config", good.to_str().unwrap(), "--lead-ms", "50"]);
+    let Command::Serve(args) = cli.command else { panic!("serve") };
+    let cfg = args.resolve().unwrap();
+    assert_eq!((cfg.lead_ms, cfg.tick_interval_ms), (50, 100));
+    assert_eq!(cfg.buffering_policy, BufferingPolicy::Ignore);
+    assert_eq!(cfg.http_addr, Config::default().http_addr);
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "lead-ms = 250\nno-such-key = 1\n").unwrap();
+    let cli = Cli::parse_from(["lockstep", "serve", "--config", bad.to_str().unwrap()]);
+    let Command::Serve(args) = cli.command else { panic!("serve") };
+    let err = args.resolve().unwrap_err().to_string();
+    assert!(err.contains("no-such-key"), "{err}");
+
+    let cli = Cli::parse_from(["lockstep", "serve", "--buffering-policy", "ignore"]);
+    let Command::Serve(args) = cli.command else { panic!("serve") };
+    assert_eq!(args.resolve().unwrap().room_config().buffering, BufferingPolicy::Ignore);
+    assert!(Cli::try_parse_from(["lockstep", "serve", "--buffering-policy", "never"]).is_err());
+}
+
+#[test]
+fn live_room_options() {
+    let room = |args: &[&str]| {
+        let cli = Cli::parse_from([&["lockstep", "serve"], args].concat());
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        args.resolve().map(|c| c.room_config())
+    };
+    let media = room(&[]).unwrap();
+    assert_eq!((media.clock, media.live_latency), (ClockKind::Media, LiveLatency::Fixed { latency_ms: 3_000 }));
+    let live = room(&["--room-clock", "live", "--live-latency-ms", "4500"]).unwrap();
+    assert_eq!((live.clock, live.live_latency), (ClockKind::Live, LiveLatency::Fixed { latency_ms: 4_500 }));
+    let auto = room(&["--room-clock", "live", "--live-latency-ms", "auto", "--live-latency-max-ms", "9000"]).unwrap();
+    assert_eq!(auto.live_latency, LiveLatency::Auto { min_ms: 1_000, max_ms: 9_000 });
+    assert!(room(&["--live-latency-min-ms", "5000", "--live-latency-max-ms", "4000"]).is_err());
+    assert!(Cli::try_parse_from(["lockstep", "serve", "--live-latency-ms", "soon"]).is_err());
+    assert!(Cli::try_parse_from(["lockstep", "serve", "--room-clock", "dvr"]).is_err());
+    let file: ServeArgs = toml::from_str("room-clock = \"live\"\nlive-latency-ms = \"auto\"\n").unwrap();
+    assert_eq!((file.room_clock, file.live_latency_ms), (Some(ClockArg::Live), Some(LatencyArg::Auto)));
+    let file: ServeArgs = toml::from_str("live-latency-ms = 2500\n").unwrap();
+    assert_eq!(file.live_latency_ms, Some(LatencyArg::Fixed(2_500)));
+}
+
+#[test]
+fn ttl_units_and_auth_key_sources() {
+    assert_eq!(parse_ttl("3600"), Ok(3600));
+    assert_eq!(parse_ttl("90s"), Ok(90));
+    assert_eq!(parse_ttl("30m"), Ok(1800));
+    assert_eq!(parse_ttl("1h"), Ok(3600));
+    assert_eq!(parse_ttl("7d"), Ok(604_800));
+    assert!(parse_ttl("1w").is_err() && parse_ttl("h").is_err() && parse_ttl("0").is_err());
+    let none = Config::default();
+    assert!(matches!(none.authenticator(), Err(ConfigError::Invalid(_))), "no key and no --dev is refused");
+    let dev = Config { dev: true, ..Config::default() };
+    assert!(dev.authenticator().unwrap().dev);
+    let weak = Config { jwt_secret: Some("short".into()), ..Config::default() };
+    assert!(matches!(weak.authenticator(), Err(ConfigError::Auth(_))));
+}
+
+#[test]
+fn quic_and_certificate_options() {
+    let cfg = Config::default();
+    assert_eq!(cfg.quic_addr, "[::]:4433".parse().unwrap());
+    assert!(cfg.cert.is_none() && cfg.key.is_none());
+    let cli = Cli::parse_from(["lockstep", "serve", "--quic-addr", "[::1]:0", "--cert", "c.pem", "--key", "k.pem"]);
+    let Command::Serve(args) = cli.command else { panic!("serve") };
+    let cfg = args.resolve().unwrap();
+    assert_eq!(cfg.quic_addr, "[::1]:0".parse().unwrap());
+    assert_eq!((cfg.cert.unwrap(), cfg.key.unwrap()), (PathBuf::from("c.pem"), PathBuf::from("k.pem")));
+    let cli = Cli::parse_from(["lockstep", "serve", "--cert", "c.pem"]);
+    let Command::Serve(args) = cli.command else { panic!("serve") };
+    assert!(args.resolve().unwrap_err().to_string().contains("together"));
+    let cli = Cli::parse_from(["lockstep", "cert", "--out", "/tmp/x", "--san", "lan.example"]);
+    let Command::Cert(args) = cli.command else { panic!("cert") };
+    assert_eq!((args.out, args.san), (PathBuf::from("/tmp/x"), vec!["lan.example".to_owned()]));
+}
