@@ -918,13 +918,20 @@ fn sim_three_nodes_a_command_that_loses_twice_is_answered_with_the_error() {
     assert_eq!(sim.record.timeline.epoch, 2);
 }
 
+/// Two nodes of an `everyone` room, a host on the first and a viewer on the
+/// second, both joined.
+fn host_and_viewer_on_two_nodes(seed: u64) -> (sim::Sim, usize, usize) {
+    let mut sim = sim::Sim::new(2, open(), seed);
+    let h = sim.join(0, "h", false);
+    let v = sim.join(1, "v", false);
+    sim.drive();
+    (sim, h, v)
+}
+
 #[test]
 fn sim_a_seek_races_a_scheduled_play() {
     for seed in 0..10 {
-        let mut sim = sim::Sim::new(2, open(), seed);
-        let h = sim.join(0, "h", false);
-        let v = sim.join(1, "v", false);
-        sim.drive();
+        let (mut sim, h, v) = host_and_viewer_on_two_nodes(seed);
         sim.command(h, Action::Play { position_ms: None });
         sim.run_for(20 * MS);
         sim.command(v, Action::Seek { position_ms: 30_000 });
@@ -937,10 +944,7 @@ fn sim_a_seek_races_a_scheduled_play() {
 #[test]
 fn sim_a_buffering_wait_on_one_node_while_another_seeks() {
     for seed in 0..10 {
-        let mut sim = sim::Sim::new(2, open(), seed);
-        let h = sim.join(0, "h", false);
-        let v = sim.join(1, "v", false);
-        sim.drive();
+        let (mut sim, h, v) = host_and_viewer_on_two_nodes(seed);
         sim.command(h, Action::Play { position_ms: None });
         sim.drive();
         sim.report(v, false);
