@@ -19,7 +19,7 @@ use std::time::Duration;
 use lockstep_protocol::{ControlPolicy, Timeline, TimelineChanged};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::room::{CommitRequest, CommitResult, MemberId, Shared};
+use crate::room::{ClockSetting, CommitRequest, CommitResult, MemberId, Shared};
 use crate::store::Store;
 
 /// What reaches a room from outside, through its [`RemoteSink`].
@@ -52,6 +52,10 @@ pub(crate) enum Remote {
 pub(crate) struct Loaded {
     /// The timeline record; `None` if there is none (a new room).
     pub(crate) record: Option<TimelineChanged>,
+    /// Whether `record` is the room's own seed (the authority had none).
+    pub(crate) seeded: bool,
+    /// The room's clock setting, if one was stored.
+    pub(crate) clock: Option<ClockSetting>,
     /// Scale-out: this node's block of member ids (first load only).
     pub(crate) id_base: Option<MemberId>,
     /// Scale-out: the room's control policy, if one was set.
@@ -78,6 +82,8 @@ pub(crate) struct Announce {
     pub(crate) removes: Vec<MemberId>,
     /// A new control policy.
     pub(crate) policy: Option<ControlPolicy>,
+    /// A new clock setting.
+    pub(crate) clock: Option<ClockSetting>,
     /// What to publish to the other nodes, in order.
     pub(crate) events: Vec<Shared>,
 }
@@ -90,6 +96,7 @@ impl Announce {
         self.upserts.extend(later.upserts);
         self.removes.extend(later.removes);
         self.policy = later.policy.or(self.policy);
+        self.clock = later.clock.or(self.clock);
         self.events.extend(later.events);
     }
 }
@@ -116,8 +123,13 @@ pub(crate) trait Authority: Send + Sync + std::fmt::Debug {
         true
     }
 
-    /// Scale-out: shares this node's membership and control changes.
+    /// Scale-out: shares this node's membership and control changes (a
+    /// clock setting in them is stored with the room).
     fn announce(&self, _room: &Arc<str>, _a: Announce) {}
+
+    /// One node: stores the room's clock setting (the next [`Loaded`] of the
+    /// room carries it). Shared authorities store it from [`Authority::announce`].
+    fn save_clock(&self, _room: &Arc<str>, _setting: ClockSetting) {}
 
     /// Scale-out: this node's viewers of the room.
     fn set_local_count(&self, _room: &Arc<str>, _n: u32) {}
@@ -139,6 +151,9 @@ const SAVE_INTERVAL: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub(crate) struct LocalAuthority {
     store: Option<Arc<dyn Store>>,
+    /// Rooms' clock settings, in memory (and in the store when there is
+    /// one): bounded, each forgotten after the rooms' key TTL unused.
+    clocks: moka::future::Cache<Arc<str>, ClockSetting>,
     save: Option<mpsc::UnboundedSender<Save>>,
     saver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -146,6 +161,7 @@ pub(crate) struct LocalAuthority {
 #[derive(Debug)]
 enum Save {
     Timeline(Arc<str>, Timeline),
+    Clock(Arc<str>, ClockSetting),
     /// Write what is queued, then answer.
     Flush(oneshot::Sender<()>),
 }
@@ -153,14 +169,14 @@ enum Save {
 impl LocalAuthority {
     /// An authority without durable state.
     pub(crate) fn ephemeral() -> Self {
-        LocalAuthority { store: None, save: None, saver: Mutex::new(None) }
+        LocalAuthority { store: None, clocks: clock_cache(), save: None, saver: Mutex::new(None) }
     }
 
     /// An authority that keeps timelines in `store`.
     pub(crate) fn durable(store: Arc<dyn Store>) -> Self {
         let (save, rx) = mpsc::unbounded_channel();
         let saver = tokio::spawn(saver(store.clone(), rx));
-        LocalAuthority { store: Some(store), save: Some(save), saver: Mutex::new(Some(saver)) }
+        LocalAuthority { store: Some(store), clocks: clock_cache(), save: Some(save), saver: Mutex::new(Some(saver)) }
     }
 
     /// Writes every change committed so far (at shutdown).
@@ -171,6 +187,13 @@ impl LocalAuthority {
             let _ = rx.await;
         }
     }
+}
+
+/// Most clock settings kept in memory.
+const CLOCKS_KEPT: u64 = 100_000;
+
+fn clock_cache() -> moka::future::Cache<Arc<str>, ClockSetting> {
+    moka::future::Cache::builder().max_capacity(CLOCKS_KEPT).time_to_idle(crate::store::ROOM_KEY_TTL).build()
 }
 
 impl Drop for LocalAuthority {
@@ -186,12 +209,16 @@ impl Drop for LocalAuthority {
 async fn saver(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Save>) {
     while let Some(first) = rx.recv().await {
         let mut batch: HashMap<Arc<str>, Timeline> = HashMap::new();
+        let mut clocks: HashMap<Arc<str>, ClockSetting> = HashMap::new();
         let mut flushed = Vec::new();
         let mut next = Some(first);
         while let Some(item) = next.take().or_else(|| rx.try_recv().ok()) {
             match item {
                 Save::Timeline(room, t) => {
                     batch.insert(room, t);
+                }
+                Save::Clock(room, s) => {
+                    clocks.insert(room, s);
                 }
                 Save::Flush(done) => flushed.push(done),
             }
@@ -200,6 +227,11 @@ async fn saver(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Save>) {
             let batch = batch.into_iter().map(|(r, t)| (r.to_string(), t)).collect();
             if let Err(e) = store.save_timelines(batch).await {
                 tracing::warn!(error = %e, "timelines not saved");
+            }
+        }
+        for (room, setting) in clocks {
+            if let Err(e) = store.save_room_clock(&room, setting).await {
+                tracing::warn!(event_id = %room, error = %e, "clock setting not saved");
             }
         }
         for done in flushed {
@@ -211,12 +243,22 @@ async fn saver(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Save>) {
 
 impl Authority for LocalAuthority {
     fn load(&self, room: &Arc<str>, sink: Arc<dyn RemoteSink>, _ours: TimelineChanged, first: bool) {
+        let (room, clocks) = (room.clone(), self.clocks.clone());
         let Some(store) = self.store.clone().filter(|_| first) else {
-            sink.deliver(Remote::Loaded(Loaded { reachable: true, ..Loaded::default() }));
+            tokio::spawn(async move {
+                let clock = clocks.get(&room).await;
+                sink.deliver(Remote::Loaded(Loaded { clock, reachable: true, ..Loaded::default() }));
+            });
             return;
         };
-        let room = room.clone();
         tokio::spawn(async move {
+            let clock = match clocks.get(&room).await {
+                Some(c) => Some(c),
+                None => store.room_clock(&room).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "saved clock setting unavailable");
+                    None
+                }),
+            };
             let record = match store.timeline(&room).await {
                 Ok(Some(t)) => {
                     tracing::info!(event_id = %room, epoch = t.epoch, "room resumes its saved timeline");
@@ -233,11 +275,19 @@ impl Authority for LocalAuthority {
                     None
                 }
             };
-            sink.deliver(Remote::Loaded(Loaded { record, reachable: true, ..Loaded::default() }));
+            sink.deliver(Remote::Loaded(Loaded { record, clock, reachable: true, ..Loaded::default() }));
         });
     }
 
     fn detach(&self, _room: &Arc<str>, _sink: &Arc<dyn RemoteSink>) {}
+
+    fn save_clock(&self, room: &Arc<str>, setting: ClockSetting) {
+        let (clocks, key) = (self.clocks.clone(), room.clone());
+        tokio::spawn(async move { clocks.insert(key, setting).await });
+        if let Some(save) = &self.save {
+            let _ = save.send(Save::Clock(room.clone(), setting));
+        }
+    }
 
     fn commit(&self, room: &Arc<str>, req: CommitRequest, _sink: &Arc<dyn RemoteSink>) -> Option<CommitResult> {
         if let Some(save) = &self.save {

@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::http::{AppState, router};
 use crate::hub::{Hub, HubConfig};
 use crate::limits::IpLimits;
+use crate::room::{ClockRequest, LiveLatency};
 use crate::session::SessionConfig;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -31,6 +32,10 @@ use crate::transport::wt::WtEndpoint;
 
 /// How long shutdown waits for sessions to finish.
 const DRAIN: Duration = Duration::from_secs(5);
+/// In `--dev`, this event's room is live (auto latency), for the `/live` page.
+pub const LIVE_DEMO_EVENT: &str = "live-demo";
+/// The DVR window of the `live-demo` room: the dev live source's window.
+const LIVE_DEMO_DVR_WINDOW_MS: u32 = 120_000;
 /// How long shutdown waits for QUIC connections to acknowledge the close.
 const QUIC_IDLE: Duration = Duration::from_secs(2);
 
@@ -120,6 +125,20 @@ impl Server {
             shutdown.clone(),
             authority,
         );
+        if cfg.dev {
+            // The `/live` demo page's room follows the dev live source.
+            let (hub, range) = (hub.clone(), hub.live_latency_range());
+            tokio::spawn(async move {
+                let req = ClockRequest {
+                    clock: lockstep_protocol::ClockKind::Live,
+                    latency: Some(LiveLatency::Auto { min_ms: range.0, max_ms: range.1 }),
+                    dvr_window_ms: Some(LIVE_DEMO_DVR_WINDOW_MS),
+                };
+                if hub.set_clock(LIVE_DEMO_EVENT, req).await.is_none() {
+                    warn!("the {LIVE_DEMO_EVENT} room could not be made live");
+                }
+            });
+        }
         if let Some(c) = cluster {
             // A device removed on any node loses its connections on every node.
             let local = accounts.clone();

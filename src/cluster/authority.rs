@@ -97,15 +97,16 @@ impl Cluster {
                 None
             }
         };
+        let seeded = record.as_ref() == Some(&ours);
         let id_base = if first { Some(self.id_base(room).await) } else { None };
-        let (policy, members, reachable) = match self.snapshot(room).await {
-            Ok((policy, members)) => (policy, members, true),
+        let (policy, clock, members, reachable) = match self.snapshot(room).await {
+            Ok(s) => (s.policy, s.clock, s.members, true),
             Err(e) => {
                 warn!(event_id = %room, error = %e, "other nodes' members unavailable");
-                (None, Vec::new(), false)
+                (None, None, Vec::new(), false)
             }
         };
-        Loaded { record, id_base, policy, members, reachable }
+        Loaded { record, seeded, clock, id_base, policy, members, reachable }
     }
 }
 

@@ -263,6 +263,8 @@ impl Cluster {
                     .key(presence::members_key(room, &self.inner.node))
                     .key(crate::store::redis::timeline_key(room))
                     .key(authority::id_block_key(room))
+                    .key(presence::policy_key(room))
+                    .key(crate::store::redis::clock_key(room))
                     .arg(&self.inner.node)
                     .arg(*n)
                     .arg(prefix)

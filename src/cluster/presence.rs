@@ -14,7 +14,8 @@ use tracing::warn;
 
 use super::{Cluster, Inner, NODE_TTL, PRESENCE, ROOM_KEY_TTL};
 use crate::authority::Announce;
-use crate::room::Shared;
+use crate::room::{ClockSetting, Shared};
+use crate::store::redis::clock_key;
 
 /// What a node publishes on a room's presence channel.
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,7 +35,7 @@ fn room_nodes_key(room: &str) -> String {
     format!("lockstep:rnodes:{room}")
 }
 
-fn policy_key(room: &str) -> String {
+pub(super) fn policy_key(room: &str) -> String {
     format!("lockstep:policy:{room}")
 }
 
@@ -64,6 +65,13 @@ pub(super) async fn write_announcements(inner: Weak<Inner>, mut rx: mpsc::Unboun
     }
 }
 
+/// What a room loads of the others: see [`Cluster::snapshot`].
+pub(super) struct Snapshot {
+    pub(super) policy: Option<ControlPolicy>,
+    pub(super) clock: Option<ClockSetting>,
+    pub(super) members: Vec<(String, Shared)>,
+}
+
 impl Cluster {
     async fn write_announcement(&self, room: &str, a: Announce) -> RedisResult<()> {
         let node = &self.inner.node;
@@ -85,6 +93,11 @@ impl Cluster {
             pipe.set(policy_key(room), policy).ignore();
             pipe.pexpire(policy_key(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
         }
+        if let Some(clock) = a.clock {
+            let clock = serde_json::to_string(&clock).expect("settings serialize");
+            pipe.set(clock_key(room), clock).ignore();
+            pipe.pexpire(clock_key(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
+        }
         if !a.events.is_empty() {
             let msg = PresenceMsg { node: node.clone(), events: a.events };
             let json = serde_json::to_string(&msg).expect("events serialize");
@@ -93,11 +106,16 @@ impl Cluster {
         pipe.query_async::<()>(&mut self.inner.conn.clone()).await
     }
 
-    /// The other nodes' members of `room` and its policy, if one was set.
-    pub(super) async fn snapshot(&self, room: &str) -> RedisResult<(Option<ControlPolicy>, Vec<(String, Shared)>)> {
+    /// The other nodes' members of `room`, and its policy and clock setting
+    /// if they were set.
+    pub(super) async fn snapshot(&self, room: &str) -> RedisResult<Snapshot> {
         let mut conn = self.inner.conn.clone();
-        let (policy, nodes): (Option<String>, Vec<String>) =
-            redis::pipe().get(policy_key(room)).smembers(room_nodes_key(room)).query_async(&mut conn).await?;
+        let (policy, clock, nodes): (Option<String>, Option<String>, Vec<String>) = redis::pipe()
+            .get(policy_key(room))
+            .get(clock_key(room))
+            .smembers(room_nodes_key(room))
+            .query_async(&mut conn)
+            .await?;
         let nodes: Vec<String> = nodes.into_iter().filter(|n| *n != self.inner.node).collect();
         let mut pipe = redis::pipe();
         for n in &nodes {
@@ -124,7 +142,8 @@ impl Cluster {
                 redis::cmd("SREM").arg(room_nodes_key(room)).arg(&gone).query_async(&mut conn).await;
         }
         let policy = policy.and_then(|p| serde_json::from_str(&p).ok());
-        Ok((policy, members))
+        let clock = clock.and_then(|c| serde_json::from_str(&c).ok());
+        Ok(Snapshot { policy, clock, members })
     }
 }
 

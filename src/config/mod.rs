@@ -233,6 +233,9 @@ serve_options! {
     live_latency_min_ms: u32 = 1_000, "LOCKSTEP_LIVE_LATENCY_MIN_MS";
     /// Live rooms with `auto` latency: the highest latency, in milliseconds.
     live_latency_max_ms: u32 = 30_000, "LOCKSTEP_LIVE_LATENCY_MAX_MS";
+    /// Live rooms: the streams' DVR window in milliseconds; seeks further back than this behind the live point
+    /// clamp to its start (0: no bound). A room's own is set with `PUT /api/live-stream/{id}/clock`.
+    live_dvr_window_ms: u32 = 0, "LOCKSTEP_LIVE_DVR_WINDOW_MS";
     @optional
     /// HS256 secret of the platform's tokens (prefer the variable or --jwt-secret-file to a flag).
     jwt_secret: String, "LOCKSTEP_JWT_SECRET";
@@ -448,6 +451,8 @@ impl Config {
                     LiveLatency::Auto { min_ms: self.live_latency_min_ms, max_ms: self.live_latency_max_ms }
                 }
             },
+            live_latency_range_ms: (self.live_latency_min_ms, self.live_latency_max_ms),
+            live_dvr_window_ms: self.live_dvr_window_ms,
             ..d
         }
     }

@@ -170,6 +170,17 @@ impl RoomActor {
         for reply in taken.queries {
             let _ = reply.send(self.room.state(now));
         }
+        for (req, reply) in taken.clocks {
+            if shared && !self.authority.is_up() {
+                let _ = reply.send(None);
+                continue;
+            }
+            if let Some(setting) = self.room.set_clock(now, req) {
+                info!(event_id = %self.event_id, clock = ?setting.clock, latency = ?setting.latency, "room clock set");
+                self.authority.save_clock(&self.event_id, setting);
+            }
+            let _ = reply.send(Some(self.room.state(now)));
+        }
         if shared {
             self.authority.set_local_count(&self.event_id, self.room.local_viewers());
         }
@@ -196,19 +207,47 @@ impl RoomActor {
     fn loaded(&mut self, l: Loaded, now: u64) {
         let first = !self.loaded;
         if first {
-            if let Some(record) = &l.record {
-                if record.timeline.epoch != self.room.timeline().epoch {
-                    info!(event_id = %self.event_id, epoch = record.timeline.epoch, "room starts from its record");
+            // The stored clock setting applies to the record (a live room's
+            // positions are relative to its stored origin).
+            let mut cfg = self.cfg.clone();
+            if let Some(setting) = l.clock {
+                setting.apply_to(&mut cfg);
+            }
+            match &l.record {
+                Some(record) => {
+                    if record.timeline.epoch != self.room.timeline().epoch {
+                        info!(event_id = %self.event_id, epoch = record.timeline.epoch, "room starts from its record");
+                    }
+                    self.room = Room::with_timeline(cfg, now, record.timeline);
                 }
-                self.room = Room::with_timeline(self.cfg.clone(), now, record.timeline);
+                None => self.room = Room::new(cfg, now),
             }
             if let Some(base) = l.id_base {
                 self.room.enable_sharing(base);
             }
+            match l.clock {
+                // Our seed was made on the server's default clock: start
+                // afresh on the stored one (a committed change).
+                Some(s) if l.seeded && (s.clock != self.cfg.clock || self.room.is_live()) => {
+                    self.room.restart_clock(now);
+                }
+                Some(_) => {}
+                // A live room stores the origin its positions are relative to.
+                None if self.room.is_live() => {
+                    self.room.share_clock();
+                    self.authority.save_clock(&self.event_id, self.room.clock_setting());
+                }
+                None => {}
+            }
             self.loaded = true;
             self.inbox.loaded();
-        } else if let Some(record) = l.record {
-            self.room.confirm(now, record);
+        } else {
+            if let Some(setting) = l.clock {
+                self.room.adopt_clock(now, setting);
+            }
+            if let Some(record) = l.record {
+                self.room.confirm(now, record);
+            }
         }
         if !self.authority.is_shared() || !l.reachable {
             return;
@@ -257,6 +296,7 @@ impl RoomActor {
                 }
                 Shared::Left { id } => a.removes.push(*id),
                 Shared::Policy { policy, .. } => a.policy = Some(*policy),
+                Shared::Clock { setting } => a.clock = Some(*setting),
             }
         }
         a.events = events;

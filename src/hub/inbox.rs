@@ -24,7 +24,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::link::{Extra, Link};
 use crate::authority::{Remote, RemoteSink};
-use crate::room::{JoinInfo, MemberId, RoomState};
+use crate::room::{ClockRequest, JoinInfo, MemberId, RoomState};
 
 /// Most commands queued for a room.
 pub(crate) const MAX_COMMANDS: usize = 1024;
@@ -64,6 +64,9 @@ pub(crate) struct Taken {
     pub(crate) live_reports: HashMap<MemberId, LiveReport>,
     pub(crate) leaves: Vec<MemberId>,
     pub(crate) queries: Vec<oneshot::Sender<RoomState>>,
+    /// Clock changes (`PUT …/clock`), answered with the room's state, or
+    /// `None` when the shared state is unreachable.
+    pub(crate) clocks: Vec<(ClockRequest, oneshot::Sender<Option<RoomState>>)>,
 }
 
 impl Taken {
@@ -76,6 +79,7 @@ impl Taken {
             && self.live_reports.is_empty()
             && self.leaves.is_empty()
             && self.queries.is_empty()
+            && self.clocks.is_empty()
     }
 }
 
@@ -164,6 +168,18 @@ impl Inbox {
             q.leaves.push(member);
             true
         });
+    }
+
+    /// A clock change; `false` if the room is gone or too many are waiting
+    /// (they count with the state queries).
+    pub(crate) fn set_clock(&self, req: ClockRequest, reply: oneshot::Sender<Option<RoomState>>) -> bool {
+        self.put(|q| {
+            if q.queries.len() + q.clocks.len() >= MAX_QUERIES {
+                return false;
+            }
+            q.clocks.push((req, reply));
+            true
+        })
     }
 
     pub(crate) fn query(&self, reply: oneshot::Sender<RoomState>) -> bool {

@@ -26,7 +26,7 @@ use self::inbox::{Command, Inbox, Join};
 pub(crate) use self::link::{Extra, Link, Outgoing};
 use crate::authority::Authority;
 use crate::clock::ServerClock;
-use crate::room::{JoinInfo, MemberId, RoomConfig, RoomState};
+use crate::room::{ClockRequest, JoinInfo, MemberId, RoomConfig, RoomState};
 
 /// A cheap handle to a live room.
 #[derive(Debug, Clone)]
@@ -135,6 +135,11 @@ impl Hub {
         cfg
     }
 
+    /// The auto latency's default bounds, ms.
+    pub(crate) fn live_latency_range(&self) -> (u32, u32) {
+        self.inner.cfg.room.live_latency_range_ms
+    }
+
     /// The server clock.
     pub(crate) fn clock(&self) -> ServerClock {
         self.inner.clock
@@ -162,26 +167,35 @@ impl Hub {
         link: Arc<dyn Link>,
     ) -> Option<(RoomHandle, MemberId)> {
         let (reply, rx) = oneshot::channel();
-        let handle = {
-            // The join is queued under the lock, so a room that decides to
-            // close either sees it or is already out of the map.
-            let mut rooms = self.rooms();
-            let handle = match rooms.get(event_id) {
-                Some(h) if !h.inbox.is_closed() => h.clone(),
-                _ => {
-                    let h = self.spawn_room(event_id.into())?;
-                    rooms.insert(event_id.into(), h.clone());
-                    metrics::gauge!("lockstep_rooms").set(rooms.len() as f64);
-                    h
-                }
-            };
-            if !handle.inbox.join(Join { info, link, reply }) {
-                return None;
-            }
-            handle
-        };
+        let handle = self.with_room(event_id, |h| h.inbox.join(Join { info, link, reply }))?;
         let id = rx.await.ok()?;
         Some((handle, id))
+    }
+
+    /// Changes `event_id`'s clock (creating the room if needed: it loads its
+    /// state, applies the change, stores the setting and, if nobody joins,
+    /// ends after the grace like any empty room).
+    pub(crate) async fn set_clock(&self, event_id: &str, req: ClockRequest) -> Option<RoomState> {
+        let (reply, rx) = oneshot::channel();
+        self.with_room(event_id, |h| h.inbox.set_clock(req, reply))?;
+        rx.await.ok().flatten()
+    }
+
+    /// Queues with `put` to `event_id`'s room, creating the room if needed.
+    /// The item is queued under the map's lock, so a room that decides to
+    /// close either sees it or is already out of the map.
+    fn with_room(&self, event_id: &str, put: impl FnOnce(&RoomHandle) -> bool) -> Option<RoomHandle> {
+        let mut rooms = self.rooms();
+        let handle = match rooms.get(event_id) {
+            Some(h) if !h.inbox.is_closed() => h.clone(),
+            _ => {
+                let h = self.spawn_room(event_id.into())?;
+                rooms.insert(event_id.into(), h.clone());
+                metrics::gauge!("lockstep_rooms").set(rooms.len() as f64);
+                h
+            }
+        };
+        put(&handle).then_some(handle)
     }
 
     fn spawn_room(&self, event_id: Arc<str>) -> Option<RoomHandle> {

@@ -17,13 +17,23 @@
 //! is covered); the room's latency is the p95 of the needs, clamped, with
 //! hysteresis (see [`Room::decide_latency`]). In a cluster each node decides
 //! from its own members (sharing needs across nodes is left to later).
+//!
+//! **The clock setting** ([`ClockSetting`]: kind, latency policy, origin, DVR
+//! window) starts from the server's flags and can be changed per room at run
+//! time ([`Room::set_clock`], `PUT /api/live-stream/{id}/clock`). A change of
+//! kind (or a latency change at live) is a timeline change like any other,
+//! committed through the authority; the setting itself is stored by the
+//! authority with the room and shared with the other nodes
+//! ([`super::Shared::Clock`]), which adopt it without a change of their own
+//! ([`Room::adopt_clock`]). A live room's origin is stored with it, so a
+//! restarted server reads its saved positions on the same origin.
 
 use std::collections::VecDeque;
 
 use lockstep_protocol::{ChangeReason, ClockKind, LiveReport, LiveState, ServerMsg, Timeline};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Audience, CommandError, MemberId, Room};
+use super::{Audience, CommandError, MemberId, Room, RoomConfig};
 
 /// One week in ms: origins are whole weeks (see [`origin_for`]).
 const WEEK_MS: u64 = 7 * 86_400_000;
@@ -45,7 +55,7 @@ pub(super) const FUTURE_TOLERANCE_MS: u64 = 5_000;
 pub(super) const MAX_EDGE_AGE_MS: u64 = 3_600_000;
 
 /// A live room's latency policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "mode")]
 pub enum LiveLatency {
     /// Always this many ms behind the live edge.
@@ -81,6 +91,14 @@ impl LiveLatency {
         }
     }
 
+    /// `current` kept if this policy allows it, else the nearest it does.
+    fn keep(&self, current: u32) -> u32 {
+        match *self {
+            LiveLatency::Fixed { latency_ms } => latency_ms,
+            LiveLatency::Auto { min_ms, max_ms } => current.clamp(min_ms, max_ms.max(min_ms)),
+        }
+    }
+
     fn allows(&self, latency_ms: u64) -> bool {
         match *self {
             LiveLatency::Fixed { latency_ms: l } => latency_ms == u64::from(l),
@@ -98,6 +116,48 @@ impl LiveLatency {
 pub fn origin_for(now_us: u64) -> u64 {
     ((now_us / 1000) / WEEK_MS).saturating_sub(1) * WEEK_MS
 }
+
+/// A room's clock setting: what its positions measure and, for a live room,
+/// its latency policy, program origin and DVR window. Stored by the
+/// authority with the room (JSON) and shared across nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClockSetting {
+    /// Media or program time.
+    pub clock: ClockKind,
+    /// The latency policy (kept in a media room for a later switch to live).
+    pub latency: LiveLatency,
+    /// Program time (Unix ms) of position 0; 0 in a media room.
+    pub origin_ms: u64,
+    /// The DVR window, ms (0: unbounded).
+    #[serde(default)]
+    pub dvr_window_ms: u32,
+}
+
+impl ClockSetting {
+    /// `cfg` with this setting in force.
+    pub fn apply_to(&self, cfg: &mut RoomConfig) {
+        cfg.clock = self.clock;
+        cfg.live_latency = self.latency;
+        cfg.live_origin_ms = (self.clock == ClockKind::Live).then_some(self.origin_ms);
+        cfg.live_dvr_window_ms = self.dvr_window_ms;
+    }
+}
+
+/// A request to change a room's clock (`PUT …/clock`): what is `None` stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockRequest {
+    /// The clock kind.
+    pub clock: ClockKind,
+    /// A new latency policy.
+    pub latency: Option<LiveLatency>,
+    /// A new DVR window, ms.
+    pub dvr_window_ms: Option<u32>,
+}
+
+/// What a live member hears when its room becomes a media room.
+const MEDIA_STATE: LiveState =
+    LiveState { clock: ClockKind::Media, origin_ms: 0, latency_ms: 0, auto_latency: false, at_live: false };
 
 /// A live room's own state (only timeline-independent parts: the live state
 /// itself is derived from the timeline, see the module docs).
@@ -147,10 +207,10 @@ fn ceil_ms(us: u64) -> u64 {
 }
 
 impl Live {
-    pub(super) fn new(latency: &LiveLatency, now: u64) -> Self {
+    pub(super) fn new(cfg: &RoomConfig, now: u64) -> Self {
         Live {
-            origin_ms: origin_for(now),
-            latency_ms: latency.initial(),
+            origin_ms: cfg.live_origin_ms.unwrap_or_else(|| origin_for(now)),
+            latency_ms: cfg.live_latency.initial(),
             sent: None,
             first_report_at: None,
             decided: false,
@@ -207,9 +267,118 @@ impl Room {
         Some((at_us / 1000).saturating_sub(live.origin_ms + u64::from(live.latency_ms)))
     }
 
-    /// A command's position, clamped to the live point at `at_us` in a live room.
+    /// A command's position, clamped in a live room to the live point at
+    /// `at_us` and, with a DVR window, to the window's start.
     pub(super) fn clamp_to_live(&self, position_ms: u64, at_us: u64) -> u64 {
-        self.live_point_ms(at_us).map_or(position_ms, |live| position_ms.min(live))
+        let Some(live) = self.live_point_ms(at_us) else { return position_ms };
+        let window = u64::from(self.cfg.live_dvr_window_ms);
+        let start = if window == 0 { 0 } else { live.saturating_sub(window) };
+        position_ms.clamp(start, live)
+    }
+
+    /// The room's clock setting in force.
+    pub fn clock_setting(&self) -> ClockSetting {
+        ClockSetting {
+            clock: self.cfg.clock,
+            latency: self.cfg.live_latency,
+            origin_ms: self.live.as_ref().map_or(0, |l| l.origin_ms),
+            dvr_window_ms: self.cfg.live_dvr_window_ms,
+        }
+    }
+
+    /// Changes the room's clock (`PUT …/clock`); returns the setting now in
+    /// force if anything changed. A switch to live puts the room at the live
+    /// point (scheduled with the lead, like `GoLive`); a switch to media
+    /// pauses it at 0 (positions of one kind mean nothing in the other); a new
+    /// latency policy while at live moves the room to the new latency. The
+    /// change is made by the server (member 0) and committed like any other;
+    /// the setting is shared with the other nodes.
+    pub fn set_clock(&mut self, now: u64, req: ClockRequest) -> Option<ClockSetting> {
+        self.advance(now);
+        let old = self.clock_setting();
+        let origin_ms = match (req.clock, old.clock) {
+            (ClockKind::Live, ClockKind::Live) => old.origin_ms,
+            (ClockKind::Live, ClockKind::Media) => origin_for(now),
+            (ClockKind::Media, _) => 0,
+        };
+        let new = ClockSetting {
+            clock: req.clock,
+            latency: req.latency.unwrap_or(old.latency),
+            origin_ms,
+            dvr_window_ms: req.dvr_window_ms.unwrap_or(old.dvr_window_ms),
+        };
+        if new == old {
+            return None;
+        }
+        let was_at_live = self.live_latency_of(&self.intended()).is_some();
+        self.apply_clock(now, new);
+        match (old.clock, new.clock) {
+            (ClockKind::Media, ClockKind::Media) => {}
+            (ClockKind::Live, ClockKind::Live) if !was_at_live || old.latency == new.latency => self.sync_live(false),
+            (_, ClockKind::Live) => self.restart_clock(now),
+            (_, ClockKind::Media) => {
+                self.to(Audience::Live, ServerMsg::LiveState(MEDIA_STATE));
+                self.restart_clock(now);
+            }
+        }
+        self.share(|| super::Shared::Clock { setting: new });
+        Some(new)
+    }
+
+    /// Adopts a clock setting decided elsewhere (another node, or the one the
+    /// authority stored) without a timeline change: the timeline that goes
+    /// with it comes from the authority. Live members hear the new
+    /// `LiveState`.
+    pub fn adopt_clock(&mut self, now: u64, s: ClockSetting) {
+        if self.clock_setting() == s {
+            return;
+        }
+        let was_live = self.live.is_some();
+        self.apply_clock(now, s);
+        if self.live.is_some() {
+            self.sync_live(true);
+        } else if was_live {
+            self.to(Audience::Live, ServerMsg::LiveState(MEDIA_STATE));
+        }
+    }
+
+    /// Puts `s` in force (settings and live state; no message).
+    fn apply_clock(&mut self, now: u64, s: ClockSetting) {
+        s.apply_to(&mut self.cfg);
+        match (&mut self.live, s.clock) {
+            (Some(live), ClockKind::Live) if live.origin_ms == s.origin_ms => {
+                live.latency_ms = s.latency.keep(live.latency_ms);
+            }
+            (live, ClockKind::Live) => *live = Some(Live::new(&self.cfg, now)),
+            (live, ClockKind::Media) => *live = None,
+        }
+    }
+
+    /// Starts the room afresh on its clock, as a change by the server: at the
+    /// live point (scheduled with the lead) in a live room, paused at 0 now
+    /// in a media room. Ends a buffering wait.
+    pub fn restart_clock(&mut self, now: u64) {
+        let intended = self.intended();
+        match &self.live {
+            Some(live) => {
+                let lead_at = (now + self.lead_us()).max(intended.anchor_us);
+                let t = live.timeline_at(lead_at, live.latency_ms, 0);
+                self.issue(now, t, t.anchor_us, 0, ChangeReason::Play, None);
+            }
+            None => {
+                let at = now.max(intended.anchor_us);
+                let t = Timeline { epoch: 0, position_ms: 0, anchor_us: at, rate_milli: 1000, paused: true };
+                self.issue(now, t, at, 0, ChangeReason::Seek, None);
+            }
+        }
+        self.wait = None;
+    }
+
+    /// Shares the clock setting in force with the other nodes (a live room
+    /// started from the server's flags stores its origin this way).
+    pub fn share_clock(&mut self) {
+        let setting = self.clock_setting();
+        self.share(|| super::Shared::Clock { setting });
     }
 
     /// `GoLive`: the live timeline taking effect at `lead_at`, or `None` when

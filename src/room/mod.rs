@@ -44,7 +44,7 @@ mod shared;
 mod timeline;
 
 pub use authority::{CommitRequest, CommitResult};
-pub use live::{LiveLatency, LiveView, origin_for};
+pub use live::{ClockRequest, ClockSetting, LiveLatency, LiveView, origin_for};
 pub use shared::Shared;
 
 use authority::Authority;
@@ -102,6 +102,16 @@ pub struct RoomConfig {
     pub clock: ClockKind,
     /// A live room's latency policy (ignored in a media room).
     pub live_latency: LiveLatency,
+    /// A live room's program origin (Unix ms); `None`: [`origin_for`] the
+    /// room's creation. Set from the room's stored [`ClockSetting`].
+    pub live_origin_ms: Option<u64>,
+    /// The auto latency's bounds `(min, max)` in ms, for a room switched to
+    /// auto at run time without bounds of its own.
+    pub live_latency_range_ms: (u32, u32),
+    /// A live room's DVR window, ms: seeks and pauses further back than this
+    /// behind the live point clamp to its start. 0: no bound (the stream's
+    /// own window, unknown to the server).
+    pub live_dvr_window_ms: u32,
 }
 
 impl Default for RoomConfig {
@@ -127,6 +137,9 @@ impl Default for RoomConfig {
             },
             clock: ClockKind::Media,
             live_latency: LiveLatency::default(),
+            live_origin_ms: None,
+            live_latency_range_ms: (1_000, 30_000),
+            live_dvr_window_ms: 0,
         }
     }
 }
@@ -284,7 +297,7 @@ impl Room {
     pub fn new(cfg: RoomConfig, now: u64) -> Self {
         let timeline = match cfg.clock {
             ClockKind::Media => Timeline::start(now),
-            ClockKind::Live => live::Live::new(&cfg.live_latency, now).timeline_at(now, cfg.live_latency.initial(), 0),
+            ClockKind::Live => live::Live::new(&cfg, now).timeline_at(now, cfg.live_latency.initial(), 0),
         };
         Self::with_timeline(cfg, now, timeline)
     }
@@ -292,7 +305,7 @@ impl Room {
     /// A room that resumes a saved timeline (which the authority is taken to
     /// hold; see [`Room::confirm`]).
     pub fn with_timeline(cfg: RoomConfig, now: u64, timeline: Timeline) -> Self {
-        let live = (cfg.clock == ClockKind::Live).then(|| live::Live::new(&cfg.live_latency, now));
+        let live = (cfg.clock == ClockKind::Live).then(|| live::Live::new(&cfg, now));
         let mut room = Room {
             live,
             next_tick_at: now + cfg.tick_interval_us,

@@ -51,6 +51,12 @@ pub enum Shared {
         /// Who changed it.
         by: MemberId,
     },
+    /// The room's clock setting changed (`PUT …/clock`), or a live room
+    /// stored the origin it started with.
+    Clock {
+        /// The setting in force.
+        setting: super::ClockSetting,
+    },
 }
 
 /// A member of the room on another node.
@@ -134,6 +140,7 @@ impl Room {
                     self.host = Some(HostSlot { device_id: r.device.clone(), left_at: None });
                 }
             }
+            Shared::Clock { setting } => self.adopt_clock(now, setting),
             Shared::Policy { policy, by } => {
                 if self.cfg.policy != policy {
                     self.cfg.policy = policy;

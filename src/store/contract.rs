@@ -55,3 +55,20 @@ pub(super) async fn device_limit_counts_distinct_devices_and_resumes(s: &dyn Sto
     assert_eq!(devs.iter().map(|d| d.device_id.as_str()).collect::<Vec<_>>(), ["d1", "d2"]);
     assert_eq!(s.start_session(rec("zzz", "u", "d2", "ev", now + 5), 2, 0).await.unwrap().session_id, "c");
 }
+
+pub(super) async fn room_clocks_are_saved_and_read_back(s: &dyn Store) {
+    use crate::room::{ClockSetting, LiveLatency};
+    assert_eq!(s.room_clock("ev").await.unwrap(), None);
+    let live = ClockSetting {
+        clock: lockstep_protocol::ClockKind::Live,
+        latency: LiveLatency::Auto { min_ms: 1_500, max_ms: 9_000 },
+        origin_ms: 1_794_441_600_000,
+        dvr_window_ms: 120_000,
+    };
+    s.save_room_clock("ev", live).await.unwrap();
+    assert_eq!(s.room_clock("ev").await.unwrap(), Some(live));
+    let media = ClockSetting { clock: lockstep_protocol::ClockKind::Media, origin_ms: 0, ..live };
+    s.save_room_clock("ev", media).await.unwrap();
+    assert_eq!(s.room_clock("ev").await.unwrap(), Some(media), "latest wins");
+    assert_eq!(s.room_clock("other").await.unwrap(), None);
+}

@@ -20,6 +20,8 @@ use futures_util::future::BoxFuture;
 use lockstep_protocol::Timeline;
 use serde::{Deserialize, Serialize};
 
+use crate::room::ClockSetting;
+
 /// Milliseconds since the Unix epoch.
 pub(crate) type UnixMs = u64;
 
@@ -181,7 +183,14 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes the saved timelines last written before `before` of rooms
     /// nobody holds a session in (see [`ROOM_KEY_TTL`]); returns how many.
+    /// Their clock settings go with them.
     fn expire_timelines(&self, before: UnixMs) -> BoxFuture<'_, StoreResult<usize>>;
+
+    /// Saves a room's clock setting (`PUT …/clock`, or a live room's origin).
+    fn save_room_clock(&self, room_id: &str, setting: ClockSetting) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// A room's saved clock setting.
+    fn room_clock(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<ClockSetting>>>;
 }
 
 /// How long a room's saved state outlives its last write or refresh: long

@@ -503,3 +503,64 @@ async fn redis_hop_latency_report() {
     println!("two nodes, on B     p50 {:.2} ms p99 {:.2} ms", on_b.0, on_b.1);
     println!("Redis hop adds (B vs one node) p50 {:.2} ms p99 {:.2} ms", on_b.0 - base.0, on_b.1 - base.1);
 }
+
+#[tokio::test]
+async fn a_clock_set_on_one_node_holds_on_every_node_over_ws_and_wt() {
+    use lockstep_protocol::{ClientMsg, ClockKind, Hello, PROTOCOL_VERSION, caps};
+    let redis = Redis::start();
+    let a = node(&redis).await;
+    let url = redis.url();
+    let b = WtServer::with(|c| c.redis_url = Some(url)).await;
+    let ev = "ev-live-cluster";
+    let live_hello = |device: &str| {
+        ClientMsg::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            event_id: ev.into(),
+            device_id: device.into(),
+            token: None,
+            caps: caps::LIVE,
+        })
+    };
+    let mut on_b = ws_binary(&b.inner.ws_url(ev)).await;
+    send(&mut on_b, &live_hello("ws-b")).await;
+    welcome(&mut on_b).await;
+    let (mut wt_b, _) = b.join_with(live_hello("wt-b")).await;
+    let (_on_a, _) = join(&a, ev, "a").await;
+
+    // The host sets the clock on A; B's viewers go live with A's timeline.
+    let host = crate::accounts::token_with(|c| c.host_of = vec![ev.into()]);
+    let body = serde_json::json!({"clock": "live", "latencyMs": 4500});
+    let (status, _, v) = http(&a, "PUT", &format!("/api/live-stream/{ev}/clock"), Some(&host), Some(body)).await;
+    assert_eq!(status, 200, "{v}");
+    let origin = v["live"]["originMs"].as_u64().unwrap();
+    let c = until(&mut on_b, changed).await;
+    let s = until(&mut on_b, |g| match g {
+        Got::Msg(ServerMsg::LiveState(s)) if s.at_live => Some(*s),
+        _ => None,
+    })
+    .await;
+    assert_eq!((s.clock, s.origin_ms, s.latency_ms), (ClockKind::Live, origin, 4500));
+    let at = c.effective_at_us;
+    assert_eq!(origin + c.timeline.position_us_at(at) / 1000, at / 1000 - 4500, "B's viewer at A's live point");
+    let wt_change = wt_b
+        .until(|m| match m {
+            ServerMsg::TimelineChanged(x) if x.timeline.epoch == c.timeline.epoch => Some(x.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(wt_change, c, "the same change over WebTransport");
+    wt_b.until(|m| match m {
+        ServerMsg::LiveState(s) if s.at_live && s.origin_ms == origin => Some(()),
+        _ => None,
+    })
+    .await;
+    let v = state_until(&b.inner, ev, |v| v["clock"] == "live").await;
+    assert_eq!(v["live"]["originMs"], origin);
+
+    // A node that starts serving the room later loads the setting.
+    let c_node = node(&redis).await;
+    let (_on_c, _) = join(&c_node, ev, "c").await;
+    let v = state_until(&c_node, ev, |v| v["clock"] == "live").await;
+    assert_eq!((v["live"]["originMs"].as_u64(), v["live"]["latencyMs"].as_u64()), (Some(origin), Some(4500)));
+    assert_eq!(v["timeline"]["epoch"].as_u64(), Some(u64::from(c.timeline.epoch)), "no change of its own");
+}

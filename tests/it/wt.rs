@@ -85,8 +85,14 @@ impl WtServer {
 
     /// Connects, opens the stream and joins `event`.
     pub async fn join(&self, event: &str, device: &str) -> (Wt, lockstep_protocol::Welcome) {
-        let mut wt = Wt::open(connect(&self.url(event), &self.hashes().await).await.expect("connect")).await;
-        wt.send(&hello(event, device)).await;
+        self.join_with(hello(event, device)).await
+    }
+
+    /// Connects, opens the stream and joins with `hello`.
+    pub async fn join_with(&self, hello: ClientMsg) -> (Wt, lockstep_protocol::Welcome) {
+        let ClientMsg::Hello(h) = &hello else { panic!("not a hello") };
+        let mut wt = Wt::open(connect(&self.url(&h.event_id), &self.hashes().await).await.expect("connect")).await;
+        wt.send(&hello).await;
         let w = wt.welcome().await;
         (wt, w)
     }

@@ -1,7 +1,7 @@
 -- A node's heartbeat for one room it serves.
 -- KEYS[1] the room's counts (hash node -> count), KEYS[2] this node's member
 -- list of the room, KEYS[3] the room's timeline record, KEYS[4] its member-id
--- block counter.
+-- block counter, KEYS[5] its policy, KEYS[6] its clock setting.
 -- ARGV[1] this node, ARGV[2] its count, ARGV[3] the prefix of node presence
 -- keys, ARGV[4] the member list's TTL in ms, ARGV[5] the room keys' TTL in ms.
 -- Writes this node's count, drops the counts of nodes whose presence expired,
@@ -23,4 +23,6 @@ redis.call('PEXPIRE', KEYS[1], 600000)
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[5])
 redis.call('PEXPIRE', KEYS[4], ARGV[5])
+redis.call('PEXPIRE', KEYS[5], ARGV[5])
+redis.call('PEXPIRE', KEYS[6], ARGV[5])
 return others

@@ -6,6 +6,7 @@
 //! each route; the OpenAPI document at `GET /api/openapi.json` is generated
 //! from the same router, so it covers every route.
 
+mod clock;
 mod invitations;
 
 use std::time::Duration;
@@ -165,6 +166,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(remove_device))
         .routes(routes!(dev_token))
         .merge(invitations::routes())
+        .merge(clock::routes())
 }
 
 fn unauthorized(e: &AuthError) -> Response {

@@ -394,3 +394,138 @@ fn go_live_racing_a_pause_across_two_nodes_ends_on_one_timeline() {
         }
     }
 }
+
+fn set_clock(room: &mut Room, now: u64, clock: ClockKind, latency: Option<LiveLatency>) -> Option<ClockSetting> {
+    let s = room.set_clock(now, ClockRequest { clock, latency, dvr_window_ms: None });
+    commit(room, now);
+    s
+}
+
+#[test]
+fn a_media_room_switched_to_live_goes_to_the_live_point_and_back_to_media_pauses_at_zero() {
+    let mut room = Room::new(RoomConfig::default(), TU);
+    let host = join_live(&mut room, TU, "host");
+    let plain = join(&mut room, TU, "plain");
+    cmd(&mut room, TU, host, Action::Seek { position_ms: 90_000 }).unwrap();
+    drain(&mut room);
+
+    let now = TU + S;
+    let s = set_clock(&mut room, now, ClockKind::Live, Some(LiveLatency::Fixed { latency_ms: 4_000 })).unwrap();
+    assert_eq!((s.clock, s.origin_ms), (ClockKind::Live, origin_for(now)));
+    assert!(room.is_live());
+    let out = drain(&mut room);
+    let c = changes(&out);
+    assert_eq!(c.len(), 1, "one change: to the live point");
+    assert_eq!((c[0].by, c[0].reason), (0, ChangeReason::Play));
+    assert_eq!(c[0].effective_at_us, now + room.lead_us(), "scheduled with the lead, like GoLive");
+    assert_eq!(behind_ms(&room, &c[0].timeline, c[0].effective_at_us + 10 * S), 4_000);
+    let states = live_states(&out);
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(states[0].0, Audience::Live);
+    assert!(states[0].1.at_live && states[0].1.latency_ms == 4_000 && states[0].1.clock == ClockKind::Live);
+    assert!(!room.is_recipient(Audience::Live, plain), "plain clients never hear LiveState");
+
+    // The same request again changes nothing.
+    assert_eq!(set_clock(&mut room, now + S, ClockKind::Live, None), None);
+    assert!(changes(&drain(&mut room)).is_empty());
+
+    // Back to media: paused at 0 at once, and live members are told.
+    let later = now + 5 * S;
+    set_clock(&mut room, later, ClockKind::Media, None).unwrap();
+    let out = drain(&mut room);
+    let c = changes(&out);
+    assert_eq!(c.len(), 1);
+    let t = c[0].timeline;
+    assert!(t.paused && t.position_ms == 0 && c[0].effective_at_us == later);
+    assert_eq!(
+        live_states(&out),
+        vec![(
+            Audience::Live,
+            LiveState { clock: ClockKind::Media, origin_ms: 0, latency_ms: 0, auto_latency: false, at_live: false }
+        )]
+    );
+    assert!(!room.is_live() && room.live_state().is_none());
+    assert!(cmd(&mut room, later, host, Action::GoLive).is_err(), "GoLive refused in a media room again");
+}
+
+#[test]
+fn a_new_latency_at_live_moves_the_room_and_off_live_only_changes_the_next_go_live() {
+    let mut room = Room::new(live_cfg(LiveLatency::Fixed { latency_ms: 3_000 }), TU);
+    let host = join_live(&mut room, TU, "host");
+    drain(&mut room);
+    let origin = room.live_state().unwrap().origin_ms;
+
+    set_clock(&mut room, TU + S, ClockKind::Live, Some(LiveLatency::Fixed { latency_ms: 6_000 })).unwrap();
+    let out = drain(&mut room);
+    let c = changes(&out);
+    assert_eq!(c.len(), 1, "at live: moved to the new latency");
+    assert_eq!(behind_ms(&room, &c[0].timeline, c[0].effective_at_us), 6_000);
+    assert_eq!(room.live_state().unwrap().origin_ms, origin, "the origin stays");
+
+    // Rewound (off live): a new policy changes no timeline, only the state.
+    let now = TU + 10 * S;
+    tick(&mut room, now);
+    let back = room.timeline().position_us_at(now) / 1000 - 30_000;
+    cmd(&mut room, now, host, Action::Seek { position_ms: back }).unwrap();
+    drain(&mut room);
+    set_clock(&mut room, now + S, ClockKind::Live, Some(LiveLatency::Auto { min_ms: 2_000, max_ms: 8_000 })).unwrap();
+    let out = drain(&mut room);
+    assert!(changes(&out).is_empty(), "off live: the timeline stays");
+    let st = room.live_state().unwrap();
+    assert!(st.auto_latency && !st.at_live && st.latency_ms == 6_000, "{st:?}");
+    // GoLive then uses the latency kept within the new bounds.
+    cmd(&mut room, now + 2 * S, host, Action::GoLive).unwrap();
+    let c = changes(&drain(&mut room));
+    assert_eq!(behind_ms(&room, &c[0].timeline, c[0].effective_at_us), 6_000);
+}
+
+#[test]
+fn another_nodes_clock_setting_is_adopted_without_a_change_of_its_own() {
+    let mut a = Room::new(RoomConfig::default(), TU);
+    let mut b = Room::new(RoomConfig::default(), TU);
+    a.enable_sharing(ID_BLOCK);
+    b.enable_sharing(2 * ID_BLOCK);
+    let viewer = join_live(&mut b, TU, "v");
+    drain(&mut b);
+    b.take_shared();
+    let s = set_clock(&mut a, TU + S, ClockKind::Live, Some(LiveLatency::Fixed { latency_ms: 5_000 })).unwrap();
+    let shared = a.take_shared();
+    assert_eq!(shared, vec![Shared::Clock { setting: s }]);
+    for ev in shared {
+        b.apply_shared(TU + S, "a", ev);
+    }
+    assert_eq!(b.clock_setting(), s);
+    let out = drain(&mut b);
+    assert!(changes(&out).is_empty(), "the timeline comes from the authority");
+    let states = live_states(&out);
+    assert_eq!(states.len(), 1);
+    assert!(states[0].1.clock == ClockKind::Live && states[0].1.origin_ms == s.origin_ms);
+    assert!(b.is_recipient(Audience::Live, viewer));
+    // With a's committed change, b is at live too.
+    let change = changes(&drain(&mut a)).pop().unwrap();
+    b.apply_external(TU + S, change);
+    let states = live_states(&drain(&mut b));
+    assert!(states.last().unwrap().1.at_live);
+    assert!(b.take_shared().is_empty(), "adopting shares nothing back");
+}
+
+#[test]
+fn seeks_before_the_dvr_window_clamp_to_its_start() {
+    let cfg = RoomConfig { live_dvr_window_ms: 60_000, ..live_cfg(LiveLatency::Fixed { latency_ms: 3_000 }) };
+    let mut room = Room::new(cfg, TU);
+    let host = join_live(&mut room, TU, "host");
+    drain(&mut room);
+    let now = TU + S;
+    cmd(&mut room, now, host, Action::Seek { position_ms: 0 }).unwrap();
+    let c = changes(&drain(&mut room));
+    assert_eq!(behind_ms(&room, &c[0].timeline, now), 63_000, "the window's start: live point − 60 s");
+    // A stored setting (another origin, a restart) is read back exactly.
+    let s = room.clock_setting();
+    assert_eq!(s.dvr_window_ms, 60_000);
+    let json = serde_json::to_string(&s).unwrap();
+    assert_eq!(serde_json::from_str::<ClockSetting>(&json).unwrap(), s);
+    let mut cfg = RoomConfig::default();
+    s.apply_to(&mut cfg);
+    let resumed = Room::with_timeline(cfg, TU + 8 * 86_400 * S, room.timeline());
+    assert_eq!(resumed.live_state().unwrap().origin_ms, s.origin_ms, "a week later, the same origin");
+}

@@ -8,7 +8,8 @@
 //! - `inv:{id}`: an invitation, a hash; `party:{room}`: the party's host;
 //! - `tl:{room}`: the room's timeline record (`epoch`, `data` = an encoded
 //!   `TimelineChanged`), changed by compare-and-set (see `crate::cluster`);
-//!   it expires [`super::ROOM_KEY_TTL`] after its last write or refresh.
+//!   it expires [`super::ROOM_KEY_TTL`] after its last write or refresh;
+//! - `clock:{room}`: the room's clock setting (JSON), expiring likewise.
 //!
 //! Check-then-write methods (device limits, invitation uses, expiry) are Lua
 //! scripts (`lua/*.lua`), so they are atomic across nodes.
@@ -29,7 +30,9 @@ use lockstep_protocol::Timeline;
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 
-pub(crate) use rooms::{decode_change, encode_change, timeline_key};
+use crate::room::ClockSetting;
+
+pub(crate) use rooms::{clock_key, decode_change, encode_change, timeline_key};
 
 use super::{
     DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, StoreResult, UnixMs,
@@ -222,5 +225,15 @@ impl Store for RedisStore {
     /// Nothing to do: timeline records expire by their TTL.
     fn expire_timelines(&self, _before: UnixMs) -> BoxFuture<'_, StoreResult<usize>> {
         async { Ok(0) }.boxed()
+    }
+
+    fn save_room_clock(&self, room_id: &str, setting: ClockSetting) -> BoxFuture<'_, StoreResult<()>> {
+        let room_id = room_id.to_owned();
+        async move { self.put_room_clock(&room_id, &setting).await }.boxed()
+    }
+
+    fn room_clock(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<ClockSetting>>> {
+        let room_id = room_id.to_owned();
+        async move { self.get_room_clock(&room_id).await }.boxed()
     }
 }

@@ -7,12 +7,19 @@ use lockstep_protocol::{ChangeReason, ServerMsg, Timeline, TimelineChanged, deco
 use redis::{AsyncCommands, Value};
 
 use super::{P, RedisStore, err, fields, num};
+use crate::room::ClockSetting;
 use crate::store::{InvitationRecord, InviteError, StoreResult, UnixMs, room_key_ttl_ms};
 
 /// The key of a room's timeline record. It expires
 /// [`crate::store::ROOM_KEY_TTL`] after its last write or refresh (see there).
 pub(crate) fn timeline_key(room: &str) -> String {
     format!("{P}tl:{room}")
+}
+
+/// The key of a room's clock setting (JSON; see [`crate::room::ClockSetting`]).
+/// It expires with the room's other keys.
+pub(crate) fn clock_key(room: &str) -> String {
+    format!("{P}clock:{room}")
 }
 
 /// Encodes a timeline change for the record and the room channel.
@@ -103,6 +110,18 @@ impl RedisStore {
             pipe.pexpire(&key, room_key_ttl_ms() as i64).ignore();
         }
         self.query(&pipe).await
+    }
+
+    pub(super) async fn put_room_clock(&self, room_id: &str, s: &ClockSetting) -> StoreResult<()> {
+        let json = serde_json::to_string(s).expect("settings serialize");
+        let mut pipe = redis::pipe();
+        pipe.set(clock_key(room_id), json).ignore().pexpire(clock_key(room_id), room_key_ttl_ms() as i64).ignore();
+        self.query(&pipe).await
+    }
+
+    pub(super) async fn get_room_clock(&self, room_id: &str) -> StoreResult<Option<ClockSetting>> {
+        let json: Option<String> = self.conn.clone().get(clock_key(room_id)).await.map_err(err)?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
     pub(super) async fn get_timeline(&self, room_id: &str) -> StoreResult<Option<Timeline>> {

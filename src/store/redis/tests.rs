@@ -98,3 +98,9 @@ async fn invitations_are_used_up_revoked_and_expire() {
     let server = Server::start();
     crate::store::contract::invitations_are_used_up_revoked_and_expire(&server.store().await).await;
 }
+
+#[tokio::test]
+async fn room_clocks_are_saved_and_read_back() {
+    let server = Server::start();
+    crate::store::contract::room_clocks_are_saved_and_read_back(&server.store().await).await;
+}

@@ -20,6 +20,8 @@ use futures_util::future::BoxFuture;
 use lockstep_protocol::Timeline;
 use rusqlite::{Connection, TransactionBehavior};
 
+use crate::room::ClockSetting;
+
 use super::{
     DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, StoreResult, UnixMs,
     unix_ms,
@@ -67,6 +69,11 @@ CREATE TABLE IF NOT EXISTS timelines (
     rate_milli  INTEGER NOT NULL,
     paused      INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS room_clocks (
+    room_id    TEXT PRIMARY KEY,
+    setting    TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
 );
 ";
 
@@ -204,5 +211,15 @@ impl Store for SqliteStore {
 
     fn expire_timelines(&self, before: UnixMs) -> BoxFuture<'_, StoreResult<usize>> {
         self.run(move |c| rooms::expire_timelines(c, before))
+    }
+
+    fn save_room_clock(&self, room_id: &str, setting: ClockSetting) -> BoxFuture<'_, StoreResult<()>> {
+        let (room_id, now) = (room_id.to_owned(), unix_ms());
+        self.run(move |c| rooms::save_room_clock(c, &room_id, &setting, now))
+    }
+
+    fn room_clock(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<ClockSetting>>> {
+        let room_id = room_id.to_owned();
+        self.run(move |c| rooms::room_clock(c, &room_id))
     }
 }

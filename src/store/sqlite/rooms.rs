@@ -4,6 +4,7 @@ use lockstep_protocol::Timeline;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::err;
+use crate::room::ClockSetting;
 use crate::store::{InvitationRecord, InviteError, StoreResult, UnixMs};
 
 const INVITATION_COLS: &str = "id, event_id, room_id, host_user, created_at, expires_at, max_uses, uses, revoked";
@@ -117,13 +118,44 @@ pub(super) fn timeline(c: &Connection, room_id: &str) -> StoreResult<Option<Time
     .map_err(err)
 }
 
-/// Deletes the timelines saved at or before `before` of rooms that hold no
-/// session; returns how many.
-pub(super) fn expire_timelines(c: &Connection, before: UnixMs) -> StoreResult<usize> {
+/// Saves a room's clock setting (as JSON), stamped `now`.
+pub(super) fn save_room_clock(c: &Connection, room_id: &str, s: &ClockSetting, now: UnixMs) -> StoreResult<()> {
+    let json = serde_json::to_string(s).expect("settings serialize");
     c.execute(
-        "DELETE FROM timelines WHERE updated_at <= ?1
-         AND NOT EXISTS (SELECT 1 FROM sessions WHERE sessions.room_id = timelines.room_id)",
+        "INSERT INTO room_clocks (room_id, setting, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT(room_id) DO UPDATE SET setting = ?2, updated_at = ?3",
+        params![room_id, json, now as i64],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+/// A room's clock setting; one that does not parse (written by a later
+/// version) counts as none.
+pub(super) fn room_clock(c: &Connection, room_id: &str) -> StoreResult<Option<ClockSetting>> {
+    let json: Option<String> = c
+        .query_row("SELECT setting FROM room_clocks WHERE room_id = ?1", [room_id], |r| r.get(0))
+        .optional()
+        .map_err(err)?;
+    Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+}
+
+/// Deletes the timelines saved at or before `before` of rooms that hold no
+/// session, and their clock settings if not written since; returns how many
+/// timelines.
+pub(super) fn expire_timelines(c: &Connection, before: UnixMs) -> StoreResult<usize> {
+    let n = c
+        .execute(
+            "DELETE FROM timelines WHERE updated_at <= ?1
+             AND NOT EXISTS (SELECT 1 FROM sessions WHERE sessions.room_id = timelines.room_id)",
+            [before as i64],
+        )
+        .map_err(err)?;
+    c.execute(
+        "DELETE FROM room_clocks WHERE updated_at <= ?1
+         AND NOT EXISTS (SELECT 1 FROM timelines WHERE timelines.room_id = room_clocks.room_id)",
         [before as i64],
     )
-    .map_err(err)
+    .map_err(err)?;
+    Ok(n)
 }

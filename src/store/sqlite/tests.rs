@@ -100,3 +100,8 @@ async fn timelines_expire_unless_their_room_holds_a_session() {
 async fn invitations_are_used_up_revoked_and_expire() {
     crate::store::contract::invitations_are_used_up_revoked_and_expire(&SqliteStore::open(&tmp()).unwrap()).await;
 }
+
+#[tokio::test]
+async fn room_clocks_are_saved_and_read_back() {
+    crate::store::contract::room_clocks_are_saved_and_read_back(&SqliteStore::open(&tmp()).unwrap()).await;
+}
