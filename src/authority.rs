@@ -19,7 +19,7 @@ use std::time::Duration;
 use lockstep_protocol::{ControlPolicy, Timeline, TimelineChanged};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::room::{ClockSetting, CommitRequest, CommitResult, MemberId, Shared};
+use crate::room::{ClockSetting, CommitRequest, CommitResult, MemberId, NeedCounts, Shared};
 use crate::store::Store;
 
 /// What reaches a room from outside, through its [`RemoteSink`].
@@ -34,6 +34,8 @@ pub(crate) enum Remote {
     External(TimelineChanged),
     /// Scale-out: viewers of this room on other nodes.
     Viewers(u32),
+    /// Scale-out: a live room's members' needs on other nodes (auto latency).
+    Needs(NeedCounts),
     /// Scale-out: the authority is reachable again; reload.
     Resync,
     /// Scale-out: membership and control changes of another node, in order.
@@ -133,6 +135,9 @@ pub(crate) trait Authority: Send + Sync + std::fmt::Debug {
 
     /// Scale-out: this node's viewers of the room.
     fn set_local_count(&self, _room: &Arc<str>, _n: u32) {}
+
+    /// Scale-out: a live room's members' needs on this node (auto latency).
+    fn set_local_needs(&self, _room: &Arc<str>, _needs: NeedCounts) {}
 
     /// Whether this authority shares rooms with other nodes (members are then
     /// announced and ids come from a block).

@@ -12,7 +12,7 @@ use tracing::warn;
 
 use super::{Cluster, Local, ROOM_KEY_TTL};
 use crate::authority::{Announce, Authority, Loaded, Remote, RemoteSink};
-use crate::room::{CommitRequest, CommitResult, ID_BLOCK, MemberId};
+use crate::room::{CommitRequest, CommitResult, ID_BLOCK, MemberId, NeedCounts};
 use crate::store::redis::{decode_change, encode_change, timeline_key};
 
 /// The counter that hands out a room's blocks of member ids.
@@ -115,7 +115,7 @@ impl Authority for Cluster {
         if first {
             let mut rooms = self.rooms();
             let count = rooms.get(room).map_or(0, |l| l.count);
-            rooms.insert(room.clone(), Local { sink: Some(Arc::downgrade(&sink)), count });
+            rooms.insert(room.clone(), Local { sink: Some(Arc::downgrade(&sink)), count, needs: None });
         }
         let (cluster, room) = (self.clone(), room.clone());
         tokio::spawn(async move {
@@ -129,7 +129,7 @@ impl Authority for Cluster {
             && l.sink().is_none_or(|s| Arc::ptr_eq(&s, sink))
         {
             // Its count goes to 0 at the next heartbeat.
-            *l = Local { sink: None, count: 0 };
+            *l = Local { sink: None, count: 0, needs: None };
         }
     }
 
@@ -162,6 +162,12 @@ impl Authority for Cluster {
     fn set_local_count(&self, room: &Arc<str>, n: u32) {
         if let Some(l) = self.rooms().get_mut(room) {
             l.count = n;
+        }
+    }
+
+    fn set_local_needs(&self, room: &Arc<str>, needs: NeedCounts) {
+        if let Some(l) = self.rooms().get_mut(room) {
+            l.needs = Some(needs);
         }
     }
 

@@ -29,6 +29,7 @@
 //!   reloads (or re-seeds) its record.
 
 mod authority;
+mod needs;
 mod presence;
 
 use std::collections::{HashMap, HashSet};
@@ -43,6 +44,7 @@ use tracing::{info, warn};
 
 use self::presence::PresenceMsg;
 use crate::authority::{Announce, Remote, RemoteSink};
+use crate::room::NeedCounts;
 use crate::store::redis::{RedisStore, decode_change};
 
 /// How often a node refreshes its presence and counts.
@@ -82,6 +84,8 @@ type Served = (Arc<str>, u32, Option<Arc<dyn RemoteSink>>);
 struct Local {
     sink: Option<Weak<dyn RemoteSink>>,
     count: u32,
+    /// A live room: its members' needs (auto latency), shared each beat.
+    needs: Option<NeedCounts>,
 }
 
 impl Local {
@@ -281,6 +285,7 @@ impl Cluster {
                 sink.deliver(Remote::Viewers(others));
             }
         }
+        self.share_needs().await?;
         self.forget_dead_nodes().await
     }
 

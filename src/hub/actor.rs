@@ -22,6 +22,10 @@ use crate::authority::{Announce, Authority, Loaded, Remote, RemoteSink};
 use crate::clock::ServerClock;
 use crate::room::{Audience, MemberId, Room, RoomConfig, Shared};
 
+/// Scale-out: how often a live room hands its members' needs to the
+/// authority (which shares them at its heartbeat, every second).
+const NEEDS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Why a command was refused while the shared state is unreachable.
 const AUTHORITY_DOWN: &str = "the shared state (Redis) is unreachable; try again shortly";
 
@@ -41,6 +45,8 @@ pub(super) struct RoomActor {
     /// A legacy JSON command's pass-through fields, for the next change its
     /// member causes.
     legacy_extra: Option<(MemberId, Arc<Extra>)>,
+    /// Scale-out: when a live room last handed its needs to the authority.
+    needs_shared_at: Option<Instant>,
 }
 
 impl RoomActor {
@@ -66,6 +72,7 @@ impl RoomActor {
             loaded: false,
             empty_since: Some(Instant::now()),
             legacy_extra: None,
+            needs_shared_at: None,
         }
     }
 
@@ -183,6 +190,10 @@ impl RoomActor {
         }
         if shared {
             self.authority.set_local_count(&self.event_id, self.room.local_viewers());
+            if self.room.is_live() && self.needs_shared_at.is_none_or(|at| at.elapsed() >= NEEDS_INTERVAL) {
+                self.needs_shared_at = Some(Instant::now());
+                self.authority.set_local_needs(&self.event_id, self.room.live_needs(now));
+            }
         }
     }
 
@@ -192,6 +203,7 @@ impl RoomActor {
             Remote::Committed(result) => self.room.on_commit(now, result),
             Remote::External(change) => self.room.apply_external(now, change),
             Remote::Viewers(n) => self.room.set_remote_viewers(now, n),
+            Remote::Needs(needs) => self.room.set_remote_needs(now, needs),
             Remote::Resync => self.authority.load(&self.event_id, self.sink.clone(), self.ours(), false),
             Remote::Shared { node, events } => {
                 for ev in events {

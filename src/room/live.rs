@@ -15,8 +15,12 @@
 //! **Auto latency.** Members' `LiveReport`s give each one's need (`now −
 //! live_edge + margin`, the largest of its last 15 s so a playlist's sawtooth
 //! is covered); the room's latency is the p95 of the needs, clamped, with
-//! hysteresis (see [`Room::decide_latency`]). In a cluster each node decides
-//! from its own members (sharing needs across nodes is left to later).
+//! hysteresis (see [`Room::decide_latency`]). In a cluster every node decides
+//! from the same needs: its own members' and the other nodes' summaries
+//! ([`Room::live_needs`], [`Room::set_remote_needs`], exchanged by the
+//! heartbeat), so their targets agree; a move is a committed change, and a
+//! move made elsewhere counts as the last move here too, so the room moves at
+//! most once per 30 s whichever node decides.
 //!
 //! **The clock setting** ([`ClockSetting`]: kind, latency policy, origin, DVR
 //! window) starts from the server's flags and can be changed per room at run
@@ -159,6 +163,10 @@ pub struct ClockRequest {
 const MEDIA_STATE: LiveState =
     LiveState { clock: ClockKind::Media, origin_ms: 0, latency_ms: 0, auto_latency: false, at_live: false };
 
+/// Members' needs (ms) with how many members have each: what a node shares
+/// of its members for the auto latency.
+pub type NeedCounts = Vec<(u32, u32)>;
+
 /// A live room's own state (only timeline-independent parts: the live state
 /// itself is derived from the timeline, see the module docs).
 #[derive(Debug)]
@@ -173,6 +181,8 @@ pub(super) struct Live {
     decided: bool,
     last_move_at: Option<u64>,
     ignored: u64,
+    /// The other nodes' members' needs, and when they were received.
+    remote_needs: Option<(u64, NeedCounts)>,
 }
 
 /// A member's recent needs (auto latency).
@@ -181,6 +191,21 @@ pub(super) struct Needs {
     /// `(server time, need in ms)`, oldest first.
     recent: VecDeque<(u64, u64)>,
     reports: u32,
+}
+
+/// The room's members' needs at a glance.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NeedStats {
+    /// Members whose reports count (on every node).
+    pub reporting: u64,
+    /// The 95th percentile of their needs, ms: what the auto latency follows.
+    pub p95: u64,
+    /// The median need, ms.
+    pub median: u64,
+    /// The largest need, ms: a viewer above the room's latency stalls and
+    /// catches up alone.
+    pub max: u64,
 }
 
 /// A live room in `GET …/state`.
@@ -199,6 +224,8 @@ pub struct LiveView {
     pub program_time_ms: u64,
     /// Live reports ignored for absurd live edges.
     pub ignored_reports: u64,
+    /// The members' needs (`None` until someone reports).
+    pub needs: Option<NeedStats>,
 }
 
 /// Whole ms at or after `us`, in µs.
@@ -216,6 +243,7 @@ impl Live {
             decided: false,
             last_move_at: None,
             ignored: 0,
+            remote_needs: None,
         }
     }
 
@@ -240,7 +268,7 @@ impl Room {
     }
 
     /// The latency `t` is at live with, if it is (see the module docs).
-    fn live_latency_of(&self, t: &Timeline) -> Option<u32> {
+    pub(super) fn live_latency_of(&self, t: &Timeline) -> Option<u32> {
         let live = self.live.as_ref()?;
         if t.paused || t.rate_milli != 1000 || !t.anchor_us.is_multiple_of(1000) {
             return None;
@@ -460,20 +488,11 @@ impl Room {
         let LiveLatency::Auto { min_ms, max_ms } = self.cfg.live_latency else { return };
         let Some(live) = self.live.as_ref() else { return };
         let Some(first) = live.first_report_at else { return };
-        let fresh = |n: &Needs| n.recent.back().is_some_and(|&(at, _)| at + NEED_WINDOW_US >= now);
-        let mut needs: Vec<u64> = Vec::new();
-        let mut all_twice = true;
-        for m in self.members.values().filter(|m| fresh(&m.live_needs)) {
-            let window = m.live_needs.recent.iter().filter(|&&(at, _)| at + NEED_WINDOW_US >= now);
-            needs.push(window.map(|&(_, n)| n).max().unwrap_or(0));
-            all_twice &= m.live_needs.reports >= 2;
-        }
-        if needs.is_empty() || !live.decided && !all_twice && now < first + SETTLE_US {
+        let all_twice = self.members.values().all(|m| m.live_needs.recent.is_empty() || m.live_needs.reports >= 2);
+        let Some(NeedStats { p95, median, .. }) = self.need_stats(now) else { return };
+        if !live.decided && !all_twice && now < first + SETTLE_US {
             return;
         }
-        needs.sort_unstable();
-        let p95 = needs[(needs.len() * 95).div_ceil(100).max(1) - 1];
-        let median = needs[(needs.len() - 1) / 2];
         let target = p95.div_ceil(10).saturating_mul(10).clamp(u64::from(min_ms), u64::from(max_ms.max(min_ms)));
         let current = u64::from(live.latency_ms);
         if target.abs_diff(current) <= HYSTERESIS_MS {
@@ -497,6 +516,83 @@ impl Room {
             self.issue(now, t, t.anchor_us, 0, ChangeReason::Seek, None);
         } else {
             self.sync_live(false);
+        }
+    }
+
+    /// The needs of every reporting member of the room (this node's and, in
+    /// a cluster, the other nodes'), `None` if nobody reports.
+    fn need_stats(&self, now: u64) -> Option<NeedStats> {
+        let live = self.live.as_ref()?;
+        let mut needs: Vec<(u64, u64)> = self.local_needs(now).map(|n| (n, 1)).collect();
+        if let Some((at, remote)) = &live.remote_needs
+            && at + NEED_WINDOW_US >= now
+        {
+            needs.extend(remote.iter().map(|&(n, c)| (u64::from(n), u64::from(c))));
+        }
+        let total: u64 = needs.iter().map(|&(_, c)| c).sum();
+        if total == 0 {
+            return None;
+        }
+        needs.sort_unstable();
+        // The need of the k-th member (1-based) in order of need.
+        let kth = |k: u64| {
+            let mut seen = 0;
+            needs
+                .iter()
+                .find(|&&(_, c)| {
+                    seen += c;
+                    seen >= k
+                })
+                .map_or(0, |&(n, _)| n)
+        };
+        Some(NeedStats {
+            reporting: total,
+            p95: kth((total * 95).div_ceil(100).max(1)),
+            median: kth(total.div_ceil(2)),
+            max: needs.last().map_or(0, |&(n, _)| n),
+        })
+    }
+
+    /// Each local member's need now (the largest of its recent reports).
+    fn local_needs(&self, now: u64) -> impl Iterator<Item = u64> + '_ {
+        let fresh = move |n: &Needs| n.recent.back().is_some_and(|&(at, _)| at + NEED_WINDOW_US >= now);
+        self.members.values().filter(move |m| fresh(&m.live_needs)).map(move |m| {
+            let window = m.live_needs.recent.iter().filter(|&&(at, _)| at + NEED_WINDOW_US >= now);
+            window.map(|&(_, n)| n).max().unwrap_or(0)
+        })
+    }
+
+    /// Scale-out: this node's members' needs, for the other nodes (empty in
+    /// a media room or without reports).
+    pub fn live_needs(&self, now: u64) -> NeedCounts {
+        let mut counts = std::collections::BTreeMap::<u32, u32>::new();
+        for n in self.local_needs(now) {
+            *counts.entry(u32::try_from(n).unwrap_or(u32::MAX)).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
+    /// Scale-out: the other nodes' members' needs (merged), as of `now`. They
+    /// count like reports for the first decision.
+    pub fn set_remote_needs(&mut self, now: u64, needs: NeedCounts) {
+        let Some(live) = self.live.as_mut() else { return };
+        if needs.is_empty() {
+            live.remote_needs = None;
+            return;
+        }
+        live.first_report_at.get_or_insert(now);
+        live.remote_needs = Some((now, needs));
+    }
+
+    /// A change made elsewhere moved the latency at live: that is the room's
+    /// last move here too (the 30 s rule holds whichever node decides).
+    pub(super) fn note_latency_move(&mut self, now: u64, before: Option<u32>) {
+        let after = self.live_latency_of(&self.intended());
+        if let (Some(a), Some(b), Some(live)) = (after, before, self.live.as_mut())
+            && a != b
+        {
+            live.last_move_at = Some(now);
+            live.decided = true;
         }
     }
 
@@ -542,6 +638,7 @@ impl Room {
             at_live: state.at_live,
             program_time_ms: state.origin_ms + self.current.position_us_at(now) / 1000,
             ignored_reports: self.ignored_live_reports(),
+            needs: self.need_stats(now),
         })
     }
 }

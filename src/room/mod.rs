@@ -44,7 +44,7 @@ mod shared;
 mod timeline;
 
 pub use authority::{CommitRequest, CommitResult};
-pub use live::{ClockRequest, ClockSetting, LiveLatency, LiveView, origin_for};
+pub use live::{ClockRequest, ClockSetting, LiveLatency, LiveView, NeedCounts, origin_for};
 pub use shared::Shared;
 
 use authority::Authority;

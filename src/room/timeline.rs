@@ -254,6 +254,7 @@ impl Room {
     /// exactly as decided: same timeline, epoch and effective time. Queues it
     /// to every member as made by the server.
     pub(super) fn set_change(&mut self, now: u64, c: TimelineChanged) {
+        let latency_before = self.live_latency_of(&self.intended());
         self.epoch = c.timeline.epoch;
         if matches!(c.reason, ChangeReason::Play | ChangeReason::Pause) {
             // A member's play or pause takes over a buffering wait here too;
@@ -272,6 +273,7 @@ impl Room {
             self.pending = Some((change, 0, c.reason));
         }
         self.sync_live(false);
+        self.note_latency_move(now, latency_before);
     }
 
     /// Promotes a due scheduled change and ticks at once when it takes effect.

@@ -564,3 +564,73 @@ async fn a_clock_set_on_one_node_holds_on_every_node_over_ws_and_wt() {
     assert_eq!((v["live"]["originMs"].as_u64(), v["live"]["latencyMs"].as_u64()), (Some(origin), Some(4500)));
     assert_eq!(v["timeline"]["epoch"].as_u64(), Some(u64::from(c.timeline.epoch)), "no change of its own");
 }
+
+#[tokio::test]
+async fn the_auto_latency_is_decided_from_every_nodes_viewers_and_does_not_flip() {
+    use lockstep::config::{ClockArg, LatencyArg};
+    use lockstep_protocol::{ClientMsg, Hello, LiveReport, PROTOCOL_VERSION, caps};
+    let redis = Redis::start();
+    let live_node = |url: String| {
+        TestServer::with(move |c| {
+            c.redis_url = Some(url);
+            c.room_clock = ClockArg::Live;
+            c.live_latency_ms = LatencyArg::Auto;
+        })
+    };
+    let a = live_node(redis.url()).await;
+    let b = live_node(redis.url()).await;
+    let ev = "ev-auto-cluster";
+    let clock = a.clock.unwrap();
+    // One viewer on A with a near live edge (needs 1.5 s), three on B with a far one (6.5 s): the p95 is B's.
+    let mut viewers = Vec::new();
+    for (server, device, lag_ms) in [(&a, "a1", 1_000), (&b, "b1", 6_000), (&b, "b2", 6_000), (&b, "b3", 6_000)] {
+        let mut ws = ws_binary(&server.ws_url(ev)).await;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            event_id: ev.into(),
+            device_id: device.into(),
+            token: None,
+            caps: caps::LIVE,
+        };
+        send(&mut ws, &ClientMsg::Hello(hello)).await;
+        welcome(&mut ws).await;
+        viewers.push((ws, lag_ms));
+    }
+    let latency = |v: &serde_json::Value| v["live"]["latencyMs"].as_u64().unwrap_or(0);
+    async fn report(clock: lockstep::clock::ServerClock, viewers: &mut [(Ws, u64)]) {
+        let edge = clock.now_us() / 1000;
+        for (ws, lag) in viewers.iter_mut() {
+            send(ws, &ClientMsg::LiveReport(LiveReport { live_edge_ms: edge - *lag, buffer_ms: 4_000 })).await;
+        }
+    }
+    // Report every 500 ms until both nodes are at B's need.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        report(clock, &mut viewers).await;
+        let (_, va) = get_json(&a.http_url(&format!("/api/live-stream/{ev}/state"))).await;
+        let (_, vb) = get_json(&b.http_url(&format!("/api/live-stream/{ev}/state"))).await;
+        let everyone = |v: &serde_json::Value| v["live"]["needs"]["reporting"] == 4;
+        if latency(&va) >= 6_400 && latency(&vb) == latency(&va) && va["live"]["atLive"] == true {
+            // Both decide from all four viewers: A's one and B's three.
+            if everyone(&va) && everyone(&vb) {
+                assert!(va["live"]["needs"]["p95"].as_u64().unwrap() >= 6_400, "{va}");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the nodes did not settle on B's need: A {va} B {vb}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A, whose own viewer needs far less, never moves the room back: for the
+    // next 4 s (four heartbeats and decisions) both nodes stay on it.
+    let (_, settled) = get_json(&a.http_url(&format!("/api/live-stream/{ev}/state"))).await;
+    let (epoch, held) = (settled["timeline"]["epoch"].clone(), latency(&settled));
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        report(clock, &mut viewers).await;
+        for node in [&a, &b] {
+            let (_, v) = get_json(&node.http_url(&format!("/api/live-stream/{ev}/state"))).await;
+            assert_eq!((latency(&v), &v["timeline"]["epoch"]), (held, &epoch), "the room moved: {v}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
