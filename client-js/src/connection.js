@@ -232,7 +232,7 @@ export class Connection {
     this.#active = t;
     this.#transport = /** @type {TransportName} */ (name);
     this.#joined = false;
-    let caps = CAPS.ACKS;
+    let caps = CAPS.ACKS | CAPS.LIVE;
     if (t.datagrams) caps |= CAPS.DATAGRAMS;
     if (this.#o.presence) caps |= CAPS.PRESENCE;
     t.send(encodeClient({ type: 'hello', version: PROTOCOL_VERSION, eventId: this.#o.eventId, deviceId: this.#deviceId, token: this.#o.token ?? null, caps }));

@@ -4,13 +4,25 @@
 // reports the element's state to the server (every `reportIntervalMs`, and
 // when a stall starts or ends). The session supplies the room's target and
 // the way to send.
+//
+// In a live room (SPEC 2.4) positions are program time relative to the room's
+// origin, and the element has its own time: with a live adapter the target is
+// `adapter.toMediaTime(origin + position)`, kept within the element's seekable
+// range (the DVR window), the drift control is the same, reports carry the
+// element's position in room terms (`adapter.toProgramTime(currentTime) −
+// origin`), and each report comes with a `LiveReport` (the adapter's live
+// edge, the media buffered ahead). Without an adapter an element in a live
+// room is not driven: its own time is not the room's.
 
 import { DriftController, HAVE_FUTURE_DATA } from './drift.js';
 import { LockstepError } from './errors.js';
+import { bufferedAheadMs, clampToSeekable, finiteOrNull, liveTargetIn } from './live.js';
 import { Timers } from './timers.js';
 
 /** @typedef {import('./codec.js').ClientMsg} ClientMsg */
 /** @typedef {import('./drift.js').DriftOptions} DriftOptions */
+/** @typedef {import('./drift.js').DriftTarget} DriftTarget */
+/** @typedef {import('./types.js').LiveAdapter} LiveAdapter */
 
 /**
  * What the controller needs from the session.
@@ -20,6 +32,8 @@ import { Timers } from './timers.js';
  *   the room now (position in seconds), or null when unknown (not joined, no clock estimate)
  * @property {() => boolean} joined
  * @property {() => number} epoch the epoch of the timeline in effect (reports name it)
+ * @property {() => number | null | undefined} origin the live room's origin (Unix ms); null in a media room;
+ *   undefined while not known (joined, its live state not yet confirmed)
  * @property {() => number} reportIntervalMs
  * @property {(msg: ClientMsg, datagram: boolean) => void} send
  * @property {(e: Error) => void} error
@@ -40,6 +54,13 @@ export class ElementController {
   /** What the server was told. */
   #reportedBuffering = false;
   #lastAutoplayErrorAt = -Infinity;
+  /** @type {LiveAdapter | null} */
+  #adapter = null;
+  /** @type {'media' | 'live' | 'none'} what the element followed at the last step: media time, program time (through the adapter), nothing */
+  #following = 'none';
+  /** Whether the page was told (once per attach) that a live room needs an adapter, or that its adapter threw. */
+  #toldNoAdapter = false;
+  #toldAdapterThrew = false;
 
   /**
    * @param {ElementHost} host
@@ -52,10 +73,17 @@ export class ElementController {
     this.#bufferingDelayMs = o.bufferingReportDelayMs ?? 250;
   }
 
-  /** @param {HTMLMediaElement} el */
-  attach(el) {
+  /**
+   * @param {HTMLMediaElement} el
+   * @param {LiveAdapter | null} [adapter] maps its time to program time (live rooms)
+   */
+  attach(el, adapter = null) {
     this.detach();
     this.#el = el;
+    this.#adapter = adapter;
+    this.#following = 'none';
+    this.#toldNoAdapter = false;
+    this.#toldAdapterThrew = false;
     this.#drift.reset();
     this.#elBuffering = false;
     const on = (/** @type {string} */ type, /** @type {() => void} */ fn) => {
@@ -86,6 +114,7 @@ export class ElementController {
     this.#timers.clear('report');
     this.#timers.clear('buffering');
     this.#el = null;
+    this.#adapter = null;
     if (this.#reportedBuffering) {
       this.#reportedBuffering = false;
       this.#sendReport(null);
@@ -120,13 +149,19 @@ export class ElementController {
     };
   }
 
+  /** The attached element's live adapter (null: none, or no element). */
+  get adapter() {
+    return this.#adapter;
+  }
+
   /** One drift-control step: target from the room now, actions onto the element. */
   step() {
     const el = this.#el;
     if (!el) return;
+    const target = this.#target(el);
     const res = this.#drift.update({
       nowMs: this.#host.nowUs() / 1000,
-      target: this.#host.target(),
+      target,
       media: {
         currentTime: el.currentTime,
         playbackRate: el.playbackRate,
@@ -141,7 +176,8 @@ export class ElementController {
     for (const a of res.actions) {
       try {
         if (a.type === 'setRate') el.playbackRate = a.rate;
-        else if (a.type === 'seek') el.currentTime = a.position;
+        // Live: the seek's lead (the seek latency) must not take it past the window either.
+        else if (a.type === 'seek') el.currentTime = this.#following === 'live' ? clampToSeekable(a.position, el) : a.position;
         else if (a.type === 'pause') el.pause();
         else if (a.type === 'play') {
           const p = el.play();
@@ -151,6 +187,81 @@ export class ElementController {
         this.#host.error(new LockstepError(0, `could not ${a.type} the element: ${message(err)}`, { kind: 'media', cause: err }));
       }
     }
+  }
+
+  /**
+   * Where the element should be, in its own time: the room's position in a
+   * media room; in a live room, through the adapter (null when it cannot
+   * say yet, or without one: the element is not driven then).
+   * @param {HTMLMediaElement} el
+   * @returns {DriftTarget | null}
+   */
+  #target(el) {
+    const origin = this.#host.origin();
+    const adapter = this.#adapter;
+    /** @type {'media' | 'live' | 'none'} */
+    const following = origin === null || (origin === undefined && !adapter) ? 'media' : adapter ? 'live' : 'none';
+    if (following !== this.#following) {
+      // The room's clock kind is new (or now known): a position of the one
+      // before means nothing to the other, so drift control starts afresh.
+      this.#following = following;
+      this.#drift.reset();
+    }
+    if (following === 'media') return this.#host.target();
+    if (!adapter) {
+      if (!this.#toldNoAdapter) {
+        this.#toldNoAdapter = true;
+        this.#host.error(
+          new LockstepError(0, "this room is live: its positions are program time, so the element is not driven; attach it with attach(video, { live: adapter }) (e.g. hlsJsAdapter(hls) from 'lockstep-client/hls')", {
+            kind: 'live',
+          }),
+        );
+      }
+      return null;
+    }
+    const t = this.#host.target();
+    if (!t || origin === null || origin === undefined) return null;
+    const media = this.#ask(() => adapter.toMediaTime(origin + t.position * 1000));
+    if (media === null) return null;
+    return { ...t, position: liveTargetIn(media, el) };
+  }
+
+  /**
+   * An adapter's answer: a finite number or null. One that throws is the
+   * page's bug: reported once per attach, then taken as "not known".
+   * @param {() => unknown} fn
+   * @returns {number | null}
+   */
+  #ask(fn) {
+    try {
+      return finiteOrNull(fn());
+    } catch (err) {
+      if (!this.#toldAdapterThrew) {
+        this.#toldAdapterThrew = true;
+        this.#host.error(new LockstepError(0, `the live adapter threw: ${message(err)}`, { kind: 'live', cause: err }));
+      }
+      return null;
+    }
+  }
+
+  /**
+   * The element's position in room terms, µs: its time in a media room; in a
+   * live room its program time (through the adapter) minus the origin. 0 when
+   * unknown (no element, no adapter, no mapping yet).
+   * @param {HTMLMediaElement | null} el
+   */
+  #roomPositionUs(el) {
+    if (!el) return 0;
+    const origin = this.#host.origin();
+    const adapter = this.#adapter;
+    let pos = el.currentTime;
+    if (origin !== null && (origin !== undefined || adapter)) {
+      if (!adapter || origin === undefined) return 0;
+      const program = this.#ask(() => adapter.toProgramTime(el.currentTime));
+      if (program === null) return 0;
+      pos = (program - origin) / 1000;
+    }
+    return Number.isFinite(pos) && pos > 0 ? Math.round(pos * 1e6) : 0;
   }
 
   #controlLoop() {
@@ -163,21 +274,30 @@ export class ElementController {
     this.#timers.set('report', this.#host.reportIntervalMs() || 1000, () => this.#reportLoop());
   }
 
-  /** @param {HTMLMediaElement | null} el */
+  /**
+   * A `Report`, and in a live room with an adapter that knows its live edge
+   * a `LiveReport` with it (SPEC 6.1).
+   * @param {HTMLMediaElement | null} el
+   */
   #sendReport(el) {
     if (!this.#host.joined()) return;
-    const pos = el ? el.currentTime : 0;
     const rate = el ? el.playbackRate : 1;
     this.#host.send(
       {
         type: 'report',
         epoch: this.#host.epoch(),
-        positionUs: Number.isFinite(pos) && pos > 0 ? Math.round(pos * 1e6) : 0,
+        positionUs: this.#roomPositionUs(el),
         rateMilli: Number.isFinite(rate) ? Math.max(0, Math.min(0xffff, Math.round(rate * 1000))) : 0,
         buffering: this.#reportedBuffering,
       },
       true,
     );
+    const adapter = this.#adapter;
+    const origin = this.#host.origin();
+    if (!el || !adapter || origin === null || origin === undefined) return;
+    const edge = this.#ask(() => adapter.liveEdge());
+    if (edge === null || edge < 0) return;
+    this.#host.send({ type: 'liveReport', liveEdgeMs: Math.round(edge), bufferMs: bufferedAheadMs(el) }, true);
   }
 
   /** @param {boolean} on the element's waiting/playing events */

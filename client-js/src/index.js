@@ -5,7 +5,8 @@
 //   s.attach(document.querySelector('video'));
 //
 // Plain ES modules, no dependencies: works in a browser without a bundler
-// (import src/index.js or dist/lockstep.js directly).
+// (import src/index.js or dist/lockstep.js directly). Live streams:
+// `s.attach(video, { live: adapter })`, adapters in lockstep-client/hls.
 
 export { connect, Session, LockstepError } from './session.js';
 export {
@@ -41,3 +42,6 @@ export { Backoff, race, TransportMemory } from './connect.js';
 /** @typedef {import('./types.js').Status} Status */
 /** @typedef {import('./types.js').TransportName} TransportName */
 /** @typedef {import('./codec.js').AckOutcome} AckOutcome */
+/** @typedef {import('./types.js').LiveAdapter} LiveAdapter */
+/** @typedef {import('./types.js').LiveState} LiveState */
+/** @typedef {import('./types.js').AttachOptions} AttachOptions */

@@ -4,8 +4,9 @@
 //   commands.js    command promises, answered by request id (Ack / Error)
 //   element.js     the media element: drift control and reports
 //   clock.js, tracker.js  clock sync and which timeline is in effect
-// and keeps the room's state (member, role, policy, viewers) from the
-// server's messages.
+//   live.js        live rooms: the live state, adapters, program times
+// and keeps the room's state (member, role, policy, viewers, live state) from
+// the server's messages.
 
 import { CODES, codeFatal, codeName, LIMITS } from './codec.js';
 import { ClockSync, defaultNowUs } from './clock.js';
@@ -15,6 +16,7 @@ import { ElementController } from './element.js';
 import { Emitter } from './emitter.js';
 import { defaultDeviceId, listenToEnvironment } from './environment.js';
 import { LockstepError } from './errors.js';
+import { adapterOf, finiteOrNull, liveStateOf, positionMsOf, sameLive } from './live.js';
 import { toMs, validate } from './options.js';
 import { RoomState } from './room.js';
 import { Timers } from './timers.js';
@@ -29,6 +31,15 @@ export { LockstepError };
 /** @typedef {import('./types.js').SessionEvents} SessionEvents */
 /** @typedef {import('./types.js').Status} Status */
 /** @typedef {import('./types.js').TransportName} TransportName */
+/** @typedef {import('./types.js').LiveState} LiveState */
+/** @typedef {import('./types.js').AttachOptions} AttachOptions */
+
+/**
+ * After a Welcome, how long the session waits for the LiveState that follows
+ * it in a live room before it takes the room as a media room, when no other
+ * message on the reliable channel told it first, ms.
+ */
+const LIVE_CONFIRM_MS = 1000;
 
 /**
  * Connects to a room. Resolves with the session once joined (Welcome
@@ -64,6 +75,15 @@ export class Session {
   #room = new RoomState((event, arg) => this.#emit(event, arg));
   /** The server's report interval (from its Welcome), ms. */
   #reportIntervalMs = 1000;
+  /** @type {LiveState | null} the room's live state (null: a media room, or not known yet) */
+  #live = null;
+  /**
+   * Whether this connection's live state is known: a LiveState came after
+   * its Welcome, or the room turned out to be a media room (SPEC 2.4: a live
+   * room sends one right after the Welcome, before anything else on the
+   * reliable channel).
+   */
+  #liveKnown = false;
   #closed = false;
   /** Code of the last Error the server sent (its close then is not reported twice). */
   #lastServerError = 0;
@@ -94,6 +114,7 @@ export class Session {
         target: () => this.#target(),
         joined: () => this.#conn.joined,
         epoch: () => this.#tracker.epoch,
+        origin: () => (this.#live ? this.#live.originMs : this.#liveKnown ? null : undefined),
         reportIntervalMs: () => this.#reportIntervalMs,
         send: (msg, datagram) => void this.#conn.send(msg, datagram),
         error: (e) => this.#emitError(e),
@@ -101,7 +122,7 @@ export class Session {
       { drift: o.drift, controlIntervalMs: o.controlIntervalMs, bufferingReportDelayMs: o.bufferingReportDelayMs },
     );
     this.#conn = new Connection(o, base, this.#deviceId, {
-      message: (m) => this.#onMessage(m),
+      message: (m, datagram) => this.#onMessage(m, datagram),
       error: (e) => this.#emitError(e),
       status: (st) => this.#setStatus(st),
       lost: () => this.#onLost(),
@@ -183,12 +204,36 @@ export class Session {
   }
 
   /**
-   * The room's media position now, in seconds (null before joining).
+   * The room's position now, in seconds (null before joining): media time,
+   * or in a live room program time relative to the origin (see `programTime()`).
    * @returns {number | null}
    */
   get position() {
     const at = this.#tracker.at(this.#clock.serverNowUs());
     return at ? Number(at.positionUs) / 1e6 : null;
+  }
+
+  /**
+   * The room's live state: null in a media room (and before the server said
+   * otherwise), else `{clock: 'live', originMs, latencyMs, autoLatency,
+   * atLive}`. The 'live' event fires whenever it changes.
+   * @returns {LiveState | null}
+   */
+  get live() {
+    return this.#live;
+  }
+
+  /**
+   * The room's program time now, Unix ms (the origin plus the timeline's
+   * position at the estimated server time); null in a media room or before
+   * joining. At the live point it is about the server's clock minus the latency.
+   * @returns {number | null}
+   */
+  programTime() {
+    const live = this.#live;
+    if (!live) return null;
+    const at = this.#tracker.at(this.#clock.serverNowUs());
+    return at ? live.originMs + Number(at.positionUs) / 1000 : null;
   }
 
   /** @returns {SessionStats} */
@@ -235,12 +280,18 @@ export class Session {
   // ---------------------------------------------------------------- the element
 
   /**
-   * Drives this media element: it follows the room from now on.
+   * Drives this media element: it follows the room from now on. In a live
+   * room it needs a live adapter (`{ live: hlsJsAdapter(hls) }`, see
+   * `lockstep-client/hls`), which maps its time to program time; without one
+   * it is not driven there (an 'error' of kind 'live' says so). Throws a
+   * TypeError for options that are not `{ live: adapter }`.
    * @param {HTMLMediaElement} el
+   * @param {AttachOptions} [options]
    */
-  attach(el) {
+  attach(el, options) {
+    const adapter = adapterOf(options);
     if (this.#closed) return;
-    this.#element.attach(el);
+    this.#element.attach(el, adapter);
   }
 
   /** Stops driving the element (it is left as it is). */
@@ -257,29 +308,65 @@ export class Session {
    * null if no answer came within `commandTimeoutMs`; rejects with a
    * LockstepError if the server refuses (also emitted as 'error') or the
    * connection is lost.
-   * @param {number} [fromSeconds] start from this position instead of the paused one
+   * @param {number} [fromSeconds] start from this position instead of the paused one (in a live room with
+   *   an attached adapter: element time, as `video.currentTime`; see `seek()`)
    * @returns {Promise<CommandResult | null>}
    */
   play(fromSeconds) {
-    return this.#command({ kind: 'play', positionMs: fromSeconds === undefined ? null : toMs(fromSeconds) });
+    if (fromSeconds === undefined) return this.#command({ kind: 'play', positionMs: null });
+    return this.#positioned('play', fromSeconds);
   }
 
   /**
    * Asks the room to pause.
-   * @param {number} [atSeconds] pause at this position instead of the timeline's
+   * @param {number} [atSeconds] pause at this position instead of the timeline's (in a live room with an
+   *   attached adapter: element time; see `seek()`)
    * @returns {Promise<CommandResult | null>}
    */
   pause(atSeconds) {
-    return this.#command({ kind: 'pause', positionMs: atSeconds === undefined ? null : toMs(atSeconds) });
+    if (atSeconds === undefined) return this.#command({ kind: 'pause', positionMs: null });
+    return this.#positioned('pause', atSeconds);
   }
 
   /**
-   * Asks the room to jump to a position.
+   * Asks the room to jump to a position, in seconds: media time in a media
+   * room. In a live room with an attached live adapter, element time (the
+   * scale of `video.currentTime`, which a player's seek bar uses), mapped to
+   * program time by the adapter and then to the room's position; without an
+   * adapter, the room's position (seconds since `live.originMs`, as
+   * `s.position`). Throws a RangeError for a position the room cannot
+   * express; rejects (kind 'live') when the adapter cannot map it yet.
    * @param {number} seconds
    * @returns {Promise<CommandResult | null>}
    */
   seek(seconds) {
-    return this.#command({ kind: 'seek', positionMs: toMs(seconds) });
+    return this.#positioned('seek', seconds);
+  }
+
+  /**
+   * Live rooms: asks the room to jump to this program time (Unix ms). A time
+   * past the live point is clamped to it by the server. Throws a RangeError
+   * for a time before the room's origin; rejects with `invalid_argument`
+   * (4009) in a media room.
+   * @param {number} programMs
+   * @returns {Promise<CommandResult | null>}
+   */
+  seekProgramTime(programMs) {
+    const live = this.#live;
+    if (!live) return this.#failCommand(new LockstepError(CODES.invalid_argument, 'not a live room: seekProgramTime() needs a live room (s.live)'));
+    return this.#command({ kind: 'seek', positionMs: positionMsOf(programMs, live.originMs) });
+  }
+
+  /**
+   * Live rooms: asks the room to return to the live point (scheduled like
+   * `play()`, so every viewer lands on the same frame). Resolves on the
+   * server's acknowledgement (`outcome` 'unchanged' when already at live);
+   * the `LiveState` of the change comes before it, so `s.live.atLive` is
+   * already true then. A media room refuses it (`invalid_argument`, 4009).
+   * @returns {Promise<CommandResult | null>}
+   */
+  goLive() {
+    return this.#command({ kind: 'goLive' });
   }
 
   /**
@@ -341,6 +428,30 @@ export class Session {
   }
 
   /**
+   * A play, pause or seek with a position in seconds (see `seek()` for what
+   * they are in a live room).
+   * @param {'play' | 'pause' | 'seek'} kind
+   * @param {number} seconds
+   * @returns {Promise<CommandResult | null>}
+   */
+  #positioned(kind, seconds) {
+    const live = this.#live;
+    const adapter = this.#element.adapter;
+    if (!live || !adapter) return this.#command({ kind, positionMs: toMs(seconds) });
+    if (typeof seconds !== 'number' || !Number.isFinite(seconds)) throw new RangeError(`position must be an element time in seconds, got ${seconds}`);
+    let program = null;
+    try {
+      program = finiteOrNull(adapter.toProgramTime(seconds));
+    } catch (e) {
+      return this.#failCommand(new LockstepError(0, `the live adapter threw: ${e instanceof Error ? e.message : String(e)}`, { kind: 'live', cause: e }));
+    }
+    if (program === null) {
+      return this.#failCommand(new LockstepError(0, `element time ${seconds} s cannot be mapped to program time yet (the live adapter does not know it)`, { kind: 'live' }));
+    }
+    return this.#command({ kind, positionMs: positionMsOf(program, live.originMs) });
+  }
+
+  /**
    * A command refused before it is sent: emitted as 'error' too, and the
    * rejection never becomes an unhandled one.
    * @param {LockstepError} e
@@ -357,9 +468,13 @@ export class Session {
 
   /**
    * @param {import('./codec.js').ServerMsg} m
+   * @param {boolean} [datagram] whether it came as a datagram (else on the reliable channel)
    */
-  #onMessage(m) {
+  #onMessage(m, datagram = false) {
     const recvUs = this.#nowUs();
+    // In a live room the LiveState is the first message after the Welcome on
+    // the reliable channel: anything else there first means a media room.
+    if (!datagram && !this.#liveKnown && m.type !== 'welcome' && m.type !== 'liveState') this.#confirmMedia();
     switch (m.type) {
       case 'welcome':
         return this.#onWelcome(m, recvUs);
@@ -382,6 +497,12 @@ export class Session {
       default:
     }
     if (!this.#conn.joined) return; // Only Welcome, Pong and Error mean anything before joining.
+    if (m.type === 'liveState') {
+      this.#liveKnown = true;
+      this.#timers.clear('live-confirm');
+      this.#setLive(liveStateOf(m));
+      return;
+    }
     switch (m.type) {
       case 'tick': {
         const r = this.#tracker.onTick(m, this.#clock.serverNowUs(recvUs));
@@ -433,6 +554,10 @@ export class Session {
     // A new room state: epochs may start afresh (a room recreated since).
     this.#tracker.reset(m.timeline, m.serverTimeUs);
     this.#commands.resetTimelines();
+    // Its live state comes next (in a live room); until then the one from
+    // before a reconnection holds, so listeners see no flip back and forth.
+    this.#liveKnown = false;
+    this.#timers.set('live-confirm', LIVE_CONFIRM_MS, () => this.#confirmMedia());
     this.#pingLoop();
     this.#emit('transport', this.#conn.transport);
     this.#setStatus('open');
@@ -442,6 +567,26 @@ export class Session {
     this.#resolveReady(this);
     this.#timers.clear('open-timeout');
     this.#element.joined();
+  }
+
+  /** No LiveState followed the Welcome: the room's clock is media time. */
+  #confirmMedia() {
+    if (this.#liveKnown || !this.#conn.joined) return;
+    this.#liveKnown = true;
+    this.#timers.clear('live-confirm');
+    this.#setLive(null);
+  }
+
+  /**
+   * The room's live state (null: a media room); 'live' fires when it changed.
+   * @param {LiveState | null} next
+   */
+  #setLive(next) {
+    if (!sameLive(this.#live, next)) {
+      this.#live = next;
+      this.#emit('live', next);
+    }
+    this.#element.step();
   }
 
   /** The connection was lost: no answer can come to the commands sent on it. */

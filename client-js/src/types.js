@@ -71,6 +71,35 @@
  */
 
 /**
+ * Maps a media element's own time to program time and back, and reads the
+ * live edge, for the streams of a live room (`attach(video, { live: adapter })`;
+ * `hlsJsAdapter(hls)` and `nativeHlsAdapter(video)` in `lockstep-client/hls`
+ * are two). Every function returns null while it does not know yet (e.g.
+ * before the playlist loaded): the element is then not driven.
+ * @typedef {Object} LiveAdapter
+ * @property {(mediaSeconds: number) => number | null} toProgramTime the program time (Unix ms) of this element time (seconds, as `currentTime`)
+ * @property {(programMs: number) => number | null} toMediaTime the element time (seconds) of this program time (Unix ms)
+ * @property {() => number | null} liveEdge program time (Unix ms) of the newest frame the element can play, from the playlist it holds
+ */
+
+/**
+ * The options of `attach()`.
+ * @typedef {Object} AttachOptions
+ * @property {LiveAdapter} [live] the element's live adapter: in a live room the element follows the room's program time through it
+ */
+
+/**
+ * A live room's state (`s.live`, the 'live' event): positions are program
+ * time relative to `originMs` (`programTime = originMs + position`).
+ * @typedef {Object} LiveState
+ * @property {'live'} clock the room's clock kind (a media room has no live state: `s.live` is null)
+ * @property {number} originMs program time (Unix ms) of position 0
+ * @property {number} latencyMs how far the live point is behind the server's clock, ms
+ * @property {boolean} autoLatency whether the server picks the latency from the viewers' live reports
+ * @property {boolean} atLive whether the room follows the live point (after the latest change, even one still pending)
+ */
+
+/**
  * @typedef {Object} SessionStats
  * @property {number} offsetMs estimated server − client clock offset, ms
  * @property {number} rttMs smallest recent round-trip time, ms (NaN before the first pong)
@@ -95,6 +124,7 @@
  * @property {Role} role this member's role (on join and when it changes)
  * @property {ControlPolicy} policy the room's control policy changed
  * @property {import('./codec.js').MemberJoinedMsg | import('./codec.js').MemberLeftMsg | import('./codec.js').RoleChangedMsg} member presence events
+ * @property {LiveState | null} live the room's live state changed (null: the room's clock is media time)
  */
 
 export {};

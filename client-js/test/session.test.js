@@ -59,7 +59,7 @@ test('auto: WebTransport with certificate hashes; Hello on the stream with DATAG
     assert.equal(new Uint8Array(wtOpts.serverCertificateHashes[0].value)[0], 0xe5);
     const hello = server.received.find((r) => r.msg.type === 'hello');
     assert.equal(hello.via, 'stream');
-    assert.equal(hello.msg.caps, 1 | 4, 'DATAGRAMS and ACKS');
+    assert.equal(hello.msg.caps, 1 | 4 | 8, 'DATAGRAMS, ACKS and LIVE');
     await until(() => server.received.filter((r) => r.msg.type === 'ping').length >= 3, 2000, 'pings');
     assert.ok(server.received.filter((r) => r.msg.type === 'ping').every((r) => r.via === 'datagram'));
     await until(() => Number.isFinite(s.stats.rttMs), 2000, 'a pong over datagrams');
@@ -97,7 +97,7 @@ test('no /api/certificate: WebSocket at once, without waiting out the head start
   assert.ok(performance.now() - t0 < 150, `took ${performance.now() - t0} ms`);
   const hello = server.received.find((r) => r.msg.type === 'hello');
   assert.equal(hello.via, 'ws');
-  assert.equal(hello.msg.caps, 4, 'ACKS, no DATAGRAMS bit on WebSocket');
+  assert.equal(hello.msg.caps, 4 | 8, 'ACKS and LIVE, no DATAGRAMS bit on WebSocket');
   s.close();
 });
 
@@ -357,8 +357,9 @@ test('the public surface of a session: no internals on the instance', async () =
     assert.deepEqual(Object.keys(s), ['ready']);
     const proto = Object.getOwnPropertyNames(Object.getPrototypeOf(s)).sort();
     assert.deepEqual(proto, [
-      'attach', 'close', 'constructor', 'detach', 'deviceId', 'memberId', 'off', 'on', 'pause', 'play', 'policy', 'position',
-      'role', 'seek', 'setPolicy', 'setRate', 'setRole', 'stats', 'status', 'timeline', 'transport', 'viewers',
+      'attach', 'close', 'constructor', 'detach', 'deviceId', 'goLive', 'live', 'memberId', 'off', 'on', 'pause', 'play', 'policy',
+      'position', 'programTime', 'role', 'seek', 'seekProgramTime', 'setPolicy', 'setRate', 'setRole', 'stats', 'status', 'timeline',
+      'transport', 'viewers',
     ]);
     assert.equal(s.deviceId, 'dev-1');
     assert.equal(s.role, 'host');

@@ -66,6 +66,7 @@ const CLIENT_SRC: &[(&str, &str)] = client_src![
     "errors.js",
     "framing.js",
     "index.js",
+    "live.js",
     "options.js",
     "room.js",
     "session.js",

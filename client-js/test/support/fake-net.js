@@ -14,6 +14,8 @@ export class FakeServer {
     /** @type {Set<any>} open connections */
     this.conns = new Set();
     this.timeline = { epoch: 3, positionMs: 5000, anchorUs: 0, rateMilli: 1000, paused: true };
+    /** @type {{originMs: number, latencyMs: number, autoLatency: boolean, atLive: boolean} | null} a live room's state: a LiveState follows the Welcome (to LIVE clients) */
+    this.live = null;
     this.wtFail = false;
     this.wsFail = false;
     this.wtDelayMs = 0;
@@ -51,6 +53,7 @@ export class FakeServer {
           limits: { maxFrame: 8192, maxDatagram: 1200, maxMsgsPerSec: 50, tickIntervalMs: 250, reportIntervalMs: 100 },
         }),
       );
+      if (this.live && msg.caps & 8) conn.reliable(encodeServer({ type: 'liveState', clock: 'live', ...this.live }));
     } else if (msg.type === 'ping') {
       const t = this.nowUs();
       const pong = encodeServer({ type: 'pong', clientTime: msg.clientTime, serverRecvUs: t, serverSendUs: t });
