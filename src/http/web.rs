@@ -65,6 +65,7 @@ const CLIENT_SRC: &[(&str, &str)] = client_src![
     "environment.js",
     "errors.js",
     "framing.js",
+    "hls.js",
     "index.js",
     "live.js",
     "options.js",
