@@ -253,6 +253,18 @@ test('commands are answered by request id: a no-op play and a setRole resolve th
   assert.equal((await fine).positionMs, 44_000);
 });
 
+test('a media room: s.live is null, and goLive() is refused by the server (4009, not a live room)', async () => {
+  const s = await join({ eventId: `evt-${process.pid}-live`, deviceId: 'm1', transport: 'websocket' });
+  const errors = [];
+  s.on('error', (e) => errors.push(e));
+  await assert.rejects(s.goLive(), (e) => e.code === 4009 && e.kind === 'invalid_argument' && e.message === 'not a live room' && e.requestId > 0);
+  assert.equal(errors.filter((e) => e.code === 4009).length, 1, 'also emitted');
+  assert.equal(s.live, null);
+  assert.equal(s.programTime(), null);
+  // The session goes on: the next command is answered.
+  assert.equal((await s.seek(5)).positionMs, 5000);
+});
+
 test('connect() rejects on a fatal error and a bad option is a TypeError', async () => {
   await assert.rejects(connect({ url: server.url, eventId: 'bad id with spaces' }), TypeError);
   await assert.rejects(connect({ url: 'ws://x', eventId: 'e' }), TypeError);
