@@ -137,3 +137,41 @@ test('LiveReports of a far live edge move an automatic latency: the room goes to
     video.dispose();
   }
 });
+
+test("a host switches the room's clock at run time (PUT …/clock): 'live' fires with null, then with the new live state", async () => {
+  const eventId = `live-${process.pid}-e`;
+  const { s, lives } = await join(fixed, eventId, 'e');
+  const video = new FakeVideo();
+  const base = Date.now() - 3_600_000;
+  const adapter = { toProgramTime: (t) => base + t * 1000, toMediaTime: (p) => (p - base) / 1000, liveEdge: () => Date.now() - 2000 };
+  const minted = await (await fetch(`${fixed.url}/api/dev/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ hostOf: [eventId] }) })).json();
+  const putClock = async (body) => {
+    const r = await fetch(`${fixed.url}/api/live-stream/${eventId}/clock`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${minted.token}` },
+      body: JSON.stringify(body),
+    });
+    assert.equal(r.status, 200, await r.text());
+  };
+  try {
+    s.attach(/** @type {any} */ (video), { live: adapter });
+    await until(() => Math.abs(adapter.toProgramTime(video.currentTime) - (Date.now() - 4000)) < 50, 5000, 'the element at live');
+    // To media time: the server restarts the room paused at 0; the element follows media time (the adapter is not used).
+    await putClock({ clock: 'media' });
+    await until(() => lives.length === 2, 3000, "the 'live' event");
+    assert.equal(lives[1], null);
+    assert.equal(s.live, null);
+    assert.equal(s.programTime(), null);
+    await until(() => video.paused && video.currentTime === 0, 3000, 'the element paused at 0');
+    // Back to live, with another latency: at the live point again.
+    await putClock({ clock: 'live', latencyMs: 6000 });
+    await until(() => lives.length === 3, 3000, "the second 'live' event");
+    assert.deepEqual({ ...lives[2], originMs: 0 }, { clock: 'live', originMs: 0, latencyMs: 6000, autoLatency: false, atLive: true });
+    assert.equal(/** @type {any} */ (lives[2]).originMs % WEEK_MS, 0);
+    await until(() => Math.abs(offLive(s, 6000)) < 100, 3000, 'the room at the live point');
+    await until(() => !video.paused && Math.abs(adapter.toProgramTime(video.currentTime) - (Date.now() - 6000)) < 50, 5000, 'the element there');
+  } finally {
+    s.detach();
+    video.dispose();
+  }
+});
