@@ -116,8 +116,8 @@ const OLDEST_S = 1;
 
 /**
  * Where an element should be for a live room at `position` (element
- * seconds), given its DVR window (SPEC 2.4: the server does not know the
- * window; the client clamps to what it holds). Past the window's end: the
+ * seconds), given its DVR window (SPEC 2.4: unless it is configured with the
+ * window, the server does not know it; the client clamps to what it holds). Past the window's end: the
  * end (seeking beyond the newest segment would only make hls.js jump back
  * to its own live point). Before its start: the oldest second of it, where
  * an element already playing is left alone, since the window's start moves
