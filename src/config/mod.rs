@@ -123,6 +123,11 @@ macro_rules! serve_options {
             #[arg(long, env = "LOCKSTEP_DEV")]
             #[serde(default)]
             pub dev: bool,
+            /// Serve the development live source (`/dev/live-source/stream.m3u8`, made with ffmpeg) without
+            /// `--dev` (which serves it too).
+            #[arg(long, env = "LOCKSTEP_LIVE_SOURCE")]
+            #[serde(default)]
+            pub live_source: bool,
             $( $(#[$doc])* #[arg(long, env = $env)] pub $field: Option<$ty>, )*
             $( $(#[$odoc])* #[arg(long, env = $oenv)] pub $ofield: Option<$oty>, )*
         }
@@ -132,15 +137,17 @@ macro_rules! serve_options {
         pub struct Config {
             /// Log as JSON lines.
             pub log_json: bool,
-            /// Development mode (anonymous users, dev tokens).
+            /// Development mode (anonymous users, dev tokens, the live source).
             pub dev: bool,
+            /// Serve the development live source even without `dev`.
+            pub live_source: bool,
             $( $(#[$doc])* pub $field: $ty, )*
             $( $(#[$odoc])* pub $ofield: Option<$oty>, )*
         }
 
         impl Default for Config {
             fn default() -> Self {
-                Config { log_json: false, dev: false, $( $field: $default, )* $( $ofield: None, )* }
+                Config { log_json: false, dev: false, live_source: false, $( $field: $default, )* $( $ofield: None, )* }
             }
         }
 
@@ -155,6 +162,7 @@ macro_rules! serve_options {
                 let cfg = Config {
                     log_json: self.log_json || file.log_json,
                     dev: self.dev || file.dev,
+                    live_source: self.live_source || file.live_source,
                     $( $field: self.$field.or(file.$field).unwrap_or(d.$field), )*
                     $( $ofield: self.$ofield.or(file.$ofield), )*
                 };
@@ -236,6 +244,10 @@ serve_options! {
     /// Live rooms: the streams' DVR window in milliseconds; seeks further back than this behind the live point
     /// clamp to its start (0: no bound). A room's own is set with `PUT /api/live-stream/{id}/clock`.
     live_dvr_window_ms: u32 = 0, "LOCKSTEP_LIVE_DVR_WINDOW_MS";
+    /// The ffmpeg the live source makes its loop with (a path, or a name looked up in PATH).
+    live_source_ffmpeg: PathBuf = PathBuf::from("ffmpeg"), "LOCKSTEP_LIVE_SOURCE_FFMPEG";
+    /// Where the live source keeps the loops it made (one directory per ffmpeg version and command).
+    live_source_cache: PathBuf = std::env::temp_dir().join("lockstep-live-source"), "LOCKSTEP_LIVE_SOURCE_CACHE";
     @optional
     /// HS256 secret of the platform's tokens (prefer the variable or --jwt-secret-file to a flag).
     jwt_secret: String, "LOCKSTEP_JWT_SECRET";
@@ -423,6 +435,11 @@ impl Config {
         };
         Authenticator::new(key, self.jwt_audience.clone(), self.jwt_issuer.clone(), self.dev)
             .map_err(|e| ConfigError::Auth(e.to_string()))
+    }
+
+    /// Whether the development live source is served (`--dev` or `--live-source`).
+    pub fn live_source_enabled(&self) -> bool {
+        self.dev || self.live_source
     }
 
     /// Room settings derived from this configuration.

@@ -83,3 +83,32 @@ fn quic_and_certificate_options() {
     let Command::Cert(args) = cli.command else { panic!("cert") };
     assert_eq!((args.out, args.san), (PathBuf::from("/tmp/x"), vec!["lan.example".to_owned()]));
 }
+
+#[test]
+fn live_source_options() {
+    let cfg = |args: &[&str]| {
+        let cli = Cli::parse_from([&["lockstep", "serve"], args].concat());
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        args.resolve().unwrap()
+    };
+    let off = cfg(&[]);
+    assert!(!off.live_source_enabled(), "off unless asked for");
+    assert_eq!(off.live_source_ffmpeg, PathBuf::from("ffmpeg"));
+    assert_eq!(off.live_source_cache, std::env::temp_dir().join("lockstep-live-source"));
+    assert!(cfg(&["--dev"]).live_source_enabled(), "--dev serves it");
+    let on = cfg(&[
+        "--live-source",
+        "--live-source-ffmpeg",
+        "/opt/ffmpeg/bin/ffmpeg",
+        "--live-source-cache",
+        "/var/cache/ls",
+    ]);
+    assert!(on.live_source_enabled() && !on.dev, "--live-source without --dev");
+    assert_eq!(
+        (on.live_source_ffmpeg, on.live_source_cache),
+        (PathBuf::from("/opt/ffmpeg/bin/ffmpeg"), PathBuf::from("/var/cache/ls"))
+    );
+    let file: ServeArgs = toml::from_str("live-source = true\nlive-source-cache = \"/c\"\n").unwrap();
+    assert!(file.live_source);
+    assert_eq!(file.live_source_cache, Some(PathBuf::from("/c")));
+}
