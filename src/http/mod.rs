@@ -2,6 +2,7 @@
 //! hashes, the WebSocket endpoint and (from [`crate::web`]) the demo page.
 
 pub(crate) mod api;
+pub(crate) mod live_source;
 pub(crate) mod web;
 
 use std::sync::Arc;
