@@ -21,6 +21,7 @@ use crate::cert::CertManager;
 use crate::clock::ServerClock;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::http::live_source::LiveSource;
 use crate::http::{AppState, router};
 use crate::hub::{Hub, HubConfig};
 use crate::limits::IpLimits;
@@ -157,6 +158,11 @@ impl Server {
         }
         let maintenance = (cfg.session_idle_ms / 4).clamp(50, 5_000);
         tokio::spawn(accounts.clone().run_maintenance(Duration::from_millis(maintenance)));
+        let live_source = if cfg.live_source_enabled() {
+            LiveSource::start(cfg.live_source_ffmpeg.clone(), cfg.live_source_cache.clone(), hub.clock())
+        } else {
+            LiveSource::off()
+        };
         let ip_limits = Arc::new(IpLimits::new(
             cfg.rest_per_ip_per_sec,
             cfg.rest_burst,
@@ -183,6 +189,7 @@ impl Server {
             auth,
             accounts,
             ip_limits,
+            live_source,
         };
         Ok(Server { listener, quic, state, shutdown_tx, local })
     }

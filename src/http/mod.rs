@@ -1,5 +1,6 @@
 //! HTTP routes: health, room state, metrics, the WebTransport certificate
-//! hashes, the WebSocket endpoint and (from [`crate::web`]) the demo page.
+//! hashes, the WebSocket endpoint, (from [`web`]) the demo pages and (from
+//! [`live_source`]) the development live source.
 
 pub(crate) mod api;
 pub(crate) mod live_source;
@@ -58,6 +59,8 @@ pub(crate) struct AppState {
     pub(crate) accounts: Accounts,
     /// Per-IP limits of REST requests and connection attempts.
     pub ip_limits: Arc<IpLimits>,
+    /// The development live source (`--dev`, `--live-source`), or off.
+    pub(crate) live_source: live_source::LiveSource,
 }
 
 impl AppState {
@@ -120,6 +123,7 @@ pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = documented()
         .routes(routes!(crate::transport::ws::upgrade))
         .merge(crate::http::web::documented())
+        .merge(crate::http::live_source::documented())
         .split_for_parts();
     doc.info.version = env!("CARGO_PKG_VERSION").into();
     doc
@@ -131,7 +135,8 @@ pub(crate) const REST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The router of all HTTP routes. REST routes are limited per client IP and
 /// in time ([`REST_TIMEOUT`]); the WebSocket upgrade counts connection
-/// attempts itself; the demo page's static files are not limited.
+/// attempts itself; the demo pages' static files and the live source are not
+/// limited.
 pub(crate) fn router(state: AppState) -> Router {
     let (rest, _) = documented().split_for_parts();
     let rest = rest
@@ -139,6 +144,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.ip_limits.clone(), crate::limits::rest_limit));
     rest.route("/api/live-stream/{event_id}", get(crate::transport::ws::upgrade))
         .merge(crate::http::web::router())
+        .merge(crate::http::live_source::router())
         .with_state(state)
 }
 
