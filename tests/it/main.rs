@@ -8,6 +8,7 @@ mod accounts;
 mod bounded;
 mod common;
 mod live;
+mod live_source;
 mod redis;
 mod restart;
 mod ws;
