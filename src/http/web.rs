@@ -5,6 +5,12 @@
 //! - `GET /` (the `demo` event) and `GET /watch/{eventId}`: the watch page,
 //!   `client-js/demo/index.html`;
 //! - `GET /demo/{file}`: its script and style sheet (`watch.js`, `watch.css`);
+//! - `GET /live` (the `live-demo` event) and `GET /live/{eventId}`: the live
+//!   page, `client-js/demo/live.html` (with `live.js`, `live.css`), which
+//!   plays an HLS live stream (the dev live source) with hls.js;
+//! - `GET /demo/vendor/hls.min.js`: hls.js, read at request time from
+//!   `client-js/node_modules` (a dev dependency; the live page falls back to
+//!   a CDN without it);
 //! - `GET /demo/video.webm`: the demo video, with single-range requests
 //!   (206 Partial Content) so that browsers can seek in it;
 //! - `GET /client/lockstep.js`: the browser client as one ES module, a
@@ -38,6 +44,11 @@ const PAGE: &str = include_str!("../../client-js/demo/index.html");
 const PAGE_JS: &str = include_str!("../../client-js/demo/watch.js");
 const PAGE_CSS: &str = include_str!("../../client-js/demo/watch.css");
 const VIDEO: &[u8] = include_bytes!("../../client-js/demo/video.webm");
+const LIVE_PAGE: &str = include_str!("../../client-js/demo/live.html");
+const LIVE_JS: &str = include_str!("../../client-js/demo/live.js");
+const LIVE_CSS: &str = include_str!("../../client-js/demo/live.css");
+/// hls.js, for the live page: the client's dev dependency, read when asked for.
+const HLS_JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/client-js/node_modules/hls.js/dist/hls.min.js");
 /// `/client/lockstep.js`: the package's entry point, served at a stable URL.
 const CLIENT_ENTRY: &str = "// lockstep-client, served by the Lockstep server: the ES modules of client-js/src.\n\
                             export * from './src/index.js';\n";
@@ -90,6 +101,13 @@ const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self';
                         media-src * blob: data:; connect-src 'self' https: wss: ws:; object-src 'none'; \
                         base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// The live page's: the watch page's, plus hls.js from the CDN (the fallback
+/// when the server has none) and its worker (a blob: URL).
+const LIVE_CSP: &str = "default-src 'self'; script-src 'self' https://cdn.jsdelivr.net; worker-src 'self' blob:; \
+                        style-src 'self'; img-src 'self' data:; media-src * blob: data:; \
+                        connect-src 'self' https: wss: ws:; object-src 'none'; base-uri 'none'; form-action 'self'; \
+                        frame-ancestors 'none'";
+
 /// An embedded file.
 struct Asset {
     content_type: &'static str,
@@ -113,6 +131,9 @@ static ASSETS: LazyLock<HashMap<String, Asset>> = LazyLock::new(|| {
     m.insert("/demo/watch.js".to_owned(), Asset::new(JS, PAGE_JS.as_bytes()));
     m.insert("/demo/watch.css".to_owned(), Asset::new("text/css; charset=utf-8", PAGE_CSS.as_bytes()));
     m.insert("/demo/video.webm".to_owned(), Asset::new("video/webm", VIDEO));
+    m.insert("/live".to_owned(), Asset::new("text/html; charset=utf-8", LIVE_PAGE.as_bytes()));
+    m.insert("/demo/live.js".to_owned(), Asset::new(JS, LIVE_JS.as_bytes()));
+    m.insert("/demo/live.css".to_owned(), Asset::new("text/css; charset=utf-8", LIVE_CSS.as_bytes()));
     m.insert("/client/lockstep.js".to_owned(), Asset::new(JS, CLIENT_ENTRY.as_bytes()));
     for (path, text) in CLIENT_SRC {
         m.insert(format!("/client/src/{path}"), Asset::new(JS, text.as_bytes()));
@@ -128,6 +149,9 @@ fn documented_but_modules() -> OpenApiRouter<AppState> {
         .routes(routes!(watch))
         .routes(routes!(video))
         .routes(routes!(demo_asset))
+        .routes(routes!(live_index))
+        .routes(routes!(live_watch))
+        .routes(routes!(hls_js))
         .routes(routes!(client_entry))
 }
 
@@ -169,12 +193,61 @@ async fn watch(Path(event_id): Path<String>, headers: HeaderMap) -> Response {
 }
 
 fn page(headers: &HeaderMap) -> Response {
-    let mut r = serve(asset("/watch"), headers);
+    html(asset("/watch"), PAGE_CSP, headers)
+}
+
+fn html(a: &'static Asset, csp: &'static str, headers: &HeaderMap) -> Response {
+    let mut r = serve(a, headers);
     let h = r.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(csp));
     // Invitation ids are in the page's URL: never send it to the media's host.
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     r
+}
+
+/// The live page, joining the `live-demo` event.
+#[utoipa::path(get, path = "/live", tag = "demo",
+    responses((status = 200, description = "The live demo page (event `live-demo`)", content_type = "text/html")))]
+async fn live_index(headers: HeaderMap) -> Response {
+    html(asset("/live"), LIVE_CSP, &headers)
+}
+
+/// The live page for an event; `?src=URL` plays another HLS stream.
+#[utoipa::path(get, path = "/live/{event_id}", tag = "demo",
+    params(("event_id" = String, Path, description = "The event (room) id"),
+        ("src" = Option<String>, Query, description = "The HLS stream (default `/dev/live-source/stream.m3u8`)")),
+    responses((status = 200, description = "The live demo page", content_type = "text/html"),
+        (status = 400, body = crate::util::ApiError)))]
+async fn live_watch(Path(event_id): Path<String>, headers: HeaderMap) -> Response {
+    if !valid_event_id(&event_id) {
+        return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", crate::util::INVALID_EVENT_ID);
+    }
+    html(asset("/live"), LIVE_CSP, &headers)
+}
+
+/// hls.js (`client-js/node_modules/hls.js/dist/hls.min.js`, read at request
+/// time: a dev dependency of the client, not embedded).
+#[utoipa::path(get, path = "/demo/vendor/hls.min.js", tag = "demo",
+    responses((status = 200, description = "hls.js", content_type = "text/javascript"),
+        (status = 404, description = "hls.js is not installed in client-js/node_modules", body = crate::util::ApiError)))]
+async fn hls_js() -> Response {
+    match tokio::task::spawn_blocking(|| std::fs::read(HLS_JS)).await {
+        Ok(Ok(body)) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(JS)),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            ],
+            Body::from(body),
+        )
+            .into_response(),
+        _ => api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "hls.js is not installed in client-js/node_modules (cd client-js && npm ci); the live page falls back to \
+             cdn.jsdelivr.net",
+        ),
+    }
 }
 
 /// The demo video: WebM (VP9), 480x270, 120 s, with a burned-in timecode and
@@ -189,9 +262,9 @@ async fn video(headers: HeaderMap) -> Response {
     serve(asset("/demo/video.webm"), &headers)
 }
 
-/// The watch page's script and style sheet.
+/// The demo pages' scripts and style sheets.
 #[utoipa::path(get, path = "/demo/{file}", tag = "demo",
-    params(("file" = String, Path, description = "`watch.js` or `watch.css`")),
+    params(("file" = String, Path, description = "`watch.js`, `watch.css`, `live.js` or `live.css`")),
     responses((status = 200, description = "The file"), (status = 304, description = "Not modified"),
         (status = 404, body = crate::util::ApiError)))]
 async fn demo_asset(Path(file): Path<String>, headers: HeaderMap) -> Response {

@@ -316,3 +316,46 @@ async fn the_source_is_outside_the_rest_limit() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_live_page_and_hls_js_are_served() {
+    let server = TestServer::start().await;
+    for path in ["/live", "/live/ev-1"] {
+        let a = get(&server, path).await;
+        assert_eq!(a.status, 200, "{path}");
+        assert!(a.header("content-type").unwrap().starts_with("text/html"));
+        assert!(a.text().contains("/demo/live.js") && a.text().contains("/demo/vendor/hls.min.js"));
+        let csp = a.header("content-security-policy").unwrap();
+        assert!(csp.contains("https://cdn.jsdelivr.net") && csp.contains("worker-src 'self' blob:"), "{csp}");
+    }
+    assert_eq!(get(&server, "/live/bad%20id").await.json()["error"], "invalid_event_id");
+    for path in ["/demo/live.js", "/demo/live.css"] {
+        assert_eq!(get(&server, path).await.status, 200, "{path}");
+    }
+    let hls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("client-js/node_modules/hls.js/dist/hls.min.js");
+    let a = get(&server, "/demo/vendor/hls.min.js").await;
+    match std::fs::read(&hls) {
+        Ok(bytes) => {
+            assert_eq!(a.status, 200);
+            assert!(a.header("content-type").unwrap().starts_with("text/javascript"));
+            assert_eq!(a.body, bytes);
+        }
+        Err(_) => {
+            assert_eq!(a.status, 404);
+            assert!(a.json()["message"].as_str().unwrap().contains("npm ci"), "says how to install it");
+        }
+    }
+    // Documented, as every route.
+    let doc = get(&server, "/api/openapi.json").await.json();
+    for path in [
+        "/dev/live-source/stream.m3u8",
+        "/dev/live-source/init.mp4",
+        "/dev/live-source/{segment}",
+        "/live",
+        "/live/{event_id}",
+        "/demo/vendor/hls.min.js",
+    ] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path} is not in the OpenAPI document");
+    }
+    server.stop().await;
+}
