@@ -61,6 +61,14 @@ export class ElementController {
   /** Whether the page was told (once per attach) that a live room needs an adapter, or that its adapter threw. */
   #toldNoAdapter = false;
   #toldAdapterThrew = false;
+  /**
+   * The oldest the adapter's live edge was (client clock minus edge, ms) at
+   * any control step since the last `LiveReport`: a playlist's edge is a
+   * sawtooth, and a report once a second may always catch it just after a
+   * reload (then the room would pick a latency the viewer cannot hold).
+   * @type {number | null}
+   */
+  #edgeAgeMs = null;
 
   /**
    * @param {ElementHost} host
@@ -159,6 +167,7 @@ export class ElementController {
     const el = this.#el;
     if (!el) return;
     const target = this.#target(el);
+    if (this.#following === 'live') this.#sampleEdge();
     const res = this.#drift.update({
       nowMs: this.#host.nowUs() / 1000,
       target,
@@ -295,9 +304,24 @@ export class ElementController {
     const adapter = this.#adapter;
     const origin = this.#host.origin();
     if (!el || !adapter || origin === null || origin === undefined) return;
+    this.#sampleEdge();
+    const age = this.#edgeAgeMs;
+    this.#edgeAgeMs = null;
+    if (age === null) return;
+    // The edge as old as it was at its oldest since the last report.
+    const edge = this.#host.nowUs() / 1000 - age;
+    if (!(edge >= 0)) return;
+    this.#host.send({ type: 'liveReport', liveEdgeMs: Math.round(edge), bufferMs: bufferedAheadMs(el) }, true);
+  }
+
+  /** Notes how old the adapter's live edge is now (see `#edgeAgeMs`). */
+  #sampleEdge() {
+    const adapter = this.#adapter;
+    if (!adapter) return;
     const edge = this.#ask(() => adapter.liveEdge());
     if (edge === null || edge < 0) return;
-    this.#host.send({ type: 'liveReport', liveEdgeMs: Math.round(edge), bufferMs: bufferedAheadMs(el) }, true);
+    const age = this.#host.nowUs() / 1000 - edge;
+    this.#edgeAgeMs = this.#edgeAgeMs === null ? age : Math.max(this.#edgeAgeMs, age);
   }
 
   /** @param {boolean} on the element's waiting/playing events */

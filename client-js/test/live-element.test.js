@@ -306,3 +306,21 @@ test('a media room: an element attached with an adapter follows media time direc
   const r = sent.filter((m) => m.type === 'report').at(-1);
   assert.ok(Math.abs(r.positionUs / 1e6 - video.position) < 1.1, 'reports in element time');
 });
+
+test('a LiveReport carries the live edge at its oldest since the last report (a playlist sawtooth sampled between reloads)', (t) => {
+  const { clock, video, adapter, controller, run, sent } = setup(t, { programMs: START - LATENCY });
+  // A 1 s playlist reloaded once a second, in phase with the reports: at
+  // every report the edge was just refreshed (it then is 1.2 s old; just
+  // before the next reload, 2.2 s).
+  adapter.liveEdge = () => Math.floor(clock.now / 1000) * 1000 - 1200;
+  controller.attach(/** @type {any} */ (video), adapter);
+  run(4500);
+  const live = sent.filter((m) => m.type === 'liveReport').slice(1);
+  assert.ok(live.length >= 3);
+  for (const l of live) {
+    // Its oldest, sampled at the control steps: within a step of 2.2 s (a
+    // report of the edge at its own instant would say 1.2 s).
+    const age = l.at - l.liveEdgeMs;
+    assert.ok(age >= 1_900 && age < 2_200, `the report says the edge is ${age} ms old`);
+  }
+});
