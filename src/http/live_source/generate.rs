@@ -282,6 +282,7 @@ fn make(ffmpeg: &Path, cache: &Path, spec: &Spec) -> Result<Loop, Status> {
     }
     let args = ffmpeg_args(spec, FONT);
     let dir = cache.join(format!("loop-{}", cache_key(&version, &args)));
+    remove_stale_temporaries(cache);
     if dir.is_dir() {
         match Loop::load(&dir, spec) {
             Ok(l) => {
@@ -295,7 +296,6 @@ fn make(ffmpeg: &Path, cache: &Path, spec: &Spec) -> Result<Loop, Status> {
         }
     }
     std::fs::create_dir_all(cache).map_err(|e| failed(format!("cannot create {}: {e}", cache.display())))?;
-    remove_stale_temporaries(cache);
     let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let tmp = cache.join(format!(
         "{}.tmp-{}-{nanos}",
@@ -369,7 +369,8 @@ fn cache_key(version: &str, args: &[String]) -> String {
     digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Removes temporary directories of generations that died more than an hour ago.
+/// Removes the temporary directories of generations that died (a process
+/// stopped while its ffmpeg ran) more than an hour ago.
 fn remove_stale_temporaries(cache: &Path) {
     let Ok(entries) = std::fs::read_dir(cache) else { return };
     for e in entries.flatten() {

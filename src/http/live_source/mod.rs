@@ -12,7 +12,9 @@
 //!
 //! - `GET /dev/live-source/stream.m3u8`: the live playlist (the last 120 s);
 //! - `GET /dev/live-source/init.mp4`: the init segment;
-//! - `GET /dev/live-source/{n}.m4s`: media segment `n` while it is servable.
+//! - `GET /dev/live-source/{n}.m4s`: media segment `n`, once complete and
+//!   until it left the playlist longer ago than the playlist lasts (RFC 8216
+//!   §6.2.2); else 404, and 400 for a name that is not `{n}.m4s`.
 //!
 //! While the loop is being made: 503 with `Retry-After`; without ffmpeg: 503
 //! saying what to install. Like the demo's static files, these routes are
