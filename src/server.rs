@@ -36,7 +36,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// In `--dev`, this event's room is live (auto latency), for the `/live` page.
 pub const LIVE_DEMO_EVENT: &str = "live-demo";
 /// The DVR window of the `live-demo` room: the dev live source's window.
-const LIVE_DEMO_DVR_WINDOW_MS: u32 = 120_000;
+const LIVE_DEMO_DVR_WINDOW_MS: u32 = crate::http::live_source::DVR_WINDOW_MS as u32;
 /// How long shutdown waits for QUIC connections to acknowledge the close.
 const QUIC_IDLE: Duration = Duration::from_secs(2);
 

@@ -488,7 +488,9 @@ impl Room {
         let LiveLatency::Auto { min_ms, max_ms } = self.cfg.live_latency else { return };
         let Some(live) = self.live.as_ref() else { return };
         let Some(first) = live.first_report_at else { return };
-        let all_twice = self.members.values().all(|m| m.live_needs.recent.is_empty() || m.live_needs.reports >= 2);
+        // Every live member (not only those heard from so far) reports twice
+        // before the first decision, or the settling time runs out.
+        let all_twice = self.members.values().filter(|m| m.wants_live).all(|m| m.live_needs.reports >= 2);
         let Some(NeedStats { p95, median, .. }) = self.need_stats(now) else { return };
         if !live.decided && !all_twice && now < first + SETTLE_US {
             return;
@@ -505,7 +507,15 @@ impl Room {
             return;
         }
         let target = target as u32;
-        let at_live = self.live_latency_of(&self.intended()).is_some();
+        // At live, or playing ahead of the new live point (a room that
+        // resumed off live before the latency rose): it moves with it.
+        let intended = self.intended();
+        let ahead = !intended.paused && {
+            let at = now.max(intended.anchor_us);
+            let live_point_us = (at / 1000).saturating_sub(live.origin_ms + u64::from(target)) * 1000;
+            intended.position_us_at(at) > live_point_us
+        };
+        let at_live = ahead || self.live_latency_of(&intended).is_some();
         let live = self.live.as_mut().expect("live");
         live.decided = true;
         live.last_move_at = Some(now);

@@ -47,6 +47,9 @@ use playlist::Timing;
 /// The segment duration, µs.
 const SEGMENT_US: u64 = generate::SPEC.segment_secs as u64 * 1_000_000;
 
+/// The source's DVR window (what its playlist lists), ms.
+pub(crate) const DVR_WINDOW_MS: u64 = playlist::WINDOW * SEGMENT_US / 1000;
+
 /// The live source of a server (cheap to clone): off, or a loop (being made,
 /// ready or unavailable) and the timing of its segments.
 #[derive(Debug, Clone)]

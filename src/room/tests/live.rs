@@ -529,3 +529,29 @@ fn seeks_before_the_dvr_window_clamp_to_its_start() {
     let resumed = Room::with_timeline(cfg, TU + 8 * 86_400 * S, room.timeline());
     assert_eq!(resumed.live_state().unwrap().origin_ms, s.origin_ms, "a week later, the same origin");
 }
+
+#[test]
+fn a_room_playing_ahead_of_a_risen_live_point_moves_back_with_it() {
+    let mut room = Room::new(auto(1_000, 10_000), TU);
+    let ids: Vec<MemberId> = (0..3).map(|i| join_live(&mut room, TU, &format!("m{i}"))).collect();
+    // Settled at 1,500 ms.
+    report_all(&mut room, TU + S, &ids, |_| 1_000);
+    report_all(&mut room, TU + 2 * S, &ids, |_| 1_000);
+    assert_eq!(room.live_state().unwrap().latency_ms, 1_500);
+    // A pause of 0.2 s and a play: the room plays off live, 1.7 s behind now.
+    let now = TU + 3 * S;
+    cmd(&mut room, now, ids[0], Action::Pause { position_ms: None }).unwrap();
+    tick(&mut room, now + 300 * MS);
+    cmd(&mut room, now + 500 * MS, ids[0], Action::Play { position_ms: None }).unwrap();
+    tick(&mut room, now + 700 * MS);
+    drain(&mut room);
+    assert!(!room.live_state().unwrap().at_live);
+    // Every viewer now needs 3 s (too low for most: moves at once). The room,
+    // 1.7 s behind now, would play ahead of the new live point: it moves to it.
+    let t = now + S;
+    let out = report_all(&mut room, t, &ids, |_| 2_500);
+    let c = changes(&out);
+    assert_eq!(c.len(), 1, "{out:?}");
+    assert_eq!(behind_ms(&room, &c[0].timeline, c[0].effective_at_us), 3_000);
+    assert!(room.live_state().unwrap().at_live);
+}
