@@ -17,7 +17,9 @@
 //
 // Query parameters: ?src=URL another HLS stream (with program date-times);
 // ?transport=websocket|webtransport forces one transport; ?wt=URL overrides
-// the WebTransport base URL.
+// the WebTransport base URL; ?sync=off plays the stream with hls.js alone
+// (its default settings; with &catchup=1 its catch-up on, up to 1.5×): the
+// anchor the browser tests measure Lockstep against.
 
 import { connect } from '/client/lockstep.js';
 
@@ -31,6 +33,9 @@ const streamSrc = params.get('src') || '/dev/live-source/stream.m3u8';
 const transportParam = params.get('transport');
 const transport = transportParam === 'webtransport' || transportParam === 'websocket' ? transportParam : 'auto';
 const wtOverride = params.get('wt') || undefined;
+/** hls.js alone, no Lockstep (the anchor): its own settings, optionally its catch-up. */
+const plain = params.get('sync') === 'off';
+const PLAIN_CONFIG = params.get('catchup') === '1' ? { maxLiveSyncPlaybackRate: 1.5 } : {};
 
 const HLS_CDN = 'https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js';
 const SUB_KEY = 'lockstep.demo.sub'; // localStorage: the dev user (shared with the watch page)
@@ -435,6 +440,7 @@ function render() {
   const s = live.session;
   if (!s) return;
   const l = s.live;
+  // (A page with ?sync=off stops above: it has no session.)
   const program = s.programTime();
   const edge = live.adapter?.liveEdge() ?? null;
   $('latency').textContent = l ? `${fmtSecs(l.latencyMs)} (${l.autoLatency ? 'auto' : 'fixed'})` : 'not a live room';
@@ -466,6 +472,15 @@ async function main() {
     client = await import('/client/src/hls.js');
   } catch (e) {
     throw new Error(`this server's client has no live support (/client/src/hls.js): ${e instanceof Error ? e.message : e}`);
+  }
+  if (plain) {
+    // hls.js alone: the adapter only reads program times for the display.
+    await waitForStream();
+    say('hls.js alone (no Lockstep): each viewer at its own distance from live');
+    live.adapter = client.hlsJsAdapter(startHls(Hls, PLAIN_CONFIG));
+    framesWatched = watchFrames();
+    video.play().catch(() => ($('start').hidden = false));
+    return;
   }
   token = await signIn();
   const c = claims(token);

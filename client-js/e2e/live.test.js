@@ -1,0 +1,242 @@
+// Live rooms in Chromium, measured against plain hls.js in the same run:
+// three pages on the server's dev live stream (HLS, 1 s VP9 segments with
+// EXT-X-PROGRAM-DATE-TIME), one direct and two through the impairment proxy
+// (50 ± 20 ms each way, 2 % loss: TCP for the page, its media and WebSocket;
+// UDP for QUIC), over WebSocket and over WebTransport; then the same three
+// pages with hls.js alone (its defaults, then with its catch-up on). What is
+// compared is the program time on screen: each page's frames as presented
+// (requestVideoFrameCallback: presentation time and media time), mapped to
+// program time with the stream's date-times, carried to the sampling instant
+// at the element's rate. The skew of a sample is the largest difference
+// between the pages' distances behind the wall clock (one machine clock).
+// The bounds asserted are generous; the figures go to BENCHMARKS.md.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser, record, serveClientFromDisk, startLockstep, summarize, waitUntil } from './support/harness.js';
+import { IMPAIRED, tcpProxy, udpProxy } from './support/impair.js';
+import { after, before } from 'node:test';
+
+/** @type {{server: Awaited<ReturnType<typeof startLockstep>>, browser: import('playwright-core').Browser}} */
+const env = /** @type {any} */ ({});
+before(async () => {
+  // A live event: a stalled viewer catches up alone (the room does not wait).
+  env.server = await startLockstep(['--buffering-policy', 'ignore']);
+  env.browser = await launchBrowser();
+});
+after(async () => {
+  await env.browser?.close();
+  await env.server?.stop();
+});
+
+const eventId = (/** @type {string} */ name) => `e2e-live-${name}-${Date.now().toString(36)}`;
+
+/** Makes `ev` a live room with an auto latency (as its host, with a dev token). @param {string} ev */
+async function makeLive(ev) {
+  const base = env.server.url;
+  const mint = await fetch(`${base}/api/dev/token`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ sub: `host-${ev}`, hostOf: [ev] }),
+  });
+  assert.equal(mint.status, 200);
+  const { token } = await mint.json();
+  const r = await fetch(`${base}/api/live-stream/${ev}/clock`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ clock: 'live', latencyMs: 'auto', dvrWindowMs: 120_000 }),
+  });
+  assert.equal(r.status, 200, await r.text());
+}
+
+/** Waits for the dev live source (it answers 503 while ffmpeg makes its loop). */
+async function waitForSource() {
+  await waitUntil(async () => (await fetch(`${env.server.url}/dev/live-source/stream.m3u8`)).status === 200, {
+    what: 'the dev live source',
+    timeoutMs: 120_000,
+  });
+}
+
+/**
+ * Opens a `/live` page in its own context and starts recording its frames.
+ * @param {string} url @param {{noWebTransport?: boolean, plain?: boolean}} o
+ */
+async function openLive(url, o = {}) {
+  const context = await env.browser.newContext();
+  await serveClientFromDisk(context);
+  const page = await context.newPage();
+  /** @type {string[]} */
+  const pageErrors = [];
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  if (o.noWebTransport) {
+    await page.addInitScript(() => {
+      // @ts-ignore
+      delete window.WebTransport;
+    });
+  }
+  await page.goto(url);
+  await page.waitForFunction(
+    (plain) => {
+      const l = /** @type {any} */ (window).lockstepLive;
+      return Boolean(l?.fatal) || (l?.adapter && (plain || l.session?.status === 'open'));
+    },
+    Boolean(o.plain),
+    { timeout: 60_000, polling: 50 },
+  );
+  assert.equal(await page.evaluate(() => /** @type {any} */ (window).lockstepLive.fatal), null);
+  await page.evaluate(() => {
+    const w = /** @type {any} */ (window);
+    const v = w.lockstepLive.video;
+    /** @type {[number, number][]} presentation time (Unix ms), media time (s) */
+    const frames = [];
+    const onFrame = (/** @type {number} */ _now, /** @type {any} */ meta) => {
+      frames.push([performance.timeOrigin + meta.expectedDisplayTime, meta.mediaTime]);
+      if (frames.length > 240) frames.splice(0, 120);
+      v.requestVideoFrameCallback(onFrame);
+    };
+    v.requestVideoFrameCallback(onFrame);
+    // The program time on screen now, carried from the last frame presented.
+    w.__shown = () => {
+      const t = performance.timeOrigin + performance.now();
+      let f = null;
+      for (let i = frames.length - 1; i >= 0; i--) {
+        if (frames[i][0] <= t) {
+          f = frames[i];
+          break;
+        }
+      }
+      const p = f ? w.lockstepLive.adapter.toProgramTime(f[1]) : null;
+      const playing = !v.paused && v.readyState >= 3;
+      return {
+        t,
+        program: p === null ? null : p + (playing ? (t - f[0]) * v.playbackRate : 0),
+        frameProgram: p,
+        playing,
+        room: w.lockstepLive.session?.programTime() ?? null,
+        live: w.lockstepLive.session?.live ?? null,
+        stats: w.lockstepLive.session?.stats ?? null,
+      };
+    };
+  });
+  return Object.assign(page, { pageErrors });
+}
+
+/** @typedef {Awaited<ReturnType<typeof openLive>>} LivePage */
+
+/** One simultaneous look at every page. @param {LivePage[]} pages */
+const look = (pages) => Promise.all(pages.map((p) => p.evaluate(() => /** @type {any} */ (window).__shown())));
+
+/** How far each page is behind the wall clock, ms (null while unknown). @param {any[]} shown */
+const behind = (shown) => shown.map((s) => (s.program === null ? null : s.t - s.program));
+
+/** The largest difference between the pages' distances behind the wall clock. @param {any[]} shown */
+function spread(shown) {
+  const b = behind(shown);
+  if (b.some((x) => x === null)) return null;
+  const n = /** @type {number[]} */ (b);
+  return Math.max(...n) - Math.min(...n);
+}
+
+/**
+ * Waits until every page plays and they are within `boundMs` of each other
+ * for `forMs`; returns how long that took.
+ * @param {LivePage[]} pages
+ */
+async function steady(pages, { boundMs = 30, forMs = 1000, timeoutMs = 60_000 } = {}) {
+  const start = Date.now();
+  let since = null;
+  let last = null;
+  for (;;) {
+    last = await look(pages);
+    const s = spread(last);
+    if (last.every((x) => x.playing) && s !== null && s < boundMs) {
+      since ??= Date.now();
+      if (Date.now() - since >= forMs) return { ms: since - start, last };
+    } else {
+      since = null;
+    }
+    if (Date.now() - start > timeoutMs) throw new Error(`no steady state in ${timeoutMs} ms: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Samples the pages' skew `n` times. @param {LivePage[]} pages */
+async function sample(pages, { n = 200, intervalMs = 50 } = {}) {
+  /** @type {number[]} */
+  const skews = [];
+  /** @type {number[]} */
+  const latencies = [];
+  for (let i = 0; i < n; i++) {
+    const shown = await look(pages);
+    const s = spread(shown);
+    if (s !== null && shown.every((x) => x.playing)) {
+      skews.push(s);
+      latencies.push(.../** @type {number[]} */ (behind(shown)));
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  return { skews, latencyMs: summarize(latencies) };
+}
+
+/** The three pages of a run: one direct, two through the proxies. */
+async function threePages(/** @type {string} */ path, /** @type {{noWebTransport?: boolean, plain?: boolean}} */ o, proxies) {
+  const sep = path.includes('?') ? '&' : '?';
+  const wt = o.noWebTransport || o.plain ? '' : `${sep}wt=https://127.0.0.1:${proxies.udp.port}`;
+  const direct = await openLive(`${env.server.url}${path}`, o);
+  const a = await openLive(`http://127.0.0.1:${proxies.tcp.port}${path}${wt}`, o);
+  const b = await openLive(`http://127.0.0.1:${proxies.tcp.port}${path}${wt}`, o);
+  return [direct, a, b];
+}
+
+/** @param {LivePage[]} pages */
+async function closeAll(pages) {
+  for (const p of pages) await p.context().close();
+}
+
+test('three pages on a live stream hold one frame over WebSocket and WebTransport, against plain hls.js', { timeout: 600_000 }, async (t) => {
+  await waitForSource();
+  const proxies = { tcp: await tcpProxy(Number(new URL(env.server.url).port), IMPAIRED), udp: await udpProxy(env.server.quicPort, IMPAIRED) };
+  try {
+    /** @type {Record<string, any>} */
+    const results = {};
+    for (const transport of ['websocket', 'webtransport']) {
+      const ev = eventId(transport);
+      await makeLive(ev);
+      const joinedAt = Date.now();
+      const o = { noWebTransport: transport === 'websocket' };
+      const pages = await threePages(`/live/${ev}?transport=${transport}`, o, proxies);
+      const settled = await steady(pages);
+      const transports = await Promise.all(pages.map((p) => p.evaluate(() => /** @type {any} */ (window).lockstepLive.session.transport)));
+      assert.deepEqual(transports, [transport, transport, transport]);
+      const { skews, latencyMs } = await sample(pages);
+      const s = summarize(skews);
+      const state = await (await fetch(`${env.server.url}/api/live-stream/${ev}/state`)).json();
+      const moves = (await Promise.all(pages.map((p) => p.evaluate(() => /** @type {any} */ (window).lockstepLive.liveStates.map((l) => [l.latencyMs, l.atLive])))))[0];
+      results[transport] = { ...s, settledMs: Date.now() - joinedAt, steadyAfterMs: settled.ms, latencyMs, roomLatencyMs: state.live.latencyMs, needs: state.live.needs, liveStates: moves };
+      record(t, `live-${transport}`, { chromium: env.browser.version(), proxy: { tcp: proxies.tcp.stats, udp: proxies.udp.stats }, ...results[transport], skews });
+      assert.equal(skews.length > 150, true, `too few samples with every page playing: ${skews.length}`);
+      assert.ok(s.p95Ms < 100, `${transport}: p95 skew ${s.p95Ms} ms`);
+      assert.deepEqual(pages.flatMap((p) => p.pageErrors), []);
+      await closeAll(pages);
+    }
+
+    // The anchor: the same three pages with hls.js alone, its defaults, then with its catch-up.
+    for (const [name, query] of [
+      ['hlsjs-defaults', 'sync=off'],
+      ['hlsjs-catchup', 'sync=off&catchup=1'],
+    ]) {
+      const pages = await threePages(`/live?${query}`, { plain: true }, proxies);
+      await waitUntil(async () => (await look(pages)).every((x) => x.playing && x.program !== null), { what: `${name} pages playing`, timeoutMs: 60_000 });
+      // As long as the Lockstep pages had from joining to sampling.
+      await new Promise((r) => setTimeout(r, results.webtransport.settledMs));
+      const { skews, latencyMs } = await sample(pages);
+      results[name] = { ...summarize(skews), latencyMs };
+      record(t, `live-${name}`, { chromium: env.browser.version(), ...results[name], skews });
+      await closeAll(pages);
+    }
+    t.diagnostic(`live skew summary: ${JSON.stringify(Object.fromEntries(Object.entries(results).map(([k, v]) => [k, { p50: v.p50Ms, p95: v.p95Ms, max: v.maxMs, latencyP50: v.latencyMs.p50Ms }])))}`);
+  } finally {
+    proxies.tcp.close();
+    proxies.udp.close();
+  }
+});
