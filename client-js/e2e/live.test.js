@@ -59,7 +59,8 @@ async function waitForSource() {
 
 /**
  * Opens a `/live` page in its own context and starts recording its frames.
- * @param {string} url @param {{noWebTransport?: boolean, plain?: boolean}} o
+ * @param {string} url
+ * @param {{noWebTransport?: boolean, plain?: boolean, setup?: (page: import('playwright-core').Page) => Promise<void>}} o
  */
 async function openLive(url, o = {}) {
   const context = await env.browser.newContext();
@@ -74,6 +75,7 @@ async function openLive(url, o = {}) {
       delete window.WebTransport;
     });
   }
+  if (o.setup) await o.setup(page);
   await page.goto(url);
   await page.waitForFunction(
     (plain) => {
@@ -238,5 +240,90 @@ test('three pages on a live stream hold one frame over WebSocket and WebTranspor
   } finally {
     proxies.tcp.close();
     proxies.udp.close();
+  }
+});
+
+test('a stalled page catches up, Go live after a rewind brings every page back, and the auto latency settles', { timeout: 300_000 }, async (t) => {
+  await waitForSource();
+  const ev = eventId('events');
+  await makeLive(ev);
+  const joinedAt = Date.now();
+  // The third page's segment requests can be held (its network stalls).
+  let holding = false;
+  /** @type {import('playwright-core').Route[]} */
+  const held = [];
+  const hold = async (/** @type {import('playwright-core').Page} */ page) => {
+    await page.route('**/dev/live-source/*.m4s', (route) => (holding ? held.push(route) : route.continue()));
+  };
+  const url = `${env.server.url}/live/${ev}`;
+  const pages = [await openLive(url), await openLive(url), await openLive(url, { setup: hold })];
+  try {
+    assert.equal(await pages[0].evaluate(() => /** @type {any} */ (window).lockstepLive.session.role), 'host');
+    await steady(pages);
+
+    // The auto latency: its moves, as the host's page heard them, from the first join.
+    const states = await pages[0].evaluate(() => /** @type {any} */ (window).lockstepLive.liveStates);
+    const moves = states.filter((/** @type {any} */ l, /** @type {number} */ i) => l && i > 0 && states[i - 1] && l.latencyMs !== states[i - 1].latencyMs);
+    const settledMs = (moves.at(-1)?.at ?? joinedAt) - joinedAt;
+
+    // A stall: the third page gets no media until it has been stalled for 2 s.
+    holding = true;
+    const stalledAt = await waitUntil(async () => ((await look([pages[2]]))[0].playing ? null : Date.now()), { what: 'the held page to stall', timeoutMs: 30_000 });
+    await waitUntil(() => Date.now() - stalledAt >= 2000, { what: '2 s of stall', intervalMs: 10 });
+    holding = false;
+    const releasedAt = Date.now();
+    for (const r of held.splice(0)) await r.continue().catch(() => {});
+    const backAt = await waitUntil(
+      async () => {
+        const shown = await look([pages[0], pages[2]]);
+        const s = spread(shown);
+        return shown.every((x) => x.playing) && s !== null && s < 30 ? Date.now() : null;
+      },
+      { what: 'the stalled page to be back within 30 ms', timeoutMs: 30_000 },
+    );
+    const stallRecoveryMs = backAt - releasedAt;
+    await steady(pages);
+
+    // The host rewinds 10 s (everyone follows), then goes back to live.
+    const latency = () => pages[0].evaluate(() => /** @type {any} */ (window).lockstepLive.session.live.latencyMs);
+    const before = await latency();
+    await pages[0].click('#back10');
+    await waitUntil(
+      async () => {
+        const shown = await look(pages);
+        const b = behind(shown);
+        return shown.every((x) => x.playing) && b.every((x) => x !== null && x > before + 9_000) && /** @type {number} */ (spread(shown)) < 30;
+      },
+      { what: 'every page 10 s behind live, together', timeoutMs: 30_000 },
+    );
+    const clickedAt = Date.now();
+    await pages[0].click('#go-live');
+    const liveAt = await waitUntil(
+      async () => {
+        const shown = await look(pages);
+        const l = await latency();
+        const b = behind(shown);
+        const ok = shown.every((x) => x.playing && x.live?.atLive) && b.every((x) => x !== null && Math.abs(x - l) < 30) && /** @type {number} */ (spread(shown)) < 30;
+        return ok ? Date.now() : null;
+      },
+      { what: 'every page at the live point', timeoutMs: 30_000 },
+    );
+    const goLiveMs = liveAt - clickedAt;
+    const state = await (await fetch(`${env.server.url}/api/live-stream/${ev}/state`)).json();
+    record(t, 'live-events', {
+      chromium: env.browser.version(),
+      autoLatency: { settledMs, moves: moves.map((/** @type {any} */ m) => ({ afterMs: m.at - joinedAt, latencyMs: m.latencyMs })), final: state.live.latencyMs, needs: state.live.needs },
+      stall: { stalledForMs: releasedAt - stalledAt, backWithin30MsAfterMs: stallRecoveryMs },
+      goLive: { everyPageAtLiveAfterMs: goLiveMs },
+    });
+    // Generous bounds (the targets, 10 s, 3 s and 1 s, are reported in BENCHMARKS.md).
+    assert.ok(settledMs < 20_000, `the auto latency settled after ${settledMs} ms`);
+    assert.ok(stallRecoveryMs < 10_000, `the stalled page was back after ${stallRecoveryMs} ms`);
+    assert.ok(goLiveMs < 5_000, `Go live took ${goLiveMs} ms`);
+    assert.deepEqual(pages.flatMap((p) => p.pageErrors), []);
+  } finally {
+    holding = false;
+    for (const r of held.splice(0)) await r.continue().catch(() => {});
+    await closeAll(pages);
   }
 });

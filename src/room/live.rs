@@ -42,11 +42,15 @@ use super::{Audience, CommandError, MemberId, Room, RoomConfig};
 /// One week in ms: origins are whole weeks (see [`origin_for`]).
 const WEEK_MS: u64 = 7 * 86_400_000;
 /// Added to each member's measured distance from its live edge.
-pub(super) const LIVE_MARGIN_MS: u64 = 500;
+pub(super) const LIVE_MARGIN_MS: u64 = 750;
 /// The auto latency moves only for a larger difference than this.
 pub(super) const HYSTERESIS_MS: u64 = 250;
 /// The auto latency moves at most once per this interval (unless too low).
 pub(super) const MOVE_INTERVAL_US: u64 = 30_000_000;
+/// Reports every live member sends before the first auto decision (a
+/// playlist's edge is a sawtooth with rare late reloads: a few seconds of
+/// it, not one, say what a viewer needs).
+pub(super) const FIRST_DECISION_REPORTS: u32 = 4;
 /// The first auto decision comes at the latest this long after the first report.
 pub(super) const SETTLE_US: u64 = 5_000_000;
 /// A member's need is the largest of its reports of this window.
@@ -481,7 +485,7 @@ impl Room {
     /// members' needs, clamped to `[min, max]`; it moves only by more than
     /// 250 ms, at most once per 30 s unless it is below the median need (then
     /// at once). The first decision comes once every reporting member sent
-    /// two reports, or 5 s after the first report. At live, a move is a new
+    /// four reports, or 5 s after the first report. At live, a move is a new
     /// live timeline scheduled with the lead; otherwise only the latency (and
     /// `LiveState`) changes.
     pub(super) fn decide_latency(&mut self, now: u64) {
@@ -490,7 +494,8 @@ impl Room {
         let Some(first) = live.first_report_at else { return };
         // Every live member (not only those heard from so far) reports twice
         // before the first decision, or the settling time runs out.
-        let all_twice = self.members.values().filter(|m| m.wants_live).all(|m| m.live_needs.reports >= 2);
+        let all_twice =
+            self.members.values().filter(|m| m.wants_live).all(|m| m.live_needs.reports >= FIRST_DECISION_REPORTS);
         let Some(NeedStats { p95, median, .. }) = self.need_stats(now) else { return };
         if !live.decided && !all_twice && now < first + SETTLE_US {
             return;

@@ -4,6 +4,8 @@
 use lockstep_protocol::limits::MAX_POSITION_MS;
 use lockstep_protocol::{ClockKind, LiveReport, LiveState};
 
+use crate::room::live::FIRST_DECISION_REPORTS;
+
 use super::*;
 
 /// A Unix-time server clock (µs), as the real one.
@@ -277,33 +279,37 @@ fn auto_latency_is_the_p95_of_the_needs_clamped_and_moves_everyone_at_the_lead()
     let mut room = Room::new(auto(1_000, 10_000), TU);
     let ids: Vec<MemberId> = (0..20).map(|i| join_live(&mut room, TU, &format!("m{i}"))).collect();
     drain(&mut room);
-    // Needs 1,500 ..= 3,400 ms: the p95 is 3,300.
-    let out = report_all(&mut room, TU + S, &ids, |i| 1_000 + 100 * i as u64);
-    assert!(changes(&out).is_empty(), "one report per member: not yet");
-    let t = TU + 2 * S;
+    // Needs 1,750 ..= 3,650 ms (lag + 750): the p95 is 3,550.
+    for k in 1..FIRST_DECISION_REPORTS {
+        let out = report_all(&mut room, TU + u64::from(k) * S, &ids, |i| 1_000 + 100 * i as u64);
+        assert!(changes(&out).is_empty(), "{k} reports per member: not yet");
+    }
+    let t = TU + u64::from(FIRST_DECISION_REPORTS) * S;
     let out = report_all(&mut room, t, &ids, |i| 1_000 + 100 * i as u64);
     let c = changes(&out);
-    assert_eq!(c.len(), 1, "decided once every member reported twice");
+    assert_eq!(c.len(), 1, "decided once every member reported {FIRST_DECISION_REPORTS} times");
     assert!(c[0].effective_at_us >= t + room.lead_us(), "everyone moves together, at the lead");
-    assert_eq!(behind_ms(&room, &c[0].timeline, c[0].effective_at_us), 3_300);
+    assert_eq!(behind_ms(&room, &c[0].timeline, c[0].effective_at_us), 3_550);
     let ls = live_states(&out);
     assert_eq!(ls.len(), 1);
-    assert!(ls[0].1.at_live && ls[0].1.auto_latency && ls[0].1.latency_ms == 3_300);
+    assert!(ls[0].1.at_live && ls[0].1.auto_latency && ls[0].1.latency_ms == 3_550);
 
     // Every member far behind: clamped to the maximum.
     let mut room = Room::new(auto(1_000, 10_000), TU);
     let ids: Vec<MemberId> = (0..3).map(|i| join_live(&mut room, TU, &format!("m{i}"))).collect();
-    report_all(&mut room, TU + S, &ids, |_| 30_000);
-    report_all(&mut room, TU + 2 * S, &ids, |_| 30_000);
+    for k in 1..=u64::from(FIRST_DECISION_REPORTS) {
+        report_all(&mut room, TU + k * S, &ids, |_| 30_000);
+    }
     assert_eq!(room.live_state().unwrap().latency_ms, 10_000);
 
     // One slow viewer among 40 does not drag the room.
     let mut room = Room::new(auto(1_000, 10_000), TU);
     let ids: Vec<MemberId> = (0..40).map(|i| join_live(&mut room, TU, &format!("m{i}"))).collect();
     let slow = |i: usize| if i == 7 { 9_000 } else { 1_200 };
-    report_all(&mut room, TU + S, &ids, slow);
-    report_all(&mut room, TU + 2 * S, &ids, slow);
-    assert_eq!(room.live_state().unwrap().latency_ms, 1_700);
+    for k in 1..=u64::from(FIRST_DECISION_REPORTS) {
+        report_all(&mut room, TU + k * S, &ids, slow);
+    }
+    assert_eq!(room.live_state().unwrap().latency_ms, 1_950);
 }
 
 #[test]
@@ -320,7 +326,7 @@ fn auto_latency_settles_within_5_s_of_the_first_report() {
         assert_eq!(room.live_state().unwrap().latency_ms, 3_000);
     }
     report_all(&mut room, TU + 5 * S, &[a], |_| 1_500);
-    assert_eq!(room.live_state().unwrap().latency_ms, 2_000);
+    assert_eq!(room.live_state().unwrap().latency_ms, 2_250);
 }
 
 #[test]
@@ -331,7 +337,7 @@ fn auto_latency_has_hysteresis_moves_at_most_every_30_s_and_rises_at_once_when_t
     let mut moves = Vec::new();
     let lags = |k: u64| -> u64 {
         match k {
-            0..=59 => 1_500 + (k % 2) * 200, // wobbles 200 ms: needs 2,000 / 2,200
+            0..=59 => 1_500 + (k % 2) * 200, // wobbles 200 ms: needs 2,250 / 2,450
             60..=69 => 3_000,                // most members cannot hold it: at once
             _ => 1_000,                      // can go lower: after 30 s
         }
@@ -344,11 +350,11 @@ fn auto_latency_has_hysteresis_moves_at_most_every_30_s_and_rises_at_once_when_t
             moves.push((k, s.latency_ms));
         }
     }
-    // First decision at 2 s: the window holds 2,000 and 2,200 → 2,200. Then
-    // nothing until the rise at 60 s (to 3,500, at once), then the drop
-    // (needs 1,500 once the 15 s window forgot 3,500, at 85 s; the 30 s
-    // rule holds it until 90 s).
-    assert_eq!(moves, vec![(2, 2_200), (60, 3_500), (90, 1_500)]);
+    // First decision after 4 reports: the window holds 2,250 and 2,450 →
+    // 2,450. Then nothing until the rise at 60 s (to 3,750, at once), then
+    // the drop (needs 1,750 once the 15 s window forgot 3,750, at 85 s; the
+    // 30 s rule holds it until 90 s).
+    assert_eq!(moves, vec![(4, 2_450), (60, 3_750), (90, 1_750)]);
 }
 
 #[test]
@@ -358,14 +364,16 @@ fn a_latency_move_while_paused_changes_only_the_live_state_and_go_live_uses_it()
     cmd(&mut room, TU, host, Action::Pause { position_ms: None }).unwrap();
     run_until(&mut room, TU, TU + S);
     drain(&mut room);
-    report_all(&mut room, TU + S, &[host], |_| 5_000);
-    let out = report_all(&mut room, TU + 2 * S, &[host], |_| 5_000);
+    for k in 1..u64::from(FIRST_DECISION_REPORTS) {
+        report_all(&mut room, TU + k * S, &[host], |_| 5_000);
+    }
+    let out = report_all(&mut room, TU + u64::from(FIRST_DECISION_REPORTS) * S, &[host], |_| 5_000);
     assert!(changes(&out).is_empty(), "paused: no new timeline");
     let ls = live_states(&out);
-    assert!(ls.len() == 1 && ls[0].1.latency_ms == 5_500 && !ls[0].1.at_live);
-    cmd(&mut room, TU + 3 * S, host, Action::GoLive).unwrap();
+    assert!(ls.len() == 1 && ls[0].1.latency_ms == 5_750 && !ls[0].1.at_live);
+    cmd(&mut room, TU + 5 * S, host, Action::GoLive).unwrap();
     let c = &changes(&drain(&mut room))[0];
-    assert_eq!(behind_ms(&room, &c.timeline, c.effective_at_us), 5_500);
+    assert_eq!(behind_ms(&room, &c.timeline, c.effective_at_us), 5_750);
     assert!(room.live_state().unwrap().at_live);
 }
 
@@ -534,24 +542,26 @@ fn seeks_before_the_dvr_window_clamp_to_its_start() {
 fn a_room_playing_ahead_of_a_risen_live_point_moves_back_with_it() {
     let mut room = Room::new(auto(1_000, 10_000), TU);
     let ids: Vec<MemberId> = (0..3).map(|i| join_live(&mut room, TU, &format!("m{i}"))).collect();
-    // Settled at 1,500 ms.
-    report_all(&mut room, TU + S, &ids, |_| 1_000);
-    report_all(&mut room, TU + 2 * S, &ids, |_| 1_000);
-    assert_eq!(room.live_state().unwrap().latency_ms, 1_500);
-    // A pause of 0.2 s and a play: the room plays off live, 1.7 s behind now.
-    let now = TU + 3 * S;
+    // Settled at 1,750 ms.
+    for k in 1..=u64::from(FIRST_DECISION_REPORTS) {
+        report_all(&mut room, TU + k * S, &ids, |_| 1_000);
+    }
+    assert_eq!(room.live_state().unwrap().latency_ms, 1_750);
+    // A pause of 0.2 s and a play: the room plays off live, 1.95 s behind now.
+    let now = TU + 5 * S;
     cmd(&mut room, now, ids[0], Action::Pause { position_ms: None }).unwrap();
     tick(&mut room, now + 300 * MS);
     cmd(&mut room, now + 500 * MS, ids[0], Action::Play { position_ms: None }).unwrap();
     tick(&mut room, now + 700 * MS);
     drain(&mut room);
     assert!(!room.live_state().unwrap().at_live);
-    // Every viewer now needs 3 s (too low for most: moves at once). The room,
-    // 1.7 s behind now, would play ahead of the new live point: it moves to it.
+    // Every viewer now needs 3.25 s (too low for most: moves at once). The
+    // room, 1.95 s behind now, would play ahead of the new live point: it
+    // moves to it.
     let t = now + S;
     let out = report_all(&mut room, t, &ids, |_| 2_500);
     let c = changes(&out);
     assert_eq!(c.len(), 1, "{out:?}");
-    assert_eq!(behind_ms(&room, &c[0].timeline, c[0].effective_at_us), 3_000);
+    assert_eq!(behind_ms(&room, &c[0].timeline, c[0].effective_at_us), 3_250);
     assert!(room.live_state().unwrap().at_live);
 }
