@@ -39,7 +39,25 @@ export async function tcpProxy(port, imp) {
    * @param {net.Socket} from @param {net.Socket} to
    */
   const pipe = (from, to) => {
-    let last = 0;
+    /** @type {{at: number, chunk: Buffer | null}[]} chunks in order, each with its due time (null: the end) */
+    const queue = [];
+    /** @type {NodeJS.Timeout | null} */
+    let timer = null;
+    // One timer per direction, always for the queue's head: chunks leave in
+    // the order they came (timers of different delays may fire out of order).
+    const pump = () => {
+      timer = null;
+      while (queue.length && queue[0].at <= Date.now()) {
+        const { chunk } = /** @type {{at: number, chunk: Buffer | null}} */ (queue.shift());
+        if (chunk === null) to.end();
+        else if (!to.destroyed) to.write(chunk);
+      }
+      if (queue.length) timer = setTimeout(pump, Math.max(0, queue[0].at - Date.now()));
+    };
+    const push = (/** @type {Buffer | null} */ chunk, /** @type {number} */ at) => {
+      queue.push({ at: Math.max(at, queue.at(-1)?.at ?? 0), chunk });
+      timer ??= setTimeout(pump, Math.max(0, queue[0].at - Date.now()));
+    };
     from.on('data', (chunk) => {
       stats.packets++;
       let at = Date.now() + sample(imp);
@@ -47,15 +65,14 @@ export async function tcpProxy(port, imp) {
         stats.lost++;
         at += imp.rtoMs ?? 200;
       }
-      at = Math.max(at, last);
-      last = at;
-      setTimeout(() => {
-        if (!to.destroyed) to.write(chunk);
-      }, at - Date.now());
+      push(chunk, at);
     });
-    from.on('end', () => setTimeout(() => to.end(), Math.max(0, last - Date.now())));
+    from.on('end', () => push(null, Date.now()));
     from.on('error', () => to.destroy());
-    from.on('close', () => setTimeout(() => to.destroy(), Math.max(0, last - Date.now()) + 10));
+    from.on('close', () => {
+      const wait = Math.max(0, (queue.at(-1)?.at ?? 0) - Date.now()) + 50;
+      setTimeout(() => to.destroy(), wait);
+    });
   };
   const server = net.createServer((client) => {
     const up = net.connect(port, '127.0.0.1');
