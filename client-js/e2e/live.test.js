@@ -111,6 +111,8 @@ async function openLive(url, o = {}) {
       const playing = !v.paused && v.readyState >= 3;
       return {
         t,
+        // The playhead (currentTime), sub-frame: where the element is.
+        head: w.lockstepLive.adapter.toProgramTime(v.currentTime),
         program: p === null ? null : p + (playing ? (t - f[0]) * v.playbackRate : 0),
         frameProgram: p,
         playing,
@@ -162,22 +164,31 @@ async function steady(pages, { boundMs = 30, forMs = 1000, timeoutMs = 60_000 } 
   }
 }
 
-/** Samples the pages' skew `n` times. @param {LivePage[]} pages */
+/**
+ * Samples the pages' skew `n` times: of the frames on screen (quantized by
+ * the stream's frames and the display's refresh) and of the playheads
+ * (`currentTime`, sub-frame).
+ * @param {LivePage[]} pages
+ */
 async function sample(pages, { n = 200, intervalMs = 50 } = {}) {
   /** @type {number[]} */
   const skews = [];
+  /** @type {number[]} */
+  const heads = [];
   /** @type {number[]} */
   const latencies = [];
   for (let i = 0; i < n; i++) {
     const shown = await look(pages);
     const s = spread(shown);
-    if (s !== null && shown.every((x) => x.playing)) {
+    if (s !== null && shown.every((x) => x.playing && x.head !== null)) {
       skews.push(s);
+      const h = shown.map((x) => x.t - x.head);
+      heads.push(Math.max(...h) - Math.min(...h));
       latencies.push(.../** @type {number[]} */ (behind(shown)));
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
-  return { skews, latencyMs: summarize(latencies) };
+  return { skews, playheadMs: summarize(heads), latencyMs: summarize(latencies) };
 }
 
 /** The three pages of a run: one direct, two through the proxies. */
@@ -210,11 +221,11 @@ test('three pages on a live stream hold one frame over WebSocket and WebTranspor
       const settled = await steady(pages);
       const transports = await Promise.all(pages.map((p) => p.evaluate(() => /** @type {any} */ (window).lockstepLive.session.transport)));
       assert.deepEqual(transports, [transport, transport, transport]);
-      const { skews, latencyMs } = await sample(pages);
+      const { skews, playheadMs, latencyMs } = await sample(pages);
       const s = summarize(skews);
       const state = await (await fetch(`${env.server.url}/api/live-stream/${ev}/state`)).json();
       const moves = (await Promise.all(pages.map((p) => p.evaluate(() => /** @type {any} */ (window).lockstepLive.liveStates.map((l) => [l.latencyMs, l.atLive])))))[0];
-      results[transport] = { ...s, settledMs: Date.now() - joinedAt, steadyAfterMs: settled.ms, latencyMs, roomLatencyMs: state.live.latencyMs, needs: state.live.needs, liveStates: moves };
+      results[transport] = { ...s, playheadMs, settledMs: Date.now() - joinedAt, steadyAfterMs: settled.ms, latencyMs, roomLatencyMs: state.live.latencyMs, needs: state.live.needs, liveStates: moves };
       record(t, `live-${transport}`, { chromium: env.browser.version(), proxy: { tcp: proxies.tcp.stats, udp: proxies.udp.stats }, ...results[transport], skews });
       assert.equal(skews.length > 150, true, `too few samples with every page playing: ${skews.length}`);
       assert.ok(s.p95Ms < 100, `${transport}: p95 skew ${s.p95Ms} ms`);
@@ -231,12 +242,12 @@ test('three pages on a live stream hold one frame over WebSocket and WebTranspor
       await waitUntil(async () => (await look(pages)).every((x) => x.playing && x.program !== null), { what: `${name} pages playing`, timeoutMs: 60_000 });
       // As long as the Lockstep pages had from joining to sampling.
       await new Promise((r) => setTimeout(r, results.webtransport.settledMs));
-      const { skews, latencyMs } = await sample(pages);
-      results[name] = { ...summarize(skews), latencyMs };
+      const { skews, playheadMs, latencyMs } = await sample(pages);
+      results[name] = { ...summarize(skews), playheadMs, latencyMs };
       record(t, `live-${name}`, { chromium: env.browser.version(), ...results[name], skews });
       await closeAll(pages);
     }
-    t.diagnostic(`live skew summary: ${JSON.stringify(Object.fromEntries(Object.entries(results).map(([k, v]) => [k, { p50: v.p50Ms, p95: v.p95Ms, max: v.maxMs, latencyP50: v.latencyMs.p50Ms }])))}`);
+    t.diagnostic(`live skew summary: ${JSON.stringify(Object.fromEntries(Object.entries(results).map(([k, v]) => [k, { p50: v.p50Ms, p95: v.p95Ms, max: v.maxMs, headP50: v.playheadMs.p50Ms, headP95: v.playheadMs.p95Ms, latencyP50: v.latencyMs.p50Ms }])))}`);
   } finally {
     proxies.tcp.close();
     proxies.udp.close();
