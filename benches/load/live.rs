@@ -265,8 +265,8 @@ pub(crate) struct LiveRec {
     pub(crate) need_now: Vec<AtomicU64>,
     /// The `k`-th `LiveState` of the room as first received (realtime ns, state).
     pub(crate) states: Mutex<Vec<(u64, LiveState)>>,
-    /// Timeline changes as first received (realtime ns, change), by epoch.
-    pub(crate) changes: Mutex<Vec<(u64, TimelineChanged)>>,
+    /// Timeline changes by epoch, as the viewers received them.
+    pub(crate) changes: Mutex<Vec<Got>>,
     /// The timeline of the first `Welcome` (effective before any change).
     pub(crate) welcome: Mutex<Option<Timeline>>,
     /// Per viewer: its last `LiveState`, packed (see [`pack`]); 0: none.
@@ -287,6 +287,18 @@ pub(crate) struct LiveRec {
     pub(crate) first_report_ns: AtomicU64,
     /// Per second from the first report: the harness's view of the needs and the server's state.
     pub(crate) series: Mutex<Vec<SeriesPoint>>,
+}
+
+/// A timeline change and its delivery.
+#[derive(Debug, Clone)]
+pub(crate) struct Got {
+    pub(crate) change: TimelineChanged,
+    /// First and last receipt by a viewer (realtime ns).
+    pub(crate) first_ns: u64,
+    pub(crate) last_ns: u64,
+    pub(crate) viewers: u64,
+    /// Viewers it reached after its effective time (by their estimates).
+    pub(crate) late: u64,
 }
 
 /// A `LiveState` in one u64: latency, at live, auto.
@@ -442,9 +454,16 @@ impl Viewer {
         if c.effective_at_us <= est {
             rec.changes_late.fetch_add(1, Relaxed);
         }
+        let late = u64::from(c.effective_at_us <= est);
         let mut v = rec.changes.lock().unwrap_or_else(|e| e.into_inner());
-        if !v.iter().any(|(_, x)| x.timeline.epoch == c.timeline.epoch) {
-            v.push((recv_ns, c.clone()));
+        match v.iter_mut().find(|x| x.change.timeline.epoch == c.timeline.epoch) {
+            Some(x) => {
+                x.viewers += 1;
+                x.late += late;
+                x.first_ns = x.first_ns.min(recv_ns);
+                x.last_ns = x.last_ns.max(recv_ns);
+            }
+            None => v.push(Got { change: c.clone(), first_ns: recv_ns, last_ns: recv_ns, viewers: 1, late }),
         }
     }
 
@@ -596,12 +615,22 @@ pub(crate) struct Move {
     pub(crate) at_live: bool,
 }
 
+/// A timeline change: seconds after the first report.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ChangeRow {
+    pub(crate) reason: String,
+    pub(crate) effective_s: f64,
+    pub(crate) first_s: f64,
+    pub(crate) last_s: f64,
+    pub(crate) viewers: u64,
+    pub(crate) late: u64,
+}
+
 /// The per-run details printed and written besides [`LiveRes`].
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct LiveRun {
     pub(crate) moves: Vec<Move>,
-    /// Timeline changes: (seconds after the first report, effective, reason).
-    pub(crate) changes: Vec<(f64, f64, String)>,
+    pub(crate) changes: Vec<ChangeRow>,
     pub(crate) series: Vec<SeriesPoint>,
 }
 
@@ -619,8 +648,8 @@ pub(crate) fn analyze(rec: &LiveRec, j0: usize, j1: usize) -> (LiveRes, LiveRun)
         paused: false,
     });
     let mut changes = rec.changes.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    changes.sort_by_key(|(_, c)| c.effective_at_us);
-    let cs: Vec<TimelineChanged> = changes.iter().map(|(_, c)| c.clone()).collect();
+    changes.sort_by_key(|x| x.change.effective_at_us);
+    let cs: Vec<TimelineChanged> = changes.iter().map(|x| x.change.clone()).collect();
     let states = rec.states.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let origin = states.first().map_or(0, |s| s.1.origin_ms);
     let first_ns = rec.first_report_ns.load(Relaxed);
@@ -725,9 +754,17 @@ pub(crate) fn analyze(rec: &LiveRec, j0: usize, j1: usize) -> (LiveRes, LiveRun)
         let want = pack(&prev);
         r.final_state_ok = rec.last_state.iter().filter(|s| s.load(Relaxed) == want).count() as f64;
     }
-    for (ns, c) in &changes {
+    for x in &changes {
+        let c = &x.change;
         let eff = (c.effective_at_us as i64 - rec.ref_offset_us) as f64 * 1000.0;
-        run.changes.push((rel(*ns), (eff - first_ns as f64) / 1e9, format!("{:?}", c.reason)));
+        run.changes.push(ChangeRow {
+            reason: format!("{:?}", c.reason),
+            effective_s: (eff - first_ns as f64) / 1e9,
+            first_s: rel(x.first_ns),
+            last_s: rel(x.last_ns),
+            viewers: x.viewers,
+            late: x.late,
+        });
         if c.reason == ChangeReason::BufferingWait {
             r.buffering_waits += 1.0;
         }
@@ -831,15 +868,15 @@ pub(crate) fn print(rows: &[(&str, &LiveRes)], runs: &[(&str, &LiveRun)]) {
         );
     }
     println!(
-        "\nDelivery: viewers with a LiveState (first after Welcome), whose last LiveState is the room's last; LiveStates per viewer (mean / max); changes (viewer × change arrivals after the effective time); ticks per viewer per s, ticks that revealed / promoted an epoch, most viewers on a tick-learned timeline at one instant; reports.\n"
+        "\nDelivery: viewers with a LiveState (first after Welcome), whose last LiveState is the room's last; LiveStates per viewer (mean / max); changes (viewer × change arrivals after the effective time); ticks per viewer per s, ticks that revealed an epoch whose change the viewer never got, most viewers on a tick-learned timeline at one instant; reports.\n"
     );
     println!(
-        "| target | got LiveState (first) | last = room's | LiveStates mean / max | changes (late) | ticks / viewer / s | revealed / promoted | from tick (max) | reports / s | buffering % | ignored (server) | mailbox reports peak |"
+        "| target | got LiveState (first) | last = room's | LiveStates mean / max | changes (late) | ticks / viewer / s | revealed | from tick (max) | reports / s | buffering % | ignored (server) | mailbox reports peak |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, r) in rows {
         println!(
-            "| {name} | {} ({}) | {} | {} / {} | {} ({}) | {} | {} / {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} ({}) | {} | {} / {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |",
             r.got_live_state,
             r.live_state_first,
             r.final_state_ok,
@@ -849,7 +886,6 @@ pub(crate) fn print(rows: &[(&str, &LiveRes)], runs: &[(&str, &LiveRun)]) {
             r.changes_late,
             f(r.ticks_per_viewer_s, 2),
             r.ticks_revealed,
-            r.ticks_promoted,
             r.from_tick_max,
             f(r.reports_per_s, 0),
             f(r.buffering_reports_pct, 2),
@@ -863,8 +899,16 @@ pub(crate) fn print(rows: &[(&str, &LiveRes)], runs: &[(&str, &LiveRun)]) {
             .iter()
             .map(|m| format!("{:+.2} s {} ms{}", m.t_s, m.latency_ms, if m.at_live { "" } else { " (not at live)" }))
             .collect();
-        let changes: Vec<String> =
-            run.changes.iter().map(|(t, e, why)| format!("{why} at {e:+.2} s (received {t:+.2} s)")).collect();
+        let changes: Vec<String> = run
+            .changes
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} effective {:+.3} s, received {:+.3} to {:+.3} s by {} viewers ({} after its effective time)",
+                    c.reason, c.effective_s, c.first_s, c.last_s, c.viewers, c.late
+                )
+            })
+            .collect();
         println!(
             "\n{name}: LiveStates after the first: {}; timeline changes: {}",
             if moves.is_empty() { "none".into() } else { moves.join(", ") },
