@@ -13,6 +13,7 @@
 
 mod conn;
 mod live;
+mod live_stats;
 mod proxy;
 mod rec;
 mod target;
@@ -290,8 +291,8 @@ struct Res {
     /// CPU % (of one core) used by other processes during the measured window.
     other_cpu_pct: f64,
     // live
-    live: Option<live::LiveRes>,
-    live_run: Option<live::LiveRun>,
+    live: Option<live_stats::LiveRes>,
+    live_run: Option<live_stats::LiveRun>,
     run_no: usize,
 }
 
@@ -687,7 +688,7 @@ async fn run_one(
     res.closed = rec.closed.load(Relaxed);
     res.udp_drops = udp_drops() - drops0;
     if let Some(rec) = &ctx.live {
-        let (lr, run) = live::analyze(rec, live_j0, live_j1);
+        let (lr, run) = live_stats::analyze(rec, live_j0, live_j1);
         res.live = Some(lr);
         res.live_run = Some(run);
     }
@@ -810,7 +811,7 @@ fn med(rs: &[&Res]) -> Res {
         proxy_loss: m(&|r| r.proxy_loss),
         udp_drops: m(&|r| r.udp_drops as f64) as u64,
         other_cpu_pct: m(&|r| r.other_cpu_pct),
-        live: rs.iter().map(|r| r.live.as_ref()).collect::<Option<Vec<_>>>().map(|ls| live::LiveRes::median(&ls)),
+        live: rs.iter().map(|r| r.live.as_ref()).collect::<Option<Vec<_>>>().map(|ls| live_stats::LiveRes::median(&ls)),
         run_no: r0.run_no,
         live_run: if rs.len() == 1 { r0.live_run.clone() } else { None },
     }
@@ -962,12 +963,12 @@ fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
         }
     }
     if o.mode == Mode::Live {
-        let lives: Vec<(&str, &live::LiveRes)> =
+        let lives: Vec<(&str, &live_stats::LiveRes)> =
             rows.iter().filter_map(|r| r.live.as_ref().map(|l| (r.target, l))).collect();
         let names: Vec<String> = rows.iter().map(|r| format!("{} (run {})", r.target, r.run_no + 1)).collect();
-        let runs: Vec<(&str, &live::LiveRun)> =
+        let runs: Vec<(&str, &live_stats::LiveRun)> =
             rows.iter().zip(&names).filter_map(|(r, n)| r.live_run.as_ref().map(|l| (n.as_str(), l))).collect();
-        live::print(&lives, &runs);
+        live_stats::print(&lives, &runs);
         println!(
             "\n| target | conns | join s | KiB / conn | server CPU % | load-gen CPU % | other CPU % | errors | closed |"
         );
