@@ -78,6 +78,10 @@ Live scenario (targets ws, wt; default ws; warm-up 15 s and 60 s measured by def
   --live-tail F:A-B        a slow tail: fraction F of the viewers at A-B ms (default 0.02:6000-10000)
   --live-segment-ms A-B    each viewer's segment duration, uniform (default 1000-2000)
   --live-stalls report|never  a viewer whose edge is behind the room reports buffering (default report)
+  --live-edge-report oldest|now  the edge a LiveReport carries: as old as it was at its oldest at the
+                     250 ms control steps since the last report (client-js; default), or the edge now
+  --live-margin-ms M the server's margin over a viewer's distance from its edge, for the harness's
+                     own view of the needs (default 750, as src/room/live.rs)
   --seed S           the viewers' random draws (default 12)
 ";
 
@@ -194,6 +198,12 @@ fn parse_args() -> anyhow::Result<Opts> {
             Some(o) => anyhow::bail!("--live-stalls report|never, not {o:?}"),
         };
         live.seed = num("seed", live.seed as f64)? as u64;
+        live.margin_ms = num("live-margin-ms", live.margin_ms as f64)? as u64;
+        live.edge_oldest = match get("live-edge-report").as_deref() {
+            None | Some("oldest") => true,
+            Some("now") => false,
+            Some(o) => anyhow::bail!("--live-edge-report oldest|now, not {o:?}"),
+        };
     }
     let (warmup_s, measure_s) = if mode == Mode::Live { (15.0, 60.0) } else { (2.0, 6.0) };
     let impair = flags.iter().any(|f| f == "--impair").then(|| -> anyhow::Result<Impair> {
@@ -1056,7 +1066,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_default()
         ),
         Mode::Live => format!(
-            "live: 1 live room × {} viewers (fetch {}–{} ms, {:.0} % at {}–{} ms, segments {}–{} ms, stalls {}), {:.0} s warm-up, {:.0} s measured",
+            "live: 1 live room × {} viewers (fetch {}–{} ms, {:.0} % at {}–{} ms, segments {}–{} ms, stalls {}, edge reported {}), {:.0} s warm-up, {:.0} s measured",
             o.per_room,
             o.live.fetch_ms.0,
             o.live.fetch_ms.1,
@@ -1066,6 +1076,7 @@ fn main() -> anyhow::Result<()> {
             o.live.segment_ms.0,
             o.live.segment_ms.1,
             if o.live.stalls { "reported" } else { "not reported" },
+            if o.live.edge_oldest { "at its oldest" } else { "now" },
             o.warmup.as_secs_f64(),
             o.measure.as_secs_f64()
         ),

@@ -7,8 +7,12 @@
 //! delay `fetch` (0.3–3 s; a slow tail, 2 % at 6–10 s): the newest program
 //! time it can play at server time `now` is `⌊(now − fetch) / seg⌋ · seg`
 //! (the segment ending there was published at its end and reached the viewer
-//! `fetch` later), so its need (`now − edge + 500 ms`, as the server computes
-//! it) is a sawtooth between `fetch + 500` and `fetch + seg + 500`.
+//! `fetch` later), so its need (`now − edge + margin`, as the server computes
+//! it, margin 750 ms) is a sawtooth between `fetch + margin` and `fetch + seg
+//! + margin`. As `client-js` does, a viewer reports the edge as old as it was
+//! at its oldest at any 250 ms control step since its last report
+//! (`--live-edge-report oldest`), so a report right after a reload does not
+//! understate its need.
 //!
 //! **Samples.** At instants `S_j = start + j s` (server time) each viewer
 //! evaluates the program time it would show: `origin + position` of the
@@ -26,8 +30,8 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use lockstep_protocol::{LiveState, Tick, Timeline, TimelineChanged};
 use serde::Serialize;
 
-/// Margin the server adds to a viewer's distance from its edge (`room/live.rs`).
-pub(crate) const LIVE_MARGIN_MS: u64 = 500;
+/// client-js's drift-control period: how often it samples its live edge.
+const CONTROL_STEP_MS: u64 = 250;
 /// The server's window for a viewer's need (`room/live.rs`).
 const NEED_WINDOW_US: u64 = 15_000_000;
 
@@ -43,6 +47,10 @@ pub(crate) struct LiveOpts {
     pub(crate) segment_ms: (u32, u32),
     /// Whether a viewer whose edge is behind the room's program time reports `buffering`.
     pub(crate) stalls: bool,
+    /// Margin the server adds to a viewer's distance from its edge (`room/live.rs`).
+    pub(crate) margin_ms: u64,
+    /// Report the oldest edge since the last report (client-js), or the edge now.
+    pub(crate) edge_oldest: bool,
     pub(crate) seed: u64,
 }
 
@@ -55,6 +63,8 @@ impl Default for LiveOpts {
             tail_ms: (6_000, 10_000),
             segment_ms: (1_000, 2_000),
             stalls: true,
+            margin_ms: 750,
+            edge_oldest: true,
             seed: 12,
         }
     }
@@ -119,9 +129,21 @@ impl Params {
         now_ms.saturating_sub(u64::from(self.fetch_ms)) / seg * seg
     }
 
-    /// The top of this viewer's need sawtooth (what it needs never to stall).
-    pub(crate) fn need_peak_ms(&self) -> u64 {
-        u64::from(self.fetch_ms) + u64::from(self.seg_ms) + LIVE_MARGIN_MS
+    /// The top of this viewer's need sawtooth (what it needs never to stall), with the server's margin.
+    pub(crate) fn need_peak_ms(&self, margin_ms: u64) -> u64 {
+        u64::from(self.fetch_ms) + u64::from(self.seg_ms) + margin_ms
+    }
+
+    /// The edge this viewer reports at `now_ms`: the edge now, or as old as
+    /// it was at its oldest at the control steps of the last second.
+    pub(crate) fn reported_edge_ms(&self, now_ms: u64, oldest: bool) -> u64 {
+        let steps = if oldest { 1_000 / CONTROL_STEP_MS } else { 1 };
+        let age = (0..steps)
+            .map(|k| now_ms.saturating_sub(k * CONTROL_STEP_MS))
+            .map(|t| t - self.edge_ms(t))
+            .max()
+            .unwrap_or(0);
+        now_ms.saturating_sub(age)
     }
 }
 
@@ -253,6 +275,8 @@ pub(crate) struct LiveRec {
     pub(crate) viewers: usize,
     pub(crate) params: Vec<Params>,
     pub(crate) stalls: bool,
+    pub(crate) margin_ms: u64,
+    pub(crate) edge_oldest: bool,
     /// The server clock minus CLOCK_REALTIME (µs), measured directly.
     pub(crate) ref_offset_us: i64,
     /// Server time (µs) of sample 0 and of the first report; 0 until the start.
@@ -313,6 +337,8 @@ impl LiveRec {
             viewers,
             params: (0..viewers).map(|g| Params::new(o, g)).collect(),
             stalls: o.stalls,
+            margin_ms: o.margin_ms,
+            edge_oldest: o.edge_oldest,
             ref_offset_us,
             t0_server_us: AtomicU64::new(0),
             samples,
@@ -384,6 +410,10 @@ pub(crate) struct SeriesPoint {
     pub(crate) server_ignored_reports: f64,
     pub(crate) server_mailbox_reports: f64,
     pub(crate) server_waiting: f64,
+    /// The server's own view of the needs (`live.needs`), ms.
+    pub(crate) server_need_p95_ms: f64,
+    pub(crate) server_need_median_ms: f64,
+    pub(crate) server_need_max_ms: f64,
 }
 
 /// A viewer's live part.
@@ -515,7 +545,8 @@ impl Viewer {
         let p = rec.params[self.g];
         let now = rec.server_now_us();
         let edge = p.edge_ms(now / 1000);
-        let need = (now / 1000).saturating_sub(edge) + LIVE_MARGIN_MS;
+        let reported = p.reported_edge_ms(now / 1000, rec.edge_oldest);
+        let need = (now / 1000).saturating_sub(reported) + rec.margin_ms;
         self.needs.push_back((now, need));
         while self.needs.front().is_some_and(|&(at, _)| at + NEED_WINDOW_US < now) {
             self.needs.pop_front();
@@ -533,7 +564,7 @@ impl Viewer {
             rec.buffering_reports.fetch_add(1, Relaxed);
         }
         let buffer_ms = pos.map_or(0, |p| edge_pos_us.saturating_sub(p) / 1000).min(u64::from(u32::MAX)) as u32;
-        let live = lockstep_protocol::LiveReport { live_edge_ms: edge, buffer_ms };
+        let live = lockstep_protocol::LiveReport { live_edge_ms: reported, buffer_ms };
         let report = lockstep_protocol::Report {
             epoch: self.tracker.epoch(),
             // A stalled viewer shows its newest frame at best.
@@ -592,6 +623,9 @@ pub(crate) fn series_point(rec: &LiveRec, state: Option<&serde_json::Value>) -> 
         server_ignored_reports: num(live.map(|l| &l["ignoredReports"])),
         server_mailbox_reports: num(state.map(|s| &s["mailbox"]["reports"])),
         server_waiting: num(state.map(|s| &s["bufferingWait"])),
+        server_need_p95_ms: num(live.map(|l| &l["needs"]["p95"])),
+        server_need_median_ms: num(live.map(|l| &l["needs"]["median"])),
+        server_need_max_ms: num(live.map(|l| &l["needs"]["max"])),
     }
 }
 
@@ -607,7 +641,11 @@ mod tests {
         assert_eq!(p.edge_ms(10_499), 8_000);
         assert_eq!(p.edge_ms(10_500), 10_000);
         assert_eq!(p.edge_ms(12_499), 10_000);
-        assert_eq!(p.need_peak_ms(), 3_000);
+        assert_eq!(p.need_peak_ms(500), 3_000);
+        // Just after the reload at 10,500: the edge was 2,350 ms old at the step at 10,350.
+        assert_eq!(p.reported_edge_ms(10_600, true), 8_250);
+        assert_eq!(p.reported_edge_ms(10_600, false), 10_000);
+        assert_eq!(p.reported_edge_ms(11_600, true), 10_000);
     }
 
     #[test]

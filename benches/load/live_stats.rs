@@ -44,7 +44,7 @@ live_res! {
     first_move_s, last_move_s, moves, moves_in_window, at_live_flips,
     buffering_waits, at_live_end,
     /// Needs: p95 of what the harness reported (end of run), of the sawtooth peaks, without the tail, max.
-    need_p95_reported_ms, need_p95_peak_ms, need_p95_peak_main_ms, need_max_peak_ms, need_median_peak_ms,
+    need_p95_reported_ms, need_p95_server_ms, need_max_server_ms, need_p95_peak_ms, need_p95_peak_main_ms, need_max_peak_ms, need_median_peak_ms,
     /// Delivery.
     got_live_state, live_state_first, state_msgs_mean, state_msgs_max, final_state_ok,
     changes, changes_late, ticks_per_viewer_s, ticks_revealed, ticks_promoted, from_tick_max,
@@ -238,8 +238,9 @@ pub(crate) fn analyze(rec: &LiveRec, j0: usize, j1: usize) -> (LiveRes, LiveRun)
     // Needs.
     let series = rec.series.lock().unwrap_or_else(|e| e.into_inner()).clone();
     r.need_p95_reported_ms = series.iter().rev().map(|p| p.need_p95_ms).find(|x| x.is_finite()).unwrap_or(f64::NAN);
-    let mut peaks: Vec<u64> = rec.params.iter().map(Params::need_peak_ms).collect();
-    let mut main: Vec<u64> = rec.params.iter().filter(|p| !p.tail).map(Params::need_peak_ms).collect();
+    let peak = |p: &Params| p.need_peak_ms(rec.margin_ms);
+    let mut peaks: Vec<u64> = rec.params.iter().map(peak).collect();
+    let mut main: Vec<u64> = rec.params.iter().filter(|p| !p.tail).map(peak).collect();
     peaks.sort_unstable();
     main.sort_unstable();
     r.need_p95_peak_ms = p95(&peaks);
@@ -249,6 +250,8 @@ pub(crate) fn analyze(rec: &LiveRec, j0: usize, j1: usize) -> (LiveRes, LiveRun)
     let last_server = series.iter().rev().find(|p| p.server_ignored_reports.is_finite());
     r.server_ignored_reports = last_server.map_or(f64::NAN, |p| p.server_ignored_reports);
     r.server_mailbox_reports = last_server.map_or(f64::NAN, |p| p.server_mailbox_reports);
+    r.need_p95_server_ms = last_server.map_or(f64::NAN, |p| p.server_need_p95_ms);
+    r.need_max_server_ms = last_server.map_or(f64::NAN, |p| p.server_need_max_ms);
     run.series = series;
 
     // Delivery.
@@ -306,15 +309,15 @@ pub(crate) fn print(rows: &[(&str, &LiveRes)], runs: &[(&str, &LiveRun)]) {
         );
     }
     println!(
-        "\nLatency (s after the first LiveReport; first receipt of the LiveState by any viewer). Needs (ms): p95 of what the viewers reported (the server's rule, end of run); p95 of the sawtooth peaks (fetch + segment + 500), all / without the slow tail; max peak.\n"
+        "\nLatency (s after the first LiveReport; first receipt of the LiveState by any viewer). Needs (ms, end of run): p95 of what the viewers reported by the server's rule, as the harness computes it / as the server's GET …/state shows it (and its max); p95 of the sawtooth peaks (fetch + segment + margin), all / without the slow tail; median and max peak.\n"
     );
     println!(
-        "| target | initial → final ms | first move s | last move s | moves (in window) | at-live flips | waits | at live at end | need p95 reported | p95 peaks all / main | median / max peak |"
+        "| target | initial → final ms | first move s | last move s | moves (in window) | at-live flips | waits | at live at end | need p95 harness / server (max) | p95 peaks all / main | median / max peak |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, r) in rows {
         println!(
-            "| {name} | {} → {} | {} | {} | {} ({}) | {} | {} | {} | {} | {} / {} | {} / {} |",
+            "| {name} | {} → {} | {} | {} | {} ({}) | {} | {} | {} | {} / {} ({}) | {} / {} | {} / {} |",
             f(r.latency_initial_ms, 0),
             f(r.latency_final_ms, 0),
             f(r.first_move_s, 2),
@@ -325,6 +328,8 @@ pub(crate) fn print(rows: &[(&str, &LiveRes)], runs: &[(&str, &LiveRun)]) {
             f(r.buffering_waits, 0),
             if r.at_live_end >= 0.5 { "yes" } else { "no" },
             f(r.need_p95_reported_ms, 0),
+            f(r.need_p95_server_ms, 0),
+            f(r.need_max_server_ms, 0),
             f(r.need_p95_peak_ms, 0),
             f(r.need_p95_peak_main_ms, 0),
             f(r.need_median_peak_ms, 0),
@@ -384,10 +389,11 @@ pub(crate) fn print(rows: &[(&str, &LiveRes)], runs: &[(&str, &LiveRun)]) {
             .filter(|p| p.server_latency_ms.is_finite())
             .map(|p| {
                 format!(
-                    "{:+.0} s: need p95 {} (main {}), server {} ms{}{}",
+                    "{:+.0} s: need p95 {} (main {}; server's {}), server {} ms{}{}",
                     p.t_s,
                     f(p.need_p95_ms, 0),
                     f(p.need_p95_main_ms, 0),
+                    f(p.server_need_p95_ms, 0),
                     f(p.server_latency_ms, 0),
                     if p.server_at_live >= 0.5 { " at live" } else { " not at live" },
                     if p.server_waiting >= 0.5 { ", waiting" } else { "" }
