@@ -12,6 +12,8 @@
 //! loopback. See `BENCHMARKS.md` for what each figure means.
 
 mod conn;
+mod live;
+mod live_stats;
 mod proxy;
 mod rec;
 mod target;
@@ -40,7 +42,9 @@ USAGE: cargo run --release --features load --bin lockstep-load -- [OPTIONS]
   --scenario S       s1 (1 room x 1,000 viewers, a change every 250 ms; the default),
                      s2 (1 room x 10,000, every 1 s), s3 (1,000 rooms x 10, every 250 ms),
                      storm (10,000 viewers join one room at once; counts on everywhere),
-                     sync (sync precision: 1 room x 1,000 viewers, play/pause every 1 s)
+                     sync (sync precision: 1 room x 1,000 viewers, play/pause every 1 s),
+                     live (1 live room x 10,000 viewers with simulated live edges: program-time
+                     spread at common instants, the auto latency, delivery; see the live options)
   --targets LIST     comma-separated: wt, ws, json, peer-ws, peer-socketio, or all
                      (default: all for s1/s2/s3/storm, wt,ws for sync)
   --viewers N        viewers per room          --rooms R          rooms
@@ -65,6 +69,20 @@ USAGE: cargo run --release --features load --bin lockstep-load -- [OPTIONS]
   --wt-endpoints E   client UDP endpoints the WebTransport viewers share (default 16)
   --server-bin PATH  run this lockstep binary instead of building target/release/lockstep
   --quiet-wait-s Q   before each run, wait up to Q s for the machine to be quiet (default 20)
+  --json PATH        also write every run and the medians as JSON (with the command, commit, date)
+
+Live scenario (targets ws, wt; default ws; warm-up 15 s and 60 s measured by default; no host):
+  --live-latency L   comma-separated server settings to run, each a variant: auto or N (ms)
+                     (default auto); passed as --room-clock live --live-latency-ms L
+  --live-fetch-ms A-B      each viewer's fetch delay, uniform (default 300-3000)
+  --live-tail F:A-B        a slow tail: fraction F of the viewers at A-B ms (default 0.02:6000-10000)
+  --live-segment-ms A-B    each viewer's segment duration, uniform (default 1000-2000)
+  --live-stalls report|never  a viewer whose edge is behind the room reports buffering (default report)
+  --live-edge-report oldest|now  the edge a LiveReport carries: as old as it was at its oldest at the
+                     250 ms control steps since the last report (client-js; default), or the edge now
+  --live-margin-ms M the server's margin over a viewer's distance from its edge, for the harness's
+                     own view of the needs (default 750, as src/room/live.rs)
+  --seed S           the viewers' random draws (default 12)
 ";
 
 #[derive(Debug, Clone)]
@@ -91,6 +109,8 @@ struct Opts {
     server_bin: Option<PathBuf>,
     quiet_wait: Duration,
     nodes: usize,
+    live: live::LiveOpts,
+    json: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -138,10 +158,13 @@ fn parse_args() -> anyhow::Result<Opts> {
         "s3" => (Mode::Latency, 1000, 10, 250),
         "storm" => (Mode::Storm, 1, 10_000, 1000),
         "sync" => (Mode::Precision, 1, 1000, 1000),
+        "live" => (Mode::Live, 1, 10_000, 1000),
         other => anyhow::bail!("unknown scenario {other:?} (see --help)"),
     };
     let targets = match get("targets").as_deref() {
         None | Some("all") if mode == Mode::Precision => vec![Target::Wt, Target::Ws],
+        None if mode == Mode::Live => vec![Target::Ws],
+        Some("all") if mode == Mode::Live => vec![Target::Ws, Target::Wt],
         None | Some("all") => Target::ALL.to_vec(),
         Some(list) => list
             .split(',')
@@ -151,6 +174,38 @@ fn parse_args() -> anyhow::Result<Opts> {
     if mode == Mode::Precision {
         anyhow::ensure!(targets.iter().all(|t| matches!(t, Target::Wt | Target::Ws)), "sync runs on wt and ws only");
     }
+    let mut live = live::LiveOpts::default();
+    if mode == Mode::Live {
+        anyhow::ensure!(targets.iter().all(|t| matches!(t, Target::Wt | Target::Ws)), "live runs on wt and ws only");
+        if let Some(l) = get("live-latency") {
+            live.latencies = l.split(',').map(|x| x.trim().to_owned()).collect();
+            for l in &live.latencies {
+                anyhow::ensure!(l == "auto" || l.parse::<u32>().is_ok(), "--live-latency: auto or ms, not {l:?}");
+            }
+        }
+        if let Some(r) = get("live-fetch-ms") {
+            live.fetch_ms = live::parse_range(&r)?;
+        }
+        if let Some(t) = get("live-tail") {
+            (live.tail, live.tail_ms) = live::parse_tail(&t)?;
+        }
+        if let Some(r) = get("live-segment-ms") {
+            live.segment_ms = live::parse_range(&r)?;
+        }
+        live.stalls = match get("live-stalls").as_deref() {
+            None | Some("report") => true,
+            Some("never") => false,
+            Some(o) => anyhow::bail!("--live-stalls report|never, not {o:?}"),
+        };
+        live.seed = num("seed", live.seed as f64)? as u64;
+        live.margin_ms = num("live-margin-ms", live.margin_ms as f64)? as u64;
+        live.edge_oldest = match get("live-edge-report").as_deref() {
+            None | Some("oldest") => true,
+            Some("now") => false,
+            Some(o) => anyhow::bail!("--live-edge-report oldest|now, not {o:?}"),
+        };
+    }
+    let (warmup_s, measure_s) = if mode == Mode::Live { (15.0, 60.0) } else { (2.0, 6.0) };
     let impair = flags.iter().any(|f| f == "--impair").then(|| -> anyhow::Result<Impair> {
         Ok(Impair {
             delay: Duration::from_secs_f64(num("delay-ms", 50.0)? / 1000.0),
@@ -162,6 +217,7 @@ fn parse_args() -> anyhow::Result<Opts> {
     let nodes = num("nodes", 1.0)? as usize;
     anyhow::ensure!(nodes == 1 || nodes == 2, "--nodes 1 or 2");
     anyhow::ensure!(nodes == 1 || targets.iter().all(|t| t.is_lockstep()), "--nodes 2 runs lockstep targets only");
+    anyhow::ensure!(nodes == 1 || mode != Mode::Live, "live runs on one node");
     let peers = get("peers").map(PathBuf::from).unwrap_or_else(|| target::workspace().join("../shared/peers"));
     Ok(Opts {
         mode,
@@ -169,8 +225,8 @@ fn parse_args() -> anyhow::Result<Opts> {
         rooms: num("rooms", rooms as f64)? as usize,
         per_room: num("viewers", per_room as f64)? as usize,
         interval: Duration::from_millis(num("interval-ms", interval_ms as f64)? as u64),
-        warmup: Duration::from_secs_f64(num("warmup-s", 2.0)?),
-        measure: Duration::from_secs_f64(num("measure-s", 6.0)?),
+        warmup: Duration::from_secs_f64(num("warmup-s", warmup_s)?),
+        measure: Duration::from_secs_f64(num("measure-s", measure_s)?),
         runs: num("runs", 1.0)?.max(1.0) as usize,
         concurrency: num("concurrency", if mode == Mode::Storm { 1000.0 } else { 256.0 })?.max(1.0) as usize,
         storm_timeout: Duration::from_secs_f64(num("storm-timeout-s", 20.0)?),
@@ -191,11 +247,13 @@ fn parse_args() -> anyhow::Result<Opts> {
         quiet_wait: Duration::from_secs_f64(num("quiet-wait-s", 20.0)?),
         nodes,
         scenario,
+        live,
+        json: get("json").map(PathBuf::from),
     })
 }
 
 /// What one run of one target measured.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 struct Res {
     target: &'static str,
     conns: usize,
@@ -242,6 +300,10 @@ struct Res {
     udp_drops: u64,
     /// CPU % (of one core) used by other processes during the measured window.
     other_cpu_pct: f64,
+    // live
+    live: Option<live_stats::LiveRes>,
+    live_run: Option<live_stats::LiveRun>,
+    run_no: usize,
 }
 
 /// (busy, total) jiffies of the whole machine, from /proc/stat.
@@ -365,8 +427,12 @@ async fn run_one(
     bin: Option<&std::path::Path>,
     run_no: usize,
     nodes: usize,
+    latency: Option<&str>,
 ) -> anyhow::Result<Res> {
     let mut lockstep_args = o.lockstep_args.clone();
+    if let Some(l) = latency {
+        lockstep_args.splice(0..0, ["--room-clock", "live", "--live-latency-ms", l].map(String::from));
+    }
     if o.mode == Mode::Storm {
         // The join storm measures the default coalescing; nothing to add.
     }
@@ -408,7 +474,8 @@ async fn run_one(
         }
         None => (server.http, server.quic),
     };
-    let ref_offset = if o.mode == Mode::Precision { reference_offset(server.http).await? } else { 0.0 };
+    let ref_offset =
+        if matches!(o.mode, Mode::Precision | Mode::Live) { reference_offset(server.http).await? } else { 0.0 };
     let eps = match (t, &server.cert_sha256) {
         (Target::Wt, Some(c)) => wt_endpoints(o.wt_endpoints, c)?,
         (Target::Wt, None) => anyhow::bail!("no certificate hash in the server's log"),
@@ -418,7 +485,10 @@ async fn run_one(
     let k0 = (o.warmup.as_nanos() as u64).div_ceil(interval_ns) as u32;
     let k1 = k0 + (o.measure.as_nanos() as u64 / interval_ns).max(1) as u32;
     let viewers = o.rooms * o.per_room;
-    let hosts = if o.mode == Mode::Storm { 0 } else { o.rooms };
+    let hosts = if matches!(o.mode, Mode::Storm | Mode::Live) { 0 } else { o.rooms };
+    // Live: one sample a second from the start to the end of the measured window.
+    let live_j0 = o.warmup.as_secs_f64().ceil() as usize;
+    let live_j1 = live_j0 + (o.measure.as_secs_f64().floor() as usize).max(1);
     let (start_tx, start_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = watch::channel(false);
     let tag = format!("{}-{}-{}", o.scenario, run_no, wsclient::realtime_ns() % 1_000_000_000);
@@ -434,8 +504,9 @@ async fn run_one(
         interval: o.interval,
         rec: Rec::new(o.rooms, k0, k1, interval_ns),
         prec: (o.mode == Mode::Precision).then(|| Precision::new(viewers, k1 as usize + 1)),
+        live: (o.mode == Mode::Live).then(|| live::LiveRec::new(&o.live, viewers, live_j1 + 2, ref_offset as i64)),
         count_target: (o.per_room + if hosts > 0 { 1 } else { 0 }) as u32,
-        ping_every: (o.mode == Mode::Precision).then_some(Duration::from_secs(2)),
+        ping_every: matches!(o.mode, Mode::Precision | Mode::Live).then_some(Duration::from_secs(2)),
         start: start_rx,
         stop: stop_rx,
         joined: AtomicU64::new(0),
@@ -470,9 +541,13 @@ async fn run_one(
     for g in 0..viewers {
         set.spawn(conn::client(ctx.clone(), Role::Viewer { g, room: g / o.per_room }));
     }
-    let name: &'static str =
-        if nodes == 2 { Box::leak(format!("{} (2 nodes, Redis)", t.name()).into_boxed_str()) } else { t.name() };
-    let mut res = Res { target: name, conns: total as usize, ..Res::default() };
+    let name: &'static str = match latency {
+        _ if nodes == 2 => Box::leak(format!("{} (2 nodes, Redis)", t.name()).into_boxed_str()),
+        Some("auto") => Box::leak(format!("{}, auto", t.name()).into_boxed_str()),
+        Some(l) => Box::leak(format!("{}, fixed {l} ms", t.name()).into_boxed_str()),
+        None => t.name(),
+    };
+    let mut res = Res { target: name, conns: total as usize, run_no, ..Res::default() };
     // QUIC handshakes cost both sides milliseconds of CPU each: 10,000 take minutes here.
     let join_limit = if t == Target::Wt { Duration::from_secs(180) } else { Duration::from_secs(60) };
     let join_deadline = tj + if o.mode == Mode::Storm { o.storm_timeout } else { join_limit.max(o.storm_timeout) };
@@ -537,14 +612,54 @@ async fn run_one(
     progress("joined", format!("in {:.2} s; {:.1} KiB per connection", res.join_s, res.kib_per_conn));
 
     let start = Instant::now() + Duration::from_millis(100);
+    if let Some(rec) = &ctx.live {
+        rec.t0_server_us.store(rec.server_now_us() + 100_000, Relaxed);
+        // Once a second: the needs the viewers reported; every 5 s the server's own state.
+        let (c, http, event, mut stop) = (ctx.clone(), server.http, ctx.event(0), ctx.stop.clone());
+        set.spawn(async move {
+            let Some(rec) = c.live.as_ref() else { return };
+            let (mut n, mut next) = (0u64, Instant::now());
+            loop {
+                next += Duration::from_secs(1);
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep_until(next) => {}
+                }
+                if rec.first_report_ns.load(Relaxed) == u64::MAX {
+                    continue;
+                }
+                let state = if n.is_multiple_of(5) { live::server_state(http, &event).await } else { None };
+                n += 1;
+                let p = live::series_point(rec, state.as_ref());
+                rec.series.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+            }
+        });
+    }
     let _ = start_tx.send(Some(start));
     tokio::time::sleep_until(start + o.warmup).await;
     ctx.rec.measuring.store(true, Relaxed);
     let (cpu0, gen0, w0, mach0) = (target::cpu_s(pid), target::cpu_s(me), Instant::now(), machine_jiffies());
     let end = start + o.warmup + o.measure;
     while Instant::now() < end {
-        tokio::time::sleep_until((Instant::now() + Duration::from_secs(2)).min(end)).await;
-        progress("measuring", format!("| delivered {} lost-so-far n/a", ctx.rec.delivered.load(Relaxed)));
+        let every = if o.mode == Mode::Live { Duration::from_secs(5) } else { Duration::from_secs(2) };
+        tokio::time::sleep_until((Instant::now() + every).min(end)).await;
+        match &ctx.live {
+            Some(rec) => {
+                let last = rec.series.lock().unwrap_or_else(|e| e.into_inner()).last().copied();
+                let states = rec.states.lock().unwrap_or_else(|e| e.into_inner()).last().map(|s| s.1);
+                progress(
+                    "measuring",
+                    format!(
+                        "| need p95 {} ms | room latency {} ms, at live {} | reports {}",
+                        last.map_or("–".into(), |p| f(p.need_p95_ms, 0)),
+                        states.map_or("–".into(), |s| s.latency_ms.to_string()),
+                        states.is_some_and(|s| s.at_live),
+                        rec.reports.load(Relaxed)
+                    ),
+                )
+            }
+            None => progress("measuring", format!("| delivered {} lost-so-far n/a", ctx.rec.delivered.load(Relaxed))),
+        }
     }
     let (cpu1, gen1, w, mach1) = (target::cpu_s(pid), target::cpu_s(me), w0.elapsed().as_secs_f64(), machine_jiffies());
     ctx.rec.measuring.store(false, Relaxed);
@@ -582,6 +697,11 @@ async fn run_one(
     res.errors = rec.errors.load(Relaxed);
     res.closed = rec.closed.load(Relaxed);
     res.udp_drops = udp_drops() - drops0;
+    if let Some(rec) = &ctx.live {
+        let (lr, run) = live_stats::analyze(rec, live_j0, live_j1);
+        res.live = Some(lr);
+        res.live_run = Some(run);
+    }
     let pk = pstats.packets.load(Relaxed);
     res.proxy_loss = if pk > 0 { pstats.lost.load(Relaxed) as f64 / pk as f64 } else { 0.0 };
     if let Some(pr) = &ctx.prec {
@@ -630,7 +750,7 @@ async fn run_one(
     Ok(res)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return f64::NAN;
@@ -640,7 +760,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
-fn f(x: f64, d: usize) -> String {
+pub(crate) fn f(x: f64, d: usize) -> String {
     if x.is_finite() { format!("{x:.d$}") } else { "–".into() }
 }
 
@@ -701,6 +821,9 @@ fn med(rs: &[&Res]) -> Res {
         proxy_loss: m(&|r| r.proxy_loss),
         udp_drops: m(&|r| r.udp_drops as f64) as u64,
         other_cpu_pct: m(&|r| r.other_cpu_pct),
+        live: rs.iter().map(|r| r.live.as_ref()).collect::<Option<Vec<_>>>().map(|ls| live_stats::LiveRes::median(&ls)),
+        run_no: r0.run_no,
+        live_run: if rs.len() == 1 { r0.live_run.clone() } else { None },
     }
 }
 
@@ -817,6 +940,7 @@ fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
                 );
             }
         }
+        Mode::Live => {}
         Mode::Precision => {
             println!(
                 "Spread = first → last viewer applying a scheduled change (ms): \"scheduled\" = the instants the viewers' clock estimates give; \"fired\" = when the load generator's timers actually fired (all viewers share 2 cores). Skew = |scheduled − true instant| per viewer and change (true = effective time − the server-clock offset measured directly, {} µs).\n",
@@ -846,6 +970,32 @@ fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
                     f(r.proxy_loss * 100.0, 1) + " %",
                 );
             }
+        }
+    }
+    if o.mode == Mode::Live {
+        let lives: Vec<(&str, &live_stats::LiveRes)> =
+            rows.iter().filter_map(|r| r.live.as_ref().map(|l| (r.target, l))).collect();
+        let names: Vec<String> = rows.iter().map(|r| format!("{} (run {})", r.target, r.run_no + 1)).collect();
+        let runs: Vec<(&str, &live_stats::LiveRun)> =
+            rows.iter().zip(&names).filter_map(|(r, n)| r.live_run.as_ref().map(|l| (n.as_str(), l))).collect();
+        live_stats::print(&lives, &runs);
+        println!(
+            "\n| target | conns | join s | KiB / conn | server CPU % | load-gen CPU % | other CPU % | errors | closed |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for r in rows {
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.target,
+                r.conns,
+                f(r.join_s, 2),
+                f(r.kib_per_conn, 1),
+                f(r.cpu_pct, 1),
+                f(r.gen_cpu_pct, 0),
+                f(r.other_cpu_pct, 0),
+                r.errors,
+                r.closed
+            );
         }
     }
     let bad: Vec<_> = rows
@@ -915,16 +1065,46 @@ fn main() -> anyhow::Result<()> {
                 ))
                 .unwrap_or_default()
         ),
+        Mode::Live => format!(
+            "live: 1 live room × {} viewers (fetch {}–{} ms, {:.0} % at {}–{} ms, segments {}–{} ms, stalls {}, edge reported {}), {:.0} s warm-up, {:.0} s measured",
+            o.per_room,
+            o.live.fetch_ms.0,
+            o.live.fetch_ms.1,
+            o.live.tail * 100.0,
+            o.live.tail_ms.0,
+            o.live.tail_ms.1,
+            o.live.segment_ms.0,
+            o.live.segment_ms.1,
+            if o.live.stalls { "reported" } else { "not reported" },
+            if o.live.edge_oldest { "at its oldest" } else { "now" },
+            o.warmup.as_secs_f64(),
+            o.measure.as_secs_f64()
+        ),
     };
     eprintln!("{title}");
     let mut all: Vec<(usize, Res)> = Vec::new();
+    // With --nodes 2 each target runs on one node and on two, side by side; a
+    // live run, with each --live-latency.
+    let latencies: Vec<Option<String>> =
+        if o.mode == Mode::Live { o.live.latencies.iter().cloned().map(Some).collect() } else { vec![None] };
+    let mut variants: Vec<(Target, usize, Option<String>)> = Vec::new();
+    for &t in &o.targets {
+        for n in 1..=o.nodes {
+            variants.extend(latencies.iter().map(|l| (t, n, l.clone())));
+        }
+    }
     for run in 0..o.runs {
-        // With --nodes 2 each target runs on one node and on two, side by side.
-        let variants = o.targets.iter().flat_map(|&t| (1..=o.nodes).map(move |n| (t, n)));
-        for (ti, (t, nodes)) in variants.enumerate() {
+        for (ti, (t, nodes, latency)) in variants.iter().cloned().enumerate() {
             wait_quiet(o.quiet_wait);
-            eprintln!("run {}/{}: {}{}", run + 1, o.runs, t.name(), if nodes == 2 { " on 2 nodes" } else { "" });
-            match rt.block_on(run_one(t, &o, bin.as_deref(), run, nodes)) {
+            eprintln!(
+                "run {}/{}: {}{}{}",
+                run + 1,
+                o.runs,
+                t.name(),
+                if nodes == 2 { " on 2 nodes" } else { "" },
+                latency.as_deref().map(|l| format!(", --live-latency-ms {l}")).unwrap_or_default()
+            );
+            match rt.block_on(run_one(t, &o, bin.as_deref(), run, nodes, latency.as_deref())) {
                 Ok(r) => all.push((ti, r)),
                 Err(e) => eprintln!("  {} failed: {e:#}", t.name()),
             }
@@ -948,7 +1128,7 @@ fn main() -> anyhow::Result<()> {
         let per: Vec<Res> = all.iter().map(|(_, r)| r.clone()).collect();
         print_tables(&o, &per, &format!("{title} (every run)"), &label);
     }
-    let meds: Vec<Res> = (0..o.targets.len() * o.nodes)
+    let meds: Vec<Res> = (0..variants.len())
         .filter_map(|ti| {
             let rs: Vec<&Res> = all.iter().filter(|(i, _)| *i == ti).map(|(_, r)| r).collect();
             (!rs.is_empty()).then(|| med(&rs))
@@ -956,5 +1136,45 @@ fn main() -> anyhow::Result<()> {
         .collect();
     print_tables(&o, &meds, &title, &format!("{label}{}", if o.runs > 1 { ", medians" } else { "" }));
     println!("\nwall time {:.1} s", wall.elapsed().as_secs_f64());
+    if let Some(path) = &o.json {
+        write_json(path, &o, &title, &label, &all, &meds)?;
+        println!("written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Every run and the medians as JSON, with what is needed to record them
+/// (`BENCHMARKS.md`: command, commit, machine, date).
+fn write_json(
+    path: &std::path::Path,
+    o: &Opts,
+    title: &str,
+    label: &str,
+    all: &[(usize, Res)],
+    meds: &[Res],
+) -> anyhow::Result<()> {
+    let sh = |cmd: &str, args: &[&str]| {
+        std::process::Command::new(cmd)
+            .args(args)
+            .current_dir(target::workspace())
+            .output()
+            .ok()
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let v = serde_json::json!({
+        "scenario": o.scenario,
+        "title": title,
+        "machine": label,
+        "command": std::env::args().collect::<Vec<_>>(),
+        "commit": sh("git", &["rev-parse", "--short", "HEAD"]),
+        "dirty": !sh("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty(),
+        "server_bin": o.server_bin,
+        "date": sh("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        "uptime": sh("uptime", &[]),
+        "runs": all.iter().map(|(_, r)| r).collect::<Vec<_>>(),
+        "medians": meds,
+    });
+    std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
     Ok(())
 }

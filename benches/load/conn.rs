@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use wtransport::endpoint::endpoint_side;
 use wtransport::{Endpoint, RecvStream, SendStream};
 
+use crate::live::{LiveRec, Viewer as LiveViewer};
 use crate::rec::{ClockEst, Precision, Rec};
 use crate::target::Target;
 use crate::wsclient::{Op, Ws, realtime_ns};
@@ -30,6 +31,9 @@ pub(crate) enum Mode {
     /// Hosts alternate play and pause (scheduled `lead` ahead); viewers
     /// estimate the server clock and apply each change at their estimate.
     Precision,
+    /// One live room: viewers with simulated live edges send `LiveReport`s
+    /// and `Report`s, and sample the program time they would show (`live.rs`).
+    Live,
 }
 
 /// Shared by every client of a run.
@@ -49,6 +53,7 @@ pub(crate) struct Ctx {
     pub(crate) interval: Duration,
     pub(crate) rec: Rec,
     pub(crate) prec: Option<Precision>,
+    pub(crate) live: Option<LiveRec>,
     /// Viewer count every viewer should end up seeing.
     pub(crate) count_target: u32,
     /// Viewers ping at this interval (after five quick ones), for clock sync.
@@ -63,7 +68,7 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    fn event(&self, room: usize) -> String {
+    pub(crate) fn event(&self, room: usize) -> String {
         format!("{}-{room}", self.tag)
     }
 
@@ -103,6 +108,8 @@ struct Client {
     welcome_epoch: u32,
     /// Reply to send after handling a frame (socket.io handshakes and pings).
     reply: Option<&'static str>,
+    /// Live runs: the viewer's timeline, samples and reports.
+    lv: Option<LiveViewer>,
 }
 
 impl Client {
@@ -171,6 +178,28 @@ impl Client {
             ctx.rec.msgs_in_window.fetch_add(1, Relaxed);
         }
         let user_us = user_ns / 1000;
+        // The viewer's estimate of the server time when the message arrived
+        // (the kernel's receive time where there is one, as for pongs).
+        let recv_us = kernel_ns.map_or(user_us, |k| k / 1000);
+        let est_now = self.clock.offset().map(|o| recv_us.saturating_add_signed(o));
+        if let (Some(lv), Some(rec)) = (&mut self.lv, &ctx.live) {
+            match &msg {
+                ServerMsg::Welcome(w) => lv.on_welcome(rec, w),
+                ServerMsg::LiveState(s) => {
+                    lv.on_msg();
+                    lv.on_state(rec, s, user_ns);
+                }
+                ServerMsg::TimelineChanged(c) => {
+                    lv.on_msg();
+                    lv.on_changed(rec, c, est_now, user_ns);
+                }
+                ServerMsg::Tick(t) => {
+                    lv.on_msg();
+                    lv.on_tick(rec, t, est_now);
+                }
+                _ => lv.on_msg(),
+            }
+        }
         match msg {
             ServerMsg::Welcome(w) => {
                 self.welcome_epoch = w.timeline.epoch;
@@ -185,6 +214,7 @@ impl Client {
                         self.schedule(ctx, k as usize, c.effective_at_us);
                     }
                 }
+                Mode::Live => {}
                 _ => {
                     let p = c.timeline.position_ms;
                     if p >= 1000 && p % 1000 == 0 {
@@ -298,6 +328,7 @@ fn hello(event: &str, device: &str, caps: u32) -> Vec<u8> {
 
 async fn open(ctx: &Ctx, room: usize, device: &str, host: bool) -> anyhow::Result<Link> {
     let event = ctx.event(room);
+    let live = if ctx.mode == Mode::Live { caps::LIVE } else { 0 };
     let (ws_addr, wt_addr, eps) = match &ctx.host_node {
         Some((ws, wt, eps)) if host => (*ws, *wt, eps),
         _ => (ctx.ws_addr, ctx.wt_addr, &ctx.wt_endpoints),
@@ -310,13 +341,13 @@ async fn open(ctx: &Ctx, room: usize, device: &str, host: bool) -> anyhow::Resul
             let conn = ep.connect(url.as_str()).await?;
             let (mut send, recv) = conn.open_bi().await?.await?;
             let mut out = Vec::new();
-            write_frame(&hello(&event, device, caps::DATAGRAMS), &mut out);
+            write_frame(&hello(&event, device, caps::DATAGRAMS | live), &mut out);
             send.write_all(&out).await?;
             Ok(Link::Wt { conn, send, recv, dec: FrameDecoder::new(), buf: vec![0; 4096] })
         }
         Target::Ws => {
             let mut ws = Ws::connect(ws_addr, &format!("/api/live-stream/{event}"), Some("lockstep.v1")).await?;
-            ws.send_binary(&hello(&event, device, 0)).await?;
+            ws.send_binary(&hello(&event, device, live)).await?;
             Ok(Link::Ws(Box::new(ws)))
         }
         Target::Json | Target::PeerWs => {
@@ -400,6 +431,10 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
         apply: None,
         welcome_epoch: 0,
         reply: None,
+        lv: match role {
+            Role::Viewer { g, .. } if ctx.live.is_some() => Some(LiveViewer::new(g)),
+            _ => None,
+        },
     };
     if ctx.target == Target::PeerWs {
         c.mark_joined(&ctx, t0);
@@ -416,7 +451,13 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
     let mut next_ping = pings.map(|_| Instant::now() + Duration::from_millis(50));
     let mut permit = permit;
     let far = Instant::now() + Duration::from_secs(3600);
+    // Live runs: reports once a second from the start, at the viewer's phase.
+    let mut report_at: Option<Instant> = None;
     loop {
+        // Samples first: their instants passed with the state held now.
+        if let (Some(lv), Some(rec)) = (&mut c.lv, &ctx.live) {
+            lv.sample(rec, c.clock.offset());
+        }
         // Drain what is buffered.
         if let Link::Ws(ws) = &mut link {
             loop {
@@ -462,7 +503,11 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
         {
             host_at = Some(s + phase);
         }
+        if let (Some(lv), Some(rec), None, Some(s)) = (&c.lv, &ctx.live, report_at, *start.borrow()) {
+            report_at = Some(s + Duration::from_micros(rec.params[lv.g].phase_us));
+        }
         let host_due = host_at.unwrap_or(far);
+        let report_due = report_at.unwrap_or(far);
         let ping_due = next_ping.unwrap_or(far);
         let apply_due = c.apply.map(|a| a.1).unwrap_or(far);
         tokio::select! {
@@ -519,13 +564,38 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                     }
                 }
             }
+            _ = tokio::time::sleep_until(report_due), if report_at.is_some() => {
+                let (Some(lv), Some(rec)) = (&mut c.lv, &ctx.live) else { continue };
+                report_at = report_at.map(|r| r + Duration::from_secs(1));
+                let est = c.clock.offset().map(|o| (realtime_ns() / 1000).saturating_add_signed(o));
+                let (live, report) = lv.reports(rec, est);
+                let live = encode_client(&ClientMsg::LiveReport(live));
+                let report = encode_client(&ClientMsg::Report(report));
+                match &mut link {
+                    Link::Ws(ws) => {
+                        if ws.send_many(2, &[&live, &report]).await.is_err() {
+                            return;
+                        }
+                    }
+                    Link::Wt { conn, .. } => {
+                        let _ = conn.send_datagram(live);
+                        let _ = conn.send_datagram(report);
+                    }
+                }
+            }
             _ = start.changed() => {}
             r = read(&mut link) => match r {
                 Ok(Some(Got::Datagram(d))) => {
+                    if let (Some(lv), Some(rec)) = (&mut c.lv, &ctx.live) {
+                        lv.sample(rec, c.clock.offset());
+                    }
                     let u = realtime_ns();
                     c.on_bin(&ctx, &d, u, None, true, t0);
                 }
                 Ok(Some(Got::Frames(frames))) => {
+                    if let (Some(lv), Some(rec)) = (&mut c.lv, &ctx.live) {
+                        lv.sample(rec, c.clock.offset());
+                    }
                     let u = realtime_ns();
                     for f in frames {
                         c.on_bin(&ctx, &f, u, None, false, t0);

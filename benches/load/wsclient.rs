@@ -210,11 +210,9 @@ impl Ws {
         x.to_le_bytes()
     }
 
-    /// Sends one masked frame with opcode `op` (1 text, 2 binary, 8 close, 0xA pong).
-    pub(crate) async fn send(&mut self, op: u8, payload: &[u8]) -> io::Result<()> {
+    /// Appends one masked frame with opcode `op` to `out`.
+    fn frame_into(&mut self, out: &mut Vec<u8>, op: u8, payload: &[u8]) {
         let mask = self.next_mask();
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
         out.push(0x80 | op);
         match payload.len() {
             n if n < 126 => out.push(0x80 | n as u8),
@@ -229,6 +227,20 @@ impl Ws {
         }
         out.extend_from_slice(&mask);
         out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+    }
+
+    /// Sends one masked frame with opcode `op` (1 text, 2 binary, 8 close, 0xA pong).
+    pub(crate) async fn send(&mut self, op: u8, payload: &[u8]) -> io::Result<()> {
+        self.send_many(op, &[payload]).await
+    }
+
+    /// Sends several frames with opcode `op` in one write.
+    pub(crate) async fn send_many(&mut self, op: u8, payloads: &[&[u8]]) -> io::Result<()> {
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        for p in payloads {
+            self.frame_into(&mut out, op, p);
+        }
         let r = self.stream.write_all(&out).await;
         self.out = out;
         r
