@@ -8,8 +8,8 @@
 //! time it can play at server time `now` is `⌊(now − fetch) / seg⌋ · seg`
 //! (the segment ending there was published at its end and reached the viewer
 //! `fetch` later), so its need (`now − edge + margin`, as the server computes
-//! it, margin 750 ms) is a sawtooth between `fetch + margin` and `fetch + seg
-//! + margin`. As `client-js` does, a viewer reports the edge as old as it was
+//! it, margin 750 ms) is a sawtooth between `fetch + margin` and
+//! `fetch + seg + margin`. As `client-js` does, a viewer reports the edge as old as it was
 //! at its oldest at any 250 ms control step since its last report
 //! (`--live-edge-report oldest`), so a report right after a reload does not
 //! understate its need.
