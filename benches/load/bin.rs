@@ -1082,6 +1082,17 @@ fn main() -> anyhow::Result<()> {
         ),
     };
     eprintln!("{title}");
+    let host = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let label = format!(
+        "{} CPUs ({host}), {} run(s) per target",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        o.runs
+    );
     let mut all: Vec<(usize, Res)> = Vec::new();
     // With --nodes 2 each target runs on one node and on two, side by side; a
     // live run, with each --live-latency.
@@ -1108,32 +1119,22 @@ fn main() -> anyhow::Result<()> {
                 Ok(r) => all.push((ti, r)),
                 Err(e) => eprintln!("  {} failed: {e:#}", t.name()),
             }
+            // The runs so far, in case the command is interrupted.
+            if let Some(path) = &o.json
+                && let Err(e) = write_json(path, &o, &title, &label, &all, &medians(&all, variants.len()))
+            {
+                eprintln!("  could not write {}: {e:#}", path.display());
+            }
             // Let sockets in TIME_WAIT and the previous server's exit settle.
             std::thread::sleep(Duration::from_millis(500));
         }
     }
     rt.shutdown_timeout(Duration::from_secs(1));
-    let host = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let label = format!(
-        "{} CPUs ({host}), {} run(s) per target",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        o.runs
-    );
     if o.runs > 1 {
         let per: Vec<Res> = all.iter().map(|(_, r)| r.clone()).collect();
         print_tables(&o, &per, &format!("{title} (every run)"), &label);
     }
-    let meds: Vec<Res> = (0..variants.len())
-        .filter_map(|ti| {
-            let rs: Vec<&Res> = all.iter().filter(|(i, _)| *i == ti).map(|(_, r)| r).collect();
-            (!rs.is_empty()).then(|| med(&rs))
-        })
-        .collect();
+    let meds = medians(&all, variants.len());
     print_tables(&o, &meds, &title, &format!("{label}{}", if o.runs > 1 { ", medians" } else { "" }));
     println!("\nwall time {:.1} s", wall.elapsed().as_secs_f64());
     if let Some(path) = &o.json {
@@ -1141,6 +1142,16 @@ fn main() -> anyhow::Result<()> {
         println!("written to {}", path.display());
     }
     Ok(())
+}
+
+/// The medians of each of `n` variants over its runs.
+fn medians(all: &[(usize, Res)], n: usize) -> Vec<Res> {
+    (0..n)
+        .filter_map(|ti| {
+            let rs: Vec<&Res> = all.iter().filter(|(i, _)| *i == ti).map(|(_, r)| r).collect();
+            (!rs.is_empty()).then(|| med(&rs))
+        })
+        .collect()
 }
 
 /// Every run and the medians as JSON, with what is needed to record them
