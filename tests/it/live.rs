@@ -13,6 +13,13 @@ use crate::common::*;
 const WEEK_MS: u64 = 7 * 86_400_000;
 
 async fn join_live(server: &TestServer, event: &str, device: &str) -> (Ws, Welcome, LiveState) {
+    let (mut ws, w) = join_caps(server, event, device).await;
+    let s = until(&mut ws, live_state).await;
+    (ws, w, s)
+}
+
+/// Joins with the `LIVE` capability, in a room of either kind.
+async fn join_caps(server: &TestServer, event: &str, device: &str) -> (Ws, Welcome) {
     let mut ws = ws_binary(&server.ws_url(event)).await;
     let hello = Hello {
         version: PROTOCOL_VERSION,
@@ -23,8 +30,7 @@ async fn join_live(server: &TestServer, event: &str, device: &str) -> (Ws, Welco
     };
     send(&mut ws, &ClientMsg::Hello(hello)).await;
     let w = welcome(&mut ws).await;
-    let s = until(&mut ws, live_state).await;
-    (ws, w, s)
+    (ws, w)
 }
 
 fn live_state(g: &Got) -> Option<LiveState> {
@@ -126,21 +132,6 @@ async fn go_live_in_a_media_room_is_refused_and_no_live_state_is_sent() {
     let (_, state) = get_json(&server.http_url("/api/live-stream/ev-media/state")).await;
     assert_eq!(state["clock"], "media");
     assert!(state["live"].is_null());
-}
-
-/// Joins with the `LIVE` capability, in a room of either kind.
-async fn join_caps(server: &TestServer, event: &str, device: &str) -> (Ws, Welcome) {
-    let mut ws = ws_binary(&server.ws_url(event)).await;
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        event_id: event.into(),
-        device_id: device.into(),
-        token: None,
-        caps: caps::LIVE | caps::ACKS,
-    };
-    send(&mut ws, &ClientMsg::Hello(hello)).await;
-    let w = welcome(&mut ws).await;
-    (ws, w)
 }
 
 fn host_token(event: &str) -> String {
