@@ -1,13 +1,13 @@
 //! The `lockstep` command.
 
 use anyhow::Context;
-use clap::Parser;
-use lockstep::config::{Cli, Command};
+use clap::FromArgMatches;
+use lockstep::config::{Cli, Command, ConfigCommand, show};
 use lockstep::server::Server;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&show::command().get_matches()).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Serve(args) => {
             let cfg = args.resolve()?;
@@ -35,6 +35,17 @@ fn main() -> anyhow::Result<()> {
                 .mint(&claims)
                 .context("minting needs an HS256 secret (LOCKSTEP_JWT_SECRET or --jwt-secret-file)")?;
             println!("{token}");
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check(args)) => {
+            let cfg = args.resolve().context("invalid configuration")?;
+            cfg.validate().context("invalid configuration")?;
+            print!("{}", show::effective_toml(&cfg));
+            eprintln!("configuration OK");
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", show::example());
             Ok(())
         }
         Command::Cert(args) => {

@@ -31,6 +31,12 @@ pub use manager::CertManager;
 pub(crate) use pair::CertPair;
 pub use pair::{DevPair, write_dev_pair};
 
+/// Loads `cert` and `key` as `serve --cert --key` would, and checks that
+/// they make a TLS configuration (the key fits the certificate).
+pub fn check_files(cert: &std::path::Path, key: &std::path::Path) -> Result<(), CertError> {
+    pair::load_pair(cert, key)?.tls_config().map(|_| ())
+}
+
 /// Subject alternative names of generated certificates.
 pub(crate) const DEV_SANS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 /// Validity of a generated certificate (Chrome's limit for hashes is 14 days).

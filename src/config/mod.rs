@@ -7,9 +7,11 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use lockstep_protocol::{ClockKind, ControlPolicy};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::room::{BufferingPolicy, LiveLatency, RoomConfig};
+
+pub mod show;
 
 /// Lockstep: keeps video playback in lockstep across every viewer.
 #[derive(Debug, Parser)]
@@ -29,6 +31,19 @@ pub enum Command {
     Cert(CertArgs),
     /// Mint an access token with the configured HS256 secret (for operators, tests and the demo).
     Token(Box<TokenArgs>),
+    /// Check a configuration, or print an example one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `lockstep config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration (`--config` file, flags and `LOCKSTEP_*` variables, as `serve` reads them) and
+    /// print the effective one as TOML, secrets masked; exits non-zero with the reason when it is invalid.
+    Check(Box<ServeArgs>),
+    /// Print a commented TOML file with every `serve` option at its default.
+    Example,
 }
 
 /// Options of `lockstep token`.
@@ -148,6 +163,23 @@ macro_rules! serve_options {
         impl Default for Config {
             fn default() -> Self {
                 Config { log_json: false, dev: false, live_source: false, $( $field: $default, )* $( $ofield: None, )* }
+            }
+        }
+
+        impl Config {
+            /// Every option as its TOML key and value (`None`: unset), in declaration order;
+            /// secret values are masked ([`show::SECRETS`]).
+            pub fn entries(&self) -> Vec<(&'static str, Option<toml::Value>)> {
+                vec![
+                    ("log_json", show::value(&self.log_json)),
+                    ("dev", show::value(&self.dev)),
+                    ("live_source", show::value(&self.live_source)),
+                    $( (stringify!($field), show::value(&self.$field)), )*
+                    $( (stringify!($ofield), self.$ofield.as_ref().and_then(show::value)), )*
+                ]
+                .into_iter()
+                .map(|(k, v)| (k, v.map(|v| show::mask(k, v))))
+                .collect()
             }
         }
 
@@ -300,7 +332,7 @@ impl clap::builder::ValueParserFactory for BufferingPolicy {
 }
 
 /// `ControlPolicy` as a flag value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ControlPolicyArg {
     /// Host and co-hosts only.
@@ -319,7 +351,7 @@ impl From<ControlPolicyArg> for ControlPolicy {
 }
 
 /// `ClockKind` as a flag value: `--room-clock media|live`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClockArg {
     /// Media time (watch parties over a file).
@@ -354,6 +386,15 @@ impl std::str::FromStr for LatencyArg {
         match s.trim() {
             "auto" => Ok(LatencyArg::Auto),
             n => n.parse().map(LatencyArg::Fixed).map_err(|_| format!("{s:?} is neither a number of ms nor `auto`")),
+        }
+    }
+}
+
+impl serde::Serialize for LatencyArg {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LatencyArg::Fixed(ms) => s.serialize_u32(*ms),
+            LatencyArg::Auto => s.serialize_str("auto"),
         }
     }
 }
@@ -435,6 +476,17 @@ impl Config {
         };
         Authenticator::new(key, self.jwt_audience.clone(), self.jwt_issuer.clone(), self.dev)
             .map_err(|e| ConfigError::Auth(e.to_string()))
+    }
+
+    /// Everything `serve` would refuse at start that can be checked without
+    /// binding or connecting: the options ([`ServeArgs::resolve`] checked
+    /// those), the token key, and the certificate and key files.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.authenticator()?;
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            crate::cert::check_files(cert, key).map_err(|e| ConfigError::Auth(format!("--cert/--key: {e}")))?;
+        }
+        Ok(())
     }
 
     /// Whether the development live source is served (`--dev` or `--live-source`).
