@@ -7,7 +7,15 @@
 //! - `lockstep_drops_total{reason}`: messages dropped (stale ticks, floods, bad datagrams);
 //! - `lockstep_fanout_seconds`: time to hand one message to every member's queue;
 //! - `lockstep_errors_total{code}`: errors reported to clients;
-//! - `lockstep_redis_up`: 1 while Redis answers, 0 while it does not (scale-out only).
+//! - `lockstep_redis_up`: 1 while Redis answers, 0 while it does not (scale-out only);
+//! - `lockstep_build_info{version, protocol}`: always 1;
+//! - `lockstep_ready`: 1 while `GET /api/ready` answers 200;
+//! - `process_*`: CPU seconds, resident and virtual memory, open and maximum
+//!   file descriptors, threads and start time, read from `/proc/self` at
+//!   each scrape (Linux).
+//!
+//! Gauges and the main counters are registered at 0 when the server starts,
+//! so a scrape before the first viewer already shows every series.
 
 use std::sync::OnceLock;
 
@@ -29,6 +37,7 @@ pub(crate) fn install() -> PrometheusHandle {
                 .install_recorder()
                 .unwrap_or_else(|e| panic!("cannot install the metrics recorder: {e}"));
             describe();
+            register();
             handle
         })
         .clone()
@@ -43,6 +52,98 @@ fn describe() {
     describe_histogram!("lockstep_fanout_seconds", Unit::Seconds, "Time to queue one message to every member");
     describe_counter!("lockstep_errors_total", "Errors reported to clients by code");
     describe_gauge!("lockstep_redis_up", "Whether Redis answers (scale-out only)");
+    describe_gauge!("lockstep_build_info", "Always 1; the labels say which build and protocol this is");
+    describe_gauge!("lockstep_ready", "1 while the node is ready for viewers (GET /api/ready answers 200)");
+    describe_gauge!("process_cpu_seconds_total", Unit::Seconds, "User and system CPU time of the process");
+    describe_gauge!("process_resident_memory_bytes", Unit::Bytes, "Resident memory");
+    describe_gauge!("process_virtual_memory_bytes", Unit::Bytes, "Virtual memory");
+    describe_gauge!("process_open_fds", "Open file descriptors");
+    describe_gauge!("process_max_fds", "Most open file descriptors allowed");
+    describe_gauge!("process_threads", "Threads of the process");
+    describe_gauge!("process_start_time_seconds", Unit::Seconds, "Start time, Unix seconds");
+}
+
+/// The series a scrape shows from the start, at their initial values.
+fn register() {
+    for transport in ["websocket", "webtransport"] {
+        metrics::gauge!("lockstep_connections", "transport" => transport).set(0.0);
+    }
+    metrics::gauge!("lockstep_rooms").set(0.0);
+    metrics::gauge!("lockstep_ready").set(0.0);
+    metrics::gauge!(
+        "lockstep_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "protocol" => lockstep_protocol::PROTOCOL_VERSION.to_string()
+    )
+    .set(1.0);
+    process::record();
+}
+
+/// Renders the metrics for a scrape, process figures read now.
+pub(crate) fn render(handle: &PrometheusHandle) -> String {
+    process::record();
+    handle.render()
+}
+
+/// Process figures from `/proc/self` (Linux; elsewhere none are recorded).
+mod process {
+    use std::sync::OnceLock;
+
+    /// Clock ticks per second of `/proc/self/stat` times (USER_HZ, 100 on Linux).
+    const TICKS: f64 = 100.0;
+    /// Bytes per page of `/proc/self/stat`'s resident set.
+    const PAGE: f64 = 4096.0;
+
+    /// Boot time in Unix seconds (`btime` of `/proc/stat`), read once.
+    fn boot_time() -> Option<f64> {
+        static BOOT: OnceLock<Option<f64>> = OnceLock::new();
+        *BOOT.get_or_init(|| {
+            let stat = std::fs::read_to_string("/proc/stat").ok()?;
+            stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()
+        })
+    }
+
+    /// The fields of `/proc/self/stat` after the command name.
+    fn stat_fields() -> Option<Vec<String>> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let after = &stat[stat.rfind(')')? + 2..];
+        Some(after.split_whitespace().map(str::to_owned).collect())
+    }
+
+    fn max_fds() -> Option<f64> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(3)?.parse().ok()
+    }
+
+    /// Records every process figure that can be read.
+    pub(super) fn record() {
+        if let Some(f) = stat_fields() {
+            // Fields from 3 (state) on; utime is field 14, so index 11 here.
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+            if let (Some(utime), Some(stime)) = (num(11), num(12)) {
+                metrics::gauge!("process_cpu_seconds_total").set((utime + stime) / TICKS);
+            }
+            if let Some(threads) = num(17) {
+                metrics::gauge!("process_threads").set(threads);
+            }
+            if let (Some(start), Some(boot)) = (num(19), boot_time()) {
+                metrics::gauge!("process_start_time_seconds").set(boot + start / TICKS);
+            }
+            if let Some(vsize) = num(20) {
+                metrics::gauge!("process_virtual_memory_bytes").set(vsize);
+            }
+            if let Some(rss) = num(21) {
+                metrics::gauge!("process_resident_memory_bytes").set(rss * PAGE);
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            metrics::gauge!("process_open_fds").set(fds.count() as f64);
+        }
+        if let Some(max) = max_fds() {
+            metrics::gauge!("process_max_fds").set(max);
+        }
+    }
 }
 
 /// Counts an error reported to a client.

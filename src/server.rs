@@ -22,7 +22,8 @@ use crate::clock::ServerClock;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::http::live_source::LiveSource;
-use crate::http::{AppState, router};
+use crate::http::ready::Readiness;
+use crate::http::{AppState, admin_router, router};
 use crate::hub::{Hub, HubConfig};
 use crate::limits::IpLimits;
 use crate::room::{ClockRequest, LiveLatency};
@@ -31,8 +32,9 @@ use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use crate::transport::wt::WtEndpoint;
 
-/// How long shutdown waits for sessions to finish.
-const DRAIN: Duration = Duration::from_secs(5);
+/// How long shutdown waits for sessions to finish once told to close, and
+/// for rooms to stop.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// In `--dev`, this event's room is live (auto latency), for the `/live` page.
 pub const LIVE_DEMO_EVENT: &str = "live-demo";
 /// The DVR window of the `live-demo` room: the dev live source's window.
@@ -44,6 +46,10 @@ const QUIC_IDLE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    /// The admin listener (`--admin-addr`).
+    admin: Option<TcpListener>,
+    /// How long shutdown keeps serving while not ready (`--drain-ms`).
+    drain: Duration,
     quic: Arc<WtEndpoint>,
     state: AppState,
     shutdown_tx: watch::Sender<bool>,
@@ -61,6 +67,10 @@ impl Server {
     /// on UDP, with the configured or a generated certificate.
     pub async fn bind(cfg: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(cfg.http_addr).await.map_err(context("binding HTTP", cfg.http_addr))?;
+        let admin = match cfg.admin_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(context("binding the admin address", addr))?),
+            None => None,
+        };
         let poll = Duration::from_millis(cfg.cert_poll_ms);
         let certs = match (&cfg.cert, &cfg.key) {
             (Some(cert), Some(key)) => CertManager::from_files(cert.clone(), key.clone(), poll),
@@ -90,6 +100,7 @@ impl Server {
             ),
             None => None,
         };
+        let ready = Arc::new(Readiness::new(cluster.clone()));
         let store: Arc<dyn Store> = match &cluster {
             Some(c) => Arc::new(c.store()),
             None => Arc::new(
@@ -190,13 +201,20 @@ impl Server {
             accounts,
             ip_limits,
             live_source,
+            ready,
         };
-        Ok(Server { listener, quic, state, shutdown_tx, local })
+        state.ready.restored();
+        Ok(Server { listener, admin, drain: Duration::from_millis(cfg.drain_ms), quic, state, shutdown_tx, local })
     }
 
     /// The HTTP/WebSocket address actually bound.
     pub fn http_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// The admin address actually bound (`--admin-addr`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|l| l.local_addr().expect("bound listener has an address"))
     }
 
     /// The WebTransport (UDP) address actually bound.
@@ -214,15 +232,30 @@ impl Server {
         self.state.hub.clock()
     }
 
-    /// Serves until `shutdown` resolves, then closes every session with
-    /// `ShuttingDown` and waits (bounded) for them to finish; last, closes the
-    /// QUIC endpoint with the same code and waits (bounded) for it to go idle.
+    /// Serves until `shutdown` resolves; then drains: answers `/api/ready`
+    /// with 503 and keeps serving for the drain time (while any connection
+    /// is open), closes every session with `ShuttingDown` and waits (bounded)
+    /// for them to finish; last, closes the QUIC endpoint with the same code
+    /// and waits (bounded) for it to go idle. The admin port serves until the
+    /// end.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Server { listener, quic, state, shutdown_tx, local } = self;
+        let Server { listener, admin, drain, quic, state, shutdown_tx, local } = self;
         let accept = tokio::spawn(quic.clone().serve(state.gate()));
         let certs = tokio::spawn(state.certs.clone().watch(state.shutdown.clone()));
-        let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let (finished_tx, finished) = watch::channel(false);
+        let admin = admin.map(|listener| {
+            let app = admin_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            let mut finished = finished.clone();
+            tokio::spawn(async move {
+                let stop = async move { crate::util::wait_true(&mut finished).await };
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+                    warn!(error = %e, "the admin listener failed");
+                }
+            })
+        });
+        let app = router(state.clone(), admin.is_none()).into_make_service_with_connect_info::<SocketAddr>();
         let tx = shutdown_tx.clone();
+        let (ready, conn_limit, all) = (state.ready.clone(), state.conn_limit.clone(), state.max_connections as u32);
         // Small frames must leave at once: without TCP_NODELAY, Nagle plus
         // delayed ACKs hold a change behind the previous frame's ACK (~40 ms).
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -233,23 +266,36 @@ impl Server {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
+                ready.drain();
+                let open = all as usize - conn_limit.available_permits();
+                if open > 0 && !drain.is_zero() {
+                    info!(
+                        connections = open,
+                        drain_ms = drain.as_millis() as u64,
+                        "draining: not ready, still serving"
+                    );
+                    let _ = tokio::time::timeout(drain, conn_limit.acquire_many(all)).await;
+                }
                 info!("shutting down");
                 tx.send_replace(true);
             })
             .await;
         shutdown_tx.send_replace(true);
-        let all = state.max_connections as u32;
-        let _ = tokio::time::timeout(DRAIN, state.conn_limit.acquire_many(all)).await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, state.conn_limit.acquire_many(all)).await;
         // The accept loop ends on the shutdown signal; it must be gone before
         // the endpoint closes.
         let _ = accept.await;
         let _ = certs.await;
         // Rooms stop on the signal; then every committed change is saved.
-        state.hub.stopped(DRAIN).await;
+        state.hub.stopped(CLOSE_WAIT).await;
         if let Some(local) = local {
             local.flush().await;
         }
         quic.close(ErrorCode::ShuttingDown, "the server is shutting down", QUIC_IDLE).await;
+        finished_tx.send_replace(true);
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         info!("stopped");
         served
     }

@@ -204,6 +204,11 @@ impl Cluster {
         self.rooms().values().filter_map(Local::sink).collect()
     }
 
+    /// Whether Redis answered the last heartbeat.
+    pub(crate) fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
+    }
+
     fn set_up(&self, up: bool) {
         if self.inner.up.swap(up, Ordering::Relaxed) == up {
             return;

@@ -245,6 +245,11 @@ serve_options! {
     quic_addr: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 4433).into(), "LOCKSTEP_QUIC_ADDR";
     /// How often to check `--cert`/`--key` for changes, in milliseconds (SIGHUP reloads at once).
     cert_poll_ms: u64 = 5_000, "LOCKSTEP_CERT_POLL_MS";
+    /// At shutdown (SIGTERM, Ctrl-C), how long the node keeps serving its viewers while `/api/ready` answers
+    /// 503, so load balancers take it out of rotation before its sessions are moved, in milliseconds (cut
+    /// short when no connection is left); then every session is closed with ShuttingDown and reconnects
+    /// elsewhere.
+    drain_ms: u64 = 5_000, "LOCKSTEP_DRAIN_MS";
     /// Directory of the embedded database (SQLite, WAL).
     data_dir: PathBuf = PathBuf::from("data"), "LOCKSTEP_DATA_DIR";
     /// Devices a free account may use at once (a `max_devices` claim overrides it).
@@ -295,6 +300,9 @@ serve_options! {
     cert: PathBuf, "LOCKSTEP_CERT";
     /// Private key (PEM: PKCS#8, SEC1 or PKCS#1) of `--cert`.
     key: PathBuf, "LOCKSTEP_KEY";
+    /// An address for operators (`127.0.0.1:9090`): `/metrics`, room state and the OpenAPI document move
+    /// there from the public port; `/api/health` and `/api/ready` are served on both.
+    admin_addr: SocketAddr, "LOCKSTEP_ADMIN_ADDR";
     /// Redis URL (`redis://host:6379/0`): several nodes share sessions, invitations and room timelines and
     /// fan out to each other's viewers; without it, state is embedded (SQLite) and the node stands alone.
     redis_url: String, "LOCKSTEP_REDIS_URL";
@@ -448,6 +456,9 @@ impl Config {
     fn check(&self) -> Result<(), ConfigError> {
         if self.cert.is_some() != self.key.is_some() {
             return Err(ConfigError::Invalid("--cert and --key must be given together"));
+        }
+        if self.admin_addr.is_some_and(|a| a == self.http_addr && a.port() != 0) {
+            return Err(ConfigError::Invalid("--admin-addr must differ from --http-addr"));
         }
         if self.live_latency_min_ms > self.live_latency_max_ms {
             return Err(ConfigError::Invalid("--live-latency-min-ms is above --live-latency-max-ms"));

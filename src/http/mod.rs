@@ -4,6 +4,7 @@
 
 pub(crate) mod api;
 pub(crate) mod live_source;
+pub(crate) mod ready;
 pub(crate) mod web;
 
 use std::sync::Arc;
@@ -61,6 +62,8 @@ pub(crate) struct AppState {
     pub ip_limits: Arc<IpLimits>,
     /// The development live source (`--dev`, `--live-source`), or off.
     pub(crate) live_source: live_source::LiveSource,
+    /// Whether this node should be given viewers.
+    pub(crate) ready: Arc<ready::Readiness>,
 }
 
 impl AppState {
@@ -108,14 +111,23 @@ impl utoipa::Modify for BearerAuth {
 /// Every route with its OpenAPI description; the document is generated from
 /// this same router, so it covers every route.
 fn documented() -> OpenApiRouter<AppState> {
+    public().merge(operations())
+}
+
+/// The REST routes viewers' browsers and the platform call.
+fn public() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
-        .routes(routes!(room_state))
+        .routes(routes!(ready))
         .routes(routes!(certificate))
         .routes(routes!(certificate_sha256))
-        .routes(routes!(metrics))
-        .routes(routes!(openapi_json))
         .merge(crate::http::api::routes())
+}
+
+/// The routes for operators: metrics, room state, the OpenAPI document.
+/// With `--admin-addr` they leave the public port for the admin one.
+fn operations() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(room_state)).routes(routes!(metrics)).routes(routes!(openapi_json))
 }
 
 /// The OpenAPI document.
@@ -133,12 +145,14 @@ pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
 /// store or room never holds a request, or its connection, for longer).
 pub(crate) const REST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The router of all HTTP routes. REST routes are limited per client IP and
+/// The router of the public port. REST routes are limited per client IP and
 /// in time ([`REST_TIMEOUT`]); the WebSocket upgrade counts connection
 /// attempts itself; the demo pages' static files and the live source are not
-/// limited.
-pub(crate) fn router(state: AppState) -> Router {
-    let (rest, _) = documented().split_for_parts();
+/// limited. Without `admin` (an admin port serves them) the operations'
+/// routes are here too.
+pub(crate) fn router(state: AppState, with_operations: bool) -> Router {
+    let rest = if with_operations { documented() } else { public() };
+    let (rest, _) = rest.split_for_parts();
     let rest = rest
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REST_TIMEOUT))
         .layer(axum::middleware::from_fn_with_state(state.ip_limits.clone(), crate::limits::rest_limit));
@@ -154,11 +168,38 @@ async fn openapi_json() -> Response {
     Json(openapi()).into_response()
 }
 
-/// Liveness and a few figures.
-#[utoipa::path(get, path = "/api/health", tag = "meta", responses((status = 200, description = "`{status, version, protocolVersion, uptimeSeconds, rooms, connections, serverTimeUs}`")))]
+/// The router of the admin port (`--admin-addr`): the operations' routes,
+/// health and readiness, unlimited (the port is the operator's, not the
+/// internet's).
+pub(crate) fn admin_router(state: AppState) -> Router {
+    let (ops, _) = operations().routes(routes!(health)).routes(routes!(ready)).split_for_parts();
+    ops.layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REST_TIMEOUT))
+        .with_state(state)
+}
+
+/// Readiness: 200 `{"status":"ready"}` while this node should be given
+/// viewers; 503 `{"status":"starting"|"draining"|"redis_unreachable"}`
+/// before its state is restored, from the shutdown signal on (during
+/// `--drain-ms`), and while Redis does not answer (scale-out).
+#[utoipa::path(get, path = "/api/ready", tag = "meta", responses(
+    (status = 200, description = "`{status: \"ready\"}`"),
+    (status = 503, description = "`{status: \"starting\" | \"draining\" | \"redis_unreachable\"}`")))]
+async fn ready(State(app): State<AppState>) -> Response {
+    let no_store = [(header::CACHE_CONTROL, "no-store")];
+    match app.ready.check() {
+        Ok(()) => (no_store, Json(json!({"status": "ready"}))).into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, no_store, Json(json!({"status": why.as_str()}))).into_response(),
+    }
+}
+
+/// Liveness (200 while the process serves HTTP) and a few figures; `status`
+/// is `ok` when ready, otherwise why not (as `/api/ready` says).
+#[utoipa::path(get, path = "/api/health", tag = "meta", responses((status = 200, description = "`{status: \"ok\" | \"starting\" | \"draining\" | \"redis_unreachable\", ready, version, protocolVersion, uptimeSeconds, rooms, connections, serverTimeUs}`")))]
 async fn health(State(app): State<AppState>) -> Response {
+    let ready = app.ready.check();
     Json(json!({
-        "status": "ok",
+        "status": ready.err().map_or("ok", ready::NotReady::as_str),
+        "ready": ready.is_ok(),
         "version": env!("CARGO_PKG_VERSION"),
         "protocolVersion": lockstep_protocol::PROTOCOL_VERSION,
         "uptimeSeconds": app.started.elapsed().as_secs(),
@@ -195,7 +236,8 @@ async fn room_state(State(app): State<AppState>, Path(event_id): Path<String>) -
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(State(app): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+    let _ = app.ready.check(); // `lockstep_ready` as of this scrape
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::render(&app.metrics)).into_response()
 }
 
 /// Public, changes on rotation: any origin may read it, nobody may cache it.

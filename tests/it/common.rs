@@ -43,6 +43,8 @@ pub fn test_config() -> Config {
         rest_burst: 100_000,
         connects_per_ip_per_sec: 100_000,
         connect_burst: 100_000,
+        // Stopping a test server closes its sessions at once (ops.rs tests the drain).
+        drain_ms: 0,
         ..Config::default()
     }
 }
@@ -55,6 +57,8 @@ pub struct TestServer {
     pub http: SocketAddr,
     /// The WebTransport (UDP) address.
     pub quic: SocketAddr,
+    /// The admin address (`--admin-addr`), if any.
+    pub admin: Option<SocketAddr>,
     /// The server's certificates and clock (absent for an external server).
     pub certs: Option<lockstep::cert::CertManager>,
     pub clock: Option<lockstep::clock::ServerClock>,
@@ -77,7 +81,7 @@ impl TestServer {
     /// Binds `cfg` and runs the server in a task.
     pub async fn spawn(cfg: Config) -> TestServer {
         let server = Server::bind(cfg).await.expect("bind");
-        let (http, quic) = (server.http_addr(), server.quic_addr());
+        let (http, quic, admin) = (server.http_addr(), server.quic_addr(), server.admin_addr());
         let (certs, clock) = (Some(server.certs()), Some(server.clock()));
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(async move {
@@ -88,12 +92,12 @@ impl TestServer {
                 .await
                 .expect("server run");
         });
-        TestServer { http, quic, certs, clock, stop: Some(tx), task: Some(task) }
+        TestServer { http, quic, admin, certs, clock, stop: Some(tx), task: Some(task) }
     }
 
     /// A handle to a server running elsewhere (another process).
     pub fn external(http: SocketAddr) -> TestServer {
-        TestServer { http, quic: http, certs: None, clock: None, stop: None, task: None }
+        TestServer { http, quic: http, admin: None, certs: None, clock: None, stop: None, task: None }
     }
 
     pub fn ws_url(&self, event: &str) -> String {
@@ -104,11 +108,16 @@ impl TestServer {
         format!("http://{}{path}", self.http)
     }
 
-    /// Stops the server and waits for it.
-    pub async fn stop(mut self) {
+    /// Sends the shutdown signal without waiting (the server drains).
+    pub fn signal_stop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        self.signal_stop();
         if let Some(task) = self.task.take() {
             tokio::time::timeout(WAIT, task).await.expect("server stops in time").unwrap();
         }

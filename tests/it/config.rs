@@ -82,7 +82,16 @@ fn config_check_refuses_a_bad_configuration_with_the_reason() {
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec![], "no token key"),
         (vec!["--dev".into(), "--cert".into(), "c.pem".into()], "--cert and --key must be given together"),
-        (vec!["--dev".into(), "--live-latency-min-ms".into(), "9000".into(), "--live-latency-max-ms".into(), "10".into()], "--live-latency-min-ms"),
+        (
+            vec![
+                "--dev".into(),
+                "--live-latency-min-ms".into(),
+                "9000".into(),
+                "--live-latency-max-ms".into(),
+                "10".into(),
+            ],
+            "--live-latency-min-ms",
+        ),
         (
             vec![
                 "--dev".into(),

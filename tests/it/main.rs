@@ -10,6 +10,7 @@ mod common;
 mod config;
 mod live;
 mod live_source;
+mod ops;
 mod redis;
 mod restart;
 mod ws;

@@ -410,8 +410,15 @@ async fn redis_stop_and_start_is_survived_and_sync_resumes() {
     })
     .await;
     assert!(tick.position_ms >= 5_000, "viewers keep the last timeline");
+    // Both nodes say they should get no new viewers (a heartbeat notices).
+    for node in [&a, &b] {
+        wait_ready(node, 503, "redis_unreachable").await;
+    }
 
     redis.restart();
+    for node in [&a, &b] {
+        wait_ready(node, 200, "ready").await;
+    }
     // Sync resumes: a command on A reaches B again.
     let deadline = Instant::now() + WAIT * 2;
     loop {
@@ -430,6 +437,20 @@ async fn redis_stop_and_start_is_survived_and_sync_resumes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     until(&mut viewer, |g| changed(g).filter(|c| c.timeline.position_ms == 42_000)).await;
+}
+
+/// Polls `GET /api/ready` until it answers `status` with `{"status": what}`.
+async fn wait_ready(node: &TestServer, status: u16, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (got, body) = get_json(&node.http_url("/api/ready")).await;
+        if got == status {
+            assert_eq!(body["status"], what);
+            return;
+        }
+        assert!(Instant::now() < deadline, "/api/ready never answered {status} ({got} {body})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn pct(v: &mut [u64], p: f64) -> f64 {
