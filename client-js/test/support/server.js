@@ -31,6 +31,8 @@ export async function startServer(args = []) {
   const help = spawnSync(bin, ['serve', '--help'], { encoding: 'utf8' }).stdout ?? '';
   // Newer servers also listen on QUIC (a fixed UDP port by default): keep tests from colliding.
   const quic = help.includes('--quic-addr') ? ['--quic-addr', '127.0.0.1:0'] : [];
+  // A stopped test server closes its sessions at once (no load balancer to wait for).
+  if (help.includes('--drain-ms') && !args.includes('--drain-ms')) quic.push('--drain-ms', '0');
   const dataDir = mkdtempSync(join(tmpdir(), 'lockstep-js-'));
   const proc = spawn(bin, ['serve', '--dev', '--data-dir', dataDir, '--http-addr', '127.0.0.1:0', ...quic, ...args], {
     env: { ...process.env, NO_COLOR: '1', RUST_LOG: process.env.RUST_LOG ?? 'info' },
