@@ -108,7 +108,7 @@ async fn set_clock(
     if !crate::util::valid_event_id(&event_id) {
         return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", crate::util::INVALID_EVENT_ID);
     }
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };

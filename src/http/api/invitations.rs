@@ -80,7 +80,7 @@ async fn create_invitation(
     Path(event_id): Path<String>,
     body: Option<Json<CreateInvitation>>,
 ) -> Response {
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -147,7 +147,7 @@ async fn accept_invitation(
     Path(id): Path<String>,
     Json(req): Json<AcceptInvitation>,
 ) -> Response {
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -169,7 +169,7 @@ async fn accept_invitation(
     responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)),
     security(("bearer" = [])))]
 async fn revoke_invitation(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };

@@ -170,7 +170,10 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 }
 
 fn unauthorized(e: &AuthError) -> Response {
-    let mut r = api_error(StatusCode::UNAUTHORIZED, e.api_code(), &e.to_string());
+    // The identity provider's keys not fetched yet: not the caller's fault.
+    let status =
+        if *e == AuthError::KeysUnavailable { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::UNAUTHORIZED };
+    let mut r = api_error(status, e.api_code(), &e.to_string());
     r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     r
 }
@@ -178,14 +181,14 @@ fn unauthorized(e: &AuthError) -> Response {
 /// The caller's claims from `Authorization: Bearer`; the error is the 401
 /// to return as is (an axum handler's early return).
 #[allow(clippy::result_large_err)]
-pub(crate) fn bearer(app: &AppState, headers: &HeaderMap) -> Result<Claims, Response> {
+pub(crate) async fn bearer(app: &AppState, headers: &HeaderMap) -> Result<Claims, Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     match token {
-        Some(t) if !t.is_empty() => app.auth.verify(t).map_err(|e| unauthorized(&e)),
+        Some(t) if !t.is_empty() => app.auth.check(t).await.map_err(|e| unauthorized(&e)),
         _ => Err(unauthorized(&AuthError::Missing)),
     }
 }
@@ -265,7 +268,7 @@ fn valid_device(d: &str) -> bool {
         (status = 409, body = DeviceLimitError)),
     security(("bearer" = [])))]
 async fn start_session(State(app): State<AppState>, headers: HeaderMap, Json(req): Json<StartSession>) -> Response {
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -284,7 +287,7 @@ async fn start_session(State(app): State<AppState>, headers: HeaderMap, Json(req
 }
 
 async fn owned_session(app: &AppState, headers: &HeaderMap, id: &str) -> Result<Claims, Response> {
-    let claims = bearer(app, headers)?;
+    let claims = bearer(app, headers).await?;
     match app.accounts.session(id).await {
         None => Err(api_error(StatusCode::NOT_FOUND, "not_found", "no such session (it may have expired)")),
         Some(s) if s.user != claims.sub => Err(api_error(StatusCode::FORBIDDEN, "forbidden", "not your session")),
@@ -336,7 +339,7 @@ async fn end_session(
 #[utoipa::path(get, path = "/api/account/devices", tag = "account",
     responses((status = 200, body = Devices), (status = 401, body = ApiError)), security(("bearer" = [])))]
 async fn list_devices(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -351,7 +354,7 @@ async fn list_devices(State(app): State<AppState>, headers: HeaderMap) -> Respon
     params(("device_id" = String, Path, description = "The device id")),
     responses((status = 204), (status = 401, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
 async fn remove_device(State(app): State<AppState>, headers: HeaderMap, Path(device_id): Path<String>) -> Response {
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
