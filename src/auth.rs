@@ -307,19 +307,21 @@ impl Authenticator {
                 },
             }
         }
+        let unknown_kid = match (&header.kid, &set) {
+            (Some(kid), Some(set)) if alg != Algorithm::HS256 => !set.iter().any(|k| k.kid.as_deref() == Some(kid)),
+            _ => false,
+        };
         let refused = if tried {
             AuthError::Invalid("bad signature".into())
         } else if alg != Algorithm::HS256 && set.as_ref().is_some_and(|s| s.is_empty()) {
             AuthError::KeysUnavailable
+        } else if unknown_kid {
+            AuthError::Invalid("no key with this kid".into())
         } else {
             AuthError::Invalid(format!("no key for {alg:?} tokens"))
         };
-        match (header.kid, &set) {
-            (Some(kid), Some(set))
-                if alg != Algorithm::HS256 && !set.iter().any(|k| k.kid.as_deref() == Some(&kid)) =>
-            {
-                Err(Miss::UnknownKid(kid, refused))
-            }
+        match header.kid {
+            Some(kid) if unknown_kid => Err(Miss::UnknownKid(kid, refused)),
             _ => Err(Miss::Refused(refused)),
         }
     }

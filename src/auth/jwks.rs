@@ -209,7 +209,7 @@ impl Jwks {
         metrics::gauge!("lockstep_jwks_keys").set(0.0);
         Ok(Jwks {
             endpoint: Endpoint { uri, host, port, tls },
-            period: period.max(Duration::from_secs(1)),
+            period: period.max(Duration::from_millis(100)),
             keys: RwLock::new(Arc::new(Vec::new())),
             fetches: tokio::sync::Mutex::new(0),
             last_kid_fetch: Mutex::new(None),
