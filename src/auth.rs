@@ -208,7 +208,7 @@ impl Authenticator {
             Some(s) => Some((DecodingKey::from_secret(&s), EncodingKey::from_secret(&s))),
             None => None,
         };
-        let public_keys = keys.public_keys.iter().map(|p| read_pem(p)).collect::<Result<Vec<_>, _>>()?;
+        let public_keys = keys.public_keys.iter().map(read_pem).collect::<Result<Vec<_>, _>>()?;
         let mut base = Validation::new(Algorithm::HS256);
         base.leeway = 5;
         base.validate_aud = aud.is_some();

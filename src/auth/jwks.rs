@@ -447,6 +447,66 @@ mod tests {
         assert!(parse_jwks(only_bad.to_string().as_bytes()).unwrap_err().contains("no usable key among 1"));
     }
 
+    /// An HTTPS server on 127.0.0.1 with a new self-signed certificate for
+    /// `localhost`, answering every request with `body`; and that certificate.
+    async fn https_server(body: String) -> (u16, rustls::pki_types::CertificateDer<'static>) {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let id = wtransport::Identity::self_signed(["localhost"]).unwrap();
+        let cert = CertificateDer::from(id.certificate_chain().as_slice()[0].der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.private_key().secret_der().to_vec()));
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, body) = (acceptor.clone(), body.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    let _ = tls.write_all(resp.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (port, cert)
+    }
+
+    #[tokio::test]
+    async fn https_fetches_trust_only_the_given_roots() {
+        let doc = serde_json::json!({"keys": [ec_jwk("e1", "P-256", 32)]}).to_string();
+        let (port, cert) = https_server(doc).await;
+        let url = format!("https://localhost:{port}/.well-known/jwks.json");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let trusted = Jwks::with_roots(&url, Duration::from_secs(60), Some(roots)).unwrap();
+        assert!(trusted.refresh().await, "fetched over TLS from a trusted certificate");
+        assert_eq!(trusted.key_count(), 1);
+
+        let other = wtransport::Identity::self_signed(["localhost"]).unwrap();
+        let mut wrong = rustls::RootCertStore::empty();
+        wrong
+            .add(rustls::pki_types::CertificateDer::from(other.certificate_chain().as_slice()[0].der().to_vec()))
+            .unwrap();
+        let untrusted = Jwks::with_roots(&url, Duration::from_secs(60), Some(wrong)).unwrap();
+        assert!(!untrusted.refresh().await, "a certificate nobody vouches for is refused");
+        assert_eq!(untrusted.key_count(), 0);
+    }
+
     #[test]
     fn urls_are_checked() {
         assert!(Jwks::new("ftp://idp/keys", Duration::from_secs(60)).is_err());
