@@ -263,7 +263,7 @@ fn valid_device(d: &str) -> bool {
 
 /// Start (or resume) a viewing session on a device.
 #[utoipa::path(post, path = "/api/live-stream/session", tag = "sessions", request_body = StartSession,
-    responses((status = 201, body = SessionView), (status = 400, body = ApiError), (status = 401, body = ApiError),
+    responses((status = 201, body = SessionView), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 503, body = ApiError, description = "JWKS not fetched yet"),
         (status = 403, body = ApiError, description = "a watch party the caller was not invited to"),
         (status = 409, body = DeviceLimitError)),
     security(("bearer" = [])))]
@@ -298,7 +298,7 @@ async fn owned_session(app: &AppState, headers: &HeaderMap, id: &str) -> Result<
 /// Keep a session alive and record the viewer's position (the fallback while realtime is down).
 #[utoipa::path(post, path = "/api/live-stream/session/{session_id}/heartbeat", tag = "sessions", params(SessionPath),
     request_body = Heartbeat,
-    responses((status = 200, body = SessionView), (status = 401, body = ApiError), (status = 403, body = ApiError),
+    responses((status = 200, body = SessionView), (status = 401, body = ApiError), (status = 503, body = ApiError, description = "JWKS not fetched yet"), (status = 403, body = ApiError),
         (status = 404, body = ApiError)),
     security(("bearer" = [])))]
 async fn heartbeat(
@@ -319,7 +319,7 @@ async fn heartbeat(
 
 /// End a session and free its device slot.
 #[utoipa::path(delete, path = "/api/live-stream/session/{session_id}", tag = "sessions", params(SessionPath),
-    responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)),
+    responses((status = 204), (status = 401, body = ApiError), (status = 503, body = ApiError, description = "JWKS not fetched yet"), (status = 403, body = ApiError), (status = 404, body = ApiError)),
     security(("bearer" = [])))]
 async fn end_session(
     State(app): State<AppState>,
@@ -337,7 +337,7 @@ async fn end_session(
 
 /// List the account's active devices.
 #[utoipa::path(get, path = "/api/account/devices", tag = "account",
-    responses((status = 200, body = Devices), (status = 401, body = ApiError)), security(("bearer" = [])))]
+    responses((status = 200, body = Devices), (status = 401, body = ApiError), (status = 503, body = ApiError, description = "JWKS not fetched yet")), security(("bearer" = [])))]
 async fn list_devices(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
@@ -352,7 +352,7 @@ async fn list_devices(State(app): State<AppState>, headers: HeaderMap) -> Respon
 /// End a device's sessions and close its connections (close code 4016).
 #[utoipa::path(delete, path = "/api/account/devices/{device_id}", tag = "account",
     params(("device_id" = String, Path, description = "The device id")),
-    responses((status = 204), (status = 401, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
+    responses((status = 204), (status = 401, body = ApiError), (status = 503, body = ApiError, description = "JWKS not fetched yet"), (status = 404, body = ApiError)), security(("bearer" = [])))]
 async fn remove_device(State(app): State<AppState>, headers: HeaderMap, Path(device_id): Path<String>) -> Response {
     let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
