@@ -240,6 +240,8 @@ impl Authenticator {
     /// the refresh task), then keeps it fresh in a task until `shutdown`.
     pub async fn start(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
         if let Some(jwks) = &self.jwks {
+            // The recorder first (idempotent), so the first fetch is counted.
+            let _ = crate::metrics::install();
             jwks.refresh().await;
             tokio::spawn(jwks.clone().run(shutdown));
         }

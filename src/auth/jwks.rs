@@ -287,6 +287,7 @@ impl Jwks {
                     warn!(url = %self.endpoint.uri, error = %why, kept, "JWKS fetch failed: keeping the last good keys");
                 }
                 metrics::counter!("lockstep_jwks_refresh_failures_total").increment(1);
+                metrics::gauge!("lockstep_jwks_keys").set(kept as f64);
                 false
             }
         }
