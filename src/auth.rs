@@ -1,11 +1,24 @@
 //! Access tokens: JWTs issued by the OTT platform.
 //!
-//! HS256 with a shared secret (`LOCKSTEP_JWT_SECRET` or `--jwt-secret-file`),
-//! or RS256/ES256 with a public key file (`--jwt-public-key`). Claims: `sub`
-//! (user id), `plan` (`free` | `premium`), `exp`, optional `max_devices`,
-//! optional `host_of` (event ids this user hosts), and `aud`/`iss` when
-//! configured. Signatures are checked with `ring`, the crypto the TLS stack
-//! already uses, through jsonwebtoken's `CryptoProvider` hook.
+//! Keys, which may be combined:
+//! - HS256 with a shared secret (`LOCKSTEP_JWT_SECRET` or `--jwt-secret-file`);
+//! - RS256/ES256 with public key files (`--jwt-public-key`, repeatable);
+//! - RS256/ES256 with the identity provider's key set (`--jwt-jwks-url`,
+//!   [`jwks`]), by the token header's `kid`, refreshed while running.
+//!
+//! Which key checks a token follows from its header alone: an HS256 token the
+//! secret; an RS256/ES256 token with a `kid` the JWKS keys of that `kid` and
+//! algorithm, then every public key file of its algorithm; without a `kid`,
+//! every JWKS key and every file of its algorithm. The first key whose
+//! signature matches decides (expiry, audience, issuer). A `kid` the set lacks
+//! causes one more fetch of the set (rate-limited) before the token is refused.
+//!
+//! Claims: `sub` (user id), `plan` (`free` | `premium`), `exp`, optional
+//! `max_devices`, optional `host_of` (event ids this user hosts), and
+//! `aud`/`iss` when configured. Signatures are checked with `ring`, the crypto
+//! the TLS stack already uses, through jsonwebtoken's `CryptoProvider` hook.
+
+pub mod jwks;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +31,9 @@ use lockstep_protocol::ErrorCode;
 use ring::signature::{self as sig, KeyPair as _};
 use ring::{hmac, rand::SystemRandom};
 use serde::{Deserialize, Serialize};
+
+pub use jwks::Jwks;
+use jwks::VerifyKey;
 
 /// A viewer's subscription plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -74,6 +90,10 @@ pub enum AuthError {
     /// Bad signature, malformed token, wrong audience or issuer.
     #[error("invalid access token: {0}")]
     Invalid(String),
+    /// The token needs the identity provider's keys, which could not be
+    /// fetched yet (worth retrying later).
+    #[error("the keys to check this access token are not available yet")]
+    KeysUnavailable,
 }
 
 impl AuthError {
@@ -81,6 +101,8 @@ impl AuthError {
     pub fn code(&self) -> ErrorCode {
         match self {
             AuthError::Expired => ErrorCode::TokenExpired,
+            // Not the client's fault, and not final: it reconnects later.
+            AuthError::KeysUnavailable => ErrorCode::Internal,
             _ => ErrorCode::Unauthorized,
         }
     }
@@ -91,6 +113,7 @@ impl AuthError {
             AuthError::Missing => "missing_token",
             AuthError::Expired => "token_expired",
             AuthError::Invalid(_) => "invalid_token",
+            AuthError::KeysUnavailable => "keys_unavailable",
         }
     }
 }
@@ -98,9 +121,12 @@ impl AuthError {
 /// How tokens are checked (and, with a secret, minted).
 #[derive(Clone)]
 pub struct Authenticator {
-    decoding: DecodingKey,
-    encoding: Option<EncodingKey>,
-    validation: Validation,
+    secret: Option<(DecodingKey, EncodingKey)>,
+    /// From `--jwt-public-key` files.
+    public_keys: Vec<VerifyKey>,
+    jwks: Option<Arc<Jwks>>,
+    /// The claim checks, one per accepted algorithm.
+    validations: Vec<Validation>,
     /// Whether anonymous demo users are allowed (`--dev`).
     pub dev: bool,
 }
@@ -108,7 +134,9 @@ pub struct Authenticator {
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field("algorithms", &self.validation.algorithms)
+            .field("secret", &self.secret.is_some())
+            .field("public_keys", &self.public_keys)
+            .field("jwks", &self.jwks)
             .field("dev", &self.dev)
             .finish()
     }
@@ -123,6 +151,17 @@ pub enum KeySource {
     PublicKeyPem(PathBuf),
 }
 
+/// Every key source at once; at least one must be given.
+#[derive(Debug, Default)]
+pub struct Keys {
+    /// A shared HS256 secret.
+    pub secret: Option<Vec<u8>>,
+    /// PEM public keys (RSA for RS256, EC P-256 for ES256).
+    pub public_keys: Vec<PathBuf>,
+    /// The identity provider's key set.
+    pub jwks: Option<Jwks>,
+}
+
 /// Why the auth configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthConfigError {
@@ -135,67 +174,163 @@ pub enum AuthConfigError {
     /// The secret is too short to be safe.
     #[error("the JWT secret must be at least 32 bytes")]
     WeakSecret,
+    /// No key source at all.
+    #[error("no token key: give a secret, a public key or a JWKS URL")]
+    NoKey,
+}
+
+/// What became of a token checked against the keys at hand.
+enum Miss {
+    /// Refused for good.
+    Refused(AuthError),
+    /// It names a `kid` the key set lacks (and no other key took it).
+    UnknownKid(String, AuthError),
 }
 
 impl Authenticator {
     /// An authenticator for `key`, checking `aud` and `iss` when given.
     pub fn new(key: KeySource, aud: Option<String>, iss: Option<String>, dev: bool) -> Result<Self, AuthConfigError> {
-        install_provider();
-        let (decoding, encoding, algorithms) = match key {
-            KeySource::Secret(secret) => {
-                if secret.len() < 32 {
-                    return Err(AuthConfigError::WeakSecret);
-                }
-                (DecodingKey::from_secret(&secret), Some(EncodingKey::from_secret(&secret)), vec![Algorithm::HS256])
-            }
-            KeySource::PublicKeyPem(path) => {
-                let pem = std::fs::read(&path).map_err(|e| AuthConfigError::Read(path.clone(), e))?;
-                let text = String::from_utf8_lossy(&pem);
-                let (key, alg) = if text.contains("BEGIN RSA PUBLIC KEY") || is_rsa_spki(&pem) {
-                    (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256)
-                } else {
-                    (DecodingKey::from_ec_pem(&pem), Algorithm::ES256)
-                };
-                let key = key.map_err(|e| AuthConfigError::Key(path.clone(), e.to_string()))?;
-                (key, None, vec![alg])
-            }
+        let keys = match key {
+            KeySource::Secret(s) => Keys { secret: Some(s), ..Keys::default() },
+            KeySource::PublicKeyPem(p) => Keys { public_keys: vec![p], ..Keys::default() },
         };
-        let mut validation = Validation::new(algorithms[0]);
-        validation.algorithms = algorithms;
-        validation.leeway = 5;
-        validation.validate_aud = aud.is_some();
+        Self::with_keys(keys, aud, iss, dev)
+    }
+
+    /// An authenticator for every key of `keys`, checking `aud` and `iss` when given.
+    pub fn with_keys(keys: Keys, aud: Option<String>, iss: Option<String>, dev: bool) -> Result<Self, AuthConfigError> {
+        install_provider();
+        if keys.secret.is_none() && keys.public_keys.is_empty() && keys.jwks.is_none() {
+            return Err(AuthConfigError::NoKey);
+        }
+        let secret = match keys.secret {
+            Some(s) if s.len() < 32 => return Err(AuthConfigError::WeakSecret),
+            Some(s) => Some((DecodingKey::from_secret(&s), EncodingKey::from_secret(&s))),
+            None => None,
+        };
+        let public_keys = keys.public_keys.iter().map(read_pem).collect::<Result<Vec<_>, _>>()?;
+        let mut base = Validation::new(Algorithm::HS256);
+        base.leeway = 5;
+        base.validate_aud = aud.is_some();
         // A configured audience or issuer must be present, not merely match
         // when present: jsonwebtoken skips absent claims unless required.
         let mut required = vec!["exp", "sub"];
         if let Some(aud) = aud {
-            validation.set_audience(&[aud]);
+            base.set_audience(&[aud]);
             required.push("aud");
         }
         if let Some(iss) = iss {
-            validation.set_issuer(&[iss]);
+            base.set_issuer(&[iss]);
             required.push("iss");
         }
-        validation.set_required_spec_claims(&required);
-        Ok(Authenticator { decoding, encoding, validation, dev })
+        base.set_required_spec_claims(&required);
+        let validations = [Algorithm::HS256, Algorithm::RS256, Algorithm::ES256]
+            .into_iter()
+            .map(|alg| Validation { algorithms: vec![alg], ..base.clone() })
+            .collect();
+        Ok(Authenticator { secret, public_keys, jwks: keys.jwks.map(Arc::new), validations, dev })
     }
 
-    /// Checks a token and returns its claims.
+    /// The identity provider's key set, when configured.
+    pub fn jwks(&self) -> Option<&Arc<Jwks>> {
+        self.jwks.as_ref()
+    }
+
+    /// With a key set: fetches it once (a failure is logged, and retried by
+    /// the refresh task), then keeps it fresh in a task until `shutdown`.
+    pub async fn start(&self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        if let Some(jwks) = &self.jwks {
+            // The recorder first (idempotent), so the first fetch is counted.
+            let _ = crate::metrics::install();
+            jwks.refresh().await;
+            tokio::spawn(jwks.clone().run(shutdown));
+        }
+    }
+
+    /// Checks a token against the keys at hand and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => Ok(data.claims),
-            Err(e) => match e.kind() {
-                ErrorKind::ExpiredSignature => Err(AuthError::Expired),
-                ErrorKind::InvalidAudience => Err(AuthError::Invalid("wrong audience".into())),
-                ErrorKind::InvalidIssuer => Err(AuthError::Invalid("wrong issuer".into())),
-                ErrorKind::InvalidSignature => Err(AuthError::Invalid("bad signature".into())),
-                _ => Err(AuthError::Invalid(e.to_string())),
-            },
+        self.verify_now(token).map_err(|m| match m {
+            Miss::Refused(e) | Miss::UnknownKid(_, e) => e,
+        })
+    }
+
+    /// Checks a token; one whose `kid` the key set lacks makes the set be
+    /// fetched again (at most once per [`jwks::UNKNOWN_KID_INTERVAL`] for
+    /// unknown `kid`s) and is checked once more.
+    pub async fn check(&self, token: &str) -> Result<Claims, AuthError> {
+        match self.verify_now(token) {
+            Ok(c) => Ok(c),
+            Err(Miss::Refused(e)) => Err(e),
+            Err(Miss::UnknownKid(kid, e)) => {
+                let Some(jwks) = &self.jwks else { return Err(e) };
+                if jwks.refresh_for_unknown_kid(&kid).await { self.verify(token) } else { Err(e) }
+            }
+        }
+    }
+
+    fn validation(&self, alg: Algorithm) -> &Validation {
+        self.validations.iter().find(|v| v.algorithms[0] == alg).expect("a validation per accepted algorithm")
+    }
+
+    fn verify_now(&self, token: &str) -> Result<Claims, Miss> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| Miss::Refused(AuthError::Invalid(e.to_string())))?;
+        let alg = header.alg;
+        if !matches!(alg, Algorithm::HS256 | Algorithm::RS256 | Algorithm::ES256) {
+            return Err(Miss::Refused(AuthError::Invalid(format!("algorithm {alg:?} is not accepted"))));
+        }
+        let set = self.jwks.as_ref().map(|j| j.keys());
+        let from_set = set
+            .iter()
+            .flat_map(|s| s.iter())
+            .filter(|k| k.alg == alg && (header.kid.is_none() || k.kid.as_deref() == header.kid.as_deref()));
+        let from_files = self.public_keys.iter().filter(|k| k.alg == alg);
+        let secret = self.secret.iter().filter(|_| alg == Algorithm::HS256).map(|(d, _)| d);
+        let validation = self.validation(alg);
+        let mut tried = false;
+        for key in from_set.map(|k| &k.key).chain(from_files.map(|k| &k.key)).chain(secret) {
+            tried = true;
+            match jsonwebtoken::decode::<Claims>(token, key, validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(e) => match e.kind() {
+                    // Not this key: try the next.
+                    ErrorKind::InvalidSignature
+                    | ErrorKind::InvalidAlgorithm
+                    | ErrorKind::InvalidKeyFormat
+                    | ErrorKind::InvalidRsaKey(_)
+                    | ErrorKind::InvalidEcdsaKey => continue,
+                    // The signature matched: this key decides.
+                    ErrorKind::ExpiredSignature => return Err(Miss::Refused(AuthError::Expired)),
+                    ErrorKind::InvalidAudience => {
+                        return Err(Miss::Refused(AuthError::Invalid("wrong audience".into())));
+                    }
+                    ErrorKind::InvalidIssuer => return Err(Miss::Refused(AuthError::Invalid("wrong issuer".into()))),
+                    _ => return Err(Miss::Refused(AuthError::Invalid(e.to_string()))),
+                },
+            }
+        }
+        let unknown_kid = match (&header.kid, &set) {
+            (Some(kid), Some(set)) if alg != Algorithm::HS256 => !set.iter().any(|k| k.kid.as_deref() == Some(kid)),
+            _ => false,
+        };
+        let refused = if tried {
+            AuthError::Invalid("bad signature".into())
+        } else if alg != Algorithm::HS256 && set.as_ref().is_some_and(|s| s.is_empty()) {
+            AuthError::KeysUnavailable
+        } else if unknown_kid {
+            AuthError::Invalid("no key with this kid".into())
+        } else {
+            AuthError::Invalid(format!("no key for {alg:?} tokens"))
+        };
+        match header.kid {
+            Some(kid) if unknown_kid => Err(Miss::UnknownKid(kid, refused)),
+            _ => Err(Miss::Refused(refused)),
         }
     }
 
     /// Mints a token (needs the HS256 secret).
     pub fn mint(&self, claims: &Claims) -> Option<String> {
-        let key = self.encoding.as_ref()?;
+        let (_, key) = self.secret.as_ref()?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, key).ok()
     }
 
@@ -203,6 +338,7 @@ impl Authenticator {
     /// configured audience and issuer.
     pub fn claims_for(&self, sub: &str, plan: Plan, ttl_secs: u64) -> Claims {
         let now = unix_now();
+        let v = &self.validations[0];
         Claims {
             sub: sub.into(),
             plan,
@@ -210,10 +346,23 @@ impl Authenticator {
             iat: Some(now),
             max_devices: None,
             host_of: Vec::new(),
-            aud: self.validation.aud.as_ref().and_then(|a| a.iter().next().cloned()),
-            iss: self.validation.iss.as_ref().and_then(|a| a.iter().next().cloned()),
+            aud: v.aud.as_ref().and_then(|a| a.iter().next().cloned()),
+            iss: v.iss.as_ref().and_then(|a| a.iter().next().cloned()),
         }
     }
+}
+
+/// A PEM public key file: RSA (RS256) or EC P-256 (ES256).
+fn read_pem(path: &PathBuf) -> Result<VerifyKey, AuthConfigError> {
+    let pem = std::fs::read(path).map_err(|e| AuthConfigError::Read(path.clone(), e))?;
+    let text = String::from_utf8_lossy(&pem);
+    let (key, alg) = if text.contains("BEGIN RSA PUBLIC KEY") || is_rsa_spki(&pem) {
+        (DecodingKey::from_rsa_pem(&pem), Algorithm::RS256)
+    } else {
+        (DecodingKey::from_ec_pem(&pem), Algorithm::ES256)
+    };
+    let key = key.map_err(|e| AuthConfigError::Key(path.clone(), e.to_string()))?;
+    Ok(VerifyKey { kid: None, alg, key })
 }
 
 /// Shared handle.
@@ -460,6 +609,52 @@ mod tests {
         assert_eq!(a.verify(&token).unwrap().sub, "carol");
         let hs = auth(None).mint(&claims).unwrap();
         assert!(a.verify(&hs).is_err(), "an HS256 token is refused where ES256 is configured");
+    }
+
+    /// A new P-256 key: its PKCS#8 document and a PEM file of its public key.
+    fn es256_key(name: &str) -> (Vec<u8>, PathBuf) {
+        let rng = SystemRandom::new();
+        let pkcs8 = sig::EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let mut spki = hex_bytes("3059301306072a8648ce3d020106082a8648ce3d030107034200");
+        spki.extend_from_slice(pair.public_key().as_ref());
+        let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", b64_std(&spki));
+        let dir = std::env::temp_dir().join(format!("lockstep-auth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, pem).unwrap();
+        (pkcs8.as_ref().to_vec(), path)
+    }
+
+    #[test]
+    fn several_public_keys_and_a_secret_coexist() {
+        let (k1, p1) = es256_key("multi-1");
+        let (k2, p2) = es256_key("multi-2");
+        let (k3, _) = es256_key("multi-3");
+        let a = Authenticator::with_keys(
+            Keys { secret: Some(SECRET.to_vec()), public_keys: vec![p1, p2], jwks: None },
+            None,
+            None,
+            false,
+        )
+        .unwrap();
+        let claims = a.claims_for("dave", Plan::Free, 60);
+        let sign = |k: &[u8], kid: Option<&str>| {
+            let mut h = Header::new(Algorithm::ES256);
+            h.kid = kid.map(Into::into);
+            jsonwebtoken::encode(&h, &claims, &EncodingKey::from_ec_der(k)).unwrap()
+        };
+        assert_eq!(a.verify(&sign(&k1, None)).unwrap().sub, "dave");
+        assert_eq!(a.verify(&sign(&k2, None)).unwrap().sub, "dave", "the second file's key is tried too");
+        assert_eq!(a.verify(&sign(&k2, Some("whatever"))).unwrap().sub, "dave", "files are tried whatever the kid");
+        assert_eq!(a.verify(&sign(&k3, None)), Err(AuthError::Invalid("bad signature".into())));
+        assert_eq!(a.verify(&a.mint(&claims).unwrap()).unwrap().sub, "dave", "HS256 with the secret still works");
+        let expired = Claims { exp: unix_now() - 600, ..claims.clone() };
+        let old =
+            jsonwebtoken::encode(&Header::new(Algorithm::ES256), &expired, &EncodingKey::from_ec_der(&k2)).unwrap();
+        assert_eq!(a.verify(&old), Err(AuthError::Expired), "the key that matches decides: expired, not bad signature");
+        let only_files = Authenticator::with_keys(Keys { public_keys: vec![], ..Keys::default() }, None, None, false);
+        assert!(matches!(only_files, Err(AuthConfigError::NoKey)));
     }
 
     fn b64(s: &str) -> String {

@@ -92,6 +92,8 @@ impl Server {
             );
         }
         let (shutdown_tx, shutdown) = watch::channel(false);
+        // With --jwt-jwks-url: the first fetch of the key set, then its refresh task.
+        auth.start(shutdown.clone()).await;
         let cluster = match &cfg.redis_url {
             Some(url) => Some(
                 Cluster::connect(url, shutdown.clone())

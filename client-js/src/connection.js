@@ -5,7 +5,7 @@
 // WebTransport failures. Decoded server messages go to the session; what they
 // mean is the session's business.
 
-import { CAPS, LIMITS, PROTOCOL_VERSION, codeFatal, encodeClient, tryDecodeServer } from './codec.js';
+import { CAPS, CODES, LIMITS, PROTOCOL_VERSION, codeFatal, encodeClient, tryDecodeServer } from './codec.js';
 import { Backoff, race, sharedMemory } from './connect.js';
 import { LockstepError } from './errors.js';
 import { Timers } from './timers.js';
@@ -29,7 +29,12 @@ import { openWebTransport } from './transport/webtransport.js';
  * @property {(status: 'connecting' | 'reconnecting') => void} status a new attempt is scheduled
  * @property {(info: TransportClose) => void} lost the active transport ended (a reconnect follows unless `fatal`)
  * @property {(info: TransportClose) => void} fatal it ended with a code that reconnecting cannot fix: no reconnect
+ * @property {(e: LockstepError) => void} stop `getToken` failed or gave no token: no reconnect
  */
+
+/** Token expiries (4013) in a row, each answered with a fresh token from `getToken`, before giving up. */
+const MAX_TOKEN_RENEWALS = 3;
+const utf8 = new TextEncoder();
 
 /**
  * @typedef {Object} CertificateInfo what `GET /api/certificate` said
@@ -124,6 +129,14 @@ export class Connection {
   #abort = null;
   /** @type {number} */
   #maxDatagram = LIMITS.MAX_DATAGRAM;
+  /** @type {string | null} the token of the current (or last) attempt */
+  #token = null;
+  /** Whether the next attempt may use the `token` option rather than call `getToken`. */
+  #initialToken = true;
+  /** The server said the token expired (Error 4013): the coming close is renewed, not fatal. */
+  #renewPending = false;
+  /** Renewals since the last Welcome. */
+  #renewals = 0;
 
   /**
    * @param {ConnectOptions} o
@@ -190,6 +203,18 @@ export class Connection {
     this.#backoff.reset();
     if (this.#transport === 'webtransport') this.#wtFailures = 0;
     if (this.#transport) this.#memory.set(this.#base.origin, this.#transport);
+    this.#renewals = 0;
+  }
+
+  /**
+   * The server refused the token as expired (Error 4013). With `getToken`,
+   * the coming close is answered by a new attempt with a fresh token (up to
+   * a few times in a row); returns whether it will be.
+   */
+  tokenExpired() {
+    if (!this.#o.getToken || this.#renewals >= MAX_TOKEN_RENEWALS) return false;
+    this.#renewPending = true;
+    return true;
   }
 
   /** The network changed: when disconnected, try again now rather than after the backoff. */
@@ -223,6 +248,7 @@ export class Connection {
     this.#abort?.abort();
     const ctl = new AbortController();
     this.#abort = ctl;
+    if (!(await this.#nextToken()) || this.#closed || ctl.signal.aborted) return;
     const timeoutMs = this.#o.connectTimeoutMs ?? 10_000;
     const { name, value: t } = await race(this.#candidates(), { signal: ctl.signal, timeoutMs });
     if (this.#closed || ctl.signal.aborted) {
@@ -235,13 +261,55 @@ export class Connection {
     let caps = CAPS.ACKS | CAPS.LIVE;
     if (t.datagrams) caps |= CAPS.DATAGRAMS;
     if (this.#o.presence) caps |= CAPS.PRESENCE;
-    t.send(encodeClient({ type: 'hello', version: PROTOCOL_VERSION, eventId: this.#o.eventId, deviceId: this.#deviceId, token: this.#o.token ?? null, caps }));
+    t.send(encodeClient({ type: 'hello', version: PROTOCOL_VERSION, eventId: this.#o.eventId, deviceId: this.#deviceId, token: this.#token, caps }));
     this.#timers.set('welcome-timeout', timeoutMs, () => {
       if (this.#active === t && !this.#joined) {
         t.close(t.name === 'websocket' ? 1000 : 0, 'no Welcome');
         this.#lost(t, { code: 0, reason: 'no Welcome in time' });
       }
     });
+  }
+
+  /**
+   * The token of the coming attempt: the `token` option, or with `getToken`
+   * a fresh one from it (the `token` option, when given, serves the first
+   * attempt). False when `getToken` failed: the connection has stopped.
+   */
+  async #nextToken() {
+    const o = this.#o;
+    const first = this.#initialToken;
+    this.#initialToken = false;
+    if (!o.getToken || (first && o.token)) {
+      this.#token = o.token ?? null;
+      return true;
+    }
+    /** @type {unknown} */
+    let t;
+    try {
+      t = await o.getToken();
+    } catch (e) {
+      this.#stop(`getToken() failed: ${e instanceof Error ? e.message : String(e)}`, e);
+      return false;
+    }
+    if (typeof t !== 'string' || t.length === 0) {
+      this.#stop('getToken() gave no token');
+      return false;
+    }
+    if (utf8.encode(t).length > LIMITS.MAX_TOKEN) {
+      this.#stop(`getToken() gave a token over ${LIMITS.MAX_TOKEN} bytes`);
+      return false;
+    }
+    this.#token = t;
+    return true;
+  }
+
+  /**
+   * @param {string} message
+   * @param {unknown} [cause]
+   */
+  #stop(message, cause) {
+    if (this.#closed) return;
+    this.#h.stop(new LockstepError(0, message, { kind: 'token', cause }));
   }
 
   /** @param {unknown} e */
@@ -304,7 +372,7 @@ export class Connection {
         name: 'websocket',
         delayMs: list.length && !preferWs ? o.webtransportHeadStartMs ?? 200 : 0,
         open: async (signal) => {
-          const url = webSocketUrl(this.#base, o.eventId, o.token);
+          const url = webSocketUrl(this.#base, o.eventId, this.#token);
           ws = await openWebSocket({ url, signal, WebSocket: o.WebSocket, ...handlers(() => ws) });
           return ws;
         },
@@ -331,7 +399,7 @@ export class Connection {
       this.#cert = parseCertificate(await res.json());
     }
     // The option wins, then the node's own URL, then the default port on the page's host.
-    const url = webTransportUrl(this.#base, o.eventId, o.token, o.webtransportUrl ?? this.#cert?.url, o.webtransportPort);
+    const url = webTransportUrl(this.#base, o.eventId, this.#token, o.webtransportUrl ?? this.#cert?.url, o.webtransportPort);
     return { url, hashes: o.certificateHashes ?? this.#cert?.hashes };
   }
 
@@ -358,6 +426,16 @@ export class Connection {
     const wasJoined = this.#joined;
     this.#joined = false;
     this.#h.lost(info);
+    const renew = this.#renewPending || (info.code === CODES.token_expired && this.tokenExpired());
+    this.#renewPending = false;
+    if (renew) {
+      // A fresh token from getToken, at once: the expiry is no network trouble.
+      this.#renewals++;
+      if (wasJoined) this.#reconnects++;
+      this.#h.status(this.#everJoined ? 'reconnecting' : 'connecting');
+      this.#attemptSoon(0);
+      return;
+    }
     if (codeFatal(info.code)) {
       this.#h.fatal(info);
       return;

@@ -22,6 +22,9 @@ export function validate(o) {
   if (o.token !== undefined && o.token !== null && (typeof o.token !== 'string' || utf8.encode(o.token).length > LIMITS.MAX_TOKEN)) {
     throw new TypeError('token must be a string of at most 4096 bytes');
   }
+  if (o.getToken !== undefined && o.getToken !== null && typeof o.getToken !== 'function') {
+    throw new TypeError('getToken must be a function returning (a promise of) a token string');
+  }
   const t = o.transport ?? 'auto';
   if (t !== 'auto' && t !== 'webtransport' && t !== 'websocket') throw new TypeError("transport must be 'auto', 'webtransport' or 'websocket'");
   return o;

@@ -127,6 +127,11 @@ export class Session {
       status: (st) => this.#setStatus(st),
       lost: () => this.#onLost(),
       fatal: (info) => this.#onFatalClose(info.code, info.reason),
+      stop: (e) => {
+        this.#emitError(e);
+        this.#rejectReady(e);
+        this.close();
+      },
     });
     this.ready = new Promise((resolve, reject) => {
       this.#resolveReady = resolve;
@@ -483,6 +488,8 @@ export class Session {
         return;
       case 'error': {
         const e = new LockstepError(m.code, m.message, { requestId: m.requestId });
+        // An expired token with getToken: a fresh one and a new attempt follow the close.
+        if (m.code === CODES.token_expired && m.requestId === 0 && this.#conn.tokenExpired()) return;
         this.#lastServerError = m.code;
         if (m.requestId !== 0) this.#commands.onError(m.requestId, e);
         this.#emitError(e);

@@ -19,6 +19,10 @@
  * @property {string} url HTTP base of the server, e.g. `http://127.0.0.1:8080`
  * @property {string} eventId the event (room) to join: 1–128 printable ASCII bytes
  * @property {string} [token] access token, sent in Hello and as `access_token` in the URL of either transport
+ * @property {() => Promise<string> | string} [getToken] returns a fresh access token: called before each connection
+ *   attempt (the first one uses `token` when given) and when the server says the token expired (4013), which then
+ *   reconnects at once instead of ending the session; if it throws or returns no token, the session ends with an
+ *   'error' of kind 'token'
  * @property {string} [deviceId] stable id of this device (≤ 128 bytes); default: one generated and kept in localStorage
  * @property {'auto' | 'webtransport' | 'websocket'} [transport] default 'auto'
  * @property {string} [webtransportUrl] WebTransport base (`https://host:port`) or full endpoint URL (`…/api/live-stream/{eventId}`,

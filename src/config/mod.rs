@@ -258,6 +258,9 @@ serve_options! {
     max_devices_premium: u32 = 4, "LOCKSTEP_MAX_DEVICES_PREMIUM";
     /// A viewing session without heartbeat or realtime activity expires after this many milliseconds.
     session_idle_ms: u64 = 120_000, "LOCKSTEP_SESSION_IDLE_MS";
+    /// How often the JWKS of --jwt-jwks-url is fetched again, in milliseconds (also on a token's unknown `kid`,
+    /// at most every 10 s).
+    jwt_jwks_refresh_ms: u64 = 300_000, "LOCKSTEP_JWT_JWKS_REFRESH_MS";
     /// Whether the first member hosts an event room when no member has a `host_of` claim for it.
     first_joiner_hosts: bool = true, "LOCKSTEP_FIRST_JOINER_HOSTS";
     /// REST requests per second per client IP (429 with Retry-After beyond).
@@ -290,12 +293,16 @@ serve_options! {
     jwt_secret: String, "LOCKSTEP_JWT_SECRET";
     /// A file holding the HS256 secret.
     jwt_secret_file: PathBuf, "LOCKSTEP_JWT_SECRET_FILE";
-    /// A PEM public key (RSA for RS256, EC P-256 for ES256) to verify tokens with instead of a secret.
-    jwt_public_key: PathBuf, "LOCKSTEP_JWT_PUBLIC_KEY";
+    /// A PEM public key (RSA for RS256, EC P-256 for ES256) to verify tokens with; repeat the flag (or separate
+    /// paths with commas) for several: a token is accepted if one of them verifies it.
+    jwt_public_key: Vec<PathBuf>, "LOCKSTEP_JWT_PUBLIC_KEY";
     /// Required `aud` claim.
     jwt_audience: String, "LOCKSTEP_JWT_AUDIENCE";
     /// Required `iss` claim.
     jwt_issuer: String, "LOCKSTEP_JWT_ISSUER";
+    /// The identity provider's JWKS URL (http or https): RS256 and ES256 keys picked by the token's `kid`, fetched
+    /// at start and refreshed (see --jwt-jwks-refresh-ms); combines with a secret and public key files.
+    jwt_jwks_url: String, "LOCKSTEP_JWT_JWKS_URL";
     /// TLS certificate chain (PEM) for WebTransport; without it a self-signed one is generated and rotated.
     cert: PathBuf, "LOCKSTEP_CERT";
     /// Private key (PEM: PKCS#8, SEC1 or PKCS#1) of `--cert`.
@@ -466,27 +473,55 @@ impl Config {
         Ok(())
     }
 
-    /// The token verifier: a public key, or a secret (flag, variable or
-    /// file); in dev mode without either, a random per-process secret.
+    /// The token verifier: a secret (flag, variable or file), public key
+    /// files and a JWKS URL, any of them together; in dev mode without any, a
+    /// random per-process secret.
     pub fn authenticator(&self) -> Result<crate::auth::Authenticator, ConfigError> {
-        use crate::auth::{Authenticator, KeySource};
-        let key = if let Some(path) = &self.jwt_public_key {
-            KeySource::PublicKeyPem(path.clone())
-        } else if let Some(secret) = &self.jwt_secret {
-            KeySource::Secret(secret.as_bytes().to_vec())
+        use crate::auth::{Authenticator, Jwks, Keys};
+        let secret = if let Some(secret) = &self.jwt_secret {
+            Some(secret.as_bytes().to_vec())
         } else if let Some(path) = &self.jwt_secret_file {
             let text =
                 std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-            KeySource::Secret(text.trim_end_matches(['\r', '\n']).as_bytes().to_vec())
-        } else if self.dev {
-            KeySource::Secret(crate::store::random_id().into_bytes())
+            Some(text.trim_end_matches(['\r', '\n']).as_bytes().to_vec())
         } else {
-            return Err(ConfigError::Invalid(
-                "no token key: set LOCKSTEP_JWT_SECRET, --jwt-secret-file or --jwt-public-key (or run with --dev)",
-            ));
+            None
         };
-        Authenticator::new(key, self.jwt_audience.clone(), self.jwt_issuer.clone(), self.dev)
-            .map_err(|e| ConfigError::Auth(e.to_string()))
+        // Each value may hold several paths separated by commas (one variable, several keys).
+        let public_keys: Vec<PathBuf> = self
+            .jwt_public_key
+            .iter()
+            .flatten()
+            .flat_map(|p| {
+                p.to_str().map(|s| s.split(',').map(PathBuf::from).collect()).unwrap_or_else(|| vec![p.clone()])
+            })
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        let jwks = match &self.jwt_jwks_url {
+            Some(url) => Some(
+                Jwks::new(url, std::time::Duration::from_millis(self.jwt_jwks_refresh_ms))
+                    .map_err(ConfigError::Auth)?,
+            ),
+            None => None,
+        };
+        let secret = match secret {
+            None if public_keys.is_empty() && jwks.is_none() => {
+                if !self.dev {
+                    return Err(ConfigError::Invalid(
+                        "no token key: set LOCKSTEP_JWT_SECRET, --jwt-secret-file, --jwt-public-key or --jwt-jwks-url (or run with --dev)",
+                    ));
+                }
+                Some(crate::store::random_id().into_bytes())
+            }
+            s => s,
+        };
+        Authenticator::with_keys(
+            Keys { secret, public_keys, jwks },
+            self.jwt_audience.clone(),
+            self.jwt_issuer.clone(),
+            self.dev,
+        )
+        .map_err(|e| ConfigError::Auth(e.to_string()))
     }
 
     /// Everything `serve` would refuse at start that can be checked without

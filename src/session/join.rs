@@ -74,7 +74,7 @@ pub(super) async fn join(app: Context, req: JoinRequest, outbox: Arc<Outbox>) ->
 
 async fn join_inner(app: Context, req: JoinRequest, outbox: Arc<Outbox>) -> Result<Joined, Refusal> {
     let JoinRequest { room_id, device_id, caps, token } = req;
-    let claims = authorize(&app, token.as_deref(), &device_id)?;
+    let claims = authorize(&app, token.as_deref(), &device_id).await?;
     let party_host = party_host(&app.accounts, &room_id).await;
     if room_id.contains(crate::accounts::PARTY_SEP) && party_host.is_none() {
         return Err((ErrorCode::NotInvited, "no such watch party".into()));
@@ -117,9 +117,9 @@ async fn join_inner(app: Context, req: JoinRequest, outbox: Arc<Outbox>) -> Resu
 /// The single place where credentials are checked before any room data
 /// flows: a token from `Hello` or the URL; in dev mode, none makes the
 /// device an anonymous free user.
-fn authorize(app: &Context, token: Option<&str>, device_id: &str) -> Result<Claims, Refusal> {
+async fn authorize(app: &Context, token: Option<&str>, device_id: &str) -> Result<Claims, Refusal> {
     match token.filter(|t| !t.is_empty()) {
-        Some(t) => app.auth.verify(t).map_err(|e| (e.code(), e.to_string())),
+        Some(t) => app.auth.check(t).await.map_err(|e| (e.code(), e.to_string())),
         None if app.auth.dev => Ok(app.auth.claims_for(&format!("anon:{device_id}"), Plan::Free, 3600)),
         None => Err((AuthError::Missing.code(), AuthError::Missing.to_string())),
     }

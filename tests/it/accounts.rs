@@ -108,7 +108,7 @@ async fn start(server: &TestServer, tok: &str, event: &str, device: &str) -> (u1
     (s, b)
 }
 
-fn hello_with(event: &str, device: &str, token: Option<&str>) -> ClientMsg {
+pub fn hello_with(event: &str, device: &str, token: Option<&str>) -> ClientMsg {
     ClientMsg::Hello(Hello {
         version: PROTOCOL_VERSION,
         event_id: event.into(),

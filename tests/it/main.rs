@@ -8,6 +8,7 @@ mod accounts;
 mod bounded;
 mod common;
 mod config;
+mod jwks;
 mod live;
 mod live_source;
 mod ops;

@@ -97,6 +97,7 @@ fn request(body: &SetClock, range: (u32, u32)) -> Result<ClockRequest, Response>
     responses(
         (status = 200, description = "The room's state after the change, as `GET …/state` shows it (`clock`, `live: {originMs, latencyMs, autoLatency, atLive, programTimeMs}`)"),
         (status = 400, body = crate::util::ApiError), (status = 401, body = crate::util::ApiError),
+        (status = 503, body = crate::util::ApiError, description = "JWKS not fetched yet"),
         (status = 403, body = crate::util::ApiError, description = "the token does not host this event"),
         (status = 503, body = crate::util::ApiError, description = "the shared state is unreachable or the room is busy")))]
 async fn set_clock(
@@ -108,7 +109,7 @@ async fn set_clock(
     if !crate::util::valid_event_id(&event_id) {
         return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", crate::util::INVALID_EVENT_ID);
     }
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };

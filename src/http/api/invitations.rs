@@ -71,7 +71,7 @@ pub(crate) struct AcceptInvitation {
 /// Invite others to watch with you (premium only). The inviter hosts the watch party's room.
 #[utoipa::path(post, path = "/api/live-stream/{event_id}/invitations", tag = "invitations",
     params(("event_id" = String, Path, description = "The event")), request_body = CreateInvitation,
-    responses((status = 201, body = InvitationCreated), (status = 400, body = ApiError), (status = 401, body = ApiError),
+    responses((status = 201, body = InvitationCreated), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 503, body = ApiError, description = "JWKS not fetched yet"),
         (status = 403, body = ApiError, description = "not a premium account")),
     security(("bearer" = [])))]
 async fn create_invitation(
@@ -80,7 +80,7 @@ async fn create_invitation(
     Path(event_id): Path<String>,
     body: Option<Json<CreateInvitation>>,
 ) -> Response {
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -138,7 +138,7 @@ fn display_id(user: &str) -> String {
 /// Accept an invitation: a session in the host's room, synced to the host's position.
 #[utoipa::path(post, path = "/api/invitations/{id}/accept", tag = "invitations",
     params(("id" = String, Path, description = "The invitation id")), request_body = AcceptInvitation,
-    responses((status = 201, body = SessionView), (status = 400, body = ApiError), (status = 401, body = ApiError),
+    responses((status = 201, body = SessionView), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 503, body = ApiError, description = "JWKS not fetched yet"),
         (status = 404, body = ApiError), (status = 409, body = DeviceLimitError), (status = 410, body = ApiError)),
     security(("bearer" = [])))]
 async fn accept_invitation(
@@ -147,7 +147,7 @@ async fn accept_invitation(
     Path(id): Path<String>,
     Json(req): Json<AcceptInvitation>,
 ) -> Response {
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -166,10 +166,10 @@ async fn accept_invitation(
 /// Revoke an invitation (its host only).
 #[utoipa::path(delete, path = "/api/invitations/{id}", tag = "invitations",
     params(("id" = String, Path, description = "The invitation id")),
-    responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)),
+    responses((status = 204), (status = 401, body = ApiError), (status = 503, body = ApiError, description = "JWKS not fetched yet"), (status = 403, body = ApiError), (status = 404, body = ApiError)),
     security(("bearer" = [])))]
 async fn revoke_invitation(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };

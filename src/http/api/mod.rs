@@ -170,7 +170,10 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 }
 
 fn unauthorized(e: &AuthError) -> Response {
-    let mut r = api_error(StatusCode::UNAUTHORIZED, e.api_code(), &e.to_string());
+    // The identity provider's keys not fetched yet: not the caller's fault.
+    let status =
+        if *e == AuthError::KeysUnavailable { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::UNAUTHORIZED };
+    let mut r = api_error(status, e.api_code(), &e.to_string());
     r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     r
 }
@@ -178,14 +181,14 @@ fn unauthorized(e: &AuthError) -> Response {
 /// The caller's claims from `Authorization: Bearer`; the error is the 401
 /// to return as is (an axum handler's early return).
 #[allow(clippy::result_large_err)]
-pub(crate) fn bearer(app: &AppState, headers: &HeaderMap) -> Result<Claims, Response> {
+pub(crate) async fn bearer(app: &AppState, headers: &HeaderMap) -> Result<Claims, Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     match token {
-        Some(t) if !t.is_empty() => app.auth.verify(t).map_err(|e| unauthorized(&e)),
+        Some(t) if !t.is_empty() => app.auth.check(t).await.map_err(|e| unauthorized(&e)),
         _ => Err(unauthorized(&AuthError::Missing)),
     }
 }
@@ -260,12 +263,12 @@ fn valid_device(d: &str) -> bool {
 
 /// Start (or resume) a viewing session on a device.
 #[utoipa::path(post, path = "/api/live-stream/session", tag = "sessions", request_body = StartSession,
-    responses((status = 201, body = SessionView), (status = 400, body = ApiError), (status = 401, body = ApiError),
+    responses((status = 201, body = SessionView), (status = 400, body = ApiError), (status = 401, body = ApiError), (status = 503, body = ApiError, description = "JWKS not fetched yet"),
         (status = 403, body = ApiError, description = "a watch party the caller was not invited to"),
         (status = 409, body = DeviceLimitError)),
     security(("bearer" = [])))]
 async fn start_session(State(app): State<AppState>, headers: HeaderMap, Json(req): Json<StartSession>) -> Response {
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -284,7 +287,7 @@ async fn start_session(State(app): State<AppState>, headers: HeaderMap, Json(req
 }
 
 async fn owned_session(app: &AppState, headers: &HeaderMap, id: &str) -> Result<Claims, Response> {
-    let claims = bearer(app, headers)?;
+    let claims = bearer(app, headers).await?;
     match app.accounts.session(id).await {
         None => Err(api_error(StatusCode::NOT_FOUND, "not_found", "no such session (it may have expired)")),
         Some(s) if s.user != claims.sub => Err(api_error(StatusCode::FORBIDDEN, "forbidden", "not your session")),
@@ -295,7 +298,7 @@ async fn owned_session(app: &AppState, headers: &HeaderMap, id: &str) -> Result<
 /// Keep a session alive and record the viewer's position (the fallback while realtime is down).
 #[utoipa::path(post, path = "/api/live-stream/session/{session_id}/heartbeat", tag = "sessions", params(SessionPath),
     request_body = Heartbeat,
-    responses((status = 200, body = SessionView), (status = 401, body = ApiError), (status = 403, body = ApiError),
+    responses((status = 200, body = SessionView), (status = 401, body = ApiError), (status = 503, body = ApiError, description = "JWKS not fetched yet"), (status = 403, body = ApiError),
         (status = 404, body = ApiError)),
     security(("bearer" = [])))]
 async fn heartbeat(
@@ -316,7 +319,7 @@ async fn heartbeat(
 
 /// End a session and free its device slot.
 #[utoipa::path(delete, path = "/api/live-stream/session/{session_id}", tag = "sessions", params(SessionPath),
-    responses((status = 204), (status = 401, body = ApiError), (status = 403, body = ApiError), (status = 404, body = ApiError)),
+    responses((status = 204), (status = 401, body = ApiError), (status = 503, body = ApiError, description = "JWKS not fetched yet"), (status = 403, body = ApiError), (status = 404, body = ApiError)),
     security(("bearer" = [])))]
 async fn end_session(
     State(app): State<AppState>,
@@ -334,9 +337,9 @@ async fn end_session(
 
 /// List the account's active devices.
 #[utoipa::path(get, path = "/api/account/devices", tag = "account",
-    responses((status = 200, body = Devices), (status = 401, body = ApiError)), security(("bearer" = [])))]
+    responses((status = 200, body = Devices), (status = 401, body = ApiError), (status = 503, body = ApiError, description = "JWKS not fetched yet")), security(("bearer" = [])))]
 async fn list_devices(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -349,9 +352,9 @@ async fn list_devices(State(app): State<AppState>, headers: HeaderMap) -> Respon
 /// End a device's sessions and close its connections (close code 4016).
 #[utoipa::path(delete, path = "/api/account/devices/{device_id}", tag = "account",
     params(("device_id" = String, Path, description = "The device id")),
-    responses((status = 204), (status = 401, body = ApiError), (status = 404, body = ApiError)), security(("bearer" = [])))]
+    responses((status = 204), (status = 401, body = ApiError), (status = 503, body = ApiError, description = "JWKS not fetched yet"), (status = 404, body = ApiError)), security(("bearer" = [])))]
 async fn remove_device(State(app): State<AppState>, headers: HeaderMap, Path(device_id): Path<String>) -> Response {
-    let claims = match bearer(&app, &headers) {
+    let claims = match bearer(&app, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
