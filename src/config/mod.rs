@@ -453,9 +453,21 @@ pub enum ConfigError {
     Auth(String),
 }
 
+/// Options that take a list; in a file, one value may also be written alone
+/// (`jwt-public-key = "a.pem"`, as before the option took several).
+const LIST_KEYS: &[&str] = &["jwt-public-key"];
+
 fn load_file(path: &Path) -> Result<ServeArgs, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+    let parse_err = |source| ConfigError::Parse { path: path.into(), source: Box::new(source) };
+    let mut table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
+    for key in LIST_KEYS {
+        if let Some(one @ toml::Value::String(_)) = table.get(*key) {
+            let list = toml::Value::Array(vec![one.clone()]);
+            table.insert((*key).to_owned(), list);
+        }
+    }
+    ServeArgs::deserialize(table).map_err(parse_err)
 }
 
 impl Config {

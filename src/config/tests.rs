@@ -112,3 +112,15 @@ fn live_source_options() {
     assert!(file.live_source);
     assert_eq!(file.live_source_cache, Some(PathBuf::from("/c")));
 }
+
+#[test]
+fn a_list_option_takes_one_value_or_several_in_a_file() {
+    let dir = std::env::temp_dir().join(format!("lockstep-cfg-list-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let one = dir.join("one.toml");
+    std::fs::write(&one, "jwt-public-key = \"a.pem\"\n").unwrap();
+    assert_eq!(load_file(&one).unwrap().jwt_public_key, Some(vec![PathBuf::from("a.pem")]));
+    let two = dir.join("two.toml");
+    std::fs::write(&two, "jwt-public-key = [\"a.pem\", \"b.pem\"]\n").unwrap();
+    assert_eq!(load_file(&two).unwrap().jwt_public_key, Some(vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]));
+}
