@@ -7,6 +7,7 @@
 mod accounts;
 mod bounded;
 mod common;
+mod edge;
 mod live;
 mod live_source;
 mod redis;
