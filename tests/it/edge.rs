@@ -55,7 +55,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, head: &str) -> O
     let mut chunk = [0u8; 4096];
     let deadline = Instant::now() + WAIT;
     loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await.expect("the server answers or closes in time") {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await.expect("the server answers or closes in time")
+        {
             Ok(0) | Err(_) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
@@ -94,11 +95,16 @@ async fn preflights_from_allowed_origins_are_answered_and_others_get_no_cors_hea
     let preflight = |origin: &'static str| {
         let server = &server;
         async move {
-            request(server, "OPTIONS", "/api/live-stream/session", &[
-                &format!("Origin: {origin}"),
-                "Access-Control-Request-Method: POST",
-                "Access-Control-Request-Headers: authorization, content-type",
-            ])
+            request(
+                server,
+                "OPTIONS",
+                "/api/live-stream/session",
+                &[
+                    &format!("Origin: {origin}"),
+                    "Access-Control-Request-Method: POST",
+                    "Access-Control-Request-Headers: authorization, content-type",
+                ],
+            )
             .await
         }
     };
@@ -136,10 +142,12 @@ async fn preflights_from_allowed_origins_are_answered_and_others_get_no_cors_hea
 #[tokio::test]
 async fn without_cors_origins_no_route_but_the_certificate_ones_sends_cors_headers() {
     let server = TestServer::start().await;
-    let pre = request(&server, "OPTIONS", "/api/live-stream/session", &[
-        &format!("Origin: {ALLOWED}"),
-        "Access-Control-Request-Method: POST",
-    ])
+    let pre = request(
+        &server,
+        "OPTIONS",
+        "/api/live-stream/session",
+        &[&format!("Origin: {ALLOWED}"), "Access-Control-Request-Method: POST"],
+    )
     .await;
     assert_eq!(pre.header("access-control-allow-origin"), None, "{pre:?}");
     let get = request(&server, "GET", "/api/health", &[&format!("Origin: {ALLOWED}")]).await;
@@ -273,7 +281,7 @@ async fn after_header(server: &TestServer, header: &[u8]) -> Option<Answer> {
     exchange(&mut s, &format!("GET /api/health HTTP/1.1\r\nHost: {}", server.http)).await
 }
 
-/// Log lines written while it is the thread's default subscriber.
+/// Access log lines (target `lockstep::access`) of every server in this test binary.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -288,25 +296,33 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Installs (once) a global subscriber that keeps only access log lines. A
+/// global one, not a thread's default: tests run in parallel, and tracing's
+/// per-callsite interest is shared by all threads.
+fn access_log() -> &'static Captured {
+    static LOG: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("lockstep::access=info"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in the tests");
+        log
+    })
+}
+
 impl Captured {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
 
-// On the test's one thread (the server's tasks run there too), so the
-// thread's default subscriber sees the server's log lines.
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test]
 async fn proxy_protocol_headers_give_the_client_address_to_limits_and_the_access_log() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-
+    let logs = access_log();
     let server = TestServer::with(|c| {
         tiny_limits(c);
         c.proxy_protocol = true;
@@ -333,8 +349,11 @@ async fn proxy_protocol_headers_give_the_client_address_to_limits_and_the_access
 
     let log = logs.text();
     let access: Vec<&str> = log.lines().filter(|l| l.contains("lockstep::access")).collect();
+    // (Other tests' lines are there too; these addresses are this test's own.)
     assert!(
-        access.iter().any(|l| l.contains("client=203.0.113.7") && l.contains("path=/api/health") && l.contains("status=200")),
+        access
+            .iter()
+            .any(|l| l.contains("client=203.0.113.7") && l.contains("path=/api/health") && l.contains("status=200")),
         "{log}"
     );
     assert!(access.iter().any(|l| l.contains("client=203.0.113.7") && l.contains("status=429")), "{log}");
@@ -445,7 +464,8 @@ async fn https_and_wss_are_served_with_the_configured_certificate_and_reloads() 
 
     // wss://: a whole session (hello, welcome) over the binary protocol.
     let tls = tls_connect(&server, &h1).await.unwrap();
-    let mut req = format!("wss://localhost:{}/api/live-stream/ev-wss", server.http.port()).into_client_request().unwrap();
+    let mut req =
+        format!("wss://localhost:{}/api/live-stream/ev-wss", server.http.port()).into_client_request().unwrap();
     req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("lockstep.v1"));
     let (mut ws, resp) = tokio_tungstenite::client_async(req, tls).await.expect("wss upgrade");
     assert_eq!(resp.status().as_u16(), 101);
