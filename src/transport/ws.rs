@@ -73,12 +73,13 @@ pub(crate) async fn upgrade(
     if !valid_event_id(&event_id) {
         return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", crate::util::INVALID_EVENT_ID);
     }
+    if let Err(retry) = app.ip_limits.check_connect(peer.ip()) {
+        return crate::limits::too_many(retry);
+    }
+    // After the limit: refused attempts count, and their log lines are bounded.
     if !app.origins.allows_upgrade(&headers) {
         tracing::info!(%peer, origin = ?headers.get(axum::http::header::ORIGIN), "WebSocket refused: origin not in --cors-origins");
         return api_error(StatusCode::FORBIDDEN, "origin_not_allowed", "this page's origin may not connect");
-    }
-    if let Err(retry) = app.ip_limits.check_connect(peer.ip()) {
-        return crate::limits::too_many(retry);
     }
     let Ok(permit) = app.conn_limit.clone().try_acquire_owned() else {
         crate::metrics::error(lockstep_protocol::ErrorCode::ServerFull);
