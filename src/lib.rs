@@ -13,7 +13,8 @@
 //!   errors) and the one outbound writer.
 //! - `transport`: WebSocket (and its legacy JSON dialect) and WebTransport.
 //! - `http`: REST routes, the demo page; [`server`] and [`config`] on top.
-//! - `util`, [`clock`], `metrics`, `limits`: small leaves used from anywhere.
+//! - `util`, [`clock`], `metrics`, `limits`, `edge`: small leaves used from
+//!   anywhere (`edge`: client addresses behind proxies, PROXY protocol, CORS origins).
 //!
 //! Modules are private; what tests, benchmarks and the binary use is public.
 
@@ -24,6 +25,7 @@ pub mod cert;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+mod edge;
 mod http;
 mod hub;
 mod limits;
@@ -92,6 +94,7 @@ mod layering {
         ("util", 0),
         ("clock", 0),
         ("metrics", 0),
+        ("edge", 0),
         ("limits", 1),
         ("room", 1),
         ("store", 2),

@@ -3,17 +3,19 @@
 //! WebSocket upgrades) or a refused WebTransport session request. Per-message
 //! limits of an open connection live in `session.rs`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::edge::ClientAddr;
 
 /// See the module docs.
 #[derive(Debug)]
@@ -73,14 +75,15 @@ pub(crate) fn too_many(retry: Duration) -> Response {
     r
 }
 
-/// Middleware for REST routes.
+/// Middleware for REST routes: limits per client address (behind trusted
+/// proxies, the address they forward).
 pub(crate) async fn rest_limit(
     State(limits): State<Arc<IpLimits>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     req: Request,
     next: Next,
 ) -> Response {
-    match limits.check_rest(peer.ip()) {
+    match limits.check_rest(client.ip()) {
         Ok(()) => next.run(req).await,
         Err(retry) => too_many(retry),
     }

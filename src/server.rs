@@ -21,6 +21,7 @@ use crate::cert::CertManager;
 use crate::clock::ServerClock;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::http::listener::{HttpsCert, Listen};
 use crate::http::live_source::LiveSource;
 use crate::http::ready::Readiness;
 use crate::http::{AppState, admin_router, router};
@@ -55,6 +56,8 @@ pub struct Server {
     shutdown_tx: watch::Sender<bool>,
     /// The one-node authority, whose saved timelines are flushed at shutdown.
     local: Option<Arc<LocalAuthority>>,
+    /// How the HTTP listener takes connections (PROXY protocol, TLS).
+    listen: Listen,
 }
 
 fn context(what: &str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> std::io::Error {
@@ -80,11 +83,36 @@ impl Server {
         let quic = Arc::new(
             WtEndpoint::bind(cfg.quic_addr, &certs.current_pair()).map_err(context("binding QUIC", cfg.quic_addr))?,
         );
+        // HTTPS (`--http-tls`) serves the same certificate, installed with
+        // the QUIC one: a pair either endpoint refuses is installed in neither.
+        let https = match cfg.http_tls {
+            true => Some(
+                HttpsCert::new(&certs.current_pair())
+                    .map_err(|e| std::io::Error::other(format!("HTTPS certificate: {e}")))?,
+            ),
+            false => None,
+        };
         let endpoint = Arc::downgrade(&quic);
-        certs.set_installer(move |pair| match endpoint.upgrade() {
-            Some(quic) => quic.reload(pair),
-            None => Ok(()),
+        let https_installer = https.clone();
+        certs.set_installer(move |pair| {
+            let key = https_installer.as_ref().map(|_| HttpsCert::prepare(pair)).transpose()?;
+            if let Some(quic) = endpoint.upgrade() {
+                quic.reload(pair)?;
+            }
+            if let (Some(https), Some(key)) = (&https_installer, key) {
+                https.set(key);
+            }
+            Ok(())
         });
+        let trusted_proxies = Arc::new(cfg.trusted_proxies.clone());
+        let listen = Listen {
+            proxy_protocol: cfg.proxy_protocol,
+            trusted: trusted_proxies.clone(),
+            tls: https
+                .map(|h| h.acceptor())
+                .transpose()
+                .map_err(|e| std::io::Error::other(format!("HTTPS configuration: {e}")))?,
+        };
         let auth = Arc::new(cfg.authenticator().map_err(|e| std::io::Error::other(e.to_string()))?);
         if cfg.dev {
             warn!(
@@ -204,9 +232,20 @@ impl Server {
             ip_limits,
             live_source,
             ready,
+            cors_origins: Arc::new(cfg.cors_origins.clone()),
+            trusted_proxies,
         };
         state.ready.restored();
-        Ok(Server { listener, admin, drain: Duration::from_millis(cfg.drain_ms), quic, state, shutdown_tx, local })
+        Ok(Server {
+            listener,
+            admin,
+            drain: Duration::from_millis(cfg.drain_ms),
+            quic,
+            state,
+            shutdown_tx,
+            local,
+            listen,
+        })
     }
 
     /// The HTTP/WebSocket address actually bound.
@@ -241,7 +280,7 @@ impl Server {
     /// and waits (bounded) for it to go idle. The admin port serves until the
     /// end.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let Server { listener, admin, drain, quic, state, shutdown_tx, local } = self;
+        let Server { listener, admin, drain, quic, state, shutdown_tx, local, listen } = self;
         let accept = tokio::spawn(quic.clone().serve(state.gate()));
         let certs = tokio::spawn(state.certs.clone().watch(state.shutdown.clone()));
         let (finished_tx, finished) = watch::channel(false);
@@ -255,33 +294,22 @@ impl Server {
                 }
             })
         });
-        let app = router(state.clone(), admin.is_none()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = router(state.clone(), admin.is_none());
         let tx = shutdown_tx.clone();
         let (ready, conn_limit, all) = (state.ready.clone(), state.conn_limit.clone(), state.max_connections as u32);
-        // Small frames must leave at once: without TCP_NODELAY, Nagle plus
-        // delayed ACKs hold a change behind the previous frame's ACK (~40 ms).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
+        // TCP_NODELAY, PROXY headers, TLS, then HTTP: see `http::listener`.
+        crate::http::listener::serve(listener, app, listen, state.shutdown.clone(), async move {
+            shutdown.await;
+            ready.drain();
+            let open = all as usize - conn_limit.available_permits();
+            if open > 0 && !drain.is_zero() {
+                info!(connections = open, drain_ms = drain.as_millis() as u64, "draining: not ready, still serving");
+                let _ = tokio::time::timeout(drain, conn_limit.acquire_many(all)).await;
             }
-        });
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                ready.drain();
-                let open = all as usize - conn_limit.available_permits();
-                if open > 0 && !drain.is_zero() {
-                    info!(
-                        connections = open,
-                        drain_ms = drain.as_millis() as u64,
-                        "draining: not ready, still serving"
-                    );
-                    let _ = tokio::time::timeout(drain, conn_limit.acquire_many(all)).await;
-                }
-                info!("shutting down");
-                tx.send_replace(true);
-            })
-            .await;
+            info!("shutting down");
+            tx.send_replace(true);
+        })
+        .await;
         shutdown_tx.send_replace(true);
         let _ = tokio::time::timeout(CLOSE_WAIT, state.conn_limit.acquire_many(all)).await;
         // The accept loop ends on the shutdown signal; it must be gone before
@@ -299,6 +327,6 @@ impl Server {
             let _ = admin.await;
         }
         info!("stopped");
-        served
+        Ok(())
     }
 }

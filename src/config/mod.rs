@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use lockstep_protocol::{ClockKind, ControlPolicy};
 use serde::{Deserialize, Serialize};
 
+pub use crate::edge::{CorsOrigins, TrustedProxies};
 use crate::room::{BufferingPolicy, LiveLatency, RoomConfig};
 
 pub mod show;
@@ -271,6 +272,19 @@ serve_options! {
     connects_per_ip_per_sec: u32 = 20, "LOCKSTEP_CONNECTS_PER_IP_PER_SEC";
     /// Realtime connection attempt burst per client IP.
     connect_burst: u32 = 200, "LOCKSTEP_CONNECT_BURST";
+    /// Browser origins (`https://www.example.com`, comma-separated; an array in TOML) whose pages may call the
+    /// REST API (CORS) and open WebSockets; `*` (any) only with --dev. Unset: no CORS headers, any origin may
+    /// open a WebSocket.
+    cors_origins: CorsOrigins = CorsOrigins::default(), "LOCKSTEP_CORS_ORIGINS";
+    /// Proxies and load balancers (CIDRs, comma-separated: `10.0.0.0/8,::1/128`) whose X-Forwarded-For or
+    /// Forwarded header (and PROXY header) gives the client's address, for per-IP limits and logs.
+    trusted_proxies: TrustedProxies = TrustedProxies::default(), "LOCKSTEP_TRUSTED_PROXIES";
+    /// Every TCP connection starts with a PROXY protocol header (v2 or v1) from a --trusted-proxies peer; its
+    /// source is the client. Other connections are closed.
+    proxy_protocol: bool = false, "LOCKSTEP_PROXY_PROTOCOL";
+    /// Serve HTTPS and wss:// on --http-addr with the --cert/--key certificate (the generated one without them),
+    /// reloaded like the WebTransport one.
+    http_tls: bool = false, "LOCKSTEP_HTTP_TLS";
     /// What new rooms' positions measure: `media` (media time) or `live` (program time of a live stream;
     /// rooms start at the live point).
     room_clock: ClockArg = ClockArg::Media, "LOCKSTEP_ROOM_CLOCK";
@@ -481,6 +495,17 @@ impl Config {
         }
         if self.live_latency_min_ms > self.live_latency_max_ms {
             return Err(ConfigError::Invalid("--live-latency-min-ms is above --live-latency-max-ms"));
+        }
+        if self.cors_origins.is_any() && !self.dev {
+            return Err(ConfigError::Invalid(
+                "--cors-origins '*' (any origin) is only allowed with --dev; list the origins of your pages \
+                 (https://www.example.com,https://app.example.com)",
+            ));
+        }
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            return Err(ConfigError::Invalid(
+                "--proxy-protocol needs --trusted-proxies: the addresses of the load balancers that send PROXY headers",
+            ));
         }
         Ok(())
     }

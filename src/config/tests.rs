@@ -124,3 +124,47 @@ fn a_list_option_takes_one_value_or_several_in_a_file() {
     std::fs::write(&two, "jwt-public-key = [\"a.pem\", \"b.pem\"]\n").unwrap();
     assert_eq!(load_file(&two).unwrap().jwt_public_key, Some(vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]));
 }
+
+#[test]
+fn edge_options() {
+    let serve = |args: &[&str]| {
+        let cli = Cli::try_parse_from([&["lockstep", "serve"], args].concat()).map_err(|e| e.to_string())?;
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        args.resolve().map_err(|e| e.to_string())
+    };
+    let d = serve(&[]).unwrap();
+    assert!(d.cors_origins.is_empty() && d.trusted_proxies.is_empty() && !d.proxy_protocol && !d.http_tls);
+    let cfg = serve(&[
+        "--cors-origins",
+        "https://www.platform.example,http://localhost:3000",
+        "--trusted-proxies",
+        "10.0.0.0/8,127.0.0.1/32,::1/128",
+        "--proxy-protocol",
+        "true",
+        "--http-tls",
+        "true",
+    ])
+    .unwrap();
+    assert_eq!(cfg.cors_origins.origins(), ["https://www.platform.example", "http://localhost:3000"]);
+    assert!(cfg.trusted_proxies.contains("10.2.3.4".parse().unwrap()));
+    assert!(cfg.proxy_protocol && cfg.http_tls);
+    // `*` only with --dev.
+    let e = serve(&["--cors-origins", "*"]).unwrap_err();
+    assert!(e.contains("only allowed with --dev"), "{e}");
+    assert!(serve(&["--cors-origins", "*", "--dev"]).unwrap().cors_origins.is_any());
+    // Bad values say what is wrong.
+    let e = serve(&["--cors-origins", "www.platform.example"]).unwrap_err();
+    assert!(e.contains("scheme://host"), "{e}");
+    let e = serve(&["--trusted-proxies", "10.0.0.0/40"]).unwrap_err();
+    assert!(e.contains("prefix length"), "{e}");
+    let e = serve(&["--proxy-protocol", "true"]).unwrap_err();
+    assert!(e.contains("--trusted-proxies"), "{e}");
+    // TOML: arrays (or one comma-separated string).
+    let file: ServeArgs = toml::from_str(
+        "cors-origins = [\"https://a.example\", \"https://b.example\"]\ntrusted-proxies = \"10.0.0.0/8\"\nhttp-tls = true\n",
+    )
+    .unwrap();
+    assert_eq!(file.cors_origins.unwrap().origins(), ["https://a.example", "https://b.example"]);
+    assert!(file.trusted_proxies.unwrap().contains("10.0.0.1".parse().unwrap()));
+    assert_eq!(file.http_tls, Some(true));
+}

@@ -3,6 +3,8 @@
 //! [`live_source`]) the development live source.
 
 pub(crate) mod api;
+pub(crate) mod edge;
+pub(crate) mod listener;
 pub(crate) mod live_source;
 pub(crate) mod ready;
 pub(crate) mod web;
@@ -64,6 +66,10 @@ pub(crate) struct AppState {
     pub(crate) live_source: live_source::LiveSource,
     /// Whether this node should be given viewers.
     pub(crate) ready: Arc<ready::Readiness>,
+    /// `--cors-origins`: REST CORS and the WebSocket upgrade's Origin check.
+    pub(crate) cors_origins: Arc<crate::edge::CorsOrigins>,
+    /// `--trusted-proxies`: whose forwarding headers name the client.
+    pub(crate) trusted_proxies: Arc<crate::edge::TrustedProxies>,
 }
 
 impl AppState {
@@ -80,7 +86,12 @@ impl AppState {
 
     /// What a transport needs to admit and serve connections.
     pub(crate) fn gate(&self) -> Gate {
-        Gate { session: self.session_context(), ip_limits: self.ip_limits.clone(), conn_limit: self.conn_limit.clone() }
+        Gate {
+            session: self.session_context(),
+            ip_limits: self.ip_limits.clone(),
+            conn_limit: self.conn_limit.clone(),
+            origins: self.cors_origins.clone(),
+        }
     }
 }
 
@@ -146,19 +157,23 @@ pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
 pub(crate) const REST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The router of the public port. REST routes are limited per client IP and
-/// in time ([`REST_TIMEOUT`]); the WebSocket upgrade counts connection
+/// in time ([`REST_TIMEOUT`]), answer CORS (`--cors-origins`) and are logged
+/// ([`edge`]); the WebSocket upgrade checks its Origin and counts connection
 /// attempts itself; the demo pages' static files and the live source are not
-/// limited. Without `admin` (an admin port serves them) the operations'
-/// routes are here too.
+/// limited. Every route sees the client's address as resolved behind trusted
+/// proxies ([`crate::edge::ClientAddr`]). Without `with_operations` (an admin
+/// port serves them) the operations' routes are not here.
 pub(crate) fn router(state: AppState, with_operations: bool) -> Router {
     let rest = if with_operations { documented() } else { public() };
     let (rest, _) = rest.split_for_parts();
     let rest = rest
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REST_TIMEOUT))
         .layer(axum::middleware::from_fn_with_state(state.ip_limits.clone(), crate::limits::rest_limit));
+    let rest = edge::layer_rest(rest, &state.cors_origins);
     rest.route("/api/live-stream/{event_id}", get(crate::transport::ws::upgrade))
         .merge(crate::http::web::router())
         .merge(crate::http::live_source::router())
+        .layer(axum::middleware::from_fn_with_state(state.trusted_proxies.clone(), crate::edge::resolve_client))
         .with_state(state)
 }
 

@@ -24,4 +24,6 @@ pub(crate) struct Gate {
     pub(crate) ip_limits: Arc<IpLimits>,
     /// Caps concurrent connections (one permit per connection).
     pub(crate) conn_limit: Arc<Semaphore>,
+    /// Which browser origins may open a WebSocket (`--cors-origins`).
+    pub(crate) origins: Arc<crate::edge::CorsOrigins>,
 }

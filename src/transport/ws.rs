@@ -5,13 +5,12 @@
 //! dialect and the client joins on connect. Either way the connection is
 //! handed to [`crate::session::run`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::SplitSink;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -22,6 +21,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::Gate;
 use super::json::{self, JsonEncoder, JsonIn};
+use crate::edge::ClientAddr;
 use crate::session::{self, Binary, Dialect, Encoder, Inbound, Outbox, SessionParams, Transport, Wire, write_loop};
 use crate::util::{api_error, valid_event_id};
 
@@ -59,13 +59,15 @@ pub(crate) struct WsQuery {
         ("access_token" = Option<String>, Query, description = "Access token (or send it in Hello)"),
         ("deviceId" = Option<String>, Query, description = "Device id of JSON-dialect clients")),
     responses((status = 101, description = "Switching protocols"), (status = 400, body = crate::util::ApiError),
+        (status = 403, body = crate::util::ApiError, description = "a browser page of an origin not in --cors-origins"),
         (status = 429, body = crate::util::ApiError, description = "too many connection attempts from this IP"),
         (status = 503, body = crate::util::ApiError, description = "server full")))]
 pub(crate) async fn upgrade(
     State(app): State<Gate>,
     Path(event_id): Path<String>,
     Query(q): Query<WsQuery>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(peer): ClientAddr,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     if !valid_event_id(&event_id) {
@@ -73,6 +75,11 @@ pub(crate) async fn upgrade(
     }
     if let Err(retry) = app.ip_limits.check_connect(peer.ip()) {
         return crate::limits::too_many(retry);
+    }
+    // After the limit: refused attempts count, and their log lines are bounded.
+    if !app.origins.allows_upgrade(&headers) {
+        tracing::info!(%peer, origin = ?headers.get(axum::http::header::ORIGIN), "WebSocket refused: origin not in --cors-origins");
+        return api_error(StatusCode::FORBIDDEN, "origin_not_allowed", "this page's origin may not connect");
     }
     let Ok(permit) = app.conn_limit.clone().try_acquire_owned() else {
         crate::metrics::error(lockstep_protocol::ErrorCode::ServerFull);

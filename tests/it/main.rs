@@ -8,6 +8,7 @@ mod accounts;
 mod bounded;
 mod common;
 mod config;
+mod edge;
 mod jwks;
 mod live;
 mod live_source;
