@@ -65,6 +65,38 @@ fn context(what: &str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> std::
     move |e| std::io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
+/// [`Cluster::connect`] with `--redis-ca` read, and errors that say what to check.
+async fn connect_redis(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<Cluster> {
+    let pem = match ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("--redis-ca {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    Cluster::connect(url, pem.as_deref(), shutdown).await.map_err(|e| {
+        let text = e.to_string();
+        let hint = if text.contains("certificate") || text.contains("Certificate") {
+            match ca {
+                Some(path) => format!(
+                    " (the Redis server's TLS certificate was refused: is {} the CA that issued it, and is the URL's host \
+                     one of its names?)",
+                    path.display()
+                ),
+                None => " (the Redis server's TLS certificate was refused: for a private CA give it with --redis-ca)"
+                    .to_owned(),
+            }
+        } else {
+            String::new()
+        };
+        std::io::Error::other(format!("connecting to Redis: {text}{hint}"))
+    })
+}
+
 impl Server {
     /// Binds the listeners of `cfg`: HTTP/WebSocket on TCP and WebTransport
     /// on UDP, with the configured or a generated certificate.
@@ -123,11 +155,7 @@ impl Server {
         // With --jwt-jwks-url: the first fetch of the key set, then its refresh task.
         auth.start(shutdown.clone()).await;
         let cluster = match &cfg.redis_url {
-            Some(url) => Some(
-                Cluster::connect(url, shutdown.clone())
-                    .await
-                    .map_err(|e| std::io::Error::other(format!("connecting to Redis: {e}")))?,
-            ),
+            Some(url) => Some(connect_redis(url, cfg.redis_ca.as_deref(), shutdown.clone()).await?),
             None => None,
         };
         let ready = Arc::new(Readiness::new(cluster.clone()));
@@ -226,6 +254,7 @@ impl Server {
             started: Instant::now(),
             max_connections: cfg.max_connections,
             quic_port: quic.local_addr().port(),
+            public: cfg.public_urls().map_err(|e| std::io::Error::other(e.to_string()))?,
             certs,
             auth,
             accounts,

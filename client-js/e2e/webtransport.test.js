@@ -2,6 +2,9 @@
 // the default: the port comes from GET /api/certificate (`webtransport`, the
 // URL the server actually bound), and WebTransport is the transport used.
 // The same session's commands are answered by request id over WebTransport.
+// The generated certificate is accepted by hash: /api/certificate says
+// `hashesApply: true` and the client passes serverCertificateHashes
+// (certificate.test.js covers a CA's certificate, without hashes).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,11 +29,15 @@ test("connect() finds the node's WebTransport URL in /api/certificate and uses W
       const W = /** @type {any} */ (window).WebTransport;
       /** @type {string[]} */
       const urls = [];
+      /** @type {boolean[]} */
+      const pinned = [];
       /** @type {any} */ (window).wtUrls = urls;
+      /** @type {any} */ (window).wtPinned = pinned;
       /** @type {any} */ (window).WebTransport = class extends W {
         constructor(/** @type {string} */ url, /** @type {any} */ o) {
           super(url, o);
           urls.push(url);
+          pinned.push(Boolean(o && o.serverCertificateHashes && o.serverCertificateHashes.length));
         }
       };
     });
@@ -47,6 +54,7 @@ test("connect() finds the node's WebTransport URL in /api/certificate and uses W
           transport: s.transport,
           statsTransport: s.stats.transport,
           wtUrls: /** @type {any} */ (window).wtUrls,
+          wtPinned: /** @type {any} */ (window).wtPinned,
           seek: seek && { outcome: seek.outcome, positionMs: seek.positionMs, epoch: seek.epoch, reason: seek.reason },
           again: again && { outcome: again.outcome, epoch: again.epoch },
           epoch: s.timeline?.epoch,
@@ -63,6 +71,9 @@ test("connect() finds the node's WebTransport URL in /api/certificate and uses W
     assert.match(wt.pathname, /\/api\/live-stream\/e2e-wt-url-/);
     assert.equal(r.transport, 'webtransport');
     assert.equal(r.statsTransport, 'webtransport');
+    // The generated certificate (ECDSA P-256, 13 days): accepted by hash, and the hashes were passed.
+    assert.equal(r.certificate.hashesApply, true);
+    assert.ok(r.wtPinned.length >= 1 && r.wtPinned.every(Boolean), `serverCertificateHashes passed: ${JSON.stringify(r.wtPinned)}`);
     // Commands over WebTransport: answered by their Acks.
     assert.deepEqual(r.seek, { outcome: 'applied', positionMs: 12_000, epoch: r.seek.epoch, reason: 'seek' });
     assert.equal(r.again.outcome, 'unchanged', 'the room was paused already');

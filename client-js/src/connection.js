@@ -39,6 +39,9 @@ const utf8 = new TextEncoder();
 /**
  * @typedef {Object} CertificateInfo what `GET /api/certificate` said
  * @property {CertificateHash[]} hashes
+ * @property {boolean} hashesApply whether the browser accepts the certificate by these hashes
+ *   (`serverCertificateHashes`: ECDSA P-256, valid at most 14 days); when false it is a CA's
+ *   certificate, validated as usual. A server without the field: true.
  * @property {string} [url] the node's WebTransport base (`webtransport`)
  * @property {number} [notAfter] when the hashes expire, ms since the Unix epoch
  */
@@ -83,9 +86,11 @@ export function webTransportUrl(base, eventId, token, wtBase, port = 4433) {
 }
 
 /**
- * Reads a `GET /api/certificate` body: `{hashes: [{algorithm, value}], notAfter, webtransport?}`.
+ * Reads a `GET /api/certificate` body: `{hashes: [{algorithm, value}], notAfter, hashesApply?, webtransport?}`.
  * `notAfter` is Unix seconds (the server's contract); milliseconds and ISO
- * strings are accepted too. `webtransport` is kept only if it is an https URL.
+ * strings are accepted too. `hashesApply` is false only when the server says
+ * so (older servers do not send it: their hashes apply). `webtransport` is
+ * kept only if it is an https URL.
  * @param {any} body
  * @returns {CertificateInfo}
  */
@@ -102,7 +107,8 @@ export function parseCertificate(body) {
       if (new URL(body.webtransport).protocol === 'https:') url = body.webtransport;
     } catch {}
   }
-  return { hashes, url, notAfter: notAfter !== undefined && Number.isFinite(notAfter) ? notAfter : undefined };
+  const hashesApply = body?.hashesApply !== false;
+  return { hashes, hashesApply, url, notAfter: notAfter !== undefined && Number.isFinite(notAfter) ? notAfter : undefined };
 }
 
 export class Connection {
@@ -385,7 +391,9 @@ export class Connection {
   /**
    * Where and how to reach the server over WebTransport: the certificate
    * hashes and the node's URL from `GET /api/certificate` (cached until the
-   * hashes expire), or the options.
+   * hashes expire), or the options. The server's hashes are passed only when
+   * it says they apply (`hashesApply`); otherwise none are, and the browser
+   * validates a CA's certificate as for any https URL.
    * @param {AbortSignal} signal
    * @returns {Promise<{url: string, hashes?: CertificateHash[]}>}
    */
@@ -400,7 +408,8 @@ export class Connection {
     }
     // The option wins, then the node's own URL, then the default port on the page's host.
     const url = webTransportUrl(this.#base, o.eventId, this.#token, o.webtransportUrl ?? this.#cert?.url, o.webtransportPort);
-    return { url, hashes: o.certificateHashes ?? this.#cert?.hashes };
+    const served = this.#cert?.hashesApply === false ? undefined : this.#cert?.hashes;
+    return { url, hashes: o.certificateHashes ?? served };
   }
 
   #noteWebTransportFailure() {

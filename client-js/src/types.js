@@ -29,7 +29,10 @@
  *   as the session API's `transports.webtransport.url` gives it); default: from `GET /api/certificate`
  *   (`webtransport` field), else `https://{host}:{webtransportPort}`
  * @property {number} [webtransportPort] default 4433
- * @property {CertificateHash[]} [certificateHashes] skip `GET /api/certificate` and use these
+ * @property {CertificateHash[]} [certificateHashes] skip `GET /api/certificate` and pass these as
+ *   `serverCertificateHashes` (only for certificates browsers accept by hash: ECDSA P-256, valid at most
+ *   14 days; `[]` for none). Default: the server's hashes when its `hashesApply` says they apply, else none
+ *   (a CA's certificate, validated normally)
  * @property {number} [webtransportHeadStartMs] WebSocket starts this long after WebTransport (200)
  * @property {number} [webtransportMaxFailures] consecutive WebTransport failures before falling back to WebSocket (2)
  * @property {number} [webtransportRetryMs] after the fallback, try WebTransport again this much later (300000)

@@ -29,12 +29,21 @@ test('the WebTransport URL: option or the node\'s webtransport base, else the de
 
 test('/api/certificate: hashes, notAfter in Unix seconds, and the webtransport base when it is an https URL', () => {
   const c = parseCertificate({ hashes: [{ algorithm: 'sha-256', value: 'ab' }, { nope: 1 }, null], notAfter: 2_000_000_000, webtransport: 'https://127.0.0.1:40123' });
-  assert.deepEqual(c, { hashes: [{ algorithm: 'sha-256', value: 'ab' }], url: 'https://127.0.0.1:40123', notAfter: 2_000_000_000_000 });
+  assert.deepEqual(c, { hashes: [{ algorithm: 'sha-256', value: 'ab' }], hashesApply: true, url: 'https://127.0.0.1:40123', notAfter: 2_000_000_000_000 });
   assert.equal(parseCertificate({ notAfter: 2_000_000_000_000 }).notAfter, 2_000_000_000_000, 'milliseconds are accepted');
   assert.equal(parseCertificate({ notAfter: '2033-05-18T03:33:20Z' }).notAfter, 2_000_000_000_000, 'ISO strings too');
   assert.equal(parseCertificate({ notAfter: 'soon' }).notAfter, undefined);
   assert.equal(parseCertificate({ webtransport: 'not a url' }).url, undefined);
   assert.equal(parseCertificate({ webtransport: 'http://h:1' }).url, undefined, 'WebTransport is https only');
   assert.equal(parseCertificate({ webtransport: 7 }).url, undefined);
-  assert.deepEqual(parseCertificate(null), { hashes: [], url: undefined, notAfter: undefined });
+  assert.deepEqual(parseCertificate(null), { hashes: [], hashesApply: true, url: undefined, notAfter: undefined });
+});
+
+test('/api/certificate: hashes apply unless the server says they do not (an older server says nothing)', () => {
+  const h = [{ algorithm: 'sha-256', value: 'ab' }];
+  assert.equal(parseCertificate({ hashes: h, hashesApply: false }).hashesApply, false);
+  assert.deepEqual(parseCertificate({ hashes: h, hashesApply: false }).hashes, h, 'still read, for information');
+  assert.equal(parseCertificate({ hashes: h, hashesApply: true }).hashesApply, true);
+  assert.equal(parseCertificate({ hashes: h }).hashesApply, true);
+  assert.equal(parseCertificate({ hashes: h, hashesApply: 'no' }).hashesApply, true, 'only false turns them off');
 });

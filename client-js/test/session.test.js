@@ -89,6 +89,25 @@ test('the WebTransport URL can come from /api/certificate or the options', async
   s3.close();
 });
 
+test('hashesApply: false (a CA certificate): WebTransport without serverCertificateHashes; true or absent: with them', async () => {
+  const server = new FakeServer();
+  const sessions = [];
+  try {
+    const s = await connect(opts(server, { fetch: fakeFetch({ ...CERT, hashesApply: false, webtransport: 'https://sync.example:8443' }) }));
+    sessions.push(s);
+    assert.equal(s.transport, 'webtransport');
+    assert.equal(server.wtOpened[0].url, 'https://sync.example:8443/api/live-stream/evt-1');
+    assert.equal('serverCertificateHashes' in server.wtOpened[0].opts, false, 'normal certificate validation');
+    sessions.push(await connect(opts(server, { fetch: fakeFetch({ ...CERT, hashesApply: true }) })));
+    assert.equal(server.wtOpened[1].opts.serverCertificateHashes.length, 1);
+    // Explicit hashes are the caller's choice, whatever the server says.
+    sessions.push(await connect(opts(server, { certificateHashes: CERT.hashes, fetch: fakeFetch({ ...CERT, hashesApply: false }) })));
+    assert.equal(server.wtOpened[2].opts.serverCertificateHashes.length, 1);
+  } finally {
+    for (const s of sessions) s.close();
+  }
+});
+
 test('no /api/certificate: WebSocket at once, without waiting out the head start', async () => {
   const server = new FakeServer();
   const t0 = performance.now();

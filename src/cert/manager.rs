@@ -101,7 +101,7 @@ impl CertManager {
         let s = self.lock();
         let mut hashes = vec![s.current.published()];
         hashes.extend(s.next.as_ref().map(Cert::published));
-        Published { hashes, not_after: s.current.not_after }
+        Published { hashes, not_after: s.current.not_after, hashes_apply: s.current.hashes_apply }
     }
 
     /// Sets what installs a new certificate (once, after the endpoint is

@@ -73,7 +73,17 @@ pub(crate) struct Published {
     pub(crate) hashes: Vec<PublishedHash>,
     /// When the served certificate expires, in Unix seconds.
     pub(crate) not_after: u64,
+    /// Whether a browser accepts the served certificate by these hashes
+    /// (WebTransport `serverCertificateHashes`): only an ECDSA P-256
+    /// certificate valid for at most [`MAX_HASH_VALIDITY_SECS`]. When false,
+    /// the hashes stay listed (they still identify the certificate) but
+    /// clients must not pin them and rely on normal validation (a CA).
+    pub(crate) hashes_apply: bool,
 }
+
+/// The longest validity (`notAfter - notBefore`) of a certificate that
+/// browsers accept by hash: 14 days (W3C WebTransport, Chromium).
+pub(crate) const MAX_HASH_VALIDITY_SECS: i64 = 14 * 24 * 3600;
 
 /// A loaded or generated certificate.
 #[derive(Debug, Clone)]
@@ -81,6 +91,8 @@ pub(super) struct Cert {
     pub(super) pair: CertPair,
     pub(super) hash: [u8; 32],
     pub(super) not_after: u64,
+    /// Whether browsers accept it by hash (see [`Published::hashes_apply`]).
+    pub(super) hashes_apply: bool,
     /// When it was generated (generated certificates only).
     pub(super) born: SystemTime,
 }
@@ -92,12 +104,26 @@ impl Cert {
             *Certificate::from_der(leaf.to_vec()).map_err(|e| CertError::Invalid(e.to_string()))?.hash().as_ref();
         let (_, x509) = x509_parser::parse_x509_certificate(leaf).map_err(|e| CertError::Invalid(e.to_string()))?;
         let not_after = u64::try_from(x509.validity().not_after.timestamp()).unwrap_or(0);
-        Ok(Cert { pair, hash, not_after, born })
+        let hashes_apply = hashes_apply(&x509);
+        Ok(Cert { pair, hash, not_after, hashes_apply, born })
     }
 
     pub(super) fn published(&self) -> PublishedHash {
         PublishedHash { algorithm: "sha-256", value: hex(&self.hash) }
     }
+}
+
+/// Whether a browser accepts `cert` by its hash: the W3C WebTransport rules
+/// for `serverCertificateHashes`, as Chromium enforces them: a validity
+/// period of at most 14 days and an ECDSA key on P-256.
+fn hashes_apply(cert: &x509_parser::certificate::X509Certificate<'_>) -> bool {
+    use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
+    let validity = cert.validity();
+    let span = validity.not_after.timestamp() - validity.not_before.timestamp();
+    let spki = &cert.tbs_certificate.subject_pki;
+    let p256 = spki.algorithm.algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY
+        && spki.algorithm.parameters.as_ref().and_then(|p| p.as_oid().ok()).is_some_and(|curve| curve == OID_EC_P256);
+    (0..=MAX_HASH_VALIDITY_SECS).contains(&span) && p256
 }
 
 /// Generates a self-signed ECDSA P-256 identity for `sans`, valid for

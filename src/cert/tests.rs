@@ -107,3 +107,58 @@ fn files_load_reload_on_change_and_refuse_mismatched_keys() {
     assert!(matches!(CertManager::from_files(cert, key, Duration::from_secs(1)), Err(CertError::Pem { .. })));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A self-signed ECDSA P-256 pair for localhost valid from now for `days` days (+ `extra` seconds).
+fn p256_valid_for(days: i64, extra: i64) -> CertPair {
+    use wtransport::tls::self_signed::time::{Duration as T, OffsetDateTime};
+    let from = OffsetDateTime::now_utc();
+    let id = wtransport::Identity::self_signed_builder()
+        .subject_alt_names(["localhost"])
+        .not_before(from)
+        .not_after(from + T::days(days) + T::seconds(extra))
+        .build()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("lockstep-cert-span-{}-{days}-{extra}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let pem: String = id.certificate_chain().as_slice().iter().map(wtransport::tls::Certificate::to_pem).collect();
+    std::fs::write(&cert, pem).unwrap();
+    std::fs::write(&key, id.private_key().to_secret_pem()).unwrap();
+    let pair = pair::load_pair(&cert, &key).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    pair
+}
+
+#[test]
+fn hashes_apply_only_to_p256_certificates_valid_at_most_14_days() {
+    assert!(CertManager::self_signed(Duration::from_secs(1)).unwrap().published().hashes_apply, "generated");
+    let applies = |pair: CertPair| pair::Cert::new(pair, SystemTime::now()).unwrap().hashes_apply;
+    assert!(applies(p256_valid_for(14, 0)), "exactly 14 days");
+    assert!(!applies(p256_valid_for(14, 1)), "a second more");
+    assert!(!applies(p256_valid_for(90, 0)), "a CA's 90 days");
+}
+
+/// `openssl req` self-signed certificates with other keys (openssl is
+/// installed by `.ci/test`, for these and the browser tests).
+#[test]
+fn hashes_do_not_apply_to_rsa_or_p384_keys_even_when_short_lived() {
+    let dir = std::env::temp_dir().join(format!("lockstep-cert-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let make = |name: &str, newkey: &[&str]| {
+        let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
+        let out = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-nodes", "-days", "10", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .args(newkey)
+            .output()
+            .expect("openssl must be installed (.ci/test installs it)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        pair::Cert::new(pair::load_pair(&cert, &key).unwrap(), SystemTime::now()).unwrap().hashes_apply
+    };
+    assert!(make("p256", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]), "the control: P-256, 10 days");
+    assert!(!make("p384", &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"]));
+    assert!(!make("rsa", &["-newkey", "rsa:2048"]));
+    let _ = std::fs::remove_dir_all(&dir);
+}

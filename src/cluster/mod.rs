@@ -127,10 +127,24 @@ impl Cluster {
     /// Connects (RESP3, connection manager with automatic resubscription),
     /// subscribes to room channels, and starts the heartbeat, which stops
     /// when `shutdown` turns true.
-    pub(crate) async fn connect(url: &str, shutdown: watch::Receiver<bool>) -> RedisResult<Cluster> {
+    ///
+    /// A `rediss://` URL is Redis over TLS (rustls with ring): the server's
+    /// certificate must chain to `ca` (PEM) when given, else to the system's
+    /// roots.
+    pub(crate) async fn connect(url: &str, ca: Option<&[u8]>, shutdown: watch::Receiver<bool>) -> RedisResult<Cluster> {
+        // redis-rs builds its rustls config with the process's crypto
+        // provider: make it ring, as for QUIC (a no-op when already set).
+        let _ = wtransport::tls::rustls::crypto::ring::default_provider().install_default();
         let info = url.into_connection_info()?;
         let redis_settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(redis_settings))?;
+        let info = info.set_redis_settings(redis_settings);
+        let client = match ca {
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) },
+            )?,
+            None => redis::Client::open(info)?,
+        };
         let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
         let cfg = || {
             ConnectionManagerConfig::new()

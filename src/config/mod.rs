@@ -327,6 +327,16 @@ serve_options! {
     /// Redis URL (`redis://host:6379/0`): several nodes share sessions, invitations and room timelines and
     /// fan out to each other's viewers; without it, state is embedded (SQLite) and the node stands alone.
     redis_url: String, "LOCKSTEP_REDIS_URL";
+    /// The public base URL of this service's HTTP side (`https://sync.platform.example`, a path prefix allowed):
+    /// what the session API's WebSocket URLs and invitation links announce; without it, the request's Host.
+    public_url: String, "LOCKSTEP_PUBLIC_URL";
+    /// The public WebTransport URL (`https://sync.platform.example:443`) that the session API and
+    /// `/api/certificate` announce (a node behind NAT or a UDP load balancer); without it, the --public-url host
+    /// (or the request's Host) at the bound QUIC port.
+    public_webtransport_url: String, "LOCKSTEP_PUBLIC_WEBTRANSPORT_URL";
+    /// CA certificates (PEM) that a `rediss://` Redis server's certificate must chain to, instead of the
+    /// system's roots (a private CA).
+    redis_ca: PathBuf, "LOCKSTEP_REDIS_CA";
 }
 
 /// `BufferingPolicy` as a flag value (the room core knows nothing of clap):
@@ -465,6 +475,9 @@ pub enum ConfigError {
     /// The token key is unusable.
     #[error("{0}")]
     Auth(String),
+    /// An option's value is unusable (the message names the option).
+    #[error("{0}")]
+    Value(String),
 }
 
 /// Options that take a list; in a file, one value may also be written alone
@@ -507,7 +520,28 @@ impl Config {
                 "--proxy-protocol needs --trusted-proxies: the addresses of the load balancers that send PROXY headers",
             ));
         }
+        self.public_urls()?;
+        if let Some(url) = &self.redis_url {
+            let tls = url.trim_start().starts_with("rediss://");
+            if self.redis_ca.is_some() && !tls {
+                return Err(ConfigError::Invalid("--redis-ca needs a rediss:// --redis-url (Redis over TLS)"));
+            }
+            if tls && url.contains('#') {
+                return Err(ConfigError::Invalid(
+                    "--redis-url: rediss://…#insecure (no certificate check) is not supported; give the server's CA \
+                     with --redis-ca",
+                ));
+            }
+        } else if self.redis_ca.is_some() {
+            return Err(ConfigError::Invalid("--redis-ca needs a rediss:// --redis-url"));
+        }
         Ok(())
+    }
+
+    /// The public addresses (`--public-url`, `--public-webtransport-url`), checked.
+    pub(crate) fn public_urls(&self) -> Result<crate::util::PublicUrls, ConfigError> {
+        crate::util::PublicUrls::new(self.public_url.as_deref(), self.public_webtransport_url.as_deref())
+            .map_err(ConfigError::Value)
     }
 
     /// The token verifier: a secret (flag, variable or file), public key

@@ -168,3 +168,38 @@ fn edge_options() {
     assert!(file.trusted_proxies.unwrap().contains("10.0.0.1".parse().unwrap()));
     assert_eq!(file.http_tls, Some(true));
 }
+
+#[test]
+fn public_urls_and_redis_tls_options_are_checked() {
+    let resolve = |args: &[&str]| {
+        let cli = Cli::try_parse_from([&["lockstep", "serve"], args].concat()).unwrap();
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        args.resolve()
+    };
+    let cfg = resolve(&[
+        "--public-url",
+        "https://sync.platform.example",
+        "--public-webtransport-url",
+        "https://sync.platform.example:443",
+    ])
+    .unwrap();
+    let public = cfg.public_urls().unwrap();
+    assert_eq!(public.http(), Some("https://sync.platform.example"));
+    assert_eq!(public.webtransport(4433).as_deref(), Some("https://sync.platform.example:443"));
+    let file: ServeArgs = toml::from_str("public-url = \"https://a.example\"\nredis-ca = \"/etc/ca.pem\"\n").unwrap();
+    assert_eq!(file.public_url.as_deref(), Some("https://a.example"));
+
+    for (args, needle) in [
+        (&["--public-url", "sync.platform.example"][..], "--public-url"),
+        (&["--public-url", "https://sync.platform.example/?x=1"][..], "no query"),
+        (&["--public-webtransport-url", "http://sync.platform.example:4433"][..], "https"),
+        (&["--public-webtransport-url", "https://sync.platform.example/wt"][..], "no path"),
+        (&["--redis-ca", "/etc/ca.pem"][..], "--redis-ca needs a rediss://"),
+        (&["--redis-url", "redis://127.0.0.1/", "--redis-ca", "/etc/ca.pem"][..], "--redis-ca needs a rediss://"),
+        (&["--redis-url", "rediss://127.0.0.1/#insecure"][..], "--redis-ca"),
+    ] {
+        let err = resolve(args).unwrap_err().to_string();
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    assert!(resolve(&["--redis-url", "rediss://127.0.0.1:6380/0", "--redis-ca", "/etc/ca.pem"]).is_ok());
+}

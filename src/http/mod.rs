@@ -56,6 +56,9 @@ pub(crate) struct AppState {
     pub certs: CertManager,
     /// The WebTransport (UDP) port, for the URLs the session API hands out.
     pub quic_port: u16,
+    /// What links announce instead of the request's `Host` (`--public-url`,
+    /// `--public-webtransport-url`).
+    pub(crate) public: crate::util::PublicUrls,
     /// Verifies access tokens.
     pub auth: Arc<Authenticator>,
     /// Sessions, devices, invitations.
@@ -82,6 +85,12 @@ impl AppState {
             cfg: self.session_cfg.clone(),
             shutdown: self.shutdown.clone(),
         }
+    }
+
+    /// This node's WebTransport base URL: `--public-webtransport-url`, else
+    /// the `--public-url` host at the QUIC port, else [`webtransport_base`].
+    pub(crate) fn webtransport_base(&self, headers: &axum::http::HeaderMap) -> String {
+        self.public.webtransport(self.quic_port).unwrap_or_else(|| webtransport_base(headers, self.quic_port))
     }
 
     /// What a transport needs to admit and serve connections.
@@ -277,13 +286,17 @@ pub(crate) fn webtransport_base(headers: &axum::http::HeaderMap, quic_port: u16)
 }
 
 /// `GET /api/certificate`: `{"hashes":[{"algorithm":"sha-256","value":hex},…],"notAfter":unix_seconds,
-/// "webtransport":"https://host:port"}`, the served certificate first, then the next one while it is
-/// published; `webtransport` is this node's WebTransport base URL (the QUIC port it bound).
+/// "hashesApply":bool,"webtransport":"https://host:port"}`, the served certificate first, then the next
+/// one while it is published. `hashesApply` says whether browsers accept the served certificate by hash
+/// (ECDSA P-256, valid at most 14 days, as generated certificates are): clients pass the hashes as
+/// `serverCertificateHashes` only then, and otherwise rely on normal certificate validation (the hashes
+/// stay listed, for information). `webtransport` is this node's WebTransport base URL:
+/// `--public-webtransport-url`, else the `--public-url` host or the request's `Host`, at the bound QUIC port.
 #[utoipa::path(get, path = "/api/certificate", tag = "webtransport",
-    responses((status = 200, description = "`{hashes: [{algorithm: \"sha-256\", value: hex}], notAfter: unix seconds, webtransport: \"https://host:port\"}`")))]
+    responses((status = 200, description = "`{hashes: [{algorithm: \"sha-256\", value: hex}], notAfter: unix seconds, hashesApply: bool, webtransport: \"https://host:port\"}`; pass `hashes` as `serverCertificateHashes` only when `hashesApply` is true")))]
 async fn certificate(State(app): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let mut body = serde_json::to_value(app.certs.published()).unwrap_or_default();
-    body["webtransport"] = webtransport_base(&headers, app.quic_port).into();
+    body["webtransport"] = app.webtransport_base(&headers).into();
     (CERT_HEADERS, Json(body)).into_response()
 }
 

@@ -1,12 +1,15 @@
 //! Small helpers shared by several layers, each with no home of its own:
-//! the shutdown signal, event-id checks and the REST error body.
+//! the shutdown signal, event-id checks, the REST error body and the public
+//! addresses (`--public-url`).
 //!
 //! Nothing here imports another module of the crate.
 
 mod http_error;
+mod public_url;
 
 pub(crate) use http_error::{ApiError, api_error};
 use lockstep_protocol::limits::MAX_EVENT_ID;
+pub(crate) use public_url::PublicUrls;
 use tokio::sync::watch;
 
 /// Resolves once `rx` reads `true` (or its sender is gone): the shutdown

@@ -140,3 +140,31 @@ fn config_example_lists_every_option_and_loads_as_it_is() {
     let defaults = lockstep(&["config", "check", "--dev"], &[]);
     assert_eq!(String::from_utf8_lossy(&from_file.stdout), String::from_utf8_lossy(&defaults.stdout));
 }
+
+/// The configuration in `deploy/kubernetes/lockstep.yaml` (its ConfigMap's `lockstep.toml`) is one the
+/// server accepts: every key exists and every value parses (the certificate files are the test's own).
+#[test]
+fn the_kubernetes_example_configuration_is_valid() {
+    let yaml =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes/lockstep.yaml")).unwrap();
+    let block: String = yaml
+        .split_once("lockstep.toml: |\n")
+        .expect("the ConfigMap holds lockstep.toml")
+        .1
+        .lines()
+        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    assert!(block.contains("public-url") && block.contains("cors-origins"), "{block}");
+    let dir = crate::common::fresh_dir("k8s-config");
+    let file = dir.join("lockstep.toml");
+    std::fs::write(&file, &block).unwrap();
+    let pair = lockstep::cert::write_dev_pair(&dir, &[]).unwrap();
+    let (cert, key) = (pair.cert.to_str().unwrap(), pair.key.to_str().unwrap());
+    let out = lockstep(
+        &["config", "check", "--config", file.to_str().unwrap(), "--cert", cert, "--key", key],
+        &[("LOCKSTEP_JWT_SECRET", SECRET)],
+    );
+    assert!(out.status.success(), "{}\n{block}", text(&out));
+    assert!(text(&out).contains("public-url = \"https://sync.platform.example\""), "{}", text(&out));
+}

@@ -97,7 +97,7 @@ async fn create_invitation(
     let ttl = req.ttl.unwrap_or(DEFAULT_INVITE_TTL).clamp(1, MAX_INVITE_TTL);
     match app.accounts.invite(&claims, &event_id, req.max_uses, Duration::from_secs(ttl)).await {
         Ok(inv) => {
-            let url = format!("{}://{}/watch/{}?invite={}", schemes(&headers).0, host_of(&headers), event_id, inv.id);
+            let url = format!("{}/watch/{}?invite={}", http_base(&app, &headers), event_id, inv.id);
             let body =
                 InvitationCreated { invitation_id: inv.id, url, room_id: inv.room_id, expires_at: inv.expires_at };
             (StatusCode::CREATED, Json(body)).into_response()

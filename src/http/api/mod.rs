@@ -64,10 +64,15 @@ pub(crate) struct Transports {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WebTransportInfo {
-    /// `https://host:port/api/live-stream/{roomId}`.
+    /// `https://host:port/api/live-stream/{roomId}` (`--public-webtransport-url` when set).
     pub url: String,
-    /// SHA-256 hashes (hex) of the certificates to accept (`serverCertificateHashes`).
+    /// SHA-256 hashes (hex) of the certificates to accept (`serverCertificateHashes`); empty when
+    /// `hashesApply` is false.
     pub certificate_hashes: Vec<CertHash>,
+    /// Whether the served certificate is one browsers accept by hash (ECDSA P-256, valid at most 14 days,
+    /// as generated certificates are). When false (a CA-issued certificate), pass no
+    /// `serverCertificateHashes`: the browser validates the certificate normally.
+    pub hashes_apply: bool,
 }
 
 /// A certificate hash as the browser API wants it.
@@ -82,7 +87,7 @@ pub(crate) struct CertHash {
 /// The WebSocket endpoint.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct WebSocketInfo {
-    /// `ws://host/api/live-stream/{roomId}`.
+    /// `ws://host/api/live-stream/{roomId}` (from `--public-url` when set).
     pub url: String,
 }
 
@@ -207,6 +212,23 @@ fn host_of(headers: &HeaderMap) -> String {
     headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_owned()
 }
 
+/// This node's HTTP base URL as links announce it (no trailing slash):
+/// `--public-url` when set, else the request's scheme and `Host`.
+fn http_base(app: &AppState, headers: &HeaderMap) -> String {
+    match app.public.http() {
+        Some(public) => public.to_owned(),
+        None => format!("{}://{}", schemes(headers).0, host_of(headers)),
+    }
+}
+
+/// The WebSocket counterpart of [`http_base`] (`ws`/`wss`).
+fn websocket_base(app: &AppState, headers: &HeaderMap) -> String {
+    match app.public.websocket() {
+        Some(public) => public,
+        None => format!("{}://{}", schemes(headers).1, host_of(headers)),
+    }
+}
+
 fn device_limit(app: &AppState, claims: &Claims, devices: Vec<DeviceInfo>) -> Response {
     let body =
         DeviceLimitError { error: "device_limit".into(), devices, max_devices: app.accounts.max_devices(claims) };
@@ -231,15 +253,16 @@ async fn current_timeline(app: &AppState, room_id: &str) -> Option<Timeline> {
 async fn session_view(app: &AppState, headers: &HeaderMap, started: Started) -> SessionView {
     let room = started.session.room_id.clone();
     let timeline = current_timeline(app, &room).await;
+    let published = app.certs.published();
     let webtransport = Some(WebTransportInfo {
-        url: format!("{}/api/live-stream/{room}", crate::http::webtransport_base(headers, app.quic_port)),
-        certificate_hashes: app
-            .certs
-            .published()
-            .hashes
-            .into_iter()
-            .map(|h| CertHash { algorithm: h.algorithm.into(), value: h.value })
-            .collect(),
+        url: format!("{}/api/live-stream/{room}", app.webtransport_base(headers)),
+        // Only hashes a browser accepts: none for a CA-issued certificate.
+        certificate_hashes: if published.hashes_apply {
+            published.hashes.into_iter().map(|h| CertHash { algorithm: h.algorithm.into(), value: h.value }).collect()
+        } else {
+            Vec::new()
+        },
+        hashes_apply: published.hashes_apply,
     });
     SessionView {
         position: timeline.map(|t| t.position_us_at(app.hub.clock().now_us()) as f64 / 1e6),
@@ -249,9 +272,7 @@ async fn session_view(app: &AppState, headers: &HeaderMap, started: Started) -> 
         device_id: started.session.device_id,
         transports: Transports {
             webtransport,
-            websocket: WebSocketInfo {
-                url: format!("{}://{}/api/live-stream/{room}", schemes(headers).1, host_of(headers)),
-            },
+            websocket: WebSocketInfo { url: format!("{}/api/live-stream/{room}", websocket_base(app, headers)) },
         },
         expires_at: started.expires_at,
     }
