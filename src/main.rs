@@ -18,6 +18,8 @@ fn main() -> anyhow::Result<()> {
                     http = %server.http_addr(),
                     quic = %server.quic_addr(),
                     certificate_sha256 = %server.certs().current_sha256(),
+                    https = cfg.http_tls,
+                    admin = %server.admin_addr().map_or_else(|| "none".to_owned(), |a| a.to_string()),
                     "lockstep listening"
                 );
                 server.run(shutdown_signal()).await?;
