@@ -170,6 +170,13 @@ impl ListValue {
     }
 }
 
+/// As a list of CIDR blocks, as a file writes it.
+impl serde::Serialize for TrustedProxies {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ToString::to_string))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,12 +232,5 @@ mod tests {
         let t: T = toml::from_str(r#"p = "10.0.0.0/8,::1""#).unwrap();
         assert_eq!(t.p.to_string(), "10.0.0.0/8,::1/128");
         assert!(toml::from_str::<T>(r#"p = ["10.0.0.0/99"]"#).is_err());
-    }
-}
-
-/// As a list of CIDR blocks, as a file writes it.
-impl serde::Serialize for TrustedProxies {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.0.iter().map(ToString::to_string))
     }
 }

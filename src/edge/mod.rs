@@ -193,6 +193,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
+/// As a list of origins (`*` included when given), as a file writes it.
+impl serde::Serialize for CorsOrigins {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let any = self.any.then_some("*");
+        s.collect_seq(any.into_iter().chain(self.origins.iter().map(String::as_str)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
@@ -257,13 +265,5 @@ mod tests {
         assert!(!list.allows_upgrade(&h(Some("http://127.0.0.1:9090"), "127.0.0.1:8080")));
         let any: CorsOrigins = "*".parse().unwrap();
         assert!(any.allows_upgrade(&h(Some("https://evil.example"), "sync.example")));
-    }
-}
-
-/// As a list of origins (`*` included when given), as a file writes it.
-impl serde::Serialize for CorsOrigins {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let any = self.any.then_some("*");
-        s.collect_seq(any.into_iter().chain(self.origins.iter().map(String::as_str)))
     }
 }
