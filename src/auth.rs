@@ -582,17 +582,7 @@ mod tests {
 
     #[test]
     fn es256_public_key_tokens_verify() {
-        let rng = SystemRandom::new();
-        let pkcs8 = sig::EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair = sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-        // SPKI DER for a P-256 key: fixed prefix + the uncompressed point.
-        let mut spki = hex_bytes("3059301306072a8648ce3d020106082a8648ce3d030107034200");
-        spki.extend_from_slice(pair.public_key().as_ref());
-        let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", b64_std(&spki));
-        let dir = std::env::temp_dir().join(format!("lockstep-auth-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("es256.pem");
-        std::fs::write(&path, pem).unwrap();
+        let (pkcs8, path) = es256_key("es256");
         let a = Authenticator::new(KeySource::PublicKeyPem(path), None, None, false).unwrap();
         let claims = Claims {
             sub: "carol".into(),
@@ -616,6 +606,7 @@ mod tests {
         let rng = SystemRandom::new();
         let pkcs8 = sig::EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         let pair = sig::EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        // SPKI DER for a P-256 key: fixed prefix + the uncompressed point.
         let mut spki = hex_bytes("3059301306072a8648ce3d020106082a8648ce3d030107034200");
         spki.extend_from_slice(pair.public_key().as_ref());
         let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", b64_std(&spki));

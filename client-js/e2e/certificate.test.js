@@ -16,8 +16,7 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
-import { CHROMIUM, eventId, serveClientFromDisk, startLockstep } from './support/harness.js';
+import { eventId, launchBrowser, serveClientFromDisk, startLockstep } from './support/harness.js';
 import { browserHome, makeCa } from './support/pki.js';
 
 /** @type {ReturnType<typeof makeCa>} */
@@ -42,20 +41,7 @@ after(async () => {
 
 /** Debian's Chromium with `home` as HOME (its NSS database), QUIC allowed to a non-public root for the server. */
 function launch(/** @type {string} */ home) {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    env: { ...process.env, HOME: home },
-    args: [
-      '--no-sandbox',
-      '--headless=new',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      `--origin-to-force-quic-on=127.0.0.1:${server.quicPort}`,
-    ],
-  });
+  return launchBrowser({ env: { ...process.env, HOME: home }, args: [`--origin-to-force-quic-on=127.0.0.1:${server.quicPort}`] });
 }
 
 /**

@@ -40,13 +40,17 @@ export async function serveClientFromDisk(context) {
   );
 }
 
-/** Debian's Chromium, headless. Autoplay is allowed (the page also plays muted). */
-export async function launchBrowser() {
+/**
+ * Debian's Chromium, headless. Autoplay is allowed (the page also plays muted).
+ * @param {{args?: string[], env?: Record<string, string | undefined>}} [o] more flags; the browser's environment
+ */
+export async function launchBrowser(o = {}) {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/test does it); playwright never downloads a browser here`);
   }
   return chromium.launch({
     executablePath: CHROMIUM,
+    ...(o.env ? { env: o.env } : {}),
     args: [
       '--no-sandbox',
       '--headless=new',
@@ -56,6 +60,7 @@ export async function launchBrowser() {
       '--disable-sync',
       '--no-first-run',
       '--autoplay-policy=no-user-gesture-required',
+      ...(o.args ?? []),
     ],
   });
 }
