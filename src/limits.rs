@@ -29,8 +29,17 @@ fn quota(per_sec: u32, burst: u32) -> Quota {
     Quota::per_second(per_sec).allow_burst(NonZeroU32::new(burst.max(1)).expect("nonzero"))
 }
 
+/// The clock of every rate limiter, made once: `DefaultClock::default()`
+/// (quanta) probes the CPU with `cpuid` each time, which a virtual machine
+/// traps, and a limiter per connection made one per handshake. Clones share
+/// the calibration.
+pub(crate) fn clock() -> DefaultClock {
+    static CLOCK: std::sync::OnceLock<DefaultClock> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(DefaultClock::default).clone()
+}
+
 fn check(l: &DefaultKeyedRateLimiter<IpAddr>, ip: IpAddr) -> Result<(), Duration> {
-    l.check_key(&ip).map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    l.check_key(&ip).map_err(|not_until| not_until.wait_time_from(l.clock().now()))
 }
 
 impl IpLimits {
@@ -38,8 +47,8 @@ impl IpLimits {
     /// `connect_per_sec` (burst `connect_burst`) connection attempts per IP.
     pub(crate) fn new(rest_per_sec: u32, rest_burst: u32, connect_per_sec: u32, connect_burst: u32) -> Self {
         IpLimits {
-            rest: RateLimiter::keyed(quota(rest_per_sec, rest_burst)),
-            connect: RateLimiter::keyed(quota(connect_per_sec, connect_burst)),
+            rest: RateLimiter::dashmap_with_clock(quota(rest_per_sec, rest_burst), clock()),
+            connect: RateLimiter::dashmap_with_clock(quota(connect_per_sec, connect_burst), clock()),
         }
     }
 

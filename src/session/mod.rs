@@ -154,7 +154,7 @@ where
     let shutdown = app.shutdown.clone();
     let mut s = Session {
         app,
-        limiter: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
+        limiter: RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), crate::limits::clock()),
         params,
         outbox,
         joined: None,
