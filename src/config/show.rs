@@ -54,10 +54,13 @@ fn key(field: &str) -> String {
     field.replace('_', "-")
 }
 
-/// A value as `--help` shows it (strings without quotes).
+/// A value as `--help` shows it: strings without quotes, lists as on the
+/// command line (comma-separated; `none` when empty).
 fn plain(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
+        toml::Value::Array(items) if items.is_empty() => "none".to_owned(),
+        toml::Value::Array(items) => items.iter().map(plain).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }
 }

@@ -49,9 +49,11 @@ fn help_shows_every_default_and_no_secret_value() {
         "[default: wait]",
         "[default: 3000]",
         "[default: media]",
+        "--cors-origins <CORS_ORIGINS>",
     ] {
         assert!(help.contains(shown), "--help lacks {shown}:\n{help}");
     }
+    assert!(!help.contains("[default: []]"), "an empty list is shown as on the command line:\n{help}");
     assert!(!help.contains(SECRET), "--help printed the JWT secret:\n{help}");
     assert!(!help.contains(REDIS_PASSWORD), "--help printed the Redis password:\n{help}");
     assert!(help.contains("LOCKSTEP_JWT_SECRET"), "the variable's name is still shown");
