@@ -169,7 +169,7 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, app: Router, listen: &List
         () = wait_true(&mut stop) => return,
     };
     match prepared {
-        Some((Io::Plain(tcp), client)) => serve_http(tcp, client, false, app, stop).await,
+        Some((Io::Plain(tcp), client)) => serve_plain(tcp, client, app, stop).await,
         Some((Io::Tls(tls), client)) => serve_http(tls, client, true, app, stop).await,
         None => {}
     }
@@ -214,13 +214,45 @@ async fn prelude(mut tcp: TcpStream, peer: SocketAddr, listen: &Listen) -> Optio
     Some((io, client))
 }
 
-/// Serves HTTP/1.1 (with upgrades) or h2 on `io` until the peer leaves, or
-/// gracefully once `stop` turns true.
-async fn serve_http<I>(io: I, client: SocketAddr, tls: bool, app: Router, mut stop: watch::Receiver<bool>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+/// How long a plain connection may take to send its first byte.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A plain connection: HTTP/1.1 served by hyper's own HTTP/1.1 connection
+/// when the first byte cannot start h2's preface (`PRI * HTTP/2.0`), so that
+/// an upgraded WebSocket can be taken back as its `TcpStream` (the fan-out
+/// writes straight into it); h2 with prior knowledge otherwise.
+async fn serve_plain(tcp: TcpStream, client: SocketAddr, app: Router, mut stop: watch::Receiver<bool>) {
+    let mut first = [0u8; 1];
+    let peeked = tokio::select! {
+        r = tokio::time::timeout(FIRST_BYTE_TIMEOUT, tcp.peek(&mut first)) => r,
+        () = wait_true(&mut stop) => return,
+    };
+    match peeked {
+        Ok(Ok(1)) if first[0] != b'P' => {
+            let mut http1 = hyper::server::conn::http1::Builder::new();
+            http1.timer(TokioTimer::new());
+            let conn = http1.serve_connection(TokioIo::new(tcp), service(app, client, false)).with_upgrades();
+            drive(conn, |c| c.graceful_shutdown(), client, stop).await;
+        }
+        Ok(Ok(1)) => serve_http(tcp, client, false, app, stop).await,
+        _ => {}
+    }
+}
+
+/// The service hyper calls for each request of one connection.
+fn service(
+    app: Router,
+    client: SocketAddr,
+    tls: bool,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send + 'static,
+> + Clone
++ Send
++ 'static {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(client));
         // The session API builds its URLs' schemes from this header.
@@ -228,11 +260,21 @@ where
             req.headers_mut().insert("x-forwarded-proto", HeaderValue::from_static("https"));
         }
         app.clone().call(req)
-    });
-    let mut builder = Builder::new(TokioExecutor::new());
-    // A timer bounds the reading of HTTP/1.1 request heads (hyper's default: 30 s).
-    builder.http1().timer(TokioTimer::new());
-    let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+    })
+}
+
+/// Drives `conn` until the peer leaves, or gracefully once `stop` turns true.
+/// (`graceful` asks it to finish).
+async fn drive<C, E>(
+    conn: C,
+    graceful: impl Fn(std::pin::Pin<&mut C>),
+    client: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut conn = pin!(conn);
     let mut stopping = false;
     loop {
         tokio::select! {
@@ -244,8 +286,21 @@ where
             }
             () = wait_true(&mut stop), if !stopping => {
                 stopping = true;
-                conn.as_mut().graceful_shutdown();
+                graceful(conn.as_mut());
             }
         }
     }
+}
+
+/// Serves HTTP/1.1 (with upgrades) or h2 on `io` until the peer leaves, or
+/// gracefully once `stop` turns true.
+async fn serve_http<I>(io: I, client: SocketAddr, tls: bool, app: Router, stop: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = Builder::new(TokioExecutor::new());
+    // A timer bounds the reading of HTTP/1.1 request heads (hyper's default: 30 s).
+    builder.http1().timer(TokioTimer::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service(app, client, tls));
+    drive(conn, |c| c.graceful_shutdown(), client, stop).await;
 }

@@ -7,7 +7,6 @@
 //! There is one dispatch path for one node and for many: only the authority
 //! differs.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,8 +15,9 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use super::Hub;
+use super::fanout::{Fanout, Plan, Recipients};
 use super::inbox::{Inbox, Taken};
-use super::link::{Extra, Link, Outgoing};
+use super::link::{Extra, Outgoing};
 use crate::authority::{Announce, Authority, Loaded, Remote, RemoteSink};
 use crate::clock::ServerClock;
 use crate::room::{Audience, MemberId, Room, RoomConfig, Shared};
@@ -34,7 +34,7 @@ pub(super) struct RoomActor {
     generation: u64,
     cfg: RoomConfig,
     room: Room,
-    links: HashMap<MemberId, Arc<dyn Link>>,
+    links: Fanout,
     hub: Hub,
     inbox: Arc<Inbox>,
     sink: Arc<dyn RemoteSink>,
@@ -64,7 +64,7 @@ impl RoomActor {
             generation,
             room: Room::new(cfg.clone(), now),
             cfg,
-            links: HashMap::new(),
+            links: Fanout::default(),
             hub,
             sink: inbox.clone(),
             inbox,
@@ -316,7 +316,7 @@ impl RoomActor {
     }
 
     fn leave(&mut self, id: MemberId, now: u64) {
-        self.links.remove(&id);
+        self.links.remove(id);
         self.room.leave(now, id);
         if self.room.is_empty() {
             self.empty_since = Some(Instant::now());
@@ -324,52 +324,32 @@ impl RoomActor {
     }
 
     /// Delivers what the room released: one shared [`Outgoing`] per output,
-    /// to each recipient's link.
+    /// gathered per recipient and, in large rooms, split across cores
+    /// ([`Fanout`]).
     fn flush(&mut self) {
+        let mut plan: Plan = Vec::new();
         while let Some(out) = self.room.poll_output() {
-            let started = Instant::now();
-            let name = out.msg.name();
             let extra = match (&out.msg, &self.legacy_extra) {
                 (ServerMsg::TimelineChanged(c), Some((by, _))) if c.by == *by => {
                     self.legacy_extra.take().map(|(_, e)| e)
                 }
                 _ => None,
             };
-            let shared = Outgoing::with_extra(out.msg, extra);
-            let is_tick = shared.is_tick();
-            let mut delivered = 0u64;
-            let mut slow = 0u64;
-            let mut deliver = |link: &Arc<dyn Link>| {
-                if is_tick {
-                    if link.tick(&shared) {
-                        crate::metrics::drop("stale_tick");
-                    }
-                } else if !link.send(&shared) {
-                    slow += 1;
-                }
-                delivered += 1;
+            let to = match out.to {
+                Audience::All => Recipients::All,
+                Audience::One(id) => Recipients::One(id),
+                to => Recipients::Only(self.links.ids().filter(|&id| self.room.is_recipient(to, id)).collect()),
             };
-            match out.to {
-                Audience::One(id) => {
-                    if let Some(link) = self.links.get(&id) {
-                        deliver(link);
-                    }
-                }
-                to => {
-                    for (&id, link) in &self.links {
-                        if to == Audience::All || self.room.is_recipient(to, id) {
-                            deliver(link);
-                        }
-                    }
-                }
-            }
-            metrics::counter!("lockstep_messages_out_total", "type" => name).increment(delivered);
-            if delivered > 1 {
-                metrics::histogram!("lockstep_fanout_seconds").record(started.elapsed().as_secs_f64());
-            }
-            for _ in 0..slow {
-                crate::metrics::error(ErrorCode::SlowConsumer);
-            }
+            plan.push((Outgoing::with_extra(out.msg, extra), to));
+        }
+        if plan.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let broadcast = plan.iter().any(|(_, to)| !matches!(to, Recipients::One(_)));
+        self.links.flush(plan);
+        if broadcast {
+            metrics::histogram!("lockstep_fanout_seconds").record(started.elapsed().as_secs_f64());
         }
     }
 }

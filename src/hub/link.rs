@@ -26,6 +26,7 @@ pub(crate) struct Outgoing {
     /// that command passed through.
     pub(crate) extra: Option<Arc<Extra>>,
     binary: OnceLock<Bytes>,
+    ws_frame: OnceLock<Bytes>,
     dialect: OnceLock<Option<Bytes>>,
 }
 
@@ -37,12 +38,18 @@ impl Outgoing {
 
     /// An outgoing message carrying a legacy command's pass-through fields.
     pub(crate) fn with_extra(msg: ServerMsg, extra: Option<Arc<Extra>>) -> Arc<Outgoing> {
-        Arc::new(Outgoing { msg, extra, binary: OnceLock::new(), dialect: OnceLock::new() })
+        Arc::new(Outgoing { msg, extra, binary: OnceLock::new(), ws_frame: OnceLock::new(), dialect: OnceLock::new() })
     }
 
     /// The binary encoding, made once and shared by every recipient.
     pub(crate) fn binary(&self) -> &Bytes {
         self.binary.get_or_init(|| Bytes::from(encode_server(&self.msg)))
+    }
+
+    /// The binary encoding as a whole WebSocket frame (a server's frames are
+    /// unmasked, so the bytes are the same for every viewer), made once.
+    pub(crate) fn ws_frame(&self) -> &Bytes {
+        self.ws_frame.get_or_init(|| crate::util::ws_frame::frame(crate::util::ws_frame::BINARY, self.binary()))
     }
 
     /// A cache for one other dialect's encoding of this message (every
@@ -67,4 +74,18 @@ pub(crate) trait Link: Send + Sync + std::fmt::Debug {
 
     /// Replaces the waiting tick; returns whether an unsent one was dropped.
     fn tick(&self, out: &Arc<Outgoing>) -> bool;
+
+    /// Several outputs of one flush, in order (ticks latest wins), with one
+    /// wake-up or one write. `false` if the connection is closing.
+    fn deliver(&self, outs: &[&Arc<Outgoing>]) -> bool {
+        let mut open = true;
+        for out in outs {
+            if out.is_tick() {
+                self.tick(out);
+            } else {
+                open &= self.send(out);
+            }
+        }
+        open
+    }
 }

@@ -8,6 +8,7 @@
 //! changes are ordered by an [`Authority`] that it never awaits.
 
 mod actor;
+mod fanout;
 mod inbox;
 mod link;
 

@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 
 pub(crate) use self::encode::{Binary, Encoder, Wire};
 use self::join::{JoinRequest, Joined, Refusal};
-pub(crate) use self::outbox::Outbox;
+pub(crate) use self::outbox::{Direct, DirectWrite, Outbox};
 pub(crate) use self::writer::{Transport, close_reason, finish, write_loop};
 use crate::accounts::Accounts;
 use crate::auth::Authenticator;

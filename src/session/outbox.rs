@@ -8,10 +8,18 @@
 //! queued. Pongs are stamped with the server's send time by the writer, at
 //! write time. Items are the room's shared [`Outgoing`] messages; the
 //! connection's [`Encoder`] turns them into frames when they are written.
+//!
+//! The fast path: a transport that can write without its writer task (a
+//! WebSocket on a plain TCP socket) installs a [`Direct`] handle. A room's
+//! fan-out then writes a member's messages straight into the socket, under
+//! the outbox lock and only while nothing is queued and no writer batch is
+//! in flight, so order is kept. What the socket does not take at once stays
+//! in the transport's own queue, and the writer is woken to drain it; until
+//! it has, everything goes through the queue as before.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use lockstep_protocol::{ErrorCode, ErrorMsg, ServerMsg};
 use tokio::sync::{Notify, watch};
@@ -40,6 +48,9 @@ pub(crate) struct Batch {
     pub(crate) pongs: Vec<(u64, u64)>,
     /// Set when the connection must close after writing the rest.
     pub(crate) close: Option<Close>,
+    /// Set when the fast path left bytes in the transport: write them out
+    /// (with the rest) before the batch counts as written.
+    pub(crate) drain: bool,
 }
 
 impl Batch {
@@ -56,6 +67,40 @@ struct Inner {
     pongs: VecDeque<(u64, u64)>,
     close: Option<Close>,
     close_taken: bool,
+    /// A batch was taken and is not yet written (or the fast path left bytes
+    /// for the writer): the fast path must not overtake it.
+    busy: bool,
+    /// The fast path left bytes in the transport for the writer.
+    drain: bool,
+}
+
+impl Inner {
+    fn idle_queue(&self) -> bool {
+        self.frames.is_empty() && self.tick.is_none() && self.pongs.is_empty()
+    }
+
+    /// Nothing queued and nothing in flight: a direct write keeps order.
+    fn idle(&self) -> bool {
+        !self.busy && self.idle_queue()
+    }
+}
+
+/// What a direct write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DirectWrite {
+    /// The socket took every byte.
+    Done,
+    /// Accepted, but some bytes wait in the transport's queue for the writer.
+    Pending,
+    /// Not written (the socket failed): queue as usual.
+    Refused,
+}
+
+/// A transport's handle for writing from the fan-out (see the module docs).
+pub(crate) trait Direct: Send + Sync + std::fmt::Debug {
+    /// Writes `outs` (in order, whole) now, or keeps what the socket does
+    /// not take for the writer. Never blocks.
+    fn try_write(&self, outs: &[&Arc<Outgoing>]) -> DirectWrite;
 }
 
 /// See the module docs.
@@ -70,6 +115,8 @@ pub(crate) struct Outbox {
     caps: AtomicU32,
     /// The member id in the room (0 until joined).
     member: AtomicU32,
+    /// The transport's fast path, if it has one.
+    direct: OnceLock<Arc<dyn Direct>>,
 }
 
 const MAX_PONGS: usize = 8;
@@ -91,6 +138,15 @@ impl Outbox {
             encoder,
             caps: AtomicU32::new(0),
             member: AtomicU32::new(0),
+            direct: OnceLock::new(),
+        }
+    }
+
+    /// Installs the transport's fast path (binary protocol only: its frames
+    /// are the room's shared ones).
+    pub(crate) fn set_direct(&self, direct: Arc<dyn Direct>) {
+        if self.encoder.is_binary() {
+            let _ = self.direct.set(direct);
         }
     }
 
@@ -131,16 +187,11 @@ impl Outbox {
         if g.close.is_some() {
             return false;
         }
-        if g.frames.len() >= self.cap {
-            g.frames.clear();
-            g.tick = None;
-            g.close =
-                Some(Close { code: ErrorCode::SlowConsumer, message: "the connection fell too far behind".into() });
+        if !self.queue(&mut g, out) {
             drop(g);
             self.wake_closed();
             return false;
         }
-        g.frames.push_back(out);
         drop(g);
         self.notify.notify_one();
         true
@@ -212,19 +263,80 @@ impl Outbox {
                 let mut g = self.lock();
                 if !g.close_taken {
                     let close = g.close.clone();
-                    if close.is_some() || !g.frames.is_empty() || g.tick.is_some() || !g.pongs.is_empty() {
+                    if close.is_some() || g.drain || !g.idle_queue() {
                         g.close_taken = close.is_some();
+                        g.busy = true;
                         return Batch {
                             frames: g.frames.drain(..).collect(),
                             tick: g.tick.take(),
                             pongs: g.pongs.drain(..).collect(),
                             close,
+                            drain: std::mem::take(&mut g.drain),
                         };
                     }
                 }
             }
             self.notify.notified().await;
         }
+    }
+}
+
+impl Outbox {
+    /// The writer wrote its batch: the fast path may write again (once the
+    /// queue is empty).
+    pub(crate) fn written(&self) {
+        self.lock().busy = false;
+    }
+
+    /// Delivers a room's messages for this member, in order, ticks latest
+    /// wins: straight into the socket where the fast path can, else queued
+    /// with one wake-up. `false` if the connection is closing.
+    pub(crate) fn deliver(&self, outs: &[&Arc<Outgoing>]) -> bool {
+        let mut g = self.lock();
+        if g.close.is_some() {
+            return false;
+        }
+        if let Some(direct) = self.direct.get()
+            && g.idle()
+        {
+            match direct.try_write(outs) {
+                DirectWrite::Done => return true,
+                DirectWrite::Pending => {
+                    g.busy = true;
+                    g.drain = true;
+                    drop(g);
+                    self.notify.notify_one();
+                    return true;
+                }
+                DirectWrite::Refused => {}
+            }
+        }
+        for out in outs {
+            if out.is_tick() {
+                g.tick = Some(Arc::clone(out));
+            } else if !self.queue(&mut g, Arc::clone(out)) {
+                drop(g);
+                self.wake_closed();
+                return false;
+            }
+        }
+        drop(g);
+        self.notify.notify_one();
+        true
+    }
+
+    /// Queues a reliable message; `false` (and the slow consumer's close
+    /// set) when the queue is full.
+    fn queue(&self, g: &mut Inner, out: Arc<Outgoing>) -> bool {
+        if g.frames.len() >= self.cap {
+            g.frames.clear();
+            g.tick = None;
+            g.close =
+                Some(Close { code: ErrorCode::SlowConsumer, message: "the connection fell too far behind".into() });
+            return false;
+        }
+        g.frames.push_back(out);
+        true
     }
 }
 
@@ -236,11 +348,22 @@ impl crate::accounts::Revocable for Outbox {
 
 impl Link for Outbox {
     fn send(&self, out: &Arc<Outgoing>) -> bool {
-        self.push(out.clone())
+        self.deliver(&[out])
     }
 
     fn tick(&self, out: &Arc<Outgoing>) -> bool {
-        self.set_tick(out.clone())
+        if self.direct.get().is_some() {
+            // Latest wins in the queue; a direct write replaces nothing.
+            let replaced = self.lock().tick.is_some();
+            self.deliver(&[out]);
+            replaced
+        } else {
+            self.set_tick(out.clone())
+        }
+    }
+
+    fn deliver(&self, outs: &[&Arc<Outgoing>]) -> bool {
+        Outbox::deliver(self, outs)
     }
 }
 
@@ -292,5 +415,84 @@ mod tests {
         assert!(!o.push(msg(4)));
         let again = tokio::time::timeout(std::time::Duration::from_millis(20), o.next_batch()).await;
         assert!(again.is_err(), "nothing after the close batch");
+    }
+
+    /// A fast path that records what it wrote and answers as told.
+    #[derive(Debug, Default)]
+    struct Fake {
+        wrote: Mutex<Vec<u32>>,
+        answer: Mutex<Option<DirectWrite>>,
+    }
+
+    impl Direct for Fake {
+        fn try_write(&self, outs: &[&Arc<Outgoing>]) -> DirectWrite {
+            let answer = self.answer.lock().unwrap().unwrap_or(DirectWrite::Done);
+            if answer != DirectWrite::Refused {
+                self.wrote.lock().unwrap().extend(counts(&outs.iter().map(|o| Arc::clone(o)).collect::<Vec<_>>()));
+            }
+            answer
+        }
+    }
+
+    #[tokio::test]
+    async fn the_fast_path_never_overtakes_a_batch_in_flight() {
+        let o = Outbox::new(8);
+        let fake = Arc::new(Fake::default());
+        o.set_direct(fake.clone());
+        assert!(o.deliver(&[&msg(1), &msg(2)]));
+        assert_eq!(*fake.wrote.lock().unwrap(), vec![1, 2], "idle: written directly, in one call");
+        o.push_pong(1, 1);
+        assert!(o.deliver(&[&msg(3)]), "a pong is queued: this waits behind it");
+        let b = o.next_batch().await;
+        assert_eq!(counts(&b.frames), vec![3]);
+        assert!(o.deliver(&[&msg(4)]), "the batch is in flight: queued");
+        assert_eq!(*fake.wrote.lock().unwrap(), vec![1, 2]);
+        o.written();
+        let b = o.next_batch().await;
+        assert_eq!(counts(&b.frames), vec![4]);
+        o.written();
+        assert!(o.deliver(&[&msg(5)]));
+        assert_eq!(*fake.wrote.lock().unwrap(), vec![1, 2, 5], "idle again: direct");
+    }
+
+    #[tokio::test]
+    async fn would_block_hands_off_to_the_writer_and_a_refusal_queues() {
+        let o = Outbox::new(8);
+        let fake = Arc::new(Fake::default());
+        o.set_direct(fake.clone());
+        *fake.answer.lock().unwrap() = Some(DirectWrite::Pending);
+        assert!(o.deliver(&[&msg(1)]));
+        assert!(o.deliver(&[&msg(2)]), "the transport holds bytes: queued behind them");
+        let b = o.next_batch().await;
+        assert!(b.drain, "the writer is asked to drain the transport");
+        assert_eq!(counts(&b.frames), vec![2]);
+        o.written();
+        *fake.answer.lock().unwrap() = Some(DirectWrite::Refused);
+        assert!(o.deliver(&[&msg(3)]));
+        let b = o.next_batch().await;
+        assert!(!b.drain);
+        assert_eq!(counts(&b.frames), vec![3], "refused: the writer sends it");
+    }
+
+    #[test]
+    fn only_the_binary_protocol_takes_a_fast_path() {
+        #[derive(Debug)]
+        struct Text;
+        impl Encoder for Text {
+            fn encode(&self, _: &Outgoing, _: MemberId) -> Option<super::super::encode::Wire> {
+                None
+            }
+            fn error(&self, _: ErrorCode, _: &str, _: u32) -> super::super::encode::Wire {
+                super::super::encode::Wire::Text(bytes::Bytes::new())
+            }
+            fn is_binary(&self) -> bool {
+                false
+            }
+        }
+        let o = Outbox::with_encoder(8, Arc::new(Text));
+        let fake = Arc::new(Fake::default());
+        o.set_direct(fake.clone());
+        assert!(o.deliver(&[&msg(1)]));
+        assert!(fake.wrote.lock().unwrap().is_empty());
     }
 }

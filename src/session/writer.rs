@@ -108,7 +108,9 @@ pub(crate) async fn write_loop<T: Transport>(mut transport: T, outbox: std::sync
         if let Some(close) = &batch.close {
             frames.push(encoder.error(close.code, &close.message, 0));
         }
-        let sent = frames.is_empty() || transport.send(frames).await.is_ok();
+        // An empty send still drains what the fast path left in the transport.
+        let sent = (frames.is_empty() && !batch.drain) || transport.send(frames).await.is_ok();
+        outbox.written();
         if let Some(close) = batch.close {
             if sent {
                 transport.close(close.code, close_reason(&close.message)).await;

@@ -6,6 +6,7 @@
 
 mod http_error;
 mod public_url;
+pub(crate) mod ws_frame;
 
 pub(crate) use http_error::{ApiError, api_error};
 use lockstep_protocol::limits::MAX_EVENT_ID;

@@ -4,20 +4,35 @@
 //! the client must send `Hello`. Without it, text frames carry the legacy JSON
 //! dialect and the client joins on connect. Either way the connection is
 //! handed to [`crate::session::run`].
+//!
+//! The handshake is ours (HTTP/1.1, RFC 6455 §4.2), so that the upgraded
+//! connection can be taken back as the plain TCP socket it is: then the room
+//! writes its frames straight into it ([`raw`]). Behind `--http-tls`,
+//! tungstenite's sink writes instead.
+
+mod raw;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::SplitSink;
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
 use lockstep_protocol::limits::MAX_FRAME;
 use lockstep_protocol::{Action, ErrorCode};
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::Gate;
 use super::json::{self, JsonEncoder, JsonIn};
@@ -34,9 +49,9 @@ const WS_MAX_MESSAGE: usize = 64 * 1024;
 /// every read, so it costs 128 KiB of memory per connection; clients send
 /// small messages, and a larger one grows the buffer as it needs.
 const READ_BUFFER: usize = 512;
-/// Frames tungstenite collects before writing. The writer flushes after each
-/// batch, so a batch (a change and its tick, say) is one `write` syscall, not
-/// one per frame; the syscall is most of the cost of a delivery on loopback.
+/// Frames tungstenite collects before writing (behind TLS, where it writes).
+/// The writer flushes after each batch, so a batch (a change and its tick,
+/// say) is one `write` syscall, not one per frame.
 const WRITE_BUFFER: usize = 16 * 1024;
 /// Interval of server WebSocket pings (they keep idle legacy clients alive).
 const PING_INTERVAL: Duration = Duration::from_secs(15);
@@ -68,7 +83,7 @@ pub(crate) async fn upgrade(
     Query(q): Query<WsQuery>,
     ClientAddr(peer): ClientAddr,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Upgrade,
 ) -> Response {
     if !valid_event_id(&event_id) {
         return api_error(StatusCode::BAD_REQUEST, "invalid_event_id", crate::util::INVALID_EVENT_ID);
@@ -85,13 +100,8 @@ pub(crate) async fn upgrade(
         crate::metrics::error(lockstep_protocol::ErrorCode::ServerFull);
         return api_error(StatusCode::SERVICE_UNAVAILABLE, "server_full", "too many connections");
     };
-    let ws = ws
-        .protocols([SUBPROTOCOL])
-        .max_message_size(WS_MAX_MESSAGE)
-        .max_frame_size(WS_MAX_MESSAGE)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER);
-    let dialect = if ws.selected_protocol().is_some() { Dialect::Binary } else { Dialect::Json };
+    let binary = ws.offers(SUBPROTOCOL);
+    let dialect = if binary { Dialect::Binary } else { Dialect::Json };
     let params = SessionParams {
         event_id,
         transport: "websocket",
@@ -101,30 +111,163 @@ pub(crate) async fn upgrade(
         token: q.access_token,
     };
     // One box for what the connection needs, freed as the socket is served:
-    // axum's upgrade task keeps the callback's storage for the connection's
-    // whole life, so it should capture 8 bytes, not the 256 of these three.
+    // the task waiting for the upgrade holds 8 bytes, not the 256 of these.
     let ctx = Box::new((app, params, permit));
-    ws.on_upgrade(move |socket| serve_socket(ctx, socket)).into_response()
+    let on_upgrade = ws.on_upgrade;
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => serve_upgraded(ctx, upgraded).await,
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, ws.accept);
+    if binary {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(SUBPROTOCOL));
+    }
+    res
+}
+
+/// A checked WebSocket upgrade request (HTTP/1.1, RFC 6455 §4.2.1).
+#[derive(Debug)]
+pub(crate) struct Upgrade {
+    on_upgrade: OnUpgrade,
+    accept: HeaderValue,
+    protocols: Vec<String>,
+}
+
+impl Upgrade {
+    /// Whether the client offered the subprotocol `p`.
+    fn offers(&self, p: &str) -> bool {
+        self.protocols.iter().any(|o| o == p)
+    }
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        let bad = |code: &str, message: &str| api_error(StatusCode::BAD_REQUEST, code, message);
+        if parts.version != Version::HTTP_11 {
+            return Err(api_error(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "http1_required",
+                "WebSocket connections use HTTP/1.1",
+            ));
+        }
+        if parts.method != Method::GET {
+            return Err(api_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "a WebSocket upgrade is a GET",
+            ));
+        }
+        if !header_has_token(&parts.headers, header::CONNECTION, "upgrade")
+            || !header_has_token(&parts.headers, header::UPGRADE, "websocket")
+        {
+            return Err(api_error(StatusCode::UPGRADE_REQUIRED, "upgrade_required", "this is a WebSocket endpoint"));
+        }
+        if parts.headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+            return Err(bad("bad_websocket_version", "Sec-WebSocket-Version must be 13"));
+        }
+        let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY) else {
+            return Err(bad("bad_websocket_key", "Sec-WebSocket-Key is missing"));
+        };
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let accept = HeaderValue::from_str(&accept).expect("base64 is a header value");
+        let protocols = parts
+            .headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|p| p.trim().to_owned())
+            .collect();
+        let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+            return Err(api_error(
+                StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+                "this connection cannot be upgraded",
+            ));
+        };
+        Ok(Upgrade { on_upgrade, accept, protocols })
+    }
+}
+
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(WS_MAX_MESSAGE))
+        .max_frame_size(Some(WS_MAX_MESSAGE))
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
 }
 
 /// Serves an upgraded connection; `ctx` is the gate, the session's
-/// parameters and the connection's slot (held until the end).
+/// parameters and the connection's slot (held until the end). A plain TCP
+/// socket gets the direct write path; anything else (TLS) tungstenite's.
+async fn serve_upgraded(ctx: Box<(Gate, SessionParams, OwnedSemaphorePermit)>, upgraded: Upgraded) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let raw = raw::RawSocket::new(parts.io.into_inner());
+            let ws = WebSocketStream::from_partially_read(
+                raw::SharedIo(raw.clone()),
+                parts.read_buf.to_vec(),
+                Role::Server,
+                Some(ws_config()),
+            )
+            .await;
+            let (sink, stream) = ws.split();
+            serve_socket(ctx, stream, |outbox| {
+                outbox.set_direct(raw.clone());
+                raw::RawTransport { raw, sink }
+            })
+            .await
+        }
+        Err(upgraded) => {
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
+            let (sink, stream) = ws.split();
+            serve_socket(ctx, stream, |_| WsTransport { sink }).await
+        }
+    }
+}
+
+/// Runs the session over a WebSocket's read half and the writer
+/// `transport` makes (given the connection's outbox).
 ///
 /// The setup runs before the returned future is first polled (this is not
 /// an `async fn`): the future lives as long as the connection, and an
 /// `async fn` would keep its arguments in it beside what they are moved into.
 /// The session and the close that follows it are chained with `then`, which
 /// stores one of them at a time.
-fn serve_socket(ctx: Box<(Gate, SessionParams, OwnedSemaphorePermit)>, socket: WebSocket) -> impl Future<Output = ()> {
+fn serve_socket<R, T>(
+    ctx: Box<(Gate, SessionParams, OwnedSemaphorePermit)>,
+    stream: R,
+    transport: impl FnOnce(&Outbox) -> T,
+) -> impl Future<Output = ()>
+where
+    R: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Send + 'static,
+    T: Transport,
+{
     let (app, params, permit) = *ctx;
-    let (sink, stream) = socket.split();
     let dialect = params.dialect;
     let encoder: Arc<dyn Encoder> = match dialect {
         Dialect::Binary => Arc::new(Binary),
         Dialect::Json => Arc::new(JsonEncoder::new(&params.event_id)),
     };
     let outbox = Arc::new(Outbox::with_encoder(app.session.cfg.control_queue, encoder));
-    let writer = tokio::spawn(write_loop(WsTransport { sink }, outbox.clone(), app.session.hub.clock()));
+    let writer = tokio::spawn(write_loop(transport(&outbox), outbox.clone(), app.session.hub.clock()));
     let inbound = stream.map(move |m| match m {
         Ok(Message::Binary(b)) if b.len() > MAX_FRAME => Some(Inbound::TooLarge(b.len())),
         Ok(Message::Text(t)) if t.len() > MAX_FRAME => Some(Inbound::TooLarge(t.len())),
@@ -140,7 +283,7 @@ fn serve_socket(ctx: Box<(Gate, SessionParams, OwnedSemaphorePermit)>, socket: W
                 Inbound::Invalid(ErrorCode::UnexpectedMessage, "text frames are only for the JSON dialect".into())
             }
         }),
-        Ok(Message::Ping(_) | Message::Pong(_)) => Some(Inbound::Activity),
+        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Some(Inbound::Activity),
         Ok(Message::Close(_)) => None,
         Err(e) => {
             tracing::debug!(error = %e, "websocket read ended");
@@ -166,13 +309,13 @@ fn legacy(text: &str) -> Inbound {
     }
 }
 
-/// The WebSocket side of the one writer: frames gathered and flushed as one
-/// write per batch.
-struct WsTransport {
-    sink: SplitSink<WebSocket, Message>,
+/// The WebSocket side of the one writer where tungstenite writes (behind
+/// TLS): frames gathered and flushed as one write per batch.
+struct WsTransport<S> {
+    sink: SplitSink<WebSocketStream<S>, Message>,
 }
 
-impl Transport for WsTransport {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WsTransport<S> {
     async fn send(&mut self, frames: Vec<Wire>) -> std::io::Result<()> {
         for f in frames {
             let m = match f {
@@ -196,9 +339,19 @@ impl Transport for WsTransport {
     }
 
     async fn close(&mut self, code: ErrorCode, reason: &str) {
-        let frame = CloseFrame { code: code.as_u16(), reason: reason.into() };
-        let _ = self.sink.send(Message::Close(Some(frame))).await;
+        close(&mut self.sink, code, reason).await;
     }
+}
+
+/// Sends the close frame through tungstenite (so it answers the client's
+/// close reply correctly).
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    sink: &mut SplitSink<WebSocketStream<S>, Message>,
+    code: ErrorCode,
+    reason: &str,
+) {
+    let frame = CloseFrame { code: CloseCode::from(code.as_u16()), reason: reason.into() };
+    let _ = sink.send(Message::Close(Some(frame))).await;
 }
 
 #[cfg(test)]
@@ -228,12 +381,13 @@ mod tests {
 
     /// The connection's future is the session's plus a few handles: the
     /// app and the parameters are not stored twice, the close phase not
-    /// beside the session (see `serve_socket`).
+    /// beside the session (see `serve_socket`), the upgrade's
+    /// parts not kept beside the session.
     #[test]
     fn the_connection_future_is_the_session_future() {
-        let serve = future_size(&serve_socket);
+        let serve = future_size(&serve_upgraded);
         let run = future_size4(&session::run::<Inbounds>);
-        eprintln!("serve_socket {serve} B, session::run {run} B");
-        assert!(serve <= run + 128, "serve_socket is {serve} B, session::run {run} B");
+        eprintln!("serve_upgraded {serve} B, session::run {run} B");
+        assert!(serve <= run + 256, "serve_upgraded is {serve} B, session::run {run} B");
     }
 }
