@@ -3,7 +3,8 @@
 //! Names are part of the operator contract:
 //! - `lockstep_connections{transport}`: open connections (gauge);
 //! - `lockstep_rooms`: live rooms (gauge);
-//! - `lockstep_messages_in_total{type}`, `lockstep_messages_out_total{type}`;
+//! - `lockstep_messages_in_total{type}`, `lockstep_messages_out_total{type}` (out, also
+//!   `timeline_repair`: a datagram-only change repaired on the stream after a `Nack`);
 //! - `lockstep_drops_total{reason}`: messages dropped (stale ticks, floods, bad datagrams);
 //! - `lockstep_fanout_seconds`: time to hand one message to every member's queue;
 //! - `lockstep_errors_total{code}`: errors reported to clients;

@@ -67,6 +67,10 @@ USAGE: cargo run --release --features load --bin lockstep-load -- [OPTIONS]
                      ../shared/peers/README.md; measure with physlimit/run.sh)
   --peers DIR        the peers' folder (default ../shared/peers beside the workspace)
   --wt-endpoints E   client UDP endpoints the WebTransport viewers share (default 16)
+  --wt-changes M     once (default): WebTransport clients set DATAGRAM_CHANGES, so each change comes
+                     once, as a datagram, and a viewer that sees a tick of an epoch it never got sends
+                     a Nack (as client-js does) and gets the change repaired on the stream; copies:
+                     DATAGRAMS only, each change as a datagram copy and on the stream (before issue 14)
   --server-bin PATH  run this lockstep binary instead of building target/release/lockstep
   --quiet-wait-s Q   before each run, wait up to Q s for the machine to be quiet (default 20)
   --json PATH        also write every run and the medians as JSON (with the command, commit, date)
@@ -106,6 +110,8 @@ struct Opts {
     floor_udp_us: f64,
     peers: PathBuf,
     wt_endpoints: usize,
+    /// WebTransport clients take each change once, as a datagram (`--wt-changes once`).
+    wt_once: bool,
     server_bin: Option<PathBuf>,
     quiet_wait: Duration,
     nodes: usize,
@@ -243,6 +249,11 @@ fn parse_args() -> anyhow::Result<Opts> {
         floor_udp_us: num("floor-udp-us", 1.8)?,
         peers,
         wt_endpoints: num("wt-endpoints", 16.0)?.max(1.0) as usize,
+        wt_once: match get("wt-changes").as_deref() {
+            None | Some("once") => true,
+            Some("copies") => false,
+            Some(o) => anyhow::bail!("--wt-changes once|copies, not {o:?}"),
+        },
         server_bin: get("server-bin").map(PathBuf::from),
         quiet_wait: Duration::from_secs_f64(num("quiet-wait-s", 20.0)?),
         nodes,
@@ -274,6 +285,11 @@ struct Res {
     late: u64,
     dups: u64,
     first_by_dgram: u64,
+    /// Deliveries whose first copy came on the stream (WebTransport; with `--wt-changes once`, the
+    /// repairs after a Nack and the changes too large for a datagram).
+    first_by_stream: u64,
+    /// Nacks the viewers sent (`--wt-changes once`).
+    nacks: u64,
     msgs_per_delivery: f64,
     user: [f64; 5],
     kernel: [f64; 5],
@@ -498,6 +514,7 @@ async fn run_one(
         ws_addr,
         wt_addr,
         wt_endpoints: eps,
+        wt_once: o.wt_once,
         host_node,
         tag,
         rooms: o.rooms,
@@ -679,6 +696,8 @@ async fn run_one(
     res.late = rec.late.load(Relaxed);
     res.dups = rec.dups.load(Relaxed);
     res.first_by_dgram = rec.first_by_datagram.load(Relaxed);
+    res.first_by_stream = res.delivered - res.first_by_dgram;
+    res.nacks = rec.nacks.load(Relaxed);
     res.deliveries_per_s = res.delivered as f64 / o.measure.as_secs_f64();
     res.msgs_per_delivery = rec.msgs_in_window.load(Relaxed) as f64 / res.delivered.max(1) as f64;
     res.cpu_pct = 100.0 * (cpu1 - cpu0) / w;
@@ -792,6 +811,8 @@ fn med(rs: &[&Res]) -> Res {
         late: m(&|r| r.late as f64) as u64,
         dups: m(&|r| r.dups as f64) as u64,
         first_by_dgram: m(&|r| r.first_by_dgram as f64) as u64,
+        first_by_stream: m(&|r| r.first_by_stream as f64) as u64,
+        nacks: m(&|r| r.nacks as f64) as u64,
         msgs_per_delivery: m(&|r| r.msgs_per_delivery),
         user: arr5(&|r| r.user),
         kernel: arr5(&|r| r.kernel),
@@ -905,8 +926,18 @@ fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
                 .filter(|r| r.target == "lockstep-wt")
                 .map(|r| {
                     format!(
-                        "{} of {} first by datagram, {} UDP receive-buffer drops on the machine",
-                        r.first_by_dgram, r.delivered, r.udp_drops
+                        "changes {}: {} of {} deliveries by datagram ({}% of deliveries, {}% of the {} expected), {} {}, {} Nacks sent, {} lost; {} UDP receive-buffer drops on the machine",
+                        if o.wt_once { "once as datagrams" } else { "as datagram copies + stream" },
+                        r.first_by_dgram,
+                        r.delivered,
+                        f(100.0 * r.first_by_dgram as f64 / r.delivered.max(1) as f64, 2),
+                        f(100.0 * r.first_by_dgram as f64 / r.expected.max(1) as f64, 2),
+                        r.expected,
+                        r.first_by_stream,
+                        if o.wt_once { "repaired on the stream" } else { "first on the stream" },
+                        r.nacks,
+                        r.lost,
+                        r.udp_drops
                     )
                 })
                 .collect();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::{
-    Action, ClientMsg, Command, FrameDecoder, Hello, PROTOCOL_VERSION, Ping, ServerMsg, caps, decode_server,
+    Action, ClientMsg, Command, FrameDecoder, Hello, Nack, PROTOCOL_VERSION, Ping, ServerMsg, caps, decode_server,
     encode_client, write_frame,
 };
 use serde_json::Value;
@@ -45,6 +45,8 @@ pub(crate) struct Ctx {
     /// Where WebTransport clients connect.
     pub(crate) wt_addr: Option<SocketAddr>,
     pub(crate) wt_endpoints: Vec<Endpoint<endpoint_side::Client>>,
+    /// WebTransport clients set `DATAGRAM_CHANGES`: each change once, as a datagram; Nacks repair.
+    pub(crate) wt_once: bool,
     /// Two-node runs: where hosts connect (the other node), and the
     /// WebTransport endpoints that trust its certificate.
     pub(crate) host_node: Option<(SocketAddr, Option<SocketAddr>, Vec<Endpoint<endpoint_side::Client>>)>,
@@ -108,6 +110,13 @@ struct Client {
     welcome_epoch: u32,
     /// Reply to send after handling a frame (socket.io handshakes and pings).
     reply: Option<&'static str>,
+    /// The newest timeline epoch held (Welcome, changes); with changes once
+    /// as datagrams, a tick of a newer one reveals a lost change.
+    held: Option<u32>,
+    /// The newest epoch a Nack was sent for (at most one per revealed epoch).
+    nacked: Option<u32>,
+    /// A Nack to send on the stream after handling what arrived.
+    nack: Option<u32>,
     /// Live runs: the viewer's timeline, samples and reports.
     lv: Option<LiveViewer>,
 }
@@ -203,26 +212,44 @@ impl Client {
         match msg {
             ServerMsg::Welcome(w) => {
                 self.welcome_epoch = w.timeline.epoch;
+                self.held = Some(w.timeline.epoch);
+                self.nacked = None;
                 self.clock.coarse(w.server_time_us, user_us);
                 self.set_count(ctx, w.viewers);
                 self.mark_joined(ctx, t0);
             }
-            ServerMsg::TimelineChanged(c) => match ctx.mode {
-                Mode::Precision => {
-                    let k = c.timeline.epoch.wrapping_sub(self.welcome_epoch).wrapping_sub(1);
-                    if self.change(ctx, k, user_ns, kernel_ns, dgram) {
-                        self.schedule(ctx, k as usize, c.effective_at_us);
+            ServerMsg::TimelineChanged(c) => {
+                if self.held.is_none_or(|h| newer(c.timeline.epoch, h)) {
+                    self.held = Some(c.timeline.epoch);
+                }
+                match ctx.mode {
+                    Mode::Precision => {
+                        let k = c.timeline.epoch.wrapping_sub(self.welcome_epoch).wrapping_sub(1);
+                        if self.change(ctx, k, user_ns, kernel_ns, dgram) {
+                            self.schedule(ctx, k as usize, c.effective_at_us);
+                        }
+                    }
+                    Mode::Live => {}
+                    _ => {
+                        let p = c.timeline.position_ms;
+                        if p >= 1000 && p % 1000 == 0 {
+                            self.change(ctx, (p / 1000 - 1) as u32, user_ns, kernel_ns, dgram);
+                        }
                     }
                 }
-                Mode::Live => {}
-                _ => {
-                    let p = c.timeline.position_ms;
-                    if p >= 1000 && p % 1000 == 0 {
-                        self.change(ctx, (p / 1000 - 1) as u32, user_ns, kernel_ns, dgram);
-                    }
-                }
-            },
+            }
             ServerMsg::Tick(t) => {
+                // A tick of an epoch never held: its change was lost (or is late). As client-js:
+                // one Nack per revealed epoch, for the newest change after the one held.
+                if ctx.wt_once
+                    && ctx.target == Target::Wt
+                    && let Some(h) = self.held
+                    && newer(t.epoch, h)
+                    && self.nacked.is_none_or(|n| newer(t.epoch, n))
+                {
+                    self.nacked = Some(t.epoch);
+                    self.nack = Some(h);
+                }
                 if ctx.mode == Mode::Latency && ctx.rec.measuring.load(Relaxed) && self.is_viewer() && t.paused {
                     // Paused ticks are anchored at their emission time (server clock ≈ CLOCK_REALTIME here).
                     let anchor = unwrap_anchor(t.anchor_lo_us, user_us);
@@ -316,6 +343,11 @@ impl Client {
     }
 }
 
+/// Whether epoch `a` is newer than `b` (serial order, as the server and client-js compare).
+fn newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
 fn hello(event: &str, device: &str, caps: u32) -> Vec<u8> {
     encode_client(&ClientMsg::Hello(Hello {
         version: PROTOCOL_VERSION,
@@ -341,7 +373,8 @@ async fn open(ctx: &Ctx, room: usize, device: &str, host: bool) -> anyhow::Resul
             let conn = ep.connect(url.as_str()).await?;
             let (mut send, recv) = conn.open_bi().await?.await?;
             let mut out = Vec::new();
-            write_frame(&hello(&event, device, caps::DATAGRAMS | live), &mut out);
+            let once = if ctx.wt_once { caps::DATAGRAM_CHANGES } else { 0 };
+            write_frame(&hello(&event, device, caps::DATAGRAMS | once | live), &mut out);
             send.write_all(&out).await?;
             Ok(Link::Wt { conn, send, recv, dec: FrameDecoder::new(), buf: vec![0; 4096] })
         }
@@ -431,6 +464,9 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
         apply: None,
         welcome_epoch: 0,
         reply: None,
+        held: None,
+        nacked: None,
+        nack: None,
         lv: match role {
             Role::Viewer { g, .. } if ctx.live.is_some() => Some(LiveViewer::new(g)),
             _ => None,
@@ -591,6 +627,9 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                     }
                     let u = realtime_ns();
                     c.on_bin(&ctx, &d, u, None, true, t0);
+                    if !send_nack(&ctx, &mut link, c.nack.take()).await {
+                        return;
+                    }
                 }
                 Ok(Some(Got::Frames(frames))) => {
                     if let (Some(lv), Some(rec)) = (&mut c.lv, &ctx.live) {
@@ -599,6 +638,9 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                     let u = realtime_ns();
                     for f in frames {
                         c.on_bin(&ctx, &f, u, None, false, t0);
+                    }
+                    if !send_nack(&ctx, &mut link, c.nack.take()).await {
+                        return;
                     }
                 }
                 Ok(Some(Got::Ws)) => {}
@@ -617,6 +659,24 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                     return;
                 }
             },
+        }
+    }
+}
+
+/// Sends `Nack { epoch }` on the WebTransport stream, if there is one to send;
+/// `false` if the stream broke.
+async fn send_nack(ctx: &Ctx, link: &mut Link, epoch: Option<u32>) -> bool {
+    let (Some(epoch), Link::Wt { send, .. }) = (epoch, link) else {
+        return true;
+    };
+    ctx.rec.nacks.fetch_add(1, Relaxed);
+    let mut out = Vec::with_capacity(8);
+    write_frame(&encode_client(&ClientMsg::Nack(Nack { epoch })), &mut out);
+    match send.write_all(&out).await {
+        Ok(()) => true,
+        Err(e) => {
+            ctx.note_error(format!("nack: {e}"));
+            false
         }
     }
 }

@@ -61,6 +61,8 @@ pub(crate) struct Rec {
     pub(crate) dups: AtomicU64,
     /// Deliveries whose first copy was a datagram (WebTransport).
     pub(crate) first_by_datagram: AtomicU64,
+    /// Nacks sent by viewers (WebTransport with changes once as datagrams).
+    pub(crate) nacks: AtomicU64,
     /// Messages of any kind received by viewers in the measured window.
     pub(crate) msgs_in_window: AtomicU64,
     pub(crate) measuring: std::sync::atomic::AtomicBool,
@@ -93,6 +95,7 @@ impl Rec {
             late: AtomicU64::new(0),
             dups: AtomicU64::new(0),
             first_by_datagram: AtomicU64::new(0),
+            nacks: AtomicU64::new(0),
             msgs_in_window: AtomicU64::new(0),
             measuring: std::sync::atomic::AtomicBool::new(false),
             count_msgs: AtomicU64::new(0),

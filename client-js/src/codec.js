@@ -106,7 +106,8 @@ export { FrameDecoder, encodeFrame } from './framing.js';
  * @typedef {{type: 'command', requestId: number, action: Action}} CommandMsg
  * @typedef {{type: 'report', epoch: number, positionUs: U64, rateMilli: number, buffering: boolean}} ReportMsg
  * @typedef {{type: 'liveReport', liveEdgeMs: U64, bufferMs: number}} LiveReportMsg
- * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg | LiveReportMsg} ClientMsg
+ * @typedef {{type: 'nack', epoch: number}} NackMsg A missed datagram-only change: asks for the newest change after `epoch` on the stream (SPEC 5.2).
+ * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg | LiveReportMsg | NackMsg} ClientMsg
  */
 
 const ROLES = /** @type {const} */ (['host', 'co-host', 'viewer']);
@@ -129,7 +130,7 @@ const SERVER_TYPES = /** @type {const} */ ([
   'ack',
   'liveState',
 ]);
-const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report', 'liveReport']);
+const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report', 'liveReport', 'nack']);
 
 // ------------------------------------------------------------------ reading
 
@@ -289,8 +290,10 @@ function clientBody(r, tag) {
       return { type: 'command', requestId: r.u32(), action: actionBody(r) };
     case 3:
       return { type: 'report', epoch: r.u32(), positionUs: r.u64(), rateMilli: r.u16(), buffering: r.bool() };
-    default:
+    case 4:
       return { type: 'liveReport', liveEdgeMs: r.u64(), bufferMs: r.u32() };
+    default:
+      return { type: 'nack', epoch: r.u32() };
   }
 }
 
@@ -501,6 +504,9 @@ export function encodeClient(msg) {
     case 'liveReport':
       w.u64(msg.liveEdgeMs, 'liveEdgeMs');
       w.u32(msg.bufferMs, 'bufferMs');
+      break;
+    case 'nack':
+      w.u32(msg.epoch, 'epoch');
       break;
   }
   return w.done();

@@ -124,6 +124,8 @@ export class Connection {
   /** @type {TransportName | null} */
   #transport = null;
   #joined = false;
+  /** Whether the current connection's Hello asked for changes as datagrams only (DATAGRAM_CHANGES). */
+  #datagramChanges = false;
   #everJoined = false;
   #reconnects = 0;
   #closed = false;
@@ -167,6 +169,14 @@ export class Connection {
   /** Whether the current connection has joined (Welcome received). */
   get joined() {
     return this.#joined;
+  }
+
+  /**
+   * Whether the current connection takes each change once, as a datagram
+   * (its Hello set DATAGRAM_CHANGES): a missed one is asked for with a Nack.
+   */
+  get datagramChanges() {
+    return this.#datagramChanges;
   }
 
   /** Connections lost after joining. */
@@ -265,7 +275,10 @@ export class Connection {
     this.#transport = /** @type {TransportName} */ (name);
     this.#joined = false;
     let caps = CAPS.ACKS | CAPS.LIVE;
-    if (t.datagrams) caps |= CAPS.DATAGRAMS;
+    // With datagrams (WebTransport), each change comes once, as a datagram;
+    // the session asks for a lost one (SPEC 5.2).
+    if (t.datagrams) caps |= CAPS.DATAGRAMS | CAPS.DATAGRAM_CHANGES;
+    this.#datagramChanges = t.datagrams;
     if (this.#o.presence) caps |= CAPS.PRESENCE;
     t.send(encodeClient({ type: 'hello', version: PROTOCOL_VERSION, eventId: this.#o.eventId, deviceId: this.#deviceId, token: this.#token, caps }));
     this.#timers.set('welcome-timeout', timeoutMs, () => {

@@ -17,5 +17,9 @@ export const LIMITS = Object.freeze({
   MAX_POSITION_MS: 4294967295,
 });
 
-/** Capability bits of Hello.caps (SPEC section 8.2). */
-export const CAPS = Object.freeze({ DATAGRAMS: 1, PRESENCE: 2, ACKS: 4, LIVE: 8 });
+/**
+ * Capability bits of Hello.caps (SPEC section 8.2). DATAGRAM_CHANGES (with
+ * DATAGRAMS): each TimelineChanged comes once, as a datagram; a lost one is
+ * asked for with a Nack (SPEC 5.2).
+ */
+export const CAPS = Object.freeze({ DATAGRAMS: 1, PRESENCE: 2, ACKS: 4, LIVE: 8, DATAGRAM_CHANGES: 16 });

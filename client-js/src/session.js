@@ -19,6 +19,7 @@ import { LockstepError } from './errors.js';
 import { adapterOf, finiteOrNull, liveStateOf, positionMsOf, sameLive } from './live.js';
 import { toMs, validate } from './options.js';
 import { RoomState } from './room.js';
+import { epochCmp } from './timeline.js';
 import { Timers } from './timers.js';
 import { TimelineTracker } from './tracker.js';
 
@@ -85,6 +86,19 @@ export class Session {
    */
   #liveKnown = false;
   #closed = false;
+  /**
+   * Changes as datagrams only (SPEC 5.2): the newest epoch this connection
+   * sent a Nack for (null: none), so that each revealed epoch is asked for
+   * at most once.
+   * @type {number | null}
+   */
+  #nackedEpoch = null;
+  /**
+   * A TimelineChanged datagram that overtook this connection's Welcome on
+   * the stream: applied after the Welcome if it is newer.
+   * @type {import('./codec.js').TimelineChangedMsg | null}
+   */
+  #early = null;
   /** Code of the last Error the server sent (its close then is not reported twice). */
   #lastServerError = 0;
   /** @type {(s: Session) => void} */
@@ -503,7 +517,14 @@ export class Session {
       }
       default:
     }
-    if (!this.#conn.joined) return; // Only Welcome, Pong and Error mean anything before joining.
+    if (!this.#conn.joined) {
+      // Only Welcome, Pong and Error mean anything before joining; but a
+      // change's one datagram may overtake the Welcome: keep the newest.
+      if (datagram && m.type === 'timelineChanged' && (this.#early === null || epochCmp(m.timeline.epoch, this.#early.timeline.epoch) > 0)) {
+        this.#early = m;
+      }
+      return;
+    }
     if (m.type === 'liveState') {
       this.#liveKnown = true;
       this.#timers.clear('live-confirm');
@@ -512,7 +533,10 @@ export class Session {
     }
     switch (m.type) {
       case 'tick': {
+        const held = this.#tracker.newest();
         const r = this.#tracker.onTick(m, this.#clock.serverNowUs(recvUs));
+        // A tick of an epoch never seen: a change was missed (its one datagram lost, or late).
+        if (held !== null && epochCmp(m.epoch, held) > 0) this.#missed(m.epoch, held);
         this.#room.setViewers(m.viewers);
         if (r === 'applied' && this.#tracker.current) {
           this.#announce(toEvent(this.#tracker.current, false));
@@ -538,9 +562,13 @@ export class Session {
         }
         return;
       }
-      case 'ack':
+      case 'ack': {
+        // An Ack comes after the change it names; a change not held yet was missed (or is late).
+        const held = this.#tracker.newest();
+        if (held !== null && epochCmp(m.epoch, held) > 0) this.#missed(m.epoch, held);
         this.#commands.onAck(m);
         return;
+      }
       default:
         this.#room.onMessage(m);
     }
@@ -574,6 +602,25 @@ export class Session {
     this.#resolveReady(this);
     this.#timers.clear('open-timeout');
     this.#element.joined();
+    this.#nackedEpoch = null;
+    const early = this.#early;
+    this.#early = null;
+    if (early && epochCmp(early.timeline.epoch, m.timeline.epoch) > 0) this.#onMessage(early, true);
+  }
+
+  /**
+   * A tick or an Ack named `epoch`, newer than every epoch held (`held`): a
+   * change sent only as a datagram was lost or is late. With changes as
+   * datagrams only, asks for it on the stream (SPEC 5.2), once per revealed
+   * epoch: a later gap asks again, the same one never does.
+   * @param {number} epoch
+   * @param {number} held
+   */
+  #missed(epoch, held) {
+    if (!this.#conn.datagramChanges) return;
+    if (this.#nackedEpoch !== null && epochCmp(epoch, this.#nackedEpoch) <= 0) return;
+    this.#nackedEpoch = epoch;
+    this.#conn.send({ type: 'nack', epoch: held });
   }
 
   /** No LiveState followed the Welcome: the room's clock is media time. */
@@ -599,6 +646,7 @@ export class Session {
   /** The connection was lost: no answer can come to the commands sent on it. */
   #onLost() {
     this.#timers.clear('ping');
+    this.#early = null;
     this.#commands.rejectAll((requestId) => new LockstepError(0, 'the connection was lost', { kind: 'transport', requestId }));
   }
 

@@ -21,7 +21,7 @@ const vectors = messageVectors();
 
 test('there are vectors for every message type', () => {
   const types = new Set(vectors.map((v) => v.value.type));
-  for (const t of ['hello', 'ping', 'command', 'report', 'welcome', 'tick', 'timelineChanged', 'viewerCount', 'pong', 'error', 'memberJoined', 'memberLeft', 'roleChanged', 'policyChanged', 'ack', 'liveState', 'liveReport']) {
+  for (const t of ['hello', 'ping', 'command', 'report', 'welcome', 'tick', 'timelineChanged', 'viewerCount', 'pong', 'error', 'memberJoined', 'memberLeft', 'roleChanged', 'policyChanged', 'ack', 'liveState', 'liveReport', 'nack']) {
     assert.ok(types.has(t), `no vector for ${t}`);
   }
   assert.ok(vectors.length >= 40, `only ${vectors.length} vectors`);
@@ -140,8 +140,16 @@ test('live mode: LiveState (tag 11), LiveReport (tag 4), GoLive (action 6) and t
   assert.deepStrictEqual(decodeClient(fromHex('04fd7bc3230ca2010000fb7017')), report);
   assert.equal(toHex(encodeClient({ type: 'command', requestId: 13, action: { kind: 'goLive' } })), '020d06');
   assert.deepStrictEqual(decodeClient(fromHex('020d06')), { type: 'command', requestId: 13, action: { kind: 'goLive' } });
-  assert.throws(() => decodeClient(fromHex('05')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
   assert.equal(CAPS.LIVE, 8);
+});
+
+test('changes as datagrams only: Nack (client tag 5) and the DATAGRAM_CHANGES cap (SPEC 5.2)', () => {
+  assert.equal(toHex(encodeClient({ type: 'nack', epoch: 12 })), '050c');
+  assert.deepStrictEqual(decodeClient(fromHex('050c')), { type: 'nack', epoch: 12 });
+  assert.throws(() => decodeClient(fromHex('05')), (e) => e.kind === 'Malformed' && e.code === 4000);
+  assert.throws(() => decodeClient(fromHex('06')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
+  assert.throws(() => encodeClient(/** @type {any} */ ({ type: 'nack', epoch: -1 })), RangeError);
+  assert.equal(CAPS.DATAGRAM_CHANGES, 16);
 });
 
 test('a tick rate above 0x7fff is clamped, as the reference encoder does', () => {

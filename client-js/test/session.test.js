@@ -43,7 +43,7 @@ function opts(server, extra = {}) {
   };
 }
 
-test('auto: WebTransport with certificate hashes; Hello on the stream with DATAGRAMS; pings and reports as datagrams', async () => {
+test('auto: WebTransport with certificate hashes; Hello on the stream with DATAGRAMS and DATAGRAM_CHANGES; pings and reports as datagrams', async () => {
   const server = new FakeServer();
   const fetch = fakeFetch();
   const s = await connect(opts(server, { fetch }));
@@ -59,7 +59,7 @@ test('auto: WebTransport with certificate hashes; Hello on the stream with DATAG
     assert.equal(new Uint8Array(wtOpts.serverCertificateHashes[0].value)[0], 0xe5);
     const hello = server.received.find((r) => r.msg.type === 'hello');
     assert.equal(hello.via, 'stream');
-    assert.equal(hello.msg.caps, 1 | 4 | 8, 'DATAGRAMS, ACKS and LIVE');
+    assert.equal(hello.msg.caps, 1 | 4 | 8 | 16, 'DATAGRAMS, ACKS, LIVE and DATAGRAM_CHANGES');
     await until(() => server.received.filter((r) => r.msg.type === 'ping').length >= 3, 2000, 'pings');
     assert.ok(server.received.filter((r) => r.msg.type === 'ping').every((r) => r.via === 'datagram'));
     await until(() => Number.isFinite(s.stats.rttMs), 2000, 'a pong over datagrams');
@@ -116,7 +116,7 @@ test('no /api/certificate: WebSocket at once, without waiting out the head start
   assert.ok(performance.now() - t0 < 150, `took ${performance.now() - t0} ms`);
   const hello = server.received.find((r) => r.msg.type === 'hello');
   assert.equal(hello.via, 'ws');
-  assert.equal(hello.msg.caps, 4 | 8, 'ACKS and LIVE, no DATAGRAMS bit on WebSocket');
+  assert.equal(hello.msg.caps, 4 | 8, 'ACKS and LIVE, no DATAGRAMS or DATAGRAM_CHANGES bit on WebSocket');
   s.close();
 });
 
@@ -331,6 +331,125 @@ test('a coalesced command resolves with the change that replaced it, even when i
     assert.equal(s.status, 'open');
   } finally {
     s.close();
+  }
+});
+
+/** The Nacks the fake server received, with the channel they came on. */
+const nacks = (server) => server.received.filter((r) => r.msg.type === 'nack');
+
+/** A tick of `epoch`, paused at 0. */
+const tick = (epoch) => encodeServer({ type: 'tick', epoch, positionMs: 0, anchorLoUs: 0, rateMilli: 1000, paused: true, viewers: 1 });
+
+test('changes as datagrams only: a tick of an epoch never seen asks for the change with one Nack on the stream', async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { fetch: fakeFetch() }));
+  const timelines = [];
+  s.on('timeline', (t) => timelines.push(t));
+  try {
+    const conn = [...server.conns][0];
+    const held = s.timeline.epoch;
+    // The change of held + 1 went as a datagram and was lost; ticks show its epoch.
+    conn.datagram(tick(held + 1));
+    await until(() => nacks(server).length === 1, 1000, 'a Nack');
+    assert.deepEqual(nacks(server)[0], { msg: { type: 'nack', epoch: held }, via: 'stream' });
+    assert.equal(s.timeline.epoch, held + 1, 'the tick is adopted at once, as before');
+    // More ticks of that epoch (or older ones) ask nothing more: no storm.
+    conn.datagram(tick(held + 1));
+    conn.reliable(tick(held + 1));
+    conn.datagram(tick(held));
+    // The repair: the change itself on the stream, adopted for what a tick lacks.
+    conn.reliable(change(server, held + 1, 1, { positionMs: 0 }, 'pause'));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(nacks(server).length, 1);
+    // A later gap asks again, with the newest epoch held.
+    conn.datagram(tick(held + 3));
+    await until(() => nacks(server).length === 2, 1000, 'a second Nack');
+    assert.deepEqual(nacks(server)[1].msg, { type: 'nack', epoch: held + 1 });
+    // A change that arrives as its datagram asks nothing.
+    conn.datagram(change(server, held + 4, 1, { positionMs: 7000 }));
+    conn.datagram(tick(held + 4));
+    await until(() => s.timeline.epoch === held + 4, 1000, 'the change');
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(nacks(server).length, 2);
+  } finally {
+    s.close();
+  }
+});
+
+test('changes as datagrams only: an Ack naming a change not held asks for it, and the command resolves with the repair', async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { fetch: fakeFetch(), commandTimeoutMs: 2000 }));
+  try {
+    assert.equal(s.transport, 'webtransport');
+    const conn = [...server.conns][0];
+    const e = s.timeline.epoch;
+    const p = s.seek(30);
+    await until(() => commands(server).length === 1, 1000, 'the command');
+    const id = commands(server)[0].requestId;
+    // Its change's datagram was lost; the Ack (on the stream) names it.
+    conn.reliable(ack(id, 'applied', e + 1));
+    await until(() => nacks(server).length === 1, 1000, 'a Nack');
+    assert.deepEqual(nacks(server)[0].msg, { type: 'nack', epoch: e });
+    conn.reliable(change(server, e + 1, s.memberId, { positionMs: 30_000 }));
+    const r = await p;
+    assert.equal(r.epoch, e + 1);
+    assert.equal(r.positionMs, 30_000);
+    assert.equal(r.reason, 'seek', 'the change itself, not a tick of its epoch');
+  } finally {
+    s.close();
+  }
+});
+
+test('over WebSocket a tick of a newer epoch is adopted without a Nack (every change comes on the stream)', async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { transport: 'websocket' }));
+  try {
+    const conn = [...server.conns][0];
+    const held = s.timeline.epoch;
+    conn.reliable(tick(held + 1));
+    await until(() => s.timeline.epoch === held + 1, 1000, 'the tick');
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(nacks(server).length, 0);
+  } finally {
+    s.close();
+  }
+});
+
+test('a change datagram that overtakes the Welcome is applied after it', async () => {
+  const server = new FakeServer();
+  const now = server.nowUs();
+  server.beforeWelcome = encodeServer({
+    type: 'timelineChanged',
+    timeline: { epoch: server.timeline.epoch + 1, positionMs: 90_000, anchorUs: now, rateMilli: 1000, paused: false },
+    effectiveAtUs: now,
+    by: 1,
+    reason: 'play',
+  });
+  const s = await connect(opts(server, { fetch: fakeFetch() }));
+  try {
+    await until(() => s.timeline.epoch === server.timeline.epoch + 1, 1000, 'the early change');
+    assert.equal(s.timeline.positionMs, 90_000);
+    assert.equal(s.timeline.reason, 'play');
+    assert.equal(nacks(server).length, 0);
+  } finally {
+    s.close();
+  }
+  // One that is not newer than the Welcome's timeline is dropped.
+  const server2 = new FakeServer();
+  server2.beforeWelcome = encodeServer({
+    type: 'timelineChanged',
+    timeline: { epoch: server2.timeline.epoch, positionMs: 1, anchorUs: now, rateMilli: 1000, paused: false },
+    effectiveAtUs: now,
+    by: 1,
+    reason: 'play',
+  });
+  const s2 = await connect(opts(server2, { fetch: fakeFetch() }));
+  try {
+    await new Promise((r) => setTimeout(r, 30));
+    assert.equal(s2.timeline.reason, 'welcome');
+    assert.equal(s2.timeline.positionMs, 5000);
+  } finally {
+    s2.close();
   }
 });
 

@@ -69,4 +69,8 @@ pub mod caps {
     /// The client understands [`crate::LiveState`] and [`crate::Action::GoLive`]
     /// (SPEC §2.4).
     pub const LIVE: u32 = 1 << 3;
+    /// With [`DATAGRAMS`]: the client takes each `TimelineChanged` as a
+    /// datagram only (no stream copy) and asks for a lost one with
+    /// [`crate::Nack`] (SPEC §5.2).
+    pub const DATAGRAM_CHANGES: u32 = 1 << 4;
 }

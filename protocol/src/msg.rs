@@ -365,6 +365,21 @@ pub enum ClientMsg {
     /// A live client's live edge and buffer (auto latency); informs, never
     /// moves the timeline.
     LiveReport(LiveReport),
+    /// A client with [`crate::caps::DATAGRAM_CHANGES`] missed a change: it
+    /// asks for the newest change after `epoch` on the reliable channel.
+    Nack(Nack),
+}
+
+/// A missed change (client tag 5, reliable channel only): the client holds
+/// the changes up to `epoch` and learned (from a `Tick` or an `Ack`) that a
+/// newer one exists. The server answers, at most once per change, with the
+/// newest `TimelineChanged` it sent this client only as a datagram, if that
+/// one is newer than `epoch`; otherwise it sends nothing (SPEC §5.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Nack {
+    /// The newest timeline epoch the client holds (in effect or pending).
+    pub epoch: u32,
 }
 
 /// A live client's view of the stream (client tag 4).
@@ -504,6 +519,7 @@ impl ClientMsg {
             ClientMsg::Command(_) => "command",
             ClientMsg::Report(_) => "report",
             ClientMsg::LiveReport(_) => "live_report",
+            ClientMsg::Nack(_) => "nack",
         }
     }
 }

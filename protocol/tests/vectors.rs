@@ -493,6 +493,15 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
         // Hello
         ("without token, datagrams", hello("evt-2026-launch", "d-7f3a9c", None, caps::DATAGRAMS)),
         (
+            "WebTransport client taking changes as datagrams only",
+            hello(
+                "evt-2026-launch",
+                "d-7f3a9c",
+                None,
+                caps::DATAGRAMS | caps::ACKS | caps::LIVE | caps::DATAGRAM_CHANGES,
+            ),
+        ),
+        (
             "with token, datagrams and presence",
             hello(
                 "evt-2026-launch",
@@ -542,6 +551,12 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
         ("typical", C::LiveReport(LiveReport { live_edge_ms: 1_795_500_000_123, buffer_ms: 6_000 })),
         ("empty buffer", C::LiveReport(LiveReport { live_edge_ms: 1_795_500_000_000, buffer_ms: 0 })),
         ("worst case", C::LiveReport(LiveReport { live_edge_ms: u64::MAX, buffer_ms: u32::MAX })),
+        // Nack
+        ("missed the change after epoch 12", C::Nack(Nack { epoch: 12 })),
+        ("fresh room: holds epoch 0", C::Nack(Nack { epoch: 0 })),
+        ("epoch past 250: three-byte varint", C::Nack(Nack { epoch: 300 })),
+        ("epoch past 65535: five-byte varint", C::Nack(Nack { epoch: 70_000 })),
+        ("worst case", C::Nack(Nack { epoch: u32::MAX })),
     ]
 }
 
@@ -627,7 +642,7 @@ fn invalid_cases() -> Vec<InvalidCase> {
     let raw = vec![
         c("empty (client)", vec![]),
         s("empty (server)", vec![]),
-        c("unknown client tag 5", vec![5]),
+        c("unknown client tag 6", vec![6]),
         s("unknown server tag 12", vec![12]),
         c("unknown tag 250", vec![250, 0, 0]),
         c("unknown tag 300 (three-byte varint)", vec![251, 0x2c, 0x01]),
@@ -659,6 +674,8 @@ fn invalid_cases() -> Vec<InvalidCase> {
         s("truncated LiveState", live_state(false)[..4].to_vec()),
         c("truncated LiveReport (buffer missing)", vec![4, 250]),
         c("LiveReport.buffer_ms as a u64 varint", vec![4, 1, 253, 0, 0, 0, 0, 1, 0, 0, 0]),
+        c("truncated Nack (epoch missing)", vec![5]),
+        c("Nack.epoch as a u64 varint", vec![5, 253, 1, 0, 0, 0, 0, 0, 0, 0]),
         c("invalid UTF-8 in device id", bad_utf8),
         c("u16 field as a u32 varint (Hello.version)", wide_version),
         c("non-canonical varint: 5 as 251 05 00", vec![1, 251, 5, 0]),
@@ -1255,6 +1272,7 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
         ),
         ("Report", "C→S", 3, c(report(0, 0, 0)), c(report(u32::MAX, u64::MAX, MAX_RATE_MILLI))),
         ("LiveReport", "C→S", 4, c(live_report(0, 0)), c(live_report(u64::MAX, u32::MAX))),
+        ("Nack", "C→S", 5, c(ClientMsg::Nack(Nack { epoch: 0 })), c(ClientMsg::Nack(Nack { epoch: u32::MAX }))),
     ]
 }
 

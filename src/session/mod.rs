@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use lockstep_protocol::{Action, ClientMsg, ErrorCode, decode_client};
+use lockstep_protocol::{Action, ClientMsg, ErrorCode, caps, decode_client};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -338,6 +338,16 @@ impl Session {
                 Some(j) => {
                     j.room.live_report(j.member, r);
                     self.touch();
+                }
+                None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
+            },
+            // A missed datagram-only change: the stream repairs it (at most
+            // once per change; nothing for clients without the capability).
+            ClientMsg::Nack(n) => match &self.joined {
+                Some(_) => {
+                    if self.outbox.caps() & caps::DATAGRAM_CHANGES != 0 && self.outbox.repair(n.epoch) {
+                        metrics::counter!("lockstep_messages_out_total", "type" => "timeline_repair").increment(1);
+                    }
                 }
                 None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
             },

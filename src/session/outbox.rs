@@ -16,6 +16,11 @@
 //! in flight, so order is kept. What the socket does not take at once stays
 //! in the transport's own queue, and the writer is woken to drain it; until
 //! it has, everything goes through the queue as before.
+//!
+//! For a client that takes changes as datagrams only
+//! (`caps::DATAGRAM_CHANGES`), the outbox also keeps the newest change the
+//! writer sent only as a datagram, so that a `Nack` can have it repaired on
+//! the reliable queue, once ([`Outbox::repair`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -117,6 +122,10 @@ pub(crate) struct Outbox {
     member: AtomicU32,
     /// The transport's fast path, if it has one.
     direct: OnceLock<Arc<dyn Direct>>,
+    /// The newest `TimelineChanged` sent only as a datagram and not repaired
+    /// since (kept apart from `inner`: the writer and `Nack`s use it, never
+    /// the room's fan-out).
+    unrepaired: Mutex<Option<Arc<Outgoing>>>,
 }
 
 const MAX_PONGS: usize = 8;
@@ -139,6 +148,7 @@ impl Outbox {
             caps: AtomicU32::new(0),
             member: AtomicU32::new(0),
             direct: OnceLock::new(),
+            unrepaired: Mutex::new(None),
         }
     }
 
@@ -226,6 +236,36 @@ impl Outbox {
         g.pongs.push_back((client_time, server_recv_us));
         drop(g);
         self.notify.notify_one();
+    }
+
+    /// The writer sent `change` (a `TimelineChanged`) only as a datagram
+    /// (`Some`), or sent a change on the stream (`None`, which supersedes any
+    /// older datagram-only one): what a `Nack` may repair.
+    pub(crate) fn set_unrepaired(&self, change: Option<&Arc<Outgoing>>) {
+        *self.unrepaired.lock().unwrap_or_else(|e| e.into_inner()) = change.cloned();
+    }
+
+    /// Answers a client's `Nack { epoch }`: queues the newest change sent only
+    /// as a datagram on the reliable queue if it is newer than `epoch`. Each
+    /// change is repaired at most once (a second `Nack` finds nothing).
+    /// Returns whether a change was queued.
+    pub(crate) fn repair(&self, epoch: u32) -> bool {
+        let Some(change) = self.unrepaired.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return false;
+        };
+        match &change.msg {
+            ServerMsg::TimelineChanged(c) if newer(c.timeline.epoch, epoch) => self.push(change),
+            _ => false,
+        }
+    }
+
+    /// The epoch of the change a `Nack` would repair now.
+    #[cfg(test)]
+    pub(crate) fn unrepaired_epoch(&self) -> Option<u32> {
+        match self.unrepaired.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|o| &o.msg) {
+            Some(ServerMsg::TimelineChanged(c)) => Some(c.timeline.epoch),
+            _ => None,
+        }
     }
 
     /// Asks the writer to close the connection after what is queued; the
@@ -340,6 +380,12 @@ impl Outbox {
     }
 }
 
+/// Whether epoch `a` is newer than `b`, in serial order (epochs wrap; clients
+/// compare them the same way).
+pub(crate) fn newer(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
 impl crate::accounts::Revocable for Outbox {
     fn revoke(&self) {
         self.close(ErrorCode::DeviceRevoked, "this device was removed from the account");
@@ -401,6 +447,13 @@ mod tests {
         assert_eq!(b.pongs, vec![(1, 2)]);
         assert!(b.close.is_none());
         assert_eq!(b.len(), 4);
+    }
+
+    #[test]
+    fn epochs_compare_in_serial_order() {
+        assert!(newer(6, 5) && !newer(5, 5) && !newer(5, 6));
+        assert!(newer(2, u32::MAX - 1), "2 follows 2^32 - 2 after a wrap");
+        assert!(!newer(u32::MAX - 1, 2));
     }
 
     #[tokio::test]

@@ -6,6 +6,15 @@
 //! writes the closing `Error`, and closes. [`finish`] then runs the close
 //! grace after the session.
 //!
+//! Changes: to a client with `DATAGRAMS` a copy of each `TimelineChanged`
+//! goes as a datagram before the stream copy; to one that also set
+//! `DATAGRAM_CHANGES`, each change goes once, as a datagram only, and the
+//! outbox remembers it for a `Nack` ([`Outbox::repair`]). Such a change goes on
+//! the stream instead when it does not fit a datagram, when the datagram
+//! could not be queued, when it is in the batch of the `Welcome` (a datagram
+//! must not overtake it), and when it is not newer than the newest change
+//! already sent as a datagram (a repair).
+//!
 //! A transport only knows how to move bytes: see [`Transport`].
 
 use std::time::Duration;
@@ -16,7 +25,7 @@ use lockstep_protocol::{ErrorCode, Pong, ServerMsg, caps, encode_server};
 use tokio::task::JoinHandle;
 
 use super::encode::Wire;
-use super::outbox::Outbox;
+use super::outbox::{Outbox, newer};
 use crate::clock::ServerClock;
 
 /// How long a closing connection gets to flush its last frames and close,
@@ -73,6 +82,8 @@ pub(crate) async fn write_loop<T: Transport>(mut transport: T, outbox: std::sync
         t
     });
     let encoder = outbox.encoder().clone();
+    // The epoch of the newest change sent only as a datagram.
+    let mut newest_datagram: Option<u32> = None;
     loop {
         let batch = tokio::select! {
             b = outbox.next_batch() => b,
@@ -83,8 +94,11 @@ pub(crate) async fn write_loop<T: Transport>(mut transport: T, outbox: std::sync
                 continue;
             }
         };
-        let limit =
-            if encoder.is_binary() && outbox.caps() & caps::DATAGRAMS != 0 { transport.datagram_limit() } else { 0 };
+        let caps = outbox.caps();
+        let limit = if encoder.is_binary() && caps & caps::DATAGRAMS != 0 { transport.datagram_limit() } else { 0 };
+        // Changes as datagrams only, but not in the batch of the `Welcome`.
+        let once = limit > 0 && caps & caps::DATAGRAM_CHANGES != 0;
+        let welcome = once && batch.frames.iter().any(|o| matches!(o.msg, ServerMsg::Welcome(_)));
         let me = outbox.member();
         let mut frames = Vec::with_capacity(batch.frames.len() + batch.pongs.len() + 2);
         // Datagrams first: they never wait behind the stream.
@@ -96,14 +110,31 @@ pub(crate) async fn write_loop<T: Transport>(mut transport: T, outbox: std::sync
             }
         }
         for out in &batch.frames {
-            // A copy of each change as a datagram, so it arrives fast even
-            // while the stream is blocked; the stream copy follows.
-            if matches!(out.msg, ServerMsg::TimelineChanged(_)) && out.binary().len() <= limit {
-                transport.send_datagram(out.binary());
+            if let ServerMsg::TimelineChanged(c) = &out.msg {
+                let fits = out.binary().len() <= limit;
+                let epoch = c.timeline.epoch;
+                if once {
+                    // A change not newer than one sent as a datagram is a
+                    // repair: the stream carries it, and it changes nothing.
+                    if newest_datagram.is_none_or(|n| newer(epoch, n)) {
+                        // Once, as a datagram; the stream only repairs it.
+                        if !welcome && fits && transport.send_datagram(out.binary()) {
+                            newest_datagram = Some(epoch);
+                            outbox.set_unrepaired(Some(out));
+                            continue;
+                        }
+                        // On the stream: it supersedes older datagram-only ones.
+                        outbox.set_unrepaired(None);
+                    }
+                } else if fits {
+                    // A copy, so it arrives fast even while the stream is
+                    // blocked; the stream copy follows.
+                    transport.send_datagram(out.binary());
+                }
             }
+            frames.extend(encoder.encode(out, me));
         }
         let tick = batch.tick.filter(|t| !(t.binary().len() <= limit && transport.send_datagram(t.binary())));
-        frames.extend(batch.frames.iter().filter_map(|out| encoder.encode(out, me)));
         frames.extend(tick.and_then(|t| encoder.encode(&t, me)));
         if let Some(close) = &batch.close {
             frames.push(encoder.error(close.code, &close.message, 0));
@@ -142,7 +173,10 @@ pub(crate) async fn finish<S: Stream + Unpin>(mut inbound: S, mut writer: JoinHa
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use lockstep_protocol::{ViewerCount, decode_server};
+    use lockstep_protocol::{
+        ChangeReason, ControlPolicy, Limits, Role, Timeline, TimelineChanged, ViewerCount, Welcome, decode_server,
+    };
+    use tokio::sync::mpsc;
 
     use super::*;
     use crate::hub::Outgoing;
@@ -151,17 +185,29 @@ mod tests {
     #[derive(Debug, Default, Clone)]
     struct Recorder {
         log: Arc<Mutex<Vec<String>>>,
+        /// Each note as it happens, for tests that watch a running writer.
+        tx: Option<mpsc::UnboundedSender<String>>,
         datagrams: usize,
+        /// Refuse every datagram (a full or closed datagram queue).
+        refuse_datagrams: bool,
     }
 
     impl Recorder {
         fn note(&self, s: String) {
+            if let Some(tx) = &self.tx {
+                let _ = tx.send(s.clone());
+            }
             self.log.lock().unwrap().push(s);
         }
     }
 
-    fn name(bytes: &[u8]) -> &'static str {
-        decode_server(bytes).map(|m| m.name()).unwrap_or("?")
+    /// The message's name, with the epoch of a change.
+    fn name(bytes: &[u8]) -> String {
+        match decode_server(bytes) {
+            Ok(ServerMsg::TimelineChanged(c)) => format!("timeline_changed {}", c.timeline.epoch),
+            Ok(m) => m.name().into(),
+            Err(_) => "?".into(),
+        }
     }
 
     impl Transport for Recorder {
@@ -169,15 +215,18 @@ mod tests {
             self.datagrams
         }
         fn send_datagram(&mut self, bytes: &Bytes) -> bool {
+            if self.refuse_datagrams {
+                return false;
+            }
             self.note(format!("dgram {}", name(bytes)));
             true
         }
         async fn send(&mut self, frames: Vec<Wire>) -> std::io::Result<()> {
-            let names: Vec<&str> = frames
+            let names: Vec<String> = frames
                 .iter()
                 .map(|f| match f {
                     Wire::Binary(b) => name(b),
-                    Wire::Text(_) => "text",
+                    Wire::Text(_) => "text".into(),
                 })
                 .collect();
             self.note(format!("send {}", names.join(",")));
@@ -208,6 +257,141 @@ mod tests {
     async fn pongs_go_as_datagrams_only_to_clients_that_asked() {
         assert_eq!(run(1200, caps::DATAGRAMS).await, vec!["dgram pong", "send viewer_count,error", "close 4014 bye"]);
         assert_eq!(run(1200, 0).await, vec!["send pong,viewer_count,error", "close 4014 bye"]);
+    }
+
+    const ONCE: u32 = caps::DATAGRAMS | caps::DATAGRAM_CHANGES;
+
+    /// A change of `epoch`: 11 bytes, or 35 when `big`.
+    fn change(epoch: u32, big: bool) -> Arc<Outgoing> {
+        let (v, eff) = if big { (u64::MAX, u64::MAX) } else { (0, 0) };
+        let timeline = Timeline { epoch, position_ms: v, anchor_us: v, rate_milli: 1000, paused: false };
+        let c = TimelineChanged { timeline, effective_at_us: eff, by: 0, reason: ChangeReason::Seek };
+        Outgoing::new(ServerMsg::TimelineChanged(c))
+    }
+
+    fn count(n: u32) -> Arc<Outgoing> {
+        Outgoing::new(ServerMsg::ViewerCount(ViewerCount { count: n }))
+    }
+
+    /// One batch of `msgs` through a writer (then closed); the log and the outbox.
+    async fn batch(rec: Recorder, caps: u32, msgs: &[Arc<Outgoing>]) -> (Vec<String>, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(8));
+        outbox.set_caps(caps);
+        for m in msgs {
+            outbox.push(m.clone());
+        }
+        outbox.close(ErrorCode::ShuttingDown, "bye");
+        write_loop(rec.clone(), outbox.clone(), ServerClock::new()).await;
+        let log = rec.log.lock().unwrap().clone();
+        (log, outbox)
+    }
+
+    fn rec(datagrams: usize) -> Recorder {
+        Recorder { datagrams, ..Recorder::default() }
+    }
+
+    #[tokio::test]
+    async fn with_datagram_changes_a_change_goes_once_as_a_datagram() {
+        let (log, outbox) = batch(rec(1200), ONCE, &[change(5, false), count(2)]).await;
+        assert_eq!(log, vec!["dgram timeline_changed 5", "send viewer_count,error", "close 4014 bye"]);
+        assert_eq!(outbox.unrepaired_epoch(), Some(5), "remembered for a Nack");
+    }
+
+    #[tokio::test]
+    async fn older_clients_keep_the_datagram_copy_and_the_stream_copy() {
+        let (log, outbox) = batch(rec(1200), caps::DATAGRAMS, &[change(5, false), count(2)]).await;
+        assert_eq!(
+            log,
+            vec!["dgram timeline_changed 5", "send timeline_changed 5,viewer_count,error", "close 4014 bye"]
+        );
+        assert_eq!(outbox.unrepaired_epoch(), None, "nothing to repair: the stream carried it");
+        // Without DATAGRAMS the new bit means nothing.
+        let (log, _) = batch(rec(1200), caps::DATAGRAM_CHANGES, &[change(5, false)]).await;
+        assert_eq!(log, vec!["send timeline_changed 5,error", "close 4014 bye"]);
+        // Nor over a transport without datagrams (WebSocket).
+        let (log, _) = batch(rec(0), ONCE, &[change(5, false)]).await;
+        assert_eq!(log, vec!["send timeline_changed 5,error", "close 4014 bye"]);
+    }
+
+    #[tokio::test]
+    async fn a_change_too_large_for_a_datagram_or_refused_goes_on_the_stream() {
+        // 20 bytes: the small change (11) fits, the large one (35) does not.
+        let (log, outbox) = batch(rec(20), ONCE, &[change(5, false), change(6, true)]).await;
+        assert_eq!(log, vec!["dgram timeline_changed 5", "send timeline_changed 6,error", "close 4014 bye"]);
+        assert_eq!(outbox.unrepaired_epoch(), None, "the stream's newer change supersedes the datagram-only one");
+        let refusing = Recorder { refuse_datagrams: true, ..rec(1200) };
+        let (log, outbox) = batch(refusing, ONCE, &[change(5, false)]).await;
+        assert_eq!(log, vec!["send timeline_changed 5,error", "close 4014 bye"]);
+        assert_eq!(outbox.unrepaired_epoch(), None);
+    }
+
+    #[tokio::test]
+    async fn changes_written_with_the_welcome_go_on_the_stream() {
+        let welcome = Outgoing::new(ServerMsg::Welcome(Welcome {
+            member_id: 1,
+            role: Role::Viewer,
+            timeline: Timeline::start(0),
+            server_time_us: 0,
+            viewers: 1,
+            policy: ControlPolicy::HostOnly,
+            limits: Limits {
+                max_frame: 8192,
+                max_datagram: 1200,
+                max_msgs_per_sec: 50,
+                tick_interval_ms: 250,
+                report_interval_ms: 1000,
+            },
+        }));
+        let (log, outbox) = batch(rec(1200), ONCE, &[welcome, change(5, false)]).await;
+        assert_eq!(log, vec!["send welcome,timeline_changed 5,error", "close 4014 bye"]);
+        assert_eq!(outbox.unrepaired_epoch(), None);
+    }
+
+    /// The "a lost datagram repaired": the change went only as a
+    /// datagram, which the client never got; its `Nack` brings the change on
+    /// the stream, once.
+    #[tokio::test]
+    async fn a_lost_datagram_is_repaired_on_the_stream_once() {
+        let outbox = Arc::new(Outbox::new(8));
+        outbox.set_caps(ONCE);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let rec = Recorder { tx: Some(tx), ..rec(1200) };
+        let writer = tokio::spawn(write_loop(rec, outbox.clone(), ServerClock::new()));
+        let mut next = async || rx.recv().await.expect("the writer runs");
+
+        outbox.push(change(5, false));
+        assert_eq!(next().await, "dgram timeline_changed 5");
+        // Lost. A tick of epoch 5 tells the client, which holds epoch 4.
+        assert!(outbox.repair(4), "repaired");
+        assert_eq!(next().await, "send timeline_changed 5");
+        // A second Nack for the same epoch (the client did not wait) resends nothing.
+        assert!(!outbox.repair(4), "not twice");
+        outbox.push(count(9));
+        assert_eq!(next().await, "send viewer_count", "nothing was queued before it");
+
+        // A Nack from a client that already holds the newest change is not answered.
+        outbox.push(change(6, false));
+        assert_eq!(next().await, "dgram timeline_changed 6");
+        assert!(!outbox.repair(6));
+        // Only the newest is repaired: it carries the whole timeline.
+        outbox.push(change(7, false));
+        outbox.push(change(8, false));
+        assert_eq!(next().await, "dgram timeline_changed 7");
+        assert_eq!(next().await, "dgram timeline_changed 8");
+        assert!(outbox.repair(6));
+        assert_eq!(next().await, "send timeline_changed 8");
+        // A repair that crosses a newer change goes on the stream and leaves
+        // the newer one to be repaired.
+        outbox.push(change(9, false));
+        assert_eq!(next().await, "dgram timeline_changed 9");
+        outbox.push(change(8, false));
+        assert_eq!(next().await, "send timeline_changed 8");
+        assert_eq!(outbox.unrepaired_epoch(), Some(9));
+        assert!(outbox.repair(8));
+        assert_eq!(next().await, "send timeline_changed 9");
+
+        outbox.close(ErrorCode::ShuttingDown, "bye");
+        writer.await.unwrap();
     }
 
     #[test]

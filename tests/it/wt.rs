@@ -15,8 +15,8 @@ use lockstep::config::Config;
 use lockstep_protocol::limits::MAX_DATAGRAM;
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::{
-    Action, ClientMsg, ErrorCode, FrameDecoder, Hello, PROTOCOL_VERSION, Ping, ServerMsg, Tick, TimelineChanged, caps,
-    decode_server, encode_client, write_frame,
+    Action, ClientMsg, ErrorCode, FrameDecoder, Hello, Nack, PROTOCOL_VERSION, Ping, ServerMsg, Tick, TimelineChanged,
+    caps, decode_server, encode_client, write_frame,
 };
 use tokio::sync::mpsc;
 use wtransport::error::{ConnectingError, ConnectionError};
@@ -279,6 +279,45 @@ impl Wt {
     }
 }
 
+/// A `Hello` with the given capability bits.
+fn hello_caps(event: &str, device: &str, caps: u32) -> ClientMsg {
+    ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        event_id: event.into(),
+        device_id: device.into(),
+        token: None,
+        caps,
+    })
+}
+
+/// Changes as datagrams only, the way the JS client asks for them.
+const ONCE: u32 = caps::DATAGRAMS | caps::ACKS | caps::DATAGRAM_CHANGES;
+
+impl Wt {
+    /// Sends a command every member may send but the room refuses (a rate
+    /// out of range: `Error 4009` with `request_id`), and returns what came
+    /// on the stream before that error. The stream is ordered and the error
+    /// is queued after everything the server queued before it read the
+    /// command, so this shows exactly what the stream carried until then.
+    async fn stream_until_marker(&mut self, request_id: u32) -> Vec<ServerMsg> {
+        self.send(&common::command(request_id, Action::SetRate { rate_milli: 5000 })).await;
+        let mut before = Vec::new();
+        self.until(|m| match m {
+            ServerMsg::Error(e) if e.request_id == request_id => Some(()),
+            other => {
+                before.push(other.clone());
+                None
+            }
+        })
+        .await;
+        before
+    }
+}
+
+fn no_change(msgs: &[ServerMsg]) -> bool {
+    !msgs.iter().any(|m| matches!(m, ServerMsg::TimelineChanged(_)))
+}
+
 fn changed(g: &Got) -> Option<TimelineChanged> {
     match g {
         Got::Msg(ServerMsg::TimelineChanged(c)) => Some(c.clone()),
@@ -349,6 +388,96 @@ async fn timeline_changes_arrive_on_the_stream_and_as_a_datagram_copy() {
             .await;
         assert!(tick.position_ms >= 42_000);
     }
+}
+
+/// Issue 14: with `DATAGRAM_CHANGES` a change comes once, as a datagram; a
+/// client that lost it asks with a `Nack` and gets it on the stream, once.
+#[tokio::test]
+async fn with_datagram_changes_a_change_comes_once_and_a_nack_repairs_a_lost_one() {
+    let server = WtServer::start().await;
+    let ev = "ev-wt-once";
+    let (mut host, _) = server.join(ev, "host").await;
+    let (mut viewer, w) = server.join_with(hello_caps(ev, "viewer", ONCE)).await;
+    host.send(&common::command(1, Action::Seek { position_ms: 42_000 })).await;
+    let c = viewer
+        .until_datagram(|m, _| match m {
+            ServerMsg::TimelineChanged(c) => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(c.timeline.position_ms, 42_000);
+    assert!(c.timeline.epoch > w.timeline.epoch);
+    assert!(no_change(&viewer.stream_until_marker(90).await), "no stream copy");
+
+    // The client lost that datagram (it ignores it): the next tick shows a
+    // newer epoch than it holds, so it asks.
+    viewer.until_datagram(|m, _| matches!(m, ServerMsg::Tick(t) if t.epoch == c.timeline.epoch).then_some(())).await;
+    viewer.send(&ClientMsg::Nack(Nack { epoch: w.timeline.epoch })).await;
+    let repaired = viewer
+        .until(|m| match m {
+            ServerMsg::TimelineChanged(c) => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(repaired, c, "the same change, on the stream");
+    // Asking again for the same epoch resends nothing; nor does a Nack from a
+    // client that holds the newest change.
+    viewer.send(&ClientMsg::Nack(Nack { epoch: w.timeline.epoch })).await;
+    viewer.send(&ClientMsg::Nack(Nack { epoch: c.timeline.epoch })).await;
+    assert!(no_change(&viewer.stream_until_marker(91).await), "repaired once");
+
+    // A client without the bit still gets the datagram copy and the stream copy.
+    let on_stream = host
+        .until(|m| match m {
+            ServerMsg::TimelineChanged(c) => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(on_stream, c);
+    host.until_datagram(|m, _| matches!(m, ServerMsg::TimelineChanged(x) if *x == c).then_some(())).await;
+    // ... and its Nacks are ignored.
+    host.send(&ClientMsg::Nack(Nack { epoch: w.timeline.epoch })).await;
+    assert!(no_change(&host.stream_until_marker(92).await));
+
+    // A Nack before Hello is refused like any message that needs a room; as
+    // a datagram it is dropped (reliable only).
+    let mut early = Wt::open(connect(&server.url(ev), &server.hashes().await).await.unwrap()).await;
+    early.send(&ClientMsg::Nack(Nack { epoch: 0 })).await;
+    assert_eq!(early.error_code().await, ErrorCode::NotJoined.as_u16());
+    let wrong = "lockstep_drops_total{reason=\"datagram_wrong_type\"}";
+    let before = server.metric(wrong).await;
+    viewer.send_datagram(&ClientMsg::Nack(Nack { epoch: 0 }));
+    let deadline = Instant::now() + WAIT;
+    while server.metric(wrong).await < before + 1.0 {
+        assert!(Instant::now() < deadline, "a Nack datagram was not dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(no_change(&viewer.stream_until_marker(93).await), "and not answered");
+}
+
+/// With `DATAGRAM_CHANGES`, a pending change that follows the `Welcome`
+/// comes on the stream with it, so it cannot overtake the `Welcome`.
+#[tokio::test]
+async fn with_datagram_changes_the_pending_change_at_join_comes_with_the_welcome() {
+    let server = WtServer::with(|c| c.lead_ms = 2_000).await;
+    let ev = "ev-wt-once-join";
+    let (mut host, _) = server.join(ev, "host").await;
+    host.send(&common::command(1, Action::Play { position_ms: Some(5_000) })).await;
+    let play = host
+        .until(|m| match m {
+            ServerMsg::TimelineChanged(c) => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(play.effective_at_us > server.clock.now_us(), "still pending");
+    let (mut viewer, _) = server.join_with(hello_caps(ev, "viewer", ONCE)).await;
+    let pending = viewer
+        .until(|m| match m {
+            ServerMsg::TimelineChanged(c) => Some(c.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(pending, play);
 }
 
 #[tokio::test]
@@ -688,6 +817,8 @@ struct Proxy {
     addr: SocketAddr,
     /// Packets dropped, both ways.
     dropped: std::sync::atomic::AtomicU64,
+    /// Server → client packets still to drop before the random loss applies again.
+    drop_down: std::sync::atomic::AtomicU32,
     /// UDP payload sizes of the server's packets that were forwarded.
     down: std::sync::Mutex<Vec<usize>>,
 }
@@ -699,8 +830,12 @@ async fn proxy(server: SocketAddr, n: u32) -> Arc<Proxy> {
     let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
     let target: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, server.port()).into();
-    let p =
-        Arc::new(Proxy { addr: front.local_addr().unwrap(), dropped: Default::default(), down: Default::default() });
+    let p = Arc::new(Proxy {
+        addr: front.local_addr().unwrap(),
+        dropped: Default::default(),
+        drop_down: Default::default(),
+        down: Default::default(),
+    });
     let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
     let lose = {
         let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -734,7 +869,12 @@ async fn proxy(server: SocketAddr, n: u32) -> Arc<Proxy> {
         let mut buf = vec![0u8; 65_536];
         while let Ok((len, _)) = back.recv_from(&mut buf).await {
             let to = *client.lock().unwrap();
+            let forced = p2.drop_down.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok();
+            if forced {
+                p2.dropped.fetch_add(1, Ordering::Relaxed);
+            }
             if let Some(to) = to
+                && !forced
                 && !(lose.lock().unwrap())()
             {
                 p2.down.lock().unwrap().push(len);
@@ -807,6 +947,72 @@ async fn a_viewer_behind_ten_percent_loss_converges_and_no_session_breaks() {
     assert!(viewer.conn.quic_connection().close_reason().is_none(), "the lossy session is still open");
     common::send(&mut host, &ClientMsg::Ping(Ping { client_time: 1 })).await;
     common::until(&mut host, |g| matches!(g, Got::Msg(ServerMsg::Pong(_))).then_some(())).await;
+}
+
+/// The same loss, with changes as datagrams only: the viewer follows the room
+/// as the JS client does (a `Nack` once per epoch that a tick reveals) and
+/// ends up holding the room's last change itself, not only a tick of its
+/// epoch. The packets that follow the last seek are dropped, so that change's
+/// one datagram is lost and only the stream's repair can bring it.
+#[tokio::test]
+async fn with_datagram_changes_a_viewer_behind_loss_gets_the_last_change_by_datagram_or_repair() {
+    let server = WtServer::start().await;
+    let lossy = proxy(server.quic, 4).await;
+    let mut host = common::ws_binary(&server.ws_url("ev-wt-loss-once")).await;
+    common::send(&mut host, &common::hello("ev-wt-loss-once", "host")).await;
+    common::welcome(&mut host).await;
+    let url = format!("https://127.0.0.1:{}/api/live-stream/ev-wt-loss-once", lossy.addr.port());
+    let mut viewer = Wt::open(connect(&url, &server.hashes().await).await.expect("connect through the proxy")).await;
+    viewer.send(&hello_caps("ev-wt-loss-once", "lossy", ONCE)).await;
+    let mut held = viewer.welcome().await.timeline.epoch;
+
+    let mut last = None;
+    let seeks = [10_000, 20_000, 30_000, 40_000, 50_000, 60_000, 70_000, 80_000];
+    for (i, position_ms) in seeks.into_iter().enumerate() {
+        if i == seeks.len() - 1 {
+            // Sent within a millisecond of the seek; ticks are 50 ms apart.
+            lossy.drop_down.store(5, std::sync::atomic::Ordering::Relaxed);
+        }
+        common::send(&mut host, &common::command(i as u32 + 1, Action::Seek { position_ms })).await;
+        last = Some(common::until(&mut host, changed).await);
+    }
+    let last = last.unwrap();
+
+    let (mut by_datagram, mut repaired, mut nacks, mut nacked) = (0, 0, 0, held);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while held != last.timeline.epoch {
+        let (msg, dgram) = tokio::select! {
+            d = viewer.dgrams.recv() => (decode_server(&d.expect("open").0).expect("decodes"), true),
+            f = viewer.frames.recv() => (f.expect("stream open"), false),
+            _ = tokio::time::sleep_until(deadline) => panic!("never got change {}; holds {held}", last.timeline.epoch),
+        };
+        match msg {
+            ServerMsg::TimelineChanged(c) if c.timeline.epoch > held => {
+                held = c.timeline.epoch;
+                if dgram {
+                    by_datagram += 1;
+                } else {
+                    repaired += 1;
+                }
+                if held == last.timeline.epoch {
+                    assert_eq!(c, last);
+                    assert!(!dgram, "the last change's datagram was dropped, yet it came as one");
+                }
+            }
+            ServerMsg::Tick(t) if t.epoch > held && t.epoch > nacked => {
+                nacked = t.epoch;
+                nacks += 1;
+                viewer.send(&ClientMsg::Nack(Nack { epoch: held })).await;
+            }
+            _ => {}
+        }
+    }
+    eprintln!(
+        "last change held: {by_datagram} changes by datagram, {repaired} repaired, {nacks} Nacks, {} packets dropped",
+        lossy.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(nacks >= 1 && repaired >= 1);
+    assert!(viewer.conn.quic_connection().close_reason().is_none(), "the lossy session is still open");
 }
 
 // ------------------------------------------------------------------ measurement

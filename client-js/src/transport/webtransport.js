@@ -1,7 +1,8 @@
 // WebTransport transport (SPEC 5.2): one client-opened bidirectional stream
-// of length-prefixed frames (Hello, Welcome, Command, TimelineChanged, Error,
-// counts…), plus datagrams, one message each: Tick, Pong and a copy of each
-// TimelineChanged inbound; Ping and Report outbound. A datagram is never
+// of length-prefixed frames (Hello, Welcome, Command, Nack, Error, counts, and
+// the TimelineChanged a Nack repairs…), plus datagrams, one message each:
+// Tick, Pong and each TimelineChanged (once: the session's Hello sets
+// DATAGRAM_CHANGES) inbound; Ping and Report outbound. A datagram is never
 // larger than the session's maxDatagramSize nor 1200 bytes.
 
 import { encodeFrame, FrameDecoder, LIMITS, LockstepDecodeError } from '../codec.js';

@@ -16,6 +16,8 @@ export class FakeServer {
     this.timeline = { epoch: 3, positionMs: 5000, anchorUs: 0, rateMilli: 1000, paused: true };
     /** @type {{originMs: number, latencyMs: number, autoLatency: boolean, atLive: boolean} | null} a live room's state: a LiveState follows the Welcome (to LIVE clients) */
     this.live = null;
+    /** @type {Uint8Array | null} a datagram that overtakes the Welcome (sent first; the Welcome 20 ms later) */
+    this.beforeWelcome = null;
     this.wtFail = false;
     this.wsFail = false;
     this.wtDelayMs = 0;
@@ -39,27 +41,38 @@ export class FakeServer {
       if (!id) this.members.set(msg.deviceId, (id = this.nextId++));
       conn.caps = msg.caps;
       this.conns.add(conn);
-      const anchorUs = this.nowUs();
-      this.timeline.anchorUs = anchorUs;
-      conn.reliable(
-        encodeServer({
-          type: 'welcome',
-          memberId: id,
-          role: id === 1 ? 'host' : 'viewer',
-          timeline: { ...this.timeline },
-          serverTimeUs: anchorUs,
-          viewers: this.conns.size,
-          policy: 'host-only',
-          limits: { maxFrame: 8192, maxDatagram: 1200, maxMsgsPerSec: 50, tickIntervalMs: 250, reportIntervalMs: 100 },
-        }),
-      );
-      if (this.live && msg.caps & 8) conn.reliable(encodeServer({ type: 'liveState', clock: 'live', ...this.live }));
+      const early = this.beforeWelcome;
+      if (early && msg.caps & 1) {
+        conn.datagram(early);
+        setTimeout(() => this.welcome(conn, id, msg.caps), 20);
+      } else {
+        this.welcome(conn, id, msg.caps);
+      }
     } else if (msg.type === 'ping') {
       const t = this.nowUs();
       const pong = encodeServer({ type: 'pong', clientTime: msg.clientTime, serverRecvUs: t, serverSendUs: t });
       if (conn.caps & 1) conn.datagram(pong);
       else conn.reliable(pong);
     }
+  }
+
+  /** @param {any} conn @param {number} id @param {number} caps */
+  welcome(conn, id, caps) {
+    const anchorUs = this.nowUs();
+    this.timeline.anchorUs = anchorUs;
+    conn.reliable(
+      encodeServer({
+        type: 'welcome',
+        memberId: id,
+        role: id === 1 ? 'host' : 'viewer',
+        timeline: { ...this.timeline },
+        serverTimeUs: anchorUs,
+        viewers: this.conns.size,
+        policy: 'host-only',
+        limits: { maxFrame: 8192, maxDatagram: 1200, maxMsgsPerSec: 50, tickIntervalMs: 250, reportIntervalMs: 100 },
+      }),
+    );
+    if (this.live && caps & 8) conn.reliable(encodeServer({ type: 'liveState', clock: 'live', ...this.live }));
   }
 
   /** Sends to every connection, reliably and (if it has datagrams) as a datagram copy. */

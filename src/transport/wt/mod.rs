@@ -8,12 +8,15 @@
 //!
 //! - the client opens **one bidirectional stream** that carries
 //!   length-prefixed frames ([`lockstep_protocol::write_frame`]) both ways:
-//!   `Hello`, `Command`, `Report` and `Ping` in; `Welcome`, `TimelineChanged`,
-//!   `ViewerCount`, member events and `Error` out. Further streams are ignored.
+//!   `Hello`, `Command`, `Report`, `Ping` and `Nack` in; `Welcome`,
+//!   `TimelineChanged`, `ViewerCount`, member events and `Error` out. Further
+//!   streams are ignored.
 //!   A bad frame prefix (over 8 KiB, or not a canonical varint) cannot be
 //!   resynchronised and closes the session with `FrameTooLarge` (4002);
 //! - **datagrams** carry `Tick`, `Pong` and a copy of `TimelineChanged` out
-//!   once the client's `Hello` has the `DATAGRAMS` capability (before that,
+//!   once the client's `Hello` has the `DATAGRAMS` capability (with
+//!   `DATAGRAM_CHANGES` too, each change once, as a datagram only, the stream
+//!   repairing a lost one on a `Nack`: see `session::writer`; before that,
 //!   and without it, ticks and pongs go on the stream), never more than
 //!   `min(max_datagram_size(), 1200)` bytes (anything larger goes on the
 //!   stream instead); `Ping` and `Report` come in. An inbound
