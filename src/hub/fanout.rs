@@ -1,20 +1,18 @@
 //! A room's fan-out: every output of one flush to its recipients' links, one
 //! call per link (gathered), and for large rooms split across cores.
 //!
-//! Sharding: a member's link belongs to shard `id % K` (K: the machine's
-//! cores). Shard 0 is written by the room's actor itself; shards 1.. by the
-//! fan-out threads (one per shard, shared by all rooms), each in the order
-//! the actor handed the work over, so every link sees its messages in order.
-//! A room uses the threads while it has at least [`SHARD_MIN`] members, and
-//! for as long as any of its jobs is still running (so nothing delivered
-//! inline overtakes a job in flight). A job holds a snapshot of its shard's
-//! links: a member who leaves mid-fan-out may still get that flush's
-//! messages (its link refuses them once closed), never a later one.
+//! Sharding: once a room has [`SHARD_MIN`] members it is sharded for the
+//! rest of its life. A member's link then belongs to shard `id % K` (K: the
+//! machine's cores, at most 16). Shard 0 is written by the room's actor
+//! itself; shards 1.. by the fan-out threads (one per shard, shared by all
+//! rooms), each owning its slice of the room's links. Joins and leaves reach
+//! a shard's thread in the same queue as the flushes, in order, so a link
+//! gets every message of the flushes after its join, in order, and none
+//! after its leave, and no snapshot of the room is ever copied.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::link::{Link, Outgoing};
 use crate::room::MemberId;
@@ -43,12 +41,33 @@ impl Recipients {
 /// The outputs of one flush, in order.
 pub(super) type Plan = Vec<(Arc<Outgoing>, Recipients)>;
 
-type Slice = Arc<[(MemberId, Arc<dyn Link>)]>;
+type Links = HashMap<MemberId, Arc<dyn Link>>;
 
+/// A membership change for a shard: a join (`Some`) or a leave (`None`).
+type Change = (MemberId, Option<Arc<dyn Link>>);
+
+/// One room's work for one shard's thread: membership changes first, then
+/// the flush (if any).
 struct Job {
-    links: Slice,
-    plan: Arc<Plan>,
-    outstanding: Arc<AtomicUsize>,
+    /// The room's links in this shard; only this shard's thread locks it.
+    links: Arc<Mutex<Links>>,
+    changes: Vec<Change>,
+    plan: Option<Arc<Plan>>,
+}
+
+impl Job {
+    fn run(self) {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, link) in self.changes {
+            match link {
+                Some(link) => links.insert(id, link),
+                None => links.remove(&id),
+            };
+        }
+        if let Some(plan) = &self.plan {
+            deliver(links.iter().map(|(id, l)| (*id, l)), plan);
+        }
+    }
 }
 
 /// The fan-out threads: `senders[i]` feeds shard `i + 1`.
@@ -67,8 +86,7 @@ fn pool() -> &'static Pool {
                     .name(format!("lockstep-fanout-{i}"))
                     .spawn(move || {
                         while let Ok(job) = rx.recv() {
-                            deliver(job.links.iter().map(|(id, l)| (*id, l)), &job.plan);
-                            job.outstanding.fetch_sub(1, Ordering::Release);
+                            job.run();
                         }
                     })
                     .ok()
@@ -79,18 +97,11 @@ fn pool() -> &'static Pool {
     })
 }
 
-/// What one delivery pass did.
-#[derive(Debug, Default)]
-struct Stats {
-    slow: u64,
-    stale: u64,
-}
-
 /// Delivers `plan` to `links`: per link, the outputs meant for it, in one
 /// call; counts messages per type.
 fn deliver<'a>(links: impl Iterator<Item = (MemberId, &'a Arc<dyn Link>)>, plan: &[(Arc<Outgoing>, Recipients)]) {
     let mut delivered = vec![0u64; plan.len()];
-    let mut stats = Stats::default();
+    let (mut slow, mut stale) = (0u64, 0u64);
     let mut mine: Vec<&Arc<Outgoing>> = Vec::with_capacity(plan.len());
     for (id, link) in links {
         mine.clear();
@@ -102,9 +113,9 @@ fn deliver<'a>(links: impl Iterator<Item = (MemberId, &'a Arc<dyn Link>)>, plan:
         }
         match mine[..] {
             [] => {}
-            [one] if one.is_tick() => stats.stale += u64::from(link.tick(one)),
-            [one] => stats.slow += u64::from(!link.send(one)),
-            _ => stats.slow += u64::from(!link.deliver(&mine)),
+            [one] if one.is_tick() => stale += u64::from(link.tick(one)),
+            [one] => slow += u64::from(!link.send(one)),
+            _ => slow += u64::from(!link.deliver(&mine)),
         }
     }
     for ((out, _), n) in plan.iter().zip(&delivered) {
@@ -112,39 +123,55 @@ fn deliver<'a>(links: impl Iterator<Item = (MemberId, &'a Arc<dyn Link>)>, plan:
             metrics::counter!("lockstep_messages_out_total", "type" => out.msg.name()).increment(*n);
         }
     }
-    for _ in 0..stats.stale {
+    for _ in 0..stale {
         crate::metrics::drop("stale_tick");
     }
-    for _ in 0..stats.slow {
+    for _ in 0..slow {
         crate::metrics::error(lockstep_protocol::ErrorCode::SlowConsumer);
     }
+}
+
+/// A sharded room's other shards (1..K): each one's links (owned by its
+/// thread) and the membership changes not yet handed over.
+struct Shards {
+    parts: Vec<(Arc<Mutex<Links>>, Vec<Change>)>,
 }
 
 /// A room's links and how its flushes reach them (see the module docs).
 #[derive(Default)]
 pub(super) struct Fanout {
-    links: HashMap<MemberId, Arc<dyn Link>>,
-    /// Per shard, the links as the last sharded flush saw them.
-    slices: Vec<Slice>,
-    dirty: bool,
-    outstanding: Arc<AtomicUsize>,
+    links: Links,
+    shards: Option<Shards>,
 }
 
 impl std::fmt::Debug for Fanout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fanout").field("links", &self.links.len()).finish_non_exhaustive()
+        f.debug_struct("Fanout")
+            .field("links", &self.links.len())
+            .field("sharded", &self.shards.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl Fanout {
     pub(super) fn insert(&mut self, id: MemberId, link: Arc<dyn Link>) {
+        self.note(id, Some(link.clone()));
         self.links.insert(id, link);
-        self.dirty = true;
     }
 
     pub(super) fn remove(&mut self, id: MemberId) {
         if self.links.remove(&id).is_some() {
-            self.dirty = true;
+            self.note(id, None);
+        }
+    }
+
+    fn note(&mut self, id: MemberId, change: Option<Arc<dyn Link>>) {
+        if let Some(shards) = &mut self.shards {
+            let k = shards.parts.len() + 1;
+            let shard = id as usize % k;
+            if shard > 0 {
+                shards.parts[shard - 1].1.push((id, change));
+            }
         }
     }
 
@@ -158,9 +185,11 @@ impl Fanout {
     }
 
     fn flush_with(&mut self, plan: Plan, shard_min: usize) {
-        let shards = pool().senders.len() + 1;
-        let pooled = shards > 1 && (self.links.len() >= shard_min || self.outstanding.load(Ordering::Acquire) > 0);
-        if !pooled {
+        let senders = &pool().senders;
+        if self.shards.is_none() && !senders.is_empty() && self.links.len() >= shard_min {
+            self.shard(senders.len() + 1);
+        }
+        let Some(shards) = &mut self.shards else {
             if plan.iter().all(|(_, to)| matches!(to, Recipients::One(_))) {
                 // Private answers: look the recipients up, never scan the room.
                 for entry in &plan {
@@ -174,33 +203,36 @@ impl Fanout {
                 deliver(self.links.iter().map(|(id, l)| (*id, l)), &plan);
             }
             return;
-        }
-        if self.dirty || self.slices.len() != shards {
-            let mut parts: Vec<Vec<(MemberId, Arc<dyn Link>)>> = vec![Vec::new(); shards];
-            for (&id, link) in &self.links {
-                parts[id as usize % shards].push((id, link.clone()));
-            }
-            self.slices = parts.into_iter().map(Slice::from).collect();
-            self.dirty = false;
-        }
+        };
+        let k = shards.parts.len() + 1;
         let plan = Arc::new(plan);
-        let senders = &pool().senders;
-        for (i, slice) in self.slices.iter().enumerate().skip(1) {
-            if !plan.iter().any(|(_, to)| match to {
-                Recipients::One(id) => *id as usize % shards == i,
-                _ => true,
-            }) {
+        for (i, (links, changes)) in shards.parts.iter_mut().enumerate() {
+            let shard = i + 1;
+            let wanted = plan.iter().any(|(_, to)| !matches!(to, Recipients::One(id) if *id as usize % k != shard));
+            if !wanted && changes.is_empty() {
                 continue;
             }
-            let job = Job { links: slice.clone(), plan: plan.clone(), outstanding: self.outstanding.clone() };
-            self.outstanding.fetch_add(1, Ordering::AcqRel);
-            if let Err(mpsc::SendError(job)) = senders[i - 1].send(job) {
+            let job =
+                Job { links: links.clone(), changes: std::mem::take(changes), plan: wanted.then(|| plan.clone()) };
+            if let Err(mpsc::SendError(job)) = senders[i].send(job) {
                 // The thread is gone (it never panics by design): deliver here.
-                deliver(job.links.iter().map(|(id, l)| (*id, l)), &job.plan);
-                self.outstanding.fetch_sub(1, Ordering::AcqRel);
+                job.run();
             }
         }
-        deliver(self.slices[0].iter().map(|(id, l)| (*id, l)), &plan);
+        deliver(self.links.iter().filter(|(id, _)| (**id as usize).is_multiple_of(k)).map(|(id, l)| (*id, l)), &plan);
+    }
+
+    /// Splits the room into `k` shards (for the rest of its life).
+    fn shard(&mut self, k: usize) {
+        let mut parts: Vec<(Arc<Mutex<Links>>, Vec<Change>)> =
+            (1..k).map(|_| (Arc::new(Mutex::new(Links::new())), Vec::new())).collect();
+        for (&id, link) in &self.links {
+            let shard = id as usize % k;
+            if shard > 0 {
+                parts[shard - 1].1.push((id, Some(link.clone())));
+            }
+        }
+        self.shards = Some(Shards { parts });
     }
 }
 
@@ -246,10 +278,36 @@ mod tests {
         (f, recs)
     }
 
-    /// Waits until the room's jobs have run (the threads count them down).
-    fn settle(f: &Fanout) {
-        while f.outstanding.load(Ordering::Acquire) > 0 {
-            std::thread::yield_now();
+    /// Waits until every job handed to the fan-out threads so far has run:
+    /// a marker job queued behind them on every thread reports back.
+    fn settle(_: &Fanout) {
+        let (tx, rx) = mpsc::channel();
+        for sender in &pool().senders {
+            let tx = tx.clone();
+            let marker = Arc::new(Mutex::new(Links::new()));
+            let link: Arc<dyn Link> = Arc::new(Marker(Mutex::new(Some(tx))));
+            let plan = Arc::new(vec![(count(0), Recipients::All)]);
+            sender.send(Job { links: marker, changes: vec![(0, Some(link))], plan: Some(plan) }).unwrap();
+        }
+        drop(tx);
+        for _ in &pool().senders {
+            rx.recv().unwrap();
+        }
+    }
+
+    /// A link that reports when a message reaches it.
+    #[derive(Debug)]
+    struct Marker(Mutex<Option<mpsc::Sender<()>>>);
+
+    impl Link for Marker {
+        fn send(&self, _: &Arc<Outgoing>) -> bool {
+            if let Some(tx) = self.0.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            true
+        }
+        fn tick(&self, out: &Arc<Outgoing>) -> bool {
+            self.send(out)
         }
     }
 
@@ -291,21 +349,24 @@ mod tests {
     }
 
     #[test]
-    fn a_member_leaving_mid_fan_out_gets_nothing_later_and_no_one_else_misses_anything() {
+    fn members_joining_and_leaving_a_sharded_room_get_exactly_the_flushes_between() {
         let (mut f, recs) = room(100);
         f.flush_with(vec![(count(1), Recipients::All)], 0);
-        // Leaves while that job may still be running.
+        // Leaves while that flush may still be on its way.
         f.remove(3);
         f.remove(4);
+        let late: Vec<_> = (0..4).map(|_| Arc::new(Rec::default())).collect();
+        for (i, r) in late.iter().enumerate() {
+            f.insert(500 + i as MemberId, r.clone());
+        }
         f.flush_with(vec![(count(2), Recipients::All)], 0);
         settle(&f);
         for (id, r) in recs.iter().enumerate() {
-            let got = r.got.lock().unwrap().clone();
-            if id == 3 || id == 4 {
-                assert!(got == vec![1] || got.is_empty(), "member {id} got {got:?}");
-            } else {
-                assert_eq!(got, vec![1, 2], "member {id}");
-            }
+            let want = if id == 3 || id == 4 { vec![1] } else { vec![1, 2] };
+            assert_eq!(*r.got.lock().unwrap(), want, "member {id}");
+        }
+        for r in &late {
+            assert_eq!(*r.got.lock().unwrap(), vec![2], "a late joiner in every shard");
         }
     }
 
@@ -315,7 +376,7 @@ mod tests {
         let me = std::thread::current().id();
         f.flush(vec![(count(1), Recipients::All), (count(2), Recipients::One(3))]);
         f.flush(vec![(count(3), Recipients::One(4))]);
-        assert_eq!(f.outstanding.load(Ordering::Acquire), 0, "no job for a small room");
+        assert!(f.shards.is_none(), "a small room is not sharded");
         assert_eq!(*recs[3].got.lock().unwrap(), vec![1, 2]);
         assert_eq!(*recs[4].got.lock().unwrap(), vec![1, 3]);
         assert!(recs.iter().all(|r| r.threads.lock().unwrap().iter().all(|t| *t == me)));

@@ -19,6 +19,7 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 use futures_util::stream::SplitSink;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -214,33 +215,50 @@ fn ws_config() -> WebSocketConfig {
         .write_buffer_size(WRITE_BUFFER)
 }
 
-/// Serves an upgraded connection; `ctx` is the gate, the session's
-/// parameters and the connection's slot (held until the end). A plain TCP
-/// socket gets the direct write path; anything else (TLS) tungstenite's.
-async fn serve_upgraded(ctx: Box<(Gate, SessionParams, OwnedSemaphorePermit)>, upgraded: Upgraded) {
+/// An upgraded connection as a WebSocket: a plain TCP socket (with the
+/// direct write path) or anything else (TLS), which tungstenite writes.
+enum Opened {
+    Raw(Arc<raw::RawSocket>, WebSocketStream<raw::SharedIo>),
+    Plain(WebSocketStream<TokioIo<Upgraded>>),
+}
+
+async fn open(upgraded: Upgraded) -> Opened {
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let raw = raw::RawSocket::new(parts.io.into_inner());
-            let ws = WebSocketStream::from_partially_read(
-                raw::SharedIo(raw.clone()),
-                parts.read_buf.to_vec(),
-                Role::Server,
-                Some(ws_config()),
-            )
-            .await;
+            // hyper's read buffer (kilobytes) must not live as long as the
+            // connection: copy what the client sent early, free the rest.
+            let early = parts.read_buf.to_vec();
+            drop(parts.read_buf);
+            let io = raw::SharedIo(raw.clone());
+            Opened::Raw(raw, WebSocketStream::from_partially_read(io, early, Role::Server, Some(ws_config())).await)
+        }
+        Err(upgraded) => Opened::Plain(
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await,
+        ),
+    }
+}
+
+/// Serves an upgraded connection; `ctx` is the gate, the session's
+/// parameters and the connection's slot (held until the end). Opening and
+/// serving are chained with `then`, which stores one of them at a time.
+fn serve_upgraded(
+    ctx: Box<(Gate, SessionParams, OwnedSemaphorePermit)>,
+    upgraded: Upgraded,
+) -> impl Future<Output = ()> {
+    open(upgraded).then(move |opened| match opened {
+        Opened::Raw(raw, ws) => {
             let (sink, stream) = ws.split();
-            serve_socket(ctx, stream, |outbox| {
+            Either::Left(serve_socket(ctx, stream, |outbox| {
                 outbox.set_direct(raw.clone());
                 raw::RawTransport { raw, sink }
-            })
-            .await
+            }))
         }
-        Err(upgraded) => {
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config())).await;
+        Opened::Plain(ws) => {
             let (sink, stream) = ws.split();
-            serve_socket(ctx, stream, |_| WsTransport { sink }).await
+            Either::Right(serve_socket(ctx, stream, |_| WsTransport { sink }))
         }
-    }
+    })
 }
 
 /// Runs the session over a WebSocket's read half and the writer
