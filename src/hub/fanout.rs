@@ -18,7 +18,7 @@ use super::link::{Link, Outgoing};
 use crate::room::MemberId;
 
 /// Members from which a room's fan-out is split across cores.
-pub(super) const SHARD_MIN: usize = 1024;
+pub(super) const SHARD_MIN: usize = 256;
 
 /// Who gets an output.
 #[derive(Debug)]
