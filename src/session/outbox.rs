@@ -193,18 +193,11 @@ impl Outbox {
     /// Queues a reliable message. Returns `false` if the connection is
     /// closing; a full queue closes it as a slow consumer.
     pub(crate) fn push(&self, out: Arc<Outgoing>) -> bool {
-        let mut g = self.lock();
+        let g = self.lock();
         if g.close.is_some() {
             return false;
         }
-        if !self.queue(&mut g, out) {
-            drop(g);
-            self.wake_closed();
-            return false;
-        }
-        drop(g);
-        self.notify.notify_one();
-        true
+        self.queue_all(g, &[&out])
     }
 
     /// Queues an error for this connection alone.
@@ -351,6 +344,12 @@ impl Outbox {
                 DirectWrite::Refused => {}
             }
         }
+        self.queue_all(g, outs)
+    }
+
+    /// Queues `outs` (ticks latest wins) and wakes the writer; a full queue
+    /// closes the connection as a slow consumer (`false`).
+    fn queue_all(&self, mut g: std::sync::MutexGuard<'_, Inner>, outs: &[&Arc<Outgoing>]) -> bool {
         for out in outs {
             if out.is_tick() {
                 g.tick = Some(Arc::clone(out));
