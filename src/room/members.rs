@@ -26,6 +26,8 @@ pub(super) struct Member {
     pub(super) no_wait_until: u64,
     pub(super) last_report: Option<(u64, Report)>,
     pub(super) wants_live: bool,
+    /// Takes ticks and changes as datagrams (counted in `datagram_members`).
+    pub(super) datagrams: bool,
     /// Live rooms: its recent needs (auto latency).
     pub(super) live_needs: super::live::Needs,
 }
@@ -55,6 +57,7 @@ impl Room {
             }
         }
         let wants_presence = info.wants_presence && self.cfg.show_members;
+        self.datagram_members += u32::from(info.datagrams);
         self.members.insert(
             id,
             Member {
@@ -69,6 +72,7 @@ impl Room {
                 no_wait_until: 0,
                 last_report: None,
                 wants_live: info.wants_live,
+                datagrams: info.datagrams,
                 live_needs: Default::default(),
             },
         );
@@ -101,6 +105,7 @@ impl Room {
         let Some(m) = self.members.remove(&id) else {
             return;
         };
+        self.datagram_members -= u32::from(m.datagrams);
         self.drop_held(id);
         self.share(|| Shared::Left { id });
         if m.role == Role::Host {

@@ -182,6 +182,11 @@ pub struct JoinInfo {
     pub wants_acks: bool,
     /// Whether it understands `LiveState` and `GoLive` (the `LIVE` capability).
     pub wants_live: bool,
+    /// Whether it takes ticks and changes as QUIC datagrams (the `DATAGRAMS`
+    /// capability, WebTransport): its share of a fan-out costs the server
+    /// more than a WebSocket write, so it lengthens the lead more (see
+    /// [`Room::lead_us`]).
+    pub datagrams: bool,
 }
 
 /// Why a command was refused.
@@ -275,6 +280,8 @@ pub struct Room {
     count_dirty: bool,
     /// Viewers on other nodes (scale-out); counted in [`Room::viewers`].
     remote_viewers: u32,
+    /// Members that take datagrams (see [`JoinInfo::datagrams`]).
+    datagram_members: u32,
     /// Scale-out: members on other nodes, by id.
     remote: BTreeMap<MemberId, Remote>,
     /// Scale-out: this node's id block (`None`: ids from 1, nothing shared).
@@ -322,6 +329,7 @@ impl Room {
             count_sent: None,
             count_dirty: false,
             remote_viewers: 0,
+            datagram_members: 0,
             remote: BTreeMap::new(),
             id_base: None,
             shared: Vec::new(),

@@ -611,6 +611,29 @@ fn large_rooms_schedule_play_and_pause_further_ahead() {
     assert_eq!(pause.effective_at_us, T0 + S + 208 * MS, "100 ms + 12 µs × 9,000 viewers");
 }
 
+#[test]
+fn datagram_members_lengthen_the_lead_for_what_their_fan_out_costs() {
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let h = join(&mut room, T0, "h");
+    let dgram =
+        |i: usize| JoinInfo { device_id: format!("d{i}"), name: "d".into(), datagrams: true, ..Default::default() };
+    let ids: Vec<_> = (0..2_000).map(|i| room.join(T0, dgram(i))).collect();
+    drain(&mut room);
+    cmd(&mut room, T0 + S, h, Action::Play { position_ms: None }).unwrap();
+    let play = changes(&drain(&mut room)).pop().unwrap();
+    // 2,001 members: 12 µs × 1,001 viewers + 20 µs × 1,000 datagram members.
+    assert_eq!(play.effective_at_us, T0 + S + 100 * MS + 12_012 + 20_000);
+    for id in &ids[..1_500] {
+        room.leave(T0 + S, *id);
+    }
+    drain(&mut room);
+    cmd(&mut room, T0 + 2 * S, h, Action::Pause { position_ms: None }).unwrap();
+    let pause = changes(&drain(&mut room)).pop().unwrap();
+    // (A pause lands on a whole millisecond of media: within 1 ms of the lead.)
+    let lead = pause.effective_at_us - (T0 + 2 * S);
+    assert!((100 * MS..101 * MS).contains(&lead), "leaving members no longer count: {lead} µs");
+}
+
 // ------------------------------------------------------------ answers, budget, commits
 
 fn join_acks(room: &mut Room, now: u64, device: &str) -> MemberId {

@@ -10,6 +10,11 @@ use super::{Audience, CommandError, MemberId, Queued, Room};
 
 /// Lead added per viewer beyond 1,000 (see [`Room::lead_us`]).
 const LEAD_PER_VIEWER_US: u64 = 12;
+/// Lead added on top per datagram (WebTransport) member beyond 1,000: a
+/// QUIC datagram costs the server about 28 µs with its ACK against 9 µs for
+/// a WebSocket write, and 10,000 of them reach the last viewer after ~300 ms
+/// on this project's machine (BENCHMARKS.md, issue 14).
+const LEAD_PER_DATAGRAM_VIEWER_US: u64 = 20;
 
 /// The room's state before a change.
 #[derive(Debug, Clone)]
@@ -289,11 +294,15 @@ impl Room {
 
     /// How far ahead play and pause are scheduled: the configured lead, plus
     /// 12 µs per viewer beyond 1,000 (a fan-out costs about that per viewer
-    /// on one core, BENCHMARKS.md), so that in a large room the change still
+    /// on one core, BENCHMARKS.md), plus 20 µs more per datagram member
+    /// beyond 1,000 on this node, so that in a large room the change still
     /// reaches the last viewer before it takes effect: 208 ms at 10,000
-    /// viewers with the default 100 ms.
+    /// WebSocket viewers with the default 100 ms, 388 ms at 10,000 over
+    /// WebTransport.
     pub fn lead_us(&self) -> u64 {
-        self.cfg.lead_us + u64::from(self.viewers().saturating_sub(1_000)) * LEAD_PER_VIEWER_US
+        self.cfg.lead_us
+            + u64::from(self.viewers().saturating_sub(1_000)) * LEAD_PER_VIEWER_US
+            + u64::from(self.datagram_members.saturating_sub(1_000)) * LEAD_PER_DATAGRAM_VIEWER_US
     }
 
     /// Interval between periodic ticks: the configured one up to 2,500

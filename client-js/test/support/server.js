@@ -6,14 +6,16 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 export function serverBinary() {
   if (process.env.LOCKSTEP_BIN) return process.env.LOCKSTEP_BIN;
-  const bin = join(ROOT, 'target', 'debug', 'lockstep');
+  // Where cargo puts it: CARGO_TARGET_DIR (relative to the workspace) if set.
+  const target = process.env.CARGO_TARGET_DIR ? resolve(ROOT, process.env.CARGO_TARGET_DIR) : join(ROOT, 'target');
+  const bin = join(target, 'debug', 'lockstep');
   {
     // May take minutes the first time (and wait for another build's lock).
     const r = spawnSync('cargo', ['build', '--bin', 'lockstep'], { cwd: ROOT, stdio: 'inherit' });
