@@ -191,14 +191,7 @@ impl Fanout {
         }
         let Some(shards) = &mut self.shards else {
             if plan.iter().all(|(_, to)| matches!(to, Recipients::One(_))) {
-                // Private answers: look the recipients up, never scan the room.
-                for entry in &plan {
-                    if let (_, Recipients::One(id)) = entry
-                        && let Some(link) = self.links.get(id)
-                    {
-                        deliver(std::iter::once((*id, link)), std::slice::from_ref(entry));
-                    }
-                }
+                self.answer(&plan, |_| true);
             } else {
                 deliver(self.links.iter().map(|(id, l)| (*id, l)), &plan);
             }
@@ -219,7 +212,27 @@ impl Fanout {
                 job.run();
             }
         }
-        deliver(self.links.iter().filter(|(id, _)| (**id as usize).is_multiple_of(k)).map(|(id, l)| (*id, l)), &plan);
+        if plan.iter().all(|(_, to)| matches!(to, Recipients::One(_))) {
+            self.answer(&plan, |id| (id as usize).is_multiple_of(k));
+        } else {
+            deliver(
+                self.links.iter().filter(|(id, _)| (**id as usize).is_multiple_of(k)).map(|(id, l)| (*id, l)),
+                &plan,
+            );
+        }
+    }
+
+    /// Delivers private answers by looking their recipients up (never
+    /// scanning the room), to those `mine` accepts.
+    fn answer(&self, plan: &[(Arc<Outgoing>, Recipients)], mine: impl Fn(MemberId) -> bool) {
+        for entry in plan {
+            if let (_, Recipients::One(id)) = entry
+                && mine(*id)
+                && let Some(link) = self.links.get(id)
+            {
+                deliver(std::iter::once((*id, link)), std::slice::from_ref(entry));
+            }
+        }
     }
 
     /// Splits the room into `k` shards (for the rest of its life).
