@@ -189,36 +189,39 @@ impl Fanout {
         if self.shards.is_none() && !senders.is_empty() && self.links.len() >= shard_min {
             self.shard(senders.len() + 1);
         }
-        let Some(shards) = &mut self.shards else {
-            if plan.iter().all(|(_, to)| matches!(to, Recipients::One(_))) {
-                self.answer(&plan, |_| true);
-            } else {
-                deliver(self.links.iter().map(|(id, l)| (*id, l)), &plan);
-            }
-            return;
-        };
-        let k = shards.parts.len() + 1;
+        // Shards 1.. get their jobs; shard 0 (every member when the room is
+        // not sharded) is delivered here.
         let plan = Arc::new(plan);
-        for (i, (links, changes)) in shards.parts.iter_mut().enumerate() {
-            let shard = i + 1;
-            let wanted = plan.iter().any(|(_, to)| !matches!(to, Recipients::One(id) if *id as usize % k != shard));
-            if !wanted && changes.is_empty() {
-                continue;
+        let k = match &mut self.shards {
+            None => 1,
+            Some(shards) => {
+                let k = shards.parts.len() + 1;
+                for (i, (links, changes)) in shards.parts.iter_mut().enumerate() {
+                    let shard = i + 1;
+                    let wanted =
+                        plan.iter().any(|(_, to)| !matches!(to, Recipients::One(id) if *id as usize % k != shard));
+                    if !wanted && changes.is_empty() {
+                        continue;
+                    }
+                    let job = Job {
+                        links: links.clone(),
+                        changes: std::mem::take(changes),
+                        plan: wanted.then(|| plan.clone()),
+                    };
+                    if let Err(mpsc::SendError(job)) = senders[i].send(job) {
+                        // The thread is gone (it never panics by design): deliver here.
+                        job.run();
+                    }
+                }
+                k
             }
-            let job =
-                Job { links: links.clone(), changes: std::mem::take(changes), plan: wanted.then(|| plan.clone()) };
-            if let Err(mpsc::SendError(job)) = senders[i].send(job) {
-                // The thread is gone (it never panics by design): deliver here.
-                job.run();
-            }
-        }
+        };
+        let mine = |id: MemberId| (id as usize).is_multiple_of(k);
         if plan.iter().all(|(_, to)| matches!(to, Recipients::One(_))) {
-            self.answer(&plan, |id| (id as usize).is_multiple_of(k));
+            // Private answers: look the recipients up, never scan the room.
+            self.answer(&plan, mine);
         } else {
-            deliver(
-                self.links.iter().filter(|(id, _)| (**id as usize).is_multiple_of(k)).map(|(id, l)| (*id, l)),
-                &plan,
-            );
+            deliver(self.links.iter().filter(|(id, _)| mine(**id)).map(|(id, l)| (*id, l)), &plan);
         }
     }
 

@@ -90,6 +90,15 @@ impl Inner {
     }
 }
 
+/// What offering messages to the outbox did.
+#[derive(Debug, Clone, Copy)]
+struct Offered {
+    /// The connection is open (not closing, not closed as a slow consumer).
+    open: bool,
+    /// A tick that was waiting was replaced.
+    replaced: bool,
+}
+
 /// What a direct write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DirectWrite {
@@ -197,7 +206,7 @@ impl Outbox {
         if g.close.is_some() {
             return false;
         }
-        self.queue_all(g, &[&out])
+        self.queue_all(g, &[&out], false).open
     }
 
     /// Queues an error for this connection alone.
@@ -205,16 +214,10 @@ impl Outbox {
         self.push(Outgoing::new(ServerMsg::Error(ErrorMsg::new(code, message, request_id))));
     }
 
-    /// Replaces the waiting tick. Returns whether an unsent tick was dropped.
-    pub(crate) fn set_tick(&self, out: Arc<Outgoing>) -> bool {
-        let mut g = self.lock();
-        if g.close.is_some() {
-            return false;
-        }
-        let replaced = g.tick.replace(out).is_some();
-        drop(g);
-        self.notify.notify_one();
-        replaced
+    /// Replaces the waiting tick (or, on a fast-path connection with nothing
+    /// waiting, writes it at once). Returns whether an unsent tick was dropped.
+    pub(crate) fn set_tick(&self, out: &Arc<Outgoing>) -> bool {
+        self.offer(&[out], true).replaced
     }
 
     /// Queues a pong (oldest dropped beyond a few).
@@ -325,43 +328,50 @@ impl Outbox {
     /// wins: straight into the socket where the fast path can, else queued
     /// with one wake-up. `false` if the connection is closing.
     pub(crate) fn deliver(&self, outs: &[&Arc<Outgoing>]) -> bool {
+        self.offer(outs, false).open
+    }
+
+    /// [`Outbox::deliver`] (with `as_tick`, `outs` take the tick's place),
+    /// also saying whether a waiting tick was replaced.
+    fn offer(&self, outs: &[&Arc<Outgoing>], as_tick: bool) -> Offered {
         let mut g = self.lock();
         if g.close.is_some() {
-            return false;
+            return Offered { open: false, replaced: false };
         }
         if let Some(direct) = self.direct.get()
             && g.idle()
         {
             match direct.try_write(outs) {
-                DirectWrite::Done => return true,
+                DirectWrite::Done => return Offered { open: true, replaced: false },
                 DirectWrite::Pending => {
                     g.busy = true;
                     g.drain = true;
                     drop(g);
                     self.notify.notify_one();
-                    return true;
+                    return Offered { open: true, replaced: false };
                 }
                 DirectWrite::Refused => {}
             }
         }
-        self.queue_all(g, outs)
+        self.queue_all(g, outs, as_tick)
     }
 
     /// Queues `outs` (ticks latest wins) and wakes the writer; a full queue
-    /// closes the connection as a slow consumer (`false`).
-    fn queue_all(&self, mut g: std::sync::MutexGuard<'_, Inner>, outs: &[&Arc<Outgoing>]) -> bool {
+    /// closes the connection as a slow consumer (not `open`).
+    fn queue_all(&self, mut g: std::sync::MutexGuard<'_, Inner>, outs: &[&Arc<Outgoing>], as_tick: bool) -> Offered {
+        let mut replaced = false;
         for out in outs {
-            if out.is_tick() {
-                g.tick = Some(Arc::clone(out));
+            if as_tick || out.is_tick() {
+                replaced |= g.tick.replace(Arc::clone(out)).is_some();
             } else if !self.queue(&mut g, Arc::clone(out)) {
                 drop(g);
                 self.wake_closed();
-                return false;
+                return Offered { open: false, replaced };
             }
         }
         drop(g);
         self.notify.notify_one();
-        true
+        Offered { open: true, replaced }
     }
 
     /// Queues a reliable message; `false` (and the slow consumer's close
@@ -397,14 +407,7 @@ impl Link for Outbox {
     }
 
     fn tick(&self, out: &Arc<Outgoing>) -> bool {
-        if self.direct.get().is_some() {
-            // Latest wins in the queue; a direct write replaces nothing.
-            let replaced = self.lock().tick.is_some();
-            self.deliver(&[out]);
-            replaced
-        } else {
-            self.set_tick(out.clone())
-        }
+        self.set_tick(out)
     }
 
     fn deliver(&self, outs: &[&Arc<Outgoing>]) -> bool {
@@ -436,8 +439,8 @@ mod tests {
     async fn ticks_are_latest_wins_and_frames_keep_order() {
         let o = Outbox::new(4);
         assert!(o.push(msg(1)));
-        assert!(!o.set_tick(msg(10)));
-        assert!(o.set_tick(msg(11)), "unsent tick replaced");
+        assert!(!o.set_tick(&msg(10)));
+        assert!(o.set_tick(&msg(11)), "unsent tick replaced");
         assert!(o.push(msg(2)));
         o.push_pong(1, 2);
         let b = o.next_batch().await;
