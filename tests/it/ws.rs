@@ -445,3 +445,83 @@ async fn shutdown_closes_sessions_with_going_away_code() {
     assert_eq!(closed(&mut ws).await, Some(ErrorCode::ShuttingDown.as_u16()));
     assert_eq!(closed(&mut legacy).await, Some(ErrorCode::ShuttingDown.as_u16()));
 }
+
+/// Sends one raw HTTP/1.1 request head and returns the status and the body.
+async fn raw_http(server: &TestServer, head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    // Read the head, then as many body bytes as it announces (the
+    // connection stays open).
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap_or(0usize);
+            if body.len() >= len {
+                let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+                return (status, body.to_owned());
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "the server closed before answering: {text}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The WebSocket handshake is the server's own: every malformed upgrade gets
+/// its status and a JSON error naming what is wrong, and a viewer already in
+/// the room notices nothing.
+#[tokio::test]
+async fn malformed_upgrades_get_clear_errors_and_harm_no_one() {
+    let server = TestServer::start().await;
+    let (mut viewer, _) = join(&server, "hs", "viewer").await;
+    let path = "/api/live-stream/hs";
+    let host = server.http;
+    let ok = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let cases = [
+        (format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"), 426, "upgrade_required"),
+        (
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 8\r\nSec-WebSocket-Key: x\r\n\r\n"
+            ),
+            400,
+            "bad_websocket_version",
+        ),
+        (
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ),
+            400,
+            "bad_websocket_key",
+        ),
+        (format!("GET /api/live-stream/bad%20id HTTP/1.1\r\nHost: {host}\r\n{ok}\r\n"), 400, "invalid_event_id"),
+    ];
+    for (head, status, code) in cases {
+        let (got, body) = raw_http(&server, &head).await;
+        assert_eq!(got, status, "{head:?}: {body}");
+        assert!(body.contains(code), "{head:?}: {body}");
+    }
+    // A well-formed upgrade is answered 101 with the accept key of RFC 6455's example.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{ok}\r\n").as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut head)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+    drop(s);
+    // The viewer in the room still gets answers.
+    send(&mut viewer, &ClientMsg::Ping(Ping { client_time: 7 })).await;
+    until(&mut viewer, |g| match g {
+        Got::Msg(ServerMsg::Pong(p)) if p.client_time == 7 => Some(()),
+        _ => None,
+    })
+    .await;
+    server.stop().await;
+}

@@ -74,7 +74,11 @@ pub(crate) struct WsQuery {
     params(("event_id" = String, Path, description = "The event (room) id"),
         ("access_token" = Option<String>, Query, description = "Access token (or send it in Hello)"),
         ("deviceId" = Option<String>, Query, description = "Device id of JSON-dialect clients")),
-    responses((status = 101, description = "Switching protocols"), (status = 400, body = crate::util::ApiError),
+    responses((status = 101, description = "Switching protocols"),
+        (status = 400, body = crate::util::ApiError, description = "invalid event id, Sec-WebSocket-Version not 13, or no Sec-WebSocket-Key"),
+        (status = 405, body = crate::util::ApiError, description = "not a GET"),
+        (status = 426, body = crate::util::ApiError, description = "not a WebSocket upgrade request"),
+        (status = 505, body = crate::util::ApiError, description = "not HTTP/1.1"),
         (status = 403, body = crate::util::ApiError, description = "a browser page of an origin not in --cors-origins"),
         (status = 429, body = crate::util::ApiError, description = "too many connection attempts from this IP"),
         (status = 503, body = crate::util::ApiError, description = "server full")))]
@@ -101,7 +105,7 @@ pub(crate) async fn upgrade(
         crate::metrics::error(lockstep_protocol::ErrorCode::ServerFull);
         return api_error(StatusCode::SERVICE_UNAVAILABLE, "server_full", "too many connections");
     };
-    let binary = ws.offers(SUBPROTOCOL);
+    let binary = ws.binary;
     let dialect = if binary { Dialect::Binary } else { Dialect::Json };
     let params = SessionParams {
         event_id,
@@ -137,14 +141,8 @@ pub(crate) async fn upgrade(
 pub(crate) struct Upgrade {
     on_upgrade: OnUpgrade,
     accept: HeaderValue,
-    protocols: Vec<String>,
-}
-
-impl Upgrade {
-    /// Whether the client offered the subprotocol `p`.
-    fn offers(&self, p: &str) -> bool {
-        self.protocols.iter().any(|o| o == p)
-    }
+    /// The client offered [`SUBPROTOCOL`] (subprotocols compare exactly).
+    binary: bool,
 }
 
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -188,14 +186,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
         };
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let accept = HeaderValue::from_str(&accept).expect("base64 is a header value");
-        let protocols = parts
+        let binary = parts
             .headers
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .map(|p| p.trim().to_owned())
-            .collect();
+            .any(|p| p.trim() == SUBPROTOCOL);
         let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
             return Err(api_error(
                 StatusCode::UPGRADE_REQUIRED,
@@ -203,7 +200,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
                 "this connection cannot be upgraded",
             ));
         };
-        Ok(Upgrade { on_upgrade, accept, protocols })
+        Ok(Upgrade { on_upgrade, accept, binary })
     }
 }
 
