@@ -17,7 +17,8 @@
 //
 // Query parameters: ?src=URL another HLS stream (with program date-times);
 // ?transport=websocket|webtransport forces one transport; ?wt=URL overrides
-// the WebTransport base URL; ?sync=off plays the stream with hls.js alone
+// the WebTransport base URL; ?wtHeadStart=ms sets how long WebSocket waits
+// for WebTransport in the race (200); ?sync=off plays the stream with hls.js alone
 // (its default settings; with &catchup=1 its catch-up on, up to 1.5×): the
 // anchor the browser tests measure Lockstep against.
 
@@ -33,6 +34,8 @@ const streamSrc = params.get('src') || '/dev/live-source/stream.m3u8';
 const transportParam = params.get('transport');
 const transport = transportParam === 'webtransport' || transportParam === 'websocket' ? transportParam : 'auto';
 const wtOverride = params.get('wt') || undefined;
+/** ?wtHeadStart=ms: how long WebSocket waits for WebTransport (the client's default when absent). */
+const wtHeadStart = Number.parseInt(params.get('wtHeadStart') ?? '', 10);
 /** hls.js alone, no Lockstep (the anchor): its own settings, optionally its catch-up. */
 const plain = params.get('sync') === 'off';
 const PLAIN_CONFIG = params.get('catchup') === '1' ? { maxLiveSyncPlaybackRate: 1.5 } : {};
@@ -287,6 +290,7 @@ async function join(view, adapter) {
     deviceId: live.deviceId,
     transport,
     webtransportUrl: wtOverride ?? view.transports?.webtransport?.url,
+    ...(Number.isFinite(wtHeadStart) && wtHeadStart >= 0 ? { webtransportHeadStartMs: wtHeadStart } : {}),
   });
   live.session = s;
   s.on('viewers', (/** @type {number} */ n) => ($('viewers').textContent = String(n)));

@@ -9,7 +9,8 @@
 //
 // Query parameters: ?invite=ID accepts an invitation; ?src=URL plays other
 // media; ?transport=websocket|webtransport forces one transport; ?wt=URL
-// overrides the WebTransport base URL (https://host:port).
+// overrides the WebTransport base URL (https://host:port); ?wtHeadStart=ms
+// sets how long WebSocket waits for WebTransport in the race (200).
 
 import { connect } from '/client/lockstep.js';
 
@@ -24,6 +25,8 @@ const mediaSrc = params.get('src') || '/demo/video.webm';
 const transportParam = params.get('transport');
 const transport = transportParam === 'webtransport' || transportParam === 'websocket' ? transportParam : 'auto';
 const wtOverride = params.get('wt') || undefined;
+/** ?wtHeadStart=ms: how long WebSocket waits for WebTransport (the client's default when absent). */
+const wtHeadStart = Number.parseInt(params.get('wtHeadStart') ?? '', 10);
 
 const SUB_KEY = 'lockstep.demo.sub'; // localStorage: the dev user survives reloads
 const TOKEN_KEY = 'lockstep.demo.token'; // localStorage: a pasted token (not in dev mode)
@@ -273,6 +276,7 @@ async function join(view) {
     // /api/certificate, which the client fetches again after a failure, so a
     // rotated certificate never strands the page.
     webtransportUrl: wtOverride ?? view.transports?.webtransport?.url,
+    ...(Number.isFinite(wtHeadStart) && wtHeadStart >= 0 ? { webtransportHeadStartMs: wtHeadStart } : {}),
   });
   demo.session = s;
   s.on('timeline', (/** @type {any} */ t) => onTimeline(s, t));

@@ -92,7 +92,7 @@ async function session(home) {
       const pinned = await probe({ serverCertificateHashes: [{ algorithm: 'sha-256', value }] });
       /** @type {any} */ (window).wtOpened.length = 0;
       const { connect } = await import('/client/lockstep.js');
-      const s = await connect({ url: location.origin, eventId: ev });
+      const s = await connect({ url: location.origin, eventId: ev, webtransportHeadStartMs: 5000 });
       try {
         const seek = await s.seek(21);
         return {

@@ -25,6 +25,8 @@ test('WebTransport cut mid-session: the page falls back to WebSocket and keeps p
   try {
     const ev = eventId('cut');
     const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
+    // openWatch gives WebTransport a 5 s head start (wtHeadStart), so it wins
+    // the first race through the relay even on a loaded CI machine.
     const cut = await openWatch(env.browser, `${env.server.url}/watch/${ev}?wt=https://127.0.0.1:${relay.port}`);
     const before = await probe(cut);
     assert.equal(before.transport, 'webtransport');

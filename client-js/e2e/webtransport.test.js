@@ -45,7 +45,7 @@ test("connect() finds the node's WebTransport URL in /api/certificate and uses W
     const r = await page.evaluate(async (ev) => {
       const { connect } = await import('/client/lockstep.js');
       const certificate = await (await fetch('/api/certificate', { cache: 'no-store' })).json();
-      const s = await connect({ url: location.origin, eventId: ev });
+      const s = await connect({ url: location.origin, eventId: ev, webtransportHeadStartMs: 5000 });
       try {
         const seek = await s.seek(12);
         const again = await s.pause();

@@ -98,6 +98,20 @@ export function useLockstep(args = []) {
 }
 
 /**
+ * The page's URL with `wtHeadStart=5000` unless it sets one: where the tests
+ * expect WebTransport to win the race, it must win on a loaded CI machine too
+ * (a debug build's first QUIC handshake can take longer than the client's
+ * 200 ms default). A WebTransport attempt that fails starts WebSocket at
+ * once, so pages that fall back are not slowed; one that hangs is, by 5 s.
+ * @param {string} url
+ */
+function withHeadStart(url) {
+  const u = new URL(url);
+  if (!u.searchParams.has('wtHeadStart')) u.searchParams.set('wtHeadStart', '5000');
+  return u.toString();
+}
+
+/**
  * Opens the watch page in a fresh browser context (its own storage: another
  * user and device) and waits until it has joined its room.
  * @param {import('playwright-core').Browser} browser
@@ -118,7 +132,7 @@ export async function openWatch(browser, url, o = {}) {
     });
   }
   if (o.setup) await o.setup(page);
-  await page.goto(url);
+  await page.goto(withHeadStart(url));
   await waitFor(page, () => window.lockstepDemo?.session?.status === 'open' || Boolean(window.lockstepDemo?.fatal), null, {
     what: `the page ${url} to join`,
     timeoutMs: o.timeoutMs ?? 20_000,
