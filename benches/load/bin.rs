@@ -290,6 +290,8 @@ struct Res {
     first_by_stream: u64,
     /// Nacks the viewers sent (`--wt-changes once`).
     nacks: u64,
+    /// WebTransport viewers' QUIC counters (see `Rec::quic`), whole connections.
+    quic: [u64; 4],
     msgs_per_delivery: f64,
     user: [f64; 5],
     kernel: [f64; 5],
@@ -698,6 +700,7 @@ async fn run_one(
     res.first_by_dgram = rec.first_by_datagram.load(Relaxed);
     res.first_by_stream = res.delivered - res.first_by_dgram;
     res.nacks = rec.nacks.load(Relaxed);
+    res.quic = std::array::from_fn(|i| rec.quic[i].load(Relaxed));
     res.deliveries_per_s = res.delivered as f64 / o.measure.as_secs_f64();
     res.msgs_per_delivery = rec.msgs_in_window.load(Relaxed) as f64 / res.delivered.max(1) as f64;
     res.cpu_pct = 100.0 * (cpu1 - cpu0) / w;
@@ -813,6 +816,7 @@ fn med(rs: &[&Res]) -> Res {
         first_by_dgram: m(&|r| r.first_by_dgram as f64) as u64,
         first_by_stream: m(&|r| r.first_by_stream as f64) as u64,
         nacks: m(&|r| r.nacks as f64) as u64,
+        quic: std::array::from_fn(|i| m(&|r| r.quic[i] as f64) as u64),
         msgs_per_delivery: m(&|r| r.msgs_per_delivery),
         user: arr5(&|r| r.user),
         kernel: arr5(&|r| r.kernel),
@@ -926,7 +930,7 @@ fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
                 .filter(|r| r.target == "lockstep-wt")
                 .map(|r| {
                     format!(
-                        "changes {}: {} of {} deliveries by datagram ({}% of deliveries, {}% of the {} expected), {} {}, {} Nacks sent, {} lost; {} UDP receive-buffer drops on the machine",
+                        "changes {}: {} of {} deliveries by datagram ({}% of deliveries, {}% of the {} expected), {} {}, {} Nacks sent, {} lost; {} UDP receive-buffer drops on the machine; QUIC over the viewers' whole connections: {} ACK frames sent per packet received from the server, {} ACK frames received per packet sent ({} packets from the server, {} to it)",
                         if o.wt_once { "once as datagrams" } else { "as datagram copies + stream" },
                         r.first_by_dgram,
                         r.delivered,
@@ -937,7 +941,11 @@ fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
                         if o.wt_once { "repaired on the stream" } else { "first on the stream" },
                         r.nacks,
                         r.lost,
-                        r.udp_drops
+                        r.udp_drops,
+                        f(r.quic[1] as f64 / r.quic[0].max(1) as f64, 3),
+                        f(r.quic[3] as f64 / r.quic[2].max(1) as f64, 3),
+                        r.quic[0],
+                        r.quic[2]
                     )
                 })
                 .collect();

@@ -548,7 +548,16 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
         let apply_due = c.apply.map(|a| a.1).unwrap_or(far);
         tokio::select! {
             biased;
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                if let Link::Wt { conn, .. } = &link {
+                    let st = conn.quic_connection().stats();
+                    let q = &ctx.rec.quic;
+                    for (i, n) in [st.udp_rx.datagrams, st.frame_tx.acks, st.udp_tx.datagrams, st.frame_rx.acks].into_iter().enumerate() {
+                        q[i].fetch_add(n, Relaxed);
+                    }
+                }
+                return;
+            }
             _ = tokio::time::sleep_until(apply_due), if c.apply.is_some() => {
                 let (k, _) = c.apply.take().expect("guarded");
                 if let Some(pr) = &ctx.prec {

@@ -63,6 +63,9 @@ pub(crate) struct Rec {
     pub(crate) first_by_datagram: AtomicU64,
     /// Nacks sent by viewers (WebTransport with changes once as datagrams).
     pub(crate) nacks: AtomicU64,
+    /// QUIC counters of the WebTransport viewers' connections, summed when they stop:
+    /// `[packets received (from the server), ACK frames sent, packets sent, ACK frames received]`.
+    pub(crate) quic: [AtomicU64; 4],
     /// Messages of any kind received by viewers in the measured window.
     pub(crate) msgs_in_window: AtomicU64,
     pub(crate) measuring: std::sync::atomic::AtomicBool,
@@ -96,6 +99,7 @@ impl Rec {
             dups: AtomicU64::new(0),
             first_by_datagram: AtomicU64::new(0),
             nacks: AtomicU64::new(0),
+            quic: Default::default(),
             msgs_in_window: AtomicU64::new(0),
             measuring: std::sync::atomic::AtomicBool::new(false),
             count_msgs: AtomicU64::new(0),
