@@ -51,6 +51,11 @@ fn describe() {
     describe_counter!("lockstep_messages_out_total", "Messages queued to clients by type");
     describe_counter!("lockstep_drops_total", "Messages dropped by reason");
     describe_histogram!("lockstep_fanout_seconds", Unit::Seconds, "Time to queue one message to every member");
+    describe_histogram!(
+        "lockstep_sync_drift_seconds",
+        Unit::Seconds,
+        "Members' measured drift from their room's timeline (absolute, from SyncReports)"
+    );
     describe_counter!("lockstep_errors_total", "Errors reported to clients by code");
     describe_gauge!("lockstep_redis_up", "Whether Redis answers (scale-out only)");
     describe_gauge!("lockstep_build_info", "Always 1; the labels say which build and protocol this is");

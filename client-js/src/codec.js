@@ -107,7 +107,8 @@ export { FrameDecoder, encodeFrame } from './framing.js';
  * @typedef {{type: 'report', epoch: number, positionUs: U64, rateMilli: number, buffering: boolean}} ReportMsg
  * @typedef {{type: 'liveReport', liveEdgeMs: U64, bufferMs: number}} LiveReportMsg
  * @typedef {{type: 'nack', epoch: number}} NackMsg A missed datagram-only change: asks for the newest change after `epoch` on the stream (SPEC 5.2).
- * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg | LiveReportMsg | NackMsg} ClientMsg
+ * @typedef {{type: 'syncReport', epoch: number, driftUs: number}} SyncReportMsg The client's measured drift (element − room position, µs, positive: ahead) for the room's sync quality (SPEC 6.1).
+ * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg | LiveReportMsg | NackMsg | SyncReportMsg} ClientMsg
  */
 
 const ROLES = /** @type {const} */ (['host', 'co-host', 'viewer']);
@@ -130,7 +131,7 @@ const SERVER_TYPES = /** @type {const} */ ([
   'ack',
   'liveState',
 ]);
-const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report', 'liveReport', 'nack']);
+const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report', 'liveReport', 'nack', 'syncReport']);
 
 // ------------------------------------------------------------------ reading
 
@@ -292,8 +293,10 @@ function clientBody(r, tag) {
       return { type: 'report', epoch: r.u32(), positionUs: r.u64(), rateMilli: r.u16(), buffering: r.bool() };
     case 4:
       return { type: 'liveReport', liveEdgeMs: r.u64(), bufferMs: r.u32() };
-    default:
+    case 5:
       return { type: 'nack', epoch: r.u32() };
+    default:
+      return { type: 'syncReport', epoch: r.u32(), driftUs: r.i32() };
   }
 }
 
@@ -507,6 +510,10 @@ export function encodeClient(msg) {
       break;
     case 'nack':
       w.u32(msg.epoch, 'epoch');
+      break;
+    case 'syncReport':
+      w.u32(msg.epoch, 'epoch');
+      w.i32(msg.driftUs, 'driftUs');
       break;
   }
   return w.done();

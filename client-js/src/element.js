@@ -69,6 +69,11 @@ export class ElementController {
    * @type {number | null}
    */
   #edgeAgeMs = null;
+  /**
+   * Whether reports come with a `SyncReport` (cleared for a server that
+   * predates them: it answers one with 4001, SPEC 11).
+   */
+  syncReports = true;
 
   /**
    * @param {ElementHost} host
@@ -138,6 +143,7 @@ export class ElementController {
   /** A new connection joined: start drift control afresh, tell the server of a stall still going on. */
   joined() {
     this.#drift.reset();
+    this.syncReports = true; // a new connection may reach a newer server
     if (this.#reportedBuffering) this.#sendReport(this.#el);
     this.step();
   }
@@ -301,6 +307,13 @@ export class ElementController {
       },
       true,
     );
+    // The measured drift, for the room's sync quality (SPEC 6.1): only while
+    // following the timeline with a measurement, never while stalled.
+    const driftMs = el ? this.#drift.driftMs : NaN;
+    if (this.syncReports && Number.isFinite(driftMs) && !this.#reportedBuffering && !this.#elBuffering) {
+      const driftUs = Math.max(-(2 ** 31), Math.min(2 ** 31 - 1, Math.round(driftMs * 1000)));
+      this.#host.send({ type: 'syncReport', epoch: this.#host.epoch(), driftUs }, true);
+    }
     const adapter = this.#adapter;
     const origin = this.#host.origin();
     if (!el || !adapter || origin === null || origin === undefined) return;

@@ -505,6 +505,9 @@ export class Session {
         // An expired token with getToken: a fresh one and a new attempt follow the close.
         if (m.code === CODES.token_expired && m.requestId === 0 && this.#conn.tokenExpired()) return;
         this.#lastServerError = m.code;
+        // A server older than SyncReport (SPEC 11): the only message this
+        // client sends that it may not know. Stop sending them (each costs a strike).
+        if (m.code === CODES.unknown_message && m.requestId === 0) this.#element.syncReports = false;
         if (m.requestId !== 0) this.#commands.onError(m.requestId, e);
         this.#emitError(e);
         if (codeFatal(m.code)) {

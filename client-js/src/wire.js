@@ -96,6 +96,12 @@ export class Reader {
     return this.varint(8);
   }
 
+  /** A signed 32-bit integer: zigzag (0, -1, 1, -2, …), then a varint. */
+  i32() {
+    const z = /** @type {number} */ (this.varint(4));
+    return z % 2 === 0 ? z / 2 : -(z + 1) / 2;
+  }
+
   bool() {
     const v = this.byte();
     if (v > 1) throw new Fail('Malformed', `invalid bool byte ${v}`);
@@ -237,6 +243,18 @@ export class Writer {
    */
   u32(v, what) {
     this.varint(uint(v, 0xffffffff, what));
+  }
+
+  /**
+   * A signed 32-bit integer (zigzag, then a varint).
+   * @param {unknown} v
+   * @param {string} what
+   */
+  i32(v, what) {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < -(2 ** 31) || v > 2 ** 31 - 1) {
+      throw new RangeError(`${what} must be an integer in -2^31..=2^31-1, got ${String(v)}`);
+    }
+    this.varint(v >= 0 ? v * 2 : -v * 2 - 1);
   }
 
   /**

@@ -147,9 +147,22 @@ test('changes as datagrams only: Nack (client tag 5) and the DATAGRAM_CHANGES ca
   assert.equal(toHex(encodeClient({ type: 'nack', epoch: 12 })), '050c');
   assert.deepStrictEqual(decodeClient(fromHex('050c')), { type: 'nack', epoch: 12 });
   assert.throws(() => decodeClient(fromHex('05')), (e) => e.kind === 'Malformed' && e.code === 4000);
-  assert.throws(() => decodeClient(fromHex('06')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
+  assert.throws(() => decodeClient(fromHex('07')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
   assert.throws(() => encodeClient(/** @type {any} */ ({ type: 'nack', epoch: -1 })), RangeError);
   assert.equal(CAPS.DATAGRAM_CHANGES, 16);
+});
+
+test('sync quality: SyncReport (client tag 6), its drift a zigzag i32 (SPEC 2.3, 6.1)', () => {
+  const msg = { type: 'syncReport', epoch: 12, driftUs: -40000 };
+  assert.equal(toHex(encodeClient(msg)), '060cfc7f380100');
+  assert.deepStrictEqual(decodeClient(fromHex('060cfc7f380100')), msg);
+  for (const driftUs of [0, -1, 1, 3200, -(2 ** 31), 2 ** 31 - 1]) {
+    assert.deepStrictEqual(decodeClient(encodeClient({ type: 'syncReport', epoch: 1, driftUs })), { type: 'syncReport', epoch: 1, driftUs });
+  }
+  assert.throws(() => decodeClient(fromHex('060c')), (e) => e.kind === 'Malformed' && e.code === 4000);
+  for (const driftUs of [2 ** 31, -(2 ** 31) - 1, 1.5, NaN]) {
+    assert.throws(() => encodeClient(/** @type {any} */ ({ type: 'syncReport', epoch: 1, driftUs })), RangeError);
+  }
 });
 
 test('a tick rate above 0x7fff is clamped, as the reference encoder does', () => {

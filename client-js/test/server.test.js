@@ -160,6 +160,21 @@ test('an attached element follows the room: plays, locks, pauses, and reports', 
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     const m = /lockstep_messages_in_total\{type="report"\} (\d+)/.exec(metrics);
     assert.ok(m && Number(m[1]) > 0, 'no reports counted by the server');
+    // ... and its measured drift: the room's sync quality counts the viewer, in step.
+    /** @type {any} */
+    let sync = null;
+    await until(
+      () => {
+        void fetch(`${server.url}/api/live-stream/${eventId}/state`)
+          .then((r) => r.json())
+          .then((st) => (sync = st.sync));
+        return sync !== null && sync.reporting >= 1;
+      },
+      5000,
+      'a SyncReport in the room state',
+    );
+    assert.equal(sync.outOfSync, 0, JSON.stringify(sync));
+    assert.ok(sync.maxMs < 40, JSON.stringify(sync));
   } finally {
     viewer.detach();
     video.dispose();

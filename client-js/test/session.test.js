@@ -495,7 +495,7 @@ test('the public surface of a session: no internals on the instance', async () =
     assert.deepEqual(Object.keys(s), ['ready']);
     const proto = Object.getOwnPropertyNames(Object.getPrototypeOf(s)).sort();
     assert.deepEqual(proto, [
-      'attach', 'close', 'constructor', 'detach', 'deviceId', 'goLive', 'live', 'memberId', 'off', 'on', 'pause', 'play', 'policy',
+      'attach', 'close', 'constructor', 'detach', 'deviceId', 'goLive', 'hold', 'live', 'memberId', 'off', 'on', 'pause', 'play', 'policy',
       'position', 'programTime', 'role', 'seek', 'seekProgramTime', 'setPolicy', 'setRate', 'setRole', 'stats', 'status', 'timeline',
       'transport', 'viewers',
     ]);
@@ -520,4 +520,35 @@ test('a fatal close (unauthorized) ends the session instead of reconnecting', as
   conn.kill(4012);
   await until(() => s.status === 'closed', 1000, 'closed');
   assert.equal(errors.filter((e) => e.code === 4012).length, 1, 'reported once');
+});
+
+test('sync quality: reports come with the measured drift as a SyncReport; a server that answers 4001 gets no more of them', async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { fetch: fakeFetch({}, 404) }));
+  const video = new FakeVideo();
+  try {
+    s.attach(video);
+    // The fake room is paused at 5 s: once the element is there, its drift is measured.
+    await until(() => server.received.some((r) => r.msg.type === 'syncReport'), 3000, 'a SyncReport');
+    const sr = server.received.find((r) => r.msg.type === 'syncReport').msg;
+    assert.equal(sr.epoch, 3, 'measured against the timeline in effect');
+    assert.ok(Number.isInteger(sr.driftUs) && Math.abs(sr.driftUs) < 1_000_000, `driftUs ${sr.driftUs}`);
+    // Each comes right after a Report.
+    const kinds = server.received.map((r) => r.msg.type).filter((t) => t === 'report' || t === 'syncReport');
+    assert.equal(kinds[kinds.indexOf('syncReport') - 1], 'report');
+    // An older server: 4001 (request 0) for the SyncReport; the session stops sending them.
+    const errors = [];
+    s.on('error', (e) => errors.push(e));
+    server.broadcast(encodeServer({ type: 'error', code: 4001, message: 'unknown message tag 6', requestId: 0 }));
+    await until(() => errors.length === 1, 2000, 'the error');
+    const before = server.received.filter((r) => r.msg.type === 'syncReport').length;
+    const reports = server.received.filter((r) => r.msg.type === 'report').length;
+    await until(() => server.received.filter((r) => r.msg.type === 'report').length >= reports + 3, 3000, 'three more reports');
+    assert.equal(server.received.filter((r) => r.msg.type === 'syncReport').length, before, 'no SyncReport since');
+    assert.equal(s.status, 'open', 'the connection stays');
+  } finally {
+    s.detach();
+    video.dispose();
+    s.close();
+  }
 });

@@ -22,7 +22,7 @@ fn cfg() -> Cfg {
 /// Number of [`ServerMsg`] variants (tags `0..SERVER_TAGS`).
 pub const SERVER_TAGS: u32 = 12;
 /// Number of [`ClientMsg`] variants (tags `0..CLIENT_TAGS`).
-pub const CLIENT_TAGS: u32 = 6;
+pub const CLIENT_TAGS: u32 = 7;
 
 /// Why bytes did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

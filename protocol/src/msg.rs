@@ -368,6 +368,23 @@ pub enum ClientMsg {
     /// A client with [`crate::caps::DATAGRAM_CHANGES`] missed a change: it
     /// asks for the newest change after `epoch` on the reliable channel.
     Nack(Nack),
+    /// The client's measured drift from the room's timeline; informs the
+    /// room's sync quality, never moves the timeline.
+    SyncReport(SyncReport),
+}
+
+/// How far the client's element is from the room's timeline, as the client
+/// measured it (client tag 6, reliable or datagram, like `Report`). The
+/// server keeps each member's latest for the room's sync quality (SPEC §6.1);
+/// it never moves the timeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncReport {
+    /// The timeline epoch the drift was measured against.
+    pub epoch: u32,
+    /// Element position minus the room's position at the same instant, in
+    /// microseconds (positive: ahead), clamped to the `i32` range.
+    pub drift_us: i32,
 }
 
 /// A missed change (client tag 5, reliable channel only): the client holds
@@ -520,6 +537,7 @@ impl ClientMsg {
             ClientMsg::Report(_) => "report",
             ClientMsg::LiveReport(_) => "live_report",
             ClientMsg::Nack(_) => "nack",
+            ClientMsg::SyncReport(_) => "sync_report",
         }
     }
 }

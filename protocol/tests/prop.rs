@@ -163,6 +163,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         (u64v(), u32v())
             .prop_map(|(live_edge_ms, buffer_ms)| ClientMsg::LiveReport(LiveReport { live_edge_ms, buffer_ms })),
         u32v().prop_map(|epoch| ClientMsg::Nack(Nack { epoch })),
+        (u32v(), any::<i32>()).prop_map(|(epoch, drift_us)| ClientMsg::SyncReport(SyncReport { epoch, drift_us })),
     ]
 }
 

@@ -557,6 +557,11 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
         ("epoch past 250: three-byte varint", C::Nack(Nack { epoch: 300 })),
         ("epoch past 65535: five-byte varint", C::Nack(Nack { epoch: 70_000 })),
         ("worst case", C::Nack(Nack { epoch: u32::MAX })),
+        // SyncReport
+        ("in step: 0 µs", C::SyncReport(SyncReport { epoch: 12, drift_us: 0 })),
+        ("3.2 ms ahead", C::SyncReport(SyncReport { epoch: 12, drift_us: 3_200 })),
+        ("40 ms behind (zigzag: negative is odd)", C::SyncReport(SyncReport { epoch: 12, drift_us: -40_000 })),
+        ("extremes", C::SyncReport(SyncReport { epoch: u32::MAX, drift_us: i32::MIN })),
     ]
 }
 
@@ -642,7 +647,7 @@ fn invalid_cases() -> Vec<InvalidCase> {
     let raw = vec![
         c("empty (client)", vec![]),
         s("empty (server)", vec![]),
-        c("unknown client tag 6", vec![6]),
+        c("unknown client tag 7", vec![7]),
         s("unknown server tag 12", vec![12]),
         c("unknown tag 250", vec![250, 0, 0]),
         c("unknown tag 300 (three-byte varint)", vec![251, 0x2c, 0x01]),
@@ -676,6 +681,8 @@ fn invalid_cases() -> Vec<InvalidCase> {
         c("LiveReport.buffer_ms as a u64 varint", vec![4, 1, 253, 0, 0, 0, 0, 1, 0, 0, 0]),
         c("truncated Nack (epoch missing)", vec![5]),
         c("Nack.epoch as a u64 varint", vec![5, 253, 1, 0, 0, 0, 0, 0, 0, 0]),
+        c("truncated SyncReport (drift missing)", vec![6, 12]),
+        c("SyncReport.drift_us as a u64 varint", vec![6, 12, 253, 1, 0, 0, 0, 0, 0, 0, 0]),
         c("invalid UTF-8 in device id", bad_utf8),
         c("u16 field as a u32 varint (Hello.version)", wide_version),
         c("non-canonical varint: 5 as 251 05 00", vec![1, 251, 5, 0]),
@@ -1273,6 +1280,13 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
         ("Report", "C→S", 3, c(report(0, 0, 0)), c(report(u32::MAX, u64::MAX, MAX_RATE_MILLI))),
         ("LiveReport", "C→S", 4, c(live_report(0, 0)), c(live_report(u64::MAX, u32::MAX))),
         ("Nack", "C→S", 5, c(ClientMsg::Nack(Nack { epoch: 0 })), c(ClientMsg::Nack(Nack { epoch: u32::MAX }))),
+        (
+            "SyncReport",
+            "C→S",
+            6,
+            c(ClientMsg::SyncReport(SyncReport { epoch: 0, drift_us: 0 })),
+            c(ClientMsg::SyncReport(SyncReport { epoch: u32::MAX, drift_us: i32::MIN })),
+        ),
     ]
 }
 
@@ -1284,7 +1298,7 @@ fn encoded_sizes_match_the_spec() {
     }
     // Every datagram message fits a datagram with room to spare.
     for (name, _, _, _, max) in &table {
-        if ["Tick", "Pong", "TimelineChanged", "Ping", "Report", "LiveReport"].contains(name) {
+        if ["Tick", "Pong", "TimelineChanged", "Ping", "Report", "LiveReport", "SyncReport"].contains(name) {
             assert!(*max <= 64, "{name}: {max}");
         }
     }

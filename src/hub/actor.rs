@@ -171,6 +171,10 @@ impl RoomActor {
                 metrics::counter!("lockstep_live_reports_ignored_total").increment(ignored);
             }
         }
+        for (member, report) in taken.sync_reports {
+            metrics::histogram!("lockstep_sync_drift_seconds").record(f64::from(report.drift_us.unsigned_abs()) / 1e6);
+            self.room.sync_report(now, member, report);
+        }
         for id in taken.leaves {
             self.leave(id, now);
         }

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use lockstep_protocol::{Action, LiveReport, Report};
+use lockstep_protocol::{Action, LiveReport, Report, SyncReport};
 use tokio::sync::{Notify, oneshot};
 
 use super::link::{Extra, Link};
@@ -62,6 +62,8 @@ pub(crate) struct Taken {
     pub(crate) reports: HashMap<MemberId, Report>,
     /// Live rooms: each member's latest live report (latest wins).
     pub(crate) live_reports: HashMap<MemberId, LiveReport>,
+    /// Each member's latest measured drift (latest wins).
+    pub(crate) sync_reports: HashMap<MemberId, SyncReport>,
     pub(crate) leaves: Vec<MemberId>,
     pub(crate) queries: Vec<oneshot::Sender<RoomState>>,
     /// Clock changes (`PUT …/clock`), answered with the room's state, or
@@ -77,6 +79,7 @@ impl Taken {
             && self.commands.is_empty()
             && self.reports.is_empty()
             && self.live_reports.is_empty()
+            && self.sync_reports.is_empty()
             && self.leaves.is_empty()
             && self.queries.is_empty()
             && self.clocks.is_empty()
@@ -163,6 +166,14 @@ impl Inbox {
         });
     }
 
+    /// A measured drift: one latest-wins slot per member, like reports.
+    pub(crate) fn sync_report(&self, member: MemberId, report: SyncReport) {
+        self.put(|q| {
+            q.sync_reports.insert(member, report);
+            true
+        });
+    }
+
     pub(crate) fn leave(&self, member: MemberId) {
         self.put(|q| {
             q.leaves.push(member);
@@ -209,7 +220,7 @@ impl Inbox {
         };
         let p = &mut g.peaks;
         p.commands = p.commands.max(taken.commands.len());
-        p.reports = p.reports.max(taken.reports.len()).max(taken.live_reports.len());
+        p.reports = p.reports.max(taken.reports.len()).max(taken.live_reports.len()).max(taken.sync_reports.len());
         p.remote = p.remote.max(taken.remote.len());
         taken
     }

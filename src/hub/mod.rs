@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lockstep_protocol::{Action, LiveReport, Report};
+use lockstep_protocol::{Action, LiveReport, Report, SyncReport};
 use tokio::sync::{oneshot, watch};
 use tracing::info;
 
@@ -54,6 +54,11 @@ impl RoomHandle {
     /// A member's live report (latest wins).
     pub(crate) fn live_report(&self, member: MemberId, report: LiveReport) {
         self.inbox.live_report(member, report);
+    }
+
+    /// A member's measured drift (latest wins).
+    pub(crate) fn sync_report(&self, member: MemberId, report: SyncReport) {
+        self.inbox.sync_report(member, report);
     }
 
     /// A member leaves.

@@ -30,6 +30,8 @@ pub(super) struct Member {
     pub(super) datagrams: bool,
     /// Live rooms: its recent needs (auto latency).
     pub(super) live_needs: super::live::Needs,
+    /// Its latest measured drift (sync quality).
+    pub(super) drift: Option<super::quality::Drift>,
 }
 
 #[derive(Debug)]
@@ -74,6 +76,7 @@ impl Room {
                 wants_live: info.wants_live,
                 datagrams: info.datagrams,
                 live_needs: Default::default(),
+                drift: None,
             },
         );
         if self.id_base.is_some()

@@ -26,6 +26,7 @@
 //! - `counts.rs`: viewer counts, coalesced.
 //! - `shared.rs`: scale-out: members, roles and policy shared across nodes.
 //! - `live.rs`: live rooms: program time, the live point, `GoLive`, the auto latency.
+//! - `quality.rs`: sync quality: members' measured drifts and the room's summary.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -40,11 +41,13 @@ mod buffering;
 mod counts;
 mod live;
 mod members;
+mod quality;
 mod shared;
 mod timeline;
 
 pub use authority::{CommitRequest, CommitResult};
 pub use live::{ClockRequest, ClockSetting, LiveLatency, LiveView, NeedCounts, origin_for};
+pub use quality::{OUT_OF_SYNC_US, SyncQuality};
 pub use shared::Shared;
 
 use authority::Authority;
@@ -238,6 +241,8 @@ pub struct RoomState {
     pub clock: ClockKind,
     /// A live room's origin, latency and live point (`None` in a media room).
     pub live: Option<LiveView>,
+    /// How closely this node's members play together (their measured drifts).
+    pub sync: SyncQuality,
 }
 
 /// Member ids grouped by role.
@@ -456,6 +461,7 @@ impl Room {
             buffering_wait: self.wait.is_some(),
             clock: self.cfg.clock,
             live: self.live_view(now),
+            sync: self.sync_quality(now),
         }
     }
 

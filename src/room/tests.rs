@@ -4,7 +4,9 @@
 //! multi-node simulation in `sim.rs`.
 
 use super::*;
-use lockstep_protocol::{AckOutcome, Action, ChangeReason, PolicyChanged, Report, RoleChanged, Tick, Timeline};
+use lockstep_protocol::{
+    AckOutcome, Action, ChangeReason, PolicyChanged, Report, RoleChanged, SyncReport, Tick, Timeline,
+};
 
 mod live;
 mod sim;
@@ -1118,4 +1120,48 @@ fn sim_random_commands_keep_every_invariant() {
         sim.drive();
         sim.check_settled();
     }
+}
+
+/// Sync quality counts each member's latest fresh drift measured against the
+/// timeline in effect; a seek makes the old drifts moot until re-measured.
+#[test]
+fn sync_quality_summarises_fresh_drifts_of_the_timeline_in_effect() {
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let ids: Vec<MemberId> = (0..20).map(|i| join(&mut room, T0, &format!("d{i}"))).collect();
+    commit(&mut room, T0);
+    assert_eq!(room.sync_quality(T0), SyncQuality { out_of_sync_ms: 40.0, ..SyncQuality::default() });
+    let epoch = room.current.epoch;
+    // Drifts of 1..=20 ms, half of them behind; the last member at 90 ms.
+    for (i, &id) in ids.iter().enumerate() {
+        let ms = if i == 19 { 90 } else { i as i32 + 1 };
+        let drift_us = if i % 2 == 0 { ms * 1_000 } else { -ms * 1_000 };
+        room.sync_report(T0 + MS, id, SyncReport { epoch, drift_us });
+    }
+    // A newer report replaces a member's older one.
+    room.sync_report(T0 + 2 * MS, ids[0], SyncReport { epoch, drift_us: -500 });
+    let q = room.sync_quality(T0 + 2 * MS);
+    assert_eq!(q.reporting, 20);
+    assert_eq!(q.p50_ms, Some(10.0), "nearest rank of 0.5, 2..19, 90 ms");
+    assert_eq!(q.p95_ms, Some(19.0));
+    assert_eq!(q.max_ms, Some(90.0));
+    assert_eq!(q.out_of_sync, 1);
+    assert_eq!(room.state(T0 + 2 * MS).sync, q, "in the state API");
+
+    // A member that leaves no longer counts; stale drifts (three report
+    // intervals) do not either.
+    leave(&mut room, T0 + 3 * MS, ids[19]);
+    assert_eq!(room.sync_quality(T0 + 3 * MS).out_of_sync, 0);
+    let late = T0 + 2 * MS + 3 * S + 1;
+    room.sync_report(late, ids[1], SyncReport { epoch, drift_us: 41_000 });
+    let q = room.sync_quality(late);
+    assert_eq!((q.reporting, q.out_of_sync, q.max_ms), (1, 1, Some(41.0)));
+
+    // After a seek, drifts measured against the old timeline are moot; a
+    // report of an unknown member is ignored.
+    cmd(&mut room, late, ids[0], Action::Seek { position_ms: 60_000 }).unwrap();
+    assert_eq!(room.sync_quality(late).reporting, 0);
+    room.sync_report(late + MS, ids[2], SyncReport { epoch: room.current.epoch, drift_us: 2_000 });
+    room.sync_report(late + MS, 999_999, SyncReport { epoch: room.current.epoch, drift_us: 1 });
+    let q = room.sync_quality(late + MS);
+    assert_eq!((q.reporting, q.p50_ms), (1, Some(2.0)));
 }

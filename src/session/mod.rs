@@ -260,12 +260,17 @@ impl Session {
             Inbound::Datagram(bytes) => match decode_client(&bytes) {
                 // Datagram errors are never answered (SPEC §9): a report
                 // before Hello is just dropped.
-                Ok(ClientMsg::Report(_) | ClientMsg::LiveReport(_)) if self.joined.is_none() => {
+                Ok(ClientMsg::Report(_) | ClientMsg::LiveReport(_) | ClientMsg::SyncReport(_))
+                    if self.joined.is_none() =>
+                {
                     crate::metrics::drop("datagram_before_hello")
                 }
-                Ok(msg @ (ClientMsg::Ping(_) | ClientMsg::Report(_) | ClientMsg::LiveReport(_))) => {
-                    self.dispatch(msg, recv_us)
-                }
+                Ok(
+                    msg @ (ClientMsg::Ping(_)
+                    | ClientMsg::Report(_)
+                    | ClientMsg::LiveReport(_)
+                    | ClientMsg::SyncReport(_)),
+                ) => self.dispatch(msg, recv_us),
                 Ok(other) => {
                     debug!(kind = other.name(), "reliable-only message in a datagram dropped");
                     crate::metrics::drop("datagram_wrong_type");
@@ -330,6 +335,13 @@ impl Session {
             ClientMsg::Report(r) => match &self.joined {
                 Some(j) => {
                     j.room.report(j.member, r);
+                    self.touch();
+                }
+                None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
+            },
+            ClientMsg::SyncReport(r) => match &self.joined {
+                Some(j) => {
+                    j.room.sync_report(j.member, r);
                     self.touch();
                 }
                 None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),

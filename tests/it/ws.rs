@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use lockstep::room::BufferingPolicy;
 use lockstep_protocol::{
-    Action, ChangeReason, ClientMsg, ErrorCode, Hello, Ping, Role, ServerMsg, TimelineChanged, encode_client,
+    Action, ChangeReason, ClientMsg, ErrorCode, Hello, Ping, Role, ServerMsg, SyncReport, TimelineChanged,
+    encode_client,
 };
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
@@ -524,4 +525,53 @@ async fn malformed_upgrades_get_clear_errors_and_harm_no_one() {
     })
     .await;
     server.stop().await;
+}
+
+/// Issue 15 (sync quality): members' `SyncReport`s make the room's `sync` in
+/// the state API and the drift histogram in /metrics; before `Hello` one is
+/// refused like a `Report`; a malformed one gets 4000 and harms no one.
+#[tokio::test]
+async fn sync_reports_make_the_rooms_sync_quality() {
+    let server = TestServer::start().await;
+    let ev = "ev-sync-quality";
+    let (mut host, w) = join(&server, ev, "host").await;
+    let (mut viewer, _) = join(&server, ev, "viewer").await;
+    let state_url = server.http_url(&format!("/api/live-stream/{ev}/state"));
+    let (_, state) = get_json(&state_url).await;
+    assert_eq!(state["sync"]["reporting"], 0, "{state}");
+    assert!(state["sync"]["p50Ms"].is_null(), "{state}");
+
+    let epoch = w.timeline.epoch;
+    send(&mut host, &ClientMsg::SyncReport(SyncReport { epoch, drift_us: 2_000 })).await;
+    send(&mut viewer, &ClientMsg::SyncReport(SyncReport { epoch, drift_us: -55_000 })).await;
+    let deadline = Instant::now() + WAIT;
+    let state = loop {
+        let (status, state) = get_json(&state_url).await;
+        assert_eq!(status, 200);
+        if state["sync"]["reporting"] == 2 {
+            break state;
+        }
+        assert!(Instant::now() < deadline, "the reports never counted: {state}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let sync = &state["sync"];
+    assert_eq!(sync["p50Ms"], 2.0, "{sync}");
+    assert_eq!(sync["maxMs"], 55.0, "{sync}");
+    assert_eq!(sync["outOfSync"], 1, "{sync}");
+    assert_eq!(sync["outOfSyncMs"], 40.0, "{sync}");
+
+    // Malformed (the drift missing): 4000 to the sender alone, which stays.
+    viewer.send(Message::Binary(Bytes::from_static(&[6, 0]))).await.unwrap();
+    assert_eq!(error_code(&mut viewer).await, ErrorCode::Malformed.as_u16());
+    send(&mut viewer, &ClientMsg::Ping(Ping { client_time: 7 })).await;
+    until(&mut viewer, |g| matches!(g, Got::Msg(ServerMsg::Pong(p)) if p.client_time == 7).then_some(())).await;
+
+    // Before Hello: refused like a Report.
+    let mut early = ws_binary(&server.ws_url(ev)).await;
+    send(&mut early, &ClientMsg::SyncReport(SyncReport { epoch: 0, drift_us: 0 })).await;
+    assert_eq!(error_code(&mut early).await, ErrorCode::NotJoined.as_u16());
+
+    let (_, metrics) = get_json(&server.http_url("/metrics")).await;
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(text.contains("lockstep_sync_drift_seconds"), "{text}");
 }
