@@ -108,7 +108,9 @@ export { FrameDecoder, encodeFrame } from './framing.js';
  * @typedef {{type: 'liveReport', liveEdgeMs: U64, bufferMs: number}} LiveReportMsg
  * @typedef {{type: 'nack', epoch: number}} NackMsg A missed datagram-only change: asks for the newest change after `epoch` on the stream (SPEC 5.2).
  * @typedef {{type: 'syncReport', epoch: number, driftUs: number}} SyncReportMsg The client's measured drift (element − room position, µs, positive: ahead) for the room's sync quality (SPEC 6.1).
- * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg | LiveReportMsg | NackMsg | SyncReportMsg} ClientMsg
+ * @typedef {{type: 'suspend', reason: string}} SuspendMsg The member stops following the room for `reason` (SPEC 6.4).
+ * @typedef {{type: 'resume'}} ResumeMsg The member follows the room again (SPEC 6.4).
+ * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg | LiveReportMsg | NackMsg | SyncReportMsg | SuspendMsg | ResumeMsg} ClientMsg
  */
 
 const ROLES = /** @type {const} */ (['host', 'co-host', 'viewer']);
@@ -131,7 +133,7 @@ const SERVER_TYPES = /** @type {const} */ ([
   'ack',
   'liveState',
 ]);
-const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report', 'liveReport', 'nack', 'syncReport']);
+const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report', 'liveReport', 'nack', 'syncReport', 'suspend', 'resume']);
 
 // ------------------------------------------------------------------ reading
 
@@ -295,8 +297,12 @@ function clientBody(r, tag) {
       return { type: 'liveReport', liveEdgeMs: r.u64(), bufferMs: r.u32() };
     case 5:
       return { type: 'nack', epoch: r.u32() };
-    default:
+    case 6:
       return { type: 'syncReport', epoch: r.u32(), driftUs: r.i32() };
+    case 7:
+      return { type: 'suspend', reason: r.string() };
+    default:
+      return { type: 'resume' };
   }
 }
 
@@ -321,6 +327,7 @@ export function decodeServer(bytes) {
  */
 export function decodeClient(bytes) {
   return decodeTagged(bytes, CLIENT_TYPES.length, clientBody, (m) => {
+    if (m.type === 'suspend') checkLen(m.reason, LIMITS.MAX_REASON, 'suspension reason');
     if (m.type !== 'hello') return;
     checkLen(m.eventId, LIMITS.MAX_EVENT_ID, 'event id');
     checkLen(m.deviceId, LIMITS.MAX_DEVICE_ID, 'device id');
@@ -514,6 +521,11 @@ export function encodeClient(msg) {
     case 'syncReport':
       w.u32(msg.epoch, 'epoch');
       w.i32(msg.driftUs, 'driftUs');
+      break;
+    case 'suspend':
+      w.string(msg.reason, 'reason');
+      break;
+    case 'resume':
       break;
   }
   return w.done();

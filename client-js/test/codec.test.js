@@ -147,7 +147,7 @@ test('changes as datagrams only: Nack (client tag 5) and the DATAGRAM_CHANGES ca
   assert.equal(toHex(encodeClient({ type: 'nack', epoch: 12 })), '050c');
   assert.deepStrictEqual(decodeClient(fromHex('050c')), { type: 'nack', epoch: 12 });
   assert.throws(() => decodeClient(fromHex('05')), (e) => e.kind === 'Malformed' && e.code === 4000);
-  assert.throws(() => decodeClient(fromHex('07')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
+  assert.throws(() => decodeClient(fromHex('09')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
   assert.throws(() => encodeClient(/** @type {any} */ ({ type: 'nack', epoch: -1 })), RangeError);
   assert.equal(CAPS.DATAGRAM_CHANGES, 16);
 });
@@ -163,6 +163,15 @@ test('sync quality: SyncReport (client tag 6), its drift a zigzag i32 (SPEC 2.3,
   for (const driftUs of [2 ** 31, -(2 ** 31) - 1, 1.5, NaN]) {
     assert.throws(() => encodeClient(/** @type {any} */ ({ type: 'syncReport', epoch: 1, driftUs })), RangeError);
   }
+});
+
+test('suspensions: Suspend (client tag 7) and Resume (tag 8) (SPEC 6.4)', () => {
+  assert.equal(toHex(encodeClient({ type: 'suspend', reason: 'interstitial' })), '070c696e7465727374697469616c');
+  assert.deepStrictEqual(decodeClient(fromHex('070c696e7465727374697469616c')), { type: 'suspend', reason: 'interstitial' });
+  assert.equal(toHex(encodeClient({ type: 'resume' })), '08');
+  assert.deepStrictEqual(decodeClient(fromHex('08')), { type: 'resume' });
+  assert.throws(() => decodeClient(fromHex('0800')), (e) => e.code === 4000, 'trailing byte');
+  assert.throws(() => decodeClient(Uint8Array.from([7, 56, ...new Array(56).fill(120)])), (e) => e.code === 4000, 'reason over 55 bytes');
 });
 
 test('a tick rate above 0x7fff is clamped, as the reference encoder does', () => {

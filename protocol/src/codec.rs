@@ -10,7 +10,7 @@ use bincode::config::{self, Configuration, LittleEndian, Varint};
 use bincode::{Decode, Encode};
 
 use crate::code::ErrorCode;
-use crate::limits::{MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_TOKEN};
+use crate::limits::{MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_REASON, MAX_TOKEN};
 use crate::msg::{ClientMsg, ErrorMsg, ServerMsg};
 
 type Cfg = Configuration<LittleEndian, Varint, config::Limit<MAX_FRAME>>;
@@ -22,7 +22,7 @@ fn cfg() -> Cfg {
 /// Number of [`ServerMsg`] variants (tags `0..SERVER_TAGS`).
 pub const SERVER_TAGS: u32 = 12;
 /// Number of [`ClientMsg`] variants (tags `0..CLIENT_TAGS`).
-pub const CLIENT_TAGS: u32 = 7;
+pub const CLIENT_TAGS: u32 = 9;
 
 /// Why bytes did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,12 +102,16 @@ fn check_len(s: &str, max: usize, what: &'static str) -> Result<(), DecodeError>
 /// Decodes one client → server message.
 pub fn decode_client(bytes: &[u8]) -> Result<ClientMsg, DecodeError> {
     let msg: ClientMsg = decode_tagged(bytes, CLIENT_TAGS)?;
-    if let ClientMsg::Hello(h) = &msg {
-        check_len(&h.event_id, MAX_EVENT_ID, "event id longer than 128 bytes")?;
-        check_len(&h.device_id, MAX_DEVICE_ID, "device id longer than 128 bytes")?;
-        if let Some(t) = &h.token {
-            check_len(t, MAX_TOKEN, "token longer than 4096 bytes")?;
+    match &msg {
+        ClientMsg::Hello(h) => {
+            check_len(&h.event_id, MAX_EVENT_ID, "event id longer than 128 bytes")?;
+            check_len(&h.device_id, MAX_DEVICE_ID, "device id longer than 128 bytes")?;
+            if let Some(t) = &h.token {
+                check_len(t, MAX_TOKEN, "token longer than 4096 bytes")?;
+            }
         }
+        ClientMsg::Suspend(r) => check_len(&r.reason, MAX_REASON, "suspension reason longer than 55 bytes")?,
+        _ => {}
     }
     Ok(msg)
 }

@@ -48,6 +48,8 @@ pub mod limits {
     pub const MAX_NAME: usize = 64;
     /// Longest error message, in bytes of UTF-8.
     pub const MAX_ERROR_MESSAGE: usize = 256;
+    /// Longest suspension reason (`Suspend.reason`), in bytes.
+    pub const MAX_REASON: usize = 55;
     /// Slowest room rate, in thousandths (0.25×).
     pub const MIN_RATE_MILLI: u16 = 250;
     /// Fastest room rate, in thousandths (4×).

@@ -371,6 +371,38 @@ pub enum ClientMsg {
     /// The client's measured drift from the room's timeline; informs the
     /// room's sync quality, never moves the timeline.
     SyncReport(SyncReport),
+    /// The member stops following the room for a reason (SPEC §6.4).
+    Suspend(Suspend),
+    /// The member follows the room again (ends its suspension, SPEC §6.4).
+    Resume,
+}
+
+/// Why a member stops following the room (client tag 7, reliable only): one
+/// of `buffering`, `seeking`, `interstitial`, `userActionRequired`,
+/// `notFollowing`, or `custom:<name>` (see [`crate::limits::MAX_REASON`]
+/// and SPEC §6.4). The server decides by its waiting policy whether the room
+/// waits; a member whose suspension outlives the wait catches up alone.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Suspend {
+    /// The reason.
+    pub reason: String,
+}
+
+/// The suspension reasons a server knows by name (`custom:<name>` aside).
+pub const SUSPEND_REASONS: [&str; 5] = ["buffering", "seeking", "interstitial", "userActionRequired", "notFollowing"];
+
+/// Whether `reason` is a valid suspension reason: a name of
+/// [`SUSPEND_REASONS`], or `custom:` and 1 to 48 bytes of ASCII letters,
+/// digits, `-`, `_` and `.`.
+pub fn valid_suspend_reason(reason: &str) -> bool {
+    if SUSPEND_REASONS.contains(&reason) {
+        return true;
+    }
+    reason.strip_prefix("custom:").is_some_and(|name| {
+        (1..=crate::limits::MAX_REASON - "custom:".len()).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    })
 }
 
 /// How far the client's element is from the room's timeline, as the client
@@ -538,6 +570,8 @@ impl ClientMsg {
             ClientMsg::LiveReport(_) => "live_report",
             ClientMsg::Nack(_) => "nack",
             ClientMsg::SyncReport(_) => "sync_report",
+            ClientMsg::Suspend(_) => "suspend",
+            ClientMsg::Resume => "resume",
         }
     }
 }

@@ -6,8 +6,8 @@
 
 use lockstep_protocol::codec::{CLIENT_TAGS, SERVER_TAGS};
 use lockstep_protocol::limits::{
-    MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS, MAX_RATE_MILLI, MAX_TOKEN,
-    MIN_RATE_MILLI,
+    MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS, MAX_RATE_MILLI, MAX_REASON,
+    MAX_TOKEN, MIN_RATE_MILLI,
 };
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::*;
@@ -164,6 +164,8 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             .prop_map(|(live_edge_ms, buffer_ms)| ClientMsg::LiveReport(LiveReport { live_edge_ms, buffer_ms })),
         u32v().prop_map(|epoch| ClientMsg::Nack(Nack { epoch })),
         (u32v(), any::<i32>()).prop_map(|(epoch, drift_us)| ClientMsg::SyncReport(SyncReport { epoch, drift_us })),
+        text(MAX_REASON).prop_map(|reason| ClientMsg::Suspend(Suspend { reason })),
+        Just(ClientMsg::Resume),
     ]
 }
 

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use lockstep_protocol::codec::{CLIENT_TAGS, SERVER_TAGS};
 use lockstep_protocol::limits::{
-    MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS, MAX_RATE_MILLI, MAX_TOKEN,
-    MIN_RATE_MILLI,
+    MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS, MAX_RATE_MILLI, MAX_REASON,
+    MAX_TOKEN, MIN_RATE_MILLI,
 };
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::*;
@@ -562,6 +562,14 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
         ("3.2 ms ahead", C::SyncReport(SyncReport { epoch: 12, drift_us: 3_200 })),
         ("40 ms behind (zigzag: negative is odd)", C::SyncReport(SyncReport { epoch: 12, drift_us: -40_000 })),
         ("extremes", C::SyncReport(SyncReport { epoch: u32::MAX, drift_us: i32::MIN })),
+        // Suspend, Resume
+        ("buffering", C::Suspend(Suspend { reason: "buffering".into() })),
+        ("an ad plays", C::Suspend(Suspend { reason: "interstitial".into() })),
+        ("autoplay blocked", C::Suspend(Suspend { reason: "userActionRequired".into() })),
+        ("unfollow", C::Suspend(Suspend { reason: "notFollowing".into() })),
+        ("custom reason", C::Suspend(Suspend { reason: "custom:trivia-break".into() })),
+        ("longest reason", C::Suspend(Suspend { reason: format!("custom:{}", "x".repeat(MAX_REASON - 7)) })),
+        ("resume", C::Resume),
     ]
 }
 
@@ -647,7 +655,7 @@ fn invalid_cases() -> Vec<InvalidCase> {
     let raw = vec![
         c("empty (client)", vec![]),
         s("empty (server)", vec![]),
-        c("unknown client tag 7", vec![7]),
+        c("unknown client tag 9", vec![9]),
         s("unknown server tag 12", vec![12]),
         c("unknown tag 250", vec![250, 0, 0]),
         c("unknown tag 300 (three-byte varint)", vec![251, 0x2c, 0x01]),
@@ -683,6 +691,9 @@ fn invalid_cases() -> Vec<InvalidCase> {
         c("Nack.epoch as a u64 varint", vec![5, 253, 1, 0, 0, 0, 0, 0, 0, 0]),
         c("truncated SyncReport (drift missing)", vec![6, 12]),
         c("SyncReport.drift_us as a u64 varint", vec![6, 12, 253, 1, 0, 0, 0, 0, 0, 0, 0]),
+        c("truncated Suspend (reason cut)", vec![7, 9, b'b', b'u']),
+        c("Suspend.reason longer than 55 bytes", [vec![7, 56], vec![b'x'; 56]].concat()),
+        c("Resume with a trailing byte", vec![8, 0]),
         c("invalid UTF-8 in device id", bad_utf8),
         c("u16 field as a u32 varint (Hello.version)", wide_version),
         c("non-canonical varint: 5 as 251 05 00", vec![1, 251, 5, 0]),
@@ -1287,6 +1298,14 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
             c(ClientMsg::SyncReport(SyncReport { epoch: 0, drift_us: 0 })),
             c(ClientMsg::SyncReport(SyncReport { epoch: u32::MAX, drift_us: i32::MIN })),
         ),
+        (
+            "Suspend",
+            "C→S",
+            7,
+            c(ClientMsg::Suspend(Suspend { reason: String::new() })),
+            c(ClientMsg::Suspend(Suspend { reason: "x".repeat(MAX_REASON) })),
+        ),
+        ("Resume", "C→S", 8, c(ClientMsg::Resume), c(ClientMsg::Resume)),
     ]
 }
 

@@ -222,6 +222,11 @@ serve_options! {
     room_changes_per_sec: u32 = 10, "LOCKSTEP_ROOM_CHANGES_PER_SEC";
     /// Longest buffering wait, in milliseconds.
     buffering_wait_max_ms: u64 = 3_000, "LOCKSTEP_BUFFERING_WAIT_MAX_MS";
+    /// Which stalls make a room wait: a comma-separated list of buffering, seeking, interstitial,
+    /// userActionRequired, custom:<name>, custom:* (empty: none).
+    wait_reasons: WaitReasonsArg = WaitReasonsArg::default(), "LOCKSTEP_WAIT_REASONS";
+    /// Above this many viewers a room never waits for a stalled member.
+    wait_max_members: u32 = 100, "LOCKSTEP_WAIT_MAX_MEMBERS";
     /// Shortest interval between viewer-count messages, in milliseconds.
     count_interval_ms: u64 = 250, "LOCKSTEP_COUNT_INTERVAL_MS";
     /// Whether members see each other join and leave.
@@ -405,6 +410,34 @@ impl From<ClockArg> for ClockKind {
             ClockArg::Media => ClockKind::Media,
             ClockArg::Live => ClockKind::Live,
         }
+    }
+}
+
+/// `--wait-reasons`: a comma-separated list of suspension reasons
+/// ([`crate::room::WaitReasons`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct WaitReasonsArg(pub crate::room::WaitReasons);
+
+impl std::str::FromStr for WaitReasonsArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse().map(WaitReasonsArg)
+    }
+}
+
+impl TryFrom<String> for WaitReasonsArg {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl serde::Serialize for WaitReasonsArg {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
     }
 }
 
@@ -619,6 +652,8 @@ impl Config {
             policy: self.control_policy.into(),
             buffering: self.buffering_policy,
             buffering_wait_max_us: self.buffering_wait_max_ms * 1000,
+            wait_reasons: self.wait_reasons.0.clone(),
+            wait_max_members: self.wait_max_members,
             count_interval_us: self.count_interval_ms * 1000,
             tick_interval_us: self.tick_interval_ms.max(10) * 1000,
             show_members: self.show_members,

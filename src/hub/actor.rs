@@ -175,6 +175,9 @@ impl RoomActor {
             metrics::histogram!("lockstep_sync_drift_seconds").record(f64::from(report.drift_us.unsigned_abs()) / 1e6);
             self.room.sync_report(now, member, report);
         }
+        for (member, reason) in taken.suspensions {
+            self.room.suspend(now, member, reason);
+        }
         for id in taken.leaves {
             self.leave(id, now);
         }

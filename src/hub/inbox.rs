@@ -64,6 +64,8 @@ pub(crate) struct Taken {
     pub(crate) live_reports: HashMap<MemberId, LiveReport>,
     /// Each member's latest measured drift (latest wins).
     pub(crate) sync_reports: HashMap<MemberId, SyncReport>,
+    /// Each member's latest suspension (`Some(reason)`) or resume (`None`).
+    pub(crate) suspensions: HashMap<MemberId, Option<String>>,
     pub(crate) leaves: Vec<MemberId>,
     pub(crate) queries: Vec<oneshot::Sender<RoomState>>,
     /// Clock changes (`PUT …/clock`), answered with the room's state, or
@@ -80,6 +82,7 @@ impl Taken {
             && self.reports.is_empty()
             && self.live_reports.is_empty()
             && self.sync_reports.is_empty()
+            && self.suspensions.is_empty()
             && self.leaves.is_empty()
             && self.queries.is_empty()
             && self.clocks.is_empty()
@@ -170,6 +173,14 @@ impl Inbox {
     pub(crate) fn sync_report(&self, member: MemberId, report: SyncReport) {
         self.put(|q| {
             q.sync_reports.insert(member, report);
+            true
+        });
+    }
+
+    /// A suspension or a resume: one latest-wins slot per member.
+    pub(crate) fn suspend(&self, member: MemberId, reason: Option<String>) {
+        self.put(|q| {
+            q.suspensions.insert(member, reason);
             true
         });
     }

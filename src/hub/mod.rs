@@ -61,6 +61,11 @@ impl RoomHandle {
         self.inbox.sync_report(member, report);
     }
 
+    /// A member suspends itself for `reason`, or follows again (`None`).
+    pub(crate) fn suspend(&self, member: MemberId, reason: Option<String>) {
+        self.inbox.suspend(member, reason);
+    }
+
     /// A member leaves.
     pub(crate) fn leave(&self, member: MemberId) {
         self.inbox.leave(member);

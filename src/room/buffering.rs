@@ -1,16 +1,95 @@
-//! Reports, the buffering wait and the resume.
+//! Reports, suspensions, the wait and the resume (SPEC §6.4).
+//!
+//! A member is stalled for a reason while it reports buffering (`buffering`)
+//! or has suspended itself (`Suspend { reason }`; the suspension's reason
+//! wins). Whether its stall makes the room wait is the server's policy: the
+//! reason must be one of `wait_reasons`, the buffering policy `Wait`, and the
+//! room no larger than `wait_max_members`. A wait starts on the transition
+//! into such a stall only (a member stalled for a long time does not pause
+//! the room again and again), ends when its last member recovers or at its
+//! deadline, and a member whose stall outlived it catches up alone.
 
 use std::collections::BTreeSet;
 
 use lockstep_protocol::{ChangeReason, Report, Timeline};
+use serde::Serialize;
 
 use super::{BufferingPolicy, MemberId, Room};
 
-/// A buffering wait: the room paused for stalled members.
+/// A wait: the room paused for stalled members.
 #[derive(Debug, Clone)]
 pub(super) struct Wait {
     pub(super) deadline: u64,
     pub(super) members: BTreeSet<MemberId>,
+}
+
+/// Which suspension reasons make a room wait (`--wait-reasons`): names of
+/// `lockstep_protocol::SUSPEND_REASONS` (never `notFollowing`),
+/// `custom:<name>`, or `custom:*` for every custom reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitReasons {
+    names: BTreeSet<String>,
+    any_custom: bool,
+}
+
+impl Default for WaitReasons {
+    /// `buffering` only.
+    fn default() -> Self {
+        WaitReasons { names: BTreeSet::from(["buffering".to_owned()]), any_custom: false }
+    }
+}
+
+impl std::str::FromStr for WaitReasons {
+    type Err = String;
+
+    /// A comma-separated list; empty: no reason makes the room wait.
+    fn from_str(list: &str) -> Result<Self, String> {
+        let mut r = WaitReasons { names: BTreeSet::new(), any_custom: false };
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if name == "custom:*" {
+                r.any_custom = true;
+            } else if name == "notFollowing" {
+                return Err("notFollowing never makes a room wait".into());
+            } else if lockstep_protocol::valid_suspend_reason(name) {
+                r.names.insert(name.to_owned());
+            } else {
+                return Err(format!(
+                    "{name:?} is not a suspension reason (buffering, seeking, interstitial, userActionRequired, \
+                     custom:<name>, custom:*)"
+                ));
+            }
+        }
+        Ok(r)
+    }
+}
+
+impl std::fmt::Display for WaitReasons {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut all: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        if self.any_custom {
+            all.push("custom:*");
+        }
+        f.write_str(&all.join(","))
+    }
+}
+
+impl WaitReasons {
+    /// Whether a stall for `reason` makes the room wait.
+    pub fn waits_for(&self, reason: &str) -> bool {
+        self.names.contains(reason) || self.any_custom && reason.starts_with("custom:")
+    }
+}
+
+/// A suspended (or buffering) member, as the state API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Suspended {
+    /// The member.
+    pub member_id: MemberId,
+    /// Why it does not follow the room.
+    pub reason: String,
+    /// For how long, ms.
+    pub for_ms: u64,
 }
 
 impl Room {
@@ -18,33 +97,67 @@ impl Room {
     /// recovery may end one. The reported position never moves the timeline.
     pub fn report(&mut self, now: u64, id: MemberId, report: Report) {
         self.advance(now);
-        let in_wait = self.wait.as_ref().is_some_and(|w| w.members.contains(&id));
-        let cooldown = self.cfg.buffering_cooldown_us;
         let Some(m) = self.members.get_mut(&id) else {
             return;
         };
-        let was = m.buffering;
         m.buffering = report.buffering;
         m.last_report = Some((now, report));
-        if !report.buffering {
+        if !report.buffering && m.suspension.is_none() {
             m.settled = true;
-            if was {
-                if in_wait {
-                    // A member whose network flaps must not make the room
-                    // stutter: after a wait it caused, it catches up alone
-                    // for a while, however the wait ended.
-                    m.no_wait_until = now + cooldown;
-                }
+        }
+        self.restall(now, id);
+    }
+
+    /// A member suspends itself for `reason` (`Some`, already checked with
+    /// `lockstep_protocol::valid_suspend_reason`) or follows again (`None`).
+    pub fn suspend(&mut self, now: u64, id: MemberId, reason: Option<String>) {
+        self.advance(now);
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        m.suspension = reason;
+        self.restall(now, id);
+    }
+
+    /// Why member `id` does not follow the room, if it does not.
+    fn stall_reason(&self, id: MemberId) -> Option<&str> {
+        let m = self.members.get(&id)?;
+        m.suspension.as_deref().or(m.buffering.then_some("buffering"))
+    }
+
+    /// Whether a stall for `reason` makes this room wait now.
+    fn waits_for(&self, reason: &str) -> bool {
+        self.cfg.buffering == BufferingPolicy::Wait
+            && self.cfg.wait_reasons.waits_for(reason)
+            && self.viewers() <= self.cfg.wait_max_members
+    }
+
+    /// Re-evaluates member `id`'s stall after a report or a suspension.
+    fn restall(&mut self, now: u64, id: MemberId) {
+        let reason = self.stall_reason(id).map(str::to_owned);
+        let blocking = reason.as_deref().is_some_and(|r| self.waits_for(r));
+        let in_wait = self.wait.as_ref().is_some_and(|w| w.members.contains(&id));
+        let cooldown = self.cfg.buffering_cooldown_us;
+        let paused_without_wait = self.intended().paused && self.wait.is_none();
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        if m.stall.as_ref().map(|(r, _)| r) != reason.as_ref() {
+            m.stall = reason.map(|r| (r, now));
+        }
+        let was = std::mem::replace(&mut m.blocking, blocking);
+        if !blocking {
+            if in_wait {
+                // A member whose network flaps must not make the room
+                // stutter: after a wait it caused, it catches up alone for a
+                // while, however the wait ended.
+                m.no_wait_until = now + cooldown;
                 self.unblock(now, id);
             }
             return;
         }
         let may_wait = m.settled && now >= m.no_wait_until;
-        if was
-            || !may_wait
-            || self.cfg.buffering != BufferingPolicy::Wait
-            || self.intended().paused && self.wait.is_none()
-        {
+        if was || in_wait || !may_wait || paused_without_wait {
             return;
         }
         if let Some(w) = &mut self.wait {
@@ -57,6 +170,20 @@ impl Room {
         let t = Timeline { position_ms, anchor_us: at, paused: true, ..intended };
         self.issue(now, t, at, id, ChangeReason::BufferingWait, None);
         self.wait = Some(Wait { deadline: now + self.cfg.buffering_wait_max_us, members: BTreeSet::from([id]) });
+    }
+
+    /// The members of this node that do not follow the room, and why.
+    pub fn suspended(&self, now: u64) -> Vec<Suspended> {
+        self.members
+            .iter()
+            .filter_map(|(&member_id, m)| {
+                m.stall.as_ref().map(|(reason, since)| Suspended {
+                    member_id,
+                    reason: reason.clone(),
+                    for_ms: now.saturating_sub(*since) / 1_000,
+                })
+            })
+            .collect()
     }
 
     /// A member stopped blocking the wait (recovered or left).

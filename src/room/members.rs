@@ -32,6 +32,12 @@ pub(super) struct Member {
     pub(super) live_needs: super::live::Needs,
     /// Its latest measured drift (sync quality).
     pub(super) drift: Option<super::quality::Drift>,
+    /// Why it suspended itself (`Suspend`), until it resumes.
+    pub(super) suspension: Option<String>,
+    /// Why it does not follow the room (its suspension, or buffering) and since when.
+    pub(super) stall: Option<(String, u64)>,
+    /// Its stall makes the room wait, by policy (as last evaluated).
+    pub(super) blocking: bool,
 }
 
 #[derive(Debug)]
@@ -77,6 +83,9 @@ impl Room {
                 datagrams: info.datagrams,
                 live_needs: Default::default(),
                 drift: None,
+                suspension: None,
+                stall: None,
+                blocking: false,
             },
         );
         if self.id_base.is_some()

@@ -20,7 +20,7 @@
 //! - `mod.rs`: the [`Room`], its settings, outputs and driving API.
 //! - `timeline.rs`: commands, issuing changes, scheduled changes, ticks.
 //! - `members.rs`: join and leave, roles, host election, `Welcome`.
-//! - `buffering.rs`: reports, the buffering wait and the resume.
+//! - `buffering.rs`: reports, suspensions, the wait and the resume.
 //! - `budget.rs`: the per-room budget of timeline changes, held commands, `Ack`s.
 //! - `authority.rs`: the commit protocol (staged output, rollback, external changes).
 //! - `counts.rs`: viewer counts, coalesced.
@@ -53,6 +53,7 @@ pub use shared::Shared;
 use authority::Authority;
 use budget::Budget;
 use buffering::Wait;
+pub use buffering::{Suspended, WaitReasons};
 use members::{HostSlot, Member};
 use shared::Remote;
 use timeline::Change;
@@ -83,6 +84,10 @@ pub struct RoomConfig {
     pub buffering_wait_max_us: u64,
     /// After a member's wait timed out, it cannot start another for this long.
     pub buffering_cooldown_us: u64,
+    /// Which reasons of a stall make the room wait.
+    pub wait_reasons: WaitReasons,
+    /// Above this many viewers nobody waits.
+    pub wait_max_members: u32,
     /// Shortest interval between two viewer-count messages (grows with room size).
     pub count_interval_us: u64,
     /// Interval between periodic ticks.
@@ -125,6 +130,8 @@ impl Default for RoomConfig {
             buffering: BufferingPolicy::Wait,
             buffering_wait_max_us: 3_000_000,
             buffering_cooldown_us: 30_000_000,
+            wait_reasons: WaitReasons::default(),
+            wait_max_members: 100,
             count_interval_us: 250_000,
             tick_interval_us: 250_000,
             show_members: false,
@@ -243,6 +250,8 @@ pub struct RoomState {
     pub live: Option<LiveView>,
     /// How closely this node's members play together (their measured drifts).
     pub sync: SyncQuality,
+    /// This node's members that do not follow the room, and why.
+    pub suspended: Vec<Suspended>,
 }
 
 /// Member ids grouped by role.
@@ -462,6 +471,7 @@ impl Room {
             clock: self.cfg.clock,
             live: self.live_view(now),
             sync: self.sync_quality(now),
+            suspended: self.suspended(now),
         }
     }
 

@@ -1165,3 +1165,89 @@ fn sync_quality_summarises_fresh_drifts_of_the_timeline_in_effect() {
     let q = room.sync_quality(late + MS);
     assert_eq!((q.reporting, q.p50_ms), (1, Some(2.0)));
 }
+
+fn susp(room: &mut Room, now: u64, id: MemberId, reason: Option<&str>) {
+    room.suspend(now, id, reason.map(str::to_owned));
+    commit(room, now);
+}
+
+fn reasons(list: &str) -> WaitReasons {
+    list.parse().unwrap()
+}
+
+/// SPEC §6.4: only the reasons of `wait_reasons` make the room wait; the
+/// state lists every suspended member and why; `Resume` ends the wait.
+#[test]
+fn suspensions_wait_only_for_the_configured_reasons() {
+    // By default only buffering waits: an ad does not pause the room.
+    let (mut room, _h, v, now) = playing_room(RoomConfig::default());
+    susp(&mut room, now, v, Some("interstitial"));
+    assert!(changes(&drain(&mut room)).is_empty());
+    let st = room.state(now + 2 * S);
+    assert_eq!(st.suspended, vec![Suspended { member_id: v, reason: "interstitial".into(), for_ms: 2_000 }]);
+    assert!(!st.buffering_wait);
+    susp(&mut room, now + 3 * S, v, None);
+    assert!(room.state(now + 3 * S).suspended.is_empty());
+
+    // With interstitial among the reasons it waits, and the resume ends it.
+    let cfg = RoomConfig { wait_reasons: reasons("buffering,interstitial"), ..Default::default() };
+    let (mut room, _h, v, now) = playing_room(cfg);
+    susp(&mut room, now, v, Some("interstitial"));
+    let c = changes(&drain(&mut room));
+    assert_eq!((c[0].reason, c[0].by, c[0].timeline.paused), (ChangeReason::BufferingWait, v, true));
+    assert!(room.state(now).buffering_wait);
+    // Buffering while suspended: the suspension's reason is the one shown.
+    rep(&mut room, now + 100 * MS, v, report(true));
+    assert_eq!(room.state(now + 100 * MS).suspended[0].reason, "interstitial");
+    susp(&mut room, now + S, v, None);
+    // Still buffering: it still blocks the wait (buffering waits too).
+    assert!(changes(&drain(&mut room)).is_empty());
+    assert_eq!(room.state(now + S).suspended[0].reason, "buffering");
+    rep(&mut room, now + 2 * S, v, report(false));
+    let c = changes(&drain(&mut room));
+    assert_eq!((c[0].reason, c[0].timeline.paused), (ChangeReason::Resume, false));
+
+    // custom:* takes every custom reason; notFollowing never waits.
+    let cfg = RoomConfig { wait_reasons: reasons("custom:*"), ..Default::default() };
+    let (mut room, h, v, now) = playing_room(cfg);
+    susp(&mut room, now, h, Some("notFollowing"));
+    assert!(changes(&drain(&mut room)).is_empty());
+    susp(&mut room, now + MS, v, Some("custom:trivia"));
+    assert_eq!(changes(&drain(&mut room))[0].reason, ChangeReason::BufferingWait);
+    assert!("notFollowing".parse::<WaitReasons>().is_err());
+    assert!("buffering,bogus".parse::<WaitReasons>().is_err());
+    assert_eq!(reasons("").to_string(), "");
+    assert_eq!(reasons(" buffering , custom:* ").to_string(), "buffering,custom:*");
+}
+
+/// Above `wait_max_members` viewers nobody waits (a premiere never pauses
+/// for one viewer); a suspension that outlives the wait catches up alone; a
+/// stall that goes on does not pause the room again after the cool-down.
+#[test]
+fn large_rooms_never_wait_and_long_stalls_pause_the_room_once() {
+    let (mut room, h, _v, now) = playing_room(RoomConfig { wait_max_members: 2, ..Default::default() });
+    let w = join(&mut room, now, "w");
+    rep(&mut room, now + 100 * MS, w, report(false));
+    rep(&mut room, now + 200 * MS, w, report(true));
+    assert!(changes(&drain(&mut room)).is_empty(), "3 viewers > 2");
+    let _ = h;
+
+    let cfg = RoomConfig { wait_reasons: reasons("userActionRequired"), ..Default::default() };
+    let (max, cooldown) = (cfg.buffering_wait_max_us, cfg.buffering_cooldown_us);
+    let (mut room, _h, v, now) = playing_room(cfg);
+    susp(&mut room, now, v, Some("userActionRequired"));
+    drain(&mut room);
+    let out = run_until(&mut room, now, now + max + cooldown + 10 * S);
+    let reasons: Vec<_> = out
+        .iter()
+        .filter_map(|(at, o)| match &o.msg {
+            ServerMsg::TimelineChanged(c) => Some((*at, c.reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, vec![(now + max, ChangeReason::Resume)], "resumed at the deadline, never paused again");
+    // A report while still suspended, after the cool-down: no new wait either.
+    rep(&mut room, now + max + cooldown + 11 * S, v, report(false));
+    assert!(changes(&drain(&mut room)).is_empty());
+    assert!(!room.timeline().paused);
+}

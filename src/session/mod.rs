@@ -339,6 +339,20 @@ impl Session {
                 }
                 None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
             },
+            ClientMsg::Suspend(s) => match &self.joined {
+                Some(_) if !lockstep_protocol::valid_suspend_reason(&s.reason) => self.fail(
+                    ErrorCode::InvalidArgument,
+                    "unknown suspension reason (buffering, seeking, interstitial, userActionRequired, notFollowing, \
+                     custom:<name>)",
+                    0,
+                ),
+                Some(j) => j.room.suspend(j.member, Some(s.reason)),
+                None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
+            },
+            ClientMsg::Resume => match &self.joined {
+                Some(j) => j.room.suspend(j.member, None),
+                None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
+            },
             ClientMsg::SyncReport(r) => match &self.joined {
                 Some(j) => {
                     j.room.sync_report(j.member, r);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use lockstep::room::BufferingPolicy;
 use lockstep_protocol::{
-    Action, ChangeReason, ClientMsg, ErrorCode, Hello, Ping, Role, ServerMsg, SyncReport, TimelineChanged,
+    Action, ChangeReason, ClientMsg, ErrorCode, Hello, Ping, Role, ServerMsg, Suspend, SyncReport, TimelineChanged,
     encode_client,
 };
 use tokio_tungstenite::tungstenite::{Bytes, Message};
@@ -574,4 +574,45 @@ async fn sync_reports_make_the_rooms_sync_quality() {
     let (_, metrics) = get_json(&server.http_url("/metrics")).await;
     let text = metrics.as_str().unwrap_or_default();
     assert!(text.contains("lockstep_sync_drift_seconds"), "{text}");
+}
+
+/// Issue 15 (waiting done right): a suspension whose reason is in
+/// `--wait-reasons` pauses the room for everyone and `Resume` resumes it; the
+/// state lists who is suspended and why; an unknown reason gets 4009 and
+/// changes nothing; before `Hello` it gets 4005.
+#[tokio::test]
+async fn suspensions_make_the_room_wait_by_the_servers_policy() {
+    let server = TestServer::with(|c| {
+        c.wait_reasons = "buffering,interstitial".parse().unwrap();
+    })
+    .await;
+    let ev = "ev-suspend";
+    let (mut host, _) = join(&server, ev, "host").await;
+    let (mut viewer, _) = join(&server, ev, "viewer").await;
+    send(&mut host, &command(1, Action::Play { position_ms: Some(0) })).await;
+    until(&mut viewer, |g| changed(g).filter(|c| !c.timeline.paused).map(|_| ())).await;
+    // It has played smoothly once: its stalls may make the room wait.
+    send(&mut viewer, &report(false)).await;
+
+    // An unknown reason: 4009 to the sender alone, nothing else happens.
+    send(&mut viewer, &ClientMsg::Suspend(Suspend { reason: "napping".into() })).await;
+    assert_eq!(error_code(&mut viewer).await, ErrorCode::InvalidArgument.as_u16());
+
+    send(&mut viewer, &ClientMsg::Suspend(Suspend { reason: "interstitial".into() })).await;
+    let wait = until(&mut host, |g| changed(g).filter(|c| c.reason == ChangeReason::BufferingWait)).await;
+    assert!(wait.timeline.paused);
+    let (_, state) = get_json(&server.http_url(&format!("/api/live-stream/{ev}/state"))).await;
+    assert_eq!(state["bufferingWait"], true, "{state}");
+    assert_eq!(state["suspended"][0]["reason"], "interstitial", "{state}");
+    assert_eq!(state["suspended"].as_array().unwrap().len(), 1, "{state}");
+
+    send(&mut viewer, &ClientMsg::Resume).await;
+    let resumed = until(&mut host, |g| changed(g).filter(|c| c.reason == ChangeReason::Resume)).await;
+    assert!(!resumed.timeline.paused);
+    let (_, state) = get_json(&server.http_url(&format!("/api/live-stream/{ev}/state"))).await;
+    assert_eq!(state["suspended"], serde_json::json!([]), "{state}");
+
+    let mut early = ws_binary(&server.ws_url(ev)).await;
+    send(&mut early, &ClientMsg::Resume).await;
+    assert_eq!(error_code(&mut early).await, ErrorCode::NotJoined.as_u16());
 }
