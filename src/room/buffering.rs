@@ -86,6 +86,8 @@ impl WaitReasons {
 pub struct Suspended {
     /// The member.
     pub member_id: MemberId,
+    /// Its display name.
+    pub name: String,
     /// Why it does not follow the room.
     pub reason: String,
     /// For how long, ms.
@@ -179,6 +181,7 @@ impl Room {
             .filter_map(|(&member_id, m)| {
                 m.stall.as_ref().map(|(reason, since)| Suspended {
                     member_id,
+                    name: m.name.clone(),
                     reason: reason.clone(),
                     for_ms: now.saturating_sub(*since) / 1_000,
                 })

@@ -1184,7 +1184,8 @@ fn suspensions_wait_only_for_the_configured_reasons() {
     susp(&mut room, now, v, Some("interstitial"));
     assert!(changes(&drain(&mut room)).is_empty());
     let st = room.state(now + 2 * S);
-    assert_eq!(st.suspended, vec![Suspended { member_id: v, reason: "interstitial".into(), for_ms: 2_000 }]);
+    let want = Suspended { member_id: v, name: "v".into(), reason: "interstitial".into(), for_ms: 2_000 };
+    assert_eq!(st.suspended, vec![want]);
     assert!(!st.buffering_wait);
     susp(&mut room, now + 3 * S, v, None);
     assert!(room.state(now + 3 * S).suspended.is_empty());

@@ -604,6 +604,7 @@ async fn suspensions_make_the_room_wait_by_the_servers_policy() {
     let (_, state) = get_json(&server.http_url(&format!("/api/live-stream/{ev}/state"))).await;
     assert_eq!(state["bufferingWait"], true, "{state}");
     assert_eq!(state["suspended"][0]["reason"], "interstitial", "{state}");
+    assert!(state["suspended"][0]["name"].is_string(), "{state}");
     assert_eq!(state["suspended"].as_array().unwrap().len(), 1, "{state}");
 
     send(&mut viewer, &ClientMsg::Resume).await;
