@@ -15,8 +15,8 @@ use lockstep::config::Config;
 use lockstep_protocol::limits::MAX_DATAGRAM;
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::{
-    Action, ClientMsg, ErrorCode, FrameDecoder, Hello, Nack, PROTOCOL_VERSION, Ping, ServerMsg, Tick, TimelineChanged,
-    caps, decode_server, encode_client, write_frame,
+    Action, ClientMsg, ErrorCode, FrameDecoder, Hello, Nack, PROTOCOL_VERSION, Ping, ServerMsg, Suspend, SyncReport,
+    Tick, TimelineChanged, caps, decode_server, encode_client, write_frame,
 };
 use tokio::sync::mpsc;
 use wtransport::error::{ConnectingError, ConnectionError};
@@ -1196,4 +1196,30 @@ async fn webtransport_token_matrix() {
         })
         .await;
     assert_eq!(c.timeline.position_ms, 7_000);
+}
+
+/// Issue 15: a `SyncReport` may come as a datagram and counts in the room's
+/// sync quality; a `Suspend` as a datagram is dropped (reliable only) and
+/// changes nothing.
+#[tokio::test]
+async fn sync_reports_come_as_datagrams_and_suspensions_only_on_the_stream() {
+    let server = WtServer::start().await;
+    let ev = "ev-wt-sync";
+    let (viewer, w) = server.join(ev, "viewer").await;
+    let wrong = "lockstep_drops_total{reason=\"datagram_wrong_type\"}";
+    let before = server.metric(wrong).await;
+    viewer.send_datagram(&ClientMsg::Suspend(Suspend { reason: "interstitial".into() }));
+    viewer.send_datagram(&ClientMsg::SyncReport(SyncReport { epoch: w.timeline.epoch, drift_us: -7_000 }));
+    let url = server.http_url(&format!("/api/live-stream/{ev}/state"));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, state) = get_json(&url).await;
+        if state["sync"]["reporting"] == 1 && server.metric(wrong).await >= before + 1.0 {
+            assert_eq!(state["sync"]["maxMs"], 7.0, "{state}");
+            assert_eq!(state["suspended"], serde_json::json!([]), "the datagram Suspend changed nothing: {state}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the SyncReport datagram never counted: {state}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
