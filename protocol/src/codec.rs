@@ -10,7 +10,10 @@ use bincode::config::{self, Configuration, LittleEndian, Varint};
 use bincode::{Decode, Encode};
 
 use crate::code::ErrorCode;
-use crate::limits::{MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_REASON, MAX_TOKEN};
+use crate::limits::{
+    MAX_DEVICE_ID, MAX_EMOJI, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_REACTION_KINDS, MAX_REASON,
+    MAX_TOKEN,
+};
 use crate::msg::{ClientMsg, ErrorMsg, ServerMsg};
 
 type Cfg = Configuration<LittleEndian, Varint, config::Limit<MAX_FRAME>>;
@@ -20,9 +23,9 @@ fn cfg() -> Cfg {
 }
 
 /// Number of [`ServerMsg`] variants (tags `0..SERVER_TAGS`).
-pub const SERVER_TAGS: u32 = 12;
+pub const SERVER_TAGS: u32 = 13;
 /// Number of [`ClientMsg`] variants (tags `0..CLIENT_TAGS`).
-pub const CLIENT_TAGS: u32 = 9;
+pub const CLIENT_TAGS: u32 = 10;
 
 /// Why bytes did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +114,7 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientMsg, DecodeError> {
             }
         }
         ClientMsg::Suspend(r) => check_len(&r.reason, MAX_REASON, "suspension reason longer than 55 bytes")?,
+        ClientMsg::React(r) => check_len(&r.emoji, MAX_EMOJI, "reaction longer than 32 bytes")?,
         _ => {}
     }
     Ok(msg)
@@ -122,6 +126,14 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMsg, DecodeError> {
     match &msg {
         ServerMsg::Error(e) => check_len(&e.message, MAX_ERROR_MESSAGE, "error message too long")?,
         ServerMsg::MemberJoined(m) => check_len(&m.name, MAX_NAME, "member name too long")?,
+        ServerMsg::Reactions(r) => {
+            if r.counts.len() > MAX_REACTION_KINDS {
+                return Err(DecodeError::Invalid("more than 16 reaction kinds"));
+            }
+            for c in &r.counts {
+                check_len(&c.emoji, MAX_EMOJI, "reaction longer than 32 bytes")?;
+            }
+        }
         _ => {}
     }
     Ok(msg)
@@ -261,7 +273,7 @@ mod tests {
     #[test]
     fn rejects_empty_trailing_unknown_and_oversized() {
         assert_eq!(decode_client(&[]), Err(DecodeError::Empty));
-        assert_eq!(decode_client(&[9]), Err(DecodeError::UnknownTag { tag: 9 }));
+        assert_eq!(decode_client(&[10]), Err(DecodeError::UnknownTag { tag: 10 }));
         let mut ping = encode_client(&ClientMsg::Ping(Ping { client_time: 5 }));
         ping.push(0);
         assert_eq!(decode_client(&ping), Err(DecodeError::TrailingBytes { extra: 1 }));

@@ -50,6 +50,11 @@ pub mod limits {
     pub const MAX_ERROR_MESSAGE: usize = 256;
     /// Longest suspension reason (`Suspend.reason`), in bytes.
     pub const MAX_REASON: usize = 55;
+    /// Longest reaction (`React.emoji`, `ReactionCount.emoji`), in bytes: a
+    /// flag or a family of people with modifiers fits.
+    pub const MAX_EMOJI: usize = 32;
+    /// Most emoji kinds in one `Reactions` message (the most frequent).
+    pub const MAX_REACTION_KINDS: usize = 16;
     /// Slowest room rate, in thousandths (0.25×).
     pub const MIN_RATE_MILLI: u16 = 250;
     /// Fastest room rate, in thousandths (4×).
@@ -75,4 +80,6 @@ pub mod caps {
     /// datagram only (no stream copy) and asks for a lost one with
     /// [`crate::Nack`] (SPEC §5.2).
     pub const DATAGRAM_CHANGES: u32 = 1 << 4;
+    /// The client understands [`crate::Reactions`] (SPEC §6.5).
+    pub const REACTIONS: u32 = 1 << 5;
 }

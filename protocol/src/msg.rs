@@ -95,6 +95,30 @@ pub enum ServerMsg {
     /// `LIVE` capability, after `Welcome` in a live room and whenever a field
     /// changes.
     LiveState(LiveState),
+    /// Reactions of the room's members in the last window (about 250 ms),
+    /// counted per emoji; only to clients with the `REACTIONS` capability.
+    Reactions(Reactions),
+}
+
+/// The room's reactions of one window (server tag 12, `REACTIONS` clients
+/// only, reliable): a 10,000-viewer room's reaction storm costs one message
+/// per viewer per window, whatever the number of reactions.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Reactions {
+    /// How many of each emoji, most frequent first (at most
+    /// [`crate::limits::MAX_REACTION_KINDS`] kinds).
+    pub counts: Vec<ReactionCount>,
+}
+
+/// One emoji's count in a [`Reactions`] window.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactionCount {
+    /// The emoji (see [`valid_emoji`]).
+    pub emoji: String,
+    /// How many members sent it in the window.
+    pub count: u32,
 }
 
 /// A room's clock kind and live settings (server tag 11, `LIVE` clients only).
@@ -375,6 +399,25 @@ pub enum ClientMsg {
     Suspend(Suspend),
     /// The member follows the room again (ends its suspension, SPEC §6.4).
     Resume,
+    /// An emoji reaction (SPEC §6.5).
+    React(React),
+}
+
+/// An emoji reaction (client tag 9, reliable only): counted into the room's
+/// next `Reactions` window. See [`valid_emoji`].
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct React {
+    /// The emoji.
+    pub emoji: String,
+}
+
+/// Whether `emoji` may be a reaction: 1 to [`crate::limits::MAX_EMOJI`] bytes,
+/// not ASCII (letters, digits and punctuation are text, not reactions), and
+/// no control or white-space character.
+pub fn valid_emoji(emoji: &str) -> bool {
+    (1..=crate::limits::MAX_EMOJI).contains(&emoji.len())
+        && emoji.chars().all(|c| !c.is_ascii() && !c.is_control() && !c.is_whitespace())
 }
 
 /// Why a member stops following the room (client tag 7, reliable only): one
@@ -555,6 +598,7 @@ impl ServerMsg {
             ServerMsg::PolicyChanged(_) => "policy_changed",
             ServerMsg::Ack(_) => "ack",
             ServerMsg::LiveState(_) => "live_state",
+            ServerMsg::Reactions(_) => "reactions",
         }
     }
 }
@@ -572,6 +616,7 @@ impl ClientMsg {
             ClientMsg::SyncReport(_) => "sync_report",
             ClientMsg::Suspend(_) => "suspend",
             ClientMsg::Resume => "resume",
+            ClientMsg::React(_) => "react",
         }
     }
 }

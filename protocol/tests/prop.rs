@@ -6,8 +6,8 @@
 
 use lockstep_protocol::codec::{CLIENT_TAGS, SERVER_TAGS};
 use lockstep_protocol::limits::{
-    MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS, MAX_RATE_MILLI, MAX_REASON,
-    MAX_TOKEN, MIN_RATE_MILLI,
+    MAX_DEVICE_ID, MAX_EMOJI, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS, MAX_RATE_MILLI,
+    MAX_REACTION_KINDS, MAX_REASON, MAX_TOKEN, MIN_RATE_MILLI,
 };
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::*;
@@ -124,6 +124,11 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 ServerMsg::LiveState(LiveState { clock, origin_ms, latency_ms, auto_latency, at_live })
             }
         ),
+        vec((text(MAX_EMOJI), u32v()), 0..=MAX_REACTION_KINDS).prop_map(|counts| {
+            ServerMsg::Reactions(Reactions {
+                counts: counts.into_iter().map(|(emoji, count)| ReactionCount { emoji, count }).collect(),
+            })
+        }),
     ]
 }
 
@@ -166,6 +171,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         (u32v(), any::<i32>()).prop_map(|(epoch, drift_us)| ClientMsg::SyncReport(SyncReport { epoch, drift_us })),
         text(MAX_REASON).prop_map(|reason| ClientMsg::Suspend(Suspend { reason })),
         Just(ClientMsg::Resume),
+        text(MAX_EMOJI).prop_map(|emoji| ClientMsg::React(React { emoji })),
     ]
 }
 

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use lockstep_protocol::codec::{CLIENT_TAGS, SERVER_TAGS};
 use lockstep_protocol::limits::{
-    MAX_DEVICE_ID, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS, MAX_RATE_MILLI, MAX_REASON,
-    MAX_TOKEN, MIN_RATE_MILLI,
+    MAX_DEVICE_ID, MAX_EMOJI, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS, MAX_RATE_MILLI,
+    MAX_REACTION_KINDS, MAX_REASON, MAX_TOKEN, MIN_RATE_MILLI,
 };
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::*;
@@ -474,6 +474,26 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
                 at_live: true,
             }),
         ),
+        // Reactions
+        ("an empty window", S::Reactions(Reactions { counts: vec![] })),
+        (
+            "two kinds, most frequent first",
+            S::Reactions(Reactions {
+                counts: vec![
+                    ReactionCount { emoji: "👏".into(), count: 412 },
+                    ReactionCount { emoji: "😂".into(), count: 3 },
+                ],
+            }),
+        ),
+        (
+            "a flag and a skin tone",
+            S::Reactions(Reactions {
+                counts: vec![
+                    ReactionCount { emoji: "🇫🇷".into(), count: 1 },
+                    ReactionCount { emoji: "👍🏽".into(), count: 70_000 },
+                ],
+            }),
+        ),
     ]
 }
 
@@ -570,6 +590,9 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
         ("custom reason", C::Suspend(Suspend { reason: "custom:trivia-break".into() })),
         ("longest reason", C::Suspend(Suspend { reason: format!("custom:{}", "x".repeat(MAX_REASON - 7)) })),
         ("resume", C::Resume),
+        // React
+        ("applause", C::React(React { emoji: "👏".into() })),
+        ("a family with modifiers", C::React(React { emoji: "👩🏽\u{200d}👩🏽\u{200d}👧🏽".into() })),
     ]
 }
 
@@ -655,8 +678,8 @@ fn invalid_cases() -> Vec<InvalidCase> {
     let raw = vec![
         c("empty (client)", vec![]),
         s("empty (server)", vec![]),
-        c("unknown client tag 9", vec![9]),
-        s("unknown server tag 12", vec![12]),
+        c("unknown client tag 10", vec![10]),
+        s("unknown server tag 13", vec![13]),
         c("unknown tag 250", vec![250, 0, 0]),
         c("unknown tag 300 (three-byte varint)", vec![251, 0x2c, 0x01]),
         c("tag as a u64 varint", vec![253, 1, 0, 0, 0, 0, 0, 0, 0]),
@@ -694,6 +717,14 @@ fn invalid_cases() -> Vec<InvalidCase> {
         c("truncated Suspend (reason cut)", vec![7, 9, b'b', b'u']),
         c("Suspend.reason longer than 55 bytes", [vec![7, 56], vec![b'x'; 56]].concat()),
         c("Resume with a trailing byte", vec![8, 0]),
+        c("React.emoji longer than 32 bytes", [vec![9, 33], "👏".repeat(8).into_bytes(), vec![b'x']].concat()),
+        s("Reactions with 17 kinds", {
+            let mut b = vec![12, 17];
+            for _ in 0..17 {
+                b.extend([4, 0xf0, 0x9f, 0x91, 0x8f, 1]);
+            }
+            b
+        }),
         c("invalid UTF-8 in device id", bad_utf8),
         c("u16 field as a u32 varint (Hello.version)", wide_version),
         c("non-canonical varint: 5 as 251 05 00", vec![1, 251, 5, 0]),
@@ -1268,6 +1299,17 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
         ),
         ("LiveState", "S→C", 11, s(live_state(0, 0)), s(live_state(u64::MAX, u32::MAX))),
         (
+            "Reactions",
+            "S→C",
+            12,
+            s(ServerMsg::Reactions(Reactions { counts: vec![] })),
+            s(ServerMsg::Reactions(Reactions {
+                counts: (0..MAX_REACTION_KINDS)
+                    .map(|_| ReactionCount { emoji: "x".repeat(MAX_EMOJI), count: u32::MAX })
+                    .collect(),
+            })),
+        ),
+        (
             "Hello",
             "C→S",
             0,
@@ -1306,6 +1348,13 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
             c(ClientMsg::Suspend(Suspend { reason: "x".repeat(MAX_REASON) })),
         ),
         ("Resume", "C→S", 8, c(ClientMsg::Resume), c(ClientMsg::Resume)),
+        (
+            "React",
+            "C→S",
+            9,
+            c(ClientMsg::React(React { emoji: String::new() })),
+            c(ClientMsg::React(React { emoji: "x".repeat(MAX_EMOJI) })),
+        ),
     ]
 }
 

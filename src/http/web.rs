@@ -63,6 +63,7 @@ macro_rules! client_src {
 }
 
 const CLIENT_SRC: &[(&str, &str)] = client_src![
+    "check.js",
     "clock.js",
     "codec.js",
     "codes.js",
@@ -70,6 +71,8 @@ const CLIENT_SRC: &[(&str, &str)] = client_src![
     "connect.js",
     "connection.js",
     "constants.js",
+    "controls.js",
+    "dashjs.js",
     "drift.js",
     "element.js",
     "emitter.js",
@@ -80,8 +83,10 @@ const CLIENT_SRC: &[(&str, &str)] = client_src![
     "index.js",
     "live.js",
     "options.js",
+    "react.js",
     "room.js",
     "session.js",
+    "shaka.js",
     "timeline.js",
     "timers.js",
     "tracker.js",
@@ -89,6 +94,7 @@ const CLIENT_SRC: &[(&str, &str)] = client_src![
     "transport/websocket.js",
     "transport/webtransport.js",
     "types.js",
+    "videojs.js",
     "wire.js",
 ];
 

@@ -175,6 +175,11 @@ impl RoomActor {
             metrics::histogram!("lockstep_sync_drift_seconds").record(f64::from(report.drift_us.unsigned_abs()) / 1e6);
             self.room.sync_report(now, member, report);
         }
+        for (member, emoji) in taken.reactions {
+            if self.room.react(now, member, &emoji) == crate::room::Reacted::RateLimited {
+                crate::metrics::drop("reaction_rate");
+            }
+        }
         for (member, reason) in taken.suspensions {
             self.room.suspend(now, member, reason);
         }

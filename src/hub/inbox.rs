@@ -30,6 +30,9 @@ use crate::room::{ClockRequest, JoinInfo, MemberId, RoomState};
 pub(crate) const MAX_COMMANDS: usize = 1024;
 /// Most state queries waiting.
 pub(crate) const MAX_QUERIES: usize = 64;
+/// Most reactions waiting for the room (beyond, they are dropped: the
+/// room's window would count them into one message anyway).
+pub(crate) const MAX_REACTIONS: usize = 4096;
 /// Most remote events waiting.
 pub(crate) const MAX_REMOTE: usize = 4096;
 
@@ -66,6 +69,9 @@ pub(crate) struct Taken {
     pub(crate) sync_reports: HashMap<MemberId, SyncReport>,
     /// Each member's latest suspension (`Some(reason)`) or resume (`None`).
     pub(crate) suspensions: HashMap<MemberId, Option<String>>,
+    /// Reactions, in order (at most `MAX_REACTIONS`; each member's allowance
+    /// is the room's to enforce).
+    pub(crate) reactions: Vec<(MemberId, String)>,
     pub(crate) leaves: Vec<MemberId>,
     pub(crate) queries: Vec<oneshot::Sender<RoomState>>,
     /// Clock changes (`PUT …/clock`), answered with the room's state, or
@@ -83,6 +89,7 @@ impl Taken {
             && self.live_reports.is_empty()
             && self.sync_reports.is_empty()
             && self.suspensions.is_empty()
+            && self.reactions.is_empty()
             && self.leaves.is_empty()
             && self.queries.is_empty()
             && self.clocks.is_empty()
@@ -183,6 +190,17 @@ impl Inbox {
             q.suspensions.insert(member, reason);
             true
         });
+    }
+
+    /// A reaction; `false` (dropped) while `MAX_REACTIONS` wait already.
+    pub(crate) fn react(&self, member: MemberId, emoji: String) -> bool {
+        self.put(|q| {
+            if q.reactions.len() >= MAX_REACTIONS {
+                return false;
+            }
+            q.reactions.push((member, emoji));
+            true
+        })
     }
 
     pub(crate) fn leave(&self, member: MemberId) {

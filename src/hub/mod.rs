@@ -66,6 +66,11 @@ impl RoomHandle {
         self.inbox.suspend(member, reason);
     }
 
+    /// A member's reaction; `false` if the room's mailbox dropped it.
+    pub(crate) fn react(&self, member: MemberId, emoji: String) -> bool {
+        self.inbox.react(member, emoji)
+    }
+
     /// A member leaves.
     pub(crate) fn leave(&self, member: MemberId) {
         self.inbox.leave(member);

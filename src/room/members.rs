@@ -38,6 +38,10 @@ pub(super) struct Member {
     pub(super) stall: Option<(String, u64)>,
     /// Its stall makes the room wait, by policy (as last evaluated).
     pub(super) blocking: bool,
+    /// Takes `Reactions`.
+    pub(super) wants_reactions: bool,
+    /// Its reaction allowance.
+    pub(super) reactions: super::reactions::Allowance,
 }
 
 #[derive(Debug)]
@@ -86,6 +90,8 @@ impl Room {
                 suspension: None,
                 stall: None,
                 blocking: false,
+                wants_reactions: info.wants_reactions,
+                reactions: Default::default(),
             },
         );
         if self.id_base.is_some()

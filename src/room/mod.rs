@@ -27,6 +27,7 @@
 //! - `shared.rs`: scale-out: members, roles and policy shared across nodes.
 //! - `live.rs`: live rooms: program time, the live point, `GoLive`, the auto latency.
 //! - `quality.rs`: sync quality: members' measured drifts and the room's summary.
+//! - `reactions.rs`: reactions, counted per window and per member allowance.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -42,12 +43,14 @@ mod counts;
 mod live;
 mod members;
 mod quality;
+mod reactions;
 mod shared;
 mod timeline;
 
 pub use authority::{CommitRequest, CommitResult};
 pub use live::{ClockRequest, ClockSetting, LiveLatency, LiveView, NeedCounts, origin_for};
 pub use quality::{OUT_OF_SYNC_US, SyncQuality};
+pub use reactions::{REACTION_WINDOW_US, Reacted};
 pub use shared::Shared;
 
 use authority::Authority;
@@ -165,6 +168,8 @@ pub enum Audience {
     Presence,
     /// Members that understand live messages (the `LIVE` capability).
     Live,
+    /// Members that take `Reactions` (the `REACTIONS` capability).
+    Reactions,
 }
 
 /// One effect for the runtime to deliver.
@@ -192,6 +197,8 @@ pub struct JoinInfo {
     pub wants_acks: bool,
     /// Whether it understands `LiveState` and `GoLive` (the `LIVE` capability).
     pub wants_live: bool,
+    /// Whether it takes `Reactions` (the `REACTIONS` capability).
+    pub wants_reactions: bool,
     /// Whether it takes ticks and changes as QUIC datagrams (the `DATAGRAMS`
     /// capability, WebTransport): its share of a fan-out costs the server
     /// more than a WebSocket write, so it lengthens the lead more (see
@@ -296,6 +303,8 @@ pub struct Room {
     remote_viewers: u32,
     /// Members that take datagrams (see [`JoinInfo::datagrams`]).
     datagram_members: u32,
+    /// Reactions waiting for their window to be sent.
+    reactions: reactions::Window,
     /// Scale-out: members on other nodes, by id.
     remote: BTreeMap<MemberId, Remote>,
     /// Scale-out: this node's id block (`None`: ids from 1, nothing shared).
@@ -344,6 +353,7 @@ impl Room {
             count_dirty: false,
             remote_viewers: 0,
             datagram_members: 0,
+            reactions: Default::default(),
             remote: BTreeMap::new(),
             id_base: None,
             shared: Vec::new(),
@@ -410,6 +420,9 @@ impl Room {
         if let Some(at) = self.budget.next_run_at() {
             t = t.min(at);
         }
+        if let Some(at) = self.reactions_due() {
+            t = t.min(at);
+        }
         if let Some(cross) = self.live_overrun_at() {
             t = t.min(cross.saturating_sub(self.lead_us()));
         }
@@ -434,6 +447,7 @@ impl Room {
             self.emit_tick(now);
         }
         self.flush_count(now);
+        self.flush_reactions(now);
     }
 
     /// Whether member `id` should receive a message for `to`.
@@ -443,6 +457,7 @@ impl Room {
             Audience::One(one) => one == id,
             Audience::Presence => self.members.get(&id).is_some_and(|m| m.wants_presence),
             Audience::Live => self.members.get(&id).is_some_and(|m| m.wants_live),
+            Audience::Reactions => self.members.get(&id).is_some_and(|m| m.wants_reactions),
         }
     }
 

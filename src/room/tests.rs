@@ -5,7 +5,7 @@
 
 use super::*;
 use lockstep_protocol::{
-    AckOutcome, Action, ChangeReason, PolicyChanged, Report, RoleChanged, SyncReport, Tick, Timeline,
+    AckOutcome, Action, ChangeReason, PolicyChanged, Reactions, Report, RoleChanged, SyncReport, Tick, Timeline,
 };
 
 mod live;
@@ -1251,4 +1251,80 @@ fn large_rooms_never_wait_and_long_stalls_pause_the_room_once() {
     rep(&mut room, now + max + cooldown + 11 * S, v, report(false));
     assert!(changes(&drain(&mut room)).is_empty());
     assert!(!room.timeline().paused);
+}
+
+fn reactions_of(out: &[Output]) -> Vec<(Audience, Reactions)> {
+    out.iter()
+        .filter_map(|o| match &o.msg {
+            ServerMsg::Reactions(r) => Some((o.to, r.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// SPEC §6.5: reactions are counted per window and sent once per window to
+/// the members that take them, most frequent first, at most 16 kinds; a
+/// member beyond its allowance is dropped; a quiet room sends nothing.
+#[test]
+fn reactions_are_counted_per_window_and_per_member_allowance() {
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let info = |d: &str, wants_reactions| JoinInfo {
+        device_id: d.into(),
+        name: d.into(),
+        wants_reactions,
+        ..Default::default()
+    };
+    let a = room.join(T0, info("a", true));
+    let b = room.join(T0, info("b", false));
+    commit(&mut room, T0);
+    drain(&mut room);
+    assert_eq!(room.reactions_due(), None, "nothing to send");
+    for _ in 0..3 {
+        assert_eq!(room.react(T0 + MS, a, "👏"), Reacted::Counted);
+    }
+    assert_eq!(room.react(T0 + 2 * MS, b, "😂"), Reacted::Counted);
+    assert_eq!(room.react(T0 + 2 * MS, 999, "😂"), Reacted::NotMember);
+    assert_eq!(
+        room.reactions_due(),
+        Some(T0 + MS + REACTION_WINDOW_US),
+        "the window closes 250 ms after its first reaction"
+    );
+    assert!(room.poll_timeout() <= T0 + MS + REACTION_WINDOW_US);
+    tick(&mut room, T0 + MS + REACTION_WINDOW_US - 1);
+    assert!(reactions_of(&drain(&mut room)).is_empty(), "not before the window closes");
+    tick(&mut room, T0 + MS + REACTION_WINDOW_US);
+    let out = drain(&mut room);
+    let got = reactions_of(&out);
+    assert_eq!(got.len(), 1, "one message per window");
+    assert_eq!(got[0].0, Audience::Reactions);
+    let counts: Vec<_> = got[0].1.counts.iter().map(|c| (c.emoji.as_str(), c.count)).collect();
+    assert_eq!(counts, vec![("👏", 3), ("😂", 1)]);
+    assert!(room.is_recipient(Audience::Reactions, a) && !room.is_recipient(Audience::Reactions, b));
+    // Quiet again: nothing more.
+    tick(&mut room, T0 + 2 * S);
+    assert!(reactions_of(&drain(&mut room)).is_empty());
+
+    // A member's allowance: a burst of 10 (3 already spent), then 5 a second.
+    let t = T0 + 3 * S;
+    let counted = (0..20).filter(|_| room.react(t, a, "🔥") == Reacted::Counted).count();
+    assert_eq!(counted, 10, "a full burst after 3 s");
+    assert_eq!(room.react(t + 100 * MS, a, "🔥"), Reacted::RateLimited);
+    assert_eq!(room.react(t + 200 * MS, a, "🔥"), Reacted::Counted, "5 a second: one every 200 ms");
+
+    // At most 16 kinds, the most frequent first (ties by emoji).
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let ids: Vec<_> = (0..20).map(|i| room.join(T0, info(&format!("m{i}"), true))).collect();
+    commit(&mut room, T0);
+    drain(&mut room);
+    let kinds: Vec<String> = (0..20u32).map(|i| char::from_u32(0x1F600 + i).unwrap().to_string()).collect();
+    for (i, &id) in ids.iter().enumerate() {
+        room.react(T0 + MS, id, &kinds[0]);
+        room.react(T0 + MS, id, &kinds[i]);
+    }
+    tick(&mut room, T0 + MS + REACTION_WINDOW_US);
+    let got = reactions_of(&drain(&mut room));
+    let counts = &got[0].1.counts;
+    assert_eq!(counts.len(), 16);
+    assert_eq!((counts[0].emoji.as_str(), counts[0].count), (kinds[0].as_str(), 21));
+    assert_eq!(counts[1..].iter().map(|c| c.emoji.as_str()).collect::<Vec<_>>(), kinds[1..16], "ties by emoji");
 }

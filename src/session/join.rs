@@ -102,6 +102,7 @@ async fn join_inner(app: Context, req: JoinRequest, outbox: Arc<Outbox>) -> Resu
         wants_presence: caps & caps::PRESENCE != 0,
         wants_acks: caps & caps::ACKS != 0,
         wants_live: caps & caps::LIVE != 0,
+        wants_reactions: caps & caps::REACTIONS != 0,
         datagrams: caps & caps::DATAGRAMS != 0,
     };
     outbox.set_caps(caps);

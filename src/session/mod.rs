@@ -349,6 +349,19 @@ impl Session {
                 Some(j) => j.room.suspend(j.member, Some(s.reason)),
                 None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
             },
+            ClientMsg::React(r) => match &self.joined {
+                Some(_) if !lockstep_protocol::valid_emoji(&r.emoji) => self.fail(
+                    ErrorCode::InvalidArgument,
+                    "a reaction is 1-32 bytes of emoji (no ASCII, control or white-space character)",
+                    0,
+                ),
+                Some(j) => {
+                    if !j.room.react(j.member, r.emoji) {
+                        crate::metrics::drop("reaction_mailbox_full");
+                    }
+                }
+                None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
+            },
             ClientMsg::Resume => match &self.joined {
                 Some(j) => j.room.suspend(j.member, None),
                 None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),

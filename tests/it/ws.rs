@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use lockstep::room::BufferingPolicy;
 use lockstep_protocol::{
-    Action, ChangeReason, ClientMsg, ErrorCode, Hello, Ping, Role, ServerMsg, Suspend, SyncReport, TimelineChanged,
-    encode_client,
+    Action, ChangeReason, ClientMsg, ErrorCode, Hello, Ping, React, Role, ServerMsg, Suspend, SyncReport,
+    TimelineChanged, encode_client,
 };
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
@@ -616,4 +616,59 @@ async fn suspensions_make_the_room_wait_by_the_servers_policy() {
     let mut early = ws_binary(&server.ws_url(ev)).await;
     send(&mut early, &ClientMsg::Resume).await;
     assert_eq!(error_code(&mut early).await, ErrorCode::NotJoined.as_u16());
+}
+
+/// Issue 15 (reactions): a burst of reactions from two members reaches the
+/// members with `REACTIONS` as one `Reactions` message per window; a member
+/// without the bit gets none; a non-emoji gets 4009 and harms no one.
+#[tokio::test]
+async fn reactions_are_coalesced_per_window_to_members_that_take_them() {
+    let server = TestServer::start().await;
+    let ev = "ev-reactions";
+    let hello_with = |device: &str, caps: u32| {
+        ClientMsg::Hello(Hello {
+            version: lockstep_protocol::PROTOCOL_VERSION,
+            event_id: ev.into(),
+            device_id: device.into(),
+            token: None,
+            caps,
+        })
+    };
+    let mut fan = ws_binary(&server.ws_url(ev)).await;
+    send(&mut fan, &hello_with("fan", lockstep_protocol::caps::REACTIONS)).await;
+    welcome(&mut fan).await;
+    let (mut plain, _) = join(&server, ev, "plain").await;
+    let mut other = ws_binary(&server.ws_url(ev)).await;
+    send(&mut other, &hello_with("other", lockstep_protocol::caps::REACTIONS)).await;
+    welcome(&mut other).await;
+
+    send(&mut plain, &ClientMsg::React(React { emoji: "ok".into() })).await;
+    assert_eq!(error_code(&mut plain).await, ErrorCode::InvalidArgument.as_u16());
+    for _ in 0..3 {
+        send(&mut fan, &ClientMsg::React(React { emoji: "👏".into() })).await;
+    }
+    send(&mut plain, &ClientMsg::React(React { emoji: "😂".into() })).await;
+    let mut total = 0;
+    let mut messages = 0;
+    while total < 4 {
+        let r = until(&mut other, |g| match g {
+            Got::Msg(ServerMsg::Reactions(r)) => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+        messages += 1;
+        total += r.counts.iter().map(|c| c.count).sum::<u32>();
+        assert!(r.counts.windows(2).all(|w| w[0].count >= w[1].count), "{r:?}");
+    }
+    assert_eq!(total, 4);
+    assert!(messages <= 2, "coalesced into windows: {messages} messages for 4 reactions");
+    // The member without the bit got none: a ping's pong comes first.
+    send(&mut plain, &ClientMsg::Ping(Ping { client_time: 9 })).await;
+    let early = until(&mut plain, |g| match g {
+        Got::Msg(ServerMsg::Reactions(_)) => Some(false),
+        Got::Msg(ServerMsg::Pong(p)) if p.client_time == 9 => Some(true),
+        _ => None,
+    })
+    .await;
+    assert!(early, "a member without REACTIONS got Reactions");
 }

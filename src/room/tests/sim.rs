@@ -202,6 +202,7 @@ impl Sim {
             host_claim,
             wants_acks: true,
             wants_live: true,
+            wants_reactions: true,
             datagrams: false,
         };
         let id = self.nodes[node].room.join(self.now, info);
