@@ -51,6 +51,8 @@ const demo = {
   deviceId: '',
   /** @type {any[]} timeline events as they came */
   events: [],
+  /** @type {{emoji: string, count: number}[][]} the room's reaction windows as they came */
+  reactions: [],
   /** @type {{code: number, kind: string, message: string}[]} */
   errors: [],
   /** @type {any} the last invitation created here (set once the host is in the party's room) */
@@ -272,6 +274,7 @@ async function join(view) {
     token,
     deviceId: demo.deviceId,
     transport,
+    reactions: true,
     // The session API's endpoint; the certificate hashes come from
     // /api/certificate, which the client fetches again after a failure, so a
     // rotated certificate never strands the page.
@@ -286,6 +289,7 @@ async function join(view) {
   s.on('role', () => showRole(s));
   s.on('policy', () => showRole(s));
   s.on('error', (/** @type {any} */ e) => onError(e));
+  s.on('reactions', (/** @type {{emoji: string, count: number}[]} */ counts) => showReactions(counts));
   s.attach(video);
   // The events of the join itself came before these listeners.
   showTransport(s.transport);
@@ -424,6 +428,38 @@ $('rate').addEventListener('change', (e) => {
   const r = Number(/** @type {HTMLSelectElement} */ (e.target).value);
   command((s) => s.setRate(r))();
 });
+// Reactions: sent one by one, shown as the room's counts per window (text only).
+for (const b of document.querySelectorAll('button.react')) {
+  b.addEventListener('click', () => {
+    const emoji = /** @type {HTMLElement} */ (b).dataset.emoji ?? '';
+    try {
+      demo.session?.react(emoji);
+    } catch (e) {
+      onError(e);
+    }
+  });
+}
+let reactionsShownAt = 0;
+/** @param {{emoji: string, count: number}[]} counts */
+function showReactions(counts) {
+  $('reactions').textContent = counts.map((c) => `${c.emoji} ${c.count}`).join('  ');
+  reactionsShownAt = performance.now();
+  demo.reactions.push(counts);
+  setTimeout(() => {
+    if (performance.now() - reactionsShownAt >= 1900) $('reactions').textContent = '';
+  }, 2000);
+}
+
+// Watch alone for a while (a suspension for notFollowing, SPEC 6.4), then
+// come back to the room's position.
+$('follow').addEventListener('click', () => {
+  const s = demo.session;
+  if (!s) return;
+  if (s.following) s.unfollow();
+  else s.follow();
+  $('follow').textContent = s.following ? 'Watch alone' : 'Follow the room';
+  log(s.following ? 'following the room again' : 'watching alone');
+});
 $('unmute').addEventListener('click', () => {
   video.muted = !video.muted;
   $('unmute').textContent = video.muted ? 'Unmute' : 'Mute';
@@ -511,6 +547,26 @@ function render() {
   }
 }
 setInterval(render, 200);
+
+/**
+ * The room as the server sees it (`GET …/state`, when this node serves it
+ * publicly): its sync quality, and who does not follow and why. Text only.
+ */
+async function pollRoom() {
+  const id = demo.roomId;
+  if (!id) return;
+  const res = await fetch(`/api/live-stream/${encodeURIComponent(id)}/state`).catch(() => null);
+  if (!res?.ok) return;
+  const st = await res.json().catch(() => null);
+  if (!st) return;
+  const q = st.sync;
+  $('room-sync').textContent = q?.reporting
+    ? `p95 ${q.p95Ms.toFixed(1)} ms, ${q.reporting - q.outOfSync} of ${q.reporting} in sync`
+    : '–';
+  const who = (st.suspended ?? []).map((/** @type {any} */ m) => `${m.name || `member ${m.memberId}`} (${m.reason})`);
+  $('waiting').textContent = who.length ? `${st.bufferingWait ? '' : 'not waiting: '}${who.join(', ')}` : '–';
+}
+setInterval(() => void pollRoom(), 1000);
 
 // ------------------------------------------------------------------ start
 

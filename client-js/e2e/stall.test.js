@@ -87,6 +87,11 @@ test('a stalled page reports buffering; the room waits, gives up as configured, 
   assert.equal(atWait.buffering, true, 'the page says it is buffering');
   assert.ok(atWait.pos > 5 && atWait.pos < 15, `stalled at ${atWait.pos}`);
   assert.ok(gate.held >= 1, 'a media request is held');
+  // The state names who the room waits for and why; the host page shows it (text from the state API).
+  assert.deepEqual(waiting.suspended.map((/** @type {any} */ m) => m.reason), ['buffering'], JSON.stringify(waiting.suspended));
+  await waitFor(host, () => /\(buffering\)$/.test(document.getElementById('waiting')?.textContent ?? ''), null, {
+    what: 'the host page to show whom the room waits for',
+  });
 
   // The wait gives up after WAIT_MAX_MS: the room plays again without the page.
   await waitUntil(async () => {
@@ -133,4 +138,36 @@ test('a stalled page reports buffering; the room waits, gives up as configured, 
   assert.ok(p.seeks <= 2, `the stalled page seeked ${p.seeks} times`);
   assert.ok(s.p95Ms < 100, `p95 skew after catching up ${s.p95Ms} ms`);
   assert.deepEqual([...host.pageErrors, ...stalled.pageErrors], []);
+});
+
+test('watch-party features on the demo page: reactions reach every page in windows; watching alone never makes the room wait', { timeout: 60_000 }, async () => {
+  const ev = eventId('party');
+  const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
+  const viewer = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
+  await host.click('button.react[data-emoji="👏"]');
+  await host.click('button.react[data-emoji="👏"]');
+  await viewer.click('button.react[data-emoji="🔥"]');
+  for (const page of [host, viewer]) {
+    await waitFor(page, () => lockstepDemo.reactions.flat().reduce((n, c) => n + c.count, 0) === 3, null, {
+      what: 'the three reactions on every page',
+      timeoutMs: 10_000,
+    });
+    const windows = await page.evaluate(() => lockstepDemo.reactions.length);
+    assert.ok(windows <= 3, `${windows} windows for 3 reactions`);
+  }
+  assert.match(await host.evaluate(() => document.getElementById('reactions')?.textContent ?? ''), /👏|🔥/);
+
+  await host.click('#play');
+  await viewer.click('#follow');
+  const alone = await waitUntil(async () => {
+    const st = await roomState(env.server.url, ev);
+    return st?.suspended?.length ? st : null;
+  }, { what: 'the viewer listed as not following', timeoutMs: 10_000 });
+  assert.equal(alone.suspended[0].reason, 'notFollowing');
+  assert.equal(alone.bufferingWait, false, 'watching alone never makes the room wait');
+  await viewer.click('#follow');
+  await waitUntil(async () => {
+    const st = await roomState(env.server.url, ev);
+    return st && st.suspended.length === 0;
+  }, { what: 'the viewer following again', timeoutMs: 10_000 });
 });

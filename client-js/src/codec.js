@@ -90,7 +90,9 @@ export { FrameDecoder, encodeFrame } from './framing.js';
  * @typedef {{type: 'policyChanged', policy: ControlPolicy, by: number}} PolicyChangedMsg
  * @typedef {{type: 'ack', requestId: number, outcome: AckOutcome, epoch: number}} AckMsg
  * @typedef {{type: 'liveState', clock: ClockKind, originMs: U64, latencyMs: number, autoLatency: boolean, atLive: boolean}} LiveStateMsg
- * @typedef {WelcomeMsg | TickMsg | TimelineChangedMsg | ViewerCountMsg | PongMsg | ErrorMsg | MemberJoinedMsg | MemberLeftMsg | RoleChangedMsg | PolicyChangedMsg | AckMsg | LiveStateMsg} ServerMsg
+ * @typedef {{emoji: string, count: number}} ReactionCount
+ * @typedef {{type: 'reactions', counts: ReactionCount[]}} ReactionsMsg The room's reactions of one window, most frequent first (SPEC 6.5; REACTIONS clients only).
+ * @typedef {WelcomeMsg | TickMsg | TimelineChangedMsg | ViewerCountMsg | PongMsg | ErrorMsg | MemberJoinedMsg | MemberLeftMsg | RoleChangedMsg | PolicyChangedMsg | AckMsg | LiveStateMsg | ReactionsMsg} ServerMsg
  */
 
 /**
@@ -110,7 +112,8 @@ export { FrameDecoder, encodeFrame } from './framing.js';
  * @typedef {{type: 'syncReport', epoch: number, driftUs: number}} SyncReportMsg The client's measured drift (element − room position, µs, positive: ahead) for the room's sync quality (SPEC 6.1).
  * @typedef {{type: 'suspend', reason: string}} SuspendMsg The member stops following the room for `reason` (SPEC 6.4).
  * @typedef {{type: 'resume'}} ResumeMsg The member follows the room again (SPEC 6.4).
- * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg | LiveReportMsg | NackMsg | SyncReportMsg | SuspendMsg | ResumeMsg} ClientMsg
+ * @typedef {{type: 'react', emoji: string}} ReactMsg An emoji reaction (SPEC 6.5).
+ * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg | LiveReportMsg | NackMsg | SyncReportMsg | SuspendMsg | ResumeMsg | ReactMsg} ClientMsg
  */
 
 const ROLES = /** @type {const} */ (['host', 'co-host', 'viewer']);
@@ -132,8 +135,9 @@ const SERVER_TYPES = /** @type {const} */ ([
   'policyChanged',
   'ack',
   'liveState',
+  'reactions',
 ]);
-const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report', 'liveReport', 'nack', 'syncReport', 'suspend', 'resume']);
+const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report', 'liveReport', 'nack', 'syncReport', 'suspend', 'resume', 'react']);
 
 // ------------------------------------------------------------------ reading
 
@@ -236,7 +240,7 @@ function serverBody(r, tag) {
       return { type: 'policyChanged', policy: r.enumOf(POLICIES, 'ControlPolicy'), by: r.u32() };
     case 10:
       return { type: 'ack', requestId: r.u32(), outcome: r.enumOf(ACK_OUTCOMES, 'AckOutcome'), epoch: r.u32() };
-    default:
+    case 11:
       return {
         type: 'liveState',
         clock: r.enumOf(CLOCKS, 'ClockKind'),
@@ -245,6 +249,14 @@ function serverBody(r, tag) {
         autoLatency: r.bool(),
         atLive: r.bool(),
       };
+    default: {
+      const n = r.u64();
+      if (typeof n !== 'number' || n > LIMITS.MAX_REACTION_KINDS) throw new Fail('Invalid', `more than ${LIMITS.MAX_REACTION_KINDS} reaction kinds`);
+      /** @type {ReactionCount[]} */
+      const counts = [];
+      for (let i = 0; i < n; i++) counts.push({ emoji: r.string(), count: r.u32() });
+      return { type: 'reactions', counts };
+    }
   }
 }
 
@@ -301,8 +313,10 @@ function clientBody(r, tag) {
       return { type: 'syncReport', epoch: r.u32(), driftUs: r.i32() };
     case 7:
       return { type: 'suspend', reason: r.string() };
-    default:
+    case 8:
       return { type: 'resume' };
+    default:
+      return { type: 'react', emoji: r.string() };
   }
 }
 
@@ -316,6 +330,7 @@ export function decodeServer(bytes) {
   return decodeTagged(bytes, SERVER_TYPES.length, serverBody, (m) => {
     if (m.type === 'error') checkLen(m.message, LIMITS.MAX_ERROR_MESSAGE, 'error message');
     else if (m.type === 'memberJoined') checkLen(m.name, LIMITS.MAX_NAME, 'member name');
+    else if (m.type === 'reactions') for (const c of m.counts) checkLen(c.emoji, LIMITS.MAX_EMOJI, 'reaction');
   });
 }
 
@@ -328,6 +343,7 @@ export function decodeServer(bytes) {
 export function decodeClient(bytes) {
   return decodeTagged(bytes, CLIENT_TYPES.length, clientBody, (m) => {
     if (m.type === 'suspend') checkLen(m.reason, LIMITS.MAX_REASON, 'suspension reason');
+    if (m.type === 'react') checkLen(m.emoji, LIMITS.MAX_EMOJI, 'reaction');
     if (m.type !== 'hello') return;
     checkLen(m.eventId, LIMITS.MAX_EVENT_ID, 'event id');
     checkLen(m.deviceId, LIMITS.MAX_DEVICE_ID, 'device id');
@@ -449,6 +465,14 @@ export function encodeServer(msg) {
       w.bool(msg.autoLatency, 'autoLatency');
       w.bool(msg.atLive, 'atLive');
       break;
+    case 'reactions':
+      if (!Array.isArray(msg.counts) || msg.counts.length > LIMITS.MAX_REACTION_KINDS) throw new RangeError(`counts must be an array of at most ${LIMITS.MAX_REACTION_KINDS}`);
+      w.varint(msg.counts.length);
+      for (const c of msg.counts) {
+        w.string(c.emoji, 'emoji');
+        w.u32(c.count, 'count');
+      }
+      break;
   }
   return w.done();
 }
@@ -526,6 +550,9 @@ export function encodeClient(msg) {
       w.string(msg.reason, 'reason');
       break;
     case 'resume':
+      break;
+    case 'react':
+      w.string(msg.emoji, 'emoji');
       break;
   }
   return w.done();

@@ -37,7 +37,11 @@ import { Timers } from './timers.js';
  * @property {() => number} reportIntervalMs
  * @property {(msg: ClientMsg, datagram: boolean) => void} send
  * @property {(e: Error) => void} error
+ * @property {(a: DriveAction) => void} [drive] told synchronously right before each write to the element (its own
+ *   changes, as opposed to the user's or the player's)
  */
+
+/** @typedef {import('./types.js').DriveAction} DriveAction */
 
 export class ElementController {
   #host;
@@ -74,6 +78,8 @@ export class ElementController {
    * predates them: it answers one with 4001, SPEC 11).
    */
   syncReports = true;
+  /** How many holds are in force: while any is, steps leave the element alone (see `hold()`). */
+  #holds = 0;
 
   /**
    * @param {ElementHost} host
@@ -168,10 +174,32 @@ export class ElementController {
     return this.#adapter;
   }
 
+  /**
+   * Suspends drift control until the returned function is called (each
+   * function releases its own hold once; the last release steps at once).
+   * Reports go on meanwhile.
+   * @returns {() => void}
+   */
+  hold() {
+    this.#holds++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#holds--;
+      if (this.#holds === 0) this.step();
+    };
+  }
+
+  /** Whether a hold is in force. */
+  get held() {
+    return this.#holds > 0;
+  }
+
   /** One drift-control step: target from the room now, actions onto the element. */
   step() {
     const el = this.#el;
-    if (!el) return;
+    if (!el || this.#holds > 0) return;
     const target = this.#target(el);
     if (this.#following === 'live') this.#sampleEdge();
     const res = this.#drift.update({
@@ -190,17 +218,37 @@ export class ElementController {
     this.#updateReportedBuffering(res.buffering);
     for (const a of res.actions) {
       try {
-        if (a.type === 'setRate') el.playbackRate = a.rate;
-        // Live: the seek's lead (the seek latency) must not take it past the window either.
-        else if (a.type === 'seek') el.currentTime = this.#following === 'live' ? clampToSeekable(a.position, el) : a.position;
-        else if (a.type === 'pause') el.pause();
-        else if (a.type === 'play') {
+        if (a.type === 'setRate') {
+          this.#drive({ type: 'setRate', rate: a.rate });
+          el.playbackRate = a.rate;
+        } else if (a.type === 'seek') {
+          // Live: the seek's lead (the seek latency) must not take it past the window either.
+          const position = this.#following === 'live' ? clampToSeekable(a.position, el) : a.position;
+          this.#drive({ type: 'seek', position });
+          el.currentTime = position;
+        } else if (a.type === 'pause') {
+          this.#drive({ type: 'pause' });
+          el.pause();
+        } else if (a.type === 'play') {
+          this.#drive({ type: 'play' });
           const p = el.play();
           if (p && typeof p.catch === 'function') p.catch((/** @type {unknown} */ err) => this.#playRejected(err));
         }
       } catch (err) {
         this.#host.error(new LockstepError(0, `could not ${a.type} the element: ${message(err)}`, { kind: 'media', cause: err }));
       }
+    }
+  }
+
+  /**
+   * Tells the host of a write about to be made (a listener that throws does not stop it).
+   * @param {DriveAction} a
+   */
+  #drive(a) {
+    try {
+      this.#host.drive?.(a);
+    } catch {
+      // the host reports its listeners' errors itself
     }
   }
 

@@ -60,6 +60,28 @@ export async function connect(opts) {
   return s;
 }
 
+/** The suspension reasons of SPEC 6.4 (`custom:<name>` aside). */
+const SUSPEND_REASONS = ['buffering', 'seeking', 'interstitial', 'userActionRequired', 'notFollowing'];
+
+/**
+ * Whether `reason` is a suspension reason the protocol knows (SPEC 6.4).
+ * @param {unknown} reason
+ */
+function validSuspendReason(reason) {
+  if (typeof reason !== 'string') return false;
+  if (SUSPEND_REASONS.includes(reason)) return true;
+  return /^custom:[A-Za-z0-9._-]{1,48}$/.test(reason);
+}
+
+/**
+ * Whether `emoji` may be a reaction (SPEC 6.5).
+ * @param {unknown} emoji
+ */
+function validEmoji(emoji) {
+  if (typeof emoji !== 'string' || emoji.length === 0 || new TextEncoder().encode(emoji).length > LIMITS.MAX_EMOJI) return false;
+  return !/[\x00-\x7f\s\p{Cc}]/u.test(emoji);
+}
+
 export class Session {
   /** @type {string} */
   #deviceId;
@@ -99,6 +121,13 @@ export class Session {
    * @type {import('./codec.js').TimelineChangedMsg | null}
    */
   #early = null;
+  /**
+   * Why this member does not follow the room (SPEC 6.4), null while it does.
+   * @type {string | null}
+   */
+  #suspension = null;
+  /** Releases the element's hold taken by the suspension. */
+  #releaseSuspension = () => {};
   /** Code of the last Error the server sent (its close then is not reported twice). */
   #lastServerError = 0;
   /** @type {(s: Session) => void} */
@@ -132,6 +161,7 @@ export class Session {
         reportIntervalMs: () => this.#reportIntervalMs,
         send: (msg, datagram) => void this.#conn.send(msg, datagram),
         error: (e) => this.#emitError(e),
+        drive: (a) => this.#emit('drive', a),
       },
       { drift: o.drift, controlIntervalMs: o.controlIntervalMs, bufferingReportDelayMs: o.bufferingReportDelayMs },
     );
@@ -277,7 +307,7 @@ export class Session {
 
   /**
    * Subscribes to an event: 'timeline', 'viewers', 'transport', 'status',
-   * 'error', 'role', 'policy', 'member'. Returns a function that unsubscribes.
+   * 'error', 'role', 'policy', 'member', 'live', 'drive'. Returns a function that unsubscribes.
    * @template {keyof SessionEvents} K
    * @param {K} event
    * @param {(arg: SessionEvents[K]) => void} fn
@@ -316,6 +346,36 @@ export class Session {
   /** Stops driving the element (it is left as it is). */
   detach() {
     this.#element.detach();
+  }
+
+  /**
+   * Leaves the attached element alone (no drift control) until `promise`
+   * settles, and, when it resolves with a `CommandResult` of a change that
+   * takes effect later, until then. For a user's action on the element
+   * itself (a player's pause button, its seek bar): hold the command it
+   * becomes, `s.hold(s.pause(video.currentTime))`, and the element is not
+   * pulled back to the old room state while the command is on its way; if
+   * the server refuses it, drift control resumes at once and puts the
+   * element back where the room is. Give it promises that settle (the
+   * session's commands always do, at the latest after `commandTimeoutMs`).
+   * Returns `promise`.
+   * @template T
+   * @param {Promise<T>} promise
+   * @returns {Promise<T>}
+   */
+  hold(promise) {
+    if (!promise || typeof (/** @type {any} */ (promise).then) !== 'function') throw new TypeError('hold(promise) needs a promise (e.g. a command: s.hold(s.pause(video.currentTime)))');
+    const release = this.#element.hold();
+    promise.then(
+      (r) => {
+        const at = /** @type {any} */ (r)?.effectiveAtUs;
+        const inMs = typeof at === 'number' && !this.#closed ? (this.#clock.toClientUs(at) - this.#nowUs()) / 1000 : 0;
+        if (inMs > 0) setTimeout(release, Math.min(inMs, 10_000));
+        else release();
+      },
+      () => release(),
+    );
+    return promise;
   }
 
   // ---------------------------------------------------------------- commands
@@ -386,6 +446,77 @@ export class Session {
    */
   goLive() {
     return this.#command({ kind: 'goLive' });
+  }
+
+  /**
+   * Stops following the room for `reason` (SPEC 6.4): `'buffering'`,
+   * `'seeking'`, `'interstitial'` (an ad or another insert plays),
+   * `'userActionRequired'` (autoplay blocked), `'notFollowing'` (see
+   * `unfollow()`) or `'custom:<name>'` (1–48 of `A–Z a–z 0–9 - _ .`). The
+   * attached element is left alone (no drift control) until `resume()`;
+   * the server decides by its policy (`--wait-reasons`, `--wait-max-members`)
+   * whether the room waits for this member, at most `--buffering-wait-max-ms`.
+   * A new reason replaces the old one; the suspension is announced again after
+   * a reconnection. A reason the protocol does not know throws a TypeError.
+   * @param {string} reason
+   */
+  suspend(reason) {
+    if (!validSuspendReason(reason)) {
+      throw new TypeError(`suspend(reason): ${JSON.stringify(reason)} is not buffering, seeking, interstitial, userActionRequired, notFollowing or custom:<name>`);
+    }
+    if (this.#suspension === null) this.#releaseSuspension = this.#element.hold();
+    this.#suspension = reason;
+    if (this.#conn.joined) this.#conn.send({ type: 'suspend', reason });
+  }
+
+  /**
+   * Follows the room again after `suspend()` or `unfollow()`: drift control
+   * takes the element back to the room's position at once (catching up alone
+   * if the room did not wait). Does nothing when not suspended.
+   */
+  resume() {
+    if (this.#suspension === null) return;
+    this.#suspension = null;
+    const release = this.#releaseSuspension;
+    this.#releaseSuspension = () => {};
+    if (this.#conn.joined) this.#conn.send({ type: 'resume' });
+    release();
+  }
+
+  /**
+   * Reacts with an emoji (SPEC 6.5): counted into the room's next window of
+   * reactions, which members that asked for them (the `reactions` option) get
+   * as one 'reactions' event. 1–32 bytes with no ASCII, control or white-space
+   * character, else a TypeError. Beyond 5 a second (bursts of 10) the server
+   * drops them. Not sent (false) while not connected.
+   * @param {string} emoji
+   * @returns {boolean}
+   */
+  react(emoji) {
+    if (!validEmoji(emoji)) throw new TypeError(`react(emoji): ${JSON.stringify(emoji)} is not an emoji (1-32 bytes, no ASCII, control or white space)`);
+    if (!this.#conn.joined) return false;
+    this.#conn.send({ type: 'react', emoji });
+    return true;
+  }
+
+  /** Watches alone for a while (a suspension for `notFollowing`, which never makes the room wait). */
+  unfollow() {
+    this.suspend('notFollowing');
+  }
+
+  /** Comes back to the room's position after `unfollow()` (the same as `resume()`). */
+  follow() {
+    this.resume();
+  }
+
+  /** Why this member does not follow the room (the reason given to `suspend()`), or null. */
+  get suspension() {
+    return this.#suspension;
+  }
+
+  /** Whether this member follows the room (not suspended). */
+  get following() {
+    return this.#suspension === null;
   }
 
   /**
@@ -528,6 +659,10 @@ export class Session {
       }
       return;
     }
+    if (m.type === 'reactions') {
+      this.#emit('reactions', m.counts);
+      return;
+    }
     if (m.type === 'liveState') {
       this.#liveKnown = true;
       this.#timers.clear('live-confirm');
@@ -605,6 +740,8 @@ export class Session {
     this.#resolveReady(this);
     this.#timers.clear('open-timeout');
     this.#element.joined();
+    // A suspension outlives a reconnection: the new connection says so again.
+    if (this.#suspension !== null) this.#conn.send({ type: 'suspend', reason: this.#suspension });
     this.#nackedEpoch = null;
     const early = this.#early;
     this.#early = null;

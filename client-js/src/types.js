@@ -39,6 +39,7 @@
  * @property {number} [connectTimeoutMs] one connection attempt, open to Welcome (10000)
  * @property {number} [openTimeoutMs] connect() rejects if not joined within this (20000)
  * @property {boolean} [presence] ask for member joined/left events (false)
+ * @property {boolean} [reactions] take the room's reactions ('reactions' events, SPEC 6.5); sending them needs no option (false)
  * @property {{baseMs?: number, maxMs?: number, random?: () => number}} [backoff] reconnect backoff (250 ms → 10 s, full jitter)
  * @property {import('./drift.js').DriftOptions} [drift] drift controller bands and gains
  * @property {import('./clock.js').ClockOptions} [clock] clock sync options
@@ -132,6 +133,18 @@
  * @property {ControlPolicy} policy the room's control policy changed
  * @property {import('./codec.js').MemberJoinedMsg | import('./codec.js').MemberLeftMsg | import('./codec.js').RoleChangedMsg} member presence events
  * @property {LiveState | null} live the room's live state changed (null: the room's clock is media time)
+ * @property {import('./codec.js').ReactionCount[]} reactions the room's reactions of one window (about 250 ms), most
+ *   frequent first (with the `reactions` option)
+ * @property {DriveAction} drive the session is about to change the attached element (drift control, applying the
+ *   room's state): emitted synchronously right before the write, so that a page or a player adapter can tell the
+ *   session's own changes from the user's (see `lockstep-client/controls`)
+ */
+
+/**
+ * A change the session makes to the attached element (the 'drive' event):
+ * `el.playbackRate = rate`, `el.currentTime = position` (seconds, element
+ * time), `el.pause()` or `el.play()`.
+ * @typedef {{type: 'setRate', rate: number} | {type: 'seek', position: number} | {type: 'pause'} | {type: 'play'}} DriveAction
  */
 
 export {};

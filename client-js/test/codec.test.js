@@ -124,7 +124,7 @@ test('Ack: tag 10, request id, outcome, epoch (SPEC 2.2)', () => {
   assert.throws(() => decodeServer(fromHex('0a05030d')), (e) => e instanceof LockstepDecodeError && e.kind === 'Malformed' && e.code === 4000);
   assert.throws(() => decodeServer(fromHex('0a0500')), (e) => e.kind === 'Malformed');
   assert.throws(() => decodeServer(fromHex('0a05000d00')), (e) => e.kind === 'TrailingBytes');
-  assert.throws(() => decodeServer(fromHex('0c')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
+  assert.throws(() => decodeServer(fromHex('0d')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
   assert.throws(() => encodeServer(/** @type {any} */ ({ type: 'ack', requestId: 1, outcome: 'done', epoch: 1 })), TypeError);
 });
 
@@ -147,7 +147,7 @@ test('changes as datagrams only: Nack (client tag 5) and the DATAGRAM_CHANGES ca
   assert.equal(toHex(encodeClient({ type: 'nack', epoch: 12 })), '050c');
   assert.deepStrictEqual(decodeClient(fromHex('050c')), { type: 'nack', epoch: 12 });
   assert.throws(() => decodeClient(fromHex('05')), (e) => e.kind === 'Malformed' && e.code === 4000);
-  assert.throws(() => decodeClient(fromHex('09')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
+  assert.throws(() => decodeClient(fromHex('0a')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
   assert.throws(() => encodeClient(/** @type {any} */ ({ type: 'nack', epoch: -1 })), RangeError);
   assert.equal(CAPS.DATAGRAM_CHANGES, 16);
 });
@@ -172,6 +172,18 @@ test('suspensions: Suspend (client tag 7) and Resume (tag 8) (SPEC 6.4)', () => 
   assert.deepStrictEqual(decodeClient(fromHex('08')), { type: 'resume' });
   assert.throws(() => decodeClient(fromHex('0800')), (e) => e.code === 4000, 'trailing byte');
   assert.throws(() => decodeClient(Uint8Array.from([7, 56, ...new Array(56).fill(120)])), (e) => e.code === 4000, 'reason over 55 bytes');
+});
+
+test('reactions: React (client tag 9), Reactions (server tag 12), the REACTIONS cap (SPEC 6.5)', () => {
+  assert.equal(toHex(encodeClient({ type: 'react', emoji: '👏' })), '0904f09f918f');
+  assert.deepStrictEqual(decodeClient(fromHex('0904f09f918f')), { type: 'react', emoji: '👏' });
+  const msg = { type: 'reactions', counts: [{ emoji: '👏', count: 412 }, { emoji: '😂', count: 3 }] };
+  assert.equal(toHex(encodeServer(msg)), '0c0204f09f918ffb9c0104f09f988203');
+  assert.deepStrictEqual(decodeServer(fromHex('0c0204f09f918ffb9c0104f09f988203')), msg);
+  assert.throws(() => decodeServer(Uint8Array.from([12, 17])), (e) => e.code === 4000, 'more than 16 kinds');
+  assert.throws(() => decodeServer(fromHex('0c01')), (e) => e.code === 4000, 'truncated');
+  assert.throws(() => encodeServer(/** @type {any} */ ({ type: 'reactions', counts: new Array(17).fill({ emoji: 'x', count: 1 }) })), RangeError);
+  assert.equal(CAPS.REACTIONS, 32);
 });
 
 test('a tick rate above 0x7fff is clamped, as the reference encoder does', () => {

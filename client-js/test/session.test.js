@@ -495,9 +495,9 @@ test('the public surface of a session: no internals on the instance', async () =
     assert.deepEqual(Object.keys(s), ['ready']);
     const proto = Object.getOwnPropertyNames(Object.getPrototypeOf(s)).sort();
     assert.deepEqual(proto, [
-      'attach', 'close', 'constructor', 'detach', 'deviceId', 'goLive', 'hold', 'live', 'memberId', 'off', 'on', 'pause', 'play', 'policy',
-      'position', 'programTime', 'role', 'seek', 'seekProgramTime', 'setPolicy', 'setRate', 'setRole', 'stats', 'status', 'timeline',
-      'transport', 'viewers',
+      'attach', 'close', 'constructor', 'detach', 'deviceId', 'follow', 'following', 'goLive', 'hold', 'live', 'memberId', 'off', 'on',
+      'pause', 'play', 'policy', 'position', 'programTime', 'react', 'resume', 'role', 'seek', 'seekProgramTime', 'setPolicy', 'setRate', 'setRole',
+      'stats', 'status', 'suspend', 'suspension', 'timeline', 'transport', 'unfollow', 'viewers',
     ]);
     assert.equal(s.deviceId, 'dev-1');
     assert.equal(s.role, 'host');
@@ -549,6 +549,88 @@ test('sync quality: reports come with the measured drift as a SyncReport; a serv
   } finally {
     s.detach();
     video.dispose();
+    s.close();
+  }
+});
+
+test('suspend/resume/unfollow/follow: told to the server reliably, the element left alone meanwhile, announced again after a reconnection', async () => {
+  const server = new FakeServer();
+  const s = await connect(opts(server, { fetch: fakeFetch() }));
+  const video = new FakeVideo();
+  try {
+    assert.equal(s.following, true);
+    assert.throws(() => s.suspend('napping'), TypeError);
+    assert.throws(() => s.suspend('custom:'), TypeError);
+    assert.throws(() => s.suspend(/** @type {any} */ (42)), TypeError);
+    s.attach(video);
+    // Drift control takes the element to the room (paused at 5 s).
+    await until(() => Math.abs(video.currentTime - 5) < 0.05, 3000, 'the element at the room');
+    s.suspend('interstitial');
+    assert.equal(s.suspension, 'interstitial');
+    assert.equal(s.following, false);
+    await until(() => server.received.some((r) => r.msg.type === 'suspend'), 2000, 'the Suspend');
+    const sus = server.received.find((r) => r.msg.type === 'suspend');
+    assert.deepEqual(sus.msg, { type: 'suspend', reason: 'interstitial' });
+    assert.equal(sus.via, 'stream', 'reliable only');
+    // The page plays its ad in the element: drift control leaves it alone.
+    video.currentTime = 100;
+    const seeks = video.log.filter((x) => x.type === 'seek').length;
+    await new Promise((r) => setTimeout(r, 600)); // over two control intervals: nothing may happen
+    assert.equal(video.log.filter((x) => x.type === 'seek').length, seeks, 'no seek while suspended');
+
+    // A reconnection announces the suspension again.
+    const before = server.received.filter((r) => r.msg.type === 'suspend').length;
+    server.killAll();
+    await until(() => server.received.filter((r) => r.msg.type === 'suspend').length > before, 4000, 'the Suspend again');
+
+    s.resume();
+    assert.equal(s.suspension, null);
+    await until(() => server.received.some((r) => r.msg.type === 'resume'), 2000, 'the Resume');
+    // Back to the room's position.
+    await until(() => Math.abs(video.currentTime - 5) < 0.05, 3000, 'the element back at the room');
+    s.resume(); // not suspended: nothing
+    assert.equal(server.received.filter((r) => r.msg.type === 'resume').length, 1);
+
+    s.unfollow();
+    assert.equal(s.suspension, 'notFollowing');
+    s.follow();
+    await until(() => server.received.filter((r) => r.msg.type === 'resume').length === 2, 2000, 'the second Resume');
+    assert.deepEqual(
+      server.received.filter((r) => r.msg.type === 'suspend').map((r) => r.msg.reason).slice(-1),
+      ['notFollowing'],
+    );
+  } finally {
+    s.detach();
+    video.dispose();
+    s.close();
+  }
+});
+
+test('reactions: react() sends one React reliably; with the reactions option Hello has REACTIONS and Reactions become events', async () => {
+  const server = new FakeServer();
+  const plain = await connect(opts(server, { fetch: fakeFetch() }));
+  const s = await connect(opts(server, { fetch: fakeFetch(), deviceId: 'dev-2', reactions: true }));
+  try {
+    const hellos = server.received.filter((r) => r.msg.type === 'hello').map((r) => r.msg.caps);
+    assert.equal(hellos[0] & 32, 0, 'no REACTIONS bit without the option');
+    assert.equal(hellos[1] & 32, 32);
+    assert.throws(() => s.react('ok'), TypeError, 'ASCII is text, not a reaction');
+    assert.throws(() => s.react(''), TypeError);
+    assert.throws(() => s.react('👏 '), TypeError);
+    assert.throws(() => s.react('👏'.repeat(9)), TypeError, 'over 32 bytes');
+    assert.equal(s.react('👏'), true);
+    await until(() => server.received.some((r) => r.msg.type === 'react'), 2000, 'the React');
+    const r = server.received.find((x) => x.msg.type === 'react');
+    assert.deepEqual(r.msg, { type: 'react', emoji: '👏' });
+    assert.equal(r.via, 'stream', 'reliable only');
+    /** @type {any[]} */
+    const got = [];
+    s.on('reactions', (c) => got.push(c));
+    server.broadcast(encodeServer({ type: 'reactions', counts: [{ emoji: '👏', count: 3 }] }));
+    await until(() => got.length === 1, 2000, 'the reactions event');
+    assert.deepEqual(got[0], [{ emoji: '👏', count: 3 }]);
+  } finally {
+    plain.close();
     s.close();
   }
 });
