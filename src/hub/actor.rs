@@ -321,6 +321,7 @@ impl RoomActor {
                 Shared::Left { id } => a.removes.push(*id),
                 Shared::Policy { policy, .. } => a.policy = Some(*policy),
                 Shared::Clock { setting } => a.clock = Some(*setting),
+                Shared::Reactions { .. } => {}
             }
         }
         a.events = events;

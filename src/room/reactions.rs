@@ -3,13 +3,17 @@
 //! reaction storm costs O(members) per window, not O(members × reactions).
 //! Each member may react 5 times a second (bursts of 10); beyond that its
 //! reactions are dropped, so one member cannot decide the counts.
+//!
+//! Scale-out: a node shares its own members' counts of each window with the
+//! other nodes serving the room ([`Shared::Reactions`]), which count them into
+//! their next window; only local counts are shared, so nothing echoes.
 
 use std::collections::BTreeMap;
 
 use lockstep_protocol::limits::MAX_REACTION_KINDS;
 use lockstep_protocol::{ReactionCount, Reactions, ServerMsg};
 
-use super::{Audience, MemberId, Room};
+use super::{Audience, MemberId, Room, Shared};
 
 /// How long reactions are gathered before they are sent.
 pub const REACTION_WINDOW_US: u64 = 250_000;
@@ -33,7 +37,19 @@ pub(super) struct Allowance {
 pub(super) struct Window {
     /// When it is sent (`None`: no reaction since the last one).
     due: Option<u64>,
+    /// This node's members' reactions.
     counts: BTreeMap<String, u32>,
+    /// Other nodes' (scale-out), counted in but not shared again.
+    remote: BTreeMap<String, u32>,
+}
+
+fn add(counts: &mut BTreeMap<String, u32>, emoji: &str, n: u32) {
+    match counts.get_mut(emoji) {
+        Some(c) => *c = c.saturating_add(n),
+        None => {
+            counts.insert(emoji.to_owned(), n);
+        }
+    }
 }
 
 /// What became of a reaction.
@@ -66,14 +82,21 @@ impl Room {
         }
         a.tokens -= ONE;
         let w = &mut self.reactions;
-        match w.counts.get_mut(emoji) {
-            Some(n) => *n = n.saturating_add(1),
-            None => {
-                w.counts.insert(emoji.to_owned(), 1);
-            }
-        }
+        add(&mut w.counts, emoji, 1);
         w.due.get_or_insert(now + REACTION_WINDOW_US);
         Reacted::Counted
+    }
+
+    /// Scale-out: another node's window, counted into this node's next one
+    /// (at most `MAX_REACTION_KINDS` kinds of valid emoji are taken).
+    pub(super) fn remote_reactions(&mut self, now: u64, counts: Vec<(String, u32)>) {
+        let w = &mut self.reactions;
+        for (emoji, n) in counts.into_iter().take(MAX_REACTION_KINDS) {
+            if n > 0 && lockstep_protocol::valid_emoji(&emoji) {
+                add(&mut w.remote, &emoji, n);
+                w.due.get_or_insert(now + REACTION_WINDOW_US);
+            }
+        }
     }
 
     /// When the window is due, if reactions wait.
@@ -88,10 +111,19 @@ impl Room {
             return;
         }
         self.reactions.due = None;
-        let mut counts: Vec<ReactionCount> = std::mem::take(&mut self.reactions.counts)
-            .into_iter()
-            .map(|(emoji, count)| ReactionCount { emoji, count })
-            .collect();
+        let local = std::mem::take(&mut self.reactions.counts);
+        let mut all = std::mem::take(&mut self.reactions.remote);
+        if self.id_base.is_some() && !local.is_empty() {
+            let mut shared: Vec<(String, u32)> = local.iter().map(|(e, &n)| (e.clone(), n)).collect();
+            shared.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            shared.truncate(MAX_REACTION_KINDS);
+            self.shared.push(Shared::Reactions { counts: shared });
+        }
+        for (emoji, n) in local {
+            add(&mut all, &emoji, n);
+        }
+        let mut counts: Vec<ReactionCount> =
+            all.into_iter().map(|(emoji, count)| ReactionCount { emoji, count }).collect();
         counts.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.emoji.cmp(&b.emoji)));
         counts.truncate(MAX_REACTION_KINDS);
         self.to(Audience::Reactions, ServerMsg::Reactions(Reactions { counts }));

@@ -57,6 +57,12 @@ pub enum Shared {
         /// The setting in force.
         setting: super::ClockSetting,
     },
+    /// The reactions of the sending node's members in one of its windows:
+    /// the receiving node counts them into its own next window.
+    Reactions {
+        /// `(emoji, count)`, at most `MAX_REACTION_KINDS`.
+        counts: Vec<(String, u32)>,
+    },
 }
 
 /// A member of the room on another node.
@@ -141,6 +147,7 @@ impl Room {
                 }
             }
             Shared::Clock { setting } => self.adopt_clock(now, setting),
+            Shared::Reactions { counts } => self.remote_reactions(now, counts),
             Shared::Policy { policy, by } => {
                 if self.cfg.policy != policy {
                     self.cfg.policy = policy;

@@ -1328,3 +1328,40 @@ fn reactions_are_counted_per_window_and_per_member_allowance() {
     assert_eq!((counts[0].emoji.as_str(), counts[0].count), (kinds[0].as_str(), 21));
     assert_eq!(counts[1..].iter().map(|c| c.emoji.as_str()).collect::<Vec<_>>(), kinds[1..16], "ties by emoji");
 }
+
+/// Scale-out: a node shares its own members' reaction counts of each window;
+/// another node counts them into its next window and never shares them back.
+#[test]
+fn reactions_cross_nodes_without_echo() {
+    let info = |d: &str| JoinInfo { device_id: d.into(), name: d.into(), wants_reactions: true, ..Default::default() };
+    let mut a = Room::new(RoomConfig::default(), T0);
+    let mut b = Room::new(RoomConfig::default(), T0);
+    a.enable_sharing(ID_BLOCK);
+    b.enable_sharing(2 * ID_BLOCK);
+    let on_a = a.join(T0, info("a"));
+    let _on_b = b.join(T0, info("b"));
+    commit(&mut a, T0);
+    commit(&mut b, T0);
+    drain(&mut a);
+    drain(&mut b);
+    a.take_shared();
+    b.take_shared();
+    a.react(T0 + MS, on_a, "👏");
+    a.react(T0 + MS, on_a, "👏");
+    tick(&mut a, T0 + MS + REACTION_WINDOW_US);
+    drain(&mut a);
+    let shared: Vec<_> = a.take_shared().into_iter().filter(|e| matches!(e, Shared::Reactions { .. })).collect();
+    assert_eq!(shared, vec![Shared::Reactions { counts: vec![("👏".into(), 2)] }]);
+    // Node b counts them in (bad entries ignored) and sends its members one window.
+    let t = T0 + 300 * MS;
+    b.apply_shared(t, "a", shared[0].clone());
+    b.apply_shared(t, "a", Shared::Reactions { counts: vec![("ok".into(), 5), ("🔥".into(), 0)] });
+    tick(&mut b, t + REACTION_WINDOW_US);
+    let got = reactions_of(&drain(&mut b));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1.counts, vec![lockstep_protocol::ReactionCount { emoji: "👏".into(), count: 2 }]);
+    assert!(
+        !b.take_shared().iter().any(|e| matches!(e, Shared::Reactions { .. })),
+        "another node's reactions are not shared again"
+    );
+}

@@ -655,3 +655,43 @@ async fn the_auto_latency_is_decided_from_every_nodes_viewers_and_does_not_flip(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Issue 15: reactions on one node reach the members of another node in one
+/// of its windows (each node shares its own members' counts once).
+#[tokio::test]
+async fn reactions_reach_every_node() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let ev = "ev-reactions-nodes";
+    let hello_with = |device: &str| {
+        lockstep_protocol::ClientMsg::Hello(lockstep_protocol::Hello {
+            version: lockstep_protocol::PROTOCOL_VERSION,
+            event_id: ev.into(),
+            device_id: device.into(),
+            token: None,
+            caps: lockstep_protocol::caps::REACTIONS,
+        })
+    };
+    let mut on_a = ws_binary(&a.ws_url(ev)).await;
+    send(&mut on_a, &hello_with("on-a")).await;
+    welcome(&mut on_a).await;
+    let mut on_b = ws_binary(&b.ws_url(ev)).await;
+    send(&mut on_b, &hello_with("on-b")).await;
+    welcome(&mut on_b).await;
+    // Both nodes serve the room once each counts the other's member.
+    count_reaches(&mut on_a, 2).await;
+    count_reaches(&mut on_b, 2).await;
+    for _ in 0..3 {
+        send(&mut on_a, &lockstep_protocol::ClientMsg::React(lockstep_protocol::React { emoji: "👏".into() })).await;
+    }
+    let mut seen = 0;
+    while seen < 3 {
+        let r = until(&mut on_b, |g| match g {
+            Got::Msg(ServerMsg::Reactions(r)) => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+        seen += r.counts.iter().filter(|c| c.emoji == "👏").map(|c| c.count).sum::<u32>();
+    }
+    assert_eq!(seen, 3, "each reaction counted once on the other node");
+}
