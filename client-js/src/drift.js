@@ -26,6 +26,15 @@
 //                                   whose seeks keep missing is left to the
 //                                   rate band instead of being fought.
 //
+// Starts on time (pre-roll): an element does not move the instant play() is
+// called (35–65 ms in Chromium). The controller learns that start-up
+// latency the way it learns seek latency (EWMA of measurements, each taken
+// from where the element is once it moves: start = now − moved / rate), and
+// when the target announces a scheduled play (`next`) it calls play() that
+// much early, holding the target at the start position until the play's
+// time, so the first frame moves at the scheduled time instead of one
+// start-up latency later (and no rate correction has to catch it up).
+//
 // While the element is buffering (waiting/stalled, or readyState below
 // HAVE_FUTURE_DATA while it should play) or seeking, no correction is made:
 // the session reports buffering to the server instead, whose buffering
@@ -84,6 +93,10 @@ export const HAVE_FUTURE_DATA = 3;
  * @property {number} [maxStormLevel] largest threshold multiplier (4)
  * @property {number} [filterSamples] drift = mean of the last N measurements (2)
  * @property {number} [playRetryMs] retry a refused play() no more often than this (1000)
+ * @property {number} [startLatencyMs] initial start-up latency estimate: how long after play() the element moves (0:
+ *   learned from the first start)
+ * @property {number} [startLatencyAlpha] EWMA weight of a new start-up measurement (0.3)
+ * @property {number} [maxStartLatencyMs] cap of the start-up estimate, and of the pre-roll (300)
  */
 
 /** Defaults of the drift controller. */
@@ -106,6 +119,9 @@ export const DRIFT_DEFAULTS = Object.freeze({
   maxStormLevel: 4,
   filterSamples: 2,
   playRetryMs: 1000,
+  startLatencyMs: 0,
+  startLatencyAlpha: 0.3,
+  maxStartLatencyMs: 300,
 });
 
 /**
@@ -115,6 +131,8 @@ export const DRIFT_DEFAULTS = Object.freeze({
  * @property {number} rate room rate (1 = normal)
  * @property {boolean} paused
  * @property {number} epoch timeline epoch (a change is a discontinuity)
+ * @property {{atMs: number, position: number, rate: number, paused: boolean, epoch: number}} [next] a change
+ *   scheduled at local time `atMs` (the element starts a scheduled play that much early: pre-roll)
  */
 
 /**
@@ -152,6 +170,10 @@ export class DriftController {
     /** @type {Required<DriftOptions>} */
     this.o = { ...DRIFT_DEFAULTS, ...opts };
     this.seekLatencyMs = this.o.seekLatencyMs;
+    /** Learned start-up latency: how long after play() the element moves, ms. */
+    this.startLatencyMs = this.o.startLatencyMs;
+    /** @type {{issuedAt: number, from: number} | null} a start being measured */
+    this.start = null;
     this.corrections = { seeks: 0, rateChanges: 0 };
     /** @type {number[]} recent drift measurements, ms */
     this.samples = [];
@@ -192,6 +214,7 @@ export class DriftController {
     this.driftMs = NaN;
     this.mode = 'idle';
     this.buffering = false;
+    this.start = null;
   }
 
   /** The current seek threshold, ms (raised during a seek storm). */
@@ -224,6 +247,13 @@ export class DriftController {
     }
     const o = this.o;
     this.seekTimes = this.seekTimes.filter((t) => now - t < o.stormWindowMs);
+    // Pre-roll: a scheduled play that is one start-up latency away is followed
+    // now, at its start position (held there until its time).
+    const next = target.next;
+    if (target.paused && next && !next.paused && this.startLatencyMs > 0 && now >= next.atMs - this.startLatencyMs && now < next.atMs) {
+      target = { position: next.position, rate: next.rate, paused: false, epoch: next.epoch };
+    }
+    this.learnStart(now, media, target);
     if (this.epoch !== target.epoch) {
       this.epochChanged = this.epoch !== null;
       this.epoch = target.epoch;
@@ -289,6 +319,7 @@ export class DriftController {
     if (media.paused && now - this.lastPlayAt >= o.playRetryMs) {
       actions.push({ type: 'play' });
       this.lastPlayAt = now;
+      this.start = media.seeking ? null : { issuedAt: now, from: media.currentTime };
     }
     if (this.seek && !jump) return done('seeking');
     if ((media.seeking || this.buffering) && !jump) {
@@ -349,6 +380,32 @@ export class DriftController {
   setRate(actions, rate) {
     actions.push({ type: 'setRate', rate });
     this.corrections.rateChanges++;
+  }
+
+  /**
+   * Measures a start: once the element moves after play(), when it started
+   * (back-computed from how far it got), into the start-up latency estimate.
+   * @param {number} now
+   * @param {MediaState} media
+   * @param {DriftTarget} target
+   */
+  learnStart(now, media, target) {
+    const st = this.start;
+    if (!st) return;
+    if (media.seeking || now - st.issuedAt > 2000) {
+      this.start = null;
+      return;
+    }
+    const moved = media.currentTime - st.from;
+    if (media.paused || !(moved > 0.002)) return;
+    this.start = null;
+    const rate = media.playbackRate > 0 ? media.playbackRate : target.rate > 0 ? target.rate : 1;
+    const took = now - (moved * 1000) / rate - st.issuedAt;
+    if (!(took >= 0)) return;
+    const o = this.o;
+    const first = this.startLatencyMs === 0;
+    const m = Math.min(took, o.maxStartLatencyMs);
+    this.startLatencyMs = first ? m : this.startLatencyMs + o.startLatencyAlpha * (m - this.startLatencyMs);
   }
 
   /**

@@ -166,6 +166,7 @@ export class ElementController {
       buffering: el ? this.#drift.buffering : false,
       corrections: { ...this.#drift.corrections },
       seekLatencyMs: this.#drift.seekLatencyMs,
+      startLatencyMs: this.#drift.startLatencyMs,
     };
   }
 
@@ -189,6 +190,11 @@ export class ElementController {
       this.#holds--;
       if (this.#holds === 0) this.step();
     };
+  }
+
+  /** The element's learned start-up latency (how long after play() it moves), ms; 0 until measured. */
+  get startLatencyMs() {
+    return this.#drift.startLatencyMs;
   }
 
   /** Whether a hold is in force. */

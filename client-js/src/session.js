@@ -19,7 +19,7 @@ import { LockstepError } from './errors.js';
 import { adapterOf, finiteOrNull, liveStateOf, positionMsOf, sameLive } from './live.js';
 import { toMs, validate } from './options.js';
 import { RoomState } from './room.js';
-import { epochCmp } from './timeline.js';
+import { epochCmp, positionUsAt } from './timeline.js';
 import { Timers } from './timers.js';
 import { TimelineTracker } from './tracker.js';
 
@@ -297,6 +297,7 @@ export class Session {
       buffering: el.buffering,
       corrections: el.corrections,
       seekLatencyMs: el.seekLatencyMs,
+      startLatencyMs: el.startLatencyMs,
       transport: this.#conn.transport,
       status: this.#status,
       reconnects: this.#conn.reconnects,
@@ -695,6 +696,9 @@ export class Session {
           // Step exactly when it takes effect, so play and pause start on time.
           const inMs = (this.#clock.toClientUs(m.effectiveAtUs) - this.#nowUs()) / 1000;
           this.#timers.set('effective', inMs, () => this.#element.step());
+          // A play starts one learned start-up latency early (pre-roll, see drift.js).
+          const lead = this.#element.startLatencyMs;
+          if (!m.timeline.paused && lead > 0 && inMs > lead) this.#timers.set('preroll', inMs - lead, () => this.#element.step());
         } else {
           this.#element.step();
         }
@@ -825,7 +829,21 @@ export class Session {
     const at = this.#tracker.at(this.#clock.serverNowUs());
     if (!at) return null;
     const t = at.state.timeline;
-    return { position: Number(at.positionUs) / 1e6, rate: t.rateMilli / 1000, paused: t.paused, epoch: t.epoch };
+    /** @type {import('./drift.js').DriftTarget} */
+    const target = { position: Number(at.positionUs) / 1e6, rate: t.rateMilli / 1000, paused: t.paused, epoch: t.epoch };
+    // A scheduled change, in local time: drift control starts a scheduled play early by the element's start-up latency.
+    const p = this.#tracker.pending;
+    if (p) {
+      const nt = p.timeline;
+      target.next = {
+        atMs: this.#clock.toClientUs(p.effectiveAtUs) / 1000,
+        position: Number(positionUsAt(nt, p.effectiveAtUs)) / 1e6,
+        rate: nt.rateMilli / 1000,
+        paused: nt.paused,
+        epoch: nt.epoch,
+      };
+    }
+    return target;
   }
 
   // ---------------------------------------------------------------- emitting

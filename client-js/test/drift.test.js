@@ -277,3 +277,26 @@ for (const offset of [-45, -300]) {
     assert.ok(ours.final < DRIFT_DEFAULTS.deadbandMs, `ours ends ${ours.final} ms off`);
   });
 }
+
+test('pre-roll: the start-up latency of play() is learned and later scheduled plays start on time', () => {
+  const room = new SimRoom({ position: 10, paused: true });
+  room.change(2000, { paused: false });
+  room.change(4000, { paused: true });
+  room.change(6000, { paused: false });
+  room.change(8000, { paused: true });
+  room.change(10000, { paused: false });
+  const media = new SimMedia({ position: 10, paused: true, playLatencyMs: 60 });
+  const { trace, controller } = simulate({ media, room, durationMs: 12000 });
+  assert.equal(seeks(media).length, 0);
+  // The first start is late by the latency (it is learned from it).
+  const first = trace.find((x) => x.t > 2100 && x.t < 2400);
+  assert.ok(first && first.drift < -40, `first start drift ${first?.drift}`);
+  assert.ok(Math.abs(controller.startLatencyMs - 60) < 12, `learned ${controller.startLatencyMs} ms`);
+  // Later starts: play() one latency early, within a few ms at the scheduled time.
+  for (const at of [6000, 10000]) {
+    const plays = media.log.filter((a) => a.type === 'play' && a.t > at - 500 && a.t <= at);
+    assert.equal(plays.length, 1, `one early play before ${at}`);
+    assert.ok(plays[0].t < at && plays[0].t >= at - 70, `play at ${plays[0].t}`);
+    for (const x of trace.filter((x) => x.t >= at && x.t < at + 1500)) assert.ok(Math.abs(x.drift) <= 12, `drift ${x.drift} at ${x.t}`);
+  }
+});

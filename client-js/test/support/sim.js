@@ -7,7 +7,7 @@ import { DriftController } from '../../src/drift.js';
 
 export class SimMedia {
   /**
-   * @param {{position?: number, paused?: boolean, seekLatencyMs?: number | (() => number), seekErrorS?: number, jitterMs?: number, duration?: number}} [o]
+   * @param {{position?: number, paused?: boolean, seekLatencyMs?: number | (() => number), seekErrorS?: number, jitterMs?: number, duration?: number, playLatencyMs?: number}} [o]
    */
   constructor(o = {}) {
     this.position = o.position ?? 0;
@@ -21,6 +21,9 @@ export class SimMedia {
     this.seekErrorS = o.seekErrorS ?? 0;
     this.jitterMs = o.jitterMs ?? 0;
     this.seekDoneAt = 0;
+    /** play() takes this long before the element moves (start-up latency), ms. */
+    this.playLatencyMs = o.playLatencyMs ?? 0;
+    this.movesAt = 0;
     /** @type {[number, number][]} stall windows [from, to) in ms */
     this.stalls = [];
     this.seed = 7;
@@ -47,7 +50,8 @@ export class SimMedia {
     const stalled = this.stalled(now);
     this.buffering = stalled && !this.paused;
     this.readyState = stalled ? 2 : this.seeking ? 1 : 4;
-    if (!this.paused && !this.seeking && !stalled) this.position += (dt / 1000) * this.playbackRate;
+    const from = Math.max(now, this.movesAt);
+    if (!this.paused && !this.seeking && !stalled && from < now + dt) this.position += ((now + dt - from) / 1000) * this.playbackRate;
   }
 
   /** @param {import('../../src/drift.js').DriftAction[]} actions @param {number} now */
@@ -55,7 +59,10 @@ export class SimMedia {
     for (const a of actions) {
       this.log.push({ t: now, ...a });
       if (a.type === 'setRate') this.playbackRate = a.rate;
-      else if (a.type === 'play') this.paused = false;
+      else if (a.type === 'play') {
+        if (this.paused) this.movesAt = now + this.playLatencyMs;
+        this.paused = false;
+      }
       else if (a.type === 'pause') this.paused = true;
       else if (a.type === 'seek') {
         this.position = a.position + this.seekErrorS;
@@ -104,7 +111,9 @@ export class SimRoom {
     let s = this.segments[0];
     for (const x of this.segments) if (x.at <= now) s = x;
     const position = s.paused ? s.position : s.position + ((now - s.at) / 1000) * s.rate;
-    return { position, rate: s.rate, paused: s.paused, epoch: s.epoch };
+    const n = this.segments.find((x) => x.at > now);
+    const next = n ? { atMs: n.at, position: n.position, rate: n.rate, paused: n.paused, epoch: n.epoch } : undefined;
+    return { position, rate: s.rate, paused: s.paused, epoch: s.epoch, next };
   }
 }
 
@@ -123,7 +132,9 @@ export function simulate({ media, room, controller = new DriftController(), dura
     const seekEnded = wasSeeking && !media.seeking;
     wasSeeking = media.seeking;
     const target = room.target(now);
-    if (now >= nextControl || seekEnded) {
+    // The session also steps one start-up latency before a scheduled change (pre-roll).
+    const preroll = target.next && controller.startLatencyMs > 0 && now >= target.next.atMs - controller.startLatencyMs && now - dt < target.next.atMs - controller.startLatencyMs;
+    if (now >= nextControl || seekEnded || preroll) {
       const r = controller.update({ nowMs: now, target, media: media.state() });
       media.apply(r.actions, now);
       if (r.actions.some((a) => a.type === 'seek')) wasSeeking = true;
