@@ -158,6 +158,17 @@ pub fn hello(event: &str, device: &str) -> ClientMsg {
     })
 }
 
+/// A `Hello` with the given capability bits.
+pub fn hello_caps(event: &str, device: &str, caps: u32) -> ClientMsg {
+    ClientMsg::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        event_id: event.into(),
+        device_id: device.into(),
+        token: None,
+        caps,
+    })
+}
+
 pub fn command(request_id: u32, action: Action) -> ClientMsg {
     ClientMsg::Command(Command { request_id, action })
 }

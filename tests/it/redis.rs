@@ -663,15 +663,7 @@ async fn reactions_reach_every_node() {
     let redis = Redis::start();
     let (a, b) = (node(&redis).await, node(&redis).await);
     let ev = "ev-reactions-nodes";
-    let hello_with = |device: &str| {
-        lockstep_protocol::ClientMsg::Hello(lockstep_protocol::Hello {
-            version: lockstep_protocol::PROTOCOL_VERSION,
-            event_id: ev.into(),
-            device_id: device.into(),
-            token: None,
-            caps: lockstep_protocol::caps::REACTIONS,
-        })
-    };
+    let hello_with = |device: &str| hello_caps(ev, device, lockstep_protocol::caps::REACTIONS);
     let mut on_a = ws_binary(&a.ws_url(ev)).await;
     send(&mut on_a, &hello_with("on-a")).await;
     welcome(&mut on_a).await;

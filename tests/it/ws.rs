@@ -625,21 +625,12 @@ async fn suspensions_make_the_room_wait_by_the_servers_policy() {
 async fn reactions_are_coalesced_per_window_to_members_that_take_them() {
     let server = TestServer::start().await;
     let ev = "ev-reactions";
-    let hello_with = |device: &str, caps: u32| {
-        ClientMsg::Hello(Hello {
-            version: lockstep_protocol::PROTOCOL_VERSION,
-            event_id: ev.into(),
-            device_id: device.into(),
-            token: None,
-            caps,
-        })
-    };
     let mut fan = ws_binary(&server.ws_url(ev)).await;
-    send(&mut fan, &hello_with("fan", lockstep_protocol::caps::REACTIONS)).await;
+    send(&mut fan, &hello_caps(ev, "fan", lockstep_protocol::caps::REACTIONS)).await;
     welcome(&mut fan).await;
     let (mut plain, _) = join(&server, ev, "plain").await;
     let mut other = ws_binary(&server.ws_url(ev)).await;
-    send(&mut other, &hello_with("other", lockstep_protocol::caps::REACTIONS)).await;
+    send(&mut other, &hello_caps(ev, "other", lockstep_protocol::caps::REACTIONS)).await;
     welcome(&mut other).await;
 
     send(&mut plain, &ClientMsg::React(React { emoji: "ok".into() })).await;

@@ -23,7 +23,7 @@ use wtransport::error::{ConnectingError, ConnectionError};
 use wtransport::tls::Sha256Digest;
 use wtransport::{ClientConfig, Connection, Endpoint, SendStream};
 
-use crate::common::{self, Got, WAIT, get_json};
+use crate::common::{self, Got, WAIT, get_json, hello_caps};
 
 // ------------------------------------------------------------------ harness
 
@@ -277,17 +277,6 @@ impl Wt {
             assert!(tokio::time::Instant::now() < deadline, "no pong");
         }
     }
-}
-
-/// A `Hello` with the given capability bits.
-fn hello_caps(event: &str, device: &str, caps: u32) -> ClientMsg {
-    ClientMsg::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        event_id: event.into(),
-        device_id: device.into(),
-        token: None,
-        caps,
-    })
 }
 
 /// Changes as datagrams only, the way the JS client asks for them.
