@@ -4,19 +4,35 @@
 // (the room timeline evaluated at the estimated server time), the element's
 // state and the local time, and returns the actions to apply
 // ({setRate}, {seek}, {play}, {pause}). The session feeds it on a timer and on
-// the element's events; the tests feed it a simulated element.
+// the element's events, and hands it every presented frame (frame(), from
+// requestVideoFrameCallback); the tests feed it a simulated element.
 //
-// Bands (drift = element position − target position):
+// The position measured is frame-accurate (src/position.js): the frames the
+// element presented, each carried to now from when it was on screen, where
+// the browser reports them; else the upper envelope of `currentTime`
+// readings (Firefox's advances in whole frames). Drift = that position −
+// target position.
 //
-//   |drift| ≤ deadband (15 ms)      nothing. Below one frame at 60 fps, and
-//                                   above the jitter of currentTime readings.
-//   deadband < |drift| ≤ seek (1 s) playbackRate nudge, proportional to the
-//                                   drift: rate = room · (1 − drift / horizon),
-//                                   horizon 1 s, bounded to ±5 % of the room
-//                                   rate; once correcting, it keeps going
-//                                   until |drift| < 5 ms (hysteresis), so the
-//                                   rate eases back to the room rate as the
-//                                   drift vanishes instead of stepping.
+// Bands:
+//
+//   |drift| ≤ 15 ms (locked)        fine, continuous rate steps: rate =
+//                                   room · (1 − drift / horizon), horizon 1 s,
+//                                   bounded to ±0.5 % (far below what a viewer
+//                                   hears; pitch is preserved anyway), in steps
+//                                   of 0.1 %, on the mean of the last 6
+//                                   measurements (1.5 s: the measurement's noise
+//                                   is averaged out, not chased). A step is
+//                                   made only when the wanted rate is 3/4 of a
+//                                   step away from the one in force
+//                                   (hysteresis), so noise does not toggle it.
+//                                   The offset goes to the measurement's noise
+//                                   instead of staying wherever it settled.
+//   15 ms < |drift| ≤ seek (1 s)    the same law, bounded to ±5 %, on the mean
+//                                   of the last 2 measurements; once
+//                                   correcting, it keeps going until |drift| <
+//                                   5 ms (hysteresis), where the law is at the
+//                                   fine band's bound (5 ms / 1 s = 0.5 %), so
+//                                   the hand-over is seamless.
 //   |drift| > seek threshold        seek to target + room rate · learned seek
 //                                   latency (EWMA of measured seek durations),
 //                                   then a cooldown: no new seek until the last
@@ -25,6 +41,10 @@
 //                                   double the threshold (up to 4×): a stream
 //                                   whose seeks keep missing is left to the
 //                                   rate band instead of being fought.
+//
+// Paused: the element is paused and put on the room's position exactly
+// (a seek when it is more than 1 ms off: a scheduled pause lands a timer's
+// jitter late), so paused viewers show the same frame.
 //
 // Starts on time (pre-roll): an element does not move the instant play() is
 // called (35–65 ms in Chromium). The controller learns that start-up
@@ -50,8 +70,9 @@
 //   1.5 s, and off by default. Same gain as ours, but open-loop and unbounded:
 //   at 300 ms of drift it plays 1.3× (audible even with pitch correction), and
 //   a correction sized for 1 s but re-checked only every 1.5 s overshoots.
-//   Ours is closed-loop every 250 ms (and on every media event) with a 15 ms
-//   deadband, bounded to ±5 %, which pitch-preserving playback makes inaudible.
+//   Ours is closed-loop every 250 ms (and on every media event), bounded to
+//   ±5 % (±0.5 % within 15 ms), which pitch-preserving playback makes
+//   inaudible, and has no dead band.
 // - OpenWatchParty: rate = 1 ± 0.5·sqrt(|drift|) clamped to 0.85–2×, 40 ms
 //   dead zone, 500 ms loop. sqrt has unbounded gain near zero, so small
 //   drifts get large rate swings (41 ms → 10 %, held 500 ms = 50 ms of
@@ -59,13 +80,15 @@
 //   linear near zero (40 ms → 4 %) and bounded; test/drift.test.js runs both
 //   laws on the same simulated element and checks overshoot and rate swing.
 // - MediaSync (timingsrc): graded gains (k 0.07…1.3, limits ±2 %…±100 %),
-//   jumps above 1 s, learns seek latency. We keep what works (the 1 s jump,
+//   jumps above 1 s, learns seek latency, measures on currentTime only. We keep what works (the 1 s jump,
 //   latency learning, seek-storm back-off) with one linear gain, a much
 //   tighter bound, a cooldown that waits for the seek to complete, and
 //   buffering awareness, which MediaSync lacks.
 // - Syncplay (0.95× only, seeks at 4–5 s) and CyTube (seek at 2 s, no rate):
 //   far coarser bands.
 // Rates other than 1 are honoured: every nudge is relative to the room rate.
+
+import { PositionEstimator } from './position.js';
 
 /** readyState values of HTMLMediaElement. */
 export const HAVE_NOTHING = 0;
@@ -75,8 +98,14 @@ export const HAVE_FUTURE_DATA = 3;
 
 /**
  * @typedef {Object} DriftOptions
- * @property {number} [deadbandMs] no correction below this drift (15)
- * @property {number} [exitMs] once correcting, stop below this drift (5)
+ * @property {number} [deadbandMs] the ±5 % band starts above this drift; below it the fine band (15)
+ * @property {number} [exitMs] once in the ±5 % band, back to the fine band below this drift (5)
+ * @property {number} [fineRateAdjust] fine band: rate bound, fraction of the room rate (0.005; 0: no correction
+ *   below `deadbandMs`, as before)
+ * @property {number} [fineRateStep] fine band: rate step, fraction of the room rate (0.001)
+ * @property {number} [fineFilterSamples] fine band: drift = mean of the last N measurements (6)
+ * @property {boolean} [frameAware] measure the position on presented frames and interpolated readings
+ *   (src/position.js) rather than raw `currentTime` (true)
  * @property {number} [horizonMs] proportional gain: rate offset = drift / horizon (1000)
  * @property {number} [maxRateAdjust] rate bound, fraction of the room rate (0.05)
  * @property {number} [minRateStep] smallest playbackRate change worth making (0.002)
@@ -87,7 +116,7 @@ export const HAVE_FUTURE_DATA = 3;
  * @property {number} [seekLatencyAlpha] EWMA weight of a new measurement (0.3)
  * @property {number} [maxSeekLatencyMs] cap of the estimate (3000)
  * @property {number} [seekTimeoutMs] a seek still running after this is given up (8000)
- * @property {number} [pausedSnapMs] paused: seek when off by more than this (40)
+ * @property {number} [pausedSnapMs] paused: seek when off by more than this (1)
  * @property {number} [stormWindowMs] seek-storm window (30000)
  * @property {number} [stormSeeks] seeks within the window that double the threshold (3)
  * @property {number} [maxStormLevel] largest threshold multiplier (4)
@@ -103,6 +132,10 @@ export const HAVE_FUTURE_DATA = 3;
 export const DRIFT_DEFAULTS = Object.freeze({
   deadbandMs: 15,
   exitMs: 5,
+  fineRateAdjust: 0.005,
+  fineRateStep: 0.001,
+  fineFilterSamples: 6,
+  frameAware: true,
   horizonMs: 1000,
   maxRateAdjust: 0.05,
   minRateStep: 0.002,
@@ -113,7 +146,7 @@ export const DRIFT_DEFAULTS = Object.freeze({
   seekLatencyAlpha: 0.3,
   maxSeekLatencyMs: 3000,
   seekTimeoutMs: 8000,
-  pausedSnapMs: 40,
+  pausedSnapMs: 1,
   stormWindowMs: 30000,
   stormSeeks: 3,
   maxStormLevel: 4,
@@ -165,6 +198,8 @@ export const DRIFT_DEFAULTS = Object.freeze({
  */
 
 export class DriftController {
+  #pos = new PositionEstimator();
+
   /** @param {DriftOptions} [opts] */
   constructor(opts = {}) {
     /** @type {Required<DriftOptions>} */
@@ -200,6 +235,7 @@ export class DriftController {
 
   /** Forgets all transient state (a new element, or a detach). Learned seek latency is kept. */
   reset() {
+    this.#pos.reset();
     this.samples = [];
     this.correcting = false;
     this.seek = null;
@@ -215,6 +251,21 @@ export class DriftController {
     this.mode = 'idle';
     this.buffering = false;
     this.start = null;
+  }
+
+  /**
+   * A frame the element presented (from requestVideoFrameCallback): the position is measured on them.
+   * @param {number} atMs when it is (expected to be) on screen, on the clock of `update()`'s `nowMs`, ms
+   * @param {number} mediaTime the frame's media time, s
+   * @param {boolean} [playing] whether the element was playing then (false: ignored)
+   */
+  frame(atMs, mediaTime, playing = true) {
+    if (this.o.frameAware) this.#pos.frame(atMs, mediaTime, playing);
+  }
+
+  /** What the last position measurement came from: presented frames, interpolated readings, or `currentTime`. */
+  get positionSource() {
+    return this.o.frameAware ? this.#pos.source : 'currentTime';
   }
 
   /** The current seek threshold, ms (raised during a seek storm). */
@@ -262,8 +313,6 @@ export class DriftController {
       this.snap = null;
     }
     const roomRate = target.rate > 0 ? target.rate : 1;
-    const driftMs = (media.currentTime - target.position) * 1000;
-    this.driftMs = driftMs;
     // A stall starts only while the element plays, and only data ends it:
     // pausing a stalled element does not. The room's buffering wait pauses
     // everyone, the member it waits for too; were that pause taken for a
@@ -272,6 +321,9 @@ export class DriftController {
     // wait's time limit).
     const lacking = Boolean(media.buffering) || media.readyState < HAVE_FUTURE_DATA;
     this.buffering = lacking && (!media.paused || this.buffering);
+    const position = o.frameAware ? this.#pos.position(now, { ...media, stalled: lacking }) : media.currentTime;
+    const driftMs = (position - target.position) * 1000;
+    this.driftMs = driftMs;
 
     // A seek in flight: wait for it, and learn how long it took.
     if (this.seek) {
@@ -295,7 +347,7 @@ export class DriftController {
       this.correcting = false;
       this.epochChanged = false;
       if (!media.paused) actions.push({ type: 'pause' });
-      if (media.playbackRate !== roomRate) this.setRate(actions, roomRate);
+      if (media.playbackRate !== roomRate) this.setRate(actions, roomRate, now);
       // A snap is not repeated while the element stays where the snap left
       // it (a stream that cannot seek exactly is not fought); it is redone
       // if the element moved since, or the target did.
@@ -347,7 +399,7 @@ export class DriftController {
         // corrective seeks are.
         if (!jump) this.seekTimes.push(now);
         this.correcting = false;
-        if (media.playbackRate !== roomRate) this.setRate(actions, roomRate);
+        if (media.playbackRate !== roomRate) this.setRate(actions, roomRate, now);
         return done('seeking');
       }
     }
@@ -355,20 +407,34 @@ export class DriftController {
     // A paused element (play() pending or refused) cannot be nudged.
     if (media.paused) return done('starting');
 
-    // Small drift: nudge the rate, proportionally, bounded, with hysteresis.
+    // Nudge the rate, proportionally, bounded, with hysteresis: ±5 % above
+    // the dead band, fine steps within ±0.5 % below it.
     this.samples.push(driftMs);
-    if (this.samples.length > o.filterSamples) this.samples.shift();
-    const filtered = this.samples.reduce((a, b) => a + b, 0) / this.samples.length;
-    if (!this.correcting && Math.abs(filtered) > o.deadbandMs) this.correcting = true;
-    else if (this.correcting && Math.abs(filtered) < o.exitMs) this.correcting = false;
-    let want = roomRate;
-    if (this.correcting) {
-      const adjust = Math.max(-o.maxRateAdjust, Math.min(o.maxRateAdjust, filtered / o.horizonMs));
-      want = roomRate * (1 - adjust);
-    }
+    const keep = Math.max(o.filterSamples, o.fineFilterSamples, 1);
+    if (this.samples.length > keep) this.samples.shift();
+    const mean = (/** @type {number} */ n) => {
+      const xs = this.samples.slice(-Math.max(1, n));
+      return xs.reduce((a, b) => a + b, 0) / xs.length;
+    };
+    if (!this.correcting && Math.abs(mean(o.filterSamples)) > o.deadbandMs) this.correcting = true;
+    else if (this.correcting && Math.abs(mean(o.filterSamples)) < o.exitMs) this.correcting = false;
     const have = media.playbackRate;
-    if (want === roomRate ? have !== roomRate : Math.abs(want - have) >= o.minRateStep * roomRate) {
-      this.setRate(actions, want);
+    if (this.correcting) {
+      const adjust = clamp(mean(o.filterSamples) / o.horizonMs, o.maxRateAdjust);
+      const want = roomRate * (1 - adjust);
+      if (Math.abs(want - have) >= o.minRateStep * roomRate) this.setRate(actions, want, now);
+    } else {
+      const step = o.fineRateStep;
+      const raw = clamp(mean(o.fineFilterSamples) / o.horizonMs, o.fineRateAdjust);
+      const haveAdjust = 1 - have / roomRate;
+      // A rate off the fine grid (the room's, an old band's) is replaced at once; on the grid, a step is made only
+      // when the law is 3/4 of a step away from it (noise does not toggle it).
+      const onGrid = step > 0 && Math.abs(haveAdjust) <= o.fineRateAdjust + 1e-9 && Math.abs(haveAdjust / step - Math.round(haveAdjust / step)) < 1e-6;
+      if (!onGrid || Math.abs(raw - haveAdjust) >= 0.75 * step) {
+        const q = step > 0 ? Math.round(raw / step) * step : 0;
+        const want = q === 0 ? roomRate : roomRate * (1 - q);
+        if (Math.abs(want - have) > 1e-9) this.setRate(actions, want, now);
+      }
     }
     return done(this.correcting ? 'correcting' : 'locked');
   }
@@ -376,9 +442,11 @@ export class DriftController {
   /**
    * @param {DriftAction[]} actions
    * @param {number} rate
+   * @param {number} now
    */
-  setRate(actions, rate) {
+  setRate(actions, rate, now) {
     actions.push({ type: 'setRate', rate });
+    this.#pos.rebase(now, rate);
     this.corrections.rateChanges++;
   }
 
@@ -416,10 +484,16 @@ export class DriftController {
    */
   issueSeek(actions, now, position, playing) {
     actions.push({ type: 'seek', position });
+    this.#pos.reset();
     this.seek = { issuedAt: now, position, playing };
     this.samples = [];
     this.corrections.seeks++;
   }
+}
+
+/** @param {number} x @param {number} bound */
+function clamp(x, bound) {
+  return Math.max(-bound, Math.min(bound, x));
 }
 
 /**

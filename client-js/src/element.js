@@ -1,6 +1,9 @@
 // Drives one media element: listens to its events, runs the drift controller
 // (src/drift.js) against the room's target every `controlIntervalMs` and on
-// every element event, applies its actions (rate, seek, play, pause), and
+// every element event, hands it every frame the element presents (with
+// `requestVideoFrameCallback`, where the browser has it: the frame's media
+// time and when it is on screen, mapped from the page's clock to the
+// session's), applies its actions (rate, seek, play, pause), and
 // reports the element's state to the server (every `reportIntervalMs`, and
 // when a stall starts or ends). The session supplies the room's target and
 // the way to send.
@@ -122,8 +125,44 @@ export class ElementController {
     on('pause', () => this.#setElementBuffering(false));
     for (const t of ['seeking', 'seeked', 'loadedmetadata', 'play']) on(t, step);
     on('emptied', () => this.#drift.reset());
+    this.#watchFrames(el);
     this.#timers.set('control', 0, () => this.#controlLoop());
     this.#timers.set('report', 0, () => this.#reportLoop());
+  }
+
+  /**
+   * Hands the drift controller every frame the element presents (where the
+   * browser has requestVideoFrameCallback; without it the controller
+   * interpolates `currentTime`).
+   * @param {HTMLMediaElement} el
+   */
+  #watchFrames(el) {
+    const v = /** @type {any} */ (el);
+    if (typeof v.requestVideoFrameCallback !== 'function' || typeof performance === 'undefined') return;
+    let active = true;
+    /** @type {number} */
+    let handle = 0;
+    const onFrame = (/** @type {number} */ now, /** @type {any} */ meta) => {
+      if (!active) return;
+      handle = v.requestVideoFrameCallback(onFrame);
+      const shown = Number.isFinite(meta?.expectedDisplayTime) ? meta.expectedDisplayTime : Number.isFinite(meta?.presentationTime) ? meta.presentationTime : now;
+      // When it is on screen on the session's clock: as far from now as on the page's.
+      const atMs = this.#host.nowUs() / 1000 - (performance.now() - shown);
+      this.#drift.frame(atMs, Number(meta?.mediaTime), !el.paused && !el.seeking);
+    };
+    try {
+      handle = v.requestVideoFrameCallback(onFrame);
+    } catch {
+      return;
+    }
+    this.#cleanups.push(() => {
+      active = false;
+      try {
+        v.cancelVideoFrameCallback?.(handle);
+      } catch {
+        // gone with its element
+      }
+    });
   }
 
   /** Stops driving the element (it is left as it is). */

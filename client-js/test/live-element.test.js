@@ -184,7 +184,8 @@ test("joining at live: an element at hls.js's own live point (6 s behind) is bro
   assert.ok(Math.abs(lastDrift(drifts)) <= 15, `drift ${lastDrift(drifts)} ms`);
   // Locked from 3 s on, at the room's rate.
   assert.ok(drifts.filter((d) => d.at >= START + 3000).every((d) => Math.abs(d.drift) <= 20));
-  assert.equal(video.playbackRate, 1);
+  // At the room's rate but for the fine band's steps (±0.5 %).
+  assert.ok(Math.abs(video.playbackRate - 1) <= 0.005 + 1e-9, `rate ${video.playbackRate}`);
 });
 
 test('a small drift through the adapter is corrected by rate alone, within ±5 %', (t) => {
@@ -193,9 +194,10 @@ test('a small drift through the adapter is corrected by rate alone, within ±5 %
   const drifts = run(10_000);
   assert.equal(seeks(video).length, 0);
   const rates = video.log.filter((a) => a.type === 'rate').map((a) => a.rate);
-  assert.ok(rates.length > 0 && rates.every((r) => r >= 0.95 - 1e-9 && r <= 1 + 1e-9), `rates ${rates}`);
+  // Slower only, but for the fine band's steps around the room's rate (±0.5 %).
+  assert.ok(rates.length > 0 && rates.every((r) => r >= 0.95 - 1e-9 && r <= 1.005 + 1e-9), `rates ${rates}`);
   assert.ok(Math.abs(lastDrift(drifts)) <= 15, `drift ${lastDrift(drifts)} ms`);
-  assert.equal(video.playbackRate, 1);
+  assert.ok(Math.abs(video.playbackRate - 1) <= 0.005 + 1e-9, `rate ${video.playbackRate}`);
 });
 
 test("the room seeks back into the DVR window: followed by one seek; before the window, the element plays its oldest second", (t) => {

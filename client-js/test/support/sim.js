@@ -2,14 +2,31 @@
 // drift controller tests: the element advances at its playbackRate while it
 // plays, seeks take a configurable time (during which it does not advance),
 // and stalls freeze it with readyState HAVE_CURRENT_DATA.
+//
+// Frames (`frameMs`): the element shows a new frame at the first display
+// refresh (`vsyncMs`, from `vsyncPhaseMs`) at which its position has reached
+// the frame's time; with `steppedCurrentTime` its currentTime is the time of
+// the frame on screen (Firefox: whole 40 ms steps at 25 fps); with `rvfc`
+// the controller is handed each frame presented (requestVideoFrameCallback).
+// `clockJitterMs` adds noise to every time the controller is told (its clock),
+// `timerJitterMs` makes the control timer late by up to that much.
 
 import { DriftController } from '../../src/drift.js';
 
 export class SimMedia {
   /**
-   * @param {{position?: number, paused?: boolean, seekLatencyMs?: number | (() => number), seekErrorS?: number, jitterMs?: number, duration?: number, playLatencyMs?: number}} [o]
+   * @param {{position?: number, paused?: boolean, seekLatencyMs?: number | (() => number), seekErrorS?: number, jitterMs?: number, duration?: number, playLatencyMs?: number, frameMs?: number, vsyncMs?: number, vsyncPhaseMs?: number, steppedCurrentTime?: boolean}} [o]
    */
   constructor(o = {}) {
+    /** Frame duration, ms (0: no frames modelled). */
+    this.frameMs = o.frameMs ?? 0;
+    this.vsyncMs = o.vsyncMs ?? 1000 / 60;
+    this.vsyncPhaseMs = o.vsyncPhaseMs ?? 0;
+    this.steppedCurrentTime = o.steppedCurrentTime ?? false;
+    /** @type {number | null} media time of the frame on screen, s */
+    this.shown = null;
+    /** @type {{at: number, m: number}[]} frames presented since last drained */
+    this.presented = [];
     this.position = o.position ?? 0;
     this.playbackRate = 1;
     this.paused = o.paused ?? true;
@@ -32,9 +49,26 @@ export class SimMedia {
 
   /** currentTime as read by the page, with optional measurement jitter. */
   get currentTime() {
-    if (!this.jitterMs) return this.position;
+    const base = this.steppedCurrentTime && this.shown !== null && !this.paused && !this.seeking ? this.shown : this.position;
+    if (!this.jitterMs) return base;
     this.seed = (this.seed * 1103515245 + 12345) >>> 0;
-    return this.position + ((((this.seed >>> 8) % 2001) / 1000 - 1) * this.jitterMs) / 1000;
+    return base + ((((this.seed >>> 8) % 2001) / 1000 - 1) * this.jitterMs) / 1000;
+  }
+
+  /** The frame whose time the position has reached, s. */
+  frameAt(position) {
+    const f = this.frameMs / 1000;
+    return Math.floor(position / f + 1e-9) * f;
+  }
+
+  /** At a display refresh: shows the frame due, and notes it when it is new. @param {number} now */
+  refresh(now) {
+    if (!this.frameMs || this.seeking) return;
+    const m = this.frameAt(this.position);
+    if (m !== this.shown) {
+      this.shown = m;
+      if (!this.paused) this.presented.push({ at: now, m });
+    }
   }
 
   /** @param {number} now */
@@ -66,6 +100,7 @@ export class SimMedia {
       else if (a.type === 'pause') this.paused = true;
       else if (a.type === 'seek') {
         this.position = a.position + this.seekErrorS;
+        this.shown = null;
         this.seeking = true;
         this.readyState = 1;
         this.seekDoneAt = now + this.seekLatency();
@@ -120,27 +155,61 @@ export class SimRoom {
 /**
  * Runs the controller against the simulator for `durationMs`, stepping the
  * physics every `dt` ms and the controller every `controlMs` ms (and right
- * after a seek completes, as the session does on 'seeked'/'playing').
+ * after a seek completes, as the session does on 'seeked'/'playing'). With
+ * `rvfc`, frames the element presents are handed to `controller.frame()`.
+ * Trace: the true drift (position − room), the drift of the frames presented
+ * (`frameDrift`: their time − the room's at their display, mean of the last
+ * 500 ms; null without frames), the rate, the mode, the actions.
  */
-export function simulate({ media, room, controller = new DriftController(), durationMs, dt = 10, controlMs = 250, start = 0 }) {
+export function simulate({ media, room, controller = new DriftController(), durationMs, dt = 10, controlMs = 250, start = 0, rvfc = false, clockJitterMs = 0, timerJitterMs = 0, seed = 11 }) {
   const trace = [];
   let nextControl = start;
   let wasSeeking = media.seeking;
+  let rnd = seed;
+  const random = () => {
+    rnd = (rnd * 1103515245 + 12345) >>> 0;
+    return (rnd >>> 8) / 2 ** 24;
+  };
+  const noisy = (/** @type {number} */ t) => t + (clockJitterMs ? (random() * 2 - 1) * clockJitterMs : 0);
+  /** @type {{at: number, d: number}[]} */
+  const frameDrifts = [];
+  let late = 0;
   for (let now = start; now <= start + durationMs; now += dt) {
     // Advance the element to `now` (from now − dt), then compare it with the room at `now`.
     if (now > start) media.step(now - dt, dt);
+    if (media.frameMs) {
+      // A display refresh within (now − dt, now]: the frame due is shown.
+      const k = Math.floor((now - media.vsyncPhaseMs) / media.vsyncMs);
+      const at = media.vsyncPhaseMs + k * media.vsyncMs;
+      if (at > now - dt || now === start) {
+        media.refresh(at);
+        for (const f of media.presented.splice(0)) {
+          frameDrifts.push({ at: f.at, d: (f.m - room.target(f.at).position) * 1000 });
+          if (rvfc) controller.frame(noisy(f.at), f.m, !media.paused);
+        }
+      }
+    }
     const seekEnded = wasSeeking && !media.seeking;
     wasSeeking = media.seeking;
     const target = room.target(now);
     // The session also steps one start-up latency before a scheduled change (pre-roll).
     const preroll = target.next && controller.startLatencyMs > 0 && now >= target.next.atMs - controller.startLatencyMs && now - dt < target.next.atMs - controller.startLatencyMs;
-    if (now >= nextControl || seekEnded || preroll) {
-      const r = controller.update({ nowMs: now, target, media: media.state() });
+    if (now >= nextControl + late || seekEnded || preroll) {
+      const r = controller.update({ nowMs: noisy(now), target, media: media.state() });
       media.apply(r.actions, now);
-      if (r.actions.some((a) => a.type === 'seek')) wasSeeking = true;
-      if (now >= nextControl) nextControl = now + controlMs;
-      trace.push({ t: now, drift: (media.position - target.position) * 1000, rate: media.playbackRate, mode: r.mode, actions: r.actions, buffering: r.buffering });
+      if (r.actions.some((a) => a.type === 'seek')) {
+        wasSeeking = true;
+        frameDrifts.length = 0;
+      }
+      if (now >= nextControl + late) {
+        nextControl = now + controlMs;
+        late = timerJitterMs ? random() * timerJitterMs : 0;
+      }
+      const recent = frameDrifts.filter((f) => f.at > now - 500);
+      const frameDrift = recent.length ? recent.reduce((a, f) => a + f.d, 0) / recent.length : null;
+      trace.push({ t: now, drift: (media.position - target.position) * 1000, frameDrift, rate: media.playbackRate, mode: r.mode, actions: r.actions, buffering: r.buffering, measured: r.driftMs });
     }
+    if (frameDrifts.length > 200) frameDrifts.splice(0, 100);
   }
   return { trace, controller, media };
 }

@@ -1,0 +1,61 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PositionEstimator } from '../src/position.js';
+
+const playing = (currentTime, playbackRate = 1) => ({ currentTime, playbackRate, paused: false, seeking: false });
+
+test('presented frames: the mean of the recent frames carried to now, not the last frame', () => {
+  const p = new PositionEstimator();
+  p.position(0, playing(10));
+  // 25 fps on a 60 Hz display: frame k (10 + 0.04k s) shown at the first refresh at or after its time (true: pos = 10 + t).
+  const refresh = 1000 / 60;
+  for (let k = 1; k <= 30; k++) p.frame(Math.ceil((k * 40) / refresh) * refresh, 10 + k * 0.04);
+  const est = p.position(1220, playing(10 + 1.2));
+  assert.equal(p.source, 'frames');
+  // Each frame lags the truth by 0–16.7 ms at its refresh; the mean lags about half of that.
+  const lagMs = (10 + 1.22 - est) * 1000;
+  assert.ok(lagMs >= 4 && lagMs <= 12, `lag ${lagMs}`);
+});
+
+test('stepped currentTime: the upper envelope of the readings carried to now', () => {
+  const p = new PositionEstimator();
+  // True position 10 + t/1000; currentTime is the 40 ms frame reached; read every 250 ms plus a bit.
+  let worst = 0;
+  for (let i = 0; i < 40; i++) {
+    const t = i * 253;
+    const truth = 10 + t / 1000;
+    const c = Math.floor(truth / 0.04 + 1e-9) * 0.04;
+    const est = p.position(t, playing(c));
+    if (i >= 6) worst = Math.max(worst, Math.abs(truth - est) * 1000);
+    assert.ok(est <= truth + 1e-9, 'never ahead of the truth');
+  }
+  assert.equal(p.source, 'readings');
+  assert.ok(worst <= 15, `worst ${worst} ms (a raw reading is up to 40 ms behind)`);
+});
+
+test('a rate change rebases the stored points: no error from the old rate', () => {
+  const p = new PositionEstimator();
+  p.position(0, playing(10));
+  for (let k = 1; k <= 20; k++) p.frame(k * 40, 10 + k * 0.04);
+  p.position(800, playing(10.8));
+  p.rebase(800, 1.25);
+  for (let k = 1; k <= 5; k++) p.frame(800 + k * 40, 10.8 + k * 0.05);
+  const est = p.position(1000, playing(11.05, 1.25));
+  assert.ok(Math.abs(est - 11.05) < 0.001, `est ${est}`);
+});
+
+test('discontinuities start afresh: a seek, a pause, a frame far off the line, a stall', () => {
+  const p = new PositionEstimator();
+  p.position(0, playing(10));
+  for (let k = 1; k <= 10; k++) p.frame(k * 40, 10 + k * 0.04);
+  assert.ok(Math.abs(p.position(400, playing(10.4)) - 10.4) < 0.001);
+  // A jump of the element (not told): the next frames are on another line.
+  for (let k = 1; k <= 5; k++) p.frame(400 + k * 40, 50 + k * 0.04);
+  assert.ok(Math.abs(p.position(600, playing(50.2)) - 50.2) < 0.001);
+  // Paused: currentTime as it is, and frames shown while paused are not kept.
+  assert.equal(p.position(700, { ...playing(50.25), paused: true }), 50.25);
+  p.frame(710, 50.25, false);
+  assert.equal(p.position(2000, playing(50.25)), 50.25);
+  // Stalled: currentTime.
+  assert.equal(p.position(2100, { ...playing(50.3), stalled: true }), 50.3);
+});
