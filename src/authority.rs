@@ -19,7 +19,7 @@ use std::time::Duration;
 use lockstep_protocol::{ControlPolicy, Timeline, TimelineChanged};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::room::{ClockSetting, CommitRequest, CommitResult, MemberId, NeedCounts, Shared};
+use crate::room::{ChatLoad, ChatOp, ClockSetting, CommitRequest, CommitResult, MemberId, NeedCounts, Shared};
 use crate::store::Store;
 
 /// What reaches a room from outside, through its [`RemoteSink`].
@@ -47,7 +47,26 @@ pub(crate) enum Remote {
     },
     /// Scale-out: a node's presence expired; its members are gone.
     NodeGone(Arc<str>),
+    /// A chat operation stored and ordered (scale-out: by any node, this
+    /// one included): the room applies it.
+    Chat(ChatOp),
+    /// A chat operation of this room's the authority could not take.
+    ChatFailed(ChatOp),
 }
+
+/// What became of a chat operation handed to [`Authority::chat`].
+#[derive(Debug)]
+pub(crate) enum ChatAnswer {
+    /// Stored (or queued for storing, in order): apply it now.
+    Applied(ChatOp),
+    /// Refused at once (the shared state is unreachable).
+    Failed(ChatOp),
+    /// The answer comes later, as [`Remote::Chat`] or [`Remote::ChatFailed`].
+    Later,
+}
+
+/// Chat messages a room loads (its `--chat-history` is at most this).
+pub(crate) const CHAT_LOADED: usize = 1000;
 
 /// A room's state as the authority holds it.
 #[derive(Debug, Default)]
@@ -66,6 +85,8 @@ pub(crate) struct Loaded {
     pub(crate) members: Vec<(String, Shared)>,
     /// Scale-out: whether the authority could be asked at all.
     pub(crate) reachable: bool,
+    /// The room's chat (`None`: nothing stored, or unavailable).
+    pub(crate) chat: Option<ChatLoad>,
 }
 
 /// Where a room's remote events go. Never blocks: the room's inbox.
@@ -120,6 +141,11 @@ pub(crate) trait Authority: Send + Sync + std::fmt::Debug {
     /// comes later as [`Remote::Committed`].
     fn commit(&self, room: &Arc<str>, req: CommitRequest, sink: &Arc<dyn RemoteSink>) -> Option<CommitResult>;
 
+    /// Stores a chat operation the room accepted (scaled out: gives a post
+    /// its id and publishes it to every node serving the room, this one
+    /// included).
+    fn chat(&self, room: &Arc<str>, op: ChatOp, sink: &Arc<dyn RemoteSink>) -> ChatAnswer;
+
     /// Whether the authority answered lately (commands are refused while not).
     fn is_up(&self) -> bool {
         true
@@ -167,6 +193,7 @@ pub(crate) struct LocalAuthority {
 enum Save {
     Timeline(Arc<str>, Timeline),
     Clock(Arc<str>, ClockSetting),
+    Chat(Arc<str>, ChatOp),
     /// Write what is queued, then answer.
     Flush(oneshot::Sender<()>),
 }
@@ -215,6 +242,8 @@ async fn saver(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Save>) {
     while let Some(first) = rx.recv().await {
         let mut batch: HashMap<Arc<str>, Timeline> = HashMap::new();
         let mut clocks: HashMap<Arc<str>, ClockSetting> = HashMap::new();
+        // Each room's chat operations, in order.
+        let mut chats: Vec<(Arc<str>, Vec<ChatOp>)> = Vec::new();
         let mut flushed = Vec::new();
         let mut next = Some(first);
         while let Some(item) = next.take().or_else(|| rx.try_recv().ok()) {
@@ -225,6 +254,10 @@ async fn saver(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Save>) {
                 Save::Clock(room, s) => {
                     clocks.insert(room, s);
                 }
+                Save::Chat(room, op) => match chats.iter_mut().find(|(r, _)| *r == room) {
+                    Some((_, ops)) => ops.push(op),
+                    None => chats.push((room, vec![op])),
+                },
                 Save::Flush(done) => flushed.push(done),
             }
         }
@@ -237,6 +270,12 @@ async fn saver(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Save>) {
         for (room, setting) in clocks {
             if let Err(e) = store.save_room_clock(&room, setting).await {
                 tracing::warn!(event_id = %room, error = %e, "clock setting not saved");
+            }
+        }
+        for (room, ops) in chats {
+            let n = ops.len();
+            if let Err(e) = store.save_chat(&room, ops).await {
+                tracing::warn!(event_id = %room, error = %e, lost = n, "chat not saved");
             }
         }
         for done in flushed {
@@ -280,7 +319,17 @@ impl Authority for LocalAuthority {
                     None
                 }
             };
-            sink.deliver(Remote::Loaded(Loaded { record, clock, reachable: true, ..Loaded::default() }));
+            let chat = store.chat_load(&room, CHAT_LOADED).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "saved chat unavailable");
+                ChatLoad::default()
+            });
+            sink.deliver(Remote::Loaded(Loaded {
+                record,
+                clock,
+                reachable: true,
+                chat: Some(chat),
+                ..Loaded::default()
+            }));
         });
     }
 
@@ -292,6 +341,13 @@ impl Authority for LocalAuthority {
         if let Some(save) = &self.save {
             let _ = save.send(Save::Clock(room.clone(), setting));
         }
+    }
+
+    fn chat(&self, room: &Arc<str>, op: ChatOp, _sink: &Arc<dyn RemoteSink>) -> ChatAnswer {
+        if let Some(save) = &self.save {
+            let _ = save.send(Save::Chat(room.clone(), op.clone()));
+        }
+        ChatAnswer::Applied(op)
     }
 
     fn commit(&self, room: &Arc<str>, req: CommitRequest, _sink: &Arc<dyn RemoteSink>) -> Option<CommitResult> {

@@ -11,8 +11,8 @@ use bincode::{Decode, Encode};
 
 use crate::code::ErrorCode;
 use crate::limits::{
-    MAX_DEVICE_ID, MAX_EMOJI, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_REACTION_KINDS, MAX_REASON,
-    MAX_TOKEN,
+    MAX_CHAT_TEXT, MAX_DEVICE_ID, MAX_EMOJI, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_REACTION_KINDS,
+    MAX_REASON, MAX_TOKEN,
 };
 use crate::msg::{ClientMsg, ErrorMsg, ServerMsg};
 
@@ -23,9 +23,9 @@ fn cfg() -> Cfg {
 }
 
 /// Number of [`ServerMsg`] variants (tags `0..SERVER_TAGS`).
-pub const SERVER_TAGS: u32 = 13;
+pub const SERVER_TAGS: u32 = 16;
 /// Number of [`ClientMsg`] variants (tags `0..CLIENT_TAGS`).
-pub const CLIENT_TAGS: u32 = 10;
+pub const CLIENT_TAGS: u32 = 11;
 
 /// Why bytes did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -115,6 +115,7 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientMsg, DecodeError> {
         }
         ClientMsg::Suspend(r) => check_len(&r.reason, MAX_REASON, "suspension reason longer than 55 bytes")?,
         ClientMsg::React(r) => check_len(&r.emoji, MAX_EMOJI, "reaction longer than 32 bytes")?,
+        ClientMsg::Chat(c) => check_len(&c.text, MAX_CHAT_TEXT, "chat message longer than 1000 bytes")?,
         _ => {}
     }
     Ok(msg)
@@ -126,6 +127,10 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMsg, DecodeError> {
     match &msg {
         ServerMsg::Error(e) => check_len(&e.message, MAX_ERROR_MESSAGE, "error message too long")?,
         ServerMsg::MemberJoined(m) => check_len(&m.name, MAX_NAME, "member name too long")?,
+        ServerMsg::ChatMessage(m) => {
+            check_len(&m.name, MAX_NAME, "member name too long")?;
+            check_len(&m.text, MAX_CHAT_TEXT, "chat message longer than 1000 bytes")?;
+        }
         ServerMsg::Reactions(r) => {
             if r.counts.len() > MAX_REACTION_KINDS {
                 return Err(DecodeError::Invalid("more than 16 reaction kinds"));
@@ -273,7 +278,7 @@ mod tests {
     #[test]
     fn rejects_empty_trailing_unknown_and_oversized() {
         assert_eq!(decode_client(&[]), Err(DecodeError::Empty));
-        assert_eq!(decode_client(&[10]), Err(DecodeError::UnknownTag { tag: 10 }));
+        assert_eq!(decode_client(&[11]), Err(DecodeError::UnknownTag { tag: 11 }));
         let mut ping = encode_client(&ClientMsg::Ping(Ping { client_time: 5 }));
         ping.push(0);
         assert_eq!(decode_client(&ping), Err(DecodeError::TrailingBytes { extra: 1 }));

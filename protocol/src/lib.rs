@@ -53,6 +53,8 @@ pub mod limits {
     /// Longest reaction (`React.emoji`, `ReactionCount.emoji`), in bytes: a
     /// flag or a family of people with modifiers fits.
     pub const MAX_EMOJI: usize = 32;
+    /// Longest chat message (`Chat.text`, `ChatMessage.text`), in bytes.
+    pub const MAX_CHAT_TEXT: usize = 1000;
     /// Most emoji kinds in one `Reactions` message (the most frequent).
     pub const MAX_REACTION_KINDS: usize = 16;
     /// Slowest room rate, in thousandths (0.25×).
@@ -82,4 +84,7 @@ pub mod caps {
     pub const DATAGRAM_CHANGES: u32 = 1 << 4;
     /// The client understands [`crate::Reactions`] (SPEC §6.5).
     pub const REACTIONS: u32 = 1 << 5;
+    /// The client takes chat: [`crate::ChatMessage`] (and the room's history
+    /// after `Welcome`), [`crate::ChatDeleted`] (SPEC §6.6).
+    pub const CHAT: u32 = 1 << 6;
 }

@@ -98,6 +98,59 @@ pub enum ServerMsg {
     /// Reactions of the room's members in the last window (about 250 ms),
     /// counted per emoji; only to clients with the `REACTIONS` capability.
     Reactions(Reactions),
+    /// A chat message, in the room's order; only to clients with the `CHAT`
+    /// capability (SPEC §6.6).
+    ChatMessage(ChatMessage),
+    /// A host or co-host deleted a chat message (`CHAT` clients only).
+    ChatDeleted(ChatDeleted),
+    /// This member was muted (or unmuted) in the room's chat.
+    ChatMuted(ChatMuted),
+}
+
+/// A chat message (server tag 13, `CHAT` clients only, reliable): sent to
+/// every `CHAT` member in the room's order, the sender included (its copy
+/// carries the sender's `request_id`, so it is the answer to its `Chat`);
+/// after `Welcome`, the room's latest messages come with `history` set.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMessage {
+    /// The message's id in its room: grows with the room's order, never reused.
+    pub id: u64,
+    /// When the room took it, Unix milliseconds (server clock).
+    pub at_ms: u64,
+    /// The sender's member id (it may have left since).
+    pub member_id: u32,
+    /// The sender's display name (at most 64 bytes).
+    pub name: String,
+    /// The sender's role when it sent it.
+    pub role: Role,
+    /// The text (see [`valid_chat_text`]): plain text, never markup.
+    pub text: String,
+    /// The sender's `Chat.request_id`; 0 in history.
+    pub request_id: u32,
+    /// Whether it is replayed history (sent before anything new after a join).
+    pub history: bool,
+}
+
+/// A chat message was deleted (server tag 14, `CHAT` clients only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatDeleted {
+    /// The message's id.
+    pub id: u64,
+    /// The member who deleted it.
+    pub by: u32,
+}
+
+/// The member this goes to was muted or unmuted in the room's chat (server
+/// tag 15): while muted, its `Chat` messages are refused with 4008.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMuted {
+    /// Whether it is muted now.
+    pub muted: bool,
+    /// The member who decided it.
+    pub by: u32,
 }
 
 /// The room's reactions of one window (server tag 12, `REACTIONS` clients
@@ -401,6 +454,32 @@ pub enum ClientMsg {
     Resume,
     /// An emoji reaction (SPEC §6.5).
     React(React),
+    /// A chat message (SPEC §6.6).
+    Chat(Chat),
+}
+
+/// A chat message to the room (client tag 10, reliable only). Answered by
+/// the room's `ChatMessage` carrying the same `request_id`, or by an `Error`
+/// with it (too long, too fast, muted, chat off).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Chat {
+    /// Echoed in the `ChatMessage` or the `Error`; 0 for none.
+    pub request_id: u32,
+    /// The text (see [`valid_chat_text`]).
+    pub text: String,
+}
+
+/// Whether `text` may be a chat message: 1 to
+/// [`crate::limits::MAX_CHAT_TEXT`] bytes, not only white space, and no
+/// control character but the line feed, nor a bidirectional override or
+/// isolate (which could make a message read as another's).
+pub fn valid_chat_text(text: &str) -> bool {
+    (1..=crate::limits::MAX_CHAT_TEXT).contains(&text.len())
+        && !text.trim().is_empty()
+        && text
+            .chars()
+            .all(|c| (c == '\n' || !c.is_control()) && !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
 }
 
 /// An emoji reaction (client tag 9, reliable only): counted into the room's
@@ -566,6 +645,22 @@ pub enum Action {
     /// Return a live room to the live point, at the room's lead time (only
     /// from clients with the `LIVE` capability; refused in a media room).
     GoLive,
+    /// Delete a chat message (host and co-hosts).
+    #[serde(rename_all = "camelCase")]
+    DeleteChat {
+        /// The message's id.
+        id: u64,
+    },
+    /// Mute or unmute a member's chat (host and co-hosts; a co-host mutes
+    /// viewers only, nobody mutes a host). The mute holds for the member's
+    /// user in this room, across reconnections.
+    #[serde(rename_all = "camelCase")]
+    MuteChat {
+        /// The member.
+        member_id: u32,
+        /// Muted or not.
+        muted: bool,
+    },
 }
 
 /// The client's own playback state.
@@ -599,6 +694,9 @@ impl ServerMsg {
             ServerMsg::Ack(_) => "ack",
             ServerMsg::LiveState(_) => "live_state",
             ServerMsg::Reactions(_) => "reactions",
+            ServerMsg::ChatMessage(_) => "chat_message",
+            ServerMsg::ChatDeleted(_) => "chat_deleted",
+            ServerMsg::ChatMuted(_) => "chat_muted",
         }
     }
 }
@@ -617,6 +715,7 @@ impl ClientMsg {
             ClientMsg::Suspend(_) => "suspend",
             ClientMsg::Resume => "resume",
             ClientMsg::React(_) => "react",
+            ClientMsg::Chat(_) => "chat",
         }
     }
 }

@@ -6,8 +6,8 @@
 
 use lockstep_protocol::codec::{CLIENT_TAGS, SERVER_TAGS};
 use lockstep_protocol::limits::{
-    MAX_DEVICE_ID, MAX_EMOJI, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS, MAX_RATE_MILLI,
-    MAX_REACTION_KINDS, MAX_REASON, MAX_TOKEN, MIN_RATE_MILLI,
+    MAX_CHAT_TEXT, MAX_DEVICE_ID, MAX_EMOJI, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS,
+    MAX_RATE_MILLI, MAX_REACTION_KINDS, MAX_REASON, MAX_TOKEN, MIN_RATE_MILLI,
 };
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::*;
@@ -129,6 +129,13 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
                 counts: counts.into_iter().map(|(emoji, count)| ReactionCount { emoji, count }).collect(),
             })
         }),
+        (u64v(), u64v(), u32v(), text(MAX_NAME), role(), text(MAX_CHAT_TEXT), u32v(), any::<bool>()).prop_map(
+            |(id, at_ms, member_id, name, role, text, request_id, history)| {
+                ServerMsg::ChatMessage(ChatMessage { id, at_ms, member_id, name, role, text, request_id, history })
+            }
+        ),
+        (u64v(), u32v()).prop_map(|(id, by)| ServerMsg::ChatDeleted(ChatDeleted { id, by })),
+        (any::<bool>(), u32v()).prop_map(|(muted, by)| ServerMsg::ChatMuted(ChatMuted { muted, by })),
     ]
 }
 
@@ -143,6 +150,8 @@ fn action() -> impl Strategy<Value = Action> {
         u64v().prop_map(|position_ms| Action::Seek { position_ms }),
         u16v().prop_map(|rate_milli| Action::SetRate { rate_milli }),
         Just(Action::GoLive),
+        u64v().prop_map(|id| Action::DeleteChat { id }),
+        (u32v(), any::<bool>()).prop_map(|(member_id, muted)| Action::MuteChat { member_id, muted }),
     ]
 }
 
@@ -172,6 +181,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         text(MAX_REASON).prop_map(|reason| ClientMsg::Suspend(Suspend { reason })),
         Just(ClientMsg::Resume),
         text(MAX_EMOJI).prop_map(|emoji| ClientMsg::React(React { emoji })),
+        (u32v(), text(MAX_CHAT_TEXT)).prop_map(|(request_id, text)| ClientMsg::Chat(Chat { request_id, text })),
     ]
 }
 

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use lockstep_protocol::codec::{CLIENT_TAGS, SERVER_TAGS};
 use lockstep_protocol::limits::{
-    MAX_DEVICE_ID, MAX_EMOJI, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS, MAX_RATE_MILLI,
-    MAX_REACTION_KINDS, MAX_REASON, MAX_TOKEN, MIN_RATE_MILLI,
+    MAX_CHAT_TEXT, MAX_DEVICE_ID, MAX_EMOJI, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS,
+    MAX_RATE_MILLI, MAX_REACTION_KINDS, MAX_REASON, MAX_TOKEN, MIN_RATE_MILLI,
 };
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::*;
@@ -494,6 +494,36 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
                 ],
             }),
         ),
+        // ChatMessage, ChatDeleted, ChatMuted
+        (
+            "a viewer's message, its own copy (request id echoed)",
+            S::ChatMessage(ChatMessage {
+                id: 1,
+                at_ms: 1_795_500_000_123,
+                member_id: 7,
+                name: "Ana".into(),
+                role: Role::Viewer,
+                text: "What a goal! ⚽".into(),
+                request_id: 5,
+                history: false,
+            }),
+        ),
+        (
+            "history after Welcome, two lines",
+            S::ChatMessage(ChatMessage {
+                id: 300,
+                at_ms: 1_795_499_990_000,
+                member_id: 1_048_577,
+                name: "Host".into(),
+                role: Role::Host,
+                text: "Welcome!\nKick-off at 20:00".into(),
+                request_id: 0,
+                history: true,
+            }),
+        ),
+        ("deleted by the host", S::ChatDeleted(ChatDeleted { id: 300, by: 1 })),
+        ("muted by a co-host", S::ChatMuted(ChatMuted { muted: true, by: 2 })),
+        ("unmuted", S::ChatMuted(ChatMuted { muted: false, by: 1 })),
     ]
 }
 
@@ -560,6 +590,9 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
         ("back to host-only", command(12, Action::SetPolicy { policy: ControlPolicy::HostOnly })),
         ("go live", command(13, Action::GoLive)),
         ("go live, no request id", command(0, Action::GoLive)),
+        ("delete chat message 300", command(14, Action::DeleteChat { id: 300 })),
+        ("mute member 7's chat", command(15, Action::MuteChat { member_id: 7, muted: true })),
+        ("unmute member 7", command(16, Action::MuteChat { member_id: 7, muted: false })),
         // Report
         ("playing", C::Report(Report { epoch: 12, position_us: 754_612_345, rate_milli: 1000, buffering: false })),
         ("buffering", C::Report(Report { epoch: 12, position_us: 755_000_000, rate_milli: 1000, buffering: true })),
@@ -593,6 +626,9 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
         // React
         ("applause", C::React(React { emoji: "👏".into() })),
         ("a family with modifiers", C::React(React { emoji: "👩🏽\u{200d}👩🏽\u{200d}👧🏽".into() })),
+        // Chat
+        ("hello, answered by request id 5", C::Chat(Chat { request_id: 5, text: "hello 👋".into() })),
+        ("two lines, no request id", C::Chat(Chat { request_id: 0, text: "line one\nline two".into() })),
     ]
 }
 
@@ -678,8 +714,8 @@ fn invalid_cases() -> Vec<InvalidCase> {
     let raw = vec![
         c("empty (client)", vec![]),
         s("empty (server)", vec![]),
-        c("unknown client tag 10", vec![10]),
-        s("unknown server tag 13", vec![13]),
+        c("unknown client tag 11", vec![11]),
+        s("unknown server tag 16", vec![16]),
         c("unknown tag 250", vec![250, 0, 0]),
         c("unknown tag 300 (three-byte varint)", vec![251, 0x2c, 0x01]),
         c("tag as a u64 varint", vec![253, 1, 0, 0, 0, 0, 0, 0, 0]),
@@ -700,7 +736,7 @@ fn invalid_cases() -> Vec<InvalidCase> {
         c("bad Option byte 2 (Hello.token)", bad_option),
         s("unknown Role 3", with_last(role_changed, 3)),
         s("unknown ChangeReason 6", with_last(changed, 6)),
-        c("unknown Action 7", vec![2, 1, 7]),
+        c("unknown Action 9", vec![2, 1, 9]),
         s("unknown ClockKind 2 (LiveState.clock)", {
             let mut b = live_state(true);
             b[1] = 2;
@@ -718,6 +754,14 @@ fn invalid_cases() -> Vec<InvalidCase> {
         c("Suspend.reason longer than 55 bytes", [vec![7, 56], vec![b'x'; 56]].concat()),
         c("Resume with a trailing byte", vec![8, 0]),
         c("React.emoji longer than 32 bytes", [vec![9, 33], "👏".repeat(8).into_bytes(), vec![b'x']].concat()),
+        c("Chat.text longer than 1000 bytes", [vec![10, 0, 251, 0xe9, 0x03], vec![b'x'; 1001]].concat()),
+        s("ChatMessage.text longer than 1000 bytes", {
+            let mut b = vec![13, 1, 1, 1, 1, b'A', 2, 251, 0xe9, 0x03];
+            b.extend(vec![b'x'; 1001]);
+            b.extend([0, 0]);
+            b
+        }),
+        s("bad bool byte 2 (ChatMuted.muted)", vec![15, 2, 1]),
         s("Reactions with 17 kinds", {
             let mut b = vec![12, 17];
             for _ in 0..17 {
@@ -1169,7 +1213,7 @@ fn every_message_type_has_vectors() {
             _ => None,
         })
         .collect();
-    assert_eq!(kinds.len(), 7, "every Action kind");
+    assert_eq!(kinds.len(), 9, "every Action kind");
     let reasons: BTreeSet<_> = server_cases()
         .iter()
         .filter_map(|(_, m)| match m {
@@ -1310,6 +1354,45 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
             })),
         ),
         (
+            "ChatMessage",
+            "S→C",
+            13,
+            s(ServerMsg::ChatMessage(ChatMessage {
+                id: 0,
+                at_ms: 0,
+                member_id: 0,
+                name: String::new(),
+                role: Role::Host,
+                text: String::new(),
+                request_id: 0,
+                history: false,
+            })),
+            s(ServerMsg::ChatMessage(ChatMessage {
+                id: u64::MAX,
+                at_ms: u64::MAX,
+                member_id: u32::MAX,
+                name: max_str(MAX_NAME),
+                role: Role::Viewer,
+                text: max_str(MAX_CHAT_TEXT),
+                request_id: u32::MAX,
+                history: true,
+            })),
+        ),
+        (
+            "ChatDeleted",
+            "S→C",
+            14,
+            s(ServerMsg::ChatDeleted(ChatDeleted { id: 0, by: 0 })),
+            s(ServerMsg::ChatDeleted(ChatDeleted { id: u64::MAX, by: u32::MAX })),
+        ),
+        (
+            "ChatMuted",
+            "S→C",
+            15,
+            s(ServerMsg::ChatMuted(ChatMuted { muted: false, by: 0 })),
+            s(ServerMsg::ChatMuted(ChatMuted { muted: true, by: u32::MAX })),
+        ),
+        (
             "Hello",
             "C→S",
             0,
@@ -1354,6 +1437,13 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
             9,
             c(ClientMsg::React(React { emoji: String::new() })),
             c(ClientMsg::React(React { emoji: "x".repeat(MAX_EMOJI) })),
+        ),
+        (
+            "Chat",
+            "C→S",
+            10,
+            c(ClientMsg::Chat(Chat { request_id: 0, text: String::new() })),
+            c(ClientMsg::Chat(Chat { request_id: u32::MAX, text: max_str(MAX_CHAT_TEXT) })),
         ),
     ]
 }

@@ -11,8 +11,8 @@ use redis::{RedisError, RedisResult, Value};
 use tracing::warn;
 
 use super::{Cluster, Local, ROOM_KEY_TTL};
-use crate::authority::{Announce, Authority, Loaded, Remote, RemoteSink};
-use crate::room::{CommitRequest, CommitResult, ID_BLOCK, MemberId, NeedCounts};
+use crate::authority::{Announce, Authority, CHAT_LOADED, ChatAnswer, Loaded, Remote, RemoteSink};
+use crate::room::{ChatOp, CommitRequest, CommitResult, ID_BLOCK, MemberId, NeedCounts};
 use crate::store::redis::{decode_change, encode_change, timeline_key};
 
 /// The counter that hands out a room's blocks of member ids.
@@ -106,7 +106,14 @@ impl Cluster {
                 (None, None, Vec::new(), false)
             }
         };
-        Loaded { record, seeded, clock, id_base, policy, members, reachable }
+        let chat = match self.store().chat_load(room, CHAT_LOADED).await {
+            Ok(chat) => Some(chat),
+            Err(e) => {
+                warn!(event_id = %room, error = %e, "shared chat unavailable");
+                None
+            }
+        };
+        Loaded { record, seeded, clock, id_base, policy, members, reachable, chat }
     }
 }
 
@@ -149,6 +156,22 @@ impl Authority for Cluster {
             sink.deliver(Remote::Committed(result));
         });
         None
+    }
+
+    fn chat(&self, room: &Arc<str>, op: ChatOp, sink: &Arc<dyn RemoteSink>) -> ChatAnswer {
+        if !self.is_up() {
+            return ChatAnswer::Failed(op);
+        }
+        let (store, room, sink) = (self.store(), room.clone(), sink.clone());
+        tokio::spawn(async move {
+            // Applied when it comes back on the room's chat channel, in the
+            // order every node sees.
+            if let Err(e) = store.chat_op(&room, op.clone()).await {
+                warn!(event_id = %room, error = %e, "chat operation not shared");
+                sink.deliver(Remote::ChatFailed(op));
+            }
+        });
+        ChatAnswer::Later
     }
 
     fn is_up(&self) -> bool {

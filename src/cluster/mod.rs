@@ -45,7 +45,7 @@ use tracing::{info, warn};
 use self::presence::PresenceMsg;
 use crate::authority::{Announce, Remote, RemoteSink};
 use crate::room::NeedCounts;
-use crate::store::redis::{RedisStore, decode_change};
+use crate::store::redis::{CHAT_CHANNEL, RedisStore, decode_change, decode_chat};
 
 /// How often a node refreshes its presence and counts.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -159,6 +159,7 @@ impl Cluster {
             client.get_connection_manager_with_config(cfg().set_push_sender(tx).set_automatic_resubscription()).await?;
         sub.psubscribe(format!("{CHANNEL}*")).await?;
         sub.psubscribe(format!("{PRESENCE}*")).await?;
+        sub.psubscribe(format!("{CHAT_CHANNEL}*")).await?;
         sub.subscribe(REVOKE).await?;
         let conn = client.get_connection_manager_with_config(cfg()).await?;
         let (announce, announcements) = mpsc::unbounded_channel();
@@ -279,6 +280,7 @@ impl Cluster {
         let counts = futures_util::future::join_all(rooms.iter().map(|(room, n, _)| {
             let mut conn = conn.clone();
             let prefix = prefix.clone();
+            let chat = RedisStore::chat_keys(room);
             async move {
                 self.inner
                     .count
@@ -288,6 +290,9 @@ impl Cluster {
                     .key(authority::id_block_key(room))
                     .key(presence::policy_key(room))
                     .key(crate::store::redis::clock_key(room))
+                    .key(&chat[0])
+                    .key(&chat[1])
+                    .key(&chat[2])
                     .arg(&self.inner.node)
                     .arg(*n)
                     .arg(prefix)
@@ -362,6 +367,12 @@ async fn dispatch(mut rx: mpsc::UnboundedReceiver<PushInfo>, inner: Weak<Inner>)
                     cluster.heard_from(&msg.node);
                     if let Some(sink) = cluster.sink_of(room) {
                         sink.deliver(Remote::Shared { node: msg.node.into(), events: msg.events });
+                    }
+                } else if let Some(room) = channel.strip_prefix(CHAT_CHANNEL) {
+                    if let Some(op) = decode_chat(payload)
+                        && let Some(sink) = cluster.sink_of(room)
+                    {
+                        sink.deliver(Remote::Chat(op));
                     }
                 } else if let Some(room) = channel.strip_prefix(CHANNEL)
                     && let Some(change) = decode_change(payload)

@@ -155,7 +155,14 @@ mod tests {
     use crate::room::MemberId;
 
     fn joined(id: MemberId) -> Shared {
-        Shared::Joined { id, role: Role::Viewer, claimed: false, name: String::new(), device: format!("d{id}") }
+        Shared::Joined {
+            id,
+            role: Role::Viewer,
+            claimed: false,
+            name: String::new(),
+            device: format!("d{id}"),
+            user: String::new(),
+        }
     }
 
     #[test]

@@ -227,6 +227,13 @@ serve_options! {
     wait_reasons: WaitReasonsArg = WaitReasonsArg::default(), "LOCKSTEP_WAIT_REASONS";
     /// Above this many viewers a room never waits for a stalled member.
     wait_max_members: u32 = 100, "LOCKSTEP_WAIT_MAX_MEMBERS";
+    /// Chat messages a joiner gets replayed (the room's newest; at most 1000).
+    chat_history: u32 = 100, "LOCKSTEP_CHAT_HISTORY";
+    /// Longest chat message, in bytes of UTF-8 (1-1000).
+    chat_max_bytes: u32 = 500, "LOCKSTEP_CHAT_MAX_BYTES";
+    /// Chat messages one room takes per second (bursts of twice as many; a member sends at most 1 a
+    /// second, bursts of 5); 0: chat is off.
+    chat_room_rate: u32 = 20, "LOCKSTEP_CHAT_ROOM_RATE";
     /// Shortest interval between viewer-count messages, in milliseconds.
     count_interval_ms: u64 = 250, "LOCKSTEP_COUNT_INTERVAL_MS";
     /// Whether members see each other join and leave.
@@ -539,6 +546,12 @@ impl Config {
         if self.admin_addr.is_some_and(|a| a == self.http_addr && a.port() != 0) {
             return Err(ConfigError::Invalid("--admin-addr must differ from --http-addr"));
         }
+        if self.chat_history as usize > crate::authority::CHAT_LOADED {
+            return Err(ConfigError::Invalid("--chat-history is at most 1000"));
+        }
+        if !(1..=lockstep_protocol::limits::MAX_CHAT_TEXT as u32).contains(&self.chat_max_bytes) {
+            return Err(ConfigError::Invalid("--chat-max-bytes must be 1-1000"));
+        }
         if self.live_latency_min_ms > self.live_latency_max_ms {
             return Err(ConfigError::Invalid("--live-latency-min-ms is above --live-latency-max-ms"));
         }
@@ -674,6 +687,9 @@ impl Config {
             },
             live_latency_range_ms: (self.live_latency_min_ms, self.live_latency_max_ms),
             live_dvr_window_ms: self.live_dvr_window_ms,
+            chat_history: self.chat_history,
+            chat_max_bytes: self.chat_max_bytes,
+            chat_room_per_sec: self.chat_room_rate,
             ..d
         }
     }

@@ -83,6 +83,7 @@ const CLIENT_SRC: &[(&str, &str)] = client_src![
     "index.js",
     "live.js",
     "options.js",
+    "position.js",
     "react.js",
     "room.js",
     "session.js",

@@ -18,7 +18,7 @@ use super::Hub;
 use super::fanout::{Fanout, Plan, Recipients};
 use super::inbox::{Inbox, Taken};
 use super::link::{Extra, Outgoing};
-use crate::authority::{Announce, Authority, Loaded, Remote, RemoteSink};
+use crate::authority::{Announce, Authority, ChatAnswer, Loaded, Remote, RemoteSink};
 use crate::clock::ServerClock;
 use crate::room::{Audience, MemberId, Room, RoomConfig, Shared};
 
@@ -107,6 +107,7 @@ impl RoomActor {
                 self.room.handle_timeout(now);
             }
             self.drive_commits(now);
+            self.drive_chat();
             self.share_out();
             self.flush();
             match self.empty_since {
@@ -180,11 +181,29 @@ impl RoomActor {
                 crate::metrics::drop("reaction_rate");
             }
         }
+        for (member, request_id, text) in taken.chats {
+            if shared && !self.authority.is_up() {
+                self.room.refuse(member, request_id, ErrorCode::Internal, AUTHORITY_DOWN);
+                continue;
+            }
+            match self.room.chat(now, member, request_id, text) {
+                Ok(()) => metrics::counter!("lockstep_chat_messages_total").increment(1),
+                Err(code) => {
+                    crate::metrics::error(code);
+                    if code == ErrorCode::RateLimited {
+                        crate::metrics::drop("chat_rate");
+                    }
+                }
+            }
+        }
         for (member, reason) in taken.suspensions {
             self.room.suspend(now, member, reason);
         }
         for id in taken.leaves {
             self.leave(id, now);
+        }
+        for (before, limit, reply) in taken.chat_pages {
+            let _ = reply.send(self.room.chat_page(before, limit));
         }
         for reply in taken.queries {
             let _ = reply.send(self.room.state(now));
@@ -223,6 +242,8 @@ impl RoomActor {
                 }
             }
             Remote::NodeGone(node) => self.room.node_gone(now, &node),
+            Remote::Chat(op) => self.room.apply_chat(op),
+            Remote::ChatFailed(op) => self.room.chat_failed(op),
         }
     }
 
@@ -263,6 +284,9 @@ impl RoomActor {
                 }
                 None => {}
             }
+            if let Some(chat) = l.chat.clone() {
+                self.room.load_chat(chat);
+            }
             self.loaded = true;
             self.inbox.loaded();
         } else {
@@ -271,6 +295,9 @@ impl RoomActor {
             }
             if let Some(record) = l.record {
                 self.room.confirm(now, record);
+            }
+            if let Some(chat) = l.chat.clone() {
+                self.room.load_chat(chat);
             }
         }
         if !self.authority.is_shared() || !l.reachable {
@@ -300,6 +327,17 @@ impl RoomActor {
             match self.authority.commit(&self.event_id, req, &self.sink) {
                 Some(result) => self.room.on_commit(now, result),
                 None => break,
+            }
+        }
+    }
+
+    /// Hands the room's chat operations to the authority, in order.
+    fn drive_chat(&mut self) {
+        while let Some(op) = self.room.poll_chat() {
+            match self.authority.chat(&self.event_id, op, &self.sink) {
+                ChatAnswer::Applied(op) => self.room.apply_chat(op),
+                ChatAnswer::Failed(op) => self.room.chat_failed(op),
+                ChatAnswer::Later => {}
             }
         }
     }

@@ -24,7 +24,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::link::{Extra, Link};
 use crate::authority::{Remote, RemoteSink};
-use crate::room::{ClockRequest, JoinInfo, MemberId, RoomState};
+use crate::room::{ChatRecord, ClockRequest, JoinInfo, MemberId, RoomState};
 
 /// Most commands queued for a room.
 pub(crate) const MAX_COMMANDS: usize = 1024;
@@ -33,6 +33,9 @@ pub(crate) const MAX_QUERIES: usize = 64;
 /// Most reactions waiting for the room (beyond, they are dropped: the
 /// room's window would count them into one message anyway).
 pub(crate) const MAX_REACTIONS: usize = 4096;
+/// Most chat messages waiting for the room (beyond, the sender is told the
+/// room is busy; the room's own rate limit is far below).
+pub(crate) const MAX_CHATS: usize = 1024;
 /// Most remote events waiting.
 pub(crate) const MAX_REMOTE: usize = 4096;
 
@@ -72,8 +75,12 @@ pub(crate) struct Taken {
     /// Reactions, in order (at most `MAX_REACTIONS`; each member's allowance
     /// is the room's to enforce).
     pub(crate) reactions: Vec<(MemberId, String)>,
+    /// Chat messages `(member, request id, text)`, in order (at most `MAX_CHATS`).
+    pub(crate) chats: Vec<(MemberId, u32, String)>,
     pub(crate) leaves: Vec<MemberId>,
     pub(crate) queries: Vec<oneshot::Sender<RoomState>>,
+    /// Chat history pages `(before, limit)` (they count with the queries).
+    pub(crate) chat_pages: Vec<(Option<u64>, usize, oneshot::Sender<Vec<ChatRecord>>)>,
     /// Clock changes (`PUT …/clock`), answered with the room's state, or
     /// `None` when the shared state is unreachable.
     pub(crate) clocks: Vec<(ClockRequest, oneshot::Sender<Option<RoomState>>)>,
@@ -90,8 +97,10 @@ impl Taken {
             && self.sync_reports.is_empty()
             && self.suspensions.is_empty()
             && self.reactions.is_empty()
+            && self.chats.is_empty()
             && self.leaves.is_empty()
             && self.queries.is_empty()
+            && self.chat_pages.is_empty()
             && self.clocks.is_empty()
     }
 }
@@ -203,6 +212,17 @@ impl Inbox {
         })
     }
 
+    /// A chat message; `false` while `MAX_CHATS` wait already.
+    pub(crate) fn chat(&self, member: MemberId, request_id: u32, text: String) -> bool {
+        self.put(|q| {
+            if q.chats.len() >= MAX_CHATS {
+                return false;
+            }
+            q.chats.push((member, request_id, text));
+            true
+        })
+    }
+
     pub(crate) fn leave(&self, member: MemberId) {
         self.put(|q| {
             q.leaves.push(member);
@@ -218,6 +238,18 @@ impl Inbox {
                 return false;
             }
             q.clocks.push((req, reply));
+            true
+        })
+    }
+
+    /// A page of the room's chat history; `false` if the room is gone or
+    /// too many queries are waiting.
+    pub(crate) fn chat_page(&self, before: Option<u64>, limit: usize, reply: oneshot::Sender<Vec<ChatRecord>>) -> bool {
+        self.put(|q| {
+            if q.queries.len() + q.chat_pages.len() >= MAX_QUERIES {
+                return false;
+            }
+            q.chat_pages.push((before, limit, reply));
             true
         })
     }

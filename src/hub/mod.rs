@@ -27,7 +27,7 @@ use self::inbox::{Command, Inbox, Join};
 pub(crate) use self::link::{Extra, Link, Outgoing};
 use crate::authority::Authority;
 use crate::clock::ServerClock;
-use crate::room::{ClockRequest, JoinInfo, MemberId, RoomConfig, RoomState};
+use crate::room::{ChatRecord, ClockRequest, JoinInfo, MemberId, RoomConfig, RoomState};
 
 /// A cheap handle to a live room.
 #[derive(Debug, Clone)]
@@ -66,6 +66,11 @@ impl RoomHandle {
         self.inbox.suspend(member, reason);
     }
 
+    /// A member's chat message; `false` if the room's mailbox is full.
+    pub(crate) fn chat(&self, member: MemberId, request_id: u32, text: String) -> bool {
+        self.inbox.chat(member, request_id, text)
+    }
+
     /// A member's reaction; `false` if the room's mailbox dropped it.
     pub(crate) fn react(&self, member: MemberId, emoji: String) -> bool {
         self.inbox.react(member, emoji)
@@ -79,6 +84,16 @@ impl RoomHandle {
     /// The high-water marks of the room's mailbox.
     pub(crate) fn mailbox_peaks(&self) -> Peaks {
         self.inbox.peaks()
+    }
+
+    /// The room's newest chat messages before `before` that it holds in
+    /// memory, oldest first; `None` if it is gone or too many are waiting.
+    pub(crate) async fn chat_page(&self, before: Option<u64>, limit: usize) -> Option<Vec<ChatRecord>> {
+        let (tx, rx) = oneshot::channel();
+        if !self.inbox.chat_page(before, limit, tx) {
+            return None;
+        }
+        rx.await.ok()
     }
 
     /// A snapshot of the room; `None` if it is gone or too many are waiting.

@@ -42,6 +42,12 @@ pub(super) struct Member {
     pub(super) wants_reactions: bool,
     /// Its reaction allowance.
     pub(super) reactions: super::reactions::Allowance,
+    /// Takes chat.
+    pub(super) wants_chat: bool,
+    /// Its user (token subject): chat mutes apply to it.
+    pub(super) user: String,
+    /// Its chat allowance.
+    pub(super) chat: super::reactions::Allowance,
 }
 
 #[derive(Debug)]
@@ -92,6 +98,9 @@ impl Room {
                 blocking: false,
                 wants_reactions: info.wants_reactions,
                 reactions: Default::default(),
+                wants_chat: info.wants_chat,
+                user: info.user,
+                chat: Default::default(),
             },
         );
         if self.id_base.is_some()
@@ -107,6 +116,9 @@ impl Room {
         }
         if let Some((c, by, reason)) = self.pending {
             self.to(Audience::One(id), ServerMsg::TimelineChanged(c.message(by, reason)));
+        }
+        if self.members[&id].wants_chat {
+            self.chat_welcome(id);
         }
         if self.cfg.show_members {
             let name = self.members[&id].name.clone();

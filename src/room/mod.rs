@@ -28,6 +28,7 @@
 //! - `live.rs`: live rooms: program time, the live point, `GoLive`, the auto latency.
 //! - `quality.rs`: sync quality: members' measured drifts and the room's summary.
 //! - `reactions.rs`: reactions, counted per window and per member allowance.
+//! - `chat.rs`: chat: ordered messages, history for joiners, limits, moderation.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 mod authority;
 mod budget;
 mod buffering;
+mod chat;
 mod counts;
 mod live;
 mod members;
@@ -48,6 +50,7 @@ mod shared;
 mod timeline;
 
 pub use authority::{CommitRequest, CommitResult};
+pub use chat::{ChatLoad, ChatOp, ChatRecord};
 pub use live::{ClockRequest, ClockSetting, LiveLatency, LiveView, NeedCounts, origin_for};
 pub use quality::{OUT_OF_SYNC_US, SyncQuality};
 pub use reactions::{REACTION_WINDOW_US, Reacted};
@@ -123,6 +126,13 @@ pub struct RoomConfig {
     /// behind the live point clamp to its start. 0: no bound (the stream's
     /// own window, unknown to the server).
     pub live_dvr_window_ms: u32,
+    /// Chat messages replayed to a joiner (the room's latest).
+    pub chat_history: u32,
+    /// Longest chat message, bytes (≤ `MAX_CHAT_TEXT`).
+    pub chat_max_bytes: u32,
+    /// Chat messages the room takes per second (bursts of twice as many);
+    /// 0: chat is off.
+    pub chat_room_per_sec: u32,
 }
 
 impl Default for RoomConfig {
@@ -153,6 +163,9 @@ impl Default for RoomConfig {
             live_origin_ms: None,
             live_latency_range_ms: (1_000, 30_000),
             live_dvr_window_ms: 0,
+            chat_history: 100,
+            chat_max_bytes: 500,
+            chat_room_per_sec: 20,
         }
     }
 }
@@ -170,6 +183,8 @@ pub enum Audience {
     Live,
     /// Members that take `Reactions` (the `REACTIONS` capability).
     Reactions,
+    /// Members that take chat (the `CHAT` capability).
+    Chat,
 }
 
 /// One effect for the runtime to deliver.
@@ -199,6 +214,10 @@ pub struct JoinInfo {
     pub wants_live: bool,
     /// Whether it takes `Reactions` (the `REACTIONS` capability).
     pub wants_reactions: bool,
+    /// Whether it takes chat (the `CHAT` capability).
+    pub wants_chat: bool,
+    /// Its user (token subject): chat mutes apply to it.
+    pub user: String,
     /// Whether it takes ticks and changes as QUIC datagrams (the `DATAGRAMS`
     /// capability, WebTransport): its share of a fan-out costs the server
     /// more than a WebSocket write, so it lengthens the lead more (see
@@ -215,6 +234,9 @@ pub enum CommandError {
     /// The member's role does not allow it.
     #[error("your role may not change the timeline in this room")]
     Forbidden,
+    /// The member's role does not allow it, for this reason.
+    #[error("{0}")]
+    Denied(&'static str),
     /// An argument is out of range.
     #[error("{0}")]
     InvalidArgument(&'static str),
@@ -225,7 +247,7 @@ impl CommandError {
     pub fn code(&self) -> ErrorCode {
         match self {
             CommandError::NotMember => ErrorCode::NotJoined,
-            CommandError::Forbidden => ErrorCode::Forbidden,
+            CommandError::Forbidden | CommandError::Denied(_) => ErrorCode::Forbidden,
             CommandError::InvalidArgument(_) => ErrorCode::InvalidArgument,
         }
     }
@@ -305,6 +327,8 @@ pub struct Room {
     datagram_members: u32,
     /// Reactions waiting for their window to be sent.
     reactions: reactions::Window,
+    /// The chat: latest messages, mutes, operations for the authority.
+    chat: chat::Chat,
     /// Scale-out: members on other nodes, by id.
     remote: BTreeMap<MemberId, Remote>,
     /// Scale-out: this node's id block (`None`: ids from 1, nothing shared).
@@ -354,6 +378,7 @@ impl Room {
             remote_viewers: 0,
             datagram_members: 0,
             reactions: Default::default(),
+            chat: Default::default(),
             remote: BTreeMap::new(),
             id_base: None,
             shared: Vec::new(),
@@ -458,6 +483,7 @@ impl Room {
             Audience::Presence => self.members.get(&id).is_some_and(|m| m.wants_presence),
             Audience::Live => self.members.get(&id).is_some_and(|m| m.wants_live),
             Audience::Reactions => self.members.get(&id).is_some_and(|m| m.wants_reactions),
+            Audience::Chat => self.members.get(&id).is_some_and(|m| m.wants_chat),
         }
     }
 

@@ -22,14 +22,33 @@ const REACTIONS_PER_SEC: u64 = 5;
 /// A member's burst of reactions.
 const REACTION_BURST: u64 = 10;
 
-/// A member's reaction allowance (a token bucket in simulated time).
+/// An allowance (a token bucket in simulated time): a member's reactions
+/// or chat messages, a room's chat messages.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Allowance {
     /// When the bucket was last topped up (server µs).
     at: u64,
-    /// Reactions allowed, in millionths of a reaction.
+    /// What is allowed, in millionths of one.
     tokens: u64,
     started: bool,
+}
+
+impl Allowance {
+    /// Takes one at `now` from a bucket of `burst` refilled at `per_sec`;
+    /// `false` if it is empty (a full bucket to start with).
+    pub(super) fn take(&mut self, now: u64, per_sec: u64, burst: u64) -> bool {
+        const ONE: u64 = 1_000_000;
+        if !self.started {
+            *self = Allowance { at: now, tokens: burst * ONE, started: true };
+        }
+        self.tokens = (self.tokens + now.saturating_sub(self.at) * per_sec).min(burst * ONE);
+        self.at = now;
+        if self.tokens < ONE {
+            return false;
+        }
+        self.tokens -= ONE;
+        true
+    }
 }
 
 /// The room's window of reactions.
@@ -70,17 +89,9 @@ impl Room {
         let Some(m) = self.members.get_mut(&id) else {
             return Reacted::NotMember;
         };
-        let a = &mut m.reactions;
-        const ONE: u64 = 1_000_000;
-        if !a.started {
-            *a = Allowance { at: now, tokens: REACTION_BURST * ONE, started: true };
-        }
-        a.tokens = (a.tokens + now.saturating_sub(a.at) * REACTIONS_PER_SEC).min(REACTION_BURST * ONE);
-        a.at = now;
-        if a.tokens < ONE {
+        if !m.reactions.take(now, REACTIONS_PER_SEC, REACTION_BURST) {
             return Reacted::RateLimited;
         }
-        a.tokens -= ONE;
         let w = &mut self.reactions;
         add(&mut w.counts, emoji, 1);
         w.due.get_or_insert(now + REACTION_WINDOW_US);

@@ -31,6 +31,10 @@ pub enum Shared {
         name: String,
         /// Device id (a host reconnecting on another node keeps the role).
         device: String,
+        /// Its user (token subject): a chat mute decided on another node
+        /// applies to it. Empty from nodes that do not share it.
+        #[serde(default)]
+        user: String,
     },
     /// A member left the sending node.
     Left {
@@ -73,6 +77,7 @@ pub(super) struct Remote {
     claimed: bool,
     name: String,
     device: String,
+    pub(super) user: String,
 }
 
 impl Room {
@@ -103,7 +108,14 @@ impl Room {
     /// A local member as the other nodes see it (for their snapshots).
     pub fn shared_member(&self, id: MemberId) -> Option<Shared> {
         let m = self.members.get(&id)?;
-        Some(Shared::Joined { id, role: m.role, claimed: m.claimed, name: m.name.clone(), device: m.device_id.clone() })
+        Some(Shared::Joined {
+            id,
+            role: m.role,
+            claimed: m.claimed,
+            name: m.name.clone(),
+            device: m.device_id.clone(),
+            user: m.user.clone(),
+        })
     }
 
     /// Every local member as the other nodes see it (to re-announce them).
@@ -114,12 +126,12 @@ impl Room {
     /// Applies a change shared by another node, `node`.
     pub fn apply_shared(&mut self, now: u64, node: &str, ev: Shared) {
         match ev {
-            Shared::Joined { id, role, claimed, name, device } => {
+            Shared::Joined { id, role, claimed, name, device, user } => {
                 if self.members.contains_key(&id) {
                     return;
                 }
                 let new = !self.remote.contains_key(&id);
-                let remote = Remote { node: node.to_owned(), role, claimed, name, device };
+                let remote = Remote { node: node.to_owned(), role, claimed, name, device, user };
                 if role == Role::Host {
                     self.remote_host(id, &remote);
                 }

@@ -8,6 +8,7 @@ use lockstep_protocol::{
     AckOutcome, Action, ChangeReason, PolicyChanged, Reactions, Report, RoleChanged, SyncReport, Tick, Timeline,
 };
 
+mod chat;
 mod live;
 mod sim;
 
@@ -578,7 +579,14 @@ fn remote_viewers_are_counted_and_coalesced() {
 fn a_snapshot_replaces_what_a_node_knows_of_the_others() {
     let mut a = Room::new(RoomConfig::default(), T0);
     a.enable_sharing(ID_BLOCK);
-    let joined = |id, role| Shared::Joined { id, role, claimed: false, name: "x".into(), device: format!("d{id}") };
+    let joined = |id, role| Shared::Joined {
+        id,
+        role,
+        claimed: false,
+        name: "x".into(),
+        device: format!("d{id}"),
+        user: format!("u{id}"),
+    };
     a.set_remote_members(T0, vec![("B".into(), joined(7, Role::Host)), ("B".into(), joined(8, Role::Viewer))]);
     assert_eq!(a.state(T0).members.host, vec![7]);
     let me = join(&mut a, T0, "me");

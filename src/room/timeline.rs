@@ -65,7 +65,7 @@ pub(super) fn kind(action: &Action) -> u8 {
         Action::Play { .. } | Action::Pause { .. } | Action::GoLive => 0,
         Action::Seek { .. } => 1,
         Action::SetRate { .. } => 2,
-        Action::SetRole { .. } | Action::SetPolicy { .. } => 3,
+        Action::SetRole { .. } | Action::SetPolicy { .. } | Action::DeleteChat { .. } | Action::MuteChat { .. } => 3,
     }
 }
 
@@ -82,6 +82,8 @@ impl Room {
             let result = match action {
                 Action::SetRole { member_id, role } => self.set_role(by, member_id, role),
                 Action::SetPolicy { policy } => self.set_policy(by, policy),
+                Action::DeleteChat { id } => self.delete_chat(by, id),
+                Action::MuteChat { member_id, muted } => self.mute_chat(by, member_id, muted),
                 _ => unreachable!("kind 3"),
             };
             match &result {
@@ -213,7 +215,9 @@ impl Room {
                 timeline,
                 reason: ChangeReason::Play,
             })),
-            Action::SetRole { .. } | Action::SetPolicy { .. } => unreachable!("not timeline commands"),
+            Action::SetRole { .. } | Action::SetPolicy { .. } | Action::DeleteChat { .. } | Action::MuteChat { .. } => {
+                unreachable!("not timeline commands")
+            }
         }
     }
 

@@ -103,6 +103,8 @@ async fn join_inner(app: Context, req: JoinRequest, outbox: Arc<Outbox>) -> Resu
         wants_acks: caps & caps::ACKS != 0,
         wants_live: caps & caps::LIVE != 0,
         wants_reactions: caps & caps::REACTIONS != 0,
+        wants_chat: caps & caps::CHAT != 0,
+        user: claims.sub.clone(),
         datagrams: caps & caps::DATAGRAMS != 0,
     };
     outbox.set_caps(caps);

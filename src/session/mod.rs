@@ -362,6 +362,15 @@ impl Session {
                 }
                 None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
             },
+            ClientMsg::Chat(c) => match &self.joined {
+                // The room checks the text (its length limit is the room's).
+                Some(j) => {
+                    if !j.room.chat(j.member, c.request_id, c.text) {
+                        self.room_busy(c.request_id);
+                    }
+                }
+                None => self.fail(ErrorCode::NotJoined, "send Hello first", c.request_id),
+            },
             ClientMsg::Resume => match &self.joined {
                 Some(j) => j.room.suspend(j.member, None),
                 None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),

@@ -72,3 +72,54 @@ pub(super) async fn room_clocks_are_saved_and_read_back(s: &dyn Store) {
     assert_eq!(s.room_clock("ev").await.unwrap(), Some(media), "latest wins");
     assert_eq!(s.room_clock("other").await.unwrap(), None);
 }
+
+/// A room's chat: posts in order, a deletion, mutes; loading the newest with
+/// the last id (deleted ones counted); paging back; rooms apart.
+pub(super) async fn chat_is_kept_in_order_and_paged(s: &dyn Store) {
+    use crate::room::{ChatOp, ChatRecord};
+    let post = |id: u64, text: &str| {
+        ChatOp::Post(ChatRecord {
+            id,
+            at_ms: 1_795_500_000_000 + id,
+            member_id: 7,
+            user: "u".into(),
+            name: "Ana".into(),
+            role: lockstep_protocol::Role::CoHost,
+            text: text.into(),
+            request_id: 3,
+        })
+    };
+    let empty = s.chat_load("ev", 100).await.unwrap();
+    assert!(empty.history.is_empty() && empty.last_id == 0 && empty.muted.is_empty());
+    let ops: Vec<ChatOp> = (1..=5).map(|i| post(i, &format!("m{i} ⚽\nline"))).collect();
+    s.save_chat("ev", ops).await.unwrap();
+    s.save_chat(
+        "ev",
+        vec![
+            ChatOp::Delete { id: 5, by: 1 },
+            ChatOp::Mute { user: "troll".into(), muted: true, by: 1 },
+            ChatOp::Mute { user: "x".into(), muted: true, by: 1 },
+            ChatOp::Mute { user: "x".into(), muted: false, by: 1 },
+        ],
+    )
+    .await
+    .unwrap();
+    s.save_chat("other", vec![post(1, "elsewhere")]).await.unwrap();
+    let load = s.chat_load("ev", 3).await.unwrap();
+    let texts: Vec<_> = load.history.iter().map(|r| (r.id, r.text.as_str())).collect();
+    assert_eq!(texts, vec![(2, "m2 ⚽\nline"), (3, "m3 ⚽\nline"), (4, "m4 ⚽\nline")], "the newest 3 but the deleted");
+    assert_eq!(load.last_id, 5, "a deleted message's id is never given again");
+    assert_eq!(load.muted, vec!["troll".to_owned()]);
+    let r = &load.history[0];
+    assert_eq!(
+        (r.member_id, r.user.as_str(), r.name.as_str(), r.role),
+        (7, "u", "Ana", lockstep_protocol::Role::CoHost)
+    );
+    assert_eq!(r.at_ms, 1_795_500_000_002);
+    let page = s.chat_page("ev", Some(3), 10).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2], "before 3, oldest first");
+    let page = s.chat_page("ev", None, 2).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(s.chat_page("other", None, 10).await.unwrap().len(), 1);
+    assert!(s.chat_page("none", None, 10).await.unwrap().is_empty());
+}

@@ -20,7 +20,7 @@ use futures_util::future::BoxFuture;
 use lockstep_protocol::Timeline;
 use serde::{Deserialize, Serialize};
 
-use crate::room::ClockSetting;
+use crate::room::{ChatLoad, ChatOp, ChatRecord, ClockSetting};
 
 /// Milliseconds since the Unix epoch.
 pub(crate) type UnixMs = u64;
@@ -191,7 +191,26 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// A room's saved clock setting.
     fn room_clock(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<ClockSetting>>>;
+
+    /// Applies a room's chat operations, in order (posts carry their ids).
+    fn save_chat(&self, room_id: &str, ops: Vec<ChatOp>) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// What a room starts its chat with: its newest `n` messages, the last
+    /// id given, its muted users.
+    fn chat_load(&self, room_id: &str, n: usize) -> BoxFuture<'_, StoreResult<ChatLoad>>;
+
+    /// Up to `limit` of a room's messages before id `before` (the newest if
+    /// `None`), deleted ones left out, oldest first.
+    fn chat_page(
+        &self,
+        room_id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<ChatRecord>>>;
 }
+
+/// Chat messages a store keeps per room (the newest).
+pub(crate) const CHAT_KEPT: usize = 10_000;
 
 /// How long a room's saved state outlives its last write or refresh: long
 /// enough that a node restart, or a room that stays empty for a while, keeps

@@ -687,3 +687,83 @@ async fn reactions_reach_every_node() {
     }
     assert_eq!(seen, 3, "each reaction counted once on the other node");
 }
+
+fn chat_of(g: &Got) -> Option<lockstep_protocol::ChatMessage> {
+    match g {
+        Got::Msg(ServerMsg::ChatMessage(m)) => Some(m.clone()),
+        _ => None,
+    }
+}
+
+/// SPEC §6.6 scaled out: chat from two nodes reaches both in one order (ids
+/// from Redis), a mute decided on one node holds for a member of the other,
+/// a deletion reaches both, and a node starting the room later replays the
+/// history from the Redis stream.
+#[tokio::test]
+async fn chat_is_one_ordered_stream_across_nodes() {
+    use lockstep_protocol::caps::CHAT;
+    use lockstep_protocol::{Action, Chat, ClientMsg};
+    let redis = Redis::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let ev = "ev-chat-nodes";
+    let mut host = ws_binary(&a.ws_url(ev)).await;
+    send(&mut host, &hello_caps(ev, "host-on-a", CHAT)).await;
+    welcome(&mut host).await;
+    let mut ana = ws_binary(&b.ws_url(ev)).await;
+    send(&mut ana, &hello_caps(ev, "ana-on-b", CHAT)).await;
+    let ana_id = welcome(&mut ana).await.member_id;
+    count_reaches(&mut host, 2).await;
+    count_reaches(&mut ana, 2).await;
+    let say = |rid: u32, text: &str| ClientMsg::Chat(Chat { request_id: rid, text: text.into() });
+    // Interleaved from both nodes: both see one order.
+    for i in 0..5 {
+        send(&mut host, &say(10 + i, &format!("a{i}"))).await;
+        send(&mut ana, &say(20 + i, &format!("b{i}"))).await;
+    }
+    let mut on_a = Vec::new();
+    let mut on_b = Vec::new();
+    while on_a.len() < 10 {
+        on_a.push(until(&mut host, chat_of).await);
+    }
+    while on_b.len() < 10 {
+        on_b.push(until(&mut ana, chat_of).await);
+    }
+    let order = |v: &[lockstep_protocol::ChatMessage]| v.iter().map(|m| (m.id, m.text.clone())).collect::<Vec<_>>();
+    assert_eq!(order(&on_a), order(&on_b), "one order on every node");
+    assert_eq!(on_a.iter().map(|m| m.id).collect::<Vec<_>>(), (1..=10).collect::<Vec<u64>>(), "ids from Redis");
+    let mine: Vec<_> = on_b.iter().filter(|m| m.member_id == ana_id).map(|m| m.request_id).collect();
+    assert_eq!(mine, (20..25).collect::<Vec<u32>>(), "each node's own messages answer their senders, in order");
+
+    // The host on a mutes ana on b; a deletion reaches both.
+    send(&mut host, &command(1, Action::MuteChat { member_id: ana_id, muted: true })).await;
+    until(&mut ana, |g| matches!(g, Got::Msg(ServerMsg::ChatMuted(m)) if m.muted).then_some(())).await;
+    send(&mut ana, &say(30, "muted?")).await;
+    let code = until(&mut ana, |g| match g {
+        Got::Msg(ServerMsg::Error(e)) if e.request_id == 30 => Some(e.code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, lockstep_protocol::ErrorCode::Forbidden.as_u16());
+    send(&mut host, &command(2, Action::DeleteChat { id: 1 })).await;
+    for ws in [&mut host, &mut ana] {
+        let d = until(ws, |g| match g {
+            Got::Msg(ServerMsg::ChatDeleted(d)) => Some(*d),
+            _ => None,
+        })
+        .await;
+        assert_eq!(d.id, 1);
+    }
+
+    // A third node starts the room: the history comes from Redis.
+    let c = node(&redis).await;
+    let mut late = ws_binary(&c.ws_url(ev)).await;
+    send(&mut late, &hello_caps(ev, "late-on-c", CHAT)).await;
+    welcome(&mut late).await;
+    let mut history = Vec::new();
+    while history.len() < 9 {
+        let m = until(&mut late, chat_of).await;
+        assert!(m.history);
+        history.push(m.id);
+    }
+    assert_eq!(history, (2..=10).collect::<Vec<u64>>(), "the deleted one left out");
+}

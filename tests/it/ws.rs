@@ -663,3 +663,126 @@ async fn reactions_are_coalesced_per_window_to_members_that_take_them() {
     .await;
     assert!(early, "a member without REACTIONS got Reactions");
 }
+
+fn chat_msg(g: &Got) -> Option<lockstep_protocol::ChatMessage> {
+    match g {
+        Got::Msg(ServerMsg::ChatMessage(m)) => Some(m.clone()),
+        _ => None,
+    }
+}
+
+fn chat(request_id: u32, text: &str) -> ClientMsg {
+    ClientMsg::Chat(lockstep_protocol::Chat { request_id, text: text.into() })
+}
+
+/// Waits for the `Error` answering `request_id`.
+async fn refused(ws: &mut Ws, request_id: u32) -> u16 {
+    until(ws, |g| match g {
+        Got::Msg(ServerMsg::Error(e)) if e.request_id == request_id => Some(e.code),
+        _ => None,
+    })
+    .await
+}
+
+/// SPEC §6.6 over real sockets: messages in order to the members with `CHAT`
+/// (the sender's copy answers it), bad text and mutes refused to the sender
+/// only, deletion, history for a joiner and the mute across a reconnection,
+/// and the REST history.
+#[tokio::test]
+async fn chat_is_ordered_moderated_replayed_and_paged() {
+    use lockstep_protocol::caps::{ACKS, CHAT};
+    let server = TestServer::with(|c| c.chat_max_bytes = 20).await;
+    let ev = "ev-chat";
+    let mut host = ws_binary(&server.ws_url(ev)).await;
+    send(&mut host, &hello_caps(ev, "host", CHAT | ACKS)).await;
+    welcome(&mut host).await;
+    let mut ana = ws_binary(&server.ws_url(ev)).await;
+    send(&mut ana, &hello_caps(ev, "ana", CHAT)).await;
+    let ana_id = welcome(&mut ana).await.member_id;
+    let (mut plain, _) = join(&server, ev, "plain").await;
+
+    send(&mut ana, &chat(5, "hello 👋")).await;
+    let first = until(&mut host, chat_msg).await;
+    assert_eq!((first.id, first.member_id, first.request_id, first.text.as_str()), (1, ana_id, 5, "hello 👋"));
+    assert!(!first.history && first.role == Role::Viewer);
+    let own = until(&mut ana, chat_msg).await;
+    assert_eq!((own.id, own.request_id), (1, 5), "the sender's copy answers its request");
+
+    // Bad text: refused to the sender, with its request id; nobody else hears.
+    for (rid, text) in [(6, ""), (7, "   "), (8, "this is longer than twenty bytes"), (9, "bell\u{7}")] {
+        send(&mut ana, &chat(rid, text)).await;
+        assert_eq!(refused(&mut ana, rid).await, ErrorCode::InvalidArgument.as_u16(), "{text:?}");
+    }
+    // A viewer does not moderate.
+    send(&mut ana, &command(10, Action::DeleteChat { id: 1 })).await;
+    assert_eq!(refused(&mut ana, 10).await, ErrorCode::Forbidden.as_u16());
+    // The host mutes ana: she is told, and her messages are refused.
+    send(&mut host, &command(11, Action::MuteChat { member_id: ana_id, muted: true })).await;
+    until(&mut host, |g| matches!(g, Got::Msg(ServerMsg::Ack(a)) if a.request_id == 11).then_some(())).await;
+    until(&mut ana, |g| matches!(g, Got::Msg(ServerMsg::ChatMuted(m)) if m.muted).then_some(())).await;
+    send(&mut ana, &chat(12, "let me talk")).await;
+    assert_eq!(refused(&mut ana, 12).await, ErrorCode::Forbidden.as_u16());
+    // The host deletes her message, then writes two.
+    send(&mut host, &command(13, Action::DeleteChat { id: 1 })).await;
+    let deleted = until(&mut ana, |g| match g {
+        Got::Msg(ServerMsg::ChatDeleted(d)) => Some(*d),
+        _ => None,
+    })
+    .await;
+    assert_eq!(deleted.id, 1);
+    send(&mut host, &chat(14, "kick-off")).await;
+    send(&mut host, &chat(15, "line one\nline two")).await;
+    let got: Vec<u64> =
+        [until(&mut host, chat_msg).await, until(&mut host, chat_msg).await].iter().map(|m| m.id).collect();
+    assert_eq!(got, vec![2, 3], "ids in the room's order");
+
+    // The member without CHAT got none of it: its pong comes first.
+    send(&mut plain, &ClientMsg::Ping(Ping { client_time: 9 })).await;
+    let clean = until(&mut plain, |g| match g {
+        Got::Msg(ServerMsg::ChatMessage(_) | ServerMsg::ChatDeleted(_) | ServerMsg::Error(_)) => Some(false),
+        Got::Msg(ServerMsg::Pong(p)) if p.client_time == 9 => Some(true),
+        _ => None,
+    })
+    .await;
+    assert!(clean, "a member without CHAT got chat (or someone else's error)");
+
+    // Ana reconnects: the history (the deleted one left out), then her mute.
+    drop(ana);
+    let mut ana = ws_binary(&server.ws_url(ev)).await;
+    send(&mut ana, &hello_caps(ev, "ana", CHAT)).await;
+    welcome(&mut ana).await;
+    let mut history = Vec::new();
+    let muted = loop {
+        match next(&mut ana).await {
+            Got::Msg(ServerMsg::ChatMessage(m)) => history.push((m.id, m.text, m.history, m.request_id)),
+            Got::Msg(ServerMsg::ChatMuted(m)) => break m.muted,
+            _ => {}
+        }
+    };
+    assert_eq!(
+        history,
+        vec![(2, "kick-off".to_owned(), true, 0), (3, "line one\nline two".to_owned(), true, 0)],
+        "history, oldest first, before the mute"
+    );
+    assert!(muted);
+
+    // The REST history, paged backwards.
+    let tok = crate::accounts::token("reader", lockstep::auth::Plan::Free);
+    let path = format!("/api/live-stream/{ev}/chat?limit=1");
+    let (status, _, body) = crate::accounts::http(&server, "GET", &path, Some(&tok), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"][0]["id"], 3);
+    assert_eq!(body["messages"][0]["text"], "line one\nline two");
+    assert_eq!(body["more"], true);
+    let path = format!("/api/live-stream/{ev}/chat?before=3");
+    let (_, _, body) = crate::accounts::http(&server, "GET", &path, Some(&tok), None).await;
+    assert_eq!(body["messages"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["messages"][0]["id"], 2);
+    assert_eq!(body["more"], false);
+    assert!(body["messages"][0].get("user").is_none(), "the sender's user never leaves the server");
+    let (status, _, _) = crate::accounts::http(&server, "GET", &path, None, None).await;
+    assert_eq!(status, 401);
+    let path = format!("/api/live-stream/{ev}/chat?limit=0");
+    let (status, _, _) = crate::accounts::http(&server, "GET", &path, Some(&tok), None).await;
+    assert_eq!(status, 400);
+}

@@ -6,6 +6,7 @@
 //! each route; the OpenAPI document at `GET /api/openapi.json` is generated
 //! from the same router, so it covers every route.
 
+mod chat;
 mod clock;
 mod invitations;
 
@@ -172,6 +173,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(dev_token))
         .merge(invitations::routes())
         .merge(clock::routes())
+        .merge(chat::routes())
 }
 
 fn unauthorized(e: &AuthError) -> Response {

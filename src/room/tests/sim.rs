@@ -203,6 +203,8 @@ impl Sim {
             wants_acks: true,
             wants_live: true,
             wants_reactions: true,
+            wants_chat: true,
+            user: format!("user-{device}"),
             datagrams: false,
         };
         let id = self.nodes[node].room.join(self.now, info);

@@ -17,6 +17,7 @@
 //! [`sessions`] holds sessions and devices, [`rooms`] invitations and
 //! timelines; the [`Store`] implementation here only forwards to them.
 
+mod chat;
 mod rooms;
 mod sessions;
 #[cfg(test)]
@@ -30,8 +31,9 @@ use lockstep_protocol::Timeline;
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 
-use crate::room::ClockSetting;
+use crate::room::{ChatLoad, ChatOp, ChatRecord, ClockSetting};
 
+pub(crate) use chat::{CHAT_CHANNEL, decode_chat};
 pub(crate) use rooms::{clock_key, decode_change, encode_change, timeline_key};
 
 use super::{
@@ -68,6 +70,9 @@ const EXPIRE: &str = deleting!("lua/expire.lua");
 /// Delete a user's sessions on a device.
 const REMOVE_DEVICE: &str = deleting!("lua/remove_device.lua");
 
+/// Apply and publish a room's chat operation (see `chat.rs`).
+const CHAT: &str = include_str!("lua/chat.lua");
+
 /// Use an invitation once: 0 not found, 1 gone, else its fields after use.
 const USE_INVITATION: &str = include_str!("lua/use_invitation.lua");
 
@@ -81,6 +86,7 @@ pub(crate) struct RedisStore {
     expire: Script,
     remove_device: Script,
     use_invitation: Script,
+    chat: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -126,6 +132,7 @@ impl RedisStore {
             expire: Script::new(EXPIRE),
             remove_device: Script::new(REMOVE_DEVICE),
             use_invitation: Script::new(USE_INVITATION),
+            chat: Script::new(CHAT),
         }
     }
 
@@ -235,5 +242,31 @@ impl Store for RedisStore {
     fn room_clock(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<ClockSetting>>> {
         let room_id = room_id.to_owned();
         async move { self.get_room_clock(&room_id).await }.boxed()
+    }
+
+    fn save_chat(&self, room_id: &str, ops: Vec<ChatOp>) -> BoxFuture<'_, StoreResult<()>> {
+        let room_id = room_id.to_owned();
+        async move {
+            for op in ops {
+                self.chat_op(&room_id, op).await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn chat_load(&self, room_id: &str, n: usize) -> BoxFuture<'_, StoreResult<ChatLoad>> {
+        let room_id = room_id.to_owned();
+        async move { RedisStore::chat_load(self, &room_id, n).await }.boxed()
+    }
+
+    fn chat_page(
+        &self,
+        room_id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<ChatRecord>>> {
+        let room_id = room_id.to_owned();
+        async move { RedisStore::chat_page(self, &room_id, before, limit).await }.boxed()
     }
 }

@@ -104,3 +104,9 @@ async fn room_clocks_are_saved_and_read_back() {
     let server = Server::start();
     crate::store::contract::room_clocks_are_saved_and_read_back(&server.store().await).await;
 }
+
+#[tokio::test]
+async fn chat_is_kept_in_order_and_paged() {
+    let server = Server::start();
+    crate::store::contract::chat_is_kept_in_order_and_paged(&server.store().await).await;
+}

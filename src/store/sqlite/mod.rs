@@ -7,6 +7,7 @@
 //! timelines, as functions over a connection; the [`Store`] implementation
 //! here runs them on the blocking pool.
 
+mod chat;
 mod rooms;
 mod sessions;
 #[cfg(test)]
@@ -20,7 +21,7 @@ use futures_util::future::BoxFuture;
 use lockstep_protocol::Timeline;
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::room::ClockSetting;
+use crate::room::{ChatLoad, ChatOp, ChatRecord, ClockSetting};
 
 use super::{
     DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, StoreResult, UnixMs,
@@ -105,6 +106,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute_batch(chat::SCHEMA).map_err(err)?;
         migrate(&mut conn, unix_ms()).map_err(err)?;
         Ok(SqliteStore { conn: Arc::new(Mutex::new(conn)) })
     }
@@ -210,7 +212,11 @@ impl Store for SqliteStore {
     }
 
     fn expire_timelines(&self, before: UnixMs) -> BoxFuture<'_, StoreResult<usize>> {
-        self.run(move |c| rooms::expire_timelines(c, before))
+        self.run(move |c| {
+            let n = rooms::expire_timelines(c, before)?;
+            chat::expire(c, before)?;
+            Ok(n)
+        })
     }
 
     fn save_room_clock(&self, room_id: &str, setting: ClockSetting) -> BoxFuture<'_, StoreResult<()>> {
@@ -221,5 +227,25 @@ impl Store for SqliteStore {
     fn room_clock(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<ClockSetting>>> {
         let room_id = room_id.to_owned();
         self.run(move |c| rooms::room_clock(c, &room_id))
+    }
+
+    fn save_chat(&self, room_id: &str, ops: Vec<ChatOp>) -> BoxFuture<'_, StoreResult<()>> {
+        let room_id = room_id.to_owned();
+        self.run(move |c| chat::save(c, &room_id, &ops))
+    }
+
+    fn chat_load(&self, room_id: &str, n: usize) -> BoxFuture<'_, StoreResult<ChatLoad>> {
+        let room_id = room_id.to_owned();
+        self.run(move |c| chat::load(c, &room_id, n))
+    }
+
+    fn chat_page(
+        &self,
+        room_id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<ChatRecord>>> {
+        let room_id = room_id.to_owned();
+        self.run(move |c| chat::page(c, &room_id, before, limit))
     }
 }

@@ -105,3 +105,8 @@ async fn invitations_are_used_up_revoked_and_expire() {
 async fn room_clocks_are_saved_and_read_back() {
     crate::store::contract::room_clocks_are_saved_and_read_back(&SqliteStore::open(&tmp()).unwrap()).await;
 }
+
+#[tokio::test]
+async fn chat_is_kept_in_order_and_paged() {
+    crate::store::contract::chat_is_kept_in_order_and_paged(&SqliteStore::open(&tmp()).unwrap()).await;
+}

@@ -1,0 +1,124 @@
+//! Rooms' chat in Redis: a stream per room (`chatlog:{room}`, entry ids
+//! `0-{message id}`, the newest [`CHAT_KEPT`] kept), its id counter
+//! (`chatseq:{room}`) and muted users (`chatmute:{room}`), expiring with the
+//! room's other keys. Every operation runs in one script that also publishes
+//! it on `chat:{room}` (see `lua/chat.lua`), so the nodes serving a room
+//! deliver its chat in one order.
+
+use redis::Value;
+
+use super::{P, RedisStore, err, text};
+use crate::room::{ChatLoad, ChatOp, ChatRecord};
+use crate::store::{CHAT_KEPT, StoreResult, room_key_ttl_ms};
+
+/// The prefix of rooms' chat channels.
+pub(crate) const CHAT_CHANNEL: &str = "lockstep:chat:";
+
+fn log_key(room: &str) -> String {
+    format!("{P}chatlog:{room}")
+}
+
+fn seq_key(room: &str) -> String {
+    format!("{P}chatseq:{room}")
+}
+
+fn mute_key(room: &str) -> String {
+    format!("{P}chatmute:{room}")
+}
+
+/// A chat channel's payload: `<id>\n<operation>`, the id set in a post.
+pub(crate) fn decode_chat(payload: &[u8]) -> Option<ChatOp> {
+    let s = std::str::from_utf8(payload).ok()?;
+    let (id, json) = s.split_once('\n')?;
+    let mut op: ChatOp = serde_json::from_str(json).ok()?;
+    if let ChatOp::Post(r) = &mut op {
+        r.id = id.parse().ok().filter(|&id| id > 0)?;
+    }
+    Some(op)
+}
+
+/// Stream entries (`[[id, [field, value, …]], …]`) as records, in order.
+fn records(v: &Value) -> Vec<ChatRecord> {
+    let Value::Array(entries) = v else { return Vec::new() };
+    entries
+        .iter()
+        .filter_map(|e| {
+            let Value::Array(e) = e else { return None };
+            let id: u64 = text(e.first()?)?.strip_prefix("0-")?.parse().ok()?;
+            let Value::Array(fields) = e.get(1)? else { return None };
+            let json =
+                fields.chunks_exact(2).find(|kv| text(&kv[0]).as_deref() == Some("r")).and_then(|kv| text(&kv[1]))?;
+            match serde_json::from_str(&json).ok()? {
+                ChatOp::Post(mut r) => {
+                    r.id = id;
+                    r.request_id = 0;
+                    Some(r)
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+impl RedisStore {
+    /// Applies and publishes one operation; returns it with a post's id.
+    pub(crate) async fn chat_op(&self, room: &str, op: ChatOp) -> StoreResult<ChatOp> {
+        let json = serde_json::to_string(&op).map_err(err)?;
+        let mut inv = self.chat.prepare_invoke();
+        inv.key(log_key(room)).key(seq_key(room)).key(mute_key(room)).key(format!("{CHAT_CHANNEL}{room}"));
+        match &op {
+            ChatOp::Post(_) => inv.arg("post").arg(&json).arg(room_key_ttl_ms()).arg(CHAT_KEPT),
+            ChatOp::Delete { id, .. } => inv.arg("delete").arg(&json).arg(room_key_ttl_ms()).arg(CHAT_KEPT).arg(*id),
+            ChatOp::Mute { user, muted, .. } => {
+                inv.arg("mute").arg(&json).arg(room_key_ttl_ms()).arg(CHAT_KEPT).arg(user).arg(if *muted {
+                    "1"
+                } else {
+                    "0"
+                })
+            }
+        };
+        let id: u64 = inv.invoke_async(&mut self.conn.clone()).await.map_err(err)?;
+        let mut op = op;
+        if let ChatOp::Post(r) = &mut op {
+            r.id = id;
+        }
+        Ok(op)
+    }
+
+    pub(crate) async fn chat_page(
+        &self,
+        room: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<ChatRecord>> {
+        let end = before.map_or_else(|| "+".to_owned(), |b| format!("(0-{b}"));
+        let v: Value = redis::cmd("XREVRANGE")
+            .arg(log_key(room))
+            .arg(end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(err)?;
+        let mut rows = records(&v);
+        rows.reverse();
+        Ok(rows)
+    }
+
+    pub(crate) async fn chat_load(&self, room: &str, n: usize) -> StoreResult<ChatLoad> {
+        let history = if n == 0 { Vec::new() } else { self.chat_page(room, None, n).await? };
+        let (last_id, muted): (Option<u64>, Vec<String>) = redis::pipe()
+            .get(seq_key(room))
+            .smembers(mute_key(room))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(err)?;
+        Ok(ChatLoad { history, last_id: last_id.unwrap_or(0), muted })
+    }
+
+    /// Refreshes the TTL of a live room's chat keys (the heartbeat).
+    pub(crate) fn chat_keys(room: &str) -> [String; 3] {
+        [log_key(room), seq_key(room), mute_key(room)]
+    }
+}
