@@ -53,6 +53,8 @@ const demo = {
   events: [],
   /** @type {{emoji: string, count: number}[][]} the room's reaction windows as they came */
   reactions: [],
+  /** @type {{id: number, name: string, text: string, mine: boolean, history: boolean}[]} chat messages shown, oldest first */
+  chat: [],
   /** @type {{code: number, kind: string, message: string}[]} */
   errors: [],
   /** @type {any} the last invitation created here (set once the host is in the party's room) */
@@ -275,6 +277,7 @@ async function join(view) {
     deviceId: demo.deviceId,
     transport,
     reactions: true,
+    chat: true,
     // The session API's endpoint; the certificate hashes come from
     // /api/certificate, which the client fetches again after a failure, so a
     // rotated certificate never strands the page.
@@ -290,8 +293,15 @@ async function join(view) {
   s.on('policy', () => showRole(s));
   s.on('error', (/** @type {any} */ e) => onError(e));
   s.on('reactions', (/** @type {{emoji: string, count: number}[]} */ counts) => showReactions(counts));
+  s.on('chat', (/** @type {any} */ m) => showChat(s, m));
+  s.on('chatDeleted', (/** @type {{id: number}} */ d) => unshowChat(d.id));
+  s.on('chatMuted', (/** @type {{muted: boolean}} */ m) => {
+    $('chat-note').textContent = m.muted ? 'A host muted you in this chat.' : '';
+  });
   s.attach(video);
   // The events of the join itself came before these listeners.
+  for (const m of s.chat.messages) showChat(s, m);
+  if (s.chat.muted) $('chat-note').textContent = 'A host muted you in this chat.';
   showTransport(s.transport);
   $('status').textContent = s.status;
   $('viewers').textContent = String(s.viewers);
@@ -448,6 +458,64 @@ function showReactions(counts) {
   setTimeout(() => {
     if (performance.now() - reactionsShownAt >= 1900) $('reactions').textContent = '';
   }, 2000);
+}
+
+// Chat (SPEC 6.6): text only, ever — every part of a message goes in with
+// textContent, never as HTML. Hosts and co-hosts get delete and mute buttons.
+$('chat-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const s = demo.session;
+  const input = /** @type {HTMLInputElement} */ ($('chat-text'));
+  if (!s || input.value.trim() === '') return;
+  const text = input.value;
+  try {
+    s.chat.send(text).then(
+      () => {
+        if (input.value === text) input.value = '';
+      },
+      (/** @type {any} */ err) => {
+        $('chat-note').textContent = err.kind === 'rate_limited' ? 'Slow down a little.' : err.message;
+      },
+    );
+  } catch (err) {
+    onError(err);
+  }
+});
+/** @param {any} s @param {any} m */
+function showChat(s, m) {
+  const li = document.createElement('li');
+  li.dataset.id = String(m.id);
+  const who = document.createElement('b');
+  who.textContent = m.mine ? 'you' : m.name;
+  const when = document.createElement('time');
+  when.textContent = new Date(m.atMs).toLocaleTimeString();
+  const text = document.createElement('span');
+  text.className = 'text';
+  text.textContent = m.text;
+  li.append(when, ' ', who, ' ', text);
+  if ((s.role === 'host' || s.role === 'co-host') && !m.mine) {
+    const del = document.createElement('button');
+    del.type = 'button';
+    del.className = 'delete';
+    del.textContent = 'delete';
+    del.addEventListener('click', () => s.chat.delete(m.id).catch(onError));
+    const mute = document.createElement('button');
+    mute.type = 'button';
+    mute.className = 'mute';
+    mute.textContent = 'mute';
+    mute.addEventListener('click', () => s.chat.mute(m.memberId).catch(onError));
+    li.append(' ', del, ' ', mute);
+  }
+  const log = $('chat-log');
+  log.append(li);
+  while (log.children.length > 200) log.firstElementChild?.remove();
+  log.scrollTop = log.scrollHeight;
+  demo.chat.push({ id: m.id, name: m.name, text: m.text, mine: m.mine, history: m.history });
+}
+/** @param {number} id */
+function unshowChat(id) {
+  document.querySelector(`#chat-log li[data-id="${id}"]`)?.remove();
+  demo.chat = demo.chat.filter((m) => m.id !== id);
 }
 
 // Watch alone for a while (a suspension for notFollowing, SPEC 6.4), then

@@ -157,6 +157,32 @@ test('watch-party features on the demo page: reactions reach every page in windo
   }
   assert.match(await host.evaluate(() => document.getElementById('reactions')?.textContent ?? ''), /👏|🔥/);
 
+  // Chat: typed on one page, shown on the other as text (markup stays text);
+  // the host deletes a viewer's message with its button; a late page gets the history.
+  const markup = '<img src=x onerror="window.pwned=1"> hi';
+  await viewer.fill('#chat-text', markup);
+  await viewer.click('#chat-send');
+  await host.fill('#chat-text', 'welcome 👋');
+  await host.press('#chat-text', 'Enter');
+  for (const page of [host, viewer]) {
+    await waitFor(page, () => lockstepDemo.chat.length === 2, null, { what: 'both chat messages on every page', timeoutMs: 10_000 });
+  }
+  const shown = await host.evaluate(() => ({
+    texts: [...document.querySelectorAll('#chat-log li .text')].map((e) => e.textContent),
+    images: document.querySelectorAll('#chat-log img').length,
+    pwned: /** @type {any} */ (window).pwned ?? null,
+  }));
+  assert.deepEqual(shown, { texts: [markup, 'welcome 👋'], images: 0, pwned: null }, 'text is text');
+  await host.click('#chat-log li:first-child button.delete');
+  await waitFor(viewer, () => lockstepDemo.chat.length === 1 && document.querySelectorAll('#chat-log li').length === 1, null, {
+    what: 'the deleted message gone from the viewer page',
+    timeoutMs: 10_000,
+  });
+  const late = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
+  await waitFor(late, () => lockstepDemo.chat.length === 1, null, { what: 'the history on a late page', timeoutMs: 10_000 });
+  const history = await late.evaluate(() => lockstepDemo.chat[0]);
+  assert.deepEqual({ text: history.text, history: history.history }, { text: 'welcome 👋', history: true });
+
   await host.click('#play');
   await viewer.click('#follow');
   const alone = await waitUntil(async () => {

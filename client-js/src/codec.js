@@ -92,7 +92,10 @@ export { FrameDecoder, encodeFrame } from './framing.js';
  * @typedef {{type: 'liveState', clock: ClockKind, originMs: U64, latencyMs: number, autoLatency: boolean, atLive: boolean}} LiveStateMsg
  * @typedef {{emoji: string, count: number}} ReactionCount
  * @typedef {{type: 'reactions', counts: ReactionCount[]}} ReactionsMsg The room's reactions of one window, most frequent first (SPEC 6.5; REACTIONS clients only).
- * @typedef {WelcomeMsg | TickMsg | TimelineChangedMsg | ViewerCountMsg | PongMsg | ErrorMsg | MemberJoinedMsg | MemberLeftMsg | RoleChangedMsg | PolicyChangedMsg | AckMsg | LiveStateMsg | ReactionsMsg} ServerMsg
+ * @typedef {{type: 'chatMessage', id: U64, atMs: U64, memberId: number, name: string, role: Role, text: string, requestId: number, history: boolean}} ChatMessageMsg A chat message in the room's order; the sender's copy carries its request id; `history` after Welcome (SPEC 6.6; CHAT clients only).
+ * @typedef {{type: 'chatDeleted', id: U64, by: number}} ChatDeletedMsg A host or co-host deleted a chat message (SPEC 6.6).
+ * @typedef {{type: 'chatMuted', muted: boolean, by: number}} ChatMutedMsg This member was muted or unmuted in the room's chat (SPEC 6.6).
+ * @typedef {WelcomeMsg | TickMsg | TimelineChangedMsg | ViewerCountMsg | PongMsg | ErrorMsg | MemberJoinedMsg | MemberLeftMsg | RoleChangedMsg | PolicyChangedMsg | AckMsg | LiveStateMsg | ReactionsMsg | ChatMessageMsg | ChatDeletedMsg | ChatMutedMsg} ServerMsg
  */
 
 /**
@@ -102,7 +105,9 @@ export { FrameDecoder, encodeFrame } from './framing.js';
  *   | {kind: 'setRate', rateMilli: number}
  *   | {kind: 'setRole', memberId: number, role: Role}
  *   | {kind: 'setPolicy', policy: ControlPolicy}
- *   | {kind: 'goLive'}} Action
+ *   | {kind: 'goLive'}
+ *   | {kind: 'deleteChat', id: U64}
+ *   | {kind: 'muteChat', memberId: number, muted: boolean}} Action
  * @typedef {{type: 'hello', version: number, eventId: string, deviceId: string, token: string | null, caps: number}} HelloMsg
  * @typedef {{type: 'ping', clientTime: U64}} PingMsg
  * @typedef {{type: 'command', requestId: number, action: Action}} CommandMsg
@@ -113,14 +118,15 @@ export { FrameDecoder, encodeFrame } from './framing.js';
  * @typedef {{type: 'suspend', reason: string}} SuspendMsg The member stops following the room for `reason` (SPEC 6.4).
  * @typedef {{type: 'resume'}} ResumeMsg The member follows the room again (SPEC 6.4).
  * @typedef {{type: 'react', emoji: string}} ReactMsg An emoji reaction (SPEC 6.5).
- * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg | LiveReportMsg | NackMsg | SyncReportMsg | SuspendMsg | ResumeMsg | ReactMsg} ClientMsg
+ * @typedef {{type: 'chat', requestId: number, text: string}} ChatMsg A chat message (SPEC 6.6), answered by the room's `chatMessage` with the same request id, or an error.
+ * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg | LiveReportMsg | NackMsg | SyncReportMsg | SuspendMsg | ResumeMsg | ReactMsg | ChatMsg} ClientMsg
  */
 
 const ROLES = /** @type {const} */ (['host', 'co-host', 'viewer']);
 const POLICIES = /** @type {const} */ (['host-only', 'everyone']);
 const REASONS = /** @type {const} */ (['seek', 'pause', 'play', 'rate', 'buffering-wait', 'resume']);
 const ACK_OUTCOMES = /** @type {const} */ (['applied', 'unchanged', 'coalesced']);
-const ACTIONS = /** @type {const} */ (['play', 'pause', 'seek', 'setRate', 'setRole', 'setPolicy', 'goLive']);
+const ACTIONS = /** @type {const} */ (['play', 'pause', 'seek', 'setRate', 'setRole', 'setPolicy', 'goLive', 'deleteChat', 'muteChat']);
 const CLOCKS = /** @type {const} */ (['media', 'live']);
 const SERVER_TYPES = /** @type {const} */ ([
   'welcome',
@@ -136,8 +142,11 @@ const SERVER_TYPES = /** @type {const} */ ([
   'ack',
   'liveState',
   'reactions',
+  'chatMessage',
+  'chatDeleted',
+  'chatMuted',
 ]);
-const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report', 'liveReport', 'nack', 'syncReport', 'suspend', 'resume', 'react']);
+const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report', 'liveReport', 'nack', 'syncReport', 'suspend', 'resume', 'react', 'chat']);
 
 // ------------------------------------------------------------------ reading
 
@@ -249,6 +258,22 @@ function serverBody(r, tag) {
         autoLatency: r.bool(),
         atLive: r.bool(),
       };
+    case 13:
+      return {
+        type: 'chatMessage',
+        id: r.u64(),
+        atMs: r.u64(),
+        memberId: r.u32(),
+        name: r.string(),
+        role: r.enumOf(ROLES, 'Role'),
+        text: r.string(),
+        requestId: r.u32(),
+        history: r.bool(),
+      };
+    case 14:
+      return { type: 'chatDeleted', id: r.u64(), by: r.u32() };
+    case 15:
+      return { type: 'chatMuted', muted: r.bool(), by: r.u32() };
     default: {
       const n = r.u64();
       if (typeof n !== 'number' || n > LIMITS.MAX_REACTION_KINDS) throw new Fail('Invalid', `more than ${LIMITS.MAX_REACTION_KINDS} reaction kinds`);
@@ -278,8 +303,12 @@ function actionBody(r) {
       return { kind, memberId: r.u32(), role: r.enumOf(ROLES, 'Role') };
     case 'setPolicy':
       return { kind, policy: r.enumOf(POLICIES, 'ControlPolicy') };
+    case 'deleteChat':
+      return { kind, id: r.u64() };
+    case 'muteChat':
+      return { kind, memberId: r.u32(), muted: r.bool() };
     default:
-      return { kind };
+      return { kind: 'goLive' };
   }
 }
 
@@ -315,8 +344,10 @@ function clientBody(r, tag) {
       return { type: 'suspend', reason: r.string() };
     case 8:
       return { type: 'resume' };
-    default:
+    case 9:
       return { type: 'react', emoji: r.string() };
+    default:
+      return { type: 'chat', requestId: r.u32(), text: r.string() };
   }
 }
 
@@ -331,6 +362,10 @@ export function decodeServer(bytes) {
     if (m.type === 'error') checkLen(m.message, LIMITS.MAX_ERROR_MESSAGE, 'error message');
     else if (m.type === 'memberJoined') checkLen(m.name, LIMITS.MAX_NAME, 'member name');
     else if (m.type === 'reactions') for (const c of m.counts) checkLen(c.emoji, LIMITS.MAX_EMOJI, 'reaction');
+    else if (m.type === 'chatMessage') {
+      checkLen(m.name, LIMITS.MAX_NAME, 'member name');
+      checkLen(m.text, LIMITS.MAX_CHAT_TEXT, 'chat message');
+    }
   });
 }
 
@@ -344,6 +379,7 @@ export function decodeClient(bytes) {
   return decodeTagged(bytes, CLIENT_TYPES.length, clientBody, (m) => {
     if (m.type === 'suspend') checkLen(m.reason, LIMITS.MAX_REASON, 'suspension reason');
     if (m.type === 'react') checkLen(m.emoji, LIMITS.MAX_EMOJI, 'reaction');
+    if (m.type === 'chat') checkLen(m.text, LIMITS.MAX_CHAT_TEXT, 'chat message');
     if (m.type !== 'hello') return;
     checkLen(m.eventId, LIMITS.MAX_EVENT_ID, 'event id');
     checkLen(m.deviceId, LIMITS.MAX_DEVICE_ID, 'device id');
@@ -473,6 +509,24 @@ export function encodeServer(msg) {
         w.u32(c.count, 'count');
       }
       break;
+    case 'chatMessage':
+      w.u64(msg.id, 'id');
+      w.u64(msg.atMs, 'atMs');
+      w.u32(msg.memberId, 'memberId');
+      w.string(msg.name, 'name');
+      w.enumOf(ROLES, msg.role, 'role');
+      w.string(msg.text, 'text');
+      w.u32(msg.requestId, 'requestId');
+      w.bool(msg.history, 'history');
+      break;
+    case 'chatDeleted':
+      w.u64(msg.id, 'id');
+      w.u32(msg.by, 'by');
+      break;
+    case 'chatMuted':
+      w.bool(msg.muted, 'muted');
+      w.u32(msg.by, 'by');
+      break;
   }
   return w.done();
 }
@@ -526,6 +580,11 @@ export function encodeClient(msg) {
         w.enumOf(ROLES, a.role, 'action.role');
       } else if (a.kind === 'setPolicy') {
         w.enumOf(POLICIES, a.policy, 'action.policy');
+      } else if (a.kind === 'deleteChat') {
+        w.u64(a.id, 'action.id');
+      } else if (a.kind === 'muteChat') {
+        w.u32(a.memberId, 'action.memberId');
+        w.bool(a.muted, 'action.muted');
       }
       break;
     }
@@ -553,6 +612,10 @@ export function encodeClient(msg) {
       break;
     case 'react':
       w.string(msg.emoji, 'emoji');
+      break;
+    case 'chat':
+      w.u32(msg.requestId, 'requestId');
+      w.string(msg.text, 'text');
       break;
   }
   return w.done();

@@ -14,6 +14,7 @@ export const LIMITS = Object.freeze({
   MAX_ERROR_MESSAGE: 256,
   MAX_REASON: 55,
   MAX_EMOJI: 32,
+  MAX_CHAT_TEXT: 1000,
   MAX_REACTION_KINDS: 16,
   MIN_RATE_MILLI: 250,
   MAX_RATE_MILLI: 4000,
@@ -25,4 +26,4 @@ export const LIMITS = Object.freeze({
  * DATAGRAMS): each TimelineChanged comes once, as a datagram; a lost one is
  * asked for with a Nack (SPEC 5.2).
  */
-export const CAPS = Object.freeze({ DATAGRAMS: 1, PRESENCE: 2, ACKS: 4, LIVE: 8, DATAGRAM_CHANGES: 16, REACTIONS: 32 });
+export const CAPS = Object.freeze({ DATAGRAMS: 1, PRESENCE: 2, ACKS: 4, LIVE: 8, DATAGRAM_CHANGES: 16, REACTIONS: 32, CHAT: 64 });

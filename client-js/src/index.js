@@ -30,6 +30,7 @@ export {
 } from './codec.js';
 export { positionUsAt, wholeMsPoint, reanchored, unwrapAnchor, tickNew, tickTimeline } from './timeline.js';
 export { TimelineTracker } from './tracker.js';
+export { chatTextProblem } from './chat.js';
 export { ClockSync } from './clock.js';
 export { DriftController, DRIFT_DEFAULTS } from './drift.js';
 export { Backoff, race, TransportMemory } from './connect.js';

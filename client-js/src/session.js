@@ -10,6 +10,7 @@
 
 import { CODES, codeFatal, codeName, LIMITS } from './codec.js';
 import { ClockSync, defaultNowUs } from './clock.js';
+import { Chat } from './chat.js';
 import { CommandTracker } from './commands.js';
 import { Connection } from './connection.js';
 import { ElementController } from './element.js';
@@ -91,6 +92,8 @@ export class Session {
   #tracker = new TimelineTracker();
   #timers = new Timers();
   #commands;
+  /** @type {Chat} */
+  #chat;
   #element;
   #conn;
   /** @type {Status} */
@@ -151,6 +154,15 @@ export class Session {
     this.#nowUs = o.clock?.now ?? defaultNowUs;
     this.#clock = new ClockSync({ ...o.clock, now: this.#nowUs });
     this.#commands = new CommandTracker({ timeoutMs: o.commandTimeoutMs, current: () => this.timeline });
+    this.#chat = new Chat({
+      enabled: Boolean(o.chat),
+      joined: () => this.#conn.joined,
+      send: (m) => this.#conn.send(m),
+      memberId: () => (this.#conn.joined ? this.#room.memberId : null),
+      command: (a) => this.#command(a),
+      emit: (event, arg) => this.#emit(event, arg),
+      timeoutMs: o.commandTimeoutMs,
+    });
     this.#element = new ElementController(
       {
         nowUs: () => this.#nowUs(),
@@ -500,6 +512,20 @@ export class Session {
     return true;
   }
 
+  /**
+   * The room's chat (SPEC 6.6; connect with `{ chat: true }`):
+   * `s.chat.send(text)` (resolves with the message as the room took it),
+   * `s.chat.messages` (the newest held, oldest first), `s.chat.muted`, and for
+   * hosts and co-hosts `s.chat.delete(id)`, `s.chat.mute(memberId)`,
+   * `s.chat.unmute(memberId)`. Messages arrive as 'chat' events (the room's
+   * history first after each join, `history: true`), deletions as
+   * 'chatDeleted', this member's mute as 'chatMuted'. Render text with
+   * `textContent`, never as HTML.
+   */
+  get chat() {
+    return this.#chat;
+  }
+
   /** Watches alone for a while (a suspension for `notFollowing`, which never makes the room wait). */
   unfollow() {
     this.suspend('notFollowing');
@@ -561,6 +587,7 @@ export class Session {
     this.#element.close(); // may send a last report, so before the connection closes
     this.#timers.stop();
     this.#commands.resolveAll();
+    this.#chat.onDisconnect();
     this.#conn.close();
     this.#stopListening();
     this.#rejectReady(new LockstepError(0, 'the session was closed', { kind: 'closed' }));
@@ -640,7 +667,7 @@ export class Session {
         // A server older than SyncReport (SPEC 11): the only message this
         // client sends that it may not know. Stop sending them (each costs a strike).
         if (m.code === CODES.unknown_message && m.requestId === 0) this.#element.syncReports = false;
-        if (m.requestId !== 0) this.#commands.onError(m.requestId, e);
+        if (m.requestId !== 0 && !this.#chat.onError(m.requestId, e)) this.#commands.onError(m.requestId, e);
         this.#emitError(e);
         if (codeFatal(m.code)) {
           // A fatal closing Error is the close: browsers do not surface a
@@ -664,6 +691,9 @@ export class Session {
       this.#emit('reactions', m.counts);
       return;
     }
+    if (m.type === 'chatMessage') return this.#chat.onMessage(m);
+    if (m.type === 'chatDeleted') return this.#chat.onDeleted(m);
+    if (m.type === 'chatMuted') return this.#chat.onMuted(m);
     if (m.type === 'liveState') {
       this.#liveKnown = true;
       this.#timers.clear('live-confirm');
@@ -731,6 +761,7 @@ export class Session {
     // A new room state: epochs may start afresh (a room recreated since).
     this.#tracker.reset(m.timeline, m.serverTimeUs);
     this.#commands.resetTimelines();
+    this.#chat.onWelcome();
     // Its live state comes next (in a live room); until then the one from
     // before a reconnection holds, so listeners see no flip back and forth.
     this.#liveKnown = false;
@@ -792,6 +823,7 @@ export class Session {
     this.#timers.clear('ping');
     this.#early = null;
     this.#commands.rejectAll((requestId) => new LockstepError(0, 'the connection was lost', { kind: 'transport', requestId }));
+    this.#chat.onDisconnect();
   }
 
   /**

@@ -40,6 +40,8 @@
  * @property {number} [openTimeoutMs] connect() rejects if not joined within this (20000)
  * @property {boolean} [presence] ask for member joined/left events (false)
  * @property {boolean} [reactions] take the room's reactions ('reactions' events, SPEC 6.5); sending them needs no option (false)
+ * @property {boolean} [chat] take the room's chat ('chat', 'chatDeleted', 'chatMuted' events and `s.chat.send()`,
+ *   SPEC 6.6); the room's newest messages come after each join (false)
  * @property {{baseMs?: number, maxMs?: number, random?: () => number}} [backoff] reconnect backoff (250 ms → 10 s, full jitter)
  * @property {import('./drift.js').DriftOptions} [drift] drift controller bands and gains
  * @property {import('./clock.js').ClockOptions} [clock] clock sync options
@@ -136,6 +138,10 @@
  * @property {LiveState | null} live the room's live state changed (null: the room's clock is media time)
  * @property {import('./codec.js').ReactionCount[]} reactions the room's reactions of one window (about 250 ms), most
  *   frequent first (with the `reactions` option)
+ * @property {import('./chat.js').ChatEntry} chat a chat message, in the room's order (the room's history first after each
+ *   join, `history: true`; with the `chat` option)
+ * @property {{id: number, by: number}} chatDeleted a host or co-host deleted the chat message `id`
+ * @property {{muted: boolean, by: number}} chatMuted this member was muted (or unmuted) in the room's chat
  * @property {DriveAction} drive the session is about to change the attached element (drift control, applying the
  *   room's state): emitted synchronously right before the write, so that a page or a player adapter can tell the
  *   session's own changes from the user's (see `lockstep-client/controls`)

@@ -124,7 +124,7 @@ test('Ack: tag 10, request id, outcome, epoch (SPEC 2.2)', () => {
   assert.throws(() => decodeServer(fromHex('0a05030d')), (e) => e instanceof LockstepDecodeError && e.kind === 'Malformed' && e.code === 4000);
   assert.throws(() => decodeServer(fromHex('0a0500')), (e) => e.kind === 'Malformed');
   assert.throws(() => decodeServer(fromHex('0a05000d00')), (e) => e.kind === 'TrailingBytes');
-  assert.throws(() => decodeServer(fromHex('0d')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
+  assert.throws(() => decodeServer(fromHex('10')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
   assert.throws(() => encodeServer(/** @type {any} */ ({ type: 'ack', requestId: 1, outcome: 'done', epoch: 1 })), TypeError);
 });
 
@@ -147,7 +147,7 @@ test('changes as datagrams only: Nack (client tag 5) and the DATAGRAM_CHANGES ca
   assert.equal(toHex(encodeClient({ type: 'nack', epoch: 12 })), '050c');
   assert.deepStrictEqual(decodeClient(fromHex('050c')), { type: 'nack', epoch: 12 });
   assert.throws(() => decodeClient(fromHex('05')), (e) => e.kind === 'Malformed' && e.code === 4000);
-  assert.throws(() => decodeClient(fromHex('0a')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
+  assert.throws(() => decodeClient(fromHex('0b')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
   assert.throws(() => encodeClient(/** @type {any} */ ({ type: 'nack', epoch: -1 })), RangeError);
   assert.equal(CAPS.DATAGRAM_CHANGES, 16);
 });
@@ -265,4 +265,22 @@ test('frame decoder handles many frames and large buffers', () => {
     assert.equal(toHex(/** @type {Uint8Array} */ (d.next())), '0105');
     assert.equal(d.next(), null);
   }
+});
+
+test('chat: Chat (client tag 10), ChatMessage/ChatDeleted/ChatMuted (tags 13-15), DeleteChat/MuteChat (actions 7, 8) and the CHAT cap (SPEC 6.6)', () => {
+  assert.equal(CAPS.CHAT, 64);
+  const chat = { type: 'chat', requestId: 5, text: 'hello 👋' };
+  assert.equal(toHex(encodeClient(/** @type {any} */ (chat))), '0a050a68656c6c6f20f09f918b');
+  assert.deepStrictEqual(decodeClient(fromHex('0a050a68656c6c6f20f09f918b')), chat);
+  const del = { type: 'command', requestId: 14, action: { kind: 'deleteChat', id: 300 } };
+  assert.equal(toHex(encodeClient(/** @type {any} */ (del))), '020e07fb2c01');
+  const mute = { type: 'command', requestId: 15, action: { kind: 'muteChat', memberId: 7, muted: true } };
+  assert.deepStrictEqual(decodeClient(encodeClient(/** @type {any} */ (mute))), mute);
+  const msg = { type: 'chatMessage', id: 1, atMs: 1_795_500_000_123, memberId: 7, name: 'Ana', role: 'viewer', text: 'a\nb', requestId: 5, history: false };
+  assert.deepStrictEqual(decodeServer(encodeServer(/** @type {any} */ (msg))), msg);
+  assert.deepStrictEqual(decodeServer(fromHex('0efb2c0101')), { type: 'chatDeleted', id: 300, by: 1 });
+  assert.deepStrictEqual(decodeServer(fromHex('0f0102')), { type: 'chatMuted', muted: true, by: 2 });
+  assert.throws(() => decodeServer(fromHex('0f0202')), (e) => e.kind === 'Malformed');
+  const long = encodeClient(/** @type {any} */ ({ type: 'chat', requestId: 0, text: 'x'.repeat(1001) }));
+  assert.throws(() => decodeClient(long), (e) => e.kind === 'Invalid');
 });

@@ -289,3 +289,57 @@ test('connect() rejects on a fatal error and a bad option is a TypeError', async
     (e) => e.kind === 'timeout',
   );
 });
+
+test('chat against the real server: send resolves with the room\'s copy, others get it, refusals reject, moderation, history on rejoin', async () => {
+  const eventId = `evt-${process.pid}-chat`;
+  const host = await join({ eventId, deviceId: 'ch-host', transport: 'websocket', chat: true });
+  const ana = await join({ eventId, deviceId: 'ch-ana', transport: 'websocket', chat: true });
+  const plain = await join({ eventId, deviceId: 'ch-plain', transport: 'websocket' });
+  const plainGot = [];
+  plain.on('chat', (m) => plainGot.push(m));
+
+  const seenByHost = next(host, 'chat', (m) => m.text === 'hello 👋');
+  const sent = await ana.chat.send('hello 👋');
+  assert.equal(sent.text, 'hello 👋');
+  assert.equal(sent.mine, true);
+  assert.equal(sent.memberId, ana.memberId);
+  assert.ok(sent.id > 0 && sent.atMs > 1.7e12);
+  const theirs = await seenByHost;
+  assert.equal(theirs.id, sent.id);
+  assert.equal(theirs.mine, false);
+  assert.equal(theirs.name, sent.name);
+  assert.deepEqual(host.chat.messages.map((m) => m.id), [sent.id]);
+
+  // Bad input: a TypeError before sending, the server's refusal as a rejection.
+  assert.throws(() => ana.chat.send('   '), TypeError);
+  assert.throws(() => ana.chat.send('bell\u0007'), TypeError);
+  await assert.rejects(ana.chat.send('x'.repeat(600)), (e) => e.kind === 'invalid_argument' && e.code === 4009, 'over --chat-max-bytes (500)');
+  await assert.rejects(plain.chat.send('hi'), (e) => e.kind === 'chat_disabled');
+  // Bursts of 5 a member: the sixth back to back is refused (one already sent, one refused above).
+  const burst = await Promise.allSettled([1, 2, 3, 4, 5].map((i) => ana.chat.send(`m${i}`)));
+  const refused = burst.filter((r) => r.status === 'rejected');
+  assert.ok(refused.length >= 1 && refused.every((r) => r.reason.kind === 'rate_limited'), JSON.stringify(burst.map((r) => r.status)));
+
+  // A viewer does not moderate; the host deletes and mutes.
+  await assert.rejects(ana.chat.delete(sent.id), (e) => e.kind === 'forbidden');
+  const deleted = next(ana, 'chatDeleted', (d) => d.id === sent.id);
+  assert.equal((await host.chat.delete(sent.id)).outcome, 'applied');
+  assert.equal((await deleted).by, host.memberId);
+  assert.ok(!ana.chat.messages.some((m) => m.id === sent.id), 'gone from the list');
+  const muted = next(ana, 'chatMuted', (m) => m.muted);
+  await host.chat.mute(ana.memberId);
+  await muted;
+  assert.equal(ana.chat.muted, true);
+  await new Promise((r) => setTimeout(r, 1100)); // the member's allowance refills (1 a second)
+  await assert.rejects(ana.chat.send('let me talk'), (e) => e.kind === 'forbidden');
+  await host.chat.unmute(ana.memberId);
+  await until(() => !ana.chat.muted, 3000, 'the unmute');
+
+  // A new session of another user gets the history, oldest first, without the deleted one.
+  const kept = host.chat.messages.map((m) => m.id);
+  const late = await join({ eventId, deviceId: 'ch-late', transport: 'websocket', chat: true });
+  await until(() => late.chat.messages.length === kept.length, 3000, 'the history');
+  assert.deepEqual(late.chat.messages.map((m) => m.id), kept);
+  assert.ok(late.chat.messages.every((m) => m.history && !m.mine));
+  assert.equal(plainGot.length, 0, 'no chat without the option');
+});
