@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lockstep::auth::Plan;
-use lockstep_protocol::{Action, ChangeReason, ServerMsg};
+use lockstep_protocol::{Action, ChangeReason, Chat, ClientMsg, ServerMsg};
 use serde_json::json;
 
 use crate::accounts::{SECRET, http, join_as, token};
@@ -90,14 +90,20 @@ async fn sigkill_and_restart_lose_nothing() {
         matches!(g, Got::Msg(ServerMsg::TimelineChanged(c)) if c.reason == ChangeReason::Rate).then_some(())
     })
     .await;
+    // A chat message, and a muted member.
+    let mut chat = chat_member(&server, "ev-r", "phone", &alice).await;
+    send(&mut chat, &ClientMsg::Chat(Chat { request_id: 3, text: "before the crash".into() })).await;
+    let first = until(&mut chat, chat_msg).await;
+    assert_eq!(first.id, 1);
     let deadline = Instant::now() + WAIT;
-    while saved_epoch(&data, "ev-r") != Some(2) {
-        assert!(Instant::now() < deadline, "timeline never persisted");
+    while saved_epoch(&data, "ev-r") != Some(2) || saved_chat(&data, "ev-r") != 1 {
+        assert!(Instant::now() < deadline, "timeline or chat never persisted");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     drop(proc1); // SIGKILL
     drop(ws);
+    drop(chat);
     let (_proc2, server) = spawn(port, &data).await;
 
     // The session survives: heartbeats work and the same device resumes it.
@@ -129,5 +135,44 @@ async fn sigkill_and_restart_lose_nothing() {
         (w.timeline.epoch, w.timeline.position_ms, w.timeline.rate_milli, w.timeline.paused),
         (2, 42_000, 1250, true)
     );
+    // The chat survives: a joiner gets it as history, and ids go on.
+    let mut chat = chat_member(&server, "ev-r", "phone", &alice).await;
+    let replayed = until(&mut chat, chat_msg).await;
+    assert_eq!((replayed.id, replayed.text.as_str(), replayed.history), (1, "before the crash", true));
+    send(&mut chat, &ClientMsg::Chat(Chat { request_id: 4, text: "after".into() })).await;
+    let next = until(&mut chat, |g| chat_msg(g).filter(|m| !m.history)).await;
+    assert_eq!(next.id, 2, "ids continue after the stored ones");
     let _ = std::fs::remove_dir_all(&data);
+}
+
+fn chat_msg(g: &Got) -> Option<lockstep_protocol::ChatMessage> {
+    match g {
+        Got::Msg(ServerMsg::ChatMessage(m)) => Some(m.clone()),
+        _ => None,
+    }
+}
+
+/// Joins with a token and the `CHAT` capability.
+async fn chat_member(server: &TestServer, ev: &str, device: &str, tok: &str) -> Ws {
+    let mut ws = ws_binary(&server.ws_url(ev)).await;
+    let hello = lockstep_protocol::Hello {
+        version: lockstep_protocol::PROTOCOL_VERSION,
+        event_id: ev.into(),
+        device_id: device.into(),
+        token: Some(tok.into()),
+        caps: lockstep_protocol::caps::CHAT,
+    };
+    send(&mut ws, &ClientMsg::Hello(hello)).await;
+    welcome(&mut ws).await;
+    ws
+}
+
+/// How many chat messages are stored for `room`.
+fn saved_chat(data: &std::path::Path, room: &str) -> i64 {
+    let Ok(c) =
+        rusqlite::Connection::open_with_flags(data.join("lockstep.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    c.query_row("SELECT COUNT(*) FROM chat WHERE room_id = ?1", [room], |r| r.get(0)).unwrap_or(0)
 }

@@ -1212,3 +1212,39 @@ async fn sync_reports_come_as_datagrams_and_suspensions_only_on_the_stream() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Issue 15 §2 over WebTransport: chat travels on the stream (the sender's
+/// copy answers it, a WebSocket member of the room gets it too); a `Chat` as
+/// a datagram is dropped (reliable only) and posts nothing.
+#[tokio::test]
+async fn chat_goes_on_the_stream_and_never_as_a_datagram() {
+    use lockstep_protocol::caps::{CHAT, DATAGRAMS};
+    use lockstep_protocol::{Chat, ChatMessage};
+    let server = WtServer::start().await;
+    let ev = "ev-wt-chat";
+    let (mut wt, _) = server.join_with(hello_caps(ev, "wt", CHAT | DATAGRAMS)).await;
+    let mut ws = common::ws_binary(&server.ws_url(ev)).await;
+    common::send(&mut ws, &hello_caps(ev, "ws", CHAT)).await;
+    common::welcome(&mut ws).await;
+    let wrong = "lockstep_drops_total{reason=\"datagram_wrong_type\"}";
+    let before = server.metric(wrong).await;
+    wt.send_datagram(&ClientMsg::Chat(Chat { request_id: 1, text: "as a datagram".into() }));
+    let deadline = Instant::now() + WAIT;
+    while server.metric(wrong).await < before + 1.0 {
+        assert!(Instant::now() < deadline, "the Chat datagram was not dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wt.send(&ClientMsg::Chat(Chat { request_id: 2, text: "on the stream".into() })).await;
+    let pick = |m: &ServerMsg| match m {
+        ServerMsg::ChatMessage(c) => Some(c.clone()),
+        _ => None,
+    };
+    let own: ChatMessage = wt.until(pick).await;
+    assert_eq!((own.id, own.request_id, own.text.as_str()), (1, 2, "on the stream"), "the datagram posted nothing");
+    let other = common::until(&mut ws, |g| match g {
+        Got::Msg(m) => pick(m),
+        _ => None,
+    })
+    .await;
+    assert_eq!(other.id, 1);
+}
