@@ -19,7 +19,9 @@ use std::time::Duration;
 use lockstep_protocol::{ControlPolicy, Timeline, TimelineChanged};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::room::{ChatLoad, ChatOp, ClockSetting, CommitRequest, CommitResult, MemberId, NeedCounts, Shared};
+use crate::room::{
+    ChatLoad, ChatOp, ClockSetting, CommitRequest, CommitResult, MediaState, MemberId, NeedCounts, Shared,
+};
 use crate::store::Store;
 
 /// What reaches a room from outside, through its [`RemoteSink`].
@@ -87,6 +89,8 @@ pub(crate) struct Loaded {
     pub(crate) reachable: bool,
     /// The room's chat (`None`: nothing stored, or unavailable).
     pub(crate) chat: Option<ChatLoad>,
+    /// The room's media item and playlist, if stored.
+    pub(crate) media: Option<MediaState>,
 }
 
 /// Where a room's remote events go. Never blocks: the room's inbox.
@@ -107,6 +111,8 @@ pub(crate) struct Announce {
     pub(crate) policy: Option<ControlPolicy>,
     /// A new clock setting.
     pub(crate) clock: Option<ClockSetting>,
+    /// A new media state.
+    pub(crate) media: Option<MediaState>,
     /// What to publish to the other nodes, in order.
     pub(crate) events: Vec<Shared>,
 }
@@ -120,6 +126,7 @@ impl Announce {
         self.removes.extend(later.removes);
         self.policy = later.policy.or(self.policy);
         self.clock = later.clock.or(self.clock);
+        self.media = later.media.or(self.media.take());
         self.events.extend(later.events);
     }
 }
@@ -159,6 +166,10 @@ pub(crate) trait Authority: Send + Sync + std::fmt::Debug {
     /// room carries it). Shared authorities store it from [`Authority::announce`].
     fn save_clock(&self, _room: &Arc<str>, _setting: ClockSetting) {}
 
+    /// One node: stores the room's media state (the next [`Loaded`] of the
+    /// room carries it). Shared authorities store it from [`Authority::announce`].
+    fn save_media(&self, _room: &Arc<str>, _state: MediaState) {}
+
     /// Scale-out: this node's viewers of the room.
     fn set_local_count(&self, _room: &Arc<str>, _n: u32) {}
 
@@ -194,6 +205,7 @@ enum Save {
     Timeline(Arc<str>, Timeline),
     Clock(Arc<str>, ClockSetting),
     Chat(Arc<str>, ChatOp),
+    Media(Arc<str>, MediaState),
     /// Write what is queued, then answer.
     Flush(oneshot::Sender<()>),
 }
@@ -242,6 +254,7 @@ async fn saver(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Save>) {
     while let Some(first) = rx.recv().await {
         let mut batch: HashMap<Arc<str>, Timeline> = HashMap::new();
         let mut clocks: HashMap<Arc<str>, ClockSetting> = HashMap::new();
+        let mut media: HashMap<Arc<str>, MediaState> = HashMap::new();
         // Each room's chat operations, in order.
         let mut chats: Vec<(Arc<str>, Vec<ChatOp>)> = Vec::new();
         let mut flushed = Vec::new();
@@ -253,6 +266,9 @@ async fn saver(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Save>) {
                 }
                 Save::Clock(room, s) => {
                     clocks.insert(room, s);
+                }
+                Save::Media(room, s) => {
+                    media.insert(room, s);
                 }
                 Save::Chat(room, op) => match chats.iter_mut().find(|(r, _)| *r == room) {
                     Some((_, ops)) => ops.push(op),
@@ -270,6 +286,11 @@ async fn saver(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Save>) {
         for (room, setting) in clocks {
             if let Err(e) = store.save_room_clock(&room, setting).await {
                 tracing::warn!(event_id = %room, error = %e, "clock setting not saved");
+            }
+        }
+        for (room, state) in media {
+            if let Err(e) = store.save_room_media(&room, &state).await {
+                tracing::warn!(event_id = %room, error = %e, "media state not saved");
             }
         }
         for (room, ops) in chats {
@@ -319,6 +340,10 @@ impl Authority for LocalAuthority {
                     None
                 }
             };
+            let media = store.room_media(&room).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "saved media state unavailable");
+                None
+            });
             let chat = store.chat_load(&room, CHAT_LOADED).await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "saved chat unavailable");
                 ChatLoad::default()
@@ -328,6 +353,7 @@ impl Authority for LocalAuthority {
                 clock,
                 reachable: true,
                 chat: Some(chat),
+                media,
                 ..Loaded::default()
             }));
         });
@@ -340,6 +366,12 @@ impl Authority for LocalAuthority {
         tokio::spawn(async move { clocks.insert(key, setting).await });
         if let Some(save) = &self.save {
             let _ = save.send(Save::Clock(room.clone(), setting));
+        }
+    }
+
+    fn save_media(&self, room: &Arc<str>, state: MediaState) {
+        if let Some(save) = &self.save {
+            let _ = save.send(Save::Media(room.clone(), state));
         }
     }
 

@@ -11,10 +11,10 @@ use bincode::{Decode, Encode};
 
 use crate::code::ErrorCode;
 use crate::limits::{
-    MAX_CHAT_TEXT, MAX_DEVICE_ID, MAX_EMOJI, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_REACTION_KINDS,
-    MAX_REASON, MAX_TOKEN,
+    MAX_CHAT_TEXT, MAX_DEVICE_ID, MAX_EMOJI, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_MEDIA_ID, MAX_MEDIA_TITLE,
+    MAX_MEDIA_URL, MAX_NAME, MAX_QUEUE, MAX_REACTION_KINDS, MAX_REASON, MAX_TOKEN,
 };
-use crate::msg::{ClientMsg, ErrorMsg, ServerMsg};
+use crate::msg::{ClientMsg, ErrorMsg, MediaItem, MediaOp, ServerMsg};
 
 type Cfg = Configuration<LittleEndian, Varint, config::Limit<MAX_FRAME>>;
 
@@ -23,9 +23,9 @@ fn cfg() -> Cfg {
 }
 
 /// Number of [`ServerMsg`] variants (tags `0..SERVER_TAGS`).
-pub const SERVER_TAGS: u32 = 16;
+pub const SERVER_TAGS: u32 = 18;
 /// Number of [`ClientMsg`] variants (tags `0..CLIENT_TAGS`).
-pub const CLIENT_TAGS: u32 = 11;
+pub const CLIENT_TAGS: u32 = 12;
 
 /// Why bytes did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,6 +102,17 @@ fn check_len(s: &str, max: usize, what: &'static str) -> Result<(), DecodeError>
     if s.len() > max { Err(DecodeError::Invalid(what)) } else { Ok(()) }
 }
 
+fn check_item(item: &MediaItem) -> Result<(), DecodeError> {
+    check_len(&item.media_id, MAX_MEDIA_ID, "media id longer than 128 bytes")?;
+    if let Some(url) = &item.url {
+        check_len(url, MAX_MEDIA_URL, "media url longer than 1024 bytes")?;
+    }
+    if let Some(title) = &item.title {
+        check_len(title, MAX_MEDIA_TITLE, "media title longer than 128 bytes")?;
+    }
+    Ok(())
+}
+
 /// Decodes one client → server message.
 pub fn decode_client(bytes: &[u8]) -> Result<ClientMsg, DecodeError> {
     let msg: ClientMsg = decode_tagged(bytes, CLIENT_TAGS)?;
@@ -116,6 +127,13 @@ pub fn decode_client(bytes: &[u8]) -> Result<ClientMsg, DecodeError> {
         ClientMsg::Suspend(r) => check_len(&r.reason, MAX_REASON, "suspension reason longer than 55 bytes")?,
         ClientMsg::React(r) => check_len(&r.emoji, MAX_EMOJI, "reaction longer than 32 bytes")?,
         ClientMsg::Chat(c) => check_len(&c.text, MAX_CHAT_TEXT, "chat message longer than 1000 bytes")?,
+        ClientMsg::Media(m) => match &m.op {
+            MediaOp::Set { item } | MediaOp::Add { item } => check_item(item)?,
+            MediaOp::Remove { media_id } | MediaOp::Move { media_id, .. } => {
+                check_len(media_id, MAX_MEDIA_ID, "media id longer than 128 bytes")?
+            }
+            _ => {}
+        },
         _ => {}
     }
     Ok(msg)
@@ -127,6 +145,19 @@ pub fn decode_server(bytes: &[u8]) -> Result<ServerMsg, DecodeError> {
     match &msg {
         ServerMsg::Error(e) => check_len(&e.message, MAX_ERROR_MESSAGE, "error message too long")?,
         ServerMsg::MemberJoined(m) => check_len(&m.name, MAX_NAME, "member name too long")?,
+        ServerMsg::MediaChanged(m) => {
+            if let Some(item) = &m.item {
+                check_item(item)?;
+            }
+        }
+        ServerMsg::QueueChanged(q) => {
+            if q.items.len() > MAX_QUEUE {
+                return Err(DecodeError::Invalid("more than 50 playlist items"));
+            }
+            for item in &q.items {
+                check_item(item)?;
+            }
+        }
         ServerMsg::ChatMessage(m) => {
             check_len(&m.name, MAX_NAME, "member name too long")?;
             check_len(&m.text, MAX_CHAT_TEXT, "chat message longer than 1000 bytes")?;
@@ -278,7 +309,7 @@ mod tests {
     #[test]
     fn rejects_empty_trailing_unknown_and_oversized() {
         assert_eq!(decode_client(&[]), Err(DecodeError::Empty));
-        assert_eq!(decode_client(&[11]), Err(DecodeError::UnknownTag { tag: 11 }));
+        assert_eq!(decode_client(&[12]), Err(DecodeError::UnknownTag { tag: 12 }));
         let mut ping = encode_client(&ClientMsg::Ping(Ping { client_time: 5 }));
         ping.push(0);
         assert_eq!(decode_client(&ping), Err(DecodeError::TrailingBytes { extra: 1 }));

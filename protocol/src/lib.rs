@@ -55,6 +55,15 @@ pub mod limits {
     pub const MAX_EMOJI: usize = 32;
     /// Longest chat message (`Chat.text`, `ChatMessage.text`), in bytes.
     pub const MAX_CHAT_TEXT: usize = 1000;
+    /// Longest media id (`MediaItem.media_id`), in bytes.
+    pub const MAX_MEDIA_ID: usize = 128;
+    /// Longest media URL (`MediaItem.url`), in bytes.
+    pub const MAX_MEDIA_URL: usize = 1024;
+    /// Longest media title (`MediaItem.title`), in bytes.
+    pub const MAX_MEDIA_TITLE: usize = 128;
+    /// Most items in a room's playlist (and its encoded `QueueChanged` fits
+    /// [`MAX_FRAME`]).
+    pub const MAX_QUEUE: usize = 50;
     /// Most emoji kinds in one `Reactions` message (the most frequent).
     pub const MAX_REACTION_KINDS: usize = 16;
     /// Slowest room rate, in thousandths (0.25×).
@@ -87,4 +96,7 @@ pub mod caps {
     /// The client takes chat: [`crate::ChatMessage`] (and the room's history
     /// after `Welcome`), [`crate::ChatDeleted`] (SPEC §6.6).
     pub const CHAT: u32 = 1 << 6;
+    /// The client understands [`crate::MediaChanged`] and
+    /// [`crate::QueueChanged`] (SPEC §6.7).
+    pub const MEDIA: u32 = 1 << 7;
 }

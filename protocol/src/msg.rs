@@ -105,6 +105,57 @@ pub enum ServerMsg {
     ChatDeleted(ChatDeleted),
     /// This member was muted (or unmuted) in the room's chat.
     ChatMuted(ChatMuted),
+    /// The room's current media item changed (`MEDIA` clients only, SPEC §6.7).
+    MediaChanged(MediaChanged),
+    /// The room's playlist changed (`MEDIA` clients only, SPEC §6.7).
+    QueueChanged(QueueChanged),
+}
+
+/// A media item (SPEC §6.7): what a room plays. The page resolves
+/// `media_id` to a source (the client's `resolveMedia`), or plays `url`.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaItem {
+    /// The platform's id of the item (1 to [`crate::limits::MAX_MEDIA_ID`] bytes).
+    pub media_id: String,
+    /// Where to play it from (at most [`crate::limits::MAX_MEDIA_URL`] bytes).
+    pub url: Option<String>,
+    /// A title to show (at most [`crate::limits::MAX_MEDIA_TITLE`] bytes).
+    pub title: Option<String>,
+    /// Its duration, ms, if known (auto-advance needs it).
+    pub duration_ms: Option<u64>,
+}
+
+/// The room switched to another item (server tag 16, `MEDIA` clients only;
+/// after `Welcome` when the room has one). The switch is the timeline change
+/// of `epoch` (paused at 0); the room then starts the item, scheduled like a
+/// play, so every member starts it on the same frame.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaChanged {
+    /// The item now (none: the room has no item).
+    pub item: Option<MediaItem>,
+    /// Its index in the playlist, if it is in it.
+    pub index: Option<u32>,
+    /// The timeline epoch of the switch.
+    pub epoch: u32,
+    /// The member who switched; 0 for the room itself (auto-advance).
+    pub by: u32,
+}
+
+/// The room's playlist (server tag 17, `MEDIA` clients only; after `Welcome`
+/// when it is not empty, and on every change).
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueChanged {
+    /// The items, in order (at most [`crate::limits::MAX_QUEUE`]).
+    pub items: Vec<MediaItem>,
+    /// The index of the item playing, if it is in the playlist.
+    pub current: Option<u32>,
+    /// Whether the room moves to the next item at the end of one.
+    pub auto_advance: bool,
+    /// The member who changed it; 0 for the room itself.
+    pub by: u32,
 }
 
 /// A chat message (server tag 13, `CHAT` clients only, reliable): sent to
@@ -456,6 +507,89 @@ pub enum ClientMsg {
     React(React),
     /// A chat message (SPEC §6.6).
     Chat(Chat),
+    /// What the room plays: switch, playlist (SPEC §6.7).
+    Media(MediaCommand),
+}
+
+/// A media command (client tag 11, reliable only): answered like a `Command`
+/// (`Ack` to `ACKS` clients, or an `Error` with the request id); allowed to
+/// the members who may change the timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaCommand {
+    /// Echoed in the `Ack` or the `Error`; 0 for none.
+    pub request_id: u32,
+    /// What to do.
+    pub op: MediaOp,
+}
+
+/// What a [`MediaCommand`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum MediaOp {
+    /// Switch to `item` now (its place in the playlist if it is in it, else
+    /// inserted after the current one).
+    Set {
+        /// The item.
+        item: MediaItem,
+    },
+    /// Append `item` to the playlist.
+    Add {
+        /// The item.
+        item: MediaItem,
+    },
+    /// Take an item out of the playlist (not the one playing).
+    #[serde(rename_all = "camelCase")]
+    Remove {
+        /// The item's id.
+        media_id: String,
+    },
+    /// Move an item to `index` in the playlist.
+    #[serde(rename_all = "camelCase")]
+    Move {
+        /// The item's id.
+        media_id: String,
+        /// Where it goes (clamped to the end).
+        index: u32,
+    },
+    /// Switch to the next item of the playlist.
+    Next,
+    /// Switch to the previous item of the playlist.
+    Previous,
+    /// Turn auto-advance (the next item at the end of one) on or off.
+    AutoAdvance {
+        /// On or off.
+        on: bool,
+    },
+}
+
+impl MediaItem {
+    /// Why the item is not valid, or `None`: an id of 1 to
+    /// [`crate::limits::MAX_MEDIA_ID`] bytes without control characters; a
+    /// URL, if any, of at most [`crate::limits::MAX_MEDIA_URL`] bytes,
+    /// `https:`, `http:` or a path (`/…`); a title of at most
+    /// [`crate::limits::MAX_MEDIA_TITLE`] bytes; a duration of at most
+    /// [`crate::limits::MAX_POSITION_MS`].
+    pub fn problem(&self) -> Option<&'static str> {
+        use crate::limits::{MAX_MEDIA_ID, MAX_MEDIA_TITLE, MAX_MEDIA_URL, MAX_POSITION_MS};
+        let text = |s: &str| !s.chars().any(char::is_control);
+        if !(1..=MAX_MEDIA_ID).contains(&self.media_id.len()) || !text(&self.media_id) {
+            return Some("mediaId is 1-128 bytes of text");
+        }
+        if let Some(url) = &self.url {
+            let scheme = url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/');
+            if url.len() > MAX_MEDIA_URL || !scheme || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Some("url is an http(s) URL or a path, at most 1024 bytes, without white space");
+            }
+        }
+        if self.title.as_ref().is_some_and(|t| t.len() > MAX_MEDIA_TITLE || !text(t)) {
+            return Some("title is at most 128 bytes of text");
+        }
+        if self.duration_ms.is_some_and(|d| d == 0 || d > MAX_POSITION_MS) {
+            return Some("durationMs is 1 ms to 2^32 - 1 ms");
+        }
+        None
+    }
 }
 
 /// A chat message to the room (client tag 10, reliable only). Answered by
@@ -697,6 +831,8 @@ impl ServerMsg {
             ServerMsg::ChatMessage(_) => "chat_message",
             ServerMsg::ChatDeleted(_) => "chat_deleted",
             ServerMsg::ChatMuted(_) => "chat_muted",
+            ServerMsg::MediaChanged(_) => "media_changed",
+            ServerMsg::QueueChanged(_) => "queue_changed",
         }
     }
 }
@@ -716,6 +852,7 @@ impl ClientMsg {
             ClientMsg::Resume => "resume",
             ClientMsg::React(_) => "react",
             ClientMsg::Chat(_) => "chat",
+            ClientMsg::Media(_) => "media",
         }
     }
 }

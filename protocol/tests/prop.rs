@@ -9,6 +9,7 @@ use lockstep_protocol::limits::{
     MAX_CHAT_TEXT, MAX_DEVICE_ID, MAX_EMOJI, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS,
     MAX_RATE_MILLI, MAX_REACTION_KINDS, MAX_REASON, MAX_TOKEN, MIN_RATE_MILLI,
 };
+use lockstep_protocol::limits::{MAX_MEDIA_ID, MAX_MEDIA_TITLE, MAX_MEDIA_URL};
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::*;
 use proptest::collection::vec;
@@ -136,6 +137,38 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         ),
         (u64v(), u32v()).prop_map(|(id, by)| ServerMsg::ChatDeleted(ChatDeleted { id, by })),
         (any::<bool>(), u32v()).prop_map(|(muted, by)| ServerMsg::ChatMuted(ChatMuted { muted, by })),
+        (proptest::option::of(item()), proptest::option::of(u32v()), u32v(), u32v())
+            .prop_map(|(item, index, epoch, by)| ServerMsg::MediaChanged(MediaChanged { item, index, epoch, by })),
+        (vec(item(), 0..=3), proptest::option::of(u32v()), any::<bool>(), u32v()).prop_map(
+            |(items, current, auto_advance, by)| ServerMsg::QueueChanged(QueueChanged {
+                items,
+                current,
+                auto_advance,
+                by
+            })
+        ),
+    ]
+}
+
+fn item() -> impl Strategy<Value = MediaItem> {
+    (
+        text(MAX_MEDIA_ID),
+        proptest::option::of(text(MAX_MEDIA_URL)),
+        proptest::option::of(text(MAX_MEDIA_TITLE)),
+        proptest::option::of(u64v()),
+    )
+        .prop_map(|(media_id, url, title, duration_ms)| MediaItem { media_id, url, title, duration_ms })
+}
+
+fn media_op() -> impl Strategy<Value = MediaOp> {
+    prop_oneof![
+        item().prop_map(|item| MediaOp::Set { item }),
+        item().prop_map(|item| MediaOp::Add { item }),
+        text(MAX_MEDIA_ID).prop_map(|media_id| MediaOp::Remove { media_id }),
+        (text(MAX_MEDIA_ID), u32v()).prop_map(|(media_id, index)| MediaOp::Move { media_id, index }),
+        Just(MediaOp::Next),
+        Just(MediaOp::Previous),
+        any::<bool>().prop_map(|on| MediaOp::AutoAdvance { on }),
     ]
 }
 
@@ -182,6 +215,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         Just(ClientMsg::Resume),
         text(MAX_EMOJI).prop_map(|emoji| ClientMsg::React(React { emoji })),
         (u32v(), text(MAX_CHAT_TEXT)).prop_map(|(request_id, text)| ClientMsg::Chat(Chat { request_id, text })),
+        (u32v(), media_op()).prop_map(|(request_id, op)| ClientMsg::Media(MediaCommand { request_id, op })),
     ]
 }
 

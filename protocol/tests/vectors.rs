@@ -21,6 +21,7 @@ use lockstep_protocol::limits::{
     MAX_CHAT_TEXT, MAX_DEVICE_ID, MAX_EMOJI, MAX_ERROR_MESSAGE, MAX_EVENT_ID, MAX_FRAME, MAX_NAME, MAX_POSITION_MS,
     MAX_RATE_MILLI, MAX_REACTION_KINDS, MAX_REASON, MAX_TOKEN, MIN_RATE_MILLI,
 };
+use lockstep_protocol::limits::{MAX_MEDIA_ID, MAX_MEDIA_TITLE, MAX_MEDIA_URL, MAX_QUEUE};
 use lockstep_protocol::timeline::unwrap_anchor;
 use lockstep_protocol::*;
 use serde::de::DeserializeOwned;
@@ -524,7 +525,47 @@ fn server_cases() -> Vec<(&'static str, ServerMsg)> {
         ("deleted by the host", S::ChatDeleted(ChatDeleted { id: 300, by: 1 })),
         ("muted by a co-host", S::ChatMuted(ChatMuted { muted: true, by: 2 })),
         ("unmuted", S::ChatMuted(ChatMuted { muted: false, by: 1 })),
+        // MediaChanged, QueueChanged
+        (
+            "the host switched to episode 2",
+            S::MediaChanged(MediaChanged { item: Some(episode(2)), index: Some(1), epoch: 14, by: 1 }),
+        ),
+        (
+            "a trailer, not in the playlist, by url only",
+            S::MediaChanged(MediaChanged {
+                item: Some(MediaItem {
+                    media_id: "trailer-7".into(),
+                    url: Some("https://cdn.example.com/t7/master.m3u8".into()),
+                    title: None,
+                    duration_ms: None,
+                }),
+                index: None,
+                epoch: 15,
+                by: 2,
+            }),
+        ),
+        ("no item", S::MediaChanged(MediaChanged { item: None, index: None, epoch: 1, by: 0 })),
+        (
+            "two episodes, the first playing, auto-advance",
+            S::QueueChanged(QueueChanged {
+                items: vec![episode(1), episode(2)],
+                current: Some(0),
+                auto_advance: true,
+                by: 1,
+            }),
+        ),
+        ("empty", S::QueueChanged(QueueChanged { items: vec![], current: None, auto_advance: false, by: 0 })),
     ]
+}
+
+/// A playlist item of the vectors.
+fn episode(n: u32) -> MediaItem {
+    MediaItem {
+        media_id: format!("s01e0{n}"),
+        url: None,
+        title: Some(format!("Episode {n}")),
+        duration_ms: Some(2_640_000),
+    }
 }
 
 fn client_cases() -> Vec<(&'static str, ClientMsg)> {
@@ -629,6 +670,20 @@ fn client_cases() -> Vec<(&'static str, ClientMsg)> {
         // Chat
         ("hello, answered by request id 5", C::Chat(Chat { request_id: 5, text: "hello 👋".into() })),
         ("two lines, no request id", C::Chat(Chat { request_id: 0, text: "line one\nline two".into() })),
+        // Media
+        ("switch to episode 2", C::Media(MediaCommand { request_id: 20, op: MediaOp::Set { item: episode(2) } })),
+        ("add episode 3", C::Media(MediaCommand { request_id: 21, op: MediaOp::Add { item: episode(3) } })),
+        (
+            "remove episode 3",
+            C::Media(MediaCommand { request_id: 22, op: MediaOp::Remove { media_id: "s01e03".into() } }),
+        ),
+        (
+            "move episode 2 first",
+            C::Media(MediaCommand { request_id: 23, op: MediaOp::Move { media_id: "s01e02".into(), index: 0 } }),
+        ),
+        ("next", C::Media(MediaCommand { request_id: 24, op: MediaOp::Next })),
+        ("previous", C::Media(MediaCommand { request_id: 25, op: MediaOp::Previous })),
+        ("auto-advance off", C::Media(MediaCommand { request_id: 26, op: MediaOp::AutoAdvance { on: false } })),
     ]
 }
 
@@ -714,8 +769,8 @@ fn invalid_cases() -> Vec<InvalidCase> {
     let raw = vec![
         c("empty (client)", vec![]),
         s("empty (server)", vec![]),
-        c("unknown client tag 11", vec![11]),
-        s("unknown server tag 16", vec![16]),
+        c("unknown client tag 12", vec![12]),
+        s("unknown server tag 18", vec![18]),
         c("unknown tag 250", vec![250, 0, 0]),
         c("unknown tag 300 (three-byte varint)", vec![251, 0x2c, 0x01]),
         c("tag as a u64 varint", vec![253, 1, 0, 0, 0, 0, 0, 0, 0]),
@@ -762,6 +817,16 @@ fn invalid_cases() -> Vec<InvalidCase> {
             b
         }),
         s("bad bool byte 2 (ChatMuted.muted)", vec![15, 2, 1]),
+        c("unknown MediaOp 7", vec![11, 1, 7]),
+        c("MediaItem.media_id longer than 128 bytes", [vec![11, 1, 1, 129], vec![b'x'; 129], vec![0, 0, 0]].concat()),
+        s("QueueChanged with 51 items", {
+            let mut b = vec![17, 51];
+            for _ in 0..51 {
+                b.extend([1, b'x', 0, 0, 0]);
+            }
+            b.extend([0, 0, 0]);
+            b
+        }),
         s("Reactions with 17 kinds", {
             let mut b = vec![12, 17];
             for _ in 0..17 {
@@ -1379,6 +1444,39 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
             })),
         ),
         (
+            "MediaChanged",
+            "S→C",
+            16,
+            s(ServerMsg::MediaChanged(MediaChanged { item: None, index: None, epoch: 0, by: 0 })),
+            s(ServerMsg::MediaChanged(MediaChanged {
+                item: Some(max_item()),
+                index: Some(u32::MAX),
+                epoch: u32::MAX,
+                by: u32::MAX,
+            })),
+        ),
+        (
+            "QueueChanged",
+            "S→C",
+            17,
+            s(ServerMsg::QueueChanged(QueueChanged { items: vec![], current: None, auto_advance: false, by: 0 })),
+            // A server keeps a playlist whose message fits a frame: 50 items of
+            // about 150 bytes.
+            s(ServerMsg::QueueChanged(QueueChanged {
+                items: (0..MAX_QUEUE)
+                    .map(|_| MediaItem {
+                        media_id: "x".repeat(16),
+                        url: Some("x".repeat(96)),
+                        title: Some("x".repeat(32)),
+                        duration_ms: Some(u64::MAX),
+                    })
+                    .collect(),
+                current: Some(u32::MAX),
+                auto_advance: true,
+                by: u32::MAX,
+            })),
+        ),
+        (
             "ChatDeleted",
             "S→C",
             14,
@@ -1445,7 +1543,24 @@ fn size_table() -> Vec<(&'static str, &'static str, u32, usize, usize)> {
             c(ClientMsg::Chat(Chat { request_id: 0, text: String::new() })),
             c(ClientMsg::Chat(Chat { request_id: u32::MAX, text: max_str(MAX_CHAT_TEXT) })),
         ),
+        (
+            "Media",
+            "C→S",
+            11,
+            c(ClientMsg::Media(MediaCommand { request_id: 0, op: MediaOp::Next })),
+            c(ClientMsg::Media(MediaCommand { request_id: u32::MAX, op: MediaOp::Set { item: max_item() } })),
+        ),
     ]
+}
+
+/// The largest media item.
+fn max_item() -> MediaItem {
+    MediaItem {
+        media_id: "x".repeat(MAX_MEDIA_ID),
+        url: Some("x".repeat(MAX_MEDIA_URL)),
+        title: Some("x".repeat(MAX_MEDIA_TITLE)),
+        duration_ms: Some(u64::MAX),
+    }
 }
 
 #[test]

@@ -99,11 +99,11 @@ impl Cluster {
         };
         let seeded = record.as_ref() == Some(&ours);
         let id_base = if first { Some(self.id_base(room).await) } else { None };
-        let (policy, clock, members, reachable) = match self.snapshot(room).await {
-            Ok(s) => (s.policy, s.clock, s.members, true),
+        let (policy, clock, media, members, reachable) = match self.snapshot(room).await {
+            Ok(s) => (s.policy, s.clock, s.media, s.members, true),
             Err(e) => {
                 warn!(event_id = %room, error = %e, "other nodes' members unavailable");
-                (None, None, Vec::new(), false)
+                (None, None, None, Vec::new(), false)
             }
         };
         let chat = match self.store().chat_load(room, CHAT_LOADED).await {
@@ -113,7 +113,7 @@ impl Cluster {
                 None
             }
         };
-        Loaded { record, seeded, clock, id_base, policy, members, reachable, chat }
+        Loaded { record, seeded, clock, id_base, policy, members, reachable, chat, media }
     }
 }
 

@@ -293,6 +293,7 @@ impl Cluster {
                     .key(&chat[0])
                     .key(&chat[1])
                     .key(&chat[2])
+                    .key(crate::store::redis::media_key(room))
                     .arg(&self.inner.node)
                     .arg(*n)
                     .arg(prefix)

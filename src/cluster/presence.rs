@@ -15,7 +15,7 @@ use tracing::warn;
 use super::{Cluster, Inner, NODE_TTL, PRESENCE, ROOM_KEY_TTL};
 use crate::authority::Announce;
 use crate::room::{ClockSetting, Shared};
-use crate::store::redis::clock_key;
+use crate::store::redis::{clock_key, media_key};
 
 /// What a node publishes on a room's presence channel.
 #[derive(Debug, Serialize, Deserialize)]
@@ -69,6 +69,7 @@ pub(super) async fn write_announcements(inner: Weak<Inner>, mut rx: mpsc::Unboun
 pub(super) struct Snapshot {
     pub(super) policy: Option<ControlPolicy>,
     pub(super) clock: Option<ClockSetting>,
+    pub(super) media: Option<crate::room::MediaState>,
     pub(super) members: Vec<(String, Shared)>,
 }
 
@@ -98,6 +99,11 @@ impl Cluster {
             pipe.set(clock_key(room), clock).ignore();
             pipe.pexpire(clock_key(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
         }
+        if let Some(media) = &a.media {
+            let media = serde_json::to_string(media).expect("media states serialize");
+            pipe.set(media_key(room), media).ignore();
+            pipe.pexpire(media_key(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
+        }
         if !a.events.is_empty() {
             let msg = PresenceMsg { node: node.clone(), events: a.events };
             let json = serde_json::to_string(&msg).expect("events serialize");
@@ -110,12 +116,14 @@ impl Cluster {
     /// if they were set.
     pub(super) async fn snapshot(&self, room: &str) -> RedisResult<Snapshot> {
         let mut conn = self.inner.conn.clone();
-        let (policy, clock, nodes): (Option<String>, Option<String>, Vec<String>) = redis::pipe()
-            .get(policy_key(room))
-            .get(clock_key(room))
-            .smembers(room_nodes_key(room))
-            .query_async(&mut conn)
-            .await?;
+        let (policy, clock, media, nodes): (Option<String>, Option<String>, Option<String>, Vec<String>) =
+            redis::pipe()
+                .get(policy_key(room))
+                .get(clock_key(room))
+                .get(media_key(room))
+                .smembers(room_nodes_key(room))
+                .query_async(&mut conn)
+                .await?;
         let nodes: Vec<String> = nodes.into_iter().filter(|n| *n != self.inner.node).collect();
         let mut pipe = redis::pipe();
         for n in &nodes {
@@ -143,7 +151,8 @@ impl Cluster {
         }
         let policy = policy.and_then(|p| serde_json::from_str(&p).ok());
         let clock = clock.and_then(|c| serde_json::from_str(&c).ok());
-        Ok(Snapshot { policy, clock, members })
+        let media = media.and_then(|m| serde_json::from_str(&m).ok());
+        Ok(Snapshot { policy, clock, media, members })
     }
 }
 

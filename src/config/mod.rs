@@ -227,6 +227,9 @@ serve_options! {
     wait_reasons: WaitReasonsArg = WaitReasonsArg::default(), "LOCKSTEP_WAIT_REASONS";
     /// Above this many viewers a room never waits for a stalled member.
     wait_max_members: u32 = 100, "LOCKSTEP_WAIT_MAX_MEMBERS";
+    /// How long after a switch to another media item a playing room starts it, in milliseconds
+    /// (every member loads it meanwhile).
+    media_start_ms: u64 = 1_500, "LOCKSTEP_MEDIA_START_MS";
     /// Chat messages a joiner gets replayed (the room's newest; at most 1000).
     chat_history: u32 = 100, "LOCKSTEP_CHAT_HISTORY";
     /// Longest chat message, in bytes of UTF-8 (1-1000).
@@ -687,6 +690,7 @@ impl Config {
             },
             live_latency_range_ms: (self.live_latency_min_ms, self.live_latency_max_ms),
             live_dvr_window_ms: self.live_dvr_window_ms,
+            media_start_us: self.media_start_ms * 1000,
             chat_history: self.chat_history,
             chat_max_bytes: self.chat_max_bytes,
             chat_room_per_sec: self.chat_room_rate,

@@ -108,6 +108,11 @@ impl RoomActor {
             }
             self.drive_commits(now);
             self.drive_chat();
+            if let Some(media) = self.room.take_media_save()
+                && !self.authority.is_shared()
+            {
+                self.authority.save_media(&self.event_id, media);
+            }
             self.share_out();
             self.flush();
             match self.empty_since {
@@ -179,6 +184,16 @@ impl RoomActor {
         for (member, emoji) in taken.reactions {
             if self.room.react(now, member, &emoji) == crate::room::Reacted::RateLimited {
                 crate::metrics::drop("reaction_rate");
+            }
+        }
+        for (member, request_id, op) in taken.media {
+            if shared && !self.authority.is_up() {
+                self.room.refuse(member, request_id, ErrorCode::Internal, AUTHORITY_DOWN);
+                continue;
+            }
+            if let Err(e) = self.room.media_command(now, member, request_id, op) {
+                debug!(member, error = %e, "media command refused");
+                crate::metrics::error(e.code());
             }
         }
         for (member, request_id, text) in taken.chats {
@@ -287,6 +302,9 @@ impl RoomActor {
             if let Some(chat) = l.chat.clone() {
                 self.room.load_chat(chat);
             }
+            if let Some(media) = l.media.clone() {
+                self.room.load_media(media);
+            }
             self.loaded = true;
             self.inbox.loaded();
         } else {
@@ -359,6 +377,7 @@ impl RoomActor {
                 Shared::Left { id } => a.removes.push(*id),
                 Shared::Policy { policy, .. } => a.policy = Some(*policy),
                 Shared::Clock { setting } => a.clock = Some(*setting),
+                Shared::Media { state, .. } => a.media = Some(state.clone()),
                 Shared::Reactions { .. } => {}
             }
         }

@@ -75,6 +75,9 @@ pub(crate) struct Taken {
     /// Reactions, in order (at most `MAX_REACTIONS`; each member's allowance
     /// is the room's to enforce).
     pub(crate) reactions: Vec<(MemberId, String)>,
+    /// Media commands `(member, request id, op)`, in order (they count with
+    /// the commands).
+    pub(crate) media: Vec<(MemberId, u32, lockstep_protocol::MediaOp)>,
     /// Chat messages `(member, request id, text)`, in order (at most `MAX_CHATS`).
     pub(crate) chats: Vec<(MemberId, u32, String)>,
     pub(crate) leaves: Vec<MemberId>,
@@ -98,6 +101,7 @@ impl Taken {
             && self.suspensions.is_empty()
             && self.reactions.is_empty()
             && self.chats.is_empty()
+            && self.media.is_empty()
             && self.leaves.is_empty()
             && self.queries.is_empty()
             && self.chat_pages.is_empty()
@@ -208,6 +212,17 @@ impl Inbox {
                 return false;
             }
             q.reactions.push((member, emoji));
+            true
+        })
+    }
+
+    /// A media command; `false` if the command queue is full.
+    pub(crate) fn media(&self, member: MemberId, request_id: u32, op: lockstep_protocol::MediaOp) -> bool {
+        self.put(|q| {
+            if q.commands.len() + q.media.len() >= MAX_COMMANDS {
+                return false;
+            }
+            q.media.push((member, request_id, op));
             true
         })
     }

@@ -66,6 +66,11 @@ impl RoomHandle {
         self.inbox.suspend(member, reason);
     }
 
+    /// A member's media command; `false` if the room's command queue is full.
+    pub(crate) fn media(&self, member: MemberId, request_id: u32, op: lockstep_protocol::MediaOp) -> bool {
+        self.inbox.media(member, request_id, op)
+    }
+
     /// A member's chat message; `false` if the room's mailbox is full.
     pub(crate) fn chat(&self, member: MemberId, request_id: u32, text: String) -> bool {
         self.inbox.chat(member, request_id, text)

@@ -44,6 +44,8 @@ pub(super) struct Member {
     pub(super) reactions: super::reactions::Allowance,
     /// Takes chat.
     pub(super) wants_chat: bool,
+    /// Takes media items and playlists.
+    pub(super) wants_media: bool,
     /// Its user (token subject): chat mutes apply to it.
     pub(super) user: String,
     /// Its chat allowance.
@@ -99,6 +101,7 @@ impl Room {
                 wants_reactions: info.wants_reactions,
                 reactions: Default::default(),
                 wants_chat: info.wants_chat,
+                wants_media: info.wants_media,
                 user: info.user,
                 chat: Default::default(),
             },
@@ -116,6 +119,9 @@ impl Room {
         }
         if let Some((c, by, reason)) = self.pending {
             self.to(Audience::One(id), ServerMsg::TimelineChanged(c.message(by, reason)));
+        }
+        if self.members[&id].wants_media {
+            self.media_welcome(id);
         }
         if self.members[&id].wants_chat {
             self.chat_welcome(id);

@@ -28,6 +28,7 @@
 //! - `live.rs`: live rooms: program time, the live point, `GoLive`, the auto latency.
 //! - `quality.rs`: sync quality: members' measured drifts and the room's summary.
 //! - `reactions.rs`: reactions, counted per window and per member allowance.
+//! - `media.rs`: what plays next: the current item, the playlist, auto-advance.
 //! - `chat.rs`: chat: ordered messages, history for joiners, limits, moderation.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -43,6 +44,7 @@ mod buffering;
 mod chat;
 mod counts;
 mod live;
+mod media;
 mod members;
 mod quality;
 mod reactions;
@@ -52,6 +54,7 @@ mod timeline;
 pub use authority::{CommitRequest, CommitResult};
 pub use chat::{ChatLoad, ChatOp, ChatRecord};
 pub use live::{ClockRequest, ClockSetting, LiveLatency, LiveView, NeedCounts, origin_for};
+pub use media::MediaState;
 pub use quality::{OUT_OF_SYNC_US, SyncQuality};
 pub use reactions::{REACTION_WINDOW_US, Reacted};
 pub use shared::Shared;
@@ -126,6 +129,9 @@ pub struct RoomConfig {
     /// behind the live point clamp to its start. 0: no bound (the stream's
     /// own window, unknown to the server).
     pub live_dvr_window_ms: u32,
+    /// How long after a switch a playing room starts the new item (members
+    /// load it meanwhile).
+    pub media_start_us: u64,
     /// Chat messages replayed to a joiner (the room's latest).
     pub chat_history: u32,
     /// Longest chat message, bytes (≤ `MAX_CHAT_TEXT`).
@@ -163,6 +169,7 @@ impl Default for RoomConfig {
             live_origin_ms: None,
             live_latency_range_ms: (1_000, 30_000),
             live_dvr_window_ms: 0,
+            media_start_us: 1_500_000,
             chat_history: 100,
             chat_max_bytes: 500,
             chat_room_per_sec: 20,
@@ -185,6 +192,8 @@ pub enum Audience {
     Reactions,
     /// Members that take chat (the `CHAT` capability).
     Chat,
+    /// Members that take media items and playlists (the `MEDIA` capability).
+    Media,
 }
 
 /// One effect for the runtime to deliver.
@@ -216,6 +225,8 @@ pub struct JoinInfo {
     pub wants_reactions: bool,
     /// Whether it takes chat (the `CHAT` capability).
     pub wants_chat: bool,
+    /// Whether it takes media items and playlists (the `MEDIA` capability).
+    pub wants_media: bool,
     /// Its user (token subject): chat mutes apply to it.
     pub user: String,
     /// Whether it takes ticks and changes as QUIC datagrams (the `DATAGRAMS`
@@ -281,6 +292,8 @@ pub struct RoomState {
     pub sync: SyncQuality,
     /// This node's members that do not follow the room, and why.
     pub suspended: Vec<Suspended>,
+    /// The current media item and the playlist (SPEC §6.7).
+    pub media: MediaState,
 }
 
 /// Member ids grouped by role.
@@ -329,6 +342,8 @@ pub struct Room {
     reactions: reactions::Window,
     /// The chat: latest messages, mutes, operations for the authority.
     chat: chat::Chat,
+    /// The current media item and the playlist.
+    media: media::Media,
     /// Scale-out: members on other nodes, by id.
     remote: BTreeMap<MemberId, Remote>,
     /// Scale-out: this node's id block (`None`: ids from 1, nothing shared).
@@ -379,6 +394,7 @@ impl Room {
             datagram_members: 0,
             reactions: Default::default(),
             chat: Default::default(),
+            media: Default::default(),
             remote: BTreeMap::new(),
             id_base: None,
             shared: Vec::new(),
@@ -448,6 +464,9 @@ impl Room {
         if let Some(at) = self.reactions_due() {
             t = t.min(at);
         }
+        if let Some(at) = self.media_due() {
+            t = t.min(at);
+        }
         if let Some(cross) = self.live_overrun_at() {
             t = t.min(cross.saturating_sub(self.lead_us()));
         }
@@ -473,6 +492,7 @@ impl Room {
         }
         self.flush_count(now);
         self.flush_reactions(now);
+        self.media_timeout(now);
     }
 
     /// Whether member `id` should receive a message for `to`.
@@ -484,6 +504,7 @@ impl Room {
             Audience::Live => self.members.get(&id).is_some_and(|m| m.wants_live),
             Audience::Reactions => self.members.get(&id).is_some_and(|m| m.wants_reactions),
             Audience::Chat => self.members.get(&id).is_some_and(|m| m.wants_chat),
+            Audience::Media => self.members.get(&id).is_some_and(|m| m.wants_media),
         }
     }
 
@@ -513,6 +534,7 @@ impl Room {
             live: self.live_view(now),
             sync: self.sync_quality(now),
             suspended: self.suspended(now),
+            media: self.media.state.clone(),
         }
     }
 

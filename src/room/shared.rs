@@ -61,6 +61,13 @@ pub enum Shared {
         /// The setting in force.
         setting: super::ClockSetting,
     },
+    /// The room's media state changed (a switch, the playlist).
+    Media {
+        /// The state in force.
+        state: super::MediaState,
+        /// Who changed it (0: the room).
+        by: MemberId,
+    },
     /// The reactions of the sending node's members in one of its windows:
     /// the receiving node counts them into its own next window.
     Reactions {
@@ -160,6 +167,7 @@ impl Room {
             }
             Shared::Clock { setting } => self.adopt_clock(now, setting),
             Shared::Reactions { counts } => self.remote_reactions(now, counts),
+            Shared::Media { state, by } => self.apply_media(state, by),
             Shared::Policy { policy, by } => {
                 if self.cfg.policy != policy {
                     self.cfg.policy = policy;

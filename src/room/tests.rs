@@ -10,6 +10,7 @@ use lockstep_protocol::{
 
 mod chat;
 mod live;
+mod media;
 mod sim;
 
 const MS: u64 = 1_000;

@@ -78,6 +78,9 @@ impl Room {
         self.advance(now);
         self.run_held(now);
         let cmd = Cmd { by, request_id, action, attempt: 0, coalesced: Vec::new() };
+        if kind(&action) < 3 {
+            self.media_command_taken();
+        }
         if kind(&action) == 3 {
             let result = match action {
                 Action::SetRole { member_id, role } => self.set_role(by, member_id, role),

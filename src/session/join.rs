@@ -104,6 +104,7 @@ async fn join_inner(app: Context, req: JoinRequest, outbox: Arc<Outbox>) -> Resu
         wants_live: caps & caps::LIVE != 0,
         wants_reactions: caps & caps::REACTIONS != 0,
         wants_chat: caps & caps::CHAT != 0,
+        wants_media: caps & caps::MEDIA != 0,
         user: claims.sub.clone(),
         datagrams: caps & caps::DATAGRAMS != 0,
     };

@@ -362,6 +362,14 @@ impl Session {
                 }
                 None => self.fail(ErrorCode::NotJoined, "send Hello first", 0),
             },
+            ClientMsg::Media(m) => match &self.joined {
+                Some(j) => {
+                    if !j.room.media(j.member, m.request_id, m.op) {
+                        self.room_busy(m.request_id);
+                    }
+                }
+                None => self.fail(ErrorCode::NotJoined, "send Hello first", m.request_id),
+            },
             ClientMsg::Chat(c) => match &self.joined {
                 // The room checks the text (its length limit is the room's).
                 Some(j) => {

@@ -20,7 +20,7 @@ use futures_util::future::BoxFuture;
 use lockstep_protocol::Timeline;
 use serde::{Deserialize, Serialize};
 
-use crate::room::{ChatLoad, ChatOp, ChatRecord, ClockSetting};
+use crate::room::{ChatLoad, ChatOp, ChatRecord, ClockSetting, MediaState};
 
 /// Milliseconds since the Unix epoch.
 pub(crate) type UnixMs = u64;
@@ -191,6 +191,12 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// A room's saved clock setting.
     fn room_clock(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<ClockSetting>>>;
+
+    /// Saves a room's media item and playlist.
+    fn save_room_media(&self, room_id: &str, state: &MediaState) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// A room's saved media item and playlist.
+    fn room_media(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<MediaState>>>;
 
     /// Applies a room's chat operations, in order (posts carry their ids).
     fn save_chat(&self, room_id: &str, ops: Vec<ChatOp>) -> BoxFuture<'_, StoreResult<()>>;

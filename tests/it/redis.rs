@@ -767,3 +767,41 @@ async fn chat_is_one_ordered_stream_across_nodes() {
     }
     assert_eq!(history, (2..=10).collect::<Vec<u64>>(), "the deleted one left out");
 }
+
+/// SPEC §6.7 scaled out: a switch and the playlist made on one node reach
+/// the other node's members, and a node starting the room later loads them
+/// from Redis.
+#[tokio::test]
+async fn media_switches_reach_every_node() {
+    use lockstep_protocol::caps::MEDIA;
+    use lockstep_protocol::{ClientMsg, MediaCommand, MediaItem, MediaOp};
+    let redis = Redis::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let ev = "ev-media-nodes";
+    let mut host = ws_binary(&a.ws_url(ev)).await;
+    send(&mut host, &hello_caps(ev, "host-on-a", MEDIA)).await;
+    welcome(&mut host).await;
+    let mut on_b = ws_binary(&b.ws_url(ev)).await;
+    send(&mut on_b, &hello_caps(ev, "viewer-on-b", MEDIA)).await;
+    welcome(&mut on_b).await;
+    count_reaches(&mut host, 2).await;
+    count_reaches(&mut on_b, 2).await;
+    let item = MediaItem { media_id: "trailer".into(), url: None, title: Some("Trailer".into()), duration_ms: None };
+    send(&mut host, &ClientMsg::Media(MediaCommand { request_id: 1, op: MediaOp::Set { item } })).await;
+    let m = until(&mut on_b, |g| match g {
+        Got::Msg(ServerMsg::MediaChanged(m)) => Some(m.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(m.item.map(|i| i.media_id), Some("trailer".into()));
+    let c = node(&redis).await;
+    let mut on_c = ws_binary(&c.ws_url(ev)).await;
+    send(&mut on_c, &hello_caps(ev, "viewer-on-c", MEDIA)).await;
+    welcome(&mut on_c).await;
+    let m = until(&mut on_c, |g| match g {
+        Got::Msg(ServerMsg::MediaChanged(m)) => Some(m.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(m.item.map(|i| i.media_id), Some("trailer".into()), "loaded from Redis");
+}

@@ -786,3 +786,70 @@ async fn chat_is_ordered_moderated_replayed_and_paged() {
     let (status, _, _) = crate::accounts::http(&server, "GET", &path, Some(&tok), None).await;
     assert_eq!(status, 400);
 }
+
+/// SPEC §6.7 over real sockets: the host switches the room to another item
+/// (paused at 0 at once, then started lead ahead by the room), the playlist
+/// reaches every `MEDIA` member, a joiner lands on the item, a viewer's
+/// switch is refused, `GET …/state` shows the media.
+#[tokio::test]
+async fn the_host_switches_media_and_everyone_follows() {
+    use lockstep_protocol::caps::{ACKS, MEDIA};
+    use lockstep_protocol::{MediaCommand, MediaItem, MediaOp};
+    let server = TestServer::with(|c| c.media_start_ms = 300).await;
+    let ev = "ev-media";
+    let mut host = ws_binary(&server.ws_url(ev)).await;
+    send(&mut host, &hello_caps(ev, "host", MEDIA | ACKS)).await;
+    welcome(&mut host).await;
+    let mut viewer = ws_binary(&server.ws_url(ev)).await;
+    send(&mut viewer, &hello_caps(ev, "viewer", MEDIA)).await;
+    welcome(&mut viewer).await;
+    let ep = |n: u32| MediaItem {
+        media_id: format!("ep{n}"),
+        url: Some(format!("/media/ep{n}.m3u8")),
+        title: Some(format!("Episode {n}")),
+        duration_ms: Some(60_000),
+    };
+    let media = |rid: u32, op: MediaOp| ClientMsg::Media(MediaCommand { request_id: rid, op });
+    send(&mut host, &command(1, Action::Play { position_ms: Some(30_000) })).await;
+    send(&mut host, &media(2, MediaOp::Add { item: ep(1) })).await;
+    send(&mut host, &media(3, MediaOp::Set { item: ep(2) })).await;
+    let switched = until(&mut viewer, |g| match g {
+        Got::Msg(ServerMsg::MediaChanged(m)) => Some(m.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(switched.item.as_ref().map(|i| i.media_id.as_str()), Some("ep2"));
+    assert_eq!((switched.index, switched.by), (Some(1), 1));
+    let start = until(&mut viewer, |g| match g {
+        Got::Msg(ServerMsg::TimelineChanged(c))
+            if c.reason == ChangeReason::Play && c.timeline.epoch > switched.epoch =>
+        {
+            Some(c.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!((start.timeline.position_ms, start.timeline.paused), (0, false), "the room starts the item from 0");
+    // A viewer may not switch in a host-only room.
+    send(&mut viewer, &media(4, MediaOp::Next)).await;
+    let code = until(&mut viewer, |g| match g {
+        Got::Msg(ServerMsg::Error(e)) if e.request_id == 4 => Some(e.code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, ErrorCode::Forbidden.as_u16());
+    // A joiner: the playlist and the item after its Welcome.
+    let mut late = ws_binary(&server.ws_url(ev)).await;
+    send(&mut late, &hello_caps(ev, "late", MEDIA)).await;
+    welcome(&mut late).await;
+    let q = until(&mut late, |g| match g {
+        Got::Msg(ServerMsg::QueueChanged(q)) => Some(q.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(q.items.iter().map(|i| i.media_id.as_str()).collect::<Vec<_>>(), ["ep1", "ep2"]);
+    assert_eq!(q.current, Some(1));
+    let (_, state) = get_json(&server.http_url(&format!("/api/live-stream/{ev}/state"))).await;
+    assert_eq!(state["media"]["item"]["mediaId"], "ep2", "{state}");
+    assert_eq!(state["media"]["items"].as_array().unwrap().len(), 2);
+}

@@ -2,7 +2,7 @@
 -- KEYS[1] the room's counts (hash node -> count), KEYS[2] this node's member
 -- list of the room, KEYS[3] the room's timeline record, KEYS[4] its member-id
 -- block counter, KEYS[5] its policy, KEYS[6] its clock setting, KEYS[7..9]
--- its chat stream, id counter and muted users.
+-- its chat stream, id counter and muted users, KEYS[10] its media state.
 -- ARGV[1] this node, ARGV[2] its count, ARGV[3] the prefix of node presence
 -- keys, ARGV[4] the member list's TTL in ms, ARGV[5] the room keys' TTL in ms.
 -- Writes this node's count, drops the counts of nodes whose presence expired,
@@ -26,5 +26,5 @@ redis.call('PEXPIRE', KEYS[3], ARGV[5])
 redis.call('PEXPIRE', KEYS[4], ARGV[5])
 redis.call('PEXPIRE', KEYS[5], ARGV[5])
 redis.call('PEXPIRE', KEYS[6], ARGV[5])
-for i = 7, 9 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+for i = 7, 10 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
 return others

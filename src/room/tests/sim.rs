@@ -204,6 +204,7 @@ impl Sim {
             wants_live: true,
             wants_reactions: true,
             wants_chat: true,
+            wants_media: true,
             user: format!("user-{device}"),
             datagrams: false,
         };

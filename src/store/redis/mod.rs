@@ -31,9 +31,15 @@ use lockstep_protocol::Timeline;
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 
-use crate::room::{ChatLoad, ChatOp, ChatRecord, ClockSetting};
+use crate::room::{ChatLoad, ChatOp, ChatRecord, ClockSetting, MediaState};
 
 pub(crate) use chat::{CHAT_CHANNEL, decode_chat};
+/// The key of a room's media item and playlist (JSON), expiring with the
+/// room's other keys.
+pub(crate) fn media_key(room: &str) -> String {
+    format!("{P}media:{room}")
+}
+
 pub(crate) use rooms::{clock_key, decode_change, encode_change, timeline_key};
 
 use super::{
@@ -242,6 +248,25 @@ impl Store for RedisStore {
     fn room_clock(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<ClockSetting>>> {
         let room_id = room_id.to_owned();
         async move { self.get_room_clock(&room_id).await }.boxed()
+    }
+
+    fn save_room_media(&self, room_id: &str, state: &MediaState) -> BoxFuture<'_, StoreResult<()>> {
+        let (key, json) = (media_key(room_id), serde_json::to_string(state).expect("media states serialize"));
+        async move {
+            let mut pipe = redis::pipe();
+            pipe.set(&key, json).ignore().pexpire(&key, super::room_key_ttl_ms() as i64).ignore();
+            self.query(&pipe).await
+        }
+        .boxed()
+    }
+
+    fn room_media(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<MediaState>>> {
+        let key = media_key(room_id);
+        async move {
+            let json: Option<String> = redis::AsyncCommands::get(&mut self.conn.clone(), key).await.map_err(err)?;
+            Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+        }
+        .boxed()
     }
 
     fn save_chat(&self, room_id: &str, ops: Vec<ChatOp>) -> BoxFuture<'_, StoreResult<()>> {

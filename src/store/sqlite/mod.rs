@@ -21,7 +21,7 @@ use futures_util::future::BoxFuture;
 use lockstep_protocol::Timeline;
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::room::{ChatLoad, ChatOp, ChatRecord, ClockSetting};
+use crate::room::{ChatLoad, ChatOp, ChatRecord, ClockSetting, MediaState};
 
 use super::{
     DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, StoreResult, UnixMs,
@@ -70,6 +70,11 @@ CREATE TABLE IF NOT EXISTS timelines (
     rate_milli  INTEGER NOT NULL,
     paused      INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS room_media (
+    room_id    TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS room_clocks (
     room_id    TEXT PRIMARY KEY,
@@ -227,6 +232,33 @@ impl Store for SqliteStore {
     fn room_clock(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<ClockSetting>>> {
         let room_id = room_id.to_owned();
         self.run(move |c| rooms::room_clock(c, &room_id))
+    }
+
+    fn save_room_media(&self, room_id: &str, state: &MediaState) -> BoxFuture<'_, StoreResult<()>> {
+        let (room_id, now) = (room_id.to_owned(), unix_ms());
+        let json = serde_json::to_string(state).expect("media states serialize");
+        self.run(move |c| {
+            c.execute(
+                "INSERT INTO room_media (room_id, state, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(room_id) DO UPDATE SET state = ?2, updated_at = ?3",
+                rusqlite::params![room_id, json, now as i64],
+            )
+            .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn room_media(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<MediaState>>> {
+        let room_id = room_id.to_owned();
+        self.run(move |c| {
+            let json: Option<String> = rusqlite::OptionalExtension::optional(c.query_row(
+                "SELECT state FROM room_media WHERE room_id = ?1",
+                [&room_id],
+                |r| r.get(0),
+            ))
+            .map_err(err)?;
+            Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+        })
     }
 
     fn save_chat(&self, room_id: &str, ops: Vec<ChatOp>) -> BoxFuture<'_, StoreResult<()>> {

@@ -152,6 +152,12 @@ pub(super) fn expire_timelines(c: &Connection, before: UnixMs) -> StoreResult<us
         )
         .map_err(err)?;
     c.execute(
+        "DELETE FROM room_media WHERE updated_at <= ?1
+         AND NOT EXISTS (SELECT 1 FROM timelines WHERE timelines.room_id = room_media.room_id)",
+        [before as i64],
+    )
+    .map_err(err)?;
+    c.execute(
         "DELETE FROM room_clocks WHERE updated_at <= ?1
          AND NOT EXISTS (SELECT 1 FROM timelines WHERE timelines.room_id = room_clocks.room_id)",
         [before as i64],
