@@ -7,11 +7,11 @@
 // the element's events, and hands it every presented frame (frame(), from
 // requestVideoFrameCallback); the tests feed it a simulated element.
 //
-// The position measured is frame-accurate (src/position.js): the frames the
-// element presented, each carried to now from when it was on screen, where
-// the browser reports them; else the upper envelope of `currentTime`
-// readings (Firefox's advances in whole frames). Drift = that position −
-// target position.
+// The position measured is frame-accurate (src/position.js): the element's
+// clock from `currentTime` readings (their upper envelope: Firefox's advances
+// in whole frames), plus where the frames it presents are against that clock
+// (learned slowly from requestVideoFrameCallback, where the browser has it).
+// Drift = that position − target position.
 //
 // Bands:
 //
@@ -258,9 +258,11 @@ export class DriftController {
    * @param {number} atMs when it is (expected to be) on screen, on the clock of `update()`'s `nowMs`, ms
    * @param {number} mediaTime the frame's media time, s
    * @param {boolean} [playing] whether the element was playing then (false: ignored)
+   * @param {{nowMs: number, currentTime: number}} [reading] the element's `currentTime` read in the callback, at
+   *   `nowMs` (same clock)
    */
-  frame(atMs, mediaTime, playing = true) {
-    if (this.o.frameAware) this.#pos.frame(atMs, mediaTime, playing);
+  frame(atMs, mediaTime, playing = true, reading) {
+    if (this.o.frameAware) this.#pos.frame(atMs, mediaTime, playing, reading);
   }
 
   /** What the last position measurement came from: presented frames, interpolated readings, or `currentTime`. */

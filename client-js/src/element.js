@@ -3,7 +3,7 @@
 // every element event, hands it every frame the element presents (with
 // `requestVideoFrameCallback`, where the browser has it: the frame's media
 // time and when it is on screen, mapped from the page's clock to the
-// session's), applies its actions (rate, seek, play, pause), and
+// session's, and `currentTime` read in the callback), applies its actions (rate, seek, play, pause), and
 // reports the element's state to the server (every `reportIntervalMs`, and
 // when a stall starts or ends). The session supplies the room's target and
 // the way to send.
@@ -147,8 +147,10 @@ export class ElementController {
       handle = v.requestVideoFrameCallback(onFrame);
       const shown = Number.isFinite(meta?.expectedDisplayTime) ? meta.expectedDisplayTime : Number.isFinite(meta?.presentationTime) ? meta.presentationTime : now;
       // When it is on screen on the session's clock: as far from now as on the page's.
-      const atMs = this.#host.nowUs() / 1000 - (performance.now() - shown);
-      this.#drift.frame(atMs, Number(meta?.mediaTime), !el.paused && !el.seeking);
+      const nowMs = this.#host.nowUs() / 1000;
+      const atMs = nowMs - (performance.now() - shown);
+      // currentTime read right after a frame (Firefox steps it then) is a close reading of the element's clock.
+      this.#drift.frame(atMs, Number(meta?.mediaTime), !el.paused && !el.seeking, { nowMs, currentTime: el.currentTime });
     };
     try {
       handle = v.requestVideoFrameCallback(onFrame);

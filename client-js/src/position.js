@@ -3,38 +3,55 @@
 //
 // PURE: no DOM, no timers, no clock. `currentTime` alone is not good enough to
 // steer to a few milliseconds:
-// - Firefox advances it in whole frames (40 ms steps at 25 fps): read at a
-//   random instant it is 0–40 ms behind, and a controller fed with it hunts.
-// - What a viewer sees are the frames presented, and when. Where the browser
-//   has `requestVideoFrameCallback` (Chromium, Firefox ≥ 132, Safari) the
-//   element controller hands every presented frame to `frame(atMs,
-//   mediaTime)`: its media time and when it is (expected to be) on screen, on
-//   the client clock. Each recent frame, carried to now at the element's rate
-//   (mediaTime + rate · (now − shownAt)), is an estimate of the position now
-//   that is off only by where its display refresh fell; their mean over the
-//   last half second is the presentation line, with that quantization
-//   averaged out (a 25 fps stream on a 60 Hz display: ±8 ms per frame, about
-//   ±1.5 ms for the mean of 12 frames).
-// - Without frames (no rVFC, an audio element, frames stopped), `currentTime`
-//   readings are interpolated: the position is the upper envelope of the
-//   readings of the last 1.5 s carried to now at the element's rate (a
-//   reading of a stepped clock is never ahead of the true position, so the
-//   highest carried reading is the closest: within 10 ms after four readings
-//   250 ms apart at 25 fps). With a continuous `currentTime` (Chromium) the
-//   envelope is the reading itself. A reading too high (a rate applied late)
-//   ages out with its window.
-// Rate changes rebase both (every stored point carried to the instant of the
+// - Firefox advances it in steps, one per frame presented (40 ms at 25
+//   fps): read at a random instant it is 0–40 ms behind, and a controller
+//   fed with it hunts.
+// - What a viewer sees are the frames presented, and when; and an engine
+//   presents them some time after its clock reaches them (Firefox on a 60 Hz
+//   display: ~14 ms; Chromium keeps its frames' cadence within a tolerance
+//   of its clock, so its frames wander around it by several ms and follow a
+//   rate change only once they are that far off).
+// So the position is measured in two parts:
+// 1. The element's clock, from `currentTime` readings: the upper envelope of
+//    the readings of the last 1.5 s carried to now at the element's rate
+//    (a reading of a stepped clock is never ahead of it, so the highest
+//    carried reading is the closest). Readings come from every control step
+//    and, where the browser has requestVideoFrameCallback, from every frame
+//    callback, which runs right after Firefox's step: the envelope is then
+//    within a millisecond or two of its clock. With a continuous
+//    `currentTime` (Chromium) the envelope is the reading itself.
+// 2. The presentation offset: where the frames presented are against that
+//    clock. Each recent frame (rVFC: its media time and when it is expected on
+//    screen, on the client clock), carried to now at the element's rate, is
+//    an estimate of the presented position off only by where its display
+//    refresh fell; their mean over the last second, minus the clock, averaged
+//    slowly (EWMA, 0.1 per step), is the offset. It is added to the clock
+//    where `currentTime` steps (Firefox: its frames are ~14 ms behind its
+//    clock, and follow it closely), so that engines agree on the frames on
+//    screen while the controller steers the clock, which answers a rate
+//    change at once. Where `currentTime` is continuous (Chromium) it is not:
+//    Chromium keeps its frames' cadence within a tolerance of its clock
+//    (they wander around it by several ms and follow a rate change only once
+//    that far off), so steering them through the clock would chase that
+//    wander; its clock is the better measure of what it shows on average.
+//    Whether `currentTime` steps is seen from the readings: the mean gap
+//    between a control step's reading and the envelope (0 for a continuous
+//    clock, 10–20 ms for Firefox's).
+// Rate changes rebase every stored point (carried to the instant of the
 // change at the old rate), so a rate step is no error. Any discontinuity
 // (paused, seeking, stalled, a frame or reading far off the line) starts
-// afresh from `currentTime`.
+// afresh from `currentTime`; the learned offset is kept.
 
 /**
  * @typedef {Object} PositionOptions
- * @property {number} [frameWindowMs] frames presented within this long are averaged (500)
+ * @property {number} [frameWindowMs] frames presented within this long are averaged (1000)
  * @property {number} [minFrames] fewer recent frames than this: readings instead (3)
  * @property {number} [frameFreshMs] frames count only while the last came this recently (250)
  * @property {number} [maxGapS] a frame or a reading this far off the line is a discontinuity (0.1)
  * @property {number} [readingWindowMs] readings within this long make the envelope (1500)
+ * @property {number} [offsetAlpha] weight of a new presentation-offset measurement (0.1)
+ * @property {number} [maxOffsetS] a presentation offset beyond this is not believed (0.1)
+ * @property {number} [steppedGapMs] `currentTime` steps when its readings are this far below the envelope on average (2)
  */
 
 export const POSITION_DEFAULTS = Object.freeze({
@@ -43,6 +60,9 @@ export const POSITION_DEFAULTS = Object.freeze({
   frameFreshMs: 250,
   maxGapS: 0.1,
   readingWindowMs: 1500,
+  offsetAlpha: 0.1,
+  maxOffsetS: 0.1,
+  steppedGapMs: 2,
 });
 
 /**
@@ -61,6 +81,10 @@ export class PositionEstimator {
     /** The element's rate the stored points are carried at (NaN: none yet). */
     this.rate = NaN;
     this.playing = false;
+    /** @type {number | null} the frames presented minus the element's clock, s (learned; kept across resets) */
+    this.offsetS = null;
+    /** @type {number | null} mean gap between a control step's reading and the envelope, ms (learned; kept) */
+    this.gapMs = null;
     /** @type {'frames' | 'readings' | 'currentTime'} what the last estimate came from */
     this.source = 'currentTime';
   }
@@ -73,17 +97,40 @@ export class PositionEstimator {
   }
 
   /**
-   * A presented frame.
+   * A presented frame, and optionally a `currentTime` reading taken with it.
    * @param {number} atMs when it is on screen, client clock, ms
    * @param {number} mediaTime its media time, s
    * @param {boolean} [playing] whether the element was playing (frames of a paused element are not kept)
+   * @param {{nowMs: number, currentTime: number}} [reading] `currentTime` as read at `nowMs` (client clock)
    */
-  frame(atMs, mediaTime, playing = true) {
-    if (!playing || !this.playing || !Number.isFinite(atMs) || !Number.isFinite(mediaTime)) return;
+  frame(atMs, mediaTime, playing = true, reading) {
+    if (!playing || !this.playing || !Number.isFinite(this.rate)) return;
+    if (reading && Number.isFinite(reading.nowMs) && Number.isFinite(reading.currentTime)) this.#read(reading.nowMs, reading.currentTime);
+    if (!Number.isFinite(atMs) || !Number.isFinite(mediaTime)) return;
+    // A frame reported long after it was shown (the paused frame, once playing again) is not on the line.
+    if (reading && atMs < reading.nowMs - 100) return;
     const line = this.#mean(this.frames, atMs);
     if (line !== null && Math.abs(mediaTime - line) > this.o.maxGapS) this.frames = [];
     this.frames.push({ shownAt: atMs, at: atMs, m: mediaTime });
-    if (this.frames.length > 64) this.frames.shift();
+    if (this.frames.length > 128) this.frames.shift();
+  }
+
+  /**
+   * A `currentTime` reading into the envelope (a reading far off it starts the envelope afresh).
+   * @param {number} nowMs @param {number} c
+   * @returns {number} the envelope at `nowMs`
+   */
+  #read(nowMs, c) {
+    const o = this.o;
+    this.readings = this.readings.filter((f) => f.readAt >= nowMs - o.readingWindowMs);
+    let env = this.#max(this.readings, nowMs);
+    if (env !== null && Math.abs(c - env) > o.maxGapS) {
+      this.readings = [];
+      env = null;
+    }
+    this.readings.push({ readAt: nowMs, at: nowMs, m: c });
+    if (this.readings.length > 128) this.readings.shift();
+    return env === null ? c : Math.max(env, c);
   }
 
   /**
@@ -123,28 +170,23 @@ export class PositionEstimator {
     }
     if (rate !== this.rate) this.rebase(nowMs, rate);
     const o = this.o;
+    const env = this.#read(nowMs, c);
+    const gap = (env - c) * 1000;
+    this.gapMs = this.gapMs === null ? gap : this.gapMs + 0.1 * (gap - this.gapMs);
     this.frames = this.frames.filter((f) => f.shownAt >= nowMs - o.frameWindowMs);
-    this.readings = this.readings.filter((f) => f.readAt >= nowMs - o.readingWindowMs);
-    // The readings' envelope is kept up in any case, for when frames stop.
-    let env = this.#max(this.readings, nowMs);
-    if (env !== null && Math.abs(c - env) > o.maxGapS) {
-      this.readings = [];
-      env = null;
-    }
-    this.readings.push({ readAt: nowMs, at: nowMs, m: c });
-    if (this.readings.length > 64) this.readings.shift();
-    env = env === null ? c : Math.max(env, c);
     const last = this.frames.at(-1);
     if (last && this.frames.length >= o.minFrames && nowMs - last.shownAt <= o.frameFreshMs) {
-      const p = /** @type {number} */ (this.#mean(this.frames, nowMs));
-      if (Math.abs(p - c) <= o.maxGapS + 0.05) {
-        this.source = 'frames';
-        return p;
+      const shown = /** @type {number} */ (this.#mean(this.frames, nowMs));
+      const off = shown - env;
+      if (Math.abs(off) <= o.maxOffsetS) {
+        this.offsetS = this.offsetS === null ? off : this.offsetS + o.offsetAlpha * (off - this.offsetS);
+      } else {
+        this.frames = [];
       }
-      this.frames = [];
     }
-    this.source = 'readings';
-    return env;
+    const useFrames = this.offsetS !== null && this.gapMs > o.steppedGapMs;
+    this.source = useFrames ? 'frames' : 'readings';
+    return env + (useFrames ? /** @type {number} */ (this.offsetS) : 0);
   }
 
   /**

@@ -59,3 +59,31 @@ test('discontinuities start afresh: a seek, a pause, a frame far off the line, a
   // Stalled: currentTime.
   assert.equal(p.position(2100, { ...playing(50.3), stalled: true }), 50.3);
 });
+
+test('continuous currentTime (Chromium): the clock is the measure, frames only learned; stepped (Firefox): the frames offset is added', () => {
+  // Frames presented 14 ms after their time (27 ms behind the clock: their times are 13 ms off the grid).
+  const feed = (stepped) => {
+    const p = new PositionEstimator();
+    let est = 0;
+    for (let t = 0; t <= 4000; t += 40) {
+      const truth = 10.013 + t / 1000;
+      if (t % 240 === 0) est = p.position(t, playing(stepped ? Math.floor(truth / 0.04 + 1e-9) * 0.04 : truth));
+      p.frame(t + 14, Math.floor(truth / 0.04 + 1e-9) * 0.04, true, { nowMs: t + 1, currentTime: truth });
+    }
+    return { p, lagMs: (10.013 + 3.84 - est) * 1000 };
+  };
+  const chromium = feed(false);
+  assert.equal(chromium.p.source, 'readings');
+  assert.ok(Math.abs(chromium.lagMs) < 0.5, `continuous: lag ${chromium.lagMs}`);
+  assert.ok(Math.abs(chromium.p.offsetS * 1000 + 27) < 2, `learned ${chromium.p.offsetS}`);
+  const firefox = feed(true);
+  assert.equal(firefox.p.source, 'frames');
+  assert.ok(Math.abs(firefox.lagMs - 27) < 2, `stepped: lag ${firefox.lagMs}`);
+});
+
+test('a frame reported long after it was shown (the paused frame, once playing again) is not kept', () => {
+  const p = new PositionEstimator();
+  p.position(0, playing(10));
+  p.frame(-900, 10, true, { nowMs: 5, currentTime: 10.005 });
+  assert.equal(p.frames.length, 0);
+});

@@ -185,7 +185,10 @@ export function simulate({ media, room, controller = new DriftController(), dura
         media.refresh(at);
         for (const f of media.presented.splice(0)) {
           frameDrifts.push({ at: f.at, d: (f.m - room.target(f.at).position) * 1000 });
-          if (rvfc) controller.frame(noisy(f.at), f.m, !media.paused);
+          if (rvfc) {
+            const cbAt = noisy(f.at + 1);
+            controller.frame(noisy(f.at), f.m, !media.paused, { nowMs: cbAt, currentTime: media.currentTime });
+          }
         }
       }
     }
