@@ -1,7 +1,9 @@
 // What the browser tests share: headless Debian Chromium through
-// playwright-core (never a downloaded browser), the real server binary in dev
+// playwright-core and headless Debian Firefox ESR through puppeteer-core
+// (WebDriver BiDi; never a downloaded browser), the real server binary in dev
 // mode, the demo watch page, probes of its state, waiting on conditions, and
-// the skew measurement between pages.
+// the skew measurement between pages (on presented frames where the browser
+// reports them).
 
 import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
@@ -10,13 +12,29 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 import { startServer } from '../../test/support/server.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 export const RESULTS_DIR = join(HERE, '..', 'results');
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+export const FIREFOX = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr';
 export const VIDEO_PATH = join(HERE, '..', '..', 'demo', 'video.webm');
-const CLIENT_SRC = join(HERE, '..', '..', 'src');
+// `LOCKSTEP_E2E_CLIENT_SRC`: another client's src/ (e.g. an older commit's, for before/after figures).
+const CLIENT_SRC = process.env.LOCKSTEP_E2E_CLIENT_SRC ?? join(HERE, '..', '..', 'src');
+
+/**
+ * The client module a request for `pathname` gets from the working tree (null: not one of them).
+ * @param {string} pathname
+ * @returns {string | null}
+ */
+function clientModule(pathname) {
+  if (pathname === '/client/lockstep.js') return "export * from './src/index.js';\n";
+  if (!pathname.startsWith('/client/src/')) return null;
+  const file = join(CLIENT_SRC, ...pathname.slice('/client/src/'.length).split('/'));
+  if (!file.startsWith(CLIENT_SRC) || !file.endsWith('.js') || !existsSync(file)) return null;
+  return readFileSync(file, 'utf8');
+}
 
 /**
  * Serves the client's modules (`/client/lockstep.js`, `/client/src/*.js`) to
@@ -31,10 +49,8 @@ export async function serveClientFromDisk(context) {
   await context.route(
     (url) => url.pathname === '/client/lockstep.js' || url.pathname.startsWith('/client/src/'),
     async (route) => {
-      const path = new URL(route.request().url()).pathname;
-      const file = path === '/client/lockstep.js' ? null : join(CLIENT_SRC, ...path.slice('/client/src/'.length).split('/'));
-      if (file !== null && (!file.startsWith(CLIENT_SRC) || !file.endsWith('.js') || !existsSync(file))) return route.continue();
-      const body = file === null ? "export * from './src/index.js';\n" : readFileSync(file, 'utf8');
+      const body = clientModule(new URL(route.request().url()).pathname);
+      if (body === null) return route.continue();
       await route.fulfill({ status: 200, contentType: 'text/javascript; charset=utf-8', headers: { 'cache-control': 'no-store' }, body });
     },
   );
@@ -143,6 +159,129 @@ export async function openWatch(browser, url, o = {}) {
 }
 
 /**
+ * Debian's Firefox ESR, headless, through puppeteer-core over WebDriver BiDi:
+ * one browser per page (a background page's timers and frames are
+ * throttled). Autoplay is allowed (the page also plays muted).
+ */
+export async function launchFirefox() {
+  if (!existsSync(FIREFOX)) {
+    throw new Error(`${FIREFOX} is missing: apt-get install -y firefox-esr (.ci/test does it); puppeteer never downloads a browser here`);
+  }
+  return puppeteer.launch({
+    browser: 'firefox',
+    executablePath: FIREFOX,
+    headless: true,
+    extraPrefsFirefox: { 'media.autoplay.default': 0, 'media.autoplay.blocking_policy': 0 },
+  });
+}
+
+/**
+ * A puppeteer page behind the part of Playwright's `Page` the tests use
+ * (evaluate, waitForFunction, click, textContent, isVisible, selectOption,
+ * context().close()), so every helper here drives either engine.
+ * @param {import('puppeteer-core').Browser} browser its own browser (closed with the page)
+ * @param {import('puppeteer-core').Page} page
+ */
+function firefoxPage(browser, page) {
+  return {
+    engine: 'firefox',
+    /** @template A @param {(arg: A) => any} fn @param {A} [arg] */
+    evaluate: (fn, arg) => page.evaluate(/** @type {any} */ (fn), arg),
+    /** @template A @param {(arg: A) => any} fn @param {A} arg @param {{polling?: number, timeout?: number}} [o] */
+    waitForFunction: (fn, arg, o = {}) => page.waitForFunction(/** @type {any} */ (fn), { polling: o.polling ?? 50, timeout: o.timeout ?? 15_000 }, arg),
+    /** @param {string} sel */
+    click: (sel) => page.click(sel),
+    /** @param {string} sel */
+    textContent: (sel) => page.$eval(sel, (e) => e.textContent),
+    /** @param {string} sel */
+    isVisible: (sel) =>
+      page.$eval(sel, (e) => {
+        const st = getComputedStyle(e);
+        return st.display !== 'none' && st.visibility !== 'hidden' && e.getClientRects().length > 0;
+      }),
+    /** @param {string} sel @param {string} value */
+    selectOption: (sel, value) => page.select(sel, value),
+    context: () => ({ close: () => browser.close() }),
+    version: () => browser.version(),
+  };
+}
+
+/**
+ * Opens the watch page in its own headless Firefox (its own profile: another
+ * user and device), the client's modules served from this working tree by
+ * request interception, and waits until it has joined its room.
+ * @param {string} url
+ * @param {{noWebTransport?: boolean, timeoutMs?: number}} [o]
+ */
+export async function openFirefoxWatch(url, o = {}) {
+  const browser = await launchFirefox();
+  try {
+    const page = await browser.newPage();
+    /** @type {string[]} */
+    const pageErrors = [];
+    page.on('pageerror', (e) => pageErrors.push(e instanceof Error ? e.message : String(e)));
+    if (process.env.LOCKSTEP_E2E_EMBEDDED_CLIENT !== '1') {
+      await page.setRequestInterception(true);
+      page.on('request', (req) => {
+        const body = clientModule(new URL(req.url()).pathname);
+        if (body === null) return void req.continue();
+        void req.respond({ status: 200, contentType: 'text/javascript; charset=utf-8', headers: { 'cache-control': 'no-store' }, body });
+      });
+    }
+    if (o.noWebTransport) {
+      await page.evaluateOnNewDocument(() => {
+        // @ts-ignore
+        delete window.WebTransport;
+      });
+    }
+    const p = Object.assign(firefoxPage(browser, page), { pageErrors });
+    await page.goto(withHeadStart(url));
+    await waitFor(/** @type {any} */ (p), () => window.lockstepDemo?.session?.status === 'open' || Boolean(window.lockstepDemo?.fatal), null, {
+      what: `the Firefox page ${url} to join`,
+      timeoutMs: o.timeoutMs ?? 20_000,
+    });
+    const fatal = await p.evaluate(() => window.lockstepDemo.fatal);
+    assert.equal(fatal, null, `the page failed: ${fatal}`);
+    return p;
+  } catch (e) {
+    await browser.close();
+    throw e;
+  }
+}
+
+/**
+ * Records the frames the page's video presents (requestVideoFrameCallback:
+ * when each is expected on screen, on the page's Unix-epoch clock, and its
+ * media time), for `probe()`'s `shown`. A page without it keeps `shown` null.
+ * @param {{evaluate: Function}} page
+ */
+export async function recordFrames(page) {
+  return page.evaluate(() => {
+    const w = /** @type {any} */ (window);
+    const v = w.lockstepDemo.video;
+    if (typeof v.requestVideoFrameCallback !== 'function') return false;
+    /** @type {[number, number][]} */
+    const frames = [];
+    w.__frames = frames;
+    const onFrame = (/** @type {number} */ now, /** @type {any} */ meta) => {
+      const shown = performance.timeOrigin + (Number.isFinite(meta.expectedDisplayTime) ? meta.expectedDisplayTime : now);
+      // A frame reported long after it was shown (the paused frame, once playing again) is not on the line.
+      if (shown < performance.timeOrigin + performance.now() - 100) return void v.requestVideoFrameCallback(onFrame);
+      const last = frames.at(-1);
+      // A frame off the line of the one before (a seek, a jump) starts afresh.
+      if (last && Math.abs(meta.mediaTime - (last[1] + ((shown - last[0]) / 1000) * v.playbackRate)) > 0.1) frames.length = 0;
+      if (!v.paused && !v.seeking) frames.push([shown, meta.mediaTime]);
+      else frames.length = 0;
+      if (frames.length > 200) frames.splice(0, 100);
+      v.requestVideoFrameCallback(onFrame);
+    };
+    for (const ev of ['seeking', 'pause', 'emptied']) v.addEventListener(ev, () => (frames.length = 0));
+    v.requestVideoFrameCallback(onFrame);
+    return true;
+  });
+}
+
+/**
  * Waits until `fn(arg)` is truthy in the page, polling every 50 ms.
  * @template T
  * @param {import('playwright-core').Page} page
@@ -197,9 +336,12 @@ export async function waitUntil(fn, o) {
  * @property {number | null} roomPos the room position now, s
  * @property {number | null} roomRate
  * @property {boolean | null} roomPaused
+ * @property {number | null} shown the presented frames' position now, s: each frame of the last second carried from
+ *   when it was on screen to `t` at the element's rate, their mean (null: no frames recorded, see `recordFrames`)
+ * @property {number | null} lastShown the same from the last frame presented only (quantized by frames and refreshes)
  */
 
-/** @param {import('playwright-core').Page} page @returns {Promise<Probe>} */
+/** @param {{evaluate: Function}} page @returns {Promise<Probe>} */
 export function probe(page) {
   return page.evaluate(() => {
     const d = window.lockstepDemo;
@@ -207,8 +349,23 @@ export function probe(page) {
     const s = d.session;
     const st = s?.stats;
     const tl = s?.timeline;
+    const t = performance.timeOrigin + performance.now();
+    /** @type {[number, number][] | undefined} */
+    const frames = /** @type {any} */ (window).__frames;
+    let shown = null;
+    let lastShown = null;
+    if (frames && !v.paused && !v.seeking) {
+      const recent = frames.filter((f) => f[0] >= t - 1000 && f[0] <= t + 50);
+      if (recent.length >= 3) {
+        shown = recent.reduce((a, f) => a + f[1] + ((t - f[0]) / 1000) * v.playbackRate, 0) / recent.length;
+        const last = recent.filter((f) => f[0] <= t).at(-1);
+        if (last) lastShown = last[1] + ((t - last[0]) / 1000) * v.playbackRate;
+      }
+    }
     return {
-      t: performance.timeOrigin + performance.now(),
+      shown,
+      lastShown,
+      t,
       pos: v.currentTime,
       rate: v.playbackRate,
       paused: v.paused,
@@ -233,11 +390,16 @@ export function probe(page) {
 /**
  * Skew of page a against page b, ms: a's position minus b's, b's position
  * carried to a's sampling instant at b's rate (both pages read one clock).
- * @param {Probe} a @param {Probe} b
+ * `key`: the playhead (`pos`, currentTime) or the presented frames (`shown`,
+ * `lastShown`; null when either page has none).
+ * @param {Probe} a @param {Probe} b @param {'pos' | 'shown' | 'lastShown'} [key]
  */
-export function skewMs(a, b) {
-  const carried = b.paused ? b.pos : b.pos + ((a.t - b.t) / 1000) * b.rate;
-  return (a.pos - carried) * 1000;
+export function skewMs(a, b, key = 'pos') {
+  const pa = a[key];
+  const pb = b[key];
+  if (pa === null || pb === null) return null;
+  const carried = b.paused ? pb : pb + ((a.t - b.t) / 1000) * b.rate;
+  return (pa - carried) * 1000;
 }
 
 /** @param {Probe} p */
