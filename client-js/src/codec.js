@@ -95,7 +95,10 @@ export { FrameDecoder, encodeFrame } from './framing.js';
  * @typedef {{type: 'chatMessage', id: U64, atMs: U64, memberId: number, name: string, role: Role, text: string, requestId: number, history: boolean}} ChatMessageMsg A chat message in the room's order; the sender's copy carries its request id; `history` after Welcome (SPEC 6.6; CHAT clients only).
  * @typedef {{type: 'chatDeleted', id: U64, by: number}} ChatDeletedMsg A host or co-host deleted a chat message (SPEC 6.6).
  * @typedef {{type: 'chatMuted', muted: boolean, by: number}} ChatMutedMsg This member was muted or unmuted in the room's chat (SPEC 6.6).
- * @typedef {WelcomeMsg | TickMsg | TimelineChangedMsg | ViewerCountMsg | PongMsg | ErrorMsg | MemberJoinedMsg | MemberLeftMsg | RoleChangedMsg | PolicyChangedMsg | AckMsg | LiveStateMsg | ReactionsMsg | ChatMessageMsg | ChatDeletedMsg | ChatMutedMsg} ServerMsg
+ * @typedef {{mediaId: string, url: string | null, title: string | null, durationMs: U64 | null}} MediaItem A media item (SPEC 6.7): the page resolves `mediaId` to a source, or plays `url`.
+ * @typedef {{type: 'mediaChanged', item: MediaItem | null, index: number | null, epoch: number, by: number}} MediaChangedMsg The room switched to another item (the timeline change of `epoch`); SPEC 6.7, MEDIA clients only.
+ * @typedef {{type: 'queueChanged', items: MediaItem[], current: number | null, autoAdvance: boolean, by: number}} QueueChangedMsg The room's playlist (SPEC 6.7; MEDIA clients only).
+ * @typedef {WelcomeMsg | TickMsg | TimelineChangedMsg | ViewerCountMsg | PongMsg | ErrorMsg | MemberJoinedMsg | MemberLeftMsg | RoleChangedMsg | PolicyChangedMsg | AckMsg | LiveStateMsg | ReactionsMsg | ChatMessageMsg | ChatDeletedMsg | ChatMutedMsg | MediaChangedMsg | QueueChangedMsg} ServerMsg
  */
 
 /**
@@ -119,7 +122,15 @@ export { FrameDecoder, encodeFrame } from './framing.js';
  * @typedef {{type: 'resume'}} ResumeMsg The member follows the room again (SPEC 6.4).
  * @typedef {{type: 'react', emoji: string}} ReactMsg An emoji reaction (SPEC 6.5).
  * @typedef {{type: 'chat', requestId: number, text: string}} ChatMsg A chat message (SPEC 6.6), answered by the room's `chatMessage` with the same request id, or an error.
- * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg | LiveReportMsg | NackMsg | SyncReportMsg | SuspendMsg | ResumeMsg | ReactMsg | ChatMsg} ClientMsg
+ * @typedef {{kind: 'set', item: MediaItem}
+ *   | {kind: 'add', item: MediaItem}
+ *   | {kind: 'remove', mediaId: string}
+ *   | {kind: 'move', mediaId: string, index: number}
+ *   | {kind: 'next'}
+ *   | {kind: 'previous'}
+ *   | {kind: 'autoAdvance', on: boolean}} MediaOp
+ * @typedef {{type: 'media', requestId: number, op: MediaOp}} MediaMsg A media command (SPEC 6.7), answered like a command.
+ * @typedef {HelloMsg | PingMsg | CommandMsg | ReportMsg | LiveReportMsg | NackMsg | SyncReportMsg | SuspendMsg | ResumeMsg | ReactMsg | ChatMsg | MediaMsg} ClientMsg
  */
 
 const ROLES = /** @type {const} */ (['host', 'co-host', 'viewer']);
@@ -145,8 +156,11 @@ const SERVER_TYPES = /** @type {const} */ ([
   'chatMessage',
   'chatDeleted',
   'chatMuted',
+  'mediaChanged',
+  'queueChanged',
 ]);
-const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report', 'liveReport', 'nack', 'syncReport', 'suspend', 'resume', 'react', 'chat']);
+const MEDIA_OPS = /** @type {const} */ (['set', 'add', 'remove', 'move', 'next', 'previous', 'autoAdvance']);
+const CLIENT_TYPES = /** @type {const} */ (['hello', 'ping', 'command', 'report', 'liveReport', 'nack', 'syncReport', 'suspend', 'resume', 'react', 'chat', 'media']);
 
 // ------------------------------------------------------------------ reading
 
@@ -272,6 +286,16 @@ function serverBody(r, tag) {
       };
     case 14:
       return { type: 'chatDeleted', id: r.u64(), by: r.u32() };
+    case 16:
+      return { type: 'mediaChanged', item: r.some() ? mediaItem(r) : null, index: r.some() ? r.u32() : null, epoch: r.u32(), by: r.u32() };
+    case 17: {
+      const n = r.u64();
+      if (typeof n !== 'number' || n > LIMITS.MAX_QUEUE) throw new Fail('Invalid', `more than ${LIMITS.MAX_QUEUE} playlist items`);
+      /** @type {MediaItem[]} */
+      const items = [];
+      for (let i = 0; i < n; i++) items.push(mediaItem(r));
+      return { type: 'queueChanged', items, current: r.some() ? r.u32() : null, autoAdvance: r.bool(), by: r.u32() };
+    }
     case 15:
       return { type: 'chatMuted', muted: r.bool(), by: r.u32() };
     default: {
@@ -282,6 +306,40 @@ function serverBody(r, tag) {
       for (let i = 0; i < n; i++) counts.push({ emoji: r.string(), count: r.u32() });
       return { type: 'reactions', counts };
     }
+  }
+}
+
+/**
+ * @param {Reader} r
+ * @returns {MediaItem}
+ */
+function mediaItem(r) {
+  return {
+    mediaId: r.string(),
+    url: r.some() ? r.string() : null,
+    title: r.some() ? r.string() : null,
+    durationMs: r.some() ? r.u64() : null,
+  };
+}
+
+/**
+ * @param {Reader} r
+ * @returns {MediaOp}
+ */
+function mediaOp(r) {
+  const kind = r.enumOf(MEDIA_OPS, 'MediaOp');
+  switch (kind) {
+    case 'set':
+    case 'add':
+      return { kind, item: mediaItem(r) };
+    case 'remove':
+      return { kind, mediaId: r.string() };
+    case 'move':
+      return { kind, mediaId: r.string(), index: r.u32() };
+    case 'autoAdvance':
+      return { kind, on: r.bool() };
+    default:
+      return { kind };
   }
 }
 
@@ -346,9 +404,18 @@ function clientBody(r, tag) {
       return { type: 'resume' };
     case 9:
       return { type: 'react', emoji: r.string() };
-    default:
+    case 10:
       return { type: 'chat', requestId: r.u32(), text: r.string() };
+    default:
+      return { type: 'media', requestId: r.u32(), op: mediaOp(r) };
   }
+}
+
+/** @param {MediaItem} i */
+function checkItem(i) {
+  checkLen(i.mediaId, LIMITS.MAX_MEDIA_ID, 'media id');
+  if (i.url !== null) checkLen(i.url, LIMITS.MAX_MEDIA_URL, 'media url');
+  if (i.title !== null) checkLen(i.title, LIMITS.MAX_MEDIA_TITLE, 'media title');
 }
 
 /**
@@ -362,6 +429,8 @@ export function decodeServer(bytes) {
     if (m.type === 'error') checkLen(m.message, LIMITS.MAX_ERROR_MESSAGE, 'error message');
     else if (m.type === 'memberJoined') checkLen(m.name, LIMITS.MAX_NAME, 'member name');
     else if (m.type === 'reactions') for (const c of m.counts) checkLen(c.emoji, LIMITS.MAX_EMOJI, 'reaction');
+    else if (m.type === 'mediaChanged' && m.item) checkItem(m.item);
+    else if (m.type === 'queueChanged') for (const i of m.items) checkItem(i);
     else if (m.type === 'chatMessage') {
       checkLen(m.name, LIMITS.MAX_NAME, 'member name');
       checkLen(m.text, LIMITS.MAX_CHAT_TEXT, 'chat message');
@@ -380,6 +449,8 @@ export function decodeClient(bytes) {
     if (m.type === 'suspend') checkLen(m.reason, LIMITS.MAX_REASON, 'suspension reason');
     if (m.type === 'react') checkLen(m.emoji, LIMITS.MAX_EMOJI, 'reaction');
     if (m.type === 'chat') checkLen(m.text, LIMITS.MAX_CHAT_TEXT, 'chat message');
+    if (m.type === 'media' && (m.op.kind === 'set' || m.op.kind === 'add')) checkItem(m.op.item);
+    if (m.type === 'media' && (m.op.kind === 'remove' || m.op.kind === 'move')) checkLen(m.op.mediaId, LIMITS.MAX_MEDIA_ID, 'media id');
     if (m.type !== 'hello') return;
     checkLen(m.eventId, LIMITS.MAX_EVENT_ID, 'event id');
     checkLen(m.deviceId, LIMITS.MAX_DEVICE_ID, 'device id');
@@ -527,6 +598,32 @@ export function encodeServer(msg) {
       w.bool(msg.muted, 'muted');
       w.u32(msg.by, 'by');
       break;
+    case 'mediaChanged':
+      if (msg.item === null || msg.item === undefined) w.byte(0);
+      else {
+        w.byte(1);
+        writeItem(w, msg.item);
+      }
+      if (msg.index === null || msg.index === undefined) w.byte(0);
+      else {
+        w.byte(1);
+        w.u32(msg.index, 'index');
+      }
+      w.u32(msg.epoch, 'epoch');
+      w.u32(msg.by, 'by');
+      break;
+    case 'queueChanged':
+      if (!Array.isArray(msg.items) || msg.items.length > LIMITS.MAX_QUEUE) throw new RangeError(`items must be an array of at most ${LIMITS.MAX_QUEUE}`);
+      w.varint(msg.items.length);
+      for (const i of msg.items) writeItem(w, i);
+      if (msg.current === null || msg.current === undefined) w.byte(0);
+      else {
+        w.byte(1);
+        w.u32(msg.current, 'current');
+      }
+      w.bool(msg.autoAdvance, 'autoAdvance');
+      w.u32(msg.by, 'by');
+      break;
   }
   return w.done();
 }
@@ -617,8 +714,41 @@ export function encodeClient(msg) {
       w.u32(msg.requestId, 'requestId');
       w.string(msg.text, 'text');
       break;
+    case 'media': {
+      w.u32(msg.requestId, 'requestId');
+      const op = msg.op;
+      w.enumOf(MEDIA_OPS, op?.kind, 'op.kind');
+      if (op.kind === 'set' || op.kind === 'add') writeItem(w, op.item);
+      else if (op.kind === 'remove') w.string(op.mediaId, 'op.mediaId');
+      else if (op.kind === 'move') {
+        w.string(op.mediaId, 'op.mediaId');
+        w.u32(op.index, 'op.index');
+      } else if (op.kind === 'autoAdvance') w.bool(op.on, 'op.on');
+      break;
+    }
   }
   return w.done();
+}
+
+/**
+ * @param {Writer} w
+ * @param {MediaItem} i
+ */
+function writeItem(w, i) {
+  if (typeof i !== 'object' || i === null) throw new TypeError('a media item is an object');
+  w.string(i.mediaId, 'item.mediaId');
+  for (const [v, what] of /** @type {const} */ ([[i.url, 'item.url'], [i.title, 'item.title']])) {
+    if (v === null || v === undefined) w.byte(0);
+    else {
+      w.byte(1);
+      w.string(v, what);
+    }
+  }
+  if (i.durationMs === null || i.durationMs === undefined) w.byte(0);
+  else {
+    w.byte(1);
+    w.u64(i.durationMs, 'item.durationMs');
+  }
 }
 
 // ------------------------------------------------------------------ helpers

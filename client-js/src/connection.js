@@ -282,6 +282,7 @@ export class Connection {
     if (this.#o.presence) caps |= CAPS.PRESENCE;
     if (this.#o.reactions) caps |= CAPS.REACTIONS;
     if (this.#o.chat) caps |= CAPS.CHAT;
+    if (this.#o.mediaItems || this.#o.resolveMedia) caps |= CAPS.MEDIA;
     t.send(encodeClient({ type: 'hello', version: PROTOCOL_VERSION, eventId: this.#o.eventId, deviceId: this.#deviceId, token: this.#token, caps }));
     this.#timers.set('welcome-timeout', timeoutMs, () => {
       if (this.#active === t && !this.#joined) {

@@ -15,6 +15,10 @@ export const LIMITS = Object.freeze({
   MAX_REASON: 55,
   MAX_EMOJI: 32,
   MAX_CHAT_TEXT: 1000,
+  MAX_MEDIA_ID: 128,
+  MAX_MEDIA_URL: 1024,
+  MAX_MEDIA_TITLE: 128,
+  MAX_QUEUE: 50,
   MAX_REACTION_KINDS: 16,
   MIN_RATE_MILLI: 250,
   MAX_RATE_MILLI: 4000,
@@ -26,4 +30,4 @@ export const LIMITS = Object.freeze({
  * DATAGRAMS): each TimelineChanged comes once, as a datagram; a lost one is
  * asked for with a Nack (SPEC 5.2).
  */
-export const CAPS = Object.freeze({ DATAGRAMS: 1, PRESENCE: 2, ACKS: 4, LIVE: 8, DATAGRAM_CHANGES: 16, REACTIONS: 32, CHAT: 64 });
+export const CAPS = Object.freeze({ DATAGRAMS: 1, PRESENCE: 2, ACKS: 4, LIVE: 8, DATAGRAM_CHANGES: 16, REACTIONS: 32, CHAT: 64, MEDIA: 128 });

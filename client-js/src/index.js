@@ -31,6 +31,7 @@ export {
 export { positionUsAt, wholeMsPoint, reanchored, unwrapAnchor, tickNew, tickTimeline } from './timeline.js';
 export { TimelineTracker } from './tracker.js';
 export { chatTextProblem } from './chat.js';
+export { mediaItem } from './media.js';
 export { ClockSync } from './clock.js';
 export { DriftController, DRIFT_DEFAULTS } from './drift.js';
 export { Backoff, race, TransportMemory } from './connect.js';

@@ -11,6 +11,7 @@
 import { CODES, codeFatal, codeName, LIMITS } from './codec.js';
 import { ClockSync, defaultNowUs } from './clock.js';
 import { Chat } from './chat.js';
+import { MediaQueue, mediaItem } from './media.js';
 import { CommandTracker } from './commands.js';
 import { Connection } from './connection.js';
 import { ElementController } from './element.js';
@@ -94,6 +95,17 @@ export class Session {
   #commands;
   /** @type {Chat} */
   #chat;
+  /** @type {MediaQueue} */
+  #queue;
+  /** @type {import('./media.js').MediaEvent | null} */
+  #media = null;
+  /** The attached element (for loading media items), and the item loaded into it. */
+  /** @type {HTMLMediaElement | null} */
+  #el = null;
+  /** @type {string | null} */
+  #loadedMediaId = null;
+  /** @type {((mediaId: string, item: import('./codec.js').MediaItem) => unknown) | null} */
+  #resolveMedia = null;
   #element;
   #conn;
   /** @type {Status} */
@@ -154,6 +166,8 @@ export class Session {
     this.#nowUs = o.clock?.now ?? defaultNowUs;
     this.#clock = new ClockSync({ ...o.clock, now: this.#nowUs });
     this.#commands = new CommandTracker({ timeoutMs: o.commandTimeoutMs, current: () => this.timeline });
+    this.#queue = new MediaQueue({ command: (op) => this.#mediaCommand(op) });
+    this.#resolveMedia = typeof o.resolveMedia === 'function' ? o.resolveMedia : null;
     this.#chat = new Chat({
       enabled: Boolean(o.chat),
       joined: () => this.#conn.joined,
@@ -354,10 +368,14 @@ export class Session {
     const adapter = adapterOf(options);
     if (this.#closed) return;
     this.#element.attach(el, adapter);
+    this.#el = /** @type {HTMLMediaElement} */ (el);
+    this.#loadedMediaId = null;
+    this.#loadMedia();
   }
 
   /** Stops driving the element (it is left as it is). */
   detach() {
+    this.#el = null;
     this.#element.detach();
   }
 
@@ -510,6 +528,71 @@ export class Session {
     if (!this.#conn.joined) return false;
     this.#conn.send({ type: 'react', emoji });
     return true;
+  }
+
+  /**
+   * What the room plays now (SPEC 6.7; connect with `{ mediaItems: true }` or a
+   * `resolveMedia` hook): `{item, index, epoch, by}`, or null before the room
+   * names an item. Each switch is a 'media' event; the session loads the item
+   * into the attached element (`resolveMedia(mediaId, item)`'s source, else
+   * the item's `url`) and the room starts it for everyone on the same frame.
+   */
+  get media() {
+    return this.#media;
+  }
+
+  /**
+   * The room's playlist (SPEC 6.7): `s.queue.items`, `current`, `autoAdvance`,
+   * and `add(item)`, `remove(mediaId)`, `move(mediaId, index)`, `next()`,
+   * `previous()`, `setAutoAdvance(on)` (for members who may change the
+   * timeline; each resolves like a command). Changes are 'queue' events.
+   */
+  get queue() {
+    return this.#queue;
+  }
+
+  /**
+   * Switches the room to another item now (SPEC 6.7): `{mediaId, url?, title?,
+   * durationMs?}`. Every member loads it while the room holds at 0; a playing
+   * room then starts it on the same frame everywhere. Resolves like a
+   * command (the switch's timeline change); a bad item is a TypeError.
+   * @param {import('./media.js').MediaInput} item
+   */
+  setMedia(item) {
+    return this.#mediaCommand({ kind: 'set', item: mediaItem(item) });
+  }
+
+  /** @param {import('./codec.js').MediaOp} op */
+  #mediaCommand(op) {
+    if (!this.#conn.joined) return this.#failCommand(new LockstepError(0, 'not connected to the room', { kind: 'not_connected' }));
+    const { requestId, promise } = this.#commands.add();
+    this.#conn.send({ type: 'media', requestId, op });
+    return promise;
+  }
+
+  /** Loads the room's item into the attached element, once per item. */
+  #loadMedia() {
+    const item = this.#media?.item ?? null;
+    const el = this.#el;
+    if (item === null || el === null || this.#loadedMediaId === item.mediaId) return;
+    this.#loadedMediaId = item.mediaId;
+    const apply = (/** @type {unknown} */ src) => {
+      if (typeof src !== 'string' || this.#el !== el || this.#loadedMediaId !== item.mediaId) return;
+      const now = typeof el.getAttribute === 'function' ? el.getAttribute('src') : el.src;
+      if (now !== src) {
+        el.src = src;
+        el.load?.();
+      }
+    };
+    if (this.#resolveMedia === null) return apply(item.url);
+    try {
+      const r = this.#resolveMedia(item.mediaId, item);
+      if (r && typeof (/** @type {any} */ (r).then) === 'function') {
+        /** @type {Promise<unknown>} */ (r).then(apply, (e) => this.#emitError(new LockstepError(0, `resolveMedia failed: ${e instanceof Error ? e.message : String(e)}`, { kind: 'media', cause: e })));
+      } else apply(r);
+    } catch (e) {
+      this.#emitError(new LockstepError(0, `resolveMedia threw: ${e instanceof Error ? e.message : String(e)}`, { kind: 'media', cause: e }));
+    }
   }
 
   /**
@@ -689,6 +772,16 @@ export class Session {
     }
     if (m.type === 'reactions') {
       this.#emit('reactions', m.counts);
+      return;
+    }
+    if (m.type === 'mediaChanged') {
+      this.#media = { item: m.item, index: m.index, epoch: m.epoch, by: m.by };
+      this.#emit('media', this.#media);
+      this.#loadMedia();
+      return;
+    }
+    if (m.type === 'queueChanged') {
+      this.#emit('queue', this.#queue.onChanged(m));
       return;
     }
     if (m.type === 'chatMessage') return this.#chat.onMessage(m);

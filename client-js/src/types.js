@@ -40,6 +40,11 @@
  * @property {number} [openTimeoutMs] connect() rejects if not joined within this (20000)
  * @property {boolean} [presence] ask for member joined/left events (false)
  * @property {boolean} [reactions] take the room's reactions ('reactions' events, SPEC 6.5); sending them needs no option (false)
+ * @property {boolean} [mediaItems] take the room's media item and playlist ('media' and 'queue' events, `s.media`,
+ *   `s.queue`, SPEC 6.7); on with `resolveMedia` (false)
+ * @property {(mediaId: string, item: import('./codec.js').MediaItem) => string | undefined | Promise<string | undefined>} [resolveMedia]
+ *   the source of a media item the room switches to: the session sets it as the attached element's `src` (return
+ *   undefined to load it yourself, e.g. with hls.js); without it the item's `url` is used
  * @property {boolean} [chat] take the room's chat ('chat', 'chatDeleted', 'chatMuted' events and `s.chat.send()`,
  *   SPEC 6.6); the room's newest messages come after each join (false)
  * @property {{baseMs?: number, maxMs?: number, random?: () => number}} [backoff] reconnect backoff (250 ms → 10 s, full jitter)
@@ -138,6 +143,9 @@
  * @property {LiveState | null} live the room's live state changed (null: the room's clock is media time)
  * @property {import('./codec.js').ReactionCount[]} reactions the room's reactions of one window (about 250 ms), most
  *   frequent first (with the `reactions` option)
+ * @property {import('./media.js').MediaEvent} media the room switched to another item (after each join too, when
+ *   it has one; with the `mediaItems` option or `resolveMedia`)
+ * @property {import('./media.js').QueueEvent} queue the room's playlist changed (after each join too, when not empty)
  * @property {import('./chat.js').ChatEntry} chat a chat message, in the room's order (the room's history first after each
  *   join, `history: true`; with the `chat` option)
  * @property {{id: number, by: number}} chatDeleted a host or co-host deleted the chat message `id`

@@ -124,7 +124,7 @@ test('Ack: tag 10, request id, outcome, epoch (SPEC 2.2)', () => {
   assert.throws(() => decodeServer(fromHex('0a05030d')), (e) => e instanceof LockstepDecodeError && e.kind === 'Malformed' && e.code === 4000);
   assert.throws(() => decodeServer(fromHex('0a0500')), (e) => e.kind === 'Malformed');
   assert.throws(() => decodeServer(fromHex('0a05000d00')), (e) => e.kind === 'TrailingBytes');
-  assert.throws(() => decodeServer(fromHex('10')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
+  assert.throws(() => decodeServer(fromHex('12')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
   assert.throws(() => encodeServer(/** @type {any} */ ({ type: 'ack', requestId: 1, outcome: 'done', epoch: 1 })), TypeError);
 });
 
@@ -147,7 +147,7 @@ test('changes as datagrams only: Nack (client tag 5) and the DATAGRAM_CHANGES ca
   assert.equal(toHex(encodeClient({ type: 'nack', epoch: 12 })), '050c');
   assert.deepStrictEqual(decodeClient(fromHex('050c')), { type: 'nack', epoch: 12 });
   assert.throws(() => decodeClient(fromHex('05')), (e) => e.kind === 'Malformed' && e.code === 4000);
-  assert.throws(() => decodeClient(fromHex('0b')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
+  assert.throws(() => decodeClient(fromHex('0c')), (e) => e.kind === 'UnknownTag' && e.code === 4001);
   assert.throws(() => encodeClient(/** @type {any} */ ({ type: 'nack', epoch: -1 })), RangeError);
   assert.equal(CAPS.DATAGRAM_CHANGES, 16);
 });

@@ -343,3 +343,50 @@ test('chat against the real server: send resolves with the room\'s copy, others 
   assert.ok(late.chat.messages.every((m) => m.history && !m.mine));
   assert.equal(plainGot.length, 0, 'no chat without the option');
 });
+
+test('media against the real server: setMedia switches every session, the attached element loads the item, the playlist and its refusals', async () => {
+  const eventId = `evt-${process.pid}-media`;
+  const resolved = [];
+  const host = await join({ eventId, deviceId: 'md-host', transport: 'websocket', mediaItems: true });
+  const viewer = await join({
+    eventId,
+    deviceId: 'md-viewer',
+    transport: 'websocket',
+    resolveMedia: async (mediaId) => {
+      resolved.push(mediaId);
+      return `/media/${mediaId}.mp4`;
+    },
+  });
+  const video = new FakeVideo();
+  viewer.attach(/** @type {any} */ (video));
+  assert.throws(() => host.setMedia({ mediaId: '' }), TypeError);
+  assert.throws(() => host.setMedia({ mediaId: 'x', url: 'javascript:alert(1)' }), TypeError);
+
+  await host.play();
+  const seen = next(viewer, 'media', (m) => m.item?.mediaId === 'ep2');
+  const queued = next(viewer, 'queue', (q) => q.items.length === 2);
+  await host.queue.add({ mediaId: 'ep1', title: 'Episode 1', durationMs: 60_000 });
+  const switched = await host.setMedia({ mediaId: 'ep2', title: 'Episode 2', durationMs: 60_000 });
+  assert.equal(switched.outcome, 'applied');
+  const m = await seen;
+  assert.equal(m.index, 1);
+  assert.equal(m.by, host.memberId);
+  assert.equal(viewer.media.item.title, 'Episode 2');
+  const q = await queued;
+  assert.deepEqual(q.items.map((i) => i.mediaId), ['ep1', 'ep2']);
+  assert.deepEqual(viewer.queue.items.map((i) => i.mediaId), ['ep1', 'ep2']);
+  assert.equal(viewer.queue.current, 1);
+  await until(() => video.src === '/media/ep2.mp4', 3000, 'the element to load the item');
+  assert.deepEqual(resolved, ['ep2']);
+  // Held at 0, then started by the room from 0.
+  const started = await next(viewer, 'timeline', (t) => t.reason === 'play' && t.positionMs === 0 && !t.paused, 5000);
+  assert.ok(started.epoch > m.epoch);
+
+  // Refusals: a viewer may not switch; nothing after the last item.
+  await assert.rejects(viewer.queue.previous(), (e) => e.kind === 'forbidden');
+  await assert.rejects(host.queue.next(), (e) => e.kind === 'invalid_argument');
+  await host.queue.previous();
+  await until(() => viewer.media?.item?.mediaId === 'ep1' && video.src === '/media/ep1.mp4', 3000, 'the previous item');
+  await host.queue.setAutoAdvance(false);
+  await until(() => viewer.queue.autoAdvance === false, 3000, 'auto-advance off');
+});

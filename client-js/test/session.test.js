@@ -495,8 +495,8 @@ test('the public surface of a session: no internals on the instance', async () =
     assert.deepEqual(Object.keys(s), ['ready']);
     const proto = Object.getOwnPropertyNames(Object.getPrototypeOf(s)).sort();
     assert.deepEqual(proto, [
-      'attach', 'chat', 'close', 'constructor', 'detach', 'deviceId', 'follow', 'following', 'goLive', 'hold', 'live', 'memberId', 'off', 'on',
-      'pause', 'play', 'policy', 'position', 'programTime', 'react', 'resume', 'role', 'seek', 'seekProgramTime', 'setPolicy', 'setRate', 'setRole',
+      'attach', 'chat', 'close', 'constructor', 'detach', 'deviceId', 'follow', 'following', 'goLive', 'hold', 'live', 'media', 'memberId', 'off', 'on',
+      'pause', 'play', 'policy', 'position', 'programTime', 'queue', 'react', 'resume', 'role', 'seek', 'seekProgramTime', 'setMedia', 'setPolicy', 'setRate', 'setRole',
       'stats', 'status', 'suspend', 'suspension', 'timeline', 'transport', 'unfollow', 'viewers',
     ]);
     assert.equal(s.deviceId, 'dev-1');

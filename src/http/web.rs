@@ -83,6 +83,7 @@ const CLIENT_SRC: &[(&str, &str)] = client_src![
     "hls.js",
     "index.js",
     "live.js",
+    "media.js",
     "options.js",
     "position.js",
     "react.js",
