@@ -53,6 +53,8 @@ const demo = {
   events: [],
   /** @type {{emoji: string, count: number}[][]} the room's reaction windows as they came */
   reactions: [],
+  /** @type {{mediaId: string | null, epoch: number}[]} the room's media switches as they came */
+  media: [],
   /** @type {{id: number, name: string, text: string, mine: boolean, history: boolean}[]} chat messages shown, oldest first */
   chat: [],
   /** @type {{code: number, kind: string, message: string}[]} */
@@ -278,6 +280,9 @@ async function join(view) {
     transport,
     reactions: true,
     chat: true,
+    // What plays next (SPEC 6.7): the room's items are the demo video under
+    // two ids; a page loads an item from its url.
+    resolveMedia: (/** @type {string} */ _id, /** @type {any} */ item) => item.url ?? undefined,
     // The session API's endpoint; the certificate hashes come from
     // /api/certificate, which the client fetches again after a failure, so a
     // rotated certificate never strands the page.
@@ -294,6 +299,7 @@ async function join(view) {
   s.on('error', (/** @type {any} */ e) => onError(e));
   s.on('reactions', (/** @type {{emoji: string, count: number}[]} */ counts) => showReactions(counts));
   s.on('chat', (/** @type {any} */ m) => showChat(s, m));
+  s.on('media', (/** @type {any} */ m) => showMedia(m));
   s.on('chatDeleted', (/** @type {{id: number}} */ d) => unshowChat(d.id));
   s.on('chatMuted', (/** @type {{muted: boolean}} */ m) => {
     $('chat-note').textContent = m.muted ? 'A host muted you in this chat.' : '';
@@ -301,6 +307,7 @@ async function join(view) {
   s.attach(video);
   // The events of the join itself came before these listeners.
   for (const m of s.chat.messages) showChat(s, m);
+  if (s.media) showMedia(s.media);
   if (s.chat.muted) $('chat-note').textContent = 'A host muted you in this chat.';
   showTransport(s.transport);
   $('status').textContent = s.status;
@@ -355,6 +362,7 @@ function showRole(s) {
   $('role').textContent = s.role ?? '–';
   const controls = s.role === 'host' || s.role === 'co-host' || s.policy === 'everyone';
   $('controls').hidden = !controls;
+  $('media-controls').hidden = !controls;
   $('viewer-note').hidden = controls;
 }
 
@@ -458,6 +466,32 @@ function showReactions(counts) {
   setTimeout(() => {
     if (performance.now() - reactionsShownAt >= 1900) $('reactions').textContent = '';
   }, 2000);
+}
+
+// What plays next (SPEC 6.7): the host switches the room to another item; every
+// page loads it (resolveMedia) while the room holds at 0, then the room starts
+// it on the same frame everywhere.
+/** @type {Record<string, {mediaId: string, url: string, title: string}>} */
+const DEMO_ITEMS = {
+  'demo-a': { mediaId: 'demo-a', url: `${mediaSrc}${mediaSrc.includes('?') ? '&' : '?'}item=a`, title: 'Demo, part A' },
+  'demo-b': { mediaId: 'demo-b', url: `${mediaSrc}${mediaSrc.includes('?') ? '&' : '?'}item=b`, title: 'Demo, part B' },
+};
+$('media-switch').addEventListener('click', () => {
+  const id = /** @type {HTMLSelectElement} */ ($('media-pick')).value;
+  const s = demo.session;
+  if (!s) return;
+  const item = DEMO_ITEMS[id];
+  // The playlist holds both, so Next works after a switch.
+  const other = Object.values(DEMO_ITEMS).filter((i) => !s.queue.items.some((q) => q.mediaId === i.mediaId));
+  Promise.all(other.map((i) => s.queue.add(i)))
+    .then(() => s.setMedia(item))
+    .catch(onError);
+});
+$('media-next').addEventListener('click', () => demo.session?.queue.next().catch(onError));
+/** @param {{item: any, epoch: number}} m */
+function showMedia(m) {
+  $('now-playing').textContent = m.item ? (m.item.title ?? m.item.mediaId) : '–';
+  demo.media.push({ mediaId: m.item?.mediaId ?? null, epoch: m.epoch });
 }
 
 // Chat (SPEC 6.6): text only, ever — every part of a message goes in with

@@ -197,3 +197,35 @@ test('watch-party features on the demo page: reactions reach every page in windo
     return st && st.suspended.length === 0;
   }, { what: 'the viewer following again', timeoutMs: 10_000 });
 });
+
+test('what plays next on the demo page: the host switches the room to another item; every page loads it and starts it with the others', { timeout: 60_000 }, async (t) => {
+  const ev = eventId('media');
+  const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
+  const viewer = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
+  await host.click('#play');
+  await waitSteady([host, viewer]);
+  await host.selectOption('#media-pick', 'demo-b');
+  await host.click('#media-switch');
+  for (const page of [host, viewer]) {
+    await waitFor(page, () => document.getElementById('now-playing')?.textContent === 'Demo, part B', null, {
+      what: 'the new item named on every page',
+      timeoutMs: 10_000,
+    });
+    await waitFor(page, () => lockstepDemo.video.currentSrc.endsWith('item=b'), null, { what: 'the element loading the item', timeoutMs: 10_000 });
+  }
+  // The room holds at 0 while the pages load, then starts the item from 0.
+  const [h, v] = await waitSteady([host, viewer]);
+  assert.ok(h.roomPos < 20 && v.pos < 20, `started the new item from its beginning: ${JSON.stringify({ h: h.roomPos, v: v.pos })}`);
+  const skews = await sampleSkew(host, viewer, { n: 100 });
+  const s = summarize(skews);
+  record(t, 'media-switch', { ...s, host: h, viewer: v });
+  assert.ok(s.p95Ms < 100, `p95 skew after the switch ${s.p95Ms} ms`);
+  // Back to part A, the playlist's previous item (the page put both in it).
+  const before = await viewer.evaluate(() => lockstepDemo.media.length);
+  await host.evaluate(() => lockstepDemo.session.queue.previous());
+  await waitFor(viewer, (n) => lockstepDemo.media.length > n && lockstepDemo.media.at(-1).mediaId === 'demo-a', before, {
+    what: 'the previous item on the viewer page',
+    timeoutMs: 10_000,
+  });
+  assert.deepEqual([...host.pageErrors, ...viewer.pageErrors], []);
+});
