@@ -68,12 +68,19 @@ impl Room {
         if role == Role::Host {
             self.host = Some(HostSlot { device_id: info.device_id.clone(), left_at: None });
         }
-        if info.host_claim {
-            // A host by credentials supersedes hosts by the first-joiner fallback.
-            let fallback: Vec<MemberId> =
-                self.members.iter().filter(|(_, m)| m.role == Role::Host && !m.claimed).map(|(&id, _)| id).collect();
-            for other in fallback {
-                self.set_local_role(other, Role::Viewer);
+        if role == Role::Host {
+            // One host at most. A host by credentials supersedes hosts by the
+            // first-joiner fallback; the host's device joining again (a
+            // reconnection that came before the old connection left, or a
+            // second tab) takes the role, and the old connection co-hosts.
+            let others: Vec<(MemberId, Role)> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.role == Role::Host)
+                .map(|(&id, m)| (id, if m.device_id == info.device_id { Role::CoHost } else { Role::Viewer }))
+                .collect();
+            for (other, to) in others {
+                self.set_local_role(other, to);
             }
         }
         let wants_presence = info.wants_presence && self.cfg.show_members;
@@ -207,7 +214,12 @@ impl Room {
 
     fn role_for_joiner(&self, info: &JoinInfo) -> Role {
         if info.host_claim {
-            return Role::Host;
+            // One host at most: of two hosts by credentials (two devices of
+            // the host, two users with `host_of`), the first keeps the role
+            // and the other co-hosts (and is elected if the host goes).
+            let claimed_host = self.members.values().any(|m| m.role == Role::Host && m.claimed)
+                || self.remote.values().any(|r| r.role == Role::Host && r.claimed);
+            return if claimed_host { Role::CoHost } else { Role::Host };
         }
         match &self.host {
             Some(slot) if slot.device_id == info.device_id => Role::Host,

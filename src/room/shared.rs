@@ -81,7 +81,7 @@ pub enum Shared {
 pub(super) struct Remote {
     node: String,
     pub(super) role: Role,
-    claimed: bool,
+    pub(super) claimed: bool,
     name: String,
     device: String,
     pub(super) user: String,
@@ -178,18 +178,21 @@ impl Room {
     }
 
     /// A host joined on another node: hosts by the first-joiner fallback here
-    /// step down for a host by credentials, and of two fallback hosts elected
-    /// at once on two nodes the smaller id keeps the role (every node decides
-    /// the same way, so exactly one remains).
+    /// step down for a host by credentials, and of two fallback hosts (or two
+    /// hosts by credentials) at once on two nodes the smaller id keeps the
+    /// role (every node decides the same way, so exactly one remains); a host
+    /// by credentials that steps down co-hosts.
     fn remote_host(&mut self, id: MemberId, remote: &Remote) {
-        let step_down: Vec<MemberId> = self
+        let step_down: Vec<(MemberId, Role)> = self
             .members
             .iter()
-            .filter(|&(&mine, m)| m.role == Role::Host && !m.claimed && (remote.claimed || id < mine))
-            .map(|(&mine, _)| mine)
+            .filter(|&(&mine, m)| {
+                m.role == Role::Host && (remote.claimed || !m.claimed) && (remote.claimed != m.claimed || id < mine)
+            })
+            .map(|(&mine, m)| (mine, if m.claimed { Role::CoHost } else { Role::Viewer }))
             .collect();
-        for mine in step_down {
-            self.set_local_role(mine, Role::Viewer);
+        for (mine, role) in step_down {
+            self.set_local_role(mine, role);
         }
         if !self.members.values().any(|m| m.role == Role::Host) {
             self.host = Some(HostSlot { device_id: remote.device.clone(), left_at: None });

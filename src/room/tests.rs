@@ -1374,3 +1374,47 @@ fn reactions_cross_nodes_without_echo() {
         "another node's reactions are not shared again"
     );
 }
+
+/// Found by fuzzing (issue 16): one host at most. Two hosts by credentials:
+/// the first keeps the role, the second co-hosts (and is elected when the
+/// first goes); the host's device joining again takes the role and its old
+/// connection co-hosts; across nodes, of two hosts by credentials the
+/// smaller id keeps it.
+#[test]
+fn a_room_never_has_two_hosts() {
+    let claim = |d: &str| JoinInfo { device_id: d.into(), name: d.into(), host_claim: true, ..Default::default() };
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let a = room.join(T0, claim("tv"));
+    let b = room.join(T0, claim("phone"));
+    assert_eq!((room.role(a), room.role(b)), (Some(Role::Host), Some(Role::CoHost)));
+    room.leave(T0 + S, a);
+    tick(&mut room, T0 + S + RoomConfig::default().host_grace_us);
+    assert_eq!(room.role(b), Some(Role::Host), "the co-host by credentials is elected");
+
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let old = join(&mut room, T0, "tv");
+    let new = join(&mut room, T0 + S, "tv");
+    assert_eq!(
+        (room.role(old), room.role(new)),
+        (Some(Role::CoHost), Some(Role::Host)),
+        "the device's new connection hosts"
+    );
+    assert_eq!(room.state(T0 + S).members.host, vec![new]);
+
+    let mut room = Room::new(RoomConfig::default(), T0);
+    room.enable_sharing(2 * ID_BLOCK);
+    let mine = room.join(T0, claim("tv"));
+    room.apply_shared(
+        T0,
+        "n1",
+        Shared::Joined {
+            id: ID_BLOCK,
+            role: Role::Host,
+            claimed: true,
+            name: "h".into(),
+            device: "other".into(),
+            user: "u".into(),
+        },
+    );
+    assert_eq!(room.role(mine), Some(Role::CoHost), "the smaller id keeps the role");
+}
