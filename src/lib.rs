@@ -37,6 +37,10 @@ mod store;
 mod transport;
 mod util;
 
+/// Entry points of the fuzz targets (`tests/fuzz/`); not an API.
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// Internals the micro-benchmarks (`benches/micro.rs`) measure; not an API.
 #[doc(hidden)]
 pub mod bench {
@@ -109,6 +113,7 @@ mod layering {
         ("http", 8),
         ("config", 8),
         ("server", 9),
+        ("fuzzing", 10),
     ];
 
     fn layer(module: &str) -> u32 {

@@ -26,6 +26,11 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 pub(crate) use self::encode::{Binary, Encoder, Wire};
+
+/// `Hello`'s checks before any credentials (for the fuzz target `hello`).
+pub(crate) fn check_hello_for_fuzzing(hello: &lockstep_protocol::Hello, url_event: &str) -> Result<(), ()> {
+    join::check_hello(hello, url_event).map_err(drop)
+}
 use self::join::{JoinRequest, Joined, Refusal};
 pub(crate) use self::outbox::{Direct, DirectWrite, Outbox};
 pub(crate) use self::writer::{Transport, close_reason, finish, write_loop};

@@ -9,6 +9,7 @@ mod bounded;
 mod common;
 mod config;
 mod edge;
+mod fuzz_corpus;
 mod jwks;
 mod live;
 mod live_source;

@@ -176,6 +176,22 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .merge(chat::routes())
 }
 
+/// Parses `data` as each REST body (and query) the API takes; nothing may
+/// panic (the fuzz target `rest_bodies`).
+pub(crate) fn parse_bodies_for_fuzzing(data: &[u8]) {
+    let _ = serde_json::from_slice::<StartSession>(data);
+    let _ = serde_json::from_slice::<Heartbeat>(data);
+    let _ = serde_json::from_slice::<DevTokenRequest>(data);
+    let _ = serde_json::from_slice::<invitations::CreateInvitation>(data);
+    let _ = serde_json::from_slice::<invitations::AcceptInvitation>(data);
+    if let Ok(body) = serde_json::from_slice::<clock::SetClock>(data) {
+        let _ = clock::check_for_fuzzing(&body);
+    }
+    if let Ok(uri) = format!("/chat?{}", String::from_utf8_lossy(data)).parse::<axum::http::Uri>() {
+        let _ = axum::extract::Query::<chat::ChatQuery>::try_from_uri(&uri);
+    }
+}
+
 fn unauthorized(e: &AuthError) -> Response {
     // The identity provider's keys not fetched yet: not the caller's fault.
     let status =
