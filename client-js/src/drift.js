@@ -10,7 +10,7 @@
 // The position measured is frame-accurate (src/position.js): the element's
 // clock from `currentTime` readings (their upper envelope: Firefox's advances
 // in whole frames), plus where the frames it presents are against that clock
-// (learned slowly from requestVideoFrameCallback, where the browser has it).
+// (averaged from requestVideoFrameCallback, where the browser has it).
 // Drift = that position − target position.
 //
 // Bands:
@@ -44,7 +44,8 @@
 //
 // Paused: the element is paused and put on the room's position exactly
 // (a seek when it is more than 1 ms off: a scheduled pause lands a timer's
-// jitter late), so paused viewers show the same frame.
+// jitter late), so paused viewers show the same frame. Such a snap is not
+// counted in `corrections.seeks` (those are seeks of a playing element).
 //
 // Starts on time (pre-roll): an element does not move the instant play() is
 // called (35–65 ms in Chromium). The controller learns that start-up
@@ -489,7 +490,8 @@ export class DriftController {
     this.#pos.reset();
     this.seek = { issuedAt: now, position, playing };
     this.samples = [];
-    this.corrections.seeks++;
+    // A paused element put on the room's position is aligned, not corrected: not counted.
+    if (playing) this.corrections.seeks++;
   }
 }
 

@@ -25,18 +25,20 @@
 //    screen, on the client clock), carried to now at the element's rate, is
 //    an estimate of the presented position off only by where its display
 //    refresh fell; their mean over the last second, minus the clock, averaged
-//    slowly (EWMA, 0.1 per step), is the offset. It is added to the clock
-//    where `currentTime` steps (Firefox: its frames are ~14 ms behind its
-//    clock, and follow it closely), so that engines agree on the frames on
-//    screen while the controller steers the clock, which answers a rate
-//    change at once. Where `currentTime` is continuous (Chromium) it is not:
-//    Chromium keeps its frames' cadence within a tolerance of its clock
-//    (they wander around it by several ms and follow a rate change only once
-//    that far off), so steering them through the clock would chase that
-//    wander; its clock is the better measure of what it shows on average.
+//    slowly, is the offset, added to the clock: engines and pages then agree
+//    on the frames on screen, while the controller steers the clock, which
+//    answers a rate change at once. Where `currentTime` steps (Firefox: its
+//    frames are 7–9 ms behind its clock, and follow it closely) the average
+//    is quick (EWMA, 0.1 per step: 2.5 s). Where it is continuous (Chromium)
+//    it is slow (0.01 per step: 25 s): Chromium keeps its frames' cadence
+//    within a tolerance of its clock, so they wander around it (0 to −10 ms
+//    at 25 fps on 60 Hz, over seconds) and follow a rate change only once
+//    that far off; steering them quickly through the clock would chase that
+//    wander, but their mean offset matters when the other pages are Firefox.
 //    Whether `currentTime` steps is seen from the readings: the mean gap
 //    between a control step's reading and the envelope (0 for a continuous
-//    clock, 10–20 ms for Firefox's).
+//    clock, 10–20 ms for Firefox's). Early measurements are averaged evenly
+//    (weight 1/n until it falls to the EWMA's).
 // Rate changes rebase every stored point (carried to the instant of the
 // change at the old rate), so a rate step is no error. Any discontinuity
 // (paused, seeking, stalled, a frame or reading far off the line) starts
@@ -49,7 +51,8 @@
  * @property {number} [frameFreshMs] frames count only while the last came this recently (250)
  * @property {number} [maxGapS] a frame or a reading this far off the line is a discontinuity (0.1)
  * @property {number} [readingWindowMs] readings within this long make the envelope (1500)
- * @property {number} [offsetAlpha] weight of a new presentation-offset measurement (0.1)
+ * @property {number} [offsetAlpha] weight of a new presentation-offset measurement where currentTime steps (0.1)
+ * @property {number} [slowOffsetAlpha] the same where currentTime is continuous (0.01)
  * @property {number} [maxOffsetS] a presentation offset beyond this is not believed (0.1)
  * @property {number} [steppedGapMs] `currentTime` steps when its readings are this far below the envelope on average (2)
  */
@@ -61,6 +64,7 @@ export const POSITION_DEFAULTS = Object.freeze({
   maxGapS: 0.1,
   readingWindowMs: 1500,
   offsetAlpha: 0.1,
+  slowOffsetAlpha: 0.01,
   maxOffsetS: 0.1,
   steppedGapMs: 2,
 });
@@ -83,6 +87,8 @@ export class PositionEstimator {
     this.playing = false;
     /** @type {number | null} the frames presented minus the element's clock, s (learned; kept across resets) */
     this.offsetS = null;
+    /** How many offset measurements were averaged (kept). */
+    this.offsetN = 0;
     /** @type {number | null} mean gap between a control step's reading and the envelope, ms (learned; kept) */
     this.gapMs = null;
     /** @type {'frames' | 'readings' | 'currentTime'} what the last estimate came from */
@@ -179,14 +185,15 @@ export class PositionEstimator {
       const shown = /** @type {number} */ (this.#mean(this.frames, nowMs));
       const off = shown - env;
       if (Math.abs(off) <= o.maxOffsetS) {
-        this.offsetS = this.offsetS === null ? off : this.offsetS + o.offsetAlpha * (off - this.offsetS);
+        this.offsetN++;
+        const alpha = Math.max(this.gapMs > o.steppedGapMs ? o.offsetAlpha : o.slowOffsetAlpha, 1 / this.offsetN);
+        this.offsetS = this.offsetS === null ? off : this.offsetS + alpha * (off - this.offsetS);
       } else {
         this.frames = [];
       }
     }
-    const useFrames = this.offsetS !== null && this.gapMs > o.steppedGapMs;
-    this.source = useFrames ? 'frames' : 'readings';
-    return env + (useFrames ? /** @type {number} */ (this.offsetS) : 0);
+    this.source = this.offsetS === null ? 'readings' : 'frames';
+    return env + (this.offsetS ?? 0);
   }
 
   /**

@@ -60,25 +60,44 @@ test('discontinuities start afresh: a seek, a pause, a frame far off the line, a
   assert.equal(p.position(2100, { ...playing(50.3), stalled: true }), 50.3);
 });
 
-test('continuous currentTime (Chromium): the clock is the measure, frames only learned; stepped (Firefox): the frames offset is added', () => {
+test('the presentation offset: learned quickly where currentTime steps (Firefox), slowly where it is continuous (Chromium)', () => {
   // Frames presented 14 ms after their time (27 ms behind the clock: their times are 13 ms off the grid).
-  const feed = (stepped) => {
+  const feed = (stepped, ms) => {
     const p = new PositionEstimator();
     let est = 0;
-    for (let t = 0; t <= 4000; t += 40) {
+    let at = 0;
+    for (let t = 0; t <= ms; t += 40) {
       const truth = 10.013 + t / 1000;
-      if (t % 240 === 0) est = p.position(t, playing(stepped ? Math.floor(truth / 0.04 + 1e-9) * 0.04 : truth));
+      if (t % 240 === 0) {
+        est = p.position(t, playing(stepped ? Math.floor(truth / 0.04 + 1e-9) * 0.04 : truth));
+        at = t;
+      }
       p.frame(t + 14, Math.floor(truth / 0.04 + 1e-9) * 0.04, true, { nowMs: t + 1, currentTime: truth });
     }
-    return { p, lagMs: (10.013 + 3.84 - est) * 1000 };
+    return { p, lagMs: (10.013 + at / 1000 - est) * 1000 };
   };
-  const chromium = feed(false);
-  assert.equal(chromium.p.source, 'readings');
-  assert.ok(Math.abs(chromium.lagMs) < 0.5, `continuous: lag ${chromium.lagMs}`);
-  assert.ok(Math.abs(chromium.p.offsetS * 1000 + 27) < 2, `learned ${chromium.p.offsetS}`);
-  const firefox = feed(true);
-  assert.equal(firefox.p.source, 'frames');
-  assert.ok(Math.abs(firefox.lagMs - 27) < 2, `stepped: lag ${firefox.lagMs}`);
+  for (const stepped of [true, false]) {
+    const { p, lagMs } = feed(stepped, 40_000);
+    assert.equal(p.source, 'frames');
+    assert.ok(Math.abs(lagMs - 27) < 2, `stepped ${stepped}: lag ${lagMs}`);
+  }
+  // The offset moves: 10 ms more lag from 40 s on. Stepped follows within seconds, continuous over tens of seconds.
+  const move = (stepped) => {
+    const p = new PositionEstimator();
+    const lags = [];
+    for (let t = 0; t <= 50_000; t += 40) {
+      const truth = 10.013 + t / 1000;
+      const extra = t >= 40_000 ? 0.01 : 0;
+      if (t % 240 === 0) lags.push({ t, lag: (truth - p.position(t, playing(stepped ? Math.floor(truth / 0.04 + 1e-9) * 0.04 : truth))) * 1000 });
+      p.frame(t + 14, Math.floor(truth / 0.04 + 1e-9) * 0.04 - extra, true, { nowMs: t + 1, currentTime: truth });
+    }
+    return (/** @type {number} */ at) => /** @type {{lag: number}} */ (lags.find((x) => x.t >= at)).lag;
+  };
+  const firefox = move(true);
+  const chromium = move(false);
+  assert.ok(Math.abs(firefox(45_000) - 37) < 2, `stepped after 5 s: ${firefox(45_000)}`);
+  assert.ok(chromium(41_000) < 29 && chromium(45_000) < 33, `continuous: ${chromium(41_000)}, ${chromium(45_000)}`);
+  assert.ok(chromium(49_900) > 30, `continuous after 10 s: ${chromium(49_900)}`);
 });
 
 test('a frame reported long after it was shown (the paused frame, once playing again) is not kept', () => {
