@@ -111,8 +111,13 @@ export function bindControls(session, el, options = {}) {
   /** 'seeking' and 'ratechange' events still to come from the session's own writes. */
   let ownSeeks = 0;
   let ownRates = 0;
-  /** The rate the session last set (a player that restores it after its own change, e.g. shaka's rate 0 while buffering, is not the user). */
-  let ownRate = NaN;
+  /**
+   * The rates the session set lately (a player that restores one after its own change, e.g. shaka's rate 0 while
+   * buffering, is not the user; drift control steps the rate often, by 0.1 %, so the restored one may be older than
+   * the last).
+   * @type {number[]}
+   */
+  const ownRateList = [];
   /** The play state the session or the user last put the element in. */
   let expectPaused = el.paused;
   let attached = true;
@@ -156,7 +161,8 @@ export function bindControls(session, el, options = {}) {
       if (el.readyState >= HAVE_METADATA) ownSeeks++;
     } else if (a.type === 'setRate') {
       if (el.playbackRate !== a.rate) ownRates++;
-      ownRate = a.rate;
+      ownRateList.push(a.rate);
+      if (ownRateList.length > 32) ownRateList.shift();
     } else {
       expectPaused = a.type === 'pause';
     }
@@ -211,7 +217,7 @@ export function bindControls(session, el, options = {}) {
         if (!followRate || !joined()) return;
         const rate = el.playbackRate;
         if (!(rate >= 0.25 && rate <= 4)) return; // 0 (a hold) or out of the room's range: not a rate the room can take
-        if (rate === ownRate || (session.timeline && Math.abs(session.timeline.rate - rate) < 0.0005)) return;
+        if (ownRateList.includes(rate) || (session.timeline && Math.abs(session.timeline.rate - rate) < 0.0005)) return;
         command({ kind: 'setRate', rate }, () => session.setRate(rate));
       },
     ],

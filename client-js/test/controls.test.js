@@ -181,6 +181,19 @@ test('a user rate becomes setRate; rate 0, the room rate and a player restoring 
   video.playbackRate = 1.5; // the room's rate
   video.flush();
   assert.deepEqual(session.commands, []);
+  // Drift control's fine steps: the player restores a rate the session set before its last one.
+  session.drive({ type: 'setRate', rate: 1.5015 });
+  session.drive({ type: 'setRate', rate: 1.503 });
+  video.playbackRate = 1.503;
+  video.flush();
+  video.playbackRate = 0;
+  video.playbackRate = 1.5015;
+  video.flush();
+  assert.deepEqual(session.commands, []);
+  // A rate the session never set is the user's.
+  video.playbackRate = 1.25;
+  video.flush();
+  assert.deepEqual(session.commands.map((c) => [c.kind, c.arg]), [['setRate', 1.25]]);
 });
 
 test('rate: false leaves rate changes alone', () => {
