@@ -33,9 +33,17 @@
 //                                   5 ms (hysteresis), where the law is at the
 //                                   fine band's bound (5 ms / 1 s = 0.5 %), so
 //                                   the hand-over is seamless.
-//   |drift| > seek threshold        seek to target + room rate · learned seek
-//                                   latency (EWMA of measured seek durations),
-//                                   then a cooldown: no new seek until the last
+//   |drift| > seek threshold        seek to target + room rate · (learned seek
+//                                   latency (EWMA of measured seek durations)
+//                                   + 50 ms), the element paused meanwhile
+//                                   (parked), and play() it when the room
+//                                   reaches that position, one learned
+//                                   start-up latency early (as a scheduled
+//                                   play): a mispredicted seek latency then
+//                                   costs nothing unless the seek takes longer
+//                                   than the lead. The session is asked to
+//                                   step at that time (`wakeAtMs`). Then a
+//                                   cooldown: no new seek until the last
 //                                   one has completed, settled, and 1.5 s have
 //                                   passed. Three corrective seeks within 30 s
 //                                   double the threshold (up to 4×): a stream
@@ -114,6 +122,9 @@ export const HAVE_FUTURE_DATA = 3;
  * @property {number} [seekCooldownMs] no new seek this soon after one completed (1500)
  * @property {number} [settleMs] no correction this soon after a seek completed (300)
  * @property {number} [seekLatencyMs] initial seek-latency estimate (150)
+ * @property {boolean} [parkedSeeks] a playing element is paused while it seeks ahead, and played when the room gets
+ *   there (true)
+ * @property {number} [seekSlackMs] parked seeks: lead beyond the learned seek latency (50)
  * @property {number} [seekLatencyAlpha] EWMA weight of a new measurement (0.3)
  * @property {number} [maxSeekLatencyMs] cap of the estimate (3000)
  * @property {number} [seekTimeoutMs] a seek still running after this is given up (8000)
@@ -144,6 +155,8 @@ export const DRIFT_DEFAULTS = Object.freeze({
   seekCooldownMs: 1500,
   settleMs: 300,
   seekLatencyMs: 150,
+  parkedSeeks: true,
+  seekSlackMs: 50,
   seekLatencyAlpha: 0.3,
   maxSeekLatencyMs: 3000,
   seekTimeoutMs: 8000,
@@ -196,6 +209,7 @@ export const DRIFT_DEFAULTS = Object.freeze({
  * @property {number} driftMs measured drift (element − target), ms; NaN without a target
  * @property {DriftMode} mode
  * @property {boolean} buffering
+ * @property {number} [wakeAtMs] step again at this time (a parked seek's start), on `nowMs`'s clock
  */
 
 export class DriftController {
@@ -232,6 +246,10 @@ export class DriftController {
     /** @type {DriftMode} */
     this.mode = 'idle';
     this.buffering = false;
+    /** @type {{position: number} | null} a parked seek: the element paused at `position`, to be played when the room gets there */
+    this.parked = null;
+    /** @type {number | null} */
+    this.wakeAtMs = null;
   }
 
   /** Forgets all transient state (a new element, or a detach). Learned seek latency is kept. */
@@ -252,6 +270,8 @@ export class DriftController {
     this.mode = 'idle';
     this.buffering = false;
     this.start = null;
+    this.parked = null;
+    this.wakeAtMs = null;
   }
 
   /**
@@ -290,9 +310,13 @@ export class DriftController {
   update({ nowMs: now, target, media }) {
     /** @type {DriftAction[]} */
     const actions = [];
+    this.wakeAtMs = null;
     const done = (/** @type {DriftMode} */ mode) => {
       this.mode = mode;
-      return { actions, driftMs: this.driftMs, mode, buffering: this.buffering };
+      /** @type {DriftResult} */
+      const r = { actions, driftMs: this.driftMs, mode, buffering: this.buffering };
+      if (this.wakeAtMs !== null) r.wakeAtMs = this.wakeAtMs;
+      return r;
     };
     if (!target) {
       this.driftMs = NaN;
@@ -314,6 +338,7 @@ export class DriftController {
       this.samples = [];
       this.correcting = false;
       this.snap = null;
+      this.parked = null;
     }
     const roomRate = target.rate > 0 ? target.rate : 1;
     // A stall starts only while the element plays, and only data ends it:
@@ -347,6 +372,7 @@ export class DriftController {
 
     // Paused timeline: pause, restore the room rate, snap the position.
     if (target.paused) {
+      this.parked = null;
       this.correcting = false;
       this.epochChanged = false;
       if (!media.paused) actions.push({ type: 'pause' });
@@ -371,6 +397,24 @@ export class DriftController {
     // Playing timeline.
     const jump = this.epochChanged && Math.abs(driftMs) > this.seekThresholdMs;
     this.epochChanged = false;
+    if (this.parked && !jump) {
+      // A parked seek: once it is done, play when the room reaches its position, one start-up latency early.
+      if (this.seek || media.seeking) return done('seeking');
+      if (media.paused) {
+        const startAt = this.parked.position - (roomRate * this.startLatencyMs) / 1000;
+        const dueInMs = ((startAt - target.position) / roomRate) * 1000;
+        if (dueInMs > 0.5) {
+          this.wakeAtMs = now + dueInMs;
+          return done('seeking');
+        }
+        this.parked = null;
+        actions.push({ type: 'play' });
+        this.lastPlayAt = now;
+        this.start = { issuedAt: now, from: media.currentTime };
+        return done('starting');
+      }
+      this.parked = null; // played by someone else meanwhile
+    }
     if (media.paused && now - this.lastPlayAt >= o.playRetryMs) {
       actions.push({ type: 'play' });
       this.lastPlayAt = now;
@@ -396,8 +440,13 @@ export class DriftController {
     if (Math.abs(driftMs) > this.seekThresholdMs && media.readyState >= HAVE_METADATA && mayAlign) {
       if (jump || now - this.lastSeekDoneAt >= o.seekCooldownMs) {
         if (media.paused) this.alignedEpoch = target.epoch;
-        const lead = media.paused ? 0 : (roomRate * this.seekLatencyMs) / 1000;
-        this.issueSeek(actions, now, clampToDuration(target.position + lead, media), true);
+        // A playing element is parked: paused while it seeks ahead, played when the room gets there.
+        const park = o.parkedSeeks && !media.paused;
+        const lead = media.paused ? 0 : (roomRate * (this.seekLatencyMs + (park ? o.seekSlackMs : 0))) / 1000;
+        if (park) actions.push({ type: 'pause' });
+        const position = clampToDuration(target.position + lead, media);
+        this.issueSeek(actions, now, position, true);
+        this.parked = park ? { position } : null;
         // Following the host's jump is not a sign of trouble; repeated
         // corrective seeks are.
         if (!jump) this.seekTimes.push(now);

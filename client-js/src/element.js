@@ -173,6 +173,7 @@ export class ElementController {
     this.#timers.clear('control');
     this.#timers.clear('report');
     this.#timers.clear('buffering');
+    this.#timers.clear('wake');
     this.#el = null;
     this.#adapter = null;
     if (this.#reportedBuffering) {
@@ -263,6 +264,9 @@ export class ElementController {
       },
     });
     this.#updateReportedBuffering(res.buffering);
+    // A parked seek's start: a step at that time, not at the next control tick.
+    if (res.wakeAtMs !== undefined) this.#timers.set('wake', Math.max(0, res.wakeAtMs - this.#host.nowUs() / 1000), () => this.step());
+    else this.#timers.clear('wake');
     for (const a of res.actions) {
       try {
         if (a.type === 'setRate') {

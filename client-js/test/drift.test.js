@@ -199,10 +199,17 @@ test('a host seek (new epoch) is followed at once, even mid-stall', () => {
   const { trace } = simulate({ media, room, durationMs: 11000 });
   const s = seeks(media);
   assert.ok(s[0].t >= 2000 && s[0].t <= 2250, `seek at ${s[0].t}`);
-  // The stall holds the element until 5 s; then one catch-up seek after the cooldown.
+  // The stall holds the element until 5 s; then one catch-up seek once it has data (the first seek, parked, was done
+  // at 2.2 s, so its cooldown is long over).
   assert.equal(s.length, 2);
-  assert.ok(s[1].t - 5000 >= DRIFT_DEFAULTS.seekCooldownMs);
-  assert.ok(settledAt(trace, 20) <= 9500, `settled at ${settledAt(trace, 20)}`);
+  assert.ok(s[1].t >= 5000 && s[1].t <= 5500, `catch-up seek at ${s[1].t}`);
+  assert.ok(settledAt(trace, 20) <= 6000, `settled at ${settledAt(trace, 20)}`);
+  // Without parking, the seek lasts until the stall ends, and the catch-up waits for the cooldown after it.
+  const again = playing(0);
+  again.media.stalls.push([1000, 5000]);
+  again.room.change(2000, { position: 300 });
+  simulate({ media: again.media, room: again.room, durationMs: 11000, controller: new DriftController({ parkedSeeks: false }) });
+  assert.ok(seeks(again.media)[1].t - 5000 >= DRIFT_DEFAULTS.seekCooldownMs);
 });
 
 test('measurement jitter of ±3 ms: no seek, only fine steps (within ±0.3 %), the true drift within 4 ms', () => {
@@ -390,4 +397,26 @@ test('presented frames carried across rate changes: 1.25× room rate, frames on 
   const fd = late.map((x) => x.frameDrift).filter((x) => x !== null);
   assert.ok(q95(fd) <= 4, `frames p95 ${q95(fd)} ms`);
   assert.ok(Math.abs(trace.at(-1).rate - 1.25) <= 1.25 * 0.005 + 1e-9);
+});
+
+test('parked seeks: a seek whose latency is mispredicted still starts on time (paused while it seeks, played when the room gets there)', () => {
+  for (const seekLatencyMs of [40, 120, 180]) {
+    const room = new SimRoom({ position: 60 });
+    room.change(1000, { position: 200 });
+    const media = new SimMedia({ position: 60, paused: false, seekLatencyMs, playLatencyMs: 0 });
+    const { trace } = simulate({ media, room, durationMs: 4000 });
+    assert.equal(seeks(media).length, 1);
+    const log = media.log.filter((a) => a.type !== 'setRate').map((a) => a.type);
+    assert.deepEqual(log, ['pause', 'seek', 'play'], `${seekLatencyMs} ms`);
+    // From the start on (the initial estimate of 150 ms + 50 ms lead covers the seek), within a couple of ms.
+    const play = /** @type {{t: number}} */ (media.log.find((a) => a.type === 'play')).t;
+    for (const x of trace.filter((x) => x.t > play)) assert.ok(Math.abs(x.drift) <= 11, `${seekLatencyMs} ms: drift ${x.drift} at ${x.t}`);
+    // Without parking, the misprediction is the drift after the seek.
+    const m2 = new SimMedia({ position: 60, paused: false, seekLatencyMs });
+    const r2 = new SimRoom({ position: 60 });
+    r2.change(1000, { position: 200 });
+    const old = simulate({ media: m2, room: r2, durationMs: 4000, controller: new DriftController({ parkedSeeks: false }) });
+    const first = old.trace.find((x) => x.t > 1000 + seekLatencyMs + 10);
+    assert.ok(Math.abs(first.drift) >= Math.abs(150 - seekLatencyMs) - 15, `${seekLatencyMs} ms unparked: ${first.drift}`);
+  }
 });

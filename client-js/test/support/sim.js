@@ -174,6 +174,8 @@ export function simulate({ media, room, controller = new DriftController(), dura
   /** @type {{at: number, d: number}[]} */
   const frameDrifts = [];
   let late = 0;
+  /** @type {number | null} */
+  let wakeAt = null;
   for (let now = start; now <= start + durationMs; now += dt) {
     // Advance the element to `now` (from now − dt), then compare it with the room at `now`.
     if (now > start) media.step(now - dt, dt);
@@ -197,8 +199,11 @@ export function simulate({ media, room, controller = new DriftController(), dura
     const target = room.target(now);
     // The session also steps one start-up latency before a scheduled change (pre-roll).
     const preroll = target.next && controller.startLatencyMs > 0 && now >= target.next.atMs - controller.startLatencyMs && now - dt < target.next.atMs - controller.startLatencyMs;
-    if (now >= nextControl + late || seekEnded || preroll) {
+    const woken = wakeAt !== null && now >= wakeAt;
+    if (now >= nextControl + late || seekEnded || preroll || woken) {
       const r = controller.update({ nowMs: noisy(now), target, media: media.state() });
+      // The session steps again when the controller asks (a parked seek's start).
+      wakeAt = r.wakeAtMs ?? null;
       media.apply(r.actions, now);
       if (r.actions.some((a) => a.type === 'seek')) {
         wasSeeking = true;
