@@ -599,16 +599,8 @@ export function encodeServer(msg) {
       w.u32(msg.by, 'by');
       break;
     case 'mediaChanged':
-      if (msg.item === null || msg.item === undefined) w.byte(0);
-      else {
-        w.byte(1);
-        writeItem(w, msg.item);
-      }
-      if (msg.index === null || msg.index === undefined) w.byte(0);
-      else {
-        w.byte(1);
-        w.u32(msg.index, 'index');
-      }
+      option(w, msg.item, (i) => writeItem(w, i));
+      option(w, msg.index, (i) => w.u32(i, 'index'));
       w.u32(msg.epoch, 'epoch');
       w.u32(msg.by, 'by');
       break;
@@ -616,11 +608,7 @@ export function encodeServer(msg) {
       if (!Array.isArray(msg.items) || msg.items.length > LIMITS.MAX_QUEUE) throw new RangeError(`items must be an array of at most ${LIMITS.MAX_QUEUE}`);
       w.varint(msg.items.length);
       for (const i of msg.items) writeItem(w, i);
-      if (msg.current === null || msg.current === undefined) w.byte(0);
-      else {
-        w.byte(1);
-        w.u32(msg.current, 'current');
-      }
+      option(w, msg.current, (c) => w.u32(c, 'current'));
       w.bool(msg.autoAdvance, 'autoAdvance');
       w.u32(msg.by, 'by');
       break;
@@ -646,12 +634,7 @@ export function encodeClient(msg) {
       w.u16(msg.version, 'version');
       w.string(msg.eventId, 'eventId');
       w.string(msg.deviceId, 'deviceId');
-      if (msg.token === null || msg.token === undefined) {
-        w.byte(0);
-      } else {
-        w.byte(1);
-        w.string(msg.token, 'token');
-      }
+      option(w, msg.token, (t) => w.string(t, 'token'));
       w.u32(msg.caps, 'caps');
       break;
     case 'ping':
@@ -662,12 +645,7 @@ export function encodeClient(msg) {
       const a = msg.action;
       w.enumOf(ACTIONS, a?.kind, 'action.kind');
       if (a.kind === 'play' || a.kind === 'pause') {
-        if (a.positionMs === null || a.positionMs === undefined) {
-          w.byte(0);
-        } else {
-          w.byte(1);
-          w.u64(a.positionMs, 'action.positionMs');
-        }
+        option(w, a.positionMs, (p) => w.u64(p, 'action.positionMs'));
       } else if (a.kind === 'seek') {
         w.u64(a.positionMs, 'action.positionMs');
       } else if (a.kind === 'setRate') {
@@ -737,17 +715,24 @@ export function encodeClient(msg) {
 function writeItem(w, i) {
   if (typeof i !== 'object' || i === null) throw new TypeError('a media item is an object');
   w.string(i.mediaId, 'item.mediaId');
-  for (const [v, what] of /** @type {const} */ ([[i.url, 'item.url'], [i.title, 'item.title']])) {
-    if (v === null || v === undefined) w.byte(0);
-    else {
-      w.byte(1);
-      w.string(v, what);
-    }
-  }
-  if (i.durationMs === null || i.durationMs === undefined) w.byte(0);
-  else {
+  option(w, i.url, (u) => w.string(u, 'item.url'));
+  option(w, i.title, (t) => w.string(t, 'item.title'));
+  option(w, i.durationMs, (d) => w.u64(d, 'item.durationMs'));
+}
+
+/**
+ * An `Option<T>`: a 0 byte for none, else a 1 byte and the value.
+ * @template T
+ * @param {Writer} w
+ * @param {T | null | undefined} v
+ * @param {(v: T) => void} write
+ */
+function option(w, v, write) {
+  if (v === null || v === undefined) {
+    w.byte(0);
+  } else {
     w.byte(1);
-    w.u64(i.durationMs, 'item.durationMs');
+    write(v);
   }
 }
 
