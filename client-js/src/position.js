@@ -37,8 +37,9 @@
 //    wander, but their mean offset matters when the other pages are Firefox.
 //    Whether `currentTime` steps is seen from the readings: the mean gap
 //    between a control step's reading and the envelope (0 for a continuous
-//    clock, 10–20 ms for Firefox's). Early measurements are averaged evenly
-//    (weight 1/n until it falls to the EWMA's).
+//    clock, 10–20 ms for Firefox's). Measurements since the last start (a
+//    seek, a pause, a stall) are averaged evenly (weight 1/n until it falls
+//    to the EWMA's): Chromium picks its cadence's phase anew at each start.
 // Rate changes rebase every stored point (carried to the instant of the
 // change at the old rate), so a rate step is no error. Any discontinuity
 // (paused, seeking, stalled, a frame or reading far off the line) starts
@@ -87,7 +88,7 @@ export class PositionEstimator {
     this.playing = false;
     /** @type {number | null} the frames presented minus the element's clock, s (learned; kept across resets) */
     this.offsetS = null;
-    /** How many offset measurements were averaged (kept). */
+    /** How many offset measurements were averaged since the last start. */
     this.offsetN = 0;
     /** @type {number | null} mean gap between a control step's reading and the envelope, ms (learned; kept) */
     this.gapMs = null;
@@ -95,11 +96,15 @@ export class PositionEstimator {
     this.source = 'currentTime';
   }
 
-  /** Forgets everything (a seek, a pause, a new element). */
+  /**
+   * Forgets the stored points (a seek, a pause, a stall, a new element). The offset is kept, but learned afresh
+   * from the next measurement on (weight 1/n again): an engine picks its frames' cadence anew at every start.
+   */
   reset() {
     this.frames = [];
     this.readings = [];
     this.rate = NaN;
+    this.offsetN = 0;
   }
 
   /**

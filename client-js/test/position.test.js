@@ -106,3 +106,20 @@ test('a frame reported long after it was shown (the paused frame, once playing a
   p.frame(-900, 10, true, { nowMs: 5, currentTime: 10.005 });
   assert.equal(p.frames.length, 0);
 });
+
+test('after a start (seek, pause, stall) the presentation offset is learned afresh: a new cadence phase is not averaged with the old', () => {
+  const p = new PositionEstimator();
+  const run = (from, to, offMs) => {
+    for (let t = from; t <= to; t += 40) {
+      const truth = 10 + t / 1000;
+      if (t % 240 === 0) p.position(t, playing(truth));
+      p.frame(t, truth + offMs / 1000, true, { nowMs: t, currentTime: truth });
+    }
+  };
+  p.position(0, playing(10));
+  run(0, 30_000, -2);
+  assert.ok(Math.abs(p.offsetS * 1000 + 2) < 0.5, `learned ${p.offsetS * 1000}`);
+  p.position(30_100, { ...playing(40.1), paused: true });
+  run(30_200, 33_200, -10);
+  assert.ok(Math.abs(p.offsetS * 1000 + 10) < 0.5, `after the restart: ${p.offsetS * 1000}`);
+});
