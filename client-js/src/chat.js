@@ -149,10 +149,8 @@ export class Chat {
     /** @type {ChatEntry} */
     const entry = { id, atMs: Number(m.atMs), memberId: m.memberId, name: m.name, role: m.role, text: m.text, mine, history: m.history };
     const last = this.#messages.at(-1);
-    if (last !== undefined && id <= last.id) {
-      // Replayed after a reconnection: held already (or deleted since).
-      if (m.history) return;
-    }
+    // Replayed after a reconnection: held already (or deleted since).
+    if (m.history && last !== undefined && id <= last.id) return;
     if (pending !== undefined) {
       clearTimeout(pending.timer);
       this.#pending.delete(m.requestId);

@@ -106,7 +106,7 @@ impl Cluster {
                 (None, None, None, Vec::new(), false)
             }
         };
-        let chat = match self.store().chat_load(room, CHAT_LOADED).await {
+        let chat = match self.inner.store.chat_load(room, CHAT_LOADED).await {
             Ok(chat) => Some(chat),
             Err(e) => {
                 warn!(event_id = %room, error = %e, "shared chat unavailable");

@@ -113,6 +113,8 @@ struct Inner {
     commit: Script,
     load: Script,
     count: Script,
+    /// The shared store over `conn` (its scripts hashed once, not per call).
+    store: RedisStore,
 }
 
 fn node_key(node: &str) -> String {
@@ -163,6 +165,7 @@ impl Cluster {
         sub.subscribe(REVOKE).await?;
         let conn = client.get_connection_manager_with_config(cfg()).await?;
         let (announce, announcements) = mpsc::unbounded_channel();
+        let store = RedisStore::new(conn.clone());
         let inner = Arc::new(Inner {
             conn,
             sub,
@@ -175,6 +178,7 @@ impl Cluster {
             commit: Script::new(include_str!("lua/commit.lua")),
             load: Script::new(include_str!("lua/load_or_seed.lua")),
             count: Script::new(include_str!("lua/count.lua")),
+            store,
         });
         metrics::gauge!("lockstep_redis_up").set(1.0);
         info!(node = %inner.node, "scale-out through Redis");
@@ -202,7 +206,7 @@ impl Cluster {
 
     /// The shared store over the same connection.
     pub(crate) fn store(&self) -> RedisStore {
-        RedisStore::new(self.inner.conn.clone())
+        self.inner.store.clone()
     }
 
     fn rooms(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Local>> {

@@ -140,7 +140,7 @@ impl Room {
         if !m.chat.take(now, CHAT_PER_SEC, CHAT_BURST) {
             return refuse(self, ErrorCode::RateLimited, "chat: at most 1 message a second (bursts of 5)");
         }
-        let record = ChatRecord {
+        let mut record = ChatRecord {
             id: 0,
             at_ms: now / 1000,
             member_id: id,
@@ -153,7 +153,6 @@ impl Room {
         if !self.chat.room.take(now, room_rate, 2 * room_rate) {
             return refuse(self, ErrorCode::RateLimited, "the room's chat is busy; try again in a moment");
         }
-        let mut record = record;
         if self.id_base.is_none() {
             // One node: the room numbers its messages.
             self.chat.last_id += 1;
