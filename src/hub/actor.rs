@@ -264,7 +264,7 @@ impl RoomActor {
 
     /// The authority's state arrived: at start, the room begins from it (and
     /// the joins waiting meanwhile are served); later, the room adopts it.
-    fn loaded(&mut self, l: Loaded, now: u64) {
+    fn loaded(&mut self, mut l: Loaded, now: u64) {
         let first = !self.loaded;
         if first {
             // The stored clock setting applies to the record (a live room's
@@ -299,10 +299,10 @@ impl RoomActor {
                 }
                 None => {}
             }
-            if let Some(chat) = l.chat.clone() {
+            if let Some(chat) = l.chat.take() {
                 self.room.load_chat(chat);
             }
-            if let Some(media) = l.media.clone() {
+            if let Some(media) = l.media.take() {
                 self.room.load_media(media);
             }
             self.loaded = true;
@@ -314,7 +314,7 @@ impl RoomActor {
             if let Some(record) = l.record {
                 self.room.confirm(now, record);
             }
-            if let Some(chat) = l.chat.clone() {
+            if let Some(chat) = l.chat.take() {
                 self.room.load_chat(chat);
             }
         }
