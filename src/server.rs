@@ -215,6 +215,15 @@ impl Server {
             c.on_revoke(move |user, device| {
                 local.close_device(user, device);
             });
+            // Redis that lost its data gets back the sessions (and so the device
+            // slots) this node knows, so no device limit is exceeded meanwhile.
+            let local = accounts.clone();
+            c.on_data_lost(move || {
+                let local = local.clone();
+                async move {
+                    local.reassert().await;
+                }
+            });
             let publisher = c.clone();
             accounts.announce_revocations(move |user, device| {
                 let (publisher, user, device) = (publisher.clone(), user.to_owned(), device.to_owned());

@@ -165,6 +165,24 @@ impl Accounts {
         Ok(sessions.len())
     }
 
+    /// Writes every live session this node knows back to the store, as it is
+    /// (no device limit applies: each was admitted), after the shared store
+    /// lost its data. Returns how many were written.
+    pub(crate) async fn reassert(&self) -> usize {
+        let live_after = self.live_after();
+        let sessions: Vec<SessionRecord> =
+            self.inner.live.iter().map(|(_, (rec, _))| rec).filter(|rec| rec.last_seen > live_after).collect();
+        let mut written = 0;
+        for rec in sessions {
+            match self.inner.store.start_session(rec, u32::MAX, live_after).await {
+                Ok(_) => written += 1,
+                Err(e) => warn!(error = %e, "a session was not re-asserted"),
+            }
+        }
+        info!(sessions = written, "sessions re-asserted to the shared store");
+        written
+    }
+
     /// Runs moka's maintenance (expiry, listeners) every `every`, forever.
     pub(crate) async fn run_maintenance(self, every: Duration) {
         let mut tick = tokio::time::interval(every);

@@ -65,6 +65,9 @@ const REVOKE: &str = "lockstep:revoke";
 /// What a node does when a device is revoked on any node.
 type RevokeHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 
+/// What a node does when Redis lost its data: write back what it serves.
+type DataLostHook = Box<dyn Fn() -> futures_util::future::BoxFuture<'static, ()> + Send + Sync>;
+
 /// See the module docs. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Cluster {
@@ -110,6 +113,12 @@ struct Inner {
     /// sender goes, with the last `Cluster`).
     announce: mpsc::UnboundedSender<(Arc<str>, Announce)>,
     on_revoke: std::sync::OnceLock<RevokeHook>,
+    /// What the node does when Redis lost its data (see [`Cluster::check_ready`]).
+    on_data_lost: std::sync::OnceLock<DataLostHook>,
+    /// Whether this node has seen the ready marker set.
+    marked: AtomicBool,
+    /// Whether this node is writing back after Redis lost its data.
+    recovering: AtomicBool,
     commit: Script,
     load: Script,
     count: Script,
@@ -175,6 +184,9 @@ impl Cluster {
             seen: Mutex::default(),
             announce,
             on_revoke: std::sync::OnceLock::new(),
+            on_data_lost: std::sync::OnceLock::new(),
+            marked: AtomicBool::new(false),
+            recovering: AtomicBool::new(false),
             commit: Script::new(include_str!("lua/commit.lua")),
             load: Script::new(include_str!("lua/load_or_seed.lua")),
             count: Script::new(include_str!("lua/count.lua")),
@@ -187,6 +199,7 @@ impl Cluster {
         // Present at once, so other nodes never take this one's first members
         // for a dead node's.
         cluster.present().await?;
+        cluster.check_ready().await?;
         tokio::spawn(presence::write_announcements(Arc::downgrade(&cluster.inner), announcements));
         tokio::spawn(cluster.clone().heartbeat(shutdown));
         Ok(cluster)
@@ -195,6 +208,59 @@ impl Cluster {
     /// Sets what this node does when a device is revoked on any node (once).
     pub(crate) fn on_revoke(&self, handler: impl Fn(&str, &str) + Send + Sync + 'static) {
         let _ = self.inner.on_revoke.set(Box::new(handler));
+    }
+
+    /// Sets what this node does when Redis is found to have lost its data (once):
+    /// the rooms re-seed their timelines by themselves; the hook writes back
+    /// the rest (the sessions, and so the device slots, this node serves).
+    pub(crate) fn on_data_lost<F>(&self, handler: impl Fn() -> F + Send + Sync + 'static)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let _ = self.inner.on_data_lost.set(Box::new(move || Box::pin(handler())));
+    }
+
+    /// Checks the ready marker ([`crate::store::redis::READY`]) at every
+    /// heartbeat. Missing on a Redis this node never saw it on (a new
+    /// deployment), it is set at once. Missing after it was seen, Redis lost
+    /// its data: sessions may not start meanwhile (the start script refuses),
+    /// the rooms resync (re-seeding their timelines), the hook writes back
+    /// this node's sessions, and two heartbeats later (every node has noticed
+    /// and written back by then) the marker is set again.
+    async fn check_ready(&self) -> RedisResult<()> {
+        use crate::store::redis::READY;
+        let mut conn = self.inner.conn.clone();
+        let exists: bool = redis::cmd("EXISTS").arg(READY).query_async(&mut conn).await?;
+        if exists || !self.inner.marked.load(Ordering::Relaxed) {
+            if !exists {
+                redis::cmd("SET").arg(READY).arg(&*self.inner.node).arg("NX").query_async::<()>(&mut conn).await?;
+            }
+            self.inner.marked.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        if self.inner.recovering.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        warn!("Redis lost its data (restarted empty, or a replica that was behind took over): writing back");
+        metrics::counter!("lockstep_redis_data_lost_total").increment(1);
+        for sink in self.sinks() {
+            sink.deliver(Remote::Resync);
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Some(hook) = this.inner.on_data_lost.get() {
+                hook().await;
+            }
+            tokio::time::sleep(HEARTBEAT * 2).await;
+            let mut conn = this.inner.conn.clone();
+            let set: RedisResult<()> =
+                redis::cmd("SET").arg(READY).arg(&*this.inner.node).arg("NX").query_async(&mut conn).await;
+            if let Err(e) = set {
+                warn!(error = %e, "the ready marker was not set; the next heartbeat writes back again");
+            }
+            this.inner.recovering.store(false, Ordering::Relaxed);
+        });
+        Ok(())
     }
 
     /// Tells every node (this one included) that `user`'s `device` was revoked.
@@ -273,6 +339,7 @@ impl Cluster {
     async fn beat(&self) -> RedisResult<()> {
         let conn = self.inner.conn.clone();
         self.present().await?;
+        self.check_ready().await?;
         redis::cmd("PING").query_async::<()>(&mut self.inner.sub.clone()).await?;
         let rooms: Vec<Served> = {
             let mut rooms = self.rooms();

@@ -11,6 +11,7 @@ mod config;
 mod edge;
 mod fuzz_corpus;
 mod jwks;
+mod kills;
 mod live;
 mod live_source;
 mod ops;

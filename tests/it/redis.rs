@@ -12,9 +12,10 @@ use crate::accounts::{SECRET, http, token};
 use crate::common::*;
 use crate::wt::WtServer;
 
-struct Redis {
+pub(crate) struct Redis {
     child: Option<Child>,
     port: u16,
+    args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -22,20 +23,26 @@ fn free_port() -> u16 {
 }
 
 impl Redis {
-    fn start() -> Redis {
-        let mut r = Redis { child: None, port: free_port() };
+    pub(crate) fn start() -> Redis {
+        Self::start_with(&[])
+    }
+
+    /// With more `redis-server` flags.
+    pub(crate) fn start_with(args: &[&str]) -> Redis {
+        let mut r = Redis { child: None, port: free_port(), args: args.iter().map(|a| a.to_string()).collect() };
         r.restart();
         r
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
     /// Starts (again) on the same port.
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (.ci/test installs it)");
@@ -47,7 +54,7 @@ impl Redis {
         }
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -440,7 +447,7 @@ async fn redis_stop_and_start_is_survived_and_sync_resumes() {
 }
 
 /// Polls `GET /api/ready` until it answers `status` with `{"status": what}`.
-async fn wait_ready(node: &TestServer, status: u16, what: &str) {
+pub(crate) async fn wait_ready(node: &TestServer, status: u16, what: &str) {
     let deadline = Instant::now() + WAIT;
     loop {
         let (got, body) = get_json(&node.http_url("/api/ready")).await;

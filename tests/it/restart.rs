@@ -13,8 +13,15 @@ use serde_json::json;
 use crate::accounts::{SECRET, http, join_as, token};
 use crate::common::*;
 
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
+}
+
+impl Proc {
+    /// Whether the process is still running.
+    pub(crate) fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
 }
 
 impl Drop for Proc {
@@ -24,15 +31,21 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn spawn(port: u16, data: &std::path::Path) -> (Proc, TestServer) {
+    spawn_with(port, data, &[]).await
+}
+
+/// The real binary on `port` and `data`, with more `serve` flags; returns once it answers.
+pub(crate) async fn spawn_with(port: u16, data: &std::path::Path, args: &[&str]) -> (Proc, TestServer) {
     let child = Command::new(env!("CARGO_BIN_EXE_lockstep"))
         .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--quic-addr", "[::1]:0"])
         .arg("--data-dir")
         .arg(data)
+        .args(args)
         .env("LOCKSTEP_JWT_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

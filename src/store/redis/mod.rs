@@ -52,6 +52,11 @@ const P: &str = "lockstep:";
 const SESSION: &str = "lockstep:s:";
 /// The index of every session, scored by `seen`.
 const ALL_SESSIONS: &str = "lockstep:sessions";
+/// Set while Redis holds the data the nodes wrote (no expiry). Missing, Redis
+/// lost it (restarted without persistence, or a replica that was behind took
+/// over): sessions may not start until the nodes have written back the ones
+/// they serve and one of them sets it again (see `cluster`).
+pub(crate) const READY: &str = "lockstep:ready";
 
 /// Deletes sessions; prepended to the scripts that do (it defines
 /// `delete_sessions(ids)`, see the file).

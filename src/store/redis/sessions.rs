@@ -53,6 +53,7 @@ impl RedisStore {
                     .key(user_key(&rec.user))
                     .key(ALL_SESSIONS)
                     .key(format!("{SESSION}{}", rec.session_id))
+                    .key(super::READY)
                     .arg(&rec.user)
                     .arg(&rec.device_id)
                     .arg(&rec.room_id)
@@ -64,6 +65,11 @@ impl RedisStore {
                     .arg(SESSION),
             )
             .await?;
+        if ok == 2 {
+            return Err(StartError::Store(
+                "Redis lost its data; the nodes are writing back their sessions (a few seconds)".into(),
+            ));
+        }
         if ok == 1 {
             let id = text(&v).unwrap_or_default();
             return self

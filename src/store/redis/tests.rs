@@ -35,7 +35,10 @@ impl Server {
 
     async fn store(&self) -> RedisStore {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
-        RedisStore::new(client.get_connection_manager().await.unwrap())
+        let mut conn = client.get_connection_manager().await.unwrap();
+        // What a node's cluster does at start (sessions start only while it is set).
+        redis::cmd("SET").arg(super::READY).arg("test").query_async::<()>(&mut conn).await.unwrap();
+        RedisStore::new(conn)
     }
 }
 

@@ -1,4 +1,11 @@
-
+-- Starts or resumes a session unless the user has ARGV[5] other live devices.
+-- KEYS[1] the user's sessions (scored by seen), KEYS[2] every session, KEYS[3]
+-- the new session's hash, KEYS[4] the ready marker (see READY in mod.rs).
+-- ARGV: user, device, room, live after, max devices, seen, created, new id,
+-- the session key prefix. Returns {1, id}, {0, the other sessions' ids} at
+-- the limit, or {2, 0} while Redis is recovering lost data (only a write-back of
+-- an admitted session, with no limit (4294967295), passes then).
+if ARGV[5] ~= '4294967295' and redis.call('EXISTS', KEYS[4]) == 0 then return {2, 0} end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[4], '+inf')
 local devices, n = {}, 0
 for _, id in ipairs(ids) do
