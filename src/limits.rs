@@ -71,6 +71,7 @@ impl IpLimits {
             self.connect.retain_recent();
             self.rest.shrink_to_fit();
             self.connect.shrink_to_fit();
+            metrics::gauge!("lockstep_ip_limiter_entries").set((self.rest.len() + self.connect.len()) as f64);
         }
     }
 }

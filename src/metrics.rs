@@ -11,6 +11,13 @@
 //! - `lockstep_redis_up`: 1 while Redis answers, 0 while it does not (scale-out only);
 //! - `lockstep_build_info{version, protocol}`: always 1;
 //! - `lockstep_ready`: 1 while `GET /api/ready` answers 200;
+//! - `lockstep_sessions_live`, `lockstep_session_index`: viewing sessions this node holds, and
+//!   its index of them by user, device and room; `lockstep_registry_devices`,
+//!   `lockstep_registry_connections`: devices with open connections and those connections (for
+//!   revocation); `lockstep_ip_limiter_entries`: addresses the per-IP limits remember (updated by
+//!   the maintenance tasks, every few seconds, and every minute for the limiter): what must not
+//!   grow without bound;
+//! - `lockstep_redis_data_lost_total`: times Redis was found to have lost its data (scale-out);
 //! - `process_*`: CPU seconds, resident and virtual memory, open and maximum
 //!   file descriptors, threads and start time, read from `/proc/self` at
 //!   each scrape (Linux).
@@ -60,6 +67,12 @@ fn describe() {
     describe_gauge!("lockstep_redis_up", "Whether Redis answers (scale-out only)");
     describe_gauge!("lockstep_build_info", "Always 1; the labels say which build and protocol this is");
     describe_gauge!("lockstep_ready", "1 while the node is ready for viewers (GET /api/ready answers 200)");
+    describe_gauge!("lockstep_sessions_live", "Viewing sessions this node holds");
+    describe_gauge!("lockstep_session_index", "This node's index of sessions by user, device and room");
+    describe_gauge!("lockstep_registry_devices", "Devices with open connections on this node");
+    describe_gauge!("lockstep_registry_connections", "Connections registered for device revocation");
+    describe_gauge!("lockstep_ip_limiter_entries", "Client addresses the per-IP limits remember");
+    describe_counter!("lockstep_redis_data_lost_total", "Times Redis was found to have lost its data");
     describe_gauge!("process_cpu_seconds_total", Unit::Seconds, "User and system CPU time of the process");
     describe_gauge!("process_resident_memory_bytes", Unit::Bytes, "Resident memory");
     describe_gauge!("process_virtual_memory_bytes", Unit::Bytes, "Virtual memory");
@@ -75,6 +88,15 @@ fn register() {
         metrics::gauge!("lockstep_connections", "transport" => transport).set(0.0);
     }
     metrics::gauge!("lockstep_rooms").set(0.0);
+    for g in [
+        "lockstep_sessions_live",
+        "lockstep_session_index",
+        "lockstep_registry_devices",
+        "lockstep_registry_connections",
+        "lockstep_ip_limiter_entries",
+    ] {
+        metrics::gauge!(g).set(0.0);
+    }
     metrics::gauge!("lockstep_ready").set(0.0);
     metrics::gauge!(
         "lockstep_build_info",

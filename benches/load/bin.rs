@@ -11,11 +11,13 @@
 //! `npm ci`-ed there). Simulated viewers and one host per room run here, on
 //! loopback. See `BENCHMARKS.md` for what each figure means.
 
+mod attack;
 mod conn;
 mod live;
 mod live_stats;
 mod proxy;
 mod rec;
+mod soak;
 mod target;
 mod wsclient;
 
@@ -44,7 +46,10 @@ USAGE: cargo run --release --features load --bin lockstep-load -- [OPTIONS]
                      storm (10,000 viewers join one room at once; counts on everywhere),
                      sync (sync precision: 1 room x 1,000 viewers, play/pause every 1 s),
                      live (1 live room x 10,000 viewers with simulated live edges: program-time
-                     spread at common instants, the auto latency, delivery; see the live options)
+                     spread at common instants, the auto latency, delivery; see the live options),
+                     soak (issue 16: 1 room x 2,000 viewers, a change every 1 s, 10 % of the viewers
+                     reconnecting every minute, a short-lived room every 5 s, 30 min measured, the
+                     server's memory, descriptors, threads and maps sampled every minute)
   --targets LIST     comma-separated: wt, ws, json, peer-ws, peer-socketio, or all
                      (default: all for s1/s2/s3/storm, wt,ws for sync)
   --viewers N        viewers per room          --rooms R          rooms
@@ -73,6 +78,16 @@ USAGE: cargo run --release --features load --bin lockstep-load -- [OPTIONS]
                      DATAGRAMS only, each change as a datagram copy and on the stream (before issue 14)
   --server-bin PATH  run this lockstep binary instead of building target/release/lockstep
   --quiet-wait-s Q   before each run, wait up to Q s for the machine to be quiet (default 20)
+  --attack LIST      issue 16: run each attack (comma-separated, or all: malformed, datagrams, flood,
+                     churn-one-ip, churn-many-ips, host-flood, slow-reader) during the warm-up and the
+                     measured window, after a clean run (none), each against the same room of viewers;
+                     every attack run keeps the server's own message budget and connect limit
+                     (see benches/load/attack.rs); lockstep targets, one node
+  --churn-per-min F  each minute, fraction F of the viewers leave and come back (soak: 0.10)
+  --sample-s S       sample the server (RSS, fds, threads, its map gauges, Redis keys) every S s (soak: 60)
+  --bg-room-every-s B  a room with one member opens every B s and ends (soak: 5)
+  --check            exit 1 unless the run is clean: no victim closed, every attack case answered as
+                     documented, and after the run every connection, registry entry and room is gone
   --json PATH        also write every run and the medians as JSON (with the command, commit, date)
 
 Live scenario (targets ws, wt; default ws; warm-up 15 s and 60 s measured by default; no host):
@@ -116,6 +131,12 @@ struct Opts {
     quiet_wait: Duration,
     nodes: usize,
     live: live::LiveOpts,
+    /// `--attack`: "none" first, then each attack; empty without the option.
+    attacks: Vec<String>,
+    churn_per_min: f64,
+    sample: Option<Duration>,
+    bg_room_every: Option<Duration>,
+    check: bool,
     json: Option<PathBuf>,
 }
 
@@ -144,7 +165,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             print!("{HELP}");
             std::process::exit(0);
         }
-        if a == "--impair" {
+        if a == "--impair" || a == "--check" {
             flags.push(a.clone());
             i += 1;
             continue;
@@ -165,6 +186,7 @@ fn parse_args() -> anyhow::Result<Opts> {
         "storm" => (Mode::Storm, 1, 10_000, 1000),
         "sync" => (Mode::Precision, 1, 1000, 1000),
         "live" => (Mode::Live, 1, 10_000, 1000),
+        "soak" => (Mode::Latency, 1, 2000, 1000),
         other => anyhow::bail!("unknown scenario {other:?} (see --help)"),
     };
     let targets = match get("targets").as_deref() {
@@ -211,7 +233,12 @@ fn parse_args() -> anyhow::Result<Opts> {
             Some(o) => anyhow::bail!("--live-edge-report oldest|now, not {o:?}"),
         };
     }
-    let (warmup_s, measure_s) = if mode == Mode::Live { (15.0, 60.0) } else { (2.0, 6.0) };
+    let soak = scenario == "soak";
+    let (warmup_s, measure_s) = match mode {
+        Mode::Live => (15.0, 60.0),
+        _ if soak => (10.0, 1800.0),
+        _ => (2.0, 6.0),
+    };
     let impair = flags.iter().any(|f| f == "--impair").then(|| -> anyhow::Result<Impair> {
         Ok(Impair {
             delay: Duration::from_secs_f64(num("delay-ms", 50.0)? / 1000.0),
@@ -224,6 +251,15 @@ fn parse_args() -> anyhow::Result<Opts> {
     anyhow::ensure!(nodes == 1 || nodes == 2, "--nodes 1 or 2");
     anyhow::ensure!(nodes == 1 || targets.iter().all(|t| t.is_lockstep()), "--nodes 2 runs lockstep targets only");
     anyhow::ensure!(nodes == 1 || mode != Mode::Live, "live runs on one node");
+    let attacks = match get("attack") {
+        Some(l) => attack::parse(&l)?,
+        None => Vec::new(),
+    };
+    anyhow::ensure!(
+        attacks.is_empty()
+            || (mode == Mode::Latency && nodes == 1 && targets.iter().all(|t| matches!(t, Target::Wt | Target::Ws))),
+        "--attack runs s1/s2/s3 on the wt and ws targets, one node"
+    );
     let peers = get("peers").map(PathBuf::from).unwrap_or_else(|| target::workspace().join("../shared/peers"));
     Ok(Opts {
         mode,
@@ -259,6 +295,17 @@ fn parse_args() -> anyhow::Result<Opts> {
         nodes,
         scenario,
         live,
+        attacks,
+        churn_per_min: num("churn-per-min", if soak { 0.10 } else { 0.0 })?,
+        sample: match num("sample-s", if soak { 60.0 } else { 0.0 })? {
+            s if s > 0.0 => Some(Duration::from_secs_f64(s)),
+            _ => None,
+        },
+        bg_room_every: match num("bg-room-every-s", if soak { 5.0 } else { 0.0 })? {
+            s if s > 0.0 => Some(Duration::from_secs_f64(s)),
+            _ => None,
+        },
+        check: flags.iter().any(|f| f == "--check"),
         json: get("json").map(PathBuf::from),
     })
 }
@@ -322,6 +369,18 @@ struct Res {
     live: Option<live_stats::LiveRes>,
     live_run: Option<live_stats::LiveRun>,
     run_no: usize,
+    // attack runs (issue 16)
+    attack: Option<String>,
+    attack_outcome: Option<attack::Outcome>,
+    /// Server RSS at the start and the end of the measured window (MiB).
+    rss_window: [f64; 2],
+    /// Server threads and open file descriptors at the end of the measured window.
+    threads_fds: [u64; 2],
+    // soak (issue 16)
+    samples: Vec<soak::Sample>,
+    /// Sampled after every client left (rooms' grace and maintenance passed).
+    after: Option<soak::Sample>,
+    reconnects: u64,
 }
 
 /// (busy, total) jiffies of the whole machine, from /proc/stat.
@@ -446,13 +505,21 @@ async fn run_one(
     run_no: usize,
     nodes: usize,
     latency: Option<&str>,
+    attack: Option<&str>,
 ) -> anyhow::Result<Res> {
     let mut lockstep_args = o.lockstep_args.clone();
+    if attack.is_some() {
+        lockstep_args.splice(0..0, attack::SERVER_ARGS.iter().map(|a| a.to_string()));
+    }
     if let Some(l) = latency {
         lockstep_args.splice(0..0, ["--room-clock", "live", "--live-latency-ms", l].map(String::from));
     }
     if o.mode == Mode::Storm {
         // The join storm measures the default coalescing; nothing to add.
+    }
+    if o.bg_room_every.is_some() || o.check {
+        // Rooms that end, end soon: the soak and the checks watch the maps they leave.
+        lockstep_args.push("--room-grace-ms=5000".into());
     }
     lockstep_args.push("--log-json".into());
     let redis = if nodes == 2 { Some(target::Redis::start()?) } else { None };
@@ -532,6 +599,8 @@ async fn run_one(
         failed: AtomicU64::new(0),
         errors_shown: AtomicU64::new(0),
         connect_sem: Arc::new(Semaphore::new(o.concurrency)),
+        churn: (o.churn_per_min > 0.0).then(|| (Duration::from_secs_f64(60.0 / o.churn_per_min), viewers)),
+        reconnects: AtomicU64::new(0),
     });
     let mut set = JoinSet::new();
     let progress = |what: &str, extra: String| {
@@ -562,6 +631,7 @@ async fn run_one(
     }
     let name: &'static str = match latency {
         _ if nodes == 2 => Box::leak(format!("{} (2 nodes, Redis)", t.name()).into_boxed_str()),
+        _ if attack.is_some() => Box::leak(format!("{}, {}", t.name(), attack.unwrap_or("none")).into_boxed_str()),
         Some("auto") => Box::leak(format!("{}, auto", t.name()).into_boxed_str()),
         Some(l) => Box::leak(format!("{}, fixed {l} ms", t.name()).into_boxed_str()),
         None => t.name(),
@@ -655,8 +725,45 @@ async fn run_one(
         });
     }
     let _ = start_tx.send(Some(start));
+    let (astop_tx, astop_rx) = watch::channel(false);
+    let attacker = attack.filter(|a| *a != "none").map(|a| {
+        let env = attack::Env {
+            http: server.http,
+            quic: server.quic,
+            cert_sha256: server.cert_sha256.clone(),
+            event: ctx.event(0),
+            tag: ctx.tag.clone(),
+        };
+        tokio::spawn(attack::run(a.to_owned(), env, astop_rx))
+    });
+    let redis_addr: Option<std::net::SocketAddr> =
+        redis.as_ref().and_then(|r| r.url().trim_start_matches("redis://").trim_end_matches('/').parse().ok());
+    if let Some(every) = o.bg_room_every {
+        set.spawn(soak::short_rooms(server.http, format!("{}-bg", ctx.tag), every, ctx.stop.clone()));
+    }
     tokio::time::sleep_until(start + o.warmup).await;
     ctx.rec.measuring.store(true, Relaxed);
+    res.rss_window[0] = target::status_kib(pid, "VmRSS") as f64 / 1024.0;
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    if let Some(every) = o.sample {
+        let (samples, http, mut stop, t0) = (samples.clone(), server.http, ctx.stop.clone(), Instant::now());
+        set.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tick.tick() => {}
+                }
+                let s = soak::sample(t0.elapsed().as_secs_f64(), pid, http, redis_addr).await;
+                eprintln!(
+                    "  sample at {:.0} s: RSS {:.1} MiB, {} fds, {} threads, {:?}",
+                    s.t_s, s.rss_mib, s.fds, s.threads, s.gauges
+                );
+                samples.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+            }
+        });
+    }
+    let measure_t0 = Instant::now();
     let (cpu0, gen0, w0, mach0) = (target::cpu_s(pid), target::cpu_s(me), Instant::now(), machine_jiffies());
     let end = start + o.warmup + o.measure;
     while Instant::now() < end {
@@ -682,12 +789,37 @@ async fn run_one(
     }
     let (cpu1, gen1, w, mach1) = (target::cpu_s(pid), target::cpu_s(me), w0.elapsed().as_secs_f64(), machine_jiffies());
     ctx.rec.measuring.store(false, Relaxed);
+    res.rss_window[1] = target::status_kib(pid, "VmRSS") as f64 / 1024.0;
+    res.threads_fds = [
+        target::status_kib(pid, "Threads"),
+        std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0),
+    ];
+    let _ = astop_tx.send(true);
+    if let Some(a) = attacker {
+        res.attack = attack.map(str::to_owned);
+        match tokio::time::timeout(Duration::from_secs(10), a).await {
+            Ok(Ok(out)) => res.attack_outcome = Some(out),
+            _ => eprintln!("  the attacker did not stop in 10 s"),
+        }
+    } else {
+        res.attack = attack.map(str::to_owned);
+    }
     // Let the last changes arrive (late ones count as late, not lost).
     let drain = if o.impair.is_some() { Duration::from_secs(2) } else { o.interval.max(Duration::from_secs(1)) };
     tokio::time::sleep(drain).await;
     let _ = stop_tx.send(true);
     tokio::time::sleep(Duration::from_millis(50)).await;
     set.abort_all();
+    res.reconnects = ctx.reconnects.load(Relaxed);
+    res.samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|e| e.into_inner()));
+    if o.sample.is_some() || o.check {
+        // Every client has gone: rooms end after their grace, and the maintenance
+        // tasks (every 5 s) update the maps' gauges.
+        drop(set);
+        let grace = if o.bg_room_every.is_some() || o.check { 5.0 } else { 60.0 };
+        tokio::time::sleep(Duration::from_secs_f64(grace + 7.0)).await;
+        res.after = Some(soak::sample(measure_t0.elapsed().as_secs_f64(), pid, server.http, redis_addr).await);
+    }
 
     let rec = &ctx.rec;
     let h = rec.merged();
@@ -849,6 +981,13 @@ fn med(rs: &[&Res]) -> Res {
         live: rs.iter().map(|r| r.live.as_ref()).collect::<Option<Vec<_>>>().map(|ls| live_stats::LiveRes::median(&ls)),
         run_no: r0.run_no,
         live_run: if rs.len() == 1 { r0.live_run.clone() } else { None },
+        attack: r0.attack.clone(),
+        attack_outcome: r0.attack_outcome.clone(),
+        rss_window: arr2(&|r| r.rss_window),
+        threads_fds: std::array::from_fn(|i| m(&|r| r.threads_fds[i] as f64) as u64),
+        samples: r0.samples.clone(),
+        after: r0.after.clone(),
+        reconnects: r0.reconnects,
     }
 }
 
@@ -952,6 +1091,20 @@ fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
             if !wt.is_empty() {
                 println!("WebTransport: {}", wt.join("; "));
             }
+            if rows.iter().any(|r| r.attack.is_some()) {
+                print_attacks(rows);
+            }
+            for r in rows.iter().filter(|r| !r.samples.is_empty()) {
+                soak::print(r.target, &r.samples, r.after.as_ref(), r.reconnects);
+            }
+            let after: Vec<_> = rows
+                .iter()
+                .filter(|r| r.samples.is_empty())
+                .filter_map(|r| r.after.as_ref().map(|a| format!("{}: {}", r.target, soak::brief(a))))
+                .collect();
+            if !after.is_empty() {
+                println!("\nafter every client left (rooms' grace and the maintenance passed): {}", after.join("; "));
+            }
         }
         Mode::Storm => {
             println!(
@@ -1047,6 +1200,59 @@ fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
     }
 }
 
+/// Issue 16: what each attack cost the victims (the room's viewers), beside
+/// the clean run of the same target, and what the attacker was answered.
+fn print_attacks(rows: &[Res]) {
+    println!(
+        "\nAttacks: the victims are the room's viewers; \"× clean\" divides by the clean run (attack none) of the same transport.\n"
+    );
+    println!(
+        "| transport | attack | victims' p50 | p99 | p99 × clean | p99.9 | lost | victims closed, errors | server CPU % | RSS MiB (window start → end) | threads, fds | attacker's inputs | answered as documented |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let transport = r.target.split(',').next().unwrap_or(r.target);
+        let clean = rows.iter().find(|c| c.attack.as_deref() == Some("none") && c.target.starts_with(transport));
+        let out = r.attack_outcome.as_ref();
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {}, {} | {} | {} → {} | {}, {} | {} | {} |",
+            transport,
+            r.attack.as_deref().unwrap_or("–"),
+            f(r.user[0], 2),
+            f(r.user[2], 2),
+            clean.map_or("–".into(), |c| f(r.user[2] / c.user[2], 2)),
+            f(r.user[3], 2),
+            r.lost,
+            r.closed,
+            r.errors,
+            f(r.cpu_pct, 1),
+            f(r.rss_window[0], 1),
+            f(r.rss_window[1], 1),
+            r.threads_fds[0],
+            r.threads_fds[1],
+            out.map_or("–".into(), |o| o.tried().to_string()),
+            out.map_or("–".into(), |o| o.as_documented().to_string()),
+        );
+    }
+    for r in rows {
+        let Some(o) = &r.attack_outcome else { continue };
+        println!("\n{} — {}:", r.target, o.kind);
+        for (name, c) in &o.cases {
+            let other: Vec<_> = c.other.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+            println!(
+                "- {name}: {} of {} answered `{}`{}",
+                c.as_documented,
+                c.tried,
+                c.expect,
+                if other.is_empty() { String::new() } else { format!("; otherwise {}", other.join(", ")) }
+            );
+        }
+        for n in &o.notes {
+            println!("- {n}");
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let o = parse_args()?;
     let wall = std::time::Instant::now();
@@ -1137,14 +1343,18 @@ fn main() -> anyhow::Result<()> {
     // live run, with each --live-latency.
     let latencies: Vec<Option<String>> =
         if o.mode == Mode::Live { o.live.latencies.iter().cloned().map(Some).collect() } else { vec![None] };
-    let mut variants: Vec<(Target, usize, Option<String>)> = Vec::new();
+    let attacks: Vec<Option<String>> =
+        if o.attacks.is_empty() { vec![None] } else { o.attacks.iter().cloned().map(Some).collect() };
+    let mut variants: Vec<(Target, usize, Option<String>, Option<String>)> = Vec::new();
     for &t in &o.targets {
         for n in 1..=o.nodes {
-            variants.extend(latencies.iter().map(|l| (t, n, l.clone())));
+            for l in &latencies {
+                variants.extend(attacks.iter().map(|a| (t, n, l.clone(), a.clone())));
+            }
         }
     }
     for run in 0..o.runs {
-        for (ti, (t, nodes, latency)) in variants.iter().cloned().enumerate() {
+        for (ti, (t, nodes, latency, attack)) in variants.iter().cloned().enumerate() {
             wait_quiet(o.quiet_wait);
             eprintln!(
                 "run {}/{}: {}{}{}",
@@ -1153,8 +1363,9 @@ fn main() -> anyhow::Result<()> {
                 t.name(),
                 if nodes == 2 { " on 2 nodes" } else { "" },
                 latency.as_deref().map(|l| format!(", --live-latency-ms {l}")).unwrap_or_default()
+                    + &attack.as_deref().map(|a| format!(", attack {a}")).unwrap_or_default()
             );
-            match rt.block_on(run_one(t, &o, bin.as_deref(), run, nodes, latency.as_deref())) {
+            match rt.block_on(run_one(t, &o, bin.as_deref(), run, nodes, latency.as_deref(), attack.as_deref())) {
                 Ok(r) => all.push((ti, r)),
                 Err(e) => eprintln!("  {} failed: {e:#}", t.name()),
             }
@@ -1176,11 +1387,54 @@ fn main() -> anyhow::Result<()> {
     let meds = medians(&all, variants.len());
     print_tables(&o, &meds, &title, &format!("{label}{}", if o.runs > 1 { ", medians" } else { "" }));
     println!("\nwall time {:.1} s", wall.elapsed().as_secs_f64());
+    if o.check {
+        let problems =
+            check(&all.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), all.len(), variants.len() * o.runs);
+        if !problems.is_empty() {
+            println!("\ncheck FAILED:");
+            for p in &problems {
+                println!("- {p}");
+            }
+            if let Some(path) = &o.json {
+                write_json(path, &o, &title, &label, &all, &meds)?;
+            }
+            std::process::exit(1);
+        }
+        println!("\ncheck passed: every run clean");
+    }
     if let Some(path) = &o.json {
         write_json(path, &o, &title, &label, &all, &meds)?;
         println!("written to {}", path.display());
     }
     Ok(())
+}
+
+/// `--check`: what was not clean in `runs` (`done` of `planned` runs finished).
+fn check(runs: &[Res], done: usize, planned: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    if done < planned {
+        out.push(format!("{} of {planned} runs failed to run", planned - done));
+    }
+    for r in runs {
+        if r.closed > 0 || r.failed > 0 || r.errors > 0 {
+            out.push(format!(
+                "{}: victims closed {}, failed to join {}, client errors {}",
+                r.target, r.closed, r.failed, r.errors
+            ));
+        }
+        if let Some(a) = &r.attack_outcome {
+            for (name, c) in &a.cases {
+                if c.tried > c.as_documented {
+                    let other: Vec<_> = c.other.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+                    out.push(format!("{}: {name}: expected {}, got {}", r.target, c.expect, other.join(", ")));
+                }
+            }
+        }
+        if let Some(after) = &r.after {
+            out.extend(soak::leftovers(after).into_iter().map(|l| format!("{}: {l}", r.target)));
+        }
+    }
+    out
 }
 
 /// The medians of each of `n` variants over its runs.

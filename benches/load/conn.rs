@@ -67,6 +67,11 @@ pub(crate) struct Ctx {
     pub(crate) failed: AtomicU64,
     pub(crate) errors_shown: AtomicU64,
     pub(crate) connect_sem: Arc<Semaphore>,
+    /// Churn: every viewer leaves and comes back once per period, the
+    /// viewers' turns spread evenly over it (period, viewers).
+    pub(crate) churn: Option<(Duration, usize)>,
+    /// Reconnections made by churn.
+    pub(crate) reconnects: AtomicU64,
 }
 
 impl Ctx {
@@ -423,6 +428,16 @@ fn change_msg(ctx: &Ctx, room: usize, k: u32, t_ns: u64) -> Vec<u8> {
 
 /// Runs one client until the run stops.
 pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
+    let mut k = 0;
+    while client_once(ctx.clone(), role, k).await && !*ctx.stop.borrow() {
+        ctx.reconnects.fetch_add(1, Relaxed);
+        k += 1;
+    }
+}
+
+/// One connection of a client; `true` when it left to come back (churn: its
+/// `k`-th reconnection is due).
+async fn client_once(ctx: Arc<Ctx>, role: Role, k: u32) -> bool {
     let (g, room) = match role {
         Role::Host { room } => (usize::MAX - room, room),
         Role::Viewer { g, room } => (g, room),
@@ -443,12 +458,12 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
         Ok(Err(e)) => {
             ctx.failed.fetch_add(1, Relaxed);
             ctx.note_error(format!("connect: {e:#}"));
-            return;
+            return false;
         }
         Err(_) => {
             ctx.failed.fetch_add(1, Relaxed);
             ctx.note_error("connect: timed out");
-            return;
+            return false;
         }
     };
     let mut c = Client {
@@ -503,7 +518,7 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                     Err(e) => {
                         ctx.note_error(format!("read: {e}"));
                         ctx.rec.closed.fetch_add(1, Relaxed);
-                        return;
+                        return false;
                     }
                 };
                 let (u, k) = (ws.user_ns, ws.kernel_ns);
@@ -513,7 +528,7 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                         if !*stop.borrow() {
                             ctx.note_error(format!("closed by the server: {:?}", ws.payload(&f).get(2..)));
                         }
-                        return;
+                        return false;
                     }
                     (Op::Binary, _) => c.on_bin(&ctx, ws.payload(&f), u, k, false, t0),
                     (Op::Text, Target::PeerSio) => c.on_sio(&ctx, ws.payload(&f), u, k, t0),
@@ -525,7 +540,7 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                 if let Some(r) = c.reply.take()
                     && ws.send_text(r).await.is_err()
                 {
-                    return;
+                    return false;
                 }
             }
         }
@@ -546,6 +561,12 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
         let report_due = report_at.unwrap_or(far);
         let ping_due = next_ping.unwrap_or(far);
         let apply_due = c.apply.map(|a| a.1).unwrap_or(far);
+        let churn_due = match (ctx.churn, role, *start.borrow()) {
+            (Some((period, n)), Role::Viewer { g, .. }, Some(s)) => {
+                s + period.mul_f64((g + 1) as f64 / n.max(1) as f64) + period * k
+            }
+            _ => far,
+        };
         tokio::select! {
             biased;
             _ = stop.changed() => {
@@ -556,7 +577,7 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                         q[i].fetch_add(n, Relaxed);
                     }
                 }
-                return;
+                return false;
             }
             _ = tokio::time::sleep_until(apply_due), if c.apply.is_some() => {
                 let (k, _) = c.apply.take().expect("guarded");
@@ -587,7 +608,7 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                 };
                 if let Err(e) = r {
                     ctx.note_error(format!("host send: {e}"));
-                    return;
+                    return false;
                 }
             }
             _ = tokio::time::sleep_until(ping_due), if next_ping.is_some() => {
@@ -601,7 +622,7 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                 match &mut link {
                     Link::Ws(ws) => {
                         if ws.send_binary(&ping).await.is_err() {
-                            return;
+                            return false;
                         }
                     }
                     Link::Wt { conn, .. } => {
@@ -619,7 +640,7 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                 match &mut link {
                     Link::Ws(ws) => {
                         if ws.send_many(2, &[&live, &report]).await.is_err() {
-                            return;
+                            return false;
                         }
                     }
                     Link::Wt { conn, .. } => {
@@ -627,6 +648,15 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                         let _ = conn.send_datagram(report);
                     }
                 }
+            }
+            _ = tokio::time::sleep_until(churn_due), if churn_due < far => {
+                match &mut link {
+                    Link::Ws(ws) => {
+                        let _ = ws.send(8, &1000u16.to_be_bytes()).await;
+                    }
+                    Link::Wt { conn, .. } => conn.close(0u32.into(), b"churn"),
+                }
+                return true;
             }
             _ = start.changed() => {}
             r = read(&mut link) => match r {
@@ -637,7 +667,7 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                     let u = realtime_ns();
                     c.on_bin(&ctx, &d, u, None, true, t0);
                     if !send_nack(&ctx, &mut link, c.nack.take()).await {
-                        return;
+                        return false;
                     }
                 }
                 Ok(Some(Got::Frames(frames))) => {
@@ -649,7 +679,7 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                         c.on_bin(&ctx, &f, u, None, false, t0);
                     }
                     if !send_nack(&ctx, &mut link, c.nack.take()).await {
-                        return;
+                        return false;
                     }
                 }
                 Ok(Some(Got::Ws)) => {}
@@ -658,14 +688,14 @@ pub(crate) async fn client(ctx: Arc<Ctx>, role: Role) {
                     if !*stop.borrow() {
                         ctx.note_error("connection ended");
                     }
-                    return;
+                    return false;
                 }
                 Err(e) => {
                     ctx.rec.closed.fetch_add(1, Relaxed);
                     if !*stop.borrow() {
                         ctx.note_error(format!("read: {e}"));
                     }
-                    return;
+                    return false;
                 }
             },
         }

@@ -205,8 +205,22 @@ pub(crate) fn start(t: Target, opts: &ServerOpts, peers: &Path, bin: Option<&Pat
         let mut cmd = command(&opts.pin, bin);
         cmd.args(["serve", "--dev", "--data-dir"]).arg(&data_dir);
         cmd.args(["--http-addr", "127.0.0.1:0", "--quic-addr", "[::1]:0"]);
-        cmd.args(["--connects-per-ip-per-sec", "1000000", "--connect-burst", "1000000"]);
-        cmd.args(["--msgs-per-sec", "100000", "--msg-burst", "100000", "--max-connections", "50000"]);
+        // The generator is one address with thousands of clients: limits lifted,
+        // unless the run sets them (attack runs keep the server's own).
+        let given = |flag: &str| {
+            opts.lockstep_args.iter().any(|a| a == flag || a.strip_prefix(flag).is_some_and(|r| r.starts_with('=')))
+        };
+        for (flag, value) in [
+            ("--connects-per-ip-per-sec", "1000000"),
+            ("--connect-burst", "1000000"),
+            ("--msgs-per-sec", "100000"),
+            ("--msg-burst", "100000"),
+            ("--max-connections", "50000"),
+        ] {
+            if !given(flag) {
+                cmd.args([flag, value]);
+            }
+        }
         cmd.args(&opts.lockstep_args);
         cmd.env("RUST_LOG", "info,lockstep::hub=warn,quinn=warn,wtransport=warn");
         cmd.env_remove("LOCKSTEP_CONFIG");

@@ -58,13 +58,23 @@ pub(crate) fn realtime_ns() -> u64 {
 impl Ws {
     /// Connects to `addr` and upgrades at `path` (`protocol`: the subprotocol to request).
     pub(crate) async fn connect(addr: std::net::SocketAddr, path: &str, protocol: Option<&str>) -> io::Result<Ws> {
+        Self::connect_with(addr, path, protocol, "").await
+    }
+
+    /// [`Ws::connect`] with more request header lines (each ending in CRLF).
+    pub(crate) async fn connect_with(
+        addr: std::net::SocketAddr,
+        path: &str,
+        protocol: Option<&str>,
+        headers: &str,
+    ) -> io::Result<Ws> {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         setsockopt(&stream, sockopt::ReceiveTimestampns, &true).map_err(io::Error::from)?;
         let proto = protocol.map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n")).unwrap_or_default();
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{proto}\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{proto}{headers}\r\n"
         );
         stream.write_all(req.as_bytes()).await?;
         let mut buf = vec![0u8; 4096];
@@ -99,6 +109,11 @@ impl Ws {
             mask_state: seed,
             out: Vec::with_capacity(256),
         })
+    }
+
+    /// Shrinks the socket's receive buffer (a reader that falls behind fills it sooner).
+    pub(crate) fn shrink_receive_buffer(&self, bytes: usize) -> io::Result<()> {
+        setsockopt(&self.stream, sockopt::RcvBuf, &bytes).map_err(io::Error::from)
     }
 
     /// The payload of a frame returned by [`Ws::next_frame`].

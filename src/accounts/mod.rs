@@ -195,6 +195,12 @@ impl Accounts {
     /// One round of maintenance: moka's, then the store's.
     async fn maintain(&self) {
         self.inner.live.run_pending_tasks().await;
+        // The maps keyed by users and devices, for operators (and the soak run).
+        let (devices, conns) = self.inner.conns.counts();
+        metrics::gauge!("lockstep_registry_devices").set(devices as f64);
+        metrics::gauge!("lockstep_registry_connections").set(conns as f64);
+        metrics::gauge!("lockstep_sessions_live").set(self.inner.live.entry_count() as f64);
+        metrics::gauge!("lockstep_session_index").set(self.lock_devices().len() as f64);
         // Belt and braces: sessions another node or a crash left behind.
         if let Ok(gone) = self.inner.store.expire_sessions(self.live_after()).await {
             for s in gone {

@@ -88,7 +88,6 @@ impl Connections {
     }
 
     /// (devices, connections) registered.
-    #[cfg(test)]
     pub(super) fn counts(&self) -> (usize, usize) {
         let reg = lock(&self.registry);
         (reg.by_device.len(), reg.by_device.values().map(Vec::len).sum())
