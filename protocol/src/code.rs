@@ -55,7 +55,7 @@ codes! {
     InvalidJson = 4003, false, "invalid_json";
     /// A well-formed message that does not belong here (wrong type, wrong frame kind).
     UnexpectedMessage = 4004, false, "unexpected_message";
-    /// A command, report or ping before `Hello`.
+    /// A command, report or other member message before `Hello` (a `Ping` is answered).
     NotJoined = 4005, false, "not_joined";
     /// `Hello` carried another protocol version.
     VersionMismatch = 4006, true, "version_mismatch";
