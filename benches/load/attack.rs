@@ -737,10 +737,10 @@ async fn slow_reader(env: &Env, tally: &Arc<Tally>, mut stop: watch::Receiver<bo
         readers.push(ws);
     }
     let _ = stop.changed().await;
-    for mut ws in readers {
-        // Drain what the kernel holds: a close frame, if the server gave up on it.
+    // Drain what the kernel holds, all at once: a close frame, if the server gave up on one.
+    let fates = futures_util::future::join_all(readers.into_iter().map(|mut ws| async move {
         let mut close = None;
-        let deadline = Instant::now() + Duration::from_millis(200);
+        let deadline = Instant::now() + Duration::from_millis(500);
         while let Ok(Ok(true)) = tokio::time::timeout_at(deadline, ws.read()).await {
             while let Ok(Some(f)) = ws.next_frame().await {
                 let p = ws.payload(&f);
@@ -749,6 +749,10 @@ async fn slow_reader(env: &Env, tally: &Arc<Tally>, mut stop: watch::Receiver<bo
                 }
             }
         }
+        close
+    }))
+    .await;
+    for close in fates {
         // Both are documented: the server's queue for it is bounded (--control-queue), and
         // once it is full the connection is closed with 4010.
         let expect = "bounded: open, or close 4010";

@@ -1346,8 +1346,10 @@ fn main() -> anyhow::Result<()> {
     let attacks: Vec<Option<String>> =
         if o.attacks.is_empty() { vec![None] } else { o.attacks.iter().cloned().map(Some).collect() };
     let mut variants: Vec<(Target, usize, Option<String>, Option<String>)> = Vec::new();
+    // A soak runs once, on as many nodes as asked; other runs compare one node with two.
+    let node_counts: Vec<usize> = if o.scenario == "soak" { vec![o.nodes] } else { (1..=o.nodes).collect() };
     for &t in &o.targets {
-        for n in 1..=o.nodes {
+        for &n in &node_counts {
             for l in &latencies {
                 variants.extend(attacks.iter().map(|a| (t, n, l.clone(), a.clone())));
             }

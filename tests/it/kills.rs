@@ -379,12 +379,7 @@ async fn redis_failures_under_load_keep_every_timeline_and_limit() {
     let (_phone, _) = try_join(&urls[0], "phone", &bob).await.expect("bob's first device joins");
     let tablet_refused = |url: String| {
         let bob = bob.clone();
-        async move {
-            match try_join(&url, "tablet", &bob).await {
-                Some(_) => false,
-                None => true,
-            }
-        }
+        async move { try_join(&url, "tablet", &bob).await.is_none() }
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
 
