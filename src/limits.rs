@@ -67,11 +67,12 @@ impl IpLimits {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
+            // What the last minute left (before forgetting the idle ones).
+            metrics::gauge!("lockstep_ip_limiter_entries").set((self.rest.len() + self.connect.len()) as f64);
             self.rest.retain_recent();
             self.connect.retain_recent();
             self.rest.shrink_to_fit();
             self.connect.shrink_to_fit();
-            metrics::gauge!("lockstep_ip_limiter_entries").set((self.rest.len() + self.connect.len()) as f64);
         }
     }
 }

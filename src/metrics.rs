@@ -14,9 +14,9 @@
 //! - `lockstep_sessions_live`, `lockstep_session_index`: viewing sessions this node holds, and
 //!   its index of them by user, device and room; `lockstep_registry_devices`,
 //!   `lockstep_registry_connections`: devices with open connections and those connections (for
-//!   revocation); `lockstep_ip_limiter_entries`: addresses the per-IP limits remember (updated by
-//!   the maintenance tasks, every few seconds, and every minute for the limiter): what must not
-//!   grow without bound;
+//!   revocation); `lockstep_ip_limiter_entries`: addresses the per-IP limits held at their
+//!   last cleanup, before it forgot the idle ones (the maintenance tasks update these every few
+//!   seconds, the limiter every minute): what must not grow without bound;
 //! - `lockstep_redis_data_lost_total`: times Redis was found to have lost its data (scale-out);
 //! - `process_*`: CPU seconds, resident and virtual memory, open and maximum
 //!   file descriptors, threads and start time, read from `/proc/self` at

@@ -192,8 +192,36 @@ impl Accounts {
         }
     }
 
+    /// Sessions of devices with an open connection here stay alive, silent or
+    /// not: a connected device keeps watching, so it keeps its slot (without
+    /// this, a client that never reports would free its slot and let another
+    /// device in beyond the limit).
+    async fn keep_connected_alive(&self) {
+        let sessions: Vec<(String, String, String)> = self
+            .lock_devices()
+            .iter()
+            .map(|((user, device, _), id)| (user.clone(), device.clone(), id.clone()))
+            .collect();
+        let now = unix_ms();
+        for (user, device, id) in sessions {
+            if !self.inner.conns.is_connected(&user, &device) {
+                continue;
+            }
+            let Some((mut rec, mut written)) = self.inner.live.get(&id).await else { continue };
+            rec.last_seen = now;
+            if now.saturating_sub(written) >= self.write_interval() {
+                match self.inner.store.touch_session(&id, now, None, rec.buffering).await {
+                    Ok(_) => written = now,
+                    Err(e) => warn!(error = %e, "a connected device's session was not kept alive"),
+                }
+            }
+            self.inner.live.insert(id, (rec, written)).await;
+        }
+    }
+
     /// One round of maintenance: moka's, then the store's.
     async fn maintain(&self) {
+        self.keep_connected_alive().await;
         self.inner.live.run_pending_tasks().await;
         // The maps keyed by users and devices, for operators (and the soak run).
         let (devices, conns) = self.inner.conns.counts();

@@ -87,6 +87,14 @@ impl Connections {
         closed
     }
 
+    /// Whether `user`'s `device_id` has a live connection here.
+    pub(super) fn is_connected(&self, user: &str, device_id: &str) -> bool {
+        lock(&self.registry)
+            .by_device
+            .get(&(user.to_owned(), device_id.to_owned()))
+            .is_some_and(|list| list.iter().any(|(_, c)| c.strong_count() > 0))
+    }
+
     /// (devices, connections) registered.
     pub(super) fn counts(&self) -> (usize, usize) {
         let reg = lock(&self.registry);

@@ -274,6 +274,22 @@ async fn sessions_expire_when_idle_and_free_the_device() {
     assert_eq!(s, 404, "the expired session is gone");
 }
 
+/// Found by the soak (issue 16): a device connected but silent (no report, no
+/// ping) let its session idle out while it kept watching, and its slot went
+/// to another device. An open connection keeps its session alive.
+#[tokio::test]
+async fn a_silent_connection_keeps_its_device_slot() {
+    let server = secure_server(|c| c.session_idle_ms = 400).await;
+    let alice = token("alice", Plan::Free);
+    let (_tv, _) = join_as(&server, "ev-silent", "tv", &alice).await;
+    // Well past the idle timeout, with nothing sent on the connection.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(start(&server, &alice, "ev-silent", "phone").await.0, 409, "the connected device keeps its slot");
+    let mut phone = ws_binary(&server.ws_url("ev-silent")).await;
+    send(&mut phone, &hello_with("ev-silent", "phone", Some(&alice))).await;
+    assert_eq!(closed(&mut phone).await, Some(4023));
+}
+
 #[tokio::test]
 async fn device_limit_at_the_boundary_and_under_concurrency() {
     let server = secure_server(|_| {}).await;
