@@ -207,15 +207,9 @@ impl Accounts {
             if !self.inner.conns.is_connected(&user, &device) {
                 continue;
             }
-            let Some((mut rec, mut written)) = self.inner.live.get(&id).await else { continue };
-            rec.last_seen = now;
-            if now.saturating_sub(written) >= self.write_interval() {
-                match self.inner.store.touch_session(&id, now, None, rec.buffering).await {
-                    Ok(_) => written = now,
-                    Err(e) => warn!(error = %e, "a connected device's session was not kept alive"),
-                }
-            }
-            self.inner.live.insert(id, (rec, written)).await;
+            let Some((rec, written)) = self.inner.live.get(&id).await else { continue };
+            let buffering = rec.buffering;
+            self.seen(&id, rec, written, now, None, buffering).await;
         }
     }
 
@@ -337,23 +331,36 @@ impl Accounts {
 
     /// Records a heartbeat; durable at a bounded rate.
     pub(crate) async fn heartbeat(&self, id: &str, position_ms: Option<u64>, buffering: bool) -> Option<Started> {
-        let (mut rec, written) = self.live(id).await?;
+        let (rec, written) = self.live(id).await?;
         let now = unix_ms();
+        let rec = self.seen(id, rec, written, now, position_ms, buffering).await;
+        Some(Started { expires_at: self.expires_at(now), session: rec })
+    }
+
+    /// Records activity of a live session at `now` in the cache, durably at most
+    /// every write interval (`written`: the last durable write).
+    async fn seen(
+        &self,
+        id: &str,
+        mut rec: SessionRecord,
+        mut written: UnixMs,
+        now: UnixMs,
+        position_ms: Option<u64>,
+        buffering: bool,
+    ) -> SessionRecord {
         rec.last_seen = now;
         if position_ms.is_some() {
             rec.position_ms = position_ms;
         }
         rec.buffering = buffering;
-        let mut written = written;
         if now.saturating_sub(written) >= self.write_interval() {
-            if let Err(e) = self.inner.store.touch_session(id, now, position_ms, buffering).await {
-                warn!(error = %e, "heartbeat not persisted");
-            } else {
-                written = now;
+            match self.inner.store.touch_session(id, now, position_ms, buffering).await {
+                Ok(_) => written = now,
+                Err(e) => warn!(error = %e, "session activity not persisted"),
             }
         }
         self.inner.live.insert(id.to_owned(), (rec.clone(), written)).await;
-        Some(Started { expires_at: self.expires_at(now), session: rec })
+        rec
     }
 
     /// Realtime activity of a user's device in a room keeps its session alive.
