@@ -120,6 +120,12 @@ export function bindControls(session, el, options = {}) {
   const ownRateList = [];
   /** The play state the session or the user last put the element in. */
   let expectPaused = el.paused;
+  /**
+   * Whether the element played since it was last expected to (a play the
+   * browser refused, autoplay blocked, leaves it paused without an event:
+   * no user's pause).
+   */
+  let sawPlaying = !el.paused;
   let attached = true;
 
   /** @param {ControlCommand} c */
@@ -164,35 +170,53 @@ export function bindControls(session, el, options = {}) {
       ownRateList.push(a.rate);
       if (ownRateList.length > 32) ownRateList.shift();
     } else {
+      // The element is no longer as the session or the user last put it, and
+      // its event is still queued: the user's play (or pause), which this
+      // write is about to undo. It is a command all the same (the queued
+      // event will find it stale).
+      if (a.type === 'pause' && !el.paused && expectPaused) userPlay();
+      else if (a.type === 'play' && el.paused && !expectPaused && sawPlaying) userPause();
       expectPaused = a.type === 'pause';
+      sawPlaying = !el.paused;
     }
   });
 
   /** Whether the room is known (joined): before, nothing is a command. */
   const joined = () => session.timeline !== null && session.timeline !== undefined;
 
+  /** The user played the element (seen by its 'play' event, or by a session's write that is about to undo it). */
+  function userPlay() {
+    expectPaused = false;
+    if (!joined()) return;
+    if (session.timeline && !session.timeline.paused) return tell({ kind: 'play', outcome: 'skipped', reason: 'the room is playing' });
+    command({ kind: 'play' }, () => session.play());
+  }
+
+  /** The user paused the element (as `userPlay`). */
+  function userPause() {
+    expectPaused = true;
+    // The end of the media pauses the element: not a user's action.
+    if (el.ended || !joined()) return;
+    const position = el.currentTime;
+    if (session.timeline?.paused) return tell({ kind: 'pause', position, outcome: 'skipped', reason: 'the room is paused' });
+    command({ kind: 'pause', position }, () => session.pause(position));
+  }
+
   /** @type {[string, () => void][]} */
   const listeners = [
     [
       'play',
       () => {
+        if (!el.paused) sawPlaying = true;
         if (el.paused || !expectPaused) return; // stale (paused again since), or the state already expected
-        expectPaused = false;
-        if (!joined()) return;
-        if (session.timeline && !session.timeline.paused) return tell({ kind: 'play', outcome: 'skipped', reason: 'the room is playing' });
-        command({ kind: 'play' }, () => session.play());
+        userPlay();
       },
     ],
     [
       'pause',
       () => {
         if (!el.paused || expectPaused) return;
-        expectPaused = true;
-        // The end of the media pauses the element: not a user's action.
-        if (el.ended || !joined()) return;
-        const position = el.currentTime;
-        if (session.timeline?.paused) return tell({ kind: 'pause', position, outcome: 'skipped', reason: 'the room is paused' });
-        command({ kind: 'pause', position }, () => session.pause(position));
+        userPause();
       },
     ],
     [
@@ -228,6 +252,7 @@ export function bindControls(session, el, options = {}) {
         ownSeeks = 0;
         ownRates = 0;
         expectPaused = el.paused;
+        sawPlaying = !el.paused;
       },
     ],
   ];

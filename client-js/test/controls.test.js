@@ -100,6 +100,41 @@ test("a user's action between a write of the session's and its event is still th
   assert.deepEqual(session.commands.map((c) => [c.kind, c.arg]), [['seek', 50]]);
 });
 
+test("a user's play (or pause) the session undoes before its event is dispatched is still a command", () => {
+  const { session, video } = setup();
+  session.timeline = { paused: true, rate: 1 };
+  // The user plays; before the 'play' event is dispatched, drift control pauses the element (the room is paused).
+  video.play();
+  session.drive({ type: 'pause' });
+  video.flush();
+  assert.deepEqual(session.commands.map((c) => c.kind), ['play']);
+  // And the other way: the room plays, the user pauses, the session plays the element again before the 'pause' event.
+  session.commands.length = 0;
+  session.timeline = { paused: false, rate: 1 };
+  session.drive({ type: 'play' });
+  video.flush();
+  video.currentTimeValue = 7;
+  video.pause();
+  session.drive({ type: 'play' });
+  video.flush();
+  assert.deepEqual(session.commands.map((c) => [c.kind, c.arg]), [['pause', 7]]);
+  // The session's own writes in between are still never commands.
+  session.commands.length = 0;
+  session.drive({ type: 'pause' });
+  session.drive({ type: 'play' });
+  video.flush();
+  assert.deepEqual(session.commands, []);
+  // A play the browser refuses (autoplay blocked) leaves the element paused without an event: the session's next
+  // play is no sign of a user's pause.
+  session.drive({ type: 'pause' });
+  video.flush();
+  video.autoplayBlocked = true;
+  session.drive({ type: 'play' });
+  session.drive({ type: 'play' });
+  video.flush();
+  assert.deepEqual(session.commands, []);
+});
+
 test('a seek before the metadata fires no event: not counted as one to come', () => {
   const { session, video } = setup();
   video.readyState = 0;

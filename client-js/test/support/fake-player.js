@@ -12,6 +12,8 @@ export class QueuedVideo extends EventTarget {
     this.seeking = false;
     this.readyState = 4;
     this.playbackRateValue = 1;
+    /** As a browser that blocks autoplay: play() rejects, the element stays paused, no event. */
+    this.autoplayBlocked = false;
     /** @type {string[]} */
     this.queue = [];
   }
@@ -39,6 +41,7 @@ export class QueuedVideo extends EventTarget {
   }
 
   play() {
+    if (this.autoplayBlocked) return Promise.reject(Object.assign(new Error('play() not allowed'), { name: 'NotAllowedError' }));
     if (this.paused) {
       this.paused = false;
       this.queue.push('play');
@@ -145,7 +148,7 @@ export class FakeSession {
   drive(a) {
     const el = this.attached;
     this.emit('drive', a);
-    if (a.type === 'play') el.play();
+    if (a.type === 'play') el.play().catch(() => {}); // the session reports a refused play as its 'error'
     else if (a.type === 'pause') el.pause();
     else if (a.type === 'seek') el.currentTime = a.position;
     else el.playbackRate = a.rate;
