@@ -100,6 +100,7 @@ pub fn room_ops(data: &[u8]) {
     let mut members: Vec<MemberId> = Vec::new();
     // The newest epoch each member was told of (its Welcome's, then changes').
     let mut told: std::collections::HashMap<MemberId, u32> = std::collections::HashMap::new();
+    let mut steps = 0u32;
     while let Some(op) = b.u8() {
         let pick = |b: &mut Bytes, members: &[MemberId]| -> Option<MemberId> {
             let i = usize::from(b.u8()?);
@@ -229,11 +230,23 @@ pub fn room_ops(data: &[u8]) {
         while room.poll_commit().is_some() {
             room.on_commit(now, CommitResult::Committed);
         }
-        check(&mut room, now, &members, &mut told);
+        steps += 1;
+        check(&mut room, now, &members, &mut told, steps.is_multiple_of(32));
     }
+    check(&mut room, now, &members, &mut told, true);
 }
 
-fn check(room: &mut Room, now: u64, members: &[MemberId], told: &mut std::collections::HashMap<MemberId, u32>) {
+/// The invariants after a step. The REST snapshot (`Room::state`, costly: it
+/// sorts the sync quality, lists suspensions, clones the queue) is taken
+/// every 32 steps and at the end (`snapshot`); the roles and counts it would
+/// show are checked after every step from the members themselves.
+fn check(
+    room: &mut Room,
+    now: u64,
+    members: &[MemberId],
+    told: &mut std::collections::HashMap<MemberId, u32>,
+    snapshot: bool,
+) {
     told.retain(|id, _| members.contains(id));
     while let Some(out) = room.poll_output() {
         let epoch = match &out.msg {
@@ -259,11 +272,21 @@ fn check(room: &mut Room, now: u64, members: &[MemberId], told: &mut std::collec
         assert!(bytes.len() <= lockstep_protocol::limits::MAX_FRAME, "{:?}", out.msg);
         assert_eq!(lockstep_protocol::decode_server(&bytes).as_ref(), Ok(&out.msg));
     }
-    let state = room.state(now);
-    assert!(state.members.host.len() <= 1, "two hosts: {:?}", state.members);
-    let listed = state.members.host.len() + state.members.co_host.len() + state.members.viewer.len();
-    assert_eq!(listed, members.len());
-    assert_eq!(state.viewers as usize, members.len());
+    let mut hosts = 0;
+    for &id in members {
+        let role = room.role(id);
+        assert!(role.is_some(), "member {id} has no role");
+        hosts += usize::from(role == Some(Role::Host));
+    }
+    assert!(hosts <= 1, "two hosts");
+    assert_eq!(room.viewers() as usize, members.len());
+    if snapshot {
+        let state = room.state(now);
+        assert!(state.members.host.len() <= 1, "two hosts: {:?}", state.members);
+        let listed = state.members.host.len() + state.members.co_host.len() + state.members.viewer.len();
+        assert_eq!(listed, members.len());
+        assert_eq!(state.viewers as usize, members.len());
+    }
     let t = room.timeline();
     assert!(t.position_ms <= MAX_POSITION_MS);
     assert!((MIN_RATE_MILLI..=MAX_RATE_MILLI).contains(&t.rate_milli), "{t:?}");

@@ -1,2 +1,0 @@
--- Delete one session (ARGV[3]: its id).
-return delete_sessions({ARGV[3]})
