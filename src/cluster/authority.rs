@@ -13,12 +13,7 @@ use tracing::warn;
 use super::{Cluster, Local, ROOM_KEY_TTL};
 use crate::authority::{Announce, Authority, CHAT_LOADED, ChatAnswer, Loaded, Remote, RemoteSink};
 use crate::room::{ChatOp, CommitRequest, CommitResult, ID_BLOCK, MemberId, NeedCounts};
-use crate::store::redis::{decode_change, encode_change, timeline_key};
-
-/// The counter that hands out a room's blocks of member ids.
-pub(super) fn id_block_key(room: &str) -> String {
-    format!("lockstep:mblock:{room}")
-}
+use crate::store::redis::{decode_change, encode_change, keys};
 
 fn malformed(what: &'static str) -> RedisError {
     RedisError::from((redis::ErrorKind::Parse, what))
@@ -31,12 +26,13 @@ impl Cluster {
         let v: RedisResult<Value> = self
             .inner
             .commit
-            .key(timeline_key(room))
-            .key(format!("{}{room}", super::CHANNEL))
+            .key(keys::timeline(room))
+            .key(keys::timeline_channel(room))
             .arg(expected)
             .arg(change.timeline.epoch)
             .arg(encode_change(change))
             .arg(ROOM_KEY_TTL.as_millis() as u64)
+            .arg(self.inner.conn.publish())
             .invoke_async(&mut self.inner.conn.clone())
             .await;
         match v {
@@ -57,7 +53,7 @@ impl Cluster {
         let b: Vec<u8> = self
             .inner
             .load
-            .key(timeline_key(room))
+            .key(keys::timeline(room))
             .arg(ours.timeline.epoch)
             .arg(encode_change(ours))
             .arg(ROOM_KEY_TTL.as_millis() as u64)
@@ -70,7 +66,7 @@ impl Cluster {
     /// among the blocks handed out for it (4,094 blocks of [`ID_BLOCK`]
     /// ids, reused round-robin).
     async fn id_base(&self, room: &str) -> MemberId {
-        let key = id_block_key(room);
+        let key = keys::id_block(room);
         let n: RedisResult<(u64,)> = redis::pipe()
             .atomic()
             .incr(&key, 1)
@@ -88,8 +84,13 @@ impl Cluster {
     }
 
     /// Everything a room loads: record, id block (first load), policy and the
-    /// other nodes' members.
-    async fn load_room(&self, room: &str, ours: TimelineChanged, first: bool) -> Loaded {
+    /// other nodes' members. A first load subscribes to the room's channels
+    /// before it reads anything, so no change falls between the two.
+    async fn load_room(&self, room: &Arc<str>, ours: TimelineChanged, first: bool) -> Loaded {
+        if first && let Err(e) = self.subscribe_room(room).await {
+            // The heartbeat subscribes again once Redis answers.
+            warn!(event_id = %room, error = %e, "room channels not subscribed");
+        }
         let record = match self.load_or_seed(room, &ours).await {
             Ok(record) => Some(record),
             Err(e) => {

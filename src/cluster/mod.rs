@@ -1,29 +1,41 @@
-//! Scale-out: several nodes serve one room through Redis (`--redis-url`).
-//! [`Cluster`] is the rooms' [`crate::authority::Authority`] then.
+//! Scale-out: several nodes serve one room through Redis (`--redis-url`:
+//! one server, or a Redis Cluster, found by asking it; see
+//! `crate::store::redis::conn`). [`Cluster`] is the rooms'
+//! [`crate::authority::Authority`] then. Every key and channel of a room
+//! carries the room's hash tag (`crate::store::redis::keys`), so each
+//! script runs on the room's shard and declares every key it touches.
 //!
 //! - **Timeline authority** ([`authority`]): each room's timeline is one
 //!   Redis record (`lockstep:tl:{room}`: epoch and the encoded
 //!   `TimelineChanged`). A node commits a change its own `Room` made with a
 //!   Lua compare-and-set on the epoch it last saw (`lua/commit.lua`); the same
 //!   script publishes the change on `lockstep:room:{room}`, so the
-//!   publication order is the commit order. Every node (psubscribed to
-//!   `lockstep:room:*`, resubscribed automatically after a reconnect) hands
-//!   newer epochs to its local room. The room actor never waits for Redis:
-//!   answers come back as events.
+//!   publication order is the commit order. Every node hands newer epochs to
+//!   its local room. The room actor never waits for Redis: answers come back
+//!   as events.
+//! - **Per-room subscriptions**: a node subscribes to a room's channels
+//!   (timeline, presence, chat) when the room starts on it, before it loads
+//!   the room's record (so no change falls between the two), and
+//!   unsubscribes when the room ends there. On a Redis Cluster they are
+//!   sharded channels (`SSUBSCRIBE`/`SPUBLISH`): a room's messages stay on
+//!   its shard and reach only the nodes serving it. The connection
+//!   resubscribes by itself after a reconnection or failover.
 //! - **Counts**: every second each node writes its local count of each room
-//!   into `lockstep:count:{room}` and refreshes its presence key
-//!   `lockstep:node:{id}` (TTL [`NODE_TTL`]); the other nodes' counts are
-//!   summed from live nodes only, so a crashed node's viewers vanish within
-//!   the TTL. The same heartbeat keeps a served room's keys alive: they
-//!   expire [`ROOM_KEY_TTL`] after the last node stopped serving the room.
+//!   it serves into `lockstep:count:{room}`, stamped to expire
+//!   [`NODE_TTL`] later by Redis's clock; the other nodes' fresh counts are
+//!   summed, so a crashed node's viewers vanish within the TTL. The same
+//!   heartbeat keeps a served room's keys alive: they expire
+//!   [`ROOM_KEY_TTL`] after the last node stopped serving the room. A node's
+//!   heartbeat costs O(rooms it serves), never O(all rooms).
 //! - **Members, roles, policy** ([`presence`]): each node keeps its members of
 //!   a room in `lockstep:members:{room}:{node}` (expires with the node's
 //!   heartbeat) and publishes joins, leaves, role and policy changes on
 //!   `lockstep:presence:{room}` in the order its room made them; the policy
 //!   is kept in `lockstep:policy:{room}`. A room starting on a node loads the
 //!   other nodes' members and the policy, and takes a block of member ids
-//!   (`lockstep:mblock:{room}`) so ids never collide across nodes. When a
-//!   node's presence key expires, every node drops that node's members.
+//!   (`lockstep:mblock:{room}`) so ids never collide across nodes. Each node
+//!   refreshes its presence key `lockstep:node:{id}` (TTL [`NODE_TTL`]); when
+//!   a node heard from lets it expire, every node drops that node's members.
 //! - **Redis down**: commands are refused, viewers keep the last timelines,
 //!   `lockstep_redis_up` is 0; when a heartbeat succeeds again every room
 //!   reloads (or re-seeds) its record.
@@ -37,15 +49,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisResult, Script, Value};
-use tokio::sync::{mpsc, watch};
+use redis::{PushInfo, PushKind, RedisResult, Script, Value};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use self::presence::PresenceMsg;
 use crate::authority::{Announce, Remote, RemoteSink};
 use crate::room::NeedCounts;
-use crate::store::redis::{CHAT_CHANNEL, RedisStore, decode_change, decode_chat};
+use crate::store::redis::keys::{self, Channel, REVOKE};
+use crate::store::redis::{Conn, RedisStore, decode_change, decode_chat};
 
 /// How often a node refreshes its presence and counts.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -54,13 +66,6 @@ pub const NODE_TTL: Duration = Duration::from_secs(3);
 /// How long a room's keys (timeline record, member-id blocks, node list,
 /// policy) outlive the last node that served it (the store's rule).
 pub(crate) use crate::store::ROOM_KEY_TTL;
-
-const CHANNEL: &str = "lockstep:room:";
-/// Membership and control changes of a room (JSON [`PresenceMsg`]).
-const PRESENCE: &str = "lockstep:presence:";
-/// Device revocations: `user \n device`; every node closes that device's
-/// local connections.
-const REVOKE: &str = "lockstep:revoke";
 
 /// What a node does when a device is revoked on any node.
 type RevokeHook = Box<dyn Fn(&str, &str) + Send + Sync>;
@@ -97,13 +102,23 @@ impl Local {
     }
 }
 
+/// A change of this node's room subscriptions, done in order by one task;
+/// `done` is told when Redis confirmed it (or failed).
+struct SubChange {
+    room: Arc<str>,
+    on: bool,
+    done: Option<oneshot::Sender<RedisResult<()>>>,
+}
+
 struct Inner {
     /// Commands, scripts and publications.
-    conn: ConnectionManager,
+    conn: Conn,
     /// Subscriptions only (its messages arrive in `dispatch`); the heartbeat
     /// pings it, which is also what makes it reconnect (and resubscribe)
     /// after Redis comes back.
-    sub: ConnectionManager,
+    sub: Conn,
+    /// Subscription changes, applied in order (see [`subscriptions`]).
+    subs: mpsc::UnboundedSender<SubChange>,
     node: String,
     up: AtomicBool,
     rooms: Mutex<HashMap<Arc<str>, Local>>,
@@ -126,58 +141,27 @@ struct Inner {
     store: RedisStore,
 }
 
-fn node_key(node: &str) -> String {
-    format!("lockstep:node:{node}")
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Cluster {
-    /// Connects (RESP3, connection manager with automatic resubscription),
-    /// subscribes to room channels, and starts the heartbeat, which stops
-    /// when `shutdown` turns true.
-    ///
-    /// A `rediss://` URL is Redis over TLS (rustls with ring): the server's
-    /// certificate must chain to `ca` (PEM) when given, else to the system's
-    /// roots.
+    /// Connects (RESP3; one server or a Redis Cluster, see
+    /// `crate::store::redis::conn::connect`), subscribes to revocations, and
+    /// starts the heartbeat, which stops when `shutdown` turns true. Room
+    /// channels are subscribed room by room, as rooms start here.
     pub(crate) async fn connect(url: &str, ca: Option<&[u8]>, shutdown: watch::Receiver<bool>) -> RedisResult<Cluster> {
-        // redis-rs builds its rustls config with the process's crypto
-        // provider: make it ring, as for QUIC (a no-op when already set).
-        let _ = wtransport::tls::rustls::crypto::ring::default_provider().install_default();
-        let info = url.into_connection_info()?;
-        let redis_settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(redis_settings);
-        let client = match ca {
-            Some(pem) => redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.to_vec()) },
-            )?,
-            None => redis::Client::open(info)?,
-        };
-        let (tx, rx) = mpsc::unbounded_channel::<PushInfo>();
-        let cfg = || {
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(1)))
-                .set_response_timeout(Some(Duration::from_secs(1)))
-                .set_max_delay(Duration::from_millis(500))
-        };
-        // Subscriptions get their own connection: push messages interleaved
-        // with the replies of a pipeline on one connection confuse redis-rs'
-        // reply matching (seen under load: replies handed to the wrong caller).
-        let mut sub =
-            client.get_connection_manager_with_config(cfg().set_push_sender(tx).set_automatic_resubscription()).await?;
-        sub.psubscribe(format!("{CHANNEL}*")).await?;
-        sub.psubscribe(format!("{PRESENCE}*")).await?;
-        sub.psubscribe(format!("{CHAT_CHANNEL}*")).await?;
-        sub.subscribe(REVOKE).await?;
-        let conn = client.get_connection_manager_with_config(cfg()).await?;
+        let crate::store::redis::conn::Connected { conn, mut sub, pushes } =
+            crate::store::redis::conn::connect(url, ca).await?;
+        sub.subscribe_global(REVOKE).await?;
         let (announce, announcements) = mpsc::unbounded_channel();
+        let (subs, sub_changes) = mpsc::unbounded_channel();
         let store = RedisStore::new(conn.clone());
+        let cluster_mode = conn.is_cluster();
         let inner = Arc::new(Inner {
             conn,
             sub,
+            subs,
             node: crate::store::random_id(),
             up: AtomicBool::new(true),
             rooms: Mutex::default(),
@@ -193,8 +177,10 @@ impl Cluster {
             store,
         });
         metrics::gauge!("lockstep_redis_up").set(1.0);
-        info!(node = %inner.node, "scale-out through Redis");
-        tokio::spawn(dispatch(rx, Arc::downgrade(&inner)));
+        metrics::gauge!("lockstep_redis_subscribed_rooms").set(0.0);
+        info!(node = %inner.node, cluster = cluster_mode, "scale-out through Redis");
+        tokio::spawn(dispatch(pushes, Arc::downgrade(&inner)));
+        tokio::spawn(subscriptions(inner.sub.clone(), sub_changes));
         let cluster = Cluster { inner };
         // Present at once, so other nodes never take this one's first members
         // for a dead node's.
@@ -220,20 +206,23 @@ impl Cluster {
         let _ = self.inner.on_data_lost.set(Box::new(move || Box::pin(handler())));
     }
 
-    /// Checks the ready marker ([`crate::store::redis::READY`]) at every
-    /// heartbeat. Missing on a Redis this node never saw it on (a new
-    /// deployment), it is set at once. Missing after it was seen, Redis lost
-    /// its data: sessions may not start meanwhile (the start script refuses),
-    /// the rooms resync (re-seeding their timelines), the hook writes back
-    /// this node's sessions, and two heartbeats later (every node has noticed
-    /// and written back by then) the marker is set again.
+    /// Checks the ready markers (`keys::ready`, one per session shard) at
+    /// every heartbeat. Missing on a Redis this node never saw them on (a new
+    /// deployment), they are set at once. Missing after they were seen, Redis
+    /// (or one shard of a cluster) lost its data: sessions may not start
+    /// meanwhile where the marker is gone (the start script refuses), the
+    /// rooms resync (re-seeding their timelines), the hook writes back this
+    /// node's sessions, and two heartbeats later (every node has noticed and
+    /// written back by then) the markers are set again.
     async fn check_ready(&self) -> RedisResult<()> {
-        use crate::store::redis::READY;
         let mut conn = self.inner.conn.clone();
-        let exists: bool = redis::cmd("EXISTS").arg(READY).query_async(&mut conn).await?;
-        if exists || !self.inner.marked.load(Ordering::Relaxed) {
-            if !exists {
-                redis::cmd("SET").arg(READY).arg(&*self.inner.node).arg("NX").query_async::<()>(&mut conn).await?;
+        let markers: Vec<String> = keys::session_shards().map(|s| keys::ready(&s)).collect();
+        // One command; a cluster splits it by slot and sums the answers.
+        let present: usize = redis::cmd("EXISTS").arg(&markers).query_async(&mut conn).await?;
+        let all = present == markers.len();
+        if all || !self.inner.marked.load(Ordering::Relaxed) {
+            if !all {
+                self.set_markers().await?;
             }
             self.inner.marked.store(true, Ordering::Relaxed);
             return Ok(());
@@ -252,15 +241,28 @@ impl Cluster {
                 hook().await;
             }
             tokio::time::sleep(HEARTBEAT * 2).await;
-            let mut conn = this.inner.conn.clone();
-            let set: RedisResult<()> =
-                redis::cmd("SET").arg(READY).arg(&*this.inner.node).arg("NX").query_async(&mut conn).await;
-            if let Err(e) = set {
-                warn!(error = %e, "the ready marker was not set; the next heartbeat writes back again");
+            if let Err(e) = this.set_markers().await {
+                warn!(error = %e, "the ready markers were not set; the next heartbeat writes back again");
             }
             this.inner.recovering.store(false, Ordering::Relaxed);
         });
         Ok(())
+    }
+
+    /// Sets every missing ready marker.
+    async fn set_markers(&self) -> RedisResult<()> {
+        let sets = keys::session_shards().map(|s| {
+            let mut conn = self.inner.conn.clone();
+            async move {
+                redis::cmd("SET")
+                    .arg(keys::ready(&s))
+                    .arg(&*self.inner.node)
+                    .arg("NX")
+                    .query_async::<()>(&mut conn)
+                    .await
+            }
+        });
+        futures_util::future::try_join_all(sets).await.map(|_| ())
     }
 
     /// Tells every node (this one included) that `user`'s `device` was revoked.
@@ -315,7 +317,13 @@ impl Cluster {
                 _ = tokio::time::sleep(HEARTBEAT) => {}
                 _ = crate::util::wait_true(&mut shutdown) => break,
             }
-            let ok = self.beat().await;
+            let mut ok = self.beat().await;
+            if ok.is_ok() && !self.is_up() {
+                // Back: every served room subscribes again before the rooms
+                // resync (a subscription Redis never confirmed is not one the
+                // connection renews by itself).
+                ok = self.resubscribe_all().await;
+            }
             if let Err(e) = &ok {
                 warn!(error = %e, "Redis heartbeat failed");
             }
@@ -323,12 +331,38 @@ impl Cluster {
         }
         // A clean stop leaves at once; a crash leaves when the TTL runs out.
         let mut conn = self.inner.conn.clone();
-        let _: RedisResult<()> = redis::cmd("DEL").arg(node_key(&self.inner.node)).query_async(&mut conn).await;
+        let _: RedisResult<()> = redis::cmd("DEL").arg(keys::node(&self.inner.node)).query_async(&mut conn).await;
+    }
+
+    /// Subscribes to `room`'s channels; returns once Redis confirmed (room
+    /// changes published from then on reach this node).
+    async fn subscribe_room(&self, room: &Arc<str>) -> RedisResult<()> {
+        let (done, confirmed) = oneshot::channel();
+        let change = SubChange { room: room.clone(), on: true, done: Some(done) };
+        if self.inner.subs.send(change).is_err() {
+            return Err(redis::RedisError::from((redis::ErrorKind::Client, "the subscription task ended")));
+        }
+        confirmed.await.unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Client, "no answer"))))
+    }
+
+    /// Unsubscribes from `room`'s channels (in order after any subscription
+    /// asked before).
+    fn unsubscribe_room(&self, room: Arc<str>) {
+        let _ = self.inner.subs.send(SubChange { room, on: false, done: None });
+    }
+
+    /// Subscribes every served room again.
+    async fn resubscribe_all(&self) -> RedisResult<()> {
+        let rooms: Vec<Arc<str>> = self.rooms().keys().cloned().collect();
+        for room in rooms {
+            self.subscribe_room(&room).await?;
+        }
+        Ok(())
     }
 
     async fn present(&self) -> RedisResult<()> {
         redis::cmd("SET")
-            .arg(node_key(&self.inner.node))
+            .arg(keys::node(&self.inner.node))
             .arg(1)
             .arg("PX")
             .arg(NODE_TTL.as_millis() as u64)
@@ -341,33 +375,42 @@ impl Cluster {
         self.present().await?;
         self.check_ready().await?;
         redis::cmd("PING").query_async::<()>(&mut self.inner.sub.clone()).await?;
-        let rooms: Vec<Served> = {
+        let (rooms, ended): (Vec<Served>, Vec<Arc<str>>) = {
             let mut rooms = self.rooms();
             let snapshot = rooms.iter().map(|(r, l)| (r.clone(), l.count, l.sink())).collect();
-            rooms.retain(|_, l| l.sink.as_ref().is_some_and(|w| w.strong_count() > 0));
-            snapshot
+            let mut ended = Vec::new();
+            rooms.retain(|r, l| {
+                let live = l.sink.as_ref().is_some_and(|w| w.strong_count() > 0);
+                if !live {
+                    ended.push(r.clone());
+                }
+                live
+            });
+            (snapshot, ended)
         };
-        let prefix = node_key("");
+        // Rooms that ended here: their messages no longer come to this node.
+        for room in ended {
+            self.unsubscribe_room(room);
+        }
         let counts = futures_util::future::join_all(rooms.iter().map(|(room, n, _)| {
             let mut conn = conn.clone();
-            let prefix = prefix.clone();
-            let chat = RedisStore::chat_keys(room);
+            let [log, seq, mute] = keys::chat(room);
             async move {
                 self.inner
                     .count
-                    .key(format!("lockstep:count:{room}"))
-                    .key(presence::members_key(room, &self.inner.node))
-                    .key(crate::store::redis::timeline_key(room))
-                    .key(authority::id_block_key(room))
-                    .key(presence::policy_key(room))
-                    .key(crate::store::redis::clock_key(room))
-                    .key(&chat[0])
-                    .key(&chat[1])
-                    .key(&chat[2])
-                    .key(crate::store::redis::media_key(room))
+                    .key(keys::counts(room))
+                    .key(keys::members(room, &self.inner.node))
+                    .key(keys::timeline(room))
+                    .key(keys::id_block(room))
+                    .key(keys::policy(room))
+                    .key(keys::clock(room))
+                    .key(log)
+                    .key(seq)
+                    .key(mute)
+                    .key(keys::media(room))
                     .arg(&self.inner.node)
                     .arg(*n)
-                    .arg(prefix)
+                    .arg(NODE_TTL.as_millis() as u64)
                     .arg(NODE_TTL.as_millis() as u64)
                     .arg(ROOM_KEY_TTL.as_millis() as u64)
                     .invoke_async::<u32>(&mut conn)
@@ -392,11 +435,12 @@ impl Cluster {
         if seen.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for node in &seen {
-            pipe.exists(node_key(node));
-        }
-        let alive: Vec<bool> = pipe.query_async(&mut self.inner.conn.clone()).await?;
+        // One command per node (each key on its own slot of a cluster), sent together.
+        let alive: Vec<bool> = futures_util::future::try_join_all(seen.iter().map(|node| {
+            let mut conn = self.inner.conn.clone();
+            async move { redis::cmd("EXISTS").arg(keys::node(node)).query_async::<bool>(&mut conn).await }
+        }))
+        .await?;
         for (node, alive) in seen.into_iter().zip(alive) {
             if alive {
                 continue;
@@ -418,55 +462,72 @@ impl Cluster {
     }
 }
 
+/// Applies subscription changes in order, on the subscription connection.
+async fn subscriptions(mut sub: Conn, mut changes: mpsc::UnboundedReceiver<SubChange>) {
+    let mut subscribed: HashSet<Arc<str>> = HashSet::new();
+    while let Some(SubChange { room, on, done }) = changes.recv().await {
+        let channels = [keys::timeline_channel(&room), keys::presence_channel(&room), keys::chat_channel(&room)];
+        let result = sub.subscribe_rooms(&channels, on).await;
+        if let Err(e) = &result {
+            warn!(event_id = %room, error = %e, subscribe = on, "room subscription not changed");
+        }
+        if on {
+            subscribed.insert(room);
+        } else {
+            subscribed.remove(&room);
+        }
+        metrics::gauge!("lockstep_redis_subscribed_rooms").set(subscribed.len() as f64);
+        if let Some(done) = done {
+            let _ = done.send(result);
+        }
+    }
+}
+
 /// Routes pub/sub messages to local rooms.
 async fn dispatch(mut rx: mpsc::UnboundedReceiver<PushInfo>, inner: Weak<Inner>) {
     while let Some(push) = rx.recv().await {
         let Some(inner) = inner.upgrade() else { break };
         let cluster = Cluster { inner };
         match push.kind {
-            PushKind::PMessage => {
-                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
-                    (push.data.get(1), push.data.get(2))
-                else {
-                    continue;
-                };
-                let Ok(channel) = std::str::from_utf8(channel) else { continue };
-                if let Some(room) = channel.strip_prefix(PRESENCE) {
-                    let Ok(msg) = serde_json::from_slice::<PresenceMsg>(payload) else { continue };
-                    if msg.node == cluster.inner.node {
-                        continue;
-                    }
-                    cluster.heard_from(&msg.node);
-                    if let Some(sink) = cluster.sink_of(room) {
-                        sink.deliver(Remote::Shared { node: msg.node.into(), events: msg.events });
-                    }
-                } else if let Some(room) = channel.strip_prefix(CHAT_CHANNEL) {
-                    if let Some(op) = decode_chat(payload)
-                        && let Some(sink) = cluster.sink_of(room)
-                    {
-                        sink.deliver(Remote::Chat(op));
-                    }
-                } else if let Some(room) = channel.strip_prefix(CHANNEL)
-                    && let Some(change) = decode_change(payload)
-                    && let Some(sink) = cluster.sink_of(room)
-                {
-                    sink.deliver(Remote::External(change));
-                }
-            }
-            PushKind::Message => {
+            // A room channel: sharded (a cluster) or classic (one server).
+            PushKind::SMessage | PushKind::Message => {
                 let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
                     (push.data.first(), push.data.get(1))
                 else {
                     continue;
                 };
-                if channel.as_slice() != REVOKE.as_bytes() {
+                if channel.as_slice() == REVOKE.as_bytes() {
+                    let Some((user, device)) = std::str::from_utf8(payload).ok().and_then(|p| p.split_once('\n'))
+                    else {
+                        continue;
+                    };
+                    if let Some(handler) = cluster.inner.on_revoke.get() {
+                        handler(user, device);
+                    }
                     continue;
                 }
-                let Some((user, device)) = std::str::from_utf8(payload).ok().and_then(|p| p.split_once('\n')) else {
-                    continue;
-                };
-                if let Some(handler) = cluster.inner.on_revoke.get() {
-                    handler(user, device);
+                let Some(channel) = std::str::from_utf8(channel).ok().and_then(Channel::parse) else { continue };
+                metrics::counter!("lockstep_redis_room_messages_total").increment(1);
+                let Some(sink) = cluster.sink_of(channel.room()) else { continue };
+                match channel {
+                    Channel::Presence(_) => {
+                        let Ok(msg) = serde_json::from_slice::<PresenceMsg>(payload) else { continue };
+                        if msg.node == cluster.inner.node {
+                            continue;
+                        }
+                        cluster.heard_from(&msg.node);
+                        sink.deliver(Remote::Shared { node: msg.node.into(), events: msg.events });
+                    }
+                    Channel::Chat(_) => {
+                        if let Some(op) = decode_chat(payload) {
+                            sink.deliver(Remote::Chat(op));
+                        }
+                    }
+                    Channel::Timeline(_) => {
+                        if let Some(change) = decode_change(payload) {
+                            sink.deliver(Remote::External(change));
+                        }
+                    }
                 }
             }
             PushKind::Disconnection => cluster.set_up(false),

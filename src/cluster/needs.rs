@@ -20,10 +20,6 @@ const FRESH_MS: u64 = 3_000;
 /// The key outlives its last write by this much.
 const NEEDS_TTL: Duration = Duration::from_secs(10);
 
-fn needs_key(room: &str) -> String {
-    format!("lockstep:needs:{room}")
-}
-
 /// A live room at a beat: its id, this node's needs and its sink.
 type LiveRoom = (Arc<str>, NeedCounts, Option<Arc<dyn RemoteSink>>);
 
@@ -62,15 +58,18 @@ impl Cluster {
             return Ok(());
         }
         let now_ms = crate::store::unix_ms();
-        let mut pipe = redis::pipe();
-        for (room, needs, _) in &rooms {
-            let key = needs_key(room);
+        // One pipeline per room (each on the room's slot), sent together.
+        let all = futures_util::future::try_join_all(rooms.iter().map(|(room, needs, _)| {
+            let key = crate::store::redis::keys::needs(room);
             let entry = serde_json::to_string(&Entry { at: now_ms, needs: needs.clone() }).expect("entries serialize");
+            let mut pipe = redis::pipe();
             pipe.hset(&key, &self.inner.node, entry).ignore();
             pipe.pexpire(&key, NEEDS_TTL.as_millis() as i64).ignore();
             pipe.hgetall(&key);
-        }
-        let all: Vec<BTreeMap<String, String>> = pipe.query_async(&mut self.inner.conn.clone()).await?;
+            let mut conn = self.inner.conn.clone();
+            async move { pipe.query_async::<(BTreeMap<String, String>,)>(&mut conn).await.map(|(f,)| f) }
+        }))
+        .await?;
         for ((_, _, sink), fields) in rooms.iter().zip(all) {
             if let Some(sink) = sink {
                 sink.deliver(Remote::Needs(merge(&self.inner.node, now_ms, fields)));

@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::warn;
 
-use super::{Cluster, Inner, NODE_TTL, PRESENCE, ROOM_KEY_TTL};
+use super::{Cluster, Inner, NODE_TTL, ROOM_KEY_TTL};
 use crate::authority::Announce;
 use crate::room::{ClockSetting, Shared};
-use crate::store::redis::{clock_key, media_key};
+use crate::store::redis::keys;
 
 /// What a node publishes on a room's presence channel.
 #[derive(Debug, Serialize, Deserialize)]
@@ -26,18 +26,6 @@ pub(super) struct PresenceMsg {
 
 /// Most announcements coalesced into one round of writes.
 const MAX_ANNOUNCE_BATCH: usize = 1024;
-
-pub(super) fn members_key(room: &str, node: &str) -> String {
-    format!("lockstep:members:{room}:{node}")
-}
-
-fn room_nodes_key(room: &str) -> String {
-    format!("lockstep:rnodes:{room}")
-}
-
-pub(super) fn policy_key(room: &str) -> String {
-    format!("lockstep:policy:{room}")
-}
 
 /// Writes announcements in order until the cluster is gone (it holds the
 /// only sender, so this task ends with the last `Cluster`).
@@ -76,7 +64,7 @@ pub(super) struct Snapshot {
 impl Cluster {
     async fn write_announcement(&self, room: &str, a: Announce) -> RedisResult<()> {
         let node = &self.inner.node;
-        let members = members_key(room, node);
+        let members = keys::members(room, node);
         let mut pipe = redis::pipe();
         pipe.atomic();
         for (id, record) in &a.upserts {
@@ -87,27 +75,27 @@ impl Cluster {
             pipe.hdel(&members, &a.removes).ignore();
         }
         pipe.pexpire(&members, NODE_TTL.as_millis() as i64).ignore();
-        pipe.sadd(room_nodes_key(room), node).ignore();
-        pipe.pexpire(room_nodes_key(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
+        pipe.sadd(keys::room_nodes(room), node).ignore();
+        pipe.pexpire(keys::room_nodes(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
         if let Some(policy) = a.policy {
             let policy = serde_json::to_string(&policy).expect("policies serialize");
-            pipe.set(policy_key(room), policy).ignore();
-            pipe.pexpire(policy_key(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
+            pipe.set(keys::policy(room), policy).ignore();
+            pipe.pexpire(keys::policy(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
         }
         if let Some(clock) = a.clock {
             let clock = serde_json::to_string(&clock).expect("settings serialize");
-            pipe.set(clock_key(room), clock).ignore();
-            pipe.pexpire(clock_key(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
+            pipe.set(keys::clock(room), clock).ignore();
+            pipe.pexpire(keys::clock(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
         }
         if let Some(media) = &a.media {
             let media = serde_json::to_string(media).expect("media states serialize");
-            pipe.set(media_key(room), media).ignore();
-            pipe.pexpire(media_key(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
+            pipe.set(keys::media(room), media).ignore();
+            pipe.pexpire(keys::media(room), ROOM_KEY_TTL.as_millis() as i64).ignore();
         }
         if !a.events.is_empty() {
             let msg = PresenceMsg { node: node.clone(), events: a.events };
             let json = serde_json::to_string(&msg).expect("events serialize");
-            pipe.publish(format!("{PRESENCE}{room}"), json).ignore();
+            pipe.cmd(self.inner.conn.publish()).arg(keys::presence_channel(room)).arg(json).ignore();
         }
         pipe.query_async::<()>(&mut self.inner.conn.clone()).await
     }
@@ -118,16 +106,16 @@ impl Cluster {
         let mut conn = self.inner.conn.clone();
         let (policy, clock, media, nodes): (Option<String>, Option<String>, Option<String>, Vec<String>) =
             redis::pipe()
-                .get(policy_key(room))
-                .get(clock_key(room))
-                .get(media_key(room))
-                .smembers(room_nodes_key(room))
+                .get(keys::policy(room))
+                .get(keys::clock(room))
+                .get(keys::media(room))
+                .smembers(keys::room_nodes(room))
                 .query_async(&mut conn)
                 .await?;
         let nodes: Vec<String> = nodes.into_iter().filter(|n| *n != self.inner.node).collect();
         let mut pipe = redis::pipe();
         for n in &nodes {
-            pipe.hgetall(members_key(room, n));
+            pipe.hgetall(keys::members(room, n));
         }
         let lists: Vec<HashMap<String, String>> =
             if nodes.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
@@ -147,7 +135,7 @@ impl Cluster {
         }
         if !gone.is_empty() {
             let _: RedisResult<()> =
-                redis::cmd("SREM").arg(room_nodes_key(room)).arg(&gone).query_async(&mut conn).await;
+                redis::cmd("SREM").arg(keys::room_nodes(room)).arg(&gone).query_async(&mut conn).await;
         }
         let policy = policy.and_then(|p| serde_json::from_str(&p).ok());
         let clock = clock.and_then(|c| serde_json::from_str(&c).ok());

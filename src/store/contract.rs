@@ -44,16 +44,21 @@ pub(super) async fn invitations_are_used_up_revoked_and_expire(s: &dyn Store) {
 /// Four sessions of one user at a limit of 2 devices (`now` = 1,000,000):
 /// another room on the same device is still one device, a third device is
 /// refused with the two holding the slots, and resuming the same device and
-/// room returns its session ("c").
-pub(super) async fn device_limit_counts_distinct_devices_and_resumes(s: &dyn Store) {
+/// room returns its session ("c"). Returns the ids of "a", "b" and "c" as the
+/// store gave them (a store may add to an id, never change it otherwise).
+pub(super) async fn device_limit_counts_distinct_devices_and_resumes(s: &dyn Store) -> [String; 3] {
     let now = 1_000_000;
-    s.start_session(rec("a", "u", "d1", "ev", now), 2, 0).await.unwrap();
-    s.start_session(rec("b", "u", "d1", "ev2", now), 2, 0).await.unwrap();
-    s.start_session(rec("c", "u", "d2", "ev", now), 2, 0).await.unwrap();
+    let a = s.start_session(rec("a", "u", "d1", "ev", now), 2, 0).await.unwrap().session_id;
+    let b = s.start_session(rec("b", "u", "d1", "ev2", now), 2, 0).await.unwrap().session_id;
+    let c = s.start_session(rec("c", "u", "d2", "ev", now), 2, 0).await.unwrap().session_id;
+    for (id, given) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        assert!(id.ends_with(given), "{id} from {given}");
+    }
     let e = s.start_session(rec("d", "u", "d3", "ev", now), 2, 0).await.unwrap_err();
     let StartError::DeviceLimit(devs) = e else { panic!("{e:?}") };
     assert_eq!(devs.iter().map(|d| d.device_id.as_str()).collect::<Vec<_>>(), ["d1", "d2"]);
-    assert_eq!(s.start_session(rec("zzz", "u", "d2", "ev", now + 5), 2, 0).await.unwrap().session_id, "c");
+    assert_eq!(s.start_session(rec("zzz", "u", "d2", "ev", now + 5), 2, 0).await.unwrap().session_id, c);
+    [a, b, c]
 }
 
 pub(super) async fn room_clocks_are_saved_and_read_back(s: &dyn Store) {

@@ -1,30 +1,15 @@
-//! Rooms' chat in Redis: a stream per room (`chatlog:{room}`, entry ids
-//! `0-{message id}`, the newest [`CHAT_KEPT`] kept), its id counter
-//! (`chatseq:{room}`) and muted users (`chatmute:{room}`), expiring with the
-//! room's other keys. Every operation runs in one script that also publishes
-//! it on `chat:{room}` (see `lua/chat.lua`), so the nodes serving a room
-//! deliver its chat in one order.
+//! Rooms' chat in Redis: a stream per room (`lockstep:chatlog:{room}`, entry
+//! ids `0-{message id}`, the newest [`CHAT_KEPT`] kept), its id counter
+//! (`chatseq`) and muted users (`chatmute`), expiring with the room's other
+//! keys. Every operation runs in one script that also publishes it on the
+//! room's chat channel (`lockstep:chat:{room}`; see `lua/chat.lua`), so the
+//! nodes serving a room deliver its chat in one order.
 
 use redis::Value;
 
-use super::{P, RedisStore, err, text};
+use super::{RedisStore, err, keys, text};
 use crate::room::{ChatLoad, ChatOp, ChatRecord};
 use crate::store::{CHAT_KEPT, StoreResult, room_key_ttl_ms};
-
-/// The prefix of rooms' chat channels.
-pub(crate) const CHAT_CHANNEL: &str = "lockstep:chat:";
-
-fn log_key(room: &str) -> String {
-    format!("{P}chatlog:{room}")
-}
-
-fn seq_key(room: &str) -> String {
-    format!("{P}chatseq:{room}")
-}
-
-fn mute_key(room: &str) -> String {
-    format!("{P}chatmute:{room}")
-}
 
 /// A chat channel's payload: `<id>\n<operation>`, the id set in a post.
 pub(crate) fn decode_chat(payload: &[u8]) -> Option<ChatOp> {
@@ -65,7 +50,9 @@ impl RedisStore {
     pub(crate) async fn chat_op(&self, room: &str, op: ChatOp) -> StoreResult<ChatOp> {
         let json = serde_json::to_string(&op).map_err(err)?;
         let mut inv = self.chat.prepare_invoke();
-        inv.key(log_key(room)).key(seq_key(room)).key(mute_key(room)).key(format!("{CHAT_CHANNEL}{room}"));
+        let [log, seq, mute] = keys::chat(room);
+        inv.key(log).key(seq).key(mute).key(keys::chat_channel(room));
+        inv.arg(self.conn.publish());
         match &op {
             ChatOp::Post(_) => inv.arg("post").arg(&json).arg(room_key_ttl_ms()).arg(CHAT_KEPT),
             ChatOp::Delete { id, .. } => inv.arg("delete").arg(&json).arg(room_key_ttl_ms()).arg(CHAT_KEPT).arg(*id),
@@ -93,7 +80,7 @@ impl RedisStore {
     ) -> StoreResult<Vec<ChatRecord>> {
         let end = before.map_or_else(|| "+".to_owned(), |b| format!("(0-{b}"));
         let v: Value = redis::cmd("XREVRANGE")
-            .arg(log_key(room))
+            .arg(&keys::chat(room)[0])
             .arg(end)
             .arg("-")
             .arg("COUNT")
@@ -108,17 +95,9 @@ impl RedisStore {
 
     pub(crate) async fn chat_load(&self, room: &str, n: usize) -> StoreResult<ChatLoad> {
         let history = if n == 0 { Vec::new() } else { self.chat_page(room, None, n).await? };
-        let (last_id, muted): (Option<u64>, Vec<String>) = redis::pipe()
-            .get(seq_key(room))
-            .smembers(mute_key(room))
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(err)?;
+        let [_, seq, mute] = keys::chat(room);
+        let (last_id, muted): (Option<u64>, Vec<String>) =
+            redis::pipe().get(seq).smembers(mute).query_async(&mut self.conn.clone()).await.map_err(err)?;
         Ok(ChatLoad { history, last_id: last_id.unwrap_or(0), muted })
-    }
-
-    /// Refreshes the TTL of a live room's chat keys (the heartbeat).
-    pub(crate) fn chat_keys(room: &str) -> [String; 3] {
-        [log_key(room), seq_key(room), mute_key(room)]
     }
 }

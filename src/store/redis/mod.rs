@@ -1,23 +1,25 @@
 //! The shared store of several nodes: Redis (`--redis-url`).
 //!
-//! Layout (every key under `lockstep:`):
-//! - `s:{id}`: a session, a hash (`user`, `device`, `room`, `created`, `seen`,
-//!   `pos`, `buf`); no TTL, expiry is by `seen` like the embedded store;
-//! - `u:{user}`: the user's sessions, a sorted set scored by `seen`;
-//! - `sessions`: every session, a sorted set scored by `seen` (expiry scans);
-//! - `inv:{id}`: an invitation, a hash; `party:{room}`: the party's host;
-//! - `tl:{room}`: the room's timeline record (`epoch`, `data` = an encoded
+//! Layout ([`keys`] names every key, hash-tagged for Redis Cluster):
+//! - a session, a hash (`user`, `device`, `room`, `created`, `seen`, `pos`,
+//!   `buf`); no TTL, expiry is by `seen` like the embedded store; the user's
+//!   sessions and the shard's every session, sorted sets scored by `seen`;
+//! - an invitation, a hash; a party's host;
+//! - a room's timeline record (`epoch`, `data` = an encoded
 //!   `TimelineChanged`), changed by compare-and-set (see `crate::cluster`);
 //!   it expires [`super::ROOM_KEY_TTL`] after its last write or refresh;
-//! - `clock:{room}`: the room's clock setting (JSON), expiring likewise.
+//!   its clock setting and media state (JSON), expiring likewise.
 //!
 //! Check-then-write methods (device limits, invitation uses, expiry) are Lua
-//! scripts (`lua/*.lua`), so they are atomic across nodes.
+//! scripts (`lua/*.lua`), so they are atomic across nodes; each touches the
+//! keys of one slot, all declared.
 //!
 //! [`sessions`] holds sessions and devices, [`rooms`] invitations and
 //! timelines; the [`Store`] implementation here only forwards to them.
 
 mod chat;
+pub(crate) mod conn;
+pub(crate) mod keys;
 mod rooms;
 mod sessions;
 #[cfg(test)]
@@ -28,58 +30,27 @@ use std::collections::HashMap;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use lockstep_protocol::Timeline;
-use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
+
+pub(crate) use conn::Conn;
 
 use crate::room::{ChatLoad, ChatOp, ChatRecord, ClockSetting, MediaState};
 
-pub(crate) use chat::{CHAT_CHANNEL, decode_chat};
-/// The key of a room's media item and playlist (JSON), expiring with the
-/// room's other keys.
-pub(crate) fn media_key(room: &str) -> String {
-    format!("{P}media:{room}")
-}
-
-pub(crate) use rooms::{clock_key, decode_change, encode_change, timeline_key};
+pub(crate) use chat::decode_chat;
+pub(crate) use rooms::{decode_change, encode_change};
 
 use super::{
     DeviceInfo, InvitationRecord, InviteError, SessionRecord, StartError, Store, StoreError, StoreResult, UnixMs,
 };
 
-/// The prefix of every key.
-const P: &str = "lockstep:";
-/// The prefix of session keys.
-const SESSION: &str = "lockstep:s:";
-/// The index of every session, scored by `seen`.
-const ALL_SESSIONS: &str = "lockstep:sessions";
-/// Set while Redis holds the data the nodes wrote (no expiry). Missing, Redis
-/// lost it (restarted without persistence, or a replica that was behind took
-/// over): sessions may not start until the nodes have written back the ones
-/// they serve and one of them sets it again (see `cluster`).
-pub(crate) const READY: &str = "lockstep:ready";
-
-/// Deletes sessions; prepended to the scripts that do (it defines
-/// `delete_sessions(ids)`, see the file).
-macro_rules! deleting {
-    ($file:literal) => {
-        concat!(include_str!("lua/delete_sessions.lua"), include_str!($file))
-    };
-}
-
 /// Start (or resume) a session unless the user has `max` other live devices.
 const START: &str = include_str!("lua/start.lua");
 
-/// Record activity of a session (ARGV: now, position or '', buffering).
+/// Record activity of a session (ARGV: now, position or '', buffering, id, user).
 const TOUCH: &str = include_str!("lua/touch.lua");
 
-/// Delete a session by id.
-const DELETE: &str = deleting!("lua/delete.lua");
-
-/// Delete the sessions not seen since a time.
-const EXPIRE: &str = deleting!("lua/expire.lua");
-
-/// Delete a user's sessions on a device.
-const REMOVE_DEVICE: &str = deleting!("lua/remove_device.lua");
+/// Delete sessions of one shard (all named, or those not seen since a time).
+const DELETE: &str = include_str!("lua/delete_sessions.lua");
 
 /// Apply and publish a room's chat operation (see `chat.rs`).
 const CHAT: &str = include_str!("lua/chat.lua");
@@ -90,12 +61,10 @@ const USE_INVITATION: &str = include_str!("lua/use_invitation.lua");
 /// See the module docs. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     start: Script,
     touch: Script,
     delete: Script,
-    expire: Script,
-    remove_device: Script,
     use_invitation: Script,
     chat: Script,
 }
@@ -133,15 +102,13 @@ fn num(m: &HashMap<String, String>, k: &str) -> u64 {
 }
 
 impl RedisStore {
-    /// A store over a connection manager (shared with `crate::cluster`).
-    pub(crate) fn new(conn: ConnectionManager) -> Self {
+    /// A store over a connection (shared with `crate::cluster`).
+    pub(crate) fn new(conn: Conn) -> Self {
         RedisStore {
             conn,
             start: Script::new(START),
             touch: Script::new(TOUCH),
             delete: Script::new(DELETE),
-            expire: Script::new(EXPIRE),
-            remove_device: Script::new(REMOVE_DEVICE),
             use_invitation: Script::new(USE_INVITATION),
             chat: Script::new(CHAT),
         }
@@ -186,11 +153,11 @@ impl Store for RedisStore {
 
     fn end_session(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<SessionRecord>>> {
         let id = id.to_owned();
-        async move { Ok(self.delete_with(&self.delete, &[id]).await?.pop()) }.boxed()
+        async move { self.end_one(&id).await }.boxed()
     }
 
     fn expire_sessions(&self, before: UnixMs) -> BoxFuture<'_, StoreResult<Vec<SessionRecord>>> {
-        async move { self.delete_with(&self.expire, &[before.to_string()]).await }.boxed()
+        async move { self.expire_before(before).await }.boxed()
     }
 
     fn all_sessions(&self) -> BoxFuture<'_, StoreResult<Vec<SessionRecord>>> {
@@ -204,7 +171,7 @@ impl Store for RedisStore {
 
     fn remove_device(&self, user: &str, device_id: &str) -> BoxFuture<'_, StoreResult<Vec<SessionRecord>>> {
         let (user, device_id) = (user.to_owned(), device_id.to_owned());
-        async move { self.delete_with(&self.remove_device, &[user, device_id]).await }.boxed()
+        async move { self.remove_user_device(&user, &device_id).await }.boxed()
     }
 
     fn create_invitation(&self, inv: InvitationRecord) -> BoxFuture<'_, StoreResult<()>> {
@@ -256,7 +223,7 @@ impl Store for RedisStore {
     }
 
     fn save_room_media(&self, room_id: &str, state: &MediaState) -> BoxFuture<'_, StoreResult<()>> {
-        let (key, json) = (media_key(room_id), serde_json::to_string(state).expect("media states serialize"));
+        let (key, json) = (keys::media(room_id), serde_json::to_string(state).expect("media states serialize"));
         async move {
             let mut pipe = redis::pipe();
             pipe.set(&key, json).ignore().pexpire(&key, super::room_key_ttl_ms() as i64).ignore();
@@ -266,7 +233,7 @@ impl Store for RedisStore {
     }
 
     fn room_media(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<MediaState>>> {
-        let key = media_key(room_id);
+        let key = keys::media(room_id);
         async move {
             let json: Option<String> = redis::AsyncCommands::get(&mut self.conn.clone(), key).await.map_err(err)?;
             Ok(json.and_then(|j| serde_json::from_str(&j).ok()))

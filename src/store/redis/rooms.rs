@@ -6,21 +6,9 @@ use std::collections::HashMap;
 use lockstep_protocol::{ChangeReason, ServerMsg, Timeline, TimelineChanged, decode_server, encode_server};
 use redis::{AsyncCommands, Value};
 
-use super::{P, RedisStore, err, fields, num};
+use super::{RedisStore, err, fields, keys, num};
 use crate::room::ClockSetting;
 use crate::store::{InvitationRecord, InviteError, StoreResult, UnixMs, room_key_ttl_ms};
-
-/// The key of a room's timeline record. It expires
-/// [`crate::store::ROOM_KEY_TTL`] after its last write or refresh (see there).
-pub(crate) fn timeline_key(room: &str) -> String {
-    format!("{P}tl:{room}")
-}
-
-/// The key of a room's clock setting (JSON; see [`crate::room::ClockSetting`]).
-/// It expires with the room's other keys.
-pub(crate) fn clock_key(room: &str) -> String {
-    format!("{P}clock:{room}")
-}
 
 /// Encodes a timeline change for the record and the room channel.
 pub(crate) fn encode_change(c: &TimelineChanged) -> Vec<u8> {
@@ -33,10 +21,6 @@ pub(crate) fn decode_change(bytes: &[u8]) -> Option<TimelineChanged> {
         Ok(ServerMsg::TimelineChanged(c)) => Some(c),
         _ => None,
     }
-}
-
-fn invitation_key(id: &str) -> String {
-    format!("{P}inv:{id}")
 }
 
 fn invitation_from(id: String, m: &HashMap<String, String>) -> Option<InvitationRecord> {
@@ -67,19 +51,20 @@ impl RedisStore {
         if let Some(m) = inv.max_uses {
             items.push(("max", m.to_string()));
         }
-        let mut pipe = redis::pipe();
-        pipe.hset_multiple(invitation_key(&inv.id), &items).ignore();
-        pipe.set_nx(format!("{P}party:{}", inv.room_id), &inv.host_user).ignore();
-        self.query(&pipe).await
+        // Two slots (the invitation's, the room's): two commands.
+        let mut conn = self.conn.clone();
+        let _: () = conn.hset_multiple(keys::invitation(&inv.id), &items).await.map_err(err)?;
+        let _: bool = conn.set_nx(keys::party(&inv.room_id), &inv.host_user).await.map_err(err)?;
+        Ok(())
     }
 
     pub(super) async fn get_invitation(&self, id: &str) -> StoreResult<Option<InvitationRecord>> {
-        let v: Value = self.conn.clone().hgetall(invitation_key(id)).await.map_err(err)?;
+        let v: Value = self.conn.clone().hgetall(keys::invitation(id)).await.map_err(err)?;
         Ok(invitation_from(id.to_owned(), &fields(&v)))
     }
 
     pub(super) async fn use_invitation_once(&self, id: &str, now: UnixMs) -> Result<InvitationRecord, InviteError> {
-        let v: Value = self.eval(self.use_invitation.key(invitation_key(id)).arg(now)).await?;
+        let v: Value = self.eval(self.use_invitation.key(keys::invitation(id)).arg(now)).await?;
         match v {
             Value::Int(0) => Err(InviteError::NotFound),
             Value::Int(_) => Err(InviteError::Gone),
@@ -88,44 +73,47 @@ impl RedisStore {
     }
 
     pub(super) async fn get_party_host(&self, room_id: &str) -> StoreResult<Option<String>> {
-        self.conn.clone().get(format!("{P}party:{room_id}")).await.map_err(err)
+        self.conn.clone().get(keys::party(room_id)).await.map_err(err)
     }
 
     pub(super) async fn revoke_one(&self, id: &str) -> StoreResult<Option<InvitationRecord>> {
         let inv = self.get_invitation(id).await?;
         if inv.is_some() {
-            let _: () = self.conn.clone().hset(invitation_key(id), "revoked", "1").await.map_err(err)?;
+            let _: () = self.conn.clone().hset(keys::invitation(id), "revoked", "1").await.map_err(err)?;
         }
         Ok(inv)
     }
 
-    /// Writes the records (latest wins) and sets their TTL.
+    /// Writes the records (latest wins) and sets their TTL: one pipeline per
+    /// room (each room's keys are on its own slot), sent together.
     pub(super) async fn put_timelines(&self, batch: &[(String, Timeline)]) -> StoreResult<()> {
-        let mut pipe = redis::pipe();
-        for (room, t) in batch {
+        let writes = batch.iter().map(|(room, t)| {
             let c = TimelineChanged { timeline: *t, effective_at_us: t.anchor_us, by: 0, reason: ChangeReason::Seek };
-            let key = timeline_key(room);
+            let key = keys::timeline(room);
+            let mut pipe = redis::pipe();
             pipe.hset_multiple(&key, &[("epoch", t.epoch.to_string().into_bytes()), ("data", encode_change(&c))])
                 .ignore();
             pipe.pexpire(&key, room_key_ttl_ms() as i64).ignore();
-        }
-        self.query(&pipe).await
+            async move { self.query::<()>(&pipe).await }
+        });
+        futures_util::future::try_join_all(writes).await.map(|_| ())
     }
 
     pub(super) async fn put_room_clock(&self, room_id: &str, s: &ClockSetting) -> StoreResult<()> {
         let json = serde_json::to_string(s).expect("settings serialize");
         let mut pipe = redis::pipe();
-        pipe.set(clock_key(room_id), json).ignore().pexpire(clock_key(room_id), room_key_ttl_ms() as i64).ignore();
+        let key = keys::clock(room_id);
+        pipe.set(&key, json).ignore().pexpire(&key, room_key_ttl_ms() as i64).ignore();
         self.query(&pipe).await
     }
 
     pub(super) async fn get_room_clock(&self, room_id: &str) -> StoreResult<Option<ClockSetting>> {
-        let json: Option<String> = self.conn.clone().get(clock_key(room_id)).await.map_err(err)?;
+        let json: Option<String> = self.conn.clone().get(keys::clock(room_id)).await.map_err(err)?;
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
     pub(super) async fn get_timeline(&self, room_id: &str) -> StoreResult<Option<Timeline>> {
-        let data: Option<Vec<u8>> = self.conn.clone().hget(timeline_key(room_id), "data").await.map_err(err)?;
+        let data: Option<Vec<u8>> = self.conn.clone().hget(keys::timeline(room_id), "data").await.map_err(err)?;
         Ok(data.as_deref().and_then(decode_change).map(|c| c.timeline))
     }
 }

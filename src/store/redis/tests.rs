@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use lockstep_protocol::Timeline;
 use redis::AsyncCommands;
 
-use super::{ALL_SESSIONS, P, RedisStore, timeline_key};
+use super::{Conn, RedisStore, keys};
 use crate::store::contract::rec;
 use crate::store::{ROOM_KEY_TTL, SessionRecord, Store};
 
@@ -36,9 +36,11 @@ impl Server {
     async fn store(&self) -> RedisStore {
         let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
         let mut conn = client.get_connection_manager().await.unwrap();
-        // What a node's cluster does at start (sessions start only while it is set).
-        redis::cmd("SET").arg(super::READY).arg("test").query_async::<()>(&mut conn).await.unwrap();
-        RedisStore::new(conn)
+        // What a node's cluster does at start (sessions start only while they are set).
+        for shard in keys::session_shards() {
+            redis::cmd("SET").arg(keys::ready(&shard)).arg("test").query_async::<()>(&mut conn).await.unwrap();
+        }
+        RedisStore::new(Conn::Single(conn))
     }
 }
 
@@ -60,25 +62,32 @@ async fn sessions_start_resume_and_are_deleted_by_every_script() {
     let server = Server::start();
     let s = server.store().await;
     let now = 1_000_000;
-    crate::store::contract::device_limit_counts_distinct_devices_and_resumes(&s).await;
-    let touched = s.touch_session("a", now + 10, Some(42), true).await.unwrap().unwrap();
+    let [a, b, c] = crate::store::contract::device_limit_counts_distinct_devices_and_resumes(&s).await;
+    // Ids name the user's session shard (the store adds it to the one it was given).
+    let shard = keys::user_shard("u");
+    assert_eq!(a, format!("{shard}.a"));
+    let touched = s.touch_session(&a, now + 10, Some(42), true).await.unwrap().unwrap();
     assert_eq!((touched.last_seen, touched.position_ms, touched.buffering), (now + 10, Some(42), true));
     assert_eq!(s.touch_session("nope", now, None, false).await.unwrap(), None);
+    assert_eq!(s.touch_session(&format!("{shard}.nope"), now, None, false).await.unwrap(), None);
+    assert_eq!(s.session("a").await.unwrap(), None, "an id without its shard names no session");
 
     // One session, then a device's, then the stale ones: each returns what it deleted.
-    assert_eq!(s.end_session("b").await.unwrap().map(|r| r.room_id), Some("ev2".into()));
-    assert_eq!(s.end_session("b").await.unwrap(), None);
-    s.start_session(rec("e", "u", "d2", "ev3", now), 2, 0).await.unwrap();
-    assert_eq!(ids(&s.remove_device("u", "d2").await.unwrap()), ["c", "e"]);
-    assert_eq!(ids(&s.all_sessions().await.unwrap()), ["a"]);
+    assert_eq!(s.end_session(&b).await.unwrap().map(|r| r.room_id), Some("ev2".into()));
+    assert_eq!(s.end_session(&b).await.unwrap(), None);
+    let e = s.start_session(rec("e", "u", "d2", "ev3", now), 2, 0).await.unwrap().session_id;
+    let mut both = [c.as_str(), e.as_str()];
+    both.sort_unstable();
+    assert_eq!(ids(&s.remove_device("u", "d2").await.unwrap()), both);
+    assert_eq!(ids(&s.all_sessions().await.unwrap()), [a.as_str()]);
     assert_eq!(ids(&s.expire_sessions(now + 9).await.unwrap()), Vec::<&str>::new());
-    assert_eq!(ids(&s.expire_sessions(now + 10).await.unwrap()), ["a"]);
+    assert_eq!(ids(&s.expire_sessions(now + 10).await.unwrap()), [a.as_str()]);
 
     // Nothing is left behind in the indexes.
-    let mut c = s.conn.clone();
-    assert_eq!(c.zcard::<_, usize>(format!("{P}u:u")).await.unwrap(), 0);
-    assert_eq!(c.zcard::<_, usize>(ALL_SESSIONS).await.unwrap(), 0);
-    assert!(c.keys::<_, Vec<String>>(format!("{P}s:*")).await.unwrap().is_empty());
+    let mut conn = s.conn.clone();
+    assert_eq!(conn.zcard::<_, usize>(keys::user_sessions("u")).await.unwrap(), 0);
+    assert_eq!(conn.zcard::<_, usize>(keys::all_sessions(&shard)).await.unwrap(), 0);
+    assert!(conn.keys::<_, Vec<String>>("lockstep:s:*").await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -88,7 +97,7 @@ async fn saved_timelines_expire_after_the_room_key_ttl() {
     let t = Timeline { epoch: 4, position_ms: 9_000, anchor_us: 123, rate_milli: 1250, paused: false };
     s.save_timelines(vec![("ev".into(), t)]).await.unwrap();
     assert_eq!(s.timeline("ev").await.unwrap(), Some(t));
-    let ttl: i64 = s.conn.clone().pttl(timeline_key("ev")).await.unwrap();
+    let ttl: i64 = s.conn.clone().pttl(keys::timeline("ev")).await.unwrap();
     let max = ROOM_KEY_TTL.as_millis() as i64;
     assert!(max - 5_000 < ttl && ttl <= max, "{ttl}");
     // Redis expires them itself.
