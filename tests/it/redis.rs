@@ -381,6 +381,79 @@ async fn a_killed_node_leaves_the_counts_within_the_ttl() {
     assert!(took <= bound, "members dropped after {took:?}, bound {bound:?}");
 }
 
+/// How many connections are subscribed to each of `channels` (classic pub/sub).
+pub(crate) async fn subscribers(url: &str, channels: &[String]) -> Vec<u64> {
+    let mut c = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let v: Vec<(String, u64)> = redis::cmd("PUBSUB").arg("NUMSUB").arg(channels).query_async(&mut c).await.unwrap();
+    v.into_iter().map(|(_, n)| n).collect()
+}
+
+/// The timeline, presence and chat channels of `room`.
+pub(crate) fn room_channels(room: &str) -> Vec<String> {
+    ["room", "presence", "chat"].iter().map(|k| format!("lockstep:{k}:{{{room}}}")).collect()
+}
+
+/// Waits until `f` gives `want` (bounded by [`WAIT`]).
+pub(crate) async fn eventually<T: PartialEq + std::fmt::Debug, F: std::future::Future<Output = T>>(
+    what: &str,
+    want: T,
+    mut f: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = f().await;
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {got:?}, not {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_node_subscribes_only_to_the_rooms_it_serves() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let grace = |c: &mut lockstep::config::Config| {
+        c.redis_url = Some(redis.url());
+        c.room_grace_ms = 300;
+    };
+    let a = TestServer::with(grace).await;
+    let b = TestServer::with(grace).await;
+    // Room X only on node A; room Y on both.
+    let (mut x_host, _) = join(&a, "ev-x", "x-host").await;
+    let (mut y_a, _) = join(&a, "ev-y", "y-a").await;
+    let (mut y_b, _) = join(&b, "ev-y", "y-b").await;
+    count_reaches(&mut y_a, 2).await;
+    let (x, y) = (room_channels("ev-x"), room_channels("ev-y"));
+    assert_eq!(subscribers(&url, &x).await, [1, 1, 1], "only node A hears room X");
+    assert_eq!(subscribers(&url, &y).await, [2, 2, 2], "both nodes hear room Y");
+    // No pattern subscription: nobody receives every room's traffic.
+    let mut c = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let patterns: u64 = redis::cmd("PUBSUB").arg("NUMPAT").query_async(&mut c).await.unwrap();
+    assert_eq!(patterns, 0);
+
+    // Room X's changes go to A's viewers; B serves Y as before.
+    send(&mut x_host, &command(1, Action::Seek { position_ms: 5_000 })).await;
+    until(&mut x_host, |g| changed(g).filter(|c| c.timeline.position_ms == 5_000)).await;
+    send(&mut y_a, &command(1, Action::Seek { position_ms: 7_000 })).await;
+    until(&mut y_b, |g| changed(g).filter(|c| c.timeline.position_ms == 7_000)).await;
+
+    // Room X ends on A (its last member left, the grace ran out): A unsubscribes.
+    drop(x_host);
+    eventually("room X's subscribers after it ended", vec![0, 0, 0], || subscribers(&url, &x)).await;
+    // Y's last member on B leaves: B stops hearing Y; A still does.
+    drop(y_b);
+    eventually("room Y's subscribers after B's viewer left", vec![1, 1, 1], || subscribers(&url, &y)).await;
+    count_reaches(&mut y_a, 1).await;
+    // Joined again, B subscribes again and follows the room's timeline.
+    let (mut y_b, w) = join(&b, "ev-y", "y-b2").await;
+    assert_eq!(w.timeline.position_ms, 7_000);
+    assert_eq!(subscribers(&url, &y).await, [2, 2, 2]);
+    send(&mut y_a, &command(2, Action::Seek { position_ms: 9_000 })).await;
+    until(&mut y_b, |g| changed(g).filter(|c| c.timeline.position_ms == 9_000)).await;
+}
+
 #[tokio::test]
 async fn redis_stop_and_start_is_survived_and_sync_resumes() {
     let mut redis = Redis::start();
