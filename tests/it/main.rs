@@ -6,6 +6,7 @@
 
 mod accounts;
 mod bounded;
+mod cluster;
 mod common;
 mod config;
 mod edge;
@@ -18,6 +19,7 @@ mod ops;
 mod pki;
 mod public;
 mod redis;
+mod redis_cluster;
 mod redis_tls;
 mod restart;
 mod ws;
