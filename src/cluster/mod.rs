@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use redis::{PushInfo, PushKind, RedisResult, Script, Value};
+use redis::{PushInfo, PushKind, RedisResult, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
@@ -57,10 +57,13 @@ use self::presence::PresenceMsg;
 use crate::authority::{Announce, Remote, RemoteSink};
 use crate::room::NeedCounts;
 use crate::store::redis::keys::{self, Channel, REVOKE};
-use crate::store::redis::{Conn, RedisStore, decode_change, decode_chat};
+use crate::store::redis::{Conn, Lua, RedisStore, decode_change, decode_chat};
 
 /// How often a node refreshes its presence and counts.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Failed heartbeats in a row after which a Redis Cluster's connections are
+/// made afresh.
+const REBUILD_AFTER: u32 = 2;
 /// How long a node's presence outlives its last heartbeat.
 pub const NODE_TTL: Duration = Duration::from_secs(3);
 /// How long a room's keys (timeline record, member-id blocks, node list,
@@ -134,9 +137,13 @@ struct Inner {
     marked: AtomicBool,
     /// Whether this node is writing back after Redis lost its data.
     recovering: AtomicBool,
-    commit: Script,
-    load: Script,
-    count: Script,
+    /// Which quarter of the ready markers the next beat checks (a cluster).
+    ready_turn: std::sync::atomic::AtomicUsize,
+    /// A Redis Cluster's slot ranges and their primaries, as last read.
+    topology: Mutex<Option<Vec<(i64, i64, String)>>>,
+    commit: Lua,
+    load: Lua,
+    count: Lua,
     /// The shared store over `conn` (its scripts hashed once, not per call).
     store: RedisStore,
 }
@@ -171,9 +178,11 @@ impl Cluster {
             on_data_lost: std::sync::OnceLock::new(),
             marked: AtomicBool::new(false),
             recovering: AtomicBool::new(false),
-            commit: Script::new(include_str!("lua/commit.lua")),
-            load: Script::new(include_str!("lua/load_or_seed.lua")),
-            count: Script::new(include_str!("lua/count.lua")),
+            topology: Mutex::default(),
+            ready_turn: std::sync::atomic::AtomicUsize::new(0),
+            commit: Lua::new(include_str!("lua/commit.lua")),
+            load: Lua::new(include_str!("lua/load_or_seed.lua")),
+            count: Lua::new(include_str!("lua/count.lua")),
             store,
         });
         metrics::gauge!("lockstep_redis_up").set(1.0);
@@ -215,11 +224,7 @@ impl Cluster {
     /// node's sessions, and two heartbeats later (every node has noticed and
     /// written back by then) the markers are set again.
     async fn check_ready(&self) -> RedisResult<()> {
-        let mut conn = self.inner.conn.clone();
-        let markers: Vec<String> = keys::session_shards().map(|s| keys::ready(&s)).collect();
-        // One command; a cluster splits it by slot and sums the answers.
-        let present: usize = redis::cmd("EXISTS").arg(&markers).query_async(&mut conn).await?;
-        let all = present == markers.len();
+        let all = self.markers_present().await?;
         if all || !self.inner.marked.load(Ordering::Relaxed) {
             if !all {
                 self.set_markers().await?;
@@ -247,6 +252,28 @@ impl Cluster {
             this.inner.recovering.store(false, Ordering::Relaxed);
         });
         Ok(())
+    }
+
+    /// Whether the ready markers are there. One server: all of them, in one
+    /// command. A Redis Cluster: a quarter of them at each beat, in turn
+    /// (each on its own slot: one command each, sent together; a multi-slot
+    /// `EXISTS` is avoided, as redis-rs 1.8's fan-out left the connection
+    /// timing out for good after a failover), all of them until they were
+    /// first seen.
+    async fn markers_present(&self) -> RedisResult<bool> {
+        let mut conn = self.inner.conn.clone();
+        if !conn.is_cluster() {
+            let markers: Vec<String> = keys::session_shards().map(|s| keys::ready(&s)).collect();
+            let present: usize = redis::cmd("EXISTS").arg(&markers).query_async(&mut conn).await?;
+            return Ok(present == markers.len());
+        }
+        let turn = self.inner.ready_turn.fetch_add(1, Ordering::Relaxed) % 4;
+        let all = !self.inner.marked.load(Ordering::Relaxed);
+        let checks = keys::session_shards().enumerate().filter(|(i, _)| all || i % 4 == turn).map(|(_, s)| {
+            let mut conn = conn.clone();
+            async move { redis::cmd("EXISTS").arg(keys::ready(&s)).query_async::<bool>(&mut conn).await }
+        });
+        Ok(futures_util::future::try_join_all(checks).await?.into_iter().all(|present| present))
     }
 
     /// Sets every missing ready marker.
@@ -312,6 +339,7 @@ impl Cluster {
     }
 
     async fn heartbeat(self, mut shutdown: watch::Receiver<bool>) {
+        let mut failed = 0u32;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(HEARTBEAT) => {}
@@ -327,7 +355,21 @@ impl Cluster {
             if let Err(e) = &ok {
                 warn!(error = %e, "Redis heartbeat failed");
             }
+            failed = if ok.is_ok() { 0 } else { failed + 1 };
             self.set_up(ok.is_ok());
+            if failed >= REBUILD_AFTER && self.inner.conn.is_cluster() {
+                // A cluster connection that keeps failing may be one redis-rs
+                // left stuck (see `Conn::rebuild`): fresh ones learn the
+                // topology anew; the next good beat subscribes again.
+                warn!(failed, "rebuilding the Redis Cluster connections");
+                metrics::counter!("lockstep_redis_reconnects_total").increment(1);
+                for c in [&self.inner.conn, &self.inner.sub] {
+                    if let Err(e) = c.rebuild().await {
+                        warn!(error = %e, "no fresh Redis Cluster connection yet");
+                    }
+                }
+                failed = 0;
+            }
         }
         // A clean stop leaves at once; a crash leaves when the TTL runs out.
         let mut conn = self.inner.conn.clone();
@@ -351,8 +393,65 @@ impl Cluster {
         let _ = self.inner.subs.send(SubChange { room, on: false, done: None });
     }
 
-    /// Subscribes every served room again.
+    /// On a Redis Cluster: reads which primary serves which slots and, when
+    /// that changed since the last beat (a failover, a resharding),
+    /// subscribes every served room again. The connection renews its own
+    /// classic subscriptions after a reconnection, but a room's sharded
+    /// subscription lives on the primary that owned its slot and does not
+    /// follow a failover by itself (seen with redis-rs 1.8: after a replica
+    /// took over, its room channels had no subscriber).
+    async fn follow_topology(&self) -> RedisResult<()> {
+        if !self.inner.conn.is_cluster() {
+            return Ok(());
+        }
+        let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut self.inner.conn.clone()).await?;
+        let mut view: Vec<(i64, i64, String)> = Vec::new();
+        if let Value::Array(ranges) = slots {
+            for r in ranges {
+                let Value::Array(r) = r else { continue };
+                let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(primary))) =
+                    (r.first(), r.get(1), r.get(2))
+                else {
+                    continue;
+                };
+                let addr: Vec<String> = primary.iter().take(2).filter_map(crate::store::redis::value_text).collect();
+                view.push((*start, *end, addr.join(":")));
+                // Every node listed (replicas too) seeds a fresh connection.
+                let nodes: Vec<String> = r[2..]
+                    .iter()
+                    .filter_map(|n| match n {
+                        Value::Array(n) => {
+                            let a: Vec<String> = n.iter().take(2).filter_map(crate::store::redis::value_text).collect();
+                            (a.len() == 2).then(|| a.join(":"))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                self.inner.conn.learn(&nodes);
+                self.inner.sub.learn(&nodes);
+            }
+        }
+        view.sort();
+        let changed = {
+            let mut known = lock(&self.inner.topology);
+            let changed = known.as_ref().is_some_and(|k| *k != view);
+            *known = Some(view);
+            changed
+        };
+        if changed {
+            info!("the Redis Cluster's primaries changed: subscribing every served room again");
+            metrics::counter!("lockstep_redis_topology_changes_total").increment(1);
+            self.resubscribe_all().await?;
+        }
+        Ok(())
+    }
+
+    /// Subscribes every served room again (and, on a cluster, whose
+    /// subscription connection may be a fresh one, to revocations).
     async fn resubscribe_all(&self) -> RedisResult<()> {
+        if self.inner.sub.is_cluster() {
+            self.inner.sub.clone().subscribe_global(REVOKE).await?;
+        }
         let rooms: Vec<Arc<str>> = self.rooms().keys().cloned().collect();
         for room in rooms {
             self.subscribe_room(&room).await?;
@@ -372,9 +471,19 @@ impl Cluster {
 
     async fn beat(&self) -> RedisResult<()> {
         let conn = self.inner.conn.clone();
-        self.present().await?;
-        self.check_ready().await?;
-        redis::cmd("PING").query_async::<()>(&mut self.inner.sub.clone()).await?;
+        self.present().await.inspect_err(|e| tracing::debug!(error = %e, "beat: present"))?;
+        self.check_ready().await.inspect_err(|e| tracing::debug!(error = %e, "beat: ready"))?;
+        // One server: the ping makes the subscription connection reconnect
+        // (and resubscribe) after Redis comes back. A cluster's connection
+        // reconnects by itself, and a ping there goes to every node known,
+        // the dead ones too: `follow_topology` renews the subscriptions.
+        if !self.inner.sub.is_cluster() {
+            redis::cmd("PING")
+                .query_async::<()>(&mut self.inner.sub.clone())
+                .await
+                .inspect_err(|e| tracing::debug!(error = %e, "beat: sub ping"))?;
+        }
+        self.follow_topology().await.inspect_err(|e| tracing::debug!(error = %e, "beat: topology"))?;
         let (rooms, ended): (Vec<Served>, Vec<Arc<str>>) = {
             let mut rooms = self.rooms();
             let snapshot = rooms.iter().map(|(r, l)| (r.clone(), l.count, l.sink())).collect();

@@ -67,6 +67,15 @@ struct Viewers {
     /// Changes with an older epoch than one the viewer had seen.
     backwards: AtomicU64,
     joined: AtomicUsize,
+    /// The newest epoch each viewer has seen.
+    seen: Mutex<BTreeMap<usize, u32>>,
+}
+
+impl Viewers {
+    /// How many viewers have seen epoch `e` or a newer one.
+    fn at_least(&self, e: u32) -> usize {
+        self.seen.lock().unwrap().values().filter(|&&s| s >= e).count()
+    }
 }
 
 /// A viewer that stays: it joins `urls[i % len]` and, whenever its connection
@@ -90,6 +99,7 @@ async fn viewer(urls: Vec<String>, i: usize, v: Arc<Viewers>) {
             v.behind.fetch_add(1, Relaxed);
         }
         seen = w.timeline.epoch;
+        v.seen.lock().unwrap().insert(i, seen);
         while let Some(Ok(m)) = ws.next().await {
             if let Message::Binary(b) = m
                 && let Ok(ServerMsg::TimelineChanged(c)) = decode_server(&b)
@@ -98,6 +108,7 @@ async fn viewer(urls: Vec<String>, i: usize, v: Arc<Viewers>) {
                     v.backwards.fetch_add(1, Relaxed);
                 }
                 seen = seen.max(c.timeline.epoch);
+                v.seen.lock().unwrap().insert(i, seen);
             }
         }
     }
@@ -475,6 +486,126 @@ async fn redis_failures_under_load_keep_every_timeline_and_limit() {
         "| phase | lasted s | viewers reconnected | reconnect p50 / p99 / max | changes confirmed | commands refused | timeline went back |"
     );
     eprintln!("|---|---|---|---|---|---|---|");
+    for r in &rows {
+        eprintln!("{r}");
+    }
+    assert_eq!(v.backwards.load(Relaxed), 0, "a viewer saw an older change after a newer one");
+    assert_eq!(v.behind.load(Relaxed), 0, "a viewer rejoined behind a change it had seen");
+    assert_eq!(h.backwards.load(Relaxed), 0, "the host saw the timeline go back");
+    drop((node_a, node_b));
+    let _ = std::fs::remove_dir_all(&da);
+    let _ = std::fs::remove_dir_all(&db);
+}
+
+/// Issue 17: a Redis Cluster primary fails over to its replica under load.
+/// Three primaries with a replica each; two node processes with viewers split
+/// between them and a host on either changing the timeline every 250 ms.
+/// First the primary of the room's shard is SIGKILLed, then the primary of
+/// the shard holding bob's sessions (another one if they coincide). Each
+/// time: the cluster elects the replica, the nodes follow the new topology,
+/// changes resume and reach every viewer on both nodes (their sharded
+/// subscriptions moved to the new primary), no timeline goes back, bob's
+/// second device stays refused, and no node crashes.
+///
+/// CI: 100 viewers; longer: `LOCKSTEP_KILL_VIEWERS=1000 cargo test --release --test it cluster_primary -- --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_primary_failing_over_under_load_keeps_every_timeline_and_limit() {
+    let n = env_usize("LOCKSTEP_KILL_VIEWERS", 100);
+    let mut cluster = crate::redis_cluster::RedisCluster::start(3, 1);
+    let url = cluster.url();
+    let mut args: Vec<&str> = ARGS.to_vec();
+    args.extend(["--redis-url", &url, "--tick-interval-ms", "250"]);
+    let (pa, pb) = (free_port(), free_port());
+    let (da, db) = (fresh_dir("failover-a"), fresh_dir("failover-b"));
+    let (mut node_a, a) = spawn_with(pa, &da, &args).await;
+    let (mut node_b, b) = spawn_with(pb, &db, &args).await;
+    let urls = vec![a.ws_url(EV), b.ws_url(EV)];
+    let alice = token_with(|c| {
+        c.sub = "alice".into();
+        c.plan = Plan::Premium;
+        c.host_of = vec![EV.into()];
+    });
+    let bob = token("bob", Plan::Free);
+
+    let h = Arc::new(Host::default());
+    let host_task = tokio::spawn(host(urls.clone(), alice, h.clone()));
+    let v = Arc::new(Viewers::default());
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(viewer(urls.clone(), i, v.clone()))).collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while v.joined.load(Relaxed) < n {
+        assert!(Instant::now() < deadline, "{} of {n} viewers joined", v.joined.load(Relaxed));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_phone, _) = try_join(&urls[0], "phone", &bob).await.expect("bob's first device joins");
+    let tablet_refused = |url: String| {
+        let bob = bob.clone();
+        async move { try_join(&url, "tablet", &bob).await.is_none() }
+    };
+    assert!(tablet_refused(urls[1].clone()).await, "bob's second device is refused");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The shards: the room's, and the one holding bob's sessions.
+    let room_primary = cluster.primary_of(&format!("{{{EV}}}"));
+    let bob_primary = cluster
+        .primary_ports()
+        .into_iter()
+        .find(|&p| cluster.cli(p, &["KEYS", "lockstep:u:*:bob"]).contains("bob"))
+        .expect("bob's sessions are on a primary");
+
+    let mut rows = Vec::new();
+    for (what, port) in [("the room's primary", room_primary), ("the primary of bob's sessions", bob_primary)] {
+        // If both were the same shard, its new primary is the second victim.
+        let port =
+            if cluster.primary_ports().contains(&port) { port } else { cluster.primary_of(&format!("{{{EV}}}")) };
+        let before = (h.confirmed.load(Relaxed), h.refused.load(Relaxed));
+        let t = Instant::now();
+        cluster.kill(port);
+        let promoted = tokio::task::block_in_place(|| cluster.wait_failover(port));
+        let failed_over = t.elapsed();
+        // Changes resume, and every viewer on both nodes gets them.
+        let resumed = h.confirmed.load(Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while h.confirmed.load(Relaxed) < resumed + 4 {
+            assert!(Instant::now() < deadline, "changes did not resume after {what} failed over");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let resumed_after = t.elapsed();
+        let newest = h.newest.load(Relaxed) as u32;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while v.at_least(newest) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} viewers got epoch {newest} after {what} failed over",
+                v.at_least(newest)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let everyone = t.elapsed();
+        assert!(tablet_refused(urls[1].clone()).await, "bob's second device is refused after {what} failed over");
+        assert!(tablet_refused(urls[0].clone()).await, "bob's second device is refused on A too");
+        rows.push(format!(
+            "| {what} ({port} → {promoted}) | {:.1} | {:.1} | {:.1} | {} | {} |",
+            failed_over.as_secs_f64(),
+            resumed_after.as_secs_f64(),
+            everyone.as_secs_f64(),
+            h.confirmed.load(Relaxed) - before.0,
+            h.refused.load(Relaxed) - before.1,
+        ));
+        // The old primary comes back as a replica (the cluster whole again for the next round).
+        tokio::task::block_in_place(|| cluster.restart(port));
+    }
+
+    h.stop.store(true, Relaxed);
+    host_task.abort();
+    for t in &tasks {
+        t.abort();
+    }
+    assert!(node_a.alive() && node_b.alive(), "no node crashed");
+    eprintln!("\nRedis Cluster failovers, {n} viewers over two nodes, a seek every 250 ms (s from the SIGKILL):\n");
+    eprintln!(
+        "| primary killed | replica promoted | changes resumed | every viewer had the newest | changes confirmed | commands refused |"
+    );
+    eprintln!("|---|---|---|---|---|---|");
     for r in &rows {
         eprintln!("{r}");
     }

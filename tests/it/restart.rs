@@ -47,8 +47,9 @@ pub(crate) async fn spawn_with(port: u16, data: &std::path::Path, args: &[&str])
         .arg(data)
         .args(args)
         .env("LOCKSTEP_JWT_SECRET", SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .env("RUST_LOG", std::env::var("LOCKSTEP_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        // Its log (on stdout) with LOCKSTEP_TEST_LOG set, e.g. `LOCKSTEP_TEST_LOG=info,redis=debug`.
+        .stdout(if std::env::var_os("LOCKSTEP_TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn lockstep");

@@ -30,9 +30,9 @@ use std::collections::HashMap;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use lockstep_protocol::Timeline;
-use redis::{FromRedisValue, Script, ScriptInvocation, Value};
+use redis::{FromRedisValue, Value};
 
-pub(crate) use conn::Conn;
+pub(crate) use conn::{Conn, Lua, LuaCall};
 
 use crate::room::{ChatLoad, ChatOp, ChatRecord, ClockSetting, MediaState};
 
@@ -62,11 +62,11 @@ const USE_INVITATION: &str = include_str!("lua/use_invitation.lua");
 #[derive(Clone)]
 pub(crate) struct RedisStore {
     conn: Conn,
-    start: Script,
-    touch: Script,
-    delete: Script,
-    use_invitation: Script,
-    chat: Script,
+    start: Lua,
+    touch: Lua,
+    delete: Lua,
+    use_invitation: Lua,
+    chat: Lua,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -77,6 +77,11 @@ impl std::fmt::Debug for RedisStore {
 
 fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(e.to_string())
+}
+
+/// A reply's text (a bulk or simple string, or a number), as other modules read replies.
+pub(crate) fn value_text(v: &Value) -> Option<String> {
+    text(v)
 }
 
 fn text(v: &Value) -> Option<String> {
@@ -106,16 +111,16 @@ impl RedisStore {
     pub(crate) fn new(conn: Conn) -> Self {
         RedisStore {
             conn,
-            start: Script::new(START),
-            touch: Script::new(TOUCH),
-            delete: Script::new(DELETE),
-            use_invitation: Script::new(USE_INVITATION),
-            chat: Script::new(CHAT),
+            start: Lua::new(START),
+            touch: Lua::new(TOUCH),
+            delete: Lua::new(DELETE),
+            use_invitation: Lua::new(USE_INVITATION),
+            chat: Lua::new(CHAT),
         }
     }
 
     /// Runs a script (loading it first if Redis does not know it yet).
-    async fn eval<T: FromRedisValue>(&self, script: &ScriptInvocation<'_>) -> StoreResult<T> {
+    async fn eval<T: FromRedisValue>(&self, script: &LuaCall<'_>) -> StoreResult<T> {
         script.invoke_async(&mut self.conn.clone()).await.map_err(err)
     }
 
