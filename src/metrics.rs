@@ -18,6 +18,11 @@
 //!   last cleanup, before it forgot the idle ones (the maintenance tasks update these every few
 //!   seconds, the limiter every minute): what must not grow without bound;
 //! - `lockstep_redis_data_lost_total`: times Redis was found to have lost its data (scale-out);
+//! - `lockstep_redis_subscribed_rooms`: rooms whose channels this node hears (the rooms it
+//!   serves); `lockstep_redis_room_messages_total`: room-channel messages it received (both
+//!   scale-out: they follow the node's own rooms, not all rooms);
+//!   `lockstep_redis_topology_changes_total`: times a Redis Cluster's primaries changed under
+//!   this node; `lockstep_redis_reconnects_total`: times it rebuilt its cluster connections;
 //! - `process_*`: CPU seconds, resident and virtual memory, open and maximum
 //!   file descriptors, threads and start time, read from `/proc/self` at
 //!   each scrape (Linux).
@@ -73,6 +78,10 @@ fn describe() {
     describe_gauge!("lockstep_registry_connections", "Connections registered for device revocation");
     describe_gauge!("lockstep_ip_limiter_entries", "Client addresses the per-IP limits remember");
     describe_counter!("lockstep_redis_data_lost_total", "Times Redis was found to have lost its data");
+    describe_gauge!("lockstep_redis_subscribed_rooms", "Rooms whose Redis channels this node hears (scale-out)");
+    describe_counter!("lockstep_redis_room_messages_total", "Room-channel messages this node received from Redis");
+    describe_counter!("lockstep_redis_topology_changes_total", "Times a Redis Cluster's primaries changed");
+    describe_counter!("lockstep_redis_reconnects_total", "Times this node rebuilt its Redis Cluster connections");
     describe_gauge!("process_cpu_seconds_total", Unit::Seconds, "User and system CPU time of the process");
     describe_gauge!("process_resident_memory_bytes", Unit::Bytes, "Resident memory");
     describe_gauge!("process_virtual_memory_bytes", Unit::Bytes, "Virtual memory");
