@@ -138,7 +138,9 @@ pub(crate) trait Authority: Send + Sync + std::fmt::Debug {
     /// A room starts on this node (`first`) or must reload (after
     /// [`Remote::Resync`]): its state arrives as [`Remote::Loaded`], then its
     /// remote events follow. `ours` is the room's own latest change, seeded
-    /// where the authority has no record.
+    /// where the authority has no record; loaded again, the newest change the
+    /// room confirmed, written forward where the record is older (the
+    /// authority lost changes: the timeline never goes back).
     fn load(&self, room: &Arc<str>, sink: Arc<dyn RemoteSink>, ours: TimelineChanged, first: bool);
 
     /// The room ended on this node.

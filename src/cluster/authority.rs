@@ -48,15 +48,19 @@ impl Cluster {
         }
     }
 
-    /// The room's record, created from `ours` if Redis has none.
-    async fn load_or_seed(&self, room: &str, ours: &TimelineChanged) -> RedisResult<TimelineChanged> {
+    /// The room's record, created from `ours` if Redis has none, or (not the
+    /// first load) written forward to `ours` if it is older.
+    async fn load_or_seed(&self, room: &str, ours: &TimelineChanged, first: bool) -> RedisResult<TimelineChanged> {
         let b: Vec<u8> = self
             .inner
             .load
             .key(keys::timeline(room))
+            .key(keys::timeline_channel(room))
             .arg(ours.timeline.epoch)
             .arg(encode_change(ours))
             .arg(ROOM_KEY_TTL.as_millis() as u64)
+            .arg(if first { "0" } else { "1" })
+            .arg(self.inner.conn.publish())
             .invoke_async(&mut self.inner.conn.clone())
             .await?;
         decode_change(&b).ok_or(malformed("malformed timeline record"))
@@ -91,7 +95,7 @@ impl Cluster {
             // The heartbeat subscribes again once Redis answers.
             warn!(event_id = %room, error = %e, "room channels not subscribed");
         }
-        let record = match self.load_or_seed(room, &ours).await {
+        let record = match self.load_or_seed(room, &ours, first).await {
             Ok(record) => Some(record),
             Err(e) => {
                 warn!(event_id = %room, error = %e, "shared timeline unavailable");

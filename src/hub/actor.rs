@@ -250,7 +250,11 @@ impl RoomActor {
             Remote::External(change) => self.room.apply_external(now, change),
             Remote::Viewers(n) => self.room.set_remote_viewers(now, n),
             Remote::Needs(needs) => self.room.set_remote_needs(now, needs),
-            Remote::Resync => self.authority.load(&self.event_id, self.sink.clone(), self.ours(), false),
+            // Again: offered is what the authority last confirmed, written
+            // forward if its record fell behind (Redis lost changes).
+            Remote::Resync => {
+                self.authority.load(&self.event_id, self.sink.clone(), self.room.confirmed_change(), false)
+            }
             Remote::Shared { node, events } => {
                 for ev in events {
                     self.room.apply_shared(now, &node, ev);

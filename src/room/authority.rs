@@ -186,16 +186,43 @@ impl Room {
     /// The authority holds `change` (loaded at start, or again after it was
     /// unreachable). With nothing uncommitted, the room adopts it if it
     /// differs from its own latest change; otherwise as [`Room::apply_external`].
+    ///
+    /// A record older than the epoch the room last confirmed means the
+    /// authority lost committed changes (Redis restarted empty, or a replica
+    /// that was behind took over): the room keeps its timeline (it never goes
+    /// back), and the node writes it forward (see [`Room::confirmed_change`]).
     pub fn confirm(&mut self, now: u64, change: TimelineChanged) {
         self.advance(now);
         if !self.auth.uncommitted.is_empty() {
             return self.apply_external(now, change);
+        }
+        if newer(self.auth.confirmed, change.timeline.epoch) {
+            return;
         }
         let ours = self.pending.map(|(c, ..)| c.timeline).unwrap_or(self.current);
         if change.timeline != ours {
             self.set_change(now, change);
         }
         self.auth.confirmed = self.epoch;
+    }
+
+    /// The newest change the authority confirmed, a scheduled one included,
+    /// as its record would hold it: what a node offers when it loads the
+    /// record again, to be written forward if the record fell behind.
+    pub fn confirmed_change(&self) -> TimelineChanged {
+        let (current, pending) = match self.auth.uncommitted.front() {
+            Some(u) => (u.checkpoint.current, u.checkpoint.pending),
+            None => (self.current, self.pending),
+        };
+        match pending {
+            Some((c, by, reason)) => c.message(by, reason),
+            None => TimelineChanged {
+                timeline: current,
+                effective_at_us: current.anchor_us,
+                by: 0,
+                reason: lockstep_protocol::ChangeReason::Seek,
+            },
+        }
     }
 
     /// The epoch the authority last confirmed.

@@ -699,6 +699,37 @@ fn every_command_with_a_request_id_is_answered_once() {
 }
 
 #[test]
+fn a_record_that_fell_behind_never_takes_the_timeline_back() {
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let host = join_acks(&mut room, T0, "host");
+    cmd(&mut room, T0 + MS, host, Action::Seek { position_ms: 5_000 }).unwrap();
+    let old = room.confirmed_change();
+    cmd(&mut room, T0 + 2 * MS, host, Action::Seek { position_ms: 9_000 }).unwrap();
+    cmd(&mut room, T0 + 3 * MS, host, Action::Play { position_ms: None }).unwrap();
+    drain(&mut room);
+    // What the room offers to be written forward: its newest confirmed change, the scheduled play.
+    let offered = room.confirmed_change();
+    assert_eq!(offered.timeline.epoch, room.epoch());
+    assert!(!offered.timeline.paused && offered.effective_at_us > T0 + 3 * MS, "{offered:?}");
+    // Redis lost the last changes: the record loaded again is the older one; nothing moves.
+    let (timeline, epoch) = (room.timeline(), room.epoch());
+    room.confirm(T0 + 4 * MS, old);
+    assert_eq!((room.timeline(), room.epoch()), (timeline, epoch));
+    assert!(changes(&drain(&mut room)).is_empty());
+    assert_eq!(room.confirmed_change(), offered);
+    // A newer record (another node's change) is adopted as before.
+    let newer = TimelineChanged {
+        timeline: Timeline { epoch: epoch + 1, position_ms: 1_000, anchor_us: T0 + 5 * MS, ..timeline },
+        effective_at_us: T0 + 5 * MS,
+        by: 0,
+        reason: ChangeReason::Seek,
+    };
+    room.confirm(T0 + 5 * MS, newer.clone());
+    assert_eq!(room.epoch(), epoch + 1);
+    assert_eq!(changes(&drain(&mut room)).last().map(|c| c.timeline), Some(newer.timeline));
+}
+
+#[test]
 fn a_change_the_authority_refuses_never_reaches_anyone() {
     let mut room = Room::new(RoomConfig::default(), T0);
     let host = join_acks(&mut room, T0, "host");

@@ -338,7 +338,7 @@ async fn host(urls: Vec<String>, tok: String, h: Arc<Host>) {
 }
 
 /// Sends one command to Redis over a raw connection and waits for its reply line.
-async fn redis_cmd(url: &str, cmd: &[&str]) -> String {
+pub(crate) async fn redis_cmd(url: &str, cmd: &[&str]) -> String {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let addr = url.trim_start_matches("redis://").trim_end_matches('/');
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("redis");

@@ -454,6 +454,71 @@ async fn a_node_subscribes_only_to_the_rooms_it_serves() {
     until(&mut y_b, |g| changed(g).filter(|c| c.timeline.position_ms == 9_000)).await;
 }
 
+/// Redis loses committed changes (a replica that was behind took over, a
+/// restore from an old snapshot): the room's record is older than what the
+/// nodes confirmed. When they load it again they write their newest forward;
+/// no viewer is taken back, and a late joiner lands on the newest timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_lost_changes_is_written_forward_not_followed_back() {
+    let redis = Redis::start_with(&["--enable-debug-command", "local"]);
+    let url = redis.url();
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let ev = "ev-behind";
+    let (mut host, _) = join(&a, ev, "host").await;
+    let (mut on_b, _) = join(&b, ev, "viewer-b").await;
+    count_reaches(&mut host, 2).await;
+    let mut c = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let key = format!("lockstep:tl:{{{ev}}}");
+
+    send(&mut host, &command(1, Action::Seek { position_ms: 5_000 })).await;
+    let old = until(&mut on_b, |g| changed(g).filter(|c| c.timeline.position_ms == 5_000)).await;
+    let record: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL").arg(&key).query_async(&mut c).await.unwrap();
+    send(&mut host, &command(2, Action::Seek { position_ms: 9_000 })).await;
+    let newest = until(&mut on_b, |g| changed(g).filter(|c| c.timeline.position_ms == 9_000)).await;
+    until(&mut host, |g| changed(g).filter(|c| c.timeline.epoch == newest.timeline.epoch)).await;
+
+    // The record goes back to the older change, then Redis stalls: both nodes lose it and load the room again.
+    let mut restore = redis::cmd("HSET");
+    restore.arg(&key);
+    for (f, v) in &record {
+        restore.arg(f).arg(v);
+    }
+    restore.query_async::<()>(&mut c).await.unwrap();
+    assert_eq!(crate::kills::redis_cmd(&url, &["DEBUG", "SLEEP", "2.5"]).await, "+OK");
+    for n in [&a, &b] {
+        wait_ready(n, 200, "ready").await;
+    }
+    // Written forward: the record holds the newest change again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let epoch: Option<u32> = redis::cmd("HGET").arg(&key).arg("epoch").query_async(&mut c).await.unwrap();
+        if epoch == Some(newest.timeline.epoch) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the record stayed at epoch {epoch:?} (older: {})", old.timeline.epoch);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nobody was taken back, a late joiner lands on the newest, and changes go on from there.
+    let (_late, w) = join(&a, ev, "late").await;
+    assert_eq!(w.timeline, newest.timeline);
+    send(&mut host, &command(3, Action::Seek { position_ms: 12_000 })).await;
+    for ws in [&mut host, &mut on_b] {
+        // Every change since the newest one, up to the next: none older.
+        let mut back = Vec::new();
+        let next = until(ws, |g| {
+            let c = changed(g)?;
+            if c.timeline.epoch < newest.timeline.epoch {
+                back.push(c.timeline);
+            }
+            (c.timeline.position_ms == 12_000).then_some(c)
+        })
+        .await;
+        assert!(next.timeline.epoch > newest.timeline.epoch);
+        assert_eq!(back, Vec::new(), "a member was taken back");
+    }
+}
+
 #[tokio::test]
 async fn redis_stop_and_start_is_survived_and_sync_resumes() {
     let mut redis = Redis::start();
