@@ -61,6 +61,8 @@ use crate::store::redis::{Conn, Lua, RedisStore, decode_change, decode_chat};
 
 /// How often a node refreshes its presence and counts.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// One heartbeat in this many refreshes the TTLs of the served rooms' keys.
+const REFRESH_EVERY: u64 = 30;
 /// Failed heartbeats in a row after which a Redis Cluster's connections are
 /// made afresh.
 const REBUILD_AFTER: u32 = 2;
@@ -137,6 +139,8 @@ struct Inner {
     marked: AtomicBool,
     /// Whether this node is writing back after Redis lost its data.
     recovering: AtomicBool,
+    /// Heartbeats so far.
+    beats: std::sync::atomic::AtomicU64,
     /// Which quarter of the ready markers the next beat checks (a cluster).
     ready_turn: std::sync::atomic::AtomicUsize,
     /// A Redis Cluster's slot ranges and their primaries, as last read.
@@ -180,6 +184,7 @@ impl Cluster {
             recovering: AtomicBool::new(false),
             topology: Mutex::default(),
             ready_turn: std::sync::atomic::AtomicUsize::new(0),
+            beats: std::sync::atomic::AtomicU64::new(0),
             commit: Lua::new(include_str!("lua/commit.lua")),
             load: Lua::new(include_str!("lua/load_or_seed.lua")),
             count: Lua::new(include_str!("lua/count.lua")),
@@ -501,6 +506,8 @@ impl Cluster {
         for room in ended {
             self.unsubscribe_room(room);
         }
+        // The room keys' TTLs (an hour) are refreshed one beat in REFRESH_EVERY.
+        let refresh = self.inner.beats.fetch_add(1, Ordering::Relaxed) % REFRESH_EVERY == 0;
         let counts = futures_util::future::join_all(rooms.iter().map(|(room, n, _)| {
             let mut conn = conn.clone();
             let [log, seq, mute] = keys::chat(room);
@@ -522,6 +529,7 @@ impl Cluster {
                     .arg(NODE_TTL.as_millis() as u64)
                     .arg(NODE_TTL.as_millis() as u64)
                     .arg(ROOM_KEY_TTL.as_millis() as u64)
+                    .arg(if refresh { "1" } else { "0" })
                     .invoke_async::<u32>(&mut conn)
                     .await
             }

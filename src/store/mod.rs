@@ -228,8 +228,8 @@ pub(crate) const CHAT_KEPT: usize = 10_000;
 ///   record, and `lockstep:mblock:{room}`, the member id blocks) sets its TTL
 ///   to [`room_key_ttl_ms`] (`PEXPIRE`), in the same script or pipeline as the
 ///   write; a node refreshes the TTL of the keys of every room it has live
-///   from its heartbeat. So a room's keys live while any node has the room
-///   and for this long after.
+///   from its heartbeat (every 30th beat). So a room's keys live while any
+///   node has the room and for this long after.
 /// - **SQLite**: each timeline row carries `updated_at`; the accounts
 ///   maintenance ([`Store::expire_timelines`]) deletes rows older than this
 ///   whose room holds no session (a viewer's session is kept alive by its

@@ -6,7 +6,9 @@
 -- of the room's slot.
 -- ARGV[1] this node, ARGV[2] its count, ARGV[3] how long its entry outlives
 -- this beat (the node TTL, ms), ARGV[4] the member list's TTL in ms, ARGV[5]
--- the room keys' TTL in ms.
+-- the room keys' TTL in ms, ARGV[6] '1' to refresh the room keys' TTLs
+-- (one beat in REFRESH_EVERY: they last an hour, so refreshing them every
+-- beat only cost Redis ten commands per room and node each second).
 -- Writes this node's count, drops entries whose node stopped beating, keeps
 -- the room's keys alive while a node serves it (they expire with the room),
 -- and returns the sum of the other live nodes' counts. Time is Redis's
@@ -30,7 +32,9 @@ for i = 1, #all, 2 do
     end
   end
 end
-redis.call('PEXPIRE', KEYS[1], 600000)
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-for i = 3, 10 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+if ARGV[6] == '1' then
+  redis.call('PEXPIRE', KEYS[1], 600000)
+  for i = 3, 10 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
+end
 return others
