@@ -352,6 +352,63 @@ pub(crate) async fn redis_cmd(url: &str, cmd: &[&str]) -> String {
     line.trim().to_owned()
 }
 
+/// Two node processes on one Redis (or Redis Cluster) with `n` viewers split
+/// between them, alice hosting (a seek every 250 ms) and bob's one device
+/// joined: what the Redis failure tests start from.
+struct Pair {
+    node_a: crate::restart::Proc,
+    a: TestServer,
+    node_b: crate::restart::Proc,
+    b: TestServer,
+    pb: u16,
+    da: std::path::PathBuf,
+    db: std::path::PathBuf,
+    /// The nodes' arguments (to restart one).
+    args: Vec<String>,
+    urls: Vec<String>,
+    bob: String,
+    h: Arc<Host>,
+    v: Arc<Viewers>,
+    host_task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Pair {
+    async fn under_load(redis_url: &str, n: usize, name: &str) -> Pair {
+        let mut args: Vec<String> = ARGS.iter().map(|a| a.to_string()).collect();
+        args.extend(["--redis-url", redis_url, "--tick-interval-ms", "250"].map(String::from));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (pa, pb) = (free_port(), free_port());
+        let (da, db) = (fresh_dir(&format!("{name}-a")), fresh_dir(&format!("{name}-b")));
+        let (node_a, a) = spawn_with(pa, &da, &argv).await;
+        let (node_b, b) = spawn_with(pb, &db, &argv).await;
+        let urls = vec![a.ws_url(EV), b.ws_url(EV)];
+        let alice = token_with(|c| {
+            c.sub = "alice".into();
+            c.plan = Plan::Premium;
+            c.host_of = vec![EV.into()];
+        });
+        let bob = token("bob", Plan::Free);
+        let h = Arc::new(Host::default());
+        let host_task = tokio::spawn(host(urls.clone(), alice, h.clone()));
+        let v = Arc::new(Viewers::default());
+        let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(viewer(urls.clone(), i, v.clone()))).collect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while v.joined.load(Relaxed) < n {
+            assert!(Instant::now() < deadline, "{} of {n} viewers joined", v.joined.load(Relaxed));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (phone, _) = try_join(&urls[0], "phone", &bob).await.expect("bob's first device joins");
+        // Bob's phone stays connected for the whole test.
+        tokio::spawn(async move {
+            let mut phone = phone;
+            while let Some(Ok(_)) = phone.next().await {}
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Pair { node_a, a, node_b, b, pb, da, db, args, urls, bob, h, v, host_task, tasks }
+    }
+}
+
 /// Issue 16 §4 with Redis: two node processes, viewers split between them, a
 /// host changing the timeline every 250 ms; then a node is killed (its viewers
 /// move to the other), restarted, Redis is killed and restarted, and Redis
@@ -364,30 +421,9 @@ async fn redis_failures_under_load_keep_every_timeline_and_limit() {
     let n = env_usize("LOCKSTEP_KILL_VIEWERS", 100);
     let mut redis = crate::redis::Redis::start_with(&["--enable-debug-command", "local"]);
     let url = redis.url();
-    let mut args: Vec<&str> = ARGS.to_vec();
-    args.extend(["--redis-url", &url, "--tick-interval-ms", "250"]);
-    let (pa, pb) = (free_port(), free_port());
-    let (da, db) = (fresh_dir("kill-a"), fresh_dir("kill-b"));
-    let (mut node_a, a) = spawn_with(pa, &da, &args).await;
-    let (mut node_b, b) = spawn_with(pb, &db, &args).await;
-    let urls = vec![a.ws_url(EV), b.ws_url(EV)];
-    let alice = token_with(|c| {
-        c.sub = "alice".into();
-        c.plan = Plan::Premium;
-        c.host_of = vec![EV.into()];
-    });
-    let bob = token("bob", Plan::Free);
-
-    let h = Arc::new(Host::default());
-    let host_task = tokio::spawn(host(urls.clone(), alice, h.clone()));
-    let v = Arc::new(Viewers::default());
-    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(viewer(urls.clone(), i, v.clone()))).collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while v.joined.load(Relaxed) < n {
-        assert!(Instant::now() < deadline, "{} of {n} viewers joined", v.joined.load(Relaxed));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (_phone, _) = try_join(&urls[0], "phone", &bob).await.expect("bob's first device joins");
+    let Pair { mut node_a, a, mut node_b, b, pb, da, db, args, urls, bob, h, v, host_task, tasks } =
+        Pair::under_load(&url, n, "kill").await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let tablet_refused = |url: String| {
         let bob = bob.clone();
         async move { try_join(&url, "tablet", &bob).await.is_none() }
@@ -513,30 +549,8 @@ async fn a_cluster_primary_failing_over_under_load_keeps_every_timeline_and_limi
     let n = env_usize("LOCKSTEP_KILL_VIEWERS", 100);
     let mut cluster = crate::redis_cluster::RedisCluster::start(3, 1);
     let url = cluster.url();
-    let mut args: Vec<&str> = ARGS.to_vec();
-    args.extend(["--redis-url", &url, "--tick-interval-ms", "250"]);
-    let (pa, pb) = (free_port(), free_port());
-    let (da, db) = (fresh_dir("failover-a"), fresh_dir("failover-b"));
-    let (mut node_a, a) = spawn_with(pa, &da, &args).await;
-    let (mut node_b, b) = spawn_with(pb, &db, &args).await;
-    let urls = vec![a.ws_url(EV), b.ws_url(EV)];
-    let alice = token_with(|c| {
-        c.sub = "alice".into();
-        c.plan = Plan::Premium;
-        c.host_of = vec![EV.into()];
-    });
-    let bob = token("bob", Plan::Free);
-
-    let h = Arc::new(Host::default());
-    let host_task = tokio::spawn(host(urls.clone(), alice, h.clone()));
-    let v = Arc::new(Viewers::default());
-    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(viewer(urls.clone(), i, v.clone()))).collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while v.joined.load(Relaxed) < n {
-        assert!(Instant::now() < deadline, "{} of {n} viewers joined", v.joined.load(Relaxed));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (_phone, _) = try_join(&urls[0], "phone", &bob).await.expect("bob's first device joins");
+    let Pair { mut node_a, a: _a, mut node_b, b: _b, da, db, urls, bob, h, v, host_task, tasks, .. } =
+        Pair::under_load(&url, n, "failover").await;
     let tablet_refused = |url: String| {
         let bob = bob.clone();
         async move { try_join(&url, "tablet", &bob).await.is_none() }

@@ -252,14 +252,20 @@ async fn the_device_limit_holds_across_nodes_under_concurrent_starts() {
     let redis = Redis::start();
     let a = node(&redis).await;
     let b = node(&redis).await;
-    for round in 0..5 {
+    device_limit_holds(&a, &b, 5).await;
+}
+
+/// `rounds` users each start a session on A and on B at once, at a limit of
+/// one device: exactly one start is refused, with the device holding the slot.
+pub(crate) async fn device_limit_holds(a: &TestServer, b: &TestServer, rounds: usize) {
+    for round in 0..rounds {
         let user = format!("dana-{round}");
         let tok = token(&user, Plan::Free);
         let body_a = serde_json::json!({"eventId": "ev-limit", "deviceId": "phone"});
         let body_b = serde_json::json!({"eventId": "ev-limit", "deviceId": "laptop"});
         let (ra, rb) = tokio::join!(
-            http(&a, "POST", "/api/live-stream/session", Some(&tok), Some(body_a)),
-            http(&b, "POST", "/api/live-stream/session", Some(&tok), Some(body_b)),
+            http(a, "POST", "/api/live-stream/session", Some(&tok), Some(body_a)),
+            http(b, "POST", "/api/live-stream/session", Some(&tok), Some(body_b)),
         );
         let mut codes = [ra.0, rb.0];
         codes.sort();
@@ -276,6 +282,12 @@ async fn sessions_and_invitations_are_shared_across_nodes() {
     let redis = Redis::start();
     let a = node(&redis).await;
     let b = node(&redis).await;
+    sessions_and_invitations_shared(&a, &b).await;
+}
+
+/// A session started on A heartbeats on B and ends everywhere; an invitation
+/// created on A and accepted on B lets the guest in on A.
+pub(crate) async fn sessions_and_invitations_shared(a: &TestServer, b: &TestServer) {
     let alice = token("alice-x", Plan::Premium);
     // A session started on A is known on B: heartbeats and its end.
     let (s, _, sess) = http(
