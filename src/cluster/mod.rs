@@ -507,7 +507,7 @@ impl Cluster {
             self.unsubscribe_room(room);
         }
         // The room keys' TTLs (an hour) are refreshed one beat in REFRESH_EVERY.
-        let refresh = self.inner.beats.fetch_add(1, Ordering::Relaxed) % REFRESH_EVERY == 0;
+        let refresh = self.inner.beats.fetch_add(1, Ordering::Relaxed).is_multiple_of(REFRESH_EVERY);
         let counts = futures_util::future::join_all(rooms.iter().map(|(room, n, _)| {
             let mut conn = conn.clone();
             let [log, seq, mute] = keys::chat(room);

@@ -352,6 +352,20 @@ pub(crate) async fn redis_cmd(url: &str, cmd: &[&str]) -> String {
     line.trim().to_owned()
 }
 
+/// Prints a run's table (`header`, then `rows`) and checks that no viewer
+/// and not the host saw the timeline go back.
+fn report_and_check(title: &str, header: &str, rows: &[String], h: &Host, v: &Viewers) {
+    eprintln!("\n{title}:\n");
+    eprintln!("{header}");
+    eprintln!("{}", "|---".repeat(header.matches('|').count() - 1) + "|");
+    for r in rows {
+        eprintln!("{r}");
+    }
+    assert_eq!(v.backwards.load(Relaxed), 0, "a viewer saw an older change after a newer one");
+    assert_eq!(v.behind.load(Relaxed), 0, "a viewer rejoined behind a change it had seen");
+    assert_eq!(h.backwards.load(Relaxed), 0, "the host saw the timeline go back");
+}
+
 /// Two node processes on one Redis (or Redis Cluster) with `n` viewers split
 /// between them, alice hosting (a seek every 250 ms) and bob's one device
 /// joined: what the Redis failure tests start from.
@@ -515,19 +529,15 @@ async fn redis_failures_under_load_keep_every_timeline_and_limit() {
         t.abort();
     }
     assert!(node_a.alive() && node_b.alive(), "no node crashed");
-    eprintln!(
-        "\nRedis failures, {n} viewers over two nodes, a seek every 250 ms (reconnects timed from the failure, ms):\n"
+    report_and_check(
+        &format!(
+            "Redis failures, {n} viewers over two nodes, a seek every 250 ms (reconnects timed from the failure, ms)"
+        ),
+        "| phase | lasted s | viewers reconnected | reconnect p50 / p99 / max | changes confirmed | commands refused | timeline went back |",
+        &rows,
+        &h,
+        &v,
     );
-    eprintln!(
-        "| phase | lasted s | viewers reconnected | reconnect p50 / p99 / max | changes confirmed | commands refused | timeline went back |"
-    );
-    eprintln!("|---|---|---|---|---|---|---|");
-    for r in &rows {
-        eprintln!("{r}");
-    }
-    assert_eq!(v.backwards.load(Relaxed), 0, "a viewer saw an older change after a newer one");
-    assert_eq!(v.behind.load(Relaxed), 0, "a viewer rejoined behind a change it had seen");
-    assert_eq!(h.backwards.load(Relaxed), 0, "the host saw the timeline go back");
     drop((node_a, node_b));
     let _ = std::fs::remove_dir_all(&da);
     let _ = std::fs::remove_dir_all(&db);
@@ -615,17 +625,13 @@ async fn a_cluster_primary_failing_over_under_load_keeps_every_timeline_and_limi
         t.abort();
     }
     assert!(node_a.alive() && node_b.alive(), "no node crashed");
-    eprintln!("\nRedis Cluster failovers, {n} viewers over two nodes, a seek every 250 ms (s from the SIGKILL):\n");
-    eprintln!(
-        "| primary killed | replica promoted | changes resumed | every viewer had the newest | changes confirmed | commands refused |"
+    report_and_check(
+        &format!("Redis Cluster failovers, {n} viewers over two nodes, a seek every 250 ms (s from the SIGKILL)"),
+        "| primary killed | replica promoted | changes resumed | every viewer had the newest | changes confirmed | commands refused |",
+        &rows,
+        &h,
+        &v,
     );
-    eprintln!("|---|---|---|---|---|---|");
-    for r in &rows {
-        eprintln!("{r}");
-    }
-    assert_eq!(v.backwards.load(Relaxed), 0, "a viewer saw an older change after a newer one");
-    assert_eq!(v.behind.load(Relaxed), 0, "a viewer rejoined behind a change it had seen");
-    assert_eq!(h.backwards.load(Relaxed), 0, "the host saw the timeline go back");
     drop((node_a, node_b));
     let _ = std::fs::remove_dir_all(&da);
     let _ = std::fs::remove_dir_all(&db);

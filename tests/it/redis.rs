@@ -291,7 +291,7 @@ pub(crate) async fn sessions_and_invitations_shared(a: &TestServer, b: &TestServ
     let alice = token("alice-x", Plan::Premium);
     // A session started on A is known on B: heartbeats and its end.
     let (s, _, sess) = http(
-        &a,
+        a,
         "POST",
         "/api/live-stream/session",
         Some(&alice),
@@ -301,16 +301,16 @@ pub(crate) async fn sessions_and_invitations_shared(a: &TestServer, b: &TestServ
     assert_eq!(s, 201);
     let id = sess["sessionId"].as_str().unwrap().to_owned();
     let hb = format!("/api/live-stream/session/{id}/heartbeat");
-    let (s, _, _) = http(&b, "POST", &hb, Some(&alice), Some(serde_json::json!({"position": 3.0}))).await;
+    let (s, _, _) = http(b, "POST", &hb, Some(&alice), Some(serde_json::json!({"position": 3.0}))).await;
     assert_eq!(s, 200, "a session from node A heartbeats on node B");
     // An invitation created on A, accepted on B, lets the guest into the party room on either node.
     let (s, _, inv) =
-        http(&a, "POST", "/api/live-stream/ev-x/invitations", Some(&alice), Some(serde_json::json!({}))).await;
+        http(a, "POST", "/api/live-stream/ev-x/invitations", Some(&alice), Some(serde_json::json!({}))).await;
     assert_eq!(s, 201);
     let (iid, room) = (inv["invitationId"].as_str().unwrap().to_owned(), inv["roomId"].as_str().unwrap().to_owned());
     let guest = token("gus-x", Plan::Free);
     let (s, _, _) = http(
-        &b,
+        b,
         "POST",
         &format!("/api/invitations/{iid}/accept"),
         Some(&guest),
@@ -318,10 +318,10 @@ pub(crate) async fn sessions_and_invitations_shared(a: &TestServer, b: &TestServ
     )
     .await;
     assert_eq!(s, 201);
-    let (_ws, w) = crate::accounts::join_as(&a, &room, "g1", &guest).await;
+    let (_ws, w) = crate::accounts::join_as(a, &room, "g1", &guest).await;
     assert_eq!(w.role, lockstep_protocol::Role::Viewer, "accepted on B, joined on A");
-    assert_eq!(http(&b, "DELETE", &format!("/api/live-stream/session/{id}"), Some(&alice), None).await.0, 204);
-    assert_eq!(http(&a, "POST", &hb, Some(&alice), Some(serde_json::json!({}))).await.0, 404, "ended everywhere");
+    assert_eq!(http(b, "DELETE", &format!("/api/live-stream/session/{id}"), Some(&alice), None).await.0, 204);
+    assert_eq!(http(a, "POST", &hb, Some(&alice), Some(serde_json::json!({}))).await.0, 404, "ended everywhere");
 }
 
 #[tokio::test]
