@@ -10,6 +10,11 @@
 //! `peer-socketio` from `../shared/peers` (copied under the temp dir and
 //! `npm ci`-ed there). Simulated viewers and one host per room run here, on
 //! loopback. See `BENCHMARKS.md` for what each figure means.
+//!
+//! Issue 17's scale-out scenarios (`--scenario premiere`, `--scenario rooms`,
+//! `scale.rs`) run several lockstep nodes on a local Redis Cluster started
+//! here (`target::RedisCluster`), with WebSocket members placed on the nodes
+//! by plan.
 
 mod attack;
 mod conn;
@@ -17,6 +22,7 @@ mod live;
 mod live_stats;
 mod proxy;
 mod rec;
+mod scale;
 mod soak;
 mod target;
 mod wsclient;
@@ -49,7 +55,14 @@ USAGE: cargo run --release --features load --bin lockstep-load -- [OPTIONS]
                      spread at common instants, the auto latency, delivery; see the live options),
                      soak (issue 16: 1 room x 2,000 viewers, a change every 1 s, 10 % of the viewers
                      reconnecting every minute, a short-lived room every 5 s, 30 min measured, the
-                     server's memory, descriptors, threads and maps sampled every minute)
+                     server's memory, descriptors, threads and maps sampled every minute),
+                     premiere (issue 17: 1 event x 2,000 viewers round-robin over 4 lockstep nodes on
+                     a local Redis Cluster, the host on node 0, a change every 1 s, plus 100 background
+                     rooms; cross-node delivery, the spread of scheduled changes, Redis commands and
+                     bytes per change, each node's and primary's CPU; see the scale-out options),
+                     rooms (issue 17: 10,000 rooms of one member over 4 nodes on a Redis Cluster, room i
+                     wholly on node i mod 4 but for 10 shared by every node, a change every 5 s per
+                     room: each node's Redis subscriptions and room messages against its own rooms')
   --targets LIST     comma-separated: wt, ws, json, peer-ws, peer-socketio, or all
                      (default: all for s1/s2/s3/storm, wt,ws for sync)
   --viewers N        viewers per room          --rooms R          rooms
@@ -66,6 +79,7 @@ USAGE: cargo run --release --features load --bin lockstep-load -- [OPTIONS]
                      free port (scale-out); hosts join the first node, viewers the second, so every
                      delivery crosses Redis. Server CPU and memory are the viewers' node's; the
                      host's node and Redis count as other processes. Lockstep targets only.
+                     premiere and rooms: 1 to 8 nodes (default 4) on a Redis Cluster
   --pin-server CPUS  run the server under taskset -c CPUS
   --lockstep-arg A   extra `lockstep serve` argument (repeatable), e.g. --lockstep-arg=--tick-interval-ms=1000
   --floor-tcp-us F --floor-udp-us F   syscall floors for the ratios (defaults 3.0 and 1.8,
@@ -102,6 +116,26 @@ Live scenario (targets ws, wt; default ws; warm-up 15 s and 60 s measured by def
   --live-margin-ms M the server's margin over a viewer's distance from its edge, for the harness's
                      own view of the needs (default 750, as src/room/live.rs)
   --seed S           the viewers' random draws (default 12)
+
+Scale-out on a Redis Cluster (premiere, rooms; target ws only; 5 s warm-up, 30 s measured by default):
+  a local Redis Cluster (redis-server, redis-cli --cluster create) and --nodes lockstep nodes on it; after
+  every member joined, an idle window (no changes) measures the heartbeats alone, then the hosts start.
+  Hosts cycle seek, play, seek, pause (play and pause scheduled at the room's lead), each to a position
+  that names the change. Each node's /metrics and CPU and each primary's INFO stats are read at both
+  ends of the idle and the measured windows.
+  premiere: --viewers = the event's viewers (default 2000), --interval-ms its host's (default 1000)
+  rooms:    --rooms (default 10000), --viewers = members per room, the host included (default 1: the
+            host alone, watching its own changes), --interval-ms each host's (default 5000)
+  --redis-primaries P  primaries of the cluster (default 3; at least 3)
+  --redis-replicas R   replicas per primary (default 0)
+  --idle-s I         the idle window before the hosts start (default 10; 0: none)
+  --report-ms R      every member sends a Report and a SyncReport every R ms, as client-js does with a
+                     media element (default 0: none, as in the other scenarios); a node refreshes a
+                     viewing session in Redis at most every 10 s while reports come
+  --bg-rooms B       premiere: background rooms (default 100), room j wholly on node j mod N
+  --bg-viewers V     premiere: viewers per background room besides its host (default 5)
+  --bg-interval-ms I premiere: a background host's change every I ms (default 2000)
+  --shared-rooms S   rooms: the first S rooms have a member on every node (default 10)
 ";
 
 #[derive(Debug, Clone)]
@@ -138,6 +172,8 @@ struct Opts {
     bg_room_every: Option<Duration>,
     check: bool,
     json: Option<PathBuf>,
+    /// Issue 17's scale-out scenarios (`premiere`, `rooms`).
+    scale: scale::ScaleOpts,
 }
 
 fn parse_args() -> anyhow::Result<Opts> {
@@ -187,9 +223,13 @@ fn parse_args() -> anyhow::Result<Opts> {
         "sync" => (Mode::Precision, 1, 1000, 1000),
         "live" => (Mode::Live, 1, 10_000, 1000),
         "soak" => (Mode::Latency, 1, 2000, 1000),
+        "premiere" => (Mode::Latency, 1, 2000, 1000),
+        "rooms" => (Mode::Latency, 10_000, 1, 5000),
         other => anyhow::bail!("unknown scenario {other:?} (see --help)"),
     };
+    let scale_out = scale::is_scale(&scenario);
     let targets = match get("targets").as_deref() {
+        None if scale_out => vec![Target::Ws],
         None | Some("all") if mode == Mode::Precision => vec![Target::Wt, Target::Ws],
         None if mode == Mode::Live => vec![Target::Ws],
         Some("all") if mode == Mode::Live => vec![Target::Ws, Target::Wt],
@@ -202,6 +242,7 @@ fn parse_args() -> anyhow::Result<Opts> {
     if mode == Mode::Precision {
         anyhow::ensure!(targets.iter().all(|t| matches!(t, Target::Wt | Target::Ws)), "sync runs on wt and ws only");
     }
+    anyhow::ensure!(!scale_out || targets == [Target::Ws], "{scenario} runs on the ws target only");
     let mut live = live::LiveOpts::default();
     if mode == Mode::Live {
         anyhow::ensure!(targets.iter().all(|t| matches!(t, Target::Wt | Target::Ws)), "live runs on wt and ws only");
@@ -237,6 +278,7 @@ fn parse_args() -> anyhow::Result<Opts> {
     let (warmup_s, measure_s) = match mode {
         Mode::Live => (15.0, 60.0),
         _ if soak => (10.0, 1800.0),
+        _ if scale_out => (5.0, 30.0),
         _ => (2.0, 6.0),
     };
     let impair = flags.iter().any(|f| f == "--impair").then(|| -> anyhow::Result<Impair> {
@@ -247,8 +289,12 @@ fn parse_args() -> anyhow::Result<Opts> {
             rto: Duration::from_millis(200),
         })
     });
-    let nodes = num("nodes", 1.0)? as usize;
-    anyhow::ensure!(nodes == 1 || nodes == 2, "--nodes 1 or 2");
+    let nodes = num("nodes", if scale_out { 4.0 } else { 1.0 })? as usize;
+    if scale_out {
+        anyhow::ensure!((1..=8).contains(&nodes), "--nodes 1 to 8 for {scenario}");
+    } else {
+        anyhow::ensure!(nodes == 1 || nodes == 2, "--nodes 1 or 2");
+    }
     anyhow::ensure!(nodes == 1 || targets.iter().all(|t| t.is_lockstep()), "--nodes 2 runs lockstep targets only");
     anyhow::ensure!(nodes == 1 || mode != Mode::Live, "live runs on one node");
     let attacks = match get("attack") {
@@ -257,9 +303,26 @@ fn parse_args() -> anyhow::Result<Opts> {
     };
     anyhow::ensure!(
         attacks.is_empty()
-            || (mode == Mode::Latency && nodes == 1 && targets.iter().all(|t| matches!(t, Target::Wt | Target::Ws))),
+            || (mode == Mode::Latency
+                && !scale_out
+                && nodes == 1
+                && targets.iter().all(|t| matches!(t, Target::Wt | Target::Ws))),
         "--attack runs s1/s2/s3 on the wt and ws targets, one node"
     );
+    let scale = scale::ScaleOpts {
+        primaries: num("redis-primaries", 3.0)? as usize,
+        replicas: num("redis-replicas", 0.0)? as usize,
+        bg_rooms: num("bg-rooms", 100.0)? as usize,
+        bg_viewers: num("bg-viewers", 5.0)? as usize,
+        bg_interval: Duration::from_millis(num("bg-interval-ms", 2000.0)?.max(1.0) as u64),
+        shared_rooms: num("shared-rooms", 10.0)? as usize,
+        idle: Duration::from_secs_f64(num("idle-s", 10.0)?.max(0.0)),
+        report: match num("report-ms", 0.0)? {
+            r if r > 0.0 => Some(Duration::from_secs_f64(r / 1000.0)),
+            _ => None,
+        },
+    };
+    anyhow::ensure!(!scale_out || scale.primaries >= 3, "--redis-primaries: at least 3");
     let peers = get("peers").map(PathBuf::from).unwrap_or_else(|| target::workspace().join("../shared/peers"));
     Ok(Opts {
         mode,
@@ -307,6 +370,7 @@ fn parse_args() -> anyhow::Result<Opts> {
         },
         check: flags.iter().any(|f| f == "--check"),
         json: get("json").map(PathBuf::from),
+        scale,
     })
 }
 
@@ -1280,6 +1344,14 @@ fn main() -> anyhow::Result<()> {
         target::kill_running();
         std::process::exit(130);
     });
+    if scale::is_scale(&o.scenario) {
+        let label =
+            format!("{} CPUs ({})", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), cpu_model());
+        let r = scale::main(&o, bin.as_deref(), &rt, &label);
+        rt.shutdown_timeout(Duration::from_secs(1));
+        println!("\nwall time {:.1} s", wall.elapsed().as_secs_f64());
+        return r;
+    }
     let title = match o.mode {
         Mode::Latency => format!(
             "{}: {} room(s) × {} viewers, a change every {} ms; {:.0} s warm-up, {:.0} s measured",
@@ -1327,12 +1399,7 @@ fn main() -> anyhow::Result<()> {
         ),
     };
     eprintln!("{title}");
-    let host = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
+    let host = cpu_model();
     let label = format!(
         "{} CPUs ({host}), {} run(s) per target",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -1411,6 +1478,16 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CPU's model name (/proc/cpuinfo).
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
 /// `--check`: what was not clean in `runs` (`done` of `planned` runs finished).
 fn check(runs: &[Res], done: usize, planned: usize) -> Vec<String> {
     let mut out = Vec::new();
@@ -1459,6 +1536,15 @@ fn write_json(
     all: &[(usize, Res)],
     meds: &[Res],
 ) -> anyhow::Result<()> {
+    let mut v = json_meta(o, title, label);
+    v.insert("runs".into(), serde_json::to_value(all.iter().map(|(_, r)| r).collect::<Vec<_>>())?);
+    v.insert("medians".into(), serde_json::to_value(meds)?);
+    std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+    Ok(())
+}
+
+/// What every JSON record starts with: scenario, title, machine, command, commit, date.
+fn json_meta(o: &Opts, title: &str, label: &str) -> serde_json::Map<String, serde_json::Value> {
     let sh = |cmd: &str, args: &[&str]| {
         std::process::Command::new(cmd)
             .args(args)
@@ -1478,9 +1564,9 @@ fn write_json(
         "server_bin": o.server_bin,
         "date": sh("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         "uptime": sh("uptime", &[]),
-        "runs": all.iter().map(|(_, r)| r).collect::<Vec<_>>(),
-        "medians": meds,
     });
-    std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
-    Ok(())
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
 }

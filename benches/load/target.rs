@@ -341,3 +341,267 @@ impl Drop for Redis {
         stop(&mut self.child);
     }
 }
+
+/// Issue 17: a local Redis Cluster (`--scenario premiere`, `--scenario rooms`):
+/// `redis-server`s in cluster mode on free loopback ports (each with its bus
+/// port, port + 10000, free too, and below the ephemeral range), without
+/// persistence, formed with `redis-cli --cluster create`; as
+/// `tests/it/redis_cluster.rs` starts one, compactly. Every node is killed
+/// and its directory removed when dropped.
+#[derive(Debug)]
+pub(crate) struct RedisCluster {
+    nodes: Vec<Child>,
+    /// Port and pid of each primary that owns slots, by port.
+    primaries: Vec<(u16, u32)>,
+    dir: PathBuf,
+}
+
+/// One primary's counters (`INFO stats`, `INFO commandstats`) and its CPU time.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub(crate) struct RedisStats {
+    pub(crate) port: u16,
+    pub(crate) commands: u64,
+    pub(crate) net_in: u64,
+    pub(crate) net_out: u64,
+    pub(crate) cpu_s: f64,
+    /// Calls per command (`cmdstat_NAME:calls=N`; commands run by scripts included).
+    pub(crate) calls: std::collections::BTreeMap<String, u64>,
+}
+
+impl RedisCluster {
+    /// `primaries` primaries (at least 3) with `replicas` replicas each; returns
+    /// once every node says `cluster_state:ok` and knows every other, and every
+    /// replica is in sync.
+    pub(crate) fn start(primaries: usize, replicas: usize) -> anyhow::Result<RedisCluster> {
+        anyhow::ensure!(primaries >= 3, "a Redis Cluster needs at least 3 primaries (--redis-primaries)");
+        let total = primaries * (1 + replicas);
+        let dir = std::env::temp_dir().join(format!("lockstep-load-redis-cluster-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cluster = RedisCluster { nodes: Vec::new(), primaries: Vec::new(), dir };
+        let mut ports = Vec::new();
+        for i in 0..total {
+            let d = cluster.dir.join(format!("node-{i}"));
+            std::fs::create_dir_all(&d)?;
+            let mut tries = 0;
+            let (port, child) = loop {
+                let port = free_cluster_port()?;
+                match spawn_cluster_node(port, &d) {
+                    Ok(child) => break (port, child),
+                    Err(e) if tries < 4 => {
+                        tries += 1;
+                        eprintln!("  (redis-server on {port}: {e:#}; another port)");
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            ports.push(port);
+            cluster.nodes.push(child);
+        }
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| anyhow::anyhow!("redis-cli (apt-get install redis-tools): {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        anyhow::ensure!(
+            out.status.success() && text.contains("All 16384 slots covered"),
+            "redis-cli --cluster create failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let t0 = Instant::now();
+        loop {
+            match cluster_settled(&ports, total) {
+                Ok(()) => break,
+                Err(e) if t0.elapsed() > Duration::from_secs(30) => {
+                    anyhow::bail!("the Redis Cluster did not form: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        // `CLUSTER NODES`: id addr@bus flags primary ping pong epoch link slot…
+        let nodes = redis_query(ports[0], &["CLUSTER", "NODES"])?;
+        for line in nodes.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].split(',').any(|x| x == "master") {
+                continue;
+            }
+            let port: u16 = f[1]
+                .split(['@', ','])
+                .next()
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| p.parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("unexpected CLUSTER NODES line {line:?}"))?;
+            let i = ports
+                .iter()
+                .position(|p| *p == port)
+                .ok_or_else(|| anyhow::anyhow!("a primary on {port} not started here"))?;
+            cluster.primaries.push((port, cluster.nodes[i].id()));
+        }
+        cluster.primaries.sort_unstable();
+        anyhow::ensure!(
+            cluster.primaries.len() == primaries,
+            "{} primaries own slots, not {primaries}",
+            cluster.primaries.len()
+        );
+        Ok(cluster)
+    }
+
+    /// A seed URL: the first primary.
+    pub(crate) fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.primaries[0].0)
+    }
+
+    /// The primaries' ports, ascending.
+    pub(crate) fn primary_ports(&self) -> Vec<u16> {
+        self.primaries.iter().map(|p| p.0).collect()
+    }
+
+    /// Every primary's counters now, and its CPU time.
+    pub(crate) fn stats(&self) -> anyhow::Result<Vec<RedisStats>> {
+        self.primaries
+            .iter()
+            .map(|&(port, pid)| {
+                let info = redis_query(port, &["INFO", "stats", "commandstats"])?;
+                let field = |name: &str| info_field(&info, name).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let calls = info
+                    .lines()
+                    .filter_map(|l| {
+                        let (name, rest) = l.trim().strip_prefix("cmdstat_")?.split_once(':')?;
+                        let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+                        Some((name.to_owned(), calls))
+                    })
+                    .collect();
+                Ok(RedisStats {
+                    port,
+                    commands: field("total_commands_processed"),
+                    net_in: field("total_net_input_bytes"),
+                    net_out: field("total_net_output_bytes"),
+                    cpu_s: cpu_s(pid),
+                    calls,
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.nodes {
+            stop(c);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether every node says `cluster_state:ok`, knows `total` nodes, and
+/// (a replica) is in sync with its primary.
+fn cluster_settled(ports: &[u16], total: usize) -> anyhow::Result<()> {
+    for &p in ports {
+        let info = redis_query(p, &["CLUSTER", "INFO"])?;
+        anyhow::ensure!(info_field(&info, "cluster_state") == Some("ok"), "node {p}: cluster_state not ok");
+        anyhow::ensure!(
+            info_field(&info, "cluster_known_nodes") == Some(total.to_string().as_str()),
+            "node {p} does not know every node yet"
+        );
+        let repl = redis_query(p, &["INFO", "replication"])?;
+        anyhow::ensure!(
+            info_field(&repl, "role") != Some("slave") || info_field(&repl, "master_link_status") == Some("up"),
+            "replica {p} not in sync yet"
+        );
+    }
+    Ok(())
+}
+
+/// A port `p` with `p` and `p + 10000` free on 127.0.0.1, below the ephemeral
+/// range (32768), never the same twice in this process.
+fn free_cluster_port() -> anyhow::Result<u16> {
+    const FIRST: u16 = 12_000;
+    const COUNT: u16 = 10_000;
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let start = ((std::process::id() as u64).wrapping_mul(2_654_435_761) % u64::from(COUNT)) as u16;
+    let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+    for i in 0..COUNT {
+        let port = FIRST + (start + i) % COUNT;
+        if !handed.contains(&port) && free(port) && free(port + 10_000) {
+            handed.push(port);
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free ports p and p + 10000 for p in {FIRST}..{}", FIRST + COUNT)
+}
+
+/// One cluster node on `port`, its `nodes.conf` in `dir`; returns once it is
+/// this process that answers on the port.
+fn spawn_cluster_node(port: u16, dir: &Path) -> anyhow::Result<Child> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"])
+        .args(["--cluster-announce-ip", "127.0.0.1", "--repl-diskless-sync-delay", "0"])
+        .arg("--dir")
+        .arg(dir)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("redis-server (apt-get install redis-server): {e}"))?;
+    if let Ok(mut v) = RUNNING.lock() {
+        v.push(child.id());
+    }
+    let t0 = Instant::now();
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            anyhow::bail!("redis-server on port {port} exited at once ({st})");
+        }
+        if let Ok(info) = redis_query(port, &["INFO", "server"]) {
+            if info_field(&info, "process_id") == Some(child.id().to_string().as_str()) {
+                return Ok(child);
+            }
+            stop(&mut child);
+            anyhow::bail!("another redis-server answers on port {port}");
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            stop(&mut child);
+            anyhow::bail!("redis-server on port {port} did not come up");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `name:value` of an `INFO` answer.
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+}
+
+/// One command to the Redis on `127.0.0.1:port`, its answer as text (a
+/// simple string, an integer or a bulk string; an error reply is an error).
+pub(crate) fn redis_query(port: u16, args: &[&str]) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes())?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let line = line.trim_end();
+    match line.as_bytes().first() {
+        Some(b'+') | Some(b':') => Ok(line[1..].to_owned()),
+        Some(b'-') => anyhow::bail!("redis {port}: {}", &line[1..]),
+        Some(b'$') => {
+            let n: i64 = line[1..].parse()?;
+            anyhow::ensure!(n >= 0, "redis {port}: nil answer");
+            let mut buf = vec![0; n as usize + 2];
+            r.read_exact(&mut buf)?;
+            buf.truncate(n as usize);
+            Ok(String::from_utf8_lossy(&buf).into_owned())
+        }
+        _ => anyhow::bail!("redis {port}: unexpected answer {line:?}"),
+    }
+}
