@@ -1304,11 +1304,16 @@ fn print_attacks(rows: &[Res]) {
         for (name, c) in &o.cases {
             let other: Vec<_> = c.other.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
             println!(
-                "- {name}: {} of {} answered `{}`{}",
+                "- {name}: {} of {} answered `{}`{}{}",
                 c.as_documented,
                 c.tried,
                 c.expect,
-                if other.is_empty() { String::new() } else { format!("; otherwise {}", other.join(", ")) }
+                if other.is_empty() { String::new() } else { format!("; otherwise {}", other.join(", ")) },
+                if c.retried == 0 {
+                    String::new()
+                } else {
+                    format!(" ({} tried again: the connection failed before the bad input was sent)", c.retried)
+                }
             );
         }
         for n in &o.notes {
