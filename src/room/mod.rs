@@ -431,6 +431,11 @@ impl Room {
         self.members.get(&id).map(|m| m.role)
     }
 
+    /// Every member here and its role, in id order.
+    pub fn roles(&self) -> impl Iterator<Item = (MemberId, Role)> + '_ {
+        self.members.iter().map(|(&id, m)| (id, m.role))
+    }
+
     /// The next output to deliver. Output queued from the first change not
     /// yet committed onward is held back until that change is committed (or
     /// dropped if it is discarded; see `authority.rs`).
