@@ -23,6 +23,8 @@
 //!   scale-out: they follow the node's own rooms, not all rooms);
 //!   `lockstep_redis_topology_changes_total`: times a Redis Cluster's primaries changed under
 //!   this node; `lockstep_redis_reconnects_total`: times it rebuilt its cluster connections;
+//!   `lockstep_redis_room_beats_failed_total`: served rooms whose heartbeat script failed (a
+//!   slow shard; written again at the next beat, Redis still counted up);
 //! - `process_*`: CPU seconds, resident and virtual memory, open and maximum
 //!   file descriptors, threads and start time, read from `/proc/self` at
 //!   each scrape (Linux).
@@ -82,6 +84,7 @@ fn describe() {
     describe_counter!("lockstep_redis_room_messages_total", "Room-channel messages this node received from Redis");
     describe_counter!("lockstep_redis_topology_changes_total", "Times a Redis Cluster's primaries changed");
     describe_counter!("lockstep_redis_reconnects_total", "Times this node rebuilt its Redis Cluster connections");
+    describe_counter!("lockstep_redis_room_beats_failed_total", "Served rooms whose Redis heartbeat script failed");
     describe_gauge!("process_cpu_seconds_total", Unit::Seconds, "User and system CPU time of the process");
     describe_gauge!("process_resident_memory_bytes", Unit::Bytes, "Resident memory");
     describe_gauge!("process_virtual_memory_bytes", Unit::Bytes, "Virtual memory");

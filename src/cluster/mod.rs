@@ -49,6 +49,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use redis::{PushInfo, PushKind, RedisResult, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
@@ -63,6 +64,11 @@ use crate::store::redis::{Conn, Lua, RedisStore, decode_change, decode_chat};
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// One heartbeat in this many refreshes the TTLs of the served rooms' keys.
 const REFRESH_EVERY: u64 = 30;
+/// Room heartbeat scripts a node keeps in flight at once: enough to keep
+/// every shard busy, few enough that none waits out the response timeout
+/// behind thousands of others (a node serving 2,500 rooms sent them all at
+/// once, and under load the last ones timed out).
+const BEAT_CONCURRENCY: usize = 64;
 /// Failed heartbeats in a row after which a Redis Cluster's connections are
 /// made afresh.
 const REBUILD_AFTER: u32 = 2;
@@ -508,10 +514,13 @@ impl Cluster {
         }
         // The room keys' TTLs (an hour) are refreshed one beat in REFRESH_EVERY.
         let refresh = self.inner.beats.fetch_add(1, Ordering::Relaxed).is_multiple_of(REFRESH_EVERY);
-        let counts = futures_util::future::join_all(rooms.iter().map(|(room, n, _)| {
+        // Owned items: a stream over borrowed ones trips the heartbeat task's `Send` check.
+        let jobs: Vec<(Arc<str>, u32)> = rooms.iter().map(|(room, n, _)| (room.clone(), *n)).collect();
+        let counts: Vec<RedisResult<u32>> = futures_util::stream::iter(jobs.into_iter().map(|(room, n)| {
             let mut conn = conn.clone();
-            let [log, seq, mute] = keys::chat(room);
+            let [log, seq, mute] = keys::chat(&room);
             async move {
+                let room = &room;
                 self.inner
                     .count
                     .key(keys::counts(room))
@@ -525,7 +534,7 @@ impl Cluster {
                     .key(mute)
                     .key(keys::media(room))
                     .arg(&self.inner.node)
-                    .arg(*n)
+                    .arg(n)
                     .arg(NODE_TTL.as_millis() as u64)
                     .arg(NODE_TTL.as_millis() as u64)
                     .arg(ROOM_KEY_TTL.as_millis() as u64)
@@ -534,12 +543,35 @@ impl Cluster {
                     .await
             }
         }))
+        .buffered(BEAT_CONCURRENCY)
+        .collect()
         .await;
+        // Redis answered this beat's presence and checks: it is up. A room
+        // whose script failed (a slow shard, a timeout under load) keeps its
+        // last counts and is written again at the next beat; only a beat
+        // whose every room failed says Redis is down (which would refuse
+        // every room's commands and reload every room when it comes back).
+        let mut failed = 0usize;
+        let mut first = None;
         for ((_, _, sink), others) in rooms.iter().zip(counts) {
-            let others = others?;
-            if let Some(sink) = sink {
-                sink.deliver(Remote::Viewers(others));
+            match others {
+                Ok(others) => {
+                    if let Some(sink) = sink {
+                        sink.deliver(Remote::Viewers(others));
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    first.get_or_insert(e);
+                }
             }
+        }
+        if let Some(e) = first {
+            metrics::counter!("lockstep_redis_room_beats_failed_total").increment(failed as u64);
+            if failed == rooms.len() {
+                return Err(e);
+            }
+            warn!(failed, rooms = rooms.len(), error = %e, "some rooms' heartbeats failed; written again at the next beat");
         }
         self.share_needs().await?;
         self.forget_dead_nodes().await

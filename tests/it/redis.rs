@@ -466,6 +466,58 @@ async fn a_node_subscribes_only_to_the_rooms_it_serves() {
     until(&mut y_b, |g| changed(g).filter(|c| c.timeline.position_ms == 9_000)).await;
 }
 
+/// One room's heartbeat script failing costs that room its counts until a
+/// beat succeeds, nothing more: Redis is still up for the node, every room's
+/// commands are taken and the node stays ready. Here the room's counts key is
+/// made a string, so its script fails (WRONGTYPE) at every beat, as a script
+/// timing out on a slow shard would. (A node serving 10,000 rooms under load
+/// went down for all of them when some heartbeats timed out.)
+#[tokio::test]
+async fn one_rooms_failing_heartbeat_leaves_the_node_up_for_every_room() {
+    let redis = Redis::start();
+    let a = node(&redis).await;
+    let (mut bad, _) = join(&a, "ev-beat-bad", "bad-host").await;
+    let (mut good, _) = join(&a, "ev-beat-ok", "ok-host").await;
+    let mut c = redis::Client::open(redis.url().as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    // The node's entry in the good room's counts: its expiry moves at every beat.
+    let mut entry = async || -> Option<String> {
+        let all: std::collections::HashMap<String, String> =
+            redis::cmd("HGETALL").arg("lockstep:count:{ev-beat-ok}").query_async(&mut c).await.unwrap();
+        all.into_values().next()
+    };
+    let deadline = Instant::now() + WAIT;
+    while entry().await.is_none() {
+        assert!(Instant::now() < deadline, "the node never wrote the good room's count");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c2 = redis::Client::open(redis.url().as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let kind: String = redis::cmd("TYPE").arg("lockstep:count:{ev-beat-bad}").query_async(&mut c2).await.unwrap();
+    assert_eq!(kind, "hash", "the bad room's counts key is named as the store names it");
+    let () = redis::cmd("SET").arg("lockstep:count:{ev-beat-bad}").arg("broken").query_async(&mut c2).await.unwrap();
+    // Two beats after the break (each beat's outcome is settled before the next one starts).
+    for _ in 0..2 {
+        let before = entry().await;
+        let deadline = Instant::now() + WAIT;
+        while entry().await == before {
+            assert!(Instant::now() < deadline, "the node stopped beating");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let kind: String = redis::cmd("TYPE").arg("lockstep:count:{ev-beat-bad}").query_async(&mut c2).await.unwrap();
+    assert_eq!(kind, "string", "still broken: its script failed at both beats");
+    wait_ready(&a, 200, "ready").await;
+    for (ws, ev, n) in [(&mut good, "good", 1), (&mut bad, "bad", 2)] {
+        send(ws, &command(n, Action::Seek { position_ms: 3_000 * n as u64 })).await;
+        let got = until(ws, |g| match g {
+            Got::Msg(ServerMsg::Error(e)) if e.request_id == n => Some(Err(e.code)),
+            Got::Msg(ServerMsg::TimelineChanged(t)) if t.timeline.position_ms == 3_000 * n as u64 => Some(Ok(())),
+            _ => None,
+        })
+        .await;
+        assert_eq!(got, Ok(()), "the {ev} room's command");
+    }
+}
+
 /// Redis loses committed changes (a replica that was behind took over, a
 /// restore from an old snapshot): the room's record is older than what the
 /// nodes confirmed. When they load it again they write their newest forward;
