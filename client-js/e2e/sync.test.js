@@ -79,23 +79,47 @@ async function sample(pages, { n = 250, intervalMs = 20 } = {}) {
 /**
  * After a change: waits until every page is `ready`, then samples the skews
  * from 250 ms after that for 500 ms; the largest |skew| per viewer (frames
- * where presented, else playheads).
+ * where presented, else playheads), and a trace from the change on (every
+ * page's playhead, frames, own drift estimate, rate and state, and the skews)
+ * to see where the skew comes from.
  * @param {AnyPage[]} pages @param {(p: Probe) => boolean} ready @param {string} what
  */
 async function afterChange(pages, ready, what) {
-  await waitUntil(async () => (await Promise.all(pages.map(probe))).every(ready), { what, timeoutMs: 15_000, intervalMs: 20 });
+  const t0 = Date.now();
+  /** @type {unknown[]} */
+  const trace = [];
+  const note = (/** @type {Probe[]} */ ps) => {
+    const r2 = (/** @type {number | null} */ x) => (x === null || !Number.isFinite(x) ? null : Math.round(x * 100) / 100);
+    trace.push({
+      ms: Date.now() - t0,
+      pages: ps.map((p) => ({ room: r2(p.roomPos === null ? null : p.roomPos * 1000), pos: r2(p.pos * 1000), shown: r2(p.shown === null ? null : p.shown * 1000), drift: r2(p.driftMs), rate: p.rate, paused: p.paused, seeking: p.seeking })),
+      skew: [1, 2].map((i) => r2(skewMs(ps[0], ps[i], 'shown') ?? skewMs(ps[0], ps[i], 'pos'))),
+    });
+  };
+  await waitUntil(
+    async () => {
+      const ps = await Promise.all(pages.map(probe));
+      note(ps);
+      return ps.every(ready);
+    },
+    { what, timeoutMs: 15_000, intervalMs: 20 },
+  );
   const from = Date.now() + 250;
-  while (Date.now() < from) await new Promise((r) => setTimeout(r, 10));
+  while (Date.now() < from) {
+    note(await Promise.all(pages.map(probe)));
+    await new Promise((r) => setTimeout(r, 20));
+  }
   const worst = [0, 0];
   while (Date.now() < from + 500) {
     const ps = await Promise.all(pages.map(probe));
+    note(ps);
     for (const i of [1, 2]) {
       const s = skewMs(ps[0], ps[i], 'shown') ?? skewMs(ps[0], ps[i], 'pos');
       if (s !== null) worst[i - 1] = Math.max(worst[i - 1], Math.round(Math.abs(s) * 100) / 100);
     }
     await new Promise((r) => setTimeout(r, 20));
   }
-  return worst;
+  return { worst, trace };
 }
 
 /**
@@ -190,9 +214,10 @@ async function run(t, o) {
       direct: { frames: summarize(skews.shown[0]), lastFrame: summarize(skews.lastShown[0]), playhead: summarize(skews.pos[0]) },
       impaired: { frames: summarize(skews.shown[1]), lastFrame: summarize(skews.lastShown[1]), playhead: summarize(skews.pos[1]) },
       pauseSpreadMs,
-      afterPlayMaxMs: afterPlay,
-      afterSeekMaxMs: afterSeek,
-      afterResumeMaxMs: afterResume,
+      afterPlayMaxMs: afterPlay.worst,
+      afterSeekMaxMs: afterSeek.worst,
+      afterResumeMaxMs: afterResume.worst,
+      traces: { play: afterPlay.trace, seek: afterSeek.trace, resume: afterResume.trace },
       rateChanges: c1.map((p, i) => p.rateChanges - c0[i].rateChanges),
       seeks: c1.map((p, i) => p.seeks - c0[i].seeks),
       proxy: { tcp: proxies.tcp.stats, udp: proxies.udp.stats },
