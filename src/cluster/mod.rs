@@ -38,7 +38,9 @@
 //!   a node heard from lets it expire, every node drops that node's members.
 //! - **Redis down**: commands are refused, viewers keep the last timelines,
 //!   `lockstep_redis_up` is 0; when a heartbeat succeeds again every room
-//!   reloads (or re-seeds) its record.
+//!   reloads (or re-seeds) its record. A beat is a failure when its presence
+//!   or checks fail or every room's script does; some rooms' scripts failing
+//!   (a slow shard) leaves those rooms' counts to the next beat.
 
 mod authority;
 mod needs;
