@@ -5,27 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use lockstep_protocol::{Action, ServerMsg, TimelineChanged};
+use lockstep_protocol::Action;
 
 use crate::common::*;
-use crate::redis::room_channels;
+use crate::redis::{changed, count_reaches, room_channels};
 use crate::redis_cluster::RedisCluster;
-
-fn changed(g: &Got) -> Option<TimelineChanged> {
-    match g {
-        Got::Msg(ServerMsg::TimelineChanged(c)) => Some(c.clone()),
-        _ => None,
-    }
-}
-
-async fn count_reaches(ws: &mut Ws, n: u32) {
-    until(ws, |g| match g {
-        Got::Msg(ServerMsg::ViewerCount(c)) if c.count == n => Some(()),
-        Got::Msg(ServerMsg::Tick(t)) if t.viewers == n => Some(()),
-        _ => None,
-    })
-    .await;
-}
 
 async fn node(cluster: &RedisCluster) -> TestServer {
     let url = cluster.url();

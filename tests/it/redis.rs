@@ -77,14 +77,14 @@ async fn node(redis: &Redis) -> TestServer {
     .await
 }
 
-fn changed(g: &Got) -> Option<TimelineChanged> {
+pub(crate) fn changed(g: &Got) -> Option<TimelineChanged> {
     match g {
         Got::Msg(ServerMsg::TimelineChanged(c)) => Some(c.clone()),
         _ => None,
     }
 }
 
-async fn count_reaches(ws: &mut Ws, n: u32) {
+pub(crate) async fn count_reaches(ws: &mut Ws, n: u32) {
     until(ws, |g| match g {
         Got::Msg(ServerMsg::ViewerCount(c)) if c.count == n => Some(()),
         Got::Msg(ServerMsg::Tick(t)) if t.viewers == n => Some(()),
