@@ -88,13 +88,16 @@ async function afterChange(pages, ready, what) {
   const t0 = Date.now();
   /** @type {unknown[]} */
   const trace = [];
+  const r2 = (/** @type {number | null} */ x) => (x === null || !Number.isFinite(x) ? null : Math.round(x * 100) / 100);
+  /** Records one sample of every page; returns each viewer's skew (frames where presented, else playheads). */
   const note = (/** @type {Probe[]} */ ps) => {
-    const r2 = (/** @type {number | null} */ x) => (x === null || !Number.isFinite(x) ? null : Math.round(x * 100) / 100);
+    const skew = [1, 2].map((i) => r2(skewMs(ps[0], ps[i], 'shown') ?? skewMs(ps[0], ps[i], 'pos')));
     trace.push({
       ms: Date.now() - t0,
       pages: ps.map((p) => ({ room: r2(p.roomPos === null ? null : p.roomPos * 1000), pos: r2(p.pos * 1000), shown: r2(p.shown === null ? null : p.shown * 1000), drift: r2(p.driftMs), rate: p.rate, paused: p.paused, seeking: p.seeking })),
-      skew: [1, 2].map((i) => r2(skewMs(ps[0], ps[i], 'shown') ?? skewMs(ps[0], ps[i], 'pos'))),
+      skew,
     });
+    return skew;
   };
   await waitUntil(
     async () => {
@@ -111,12 +114,8 @@ async function afterChange(pages, ready, what) {
   }
   const worst = [0, 0];
   while (Date.now() < from + 500) {
-    const ps = await Promise.all(pages.map(probe));
-    note(ps);
-    for (const i of [1, 2]) {
-      const s = skewMs(ps[0], ps[i], 'shown') ?? skewMs(ps[0], ps[i], 'pos');
-      if (s !== null) worst[i - 1] = Math.max(worst[i - 1], Math.round(Math.abs(s) * 100) / 100);
-    }
+    const skew = note(await Promise.all(pages.map(probe)));
+    for (const [i, s] of skew.entries()) if (s !== null) worst[i] = Math.max(worst[i], Math.abs(s));
     await new Promise((r) => setTimeout(r, 20));
   }
   return { worst, trace };

@@ -479,6 +479,7 @@ async fn one_rooms_failing_heartbeat_leaves_the_node_up_for_every_room() {
     let (mut bad, _) = join(&a, "ev-beat-bad", "bad-host").await;
     let (mut good, _) = join(&a, "ev-beat-ok", "ok-host").await;
     let mut c = redis::Client::open(redis.url().as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut c2 = c.clone();
     // The node's entry in the good room's counts: its expiry moves at every beat.
     let mut entry = async || -> Option<String> {
         let all: std::collections::HashMap<String, String> =
@@ -490,7 +491,6 @@ async fn one_rooms_failing_heartbeat_leaves_the_node_up_for_every_room() {
         assert!(Instant::now() < deadline, "the node never wrote the good room's count");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut c2 = redis::Client::open(redis.url().as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let kind: String = redis::cmd("TYPE").arg("lockstep:count:{ev-beat-bad}").query_async(&mut c2).await.unwrap();
     assert_eq!(kind, "hash", "the bad room's counts key is named as the store names it");
     let () = redis::cmd("SET").arg("lockstep:count:{ev-beat-bad}").arg("broken").query_async(&mut c2).await.unwrap();
