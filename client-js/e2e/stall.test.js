@@ -10,6 +10,7 @@ import { statSync } from 'node:fs';
 import {
   VIDEO_PATH,
   eventId,
+  openFirefoxWatch,
   openWatch,
   probe,
   record,
@@ -140,92 +141,120 @@ test('a stalled page reports buffering; the room waits, gives up as configured, 
   assert.deepEqual([...host.pageErrors, ...stalled.pageErrors], []);
 });
 
-test('watch-party features on the demo page: reactions reach every page in windows; watching alone never makes the room wait', { timeout: 60_000 }, async () => {
-  const ev = eventId('party');
-  const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
-  const viewer = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
-  await host.click('button.react[data-emoji="👏"]');
-  await host.click('button.react[data-emoji="👏"]');
-  await viewer.click('button.react[data-emoji="🔥"]');
-  for (const page of [host, viewer]) {
-    await waitFor(page, () => lockstepDemo.reactions.flat().reduce((n, c) => n + c.count, 0) === 3, null, {
-      what: 'the three reactions on every page',
-      timeoutMs: 10_000,
-    });
-    const windows = await page.evaluate(() => lockstepDemo.reactions.length);
-    assert.ok(windows <= 3, `${windows} windows for 3 reactions`);
-  }
-  assert.match(await host.evaluate(() => document.getElementById('reactions')?.textContent ?? ''), /👏|🔥/);
+/**
+ * A viewer page of the given engine (its own headless Firefox, or a page of the shared Chromium).
+ * @param {'chromium' | 'firefox'} engine
+ * @param {string} url
+ * @returns {Promise<any>}
+ */
+const openViewer = (engine, url) => (engine === 'firefox' ? openFirefoxWatch(url, { timeoutMs: 30_000 }) : openWatch(env.browser, url));
 
-  // Chat: typed on one page, shown on the other as text (markup stays text);
-  // the host deletes a viewer's message with its button; a late page gets the history.
-  const markup = '<img src=x onerror="window.pwned=1"> hi';
-  await viewer.fill('#chat-text', markup);
-  await viewer.click('#chat-send');
-  await host.fill('#chat-text', 'welcome 👋');
-  await host.press('#chat-text', 'Enter');
-  for (const page of [host, viewer]) {
-    await waitFor(page, () => lockstepDemo.chat.length === 2, null, { what: 'both chat messages on every page', timeoutMs: 10_000 });
-  }
-  const shown = await host.evaluate(() => ({
-    texts: [...document.querySelectorAll('#chat-log li .text')].map((e) => e.textContent),
-    images: document.querySelectorAll('#chat-log img').length,
-    pwned: /** @type {any} */ (window).pwned ?? null,
-  }));
-  assert.deepEqual(shown, { texts: [markup, 'welcome 👋'], images: 0, pwned: null }, 'text is text');
-  await host.click('#chat-log li:first-child button.delete');
-  await waitFor(viewer, () => lockstepDemo.chat.length === 1 && document.querySelectorAll('#chat-log li').length === 1, null, {
-    what: 'the deleted message gone from the viewer page',
-    timeoutMs: 10_000,
+/** Closes the Firefox pages (each its own browser; Chromium's close with the file's browser). @param {any[]} pages */
+async function closeFirefox(pages) {
+  for (const p of pages) if (p?.engine === 'firefox') await p.context().close().catch(() => {});
+}
+
+for (const engine of /** @type {const} */ (['chromium', 'firefox'])) {
+  const viewers = engine === 'firefox' ? ' (Chromium host, Firefox viewers)' : '';
+
+  test(`watch-party features on the demo page${viewers}: reactions reach every page in windows; chat; watching alone never makes the room wait`, { timeout: 90_000 }, async () => {
+    const ev = eventId('party');
+    const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
+    const viewer = await openViewer(engine, `${env.server.url}/watch/${ev}`);
+    /** @type {any} */
+    let late = null;
+    try {
+      await host.click('button.react[data-emoji="👏"]');
+      await host.click('button.react[data-emoji="👏"]');
+      await viewer.click('button.react[data-emoji="🔥"]');
+      for (const page of [host, viewer]) {
+        await waitFor(page, () => lockstepDemo.reactions.flat().reduce((n, c) => n + c.count, 0) === 3, null, {
+          what: 'the three reactions on every page',
+          timeoutMs: 10_000,
+        });
+        const windows = await page.evaluate(() => lockstepDemo.reactions.length);
+        assert.ok(windows <= 3, `${windows} windows for 3 reactions`);
+      }
+      assert.match(await host.evaluate(() => document.getElementById('reactions')?.textContent ?? ''), /👏|🔥/);
+
+      // Chat: typed on one page, shown on the other as text (markup stays text);
+      // the host deletes a viewer's message with its button; a late page gets the history.
+      const markup = '<img src=x onerror="window.pwned=1"> hi';
+      await viewer.fill('#chat-text', markup);
+      await viewer.click('#chat-send');
+      await host.fill('#chat-text', 'welcome 👋');
+      await host.press('#chat-text', 'Enter');
+      for (const page of [host, viewer]) {
+        await waitFor(page, () => lockstepDemo.chat.length === 2, null, { what: 'both chat messages on every page', timeoutMs: 10_000 });
+      }
+      const shown = await host.evaluate(() => ({
+        texts: [...document.querySelectorAll('#chat-log li .text')].map((e) => e.textContent),
+        images: document.querySelectorAll('#chat-log img').length,
+        pwned: /** @type {any} */ (window).pwned ?? null,
+      }));
+      assert.deepEqual(shown, { texts: [markup, 'welcome 👋'], images: 0, pwned: null }, 'text is text');
+      await host.click('#chat-log li:first-child button.delete');
+      await waitFor(viewer, () => lockstepDemo.chat.length === 1 && document.querySelectorAll('#chat-log li').length === 1, null, {
+        what: 'the deleted message gone from the viewer page',
+        timeoutMs: 10_000,
+      });
+      late = await openViewer(engine, `${env.server.url}/watch/${ev}`);
+      await waitFor(late, () => lockstepDemo.chat.length === 1, null, { what: 'the history on a late page', timeoutMs: 10_000 });
+      const history = await late.evaluate(() => lockstepDemo.chat[0]);
+      assert.deepEqual({ text: history.text, history: history.history }, { text: 'welcome 👋', history: true });
+
+      await host.click('#play');
+      await viewer.click('#follow');
+      const alone = await waitUntil(async () => {
+        const st = await roomState(env.server.url, ev);
+        return st?.suspended?.length ? st : null;
+      }, { what: 'the viewer listed as not following', timeoutMs: 10_000 });
+      assert.equal(alone.suspended[0].reason, 'notFollowing');
+      assert.equal(alone.bufferingWait, false, 'watching alone never makes the room wait');
+      await viewer.click('#follow');
+      await waitUntil(async () => {
+        const st = await roomState(env.server.url, ev);
+        return st && st.suspended.length === 0;
+      }, { what: 'the viewer following again', timeoutMs: 10_000 });
+      assert.deepEqual([...host.pageErrors, ...viewer.pageErrors, ...late.pageErrors], []);
+    } finally {
+      await closeFirefox([viewer, late]);
+    }
   });
-  const late = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
-  await waitFor(late, () => lockstepDemo.chat.length === 1, null, { what: 'the history on a late page', timeoutMs: 10_000 });
-  const history = await late.evaluate(() => lockstepDemo.chat[0]);
-  assert.deepEqual({ text: history.text, history: history.history }, { text: 'welcome 👋', history: true });
 
-  await host.click('#play');
-  await viewer.click('#follow');
-  const alone = await waitUntil(async () => {
-    const st = await roomState(env.server.url, ev);
-    return st?.suspended?.length ? st : null;
-  }, { what: 'the viewer listed as not following', timeoutMs: 10_000 });
-  assert.equal(alone.suspended[0].reason, 'notFollowing');
-  assert.equal(alone.bufferingWait, false, 'watching alone never makes the room wait');
-  await viewer.click('#follow');
-  await waitUntil(async () => {
-    const st = await roomState(env.server.url, ev);
-    return st && st.suspended.length === 0;
-  }, { what: 'the viewer following again', timeoutMs: 10_000 });
-});
-
-test('what plays next on the demo page: the host switches the room to another item; every page loads it and starts it with the others', { timeout: 60_000 }, async (t) => {
-  const ev = eventId('media');
-  const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
-  const viewer = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
-  await host.click('#play');
-  await waitSteady([host, viewer]);
-  await host.selectOption('#media-pick', 'demo-b');
-  await host.click('#media-switch');
-  for (const page of [host, viewer]) {
-    await waitFor(page, () => document.getElementById('now-playing')?.textContent === 'Demo, part B', null, {
-      what: 'the new item named on every page',
-      timeoutMs: 10_000,
-    });
-    await waitFor(page, () => lockstepDemo.video.currentSrc.endsWith('item=b'), null, { what: 'the element loading the item', timeoutMs: 10_000 });
-  }
-  // The room holds at 0 while the pages load, then starts the item from 0.
-  const [h, v] = await waitSteady([host, viewer]);
-  assert.ok(h.roomPos < 20 && v.pos < 20, `started the new item from its beginning: ${JSON.stringify({ h: h.roomPos, v: v.pos })}`);
-  const skews = await sampleSkew(host, viewer, { n: 100 });
-  const s = summarize(skews);
-  record(t, 'media-switch', { ...s, host: h, viewer: v });
-  assert.ok(s.p95Ms < 100, `p95 skew after the switch ${s.p95Ms} ms`);
-  // Back to part A, the playlist's previous item (the page put both in it).
-  const before = await viewer.evaluate(() => lockstepDemo.media.length);
-  await host.evaluate(() => lockstepDemo.session.queue.previous());
-  await waitFor(viewer, (n) => lockstepDemo.media.length > n && lockstepDemo.media.at(-1).mediaId === 'demo-a', before, {
-    what: 'the previous item on the viewer page',
-    timeoutMs: 10_000,
+  test(`what plays next on the demo page${viewers}: the host switches the room to another item; every page loads it and starts it with the others`, { timeout: 90_000 }, async (t) => {
+    const ev = eventId('media');
+    const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
+    const viewer = await openViewer(engine, `${env.server.url}/watch/${ev}`);
+    try {
+      await host.click('#play');
+      await waitSteady([host, viewer]);
+      await host.selectOption('#media-pick', 'demo-b');
+      await host.click('#media-switch');
+      for (const page of [host, viewer]) {
+        await waitFor(page, () => document.getElementById('now-playing')?.textContent === 'Demo, part B', null, {
+          what: 'the new item named on every page',
+          timeoutMs: 10_000,
+        });
+        await waitFor(page, () => lockstepDemo.video.currentSrc.endsWith('item=b'), null, { what: 'the element loading the item', timeoutMs: 10_000 });
+      }
+      // The room holds at 0 while the pages load, then starts the item from 0.
+      const [h, v] = await waitSteady([host, viewer]);
+      assert.ok(h.roomPos < 20 && v.pos < 20, `started the new item from its beginning: ${JSON.stringify({ h: h.roomPos, v: v.pos })}`);
+      const skews = await sampleSkew(host, viewer, { n: 100 });
+      const s = summarize(skews);
+      record(t, `media-switch${engine === 'firefox' ? '-firefox' : ''}`, { ...s, host: h, viewer: v });
+      assert.ok(s.p95Ms < 100, `p95 skew after the switch ${s.p95Ms} ms`);
+      // Back to part A, the playlist's previous item (the page put both in it).
+      const before = await viewer.evaluate(() => lockstepDemo.media.length);
+      await host.evaluate(() => lockstepDemo.session.queue.previous());
+      await waitFor(viewer, (n) => lockstepDemo.media.length > n && lockstepDemo.media.at(-1).mediaId === 'demo-a', before, {
+        what: 'the previous item on the viewer page',
+        timeoutMs: 10_000,
+      });
+      assert.deepEqual([...host.pageErrors, ...viewer.pageErrors], []);
+    } finally {
+      await closeFirefox([viewer]);
+    }
   });
-  assert.deepEqual([...host.pageErrors, ...viewer.pageErrors], []);
-});
+}

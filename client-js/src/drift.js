@@ -64,6 +64,21 @@
 // time, so the first frame moves at the scheduled time instead of one
 // start-up latency later (and no rate correction has to catch it up).
 //
+// The first start is on time too (start-up probe): while the room is
+// paused, an element whose start-up latency is not known yet is played
+// (muted) until it moves, then paused and put back on the room's position:
+// a few frames on a paused page, once, instead of the first shared start
+// landing one start-up latency late. Its first frame callbacks time the
+// start (in Firefox `currentTime` moves in whole frames; read right after a
+// frame it is exact).
+//
+// A start that would be late (parked start): when the room plays and the
+// element, paused, would start more than `lateStartMs` behind it (the play
+// arrived after its time, through a slow or lossy path, or with less time
+// left than the start-up latency), it seeks ahead instead and starts when
+// the room gets there, as a parked seek does: a moment later on screen, but
+// on the room's frame, not 50–200 ms behind and catching up for seconds.
+//
 // While the element is buffering (waiting/stalled, or readyState below
 // HAVE_FUTURE_DATA while it should play) or seeking, no correction is made:
 // the session reports buffering to the server instead, whose buffering
@@ -138,6 +153,11 @@ export const HAVE_FUTURE_DATA = 3;
  *   learned from the first start)
  * @property {number} [startLatencyAlpha] EWMA weight of a new start-up measurement (0.3)
  * @property {number} [maxStartLatencyMs] cap of the start-up estimate, and of the pre-roll (300)
+ * @property {boolean} [startProbe] while the room is paused and the start-up latency is not known, play the element
+ *   (muted) until it moves, then pause it and put it back: the first shared start is then on time too (true)
+ * @property {number} [probeTimeoutMs] a probe whose element has not moved after this is given up (1500)
+ * @property {number} [lateStartMs] a paused element that would start more than this behind the room seeks ahead
+ *   and starts when the room gets there (parked start; 0: it starts at once and catches up by rate) (20)
  */
 
 /** Defaults of the drift controller. */
@@ -169,6 +189,9 @@ export const DRIFT_DEFAULTS = Object.freeze({
   startLatencyMs: 0,
   startLatencyAlpha: 0.3,
   maxStartLatencyMs: 300,
+  startProbe: true,
+  probeTimeoutMs: 1500,
+  lateStartMs: 20,
 });
 
 /**
@@ -196,11 +219,13 @@ export const DRIFT_DEFAULTS = Object.freeze({
  */
 
 /**
- * @typedef {{type: 'setRate', rate: number} | {type: 'seek', position: number} | {type: 'play'} | {type: 'pause'}} DriftAction
+ * `play` with `probe`: the start-up probe's play (the element muted for it); `probeEnd`: the probe is over (the
+ * element's muted state restored).
+ * @typedef {{type: 'setRate', rate: number} | {type: 'seek', position: number} | {type: 'play', probe?: boolean} | {type: 'pause'} | {type: 'probeEnd'}} DriftAction
  */
 
 /**
- * @typedef {'idle' | 'locked' | 'correcting' | 'seeking' | 'settling' | 'buffering' | 'paused' | 'starting'} DriftMode
+ * @typedef {'idle' | 'locked' | 'correcting' | 'seeking' | 'settling' | 'buffering' | 'paused' | 'starting' | 'probing'} DriftMode
  */
 
 /**
@@ -214,6 +239,14 @@ export const DRIFT_DEFAULTS = Object.freeze({
 
 export class DriftController {
   #pos = new PositionEstimator();
+  /** @type {{at: number} | null} a start-up probe in progress */
+  #probe = null;
+  /** Start-up probes made (kept across resets: an element that cannot be probed is not probed forever). */
+  #probes = 0;
+  /** Starts measured (the first sets the estimate; later ones move it by the EWMA). */
+  #startsMeasured = 0;
+  /** @type {number | null} epoch of the last parked start (one per timeline) */
+  #lateEpoch = null;
 
   /** @param {DriftOptions} [opts] */
   constructor(opts = {}) {
@@ -222,7 +255,7 @@ export class DriftController {
     this.seekLatencyMs = this.o.seekLatencyMs;
     /** Learned start-up latency: how long after play() the element moves, ms. */
     this.startLatencyMs = this.o.startLatencyMs;
-    /** @type {{issuedAt: number, from: number} | null} a start being measured */
+    /** @type {{issuedAt: number, from: number, rate: number} | null} a start being measured */
     this.start = null;
     this.corrections = { seeks: 0, rateChanges: 0 };
     /** @type {number[]} recent drift measurements, ms */
@@ -270,6 +303,8 @@ export class DriftController {
     this.mode = 'idle';
     this.buffering = false;
     this.start = null;
+    this.#probe = null;
+    this.#lateEpoch = null;
     this.parked = null;
     this.wakeAtMs = null;
   }
@@ -284,6 +319,13 @@ export class DriftController {
    */
   frame(atMs, mediaTime, playing = true, reading) {
     if (this.o.frameAware) this.#pos.frame(atMs, mediaTime, playing, reading);
+    // A reading right after a frame times a start best (Firefox steps currentTime at its frames).
+    if (this.start && playing && reading) this.learnStart(reading.nowMs, reading.currentTime);
+  }
+
+  /** Whether a start-up probe is in progress (the element playing muted while the room is paused). */
+  get probing() {
+    return this.#probe !== null;
   }
 
   /** What the last position measurement came from: presented frames, interpolated readings, or `currentTime`. */
@@ -328,10 +370,14 @@ export class DriftController {
     // Pre-roll: a scheduled play that is one start-up latency away is followed
     // now, at its start position (held there until its time).
     const next = target.next;
+    /** When the room moves from `target.position` on, ms (later than now while a pre-roll holds it). */
+    let movesAt = now;
     if (target.paused && next && !next.paused && this.startLatencyMs > 0 && now >= next.atMs - this.startLatencyMs && now < next.atMs) {
       target = { position: next.position, rate: next.rate, paused: false, epoch: next.epoch };
+      movesAt = next.atMs;
     }
-    this.learnStart(now, media, target);
+    if (this.start && (media.seeking || now - this.start.issuedAt > 2000)) this.start = null;
+    else if (this.start && !media.paused) this.learnStart(now, media.currentTime);
     if (this.epoch !== target.epoch) {
       this.epochChanged = this.epoch !== null;
       this.epoch = target.epoch;
@@ -372,6 +418,16 @@ export class DriftController {
 
     // Paused timeline: pause, restore the room rate, snap the position.
     if (target.paused) {
+      if (this.#probe) {
+        // The start-up probe: played until it moves (or given up), then paused and put back.
+        if (this.start && !media.paused && !media.seeking && now - this.#probe.at < o.probeTimeoutMs) {
+          this.wakeAtMs = now + 20;
+          return done('probing');
+        }
+        this.#probe = null;
+        this.start = null;
+        actions.push({ type: 'probeEnd' });
+      }
       this.parked = null;
       this.correcting = false;
       this.epochChanged = false;
@@ -391,7 +447,23 @@ export class DriftController {
         this.issueSeek(actions, now, clampToDuration(target.position, media), false);
         this.snap = { position: target.position, residualMs: null };
       }
+      const soon = next && !next.paused && next.atMs - now < 1000;
+      const probe =
+        o.startProbe && this.#startsMeasured === 0 && this.#probes < 2 && !soon && !this.seek && !media.seeking && !this.buffering && media.paused && media.readyState >= HAVE_FUTURE_DATA;
+      if (probe) {
+        this.#probes++;
+        this.#probe = { at: now };
+        actions.push({ type: 'play', probe: true });
+        this.start = { issuedAt: now, from: media.currentTime, rate: roomRate };
+        this.wakeAtMs = now + 20;
+        return done('probing');
+      }
       return done(this.seek ? 'seeking' : 'paused');
+    }
+    if (this.#probe) {
+      // The room started during a probe: the element plays on (its start still measured), heard again.
+      this.#probe = null;
+      actions.push({ type: 'probeEnd' });
     }
 
     // Playing timeline.
@@ -401,8 +473,7 @@ export class DriftController {
       // A parked seek: once it is done, play when the room reaches its position, one start-up latency early.
       if (this.seek || media.seeking) return done('seeking');
       if (media.paused) {
-        const startAt = this.parked.position - (roomRate * this.startLatencyMs) / 1000;
-        const dueInMs = ((startAt - target.position) / roomRate) * 1000;
+        const dueInMs = movesAt + ((this.parked.position - target.position) / roomRate) * 1000 - this.startLatencyMs - now;
         if (dueInMs > 0.5) {
           this.wakeAtMs = now + dueInMs;
           return done('seeking');
@@ -410,15 +481,33 @@ export class DriftController {
         this.parked = null;
         actions.push({ type: 'play' });
         this.lastPlayAt = now;
-        this.start = { issuedAt: now, from: media.currentTime };
+        this.start = { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate };
         return done('starting');
       }
       this.parked = null; // played by someone else meanwhile
     }
-    if (media.paused && now - this.lastPlayAt >= o.playRetryMs) {
+    // A start that would be late (the play came after its time, or with less
+    // time left than the start-up latency): seek ahead, start when the room
+    // gets there (parked), once per timeline.
+    const retryDue = now - this.lastPlayAt >= o.playRetryMs;
+    if (media.paused && retryDue && o.lateStartMs > 0 && o.parkedSeeks && this.#lateEpoch !== target.epoch && !this.seek && !media.seeking && !this.buffering && media.readyState >= HAVE_METADATA) {
+      const roomAt = (/** @type {number} */ t) => target.position + (roomRate * Math.max(0, t - movesAt)) / 1000;
+      const lateMs = ((roomAt(now + this.startLatencyMs) - position) / roomRate) * 1000;
+      if (lateMs > o.lateStartMs) {
+        this.#lateEpoch = target.epoch;
+        this.alignedEpoch = target.epoch;
+        const ahead = clampToDuration(roomAt(now) + (roomRate * (this.seekLatencyMs + o.seekSlackMs)) / 1000, media);
+        this.issueSeek(actions, now, ahead, true);
+        this.parked = { position: ahead };
+        this.correcting = false;
+        if (media.playbackRate !== roomRate) this.setRate(actions, roomRate, now);
+        return done('seeking');
+      }
+    }
+    if (media.paused && retryDue) {
       actions.push({ type: 'play' });
       this.lastPlayAt = now;
-      this.start = media.seeking ? null : { issuedAt: now, from: media.currentTime };
+      this.start = media.seeking ? null : { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate };
     }
     if (this.seek && !jump) return done('seeking');
     if ((media.seeking || this.buffering) && !jump) {
@@ -503,27 +592,22 @@ export class DriftController {
   }
 
   /**
-   * Measures a start: once the element moves after play(), when it started
-   * (back-computed from how far it got), into the start-up latency estimate.
+   * Measures a start: once the playing element has moved after play(), when
+   * it started (back-computed from how far it got), into the start-up
+   * latency estimate.
    * @param {number} now
-   * @param {MediaState} media
-   * @param {DriftTarget} target
+   * @param {number} currentTime the element's, read at `now`
    */
-  learnStart(now, media, target) {
+  learnStart(now, currentTime) {
     const st = this.start;
     if (!st) return;
-    if (media.seeking || now - st.issuedAt > 2000) {
-      this.start = null;
-      return;
-    }
-    const moved = media.currentTime - st.from;
-    if (media.paused || !(moved > 0.002)) return;
+    const moved = currentTime - st.from;
+    if (!(moved > 0.002)) return;
     this.start = null;
-    const rate = media.playbackRate > 0 ? media.playbackRate : target.rate > 0 ? target.rate : 1;
-    const took = now - (moved * 1000) / rate - st.issuedAt;
+    const took = now - (moved * 1000) / st.rate - st.issuedAt;
     if (!(took >= 0)) return;
     const o = this.o;
-    const first = this.startLatencyMs === 0;
+    const first = this.#startsMeasured++ === 0;
     const m = Math.min(took, o.maxStartLatencyMs);
     this.startLatencyMs = first ? m : this.startLatencyMs + o.startLatencyAlpha * (m - this.startLatencyMs);
   }

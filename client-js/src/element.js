@@ -83,6 +83,8 @@ export class ElementController {
   syncReports = true;
   /** How many holds are in force: while any is, steps leave the element alone (see `hold()`). */
   #holds = 0;
+  /** The element's `muted` before a start-up probe muted it (null: no probe in progress). */
+  #probeMuted = /** @type {boolean | null} */ (null);
 
   /**
    * @param {ElementHost} host
@@ -124,7 +126,10 @@ export class ElementController {
     }
     on('pause', () => this.#setElementBuffering(false));
     for (const t of ['seeking', 'seeked', 'loadedmetadata', 'play']) on(t, step);
-    on('emptied', () => this.#drift.reset());
+    on('emptied', () => {
+      this.#endProbe(el);
+      this.#drift.reset();
+    });
     this.#watchFrames(el);
     this.#timers.set('control', 0, () => this.#controlLoop());
     this.#timers.set('report', 0, () => this.#reportLoop());
@@ -169,6 +174,7 @@ export class ElementController {
 
   /** Stops driving the element (it is left as it is). */
   detach() {
+    if (this.#el) this.#endProbe(this.#el);
     for (const c of this.#cleanups.splice(0)) c();
     this.#timers.clear('control');
     this.#timers.clear('report');
@@ -281,14 +287,24 @@ export class ElementController {
           this.#drive({ type: 'pause' });
           el.pause();
         } else if (a.type === 'play') {
+          // The start-up probe plays a few frames of a paused room: muted, and a refusal is not the page's news.
+          const probe = Boolean(a.probe);
+          if (probe && this.#probeMuted === null) {
+            this.#probeMuted = el.muted;
+            el.muted = true;
+          }
           this.#drive({ type: 'play' });
           const p = el.play();
-          if (p && typeof p.catch === 'function') p.catch((/** @type {unknown} */ err) => this.#playRejected(err));
+          if (p && typeof p.catch === 'function') p.catch((/** @type {unknown} */ err) => (probe ? undefined : this.#playRejected(err)));
+        } else if (a.type === 'probeEnd') {
+          this.#endProbe(el);
         }
       } catch (err) {
         this.#host.error(new LockstepError(0, `could not ${a.type} the element: ${message(err)}`, { kind: 'media', cause: err }));
       }
     }
+    // A probe dropped by a reset (a new connection, a new kind of room) leaves no element muted.
+    if (!this.#drift.probing) this.#endProbe(el);
   }
 
   /**
@@ -464,6 +480,16 @@ export class ElementController {
       this.#reportedBuffering = true;
       if (this.#el) this.#sendReport(this.#el);
     });
+  }
+
+  /**
+   * A start-up probe is over: the element's `muted` as it was.
+   * @param {HTMLMediaElement} el
+   */
+  #endProbe(el) {
+    if (this.#probeMuted === null) return;
+    el.muted = this.#probeMuted;
+    this.#probeMuted = null;
   }
 
   /** @param {unknown} err */

@@ -819,9 +819,13 @@ export class Session {
           // Step exactly when it takes effect, so play and pause start on time.
           const inMs = (this.#clock.toClientUs(m.effectiveAtUs) - this.#nowUs()) / 1000;
           this.#timers.set('effective', inMs, () => this.#element.step());
-          // A play starts one learned start-up latency early (pre-roll, see drift.js).
+          // A play starts one learned start-up latency early (pre-roll, see drift.js); with less time left than
+          // that, at once (the controller starts it now, or seeks ahead when it would start late).
           const lead = this.#element.startLatencyMs;
-          if (!m.timeline.paused && lead > 0 && inMs > lead) this.#timers.set('preroll', inMs - lead, () => this.#element.step());
+          if (!m.timeline.paused && lead > 0) {
+            if (inMs > lead) this.#timers.set('preroll', inMs - lead, () => this.#element.step());
+            else this.#element.step();
+          }
         } else {
           this.#element.step();
         }

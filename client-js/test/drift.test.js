@@ -120,7 +120,7 @@ test("the room's buffering wait pauses a stalled element: it stays buffering unt
 test('a paused element without data (a snap seek, a fresh load) is not buffering', () => {
   const room = new SimRoom({ position: 42, paused: true });
   const media = new SimMedia({ position: 30, paused: true, seekLatencyMs: 600 });
-  const { trace } = simulate({ media, room, durationMs: 3000 });
+  const { trace } = simulate({ media, room, durationMs: 3000, controller: new DriftController({ startProbe: false }) });
   assert.equal(seeks(media).length, 1);
   assert.ok(trace.every((x) => x.buffering === false));
 });
@@ -156,7 +156,7 @@ test('an element at rate 1 joining a 1.25× room is brought to 1.25×', () => {
 test('paused timeline: pauses the element and snaps its position once', () => {
   const room = new SimRoom({ position: 42, paused: true });
   const media = new SimMedia({ position: 41.5, paused: false });
-  const { trace } = simulate({ media, room, durationMs: 5000 });
+  const { trace } = simulate({ media, room, durationMs: 5000, controller: new DriftController({ startProbe: false }) });
   assert.equal(media.paused, true);
   assert.equal(seeks(media).length, 1);
   assert.ok(Math.abs(media.position - 42) < 0.001);
@@ -168,14 +168,14 @@ test('paused timeline: the element is put on the room position exactly (pause sp
   for (const [offsetMs, snaps] of [[7, 1], [-3, 1], [0.5, 0]]) {
     const room = new SimRoom({ position: 42, paused: true });
     const media = new SimMedia({ position: 42 + offsetMs / 1000, paused: true });
-    simulate({ media, room, durationMs: 3000 });
+    simulate({ media, room, durationMs: 3000, controller: new DriftController({ startProbe: false }) });
     assert.equal(seeks(media).length, snaps, `${offsetMs} ms off`);
     assert.ok(Math.abs(media.position - 42) * 1000 <= 1, `${offsetMs} ms off: left ${(media.position - 42) * 1000} ms off`);
   }
   // The old 40 ms snap threshold leaves the 7 ms (the test can fail).
   const room = new SimRoom({ position: 42, paused: true });
   const media = new SimMedia({ position: 42.007, paused: true });
-  simulate({ media, room, durationMs: 3000, controller: new DriftController({ pausedSnapMs: 40 }) });
+  simulate({ media, room, durationMs: 3000, controller: new DriftController({ pausedSnapMs: 40, startProbe: false }) });
   assert.equal(seeks(media).length, 0);
 });
 
@@ -184,7 +184,7 @@ test('paused, then played at a scheduled time: starts and locks without seeking'
   room.change(2000, { paused: false });
   room.change(6000, { paused: true });
   const media = new SimMedia({ position: 10, paused: true });
-  const { trace } = simulate({ media, room, durationMs: 9000 });
+  const { trace } = simulate({ media, room, durationMs: 9000, controller: new DriftController({ startProbe: false }) });
   assert.equal(seeks(media).length, 0);
   // Playing from 2 s: within 20 ms throughout (the session steps at the effective time).
   for (const x of trace.filter((x) => x.t >= 2000)) assert.ok(Math.abs(x.drift) <= 20, `drift ${x.drift} at ${x.t}`);
@@ -305,7 +305,7 @@ test('pre-roll: the start-up latency of play() is learned and later scheduled pl
   room.change(8000, { paused: true });
   room.change(10000, { paused: false });
   const media = new SimMedia({ position: 10, paused: true, playLatencyMs: 60 });
-  const { trace, controller } = simulate({ media, room, durationMs: 12000 });
+  const { trace, controller } = simulate({ media, room, durationMs: 12000, controller: new DriftController({ startProbe: false }) });
   // No seek but the paused snaps (the pause after the late first start finds the element a few ms behind).
   for (const s of seeks(media)) assert.ok([4000, 8000].includes(s.t), `seek at ${s.t}`);
   // The first start is late by the latency (it is learned from it).
@@ -319,6 +319,52 @@ test('pre-roll: the start-up latency of play() is learned and later scheduled pl
     assert.ok(plays[0].t < at && plays[0].t >= at - 70, `play at ${plays[0].t}`);
     for (const x of trace.filter((x) => x.t >= at && x.t < at + 1500)) assert.ok(Math.abs(x.drift) <= 12, `drift ${x.drift} at ${x.t}`);
   }
+});
+
+test('start-up probe: while the room is paused the element is played (muted) until it moves, put back, and the first shared start is on time', () => {
+  for (const playLatencyMs of [40, 120]) {
+    const room = new SimRoom({ position: 10, paused: true });
+    room.change(3000, { paused: false });
+    const media = new SimMedia({ position: 10, paused: true, playLatencyMs, frameMs: 40, vsyncMs: 1000 / 60 });
+    const { trace, controller } = simulate({ media, room, durationMs: 6000, rvfc: true });
+    const log = media.log.filter((a) => a.t < 3000).map((a) => a.type);
+    // One probe: a muted play, the pause and the snap back to the room's position once it moved.
+    assert.deepEqual(log, ['play', 'probeEnd', 'pause', 'seek', 'play'], `${playLatencyMs} ms: ${log}`);
+    assert.equal(media.log[0].probe, true);
+    const back = /** @type {{t: number, position: number}} */ (media.log.find((a) => a.type === 'seek'));
+    assert.equal(back.position, 10);
+    // Played until it moved, not longer: a frame or two.
+    assert.ok(back.t - media.log[0].t <= playLatencyMs + 60, `${playLatencyMs} ms: probe took ${back.t - media.log[0].t} ms`);
+    assert.ok(Math.abs(controller.startLatencyMs - playLatencyMs) <= 12, `${playLatencyMs} ms: learned ${controller.startLatencyMs}`);
+    // The first shared start (the pre-roll at 3 s − the learned latency) is on time.
+    for (const x of trace.filter((x) => x.t >= 3000)) assert.ok(Math.abs(x.drift) <= 12, `${playLatencyMs} ms: drift ${x.drift} at ${x.t}`);
+  }
+  // Without the probe the same first start is one start-up latency late (the test can fail).
+  const room = new SimRoom({ position: 10, paused: true });
+  room.change(3000, { paused: false });
+  const media = new SimMedia({ position: 10, paused: true, playLatencyMs: 120 });
+  const { trace } = simulate({ media, room, durationMs: 4000, controller: new DriftController({ startProbe: false }) });
+  assert.ok(/** @type {{drift: number}} */ (trace.find((x) => x.t > 3200)).drift < -80);
+});
+
+test('a play that arrives after its time: the element seeks ahead and starts on the room (parked start) instead of catching up for seconds', () => {
+  // The room started at 2 s; the element hears of it 150 ms later (a lost packet's retransmission).
+  const run = (/** @type {number} */ lateStartMs) => {
+    const room = new SimRoom({ position: 10, paused: true });
+    room.change(2000, { paused: false });
+    const media = new SimMedia({ position: 10, paused: true, playLatencyMs: 60, seekLatencyMs: 80 });
+    const controller = new DriftController({ startLatencyMs: 60, lateStartMs });
+    return simulate({ media, room, controller, durationMs: 5000, start: 2150 });
+  };
+  const { trace, media } = run(DRIFT_DEFAULTS.lateStartMs);
+  assert.deepEqual(media.log.filter((a) => a.type !== 'setRate').map((a) => a.type), ['seek', 'play']);
+  const play = /** @type {{t: number}} */ (media.log.find((a) => a.type === 'play')).t;
+  assert.ok(play < 2150 + 400, `started at ${play}`);
+  for (const x of trace.filter((x) => x.t >= play + 100)) assert.ok(Math.abs(x.drift) <= 12, `drift ${x.drift} at ${x.t}`);
+  // Started at once instead, it is 210 ms behind and still more than 20 ms off 1.5 s later (the test can fail).
+  const old = run(0);
+  assert.equal(old.media.log.filter((a) => a.type === 'seek').length, 0);
+  assert.ok(Math.abs(/** @type {{drift: number}} */ (old.trace.find((x) => x.t >= 3650)).drift) > 20);
 });
 
 // ---- frame-aware measurement and the closed dead band (issue 15 §4) ----

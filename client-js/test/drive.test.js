@@ -61,6 +61,30 @@ test("'drive' comes right before each of the session's writes to the element, an
   }
 });
 
+test("the start-up probe: a paused room's element is played muted until it moves, paused, put back on the room's position, its muted state restored", async () => {
+  const server = new FakeServer(); // the room is paused at 5 s
+  const s = await connect(opts(server));
+  const video = new FakeVideo({ startLatencyMs: 60 });
+  try {
+    s.attach(video);
+    await until(() => video.mutes.length >= 2 && video.paused && !video.seeking, 3000, 'the probe to end');
+    assert.deepEqual(video.mutes, [true, false]);
+    const kinds = video.log.map((l) => l.type);
+    assert.ok(kinds.indexOf('play') < kinds.lastIndexOf('pause'), `writes: ${kinds}`);
+    assert.equal(kinds.filter((k) => k === 'play').length, 1, `writes: ${kinds}`);
+    await until(() => Math.abs(video.currentTime - 5) < 0.001 && !video.seeking, 3000, 'the element back on the room position');
+    const learned = s.stats.startLatencyMs;
+    assert.ok(learned >= 40 && learned <= 120, `learned ${learned} ms`);
+    // Once measured, never again: no second probe.
+    await sleep(600);
+    assert.equal(video.log.filter((l) => l.type === 'play').length, 1);
+  } finally {
+    s.detach();
+    video.dispose();
+    s.close();
+  }
+});
+
 test('hold(): no drift control until the promise settles; a rejection releases too; bad input is a TypeError', async () => {
   const server = new FakeServer();
   const s = await connect(opts(server));

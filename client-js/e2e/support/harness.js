@@ -177,8 +177,8 @@ export async function launchFirefox() {
 
 /**
  * A puppeteer page behind the part of Playwright's `Page` the tests use
- * (evaluate, waitForFunction, click, textContent, isVisible, selectOption,
- * context().close()), so every helper here drives either engine.
+ * (evaluate, waitForFunction, click, fill, press, textContent, isVisible,
+ * selectOption, context().close()), so every helper here drives either engine.
  * @param {import('puppeteer-core').Browser} browser its own browser (closed with the page)
  * @param {import('puppeteer-core').Page} page
  */
@@ -191,6 +191,18 @@ function firefoxPage(browser, page) {
     waitForFunction: (fn, arg, o = {}) => page.waitForFunction(/** @type {any} */ (fn), { polling: o.polling ?? 50, timeout: o.timeout ?? 15_000 }, arg),
     /** @param {string} sel */
     click: (sel) => page.click(sel),
+    /** Replaces the field's text, typed as a user would. @param {string} sel @param {string} text */
+    fill: async (sel, text) => {
+      await page.$eval(sel, (e) => {
+        /** @type {HTMLInputElement} */ (e).value = '';
+      });
+      await page.type(sel, text);
+    },
+    /** @param {string} sel @param {import('puppeteer-core').KeyInput} key */
+    press: async (sel, key) => {
+      await page.focus(sel);
+      await page.keyboard.press(key);
+    },
     /** @param {string} sel */
     textContent: (sel) => page.$eval(sel, (e) => e.textContent),
     /** @param {string} sel */

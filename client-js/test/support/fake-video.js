@@ -4,7 +4,7 @@
 // server.
 
 export class FakeVideo extends EventTarget {
-  constructor({ seekLatencyMs = 30 } = {}) {
+  constructor({ seekLatencyMs = 30, startLatencyMs = 0 } = {}) {
     super();
     this.pos = 0;
     this.since = performance.now();
@@ -16,11 +16,27 @@ export class FakeVideo extends EventTarget {
     this.seekLatencyMs = seekLatencyMs;
     this.seekTimer = null;
     this.log = [];
+    /** play() moves the element this long after it is called (start-up latency), ms. */
+    this.startLatencyMs = startLatencyMs;
+    this.movesAt = 0;
+    this._muted = false;
+    /** Every value `muted` was set to (not in `log`: not a write the session announces). */
+    this.mutes = [];
+  }
+
+  get muted() {
+    return this._muted;
+  }
+
+  set muted(m) {
+    this._muted = m;
+    this.mutes.push(m);
   }
 
   sync() {
     const now = performance.now();
-    if (!this.paused && !this.seeking) this.pos += ((now - this.since) / 1000) * this._rate;
+    const from = Math.max(this.since, this.movesAt);
+    if (!this.paused && !this.seeking && now > from) this.pos += ((now - from) / 1000) * this._rate;
     this.since = now;
   }
 
@@ -61,6 +77,7 @@ export class FakeVideo extends EventTarget {
     this.log.push({ type: 'play' });
     if (this.paused) {
       this.paused = false;
+      this.movesAt = performance.now() + this.startLatencyMs;
       this.dispatchEvent(new Event('play'));
       this.dispatchEvent(new Event('playing'));
     }
