@@ -94,7 +94,7 @@ async function afterChange(pages, ready, what) {
     const skew = [1, 2].map((i) => r2(skewMs(ps[0], ps[i], 'shown') ?? skewMs(ps[0], ps[i], 'pos')));
     trace.push({
       ms: Date.now() - t0,
-      pages: ps.map((p) => ({ room: r2(p.roomPos === null ? null : p.roomPos * 1000), pos: r2(p.pos * 1000), shown: r2(p.shown === null ? null : p.shown * 1000), drift: r2(p.driftMs), rate: p.rate, paused: p.paused, seeking: p.seeking })),
+      pages: ps.map((p) => ({ room: r2(p.roomPos === null ? null : p.roomPos * 1000), pos: r2(p.pos * 1000), shown: r2(p.shown === null ? null : p.shown * 1000), drift: r2(p.driftMs), rate: p.rate, paused: p.paused, seeking: p.seeking, start: r2(p.startLatencyMs) })),
       skew,
     });
     return skew;
@@ -213,6 +213,7 @@ async function run(t, o) {
       direct: { frames: summarize(skews.shown[0]), lastFrame: summarize(skews.lastShown[0]), playhead: summarize(skews.pos[0]) },
       impaired: { frames: summarize(skews.shown[1]), lastFrame: summarize(skews.lastShown[1]), playhead: summarize(skews.pos[1]) },
       pauseSpreadMs,
+      pausedAt: paused.map((p) => ({ posMs: Math.round(p.pos * 1e6) / 1000, driftMs: p.driftMs, seeking: p.seeking, roomMs: p.roomPos === null ? null : Math.round(p.roomPos * 1e6) / 1000 })),
       afterPlayMaxMs: afterPlay.worst,
       afterSeekMaxMs: afterSeek.worst,
       afterResumeMaxMs: afterResume.worst,

@@ -57,20 +57,23 @@
 //
 // Starts on time (pre-roll): an element does not move the instant play() is
 // called (35–65 ms in Chromium). The controller learns that start-up
-// latency the way it learns seek latency (EWMA of measurements, each taken
-// from where the element is once it moves: start = now − moved / rate), and
+// latency the way it learns seek latency (EWMA of measurements, each timed
+// on the first new frames it presents: start = shown − moved / rate, the
+// mean of three; from a `currentTime` reading where there are no frames:
+// an element's clock may start at once while its first new frame comes
+// tens of ms later, and the frames are what the viewer sees), and
 // when the target announces a scheduled play (`next`) it calls play() that
 // much early, holding the target at the start position until the play's
 // time, so the first frame moves at the scheduled time instead of one
 // start-up latency later (and no rate correction has to catch it up).
 //
-// The first start is on time too (start-up probe): while the room is
-// paused, an element whose start-up latency is not known yet is played
-// (muted) until it moves, then paused and put back on the room's position:
-// a few frames on a paused page, once, instead of the first shared start
-// landing one start-up latency late. Its first frame callbacks time the
-// start (in Firefox `currentTime` moves in whole frames; read right after a
-// frame it is exact).
+// The first start can be on time too (start-up probe, `startProbe`, off by
+// default): while the room is paused, an element whose start-up latency is
+// not known yet is played (muted) until it has presented a few new frames,
+// then paused and put back on the room's position: a few frames on a
+// paused page, once, instead of the first shared start landing one start-up
+// latency late. Off by default: a played element loses its poster, and
+// players mark it started (video.js hides its big play button).
 //
 // A start that would be late (parked start): when the room plays and the
 // element, paused, would start more than `lateStartMs` behind it (the play
@@ -114,6 +117,11 @@
 
 import { PositionEstimator } from './position.js';
 
+/** A start is timed on this many presented frames (their mean). */
+const START_FRAMES = 3;
+/** Without them this long after play(), it is timed on a `currentTime` reading. */
+const START_FRAMES_WAIT_MS = 600;
+
 /** readyState values of HTMLMediaElement. */
 export const HAVE_NOTHING = 0;
 export const HAVE_METADATA = 1;
@@ -154,7 +162,8 @@ export const HAVE_FUTURE_DATA = 3;
  * @property {number} [startLatencyAlpha] EWMA weight of a new start-up measurement (0.3)
  * @property {number} [maxStartLatencyMs] cap of the start-up estimate, and of the pre-roll (300)
  * @property {boolean} [startProbe] while the room is paused and the start-up latency is not known, play the element
- *   (muted) until it moves, then pause it and put it back: the first shared start is then on time too (true)
+ *   (muted) until it moves, then pause it and put it back: the first shared start is then on time too. Off by default:
+ *   a played element loses its poster, and players mark it started (video.js hides its big play button) (false)
  * @property {number} [probeTimeoutMs] a probe whose element has not moved after this is given up (1500)
  * @property {number} [lateStartMs] a paused element that would start more than this behind the room seeks ahead
  *   and starts when the room gets there (parked start; 0: it starts at once and catches up by rate) (20)
@@ -189,7 +198,7 @@ export const DRIFT_DEFAULTS = Object.freeze({
   startLatencyMs: 0,
   startLatencyAlpha: 0.3,
   maxStartLatencyMs: 300,
-  startProbe: true,
+  startProbe: false,
   probeTimeoutMs: 1500,
   lateStartMs: 20,
 });
@@ -247,6 +256,8 @@ export class DriftController {
   #startsMeasured = 0;
   /** @type {number | null} epoch of the last parked start (one per timeline) */
   #lateEpoch = null;
+  /** Whether the element has presented frames (requestVideoFrameCallback): starts are then timed on them. */
+  #framesSeen = false;
 
   /** @param {DriftOptions} [opts] */
   constructor(opts = {}) {
@@ -255,7 +266,8 @@ export class DriftController {
     this.seekLatencyMs = this.o.seekLatencyMs;
     /** Learned start-up latency: how long after play() the element moves, ms. */
     this.startLatencyMs = this.o.startLatencyMs;
-    /** @type {{issuedAt: number, from: number, rate: number} | null} a start being measured */
+    /** @type {{issuedAt: number, from: number, rate: number, frames: number[]} | null} a start being measured (`frames`: its
+     *  start-up latency from each new frame presented since) */
     this.start = null;
     this.corrections = { seeks: 0, rateChanges: 0 };
     /** @type {number[]} recent drift measurements, ms */
@@ -319,8 +331,16 @@ export class DriftController {
    */
   frame(atMs, mediaTime, playing = true, reading) {
     if (this.o.frameAware) this.#pos.frame(atMs, mediaTime, playing, reading);
-    // A reading right after a frame times a start best (Firefox steps currentTime at its frames).
-    if (this.start && playing && reading) this.learnStart(reading.nowMs, reading.currentTime);
+    // A start is timed on the frames it presents: what the viewer sees, and what the position is measured on
+    // (the element's clock may start at once while its first new frame comes tens of ms later).
+    if (!this.o.frameAware) return;
+    this.#framesSeen = true;
+    const st = this.start;
+    if (!st) return;
+    const moved = mediaTime - st.from;
+    if (!playing || !(moved > 0.002) || !Number.isFinite(moved)) return;
+    st.frames.push(atMs - (moved * 1000) / st.rate - st.issuedAt);
+    if (st.frames.length >= START_FRAMES) this.learnStart();
   }
 
   /** Whether a start-up probe is in progress (the element playing muted while the room is paused). */
@@ -377,7 +397,7 @@ export class DriftController {
       movesAt = next.atMs;
     }
     if (this.start && (media.seeking || now - this.start.issuedAt > 2000)) this.start = null;
-    else if (this.start && !media.paused) this.learnStart(now, media.currentTime);
+    else if (this.start && !media.paused && (!this.#framesSeen || now - this.start.issuedAt > START_FRAMES_WAIT_MS)) this.learnStart(now, media.currentTime);
     if (this.epoch !== target.epoch) {
       this.epochChanged = this.epoch !== null;
       this.epoch = target.epoch;
@@ -454,7 +474,7 @@ export class DriftController {
         this.#probes++;
         this.#probe = { at: now };
         actions.push({ type: 'play', probe: true });
-        this.start = { issuedAt: now, from: media.currentTime, rate: roomRate };
+        this.start = { issuedAt: now, from: media.currentTime, rate: roomRate, frames: [] };
         this.wakeAtMs = now + 20;
         return done('probing');
       }
@@ -481,7 +501,7 @@ export class DriftController {
         this.parked = null;
         actions.push({ type: 'play' });
         this.lastPlayAt = now;
-        this.start = { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate };
+        this.start = { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [] };
         return done('starting');
       }
       this.parked = null; // played by someone else meanwhile
@@ -507,7 +527,7 @@ export class DriftController {
     if (media.paused && retryDue) {
       actions.push({ type: 'play' });
       this.lastPlayAt = now;
-      this.start = media.seeking ? null : { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate };
+      this.start = media.seeking ? null : { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [] };
     }
     if (this.seek && !jump) return done('seeking');
     if ((media.seeking || this.buffering) && !jump) {
@@ -594,18 +614,28 @@ export class DriftController {
   /**
    * Measures a start: once the playing element has moved after play(), when
    * it started (back-computed from how far it got), into the start-up
-   * latency estimate.
-   * @param {number} now
-   * @param {number} currentTime the element's, read at `now`
+   * latency estimate. Timed on its first presented frames (the mean of the
+   * first `START_FRAMES`, each back-computed from its media time and when it
+   * was on screen); without frames (no requestVideoFrameCallback, or none
+   * came), on a `currentTime` reading.
+   * @param {number} [now]
+   * @param {number} [currentTime] the element's, read at `now`
    */
   learnStart(now, currentTime) {
     const st = this.start;
     if (!st) return;
-    const moved = currentTime - st.from;
-    if (!(moved > 0.002)) return;
+    let took;
+    if (st.frames.length) {
+      took = st.frames.reduce((a, b) => a + b, 0) / st.frames.length;
+    } else {
+      if (now === undefined || currentTime === undefined) return;
+      const moved = currentTime - st.from;
+      if (!(moved > 0.002)) return;
+      took = now - (moved * 1000) / st.rate - st.issuedAt;
+    }
     this.start = null;
-    const took = now - (moved * 1000) / st.rate - st.issuedAt;
-    if (!(took >= 0)) return;
+    took = Math.max(0, took);
+    if (!Number.isFinite(took)) return;
     const o = this.o;
     const first = this.#startsMeasured++ === 0;
     const m = Math.min(took, o.maxStartLatencyMs);

@@ -120,7 +120,7 @@ test("the room's buffering wait pauses a stalled element: it stays buffering unt
 test('a paused element without data (a snap seek, a fresh load) is not buffering', () => {
   const room = new SimRoom({ position: 42, paused: true });
   const media = new SimMedia({ position: 30, paused: true, seekLatencyMs: 600 });
-  const { trace } = simulate({ media, room, durationMs: 3000, controller: new DriftController({ startProbe: false }) });
+  const { trace } = simulate({ media, room, durationMs: 3000 });
   assert.equal(seeks(media).length, 1);
   assert.ok(trace.every((x) => x.buffering === false));
 });
@@ -156,7 +156,7 @@ test('an element at rate 1 joining a 1.25× room is brought to 1.25×', () => {
 test('paused timeline: pauses the element and snaps its position once', () => {
   const room = new SimRoom({ position: 42, paused: true });
   const media = new SimMedia({ position: 41.5, paused: false });
-  const { trace } = simulate({ media, room, durationMs: 5000, controller: new DriftController({ startProbe: false }) });
+  const { trace } = simulate({ media, room, durationMs: 5000 });
   assert.equal(media.paused, true);
   assert.equal(seeks(media).length, 1);
   assert.ok(Math.abs(media.position - 42) < 0.001);
@@ -168,14 +168,14 @@ test('paused timeline: the element is put on the room position exactly (pause sp
   for (const [offsetMs, snaps] of [[7, 1], [-3, 1], [0.5, 0]]) {
     const room = new SimRoom({ position: 42, paused: true });
     const media = new SimMedia({ position: 42 + offsetMs / 1000, paused: true });
-    simulate({ media, room, durationMs: 3000, controller: new DriftController({ startProbe: false }) });
+    simulate({ media, room, durationMs: 3000 });
     assert.equal(seeks(media).length, snaps, `${offsetMs} ms off`);
     assert.ok(Math.abs(media.position - 42) * 1000 <= 1, `${offsetMs} ms off: left ${(media.position - 42) * 1000} ms off`);
   }
   // The old 40 ms snap threshold leaves the 7 ms (the test can fail).
   const room = new SimRoom({ position: 42, paused: true });
   const media = new SimMedia({ position: 42.007, paused: true });
-  simulate({ media, room, durationMs: 3000, controller: new DriftController({ pausedSnapMs: 40, startProbe: false }) });
+  simulate({ media, room, durationMs: 3000, controller: new DriftController({ pausedSnapMs: 40 }) });
   assert.equal(seeks(media).length, 0);
 });
 
@@ -184,7 +184,7 @@ test('paused, then played at a scheduled time: starts and locks without seeking'
   room.change(2000, { paused: false });
   room.change(6000, { paused: true });
   const media = new SimMedia({ position: 10, paused: true });
-  const { trace } = simulate({ media, room, durationMs: 9000, controller: new DriftController({ startProbe: false }) });
+  const { trace } = simulate({ media, room, durationMs: 9000 });
   assert.equal(seeks(media).length, 0);
   // Playing from 2 s: within 20 ms throughout (the session steps at the effective time).
   for (const x of trace.filter((x) => x.t >= 2000)) assert.ok(Math.abs(x.drift) <= 20, `drift ${x.drift} at ${x.t}`);
@@ -305,7 +305,7 @@ test('pre-roll: the start-up latency of play() is learned and later scheduled pl
   room.change(8000, { paused: true });
   room.change(10000, { paused: false });
   const media = new SimMedia({ position: 10, paused: true, playLatencyMs: 60 });
-  const { trace, controller } = simulate({ media, room, durationMs: 12000, controller: new DriftController({ startProbe: false }) });
+  const { trace, controller } = simulate({ media, room, durationMs: 12000 });
   // No seek but the paused snaps (the pause after the late first start finds the element a few ms behind).
   for (const s of seeks(media)) assert.ok([4000, 8000].includes(s.t), `seek at ${s.t}`);
   // The first start is late by the latency (it is learned from it).
@@ -321,12 +321,12 @@ test('pre-roll: the start-up latency of play() is learned and later scheduled pl
   }
 });
 
-test('start-up probe: while the room is paused the element is played (muted) until it moves, put back, and the first shared start is on time', () => {
+test('start-up probe (startProbe: true): while the room is paused the element is played (muted) until it moves, put back, and the first shared start is on time', () => {
   for (const playLatencyMs of [40, 120]) {
     const room = new SimRoom({ position: 10, paused: true });
     room.change(3000, { paused: false });
     const media = new SimMedia({ position: 10, paused: true, playLatencyMs, frameMs: 40, vsyncMs: 1000 / 60 });
-    const { trace, controller } = simulate({ media, room, durationMs: 6000, rvfc: true });
+    const { trace, controller } = simulate({ media, room, durationMs: 6000, rvfc: true, controller: new DriftController({ startProbe: true }) });
     const log = media.log.filter((a) => a.t < 3000).map((a) => a.type);
     // One probe: a muted play, the pause and the snap back to the room's position once it moved.
     assert.deepEqual(log, ['play', 'probeEnd', 'pause', 'seek', 'play'], `${playLatencyMs} ms: ${log}`);
@@ -343,8 +343,26 @@ test('start-up probe: while the room is paused the element is played (muted) unt
   const room = new SimRoom({ position: 10, paused: true });
   room.change(3000, { paused: false });
   const media = new SimMedia({ position: 10, paused: true, playLatencyMs: 120 });
-  const { trace } = simulate({ media, room, durationMs: 4000, controller: new DriftController({ startProbe: false }) });
+  const { trace } = simulate({ media, room, durationMs: 4000 });
   assert.ok(/** @type {{drift: number}} */ (trace.find((x) => x.t > 3200)).drift < -80);
+});
+
+test('a start is timed on the frames it presents: a clock that moves at once, its first new frame 70 ms later, is a 30 ms start', () => {
+  const paused = { position: 10, rate: 1, paused: true, epoch: 1 };
+  const media = (/** @type {number} */ t, /** @type {boolean} */ playing) => ({ currentTime: playing ? 10 + t / 1000 : 10, playbackRate: 1, paused: !playing, readyState: 4, seeking: false });
+  const run = (/** @type {boolean} */ frames) => {
+    const c = new DriftController({ startProbe: true });
+    if (frames) c.frame(-100, 10, false); // the paused element's frame
+    const r = c.update({ nowMs: 0, target: paused, media: media(0, false) });
+    assert.deepEqual(r.actions, [{ type: 'play', probe: true }]);
+    c.update({ nowMs: 20, target: paused, media: media(20, true) }); // currentTime moves at once
+    if (frames) for (const [at, m] of [[70, 10.04], [110, 10.08], [150, 10.12]]) c.frame(at, m, true);
+    c.update({ nowMs: 160, target: paused, media: media(160, true) });
+    return c.startLatencyMs;
+  };
+  assert.ok(Math.abs(run(true) - 30) < 0.5, `on frames: ${run(true)}`);
+  // Timed on currentTime alone, the same start is 0 ms.
+  assert.ok(run(false) < 1, `on currentTime: ${run(false)}`);
 });
 
 test('a play that arrives after its time: the element seeks ahead and starts on the room (parked start) instead of catching up for seconds', () => {

@@ -63,7 +63,7 @@ test("'drive' comes right before each of the session's writes to the element, an
 
 test("the start-up probe: a paused room's element is played muted until it moves, paused, put back on the room's position, its muted state restored", async () => {
   const server = new FakeServer(); // the room is paused at 5 s
-  const s = await connect(opts(server));
+  const s = await connect({ ...opts(server), drift: { startProbe: true } });
   const video = new FakeVideo({ startLatencyMs: 60 });
   try {
     s.attach(video);

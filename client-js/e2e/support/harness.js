@@ -344,6 +344,8 @@ export async function waitUntil(fn, o) {
  * @property {boolean} buffering
  * @property {number} seeks
  * @property {number} rateChanges
+ * @property {number} startLatencyMs the page's learned start-up latency (0 until measured)
+ * @property {number} seekLatencyMs the page's learned seek latency
  * @property {number} reconnects
  * @property {number | null} roomPos the room position now, s
  * @property {number | null} roomRate
@@ -391,6 +393,8 @@ export function probe(page) {
       buffering: st ? st.buffering : false,
       seeks: st ? st.corrections.seeks : 0,
       rateChanges: st ? st.corrections.rateChanges : 0,
+      startLatencyMs: st ? st.startLatencyMs : 0,
+      seekLatencyMs: st ? st.seekLatencyMs : 0,
       reconnects: st ? st.reconnects : 0,
       roomPos: s ? s.position : null,
       roomRate: tl ? tl.rate : null,
