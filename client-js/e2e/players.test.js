@@ -1,5 +1,6 @@
 // The player adapters with the real players from npm (video.js, shaka-player,
-// dash.js) and the React hook (with the real React) in Debian's Chromium, against the real server: the example pages
+// dash.js) and the React hook (with the real React) in Debian's Chromium (dash.js
+// and React also in Firefox ESR), against the real server: the example pages
 // (examples/*.html) are served with node_modules from a local HTTP server on
 // 127.0.0.1, two pages per player join one room. The host's player controls
 // become room commands the viewer follows; the session's own changes to the
@@ -15,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { dirname, extname, join, normalize, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildExamples } from '../scripts/examples.mjs';
-import { eventId, launchBrowser, startLockstep, VIDEO_PATH } from './support/harness.js';
+import { eventId, firefoxPage, launchBrowser, launchFirefox, startLockstep, VIDEO_PATH } from './support/harness.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -113,6 +114,30 @@ async function openExample(name, ev, src) {
  * @param {() => unknown} fn
  * @param {string} what
  */
+/**
+ * The same example page in its own headless Firefox (puppeteer-core over WebDriver BiDi, one browser per page),
+ * behind the part of Playwright's page the scenario uses.
+ */
+async function openExampleFirefox(name, ev, src) {
+  const browser = await launchFirefox();
+  try {
+    const page = await browser.newPage();
+    /** @type {string[]} */
+    const pageErrors = [];
+    page.on('pageerror', (e) => pageErrors.push(e instanceof Error ? e.message : String(e)));
+    const q = new URLSearchParams({ server: env.lockstep.url, event: ev, transport: 'websocket' });
+    if (src) q.set('src', src);
+    await page.goto(`${env.web.url}/examples/${name}.html?${q}`);
+    await page.waitForFunction(() => window.lockstepExample?.session?.status === 'open' || Boolean(window.lockstepExample?.fatal), { timeout: 30_000, polling: 50 });
+    const fatal = await page.evaluate(() => window.lockstepExample.fatal);
+    assert.equal(fatal, null, `the ${name} page failed in Firefox: ${fatal}`);
+    return Object.assign(firefoxPage(browser, page), { pageErrors, context: { close: () => browser.close() } });
+  } catch (e) {
+    await browser.close();
+    throw e;
+  }
+}
+
 async function until(page, fn, what, timeoutMs = 15_000) {
   try {
     await page.waitForFunction(fn, null, { polling: 50, timeout: timeoutMs });
@@ -134,10 +159,10 @@ const commandsOf = (page) => page.evaluate(() => window.lockstepExample.commands
  * @param {{play: (p: import('playwright-core').Page) => Promise<void>, pause: (p: import('playwright-core').Page) => Promise<void>, seek: (p: import('playwright-core').Page, t: number) => Promise<void>}} ui
  * @param {string} [src]
  */
-async function scenario(name, ui, src) {
+async function scenario(name, ui, src, open = openExample) {
   const ev = eventId(name);
-  const host = await openExample(name, ev, src);
-  const viewer = await openExample(name, ev, src);
+  const host = await open(name, ev, src);
+  const viewer = await open(name, ev, src);
   try {
     assert.equal(await host.evaluate(() => window.lockstepExample.session.role), 'host');
     assert.equal(await viewer.evaluate(() => window.lockstepExample.session.role), 'viewer');
@@ -221,19 +246,33 @@ test('shaka-player: its UI drives the room', { timeout: 120_000 }, async () => {
   }, '/media/manifest.mpd');
 });
 
+const DASHJS_API = {
+  play: (p) => p.evaluate(() => void window.lockstepExample.player.play()),
+  pause: (p) => p.evaluate(() => void window.lockstepExample.player.pause()),
+  seek: (p, t) => p.evaluate((t) => void window.lockstepExample.player.seek(t), t),
+};
+
+// What the element's native controls do.
+const NATIVE_CONTROLS = {
+  play: (p) => p.evaluate(() => void window.lockstepExample.video.play()),
+  pause: (p) => p.evaluate(() => window.lockstepExample.video.pause()),
+  seek: (p, t) => p.evaluate((t) => void (window.lockstepExample.video.currentTime = t), t),
+};
+
 test('dash.js: the player API drives the room', { timeout: 120_000 }, async () => {
-  await scenario('dashjs', {
-    play: (p) => p.evaluate(() => void window.lockstepExample.player.play()),
-    pause: (p) => p.evaluate(() => void window.lockstepExample.player.pause()),
-    seek: (p, t) => p.evaluate((t) => void window.lockstepExample.player.seek(t), t),
-  }, '/media/manifest.mpd');
+  await scenario('dashjs', DASHJS_API, '/media/manifest.mpd');
 });
 
 test('React: useLockstep with a <video controls>, its controls driving the room', { timeout: 120_000 }, async () => {
-  await scenario('react', {
-    // What the element's native controls do.
-    play: (p) => p.evaluate(() => void window.lockstepExample.video.play()),
-    pause: (p) => p.evaluate(() => window.lockstepExample.video.pause()),
-    seek: (p, t) => p.evaluate((t) => void (window.lockstepExample.video.currentTime = t), t),
-  });
+  await scenario('react', NATIVE_CONTROLS);
+});
+
+// The same in Firefox ESR (the adapters whose controls are an API or the element's own; video.js's and shaka's
+// control bars are clicked through Playwright in Chromium above).
+test('dash.js in Firefox: the player API drives the room', { timeout: 120_000 }, async () => {
+  await scenario('dashjs', DASHJS_API, '/media/manifest.mpd', openExampleFirefox);
+});
+
+test('React in Firefox: useLockstep with a <video controls>, its controls driving the room', { timeout: 120_000 }, async () => {
+  await scenario('react', NATIVE_CONTROLS, undefined, openExampleFirefox);
 });

@@ -182,7 +182,7 @@ export async function launchFirefox() {
  * @param {import('puppeteer-core').Browser} browser its own browser (closed with the page)
  * @param {import('puppeteer-core').Page} page
  */
-function firefoxPage(browser, page) {
+export function firefoxPage(browser, page) {
   return {
     engine: 'firefox',
     /** @template A @param {(arg: A) => any} fn @param {A} [arg] */
