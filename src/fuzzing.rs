@@ -203,7 +203,12 @@ pub fn room_ops(data: &[u8]) {
             }
             9 => {
                 let (Some(id), Some(v)) = (pick(&mut b, &members), b.u32()) else { break };
-                room.sync_report(now, id, SyncReport { epoch: room.epoch(), drift_us: v as i32 });
+                if v % 3 == 0 {
+                    // A round trip as a transport measured it (any value: the room caps it).
+                    room.member_rtt(now, id, u64::from(v) * 7);
+                } else {
+                    room.sync_report(now, id, SyncReport { epoch: room.epoch(), drift_us: v as i32 });
+                }
             }
             10 => {
                 // The authority refuses (unreachable) or another change won.
@@ -290,6 +295,14 @@ fn check(
         let listed = state.members.host.len() + state.members.co_host.len() + state.members.viewer.len();
         assert_eq!(listed, members.len());
         assert_eq!(state.viewers as usize, members.len());
+        let cfg = room.config();
+        let lead_us = (state.reach.lead_ms * 1e3).round() as u64;
+        assert!(
+            (cfg.lead_us..=cfg.lead_us.max(cfg.lead_max_us)).contains(&lead_us),
+            "a lead beyond its bounds: {:?}",
+            state.reach
+        );
+        assert!(state.reach.measured as usize <= members.len());
     }
     let t = room.timeline();
     assert!(t.position_ms <= MAX_POSITION_MS);

@@ -49,6 +49,11 @@ pub(crate) fn install() -> PrometheusHandle {
                     &[1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1],
                 )
                 .expect("valid buckets")
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("lockstep_member_rtt_seconds".into()),
+                    &[1e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0],
+                )
+                .expect("valid buckets")
                 .install_recorder()
                 .unwrap_or_else(|e| panic!("cannot install the metrics recorder: {e}"));
             describe();
@@ -69,6 +74,11 @@ fn describe() {
         "lockstep_sync_drift_seconds",
         Unit::Seconds,
         "Members' measured drift from their room's timeline (absolute, from SyncReports)"
+    );
+    describe_histogram!(
+        "lockstep_member_rtt_seconds",
+        Unit::Seconds,
+        "Members' round trips as their transports measured them (QUIC RTT, timed WebSocket pings); the lead grows to their p95"
     );
     describe_counter!("lockstep_errors_total", "Errors reported to clients by code");
     describe_gauge!("lockstep_redis_up", "Whether Redis answers (scale-out only)");

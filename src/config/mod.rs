@@ -213,6 +213,9 @@ serve_options! {
     tick_interval_ms: u64 = 250, "LOCKSTEP_TICK_INTERVAL_MS";
     /// Milliseconds between a play/pause command and its effect.
     lead_ms: u64 = 100, "LOCKSTEP_LEAD_MS";
+    /// The most the lead grows to, ms, for the room's members' round trips
+    /// (their 95th percentile); at or below --lead-ms the lead stays fixed.
+    lead_max_ms: u64 = 1000, "LOCKSTEP_LEAD_MAX_MS";
     /// Who may change a room's timeline: host-only or everyone.
     control_policy: ControlPolicyArg = ControlPolicyArg::HostOnly, "LOCKSTEP_CONTROL_POLICY";
     /// What a room does when a member stalls: wait or ignore.
@@ -555,6 +558,9 @@ impl Config {
         if !(1..=lockstep_protocol::limits::MAX_CHAT_TEXT as u32).contains(&self.chat_max_bytes) {
             return Err(ConfigError::Invalid("--chat-max-bytes must be 1-1000"));
         }
+        if self.lead_max_ms > 10_000 {
+            return Err(ConfigError::Invalid("--lead-max-ms is at most 10000"));
+        }
         if self.live_latency_min_ms > self.live_latency_max_ms {
             return Err(ConfigError::Invalid("--live-latency-min-ms is above --live-latency-max-ms"));
         }
@@ -665,6 +671,7 @@ impl Config {
         let d = RoomConfig::default();
         RoomConfig {
             lead_us: self.lead_ms * 1000,
+            lead_max_us: self.lead_max_ms * 1000,
             policy: self.control_policy.into(),
             buffering: self.buffering_policy,
             buffering_wait_max_us: self.buffering_wait_max_ms * 1000,

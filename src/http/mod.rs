@@ -237,7 +237,7 @@ async fn health(State(app): State<AppState>) -> Response {
 /// A live room's timeline, viewer count, members by role and sync quality.
 #[utoipa::path(get, path = "/api/live-stream/{event_id}/state", tag = "rooms",
     params(("event_id" = String, Path, description = "The event (room) id")),
-    responses((status = 200, description = "`{eventId, timeline, pending, position, serverTimeUs, viewers, policy, members, bufferingWait, clock, live, sync: {reporting, p50Ms, p95Ms, maxMs, outOfSync, outOfSyncMs}, mailbox: {commands, reports, remote}}` (sync: this node's members' measured drifts from their `SyncReport`s, fresh and of the timeline in effect; mailbox: the most of each the room took at once)"),
+    responses((status = 200, description = "`{eventId, timeline, pending, position, serverTimeUs, viewers, policy, members, bufferingWait, clock, live, sync: {reporting, p50Ms, p95Ms, maxMs, outOfSync, outOfSyncMs}, reach: {leadMs, rttP95Ms, measured}, mailbox: {commands, reports, remote}}` (sync: this node's members' measured drifts from their `SyncReport`s, fresh and of the timeline in effect; mailbox: the most of each the room took at once)"),
         (status = 400, body = crate::util::ApiError), (status = 404, body = crate::util::ApiError)))]
 async fn room_state(State(app): State<AppState>, Path(event_id): Path<String>) -> Response {
     if !crate::util::valid_event_id(&event_id) {

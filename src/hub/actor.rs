@@ -181,6 +181,10 @@ impl RoomActor {
             metrics::histogram!("lockstep_sync_drift_seconds").record(f64::from(report.drift_us.unsigned_abs()) / 1e6);
             self.room.sync_report(now, member, report);
         }
+        for (member, rtt_us) in taken.rtts {
+            metrics::histogram!("lockstep_member_rtt_seconds").record(f64::from(rtt_us) / 1e6);
+            self.room.member_rtt(now, member, u64::from(rtt_us));
+        }
         for (member, emoji) in taken.reactions {
             if self.room.react(now, member, &emoji) == crate::room::Reacted::RateLimited {
                 crate::metrics::drop("reaction_rate");

@@ -70,6 +70,8 @@ pub(crate) struct Taken {
     pub(crate) live_reports: HashMap<MemberId, LiveReport>,
     /// Each member's latest measured drift (latest wins).
     pub(crate) sync_reports: HashMap<MemberId, SyncReport>,
+    /// Each member's latest measured round trip, µs (latest wins).
+    pub(crate) rtts: HashMap<MemberId, u32>,
     /// Each member's latest suspension (`Some(reason)`) or resume (`None`).
     pub(crate) suspensions: HashMap<MemberId, Option<String>>,
     /// Reactions, in order (at most `MAX_REACTIONS`; each member's allowance
@@ -98,6 +100,7 @@ impl Taken {
             && self.reports.is_empty()
             && self.live_reports.is_empty()
             && self.sync_reports.is_empty()
+            && self.rtts.is_empty()
             && self.suspensions.is_empty()
             && self.reactions.is_empty()
             && self.chats.is_empty()
@@ -193,6 +196,14 @@ impl Inbox {
     pub(crate) fn sync_report(&self, member: MemberId, report: SyncReport) {
         self.put(|q| {
             q.sync_reports.insert(member, report);
+            true
+        });
+    }
+
+    /// A measured round trip: one latest-wins slot per member.
+    pub(crate) fn rtt(&self, member: MemberId, rtt_us: u32) {
+        self.put(|q| {
+            q.rtts.insert(member, rtt_us);
             true
         });
     }

@@ -61,6 +61,11 @@ impl RoomHandle {
         self.inbox.sync_report(member, report);
     }
 
+    /// A member's round trip as its transport measured it (latest wins).
+    pub(crate) fn rtt(&self, member: MemberId, rtt: std::time::Duration) {
+        self.inbox.rtt(member, u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX));
+    }
+
     /// A member suspends itself for `reason`, or follows again (`None`).
     pub(crate) fn suspend(&self, member: MemberId, reason: Option<String>) {
         self.inbox.suspend(member, reason);

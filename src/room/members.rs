@@ -32,6 +32,8 @@ pub(super) struct Member {
     pub(super) live_needs: super::live::Needs,
     /// Its latest measured drift (sync quality).
     pub(super) drift: Option<super::quality::Drift>,
+    /// Its latest measured round trip, µs (`reach.rs`).
+    pub(super) rtt_us: Option<u32>,
     /// Why it suspended itself (`Suspend`), until it resumes.
     pub(super) suspension: Option<String>,
     /// Why it does not follow the room (its suspension, or buffering) and since when.
@@ -102,6 +104,7 @@ impl Room {
                 datagrams: info.datagrams,
                 live_needs: Default::default(),
                 drift: None,
+                rtt_us: None,
                 suspension: None,
                 stall: None,
                 blocking: false,
@@ -149,6 +152,10 @@ impl Room {
             return;
         };
         self.datagram_members -= u32::from(m.datagrams);
+        if m.rtt_us.is_some() {
+            self.reach.dirty = true;
+            self.update_reach(now);
+        }
         self.drop_held(id);
         self.share(|| Shared::Left { id });
         if m.role == Role::Host {

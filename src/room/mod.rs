@@ -47,6 +47,7 @@ mod live;
 mod media;
 mod members;
 mod quality;
+mod reach;
 mod reactions;
 mod shared;
 mod timeline;
@@ -56,6 +57,7 @@ pub use chat::{ChatLoad, ChatOp, ChatRecord};
 pub use live::{ClockRequest, ClockSetting, LiveLatency, LiveView, NeedCounts, origin_for};
 pub use media::MediaState;
 pub use quality::{OUT_OF_SYNC_US, SyncQuality};
+pub use reach::{MAX_RTT_US, ReachView};
 pub use reactions::{REACTION_WINDOW_US, Reacted};
 pub use shared::Shared;
 
@@ -85,6 +87,8 @@ pub enum BufferingPolicy {
 pub struct RoomConfig {
     /// Delay before play and pause take effect, so every viewer gets them in time.
     pub lead_us: u64,
+    /// The most the lead grows to for the members' round trips (`reach.rs`).
+    pub lead_max_us: u64,
     /// Who may change the timeline.
     pub policy: ControlPolicy,
     /// What to do when a member stalls.
@@ -145,6 +149,7 @@ impl Default for RoomConfig {
     fn default() -> Self {
         RoomConfig {
             lead_us: 100_000,
+            lead_max_us: 1_000_000,
             policy: ControlPolicy::HostOnly,
             buffering: BufferingPolicy::Wait,
             buffering_wait_max_us: 3_000_000,
@@ -290,6 +295,8 @@ pub struct RoomState {
     pub live: Option<LiveView>,
     /// How closely this node's members play together (their measured drifts).
     pub sync: SyncQuality,
+    /// This node's members' round trips and the lead they give changes.
+    pub reach: ReachView,
     /// This node's members that do not follow the room, and why.
     pub suspended: Vec<Suspended>,
     /// The current media item and the playlist (SPEC §6.7).
@@ -338,6 +345,8 @@ pub struct Room {
     remote_viewers: u32,
     /// Members that take datagrams (see [`JoinInfo::datagrams`]).
     datagram_members: u32,
+    /// The members' round trips, for the lead (`reach.rs`).
+    reach: reach::Reach,
     /// Reactions waiting for their window to be sent.
     reactions: reactions::Window,
     /// The chat: latest messages, mutes, operations for the authority.
@@ -392,6 +401,7 @@ impl Room {
             count_dirty: false,
             remote_viewers: 0,
             datagram_members: 0,
+            reach: Default::default(),
             reactions: Default::default(),
             chat: Default::default(),
             media: Default::default(),
@@ -538,6 +548,7 @@ impl Room {
             clock: self.cfg.clock,
             live: self.live_view(now),
             sync: self.sync_quality(now),
+            reach: self.reach_view(),
             suspended: self.suspended(now),
             media: self.media.state.clone(),
         }

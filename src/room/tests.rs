@@ -645,6 +645,89 @@ fn datagram_members_lengthen_the_lead_for_what_their_fan_out_costs() {
     assert!((100 * MS..101 * MS).contains(&lead), "leaving members no longer count: {lead} µs");
 }
 
+/// The lead of a play issued by `h` at `now` (then paused again, so the next play is a change too).
+fn play_lead(room: &mut Room, now: u64, h: MemberId) -> u64 {
+    drain(room);
+    cmd(room, now, h, Action::Play { position_ms: None }).unwrap();
+    let play = changes(&drain(room)).pop().unwrap();
+    room.handle_timeout(play.effective_at_us);
+    cmd(room, play.effective_at_us, h, Action::Pause { position_ms: None }).unwrap();
+    let pause = changes(&drain(room)).pop().unwrap();
+    room.handle_timeout(pause.effective_at_us);
+    play.effective_at_us - now
+}
+
+#[test]
+fn the_lead_grows_to_the_members_round_trips_and_no_further() {
+    let mut room = Room::new(RoomConfig { changes_per_sec: 0, ..RoomConfig::default() }, T0);
+    let h = join(&mut room, T0, "h");
+    let v1 = join(&mut room, T0, "v1");
+    let v2 = join(&mut room, T0, "v2");
+    assert_eq!(room.reach_view(), ReachView { lead_ms: 100.0, rtt_p95_ms: None, measured: 0 });
+    for id in [h, v1, v2] {
+        room.member_rtt(T0, id, 2 * MS);
+    }
+    assert_eq!(play_lead(&mut room, T0 + 10 * S, h), 100 * MS, "nearby members: the configured lead");
+    // One far member of three is the 95th percentile: everyone waits for it.
+    room.member_rtt(T0 + 20 * S, v2, 300 * MS);
+    assert_eq!(room.reach_view(), ReachView { lead_ms: 300.0, rtt_p95_ms: Some(300.0), measured: 3 });
+    assert_eq!(play_lead(&mut room, T0 + 30 * S, h), 300 * MS);
+    // A stalled path is not waited for beyond --lead-max-ms.
+    room.member_rtt(T0 + 40 * S, v2, 4_000 * MS);
+    assert_eq!(play_lead(&mut room, T0 + 50 * S, h), 1_000 * MS);
+    // Its latest measurement wins; and a member that left no longer counts.
+    room.member_rtt(T0 + 60 * S, v2, 150 * MS);
+    assert_eq!(play_lead(&mut room, T0 + 70 * S, h), 150 * MS);
+    room.leave(T0 + 80 * S, v2);
+    assert_eq!(room.reach_view().measured, 2);
+    assert_eq!(play_lead(&mut room, T0 + 90 * S, h), 100 * MS);
+    room.member_rtt(T0 + 100 * S, 999_999, 900 * MS);
+    assert_eq!(room.reach_view().measured, 2, "not a member: ignored");
+}
+
+#[test]
+fn a_few_far_members_of_a_large_room_do_not_hold_it_back() {
+    let mut room = Room::new(RoomConfig { changes_per_sec: 0, ..RoomConfig::default() }, T0);
+    let h = join(&mut room, T0, "h");
+    let ids: Vec<_> = (0..99).map(|i| join(&mut room, T0, &format!("v{i}"))).collect();
+    room.member_rtt(T0, h, 20 * MS);
+    for (i, id) in ids.iter().enumerate() {
+        room.member_rtt(T0, *id, if i < 5 { 800 * MS } else { 20 * MS });
+    }
+    // 5 of 100 far: the 95th percentile is still a near one.
+    assert_eq!(room.reach_view().rtt_p95_ms, Some(20.0));
+    assert_eq!(play_lead(&mut room, T0 + S, h), 100 * MS);
+    // 6 of 100: no longer a few.
+    room.member_rtt(T0 + 2 * S, ids[5], 800 * MS);
+    assert_eq!(play_lead(&mut room, T0 + 3 * S, h), 800 * MS);
+}
+
+#[test]
+fn a_large_room_recomputes_its_round_trips_at_most_once_a_second() {
+    let mut room = Room::new(RoomConfig { changes_per_sec: 0, ..RoomConfig::default() }, T0);
+    let h = join(&mut room, T0, "h");
+    let ids: Vec<_> = (0..299).map(|i| join(&mut room, T0, &format!("v{i}"))).collect();
+    for id in ids.iter().chain([&h]) {
+        room.member_rtt(T0, *id, 10 * MS);
+    }
+    assert_eq!(room.reach_view().measured, 1, "300 members: computed at the first sample only");
+    for id in &ids[..30] {
+        room.member_rtt(T0 + 500 * MS, *id, 400 * MS);
+    }
+    assert_eq!(room.reach_view().rtt_p95_ms, Some(10.0), "not within the second");
+    room.member_rtt(T0 + S, ids[100], 10 * MS);
+    assert_eq!(room.reach_view(), ReachView { lead_ms: 400.0, rtt_p95_ms: Some(400.0), measured: 300 });
+}
+
+#[test]
+fn a_lead_max_at_or_below_the_lead_keeps_it_fixed() {
+    let cfg = RoomConfig { changes_per_sec: 0, lead_us: 150 * MS, lead_max_us: 0, ..RoomConfig::default() };
+    let mut room = Room::new(cfg, T0);
+    let h = join(&mut room, T0, "h");
+    room.member_rtt(T0, h, 600 * MS);
+    assert_eq!(play_lead(&mut room, T0 + S, h), 150 * MS);
+}
+
 // ------------------------------------------------------------ answers, budget, commits
 
 fn join_acks(room: &mut Room, now: u64, device: &str) -> MemberId {

@@ -299,7 +299,8 @@ impl Room {
         }
     }
 
-    /// How far ahead play and pause are scheduled: the configured lead, plus
+    /// How far ahead play and pause are scheduled: the configured lead (grown
+    /// to the members' round trips, [`Room::network_lead_us`]), plus
     /// 12 µs per viewer beyond 1,000 (a fan-out costs about that per viewer
     /// on one core, BENCHMARKS.md), plus 20 µs more per datagram member
     /// beyond 1,000 on this node, so that in a large room the change still
@@ -307,7 +308,7 @@ impl Room {
     /// WebSocket viewers with the default 100 ms, 388 ms at 10,000 over
     /// WebTransport.
     pub fn lead_us(&self) -> u64 {
-        self.cfg.lead_us
+        self.network_lead_us()
             + u64::from(self.viewers().saturating_sub(1_000)) * LEAD_PER_VIEWER_US
             + u64::from(self.datagram_members.saturating_sub(1_000)) * LEAD_PER_DATAGRAM_VIEWER_US
     }

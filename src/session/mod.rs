@@ -60,6 +60,15 @@ pub(crate) enum Inbound {
     TooLarge(usize),
     /// Transport keep-alive traffic.
     Activity,
+    /// The connection's round trip as the transport measured it (QUIC's
+    /// smoothed RTT, a timed WebSocket ping); `heard`: the peer just answered
+    /// (it counts as activity), else a reading of the transport's own.
+    Rtt {
+        /// The round trip.
+        rtt: Duration,
+        /// Whether the peer's answer came with it.
+        heard: bool,
+    },
 }
 
 /// What every session needs from the server. Cheap to clone.
@@ -220,7 +229,9 @@ impl Session {
                 // for its `Welcome` (and the socket's buffer pushes back).
                 item = inbound.next(), if self.joining.is_none() => {
                     let Some(item) = item else { return };
-                    last_seen = tokio::time::Instant::now();
+                    if !matches!(item, Inbound::Rtt { heard: false, .. }) {
+                        last_seen = tokio::time::Instant::now();
+                    }
                     self.on_inbound(item);
                 }
                 done = async { self.joining.as_mut().expect("guarded").await }, if self.joining.is_some() => {
@@ -246,14 +257,22 @@ impl Session {
 
     fn on_inbound(&mut self, item: Inbound) {
         let recv_us = self.app.hub.clock().now_us();
-        if matches!(item, Inbound::Activity) {
-            return;
+        match item {
+            Inbound::Activity => return,
+            // The transport's own measurement: not the client's traffic.
+            Inbound::Rtt { rtt, .. } => {
+                if let Some(j) = &self.joined {
+                    j.room.rtt(j.member, rtt);
+                }
+                return;
+            }
+            _ => {}
         }
         if !self.admit() {
             return;
         }
         match item {
-            Inbound::Activity => {}
+            Inbound::Activity | Inbound::Rtt { .. } => {}
             Inbound::TooLarge(len) => {
                 self.fail(ErrorCode::FrameTooLarge, format!("a {len}-byte message exceeds the limit"), 0);
             }

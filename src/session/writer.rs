@@ -32,6 +32,9 @@ use crate::clock::ServerClock;
 /// and then for the peer to answer the close.
 pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// When the first keep-alive goes out (then every `keepalive_interval`).
+const FIRST_KEEPALIVE: Duration = Duration::from_secs(1);
+
 /// What a transport does for the writer: move bytes. Nothing about rooms,
 /// dialects, pongs or errors is written per transport.
 pub(crate) trait Transport: Send + 'static {
@@ -77,7 +80,9 @@ pub(crate) fn close_reason(message: &str) -> &str {
 /// Drains `outbox` into `transport` until the connection closes.
 pub(crate) async fn write_loop<T: Transport>(mut transport: T, outbox: std::sync::Arc<Outbox>, clock: ServerClock) {
     let mut keepalive = transport.keepalive_interval().map(|every| {
-        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        // The first one soon: a WebSocket ping times the round trip the room's lead needs (`room/reach.rs`).
+        let first = every.min(FIRST_KEEPALIVE);
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });

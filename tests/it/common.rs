@@ -291,3 +291,44 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// A TCP proxy on loopback that delays every byte by `one_way` in each
+/// direction (order kept; a far viewer's path without `tc netem`). Runs
+/// until the test ends.
+pub async fn delay_proxy(target: SocketAddr, one_way: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(upstream) = TcpStream::connect(target).await else { continue };
+            let (cr, cw) = client.into_split();
+            let (ur, uw) = upstream.into_split();
+            tokio::spawn(delayed(cr, uw, one_way));
+            tokio::spawn(delayed(ur, cw, one_way));
+        }
+    });
+    addr
+}
+
+/// Copies `from` to `to`, each chunk `by` after it was read.
+async fn delayed(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, by: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, chunk)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buf = vec![0; 16 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        if tx.send((tokio::time::Instant::now() + by, buf[..n].to_vec())).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}

@@ -411,6 +411,64 @@ async fn ping_pong_stamps_server_times() {
     assert!(p.server_send_us - p.server_recv_us < 1_000_000);
 }
 
+/// Reads `a` and `b` (so their pings are answered) until the room's state
+/// shows `measured` round trips; returns its `reach`.
+async fn until_measured(server: &TestServer, event: &str, a: &mut Ws, b: &mut Ws, measured: u64) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Whichever speaks first (a ping is answered as soon as it is read).
+        tokio::select! {
+            _ = next(a) => {}
+            _ = next(b) => {}
+        }
+        let (_, state) = get_json(&server.http_url(&format!("/api/live-stream/{event}/state"))).await;
+        if state["reach"]["measured"].as_u64() == Some(measured) {
+            return state["reach"].clone();
+        }
+        assert!(Instant::now() < deadline, "no round trips measured: {state}");
+    }
+}
+
+#[tokio::test]
+async fn the_lead_grows_for_a_far_viewer_so_the_play_reaches_it_in_time() {
+    let server = TestServer::start().await;
+    let clock = server.clock.unwrap();
+    // The viewer 150 ms away (each way): a round trip of 300 ms, beyond the 100 ms lead.
+    let far = delay_proxy(server.http, Duration::from_millis(150)).await;
+    let (mut host, _) = join(&server, "ev-far", "h").await;
+    let mut viewer = ws_binary(&format!("ws://{far}/api/live-stream/ev-far")).await;
+    send(&mut viewer, &hello("ev-far", "v")).await;
+    welcome(&mut viewer).await;
+    // The server times its first WebSocket pings a second after the connection opens.
+    let reach = until_measured(&server, "ev-far", &mut host, &mut viewer, 2).await;
+    let rtt = reach["rttP95Ms"].as_f64().unwrap();
+    assert!((300.0..500.0).contains(&rtt), "the far viewer's round trip: {reach}");
+    assert_eq!(reach["leadMs"].as_f64().unwrap(), rtt, "the lead is the round trip: {reach}");
+    // The host plays: the change reaches the far viewer before it takes effect.
+    send(&mut host, &command(1, Action::Play { position_ms: None })).await;
+    let c = until(&mut viewer, changed).await;
+    let now = clock.now_us();
+    assert!(c.effective_at_us > now, "the play reached the far viewer {} µs late", now - c.effective_at_us);
+    assert!(c.effective_at_us - now >= 100_000, "with time to spare: {} µs", c.effective_at_us - now);
+}
+
+#[tokio::test]
+async fn nearby_members_keep_the_configured_lead() {
+    let server = TestServer::with(|c| c.lead_max_ms = 2_000).await;
+    let (mut host, _) = join(&server, "ev-near", "h").await;
+    let (mut viewer, _) = join(&server, "ev-near", "v").await;
+    let reach = until_measured(&server, "ev-near", &mut host, &mut viewer, 2).await;
+    assert!(reach["rttP95Ms"].as_f64().unwrap() < 50.0, "loopback: {reach}");
+    assert_eq!(reach["leadMs"].as_f64().unwrap(), 100.0);
+    let (_, metrics) = get_json(&server.http_url("/metrics")).await;
+    let text = metrics.as_str().unwrap_or_default();
+    assert!(text.contains("lockstep_member_rtt_seconds_bucket{le=\"0.005\"}"), "{text}");
+    send(&mut host, &command(1, Action::Play { position_ms: None })).await;
+    let c = until(&mut viewer, changed).await;
+    let lead = c.effective_at_us - server.clock.unwrap().now_us();
+    assert!((50_000..=100_000).contains(&lead), "the configured 100 ms: {lead} µs left");
+}
+
 #[tokio::test]
 async fn health_state_404_and_empty_rooms_are_dropped() {
     let server = TestServer::with(|c| c.room_grace_ms = 100).await;

@@ -491,6 +491,25 @@ async fn ping_pong_over_datagrams_is_stamped_with_the_server_clock() {
 }
 
 #[tokio::test]
+async fn the_room_takes_each_webtransport_members_round_trip_from_quic() {
+    let server = WtServer::start().await;
+    let (_wt, _) = server.join("ev-wt-rtt", "d").await;
+    // Read half a second after the session opens, then every 5 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let reach = loop {
+        let (_, state) = get_json(&server.http_url("/api/live-stream/ev-wt-rtt/state")).await;
+        if state["reach"]["measured"] == 1 {
+            break state["reach"].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no round trip measured: {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rtt = reach["rttP95Ms"].as_f64().unwrap();
+    assert!(rtt > 0.0 && rtt < 50.0, "loopback: {reach}");
+    assert_eq!(reach["leadMs"], 100.0, "{reach}");
+}
+
+#[tokio::test]
 async fn without_the_datagrams_capability_ticks_and_pongs_come_on_the_stream() {
     let server = WtServer::start().await;
     let mut wt = Wt::open(connect(&server.url("ev-wt-nodg"), &server.hashes().await).await.unwrap()).await;

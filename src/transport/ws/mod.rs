@@ -13,12 +13,14 @@
 mod raw;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use futures_util::future::Either;
 use futures_util::stream::SplitSink;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -37,6 +39,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::Gate;
 use super::json::{self, JsonEncoder, JsonIn};
+use crate::clock::ServerClock;
 use crate::edge::ClientAddr;
 use crate::session::{self, Binary, Dialect, Encoder, Inbound, Outbox, SessionParams, Transport, Wire, write_loop};
 use crate::util::{api_error, valid_event_id};
@@ -54,8 +57,43 @@ const READ_BUFFER: usize = 512;
 /// The writer flushes after each batch, so a batch (a change and its tick,
 /// say) is one `write` syscall, not one per frame.
 const WRITE_BUFFER: usize = 16 * 1024;
-/// Interval of server WebSocket pings (they keep idle legacy clients alive).
+/// Interval of server WebSocket pings (they keep idle legacy clients alive,
+/// and time the connection's round trip for the room's lead).
 const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Times the server's pings: each carries the server time it was sent at (8
+/// bytes), and the pong that echoes the latest one gives the round trip
+/// ([`Inbound::Rtt`]). Only the answer to the latest ping counts, once: an
+/// unsolicited or replayed pong proves nothing and is only activity.
+#[derive(Debug)]
+pub(super) struct PingTimer {
+    clock: ServerClock,
+    /// When the latest unanswered ping was sent (0: none).
+    sent_us: AtomicU64,
+}
+
+impl PingTimer {
+    fn new(clock: ServerClock) -> Arc<Self> {
+        Arc::new(PingTimer { clock, sent_us: AtomicU64::new(0) })
+    }
+
+    /// The payload of a ping sent now.
+    pub(super) fn ping(&self) -> Bytes {
+        let now = self.clock.now_us();
+        self.sent_us.store(now, Ordering::Relaxed);
+        Bytes::copy_from_slice(&now.to_be_bytes())
+    }
+
+    /// The round trip a pong tells, if it answers the latest ping.
+    fn pong(&self, payload: &[u8]) -> Option<Duration> {
+        let sent = u64::from_be_bytes(payload.try_into().ok()?);
+        if sent == 0 {
+            return None;
+        }
+        self.sent_us.compare_exchange(sent, 0, Ordering::Relaxed, Ordering::Relaxed).ok()?;
+        Some(Duration::from_micros(self.clock.now_us().saturating_sub(sent)))
+    }
+}
 
 /// Query parameters of the WebSocket URL.
 #[derive(Debug, Deserialize)]
@@ -246,14 +284,14 @@ fn serve_upgraded(
     open(upgraded).then(move |opened| match opened {
         Opened::Raw(raw, ws) => {
             let (sink, stream) = ws.split();
-            Either::Left(serve_socket(ctx, stream, |outbox| {
+            Either::Left(serve_socket(ctx, stream, |outbox, pings| {
                 outbox.set_direct(raw.clone());
-                raw::RawTransport { raw, sink }
+                raw::RawTransport { raw, sink, pings }
             }))
         }
         Opened::Plain(ws) => {
             let (sink, stream) = ws.split();
-            Either::Right(serve_socket(ctx, stream, |_| WsTransport { sink }))
+            Either::Right(serve_socket(ctx, stream, |_, pings| WsTransport { sink, pings }))
         }
     })
 }
@@ -269,7 +307,7 @@ fn serve_upgraded(
 fn serve_socket<R, T>(
     ctx: Box<(Gate, SessionParams, OwnedSemaphorePermit)>,
     stream: R,
-    transport: impl FnOnce(&Outbox) -> T,
+    transport: impl FnOnce(&Outbox, Arc<PingTimer>) -> T,
 ) -> impl Future<Output = ()>
 where
     R: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Send + 'static,
@@ -282,7 +320,9 @@ where
         Dialect::Json => Arc::new(JsonEncoder::new(&params.event_id)),
     };
     let outbox = Arc::new(Outbox::with_encoder(app.session.cfg.control_queue, encoder));
-    let writer = tokio::spawn(write_loop(transport(&outbox), outbox.clone(), app.session.hub.clock()));
+    let clock = app.session.hub.clock();
+    let pings = PingTimer::new(clock);
+    let writer = tokio::spawn(write_loop(transport(&outbox, pings.clone()), outbox.clone(), clock));
     let inbound = stream.map(move |m| match m {
         Ok(Message::Binary(b)) if b.len() > MAX_FRAME => Some(Inbound::TooLarge(b.len())),
         Ok(Message::Text(t)) if t.len() > MAX_FRAME => Some(Inbound::TooLarge(t.len())),
@@ -298,7 +338,11 @@ where
                 Inbound::Invalid(ErrorCode::UnexpectedMessage, "text frames are only for the JSON dialect".into())
             }
         }),
-        Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => Some(Inbound::Activity),
+        Ok(Message::Pong(p)) => Some(match pings.pong(&p) {
+            Some(rtt) => Inbound::Rtt { rtt, heard: true },
+            None => Inbound::Activity,
+        }),
+        Ok(Message::Ping(_) | Message::Frame(_)) => Some(Inbound::Activity),
         Ok(Message::Close(_)) => None,
         Err(e) => {
             tracing::debug!(error = %e, "websocket read ended");
@@ -328,6 +372,7 @@ fn legacy(text: &str) -> Inbound {
 /// TLS): frames gathered and flushed as one write per batch.
 struct WsTransport<S> {
     sink: SplitSink<WebSocketStream<S>, Message>,
+    pings: Arc<PingTimer>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WsTransport<S> {
@@ -350,7 +395,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Transport for WsTranspo
     }
 
     async fn keepalive(&mut self) -> std::io::Result<()> {
-        self.sink.send(Message::Ping(Default::default())).await.map_err(std::io::Error::other)
+        self.sink.send(Message::Ping(self.pings.ping())).await.map_err(std::io::Error::other)
     }
 
     async fn close(&mut self, code: ErrorCode, reason: &str) {
@@ -404,5 +449,19 @@ mod tests {
         let run = future_size4(&session::run::<Inbounds>);
         eprintln!("serve_upgraded {serve} B, session::run {run} B");
         assert!(serve <= run + 256, "serve_upgraded is {serve} B, session::run {run} B");
+    }
+
+    #[test]
+    fn only_the_answer_to_the_latest_ping_times_the_round_trip_once() {
+        let t = PingTimer::new(ServerClock::new());
+        assert_eq!(t.pong(&[0; 8]), None, "no ping sent");
+        let first = t.ping();
+        std::thread::sleep(Duration::from_millis(2));
+        let latest = t.ping();
+        assert_eq!(t.pong(&first), None, "an older ping's answer");
+        assert_eq!(t.pong(b"still"), None, "not a ping of ours");
+        let rtt = t.pong(&latest).expect("the latest ping's answer");
+        assert!(rtt < Duration::from_secs(1));
+        assert_eq!(t.pong(&latest), None, "counted once");
     }
 }

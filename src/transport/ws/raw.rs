@@ -182,6 +182,7 @@ impl AsyncWrite for SharedIo {
 pub(super) struct RawTransport {
     pub(super) raw: Arc<RawSocket>,
     pub(super) sink: SplitSink<WebSocketStream<SharedIo>, Message>,
+    pub(super) pings: Arc<super::PingTimer>,
 }
 
 impl Transport for RawTransport {
@@ -198,7 +199,7 @@ impl Transport for RawTransport {
     }
 
     async fn keepalive(&mut self) -> io::Result<()> {
-        self.sink.send(Message::Ping(Bytes::new())).await.map_err(io::Error::other)
+        self.sink.send(Message::Ping(self.pings.ping())).await.map_err(io::Error::other)
     }
 
     async fn close(&mut self, code: ErrorCode, reason: &str) {
@@ -291,8 +292,11 @@ mod tests {
         let (sink, _stream) = ws.split();
         let outbox = Arc::new(Outbox::new(100_000));
         outbox.set_direct(raw.clone());
-        let writer =
-            tokio::spawn(write_loop(RawTransport { raw: raw.clone(), sink }, outbox.clone(), ServerClock::new()));
+        let writer = tokio::spawn(write_loop(
+            RawTransport { raw: raw.clone(), sink, pings: super::super::PingTimer::new(ServerClock::new()) },
+            outbox.clone(),
+            ServerClock::new(),
+        ));
         const N: u32 = 3000;
         let mut queued_at = None;
         for n in 0..N {
@@ -303,6 +307,8 @@ mod tests {
         }
         assert!(queued_at.is_some(), "the socket blocked at some point");
         let mut client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        // The writer's keep-alive pings may come between the messages.
+        let mut client = client.by_ref().filter(|m| std::future::ready(!matches!(m, Ok(Message::Ping(_)))));
         for n in 0..N {
             let Some(Ok(Message::Binary(b))) = client.next().await else { panic!("message {n} missing") };
             match decode_server(&b).unwrap() {

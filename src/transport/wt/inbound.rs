@@ -160,3 +160,19 @@ pub(super) fn activity(conn: Connection) -> impl Stream<Item = Option<Inbound>> 
         }
     })
 }
+
+/// When the connection's round trip is first read, then how often
+/// ([`Inbound::Rtt`]: QUIC's smoothed RTT, for the room's lead).
+const RTT_FIRST: Duration = Duration::from_millis(500);
+/// See [`RTT_FIRST`].
+const RTT_EVERY: Duration = Duration::from_secs(5);
+
+/// The connection's round trip now and then ([`Inbound::Rtt`], not activity:
+/// QUIC measures it from its own acknowledgements); never ends.
+pub(super) fn rtt(conn: Connection) -> impl Stream<Item = Option<Inbound>> {
+    futures_util::stream::unfold((conn, RTT_FIRST), |(conn, wait)| async move {
+        tokio::time::sleep(wait).await;
+        let rtt = conn.rtt();
+        Some((Some(Inbound::Rtt { rtt, heard: false }), (conn, RTT_EVERY)))
+    })
+}

@@ -50,7 +50,7 @@ mod outbound;
 
 pub(crate) use self::config::server_config;
 use self::config::{bind_udp, finish_config};
-use self::inbound::{activity, datagrams, frames};
+use self::inbound::{activity, datagrams, frames, rtt};
 use self::outbound::WtTransport;
 
 use super::Gate;
@@ -245,7 +245,7 @@ fn serve_session(
     let writer = tokio::spawn(write_loop(transport, outbox.clone(), app.session.hub.clock()));
     let inbound = futures_util::stream::select(
         futures_util::stream::select(datagrams(conn.clone()), frames(conn.clone(), stream_tx)),
-        activity(conn.clone()),
+        futures_util::stream::select(activity(conn.clone()), rtt(conn.clone())),
     );
     // The session ends at the first end of either channel.
     let inbound = inbound.take_while(|m| std::future::ready(m.is_some())).filter_map(std::future::ready);

@@ -1,0 +1,98 @@
+//! How far ahead play, pause and seek are scheduled for the members' network
+//! paths: a change must reach every member before it takes effect, or the
+//! members it reaches late start behind the others (and catch up alone).
+//!
+//! The transports measure each member's round trip (QUIC's smoothed RTT for
+//! WebTransport, timed WebSocket pings: server-side, so a client's clock or
+//! word is never taken) and the room keeps the latest per member. The lead
+//! of a change is the configured one (`--lead-ms`), grown to the 95th
+//! percentile of this node's members' round trips, capped at `--lead-max-ms`:
+//! a round trip is about twice the path a change takes (the other half is
+//! margin for jitter and the client's start-up pre-roll), and a few far-off
+//! members of a large room do not hold everyone else back (they hear the
+//! change late and start on the room's frame by seeking ahead). Nearby rooms
+//! keep the configured lead: the same lead as before on a LAN or loopback.
+
+use super::{MemberId, Room};
+
+/// Up to this many members the percentile is computed at every sample;
+/// beyond it at most once per [`RECOMPUTE_US`] (a 10,000-member room gets a
+/// sample every millisecond or so).
+const SMALL_ROOM: usize = 256;
+/// See [`SMALL_ROOM`].
+const RECOMPUTE_US: u64 = 1_000_000;
+/// A round trip beyond this is not believed (a stalled connection, not a path).
+pub const MAX_RTT_US: u32 = 10_000_000;
+
+/// The room's view of its members' paths.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Reach {
+    /// The 95th percentile of the members' latest round trips, µs (0: none measured).
+    p95_rtt_us: u32,
+    /// Members with a measured round trip, at the last computation.
+    measured: u32,
+    /// When the percentile is next recomputed in a large room.
+    due_at: u64,
+    /// A sample or a departure since the last computation.
+    pub(super) dirty: bool,
+}
+
+/// The members' paths as `GET …/state` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReachView {
+    /// The lead the next play, pause or seek gets, ms.
+    pub lead_ms: f64,
+    /// The 95th percentile of this node's members' round trips, ms (`None`: none measured).
+    pub rtt_p95_ms: Option<f64>,
+    /// Members with a measured round trip.
+    pub measured: u32,
+}
+
+impl Room {
+    /// Records a member's measured round trip (the latest wins).
+    pub fn member_rtt(&mut self, now: u64, id: MemberId, rtt_us: u64) {
+        self.advance(now);
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
+        m.rtt_us = Some(rtt_us.min(u64::from(MAX_RTT_US)) as u32);
+        self.reach.dirty = true;
+        self.update_reach(now);
+    }
+
+    /// Recomputes the percentile if it is stale (now in a small room, at most
+    /// once a second in a large one).
+    pub(super) fn update_reach(&mut self, now: u64) {
+        if !self.reach.dirty || (self.members.len() > SMALL_ROOM && now < self.reach.due_at) {
+            return;
+        }
+        let mut rtts: Vec<u32> = self.members.values().filter_map(|m| m.rtt_us).collect();
+        let p95 = if rtts.is_empty() {
+            0
+        } else {
+            // Nearest rank: the smallest value with at least 95 % of them at or below.
+            let i = ((0.95 * rtts.len() as f64).ceil() as usize).clamp(1, rtts.len()) - 1;
+            *rtts.select_nth_unstable(i).1
+        };
+        self.reach = Reach { p95_rtt_us: p95, measured: rtts.len() as u32, due_at: now + RECOMPUTE_US, dirty: false };
+    }
+
+    /// The lead the members' paths ask for: the configured lead, grown to
+    /// their round trips' 95th percentile, at most the configured maximum
+    /// (never below the configured lead).
+    pub(super) fn network_lead_us(&self) -> u64 {
+        let cap = self.cfg.lead_max_us.max(self.cfg.lead_us);
+        u64::from(self.reach.p95_rtt_us).clamp(self.cfg.lead_us, cap)
+    }
+
+    /// The members' paths and the lead they give (for the REST API).
+    pub fn reach_view(&self) -> ReachView {
+        let r = self.reach;
+        ReachView {
+            lead_ms: self.lead_us() as f64 / 1e3,
+            rtt_p95_ms: (r.measured > 0).then(|| f64::from(r.p95_rtt_us) / 1e3),
+            measured: r.measured,
+        }
+    }
+}
