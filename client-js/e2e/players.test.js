@@ -1,6 +1,6 @@
 // The player adapters with the real players from npm (video.js, shaka-player,
-// dash.js) and the React hook (with the real React) in Debian's Chromium (dash.js
-// and React also in Firefox ESR), against the real server: the example pages
+// dash.js) and the React hook (with the real React) in Debian's Chromium and
+// Firefox ESR, against the real server: the example pages
 // (examples/*.html) are served with node_modules from a local HTTP server on
 // 127.0.0.1, two pages per player join one room. The host's player controls
 // become room commands the viewer follows; the session's own changes to the
@@ -124,7 +124,12 @@ async function openExampleFirefox(name, ev, src) {
     const page = await browser.newPage();
     /** @type {string[]} */
     const pageErrors = [];
-    page.on('pageerror', (e) => pageErrors.push(e instanceof Error ? e.message : String(e)));
+    page.on('pageerror', (e) => {
+      const m = e instanceof Error ? e.message : String(e);
+      // Firefox reports failed resource loads here too: shaka's controls.css loads its font from fonts.gstatic.com,
+      // which a machine without the internet cannot reach (Chromium fails it quietly).
+      if (!/https:\/\/fonts\.gstatic\.com\//.test(m)) pageErrors.push(m);
+    });
     const q = new URLSearchParams({ server: env.lockstep.url, event: ev, transport: 'websocket' });
     if (src) q.set('src', src);
     await page.goto(`${env.web.url}/examples/${name}.html?${q}`);
@@ -219,31 +224,50 @@ async function scenario(name, ui, src, open = openExample) {
   }
 }
 
-test('video.js: the control bar drives the room', { timeout: 120_000 }, async () => {
-  // The control bar's play/pause button (hidden until the player is hovered: clicked as the user's click arrives).
-  const click = (/** @type {import('playwright-core').Page} */ p, /** @type {string} */ sel) => p.locator(sel).dispatchEvent('click');
-  await scenario('videojs', {
-    play: (p) => p.click('.vjs-big-play-button'),
-    pause: (p) => click(p, '.vjs-control-bar .vjs-play-control'),
-    seek: (p, t) => p.evaluate((t) => void window.lockstepExample.player.currentTime(t), t),
+/**
+ * A click on the first element `sel` matches, dispatched as the user's click arrives (in either engine).
+ * @param {{evaluate: Function}} p
+ * @param {string} sel
+ */
+const dispatchClick = (p, sel) =>
+  p.evaluate((/** @type {string} */ sel) => {
+    const e = document.querySelector(sel);
+    if (!e) throw new Error(`no ${sel} on the page`);
+    e.dispatchEvent(new MouseEvent('click', { bubbles: true, cancelable: true, composed: true }));
+  }, sel);
+
+// The control bar's play/pause button (hidden until the player is hovered: clicked as the user's click arrives);
+// the big play button clicked by the mouse.
+const VIDEOJS_UI = {
+  play: (p) => p.click('.vjs-big-play-button'),
+  pause: (p) => dispatchClick(p, '.vjs-control-bar .vjs-play-control'),
+  seek: (p, t) => p.evaluate((t) => void window.lockstepExample.player.currentTime(t), t),
+};
+
+// Shaka's play/pause button: it acts only while the controls show (after the mouse moved over the video).
+const shakaButton = async (p) => {
+  const box = await p.evaluate(() => {
+    const r = /** @type {HTMLElement} */ (document.querySelector('#container')).getBoundingClientRect();
+    return { x: r.x, y: r.y, width: r.width, height: r.height };
   });
+  await p.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+  await p.mouse.move(box.x + box.width / 2 + 5, box.y + box.height / 2 + 5);
+  await p.waitForFunction(() => window.lockstepExample.ui.getControls().isOpaque(), null, { timeout: 5000 });
+  await dispatchClick(p, '#container .shaka-play-button');
+};
+const SHAKA_UI = {
+  play: shakaButton,
+  pause: shakaButton,
+  // Shaka has no seek API: its seek bar, like any page, sets the element's currentTime.
+  seek: (p, t) => p.evaluate((t) => void (window.lockstepExample.video.currentTime = t), t),
+};
+
+test('video.js: the control bar drives the room', { timeout: 120_000 }, async () => {
+  await scenario('videojs', VIDEOJS_UI);
 });
 
 test('shaka-player: its UI drives the room', { timeout: 120_000 }, async () => {
-  // Shaka's play/pause button: it acts only while the controls show (after the mouse moved over the video).
-  const button = async (/** @type {import('playwright-core').Page} */ p) => {
-    const box = /** @type {{x: number, y: number, width: number, height: number}} */ (await p.locator('#container').boundingBox());
-    await p.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
-    await p.mouse.move(box.x + box.width / 2 + 5, box.y + box.height / 2 + 5);
-    await p.waitForFunction(() => window.lockstepExample.ui.getControls().isOpaque(), null, { timeout: 5000 });
-    await p.locator('#container .shaka-play-button').first().dispatchEvent('click');
-  };
-  await scenario('shaka', {
-    play: button,
-    pause: button,
-    // Shaka has no seek API: its seek bar, like any page, sets the element's currentTime.
-    seek: (p, t) => p.evaluate((t) => void (window.lockstepExample.video.currentTime = t), t),
-  }, '/media/manifest.mpd');
+  await scenario('shaka', SHAKA_UI, '/media/manifest.mpd');
 });
 
 const DASHJS_API = {
@@ -267,8 +291,15 @@ test('React: useLockstep with a <video controls>, its controls driving the room'
   await scenario('react', NATIVE_CONTROLS);
 });
 
-// The same in Firefox ESR (the adapters whose controls are an API or the element's own; video.js's and shaka's
-// control bars are clicked through Playwright in Chromium above).
+// The same in Firefox ESR.
+test('video.js in Firefox: the control bar drives the room', { timeout: 120_000 }, async () => {
+  await scenario('videojs', VIDEOJS_UI, undefined, openExampleFirefox);
+});
+
+test('shaka-player in Firefox: its UI drives the room', { timeout: 120_000 }, async () => {
+  await scenario('shaka', SHAKA_UI, '/media/manifest.mpd', openExampleFirefox);
+});
+
 test('dash.js in Firefox: the player API drives the room', { timeout: 120_000 }, async () => {
   await scenario('dashjs', DASHJS_API, '/media/manifest.mpd', openExampleFirefox);
 });

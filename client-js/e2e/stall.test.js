@@ -1,5 +1,6 @@
 // A media stall: the page's video requests are answered (by the real server,
-// through Playwright routing) only up to about 10 s of media; the requests
+// through Playwright routing in Chromium, puppeteer's request interception in
+// Firefox) only up to about 10 s of media; the requests
 // beyond are held. The page must report buffering, the room must wait for it
 // and give up after --buffering-wait-max-ms, nobody may fight with seeks, and
 // once the media flows again the page catches up.
@@ -35,7 +36,7 @@ const env = useLockstep(['--buffering-wait-max-ms', String(WAIT_MAX_MS)]);
  */
 function mediaGate(cap) {
   let holding = true;
-  /** @type {import('playwright-core').Route[]} */
+  /** @type {(() => Promise<unknown>)[]} the held requests' continuations */
   const held = [];
   /** @type {string[]} */
   const ranges = [];
@@ -53,7 +54,7 @@ function mediaGate(cap) {
         const m = /^bytes=(\d+)-(\d*)$/.exec(range);
         const first = m ? Number(m[1]) : 0;
         if (first >= cap) {
-          held.push(route);
+          held.push(() => route.fallback());
           return;
         }
         const last = Math.min(m && m[2] ? Number(m[2]) : Infinity, cap - 1);
@@ -62,84 +63,117 @@ function mediaGate(cap) {
         await route.fulfill({ response });
       });
     },
+    /**
+     * The same for a Firefox page (puppeteer's request interception, `openFirefoxWatch`'s `intercept`): true
+     * when it took the request.
+     * @param {import('puppeteer-core').HTTPRequest} req
+     */
+    intercept(req) {
+      if (!new URL(req.url()).pathname.endsWith('/demo/video.webm')) return false;
+      const range = req.headers().range ?? '';
+      ranges.push(range);
+      if (!holding) return false;
+      const m = /^bytes=(\d+)-(\d*)$/.exec(range);
+      const first = m ? Number(m[1]) : 0;
+      if (first >= cap) {
+        held.push(() => req.continue());
+        return true;
+      }
+      const last = Math.min(m && m[2] ? Number(m[2]) : Infinity, cap - 1);
+      // The real server answers the shortened range (206).
+      void req.continue({ headers: { ...req.headers(), range: `bytes=${first}-${last}` } }).catch(() => {});
+      return true;
+    },
     async release() {
       holding = false;
-      for (const r of held.splice(0)) await r.fallback().catch(() => {}); // the browser may have given up on it
+      for (const go of held.splice(0)) await go().catch(() => {}); // the browser may have given up on it
     },
   };
 }
 
-test('a stalled page reports buffering; the room waits, gives up as configured, nobody fights; the page catches up', { timeout: 120_000 }, async (t) => {
-  const ev = eventId('stall');
-  const size = statSync(VIDEO_PATH).size;
-  const gate = mediaGate(Math.round((size * 10) / 120)); // ~10 s of a 120 s video at a nearly constant bitrate
-  const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
-  const stalled = await openWatch(env.browser, `${env.server.url}/watch/${ev}`, { setup: (p) => gate.install(p) });
+for (const engine of /** @type {const} */ (['chromium', 'firefox'])) {
+  const which = engine === 'firefox' ? ' (a Firefox page stalls, the host in Chromium)' : '';
+  test(`a stalled page reports buffering; the room waits, gives up as configured, nobody fights; the page catches up${which}`, { timeout: 120_000 }, async (t) => {
+    const ev = eventId(`stall-${engine}`);
+    const size = statSync(VIDEO_PATH).size;
+    const gate = mediaGate(Math.round((size * 10) / 120)); // ~10 s of a 120 s video at a nearly constant bitrate
+    const host = await openWatch(env.browser, `${env.server.url}/watch/${ev}`);
+    const url = `${env.server.url}/watch/${ev}`;
+    /** @type {any} */
+    const stalled =
+      engine === 'firefox'
+        ? await openFirefoxWatch(url, { intercept: (req) => gate.intercept(req), timeoutMs: 30_000 })
+        : await openWatch(env.browser, url, { setup: (p) => gate.install(p) });
+    try {
 
-  await host.click('#play');
-  // The page plays its ~10 s, then runs dry and reports it; the room waits.
-  const waiting = await waitUntil(async () => {
-    const st = await roomState(env.server.url, ev);
-    return st?.bufferingWait ? st : null;
-  }, { what: 'the room to wait for the stalled page', timeoutMs: 40_000 });
-  assert.equal((waiting.pending?.timeline ?? waiting.timeline).paused, true, 'the room pauses while it waits');
-  assert.equal((waiting.pending ?? {}).reason ?? 'buffering-wait', 'buffering-wait');
-  const atWait = await probe(stalled);
-  assert.equal(atWait.buffering, true, 'the page says it is buffering');
-  assert.ok(atWait.pos > 5 && atWait.pos < 15, `stalled at ${atWait.pos}`);
-  assert.ok(gate.held >= 1, 'a media request is held');
-  // The state names who the room waits for and why; the host page shows it (text from the state API).
-  assert.deepEqual(waiting.suspended.map((/** @type {any} */ m) => m.reason), ['buffering'], JSON.stringify(waiting.suspended));
-  await waitFor(host, () => /\(buffering\)$/.test(document.getElementById('waiting')?.textContent ?? ''), null, {
-    what: 'the host page to show whom the room waits for',
+      await host.click('#play');
+      // The page plays its ~10 s, then runs dry and reports it; the room waits.
+      const waiting = await waitUntil(async () => {
+        const st = await roomState(env.server.url, ev);
+        return st?.bufferingWait ? st : null;
+      }, { what: 'the room to wait for the stalled page', timeoutMs: 40_000 });
+      assert.equal((waiting.pending?.timeline ?? waiting.timeline).paused, true, 'the room pauses while it waits');
+      assert.equal((waiting.pending ?? {}).reason ?? 'buffering-wait', 'buffering-wait');
+      const atWait = await probe(stalled);
+      assert.equal(atWait.buffering, true, 'the page says it is buffering');
+      assert.ok(atWait.pos > 5 && atWait.pos < 15, `stalled at ${atWait.pos}`);
+      assert.ok(gate.held >= 1, 'a media request is held');
+      // The state names who the room waits for and why; the host page shows it (text from the state API).
+      assert.deepEqual(waiting.suspended.map((/** @type {any} */ m) => m.reason), ['buffering'], JSON.stringify(waiting.suspended));
+      await waitFor(host, () => /\(buffering\)$/.test(document.getElementById('waiting')?.textContent ?? ''), null, {
+        what: 'the host page to show whom the room waits for',
+      });
+
+      // The wait gives up after WAIT_MAX_MS: the room plays again without the page.
+      await waitUntil(async () => {
+        const st = await roomState(env.server.url, ev);
+        return st && !st.bufferingWait && !st.timeline.paused;
+      }, { what: 'the room to give up waiting', timeoutMs: WAIT_MAX_MS + 5000 });
+      await waitFor(host, () => !lockstepDemo.video.paused, null, { what: 'the host to play again' });
+      const events = await host.evaluate(() => lockstepDemo.events.filter((e) => e.reason === 'buffering-wait' || e.reason === 'resume'));
+      const wait = events.find((e) => e.reason === 'buffering-wait');
+      const resume = events.find((e) => e.reason === 'resume');
+      assert.ok(wait && resume, `wait and resume seen by the host: ${JSON.stringify(events)}`);
+      assert.equal(resume.by, 0, 'the server resumed the room');
+      const waitedMs = (resume.effectiveAtUs - wait.effectiveAtUs) / 1000;
+      assert.ok(waitedMs >= WAIT_MAX_MS - 50 && waitedMs <= WAIT_MAX_MS + 600, `the room waited ${waitedMs} ms`);
+      // The page is still stalled: it was not a recovery that ended the wait.
+      const stillStalled = await probe(stalled);
+      assert.equal(stillStalled.buffering, true);
+
+      // Two seconds of the room playing on without it: one wait only, no stutter.
+      const hostPos = (await probe(host)).pos;
+      await waitFor(host, (p) => lockstepDemo.video.currentTime > p + 2, hostPos, { what: 'the host to play 2 s more' });
+      const waits = await host.evaluate(() => new Set(lockstepDemo.events.filter((e) => e.reason === 'buffering-wait').map((e) => e.epoch)).size);
+      assert.equal(waits, 1, 'the room waited once (the page is in its cool-down)');
+      assert.equal((await probe(stalled)).buffering, true);
+
+      // The media flows again: the page catches up and stays.
+      const releasedAt = Date.now();
+      await gate.release();
+      await waitSteady([host, stalled], { timeoutMs: 20_000 });
+      const catchUpMs = Date.now() - releasedAt;
+      const skews = await sampleSkew(host, stalled, { n: 100 });
+      const s = summarize(skews);
+      const [h, p] = await Promise.all([probe(host), probe(stalled)]);
+      record(t, engine === 'firefox' ? 'stall-firefox' : 'stall', {
+        waitedMs,
+        catchUpMs,
+        seeks: { host: h.seeks, stalled: p.seeks },
+        rateChanges: { host: h.rateChanges, stalled: p.rateChanges },
+        ranges: gate.ranges,
+        afterCatchUp: s,
+      });
+      // No seek fights: the host never seeks, the stalled page once to catch up (and at most one more).
+      assert.equal(h.seeks, 0, 'the host never corrected by seeking');
+      assert.ok(p.seeks <= 2, `the stalled page seeked ${p.seeks} times`);
+      assert.ok(s.p95Ms < 100, `p95 skew after catching up ${s.p95Ms} ms`);
+      assert.deepEqual([...host.pageErrors, ...stalled.pageErrors], []);
+    } finally {
+      await closeFirefox([stalled]);
+    }
   });
-
-  // The wait gives up after WAIT_MAX_MS: the room plays again without the page.
-  await waitUntil(async () => {
-    const st = await roomState(env.server.url, ev);
-    return st && !st.bufferingWait && !st.timeline.paused;
-  }, { what: 'the room to give up waiting', timeoutMs: WAIT_MAX_MS + 5000 });
-  await waitFor(host, () => !lockstepDemo.video.paused, null, { what: 'the host to play again' });
-  const events = await host.evaluate(() => lockstepDemo.events.filter((e) => e.reason === 'buffering-wait' || e.reason === 'resume'));
-  const wait = events.find((e) => e.reason === 'buffering-wait');
-  const resume = events.find((e) => e.reason === 'resume');
-  assert.ok(wait && resume, `wait and resume seen by the host: ${JSON.stringify(events)}`);
-  assert.equal(resume.by, 0, 'the server resumed the room');
-  const waitedMs = (resume.effectiveAtUs - wait.effectiveAtUs) / 1000;
-  assert.ok(waitedMs >= WAIT_MAX_MS - 50 && waitedMs <= WAIT_MAX_MS + 600, `the room waited ${waitedMs} ms`);
-  // The page is still stalled: it was not a recovery that ended the wait.
-  const stillStalled = await probe(stalled);
-  assert.equal(stillStalled.buffering, true);
-
-  // Two seconds of the room playing on without it: one wait only, no stutter.
-  const hostPos = (await probe(host)).pos;
-  await waitFor(host, (p) => lockstepDemo.video.currentTime > p + 2, hostPos, { what: 'the host to play 2 s more' });
-  const waits = await host.evaluate(() => new Set(lockstepDemo.events.filter((e) => e.reason === 'buffering-wait').map((e) => e.epoch)).size);
-  assert.equal(waits, 1, 'the room waited once (the page is in its cool-down)');
-  assert.equal((await probe(stalled)).buffering, true);
-
-  // The media flows again: the page catches up and stays.
-  const releasedAt = Date.now();
-  await gate.release();
-  await waitSteady([host, stalled], { timeoutMs: 20_000 });
-  const catchUpMs = Date.now() - releasedAt;
-  const skews = await sampleSkew(host, stalled, { n: 100 });
-  const s = summarize(skews);
-  const [h, p] = await Promise.all([probe(host), probe(stalled)]);
-  record(t, 'stall', {
-    waitedMs,
-    catchUpMs,
-    seeks: { host: h.seeks, stalled: p.seeks },
-    rateChanges: { host: h.rateChanges, stalled: p.rateChanges },
-    ranges: gate.ranges,
-    afterCatchUp: s,
-  });
-  // No seek fights: the host never seeks, the stalled page once to catch up (and at most one more).
-  assert.equal(h.seeks, 0, 'the host never corrected by seeking');
-  assert.ok(p.seeks <= 2, `the stalled page seeked ${p.seeks} times`);
-  assert.ok(s.p95Ms < 100, `p95 skew after catching up ${s.p95Ms} ms`);
-  assert.deepEqual([...host.pageErrors, ...stalled.pageErrors], []);
-});
+}
 
 /**
  * A viewer page of the given engine (its own headless Firefox, or a page of the shared Chromium).

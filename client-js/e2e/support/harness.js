@@ -191,6 +191,10 @@ export function firefoxPage(browser, page) {
     waitForFunction: (fn, arg, o = {}) => page.waitForFunction(/** @type {any} */ (fn), { polling: o.polling ?? 50, timeout: o.timeout ?? 15_000 }, arg),
     /** @param {string} sel */
     click: (sel) => page.click(sel),
+    mouse: {
+      /** @param {number} x @param {number} y */
+      move: (x, y) => page.mouse.move(x, y),
+    },
     /** Replaces the field's text, typed as a user would. @param {string} sel @param {string} text */
     fill: async (sel, text) => {
       await page.$eval(sel, (e) => {
@@ -222,8 +226,10 @@ export function firefoxPage(browser, page) {
  * Opens the watch page in its own headless Firefox (its own profile: another
  * user and device), the client's modules served from this working tree by
  * request interception, and waits until it has joined its room.
+ * `intercept`: sees every request first and answers true when it took it
+ * (continued, answered or held it).
  * @param {string} url
- * @param {{noWebTransport?: boolean, timeoutMs?: number}} [o]
+ * @param {{noWebTransport?: boolean, timeoutMs?: number, intercept?: (req: import('puppeteer-core').HTTPRequest) => boolean}} [o]
  */
 export async function openFirefoxWatch(url, o = {}) {
   const browser = await launchFirefox();
@@ -232,10 +238,12 @@ export async function openFirefoxWatch(url, o = {}) {
     /** @type {string[]} */
     const pageErrors = [];
     page.on('pageerror', (e) => pageErrors.push(e instanceof Error ? e.message : String(e)));
-    if (process.env.LOCKSTEP_E2E_EMBEDDED_CLIENT !== '1') {
+    const modules = process.env.LOCKSTEP_E2E_EMBEDDED_CLIENT !== '1';
+    if (modules || o.intercept) {
       await page.setRequestInterception(true);
       page.on('request', (req) => {
-        const body = clientModule(new URL(req.url()).pathname);
+        if (o.intercept?.(req)) return;
+        const body = modules ? clientModule(new URL(req.url()).pathname) : null;
         if (body === null) return void req.continue();
         void req.respond({ status: 200, contentType: 'text/javascript; charset=utf-8', headers: { 'cache-control': 'no-store' }, body });
       });
