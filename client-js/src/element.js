@@ -125,10 +125,6 @@ export class ElementController {
       });
     }
     on('pause', () => this.#setElementBuffering(false));
-    // Once paused, at once (not at the next control tick): an element's position settles when it pauses (Chromium's
-    // moves to where its pipeline stopped, Firefox's stays on its last whole frame), and a paused room's elements are
-    // put on its position exactly.
-    on('pause', () => this.#timers.set('paused', 0, step));
     for (const t of ['seeking', 'seeked', 'loadedmetadata', 'play']) on(t, step);
     on('emptied', () => {
       this.#endProbe(el);
@@ -184,7 +180,6 @@ export class ElementController {
     this.#timers.clear('report');
     this.#timers.clear('buffering');
     this.#timers.clear('wake');
-    this.#timers.clear('paused');
     this.#el = null;
     this.#adapter = null;
     if (this.#reportedBuffering) {

@@ -43,8 +43,6 @@ export { LockstepError };
  * message on the reliable channel told it first, ms.
  */
 const LIVE_CONFIRM_MS = 1000;
-/** A change further ahead than this (a day) is not waited for by timer: the control loop steps it. */
-const MAX_TIMER_MS = 86_400_000;
 
 /**
  * Connects to a room. Resolves with the session once joined (Welcome
@@ -818,15 +816,9 @@ export class Session {
         }
         this.#announce(ev);
         if (r === 'pending') {
-          // Step exactly when it takes effect, so play and pause start on time (a timer that fires before the
-          // room's clock gets there, as whole-millisecond timers may, waits out the rest).
+          // Step exactly when it takes effect, so play and pause start on time.
           const inMs = (this.#clock.toClientUs(m.effectiveAtUs) - this.#nowUs()) / 1000;
-          const effective = () => {
-            const leftMs = (Number(m.effectiveAtUs) - this.#clock.serverNowUs()) / 1000;
-            if (leftMs > 0 && leftMs < MAX_TIMER_MS) this.#timers.set('effective', Math.max(1, leftMs), effective);
-            else this.#element.step();
-          };
-          this.#timers.set('effective', inMs, effective);
+          this.#timers.set('effective', inMs, () => this.#element.step());
           // A play starts one learned start-up latency early (pre-roll, see drift.js); with less time left than
           // that, at once (the controller starts it now, or seeks ahead when it would start late).
           const lead = this.#element.startLatencyMs;
