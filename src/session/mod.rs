@@ -174,6 +174,7 @@ where
         joined: None,
         joining: None,
         last_touch: Instant::now(),
+        early_rtt: None,
         strikes: 0,
         window_start: Instant::now(),
         window_drops: 0,
@@ -204,6 +205,8 @@ struct Session {
     /// Boxed: a join's state is large and lives only while it runs.
     joining: Option<Joining>,
     last_touch: Instant,
+    /// The transport's latest round trip, measured before the join completed (handed to the room with it).
+    early_rtt: Option<Duration>,
     strikes: u32,
     window_start: Instant,
     window_drops: u32,
@@ -237,7 +240,12 @@ impl Session {
                 done = async { self.joining.as_mut().expect("guarded").await }, if self.joining.is_some() => {
                     self.joining = None;
                     match done {
-                        Ok(joined) => self.joined = Some(joined),
+                        Ok(joined) => {
+                            if let Some(rtt) = self.early_rtt.take() {
+                                joined.room.rtt(joined.member, rtt);
+                            }
+                            self.joined = Some(joined);
+                        }
                         Err((code, message)) => self.fail(code, message, 0),
                     }
                 }
@@ -261,8 +269,10 @@ impl Session {
             Inbound::Activity => return,
             // The transport's own measurement: not the client's traffic.
             Inbound::Rtt { rtt, .. } => {
-                if let Some(j) = &self.joined {
-                    j.room.rtt(j.member, rtt);
+                match &self.joined {
+                    Some(j) => j.room.rtt(j.member, rtt),
+                    // A far client's first reading may come before its Welcome: kept for the join.
+                    None => self.early_rtt = Some(rtt),
                 }
                 return;
             }

@@ -453,6 +453,26 @@ async fn the_lead_grows_for_a_far_viewer_so_the_play_reaches_it_in_time() {
 }
 
 #[tokio::test]
+async fn a_round_trip_measured_before_the_join_counts_from_the_join_on() {
+    let server = TestServer::start().await;
+    let mut ws = ws_binary(&server.ws_url("ev-early")).await;
+    // The server's first ping comes a second after the connection opens; reading answers it.
+    let _ = tokio::time::timeout(Duration::from_millis(1_500), next(&mut ws)).await;
+    send(&mut ws, &hello("ev-early", "d")).await;
+    welcome(&mut ws).await;
+    // Measured now, not at the next ping (15 s on).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, state) = get_json(&server.http_url("/api/live-stream/ev-early/state")).await;
+        if state["reach"]["measured"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the early round trip was lost: {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn nearby_members_keep_the_configured_lead() {
     let server = TestServer::with(|c| c.lead_max_ms = 2_000).await;
     let (mut host, _) = join(&server, "ev-near", "h").await;
