@@ -40,6 +40,20 @@ function mediaGate(cap) {
   const held = [];
   /** @type {string[]} */
   const ranges = [];
+  /**
+   * What a video request with `range` gets: through as it is (null), held, or its range cut at `cap` (the real
+   * server answers the shortened range, 206).
+   * @param {string} range
+   * @returns {null | 'hold' | string}
+   */
+  const decide = (range) => {
+    ranges.push(range);
+    if (!holding) return null;
+    const m = /^bytes=(\d+)-(\d*)$/.exec(range);
+    const first = m ? Number(m[1]) : 0;
+    if (first >= cap) return 'hold';
+    return `bytes=${first}-${Math.min(m && m[2] ? Number(m[2]) : Infinity, cap - 1)}`;
+  };
   return {
     ranges,
     get held() {
@@ -48,18 +62,10 @@ function mediaGate(cap) {
     /** @param {import('playwright-core').Page} page */
     async install(page) {
       await page.route('**/demo/video.webm', async (route) => {
-        const range = route.request().headers().range ?? '';
-        ranges.push(range);
-        if (!holding) return route.fallback();
-        const m = /^bytes=(\d+)-(\d*)$/.exec(range);
-        const first = m ? Number(m[1]) : 0;
-        if (first >= cap) {
-          held.push(() => route.fallback());
-          return;
-        }
-        const last = Math.min(m && m[2] ? Number(m[2]) : Infinity, cap - 1);
-        // The real server answers the shortened range (206).
-        const response = await route.fetch({ headers: { ...route.request().headers(), range: `bytes=${first}-${last}` } });
+        const range = decide(route.request().headers().range ?? '');
+        if (range === null) return route.fallback();
+        if (range === 'hold') return void held.push(() => route.fallback());
+        const response = await route.fetch({ headers: { ...route.request().headers(), range } });
         await route.fulfill({ response });
       });
     },
@@ -70,18 +76,10 @@ function mediaGate(cap) {
      */
     intercept(req) {
       if (!new URL(req.url()).pathname.endsWith('/demo/video.webm')) return false;
-      const range = req.headers().range ?? '';
-      ranges.push(range);
-      if (!holding) return false;
-      const m = /^bytes=(\d+)-(\d*)$/.exec(range);
-      const first = m ? Number(m[1]) : 0;
-      if (first >= cap) {
-        held.push(() => req.continue());
-        return true;
-      }
-      const last = Math.min(m && m[2] ? Number(m[2]) : Infinity, cap - 1);
-      // The real server answers the shortened range (206).
-      void req.continue({ headers: { ...req.headers(), range: `bytes=${first}-${last}` } }).catch(() => {});
+      const range = decide(req.headers().range ?? '');
+      if (range === null) return false;
+      if (range === 'hold') held.push(() => req.continue());
+      else void req.continue({ headers: { ...req.headers(), range } }).catch(() => {});
       return true;
     },
     async release() {

@@ -153,8 +153,7 @@ impl Room {
         };
         self.datagram_members -= u32::from(m.datagrams);
         if m.rtt_us.is_some() {
-            self.reach.dirty = true;
-            self.update_reach(now);
+            self.reach_changed(now);
         }
         self.drop_held(id);
         self.share(|| Shared::Left { id });

@@ -57,7 +57,7 @@ pub use chat::{ChatLoad, ChatOp, ChatRecord};
 pub use live::{ClockRequest, ClockSetting, LiveLatency, LiveView, NeedCounts, origin_for};
 pub use media::MediaState;
 pub use quality::{OUT_OF_SYNC_US, SyncQuality};
-pub use reach::{MAX_RTT_US, ReachView};
+pub use reach::ReachView;
 pub use reactions::{REACTION_WINDOW_US, Reacted};
 pub use shared::Shared;
 

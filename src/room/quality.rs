@@ -47,6 +47,12 @@ pub struct SyncQuality {
     pub out_of_sync_ms: f64,
 }
 
+/// The index of the nearest-rank `q` quantile among `len` sorted values: the
+/// smallest value with at least `q` of them at or below it (0 when `len` is 0).
+pub(super) fn nearest_rank(len: usize, q: f64) -> usize {
+    ((q * len as f64).ceil() as usize).clamp(1, len.max(1)) - 1
+}
+
 impl Room {
     /// Records a member's measured drift (the latest wins).
     pub fn sync_report(&mut self, now: u64, id: MemberId, report: SyncReport) {
@@ -68,11 +74,7 @@ impl Room {
             .map(|d| d.drift_us.unsigned_abs())
             .collect();
         abs.sort_unstable();
-        // Nearest rank: the smallest value with at least q of them at or below.
-        let rank = |q: f64| {
-            let i = ((q * abs.len() as f64).ceil() as usize).clamp(1, abs.len().max(1)) - 1;
-            abs.get(i).map(|&us| f64::from(us) / 1e3)
-        };
+        let rank = |q: f64| abs.get(nearest_rank(abs.len(), q)).map(|&us| f64::from(us) / 1e3);
         SyncQuality {
             reporting: abs.len() as u32,
             p50_ms: rank(0.5),

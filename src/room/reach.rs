@@ -1,5 +1,5 @@
-//! How far ahead play, pause and seek are scheduled for the members' network
-//! paths: a change must reach every member before it takes effect, or the
+//! How far ahead play and pause (and the room's other scheduled changes) are
+//! scheduled for the members' network paths: a change must reach every member before it takes effect, or the
 //! members it reaches late start behind the others (and catch up alone).
 //!
 //! The transports measure each member's round trip (QUIC's smoothed RTT for
@@ -13,6 +13,7 @@
 //! change late and start on the room's frame by seeking ahead). Nearby rooms
 //! keep the configured lead: the same lead as before on a LAN or loopback.
 
+use super::quality::nearest_rank;
 use super::{MemberId, Room};
 
 /// Up to this many members the percentile is computed at every sample;
@@ -22,7 +23,7 @@ const SMALL_ROOM: usize = 256;
 /// See [`SMALL_ROOM`].
 const RECOMPUTE_US: u64 = 1_000_000;
 /// A round trip beyond this is not believed (a stalled connection, not a path).
-pub const MAX_RTT_US: u32 = 10_000_000;
+const MAX_RTT_US: u32 = 10_000_000;
 
 /// The room's view of its members' paths.
 #[derive(Debug, Clone, Copy, Default)]
@@ -34,14 +35,14 @@ pub(super) struct Reach {
     /// When the percentile is next recomputed in a large room.
     due_at: u64,
     /// A sample or a departure since the last computation.
-    pub(super) dirty: bool,
+    dirty: bool,
 }
 
 /// The members' paths as `GET …/state` shows them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReachView {
-    /// The lead the next play, pause or seek gets, ms.
+    /// The lead the next play or pause gets, ms.
     pub lead_ms: f64,
     /// The 95th percentile of this node's members' round trips, ms (`None`: none measured).
     pub rtt_p95_ms: Option<f64>,
@@ -57,24 +58,23 @@ impl Room {
             return;
         };
         m.rtt_us = Some(rtt_us.min(u64::from(MAX_RTT_US)) as u32);
+        self.reach_changed(now);
+    }
+
+    /// A member's round trip came or went: recomputes the percentile now in a
+    /// small room, at most once a second in a large one.
+    pub(super) fn reach_changed(&mut self, now: u64) {
         self.reach.dirty = true;
         self.update_reach(now);
     }
 
-    /// Recomputes the percentile if it is stale (now in a small room, at most
-    /// once a second in a large one).
-    pub(super) fn update_reach(&mut self, now: u64) {
+    fn update_reach(&mut self, now: u64) {
         if !self.reach.dirty || (self.members.len() > SMALL_ROOM && now < self.reach.due_at) {
             return;
         }
         let mut rtts: Vec<u32> = self.members.values().filter_map(|m| m.rtt_us).collect();
-        let p95 = if rtts.is_empty() {
-            0
-        } else {
-            // Nearest rank: the smallest value with at least 95 % of them at or below.
-            let i = ((0.95 * rtts.len() as f64).ceil() as usize).clamp(1, rtts.len()) - 1;
-            *rtts.select_nth_unstable(i).1
-        };
+        let i = nearest_rank(rtts.len(), 0.95);
+        let p95 = if rtts.is_empty() { 0 } else { *rtts.select_nth_unstable(i).1 };
         self.reach = Reach { p95_rtt_us: p95, measured: rtts.len() as u32, due_at: now + RECOMPUTE_US, dirty: false };
     }
 
