@@ -38,6 +38,9 @@ pub(crate) enum Remote {
     Viewers(u32),
     /// Scale-out: a live room's members' needs on other nodes (auto latency).
     Needs(NeedCounts),
+    /// Scale-out: the round trips of the room's members on other nodes
+    /// (whole ms, members), for the lead.
+    Reach(NeedCounts),
     /// Scale-out: the authority is reachable again; reload.
     Resync,
     /// Scale-out: membership and control changes of another node, in order.
@@ -177,6 +180,10 @@ pub(crate) trait Authority: Send + Sync + std::fmt::Debug {
 
     /// Scale-out: a live room's members' needs on this node (auto latency).
     fn set_local_needs(&self, _room: &Arc<str>, _needs: NeedCounts) {}
+
+    /// Scale-out: the round trips of the room's members on this node (whole
+    /// ms, members), for the other nodes' lead.
+    fn set_local_reach(&self, _room: &Arc<str>, _reach: NeedCounts) {}
 
     /// Whether this authority shares rooms with other nodes (members are then
     /// announced and ids come from a block).

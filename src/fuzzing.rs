@@ -206,6 +206,9 @@ pub fn room_ops(data: &[u8]) {
                 if v % 3 == 0 {
                     // A round trip as a transport measured it (any value: the room caps it).
                     room.member_rtt(now, id, u64::from(v) * 7);
+                } else if v % 3 == 1 && v & 4 != 0 {
+                    // Scale-out: the other nodes' round trips (any pairs: a node's share is not trusted to be sorted or bounded).
+                    room.set_remote_reach(now, vec![(v >> 16, v & 0xff), (v & 0xffff, v >> 24), (u32::MAX, v >> 20)]);
                 } else {
                     room.sync_report(now, id, SyncReport { epoch: room.epoch(), drift_us: v as i32 });
                 }
@@ -302,7 +305,9 @@ fn check(
             "a lead beyond its bounds: {:?}",
             state.reach
         );
-        assert!(state.reach.measured as usize <= members.len());
+        // Of those measured, the ones here are members here.
+        assert!(state.reach.remote <= state.reach.measured, "{:?}", state.reach);
+        assert!((state.reach.measured - state.reach.remote) as usize <= members.len(), "{:?}", state.reach);
     }
     let t = room.timeline();
     assert!(t.position_ms <= MAX_POSITION_MS);

@@ -127,7 +127,10 @@ impl Authority for Cluster {
         if first {
             let mut rooms = self.rooms();
             let count = rooms.get(room).map_or(0, |l| l.count);
-            rooms.insert(room.clone(), Local { sink: Some(Arc::downgrade(&sink)), count, needs: None });
+            rooms.insert(
+                room.clone(),
+                Local { sink: Some(Arc::downgrade(&sink)), count, needs: None, reach: Vec::new() },
+            );
         }
         let (cluster, room) = (self.clone(), room.clone());
         tokio::spawn(async move {
@@ -141,7 +144,7 @@ impl Authority for Cluster {
             && l.sink().is_none_or(|s| Arc::ptr_eq(&s, sink))
         {
             // Its count goes to 0 at the next heartbeat.
-            *l = Local { sink: None, count: 0, needs: None };
+            *l = Local { sink: None, count: 0, needs: None, reach: Vec::new() };
         }
     }
 
@@ -196,6 +199,12 @@ impl Authority for Cluster {
     fn set_local_needs(&self, room: &Arc<str>, needs: NeedCounts) {
         if let Some(l) = self.rooms().get_mut(room) {
             l.needs = Some(needs);
+        }
+    }
+
+    fn set_local_reach(&self, room: &Arc<str>, reach: NeedCounts) {
+        if let Some(l) = self.rooms().get_mut(room) {
+            l.reach = reach;
         }
     }
 

@@ -27,6 +27,10 @@
 //!   heartbeat keeps a served room's keys alive: they expire
 //!   [`ROOM_KEY_TTL`] after the last node stopped serving the room. A node's
 //!   heartbeat costs O(rooms it serves), never O(all rooms).
+//! - **Round trips** ([`reach`]): the same script writes the node's members'
+//!   round trips of the room (`lockstep:reach:{room}`) and returns the other
+//!   nodes' fresh ones, so every node schedules play and pause far enough
+//!   ahead for the room's members on every node.
 //! - **Members, roles, policy** ([`presence`]): each node keeps its members of
 //!   a room in `lockstep:members:{room}:{node}` (expires with the node's
 //!   heartbeat) and publishes joins, leaves, role and policy changes on
@@ -45,6 +49,7 @@
 mod authority;
 mod needs;
 mod presence;
+mod reach;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,8 +103,9 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// A served room at a heartbeat: its id, local count and sink.
-type Served = (Arc<str>, u32, Option<Arc<dyn RemoteSink>>);
+/// A served room at a heartbeat: its id, local count, its members' round
+/// trips ([`reach::encode`]d) and sink.
+type Served = (Arc<str>, u32, String, Option<Arc<dyn RemoteSink>>);
 
 /// A room this node serves.
 struct Local {
@@ -107,6 +113,8 @@ struct Local {
     count: u32,
     /// A live room: its members' needs (auto latency), shared each beat.
     needs: Option<NeedCounts>,
+    /// Its members' round trips (whole ms, members), shared each beat ([`reach`]).
+    reach: NeedCounts,
 }
 
 impl Local {
@@ -499,7 +507,7 @@ impl Cluster {
         self.follow_topology().await.inspect_err(|e| tracing::debug!(error = %e, "beat: topology"))?;
         let (rooms, ended): (Vec<Served>, Vec<Arc<str>>) = {
             let mut rooms = self.rooms();
-            let snapshot = rooms.iter().map(|(r, l)| (r.clone(), l.count, l.sink())).collect();
+            let snapshot = rooms.iter().map(|(r, l)| (r.clone(), l.count, reach::encode(&l.reach), l.sink())).collect();
             let mut ended = Vec::new();
             rooms.retain(|r, l| {
                 let live = l.sink.as_ref().is_some_and(|w| w.strong_count() > 0);
@@ -517,37 +525,41 @@ impl Cluster {
         // The room keys' TTLs (an hour) are refreshed one beat in REFRESH_EVERY.
         let refresh = self.inner.beats.fetch_add(1, Ordering::Relaxed).is_multiple_of(REFRESH_EVERY);
         // Owned items: a stream over borrowed ones trips the heartbeat task's `Send` check.
-        let jobs: Vec<(Arc<str>, u32)> = rooms.iter().map(|(room, n, _)| (room.clone(), *n)).collect();
-        let counts: Vec<RedisResult<u32>> = futures_util::stream::iter(jobs.into_iter().map(|(room, n)| {
-            let mut conn = conn.clone();
-            let [log, seq, mute] = keys::chat(&room);
-            async move {
-                let room = &room;
-                self.inner
-                    .count
-                    .key(keys::counts(room))
-                    .key(keys::members(room, &self.inner.node))
-                    .key(keys::timeline(room))
-                    .key(keys::id_block(room))
-                    .key(keys::policy(room))
-                    .key(keys::clock(room))
-                    .key(log)
-                    .key(seq)
-                    .key(mute)
-                    .key(keys::media(room))
-                    .arg(&self.inner.node)
-                    .arg(n)
-                    .arg(NODE_TTL.as_millis() as u64)
-                    .arg(NODE_TTL.as_millis() as u64)
-                    .arg(ROOM_KEY_TTL.as_millis() as u64)
-                    .arg(if refresh { "1" } else { "0" })
-                    .invoke_async::<u32>(&mut conn)
-                    .await
-            }
-        }))
-        .buffered(BEAT_CONCURRENCY)
-        .collect()
-        .await;
+        let jobs: Vec<(Arc<str>, u32, String)> =
+            rooms.iter().map(|(room, n, reach, _)| (room.clone(), *n, reach.clone())).collect();
+        let counts: Vec<RedisResult<(u32, Vec<String>)>> =
+            futures_util::stream::iter(jobs.into_iter().map(|(room, n, rtts)| {
+                let mut conn = conn.clone();
+                let [log, seq, mute] = keys::chat(&room);
+                async move {
+                    let room = &room;
+                    self.inner
+                        .count
+                        .key(keys::counts(room))
+                        .key(keys::members(room, &self.inner.node))
+                        .key(keys::timeline(room))
+                        .key(keys::id_block(room))
+                        .key(keys::policy(room))
+                        .key(keys::clock(room))
+                        .key(log)
+                        .key(seq)
+                        .key(mute)
+                        .key(keys::media(room))
+                        .key(keys::reach(room))
+                        .arg(&self.inner.node)
+                        .arg(n)
+                        .arg(NODE_TTL.as_millis() as u64)
+                        .arg(NODE_TTL.as_millis() as u64)
+                        .arg(ROOM_KEY_TTL.as_millis() as u64)
+                        .arg(if refresh { "1" } else { "0" })
+                        .arg(rtts)
+                        .invoke_async::<(u32, Vec<String>)>(&mut conn)
+                        .await
+                }
+            }))
+            .buffered(BEAT_CONCURRENCY)
+            .collect()
+            .await;
         // Redis answered this beat's presence and checks: it is up. A room
         // whose script failed (a slow shard, a timeout under load) keeps its
         // last counts and is written again at the next beat; only a beat
@@ -555,11 +567,12 @@ impl Cluster {
         // every room's commands and reload every room when it comes back).
         let mut failed = 0usize;
         let mut first = None;
-        for ((_, _, sink), others) in rooms.iter().zip(counts) {
+        for ((_, _, _, sink), others) in rooms.iter().zip(counts) {
             match others {
-                Ok(others) => {
+                Ok((others, reaches)) => {
                     if let Some(sink) = sink {
                         sink.deliver(Remote::Viewers(others));
+                        sink.deliver(Remote::Reach(reach::merge(&reaches)));
                     }
                 }
                 Err(e) => {

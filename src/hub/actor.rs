@@ -22,8 +22,9 @@ use crate::authority::{Announce, Authority, ChatAnswer, Loaded, Remote, RemoteSi
 use crate::clock::ServerClock;
 use crate::room::{Audience, MemberId, Room, RoomConfig, Shared};
 
-/// Scale-out: how often a live room hands its members' needs to the
-/// authority (which shares them at its heartbeat, every second).
+/// Scale-out: how often a room hands its members' round trips (and a live
+/// room their needs) to the authority (which shares them at its heartbeat,
+/// every second).
 const NEEDS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Why a command was refused while the shared state is unreachable.
@@ -240,9 +241,12 @@ impl RoomActor {
         }
         if shared {
             self.authority.set_local_count(&self.event_id, self.room.local_viewers());
-            if self.room.is_live() && self.needs_shared_at.is_none_or(|at| at.elapsed() >= NEEDS_INTERVAL) {
+            if self.needs_shared_at.is_none_or(|at| at.elapsed() >= NEEDS_INTERVAL) {
                 self.needs_shared_at = Some(Instant::now());
-                self.authority.set_local_needs(&self.event_id, self.room.live_needs(now));
+                if self.room.is_live() {
+                    self.authority.set_local_needs(&self.event_id, self.room.live_needs(now));
+                }
+                self.authority.set_local_reach(&self.event_id, self.room.reach_counts());
             }
         }
     }
@@ -254,6 +258,7 @@ impl RoomActor {
             Remote::External(change) => self.room.apply_external(now, change),
             Remote::Viewers(n) => self.room.set_remote_viewers(now, n),
             Remote::Needs(needs) => self.room.set_remote_needs(now, needs),
+            Remote::Reach(reach) => self.room.set_remote_reach(now, reach),
             // Again: offered is what the authority last confirmed, written
             // forward if its record fell behind (Redis lost changes).
             Remote::Resync => {
@@ -398,6 +403,8 @@ impl RoomActor {
         self.room.leave(now, id);
         if self.room.is_empty() {
             self.empty_since = Some(Instant::now());
+            // No round trips here from now on (the room lingers for its grace).
+            self.authority.set_local_reach(&self.event_id, Vec::new());
         }
     }
 

@@ -347,6 +347,8 @@ pub struct Room {
     datagram_members: u32,
     /// The members' round trips, for the lead (`reach.rs`).
     reach: reach::Reach,
+    /// Scale-out: the other nodes' members' round trips (`reach.rs`).
+    remote_reach: NeedCounts,
     /// Reactions waiting for their window to be sent.
     reactions: reactions::Window,
     /// The chat: latest messages, mutes, operations for the authority.
@@ -402,6 +404,7 @@ impl Room {
             remote_viewers: 0,
             datagram_members: 0,
             reach: Default::default(),
+            remote_reach: Vec::new(),
             reactions: Default::default(),
             chat: Default::default(),
             media: Default::default(),

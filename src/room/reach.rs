@@ -12,9 +12,16 @@
 //! members of a large room do not hold everyone else back (they hear the
 //! change late and start on the room's frame by seeking ahead). Nearby rooms
 //! keep the configured lead: the same lead as before on a LAN or loopback.
+//!
+//! Scaled out, each node shares its members' round trips every heartbeat
+//! ([`Room::reach_counts`], whole milliseconds, those within the configured
+//! lead counted as the lead) and takes the other nodes' in
+//! ([`Room::set_remote_reach`]): the percentile is over the room's members on
+//! every node, so a far member on another node lengthens a change scheduled
+//! here too.
 
 use super::quality::nearest_rank;
-use super::{MemberId, Room};
+use super::{MemberId, NeedCounts, Room};
 
 /// Up to this many members the percentile is computed at every sample;
 /// beyond it at most once per [`RECOMPUTE_US`] (a 10,000-member room gets a
@@ -36,6 +43,8 @@ pub(super) struct Reach {
     due_at: u64,
     /// A sample or a departure since the last computation.
     dirty: bool,
+    /// Scale-out: the other nodes' members with a measured round trip, at the last computation.
+    remote: u32,
 }
 
 /// The members' paths as `GET …/state` shows them.
@@ -46,8 +55,11 @@ pub struct ReachView {
     pub lead_ms: f64,
     /// The 95th percentile of this node's members' round trips, ms (`None`: none measured).
     pub rtt_p95_ms: Option<f64>,
-    /// Members with a measured round trip.
+    /// Members with a measured round trip (scaled out: on every node).
     pub measured: u32,
+    /// Scale-out: how many of them are on other nodes (their round trips
+    /// shared in whole milliseconds at the nodes' heartbeats).
+    pub remote: u32,
 }
 
 impl Room {
@@ -72,10 +84,52 @@ impl Room {
         if !self.reach.dirty || (self.members.len() > SMALL_ROOM && now < self.reach.due_at) {
             return;
         }
-        let mut rtts: Vec<u32> = self.members.values().filter_map(|m| m.rtt_us).collect();
-        let i = nearest_rank(rtts.len(), 0.95);
-        let p95 = if rtts.is_empty() { 0 } else { *rtts.select_nth_unstable(i).1 };
-        self.reach = Reach { p95_rtt_us: p95, measured: rtts.len() as u32, due_at: now + RECOMPUTE_US, dirty: false };
+        let mut rtts: Vec<(u32, u32)> = self.members.values().filter_map(|m| m.rtt_us).map(|r| (r, 1)).collect();
+        let local = rtts.len() as u32;
+        rtts.extend(self.remote_reach.iter().map(|&(ms, n)| (ms.saturating_mul(1_000).min(MAX_RTT_US), n)));
+        let remote = self.remote_reach.iter().fold(0u32, |sum, &(_, n)| sum.saturating_add(n));
+        let total = local.saturating_add(remote);
+        let p95 = if total == 0 {
+            0
+        } else {
+            // The nearest rank over the members of every node.
+            let rank = nearest_rank(total as usize, 0.95) as u64;
+            rtts.sort_unstable();
+            let mut seen = 0u64;
+            rtts.iter()
+                .find(|&&(_, n)| {
+                    seen += u64::from(n);
+                    seen > rank
+                })
+                .map_or(0, |&(r, _)| r)
+        };
+        self.reach = Reach { p95_rtt_us: p95, measured: total, due_at: now + RECOMPUTE_US, dirty: false, remote };
+    }
+
+    /// Scale-out: this node's members' round trips for the other nodes, as
+    /// (whole milliseconds, rounded up; members): those within the configured
+    /// lead counted as the lead, those beyond the cap as the cap (either way the
+    /// lead comes out the same), so a nearby room's share is one pair.
+    pub fn reach_counts(&self) -> NeedCounts {
+        let lead_ms = self.cfg.lead_us.div_ceil(1_000);
+        let cap_ms = self.cfg.lead_max_us.max(self.cfg.lead_us).div_ceil(1_000);
+        let mut counts = std::collections::BTreeMap::<u32, u32>::new();
+        for rtt in self.members.values().filter_map(|m| m.rtt_us) {
+            let ms = u64::from(rtt).div_ceil(1_000).clamp(lead_ms, cap_ms);
+            *counts.entry(ms as u32).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
+    /// Scale-out: the other nodes' members' round trips (merged, as
+    /// [`Room::reach_counts`] gives them), as of `now`; they replace the last.
+    pub fn set_remote_reach(&mut self, now: u64, counts: NeedCounts) {
+        self.advance(now);
+        if counts == self.remote_reach {
+            return;
+        }
+        self.remote_reach = counts;
+        self.reach_changed(now);
     }
 
     /// The lead the members' paths ask for: the configured lead, grown to
@@ -93,6 +147,7 @@ impl Room {
             lead_ms: self.lead_us() as f64 / 1e3,
             rtt_p95_ms: (r.measured > 0).then(|| f64::from(r.p95_rtt_us) / 1e3),
             measured: r.measured,
+            remote: r.remote,
         }
     }
 }

@@ -663,14 +663,14 @@ fn the_lead_grows_to_the_members_round_trips_and_no_further() {
     let h = join(&mut room, T0, "h");
     let v1 = join(&mut room, T0, "v1");
     let v2 = join(&mut room, T0, "v2");
-    assert_eq!(room.reach_view(), ReachView { lead_ms: 100.0, rtt_p95_ms: None, measured: 0 });
+    assert_eq!(room.reach_view(), ReachView { lead_ms: 100.0, rtt_p95_ms: None, measured: 0, remote: 0 });
     for id in [h, v1, v2] {
         room.member_rtt(T0, id, 2 * MS);
     }
     assert_eq!(play_lead(&mut room, T0 + 10 * S, h), 100 * MS, "nearby members: the configured lead");
     // One far member of three is the 95th percentile: everyone waits for it.
     room.member_rtt(T0 + 20 * S, v2, 300 * MS);
-    assert_eq!(room.reach_view(), ReachView { lead_ms: 300.0, rtt_p95_ms: Some(300.0), measured: 3 });
+    assert_eq!(room.reach_view(), ReachView { lead_ms: 300.0, rtt_p95_ms: Some(300.0), measured: 3, remote: 0 });
     assert_eq!(play_lead(&mut room, T0 + 30 * S, h), 300 * MS);
     // A stalled path is not waited for beyond --lead-max-ms.
     room.member_rtt(T0 + 40 * S, v2, 4_000 * MS);
@@ -716,7 +716,7 @@ fn a_large_room_recomputes_its_round_trips_at_most_once_a_second() {
     }
     assert_eq!(room.reach_view().rtt_p95_ms, Some(10.0), "not within the second");
     room.member_rtt(T0 + S, ids[100], 10 * MS);
-    assert_eq!(room.reach_view(), ReachView { lead_ms: 400.0, rtt_p95_ms: Some(400.0), measured: 300 });
+    assert_eq!(room.reach_view(), ReachView { lead_ms: 400.0, rtt_p95_ms: Some(400.0), measured: 300, remote: 0 });
 }
 
 #[test]
@@ -726,6 +726,38 @@ fn a_lead_max_at_or_below_the_lead_keeps_it_fixed() {
     let h = join(&mut room, T0, "h");
     room.member_rtt(T0, h, 600 * MS);
     assert_eq!(play_lead(&mut room, T0 + S, h), 150 * MS);
+}
+
+#[test]
+fn scaled_out_the_round_trips_of_every_nodes_members_count() {
+    let mut room = Room::new(RoomConfig { changes_per_sec: 0, ..RoomConfig::default() }, T0);
+    let h = join(&mut room, T0, "h");
+    let v = join(&mut room, T0, "v");
+    room.member_rtt(T0, h, 2 * MS);
+    room.member_rtt(T0, v, 3 * MS);
+    // What this node shares: whole ms, nearby members counted as the lead.
+    assert_eq!(room.reach_counts(), vec![(100, 2)]);
+    // One far member on another node (of three in all) lengthens a play scheduled here.
+    room.set_remote_reach(T0 + S, vec![(420, 1)]);
+    assert_eq!(room.reach_view(), ReachView { lead_ms: 420.0, rtt_p95_ms: Some(420.0), measured: 3, remote: 1 });
+    assert_eq!(play_lead(&mut room, T0 + 2 * S, h), 420 * MS);
+    // Its node's entry gone (it left, or its node stopped beating): the lead is back.
+    room.set_remote_reach(T0 + 3 * S, vec![]);
+    assert_eq!(room.reach_view().remote, 0);
+    assert_eq!(play_lead(&mut room, T0 + 4 * S, h), 100 * MS);
+    // Many near members elsewhere: this node's 2 far ones are fewer than 5 %.
+    room.member_rtt(T0 + 5 * S, v, 700 * MS);
+    room.member_rtt(T0 + 5 * S, h, 700 * MS);
+    room.set_remote_reach(T0 + 5 * S, vec![(100, 97), (250, 1)]);
+    assert_eq!(room.reach_view().rtt_p95_ms, Some(100.0));
+    assert_eq!(play_lead(&mut room, T0 + 6 * S, h), 100 * MS);
+    room.set_remote_reach(T0 + 7 * S, vec![(100, 28)]);
+    assert_eq!(play_lead(&mut room, T0 + 8 * S, h), 700 * MS, "2 of 30 far");
+    // The share is capped at --lead-max-ms (the lead comes out the same).
+    room.member_rtt(T0 + 9 * S, v, 4_000 * MS);
+    assert_eq!(room.reach_counts(), vec![(700, 1), (1_000, 1)]);
+    room.member_rtt(T0 + 9 * S, v, 1_500);
+    assert_eq!(room.reach_counts(), vec![(100, 1), (700, 1)], "1.5 ms counts as the lead");
 }
 
 // ------------------------------------------------------------ answers, budget, commits

@@ -1014,3 +1014,46 @@ async fn media_switches_reach_every_node() {
     .await;
     assert_eq!(m.item.map(|i| i.media_id), Some("trailer".into()), "loaded from Redis");
 }
+
+/// The lead across nodes (`src/cluster/reach.rs`): a far viewer on node B
+/// lengthens a play its host schedules on node A, so the change reaches it
+/// before it takes effect.
+#[tokio::test]
+async fn a_far_viewer_on_another_node_lengthens_the_lead_of_a_play_scheduled_here() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let ev = "ev-far-node";
+    let (mut host, _) = join(&a, ev, "host-on-a").await;
+    // 150 ms each way: a 300 ms round trip, beyond the 100 ms lead.
+    let far = delay_proxy(b.http, Duration::from_millis(150)).await;
+    let mut viewer = ws_binary(&format!("ws://{far}/api/live-stream/{ev}")).await;
+    send(&mut viewer, &hello(ev, "far-on-b")).await;
+    welcome(&mut viewer).await;
+    // B times the viewer's round trip (its first ping a second in) and shares
+    // it at its next heartbeat; A takes it in at its own. Reading both
+    // answers their pings.
+    let deadline = Instant::now() + WAIT;
+    let reach = loop {
+        tokio::select! {
+            _ = next(&mut host) => {}
+            _ = next(&mut viewer) => {}
+        }
+        let (_, state) = get_json(&a.http_url(&format!("/api/live-stream/{ev}/state"))).await;
+        if state["reach"]["remote"] == 1 && state["reach"]["measured"] == 2 {
+            break state["reach"].clone();
+        }
+        assert!(Instant::now() < deadline, "A never heard B's round trips: {state}");
+    };
+    let rtt = reach["rttP95Ms"].as_f64().unwrap();
+    assert!((300.0..500.0).contains(&rtt), "the far viewer's round trip, seen on A: {reach}");
+    assert_eq!(reach["leadMs"].as_f64().unwrap(), rtt, "A's lead is B's viewer's round trip: {reach}");
+    send(&mut host, &command(1, Action::Play { position_ms: None })).await;
+    let c = until(&mut viewer, changed).await;
+    let now = a.clock.unwrap().now_us();
+    assert!(c.effective_at_us > now, "the play reached the far viewer {} µs late", now - c.effective_at_us);
+    assert!(c.effective_at_us - now >= 100_000, "with time to spare: {} µs", c.effective_at_us - now);
+    // The viewer gone, A's lead is back to the configured one within a heartbeat or two.
+    drop(viewer);
+    let state = state_until(&a, ev, |s| s["reach"]["remote"] == 0).await;
+    assert_eq!(state["reach"]["leadMs"].as_f64(), Some(100.0), "{state}");
+}

@@ -80,6 +80,11 @@ pub(crate) fn needs(r: &str) -> String {
     room("needs", r)
 }
 
+/// A room's members' round trips per node (hash: node -> "rtts expires-at-ms").
+pub(crate) fn reach(r: &str) -> String {
+    room("reach", r)
+}
+
 /// A room's chat: its stream, id counter and muted users.
 pub(crate) fn chat(r: &str) -> [String; 3] {
     [room("chatlog", r), room("chatseq", r), room("chatmute", r)]
