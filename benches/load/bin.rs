@@ -380,6 +380,8 @@ struct Res {
     target: &'static str,
     conns: usize,
     failed: u64,
+    /// Connects made a second time after failing once (not failures).
+    connect_retries: u64,
     join_s: f64,
     join_p50: f64,
     join_p99: f64,
@@ -661,6 +663,7 @@ async fn run_one(
         stop: stop_rx,
         joined: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        connect_retries: AtomicU64::new(0),
         errors_shown: AtomicU64::new(0),
         connect_sem: Arc::new(Semaphore::new(o.concurrency)),
         churn: (o.churn_per_min > 0.0).then(|| (Duration::from_secs_f64(60.0 / o.churn_per_min), viewers)),
@@ -737,6 +740,7 @@ async fn run_one(
     }
     res.join_s = tj.elapsed().as_secs_f64();
     res.failed = ctx.failed.load(Relaxed);
+    res.connect_retries = ctx.connect_retries.load(Relaxed);
     {
         let h = ctx.rec.merged();
         res.join_p50 = ms(&h.join, 0.5);
@@ -994,6 +998,7 @@ fn med(rs: &[&Res]) -> Res {
         target: r0.target,
         conns: r0.conns,
         failed: m(&|r| r.failed as f64) as u64,
+        connect_retries: rs.iter().map(|r| r.connect_retries).sum(),
         join_s: m(&|r| r.join_s),
         join_p50: m(&|r| r.join_p50),
         join_p99: m(&|r| r.join_p99),
@@ -1261,6 +1266,14 @@ fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
         .collect();
     if !bad.is_empty() {
         println!("\nproblems: {}", bad.join("; "));
+    }
+    let retried: Vec<_> = rows
+        .iter()
+        .filter(|r| r.connect_retries > 0)
+        .map(|r| format!("{}: {}", r.target, r.connect_retries))
+        .collect();
+    if !retried.is_empty() {
+        println!("\nconnects that failed once and were made again (all runs): {}", retried.join("; "));
     }
 }
 

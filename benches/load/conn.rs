@@ -65,6 +65,8 @@ pub(crate) struct Ctx {
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) joined: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// Connects that failed once and were made again (reported, not failures).
+    pub(crate) connect_retries: AtomicU64,
     pub(crate) errors_shown: AtomicU64,
     pub(crate) connect_sem: Arc<Semaphore>,
     /// Churn: every viewer leaves and comes back once per period, the
@@ -448,12 +450,20 @@ async fn client_once(ctx: Arc<Ctx>, role: Role, k: u32) -> bool {
     };
     let permit = ctx.connect_sem.clone().acquire_owned().await.ok();
     let t0 = Instant::now();
-    let mut link = match tokio::time::timeout(
-        Duration::from_secs(60),
-        open(&ctx, room, &device, matches!(role, Role::Host { .. })),
-    )
-    .await
-    {
+    let host = matches!(role, Role::Host { .. });
+    let mut opened = tokio::time::timeout(Duration::from_secs(60), open(&ctx, room, &device, host)).await;
+    // A connect that fails outright is made once more, as a client would
+    // (wtransport's client now and then loses a connection in its handshake:
+    // "connection locally closed", its driver racing the stream setup), and
+    // counted; a second failure is a failure.
+    if let Ok(Err(e)) = &opened {
+        if ctx.connect_retries.fetch_add(1, Relaxed) < 5 {
+            eprintln!("  connect failed, made again: {e:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        opened = tokio::time::timeout(Duration::from_secs(60), open(&ctx, room, &device, host)).await;
+    }
+    let mut link = match opened {
         Ok(Ok(l)) => l,
         Ok(Err(e)) => {
             ctx.failed.fetch_add(1, Relaxed);
