@@ -13,7 +13,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, record, serveClientFromDisk, startLockstep, summarize, waitUntil } from './support/harness.js';
+import { launchBrowser, openFirefoxWatch, record, serveClientFromDisk, startLockstep, summarize, waitUntil } from './support/harness.js';
 import { IMPAIRED, tcpProxy, udpProxy } from './support/impair.js';
 import { after, before } from 'node:test';
 
@@ -58,11 +58,31 @@ async function waitForSource() {
 }
 
 /**
- * Opens a `/live` page in its own context and starts recording its frames.
+ * Opens a `/live` page in its own context (`firefox`: in its own Firefox ESR)
+ * and starts recording its frames.
  * @param {string} url
- * @param {{noWebTransport?: boolean, plain?: boolean, setup?: (page: import('playwright-core').Page) => Promise<void>}} o
+ * @param {{noWebTransport?: boolean, plain?: boolean, firefox?: boolean, setup?: (page: import('playwright-core').Page) => Promise<void>}} o
  */
 async function openLive(url, o = {}) {
+  const page = o.firefox ? await openFirefoxLive(url, o) : await openChromiumLive(url, o);
+  await page.evaluate(recordShown);
+  return page;
+}
+
+/** A Firefox `/live` page, joined. @param {string} url @param {{noWebTransport?: boolean}} o */
+async function openFirefoxLive(url, o) {
+  const ready = {
+    done: () => {
+      const l = /** @type {any} */ (window).lockstepLive;
+      return Boolean(l?.fatal) || Boolean(l?.adapter && l.session?.status === 'open');
+    },
+    fatal: () => /** @type {any} */ (window).lockstepLive.fatal,
+  };
+  return /** @type {any} */ (await openFirefoxWatch(url, { noWebTransport: o.noWebTransport, ready, timeoutMs: 60_000 }));
+}
+
+/** A Chromium `/live` page, joined (`plain`: hls.js alone, no session). @param {string} url @param {{noWebTransport?: boolean, plain?: boolean, setup?: (page: import('playwright-core').Page) => Promise<void>}} o */
+async function openChromiumLive(url, o) {
   const context = await env.browser.newContext();
   await serveClientFromDisk(context);
   const page = await context.newPage();
@@ -86,43 +106,45 @@ async function openLive(url, o = {}) {
     { timeout: 60_000, polling: 50 },
   );
   assert.equal(await page.evaluate(() => /** @type {any} */ (window).lockstepLive.fatal), null);
-  await page.evaluate(() => {
-    const w = /** @type {any} */ (window);
-    const v = w.lockstepLive.video;
-    /** @type {[number, number][]} presentation time (Unix ms), media time (s) */
-    const frames = [];
-    const onFrame = (/** @type {number} */ _now, /** @type {any} */ meta) => {
-      frames.push([performance.timeOrigin + meta.expectedDisplayTime, meta.mediaTime]);
-      if (frames.length > 240) frames.splice(0, 120);
-      v.requestVideoFrameCallback(onFrame);
-    };
-    v.requestVideoFrameCallback(onFrame);
-    // The program time on screen now, carried from the last frame presented.
-    w.__shown = () => {
-      const t = performance.timeOrigin + performance.now();
-      let f = null;
-      for (let i = frames.length - 1; i >= 0; i--) {
-        if (frames[i][0] <= t) {
-          f = frames[i];
-          break;
-        }
-      }
-      const p = f ? w.lockstepLive.adapter.toProgramTime(f[1]) : null;
-      const playing = !v.paused && v.readyState >= 3;
-      return {
-        t,
-        // The playhead (currentTime), sub-frame: where the element is.
-        head: w.lockstepLive.adapter.toProgramTime(v.currentTime),
-        program: p === null ? null : p + (playing ? (t - f[0]) * v.playbackRate : 0),
-        frameProgram: p,
-        playing,
-        room: w.lockstepLive.session?.programTime() ?? null,
-        live: w.lockstepLive.session?.live ?? null,
-        stats: w.lockstepLive.session?.stats ?? null,
-      };
-    };
-  });
   return Object.assign(page, { pageErrors });
+}
+
+/** In the page: records the frames presented and defines `__shown()`, the program time on screen now. */
+function recordShown() {
+  const w = /** @type {any} */ (window);
+  const v = w.lockstepLive.video;
+  /** @type {[number, number][]} presentation time (Unix ms), media time (s) */
+  const frames = [];
+  const onFrame = (/** @type {number} */ _now, /** @type {any} */ meta) => {
+    frames.push([performance.timeOrigin + meta.expectedDisplayTime, meta.mediaTime]);
+    if (frames.length > 240) frames.splice(0, 120);
+    v.requestVideoFrameCallback(onFrame);
+  };
+  v.requestVideoFrameCallback(onFrame);
+  // The program time on screen now, carried from the last frame presented.
+  w.__shown = () => {
+    const t = performance.timeOrigin + performance.now();
+    let f = null;
+    for (let i = frames.length - 1; i >= 0; i--) {
+      if (frames[i][0] <= t) {
+        f = frames[i];
+        break;
+      }
+    }
+    const p = f ? w.lockstepLive.adapter.toProgramTime(f[1]) : null;
+    const playing = !v.paused && v.readyState >= 3;
+    return {
+      t,
+      // The playhead (currentTime), sub-frame: where the element is.
+      head: w.lockstepLive.adapter.toProgramTime(v.currentTime),
+      program: p === null ? null : p + (playing ? (t - f[0]) * v.playbackRate : 0),
+      frameProgram: p,
+      playing,
+      room: w.lockstepLive.session?.programTime() ?? null,
+      live: w.lockstepLive.session?.live ?? null,
+      stats: w.lockstepLive.session?.stats ?? null,
+    };
+  };
 }
 
 /** @typedef {Awaited<ReturnType<typeof openLive>>} LivePage */
@@ -150,16 +172,18 @@ function headSpread(shown) {
 
 /**
  * Waits until every page plays and they are within `boundMs` of each other
- * for `forMs`; returns how long that took.
+ * for `forMs`; returns how long that took. `frames`: of the frames on screen,
+ * not the playheads (Firefox's `currentTime` moves in whole frames, so its
+ * playhead is off its frame's line by up to a frame).
  * @param {LivePage[]} pages
  */
-async function steady(pages, { boundMs = 30, forMs = 1000, timeoutMs = 60_000 } = {}) {
+async function steady(pages, { boundMs = 30, forMs = 1000, timeoutMs = 60_000, frames = false } = {}) {
   const start = Date.now();
   let since = null;
   let last = null;
   for (;;) {
     last = await look(pages);
-    const s = headSpread(last);
+    const s = frames ? spread(last) : headSpread(last);
     if (last.every((x) => x.playing) && s !== null && s < boundMs) {
       since ??= Date.now();
       if (Date.now() - since >= forMs) return { ms: since - start, last };
@@ -256,6 +280,47 @@ test('three pages on a live stream hold one frame over WebSocket and WebTranspor
     }
     t.diagnostic(`live skew summary: ${JSON.stringify(Object.fromEntries(Object.entries(results).map(([k, v]) => [k, { p50: v.p50Ms, p95: v.p95Ms, max: v.maxMs, headP50: v.playheadMs.p50Ms, headP95: v.playheadMs.p95Ms, latencyP50: v.latencyMs.p50Ms }])))}`);
   } finally {
+    proxies.tcp.close();
+    proxies.udp.close();
+  }
+});
+
+test('a Chromium host and two Firefox viewers on a live stream hold one frame over WebTransport and WebSocket', { timeout: 600_000 }, async (t) => {
+  await waitForSource();
+  const proxies = { tcp: await tcpProxy(Number(new URL(env.server.url).port), IMPAIRED), udp: await udpProxy(env.server.quicPort, IMPAIRED) };
+  /** @type {LivePage[]} */
+  let pages = [];
+  try {
+    /** @type {Record<string, any>} */
+    const results = {};
+    for (const transport of ['webtransport', 'websocket']) {
+      const ev = eventId(`firefox-${transport}`);
+      await makeLive(ev);
+      const joinedAt = Date.now();
+      const noWebTransport = transport === 'websocket';
+      const path = `/live/${ev}?transport=${transport}`;
+      const wt = noWebTransport ? '' : `&wt=https://127.0.0.1:${proxies.udp.port}`;
+      // The host in Chromium, direct; one Firefox viewer direct, one through the proxies.
+      pages = [await openLive(`${env.server.url}${path}`, { noWebTransport })];
+      pages.push(await openLive(`${env.server.url}${path}`, { noWebTransport, firefox: true }));
+      pages.push(await openLive(`http://127.0.0.1:${proxies.tcp.port}${path}${wt}`, { noWebTransport, firefox: true }));
+      // Within two frames (30 fps) on screen.
+      const settled = await steady(pages, { frames: true, boundMs: 70 });
+      const transports = await Promise.all(pages.map((p) => p.evaluate(() => /** @type {any} */ (window).lockstepLive.session.transport)));
+      assert.deepEqual(transports, [transport, transport, transport]);
+      const { skews, playheadMs, latencyMs } = await sample(pages);
+      const s = summarize(skews);
+      const key = `firefox-${transport}`;
+      results[key] = { ...s, playheadMs, settledMs: Date.now() - joinedAt, steadyAfterMs: settled.ms, latencyMs };
+      record(t, `live-${key}`, { chromium: env.browser.version(), firefox: await pages[1].evaluate(() => navigator.userAgent), proxy: { tcp: proxies.tcp.stats, udp: proxies.udp.stats }, ...results[key], skews });
+      assert.equal(skews.length > 150, true, `too few samples with every page playing: ${skews.length}`);
+      assert.ok(s.p95Ms < 100, `${key}: p95 skew ${s.p95Ms} ms`);
+      assert.deepEqual(pages.flatMap((p) => p.pageErrors), []);
+      await closeAll(pages.splice(0));
+    }
+    t.diagnostic(`live skew with Firefox viewers: ${JSON.stringify(Object.fromEntries(Object.entries(results).map(([k, v]) => [k, { p50: v.p50Ms, p95: v.p95Ms, max: v.maxMs, headP50: v.playheadMs.p50Ms, headP95: v.playheadMs.p95Ms, latencyP50: v.latencyMs.p50Ms }])))}`);
+  } finally {
+    await closeAll(pages);
     proxies.tcp.close();
     proxies.udp.close();
   }

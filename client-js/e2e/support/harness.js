@@ -227,9 +227,10 @@ export function firefoxPage(browser, page) {
  * user and device), the client's modules served from this working tree by
  * request interception, and waits until it has joined its room.
  * `intercept`: sees every request first and answers true when it took it
- * (continued, answered or held it).
+ * (continued, answered or held it). `ready`: for another page than the demo
+ * (the `/live` page), `done` when it joined or failed, `fatal` its error.
  * @param {string} url
- * @param {{noWebTransport?: boolean, timeoutMs?: number, intercept?: (req: import('puppeteer-core').HTTPRequest) => boolean}} [o]
+ * @param {{noWebTransport?: boolean, timeoutMs?: number, intercept?: (req: import('puppeteer-core').HTTPRequest) => boolean, ready?: {done: () => unknown, fatal: () => unknown}}} [o]
  */
 export async function openFirefoxWatch(url, o = {}) {
   const browser = await launchFirefox();
@@ -256,11 +257,12 @@ export async function openFirefoxWatch(url, o = {}) {
     }
     const p = Object.assign(firefoxPage(browser, page), { pageErrors });
     await page.goto(withHeadStart(url));
-    await waitFor(/** @type {any} */ (p), () => window.lockstepDemo?.session?.status === 'open' || Boolean(window.lockstepDemo?.fatal), null, {
-      what: `the Firefox page ${url} to join`,
-      timeoutMs: o.timeoutMs ?? 20_000,
-    });
-    const fatal = await p.evaluate(() => window.lockstepDemo.fatal);
+    const ready = o.ready ?? {
+      done: () => window.lockstepDemo?.session?.status === 'open' || Boolean(window.lockstepDemo?.fatal),
+      fatal: () => window.lockstepDemo.fatal,
+    };
+    await waitFor(/** @type {any} */ (p), ready.done, null, { what: `the Firefox page ${url} to join`, timeoutMs: o.timeoutMs ?? 20_000 });
+    const fatal = await p.evaluate(ready.fatal);
     assert.equal(fatal, null, `the page failed: ${fatal}`);
     return p;
   } catch (e) {
