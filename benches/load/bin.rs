@@ -91,6 +91,8 @@ USAGE: cargo run --release --features load --bin lockstep-load -- [OPTIONS]
                      a Nack (as client-js does) and gets the change repaired on the stream; copies:
                      DATAGRAMS only, each change as a datagram copy and on the stream (before issue 14)
   --server-bin PATH  run this lockstep binary instead of building target/release/lockstep
+                     (its log: $TMPDIR/lockstep-load-<target>-<pid>-<n>.log; LOCKSTEP_LOAD_RUST_LOG sets
+                     its filter, e.g. info,wtransport=debug)
   --quiet-wait-s Q   before each run, wait up to Q s for the machine to be quiet (default 20)
   --attack LIST      issue 16: run each attack (comma-separated, or all: malformed, datagrams, flood,
                      churn-one-ip, churn-many-ips, host-flood, slow-reader) during the warm-up and the

@@ -222,7 +222,9 @@ pub(crate) fn start(t: Target, opts: &ServerOpts, peers: &Path, bin: Option<&Pat
             }
         }
         cmd.args(&opts.lockstep_args);
-        cmd.env("RUST_LOG", "info,lockstep::hub=warn,quinn=warn,wtransport=warn");
+        // LOCKSTEP_LOAD_RUST_LOG: another filter for the server's log (e.g. wtransport=debug).
+        let filter = std::env::var("LOCKSTEP_LOAD_RUST_LOG");
+        cmd.env("RUST_LOG", filter.as_deref().unwrap_or("info,lockstep::hub=warn,quinn=warn,wtransport=warn"));
         cmd.env_remove("LOCKSTEP_CONFIG");
         let mut child = cmd.stdout(out.try_clone()?).stderr(out).stdin(Stdio::null()).spawn()?;
         if let Ok(mut v) = RUNNING.lock() {
