@@ -18,40 +18,35 @@
 -- matter.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if ARGV[2] == '0' then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-else
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. (now + tonumber(ARGV[3])))
+-- Writes this node's entry `value` in hash `key` ("value expires-at-ms"; none
+-- when `absent`), drops the entries whose node stopped beating and returns
+-- the other live nodes' values (those matching `pattern`; any other entry is
+-- dropped too).
+local function share(key, value, absent, pattern)
+  if absent then
+    redis.call('HDEL', key, ARGV[1])
+  else
+    redis.call('HSET', key, ARGV[1], value .. ' ' .. (now + tonumber(ARGV[3])))
+  end
+  local all = redis.call('HGETALL', key)
+  local out = {}
+  for i = 1, #all, 2 do
+    if all[i] ~= ARGV[1] then
+      local v, expires = string.match(all[i + 1], '^(' .. pattern .. ') (%d+)$')
+      if v and tonumber(expires) >= now then
+        out[#out + 1] = v
+      else
+        redis.call('HDEL', key, all[i])
+      end
+    end
+  end
+  return out
 end
-local all = redis.call('HGETALL', KEYS[1])
 local others = 0
-for i = 1, #all, 2 do
-  if all[i] ~= ARGV[1] then
-    local count, expires = string.match(all[i + 1], '^(%d+) (%d+)$')
-    if count and tonumber(expires) >= now then
-      others = others + tonumber(count)
-    else
-      redis.call('HDEL', KEYS[1], all[i])
-    end
-  end
+for _, count in ipairs(share(KEYS[1], ARGV[2], ARGV[2] == '0', '%d+')) do
+  others = others + tonumber(count)
 end
-if ARGV[7] == '' then
-  redis.call('HDEL', KEYS[11], ARGV[1])
-else
-  redis.call('HSET', KEYS[11], ARGV[1], ARGV[7] .. ' ' .. (now + tonumber(ARGV[3])))
-end
-local reach = redis.call('HGETALL', KEYS[11])
-local rtts = {}
-for i = 1, #reach, 2 do
-  if reach[i] ~= ARGV[1] then
-    local list, expires = string.match(reach[i + 1], '^(%S+) (%d+)$')
-    if list and tonumber(expires) >= now then
-      rtts[#rtts + 1] = list
-    else
-      redis.call('HDEL', KEYS[11], reach[i])
-    end
-  end
-end
+local rtts = share(KEYS[11], ARGV[7], ARGV[7] == '', '%S+')
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if ARGV[6] == '1' then
   redis.call('PEXPIRE', KEYS[1], 600000)
