@@ -1269,11 +1269,8 @@ fn print_tables(o: &Opts, rows: &[Res], title: &str, label: &str) {
     if !bad.is_empty() {
         println!("\nproblems: {}", bad.join("; "));
     }
-    let retried: Vec<_> = rows
-        .iter()
-        .filter(|r| r.connect_retries > 0)
-        .map(|r| format!("{}: {}", r.target, r.connect_retries))
-        .collect();
+    let retried: Vec<_> =
+        rows.iter().filter(|r| r.connect_retries > 0).map(|r| format!("{}: {}", r.target, r.connect_retries)).collect();
     if !retried.is_empty() {
         println!("\nconnects that failed once and were made again (all runs): {}", retried.join("; "));
     }
