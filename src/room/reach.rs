@@ -6,7 +6,7 @@
 //! WebTransport, timed WebSocket pings: server-side, so a client's clock or
 //! word is never taken) and the room keeps the latest per member. The lead
 //! of a change is the configured one (`--lead-ms`), grown to the 95th
-//! percentile of this node's members' round trips, capped at `--lead-max-ms`:
+//! percentile of the members' round trips (below: on every node), capped at `--lead-max-ms`:
 //! a round trip is about twice the path a change takes (the other half is
 //! margin for jitter and the client's start-up pre-roll), and a few far-off
 //! members of a large room do not hold everyone else back (they hear the
@@ -53,7 +53,7 @@ pub(super) struct Reach {
 pub struct ReachView {
     /// The lead the next play or pause gets, ms.
     pub lead_ms: f64,
-    /// The 95th percentile of this node's members' round trips, ms (`None`: none measured).
+    /// The 95th percentile of the members' round trips, ms (scaled out: on every node; `None`: none measured).
     pub rtt_p95_ms: Option<f64>,
     /// Members with a measured round trip (scaled out: on every node).
     pub measured: u32,
