@@ -550,16 +550,7 @@ impl Room {
         }
         needs.sort_unstable();
         // The need of the k-th member (1-based) in order of need.
-        let kth = |k: u64| {
-            let mut seen = 0;
-            needs
-                .iter()
-                .find(|&&(_, c)| {
-                    seen += c;
-                    seen >= k
-                })
-                .map_or(0, |&(n, _)| n)
-        };
+        let kth = |k: u64| super::quality::kth_counted(&needs, k);
         Some(NeedStats {
             reporting: total,
             p95: kth((total * 95).div_ceil(100).max(1)),

@@ -53,6 +53,19 @@ pub(super) fn nearest_rank(len: usize, q: f64) -> usize {
     ((q * len as f64).ceil() as usize).clamp(1, len.max(1)) - 1
 }
 
+/// The `k`-th smallest value (1-based) among `sorted` (value, how many) pairs
+/// (the default past the last).
+pub(super) fn kth_counted<T: Copy + Default>(sorted: &[(T, u64)], k: u64) -> T {
+    let mut seen = 0;
+    sorted
+        .iter()
+        .find(|&&(_, n)| {
+            seen += n;
+            seen >= k
+        })
+        .map_or_else(T::default, |&(v, _)| v)
+}
+
 impl Room {
     /// Records a member's measured drift (the latest wins).
     pub fn sync_report(&mut self, now: u64, id: MemberId, report: SyncReport) {

@@ -20,7 +20,7 @@
 //! every node, so a far member on another node lengthens a change scheduled
 //! here too.
 
-use super::quality::nearest_rank;
+use super::quality::{kth_counted, nearest_rank};
 use super::{MemberId, NeedCounts, Room};
 
 /// Up to this many members the percentile is computed at every sample;
@@ -84,24 +84,17 @@ impl Room {
         if !self.reach.dirty || (self.members.len() > SMALL_ROOM && now < self.reach.due_at) {
             return;
         }
-        let mut rtts: Vec<(u32, u32)> = self.members.values().filter_map(|m| m.rtt_us).map(|r| (r, 1)).collect();
+        let mut rtts: Vec<(u32, u64)> = self.members.values().filter_map(|m| m.rtt_us).map(|r| (r, 1)).collect();
         let local = rtts.len() as u32;
-        rtts.extend(self.remote_reach.iter().map(|&(ms, n)| (ms.saturating_mul(1_000).min(MAX_RTT_US), n)));
+        rtts.extend(self.remote_reach.iter().map(|&(ms, n)| (ms.saturating_mul(1_000).min(MAX_RTT_US), u64::from(n))));
         let remote = self.remote_reach.iter().fold(0u32, |sum, &(_, n)| sum.saturating_add(n));
         let total = local.saturating_add(remote);
         let p95 = if total == 0 {
             0
         } else {
             // The nearest rank over the members of every node.
-            let rank = nearest_rank(total as usize, 0.95) as u64;
             rtts.sort_unstable();
-            let mut seen = 0u64;
-            rtts.iter()
-                .find(|&&(_, n)| {
-                    seen += u64::from(n);
-                    seen > rank
-                })
-                .map_or(0, |&(r, _)| r)
+            kth_counted(&rtts, nearest_rank(total as usize, 0.95) as u64 + 1)
         };
         self.reach = Reach { p95_rtt_us: p95, measured: total, due_at: now + RECOMPUTE_US, dirty: false, remote };
     }
