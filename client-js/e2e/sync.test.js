@@ -55,6 +55,8 @@ const SETUPS = {
 async function sample(pages, { n = 250, intervalMs = 20 } = {}) {
   /** @type {Record<'pos' | 'shown' | 'lastShown', number[][]>} per key, per viewer */
   const out = { pos: [[], []], shown: [[], []], lastShown: [[], []] };
+  /** Per page: its clock offset estimate, the round trip it rests on and its own drift reading, each sample. */
+  const own = pages.map(() => ({ offsetMs: /** @type {number[]} */ ([]), rttMs: /** @type {number[]} */ ([]), driftMs: /** @type {number[]} */ ([]) }));
   let bad = 0;
   let taken = 0;
   while (taken < n) {
@@ -64,6 +66,11 @@ async function sample(pages, { n = 250, intervalMs = 20 } = {}) {
       assert.ok(bad < 5, `pages stopped playing while sampled: ${JSON.stringify(ps)}`);
     } else {
       taken++;
+      for (const [i, p] of ps.entries()) {
+        own[i].offsetMs.push(p.offsetMs);
+        own[i].rttMs.push(p.rttMs);
+        own[i].driftMs.push(p.driftMs);
+      }
       for (const key of /** @type {const} */ (['pos', 'shown', 'lastShown'])) {
         for (const i of [1, 2]) {
           const s = skewMs(ps[0], ps[i], key);
@@ -73,7 +80,25 @@ async function sample(pages, { n = 250, intervalMs = 20 } = {}) {
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }
-  return out;
+  return { skews: out, own };
+}
+
+/**
+ * What each page believed while sampled: the mean of its clock offset estimate, its round trip and its own drift
+ * reading, and (viewers) the part of its skew those explain. A page's position is the room's at its estimate of
+ * the server's time plus its drift, so a viewer's skew from the host is (its offset − the host's) + (its drift −
+ * the host's) when the estimates are right: on loopback every page reads one clock, so the offsets' difference is
+ * the clock estimates' error.
+ * @param {{offsetMs: number[], rttMs: number[], driftMs: number[]}[]} own
+ */
+function believed(own) {
+  const mean = (/** @type {number[]} */ a) => {
+    const v = a.filter(Number.isFinite);
+    return v.length ? Math.round((v.reduce((x, y) => x + y, 0) / v.length) * 100) / 100 : null;
+  };
+  const m = own.map((o) => ({ offsetMs: mean(o.offsetMs), rttMs: mean(o.rttMs), driftMs: mean(o.driftMs) }));
+  const less = (/** @type {number | null} */ a, /** @type {number | null} */ b) => (a === null || b === null ? null : Math.round((a - b) * 100) / 100);
+  return m.map((p, i) => (i === 0 ? p : { ...p, offsetFromHostMs: less(p.offsetMs, m[0].offsetMs), driftFromHostMs: less(p.driftMs, m[0].driftMs) }));
 }
 
 /**
@@ -200,7 +225,7 @@ async function run(t, o) {
     await waitSteady(pages, { forMs: 3000, timeoutMs: 40_000 });
     const c0 = await Promise.all(pages.map(probe));
     const started = Date.now();
-    const skews = await sample(pages);
+    const { skews, own } = await sample(pages);
     const sampledMs = Date.now() - started;
     const c1 = await Promise.all(pages.map(probe));
     const primary = frames.every(Boolean) ? 'shown' : 'pos';
@@ -214,6 +239,7 @@ async function run(t, o) {
       direct: { frames: summarize(skews.shown[0]), lastFrame: summarize(skews.lastShown[0]), playhead: summarize(skews.pos[0]) },
       impaired: { frames: summarize(skews.shown[1]), lastFrame: summarize(skews.lastShown[1]), playhead: summarize(skews.pos[1]) },
       pauseSpreadMs,
+      believed: believed(own),
       pausedAt: paused.map((p) => ({ posMs: Math.round(p.pos * 1e6) / 1000, driftMs: p.driftMs, seeking: p.seeking, roomMs: p.roomPos === null ? null : Math.round(p.roomPos * 1e6) / 1000 })),
       afterPlayMaxMs: afterPlay.worst,
       afterSeekMaxMs: afterSeek.worst,

@@ -354,6 +354,8 @@ export async function waitUntil(fn, o) {
  * @property {boolean} buffering
  * @property {number} seeks
  * @property {number} rateChanges
+ * @property {number} offsetMs the page's estimate of the server clock minus its own (NaN before joining)
+ * @property {number} rttMs the round trip that estimate rests on
  * @property {number} startLatencyMs the page's learned start-up latency (0 until measured)
  * @property {number} seekLatencyMs the page's learned seek latency
  * @property {number} reconnects
@@ -400,6 +402,8 @@ export function probe(page) {
       role: s?.role ?? null,
       room: d.roomId,
       driftMs: st ? st.driftMs : NaN,
+      offsetMs: st ? st.offsetMs : NaN,
+      rttMs: st ? st.rttMs : NaN,
       buffering: st ? st.buffering : false,
       seeks: st ? st.corrections.seeks : 0,
       rateChanges: st ? st.corrections.rateChanges : 0,
