@@ -186,6 +186,11 @@ async function scenario(name, ui, src, open = openExample) {
     await ui.pause(host);
     await until(viewer, () => window.lockstepExample.session.timeline.paused && window.lockstepExample.video.paused, 'the viewer to pause');
     await until(host, () => window.lockstepExample.video.paused && window.lockstepExample.session.timeline.paused, 'the host to stay paused');
+    // Each element is put on the room's paused position by its next control step (a drift-control seek of the
+    // host's may still have been landing when its user paused: Firefox then reports the pause before the seek ends).
+    for (const p of [host, viewer]) {
+      await until(p, () => window.lockstepExample.video.paused && !window.lockstepExample.video.seeking && Math.abs(window.lockstepExample.video.currentTime - window.lockstepExample.session.position) < 0.01, 'the element on the paused room position');
+    }
     const [hp, vp] = await Promise.all([host, viewer].map((p) => p.evaluate(() => window.lockstepExample.video.currentTime)));
     assert.ok(Math.abs(hp - vp) < 0.1, `paused on the same frame: host ${hp}, viewer ${vp}`);
     assert.deepEqual(await commandsOf(host), ['play:sent', 'play:done', 'seek:sent', 'seek:done', 'pause:sent', 'pause:done']);
