@@ -30,12 +30,16 @@
 //    answers a rate change at once. Where `currentTime` steps (Firefox: its
 //    frames are 7–9 ms behind its clock, and follow it closely) the average
 //    is quick (EWMA, 0.1 per step: 2.5 s). Where it is continuous (Chromium)
-//    it is slow (0.01 per step: 25 s): Chromium keeps its frames' cadence
-//    within a tolerance of its clock, so they wander around it (0 to −10 ms
-//    at 25 fps on 60 Hz, over seconds) and follow a rate change only once
-//    that far off; steering them quickly through the clock would chase that
-//    wander, but their mean offset matters when the other pages are Firefox.
-//    Whether `currentTime` steps is seen from the readings: the mean gap
+//    the frames are the position (the offset is each step's measurement):
+//    Chromium paces its frames by a cadence locked to the display (at 25 fps
+//    on 60 Hz, 2 and 3 refreshes a frame) while its clock is within ~0.25 %
+//    of that cadence's rate, so its frames do not follow a small rate change
+//    of the clock at all (at 1.001× the clock runs ahead of them 1 ms a
+//    second) until they are half a frame off, and the offset is whatever the
+//    cadence's phase was when it locked (−8 to +7 ms measured). The drift
+//    controller steers such an element with rates that break the cadence
+//    (src/drift.js, the paced fine band), so the frames then follow the
+//    clock. Whether `currentTime` steps is seen from the readings: the mean gap
 //    between a control step's reading and the envelope (0 for a continuous
 //    clock, 10–20 ms for Firefox's). Measurements since the last start (a
 //    seek, a pause, a stall) are averaged evenly (weight 1/n until it falls
@@ -53,7 +57,7 @@
  * @property {number} [maxGapS] a frame or a reading this far off the line is a discontinuity (0.1)
  * @property {number} [readingWindowMs] readings within this long make the envelope (1500)
  * @property {number} [offsetAlpha] weight of a new presentation-offset measurement where currentTime steps (0.1)
- * @property {number} [slowOffsetAlpha] the same where currentTime is continuous (0.01)
+ * @property {number} [continuousOffsetAlpha] the same where currentTime is continuous (1: each measurement)
  * @property {number} [maxOffsetS] a presentation offset beyond this is not believed (0.1)
  * @property {number} [steppedGapMs] `currentTime` steps when its readings are this far below the envelope on average (2)
  */
@@ -65,7 +69,7 @@ export const POSITION_DEFAULTS = Object.freeze({
   maxGapS: 0.1,
   readingWindowMs: 1500,
   offsetAlpha: 0.1,
-  slowOffsetAlpha: 0.01,
+  continuousOffsetAlpha: 1,
   maxOffsetS: 0.1,
   steppedGapMs: 2,
 });
@@ -191,7 +195,7 @@ export class PositionEstimator {
       const off = shown - env;
       if (Math.abs(off) <= o.maxOffsetS) {
         this.offsetN++;
-        const alpha = Math.max(this.gapMs > o.steppedGapMs ? o.offsetAlpha : o.slowOffsetAlpha, 1 / this.offsetN);
+        const alpha = Math.max(this.gapMs > o.steppedGapMs ? o.offsetAlpha : o.continuousOffsetAlpha, 1 / this.offsetN);
         this.offsetS = this.offsetS === null ? off : this.offsetS + alpha * (off - this.offsetS);
       } else {
         this.frames = [];
@@ -199,6 +203,11 @@ export class PositionEstimator {
     }
     this.source = this.offsetS === null ? 'readings' : 'frames';
     return env + (this.offsetS ?? 0);
+  }
+
+  /** Whether the element's `currentTime` is continuous (not in whole frames, as Firefox's), as far as seen. */
+  get continuous() {
+    return this.gapMs !== null && this.gapMs <= this.o.steppedGapMs;
   }
 
   /**

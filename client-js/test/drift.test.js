@@ -437,6 +437,42 @@ test('Firefox-like element without frames: currentTime steps interpolated (upper
   for (const x of late) assert.ok(Math.abs(x.rate - 1) <= 0.005 + 1e-9, `rate ${x.rate} at ${x.t}`);
 });
 
+/**
+ * A Chromium-like element: a continuous `currentTime`, 25 fps frames on a 60 Hz display paced by a display-locked
+ * cadence (test/support/sim.js), handed to the controller (requestVideoFrameCallback), `offsetMs` off the room.
+ */
+function paced({ offsetMs = 12, controller = new DriftController(), durationMs = 20000, lockJitterMs = 0, vsyncPhaseMs = 5 } = {}) {
+  const room = new SimRoom({ position: 60 });
+  const media = new SimMedia({ position: 60 + offsetMs / 1000, paused: false, frameMs: 40, cadence: true, cadenceLockJitterMs: lockJitterMs, vsyncPhaseMs });
+  return simulate({ media, room, controller, durationMs, dt: 1, rvfc: true, clockJitterMs: 1, timerJitterMs: 8 });
+}
+
+test('Chromium-like element (frames paced by a display-locked cadence), before: fine rate steps move the clock, not the frames', () => {
+  const { trace, media } = paced({ controller: new DriftController({ pacedStartMs: 0 }), lockJitterMs: 4, durationMs: 30000 });
+  const late = trace.filter((x) => x.t >= 8000);
+  const fd = late.map((x) => x.frameDrift).filter((x) => x !== null);
+  // Rates within 0.25 % of the room's keep the cadence: the frames stay put while the clock moves, until half a frame
+  // off, then jump to it.
+  assert.ok(q95(fd) > 10, `stepped law: frames p95 ${q95(fd)} ms`);
+  assert.ok(media.locks >= 2);
+});
+
+test('Chromium-like element: the paced fine band puts the frames on the room with two rates only', () => {
+  // The frames' drift as measured here (the mean of 500 ms of 25 fps frames on 60 Hz) is ±2.2 ms by itself.
+  for (const [offsetMs, lockJitterMs, bound] of [[12, 0, 2.5], [-12, 0, 2.5], [5, 0, 2.5], [12, 4, 5.5], [-8, 4, 5.5]]) {
+    const { trace, controller } = paced({ offsetMs, lockJitterMs, durationMs: 30000 });
+    assert.equal(controller.positionSource, 'frames');
+    assert.equal(controller.paced, true);
+    assert.equal(trace.filter((x) => x.actions.some((a) => a.type === 'seek')).length, 0);
+    const late = trace.filter((x) => x.t >= 8000);
+    const fd = late.map((x) => x.frameDrift).filter((x) => x !== null);
+    assert.ok(q95(fd) <= bound, `${offsetMs} ms, lock jitter ${lockJitterMs}: frames p95 ${q95(fd)} ms`);
+    // Either the room's rate or one that breaks the cadence (±0.5 %): never one the cadence ignores.
+    for (const x of late) assert.ok([1, 0.995, 1.005].some((r) => Math.abs(x.rate - r) < 1e-9), `rate ${x.rate} at ${x.t}`);
+    assert.ok(controller.corrections.rateChanges <= 30, `${controller.corrections.rateChanges} rate changes`);
+  }
+});
+
 test('the dead band is closed: a 12 ms offset (inside the old 15 ms band) goes to the noise', () => {
   for (const offsetMs of [12, -12, 8]) {
     const { room, media } = playing(offsetMs);

@@ -8,6 +8,11 @@
 // the frame's time; with `steppedCurrentTime` its currentTime is the time of
 // the frame on screen (Firefox: whole 40 ms steps at 25 fps); with `rvfc`
 // the controller is handed each frame presented (requestVideoFrameCallback).
+// With `cadence` the frames are paced as Chromium paces them: while the rate
+// is within 0.25 % of 1 they follow a line locked to the display (rate 1
+// exactly, from where they were when it locked, `cadenceLockJitterMs` off),
+// not the element's clock, until they are half a frame off it (then they
+// are on the clock again and lock anew); at other rates they follow the clock.
 // `clockJitterMs` adds noise to every time the controller is told (its clock),
 // `timerJitterMs` makes the control timer late by up to that much.
 
@@ -15,7 +20,7 @@ import { DriftController } from '../../src/drift.js';
 
 export class SimMedia {
   /**
-   * @param {{position?: number, paused?: boolean, seekLatencyMs?: number | (() => number), seekErrorS?: number, jitterMs?: number, duration?: number, playLatencyMs?: number, frameMs?: number, vsyncMs?: number, vsyncPhaseMs?: number, steppedCurrentTime?: boolean}} [o]
+   * @param {{position?: number, paused?: boolean, seekLatencyMs?: number | (() => number), seekErrorS?: number, jitterMs?: number, duration?: number, playLatencyMs?: number, frameMs?: number, vsyncMs?: number, vsyncPhaseMs?: number, steppedCurrentTime?: boolean, cadence?: boolean, cadenceLockJitterMs?: number}} [o]
    */
   constructor(o = {}) {
     /** Frame duration, ms (0: no frames modelled). */
@@ -23,6 +28,12 @@ export class SimMedia {
     this.vsyncMs = o.vsyncMs ?? 1000 / 60;
     this.vsyncPhaseMs = o.vsyncPhaseMs ?? 0;
     this.steppedCurrentTime = o.steppedCurrentTime ?? false;
+    this.cadence = o.cadence ?? false;
+    this.cadenceLockJitterMs = o.cadenceLockJitterMs ?? 0;
+    /** @type {{at: number, pos: number} | null} the display-locked line the frames follow (cadence) */
+    this.paced = null;
+    /** How many times the cadence locked. */
+    this.locks = 0;
     /** @type {number | null} media time of the frame on screen, s */
     this.shown = null;
     /** @type {{at: number, m: number}[]} frames presented since last drained */
@@ -64,11 +75,32 @@ export class SimMedia {
   /** At a display refresh: shows the frame due, and notes it when it is new. @param {number} now */
   refresh(now) {
     if (!this.frameMs || this.seeking) return;
-    const m = this.frameAt(this.position);
+    const m = this.frameAt(this.cadence ? this.pacedPosition(now) : this.position);
     if (m !== this.shown) {
       this.shown = m;
       if (!this.paused) this.presented.push({ at: now, m });
     }
+  }
+
+  /**
+   * Where the frames are paced (cadence): on the display-locked line while the rate allows one, else the clock.
+   * @param {number} now
+   */
+  pacedPosition(now) {
+    const pos = this.position;
+    if (this.paused || Math.abs(this.playbackRate - 1) > 0.0025) {
+      this.paced = null;
+      return pos;
+    }
+    if (this.paced) {
+      const line = this.paced.pos + (now - this.paced.at) / 1000;
+      if (Math.abs(line - pos) <= this.frameMs / 2000) return line;
+    }
+    this.seed = (this.seed * 1103515245 + 12345) >>> 0;
+    const jitter = ((((this.seed >>> 8) % 2001) / 1000 - 1) * this.cadenceLockJitterMs) / 1000;
+    this.paced = { at: now, pos: pos + jitter };
+    this.locks++;
+    return this.paced.pos;
   }
 
   /** @param {number} now */
@@ -101,6 +133,7 @@ export class SimMedia {
       else if (a.type === 'seek') {
         this.position = a.position + this.seekErrorS;
         this.shown = null;
+        this.paced = null;
         this.seeking = true;
         this.readyState = 1;
         this.seekDoneAt = now + this.seekLatency();
@@ -176,14 +209,14 @@ export function simulate({ media, room, controller = new DriftController(), dura
   let late = 0;
   /** @type {number | null} */
   let wakeAt = null;
+  /** The index of the next display refresh (kept, not recomputed: a refresh on a whole ms is not skipped by rounding). */
+  let vsync = Math.ceil((start - media.vsyncPhaseMs) / media.vsyncMs - 1e-9);
   for (let now = start; now <= start + durationMs; now += dt) {
     // Advance the element to `now` (from now − dt), then compare it with the room at `now`.
     if (now > start) media.step(now - dt, dt);
     if (media.frameMs) {
-      // A display refresh within (now − dt, now]: the frame due is shown.
-      const k = Math.floor((now - media.vsyncPhaseMs) / media.vsyncMs);
-      const at = media.vsyncPhaseMs + k * media.vsyncMs;
-      if (at > now - dt || now === start) {
+      // The display refreshes up to now: the frame due is shown at each.
+      for (let at = media.vsyncPhaseMs + vsync * media.vsyncMs; at <= now + 1e-9; at = media.vsyncPhaseMs + ++vsync * media.vsyncMs) {
         media.refresh(at);
         for (const f of media.presented.splice(0)) {
           frameDrifts.push({ at: f.at, d: (f.m - room.target(f.at).position) * 1000 });
