@@ -280,6 +280,8 @@ export class DriftController {
   #lateEpoch = null;
   /** Whether the element has presented frames (requestVideoFrameCallback): starts are then timed on them. */
   #framesSeen = false;
+  /** @type {number | null} epoch of the scheduled play being pre-rolled (held until it takes effect) */
+  #prerollEpoch = null;
 
   /** @param {DriftOptions} [opts] */
   constructor(opts = {}) {
@@ -340,6 +342,7 @@ export class DriftController {
     this.start = null;
     this.#probe = null;
     this.#lateEpoch = null;
+    this.#prerollEpoch = null;
     this.parked = null;
     this.wakeAtMs = null;
   }
@@ -423,7 +426,11 @@ export class DriftController {
     const next = target.next;
     /** When the room moves from `target.position` on, ms (later than now while a pre-roll holds it). */
     let movesAt = now;
-    if (target.paused && next && !next.paused && this.startLatencyMs > 0 && now >= next.atMs - this.startLatencyMs && now < next.atMs) {
+    // Once begun, a pre-roll holds until the play's time even if that time moves later (a new clock sample): the
+    // element is not paused again, which would hold its next play() back by `playRetryMs`.
+    const due = next && (this.#prerollEpoch === next.epoch || (this.startLatencyMs > 0 && now >= next.atMs - this.startLatencyMs));
+    if (target.paused && next && !next.paused && due && now < next.atMs) {
+      this.#prerollEpoch = next.epoch;
       target = { position: next.position, rate: next.rate, paused: false, epoch: next.epoch };
       movesAt = next.atMs;
     }

@@ -321,6 +321,21 @@ test('pre-roll: the start-up latency of play() is learned and later scheduled pl
   }
 });
 
+test("a pre-roll holds when the play's time moves later (a new clock sample): the element is not paused again", () => {
+  const c = new DriftController({ startLatencyMs: 30 });
+  const media = { currentTime: 10, playbackRate: 1, paused: true, readyState: 4, seeking: false };
+  const target = (/** @type {number} */ atMs) => ({ position: 10, rate: 1, paused: true, epoch: 1, next: { atMs, position: 10, rate: 1, paused: false, epoch: 2 } });
+  const first = c.update({ nowMs: 975, target: target(1000), media });
+  assert.deepEqual(first.actions.map((a) => a.type), ['play']);
+  // The element plays (its 'play' event steps the controller at once); the estimate now puts the play 8 ms later.
+  const playing = { ...media, paused: false };
+  const again = c.update({ nowMs: 975.5, target: target(1008), media: playing });
+  assert.deepEqual(again.actions.filter((a) => a.type === 'pause'), [], 'not paused again');
+  // At its time the room plays and the element is already on its way: no second play() needed.
+  const at = c.update({ nowMs: 1010, target: { position: 10.002, rate: 1, paused: false, epoch: 2 }, media: { ...playing, currentTime: 10.004 } });
+  assert.deepEqual(at.actions.filter((a) => a.type === 'pause' || a.type === 'play'), []);
+});
+
 test('start-up probe (startProbe: true): while the room is paused the element is played (muted) until it moves, put back, and the first shared start is on time', () => {
   for (const playLatencyMs of [40, 120]) {
     const room = new SimRoom({ position: 10, paused: true });
