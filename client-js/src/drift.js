@@ -154,7 +154,8 @@ export const HAVE_FUTURE_DATA = 3;
  * @property {number} [fineFilterSamples] fine band: drift = mean of the last N measurements (6)
  * @property {number} [pacedStartMs] paced fine band (frames paced by a display-locked cadence, as Chromium's): the
  *   rate is set to room · (1 ∓ `fineRateAdjust`) when the frames' drift exceeds this (2; 0: the stepped law everywhere)
- * @property {number} [pacedStopMs] paced fine band: back to the room's rate once the drift is within this of zero or past it (0.3)
+ * @property {number} [pacedStopMs] paced fine band: back to the room's rate once the drift is within this of zero or
+ *   past it (0.3)
  * @property {boolean} [frameAware] measure the position on presented frames and interpolated readings
  *   (src/position.js) rather than raw `currentTime` (true)
  * @property {number} [horizonMs] proportional gain: rate offset = drift / horizon (1000)
@@ -282,6 +283,8 @@ export class DriftController {
   #framesSeen = false;
   /** @type {number | null} epoch of the scheduled play being pre-rolled (held until it takes effect) */
   #prerollEpoch = null;
+  /** @type {string} what the last measurement came from */
+  #source = 'currentTime';
 
   /** @param {DriftOptions} [opts] */
   constructor(opts = {}) {
@@ -456,6 +459,10 @@ export class DriftController {
     const position = o.frameAware ? this.#pos.position(now, { ...media, stalled: lacking }) : media.currentTime;
     const driftMs = (position - target.position) * 1000;
     this.driftMs = driftMs;
+    // Measurements on another basis (`currentTime` before the first frames) are not averaged with these.
+    const source = this.positionSource;
+    if (source !== this.#source) this.samples = [];
+    this.#source = source;
 
     // A seek in flight: wait for it, and learn how long it took.
     if (this.seek) {
@@ -623,11 +630,12 @@ export class DriftController {
       const want = roomRate * (1 - adjust);
       if (Math.abs(want - have) >= o.minRateStep * roomRate) this.setRate(actions, want, now);
     } else if (o.pacedStartMs > 0 && o.fineRateAdjust > 0 && this.paced) {
-      // Paced frames: the room's rate, or one that breaks the cadence (so the frames follow the clock).
+      // Paced frames: the room's rate, or one that breaks the cadence (so the frames follow the clock), started on
+      // the fine band's mean (noise does not start it) and stopped on the latest measurement (while the cadence is
+      // broken the frames follow the clock, so the cadence locks again about where they are).
       const haveAdjust = 1 - have / roomRate;
       const on = Math.abs(haveAdjust - o.fineRateAdjust) < 1e-9 ? 1 : Math.abs(haveAdjust + o.fineRateAdjust) < 1e-9 ? -1 : 0;
       let dir = on;
-      // Started on the fine band's mean (noise does not start it), stopped on the latest measurement (no overshoot).
       const steady = mean(o.fineFilterSamples);
       if (on === 0 && Math.abs(steady) > o.pacedStartMs) dir = Math.sign(steady);
       else if (on !== 0 && driftMs * on < o.pacedStopMs) dir = 0;

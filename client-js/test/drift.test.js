@@ -474,7 +474,7 @@ test('Chromium-like element (frames paced by a display-locked cadence), before: 
 
 test('Chromium-like element: the paced fine band puts the frames on the room with two rates only', () => {
   // The frames' drift as measured here (the mean of 500 ms of 25 fps frames on 60 Hz) is ±2.2 ms by itself.
-  for (const [offsetMs, lockJitterMs, bound] of [[12, 0, 2.5], [-12, 0, 2.5], [5, 0, 2.5], [12, 4, 5.5], [-8, 4, 5.5]]) {
+  for (const [offsetMs, lockJitterMs, bound] of [[12, 0, 2.5], [-12, 0, 2.5], [5, 0, 2.5], [12, 4, 6], [-8, 4, 6]]) {
     const { trace, controller } = paced({ offsetMs, lockJitterMs, durationMs: 30000 });
     assert.equal(controller.positionSource, 'frames');
     assert.equal(controller.paced, true);

@@ -1,0 +1,128 @@
+// How Chromium's presented frames follow the element's clock, and how the
+// drift controller steers them (a measurement for BENCHMARKS.md, not a test).
+//
+//   node scripts/cadence-probe.mjs rates            the frames against the clock at rates 1, 1.001, 1.005, 0.995
+//   node scripts/cadence-probe.mjs steer [offsetMs] [pacedStartMs]
+//
+// One headless Debian Chromium page plays demo/video.webm (25 fps) from a
+// local HTTP server; the frames are recorded with requestVideoFrameCallback
+// (media time, expected display time) and the position measured as the test
+// suite measures it: the frames of the last second, each carried to now at
+// the element's rate, their mean.
+// - `rates`: the frames minus `currentTime`, every 0.5 s, while the rate is
+//   held at each value in turn: whether the frames follow the clock.
+// - `steer`: the client's own DriftController (src/drift.js, as the session
+//   uses it: a step every 250 ms and every frame handed to it) keeps the
+//   element on a room that plays from `offsetMs` (12) behind it, with the
+//   paced fine band (`pacedStartMs`, default the controller's) or without it
+//   (0: the stepped law everywhere); prints the frames' drift from the room
+//   every 0.5 s and |drift| p50 / p95 / max from 8 s to 40 s, and the rate
+//   changes. `LOCKSTEP_E2E_CLIENT_SRC=<dir>` steers with another client's
+//   `src/` (an older commit's from `git archive`, for before/after figures).
+
+import { createServer } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { dirname, join, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { launchBrowser } from '../e2e/support/harness.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const clientSrc = process.env.LOCKSTEP_E2E_CLIENT_SRC ?? join(root, 'src');
+const [mode = 'rates', offsetArg = '12', pacedArg] = process.argv.slice(2);
+
+const PAGE = `<!doctype html><video id="v" src="/demo/video.webm" muted playsinline width="320"></video>
+<script type="module">
+const v = document.getElementById('v');
+const now = () => performance.timeOrigin + performance.now();
+const frames = [];
+v.requestVideoFrameCallback(function onFrame(_, m) {
+  frames.push([performance.timeOrigin + m.expectedDisplayTime, m.mediaTime]);
+  if (frames.length > 100) frames.shift();
+  window.onFrame?.(performance.timeOrigin + m.expectedDisplayTime, m.mediaTime);
+  v.requestVideoFrameCallback(onFrame);
+});
+// The frames' position now: the last second of frames carried to now at the element's rate, their mean.
+window.shown = () => {
+  const t = now();
+  const recent = frames.filter((f) => f[0] >= t - 1000 && f[0] <= t);
+  return recent.length < 3 ? null : recent.reduce((a, f) => a + f[1] + ((t - f[0]) / 1000) * v.playbackRate, 0) / recent.length;
+};
+window.log = [];
+window.ready = v.play().then(() => new Promise((r) => setTimeout(r, 2000)));
+window.rates = async (plan) => {
+  for (const [rate, seconds] of plan) {
+    v.playbackRate = rate;
+    window.log.push({ rate });
+    for (let i = 0; i < seconds * 2; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      const s = window.shown();
+      if (s !== null) window.log.push({ t: i / 2, framesMinusClockMs: +((s - v.currentTime) * 1000).toFixed(1) });
+    }
+  }
+};
+window.steer = async (offsetMs, pacedStartMs, seconds) => {
+  const { DriftController } = await import('/src/drift.js');
+  const c = new DriftController(pacedStartMs === null ? {} : { pacedStartMs });
+  const t0 = now();
+  const m0 = v.currentTime - offsetMs / 1000;
+  const target = () => ({ position: m0 + (now() - t0) / 1000, rate: 1, paused: false, epoch: 1 });
+  window.onFrame = (at, m) => c.frame(at, m, !v.paused, { nowMs: now(), currentTime: v.currentTime });
+  const out = [];
+  while (now() - t0 < seconds * 1000) {
+    const r = c.update({ nowMs: now(), target: target(), media: { currentTime: v.currentTime, playbackRate: v.playbackRate, paused: v.paused, readyState: v.readyState, seeking: v.seeking } });
+    for (const a of r.actions) {
+      if (a.type === 'setRate') v.playbackRate = a.rate;
+      else if (a.type === 'seek') v.currentTime = a.position;
+      else if (a.type === 'play') v.play();
+      else if (a.type === 'pause') v.pause();
+    }
+    const s = window.shown();
+    if (s !== null) out.push({ t: (now() - t0) / 1000, driftMs: (s - target().position) * 1000, rate: v.playbackRate });
+    // As the session: a step every 250 ms, and when the controller asks (\`wakeAtMs\`).
+    const wait = r.wakeAtMs === undefined ? 250 : Math.min(250, Math.max(0, r.wakeAtMs - now()));
+    await new Promise((ok) => setTimeout(ok, wait));
+  }
+  return { out, rateChanges: c.corrections.rateChanges, seeks: c.corrections.seeks };
+};
+</script>`;
+
+const server = createServer(async (req, res) => {
+  const path = new URL(req.url ?? '/', 'http://x').pathname;
+  if (path === '/') return void res.writeHead(200, { 'content-type': 'text/html' }).end(PAGE);
+  const file = path.startsWith('/src/') ? normalize(join(clientSrc, path.slice(5))) : normalize(join(root, path));
+  const inside = path.startsWith('/src/') ? file.startsWith(clientSrc) : path === '/demo/video.webm';
+  if (!inside) return void res.writeHead(404).end();
+  const data = await readFile(file).catch(() => null);
+  if (!data) return void res.writeHead(404).end();
+  const type = file.endsWith('.js') ? 'text/javascript' : 'video/webm';
+  const range = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
+  if (!range) return void res.writeHead(200, { 'content-type': type, 'accept-ranges': 'bytes' }).end(data);
+  const from = Number(range[1]);
+  const to = range[2] ? Number(range[2]) : data.length - 1;
+  res.writeHead(206, { 'content-type': type, 'content-range': `bytes ${from}-${to}/${data.length}`, 'content-length': to - from + 1 });
+  res.end(data.subarray(from, to + 1));
+});
+await new Promise((r) => server.listen(0, '127.0.0.1', () => r(undefined)));
+const browser = await launchBrowser();
+try {
+  const page = await browser.newPage();
+  const address = /** @type {import('node:net').AddressInfo} */ (server.address());
+  await page.goto(`http://127.0.0.1:${address.port}/`);
+  await page.evaluate(() => /** @type {any} */ (window).ready);
+  if (mode === 'rates') {
+    await page.evaluate((plan) => /** @type {any} */ (window).rates(plan), [[1, 4], [1.001, 6], [1, 3], [1.005, 5], [1, 3], [0.995, 5], [1, 3]]);
+    const log = await page.evaluate(() => /** @type {any} */ (window).log);
+    console.log(log.map((/** @type {any} */ e) => ('rate' in e ? `| rate ${e.rate}:` : e.framesMinusClockMs)).join(' '));
+  } else {
+    const paced = pacedArg === undefined ? null : Number(pacedArg);
+    const r = await page.evaluate(([o, p]) => /** @type {any} */ (window).steer(o, p, 40), [Number(offsetArg), paced]);
+    const every = r.out.filter((/** @type {any} */ _, /** @type {number} */ i) => i % 2 === 0);
+    console.log(every.map((/** @type {any} */ x) => `${x.t.toFixed(1)}:${x.driftMs.toFixed(1)}${x.rate !== 1 ? '*' : ''}`).join(' '));
+    const late = r.out.filter((/** @type {any} */ x) => x.t >= 8).map((/** @type {any} */ x) => Math.abs(x.driftMs)).sort((/** @type {number} */ a, /** @type {number} */ b) => a - b);
+    const q = (/** @type {number} */ p) => late[Math.floor(p * (late.length - 1))].toFixed(2);
+    console.log(JSON.stringify({ offsetMs: Number(offsetArg), pacedStartMs: paced ?? 'default', p50Ms: q(0.5), p95Ms: q(0.95), maxMs: q(1), rateChanges: r.rateChanges, seeks: r.seeks }));
+  }
+} finally {
+  await browser.close();
+  server.close();
+}
