@@ -82,7 +82,12 @@
 // when the target announces a scheduled play (`next`) it calls play() that
 // much early, holding the target at the start position until the play's
 // time, so the first frame moves at the scheduled time instead of one
-// start-up latency later (and no rate correction has to catch it up).
+// start-up latency later (and no rate correction has to catch it up). While
+// a change is scheduled the controller asks for a step (`wakeAtMs`) at its
+// pre-roll (or, with no latency learned yet, at its time), and begins a
+// pre-roll up to 1 ms early: the session's timers may fire a fraction of a
+// millisecond early on this clock, and a step that found the change not yet
+// due would leave it to the next control tick.
 //
 // The first start can be on time too (start-up probe, `startProbe`, off by
 // default): while the room is paused, an element whose start-up latency is
@@ -138,6 +143,11 @@ import { PositionEstimator } from './position.js';
 const START_FRAMES = 3;
 /** Without them this long after play(), it is timed on a `currentTime` reading. */
 const START_FRAMES_WAIT_MS = 600;
+/**
+ * A pre-roll this close to being due is begun now: a timer set for it may fire a little early on the controller's
+ * clock (Firefox rounds `performance.now()` to 1 ms; a new clock sample moves the change's local time).
+ */
+const DUE_SLACK_MS = 1;
 
 /** readyState values of HTMLMediaElement. */
 export const HAVE_NOTHING = 0;
@@ -266,7 +276,8 @@ export const DRIFT_DEFAULTS = Object.freeze({
  * @property {number} driftMs measured drift (element − target), ms; NaN without a target
  * @property {DriftMode} mode
  * @property {boolean} buffering
- * @property {number} [wakeAtMs] step again at this time (a parked seek's start), on `nowMs`'s clock
+ * @property {number} [wakeAtMs] step again at this time (a parked seek's start, a scheduled change's pre-roll or
+ *   time), on `nowMs`'s clock
  */
 
 export class DriftController {
@@ -409,8 +420,11 @@ export class DriftController {
     /** @type {DriftAction[]} */
     const actions = [];
     this.wakeAtMs = null;
+    /** @type {number | null} */
+    let dueAt = null;
     const done = (/** @type {DriftMode} */ mode) => {
       this.mode = mode;
+      if (dueAt !== null && (this.wakeAtMs === null || dueAt < this.wakeAtMs)) this.wakeAtMs = dueAt;
       /** @type {DriftResult} */
       const r = { actions, driftMs: this.driftMs, mode, buffering: this.buffering };
       if (this.wakeAtMs !== null) r.wakeAtMs = this.wakeAtMs;
@@ -430,7 +444,11 @@ export class DriftController {
     let movesAt = now;
     // Once begun, a pre-roll holds until the play's time even if that time moves later (a new clock sample): the
     // element is not paused again, which would hold its next play() back by `playRetryMs`.
-    const due = next && (this.#prerollEpoch === next.epoch || (this.startLatencyMs > 0 && now >= next.atMs - this.startLatencyMs));
+    const due = next && (this.#prerollEpoch === next.epoch || (this.startLatencyMs > 0 && now >= next.atMs - this.startLatencyMs - DUE_SLACK_MS));
+    // The controller asks for a step when a scheduled change is due (its pre-roll, or its time), whatever else
+    // steps it: the session's timer for it may fire early on this clock (see DUE_SLACK_MS), and a step that finds
+    // it not yet due would otherwise leave it to the next control tick (up to 250 ms late).
+    if (next && now < next.atMs) dueAt = target.paused && !next.paused && !due && this.startLatencyMs > 0 ? next.atMs - this.startLatencyMs : next.atMs;
     if (target.paused && next && !next.paused && due && now < next.atMs) {
       this.#prerollEpoch = next.epoch;
       target = { position: next.position, rate: next.rate, paused: false, epoch: next.epoch };

@@ -336,6 +336,24 @@ test("a pre-roll holds when the play's time moves later (a new clock sample): th
   assert.deepEqual(at.actions.filter((a) => a.type === 'pause' || a.type === 'play'), []);
 });
 
+test('a scheduled change asks for a step when it is due: its pre-roll, or its time; a timer a fraction of a ms early still starts it', () => {
+  const media = { currentTime: 10, playbackRate: 1, paused: true, readyState: 4, seeking: false };
+  const target = { position: 10, rate: 1, paused: true, epoch: 1, next: { atMs: 1000, position: 10, rate: 1, paused: false, epoch: 2 } };
+  // A learned start-up latency: the step is asked for at the pre-roll (1000 - 30), not at the next control tick.
+  const c = new DriftController({ startLatencyMs: 30 });
+  const before = c.update({ nowMs: 960, target, media });
+  assert.deepEqual(before.actions, []);
+  assert.equal(before.wakeAtMs, 970);
+  // The session's timer fires half a millisecond early (Firefox rounds performance.now()): the pre-roll begins.
+  const early = c.update({ nowMs: 969.5, target, media });
+  assert.deepEqual(early.actions.map((a) => a.type), ['play']);
+  // No latency learned yet: the step is asked for at the change's time itself, and a step just before it waits for it.
+  const fresh = new DriftController({ startLatencyMs: 0 });
+  const waiting = fresh.update({ nowMs: 999.6, target, media });
+  assert.deepEqual(waiting.actions, []);
+  assert.equal(waiting.wakeAtMs, 1000);
+});
+
 test('start-up probe (startProbe: true): while the room is paused the element is played (muted) until it moves, put back, and the first shared start is on time', () => {
   for (const playLatencyMs of [40, 120]) {
     const room = new SimRoom({ position: 10, paused: true });
