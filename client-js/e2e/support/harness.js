@@ -162,8 +162,9 @@ export async function openWatch(browser, url, o = {}) {
  * Debian's Firefox ESR, headless, through puppeteer-core over WebDriver BiDi:
  * one browser per page (a background page's timers and frames are
  * throttled). Autoplay is allowed (the page also plays muted).
+ * @param {{prefs?: Record<string, unknown>}} [o] more Firefox preferences (a probe's, e.g. `layout.frame_rate`)
  */
-export async function launchFirefox() {
+export async function launchFirefox({ prefs = {} } = {}) {
   if (!existsSync(FIREFOX)) {
     throw new Error(`${FIREFOX} is missing: apt-get install -y firefox-esr (.ci/test does it); puppeteer never downloads a browser here`);
   }
@@ -171,7 +172,7 @@ export async function launchFirefox() {
     browser: 'firefox',
     executablePath: FIREFOX,
     headless: true,
-    extraPrefsFirefox: { 'media.autoplay.default': 0, 'media.autoplay.blocking_policy': 0 },
+    extraPrefsFirefox: { 'media.autoplay.default': 0, 'media.autoplay.blocking_policy': 0, ...prefs },
   });
 }
 
