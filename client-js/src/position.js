@@ -28,7 +28,9 @@
 //    slowly, is the offset, added to the clock: engines and pages then agree
 //    on the frames on screen, while the controller steers the clock, which
 //    answers a rate change at once. Where `currentTime` steps (Firefox: its
-//    frames are 7–9 ms behind its clock, and follow it closely) the average
+//    frames are 7–9 ms behind its clock on average; headless, they drift
+//    through a whole frame against it, 0.5 % slow, and one is skipped every
+//    4–6 s, whatever the rate: scripts/presentation-probe.mjs) the average
 //    is quick (EWMA, 0.1 per step: 2.5 s). Where it is continuous (Chromium)
 //    the frames are the position (the offset is each step's measurement):
 //    Chromium paces its frames by a cadence locked to the display (at 25 fps
