@@ -87,7 +87,10 @@
 // pre-roll (or, with no latency learned yet, at its time), and begins a
 // pre-roll up to 1 ms early: the session's timers may fire a fraction of a
 // millisecond early on this clock, and a step that found the change not yet
-// due would leave it to the next control tick.
+// due would leave it to the next control tick. A change whose time has come
+// on the step's clock is followed even when the target (read an instant
+// earlier) still shows the room before it: the pre-rolled element is not
+// paused and put back.
 //
 // The first start can be on time too (start-up probe, `startProbe`, off by
 // default): while the room is paused, an element whose start-up latency is
@@ -439,7 +442,16 @@ export class DriftController {
     this.seekTimes = this.seekTimes.filter((t) => now - t < o.stormWindowMs);
     // Pre-roll: a scheduled play that is one start-up latency away is followed
     // now, at its start position (held there until its time).
-    const next = target.next;
+    let next = target.next;
+    // A change whose time has come on this step's clock is in effect, whatever the target says: the target is read
+    // an instant before `nowMs` (Firefox rounds both to 1 ms), and a step right at a scheduled play's time could
+    // otherwise find the room still paused, pause the pre-rolled element and put it back (its play() then held
+    // back by `playRetryMs`: a start up to a second late).
+    if (next && now >= next.atMs) {
+      const position = next.paused ? next.position : next.position + (next.rate * (now - next.atMs)) / 1000;
+      target = { position, rate: next.rate, paused: next.paused, epoch: next.epoch };
+      next = undefined;
+    }
     /** When the room moves from `target.position` on, ms (later than now while a pre-roll holds it). */
     let movesAt = now;
     // Once begun, a pre-roll holds until the play's time even if that time moves later (a new clock sample): the

@@ -354,6 +354,24 @@ test('a scheduled change asks for a step when it is due: its pre-roll, or its ti
   assert.equal(waiting.wakeAtMs, 1000);
 });
 
+test("a step at a scheduled play's time that reads the room a moment before it: the pre-rolled element plays on, a paused one is played", () => {
+  // The session reads the target (the room still paused, the play pending at 1000), then the step's clock: 1000.4.
+  const target = { position: 10, rate: 1, paused: true, epoch: 1, next: { atMs: 1000, position: 10, rate: 1, paused: false, epoch: 2 } };
+  const media = { currentTime: 10, playbackRate: 1, paused: true, readyState: 4, seeking: false };
+  const c = new DriftController({ startLatencyMs: 30 });
+  assert.deepEqual(c.update({ nowMs: 970, target, media }).actions.map((a) => a.type), ['play']);
+  const at = c.update({ nowMs: 1000.4, target, media: { ...media, paused: false, currentTime: 10.0004 } });
+  assert.deepEqual(at.actions.filter((a) => a.type === 'pause' || a.type === 'seek'), [], 'not paused and put back');
+  // An element not started yet (no start-up latency learned) is started, not snapped to the paused position.
+  const fresh = new DriftController();
+  const r = fresh.update({ nowMs: 1000.4, target, media });
+  assert.deepEqual(r.actions.map((a) => a.type), ['play']);
+  // A pending pause whose time has come pauses the element where the room stops.
+  const pausing = { position: 20, rate: 1, paused: false, epoch: 3, next: { atMs: 2000, position: 21, rate: 1, paused: true, epoch: 4 } };
+  const p = new DriftController().update({ nowMs: 2000.2, target: pausing, media: { ...media, paused: false, currentTime: 21 } });
+  assert.deepEqual(p.actions.map((a) => a.type), ['pause']);
+});
+
 test('start-up probe (startProbe: true): while the room is paused the element is played (muted) until it moves, put back, and the first shared start is on time', () => {
   for (const playLatencyMs of [40, 120]) {
     const room = new SimRoom({ position: 10, paused: true });
