@@ -19,14 +19,44 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// A new empty directory under the system temp dir.
+/// A new empty directory under the system temp dir, named `lockstep-it-{pid}-…` (see [`temp_path`]).
 pub fn fresh_dir(what: &str) -> std::path::PathBuf {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let d = std::env::temp_dir().join(format!("lockstep-it-{}-{what}-{n}", std::process::id()));
+    let d = temp_path(&format!("{what}-{n}"));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// `lockstep-it-{pid}-{what}` under the system temp dir (not created). The first call of a test run removes
+/// what earlier runs left there: the directories of processes that are gone (the test harness has no hook at
+/// its exit, so a run's own directories go with the next run's start, not with it).
+pub fn temp_path(what: &str) -> std::path::PathBuf {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(sweep_stale_dirs);
+    std::env::temp_dir().join(format!("lockstep-it-{}-{what}", std::process::id()))
+}
+
+/// Removes `lockstep-it-{pid}-…` directories whose process is gone (where `/proc` says so: Linux); a live
+/// process's (another test run's) are left alone.
+fn sweep_stale_dirs() {
+    let proc = std::path::Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) =
+            name.to_str().and_then(|n| n.strip_prefix("lockstep-it-")).and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok_and(|p| p != std::process::id()) && !proc.join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The base configuration of test servers: loopback, ephemeral ports, dev

@@ -77,7 +77,7 @@ fn saved_epoch(data: &std::path::Path, room: &str) -> Option<i64> {
 
 #[tokio::test]
 async fn sigkill_and_restart_lose_nothing() {
-    let data = std::env::temp_dir().join(format!("lockstep-restart-{}-{}", std::process::id(), free_port()));
+    let data = crate::common::temp_path(&format!("restart-{}", free_port()));
     let port = free_port();
     let (proc1, server) = spawn(port, &data).await;
     let alice = token("alice", Plan::Premium);

@@ -766,7 +766,7 @@ async fn rotation_keeps_open_sessions_and_new_sessions_get_the_new_certificate()
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("lockstep-it-{name}-{}", std::process::id()));
+    let dir = crate::common::temp_path(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
