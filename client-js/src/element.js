@@ -31,8 +31,8 @@ import { Timers } from './timers.js';
  * What the controller needs from the session.
  * @typedef {Object} ElementHost
  * @property {() => number} nowUs the client clock, µs
- * @property {() => {position: number, rate: number, paused: boolean, epoch: number} | null} target
- *   the room now (position in seconds), or null when unknown (not joined, no clock estimate)
+ * @property {() => DriftTarget | null} target
+ *   the room now (position in seconds; a scheduled change as `next`), or null when unknown (not joined, no clock estimate)
  * @property {() => boolean} joined
  * @property {() => number} epoch the epoch of the timeline in effect (reports name it)
  * @property {() => number | null | undefined} origin the live room's origin (Unix ms); null in a media room;
@@ -353,7 +353,13 @@ export class ElementController {
     if (!t || origin === null || origin === undefined) return null;
     const media = this.#ask(() => adapter.toMediaTime(origin + t.position * 1000));
     if (media === null) return null;
-    return { ...t, position: liveTargetIn(media, el) };
+    /** @type {DriftTarget} */
+    const target = { position: liveTargetIn(media, el), rate: t.rate, paused: t.paused, epoch: t.epoch };
+    // A scheduled change's position is in room terms too: into the element's media time, or left out.
+    const next = t.next;
+    const nextMedia = next ? this.#ask(() => adapter.toMediaTime(origin + next.position * 1000)) : null;
+    if (next && nextMedia !== null) target.next = { ...next, position: liveTargetIn(nextMedia, el) };
+    return target;
   }
 
   /**
