@@ -193,7 +193,11 @@ export const HAVE_FUTURE_DATA = 3;
  * @property {number} [playRetryMs] retry a refused play() no more often than this (1000)
  * @property {number} [startLatencyMs] initial start-up latency estimate: how long after play() the element moves (0:
  *   learned from the first start)
- * @property {number} [startLatencyAlpha] EWMA weight of a new start-up measurement (0.3)
+ * @property {number} [startLatencySamples] the start-up estimate is the median of the last N starts (the lower of the
+ *   middle two for an even count): an element's first start is often much slower than its later ones (a cold
+ *   decoder: 40–55 ms against 10–15 in Firefox), and an average would pre-roll the next few starts that much early
+ *   (5; 0: an EWMA with `startLatencyAlpha`)
+ * @property {number} [startLatencyAlpha] EWMA weight of a new start-up measurement, with `startLatencySamples: 0` (0.3)
  * @property {number} [maxStartLatencyMs] cap of the start-up estimate, and of the pre-roll (300)
  * @property {boolean} [startProbe] while the room is paused and the start-up latency is not known, play the element
  *   (muted) until it moves, then pause it and put it back: the first shared start is then on time too. Off by default:
@@ -232,6 +236,7 @@ export const DRIFT_DEFAULTS = Object.freeze({
   filterSamples: 2,
   playRetryMs: 1000,
   startLatencyMs: 0,
+  startLatencySamples: 5,
   startLatencyAlpha: 0.3,
   maxStartLatencyMs: 300,
   startProbe: false,
@@ -289,8 +294,10 @@ export class DriftController {
   #probe = null;
   /** Start-up probes made (kept across resets: an element that cannot be probed is not probed forever). */
   #probes = 0;
-  /** Starts measured (the first sets the estimate; later ones move it by the EWMA). */
+  /** Starts measured. */
   #startsMeasured = 0;
+  /** @type {number[]} the last `startLatencySamples` start-up measurements, ms (oldest first) */
+  #starts = [];
   /** @type {number | null} epoch of the last parked start (one per timeline) */
   #lateEpoch = null;
   /** Whether the element has presented frames (requestVideoFrameCallback): starts are then timed on them. */
@@ -460,8 +467,8 @@ export class DriftController {
     // The controller asks for a step when a scheduled change is due (its pre-roll, or its time), whatever else
     // steps it: the session's timer for it may fire early on this clock (see DUE_SLACK_MS), and a step that finds
     // it not yet due would otherwise leave it to the next control tick (up to 250 ms late).
-    if (next && now < next.atMs) dueAt = target.paused && !next.paused && !due && this.startLatencyMs > 0 ? next.atMs - this.startLatencyMs : next.atMs;
-    if (target.paused && next && !next.paused && due && now < next.atMs) {
+    if (next) dueAt = target.paused && !next.paused && !due && this.startLatencyMs > 0 ? next.atMs - this.startLatencyMs : next.atMs;
+    if (target.paused && next && !next.paused && due) {
       this.#prerollEpoch = next.epoch;
       target = { position: next.position, rate: next.rate, paused: false, epoch: next.epoch };
       movesAt = next.atMs;
@@ -725,7 +732,14 @@ export class DriftController {
     const o = this.o;
     const first = this.#startsMeasured++ === 0;
     const m = Math.min(took, o.maxStartLatencyMs);
-    this.startLatencyMs = first ? m : this.startLatencyMs + o.startLatencyAlpha * (m - this.startLatencyMs);
+    if (o.startLatencySamples > 0) {
+      this.#starts.push(m);
+      if (this.#starts.length > o.startLatencySamples) this.#starts.shift();
+      const sorted = [...this.#starts].sort((a, b) => a - b);
+      this.startLatencyMs = sorted[(sorted.length - 1) >> 1];
+    } else {
+      this.startLatencyMs = first ? m : this.startLatencyMs + o.startLatencyAlpha * (m - this.startLatencyMs);
+    }
   }
 
   /**

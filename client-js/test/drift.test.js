@@ -321,6 +321,26 @@ test('pre-roll: the start-up latency of play() is learned and later scheduled pl
   }
 });
 
+test('a slow first start (a cold decoder) does not pre-roll the later starts early: the estimate is the median of recent starts', () => {
+  /** @param {import('../src/drift.js').DriftOptions} opts */
+  const run = (opts) => {
+    const room = new SimRoom({ position: 10, paused: true });
+    for (const [at, paused] of [[2000, false], [4000, true], [6000, false], [8000, true], [10000, false]]) room.change(at, { paused });
+    let starts = 0;
+    const media = new SimMedia({ position: 10, paused: true, playLatencyMs: () => (starts++ === 0 ? 55 : 12) });
+    const { trace, controller } = simulate({ media, room, durationMs: 11000, controller: new DriftController(opts) });
+    // The worst drift in the first 250 ms of the third start (the second can only go by the first: 43 ms early).
+    const worst = Math.max(...trace.filter((x) => x.t >= 10000 && x.t < 10250).map((x) => Math.abs(x.drift)));
+    return { worst, learned: controller.startLatencyMs };
+  };
+  const median = run({});
+  assert.ok(Math.abs(median.learned - 12) < 0.01, `learned ${median.learned}`);
+  assert.ok(median.worst <= 6, `median: ${median.worst} ms off after a start`);
+  // An average of all starts (the EWMA) leads the second start by most of the first's excess.
+  const ewma = run({ startLatencySamples: 0 });
+  assert.ok(ewma.worst > 20, `EWMA: ${ewma.worst} ms off after a start`);
+});
+
 test("a pre-roll holds when the play's time moves later (a new clock sample): the element is not paused again", () => {
   const c = new DriftController({ startLatencyMs: 30 });
   const media = { currentTime: 10, playbackRate: 1, paused: true, readyState: 4, seeking: false };

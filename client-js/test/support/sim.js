@@ -20,7 +20,7 @@ import { DriftController } from '../../src/drift.js';
 
 export class SimMedia {
   /**
-   * @param {{position?: number, paused?: boolean, seekLatencyMs?: number | (() => number), seekErrorS?: number, jitterMs?: number, duration?: number, playLatencyMs?: number, frameMs?: number, vsyncMs?: number, vsyncPhaseMs?: number, steppedCurrentTime?: boolean, cadence?: boolean, cadenceLockJitterMs?: number}} [o]
+   * @param {{position?: number, paused?: boolean, seekLatencyMs?: number | (() => number), seekErrorS?: number, jitterMs?: number, duration?: number, playLatencyMs?: number | (() => number), frameMs?: number, vsyncMs?: number, vsyncPhaseMs?: number, steppedCurrentTime?: boolean, cadence?: boolean, cadenceLockJitterMs?: number}} [o]
    */
   constructor(o = {}) {
     /** Frame duration, ms (0: no frames modelled). */
@@ -49,8 +49,8 @@ export class SimMedia {
     this.seekErrorS = o.seekErrorS ?? 0;
     this.jitterMs = o.jitterMs ?? 0;
     this.seekDoneAt = 0;
-    /** play() takes this long before the element moves (start-up latency), ms. */
-    this.playLatencyMs = o.playLatencyMs ?? 0;
+    /** play() takes this long before the element moves (start-up latency), ms: one value, or one per start. */
+    this.playLatency = typeof o.playLatencyMs === 'function' ? o.playLatencyMs : () => o.playLatencyMs ?? 0;
     this.movesAt = 0;
     /** @type {[number, number][]} stall windows [from, to) in ms */
     this.stalls = [];
@@ -126,7 +126,7 @@ export class SimMedia {
       this.log.push({ t: now, ...a });
       if (a.type === 'setRate') this.playbackRate = a.rate;
       else if (a.type === 'play') {
-        if (this.paused) this.movesAt = now + this.playLatencyMs;
+        if (this.paused) this.movesAt = now + this.playLatency();
         this.paused = false;
       }
       else if (a.type === 'pause') this.paused = true;
