@@ -492,7 +492,13 @@ export class DriftController {
     // wait's time limit).
     const lacking = Boolean(media.buffering) || media.readyState < HAVE_FUTURE_DATA;
     this.buffering = lacking && (!media.paused || this.buffering);
-    const position = o.frameAware ? this.#pos.position(now, { ...media, stalled: lacking }) : media.currentTime;
+    // Without presented frames, a started element that has not moved yet (its start-up latency) is not measured as
+    // playing: a reading then, carried on at its rate, would put the element ahead by the rest of that latency for as
+    // long as the reading stays in the estimator's envelope (1.5 s): a late start not seen, a pre-rolled one slowed.
+    // (Where frames are presented they measure the start; the readings' envelope then only carries them between
+    // frames, and Firefox's `currentTime` starts tens of ms behind its first frames.)
+    const unmoved = !this.#framesSeen && this.start !== null && !media.paused && media.currentTime === this.start.from;
+    const position = o.frameAware ? this.#pos.position(now, { ...media, stalled: lacking || unmoved }) : media.currentTime;
     const driftMs = (position - target.position) * 1000;
     this.driftMs = driftMs;
     // Measurements on another basis (`currentTime` before the first frames) are not averaged with these.

@@ -341,6 +341,20 @@ test('a slow first start (a cold decoder) does not pre-roll the later starts ear
   assert.ok(ewma.worst > 20, `EWMA: ${ewma.worst} ms off after a start`);
 });
 
+test('an element that has not moved yet after play() is not measured as playing (its start-up latency is not drift)', () => {
+  const c = new DriftController({ startLatencyMs: 40 });
+  const paused = { position: 10, rate: 1, paused: true, epoch: 1, next: { atMs: 1000, position: 10, rate: 1, paused: false, epoch: 2 } };
+  const media = (/** @type {number} */ t, /** @type {boolean} */ playing) => ({ currentTime: playing && t > 1000 ? 10 + (t - 1000) / 1000 : 10, playbackRate: 1, paused: !playing, readyState: 4, seeking: false });
+  assert.deepEqual(c.update({ nowMs: 960, target: paused, media: media(960, false) }).actions.map((a) => a.type), ['play']);
+  // Played at 960 ms, moving from 1000 ms on (on time): readings at 960–1000 ms do not count as moving.
+  for (let t = 960; t <= 1000; t += 10) c.update({ nowMs: t, target: t < 1000 ? paused : { position: 10, rate: 1, paused: false, epoch: 2 }, media: media(t, true) });
+  for (let t = 1010; t <= 1500; t += 10) {
+    const r = c.update({ nowMs: t, target: { position: 10 + (t - 1000) / 1000, rate: 1, paused: false, epoch: 2 }, media: media(t, true) });
+    assert.ok(Math.abs(c.driftMs) < 0.5, `drift ${c.driftMs} at ${t}`);
+    assert.deepEqual(r.actions, [], `at ${t}`);
+  }
+});
+
 test("a pre-roll holds when the play's time moves later (a new clock sample): the element is not paused again", () => {
   const c = new DriftController({ startLatencyMs: 30 });
   const media = { currentTime: 10, playbackRate: 1, paused: true, readyState: 4, seeking: false };

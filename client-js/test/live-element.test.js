@@ -25,7 +25,7 @@ const toMedia = (p) => 10 + (p - BASE) / 1000;
  * and playing past the newest segment stalls it.
  */
 class LiveVideo extends EventTarget {
-  /** @param {{now: number}} clock @param {{programMs: number, paused?: boolean, seekLatencyMs?: number}} o */
+  /** @param {{now: number}} clock @param {{programMs: number, paused?: boolean, seekLatencyMs?: number, startLatencyMs?: number}} o */
   constructor(clock, o) {
     super();
     this.clock = clock;
@@ -36,6 +36,9 @@ class LiveVideo extends EventTarget {
     this.seeking = false;
     this.seekDoneAt = 0;
     this.seekLatencyMs = o.seekLatencyMs ?? 200;
+    /** play() takes this long before the element moves, ms. */
+    this.startLatencyMs = o.startLatencyMs ?? 0;
+    this.movesAt = 0;
     this.duration = Infinity;
     this.log = /** @type {{at: number, type: string, [k: string]: any}[]} */ ([]);
     const range = (/** @type {() => number} */ s, /** @type {() => number} */ e) => ({ length: 1, start: () => s(), end: () => e() });
@@ -76,6 +79,7 @@ class LiveVideo extends EventTarget {
     this.log.push({ at: this.clock.now, type: 'play' });
     if (this.paused) {
       this.paused = false;
+      this.movesAt = this.clock.now + this.startLatencyMs;
       this.dispatchEvent(new Event('play'));
     }
     return Promise.resolve();
@@ -101,7 +105,7 @@ class LiveVideo extends EventTarget {
       this.readyState = stalled ? 2 : 4;
       this.dispatchEvent(new Event(stalled ? 'waiting' : 'playing'));
     }
-    if (!stalled) this.position += (dt / 1000) * this._rate;
+    if (!stalled) this.position += (Math.max(0, Math.min(dt, this.clock.now - this.movesAt)) / 1000) * this._rate;
   }
   /** The program time the element shows. */
   get programMs() {
@@ -121,9 +125,25 @@ class LiveRoom {
     this.epoch++;
     this.at = (now) => ({ positionMs: programMs - ORIGIN + (paused ? 0 : now - from), paused });
   }
+  /**
+   * A change scheduled at `atMs`: from then on playing (or paused) from program time `programMs`; announced until
+   * then as the target's `next`, in room terms (like the server's scheduled commands).
+   */
+  schedule(atMs, programMs, paused = false) {
+    const before = this.at;
+    const epoch = this.epoch + 1;
+    const after = (now) => ({ positionMs: programMs - ORIGIN + (paused ? 0 : now - atMs), paused });
+    this.at = (now) => (now >= atMs ? after(now) : before(now));
+    this.pending = { atMs, position: (programMs - ORIGIN) / 1000, rate: 1, paused, epoch };
+  }
   target(now) {
     const { positionMs, paused } = this.at(now);
-    return { position: positionMs / 1000, rate: 1, paused, epoch: this.epoch };
+    if (this.pending && now >= this.pending.atMs) {
+      this.epoch = this.pending.epoch;
+      this.pending = null;
+    }
+    const t = { position: positionMs / 1000, rate: 1, paused, epoch: this.epoch };
+    return this.pending ? { ...t, next: this.pending } : t;
   }
   programMs(now) {
     return ORIGIN + this.at(now).positionMs;
@@ -134,11 +154,11 @@ class LiveRoom {
  * A controller on a simulated element and room. `adapter.known` switches the
  * adapter between knowing and not knowing its mapping yet.
  */
-function setup(t, { programMs, paused, origin = ORIGIN, seekLatencyMs } = {}) {
+function setup(t, { programMs, paused, origin = ORIGIN, seekLatencyMs, startLatencyMs } = {}) {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   const clock = { now: START };
   const room = new LiveRoom();
-  const video = new LiveVideo(clock, { programMs: programMs ?? START - 6000, paused, seekLatencyMs });
+  const video = new LiveVideo(clock, { programMs: programMs ?? START - 6000, paused, seekLatencyMs, startLatencyMs });
   const adapter = {
     known: true,
     toProgramTime: (/** @type {number} */ s) => (adapter.known ? toProgram(s) : null),
@@ -247,6 +267,33 @@ test('paused live room: the element pauses on the frame of the room, and plays o
   const drifts = run(2000);
   assert.equal(video.paused, false);
   assert.ok(Math.abs(lastDrift(drifts)) <= 15, `drift ${lastDrift(drifts)} ms`);
+});
+
+test("a paused live room's scheduled play: the element is pre-rolled in its own media time and starts on the play's frame", (t) => {
+  const { clock, room, video, adapter, controller, run } = setup(t, { programMs: START - LATENCY, startLatencyMs: 40 });
+  controller.attach(/** @type {any} */ (video), adapter);
+  run(1000);
+  room.jump(clock.now, clock.now - 20_000, true);
+  run(1000);
+  assert.equal(video.paused, true);
+  const seeksBefore = seeks(video).length;
+  // Twice: the first start teaches the controller the element's start-up latency (40 ms), the second is pre-rolled.
+  for (let i = 0; i < 2; i++) {
+    const at = clock.now + 600;
+    const pausedAt = room.programMs(clock.now);
+    room.schedule(at, pausedAt);
+    let drifts = run(1000);
+    assert.equal(video.paused, false);
+    // Never sent to the change's position taken as media time (room terms: seconds since the origin).
+    assert.ok(video.log.every((a) => a.type !== 'seek' || Math.abs(toProgram(a.to) - pausedAt) < 60_000), `seeks ${seeks(video).map((s) => s.to)}`);
+    // The pre-rolled start is on the play's frame (the first is the element's start-up latency late).
+    if (i === 1) assert.ok(drifts.filter((d) => d.at >= at).every((d) => Math.abs(d.drift) <= 10), `drifts ${drifts.map((d) => d.drift)}`);
+    room.jump(clock.now, room.programMs(clock.now), true);
+    drifts = run(1000);
+    assert.equal(video.paused, true);
+  }
+  // Paused snaps only (at most one per pause): no seek to an unconverted position.
+  assert.ok(seeks(video).length - seeksBefore <= 2, `${seeks(video).length - seeksBefore} seeks`);
 });
 
 test('reports: the position in room terms every interval, each with a LiveReport of the live edge and the buffer ahead', (t) => {
