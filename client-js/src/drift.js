@@ -107,6 +107,14 @@
 // the room gets there, as a parked seek does: a moment later on screen, but
 // on the room's frame, not 50–200 ms behind and catching up for seconds.
 //
+// A start that came up early (held start): a start is timed on its first
+// frames; if they show the element more than `earlyStartMs` ahead of the room
+// (its start-up latency was overestimated: an element's first play() is often
+// much slower than its later ones, and the next pre-roll goes by it), it is
+// paused on the frame it shows and played again when the room gets there,
+// once per timeline: a frame held a few tens of ms longer instead of a
+// rate correction that takes a second or more (±5 % sheds 12 ms in 250 ms).
+//
 // While the element is buffering (waiting/stalled, or readyState below
 // HAVE_FUTURE_DATA while it should play) or seeking, no correction is made:
 // the session reports buffering to the server instead, whose buffering
@@ -203,6 +211,8 @@ export const HAVE_FUTURE_DATA = 3;
  *   (muted) until it moves, then pause it and put it back: the first shared start is then on time too. Off by default:
  *   a played element loses its poster, and players mark it started (video.js hides its big play button) (false)
  * @property {number} [probeTimeoutMs] a probe whose element has not moved after this is given up (1500)
+ * @property {number} [earlyStartMs] a start whose first frames show the element more than this ahead of the room is
+ *   paused there and played again when the room gets there, once per timeline (held start; 0: corrected by rate) (20)
  * @property {number} [lateStartMs] a paused element that would start more than this behind the room seeks ahead
  *   and starts when the room gets there (parked start; 0: it starts at once and catches up by rate) (20)
  */
@@ -242,6 +252,7 @@ export const DRIFT_DEFAULTS = Object.freeze({
   startProbe: false,
   probeTimeoutMs: 1500,
   lateStartMs: 20,
+  earlyStartMs: 20,
 });
 
 /**
@@ -300,6 +311,13 @@ export class DriftController {
   #starts = [];
   /** @type {number | null} epoch of the last parked start (one per timeline) */
   #lateEpoch = null;
+  /** @type {number | null} epoch of the last held start (one per timeline) */
+  #holdEpoch = null;
+  /**
+   * @type {{at: number, m: number}[] | null} a start just measured: the next step checks where it came up (on these,
+   *   its first frames, when it was timed on frames: the estimator's offset may still be an earlier start's then)
+   */
+  #landed = null;
   /** Whether the element has presented frames (requestVideoFrameCallback): starts are then timed on them. */
   #framesSeen = false;
   /** @type {number | null} epoch of the scheduled play being pre-rolled (held until it takes effect) */
@@ -314,8 +332,9 @@ export class DriftController {
     this.seekLatencyMs = this.o.seekLatencyMs;
     /** Learned start-up latency: how long after play() the element moves, ms. */
     this.startLatencyMs = this.o.startLatencyMs;
-    /** @type {{issuedAt: number, from: number, rate: number, frames: number[]} | null} a start being measured (`frames`: its
-     *  start-up latency from each new frame presented since) */
+    /** @type {{issuedAt: number, from: number, rate: number, frames: number[], shown: {at: number, m: number}[]} | null} a
+     *  start being measured (`frames`: its start-up latency from each new frame presented since; `shown`: those frames,
+     *  when on screen and their media time) */
     this.start = null;
     this.corrections = { seeks: 0, rateChanges: 0 };
     /** @type {number[]} recent drift measurements, ms */
@@ -339,7 +358,8 @@ export class DriftController {
     /** @type {DriftMode} */
     this.mode = 'idle';
     this.buffering = false;
-    /** @type {{position: number} | null} a parked seek: the element paused at `position`, to be played when the room gets there */
+    /** @type {{position: number | null} | null} a parked seek: the element paused at `position` (null: where it paused,
+     *  a held start), to be played when the room gets there */
     this.parked = null;
     /** @type {number | null} */
     this.wakeAtMs = null;
@@ -365,6 +385,8 @@ export class DriftController {
     this.start = null;
     this.#probe = null;
     this.#lateEpoch = null;
+    this.#holdEpoch = null;
+    this.#landed = null;
     this.#prerollEpoch = null;
     this.parked = null;
     this.wakeAtMs = null;
@@ -377,19 +399,22 @@ export class DriftController {
    * @param {boolean} [playing] whether the element was playing then (false: ignored)
    * @param {{nowMs: number, currentTime: number}} [reading] the element's `currentTime` read in the callback, at
    *   `nowMs` (same clock)
+   * @returns {boolean} whether this frame completed the timing of a start: the caller steps the controller now, so a
+   *   start that came up early is held from its first frames, not at the next control tick
    */
   frame(atMs, mediaTime, playing = true, reading) {
     if (this.o.frameAware) this.#pos.frame(atMs, mediaTime, playing, reading);
     // A start is timed on the frames it presents: what the viewer sees, and what the position is measured on
     // (the element's clock may start at once while its first new frame comes tens of ms later).
-    if (!this.o.frameAware) return;
+    if (!this.o.frameAware) return false;
     this.#framesSeen = true;
     const st = this.start;
-    if (!st) return;
+    if (!st) return false;
     const moved = mediaTime - st.from;
-    if (!playing || !(moved > 0.002) || !Number.isFinite(moved)) return;
+    if (!playing || !(moved > 0.002) || !Number.isFinite(moved)) return false;
     st.frames.push(atMs - (moved * 1000) / st.rate - st.issuedAt);
-    if (st.frames.length >= START_FRAMES) this.learnStart();
+    st.shown.push({ at: atMs, m: mediaTime });
+    return st.frames.length >= START_FRAMES && this.learnStart();
   }
 
   /** Whether a start-up probe is in progress (the element playing muted while the room is paused). */
@@ -536,6 +561,7 @@ export class DriftController {
         actions.push({ type: 'probeEnd' });
       }
       this.parked = null;
+      this.#landed = null;
       this.correcting = false;
       this.epochChanged = false;
       if (!media.paused) actions.push({ type: 'pause' });
@@ -561,7 +587,7 @@ export class DriftController {
         this.#probes++;
         this.#probe = { at: now };
         actions.push({ type: 'play', probe: true });
-        this.start = { issuedAt: now, from: media.currentTime, rate: roomRate, frames: [] };
+        this.start = { issuedAt: now, from: media.currentTime, rate: roomRate, frames: [], shown: [] };
         this.wakeAtMs = now + 20;
         return done('probing');
       }
@@ -580,15 +606,17 @@ export class DriftController {
       // A parked seek: once it is done, play when the room reaches its position, one start-up latency early.
       if (this.seek || media.seeking) return done('seeking');
       if (media.paused) {
-        const dueInMs = movesAt + ((this.parked.position - target.position) / roomRate) * 1000 - this.startLatencyMs - now;
+        const held = this.parked.position === null;
+        const from = this.parked.position ?? media.currentTime;
+        const dueInMs = movesAt + ((from - target.position) / roomRate) * 1000 - this.startLatencyMs - now;
         if (dueInMs > 0.5) {
           this.wakeAtMs = now + dueInMs;
-          return done('seeking');
+          return done(held ? 'starting' : 'seeking');
         }
         this.parked = null;
         actions.push({ type: 'play' });
         this.lastPlayAt = now;
-        this.start = { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [] };
+        this.start = { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [], shown: [] };
         return done('starting');
       }
       this.parked = null; // played by someone else meanwhile
@@ -614,7 +642,7 @@ export class DriftController {
     if (media.paused && retryDue) {
       actions.push({ type: 'play' });
       this.lastPlayAt = now;
-      this.start = media.seeking ? null : { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [] };
+      this.start = media.seeking ? null : { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [], shown: [] };
     }
     if (this.seek && !jump) return done('seeking');
     if ((media.seeking || this.buffering) && !jump) {
@@ -626,6 +654,25 @@ export class DriftController {
       // The stall is over: measure afresh, then catch up by the normal bands.
       this.wasBuffering = false;
       this.samples = [];
+    }
+    // A start that came up early (its first frames ahead of the room): held where it is until the room gets there.
+    if (this.#landed && !media.paused) {
+      const shown = this.#landed;
+      this.#landed = null;
+      // On its frames: each against the room's line (extrapolated back over a pre-roll: the line is what it follows).
+      const landedMs = shown.length
+        ? shown.reduce((a, f) => a + (f.m - target.position - (roomRate * (f.at - movesAt)) / 1000) * 1000, 0) / shown.length
+        : driftMs;
+      if (o.earlyStartMs > 0 && this.#holdEpoch !== target.epoch && landedMs > o.earlyStartMs && landedMs < this.seekThresholdMs) {
+        this.#holdEpoch = target.epoch;
+        actions.push({ type: 'pause' });
+        this.parked = { position: null };
+        this.samples = [];
+        this.correcting = false;
+        if (media.playbackRate !== roomRate) this.setRate(actions, roomRate, now);
+        this.wakeAtMs = now + Math.max(0, landedMs / roomRate - this.startLatencyMs);
+        return done('starting');
+      }
     }
     if (now - this.lastSeekDoneAt < o.settleMs && !jump) return done('settling');
 
@@ -719,22 +766,24 @@ export class DriftController {
    * came), on a `currentTime` reading.
    * @param {number} [now]
    * @param {number} [currentTime] the element's, read at `now`
+   * @returns {boolean} whether the start was measured
    */
   learnStart(now, currentTime) {
     const st = this.start;
-    if (!st) return;
+    if (!st) return false;
     let took;
     if (st.frames.length) {
       took = st.frames.reduce((a, b) => a + b, 0) / st.frames.length;
     } else {
-      if (now === undefined || currentTime === undefined) return;
+      if (now === undefined || currentTime === undefined) return false;
       const moved = currentTime - st.from;
-      if (!(moved > 0.002)) return;
+      if (!(moved > 0.002)) return false;
       took = now - (moved * 1000) / st.rate - st.issuedAt;
     }
     this.start = null;
     took = Math.max(0, took);
-    if (!Number.isFinite(took)) return;
+    if (!Number.isFinite(took)) return false;
+    this.#landed = st.shown;
     const o = this.o;
     const first = this.#startsMeasured++ === 0;
     const m = Math.min(took, o.maxStartLatencyMs);
@@ -746,6 +795,7 @@ export class DriftController {
     } else {
       this.startLatencyMs = first ? m : this.startLatencyMs + o.startLatencyAlpha * (m - this.startLatencyMs);
     }
+    return true;
   }
 
   /**

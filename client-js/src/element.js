@@ -155,7 +155,8 @@ export class ElementController {
       const nowMs = this.#host.nowUs() / 1000;
       const atMs = nowMs - (performance.now() - shown);
       // currentTime read right after a frame (Firefox steps it then) is a close reading of the element's clock.
-      this.#drift.frame(atMs, Number(meta?.mediaTime), !el.paused && !el.seeking, { nowMs, currentTime: el.currentTime });
+      // A start just timed on its first frames: a step now checks where it came up (an early one is held at once).
+      if (this.#drift.frame(atMs, Number(meta?.mediaTime), !el.paused && !el.seeking, { nowMs, currentTime: el.currentTime })) this.step();
     };
     try {
       handle = v.requestVideoFrameCallback(onFrame);

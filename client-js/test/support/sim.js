@@ -212,6 +212,8 @@ export function simulate({ media, room, controller = new DriftController(), dura
   /** The index of the next display refresh (kept, not recomputed: a refresh on a whole ms is not skipped by rounding). */
   let vsync = Math.ceil((start - media.vsyncPhaseMs) / media.vsyncMs - 1e-9);
   for (let now = start; now <= start + durationMs; now += dt) {
+    /** Whether a frame completed a start's timing: the element controller steps then (so does this). */
+    let timed = false;
     // Advance the element to `now` (from now − dt), then compare it with the room at `now`.
     if (now > start) media.step(now - dt, dt);
     if (media.frameMs) {
@@ -222,7 +224,7 @@ export function simulate({ media, room, controller = new DriftController(), dura
           frameDrifts.push({ at: f.at, d: (f.m - room.target(f.at).position) * 1000 });
           if (rvfc) {
             const cbAt = noisy(f.at + 1);
-            controller.frame(noisy(f.at), f.m, !media.paused, { nowMs: cbAt, currentTime: media.currentTime });
+            if (controller.frame(noisy(f.at), f.m, !media.paused, { nowMs: cbAt, currentTime: media.currentTime })) timed = true;
           }
         }
       }
@@ -233,7 +235,7 @@ export function simulate({ media, room, controller = new DriftController(), dura
     // The session also steps one start-up latency before a scheduled change (pre-roll).
     const preroll = target.next && controller.startLatencyMs > 0 && now >= target.next.atMs - controller.startLatencyMs && now - dt < target.next.atMs - controller.startLatencyMs;
     const woken = wakeAt !== null && now >= wakeAt;
-    if (now >= nextControl + late || seekEnded || preroll || woken) {
+    if (now >= nextControl + late || seekEnded || preroll || woken || timed) {
       const r = controller.update({ nowMs: noisy(now), target, media: media.state() });
       // The session steps again when the controller asks (a parked seek's start).
       wakeAt = r.wakeAtMs ?? null;
