@@ -14,6 +14,8 @@
 // are generous; the figures go to e2e/results/ and BENCHMARKS.md.
 //
 // LOCKSTEP_E2E_ENGINES=chromium,mixed,firefox (the default) picks the engines.
+// LOCKSTEP_E2E_RATE=1|1.25 sets the sampled rate for both transports (by
+// default 1.25 over WebTransport, 1 over WebSocket): separates the two.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -212,7 +214,8 @@ async function run(t, o) {
     // Play again, then (over WebTransport) rate 1.25.
     await host.click('#play');
     const afterResume = await afterChange(pages, (p) => !p.paused && !p.seeking, 'every page to play again');
-    const rate = ws ? 1 : 1.25;
+    const rate = process.env.LOCKSTEP_E2E_RATE ? Number(process.env.LOCKSTEP_E2E_RATE) : ws ? 1 : 1.25;
+    assert.ok(rate === 1 || rate === 1.25, `LOCKSTEP_E2E_RATE is 1 or 1.25, not ${process.env.LOCKSTEP_E2E_RATE}`);
     if (rate !== 1) {
       await host.selectOption('#rate', '1.25');
       for (const p of pages) {
