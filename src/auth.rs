@@ -583,7 +583,8 @@ mod tests {
     #[test]
     fn es256_public_key_tokens_verify() {
         let (pkcs8, path) = es256_key("es256");
-        let a = Authenticator::new(KeySource::PublicKeyPem(path), None, None, false).unwrap();
+        let a = Authenticator::new(KeySource::PublicKeyPem(path.clone()), None, None, false).unwrap();
+        remove_key(&path);
         let claims = Claims {
             sub: "carol".into(),
             plan: Plan::Free,
@@ -599,6 +600,15 @@ mod tests {
         assert_eq!(a.verify(&token).unwrap().sub, "carol");
         let hs = auth(None).mint(&claims).unwrap();
         assert!(a.verify(&hs).is_err(), "an HS256 token is refused where ES256 is configured");
+    }
+
+    /// Removes a key file of `es256_key`, and its directory once it is empty (the keys are read when an
+    /// `Authenticator` is made).
+    fn remove_key(path: &std::path::Path) {
+        let _ = std::fs::remove_file(path);
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 
     /// A new P-256 key: its PKCS#8 document and a PEM file of its public key.
@@ -621,14 +631,17 @@ mod tests {
     fn several_public_keys_and_a_secret_coexist() {
         let (k1, p1) = es256_key("multi-1");
         let (k2, p2) = es256_key("multi-2");
-        let (k3, _) = es256_key("multi-3");
+        let (k3, p3) = es256_key("multi-3");
         let a = Authenticator::with_keys(
-            Keys { secret: Some(SECRET.to_vec()), public_keys: vec![p1, p2], jwks: None },
+            Keys { secret: Some(SECRET.to_vec()), public_keys: vec![p1.clone(), p2.clone()], jwks: None },
             None,
             None,
             false,
         )
         .unwrap();
+        for p in [&p1, &p2, &p3] {
+            remove_key(p);
+        }
         let claims = a.claims_for("dave", Plan::Free, 60);
         let sign = |k: &[u8], kid: Option<&str>| {
             let mut h = Header::new(Algorithm::ES256);

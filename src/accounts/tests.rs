@@ -21,12 +21,23 @@ fn accounts_in(dir: &std::path::Path) -> (Accounts, Arc<dyn Store>) {
     (Accounts::new(store.clone(), AccountConfig::default()), store)
 }
 
-fn tmp() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("lockstep-accounts-{}-{}", std::process::id(), random_id()))
+/// A directory of its own for a test's store, removed with it.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
-fn accounts() -> (Accounts, Arc<dyn Store>) {
-    accounts_in(&tmp())
+fn tmp() -> TempDir {
+    TempDir(std::env::temp_dir().join(format!("lockstep-accounts-{}-{}", std::process::id(), random_id())))
+}
+
+fn accounts() -> (Accounts, Arc<dyn Store>, TempDir) {
+    let dir = tmp();
+    let (a, store) = accounts_in(&dir.0);
+    (a, store, dir)
 }
 
 fn registered(a: &Accounts) -> usize {
@@ -35,7 +46,7 @@ fn registered(a: &Accounts) -> usize {
 
 #[test]
 fn the_registry_is_empty_once_registrations_drop() {
-    let (a, _) = accounts();
+    let (a, _, _dir) = accounts();
     let (c1, c2, c3) = (Arc::new(Conn::default()), Arc::new(Conn::default()), Arc::new(Conn::default()));
     let r1 = a.register("u", "d1", Arc::downgrade(&c1) as Weak<dyn Revocable>);
     let r2 = a.register("u", "d1", Arc::downgrade(&c2) as Weak<dyn Revocable>);
@@ -69,7 +80,7 @@ fn the_registry_is_empty_once_registrations_drop() {
 #[tokio::test]
 async fn maintenance_expires_the_timelines_of_idle_rooms_only() {
     let dir = tmp();
-    let (a, store) = accounts_in(&dir);
+    let (a, store) = accounts_in(&dir.0);
     let t = Timeline { epoch: 3, position_ms: 1_000, anchor_us: 5, rate_milli: 1000, paused: true };
     let rooms = ["idle", "watched", "recent"];
     store.save_timelines(rooms.iter().map(|r| (r.to_string(), t)).collect()).await.unwrap();
@@ -86,7 +97,7 @@ async fn maintenance_expires_the_timelines_of_idle_rooms_only() {
     a.start(&claims, "d1", "watched").await.unwrap();
     // Two rooms last changed longer ago than the TTL.
     let old = unix_ms() - room_key_ttl_ms() - 1_000;
-    let db = rusqlite::Connection::open(dir.join("lockstep.db")).unwrap();
+    let db = rusqlite::Connection::open(dir.0.join("lockstep.db")).unwrap();
     db.execute("UPDATE timelines SET updated_at = ?1 WHERE room_id != 'recent'", [old as i64]).unwrap();
     a.maintain().await;
     assert_eq!(store.timeline("idle").await.unwrap(), None, "idle past the TTL: gone");

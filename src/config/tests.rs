@@ -21,6 +21,7 @@ fn file_is_overridden_by_flags_and_unknown_keys_are_refused() {
     let Command::Serve(args) = cli.command else { panic!("serve") };
     let err = args.resolve().unwrap_err().to_string();
     assert!(err.contains("no-such-key"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 
     let cli = Cli::parse_from(["lockstep", "serve", "--buffering-policy", "ignore"]);
     let Command::Serve(args) = cli.command else { panic!("serve") };
@@ -123,6 +124,7 @@ fn a_list_option_takes_one_value_or_several_in_a_file() {
     let two = dir.join("two.toml");
     std::fs::write(&two, "jwt-public-key = [\"a.pem\", \"b.pem\"]\n").unwrap();
     assert_eq!(load_file(&two).unwrap().jwt_public_key, Some(vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
