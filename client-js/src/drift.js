@@ -332,9 +332,8 @@ export class DriftController {
     this.seekLatencyMs = this.o.seekLatencyMs;
     /** Learned start-up latency: how long after play() the element moves, ms. */
     this.startLatencyMs = this.o.startLatencyMs;
-    /** @type {{issuedAt: number, from: number, rate: number, frames: number[], shown: {at: number, m: number}[]} | null} a
-     *  start being measured (`frames`: its start-up latency from each new frame presented since; `shown`: those frames,
-     *  when on screen and their media time) */
+    /** @type {{issuedAt: number, from: number, rate: number, frames: {at: number, m: number}[]} | null} a start being
+     *  measured (`frames`: the new frames presented since, when on screen and their media time) */
     this.start = null;
     this.corrections = { seeks: 0, rateChanges: 0 };
     /** @type {number[]} recent drift measurements, ms */
@@ -412,8 +411,7 @@ export class DriftController {
     if (!st) return false;
     const moved = mediaTime - st.from;
     if (!playing || !(moved > 0.002) || !Number.isFinite(moved)) return false;
-    st.frames.push(atMs - (moved * 1000) / st.rate - st.issuedAt);
-    st.shown.push({ at: atMs, m: mediaTime });
+    st.frames.push({ at: atMs, m: mediaTime });
     return st.frames.length >= START_FRAMES && this.learnStart();
   }
 
@@ -587,7 +585,7 @@ export class DriftController {
         this.#probes++;
         this.#probe = { at: now };
         actions.push({ type: 'play', probe: true });
-        this.start = { issuedAt: now, from: media.currentTime, rate: roomRate, frames: [], shown: [] };
+        this.start = { issuedAt: now, from: media.currentTime, rate: roomRate, frames: [] };
         this.wakeAtMs = now + 20;
         return done('probing');
       }
@@ -616,7 +614,7 @@ export class DriftController {
         this.parked = null;
         actions.push({ type: 'play' });
         this.lastPlayAt = now;
-        this.start = { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [], shown: [] };
+        this.start = { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [] };
         return done('starting');
       }
       this.parked = null; // played by someone else meanwhile
@@ -642,7 +640,7 @@ export class DriftController {
     if (media.paused && retryDue) {
       actions.push({ type: 'play' });
       this.lastPlayAt = now;
-      this.start = media.seeking ? null : { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [], shown: [] };
+      this.start = media.seeking ? null : { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [] };
     }
     if (this.seek && !jump) return done('seeking');
     if ((media.seeking || this.buffering) && !jump) {
@@ -773,7 +771,8 @@ export class DriftController {
     if (!st) return false;
     let took;
     if (st.frames.length) {
-      took = st.frames.reduce((a, b) => a + b, 0) / st.frames.length;
+      // Each frame's start: when it was on screen less how far it had moved.
+      took = st.frames.reduce((a, f) => a + f.at - ((f.m - st.from) * 1000) / st.rate - st.issuedAt, 0) / st.frames.length;
     } else {
       if (now === undefined || currentTime === undefined) return false;
       const moved = currentTime - st.from;
@@ -783,7 +782,7 @@ export class DriftController {
     this.start = null;
     took = Math.max(0, took);
     if (!Number.isFinite(took)) return false;
-    this.#landed = st.shown;
+    this.#landed = st.frames;
     const o = this.o;
     const first = this.#startsMeasured++ === 0;
     const m = Math.min(took, o.maxStartLatencyMs);
