@@ -275,7 +275,11 @@ export async function openFirefoxWatch(url, o = {}) {
 /**
  * Records the frames the page's video presents (requestVideoFrameCallback:
  * when each is expected on screen, on the page's Unix-epoch clock, and its
- * media time), for `probe()`'s `shown`. A page without it keeps `shown` null.
+ * media time), for `probe()`'s `shown`, and the element's rate changes (when,
+ * the new rate), so a frame is carried to the sampling instant at the rates
+ * the element played at since (a frame shown during a 10 % catch-up carried
+ * at the rate that followed it would be tens of ms off). A page without
+ * requestVideoFrameCallback keeps `shown` null.
  * @param {{evaluate: Function}} page
  */
 export async function recordFrames(page) {
@@ -286,6 +290,13 @@ export async function recordFrames(page) {
     /** @type {[number, number][]} */
     const frames = [];
     w.__frames = frames;
+    /** @type {[number, number][]} the element's rate from each time on (page's Unix-epoch clock, ms) */
+    const rates = [[-Infinity, v.playbackRate]];
+    w.__rates = rates;
+    v.addEventListener('ratechange', () => {
+      rates.push([performance.timeOrigin + performance.now(), v.playbackRate]);
+      if (rates.length > 200) rates.splice(0, 100);
+    });
     const onFrame = (/** @type {number} */ now, /** @type {any} */ meta) => {
       const shown = performance.timeOrigin + (Number.isFinite(meta.expectedDisplayTime) ? meta.expectedDisplayTime : now);
       // A frame reported long after it was shown (the paused frame, once playing again) is not on the line.
@@ -364,7 +375,7 @@ export async function waitUntil(fn, o) {
  * @property {number | null} roomRate
  * @property {boolean | null} roomPaused
  * @property {number | null} shown the presented frames' position now, s: each frame of the last second carried from
- *   when it was on screen to `t` at the element's rate, their mean (null: no frames recorded, see `recordFrames`)
+ *   when it was on screen to `t` at the rates the element played at since (its `ratechange` events), their mean (null: no frames recorded, see `recordFrames`)
  * @property {number | null} lastShown the same from the last frame presented only (quantized by frames and refreshes)
  */
 
@@ -381,12 +392,26 @@ export function probe(page) {
     const frames = /** @type {any} */ (window).__frames;
     let shown = null;
     let lastShown = null;
+    /** @type {[number, number][]} */
+    const rates = /** @type {any} */ (window).__rates ?? [[-Infinity, v.playbackRate]];
+    /** Media time played from `from` to `t` (ms), at the rates in force between them, s. */
+    const played = (/** @type {number} */ from) => {
+      let s = 0;
+      for (let i = 0; i < rates.length; i++) {
+        const a = Math.max(from, rates[i][0]);
+        const b = Math.min(t, i + 1 < rates.length ? rates[i + 1][0] : t);
+        if (b > a) s += ((b - a) / 1000) * rates[i][1];
+      }
+      // A frame expected on screen after `t` (or before the first change kept): at the rate now.
+      if (from > t) s = ((t - from) / 1000) * v.playbackRate;
+      return s;
+    };
     if (frames && !v.paused && !v.seeking) {
       const recent = frames.filter((f) => f[0] >= t - 1000 && f[0] <= t + 50);
       if (recent.length >= 3) {
-        shown = recent.reduce((a, f) => a + f[1] + ((t - f[0]) / 1000) * v.playbackRate, 0) / recent.length;
+        shown = recent.reduce((a, f) => a + f[1] + played(f[0]), 0) / recent.length;
         const last = recent.filter((f) => f[0] <= t).at(-1);
-        if (last) lastShown = last[1] + ((t - last[0]) / 1000) * v.playbackRate;
+        if (last) lastShown = last[1] + played(last[0]);
       }
     }
     return {
