@@ -108,12 +108,25 @@
 // on the room's frame, not 50–200 ms behind and catching up for seconds.
 //
 // A start that came up early (held start): a start is timed on its first
-// frames; if they show the element more than `earlyStartMs` ahead of the room
-// (its start-up latency was overestimated: an element's first play() is often
-// much slower than its later ones, and the next pre-roll goes by it), it is
-// paused on the frame it shows and played again when the room gets there,
-// once per timeline: a frame held a few tens of ms longer instead of a
-// rate correction that takes a second or more (±5 % sheds 12 ms in 250 ms).
+// frames (the first start too, where the session hands frames over:
+// `expectFrames()`); if they show the element more than `earlyStartMs`
+// (12 ms) ahead of the room (its start-up latency was overestimated: an
+// element's first play() is often much slower than its later ones, and the
+// next pre-roll goes by it), it is paused on the frame it shows and played
+// again when the room gets there, once per timeline: a frame held a few
+// tens of ms longer instead of a rate correction that takes a second or more
+// (±5 % sheds 12 ms in 250 ms).
+//
+// A start that came up late (rushed start): if a start's first frames show
+// the element more than `lateLandingMs` (12 ms) behind the room (its
+// start-up latency was not known yet, as at an element's first start, or
+// was underestimated, or the play reached it late), it plays at
+// room · (1 + `landingRateAdjust`, 10 %) for as long as that lateness takes
+// (at most 500 ms), once per timeline, then the bands take over: 40 ms
+// caught up in 400 ms, where the ±5 % band's law (drift / 1 s) still leaves
+// 60 % of it half a second later. Open loop, on the start's own frames (the
+// position estimator's presentation offset may still be an earlier
+// start's); not on a `currentTime` reading, which can be a frame off.
 //
 // While the element is buffering (waiting/stalled, or readyState below
 // HAVE_FUTURE_DATA while it should play) or seeking, no correction is made:
@@ -152,6 +165,8 @@ import { PositionEstimator } from './position.js';
 
 /** A start is timed on this many presented frames (their mean). */
 const START_FRAMES = 3;
+/** A rushed start (a start that came up late) lasts at most this long; the bands catch up the rest. */
+const RUSH_MAX_MS = 500;
 /** Without them this long after play(), it is timed on a `currentTime` reading. */
 const START_FRAMES_WAIT_MS = 600;
 /**
@@ -212,7 +227,11 @@ export const HAVE_FUTURE_DATA = 3;
  *   a played element loses its poster, and players mark it started (video.js hides its big play button) (false)
  * @property {number} [probeTimeoutMs] a probe whose element has not moved after this is given up (1500)
  * @property {number} [earlyStartMs] a start whose first frames show the element more than this ahead of the room is
- *   paused there and played again when the room gets there, once per timeline (held start; 0: corrected by rate) (20)
+ *   paused there and played again when the room gets there, once per timeline (held start; 0: corrected by rate) (12)
+ * @property {number} [lateLandingMs] a start whose first frames show the element more than this behind the room is
+ *   caught up at room · (1 + `landingRateAdjust`) for as long as that takes (at most 500 ms), once per timeline (rushed
+ *   start; 0: by the bands) (12)
+ * @property {number} [landingRateAdjust] rushed start: the rate's offset, fraction of the room rate (0.1)
  * @property {number} [lateStartMs] a paused element that would start more than this behind the room seeks ahead
  *   and starts when the room gets there (parked start; 0: it starts at once and catches up by rate) (20)
  */
@@ -252,7 +271,9 @@ export const DRIFT_DEFAULTS = Object.freeze({
   startProbe: false,
   probeTimeoutMs: 1500,
   lateStartMs: 20,
-  earlyStartMs: 20,
+  earlyStartMs: 12,
+  lateLandingMs: 12,
+  landingRateAdjust: 0.1,
 });
 
 /**
@@ -313,6 +334,10 @@ export class DriftController {
   #lateEpoch = null;
   /** @type {number | null} epoch of the last held start (one per timeline) */
   #holdEpoch = null;
+  /** @type {number | null} epoch of the last rushed start (one per timeline) */
+  #rushEpoch = null;
+  /** @type {{untilMs: number, epoch: number} | null} a rushed start: the element played faster until `untilMs` */
+  #rush = null;
   /**
    * @type {{at: number, m: number}[] | null} a start just measured: the next step checks where it came up (on these,
    *   its first frames, when it was timed on frames: the estimator's offset may still be an earlier start's then)
@@ -320,6 +345,8 @@ export class DriftController {
   #landed = null;
   /** Whether the element has presented frames (requestVideoFrameCallback): starts are then timed on them. */
   #framesSeen = false;
+  /** Whether its frames will be handed over (`expectFrames()`): its first start is then timed on them too. */
+  #framesExpected = false;
   /** @type {number | null} epoch of the scheduled play being pre-rolled (held until it takes effect) */
   #prerollEpoch = null;
   /** @type {string} what the last measurement came from */
@@ -385,6 +412,8 @@ export class DriftController {
     this.#probe = null;
     this.#lateEpoch = null;
     this.#holdEpoch = null;
+    this.#rushEpoch = null;
+    this.#rush = null;
     this.#landed = null;
     this.#prerollEpoch = null;
     this.parked = null;
@@ -413,6 +442,15 @@ export class DriftController {
     if (!playing || !(moved > 0.002) || !Number.isFinite(moved)) return false;
     st.frames.push({ at: atMs, m: mediaTime });
     return st.frames.length >= START_FRAMES && this.learnStart();
+  }
+
+  /**
+   * The element's frames will be handed to `frame()` (the session has requestVideoFrameCallback): its first start is
+   * then timed on its first frames as later ones are (what the viewer sees, and what a start that came up late is
+   * caught up on), not on the first `currentTime` reading after it moved (Firefox's is a frame behind at worst).
+   */
+  expectFrames() {
+    if (this.o.frameAware) this.#framesExpected = true;
   }
 
   /** Whether a start-up probe is in progress (the element playing muted while the room is paused). */
@@ -497,7 +535,9 @@ export class DriftController {
       movesAt = next.atMs;
     }
     if (this.start && (media.seeking || now - this.start.issuedAt > 2000)) this.start = null;
-    else if (this.start && !media.paused && (!this.#framesSeen || now - this.start.issuedAt > START_FRAMES_WAIT_MS)) this.learnStart(now, media.currentTime);
+    else if (this.start && !media.paused && (!(this.#framesSeen || this.#framesExpected) || now - this.start.issuedAt > START_FRAMES_WAIT_MS)) {
+      this.learnStart(now, media.currentTime);
+    }
     if (this.epoch !== target.epoch) {
       this.epochChanged = this.epoch !== null;
       this.epoch = target.epoch;
@@ -505,6 +545,7 @@ export class DriftController {
       this.correcting = false;
       this.snap = null;
       this.parked = null;
+      this.#rush = null;
     }
     const roomRate = target.rate > 0 ? target.rate : 1;
     // A stall starts only while the element plays, and only data ends it:
@@ -560,6 +601,7 @@ export class DriftController {
       }
       this.parked = null;
       this.#landed = null;
+      this.#rush = null;
       this.correcting = false;
       this.epochChanged = false;
       if (!media.paused) actions.push({ type: 'pause' });
@@ -671,6 +713,29 @@ export class DriftController {
         this.wakeAtMs = now + Math.max(0, landedMs / roomRate - this.startLatencyMs);
         return done('starting');
       }
+      // A start that came up late (behind the room on its first frames): played faster for as long as that takes.
+      // Only on frames: a `currentTime` reading (in whole frames in Firefox) can misjudge it by a frame, and this is
+      // open loop.
+      const late = -landedMs;
+      if (shown.length && o.lateLandingMs > 0 && o.landingRateAdjust > 0 && this.#rushEpoch !== target.epoch && late > o.lateLandingMs && late < this.seekThresholdMs) {
+        this.#rushEpoch = target.epoch;
+        this.#rush = { untilMs: now + Math.min(late / (roomRate * o.landingRateAdjust), RUSH_MAX_MS), epoch: target.epoch };
+        this.samples = [];
+        this.correcting = false;
+        this.setRate(actions, roomRate * (1 + o.landingRateAdjust), now);
+      }
+    }
+    if (this.#rush) {
+      if (this.#rush.epoch === target.epoch && now < this.#rush.untilMs - 0.5 && !media.paused && Math.abs(driftMs) < this.seekThresholdMs) {
+        this.wakeAtMs = this.#rush.untilMs;
+        return done('correcting');
+      }
+      // Over (or overtaken: a pause, a jump): the room's rate, and the bands measure afresh from the next step.
+      const over = this.#rush.epoch === target.epoch && !media.paused && Math.abs(driftMs) < this.seekThresholdMs;
+      this.#rush = null;
+      this.samples = [];
+      if (media.playbackRate !== roomRate) this.setRate(actions, roomRate, now);
+      if (over) return done('locked');
     }
     if (now - this.lastSeekDoneAt < o.settleMs && !jump) return done('settling');
 

@@ -163,6 +163,7 @@ export class ElementController {
     } catch {
       return;
     }
+    this.#drift.expectFrames();
     this.#cleanups.push(() => {
       active = false;
       try {

@@ -366,6 +366,36 @@ test('a start that came up early is held where it is until the room gets there (
   }
 });
 
+test('a start that came up late (its start-up latency not known yet) is caught up faster, once, when timed on frames', () => {
+  for (const rvfc of [true, false]) {
+    /** @param {import('../src/drift.js').DriftOptions} opts */
+    const run = (opts) => {
+      const room = new SimRoom({ position: 10, paused: true });
+      room.change(2000, { paused: false });
+      // The first start takes 45 ms: nothing to pre-roll it by yet, so it comes up 45 ms behind.
+      const media = new SimMedia({ position: 10, paused: true, playLatencyMs: 45, frameMs: 40, vsyncMs: 1000 / 60 });
+      const { trace } = simulate({ media, room, durationMs: 4000, rvfc, controller: new DriftController(opts) });
+      const drift = (/** @type {number} */ from, /** @type {number} */ to) => Math.max(...trace.filter((x) => x.t >= from && x.t < to).map((x) => Math.abs(x.drift)));
+      const rates = trace.filter((x) => x.t >= 2000).map((x) => x.rate);
+      return { first: drift(2000, 2300), after: drift(2600, 4000), top: Math.max(...rates), log: media.log.filter((a) => a.t >= 1900).map((a) => a.type) };
+    };
+    const rushed = run({});
+    assert.ok(rushed.first > 40, `rvfc ${rvfc}: the start came up ${rushed.first} ms behind`);
+    if (!rvfc) {
+      // Timed on a `currentTime` reading (which can be a frame off): left to the bands.
+      assert.ok(rushed.top <= 1.05 + 1e-9, `rvfc ${rvfc}: rate ${rushed.top}`);
+      continue;
+    }
+    assert.ok(rushed.after <= 8, `rvfc ${rvfc}: ${rushed.after} ms off from 600 ms after the start`);
+    assert.ok(Math.abs(rushed.top - 1.1) < 1e-9, `rvfc ${rvfc}: rate ${rushed.top}`);
+    // No seek, no pause: played, and the rate set (faster, then back).
+    assert.deepEqual([...new Set(rushed.log)], ['play', 'setRate'], `rvfc ${rvfc}: ${rushed.log}`);
+    const byBands = run({ lateLandingMs: 0 });
+    assert.ok(byBands.after > 20, `rvfc ${rvfc}, by the bands: ${byBands.after} ms`);
+    assert.ok(byBands.top <= 1.05 + 1e-9, `rvfc ${rvfc}, by the bands: rate ${byBands.top}`);
+  }
+});
+
 test('an element that has not moved yet after play() is not measured as playing (its start-up latency is not drift)', () => {
   const c = new DriftController({ startLatencyMs: 40 });
   const paused = { position: 10, rate: 1, paused: true, epoch: 1, next: { atMs: 1000, position: 10, rate: 1, paused: false, epoch: 2 } };
@@ -443,8 +473,8 @@ test('start-up probe (startProbe: true): while the room is paused the element is
     assert.equal(media.log[0].probe, true);
     const back = /** @type {{t: number, position: number}} */ (media.log.find((a) => a.type === 'seek'));
     assert.equal(back.position, 10);
-    // Played until it moved, not longer: a frame or two.
-    assert.ok(back.t - media.log[0].t <= playLatencyMs + 60, `${playLatencyMs} ms: probe took ${back.t - media.log[0].t} ms`);
+    // Played until it moved and presented the three new frames it is timed on (40 ms each), not longer.
+    assert.ok(back.t - media.log[0].t <= playLatencyMs + 3 * 40 + 20, `${playLatencyMs} ms: probe took ${back.t - media.log[0].t} ms`);
     assert.ok(Math.abs(controller.startLatencyMs - playLatencyMs) <= 12, `${playLatencyMs} ms: learned ${controller.startLatencyMs}`);
     // The first shared start (the pre-roll at 3 s − the learned latency) is on time.
     for (const x of trace.filter((x) => x.t >= 3000)) assert.ok(Math.abs(x.drift) <= 12, `${playLatencyMs} ms: drift ${x.drift} at ${x.t}`);
@@ -473,6 +503,28 @@ test('a start is timed on the frames it presents: a clock that moves at once, it
   assert.ok(Math.abs(run(true) - 30) < 0.5, `on frames: ${run(true)}`);
   // Timed on currentTime alone, the same start is 0 ms.
   assert.ok(run(false) < 1, `on currentTime: ${run(false)}`);
+});
+
+test('expectFrames(): an element that has presented no frame yet has its first start timed on its first frames', () => {
+  // A paused element presents no frame (Chromium calls no requestVideoFrameCallback before the first play).
+  const media = (/** @type {number} */ t) => ({ currentTime: t > 0 ? 10 + t / 1000 : 10, playbackRate: 1, paused: t < 0, readyState: 4, seeking: false });
+  const run = (/** @type {boolean} */ expect) => {
+    const c = new DriftController();
+    if (expect) c.expectFrames();
+    const playing = { position: 10, rate: 1, paused: false, epoch: 1 };
+    assert.deepEqual(c.update({ nowMs: -1, target: playing, media: media(-1) }).actions, [{ type: 'play' }]);
+    // Its clock moves at once; its first new frame is on screen 30 ms later.
+    c.update({ nowMs: 20, target: { ...playing, position: 10.021 }, media: media(20) });
+    const before = c.startLatencyMs;
+    for (const [at, m] of [[70, 10.04], [110, 10.08], [150, 10.12]]) c.frame(at, m, true);
+    return { before, after: c.startLatencyMs };
+  };
+  const expected = run(true);
+  assert.equal(expected.before, 0, 'not timed on the first reading');
+  assert.ok(Math.abs(expected.after - 31) < 0.5, `on frames: ${expected.after}`);
+  // Without it, the first reading after it moved times the start (1 ms here: played at −1), before any frame.
+  const unexpected = run(false);
+  assert.ok(Math.abs(unexpected.before - 1) < 0.5 && unexpected.after === unexpected.before, `on currentTime: ${JSON.stringify(unexpected)}`);
 });
 
 test('a play that arrives after its time: the element seeks ahead and starts on the room (parked start) instead of catching up for seconds', () => {

@@ -196,6 +196,7 @@ export class SimRoom {
  */
 export function simulate({ media, room, controller = new DriftController(), durationMs, dt = 10, controlMs = 250, start = 0, rvfc = false, clockJitterMs = 0, timerJitterMs = 0, seed = 11 }) {
   const trace = [];
+  if (rvfc) controller.expectFrames();
   let nextControl = start;
   let wasSeeking = media.seeking;
   let rnd = seed;
