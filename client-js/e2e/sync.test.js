@@ -8,7 +8,7 @@
 // the viewers follow each; then the skew between the host and each viewer is
 // sampled against one clock: on the frames presented (requestVideoFrameCallback:
 // the mean of the last second of frames, each carried from when it was on
-// screen to the sampling instant) and on the playheads (currentTime). The
+// screen to the sampling instant at the rates played since) and on the playheads (currentTime). The
 // pause spread (the paused positions' range), the skew right after play and
 // seek, and the rate changes while sampled are recorded too. Bounds asserted
 // are generous; the figures go to e2e/results/ and BENCHMARKS.md.
