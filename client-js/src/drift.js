@@ -122,9 +122,9 @@
 // start-up latency was not known yet, as at an element's first start, or
 // was underestimated, or the play reached it late), it plays at
 // room · (1 + `landingRateAdjust`, 10 %) for as long as that lateness takes
-// (at most 500 ms), once per timeline, then the bands take over: 40 ms
-// caught up in 400 ms, where the ±5 % band's law (drift / 1 s) still leaves
-// 60 % of it half a second later. Open loop, on the start's own frames (the
+// (at most 500 ms; a stall or a seek ends it), once per timeline, then the
+// bands take over: 40 ms caught up in 400 ms, where the ±5 % band's law
+// (drift / 1 s) still leaves 60 % of it half a second later. Open loop, on the start's own frames (the
 // position estimator's presentation offset may still be an earlier
 // start's); not on a `currentTime` reading, which can be a frame off.
 //
@@ -688,6 +688,11 @@ export class DriftController {
     if ((media.seeking || this.buffering) && !jump) {
       this.wasBuffering = this.wasBuffering || this.buffering;
       this.samples = [];
+      if (this.#rush) {
+        // A rushed start that stalls or seeks: its lateness is no longer what it was measured to be.
+        this.#rush = null;
+        if (media.playbackRate !== roomRate) this.setRate(actions, roomRate, now);
+      }
       return done(media.seeking ? 'seeking' : 'buffering');
     }
     if (this.wasBuffering) {

@@ -505,6 +505,22 @@ test('a start is timed on the frames it presents: a clock that moves at once, it
   assert.ok(run(false) < 1, `on currentTime: ${run(false)}`);
 });
 
+test('a rushed start that stalls is ended: the room rate again, and the bands take over once data is back', () => {
+  const room = new SimRoom({ position: 10, paused: true });
+  room.change(2000, { paused: false });
+  const media = new SimMedia({ position: 10, paused: true, playLatencyMs: 45, frameMs: 40, vsyncMs: 1000 / 60 });
+  media.stalls.push([2250, 2600]);
+  const { trace } = simulate({ media, room, durationMs: 5000, rvfc: true });
+  const rushedAt = trace.find((x) => x.rate > 1.09)?.t;
+  assert.ok(rushedAt !== undefined && rushedAt < 2250, `rushed at ${rushedAt}`);
+  // During the stall, at the room's rate (not still at +10 % when the data comes back).
+  const stalled = trace.filter((x) => x.t >= 2300 && x.t < 2600);
+  assert.ok(stalled.length && stalled.every((x) => x.rate === 1 && x.buffering), JSON.stringify(stalled.map((x) => [x.t, x.rate, x.buffering])));
+  // Caught up afterwards by the bands (±5 %: 387 ms behind is below the 1 s seek threshold), not rushed again.
+  const after = trace.filter((x) => x.t >= 2600);
+  assert.ok(after.every((x) => x.rate <= 1.05 + 1e-9) && after.some((x) => x.rate > 1.04), JSON.stringify(after.map((x) => x.rate)));
+});
+
 test('expectFrames(): an element that has presented no frame yet has its first start timed on its first frames', () => {
   // A paused element presents no frame (Chromium calls no requestVideoFrameCallback before the first play).
   const media = (/** @type {number} */ t) => ({ currentTime: t > 0 ? 10 + t / 1000 : 10, playbackRate: 1, paused: t < 0, readyState: 4, seeking: false });
