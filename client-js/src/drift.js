@@ -731,16 +731,16 @@ export class DriftController {
       }
     }
     if (this.#rush) {
-      if (this.#rush.epoch === target.epoch && now < this.#rush.untilMs - 0.5 && !media.paused && Math.abs(driftMs) < this.seekThresholdMs) {
+      const going = this.#rush.epoch === target.epoch && !media.paused && Math.abs(driftMs) < this.seekThresholdMs;
+      if (going && now < this.#rush.untilMs - 0.5) {
         this.wakeAtMs = this.#rush.untilMs;
         return done('correcting');
       }
       // Over (or overtaken: a pause, a jump): the room's rate, and the bands measure afresh from the next step.
-      const over = this.#rush.epoch === target.epoch && !media.paused && Math.abs(driftMs) < this.seekThresholdMs;
       this.#rush = null;
       this.samples = [];
       if (media.playbackRate !== roomRate) this.setRate(actions, roomRate, now);
-      if (over) return done('locked');
+      if (going) return done('locked');
     }
     if (now - this.lastSeekDoneAt < o.settleMs && !jump) return done('settling');
 

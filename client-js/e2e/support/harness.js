@@ -402,9 +402,8 @@ export function probe(page) {
         const b = Math.min(t, i + 1 < rates.length ? rates[i + 1][0] : t);
         if (b > a) s += ((b - a) / 1000) * rates[i][1];
       }
-      // A frame expected on screen after `t` (or before the first change kept): at the rate now.
-      if (from > t) s = ((t - from) / 1000) * v.playbackRate;
-      return s;
+      // A frame expected on screen after `t`: carried back at the rate now.
+      return from > t ? ((t - from) / 1000) * v.playbackRate : s;
     };
     if (frames && !v.paused && !v.seeking) {
       const recent = frames.filter((f) => f[0] >= t - 1000 && f[0] <= t + 50);
