@@ -58,9 +58,18 @@ async function sample(pages, { n = 250, intervalMs = 20 } = {}) {
   /** @type {Record<'pos' | 'shown' | 'lastShown', number[][]>} per key, per viewer */
   const out = { pos: [[], []], shown: [[], []], lastShown: [[], []] };
   /** Per page: its clock offset estimate, the round trip it rests on and its own drift reading, each sample. */
-  const own = pages.map(() => ({ offsetMs: /** @type {number[]} */ ([]), rttMs: /** @type {number[]} */ ([]), driftMs: /** @type {number[]} */ ([]) }));
+  const own = pages.map(() => ({
+    t: /** @type {number[]} */ ([]),
+    offsetMs: /** @type {number[]} */ ([]),
+    rttMs: /** @type {number[]} */ ([]),
+    driftMs: /** @type {number[]} */ ([]),
+    rate: /** @type {number[]} */ ([]),
+    clockMs: /** @type {(number | null)[]} */ ([]),
+    shownMs: /** @type {(number | null)[]} */ ([]),
+  }));
   let bad = 0;
   let taken = 0;
+  const t0 = Date.now();
   while (taken < n) {
     const ps = await Promise.all(pages.map(probe));
     if (ps.some((p) => p.paused || p.seeking)) {
@@ -72,6 +81,10 @@ async function sample(pages, { n = 250, intervalMs = 20 } = {}) {
         own[i].offsetMs.push(p.offsetMs);
         own[i].rttMs.push(p.rttMs);
         own[i].driftMs.push(p.driftMs);
+        own[i].rate.push(p.rate);
+        own[i].clockMs.push(p.roomPos === null ? null : Math.round((p.pos - p.roomPos) * 1e5) / 100);
+        own[i].shownMs.push(p.roomPos === null || p.shown === null ? null : Math.round((p.shown - p.roomPos) * 1e5) / 100);
+        own[i].t.push(Math.round(p.t - t0));
       }
       for (const key of /** @type {const} */ (['pos', 'shown', 'lastShown'])) {
         for (const i of [1, 2]) {
@@ -252,6 +265,7 @@ async function run(t, o) {
       seeks: c1.map((p, i) => p.seeks - c0[i].seeks),
       proxy: { tcp: proxies.tcp.stats, udp: proxies.udp.stats },
       skews,
+      own,
     };
     record(t, `sync-${o.setup}-${o.viewers}`, result);
     for (const [pair, s] of /** @type {const} */ ([['direct', skews[primary][0]], ['impaired', skews[primary][1]]])) {
