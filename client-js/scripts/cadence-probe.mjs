@@ -3,6 +3,7 @@
 //
 //   node scripts/cadence-probe.mjs rates            the frames against the clock at rates 1, 1.001, 1.005, 0.995
 //   node scripts/cadence-probe.mjs steer [offsetMs] [pacedStartMs]
+//   node scripts/cadence-probe.mjs pulses ['[[rate, ms], ...]']
 //
 // One headless Debian Chromium page plays demo/video.webm (25 fps) from a
 // local HTTP server; the frames are recorded with requestVideoFrameCallback
@@ -19,6 +20,12 @@
 //   every 0.5 s and |drift| p50 / p95 / max from 8 s to 40 s, and the rate
 //   changes. `LOCKSTEP_E2E_CLIENT_SRC=<dir>` steers with another client's
 //   `src/` (an older commit's from `git archive`, for before/after figures).
+// - `pulses`: plays the plan (each rate for so many ms; by default the room's
+//   rate with short 2 % and 1 s 0.5 % runs between, each way) and prints, every
+//   100 ms, the clock against the wall clock (`currentTime` less the time
+//   elapsed, ms) and the frames against the clock (the last 400 ms of frames,
+//   each carried at the rates played since): how far the frames go when the
+//   clock is moved, and when.
 
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -29,6 +36,7 @@ import { launchBrowser } from '../e2e/support/harness.js';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const clientSrc = process.env.LOCKSTEP_E2E_CLIENT_SRC ?? join(root, 'src');
 const [mode = 'rates', offsetArg = '12', pacedArg] = process.argv.slice(2);
+const DEFAULT_PULSES = '[[1,3000],[1.02,250],[1,4000],[0.98,250],[1,4000],[1.005,1000],[1,4000],[0.995,1000],[1,4000]]';
 
 const PAGE = `<!doctype html><video id="v" src="/demo/video.webm" muted playsinline width="320"></video>
 <script type="module">
@@ -46,6 +54,39 @@ window.shown = () => {
   const t = now();
   const recent = frames.filter((f) => f[0] >= t - 1000 && f[0] <= t);
   return recent.length < 3 ? null : recent.reduce((a, f) => a + f[1] + ((t - f[0]) / 1000) * v.playbackRate, 0) / recent.length;
+};
+// The same over the last \`win\` ms, each frame carried at the rates played since it was on screen.
+const rateLog = [[-Infinity, v.playbackRate]];
+v.addEventListener('ratechange', () => rateLog.push([now(), v.playbackRate]));
+const played = (from, t) => {
+  let s = 0;
+  for (let i = 0; i < rateLog.length; i++) {
+    const a = Math.max(from, rateLog[i][0]);
+    const b = Math.min(t, i + 1 < rateLog.length ? rateLog[i + 1][0] : t);
+    if (b > a) s += ((b - a) / 1000) * rateLog[i][1];
+  }
+  return s;
+};
+window.shownPlayed = (win) => {
+  const t = now();
+  const recent = frames.filter((f) => f[0] >= t - win && f[0] <= t);
+  return recent.length < 3 ? null : recent.reduce((a, f) => a + f[1] + played(f[0], t), 0) / recent.length;
+};
+window.pulses = async (plan) => {
+  const out = [];
+  const t0 = now();
+  const c0 = v.currentTime;
+  for (const [rate, ms] of plan) {
+    v.playbackRate = rate;
+    const until = now() + ms;
+    while (now() < until) {
+      const s = window.shownPlayed(400);
+      const t = now();
+      out.push([Math.round(t - t0), rate, (v.currentTime - c0 - (t - t0) / 1000) * 1000, s === null ? null : (s - v.currentTime) * 1000]);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return out;
 };
 window.log = [];
 window.ready = v.play().then(() => new Promise((r) => setTimeout(r, 2000)));
@@ -113,6 +154,12 @@ try {
     await page.evaluate((plan) => /** @type {any} */ (window).rates(plan), [[1, 4], [1.001, 6], [1, 3], [1.005, 5], [1, 3], [0.995, 5], [1, 3]]);
     const log = await page.evaluate(() => /** @type {any} */ (window).log);
     console.log(log.map((/** @type {any} */ e) => ('rate' in e ? `| rate ${e.rate}:` : e.framesMinusClockMs)).join(' '));
+  } else if (mode === 'pulses') {
+    const plan = JSON.parse(offsetArg === '12' ? DEFAULT_PULSES : offsetArg);
+    const out = await page.evaluate((p) => /** @type {any} */ (window).pulses(p), plan);
+    for (const [t, rate, clock, framesMinusClock] of out) {
+      console.log(`${String(t).padStart(6)} ms  rate ${String(rate).padEnd(6)} clock ${clock.toFixed(1).padStart(6)}  frames − clock ${framesMinusClock === null ? '—' : framesMinusClock.toFixed(1)}`);
+    }
   } else {
     const paced = pacedArg === undefined ? null : Number(pacedArg);
     const r = await page.evaluate(([o, p]) => /** @type {any} */ (window).steer(o, p, 40), [Number(offsetArg), paced]);
