@@ -362,7 +362,7 @@ export class DriftController {
     /** @type {{issuedAt: number, from: number, rate: number, frames: {at: number, m: number}[]} | null} a start being
      *  measured (`frames`: the new frames presented since, when on screen and their media time) */
     this.start = null;
-    this.corrections = { seeks: 0, rateChanges: 0 };
+    this.corrections = { seeks: 0, rateChanges: 0, holds: 0 };
     /** @type {number[]} recent drift measurements, ms */
     this.samples = [];
     this.correcting = false;
@@ -710,6 +710,7 @@ export class DriftController {
         : driftMs;
       if (o.earlyStartMs > 0 && this.#holdEpoch !== target.epoch && landedMs > o.earlyStartMs && landedMs < this.seekThresholdMs) {
         this.#holdEpoch = target.epoch;
+        this.corrections.holds++;
         actions.push({ type: 'pause' });
         this.parked = { position: null };
         this.samples = [];

@@ -353,16 +353,20 @@ test('a start that came up early is held where it is until the room gets there (
       let starts = 0;
       // The first start takes 55 ms, the later ones 12: the second is pre-rolled 55 ms early and comes up 43 ms ahead.
       const media = new SimMedia({ position: 10, paused: true, playLatencyMs: () => (starts++ === 0 ? 55 : 12), frameMs: 40, vsyncMs: 1000 / 60 });
-      const { trace } = simulate({ media, room, durationMs: 8000, rvfc, controller: new DriftController(opts) });
+      const controller = new DriftController(opts);
+      const { trace } = simulate({ media, room, durationMs: 8000, rvfc, controller });
       const after = trace.filter((x) => x.t >= 6250 && x.t < 8000).map((x) => Math.abs(x.drift));
-      return { worst: Math.max(...after), log: media.log.filter((a) => a.t >= 5800).map((a) => a.type) };
+      return { worst: Math.max(...after), log: media.log.filter((a) => a.t >= 5800).map((a) => a.type), holds: controller.corrections.holds };
     };
     const held = run({});
     assert.ok(held.worst <= 12, `rvfc ${rvfc}: ${held.worst} ms off from 250 ms after the start`);
+    // Counted (stats.corrections.holds): the one hold.
+    assert.equal(held.holds, 1, `rvfc ${rvfc}: holds`);
     // Played, paused once when it came up ahead, played again: no seek.
     assert.deepEqual(held.log.filter((t) => t !== 'setRate'), ['play', 'pause', 'play'], `rvfc ${rvfc}: ${held.log}`);
     const byRate = run({ earlyStartMs: 0 });
     assert.ok(byRate.worst > 20, `rvfc ${rvfc}, by rate: ${byRate.worst} ms`);
+    assert.equal(byRate.holds, 0);
   }
 });
 
