@@ -124,7 +124,11 @@
 // room · (1 + `landingRateAdjust`, 10 %) for as long as that lateness takes
 // (at most 500 ms; a stall or a seek ends it), once per timeline, then the
 // bands take over: 40 ms caught up in 400 ms, where the ±5 % band's law
-// (drift / 1 s) still leaves 60 % of it half a second later. Open loop, on the start's own frames (the
+// (drift / 1 s) still leaves 60 % of it half a second later. A lateness of
+// more than 30 ms is caught up faster, within 300 ms, at up to
+// `maxLandingRateAdjust` (25 %: dash.js's live catch-up goes to 1.5×): a
+// headless Firefox's first start came up 50–90 ms late, of which 500 ms at
+// 10 % left up to 40 ms. Open loop, on the start's own frames (the
 // position estimator's presentation offset may still be an earlier
 // start's); not on a `currentTime` reading, which can be a frame off.
 //
@@ -167,6 +171,8 @@ import { PositionEstimator } from './position.js';
 const START_FRAMES = 3;
 /** A rushed start (a start that came up late) lasts at most this long; the bands catch up the rest. */
 const RUSH_MAX_MS = 500;
+/** A rushed start faster than `landingRateAdjust` (up to `maxLandingRateAdjust`) catches its lateness up within this. */
+const RUSH_WITHIN_MS = 300;
 /** Without them this long after play(), it is timed on a `currentTime` reading. */
 const START_FRAMES_WAIT_MS = 600;
 /**
@@ -232,6 +238,8 @@ export const HAVE_FUTURE_DATA = 3;
  *   caught up at room · (1 + `landingRateAdjust`) for as long as that takes (at most 500 ms), once per timeline (rushed
  *   start; 0: by the bands) (12)
  * @property {number} [landingRateAdjust] rushed start: the rate's offset, fraction of the room rate (0.1)
+ * @property {number} [maxLandingRateAdjust] rushed start: a lateness that would take longer than 300 ms at
+ *   `landingRateAdjust` is caught up within 300 ms at a rate up to this offset (0.25; at most `landingRateAdjust`: never)
  * @property {number} [lateStartMs] a paused element that would start more than this behind the room seeks ahead
  *   and starts when the room gets there (parked start; 0: it starts at once and catches up by rate) (20)
  */
@@ -274,6 +282,7 @@ export const DRIFT_DEFAULTS = Object.freeze({
   earlyStartMs: 12,
   lateLandingMs: 12,
   landingRateAdjust: 0.1,
+  maxLandingRateAdjust: 0.25,
 });
 
 /**
@@ -725,10 +734,11 @@ export class DriftController {
       const late = -landedMs;
       if (shown.length && o.lateLandingMs > 0 && o.landingRateAdjust > 0 && this.#rushEpoch !== target.epoch && late > o.lateLandingMs && late < this.seekThresholdMs) {
         this.#rushEpoch = target.epoch;
-        this.#rush = { untilMs: now + Math.min(late / (roomRate * o.landingRateAdjust), RUSH_MAX_MS), epoch: target.epoch };
+        const adjust = Math.max(o.landingRateAdjust, Math.min(late / RUSH_WITHIN_MS, o.maxLandingRateAdjust));
+        this.#rush = { untilMs: now + Math.min(late / (roomRate * adjust), RUSH_MAX_MS), epoch: target.epoch };
         this.samples = [];
         this.correcting = false;
-        this.setRate(actions, roomRate * (1 + o.landingRateAdjust), now);
+        this.setRate(actions, roomRate * (1 + adjust), now);
       }
     }
     if (this.#rush) {
