@@ -57,7 +57,10 @@ const SETUPS = {
 async function sample(pages, { n = 250, intervalMs = 20 } = {}) {
   /** @type {Record<'pos' | 'shown' | 'lastShown', number[][]>} per key, per viewer */
   const out = { pos: [[], []], shown: [[], []], lastShown: [[], []] };
-  /** Per page: its clock offset estimate, the round trip it rests on and its own drift reading, each sample. */
+  /**
+   * Per page, each sample: when (ms from the first), its clock offset estimate, the round trip it rests on, its own
+   * drift reading, its rate, and its playhead and frames against the room's position (ms).
+   */
   const own = pages.map(() => ({
     t: /** @type {number[]} */ ([]),
     offsetMs: /** @type {number[]} */ ([]),

@@ -155,7 +155,7 @@ try {
     const log = await page.evaluate(() => /** @type {any} */ (window).log);
     console.log(log.map((/** @type {any} */ e) => ('rate' in e ? `| rate ${e.rate}:` : e.framesMinusClockMs)).join(' '));
   } else if (mode === 'pulses') {
-    const plan = JSON.parse(offsetArg === '12' ? DEFAULT_PULSES : offsetArg);
+    const plan = JSON.parse(process.argv[3] ?? DEFAULT_PULSES);
     const out = await page.evaluate((p) => /** @type {any} */ (window).pulses(p), plan);
     for (const [t, rate, clock, framesMinusClock] of out) {
       console.log(`${String(t).padStart(6)} ms  rate ${String(rate).padEnd(6)} clock ${clock.toFixed(1).padStart(6)}  frames − clock ${framesMinusClock === null ? '—' : framesMinusClock.toFixed(1)}`);

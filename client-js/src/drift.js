@@ -239,7 +239,8 @@ export const HAVE_FUTURE_DATA = 3;
  *   start; 0: by the bands) (12)
  * @property {number} [landingRateAdjust] rushed start: the rate's offset, fraction of the room rate (0.1)
  * @property {number} [maxLandingRateAdjust] rushed start: a lateness that would take longer than 300 ms at
- *   `landingRateAdjust` is caught up within 300 ms at a rate up to this offset (0.25; at most `landingRateAdjust`: never)
+ *   `landingRateAdjust` is caught up within 300 ms at a rate up to this offset (0.25; `landingRateAdjust` or less: never
+ *   faster than `landingRateAdjust`)
  * @property {number} [lateStartMs] a paused element that would start more than this behind the room seeks ahead
  *   and starts when the room gets there (parked start; 0: it starts at once and catches up by rate) (20)
  */

@@ -376,7 +376,7 @@ test('a start that came up late (its start-up latency not known yet) is caught u
     const run = (opts, playLatencyMs = 45) => {
       const room = new SimRoom({ position: 10, paused: true });
       room.change(2000, { paused: false });
-      // The first start takes 45 ms: nothing to pre-roll it by yet, so it comes up 45 ms behind.
+      // The first start takes `playLatencyMs`: nothing to pre-roll it by yet, so it comes up that far behind.
       const media = new SimMedia({ position: 10, paused: true, playLatencyMs, frameMs: 40, vsyncMs: 1000 / 60 });
       const { trace } = simulate({ media, room, durationMs: 4000, rvfc, controller: new DriftController(opts) });
       const drift = (/** @type {number} */ from, /** @type {number} */ to) => Math.max(...trace.filter((x) => x.t >= from && x.t < to).map((x) => Math.abs(x.drift)));
