@@ -36,7 +36,8 @@ import { launchBrowser } from '../e2e/support/harness.js';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const clientSrc = process.env.LOCKSTEP_E2E_CLIENT_SRC ?? join(root, 'src');
 const [mode = 'rates', offsetArg = '12', pacedArg] = process.argv.slice(2);
-const DEFAULT_PULSES = '[[1,3000],[1.02,250],[1,4000],[0.98,250],[1,4000],[1.005,1000],[1,4000],[0.995,1000],[1,4000]]';
+/** The `pulses` mode's plan when none is given: [rate, ms] in turn. */
+const DEFAULT_PULSES = [[1, 3000], [1.02, 250], [1, 4000], [0.98, 250], [1, 4000], [1.005, 1000], [1, 4000], [0.995, 1000], [1, 4000]];
 
 const PAGE = `<!doctype html><video id="v" src="/demo/video.webm" muted playsinline width="320"></video>
 <script type="module">
@@ -155,7 +156,7 @@ try {
     const log = await page.evaluate(() => /** @type {any} */ (window).log);
     console.log(log.map((/** @type {any} */ e) => ('rate' in e ? `| rate ${e.rate}:` : e.framesMinusClockMs)).join(' '));
   } else if (mode === 'pulses') {
-    const plan = JSON.parse(process.argv[3] ?? DEFAULT_PULSES);
+    const plan = process.argv[3] ? JSON.parse(process.argv[3]) : DEFAULT_PULSES;
     const out = await page.evaluate((p) => /** @type {any} */ (window).pulses(p), plan);
     for (const [t, rate, clock, framesMinusClock] of out) {
       console.log(`${String(t).padStart(6)} ms  rate ${String(rate).padEnd(6)} clock ${clock.toFixed(1).padStart(6)}  frames − clock ${framesMinusClock === null ? '—' : framesMinusClock.toFixed(1)}`);
