@@ -20,6 +20,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  elementEvents,
   eventId,
   openFirefoxWatch,
   openWatch,
@@ -137,7 +138,7 @@ async function afterChange(pages, ready, what) {
     const skew = [1, 2].map((i) => r2(skewMs(ps[0], ps[i], 'shown') ?? skewMs(ps[0], ps[i], 'pos')));
     trace.push({
       ms: Date.now() - t0,
-      pages: ps.map((p) => ({ room: r2(p.roomPos === null ? null : p.roomPos * 1000), pos: r2(p.pos * 1000), shown: r2(p.shown === null ? null : p.shown * 1000), drift: r2(p.driftMs), rate: p.rate, paused: p.paused, seeking: p.seeking, start: r2(p.startLatencyMs) })),
+      pages: ps.map((p) => ({ t: r2(p.t - t0), off: r2(p.offsetMs), room: r2(p.roomPos === null ? null : p.roomPos * 1000), pos: r2(p.pos * 1000), shown: r2(p.shown === null ? null : p.shown * 1000), drift: r2(p.driftMs), rate: p.rate, paused: p.paused, seeking: p.seeking, start: r2(p.startLatencyMs) })),
       skew,
     });
     return skew;
@@ -161,7 +162,9 @@ async function afterChange(pages, ready, what) {
     for (const [i, s] of skew.entries()) if (s !== null) worst[i] = Math.max(worst[i], Math.abs(s));
     await new Promise((r) => setTimeout(r, 20));
   }
-  return { worst, trace };
+  // Each page's element events over the window (ms on the trace's time base: the pages share the machine's clock).
+  const events = await Promise.all(pages.map((p) => elementEvents(p, t0)));
+  return { worst, trace, events };
 }
 
 /**
@@ -264,6 +267,7 @@ async function run(t, o) {
       afterSeekMaxMs: afterSeek.worst,
       afterResumeMaxMs: afterResume.worst,
       traces: { play: afterPlay.trace, seek: afterSeek.trace, resume: afterResume.trace },
+      events: { play: afterPlay.events, seek: afterSeek.events, resume: afterResume.events },
       rateChanges: c1.map((p, i) => p.rateChanges - c0[i].rateChanges),
       seeks: c1.map((p, i) => p.seeks - c0[i].seeks),
       proxy: { tcp: proxies.tcp.stats, udp: proxies.udp.stats },

@@ -279,7 +279,9 @@ export async function openFirefoxWatch(url, o = {}) {
  * the new rate), so a frame is carried to the sampling instant at the rates
  * the element played at since (a frame shown during a 10 % catch-up carried
  * at the rate that followed it would be tens of ms off). A page without
- * requestVideoFrameCallback keeps `shown` null.
+ * requestVideoFrameCallback keeps `shown` null. The element's events (play,
+ * playing, pause, seeking, seeked, waiting, ratechange) are logged for
+ * `elementEvents()`.
  * @param {{evaluate: Function}} page
  */
 export async function recordFrames(page) {
@@ -297,6 +299,15 @@ export async function recordFrames(page) {
       rates.push([performance.timeOrigin + performance.now(), v.playbackRate]);
       if (rates.length > 200) rates.splice(0, 100);
     });
+    /** @type {[number, string, number][]} the element's events (page's Unix-epoch clock, ms; type; currentTime, ms) */
+    const events = [];
+    w.__events = events;
+    for (const type of ['play', 'playing', 'pause', 'seeking', 'seeked', 'waiting', 'ratechange']) {
+      v.addEventListener(type, () => {
+        events.push([performance.timeOrigin + performance.now(), type, v.currentTime * 1000]);
+        if (events.length > 400) events.splice(0, 200);
+      });
+    }
     const onFrame = (/** @type {number} */ now, /** @type {any} */ meta) => {
       const shown = performance.timeOrigin + (Number.isFinite(meta.expectedDisplayTime) ? meta.expectedDisplayTime : now);
       // A frame reported long after it was shown (the paused frame, once playing again) is not on the line.
@@ -313,6 +324,22 @@ export async function recordFrames(page) {
     v.requestVideoFrameCallback(onFrame);
     return true;
   });
+}
+
+/**
+ * The element's events since `sinceMs` (Unix-epoch ms), as `recordFrames` logged them: `[ms after sinceMs, type,
+ * currentTime in ms]` each (empty before `recordFrames`).
+ * @param {{evaluate: Function}} page
+ * @param {number} sinceMs
+ * @returns {Promise<[number, string, number][]>}
+ */
+export function elementEvents(page, sinceMs) {
+  return page.evaluate((since) => {
+    /** @type {[number, string, number][]} */
+    const events = /** @type {any} */ (window).__events ?? [];
+    const r2 = (/** @type {number} */ x) => Math.round(x * 100) / 100;
+    return events.filter((e) => e[0] >= since).map((e) => [r2(e[0] - since), e[1], r2(e[2])]);
+  }, sinceMs);
 }
 
 /**
