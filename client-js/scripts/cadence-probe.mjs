@@ -4,6 +4,7 @@
 //   node scripts/cadence-probe.mjs rates            the frames against the clock at rates 1, 1.001, 1.005, 0.995
 //   node scripts/cadence-probe.mjs steer [offsetMs] [pacedStartMs]
 //   node scripts/cadence-probe.mjs pulses ['[[rate, ms], ...]']
+//   node scripts/cadence-probe.mjs relock [trials] [rate] [ms] [settleMs] [phases]
 //
 // One headless Debian Chromium page plays demo/video.webm (25 fps) from a
 // local HTTP server; the frames are recorded with requestVideoFrameCallback
@@ -26,6 +27,12 @@
 //   elapsed, ms) and the frames against the clock (the last 400 ms of frames,
 //   each carried at the rates played since): how far the frames go when the
 //   clock is moved, and when.
+// - `relock`: `trials` (10) pulses at `rate` (1.05; every other one 2 − rate)
+//   for `ms` (120), each started `phases` ms (20; a comma list, taken in
+//   turn) after a frame came on screen, `settleMs` (3000) apart; prints every
+//   frame (when on screen and its offset from a line at rate 1, its media
+//   time, the clock) and the pulses as JSON: which frame begins the lock
+//   that follows each pulse (src/cadence.js rests on it).
 
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -89,6 +96,34 @@ window.pulses = async (plan) => {
   }
   return out;
 };
+// Relock trials: a short pulse off rate 1 (alternately up and down) started mid-frame, then rate 1 again; every
+// frame's first display logged against the line the element started on.
+window.relock = async (n, pulse, ms, settleMs, phases) => {
+  const t0 = now();
+  const c0 = v.currentTime;
+  const log = [];
+  const prev = window.onFrame;
+  window.onFrame = (disp, m) => log.push([disp - t0, m, (v.currentTime - c0) * 1000 - (now() - t0), now() - disp]);
+  const sleep = (d) => new Promise((r) => setTimeout(r, Math.max(0, d)));
+  const nextFrame = () => new Promise((r) => v.requestVideoFrameCallback((_, m) => r(performance.timeOrigin + m.expectedDisplayTime)));
+  const trials = [];
+  for (let i = 0; i < n; i++) {
+    await sleep(settleMs);
+    const disp = await nextFrame();
+    await sleep(disp + phases[i % phases.length] - now());
+    const rate = i % 2 === 0 ? pulse : 2 - pulse;
+    const clockBefore = (v.currentTime - c0) * 1000 - (now() - t0);
+    const start = now() - t0;
+    v.playbackRate = rate;
+    await sleep(start + t0 + ms - now());
+    v.playbackRate = 1;
+    const back = now() - t0;
+    trials.push({ rate, start, back, clockBefore, clockAfter: (v.currentTime - c0) * 1000 - (now() - t0) });
+  }
+  await sleep(settleMs);
+  window.onFrame = prev;
+  return { c0: c0 * 1000, log, trials };
+};
 window.log = [];
 window.ready = v.play().then(() => new Promise((r) => setTimeout(r, 2000)));
 window.rates = async (plan) => {
@@ -108,7 +143,11 @@ window.steer = async (offsetMs, pacedStartMs, seconds) => {
   const t0 = now();
   const m0 = v.currentTime - offsetMs / 1000;
   const target = () => ({ position: m0 + (now() - t0) / 1000, rate: 1, paused: false, epoch: 1 });
-  window.onFrame = (at, m) => c.frame(at, m, !v.paused, { nowMs: now(), currentTime: v.currentTime });
+  // A frame that asks for a step (a relock pulse's end chosen) wakes the loop, as the session steps then.
+  let kick = () => {};
+  window.onFrame = (at, m) => {
+    if (c.frame(at, m, !v.paused, { nowMs: now(), currentTime: v.currentTime })) kick();
+  };
   const out = [];
   while (now() - t0 < seconds * 1000) {
     const r = c.update({ nowMs: now(), target: target(), media: { currentTime: v.currentTime, playbackRate: v.playbackRate, paused: v.paused, readyState: v.readyState, seeking: v.seeking } });
@@ -122,7 +161,13 @@ window.steer = async (offsetMs, pacedStartMs, seconds) => {
     if (s !== null) out.push({ t: (now() - t0) / 1000, driftMs: (s - target().position) * 1000, rate: v.playbackRate });
     // As the session: a step every 250 ms, and when the controller asks (\`wakeAtMs\`).
     const wait = r.wakeAtMs === undefined ? 250 : Math.min(250, Math.max(0, r.wakeAtMs - now()));
-    await new Promise((ok) => setTimeout(ok, wait));
+    await new Promise((ok) => {
+      const t = setTimeout(ok, wait);
+      kick = () => {
+        clearTimeout(t);
+        ok(undefined);
+      };
+    });
   }
   return { out, rateChanges: c.corrections.rateChanges, seeks: c.corrections.seeks };
 };
@@ -155,6 +200,31 @@ try {
     await page.evaluate((plan) => /** @type {any} */ (window).rates(plan), [[1, 4], [1.001, 6], [1, 3], [1.005, 5], [1, 3], [0.995, 5], [1, 3]]);
     const log = await page.evaluate(() => /** @type {any} */ (window).log);
     console.log(log.map((/** @type {any} */ e) => ('rate' in e ? `| rate ${e.rate}:` : e.framesMinusClockMs)).join(' '));
+  } else if (mode === 'relock') {
+    const [n, pulse, ms, settle] = [Number(process.argv[3] ?? 10), Number(process.argv[4] ?? 1.05), Number(process.argv[5] ?? 120), Number(process.argv[6] ?? 3000)];
+    const phases = (process.argv[7] ?? '20').split(',').map(Number);
+    const r = await page.evaluate(([a, b, c, d, e]) => /** @type {any} */ (window).relock(a, b, c, d, e), [n, pulse, ms, settle, phases]);
+    // Each frame: when on screen (ms from the start), its media time, and its offset from the line the first frame
+    // was on (ms, positive: later), its class (index mod 5: the 25 fps frames of a 200 ms cycle).
+    const c0 = r.log[0][1] * 1000 - r.log[0][0];
+    const frames = r.log.map((/** @type {number[]} */ [at, m]) => ({ at, k: ((Math.round(m * 25) % 5) + 5) % 5, off: at - (m * 1000 - c0) }));
+    const mean = (/** @type {number[]} */ xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const within = (/** @type {number} */ a, /** @type {number} */ b) => frames.filter((f) => f.at >= a && f.at < b);
+    /** @type {Record<string, number>} */
+    const leads = {};
+    for (const [i, t] of r.trials.entries()) {
+      // Unlocked (250–900 ms after the pulse) each class has its own offset; the new lock (2.2 s on) has one of them.
+      const open = [0, 1, 2, 3, 4].map((k) => mean(within(t.back + 250, t.back + 900).filter((f) => f.k === k).map((f) => f.off)));
+      const locked = mean(within(t.back + 2200, t.back + 2600).map((f) => f.off));
+      const began = open.map((o, k) => ({ k, err: Math.abs(o - locked) })).sort((a, b) => a.err - b.err)[0];
+      const onScreen = /** @type {{at: number, k: number}} */ (frames.findLast((f) => f.at <= t.back));
+      const lead = (began.k - onScreen.k + 5) % 5;
+      leads[lead] = (leads[lead] ?? 0) + 1;
+      console.log(
+        `#${i} rate ${t.rate} back ${(t.back - onScreen.at).toFixed(1)} ms after a frame: unlocked [${open.map((o) => o.toFixed(1)).join(', ')}], locked ${locked.toFixed(2)}: class ${began.k} (±${began.err.toFixed(2)}), ${lead} frames on`,
+      );
+    }
+    console.log(JSON.stringify({ trials: n, rate: pulse, ms, phases, leads }));
   } else if (mode === 'pulses') {
     const plan = process.argv[3] ? JSON.parse(process.argv[3]) : DEFAULT_PULSES;
     const out = await page.evaluate((p) => /** @type {any} */ (window).pulses(p), plan);
