@@ -44,6 +44,18 @@
 //                                   frames p95 2.3 ms (median of 11 runs)
 //                                   against 3.6–4.5 with 0.1 % steps, which
 //                                   left the frames where the cadence held them.
+//   relock (Chromium, a known       where the frames are locked on a known
+//   lattice)                        lattice (src/cadence.js: a refresh grid
+//                                   fitted to the frames, a frame rate the
+//                                   browser paces by a cadence), instead of
+//                                   the paced band: the room's rate while the
+//                                   frames are on the lattice point nearest
+//                                   the room (within 2.5 ms), else a pulse at
+//                                   ±5 % that breaks the cadence, started and
+//                                   ended on frames chosen so that it locks
+//                                   again on that point, then the room's rate
+//                                   while it does (~1.4 s), and the frame that
+//                                   begins a lock learned from where it did.
 //   15 ms < |drift| ≤ seek (1 s)    the same law, bounded to ±5 %, on the mean
 //                                   of the last 2 measurements; once
 //                                   correcting, it keeps going until |drift| <
@@ -165,6 +177,7 @@
 //   far coarser bands.
 // Rates other than 1 are honoured: every nudge is relative to the room rate.
 
+import { latticeStep, hasCadence, RefreshGrid, shownUnlocked } from './cadence.js';
 import { PositionEstimator } from './position.js';
 
 /** A start is timed on this many presented frames (their mean). */
@@ -180,6 +193,23 @@ const START_FRAMES_WAIT_MS = 600;
  * clock (Firefox rounds `performance.now()` to 1 ms; a new clock sample moves the change's local time).
  */
 const DUE_SLACK_MS = 1;
+/** A relock pulse ends this long after a frame came on screen (mid-frame: which frame begins the new lock is then sure). */
+const RELOCK_BACK_MS = 8;
+/** The frame that begins the new lock: this many after the one on screen when the pulse ended (learned from there). */
+const RELOCK_LEAD = 3;
+/** During a relock the ±5 % band starts this much further out (the pulse moves the clock, and the unlocked frames). */
+const RELOCK_SPAN_MS = 30;
+/** A relock locks about this many frames after the pulse (its frames' durations leave Chromium's 32-frame average). */
+const RELOCK_FRAMES = 34;
+/** …and the frames of the new lock are measured for this long (the position's 1 s frame window, and a margin). */
+const RELOCK_MEASURE_MS = 1300;
+/**
+ * A relock is judged on the mean of this many measurements (each is the mean of a second of frames, and the lattice's
+ * points are 3.33 ms apart at 25 fps on 60 Hz), taken this long after the last start, seek or rate change: the frames
+ * measured are then all of the lock that followed it.
+ */
+const RELOCK_SAMPLES = 2;
+const RELOCK_QUIET_MS = 1300;
 
 /** readyState values of HTMLMediaElement. */
 export const HAVE_NOTHING = 0;
@@ -199,6 +229,13 @@ export const HAVE_FUTURE_DATA = 3;
  *   rate is set to room · (1 ∓ `fineRateAdjust`) when the frames' drift exceeds this (2; 0: the stepped law everywhere)
  * @property {number} [pacedStopMs] paced fine band: back to the room's rate once the drift is within this of zero or
  *   past it (0.3)
+ * @property {number} [relockRateAdjust] paced frames whose cadence locks at a known lattice (a display refresh grid
+ *   fitted to the frames, a frame rate the browser paces by a cadence on it): instead of the paced fine band, a pulse
+ *   at room · (1 ± this) that breaks the cadence, ended so that it locks again on the lattice point nearest the room
+ *   (src/cadence.js; 0: the paced fine band) (0.05)
+ * @property {number} [relockStartMs] relock: made when the frames' drift (the mean of two measurements, 1.3 s or more
+ *   after the last start, seek, stall or rate change) exceeds this and the lattice has a point at least 1 ms nearer the
+ *   room (2.5)
  * @property {boolean} [frameAware] measure the position on presented frames and interpolated readings
  *   (src/position.js) rather than raw `currentTime` (true)
  * @property {number} [horizonMs] proportional gain: rate offset = drift / horizon (1000)
@@ -254,6 +291,8 @@ export const DRIFT_DEFAULTS = Object.freeze({
   fineFilterSamples: 6,
   pacedStartMs: 2,
   pacedStopMs: 0.3,
+  relockRateAdjust: 0.05,
+  relockStartMs: 2.5,
   frameAware: true,
   horizonMs: 1000,
   maxRateAdjust: 0.05,
@@ -361,6 +400,34 @@ export class DriftController {
   #prerollEpoch = null;
   /** @type {string} what the last measurement came from */
   #source = 'currentTime';
+  /** The display's refreshes, from the frames presented (for relocks). */
+  #grid = new RefreshGrid();
+  /** @type {number[]} the media time between recent frames, s (the frame duration: their median) */
+  #frameGaps = [];
+  #lastFrameM = NaN;
+  /** @type {{at: number, pos: number, rate: number} | null} the room's line at the last step (its position at `at`) */
+  #line = null;
+  /**
+   * The frame that begins a lock after a relock pulse, counted from the one on screen when it ended, after a pulse
+   * that slowed the element and after one that sped it up (learned: it depends on how the browser queues frames).
+   */
+  #lead = { slow: RELOCK_LEAD, fast: RELOCK_LEAD };
+  /**
+   * @type {{phase: 'wanted', until: number, frameS: number, frames: number, accept: number}
+   *   | {phase: 'start', rate: number, mBack: number, frameS: number}
+   *   | {phase: 'pulse', rate: number, roomRate: number, clockAt: number, clockPos: number, backAt: number | null,
+   *     mBack: number, frameS: number}
+   *   | {phase: 'wait', until: number, check: {backAt: number, mBack: number, rate: number, roomRate: number,
+   *     clockAt: number, clockPos: number, frameS: number} | null}
+   *   | null}
+   *   a relock: wanted (a frame to start on awaited), started, its pulse (ending at `backAt`, once its last frame came),
+   *   then the wait for the cadence to lock again
+   */
+  #relock = null;
+  /** Whether the frames were last seen locked on a known lattice (the relock band applies). */
+  #relockable = false;
+  /** When the element's rate was last set, or it last stalled or seeked (its frames since are of one lock, or none). */
+  #disturbedAt = -Infinity;
 
   /** @param {DriftOptions} [opts] */
   constructor(opts = {}) {
@@ -372,7 +439,7 @@ export class DriftController {
     /** @type {{issuedAt: number, from: number, rate: number, frames: {at: number, m: number}[]} | null} a start being
      *  measured (`frames`: the new frames presented since, when on screen and their media time) */
     this.start = null;
-    this.corrections = { seeks: 0, rateChanges: 0, holds: 0 };
+    this.corrections = { seeks: 0, rateChanges: 0, holds: 0, relocks: 0 };
     /** @type {number[]} recent drift measurements, ms */
     this.samples = [];
     this.correcting = false;
@@ -428,6 +495,11 @@ export class DriftController {
     this.#prerollEpoch = null;
     this.parked = null;
     this.wakeAtMs = null;
+    this.#grid.reset();
+    this.#frameGaps = [];
+    this.#lastFrameM = NaN;
+    this.#relock = null;
+    this.#relockable = false;
   }
 
   /**
@@ -442,6 +514,16 @@ export class DriftController {
    */
   frame(atMs, mediaTime, playing = true, reading) {
     if (this.o.frameAware) this.#pos.frame(atMs, mediaTime, playing, reading);
+    if (this.o.frameAware && playing && Number.isFinite(atMs) && Number.isFinite(mediaTime)) {
+      this.#grid.add(atMs);
+      const gap = mediaTime - this.#lastFrameM;
+      if (gap > 0 && gap < 0.2) {
+        this.#frameGaps.push(gap);
+        if (this.#frameGaps.length > 15) this.#frameGaps.shift();
+      }
+      this.#lastFrameM = mediaTime;
+      if (this.#relockFrame(atMs, mediaTime, reading?.nowMs ?? atMs)) return true;
+    }
     // A start is timed on the frames it presents: what the viewer sees, and what the position is measured on
     // (the element's clock may start at once while its first new frame comes tens of ms later).
     if (!this.o.frameAware) return false;
@@ -556,8 +638,10 @@ export class DriftController {
       this.snap = null;
       this.parked = null;
       this.#rush = null;
+      this.#relock = null;
     }
     const roomRate = target.rate > 0 ? target.rate : 1;
+    this.#line = target.paused ? null : { at: movesAt, pos: target.position, rate: roomRate };
     // A stall starts only while the element plays, and only data ends it:
     // pausing a stalled element does not. The room's buffering wait pauses
     // everyone, the member it waits for too; were that pause taken for a
@@ -612,6 +696,7 @@ export class DriftController {
       this.parked = null;
       this.#landed = null;
       this.#rush = null;
+      this.#relock = null;
       this.correcting = false;
       this.epochChanged = false;
       if (!media.paused) actions.push({ type: 'pause' });
@@ -698,6 +783,8 @@ export class DriftController {
     if ((media.seeking || this.buffering) && !jump) {
       this.wasBuffering = this.wasBuffering || this.buffering;
       this.samples = [];
+      this.#relock = null;
+      this.#disturbedAt = now;
       if (this.#rush) {
         // A rushed start that stalls or seeks: its lateness is no longer what it was measured to be.
         this.#rush = null;
@@ -791,13 +878,19 @@ export class DriftController {
       const xs = this.samples.slice(-Math.max(1, n));
       return xs.reduce((a, b) => a + b, 0) / xs.length;
     };
-    if (!this.correcting && Math.abs(mean(o.filterSamples)) > o.deadbandMs) this.correcting = true;
+    // A relock moves the clock (and the unlocked frames with it) up to ~20 ms for a second or two: its own doing, not
+    // a drift to correct, unless far larger.
+    const deadband = this.#relock ? o.deadbandMs + RELOCK_SPAN_MS : o.deadbandMs;
+    if (!this.correcting && Math.abs(mean(o.filterSamples)) > deadband) this.correcting = true;
     else if (this.correcting && Math.abs(mean(o.filterSamples)) < o.exitMs) this.correcting = false;
     const have = media.playbackRate;
+    if (this.correcting) this.#relock = null;
     if (this.correcting) {
       const adjust = clamp(mean(o.filterSamples) / o.horizonMs, o.maxRateAdjust);
       const want = roomRate * (1 - adjust);
       if (Math.abs(want - have) >= o.minRateStep * roomRate) this.setRate(actions, want, now);
+    } else if (o.pacedStartMs > 0 && o.fineRateAdjust > 0 && this.paced && this.#relockStep(actions, now, roomRate, have, mean(RELOCK_SAMPLES), driftMs)) {
+      // The relock band (`#relockStep`) applied.
     } else if (o.pacedStartMs > 0 && o.fineRateAdjust > 0 && this.paced) {
       // Paced frames: the room's rate, or one that breaks the cadence (so the frames follow the clock), started on
       // the fine band's mean (noise does not start it) and stopped on the latest measurement (while the cadence is
@@ -826,6 +919,159 @@ export class DriftController {
     return done(this.correcting ? 'correcting' : 'locked');
   }
 
+  /** The frame duration (media time between frames), s; NaN until frames came. */
+  #frameS() {
+    if (this.#frameGaps.length < 5) return NaN;
+    const g = [...this.#frameGaps].sort((a, b) => a - b);
+    return g[g.length >> 1];
+  }
+
+  /**
+   * Where a relock would put the frames: the drift (ms) of the frame `lead` after `mBack` (the one on screen when the
+   * pulse ends at `backAt`) as shown unlocked (the clock at the room's rate from there), against the room's line.
+   * @param {number} backAt @param {number} mBack @param {number} lead
+   * @param {{rate: number, clockAt: number, clockPos: number, frameS: number}} p the pulse: its rate, the clock at its
+   *   start
+   */
+  #relockDrift(backAt, mBack, lead, p) {
+    const line = this.#line;
+    if (!line) return NaN;
+    const clock = p.clockPos + (p.rate * (backAt - p.clockAt)) / 1000;
+    const m = mBack + lead * p.frameS;
+    const shown = shownUnlocked(this.#grid, backAt + ((m - clock) * 1000) / line.rate);
+    return (m - line.pos - (line.rate * (shown - line.at)) / 1000) * 1000;
+  }
+
+  /**
+   * A frame on screen while a relock is wanted or under way. Wanted: a pulse started now (up or down, ending after
+   * the `n`th or `n + 1`th frame from this one), if one puts the frames on the lattice point nearest the room.
+   * Under way: the pulse ends 8 ms after its last frame came on screen (at once if its callback came later).
+   * @param {number} atMs @param {number} mediaTime @param {number} nowMs
+   * @returns {boolean} whether the controller has something to do now (the caller steps it)
+   */
+  #relockFrame(atMs, mediaTime, nowMs) {
+    const r = this.#relock;
+    if (r?.phase === 'pulse' && r.backAt === null && mediaTime >= r.mBack - r.frameS / 2) {
+      r.backAt = Math.max(atMs + RELOCK_BACK_MS, nowMs);
+      r.mBack = mediaTime;
+      return true;
+    }
+    if (r?.phase !== 'wanted' || !this.#line) return false;
+    const clockPos = this.#pos.clockAt(nowMs);
+    const grid = this.#grid.fit;
+    if (clockPos === null || !grid) return false;
+    const roomRate = this.#line.rate;
+    // Of the pulses that put them on the point nearest the room, the one that leaves the clock nearest it (the frames
+    // follow the clock until the cadence locks again).
+    /** @type {{drift: number, clockMs: number, rate: number, mBack: number} | null} */
+    let best = null;
+    for (const dir of [1, -1]) {
+      const rate = roomRate * (1 + dir * this.o.relockRateAdjust);
+      const frameMs = (r.frameS * 1000) / rate;
+      for (const n of [r.frames, r.frames + 1]) {
+        const mBack = mediaTime + n * r.frameS;
+        const pulse = { rate, clockAt: nowMs, clockPos, frameS: r.frameS };
+        const lead = this.#lead[dir < 0 ? 'slow' : 'fast'];
+        const back = atMs + n * frameMs + RELOCK_BACK_MS;
+        const drift = this.#relockDrift(back, mBack, lead, pulse);
+        // The pulse ends on its last frame's actual display, which may come a refresh off the one foreseen here: taken
+        // only where that lands the same.
+        const sure = [-1, 1].every((e) => Math.abs(this.#relockDrift(back + e * grid.periodMs, mBack, lead, pulse) - drift) < 0.5);
+        if (!sure || !(Math.abs(drift) <= r.accept)) continue;
+        const line = this.#line;
+        const clockMs = (clockPos + (rate * (back - nowMs)) / 1000 - line.pos - (roomRate * (back - line.at)) / 1000) * 1000;
+        if (!best || Math.abs(clockMs) < Math.abs(best.clockMs)) best = { drift, clockMs, rate, mBack };
+      }
+    }
+    if (!best) return false;
+    this.#relock = { phase: 'start', rate: best.rate, mBack: best.mBack, frameS: r.frameS };
+    return true;
+  }
+
+  /**
+   * The relock band (paced frames whose cadence locks on a known lattice): holds the room's rate while the frames are
+   * on the lattice point nearest the room; otherwise, once a frame shows where to start it (`#relockFrame`), a pulse
+   * at room · (1 ± `relockRateAdjust`) that breaks the cadence and ends so that it locks again there, then a wait for
+   * it to lock, and the lead learned from where it did.
+   * @param {DriftAction[]} actions
+   * @param {number} now
+   * @param {number} roomRate
+   * @param {number} have the element's rate
+   * @param {number} steady the drift, mean of the last `RELOCK_SAMPLES` measurements
+   * @param {number} driftMs the latest measurement
+   * @returns {boolean} whether the band applies (false: the paced fine band does)
+   */
+  #relockStep(actions, now, roomRate, have, steady, driftMs) {
+    const o = this.o;
+    const r = this.#relock;
+    const settle = (/** @type {number} */ frameS) => (RELOCK_FRAMES * frameS * 1000) / roomRate + RELOCK_MEASURE_MS;
+    if (r?.phase === 'start') {
+      const clockPos = this.#pos.clockAt(now);
+      this.#relock = { phase: 'pulse', rate: r.rate, roomRate, clockAt: now, clockPos: clockPos ?? NaN, backAt: null, mBack: r.mBack, frameS: r.frameS };
+      this.setRate(actions, r.rate, now);
+      this.corrections.relocks++;
+      return true;
+    }
+    if (r?.phase === 'pulse') {
+      if (r.backAt !== null && now >= r.backAt - 0.5) {
+        this.setRate(actions, roomRate, now);
+        this.#relock = { phase: 'wait', until: r.backAt + settle(r.frameS), check: { ...r, backAt: r.backAt } };
+        this.samples = [];
+      } else if (r.backAt === null && now - r.clockAt > 1000) {
+        // Its last frame did not come: given up.
+        this.setRate(actions, roomRate, now);
+        this.#relock = { phase: 'wait', until: now + settle(r.frameS), check: null };
+        this.samples = [];
+      } else if (r.backAt !== null) {
+        this.wakeAtMs = r.backAt;
+      }
+      return true;
+    }
+    if (r?.phase === 'wait') {
+      if (now < r.until) return true;
+      this.#relock = null;
+      this.samples = [];
+      const c = r.check;
+      if (c && Number.isFinite(driftMs) && Number.isFinite(c.clockPos)) {
+        // Which frame began the lock: the lead whose prediction the frames came to (within 1 ms).
+        const way = c.rate < c.roomRate ? 'slow' : 'fast';
+        const was = this.#lead[way];
+        let best = { lead: was, err: Infinity };
+        for (const lead of [was - 1, was, was + 1]) {
+          if (lead < 1) continue;
+          const err = Math.abs(this.#relockDrift(c.backAt, c.mBack, lead, c) - driftMs);
+          if (err < best.err) best = { lead, err };
+        }
+        if (best.err <= 1) this.#lead[way] = best.lead;
+      }
+      return true;
+    }
+    const frameS = this.#frameS();
+    const grid = this.#grid.fit;
+    if (!(o.relockRateAdjust > 0)) return false;
+    if (!grid || !Number.isFinite(frameS) || !this.#line) {
+      // Locked frames seen, and the grid not (yet) fitted again: the room's rate (the paced band would move them).
+      if (this.#relockable && have !== roomRate) this.setRate(actions, roomRate, now);
+      return this.#relockable;
+    }
+    const frameMs = (frameS * 1000) / roomRate;
+    const step = latticeStep(frameMs, grid.periodMs);
+    if (step === null || !hasCadence(frameMs, grid.periodMs)) return (this.#relockable = false);
+    this.#relockable = true;
+    if (have !== roomRate) this.setRate(actions, roomRate, now);
+    if (r?.phase === 'wanted' && now < r.until) return true;
+    this.#relock = null;
+    const quiet = now - Math.max(this.#disturbedAt, this.lastPlayAt, this.lastSeekDoneAt) >= RELOCK_QUIET_MS;
+    if (!quiet || this.samples.length < RELOCK_SAMPLES || Math.abs(steady) <= o.relockStartMs) return true;
+    // The lattice point nearest the room (the frames are on the lattice): worth a relock only if 1 ms nearer.
+    const nearest = Math.abs(steady - Math.round(steady / step) * step);
+    if (Math.abs(steady) - nearest < 1) return true;
+    // Wanted: the next frames say when to start (a pulse long enough to break the cadence: 2.4 frames' worth of clock).
+    const frames = Math.max(1, Math.ceil(Math.max(100, (0.12 * frameMs) / o.relockRateAdjust) / frameMs));
+    this.#relock = { phase: 'wanted', until: now + 1000, frameS, frames, accept: step / 2 + 0.3 };
+    return true;
+  }
+
   /**
    * @param {DriftAction[]} actions
    * @param {number} rate
@@ -833,6 +1079,7 @@ export class DriftController {
    */
   setRate(actions, rate, now) {
     actions.push({ type: 'setRate', rate });
+    this.#disturbedAt = now;
     this.#pos.rebase(now, rate);
     this.corrections.rateChanges++;
   }
@@ -890,6 +1137,7 @@ export class DriftController {
     this.#pos.reset();
     this.seek = { issuedAt: now, position, playing };
     this.samples = [];
+    this.#relock = null;
     // A paused element put on the room's position is aligned, not corrected: not counted.
     if (playing) this.corrections.seeks++;
   }

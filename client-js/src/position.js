@@ -207,6 +207,14 @@ export class PositionEstimator {
     return env + (this.offsetS ?? 0);
   }
 
+  /**
+   * The element's clock at `nowMs` (the envelope of its `currentTime` readings carried there), s; null without readings.
+   * @param {number} nowMs
+   */
+  clockAt(nowMs) {
+    return this.#max(this.readings, nowMs);
+  }
+
   /** Whether the element's `currentTime` is continuous (not in whole frames, as Firefox's), as far as seen. */
   get continuous() {
     return this.gapMs !== null && this.gapMs <= this.o.steppedGapMs;

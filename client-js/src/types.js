@@ -121,7 +121,7 @@
  * @property {number} driftMs element − room position, ms (NaN when not attached)
  * @property {number} rate the element's playbackRate (the room rate when not attached)
  * @property {boolean} buffering whether the element is stalled now (the server hears of it after `bufferingReportDelayMs`)
- * @property {{seeks: number, rateChanges: number, holds: number}} corrections
+ * @property {{seeks: number, rateChanges: number, holds: number, relocks: number}} corrections
  * @property {number} seekLatencyMs learned seek latency
  * @property {number} startLatencyMs learned start-up latency of play() (0 until measured); scheduled plays start that much early (measured before the first play by a start-up probe, see DriftOptions.startProbe)
  * @property {TransportName | null} transport

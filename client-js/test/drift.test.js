@@ -664,6 +664,44 @@ test('Chromium-like element: the paced fine band puts the frames on the room wit
   }
 });
 
+/**
+ * An element whose frames Chromium's algorithm picks (test/support/chromium.js: 25 fps on 60 Hz, locked 2, 3, 2, 3, 2),
+ * `offsetMs` off the room, for 40 s; the frames' drift measured over 1 s (five whole cadence cycles).
+ */
+function chromium(offsetMs, vsyncPhaseMs, opts = {}) {
+  const room = new SimRoom({ position: 60 });
+  const media = new SimMedia({ position: 60 + offsetMs / 1000, paused: false, frameMs: 40, cadence: 'chromium', vsyncPhaseMs });
+  const controller = new DriftController(opts);
+  return simulate({ media, room, controller, durationMs: 40000, dt: 1, rvfc: true, clockJitterMs: 0.05, timerJitterMs: 8, frameWindowMs: 1000 });
+}
+
+test("Chromium's frame selection: relocks put the frames on the lattice point nearest the room, where the paced band hunts", () => {
+  // 25 fps on 60 Hz: a lock puts the frames on points 3.33 ms apart (against the room): the nearest is within 1.67.
+  let worstOld = 0;
+  let relocks = 0;
+  for (const offsetMs of [12, -12, 20, 5, -3]) {
+    for (const vsyncPhaseMs of [3, 7, 11, 15]) {
+      const { trace, controller, media } = chromium(offsetMs, vsyncPhaseMs);
+      assert.equal(controller.paced, true);
+      assert.equal(trace.filter((x) => x.actions.some((a) => a.type === 'seek')).length, 0);
+      const late = trace.filter((x) => x.t >= 20000).map((x) => Math.abs(/** @type {number} */ (x.frameDrift)));
+      assert.ok(Math.max(...late) <= 1.9, `${offsetMs} ms, phase ${vsyncPhaseMs}: frames within ${Math.max(...late)} ms from 20 s`);
+      // The room's rate, or a pulse at ±5 %; a few of them.
+      for (const x of trace) assert.ok([1, 0.95, 1.05, 0.995].some((r) => Math.abs(x.rate - r) < 1e-9) || x.t < 1500 || x.mode === 'correcting', `rate ${x.rate} at ${x.t}`);
+      assert.ok(controller.corrections.rateChanges <= 12, `${offsetMs} ms, phase ${vsyncPhaseMs}: ${controller.corrections.rateChanges} rate changes`);
+      assert.ok(/** @type {any} */ (media.renderer).changes <= 12);
+      assert.ok(controller.corrections.relocks <= 5, `${controller.corrections.relocks} relocks`);
+      relocks += controller.corrections.relocks;
+      const old = chromium(offsetMs, vsyncPhaseMs, { relockRateAdjust: 0 });
+      const oldLate = old.trace.filter((x) => x.t >= 20000).map((x) => Math.abs(/** @type {number} */ (x.frameDrift)));
+      worstOld = Math.max(worstOld, ...oldLate);
+    }
+  }
+  // Without relocks (the paced fine band: ±0.5 % runs stopped on the measurement) the cadence locks wherever it falls.
+  assert.ok(worstOld > 5, `paced band: worst ${worstOld} ms`);
+  assert.ok(relocks >= 20, `${relocks} relocks in 20 runs`);
+});
+
 test('the dead band is closed: a 12 ms offset (inside the old 15 ms band) goes to the noise', () => {
   for (const offsetMs of [12, -12, 8]) {
     const { room, media } = playing(offsetMs);

@@ -31,6 +31,11 @@ test('stepped currentTime: the upper envelope of the readings carried to now', (
   }
   assert.equal(p.source, 'readings');
   assert.ok(worst <= 15, `worst ${worst} ms (a raw reading is up to 40 ms behind)`);
+  // The clock alone (no frames): the same envelope, carried to any time.
+  const at = 39 * 253;
+  const clock = /** @type {number} */ (p.clockAt(at + 100));
+  assert.ok(clock <= 10 + (at + 100) / 1000 + 1e-9 && clock > 10 + (at + 100) / 1000 - 0.015, `clock ${clock}`);
+  assert.equal(new PositionEstimator().clockAt(0), null);
 });
 
 test('a rate change rebases the stored points: no error from the old rate', () => {

@@ -13,14 +13,18 @@
 // exactly, from where they were when it locked, `cadenceLockJitterMs` off),
 // not the element's clock, until they are half a frame off it (then they
 // are on the clock again and lock anew); at other rates they follow the clock.
+// With `cadence: 'chromium'` they are chosen as Chromium chooses them
+// (support/chromium.js: the cadence estimated from the last 32 frames'
+// durations, locked anew on the frame on screen, coverage while unlocked).
 // `clockJitterMs` adds noise to every time the controller is told (its clock),
 // `timerJitterMs` makes the control timer late by up to that much.
 
 import { DriftController } from '../../src/drift.js';
+import { ChromiumRenderer } from './chromium.js';
 
 export class SimMedia {
   /**
-   * @param {{position?: number, paused?: boolean, seekLatencyMs?: number | (() => number), seekErrorS?: number, jitterMs?: number, duration?: number, playLatencyMs?: number | (() => number), frameMs?: number, vsyncMs?: number, vsyncPhaseMs?: number, steppedCurrentTime?: boolean, cadence?: boolean, cadenceLockJitterMs?: number}} [o]
+   * @param {{position?: number, paused?: boolean, seekLatencyMs?: number | (() => number), seekErrorS?: number, jitterMs?: number, duration?: number, playLatencyMs?: number | (() => number), frameMs?: number, vsyncMs?: number, vsyncPhaseMs?: number, steppedCurrentTime?: boolean, cadence?: boolean | 'chromium', cadenceLockJitterMs?: number}} [o]
    */
   constructor(o = {}) {
     /** Frame duration, ms (0: no frames modelled). */
@@ -30,6 +34,9 @@ export class SimMedia {
     this.steppedCurrentTime = o.steppedCurrentTime ?? false;
     this.cadence = o.cadence ?? false;
     this.cadenceLockJitterMs = o.cadenceLockJitterMs ?? 0;
+    this.renderer = this.cadence === 'chromium' ? new ChromiumRenderer({ frameMs: this.frameMs, refreshMs: this.vsyncMs }) : null;
+    /** The time the position is at (the end of the last step), ms. */
+    this.at = 0;
     /** @type {{at: number, pos: number} | null} the display-locked line the frames follow (cadence) */
     this.paced = null;
     /** How many times the cadence locked. */
@@ -75,7 +82,10 @@ export class SimMedia {
   /** At a display refresh: shows the frame due, and notes it when it is new. @param {number} now */
   refresh(now) {
     if (!this.frameMs || this.seeking) return;
-    const m = this.frameAt(this.cadence ? this.pacedPosition(now) : this.position);
+    if (this.renderer && (this.paused || this.stalled(now) || !(this.playbackRate > 0))) this.renderer.reset();
+    const m = this.renderer && !this.paused && !this.stalled(now) && this.playbackRate > 0
+      ? this.renderer.render(now, this.at, this.position, this.playbackRate)
+      : this.frameAt(this.cadence ? this.pacedPosition(now) : this.position);
     if (m !== this.shown) {
       this.shown = m;
       if (!this.paused) this.presented.push({ at: now, m });
@@ -118,6 +128,7 @@ export class SimMedia {
     this.readyState = stalled ? 2 : this.seeking ? 1 : 4;
     const from = Math.max(now, this.movesAt);
     if (!this.paused && !this.seeking && !stalled && from < now + dt) this.position += ((now + dt - from) / 1000) * this.playbackRate;
+    this.at = now + dt;
   }
 
   /** @param {import('../../src/drift.js').DriftAction[]} actions @param {number} now */
@@ -134,6 +145,7 @@ export class SimMedia {
         this.position = a.position + this.seekErrorS;
         this.shown = null;
         this.paced = null;
+        this.renderer?.reset();
         this.seeking = true;
         this.readyState = 1;
         this.seekDoneAt = now + this.seekLatency();
@@ -192,9 +204,9 @@ export class SimRoom {
  * `rvfc`, frames the element presents are handed to `controller.frame()`.
  * Trace: the true drift (position − room), the drift of the frames presented
  * (`frameDrift`: their time − the room's at their display, mean of the last
- * 500 ms; null without frames), the rate, the mode, the actions.
+ * `frameWindowMs` (500); null without frames), the rate, the mode, the actions.
  */
-export function simulate({ media, room, controller = new DriftController(), durationMs, dt = 10, controlMs = 250, start = 0, rvfc = false, clockJitterMs = 0, timerJitterMs = 0, seed = 11 }) {
+export function simulate({ media, room, controller = new DriftController(), durationMs, dt = 10, controlMs = 250, start = 0, rvfc = false, clockJitterMs = 0, timerJitterMs = 0, seed = 11, frameWindowMs = 500 }) {
   const trace = [];
   if (rvfc) controller.expectFrames();
   let nextControl = start;
@@ -249,7 +261,7 @@ export function simulate({ media, room, controller = new DriftController(), dura
         nextControl = now + controlMs;
         late = timerJitterMs ? random() * timerJitterMs : 0;
       }
-      const recent = frameDrifts.filter((f) => f.at > now - 500);
+      const recent = frameDrifts.filter((f) => f.at > now - frameWindowMs);
       const frameDrift = recent.length ? recent.reduce((a, f) => a + f.d, 0) / recent.length : null;
       trace.push({ t: now, drift: (media.position - target.position) * 1000, frameDrift, rate: media.playbackRate, mode: r.mode, actions: r.actions, buffering: r.buffering, measured: r.driftMs });
     }
