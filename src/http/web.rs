@@ -63,6 +63,7 @@ macro_rules! client_src {
 }
 
 const CLIENT_SRC: &[(&str, &str)] = client_src![
+    "cadence.js",
     "chat.js",
     "check.js",
     "clock.js",
