@@ -28,6 +28,9 @@
 // lock; the frames follow the clock), ended 8 ms after the frame whose
 // successor `lead` frames on will come, unlocked, nearest the room.
 
+/** A refresh grid is fitted to at least this many frames (a second at 25 fps). */
+export const GRID_MIN_FRAMES = 24;
+
 /** Chromium's minimum time between cadence glitches, ms. */
 const MIN_GLITCH_MS = 8000;
 
@@ -69,6 +72,11 @@ export class RefreshGrid {
     this.#dirty = true;
   }
 
+  /** How many frames' display times it holds (a fit needs `GRID_MIN_FRAMES`). */
+  get size() {
+    return this.#at.length;
+  }
+
   reset() {
     this.#at = [];
     this.#fit = null;
@@ -98,12 +106,12 @@ export class RefreshGrid {
 /**
  * Period and phase of the refreshes `at` fall on: the largest period of which the gaps are whole multiples (within
  * 0.5 ms; nine in ten of them), refined by least squares; times more than 1 ms off it are left out (a late callback's
- * estimate); null when fewer than 24 or more than one in ten are off.
+ * estimate); null when fewer than `GRID_MIN_FRAMES` or more than one in ten are off.
  * @param {number[]} at
  * @returns {{periodMs: number, phaseMs: number} | null}
  */
 function fitGrid(at) {
-  if (at.length < 24) return null;
+  if (at.length < GRID_MIN_FRAMES) return null;
   const gaps = [];
   for (let i = 1; i < at.length; i++) gaps.push(at[i] - at[i - 1]);
   const least = [...gaps].sort((a, b) => a - b)[Math.floor(gaps.length / 10)];

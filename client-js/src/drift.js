@@ -177,7 +177,7 @@
 //   far coarser bands.
 // Rates other than 1 are honoured: every nudge is relative to the room rate.
 
-import { latticeStep, hasCadence, RefreshGrid, shownUnlocked } from './cadence.js';
+import { GRID_MIN_FRAMES, latticeStep, hasCadence, RefreshGrid, shownUnlocked } from './cadence.js';
 import { PositionEstimator } from './position.js';
 
 /** A start is timed on this many presented frames (their mean). */
@@ -532,6 +532,9 @@ export class DriftController {
     if (!st) return false;
     const moved = mediaTime - st.from;
     if (!playing || !(moved > 0.002) || !Number.isFinite(moved)) return false;
+    // A frame shown before the play() (a stale display time), or reported long after it was shown, does not time it: a
+    // third of its lateness would be taken for the start's (which fits a headless Firefox viewer's start held 122 ms).
+    if (atMs < st.issuedAt || (reading && atMs < reading.nowMs - 100)) return false;
     st.frames.push({ at: atMs, m: mediaTime });
     return st.frames.length >= START_FRAMES && this.learnStart();
   }
@@ -1050,9 +1053,11 @@ export class DriftController {
     const grid = this.#grid.fit;
     if (!(o.relockRateAdjust > 0)) return false;
     if (!grid || !Number.isFinite(frameS) || !this.#line) {
-      // Locked frames seen, and the grid not (yet) fitted again: the room's rate (the paced band would move them).
-      if (this.#relockable && have !== roomRate) this.setRate(actions, roomRate, now);
-      return this.#relockable;
+      // Locked frames seen, or too few frames yet to tell (the first second of a start), and the grid not fitted (yet,
+      // or again): the room's rate (the paced band would move them, and break the lock a start took).
+      const hold = this.#relockable || this.#grid.size < GRID_MIN_FRAMES;
+      if (hold && have !== roomRate) this.setRate(actions, roomRate, now);
+      return hold;
     }
     const frameMs = (frameS * 1000) / roomRate;
     const step = latticeStep(frameMs, grid.periodMs);

@@ -370,6 +370,33 @@ test('a start that came up early is held where it is until the room gets there (
   }
 });
 
+test('a start is not timed on a frame shown before its play() or reported long after it was shown (a stale callback)', () => {
+  for (const stale of [{ at: 700 }, { at: 1010, late: true }]) {
+    const c = new DriftController();
+    c.expectFrames();
+    const media = { currentTime: 10, playbackRate: 1, paused: true, readyState: 4, seeking: false };
+    const paused = { position: 10, rate: 1, paused: true, epoch: 1 };
+    c.update({ nowMs: 0, target: paused, media });
+    // The room plays from 10 s at 1000 ms; the element's play() goes then, and it moves at once.
+    const playing = (/** @type {number} */ t) => ({ position: 10 + (t - 1000) / 1000, rate: 1, paused: false, epoch: 2 });
+    const r = c.update({ nowMs: 1000, target: playing(1000), media });
+    assert.deepEqual(r.actions.map((a) => a.type), ['play']);
+    media.paused = false;
+    // A frame with a stale display time (before the play, or reported 200 ms after it was shown), then the start's own
+    // frames, each on time.
+    const nowMs = stale.late ? stale.at + 200 : 1030;
+    c.frame(stale.at, 10.04, true, { nowMs, currentTime: 10.03 });
+    let timed = false;
+    for (const at of [1040, 1080, 1120]) timed = c.frame(at, 10 + (at - 1000) / 1000, true, { nowMs: at + 1, currentTime: 10 + (at - 999) / 1000 }) || timed;
+    assert.equal(timed, true, 'timed on its three frames');
+    media.currentTime = 10.121;
+    const after = c.update({ nowMs: 1121, target: playing(1121), media });
+    assert.deepEqual(after.actions.filter((a) => a.type === 'pause'), [], `${JSON.stringify(stale)}: not held (${JSON.stringify(after.actions)})`);
+    assert.equal(c.corrections.holds, 0);
+    assert.ok(c.startLatencyMs < 5, `start-up latency ${c.startLatencyMs}`);
+  }
+});
+
 test('a start that came up late (its start-up latency not known yet) is caught up faster, once, when timed on frames', () => {
   for (const rvfc of [true, false]) {
     /** @param {import('../src/drift.js').DriftOptions} opts */
