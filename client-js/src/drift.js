@@ -193,23 +193,21 @@ const START_FRAMES_WAIT_MS = 600;
  * clock (Firefox rounds `performance.now()` to 1 ms; a new clock sample moves the change's local time).
  */
 const DUE_SLACK_MS = 1;
-/** A relock pulse ends this long after a frame came on screen (mid-frame: which frame begins the new lock is then sure). */
-const RELOCK_BACK_MS = 8;
-/** The frame that begins the new lock: this many after the one on screen when the pulse ended (learned from there). */
-const RELOCK_LEAD = 3;
-/** During a relock the ±5 % band starts this much further out (the pulse moves the clock, and the unlocked frames). */
-const RELOCK_SPAN_MS = 30;
-/** A relock locks about this many frames after the pulse (its frames' durations leave Chromium's 32-frame average). */
-const RELOCK_FRAMES = 34;
-/** …and the frames of the new lock are measured for this long (the position's 1 s frame window, and a margin). */
-const RELOCK_MEASURE_MS = 1300;
 /**
- * A relock is judged on the mean of this many measurements (each is the mean of a second of frames, and the lattice's
- * points are 3.33 ms apart at 25 fps on 60 Hz), taken this long after the last start, seek or rate change: the frames
- * measured are then all of the lock that followed it.
+ * Relocks (see `#relockStep`):
+ * - `backMs`: a pulse ends this long after a frame came on screen (mid-frame: which frame begins the new lock is then
+ *   sure);
+ * - `lead`: the frame that begins the new lock, counted from the one on screen when the pulse ended (learned from
+ *   there);
+ * - `spanMs`: during a relock the ±5 % band starts this much further out (the pulse moves the clock, and the unlocked
+ *   frames with it);
+ * - `frames`: the cadence locks again about this many frames after the pulse (its frames' durations leave Chromium's
+ *   32-frame average), and `measureMs` later the frames measured are all of the new lock (the position's 1 s window);
+ * - `samples`, `quietMs`: a relock is judged on the mean of this many measurements (each the mean of a second of
+ *   frames; the lattice's points are 3.33 ms apart at 25 fps on 60 Hz), taken this long after the last start, seek,
+ *   stall or rate change (the frames measured are then all of the lock that followed it).
  */
-const RELOCK_SAMPLES = 2;
-const RELOCK_QUIET_MS = 1300;
+const RELOCK = Object.freeze({ backMs: 8, lead: 3, spanMs: 30, frames: 34, measureMs: 1300, samples: 2, quietMs: 1300 });
 
 /** readyState values of HTMLMediaElement. */
 export const HAVE_NOTHING = 0;
@@ -410,8 +408,9 @@ export class DriftController {
   /**
    * The frame that begins a lock after a relock pulse, counted from the one on screen when it ended, after a pulse
    * that slowed the element and after one that sped it up (learned: it depends on how the browser queues frames).
+   * @type {{slow: number, fast: number}}
    */
-  #lead = { slow: RELOCK_LEAD, fast: RELOCK_LEAD };
+  #lead = { slow: RELOCK.lead, fast: RELOCK.lead };
   /**
    * @type {{phase: 'wanted', until: number, frameS: number, frames: number, accept: number}
    *   | {phase: 'start', rate: number, mBack: number, frameS: number}
@@ -883,7 +882,7 @@ export class DriftController {
     };
     // A relock moves the clock (and the unlocked frames with it) up to ~20 ms for a second or two: its own doing, not
     // a drift to correct, unless far larger.
-    const deadband = this.#relock ? o.deadbandMs + RELOCK_SPAN_MS : o.deadbandMs;
+    const deadband = this.#relock ? o.deadbandMs + RELOCK.spanMs : o.deadbandMs;
     if (!this.correcting && Math.abs(mean(o.filterSamples)) > deadband) this.correcting = true;
     else if (this.correcting && Math.abs(mean(o.filterSamples)) < o.exitMs) this.correcting = false;
     const have = media.playbackRate;
@@ -892,7 +891,7 @@ export class DriftController {
       const adjust = clamp(mean(o.filterSamples) / o.horizonMs, o.maxRateAdjust);
       const want = roomRate * (1 - adjust);
       if (Math.abs(want - have) >= o.minRateStep * roomRate) this.setRate(actions, want, now);
-    } else if (o.pacedStartMs > 0 && o.fineRateAdjust > 0 && this.paced && this.#relockStep(actions, now, roomRate, have, mean(RELOCK_SAMPLES), driftMs)) {
+    } else if (o.pacedStartMs > 0 && o.fineRateAdjust > 0 && this.paced && this.#relockStep(actions, now, roomRate, have, mean(RELOCK.samples), driftMs)) {
       // The relock band (`#relockStep`) applied.
     } else if (o.pacedStartMs > 0 && o.fineRateAdjust > 0 && this.paced) {
       // Paced frames: the room's rate, or one that breaks the cadence (so the frames follow the clock), started on
@@ -955,7 +954,7 @@ export class DriftController {
   #relockFrame(atMs, mediaTime, nowMs) {
     const r = this.#relock;
     if (r?.phase === 'pulse' && r.backAt === null && mediaTime >= r.mBack - r.frameS / 2) {
-      r.backAt = Math.max(atMs + RELOCK_BACK_MS, nowMs);
+      r.backAt = Math.max(atMs + RELOCK.backMs, nowMs);
       r.mBack = mediaTime;
       return true;
     }
@@ -975,7 +974,7 @@ export class DriftController {
         const mBack = mediaTime + n * r.frameS;
         const pulse = { rate, clockAt: nowMs, clockPos, frameS: r.frameS };
         const lead = this.#lead[dir < 0 ? 'slow' : 'fast'];
-        const back = atMs + n * frameMs + RELOCK_BACK_MS;
+        const back = atMs + n * frameMs + RELOCK.backMs;
         const drift = this.#relockDrift(back, mBack, lead, pulse);
         // The pulse ends on its last frame's actual display, which may come a refresh off the one foreseen here: taken
         // only where that lands the same.
@@ -1000,14 +999,14 @@ export class DriftController {
    * @param {number} now
    * @param {number} roomRate
    * @param {number} have the element's rate
-   * @param {number} steady the drift, mean of the last `RELOCK_SAMPLES` measurements
+   * @param {number} steady the drift, mean of the last `RELOCK.samples` measurements
    * @param {number} driftMs the latest measurement
    * @returns {boolean} whether the band applies (false: the paced fine band does)
    */
   #relockStep(actions, now, roomRate, have, steady, driftMs) {
     const o = this.o;
     const r = this.#relock;
-    const settle = (/** @type {number} */ frameS) => (RELOCK_FRAMES * frameS * 1000) / roomRate + RELOCK_MEASURE_MS;
+    const settle = (/** @type {number} */ frameS) => (RELOCK.frames * frameS * 1000) / roomRate + RELOCK.measureMs;
     if (r?.phase === 'start') {
       const clockPos = this.#pos.clockAt(now);
       this.#relock = { phase: 'pulse', rate: r.rate, roomRate, clockAt: now, clockPos: clockPos ?? NaN, backAt: null, mBack: r.mBack, frameS: r.frameS };
@@ -1066,8 +1065,8 @@ export class DriftController {
     if (have !== roomRate) this.setRate(actions, roomRate, now);
     if (r?.phase === 'wanted' && now < r.until) return true;
     this.#relock = null;
-    const quiet = now - Math.max(this.#disturbedAt, this.lastPlayAt, this.lastSeekDoneAt) >= RELOCK_QUIET_MS;
-    if (!quiet || this.samples.length < RELOCK_SAMPLES || Math.abs(steady) <= o.relockStartMs) return true;
+    const quiet = now - Math.max(this.#disturbedAt, this.lastPlayAt, this.lastSeekDoneAt) >= RELOCK.quietMs;
+    if (!quiet || this.samples.length < RELOCK.samples || Math.abs(steady) <= o.relockStartMs) return true;
     // The lattice point nearest the room (the frames are on the lattice): worth a relock only if 1 ms nearer.
     const nearest = Math.abs(steady - Math.round(steady / step) * step);
     if (Math.abs(steady) - nearest < 1) return true;
