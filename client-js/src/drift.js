@@ -55,7 +55,9 @@
 //                                   ended on frames chosen so that it locks
 //                                   again on that point, then the room's rate
 //                                   while it does (~1.4 s), and the frame that
-//                                   begins a lock learned from where it did.
+//                                   begins a lock learned from where it did;
+//                                   relocks that keep missing back off (2 s,
+//                                   doubling, to a minute).
 //   15 ms < |drift| ≤ seek (1 s)    the same law, bounded to ±5 %, on the mean
 //                                   of the last 2 measurements; once
 //                                   correcting, it keeps going until |drift| <
@@ -205,9 +207,10 @@ const DUE_SLACK_MS = 1;
  *   32-frame average), and `measureMs` later the frames measured are all of the new lock (the position's 1 s window);
  * - `samples`, `quietMs`: a relock is judged on the mean of this many measurements (each the mean of a second of
  *   frames; the lattice's points are 3.33 ms apart at 25 fps on 60 Hz), taken this long after the last start, seek,
- *   stall or rate change (the frames measured are then all of the lock that followed it).
+ *   stall or rate change (the frames measured are then all of the lock that followed it);
+ * - `maxBackoffMs`: relocks that keep missing are retried ever later, at most this far apart.
  */
-const RELOCK = Object.freeze({ backMs: 8, lead: 3, spanMs: 30, frames: 34, measureMs: 1300, samples: 2, quietMs: 1300 });
+const RELOCK = Object.freeze({ backMs: 8, lead: 3, spanMs: 30, frames: 34, measureMs: 1300, samples: 2, quietMs: 1300, maxBackoffMs: 60000 });
 
 /** readyState values of HTMLMediaElement. */
 export const HAVE_NOTHING = 0;
@@ -425,6 +428,9 @@ export class DriftController {
   #relock = null;
   /** Whether the frames were last seen locked on a known lattice (the relock band applies). */
   #relockable = false;
+  /** Relocks in a row that left the frames off the room, and when the next may be made (backing off). */
+  #relockMisses = 0;
+  #relockAfter = -Infinity;
   /** When the element's rate was last set, or it last stalled or seeked (its frames since are of one lock, or none). */
   #disturbedAt = -Infinity;
 
@@ -1046,6 +1052,10 @@ export class DriftController {
         }
         if (best.err <= 1) this.#lead[way] = best.lead;
       }
+      // A relock that left the frames off the room (where the browser does not lock as predicted) is not retried at
+      // once: after 2 s, then 4, 8 … up to a minute while they keep missing.
+      this.#relockMisses = Math.abs(driftMs) <= o.relockStartMs ? 0 : this.#relockMisses + 1;
+      this.#relockAfter = this.#relockMisses ? now + Math.min(RELOCK.maxBackoffMs, 1000 * 2 ** this.#relockMisses) : -Infinity;
       return true;
     }
     const frameS = this.#frameS();
@@ -1065,7 +1075,7 @@ export class DriftController {
     if (have !== roomRate) this.setRate(actions, roomRate, now);
     if (r?.phase === 'wanted' && now < r.until) return true;
     this.#relock = null;
-    const quiet = now - Math.max(this.#disturbedAt, this.lastPlayAt, this.lastSeekDoneAt) >= RELOCK.quietMs;
+    const quiet = now - Math.max(this.#disturbedAt, this.lastPlayAt, this.lastSeekDoneAt) >= RELOCK.quietMs && now >= this.#relockAfter;
     if (!quiet || this.samples.length < RELOCK.samples || Math.abs(steady) <= o.relockStartMs) return true;
     // The lattice point nearest the room (the frames are on the lattice): worth a relock only if 1 ms nearer.
     const nearest = Math.abs(steady - Math.round(steady / step) * step);

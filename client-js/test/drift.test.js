@@ -729,6 +729,19 @@ test("Chromium's frame selection: relocks put the frames on the lattice point ne
   assert.ok(relocks >= 20, `${relocks} relocks in 20 runs`);
 });
 
+test('relocks that keep missing (a renderer that does not lock as predicted) are retried ever later', () => {
+  const room = new SimRoom({ position: 60 });
+  // Each new cadence taken 100–300 ms after it is due, at random: where a relock falls cannot be foreseen.
+  const media = new SimMedia({ position: 60.012, paused: false, frameMs: 40, cadence: 'chromium', cadenceLockJitterMs: 200, vsyncPhaseMs: 5 });
+  const controller = new DriftController();
+  const { trace } = simulate({ media, room, controller, durationMs: 90000, dt: 1, rvfc: true, clockJitterMs: 0.05, timerJitterMs: 8, frameWindowMs: 1000 });
+  const starts = trace.filter((x) => x.actions.some((a) => a.type === 'setRate' && Math.abs(a.rate - 1) > 0.04)).map((x) => x.t);
+  assert.equal(starts.length, controller.corrections.relocks);
+  assert.ok(starts.length >= 3 && starts.length <= 8, `${starts.length} relocks in 90 s`);
+  const gaps = starts.slice(1).map((t, i) => t - starts[i]);
+  assert.ok(gaps.at(-1) >= 2 * gaps[0], `backing off: gaps ${gaps}`);
+});
+
 test('the dead band is closed: a 12 ms offset (inside the old 15 ms band) goes to the noise', () => {
   for (const offsetMs of [12, -12, 8]) {
     const { room, media } = playing(offsetMs);

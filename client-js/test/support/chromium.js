@@ -53,11 +53,18 @@ function calculateCadence(refreshMs, frameMs, driftMs) {
 const same = (/** @type {number[]} */ a, /** @type {number[]} */ b) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 export class ChromiumRenderer {
-  /** @param {{frameMs: number, refreshMs: number, queueFrames?: number}} o */
+  /**
+   * @param {{frameMs: number, refreshMs: number, queueFrames?: number, lockJitterMs?: number}} o `lockJitterMs`: a new
+   *   cadence is taken up to this much later than Chromium takes it (at random: a renderer that does not lock as
+   *   predicted)
+   */
   constructor(o) {
     this.frameS = o.frameMs / 1000;
     this.refreshMs = o.refreshMs;
     this.queueFrames = o.queueFrames ?? 4;
+    this.lockJitterMs = o.lockJitterMs ?? 0;
+    this.seed = 5;
+    this.hysteresisMs = HYSTERESIS_MS;
     this.reset();
   }
 
@@ -90,9 +97,9 @@ export class ChromiumRenderer {
       this.held = 0;
       return false;
     }
-    if (same(next, this.pending) || HYSTERESIS_MS <= this.refreshMs) {
+    if (same(next, this.pending) || this.hysteresisMs <= this.refreshMs) {
       this.held++;
-      if (this.held * this.refreshMs >= HYSTERESIS_MS - 1e-9) {
+      if (this.held * this.refreshMs >= this.hysteresisMs - 1e-9) {
         this.cadence = next;
         return true;
       }
@@ -100,6 +107,8 @@ export class ChromiumRenderer {
     }
     this.pending = next;
     this.held = 1;
+    this.seed = (this.seed * 1103515245 + 12345) >>> 0;
+    this.hysteresisMs = HYSTERESIS_MS + ((this.seed >>> 8) / 2 ** 24) * this.lockJitterMs;
     return false;
   }
 

@@ -15,7 +15,8 @@
 // are on the clock again and lock anew); at other rates they follow the clock.
 // With `cadence: 'chromium'` they are chosen as Chromium chooses them
 // (support/chromium.js: the cadence estimated from the last 32 frames'
-// durations, locked anew on the frame on screen, coverage while unlocked).
+// durations, locked anew on the frame on screen, coverage while unlocked;
+// with `cadenceLockJitterMs`, locked up to that much later, at random).
 // `clockJitterMs` adds noise to every time the controller is told (its clock),
 // `timerJitterMs` makes the control timer late by up to that much.
 
@@ -34,7 +35,7 @@ export class SimMedia {
     this.steppedCurrentTime = o.steppedCurrentTime ?? false;
     this.cadence = o.cadence ?? false;
     this.cadenceLockJitterMs = o.cadenceLockJitterMs ?? 0;
-    this.renderer = this.cadence === 'chromium' ? new ChromiumRenderer({ frameMs: this.frameMs, refreshMs: this.vsyncMs }) : null;
+    this.renderer = this.cadence === 'chromium' ? new ChromiumRenderer({ frameMs: this.frameMs, refreshMs: this.vsyncMs, lockJitterMs: o.cadenceLockJitterMs }) : null;
     /** The time the position is at (the end of the last step), ms. */
     this.at = 0;
     /** @type {{at: number, pos: number} | null} the display-locked line the frames follow (cadence) */
