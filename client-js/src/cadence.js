@@ -66,7 +66,10 @@ export class RefreshGrid {
   add(atMs) {
     if (!Number.isFinite(atMs)) return;
     const last = this.#at.at(-1);
-    if (last !== undefined && (atMs <= last || atMs - last > 500)) this.#at = [];
+    // Not after the last (a frame replaced on the same refresh): left out; half a second since it (a pause, a stall,
+    // a hidden page): afresh.
+    if (last !== undefined && atMs <= last) return;
+    if (last !== undefined && atMs - last > 500) this.#at = [];
     this.#at.push(atMs);
     if (this.#at.length > 96) this.#at.shift();
     this.#dirty = true;

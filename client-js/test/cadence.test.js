@@ -69,6 +69,14 @@ test('RefreshGrid: fits the refreshes the frames came on (period and phase), lea
     random.add(t);
   }
   assert.equal(random.fit, null);
+  // A time not after the last (a frame replaced on one refresh) is left out.
+  const again = new RefreshGrid();
+  for (const x of times) {
+    again.add(x);
+    again.add(x);
+  }
+  assert.equal(again.size, times.length);
+  assert.ok(again.fit && Math.abs(again.fit.periodMs - HZ60) < 0.002);
   // A gap (a pause, a seek) starts afresh.
   const gap = new RefreshGrid();
   for (const x of times) gap.add(x);
