@@ -244,7 +244,9 @@ async function run(t, o) {
       }
     }
 
-    await waitSteady(pages, { forMs: 3000, timeoutMs: 40_000 });
+    /** @type {{ms: number, pages: object[]}[]} */
+    const settling = [];
+    await waitSteady(pages, { forMs: 3000, timeoutMs: 40_000, record: settling });
     const c0 = await Promise.all(pages.map(probe));
     const started = Date.now();
     const { skews, own } = await sample(pages);
@@ -268,6 +270,7 @@ async function run(t, o) {
       afterResumeMaxMs: afterResume.worst,
       traces: { play: afterPlay.trace, seek: afterSeek.trace, resume: afterResume.trace },
       events: { play: afterPlay.events, seek: afterSeek.events, resume: afterResume.events },
+      settling,
       rateChanges: c1.map((p, i) => p.rateChanges - c0[i].rateChanges),
       seeks: c1.map((p, i) => p.seeks - c0[i].seeks),
       proxy: { tcp: proxies.tcp.stats, udp: proxies.udp.stats },

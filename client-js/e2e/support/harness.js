@@ -491,15 +491,30 @@ const settledProbe = (p, boundMs = 25) =>
 /**
  * Waits for a steady state: every page open, playing, not seeking or
  * buffering, within `boundMs` of the room by its own estimate, for `forMs`.
+ * With `record`, each poll's pages go there (ms from the start; each page's own drift reading, rate, playhead and
+ * frames against the room's position, clock offset estimate).
  * @param {import('playwright-core').Page[]} pages
+ * @param {{boundMs?: number, forMs?: number, timeoutMs?: number, record?: {ms: number, pages: object[]}[]}} [o]
  */
-export async function waitSteady(pages, { boundMs = 25, forMs = 1000, timeoutMs = 20_000 } = {}) {
+export async function waitSteady(pages, { boundMs = 25, forMs = 1000, timeoutMs = 20_000, record } = {}) {
   let since = null;
   /** @type {Probe[]} */
   let last = [];
-  const deadline = Date.now() + timeoutMs;
+  const t0 = Date.now();
+  const deadline = t0 + timeoutMs;
+  const r2 = (/** @type {number} */ x) => (Number.isFinite(x) ? Math.round(x * 100) / 100 : null);
   for (;;) {
     last = await Promise.all(pages.map(probe));
+    record?.push({
+      ms: Date.now() - t0,
+      pages: last.map((p) => ({
+        drift: r2(p.driftMs),
+        rate: p.rate,
+        clockMs: p.roomPos === null ? null : r2((p.pos - p.roomPos) * 1000),
+        shownMs: p.shown === null || p.roomPos === null ? null : r2((p.shown - p.roomPos) * 1000),
+        off: r2(p.offsetMs),
+      })),
+    });
     if (last.every((p) => settledProbe(p, boundMs))) {
       since ??= Date.now();
       if (Date.now() - since >= forMs) return last;
