@@ -17,16 +17,17 @@
 // pattern, and the frames keep the offset that frame had: where a relock
 // puts them is one frame's offset under that rule, chosen by which frame is
 // on screen then. Measured (scripts/cadence-probe.mjs relock): with the rate
-// put back 8 ms after a frame came on screen, the frame three later was the
-// one (16 of 16 trials); 257 of 257 frames shown unlocked came on the
+// put back 5–11 ms after a frame came on screen, the frame three later was
+// the one (28 of 28 trials); 257 of 257 frames shown unlocked came on the
 // refresh the rule names (media/filters/video_renderer_algorithm.cc and
 // video_cadence_estimator.cc say the same).
 //
 // So the frames can be put on the lattice point nearest the room (25 fps on
 // 60 Hz: points 3.33 ms apart, the same for every page on one display and
 // timeline) instead of wherever a lock fell: a pulse of ±5 % (breaks the
-// lock; the frames follow the clock), ended 8 ms after the frame whose
-// successor `lead` frames on will come, unlocked, nearest the room.
+// lock; the frames follow the clock), ended 8 ms after a frame chosen so
+// that the one three on (which begins the new lock) comes, unlocked, nearest
+// the room (src/drift.js: the relock band).
 
 /** A refresh grid is fitted to at least this many frames (a second at 25 fps). */
 export const GRID_MIN_FRAMES = 24;
