@@ -17,8 +17,8 @@
 // pattern, and the frames keep the offset that frame had: where a relock
 // puts them is one frame's offset under that rule, chosen by which frame is
 // on screen then. Measured (scripts/cadence-probe.mjs relock): with the rate
-// put back 5–11 ms after a frame came on screen, the frame three later was
-// the one (28 of 28 trials); 257 of 257 frames shown unlocked came on the
+// put back 4–21 ms after a frame came on screen, the frame three later was
+// the one (47 of 47 trials); 257 of 257 frames shown unlocked came on the
 // refresh the rule names (media/filters/video_renderer_algorithm.cc and
 // video_cadence_estimator.cc say the same).
 //
