@@ -393,6 +393,8 @@ export class DriftController {
    *   its first frames, when it was timed on frames: the estimator's offset may still be an earlier start's then)
    */
   #landed = null;
+  /** The pre-roll of the start just measured, ms: it cannot have come up earlier than that. */
+  #landedLead = 0;
   /** Whether the element has presented frames (requestVideoFrameCallback): starts are then timed on them. */
   #framesSeen = false;
   /** Whether its frames will be handed over (`expectFrames()`): its first start is then timed on them too. */
@@ -441,8 +443,9 @@ export class DriftController {
     this.seekLatencyMs = this.o.seekLatencyMs;
     /** Learned start-up latency: how long after play() the element moves, ms. */
     this.startLatencyMs = this.o.startLatencyMs;
-    /** @type {{issuedAt: number, from: number, rate: number, frames: {at: number, m: number}[]} | null} a start being
-     *  measured (`frames`: the new frames presented since, when on screen and their media time) */
+    /** @type {{issuedAt: number, from: number, rate: number, frames: {at: number, m: number}[], lead: number} | null} a
+     *  start being measured (`frames`: the new frames presented since, when on screen and their media time; `lead`: how
+     *  long before the room moves from there the play() was issued, ms: its pre-roll) */
     this.start = null;
     this.corrections = { seeks: 0, rateChanges: 0, holds: 0, relocks: 0 };
     /** @type {number[]} recent drift measurements, ms */
@@ -730,7 +733,7 @@ export class DriftController {
         this.#probes++;
         this.#probe = { at: now };
         actions.push({ type: 'play', probe: true });
-        this.start = { issuedAt: now, from: media.currentTime, rate: roomRate, frames: [] };
+        this.start = { issuedAt: now, from: media.currentTime, rate: roomRate, frames: [], lead: 0 };
         this.wakeAtMs = now + 20;
         return done('probing');
       }
@@ -759,7 +762,7 @@ export class DriftController {
         this.parked = null;
         actions.push({ type: 'play' });
         this.lastPlayAt = now;
-        this.start = { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [] };
+        this.start = { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [], lead: dueInMs + this.startLatencyMs };
         return done('starting');
       }
       this.parked = null; // played by someone else meanwhile
@@ -785,7 +788,7 @@ export class DriftController {
     if (media.paused && retryDue) {
       actions.push({ type: 'play' });
       this.lastPlayAt = now;
-      this.start = media.seeking ? null : { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [] };
+      this.start = media.seeking ? null : { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [], lead: Math.max(0, movesAt - now) };
     }
     if (this.seek && !jump) return done('seeking');
     if ((media.seeking || this.buffering) && !jump) {
@@ -813,7 +816,11 @@ export class DriftController {
       const landedMs = shown.length
         ? shown.reduce((a, f) => a + (f.m - target.position - (roomRate * (f.at - movesAt)) / 1000) * 1000, 0) / shown.length
         : driftMs;
-      if (o.earlyStartMs > 0 && this.#holdEpoch !== target.epoch && landedMs > o.earlyStartMs && landedMs < this.seekThresholdMs) {
+      // A start can come up early only by as much as it was pre-rolled (a first start, not pre-rolled, cannot): a landing
+      // further ahead is a misreading of its first frames (headless Firefox's first start read ~120 ms ahead and was
+      // held that long), left to the bands.
+      const plausible = landedMs <= this.#landedLead + o.earlyStartMs;
+      if (o.earlyStartMs > 0 && plausible && this.#holdEpoch !== target.epoch && landedMs > o.earlyStartMs && landedMs < this.seekThresholdMs) {
         this.#holdEpoch = target.epoch;
         this.corrections.holds++;
         actions.push({ type: 'pause' });
@@ -1126,6 +1133,7 @@ export class DriftController {
     took = Math.max(0, took);
     if (!Number.isFinite(took)) return false;
     this.#landed = st.frames;
+    this.#landedLead = st.lead;
     const o = this.o;
     const first = this.#startsMeasured++ === 0;
     const m = Math.min(took, o.maxStartLatencyMs);

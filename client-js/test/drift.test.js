@@ -397,6 +397,24 @@ test('a start is not timed on a frame shown before its play() or reported long a
   }
 });
 
+test('a first start (not pre-rolled) whose first frames read far ahead is not held: it cannot have come up early', () => {
+  const c = new DriftController();
+  c.expectFrames();
+  const media = { currentTime: 10, playbackRate: 1, paused: true, readyState: 4, seeking: false };
+  c.update({ nowMs: 0, target: { position: 10, rate: 1, paused: true, epoch: 1 }, media });
+  const playing = (/** @type {number} */ t) => ({ position: 10 + (t - 1000) / 1000, rate: 1, paused: false, epoch: 2 });
+  assert.deepEqual(c.update({ nowMs: 1000, target: playing(1000), media }).actions.map((a) => a.type), ['play']);
+  media.paused = false;
+  // Three frames in a burst, each read ~120 ms ahead of the room (as a headless Firefox's first start was).
+  let timed = false;
+  for (const [at, m] of [[1040, 10.16], [1041, 10.16], [1042, 10.16]]) timed = c.frame(at, m, true, { nowMs: at + 1, currentTime: 10.045 }) || timed;
+  assert.equal(timed, true);
+  media.currentTime = 10.043;
+  const r = c.update({ nowMs: 1043, target: playing(1043), media });
+  assert.deepEqual(r.actions.filter((a) => a.type === 'pause'), [], `not held: ${JSON.stringify(r.actions)}`);
+  assert.equal(c.corrections.holds, 0);
+});
+
 test('a start that came up late (its start-up latency not known yet) is caught up faster, once, when timed on frames', () => {
   for (const rvfc of [true, false]) {
     /** @param {import('../src/drift.js').DriftOptions} opts */
