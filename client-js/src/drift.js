@@ -541,7 +541,7 @@ export class DriftController {
     const moved = mediaTime - st.from;
     if (!playing || !(moved > 0.002) || !Number.isFinite(moved)) return false;
     // A frame shown before the play() (a stale display time), or reported long after it was shown, does not time it: a
-    // third of its lateness would be taken for the start's (which fits a headless Firefox viewer's start held 122 ms).
+    // third of its age would be taken for the start's lateness.
     if (atMs < st.issuedAt || (reading && atMs < reading.nowMs - 100)) return false;
     st.frames.push({ at: atMs, m: mediaTime });
     return st.frames.length >= START_FRAMES && this.learnStart();
