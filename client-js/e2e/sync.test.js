@@ -27,6 +27,7 @@ import {
   probe,
   record,
   recordFrames,
+  round2,
   skewMs,
   summarize,
   waitFor,
@@ -132,13 +133,12 @@ async function afterChange(pages, ready, what) {
   const t0 = Date.now();
   /** @type {unknown[]} */
   const trace = [];
-  const r2 = (/** @type {number | null} */ x) => (x === null || !Number.isFinite(x) ? null : Math.round(x * 100) / 100);
   /** Records one sample of every page; returns each viewer's skew (frames where presented, else playheads). */
   const note = (/** @type {Probe[]} */ ps) => {
-    const skew = [1, 2].map((i) => r2(skewMs(ps[0], ps[i], 'shown') ?? skewMs(ps[0], ps[i], 'pos')));
+    const skew = [1, 2].map((i) => round2(skewMs(ps[0], ps[i], 'shown') ?? skewMs(ps[0], ps[i], 'pos')));
     trace.push({
       ms: Date.now() - t0,
-      pages: ps.map((p) => ({ t: r2(p.t - t0), off: r2(p.offsetMs), room: r2(p.roomPos === null ? null : p.roomPos * 1000), pos: r2(p.pos * 1000), shown: r2(p.shown === null ? null : p.shown * 1000), drift: r2(p.driftMs), rate: p.rate, paused: p.paused, seeking: p.seeking, start: r2(p.startLatencyMs) })),
+      pages: ps.map((p) => ({ t: round2(p.t - t0), off: round2(p.offsetMs), room: round2(p.roomPos === null ? null : p.roomPos * 1000), pos: round2(p.pos * 1000), shown: round2(p.shown === null ? null : p.shown * 1000), drift: round2(p.driftMs), rate: p.rate, paused: p.paused, seeking: p.seeking, start: round2(p.startLatencyMs) })),
       skew,
     });
     return skew;

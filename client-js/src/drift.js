@@ -521,8 +521,9 @@ export class DriftController {
    *   start that came up early is held from its first frames, not at the next control tick
    */
   frame(atMs, mediaTime, playing = true, reading) {
-    if (this.o.frameAware) this.#pos.frame(atMs, mediaTime, playing, reading);
-    if (this.o.frameAware && playing && Number.isFinite(atMs) && Number.isFinite(mediaTime)) {
+    if (!this.o.frameAware) return false;
+    this.#pos.frame(atMs, mediaTime, playing, reading);
+    if (playing && Number.isFinite(atMs) && Number.isFinite(mediaTime)) {
       this.#grid.add(atMs);
       const gap = mediaTime - this.#lastFrameM;
       if (gap > 0 && gap < 0.2) {
@@ -534,7 +535,6 @@ export class DriftController {
     }
     // A start is timed on the frames it presents: what the viewer sees, and what the position is measured on
     // (the element's clock may start at once while its first new frame comes tens of ms later).
-    if (!this.o.frameAware) return false;
     this.#framesSeen = true;
     const st = this.start;
     if (!st) return false;
@@ -954,7 +954,16 @@ export class DriftController {
     const clock = p.clockPos + (p.rate * (backAt - p.clockAt)) / 1000;
     const m = mBack + lead * p.frameS;
     const shown = shownUnlocked(this.#grid, backAt + ((m - clock) * 1000) / line.rate);
-    return (m - line.pos - (line.rate * (shown - line.at)) / 1000) * 1000;
+    return (m - this.#roomAt(shown)) * 1000;
+  }
+
+  /**
+   * The room's position at `t` on its line as of the last step, s (NaN before one).
+   * @param {number} t
+   */
+  #roomAt(t) {
+    const line = this.#line;
+    return line ? line.pos + (line.rate * (t - line.at)) / 1000 : NaN;
   }
 
   /**
@@ -993,8 +1002,7 @@ export class DriftController {
         // only where that lands the same.
         const sure = [-1, 1].every((e) => Math.abs(this.#relockDrift(back + e * grid.periodMs, mBack, lead, pulse) - drift) < 0.5);
         if (!sure || !(Math.abs(drift) <= r.accept)) continue;
-        const line = this.#line;
-        const clockMs = (clockPos + (rate * (back - nowMs)) / 1000 - line.pos - (roomRate * (back - line.at)) / 1000) * 1000;
+        const clockMs = (clockPos + (rate * (back - nowMs)) / 1000 - this.#roomAt(back)) * 1000;
         if (!best || Math.abs(clockMs) < Math.abs(best.clockMs)) best = { drift, clockMs, rate, mBack };
       }
     }

@@ -489,6 +489,14 @@ const settledProbe = (p, boundMs = 25) =>
   p.status === 'open' && !p.paused && !p.seeking && !p.buffering && p.readyState >= 3 && Math.abs(p.driftMs) < boundMs;
 
 /**
+ * A figure for the results: to 0.01 (null when it is none or not finite).
+ * @param {number | null} x
+ */
+export function round2(x) {
+  return x === null || !Number.isFinite(x) ? null : Math.round(x * 100) / 100;
+}
+
+/**
  * Waits for a steady state: every page open, playing, not seeking or
  * buffering, within `boundMs` of the room by its own estimate, for `forMs`.
  * With `record`, each poll's pages go there (ms from the start; each page's own drift reading, rate, playhead and
@@ -502,17 +510,16 @@ export async function waitSteady(pages, { boundMs = 25, forMs = 1000, timeoutMs 
   let last = [];
   const t0 = Date.now();
   const deadline = t0 + timeoutMs;
-  const r2 = (/** @type {number} */ x) => (Number.isFinite(x) ? Math.round(x * 100) / 100 : null);
   for (;;) {
     last = await Promise.all(pages.map(probe));
     record?.push({
       ms: Date.now() - t0,
       pages: last.map((p) => ({
-        drift: r2(p.driftMs),
+        drift: round2(p.driftMs),
         rate: p.rate,
-        clockMs: p.roomPos === null ? null : r2((p.pos - p.roomPos) * 1000),
-        shownMs: p.shown === null || p.roomPos === null ? null : r2((p.shown - p.roomPos) * 1000),
-        off: r2(p.offsetMs),
+        clockMs: p.roomPos === null ? null : round2((p.pos - p.roomPos) * 1000),
+        shownMs: p.shown === null || p.roomPos === null ? null : round2((p.shown - p.roomPos) * 1000),
+        off: round2(p.offsetMs),
       })),
     });
     if (last.every((p) => settledProbe(p, boundMs))) {
