@@ -326,6 +326,42 @@ export const DRIFT_DEFAULTS = Object.freeze({
   maxLandingRateAdjust: 0.25,
 });
 
+/** Options counted in whole measurements or seeks. */
+const WHOLE = new Set(['fineFilterSamples', 'filterSamples', 'startLatencySamples', 'stormSeeks']);
+
+/**
+ * The drift options with their defaults, checked: a TypeError for an unknown name or a value of the wrong type, a
+ * RangeError for a number out of range (every number is ≥ 0, Infinity allowed where a bound is; fractions of a rate
+ * below 1; EWMA weights in (0, 1]; counts whole, ≥ 1 but `startLatencySamples`, which may be 0). An option given as
+ * `undefined` keeps its default.
+ * @param {DriftOptions | undefined | null} opts
+ * @returns {Required<DriftOptions>}
+ */
+export function driftOptions(opts) {
+  /** @type {Record<string, number | boolean>} */
+  const o = { ...DRIFT_DEFAULTS };
+  if (opts === undefined || opts === null) return /** @type {Required<DriftOptions>} */ (o);
+  if (typeof opts !== 'object' || Array.isArray(opts)) throw new TypeError(`drift options must be an object, got ${Array.isArray(opts) ? 'an array' : typeof opts}`);
+  for (const [name, v] of Object.entries(opts)) {
+    if (!Object.hasOwn(DRIFT_DEFAULTS, name)) throw new TypeError(`unknown drift option '${name}'`);
+    if (v === undefined) continue;
+    const kind = typeof o[name];
+    if (kind === 'boolean') {
+      if (typeof v !== 'boolean') throw new TypeError(`drift option ${name} must be true or false, got ${typeof v}`);
+    } else {
+      if (typeof v !== 'number') throw new TypeError(`drift option ${name} must be a number, got ${typeof v}`);
+      const bad = Number.isNaN(v) || v < 0 ? 'a number ≥ 0'
+        : /RateAdjust$/.test(name) && !(v < 1) ? 'a fraction of the rate below 1'
+        : /Alpha$/.test(name) && !(v > 0 && v <= 1) ? 'a weight in (0, 1]'
+        : WHOLE.has(name) && !(Number.isInteger(v) && (v >= 1 || name === 'startLatencySamples')) ? `a whole number ≥ ${name === 'startLatencySamples' ? 0 : 1}`
+        : null;
+      if (bad) throw new RangeError(`drift option ${name} must be ${bad}, got ${v}`);
+    }
+    o[name] = v;
+  }
+  return /** @type {Required<DriftOptions>} */ (o);
+}
+
 /**
  * Where the element should be.
  * @typedef {Object} DriftTarget
@@ -439,7 +475,7 @@ export class DriftController {
   /** @param {DriftOptions} [opts] */
   constructor(opts = {}) {
     /** @type {Required<DriftOptions>} */
-    this.o = { ...DRIFT_DEFAULTS, ...opts };
+    this.o = driftOptions(opts);
     this.seekLatencyMs = this.o.seekLatencyMs;
     /** Learned start-up latency: how long after play() the element moves, ms. */
     this.startLatencyMs = this.o.startLatencyMs;
@@ -476,7 +512,7 @@ export class DriftController {
     this.wakeAtMs = null;
   }
 
-  /** Forgets all transient state (a new element, or a detach). Learned seek latency is kept. */
+  /** Forgets all transient state (a new element, or a detach), a relock back-off too. What is learned of the browser is kept (seek and start-up latency, the frame that begins a relock's lock). */
   reset() {
     this.#pos.reset();
     this.samples = [];
@@ -508,6 +544,9 @@ export class DriftController {
     this.#lastFrameM = NaN;
     this.#relock = null;
     this.#relockable = false;
+    this.#relockMisses = 0;
+    this.#relockAfter = -Infinity;
+    this.#disturbedAt = -Infinity;
   }
 
   /**

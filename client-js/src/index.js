@@ -33,7 +33,7 @@ export { TimelineTracker } from './tracker.js';
 export { chatTextProblem } from './chat.js';
 export { mediaItem } from './media.js';
 export { ClockSync } from './clock.js';
-export { DriftController, DRIFT_DEFAULTS } from './drift.js';
+export { DriftController, DRIFT_DEFAULTS, driftOptions } from './drift.js';
 export { Backoff, race, TransportMemory } from './connect.js';
 
 /** @typedef {import('./types.js').ConnectOptions} ConnectOptions */

@@ -1,6 +1,7 @@
 // Checks of connect()'s options and of command arguments.
 
 import { LIMITS } from './codec.js';
+import { driftOptions } from './drift.js';
 
 /** @typedef {import('./types.js').ConnectOptions} ConnectOptions */
 
@@ -27,6 +28,7 @@ export function validate(o) {
   }
   const t = o.transport ?? 'auto';
   if (t !== 'auto' && t !== 'webtransport' && t !== 'websocket') throw new TypeError("transport must be 'auto', 'webtransport' or 'websocket'");
+  if (o.drift !== undefined) driftOptions(o.drift);
   return o;
 }
 

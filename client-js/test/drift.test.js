@@ -758,6 +758,43 @@ test('relocks that keep missing (a renderer that does not lock as predicted) are
   assert.ok(starts.length >= 3 && starts.length <= 8, `${starts.length} relocks in 90 s`);
   const gaps = starts.slice(1).map((t, i) => t - starts[i]);
   assert.ok(gaps.at(-1) >= 2 * gaps[0], `backing off: gaps ${gaps}`);
+  // A new element (reset) starts afresh: its frames, 12 ms off on a renderer that locks as predicted, are relocked
+  // as soon as they are measured, not after the old element's back-off (here: 31 s in, the fourth relock missed,
+  // the next not before 46 s).
+  const backingOff = new DriftController();
+  const mediaB = new SimMedia({ position: 60.012, paused: false, frameMs: 40, cadence: 'chromium', cadenceLockJitterMs: 200, vsyncPhaseMs: 5 });
+  const before = simulate({ media: mediaB, room: new SimRoom({ position: 60 }), controller: backingOff, durationMs: 31000, dt: 1, rvfc: true, clockJitterMs: 0.05, timerJitterMs: 8, frameWindowMs: 1000 });
+  assert.equal(backingOff.corrections.relocks, 4);
+  assert.ok(Math.abs(/** @type {number} */ (before.trace.at(-1).frameDrift)) > 2.5);
+  backingOff.reset();
+  const media2 = new SimMedia({ position: 91.012, paused: false, frameMs: 40, cadence: 'chromium', vsyncPhaseMs: 5 });
+  const again = simulate({ media: media2, room: new SimRoom({ position: 60 }), controller: backingOff, start: 31000, durationMs: 12000, dt: 1, rvfc: true, clockJitterMs: 0.05, timerJitterMs: 8, frameWindowMs: 1000 });
+  const first = again.trace.find((x) => x.actions.some((a) => a.type === 'setRate' && Math.abs(a.rate - 1) > 0.04));
+  assert.ok(first && first.t - 31000 <= 5000, `first relock after the reset at ${first && first.t - 31000} ms`);
+  assert.ok(backingOff.corrections.relocks > 4);
+  const late = again.trace.filter((x) => x.t >= 39000).map((x) => Math.abs(/** @type {number} */ (x.frameDrift)));
+  assert.ok(Math.max(...late) <= 1.9, `frames within ${Math.max(...late)} ms from 8 s`);
+});
+
+test('drift options are checked: unknown names and bad values are clear errors; undefined keeps the default', () => {
+  assert.equal(new DriftController({ relockStartMs: undefined }).o.relockStartMs, DRIFT_DEFAULTS.relockStartMs);
+  assert.equal(new DriftController(null).o.deadbandMs, DRIFT_DEFAULTS.deadbandMs);
+  assert.equal(new DriftController({ seekThresholdMs: Infinity, startLatencySamples: 0 }).o.seekThresholdMs, Infinity);
+  for (const [opts, error, message] of [
+    [{ deadBandMs: 10 }, TypeError, /unknown drift option 'deadBandMs'/],
+    [{ relockStartMs: NaN }, RangeError, /relockStartMs must be a number ≥ 0, got NaN/],
+    [{ seekThresholdMs: -1 }, RangeError, /seekThresholdMs must be a number ≥ 0/],
+    [{ horizonMs: '1000' }, TypeError, /horizonMs must be a number, got string/],
+    [{ frameAware: 1 }, TypeError, /frameAware must be true or false/],
+    [{ maxRateAdjust: 1 }, RangeError, /maxRateAdjust must be a fraction of the rate below 1/],
+    [{ seekLatencyAlpha: 0 }, RangeError, /seekLatencyAlpha must be a weight in \(0, 1\]/],
+    [{ filterSamples: 0 }, RangeError, /filterSamples must be a whole number ≥ 1/],
+    [{ startLatencySamples: 2.5 }, RangeError, /startLatencySamples must be a whole number ≥ 0/],
+    [[1], TypeError, /drift options must be an object, got an array/],
+    [5, TypeError, /drift options must be an object, got number/],
+  ]) {
+    assert.throws(() => new DriftController(/** @type {any} */ (opts)), (e) => e instanceof /** @type {any} */ (error) && /** @type {RegExp} */ (message).test(/** @type {Error} */ (e).message), JSON.stringify(opts));
+  }
 });
 
 test('the dead band is closed: a 12 ms offset (inside the old 15 ms band) goes to the noise', () => {

@@ -290,6 +290,9 @@ test('a media room: s.live is null, and goLive() is refused by the server (4009,
 test('connect() rejects on a fatal error and a bad option is a TypeError', async () => {
   await assert.rejects(connect({ url: server.url, eventId: 'bad id with spaces' }), TypeError);
   await assert.rejects(connect({ url: 'ws://x', eventId: 'e' }), TypeError);
+  // Drift options are checked at connect(), not when an element is attached.
+  await assert.rejects(connect({ url: server.url, eventId: 'e', drift: /** @type {any} */ ({ deadBandMs: 10 }) }), { name: 'TypeError', message: /unknown drift option 'deadBandMs'/ });
+  await assert.rejects(connect({ url: server.url, eventId: 'e', drift: { relockStartMs: -1 } }), { name: 'RangeError', message: /relockStartMs must be a number ≥ 0/ });
   // No server there: connect() gives up after openTimeoutMs.
   await assert.rejects(
     connect({ url: 'http://127.0.0.1:9', eventId: 'e', transport: 'websocket', openTimeoutMs: 800, backoff: { baseMs: 50, maxMs: 100 } }),
