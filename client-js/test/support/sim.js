@@ -83,7 +83,9 @@ export class SimMedia {
   /** At a display refresh: shows the frame due, and notes it when it is new. @param {number} now */
   refresh(now) {
     if (!this.frameMs || this.seeking) return;
-    if (this.renderer && (this.paused || this.stalled(now) || !(this.playbackRate > 0))) this.renderer.reset();
+    // Chromium's renderer keeps its cadence across a pause (time stopped, not rendered); a seek (flush) or an underflow
+    // resets it.
+    if (this.renderer && (this.stalled(now) || !(this.playbackRate > 0))) this.renderer.reset();
     const m = this.renderer && !this.paused && !this.stalled(now) && this.playbackRate > 0
       ? this.renderer.render(now, this.at, this.position, this.playbackRate)
       : this.frameAt(this.cadence ? this.pacedPosition(now) : this.position);
