@@ -109,23 +109,28 @@ export class RefreshGrid {
 
 /**
  * Period and phase of the refreshes `at` fall on: the largest period of which the gaps are whole multiples (within
- * 0.5 ms; nine in ten of them), refined by least squares; times more than 1 ms off it are left out (a late callback's
+ * 0.5 ms; nine in ten of them; its half where that explains nearly all the gaps it leaves off: frames mostly two
+ * refreshes apart), refined by least squares; times more than 1 ms off it are left out (a late callback's
  * estimate); null when fewer than `GRID_MIN_FRAMES` or more than one in ten are off.
  * @param {number[]} at
  * @returns {{periodMs: number, phaseMs: number} | null}
  */
 function fitGrid(at) {
   if (at.length < GRID_MIN_FRAMES) return null;
+  /** @type {number[]} */
   const gaps = [];
   for (let i = 1; i < at.length; i++) gaps.push(at[i] - at[i - 1]);
   const least = [...gaps].sort((a, b) => a - b)[Math.floor(gaps.length / 10)];
   if (!(least > 2)) return null;
+  const offOf = (/** @type {number} */ p) => gaps.filter((g) => Math.abs(g / p - Math.round(g / p)) * p >= 0.5).length;
   let period = NaN;
   for (let k = 1; k <= 8 && Number.isNaN(period); k++) {
     const p = least / k;
     if (p < 2) break;
-    const off = gaps.filter((g) => Math.abs(g / p - Math.round(g / p)) * p >= 0.5).length;
-    if (off <= gaps.length / 10) period = p;
+    const off = offOf(p);
+    // Half the period explaining nearly all the gaps it leaves off: frames mostly two refreshes apart and now and
+    // then one (1.25× at 25 fps on 60 Hz: one in twelve), not late callbacks (half the period explains few of those).
+    if (off <= gaps.length / 10) period = off >= 3 && p / 2 >= 2 && offOf(p / 2) <= off / 4 ? p / 2 : p;
   }
   if (Number.isNaN(period)) return null;
   const n = at.map((t) => Math.round((t - at[0]) / period));

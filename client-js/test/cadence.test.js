@@ -77,6 +77,19 @@ test('RefreshGrid: fits the refreshes the frames came on (period and phase), lea
   }
   assert.equal(again.size, times.length);
   assert.ok(again.fit && Math.abs(again.fit.periodMs - HZ60) < 0.002);
+  // 1.25× at 25 fps (a frame every 32 ms, no cadence): frames two refreshes apart, now and then one (1 in 12); the
+  // refresh is the period, not two of them (src/drift.js then sees that the rate has no cadence, rather than no grid).
+  const fast = new RefreshGrid();
+  let s2 = 5;
+  for (let i = 0; i < 96; i++) {
+    s2 = (s2 * 1103515245 + 12345) >>> 0;
+    fast.add(shownUnlocked(g, 3000 + i * 32) + ((s2 >>> 8) / 2 ** 24 - 0.5) * 0.1);
+  }
+  assert.ok(fast.fit && Math.abs(fast.fit.periodMs - HZ60) < 0.005, `1.25×: period ${fast.fit?.periodMs}`);
+  // Late callbacks (one in thirty, 4–8 ms off) do not halve it.
+  const lateMany = new RefreshGrid();
+  times.forEach((t, i) => lateMany.add(i % 30 === 7 ? t + 4 + (i % 4) * 1.3 : t));
+  assert.ok(lateMany.fit && Math.abs(lateMany.fit.periodMs - HZ60) < 0.002, `late: period ${lateMany.fit?.periodMs}`);
   // A gap (a pause, a seek) starts afresh.
   const gap = new RefreshGrid();
   for (const x of times) gap.add(x);
