@@ -1095,6 +1095,12 @@ export class DriftController {
       return true;
     }
     if (r?.phase === 'wait') {
+      if (have !== roomRate) {
+        // Set meanwhile by another band (a step on which the frames did not measure as paced) or the page: the room's,
+        // and the lock this relock awaited is not the one it predicted (no lead learned from it).
+        this.setRate(actions, roomRate, now);
+        r.check = null;
+      }
       if (now < r.until) return true;
       this.#relock = null;
       this.samples = [];

@@ -799,6 +799,20 @@ test("a pause of frames locked on Chromium's cadence is snapped however near (a 
   assert.deepEqual(media2.log.filter((a) => a.type === 'seek'), []);
 });
 
+test("a rate set during a relock's wait (by another band or the page) is put back at once, not kept until the wait ends", () => {
+  const room = new SimRoom({ position: 60 });
+  const media = new SimMedia({ position: 60.012, paused: false, frameMs: 40, cadence: 'chromium', vsyncPhaseMs: 3 });
+  const controller = new DriftController();
+  simulate({ media, room, controller, durationMs: 4000, dt: 1, rvfc: true, clockJitterMs: 0.05, timerJitterMs: 8, frameWindowMs: 1000 });
+  // The first relock's pulse (±5 %) is over, and its wait (~2.7 s) under way.
+  const rates = media.log.filter((a) => a.type === 'setRate').map((a) => /** @type {{rate: number}} */ (a).rate);
+  assert.ok(rates.some((r) => Math.abs(r - 1) > 0.04) && rates.at(-1) === 1, `rates ${rates}`);
+  media.playbackRate = 1.005;
+  simulate({ media, room, controller, start: 4001, durationMs: 600, dt: 1, rvfc: true, clockJitterMs: 0.05, timerJitterMs: 8, frameWindowMs: 1000 });
+  const back = media.log.find((a) => a.type === 'setRate' && a.t > 4000);
+  assert.ok(back && back.t <= 4260 && /** @type {{rate: number}} */ (back).rate === 1, `put back: ${JSON.stringify(back)}`);
+});
+
 test('drift options are checked: unknown names and bad values are clear errors; undefined keeps the default', () => {
   assert.equal(new DriftController({ relockStartMs: undefined }).o.relockStartMs, DRIFT_DEFAULTS.relockStartMs);
   assert.equal(new DriftController(null).o.deadbandMs, DRIFT_DEFAULTS.deadbandMs);
