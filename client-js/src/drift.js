@@ -761,12 +761,7 @@ export class DriftController {
       // A stalled element is not snapped: a seek would only restart its
       // download elsewhere; it is aligned once its data is there.
       const snapNow = moved && !this.seek && !media.seeking && !this.buffering && media.readyState >= HAVE_METADATA;
-      // Chromium keeps a video's cadence across a pause (only a seek resets its renderer): at the resume its frames
-      // would come back wherever the old cadence puts them, up to 20 ms off the clock and on no common point between
-      // pages. Frames seen locked on a cadence are therefore snapped once at a pause however near they are (a seek
-      // to the pause position), so that the resume locks afresh, near the clock.
-      const flush = this.#relockable && !snap;
-      if ((Math.abs(driftMs) > o.pausedSnapMs || flush) && snapNow) {
+      if (Math.abs(driftMs) > o.pausedSnapMs && snapNow) {
         this.issueSeek(actions, now, clampToDuration(target.position, media), false);
         this.snap = { position: target.position, residualMs: null };
       }

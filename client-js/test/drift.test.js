@@ -776,29 +776,6 @@ test('relocks that keep missing (a renderer that does not lock as predicted) are
   assert.ok(Math.max(...late) <= 1.9, `frames within ${Math.max(...late)} ms from 8 s`);
 });
 
-test("a pause of frames locked on Chromium's cadence is snapped however near (a seek resets the cadence Chromium would keep across it)", () => {
-  // Frames and clock on the room (within `pausedSnapMs`, 1 ms) when it pauses.
-  const room = new SimRoom({ position: 60 });
-  room.change(20020, { paused: true });
-  room.change(21020, { paused: false });
-  const media = new SimMedia({ position: 60, paused: false, frameMs: 40, cadence: 'chromium', vsyncPhaseMs: 13.5 });
-  const { trace } = simulate({ media, room, controller: new DriftController(), durationMs: 21010, dt: 1, rvfc: true, clockJitterMs: 0.05, timerJitterMs: 8, frameWindowMs: 1000 });
-  const before = /** @type {{frameDrift: number, drift: number}} */ (trace.filter((x) => x.t < 20020).at(-1));
-  assert.ok(Math.abs(before.frameDrift) < 0.5 && Math.abs(before.drift) < 0.5, `frames ${before.frameDrift} ms, clock ${before.drift} ms`);
-  // One seek, at the pause, to the room's pause position: Chromium's renderer reset (test/support/sim.js keeps the
-  // cadence across a pause as Chromium does; only a seek resets it).
-  const seeks = media.log.filter((a) => a.type === 'seek' && a.t >= 20020);
-  assert.deepEqual(seeks.map((a) => [a.t, /** @type {{position: number}} */ (a).position]), [[20020, 80.02]]);
-  assert.ok(Math.abs(/** @type {number} */ (trace.at(-1)?.drift)) < 0.01);
-  // Frames on no cadence (the room at 1.25×: 31.25 frames a second on 60 Hz), as near: not snapped.
-  const room2 = new SimRoom({ position: 60, rate: 1.25 });
-  room2.change(20020, { paused: true });
-  const media2 = new SimMedia({ position: 60, paused: false, frameMs: 40, cadence: 'chromium', vsyncPhaseMs: 6.7 });
-  const other = simulate({ media: media2, room: room2, controller: new DriftController(), durationMs: 21010, dt: 1, rvfc: true, clockJitterMs: 0.05, timerJitterMs: 8 });
-  assert.ok(Math.abs(/** @type {number} */ (other.trace.at(-1)?.drift)) < 1);
-  assert.deepEqual(media2.log.filter((a) => a.type === 'seek'), []);
-});
-
 test("a rate set during a relock's wait (by another band or the page) is put back at once, not kept until the wait ends", () => {
   const room = new SimRoom({ position: 60 });
   const media = new SimMedia({ position: 60.012, paused: false, frameMs: 40, cadence: 'chromium', vsyncPhaseMs: 3 });
