@@ -252,6 +252,15 @@ async function run(t, o) {
     const { skews, own } = await sample(pages);
     const sampledMs = Date.now() - started;
     const c1 = await Promise.all(pages.map(probe));
+
+    // What plays next: the host switches the room to another item (the demo video under another URL: every element
+    // loads a new source); the room holds at 0 while they load, then starts it (from 0) for everyone.
+    await host.selectOption('#media-pick', 'demo-b');
+    await host.click('#media-switch');
+    for (const p of pages) {
+      await waitFor(p, () => lockstepDemo.video.currentSrc.endsWith('item=b'), null, { what: 'the page loading the new item', timeoutMs: 15_000 });
+    }
+    const afterSwitch = await afterChange(pages, (p) => !p.paused && !p.seeking && p.pos > 0.3 && p.pos < 10, 'every page to play the new item');
     const primary = frames.every(Boolean) ? 'shown' : 'pos';
     const result = {
       engines,
@@ -268,8 +277,9 @@ async function run(t, o) {
       afterPlayMaxMs: afterPlay.worst,
       afterSeekMaxMs: afterSeek.worst,
       afterResumeMaxMs: afterResume.worst,
-      traces: { play: afterPlay.trace, seek: afterSeek.trace, resume: afterResume.trace },
-      events: { play: afterPlay.events, seek: afterSeek.events, resume: afterResume.events },
+      afterSwitchMaxMs: afterSwitch.worst,
+      traces: { play: afterPlay.trace, seek: afterSeek.trace, resume: afterResume.trace, switch: afterSwitch.trace },
+      events: { play: afterPlay.events, seek: afterSeek.events, resume: afterResume.events, switch: afterSwitch.events },
       settling,
       rateChanges: c1.map((p, i) => p.rateChanges - c0[i].rateChanges),
       seeks: c1.map((p, i) => p.seeks - c0[i].seeks),
