@@ -512,7 +512,10 @@ export class DriftController {
     this.wakeAtMs = null;
   }
 
-  /** Forgets all transient state (a new element, or a detach), a relock back-off too. What is learned of the browser is kept (seek and start-up latency, the frame that begins a relock's lock). */
+  /**
+   * Forgets all transient state (a new element, or a detach), a relock back-off too. What is learned of the browser
+   * is kept (seek and start-up latency, the frame that begins a relock's lock).
+   */
   reset() {
     this.#pos.reset();
     this.samples = [];
