@@ -22,6 +22,7 @@ import assert from 'node:assert/strict';
 import {
   elementEvents,
   eventId,
+  fromRoom,
   openFirefoxWatch,
   openWatch,
   probe,
@@ -87,8 +88,9 @@ async function sample(pages, { n = 250, intervalMs = 20 } = {}) {
         own[i].rttMs.push(p.rttMs);
         own[i].driftMs.push(p.driftMs);
         own[i].rate.push(p.rate);
-        own[i].clockMs.push(p.roomPos === null ? null : Math.round((p.pos - p.roomPos) * 1e5) / 100);
-        own[i].shownMs.push(p.roomPos === null || p.shown === null ? null : Math.round((p.shown - p.roomPos) * 1e5) / 100);
+        const { clockMs, shownMs } = fromRoom(p);
+        own[i].clockMs.push(clockMs);
+        own[i].shownMs.push(shownMs);
         own[i].t.push(Math.round(p.t - t0));
       }
       for (const key of /** @type {const} */ (['pos', 'shown', 'lastShown'])) {

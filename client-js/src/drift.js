@@ -425,12 +425,11 @@ export class DriftController {
   /** @type {{untilMs: number, epoch: number} | null} a rushed start: the element played faster until `untilMs` */
   #rush = null;
   /**
-   * @type {{at: number, m: number}[] | null} a start just measured: the next step checks where it came up (on these,
-   *   its first frames, when it was timed on frames: the estimator's offset may still be an earlier start's then)
+   * @type {{frames: {at: number, m: number}[], lead: number} | null} a start just measured: the next step checks where
+   *   it came up (on its first frames, when it was timed on frames: the estimator's offset may still be an earlier
+   *   start's then), and that it was pre-rolled `lead` ms (it cannot have come up earlier than that)
    */
   #landed = null;
-  /** The pre-roll of the start just measured, ms: it cannot have come up earlier than that. */
-  #landedLead = 0;
   /** Whether the element has presented frames (requestVideoFrameCallback): starts are then timed on them. */
   #framesSeen = false;
   /** Whether its frames will be handed over (`expectFrames()`): its first start is then timed on them too. */
@@ -775,7 +774,7 @@ export class DriftController {
         this.#probes++;
         this.#probe = { at: now };
         actions.push({ type: 'play', probe: true });
-        this.start = { issuedAt: now, from: media.currentTime, rate: roomRate, frames: [], lead: 0 };
+        this.start = startOf(now, media, roomRate, 0);
         this.wakeAtMs = now + 20;
         return done('probing');
       }
@@ -788,6 +787,7 @@ export class DriftController {
     }
 
     // Playing timeline.
+    const elementRate = media.playbackRate > 0 ? media.playbackRate : roomRate;
     const jump = this.epochChanged && Math.abs(driftMs) > this.seekThresholdMs;
     this.epochChanged = false;
     if (this.parked && !jump) {
@@ -804,7 +804,7 @@ export class DriftController {
         this.parked = null;
         actions.push({ type: 'play' });
         this.lastPlayAt = now;
-        this.start = { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [], lead: dueInMs + this.startLatencyMs };
+        this.start = startOf(now, media, elementRate, dueInMs + this.startLatencyMs);
         return done('starting');
       }
       this.parked = null; // played by someone else meanwhile
@@ -830,7 +830,7 @@ export class DriftController {
     if (media.paused && retryDue) {
       actions.push({ type: 'play' });
       this.lastPlayAt = now;
-      this.start = media.seeking ? null : { issuedAt: now, from: media.currentTime, rate: media.playbackRate > 0 ? media.playbackRate : roomRate, frames: [], lead: Math.max(0, movesAt - now) };
+      this.start = media.seeking ? null : startOf(now, media, elementRate, Math.max(0, movesAt - now));
     }
     if (this.seek && !jump) return done('seeking');
     if ((media.seeking || this.buffering) && !jump) {
@@ -852,7 +852,7 @@ export class DriftController {
     }
     // A start that came up early (its first frames ahead of the room): held where it is until the room gets there.
     if (this.#landed && !media.paused) {
-      const shown = this.#landed;
+      const { frames: shown, lead } = this.#landed;
       this.#landed = null;
       // On its frames: each against the room's line (extrapolated back over a pre-roll: the line is what it follows).
       const landedMs = shown.length
@@ -861,7 +861,7 @@ export class DriftController {
       // A start can come up early only by as much as it was pre-rolled (a first start, not pre-rolled, cannot): a landing
       // further ahead is a misreading of its first frames (headless Firefox's first start read ~120 ms ahead and was
       // held that long), left to the bands.
-      const plausible = landedMs <= this.#landedLead + o.earlyStartMs;
+      const plausible = landedMs <= lead + o.earlyStartMs;
       if (o.earlyStartMs > 0 && plausible && this.#holdEpoch !== target.epoch && landedMs > o.earlyStartMs && landedMs < this.seekThresholdMs) {
         this.#holdEpoch = target.epoch;
         this.corrections.holds++;
@@ -1188,8 +1188,7 @@ export class DriftController {
     this.start = null;
     took = Math.max(0, took);
     if (!Number.isFinite(took)) return false;
-    this.#landed = st.frames;
-    this.#landedLead = st.lead;
+    this.#landed = st;
     const o = this.o;
     const first = this.#startsMeasured++ === 0;
     const m = Math.min(took, o.maxStartLatencyMs);
@@ -1219,6 +1218,14 @@ export class DriftController {
     // A paused element put on the room's position is aligned, not corrected: not counted.
     if (playing) this.corrections.seeks++;
   }
+}
+
+/**
+ * A start to be measured: play() issued at `now` from the element's position, at `rate`, pre-rolled `lead` ms.
+ * @param {number} now @param {MediaState} media @param {number} rate @param {number} lead
+ */
+function startOf(now, media, rate, lead) {
+  return { issuedAt: now, from: media.currentTime, rate, frames: [], lead };
 }
 
 /** @param {number} x @param {number} bound */

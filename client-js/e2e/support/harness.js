@@ -497,6 +497,18 @@ export function round2(x) {
 }
 
 /**
+ * A page's playhead (`clockMs`) and presented frames (`shownMs`) against the room's position, ms to 0.01 (null where
+ * it has none).
+ * @param {Probe} p
+ */
+export function fromRoom(p) {
+  return {
+    clockMs: p.roomPos === null ? null : round2((p.pos - p.roomPos) * 1000),
+    shownMs: p.shown === null || p.roomPos === null ? null : round2((p.shown - p.roomPos) * 1000),
+  };
+}
+
+/**
  * Waits for a steady state: every page open, playing, not seeking or
  * buffering, within `boundMs` of the room by its own estimate, for `forMs`.
  * With `record`, each poll's pages go there (ms from the start; each page's own drift reading, rate, playhead and
@@ -517,8 +529,7 @@ export async function waitSteady(pages, { boundMs = 25, forMs = 1000, timeoutMs 
       pages: last.map((p) => ({
         drift: round2(p.driftMs),
         rate: p.rate,
-        clockMs: p.roomPos === null ? null : round2((p.pos - p.roomPos) * 1000),
-        shownMs: p.shown === null || p.roomPos === null ? null : round2((p.shown - p.roomPos) * 1000),
+        ...fromRoom(p),
         off: round2(p.offsetMs),
       })),
     });
