@@ -143,8 +143,17 @@ pub(crate) trait Authority: Send + Sync + std::fmt::Debug {
     /// remote events follow. `ours` is the room's own latest change, seeded
     /// where the authority has no record; loaded again, the newest change the
     /// room confirmed, written forward where the record is older (the
-    /// authority lost changes: the timeline never goes back).
-    fn load(&self, room: &Arc<str>, sink: Arc<dyn RemoteSink>, ours: TimelineChanged, first: bool);
+    /// authority lost changes: the timeline never goes back). `chat`, on a
+    /// reload, is the room's chat as it holds it, written back where the
+    /// authority lost its data (scale-out).
+    fn load(
+        &self,
+        room: &Arc<str>,
+        sink: Arc<dyn RemoteSink>,
+        ours: TimelineChanged,
+        chat: Option<ChatLoad>,
+        first: bool,
+    );
 
     /// The room ended on this node.
     fn detach(&self, room: &Arc<str>, sink: &Arc<dyn RemoteSink>);
@@ -316,7 +325,14 @@ async fn saver(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Save>) {
 }
 
 impl Authority for LocalAuthority {
-    fn load(&self, room: &Arc<str>, sink: Arc<dyn RemoteSink>, _ours: TimelineChanged, first: bool) {
+    fn load(
+        &self,
+        room: &Arc<str>,
+        sink: Arc<dyn RemoteSink>,
+        _ours: TimelineChanged,
+        _chat: Option<ChatLoad>,
+        first: bool,
+    ) {
         let (room, clocks) = (room.clone(), self.clocks.clone());
         let Some(store) = self.store.clone().filter(|_| first) else {
             tokio::spawn(async move {

@@ -8,11 +8,11 @@ use std::sync::atomic::Ordering;
 
 use lockstep_protocol::TimelineChanged;
 use redis::{RedisError, RedisResult, Value};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{Cluster, Local, ROOM_KEY_TTL};
 use crate::authority::{Announce, Authority, CHAT_LOADED, ChatAnswer, Loaded, Remote, RemoteSink};
-use crate::room::{ChatOp, CommitRequest, CommitResult, ID_BLOCK, MemberId, NeedCounts};
+use crate::room::{ChatLoad, ChatOp, CommitRequest, CommitResult, ID_BLOCK, MemberId, NeedCounts};
 use crate::store::redis::{decode_change, encode_change, keys};
 
 fn malformed(what: &'static str) -> RedisError {
@@ -89,8 +89,10 @@ impl Cluster {
 
     /// Everything a room loads: record, id block (first load), policy and the
     /// other nodes' members. A first load subscribes to the room's channels
-    /// before it reads anything, so no change falls between the two.
-    async fn load_room(&self, room: &Arc<str>, ours: TimelineChanged, first: bool) -> Loaded {
+    /// before it reads anything, so no change falls between the two. While
+    /// this node writes back after Redis lost its data, a reload writes the
+    /// room's chat (`chat`) back first.
+    async fn load_room(&self, room: &Arc<str>, ours: TimelineChanged, chat: Option<ChatLoad>, first: bool) -> Loaded {
         if first && let Err(e) = self.subscribe_room(room).await {
             // The heartbeat subscribes again once Redis answers.
             warn!(event_id = %room, error = %e, "room channels not subscribed");
@@ -111,6 +113,13 @@ impl Cluster {
                 (None, None, None, Vec::new(), false)
             }
         };
+        if let Some(ours) = chat.filter(|_| self.inner.recovering.load(Ordering::Relaxed)) {
+            match self.inner.store.chat_restore(room, &ours).await {
+                Ok(0) => {}
+                Ok(n) => info!(event_id = %room, messages = n, "chat written back"),
+                Err(e) => warn!(event_id = %room, error = %e, "chat not written back"),
+            }
+        }
         let chat = match self.inner.store.chat_load(room, CHAT_LOADED).await {
             Ok(chat) => Some(chat),
             Err(e) => {
@@ -123,7 +132,14 @@ impl Cluster {
 }
 
 impl Authority for Cluster {
-    fn load(&self, room: &Arc<str>, sink: Arc<dyn RemoteSink>, ours: TimelineChanged, first: bool) {
+    fn load(
+        &self,
+        room: &Arc<str>,
+        sink: Arc<dyn RemoteSink>,
+        ours: TimelineChanged,
+        chat: Option<ChatLoad>,
+        first: bool,
+    ) {
         if first {
             let mut rooms = self.rooms();
             let count = rooms.get(room).map_or(0, |l| l.count);
@@ -134,7 +150,7 @@ impl Authority for Cluster {
         }
         let (cluster, room) = (self.clone(), room.clone());
         tokio::spawn(async move {
-            let loaded = cluster.load_room(&room, ours, first).await;
+            let loaded = cluster.load_room(&room, ours, chat, first).await;
             sink.deliver(Remote::Loaded(loaded));
         });
     }

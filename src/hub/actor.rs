@@ -86,7 +86,7 @@ impl RoomActor {
     pub(super) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let clock = self.hub.clock();
         let grace = self.hub.inner.cfg.room_grace;
-        self.authority.load(&self.event_id, self.sink.clone(), self.ours(), true);
+        self.authority.load(&self.event_id, self.sink.clone(), self.ours(), None, true);
         loop {
             let mut wake = if self.loaded {
                 clock.instant_at(self.room.poll_timeout())
@@ -139,7 +139,8 @@ impl RoomActor {
             self.remote(ev, now);
         }
         if taken.resync {
-            self.authority.load(&self.event_id, self.sink.clone(), self.ours(), false);
+            let chat = self.loaded.then(|| self.room.chat_state());
+            self.authority.load(&self.event_id, self.sink.clone(), self.ours(), chat, false);
         }
         for join in taken.joins {
             let id = self.room.join(now, join.info);
@@ -262,7 +263,8 @@ impl RoomActor {
             // Again: offered is what the authority last confirmed, written
             // forward if its record fell behind (Redis lost changes).
             Remote::Resync => {
-                self.authority.load(&self.event_id, self.sink.clone(), self.room.confirmed_change(), false)
+                let chat = self.loaded.then(|| self.room.chat_state());
+                self.authority.load(&self.event_id, self.sink.clone(), self.room.confirmed_change(), chat, false)
             }
             Remote::Shared { node, events } => {
                 for ev in events {

@@ -26,7 +26,8 @@ const CHAT_BURST: u64 = 5;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatRecord {
-    /// Its id in the room (0 until the shared state gives it one).
+    /// Its id in the room. Scaled out, until the shared state gives it one:
+    /// the lowest it may get (the room's next).
     pub id: u64,
     /// When the room took it, Unix ms.
     pub at_ms: u64,
@@ -157,6 +158,11 @@ impl Room {
             // One node: the room numbers its messages.
             self.chat.last_id += 1;
             record.id = self.chat.last_id;
+        } else {
+            // Scaled out, the shared state numbers them, never below the
+            // room's next (a Redis that lost its counter does not give an id
+            // again).
+            record.id = self.chat.last_id + 1;
         }
         self.chat.ops.push_back(ChatOp::Post(record));
         Ok(())
@@ -257,6 +263,14 @@ impl Room {
         self.chat.muted = load.muted.into_iter().collect();
         let keep = load.history.len().saturating_sub(self.cfg.chat_history as usize);
         self.chat.history = load.history.into_iter().skip(keep).collect();
+    }
+
+    /// The chat as this room holds it (offered to the authority when it
+    /// reloads, to be written back where the authority lost it).
+    pub fn chat_state(&self) -> ChatLoad {
+        let mut muted: Vec<String> = self.chat.muted.iter().cloned().collect();
+        muted.sort_unstable();
+        ChatLoad { history: self.chat.history.iter().cloned().collect(), last_id: self.chat.last_id, muted }
     }
 
     /// Up to `limit` of the room's latest messages before `before` (all if

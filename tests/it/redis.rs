@@ -977,6 +977,79 @@ async fn chat_is_one_ordered_stream_across_nodes() {
     assert_eq!(history, (2..=10).collect::<Vec<u64>>(), "the deleted one left out");
 }
 
+/// SPEC §6.6 scaled out, when Redis loses its data (here `FLUSHALL`; a
+/// restart without persistence or a replica that was behind taking over do
+/// the same): the nodes write back what their rooms hold, so a muted member
+/// stays muted, ids are not given again, and a node starting the room later
+/// still replays the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_survives_redis_losing_its_data() {
+    use lockstep_protocol::caps::CHAT;
+    use lockstep_protocol::{Action, Chat, ClientMsg};
+    let redis = Redis::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let ev = "ev-chat-lost";
+    let mut host = ws_binary(&a.ws_url(ev)).await;
+    send(&mut host, &hello_caps(ev, "host-on-a", CHAT)).await;
+    welcome(&mut host).await;
+    let mut ana = ws_binary(&b.ws_url(ev)).await;
+    send(&mut ana, &hello_caps(ev, "ana-on-b", CHAT)).await;
+    let ana_id = welcome(&mut ana).await.member_id;
+    count_reaches(&mut host, 2).await;
+    let say = |rid: u32, text: &str| ClientMsg::Chat(Chat { request_id: rid, text: text.into() });
+    for i in 0..3 {
+        send(&mut host, &say(10 + i, &format!("m{i}"))).await;
+        until(&mut ana, chat_of).await;
+    }
+    send(&mut host, &command(1, Action::MuteChat { member_id: ana_id, muted: true })).await;
+    until(&mut ana, |g| matches!(g, Got::Msg(ServerMsg::ChatMuted(m)) if m.muted).then_some(())).await;
+
+    let url = redis.url();
+    assert_eq!(crate::kills::redis_cmd(&url, &["FLUSHALL"]).await, "+OK");
+    // Both nodes notice (the ready markers are gone) and write back.
+    let mut c = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let seq = format!("lockstep:chatseq:{{{ev}}}");
+    let mute = format!("lockstep:chatmute:{{{ev}}}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (last, muted): (Option<u64>, Vec<String>) =
+            redis::pipe().get(&seq).smembers(&mute).query_async(&mut c).await.unwrap();
+        if last == Some(3) && muted.len() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "chat not written back (counter {last:?}, muted {muted:?})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for n in [&a, &b] {
+        wait_ready(n, 200, "ready").await;
+    }
+    // Ana is still muted on her node; the next message is 4, not 1.
+    send(&mut ana, &say(30, "muted?")).await;
+    let code = until(&mut ana, |g| match g {
+        Got::Msg(ServerMsg::Error(e)) if e.request_id == 30 => Some(e.code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, lockstep_protocol::ErrorCode::Forbidden.as_u16(), "the mute survived");
+    send(&mut host, &say(40, "after")).await;
+    let m = until(&mut ana, |g| chat_of(g).filter(|m| m.text == "after")).await;
+    assert_eq!(m.id, 4, "no id given twice");
+
+    // A third node starts the room: the history came back.
+    let c3 = node(&redis).await;
+    let mut late = ws_binary(&c3.ws_url(ev)).await;
+    send(&mut late, &hello_caps(ev, "late-on-c", CHAT)).await;
+    welcome(&mut late).await;
+    let mut history = Vec::new();
+    while history.len() < 4 {
+        let m = until(&mut late, chat_of).await;
+        assert!(m.history);
+        history.push((m.id, m.text));
+    }
+    let want: Vec<(u64, String)> = vec![(1, "m0".into()), (2, "m1".into()), (3, "m2".into()), (4, "after".into())];
+    assert_eq!(history, want);
+}
+
 /// SPEC §6.7 scaled out: a switch and the playlist made on one node reach
 /// the other node's members, and a node starting the room later loads them
 /// from Redis.

@@ -212,7 +212,7 @@ fn shared_rooms_deliver_in_the_authoritys_order() {
     drain(&mut room);
     room.chat(T0, v, 5, "mine".into()).unwrap();
     let ChatOp::Post(mine) = room.poll_chat().unwrap() else { panic!("a post") };
-    assert_eq!(mine.id, 0, "the shared state gives the id");
+    assert_eq!(mine.id, 1, "the shared state gives the id, no lower than the room's next");
     assert!(chat_of(&drain(&mut room)).is_empty(), "nothing before the authority answers");
     // Another node's message was ordered first.
     let theirs = ChatRecord {
@@ -264,6 +264,9 @@ fn a_room_starts_from_its_stored_chat() {
         request_id: 0,
     };
     room.load_chat(ChatLoad { history: vec![rec(7), rec(8), rec(9)], last_id: 12, muted: vec!["uv".into()] });
+    // What it offers to write back, should the authority lose it.
+    let held = ChatLoad { history: vec![rec(8), rec(9)], last_id: 12, muted: vec!["uv".into()] };
+    assert_eq!(room.chat_state(), held);
     let v = member(&mut room, T0, "v", "uv", true);
     let w = member(&mut room, T0, "w", "uw", true);
     let out = drain(&mut room);

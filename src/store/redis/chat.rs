@@ -3,7 +3,10 @@
 //! (`chatseq`) and muted users (`chatmute`), expiring with the room's other
 //! keys. Every operation runs in one script that also publishes it on the
 //! room's chat channel (`lockstep:chat:{room}`; see `lua/chat.lua`), so the
-//! nodes serving a room deliver its chat in one order.
+//! nodes serving a room deliver its chat in one order. A post never gets an
+//! id below the room's next (a Redis that lost its counter does not hand out
+//! ids again), and after Redis lost its data the nodes write back what their
+//! rooms hold (`lua/chat_restore.lua`).
 
 use redis::Value;
 
@@ -48,13 +51,18 @@ fn records(v: &Value) -> Vec<ChatRecord> {
 impl RedisStore {
     /// Applies and publishes one operation; returns it with a post's id.
     pub(crate) async fn chat_op(&self, room: &str, op: ChatOp) -> StoreResult<ChatOp> {
+        // A post's id is the lowest it may get; it is stored (and published) without one.
+        let (op, floor) = match op {
+            ChatOp::Post(r) => (ChatOp::Post(ChatRecord { id: 0, ..r }), r.id.max(1)),
+            op => (op, 0),
+        };
         let json = serde_json::to_string(&op).map_err(err)?;
         let mut inv = self.chat.prepare_invoke();
         let [log, seq, mute] = keys::chat(room);
         inv.key(log).key(seq).key(mute).key(keys::chat_channel(room));
         inv.arg(self.conn.publish());
         match &op {
-            ChatOp::Post(_) => inv.arg("post").arg(&json).arg(room_key_ttl_ms()).arg(CHAT_KEPT),
+            ChatOp::Post(_) => inv.arg("post").arg(&json).arg(room_key_ttl_ms()).arg(CHAT_KEPT).arg(floor),
             ChatOp::Delete { id, .. } => inv.arg("delete").arg(&json).arg(room_key_ttl_ms()).arg(CHAT_KEPT).arg(*id),
             ChatOp::Mute { user, muted, .. } => {
                 inv.arg("mute").arg(&json).arg(room_key_ttl_ms()).arg(CHAT_KEPT).arg(user).arg(if *muted {
@@ -91,6 +99,26 @@ impl RedisStore {
         let mut rows = records(&v);
         rows.reverse();
         Ok(rows)
+    }
+
+    /// Writes `ours` (what a room on this node holds) back into a room's chat
+    /// that Redis lost: the id counter up to its last id, its muted users, its
+    /// messages merged with any posted since. Returns how many messages were
+    /// written back.
+    pub(crate) async fn chat_restore(&self, room: &str, ours: &ChatLoad) -> StoreResult<u64> {
+        let mut inv = self.chat_restore.prepare_invoke();
+        let [log, seq, mute] = keys::chat(room);
+        inv.key(log).key(seq).key(mute);
+        inv.arg(room_key_ttl_ms()).arg(CHAT_KEPT).arg(ours.last_id).arg(ours.muted.len());
+        for user in &ours.muted {
+            inv.arg(user);
+        }
+        for r in ours.history.iter().rev().take(CHAT_KEPT).rev() {
+            let json =
+                serde_json::to_string(&ChatOp::Post(ChatRecord { id: 0, request_id: 0, ..r.clone() })).map_err(err)?;
+            inv.arg(r.id).arg(json);
+        }
+        inv.invoke_async(&mut self.conn.clone()).await.map_err(err)
     }
 
     pub(crate) async fn chat_load(&self, room: &str, n: usize) -> StoreResult<ChatLoad> {

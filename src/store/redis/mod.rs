@@ -55,6 +55,9 @@ const DELETE: &str = include_str!("lua/delete_sessions.lua");
 /// Apply and publish a room's chat operation (see `chat.rs`).
 const CHAT: &str = include_str!("lua/chat.lua");
 
+/// Write a room's chat back after Redis lost its data (see `chat.rs`).
+const CHAT_RESTORE: &str = include_str!("lua/chat_restore.lua");
+
 /// Use an invitation once: 0 not found, 1 gone, else its fields after use.
 const USE_INVITATION: &str = include_str!("lua/use_invitation.lua");
 
@@ -67,6 +70,7 @@ pub(crate) struct RedisStore {
     delete: Lua,
     use_invitation: Lua,
     chat: Lua,
+    chat_restore: Lua,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -116,6 +120,7 @@ impl RedisStore {
             delete: Lua::new(DELETE),
             use_invitation: Lua::new(USE_INVITATION),
             chat: Lua::new(CHAT),
+            chat_restore: Lua::new(CHAT_RESTORE),
         }
     }
 

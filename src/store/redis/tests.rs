@@ -122,3 +122,67 @@ async fn chat_is_kept_in_order_and_paged() {
     let server = Server::start();
     crate::store::contract::chat_is_kept_in_order_and_paged(&server.store().await).await;
 }
+
+/// Redis loses a room's chat (restarted empty, or a replica that was behind
+/// took over): a post from a room that knows the last id is not given an id
+/// again, and a node writing back what its room holds restores the counter,
+/// the mutes and the messages, merged with those posted since.
+#[tokio::test]
+async fn chat_that_redis_lost_is_written_back_and_ids_are_not_given_again() {
+    use crate::room::{ChatLoad, ChatOp, ChatRecord};
+    let server = Server::start();
+    let s = server.store().await;
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", server.port)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let rec = |id: u64, text: &str| ChatRecord {
+        id,
+        at_ms: 1_795_500_000_000 + id,
+        member_id: 7,
+        user: "u".into(),
+        name: "Ana".into(),
+        role: lockstep_protocol::Role::Viewer,
+        text: text.into(),
+        request_id: 0,
+    };
+    let id = |op: ChatOp| match op {
+        ChatOp::Post(r) => r.id,
+        _ => panic!("a post"),
+    };
+    for i in 1..=3 {
+        assert_eq!(id(s.chat_op("ev", ChatOp::Post(rec(i, &format!("m{i}")))).await.unwrap()), i);
+    }
+    s.chat_op("ev", ChatOp::Delete { id: 2, by: 1 }).await.unwrap();
+    s.chat_op("ev", ChatOp::Mute { user: "troll".into(), muted: true, by: 1 }).await.unwrap();
+    // What a room holds.
+    let ours = s.chat_load("ev", 100).await.unwrap();
+    assert_eq!(ours.history.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 3]);
+    assert_eq!((ours.last_id, ours.muted.clone()), (3, vec!["troll".to_owned()]));
+    // Nothing lost: nothing written.
+    assert_eq!(s.chat_restore("ev", &ours).await.unwrap(), 0);
+    assert_eq!(s.chat_load("ev", 100).await.unwrap(), ours);
+
+    redis::cmd("FLUSHALL").query_async::<()>(&mut c).await.unwrap();
+    // A post from a room that knows id 3 gets 4, not 1.
+    assert_eq!(id(s.chat_op("ev", ChatOp::Post(rec(4, "after"))).await.unwrap()), 4);
+    // Written back: the counter, the mute, the two messages before the new one.
+    assert_eq!(s.chat_restore("ev", &ours).await.unwrap(), 2);
+    let load = s.chat_load("ev", 100).await.unwrap();
+    let got: Vec<_> = load.history.iter().map(|r| (r.id, r.text.as_str())).collect();
+    assert_eq!(got, vec![(1, "m1"), (3, "m3"), (4, "after")]);
+    assert_eq!((load.last_id, load.muted.clone()), (4, vec!["troll".to_owned()]));
+    assert_eq!(load.history[0], ChatRecord { request_id: 0, ..rec(1, "m1") });
+    // Another node writing back the same adds nothing; a room that knew nothing is given 5.
+    assert_eq!(s.chat_restore("ev", &ours).await.unwrap(), 0);
+    assert_eq!(id(s.chat_op("ev", ChatOp::Post(rec(1, "fresh"))).await.unwrap()), 5);
+    for key in keys::chat("ev") {
+        let ttl: i64 = c.pttl(&key).await.unwrap();
+        assert!(ttl > 0 && ttl <= ROOM_KEY_TTL.as_millis() as i64, "{key} expires with the room ({ttl})");
+    }
+
+    // A room with mutes and no message yet.
+    redis::cmd("FLUSHALL").query_async::<()>(&mut c).await.unwrap();
+    let only_mutes = ChatLoad { history: Vec::new(), last_id: 0, muted: vec!["x".into()] };
+    assert_eq!(s.chat_restore("ev", &only_mutes).await.unwrap(), 0);
+    let load = s.chat_load("ev", 100).await.unwrap();
+    assert_eq!((load.history.len(), load.last_id, load.muted), (0, 0, vec!["x".to_owned()]));
+}

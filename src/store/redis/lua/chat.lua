@@ -5,18 +5,27 @@
 -- is a sharded channel of the room's slot).
 -- ARGV[1] 'SPUBLISH' (Redis Cluster) or 'PUBLISH'; ARGV[2] 'post', 'delete'
 -- or 'mute'; ARGV[3] the operation (JSON, a post's id 0); ARGV[4] the keys'
--- time to live in ms; ARGV[5] messages kept; ARGV[6] the message id (delete)
--- or the user (mute); ARGV[7] '1' to mute.
+-- time to live in ms; ARGV[5] messages kept; ARGV[6] the lowest id the post
+-- may get (the room's next: ids a Redis that lost its counter would hand out
+-- again are skipped), the message id (delete) or the user (mute); ARGV[7] '1'
+-- to mute.
+-- The id counter exists once the room has any chat (a delete or mute creates
+-- it at 0), so a room whose chat Redis lost is told from one without chat.
 -- Publishes "<id>\n<operation>" (id 0 but for posts). Returns the id.
 local id = 0
 if ARGV[2] == 'post' then
-  id = redis.call('INCR', KEYS[2])
+  id = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, tonumber(ARGV[6]))
+  redis.call('SET', KEYS[2], id)
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '0-' .. id, 'r', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 elseif ARGV[2] == 'delete' then
   redis.call('XDEL', KEYS[1], '0-' .. ARGV[6])
+  redis.call('SET', KEYS[2], 0, 'NX')
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
 elseif ARGV[2] == 'mute' then
+  redis.call('SET', KEYS[2], 0, 'NX')
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
   if ARGV[7] == '1' then
     redis.call('SADD', KEYS[3], ARGV[6])
   else
