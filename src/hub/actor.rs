@@ -393,7 +393,8 @@ impl RoomActor {
                 Shared::Policy { policy, .. } => a.policy = Some(*policy),
                 Shared::Clock { setting } => a.clock = Some(*setting),
                 Shared::Media { state, .. } => a.media = Some(state.clone()),
-                Shared::Reactions { .. } => {}
+                // Published only: a node loading the room learns stalls from the next ones.
+                Shared::Stall { .. } | Shared::Reactions { .. } => {}
             }
         }
         a.events = events;

@@ -289,6 +289,7 @@ impl Room {
         self.pending = cp.pending;
         self.epoch = cp.epoch;
         self.wait = cp.wait;
+        self.remote_wait = cp.remote_wait;
         let staged: Vec<Queued> = self.out.drain(from..).collect();
         for mut q in staged {
             match &mut q.out.msg {

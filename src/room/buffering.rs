@@ -8,13 +8,24 @@
 //! into such a stall only (a member stalled for a long time does not pause
 //! the room again and again), ends when its last member recovers or at its
 //! deadline, and a member whose stall outlived it catches up alone.
+//!
+//! Scaled out, each node shares its members' stalls (`Shared::Stall`): every
+//! node lists every member that does not follow, the node whose wait paused
+//! the room waits for the other nodes' members that stall meanwhile too, and
+//! a node that sees the room paused by another node's wait resumes it itself
+//! if that node has not by the wait's deadline (and a second): a wait never
+//! outlives the node that started it.
 
 use std::collections::BTreeSet;
 
 use lockstep_protocol::{ChangeReason, Report, Timeline};
 use serde::Serialize;
 
-use super::{BufferingPolicy, MemberId, Room};
+use super::{BufferingPolicy, MemberId, Room, Shared};
+
+/// How long after a wait's deadline a node other than the one that started
+/// it resumes the room itself, µs (that node normally has by then).
+const REMOTE_WAIT_GRACE_US: u64 = 1_000_000;
 
 /// A wait: the room paused for stalled members.
 #[derive(Debug, Clone)]
@@ -140,14 +151,26 @@ impl Room {
         let blocking = reason.as_deref().is_some_and(|r| self.waits_for(r));
         let in_wait = self.wait.as_ref().is_some_and(|w| w.members.contains(&id));
         let cooldown = self.cfg.buffering_cooldown_us;
-        let paused_without_wait = self.intended().paused && self.wait.is_none();
+        let remote_wait = self.remote_wait.is_some();
+        let paused_without_wait = self.intended().paused && self.wait.is_none() && !remote_wait;
         let Some(m) = self.members.get_mut(&id) else {
             return;
         };
         if m.stall.as_ref().map(|(r, _)| r) != reason.as_ref() {
-            m.stall = reason.map(|r| (r, now));
+            m.stall = reason.clone().map(|r| (r, now));
         }
         let was = std::mem::replace(&mut m.blocking, blocking);
+        let may_wait = m.settled && now >= m.no_wait_until;
+        // What the other nodes learn: why it stalls, and whether it holds a wait (the one it is in, or one it may
+        // start or join).
+        let shared = (reason, blocking && (in_wait || may_wait));
+        if m.shared_stall != shared {
+            m.shared_stall = shared.clone();
+            self.share(|| Shared::Stall { id, reason: shared.0, holds: shared.1 });
+        }
+        let Some(m) = self.members.get_mut(&id) else {
+            return;
+        };
         if !blocking {
             if in_wait {
                 // A member whose network flaps must not make the room
@@ -158,12 +181,15 @@ impl Room {
             }
             return;
         }
-        let may_wait = m.settled && now >= m.no_wait_until;
         if was || in_wait || !may_wait || paused_without_wait {
             return;
         }
         if let Some(w) = &mut self.wait {
             w.members.insert(id);
+            return;
+        }
+        if remote_wait {
+            // Another node's wait paused the room: that node waits for it (shared above).
             return;
         }
         let lead_at = (now + self.lead_us()).max(self.intended().anchor_us);
@@ -174,19 +200,54 @@ impl Room {
         self.wait = Some(Wait { deadline: now + self.cfg.buffering_wait_max_us, members: BTreeSet::from([id]) });
     }
 
-    /// The members of this node that do not follow the room, and why.
+    /// The members that do not follow the room, and why (scaled out, the
+    /// other nodes' too: since this node learned it), by id.
     pub fn suspended(&self, now: u64) -> Vec<Suspended> {
-        self.members
+        let local = self
+            .members
             .iter()
-            .filter_map(|(&member_id, m)| {
-                m.stall.as_ref().map(|(reason, since)| Suspended {
-                    member_id,
-                    name: m.name.clone(),
-                    reason: reason.clone(),
-                    for_ms: now.saturating_sub(*since) / 1_000,
-                })
+            .filter_map(|(&id, m)| m.stall.as_ref().map(|(r, since)| (id, m.name.as_str(), r.as_str(), *since)));
+        let mut all: Vec<Suspended> = local
+            .chain(self.remote_stalls())
+            .map(|(member_id, name, reason, since)| Suspended {
+                member_id,
+                name: name.to_owned(),
+                reason: reason.to_owned(),
+                for_ms: now.saturating_sub(since) / 1_000,
             })
-            .collect()
+            .collect();
+        all.sort_by_key(|s| s.member_id);
+        all
+    }
+
+    /// Scale-out: another node's member `id` stalled or follows again; as one
+    /// of this node's, it joins or leaves this node's wait.
+    pub(super) fn remote_stall(&mut self, now: u64, id: MemberId, reason: Option<String>, holds: bool) {
+        if !self.set_remote_stall(now, id, reason) {
+            return;
+        }
+        match &mut self.wait {
+            Some(w) if holds => {
+                w.members.insert(id);
+            }
+            Some(w) if w.members.contains(&id) => self.unblock(now, id),
+            _ => {}
+        }
+    }
+
+    /// A wait another node started paused the room at `now` (`Some`), or the
+    /// room is no longer paused by one (`None`).
+    pub(super) fn note_remote_wait(&mut self, now: Option<u64>) {
+        self.remote_wait = now.map(|now| now + self.cfg.buffering_wait_max_us + REMOTE_WAIT_GRACE_US);
+    }
+
+    /// Ends a wait another node started that outlived its deadline (that node
+    /// is gone, or cut off): the room resumes.
+    pub(super) fn remote_wait_deadline(&mut self, now: u64) {
+        if self.remote_wait.is_some_and(|at| now >= at) {
+            self.remote_wait = None;
+            self.resume(now);
+        }
     }
 
     /// A member stopped blocking the wait (recovered or left).

@@ -40,6 +40,8 @@ pub(super) struct Member {
     pub(super) stall: Option<(String, u64)>,
     /// Its stall makes the room wait, by policy (as last evaluated).
     pub(super) blocking: bool,
+    /// Scale-out: its stall as last shared with the other nodes (reason, holds a wait).
+    pub(super) shared_stall: (Option<String>, bool),
     /// Takes `Reactions`.
     pub(super) wants_reactions: bool,
     /// Its reaction allowance.
@@ -108,6 +110,7 @@ impl Room {
                 suspension: None,
                 stall: None,
                 blocking: false,
+                shared_stall: (None, false),
                 wants_reactions: info.wants_reactions,
                 reactions: Default::default(),
                 wants_chat: info.wants_chat,

@@ -338,6 +338,9 @@ pub struct Room {
     next_member: MemberId,
     host: Option<HostSlot>,
     wait: Option<Wait>,
+    /// Scale-out: the room is paused by a wait another node started; when
+    /// this node resumes it, should that node not have by then (it died).
+    remote_wait: Option<u64>,
     next_tick_at: u64,
     count_sent: Option<(u64, u32)>,
     count_dirty: bool,
@@ -399,6 +402,7 @@ impl Room {
             next_member: 1,
             host: None,
             wait: None,
+            remote_wait: None,
             count_sent: None,
             count_dirty: false,
             remote_viewers: 0,
@@ -470,6 +474,9 @@ impl Room {
         if let Some(w) = &self.wait {
             t = t.min(w.deadline);
         }
+        if let Some(at) = self.remote_wait {
+            t = t.min(at);
+        }
         if self.count_dirty {
             t = t.min(self.count_due());
         }
@@ -496,6 +503,7 @@ impl Room {
     pub fn handle_timeout(&mut self, now: u64) {
         self.advance(now);
         self.wait_deadline(now);
+        self.remote_wait_deadline(now);
         if let Some(HostSlot { left_at: Some(left), .. }) = &self.host
             && now >= left + self.cfg.host_grace_us
         {
@@ -547,7 +555,7 @@ impl Room {
             viewers: self.viewers(),
             policy: self.cfg.policy,
             members,
-            buffering_wait: self.wait.is_some(),
+            buffering_wait: self.wait.is_some() || self.remote_wait.is_some(),
             clock: self.cfg.clock,
             live: self.live_view(now),
             sync: self.sync_quality(now),

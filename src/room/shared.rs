@@ -68,6 +68,17 @@ pub enum Shared {
         /// Who changed it (0: the room).
         by: MemberId,
     },
+    /// A member of the sending node stalled (`reason`) or follows again
+    /// (`None`); `holds`: its stall makes the room wait (the node whose wait
+    /// paused the room waits for it too).
+    Stall {
+        /// Its id.
+        id: MemberId,
+        /// Why it does not follow the room (`None`: it follows).
+        reason: Option<String>,
+        /// Whether its stall holds the room's wait.
+        holds: bool,
+    },
     /// The reactions of the sending node's members in one of its windows:
     /// the receiving node counts them into its own next window.
     Reactions {
@@ -85,6 +96,8 @@ pub(super) struct Remote {
     name: String,
     device: String,
     pub(super) user: String,
+    /// Why it does not follow the room, and since when (this node's clock).
+    stall: Option<(String, u64)>,
 }
 
 impl Room {
@@ -125,9 +138,34 @@ impl Room {
         })
     }
 
-    /// Every local member as the other nodes see it (to re-announce them).
+    /// Every local member as the other nodes see it (to re-announce them),
+    /// each followed by its stall if it has one.
     pub fn shared_members(&self) -> Vec<Shared> {
-        self.members.keys().filter_map(|&id| self.shared_member(id)).collect()
+        let mut out = Vec::new();
+        for (&id, m) in &self.members {
+            out.extend(self.shared_member(id));
+            if m.shared_stall.0.is_some() {
+                out.push(Shared::Stall { id, reason: m.shared_stall.0.clone(), holds: m.shared_stall.1 });
+            }
+        }
+        out
+    }
+
+    /// Another node's member `id` stalled for `reason` (`None`: follows
+    /// again); false if it is not known here.
+    pub(super) fn set_remote_stall(&mut self, now: u64, id: MemberId, reason: Option<String>) -> bool {
+        let Some(r) = self.remote.get_mut(&id) else { return false };
+        if r.stall.as_ref().map(|(x, _)| x) != reason.as_ref() {
+            r.stall = reason.map(|x| (x, now));
+        }
+        true
+    }
+
+    /// The other nodes' members that do not follow the room: (id, name, reason, since).
+    pub(super) fn remote_stalls(&self) -> impl Iterator<Item = (MemberId, &str, &str, u64)> {
+        self.remote
+            .iter()
+            .filter_map(|(&id, r)| r.stall.as_ref().map(|(why, since)| (id, r.name.as_str(), why.as_str(), *since)))
     }
 
     /// Applies a change shared by another node, `node`.
@@ -138,7 +176,8 @@ impl Room {
                     return;
                 }
                 let new = !self.remote.contains_key(&id);
-                let remote = Remote { node: node.to_owned(), role, claimed, name, device, user };
+                let stall = self.remote.get_mut(&id).and_then(|r| r.stall.take());
+                let remote = Remote { node: node.to_owned(), role, claimed, name, device, user, stall };
                 if role == Role::Host {
                     self.remote_host(id, &remote);
                 }
@@ -165,6 +204,7 @@ impl Room {
                     self.host = Some(HostSlot { device_id: r.device.clone(), left_at: None });
                 }
             }
+            Shared::Stall { id, reason, holds } => self.remote_stall(now, id, reason, holds),
             Shared::Clock { setting } => self.adopt_clock(now, setting),
             Shared::Reactions { counts } => self.remote_reactions(now, counts),
             Shared::Media { state, by } => self.apply_media(state, by),
@@ -201,6 +241,9 @@ impl Room {
 
     fn remote_left(&mut self, now: u64, id: MemberId) {
         let Some(r) = self.remote.remove(&id) else { return };
+        if self.wait.as_ref().is_some_and(|w| w.members.contains(&id)) {
+            self.unblock(now, id);
+        }
         if r.role == Role::Host {
             self.host_left(now, &r.device);
         }

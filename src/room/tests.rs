@@ -1098,6 +1098,75 @@ fn sim_three_nodes_a_command_that_loses_twice_is_answered_with_the_error() {
     assert_eq!(sim.record.timeline.epoch, 2);
 }
 
+/// Scale-out, §6.4: a member stalling on one node pauses the room for every
+/// node; every node lists it; a member of a third node stalling meanwhile
+/// holds that wait too (the room resumes only when both recovered); and a
+/// wait whose node dies ends anyway (the other nodes resume the room one
+/// second after its deadline).
+#[test]
+fn sim_a_wait_spans_the_nodes_and_outlives_none() {
+    let cfg = RoomConfig::default();
+    let max = cfg.buffering_wait_max_us;
+    for seed in 0..10 {
+        let mut sim = sim::Sim::new(3, cfg.clone(), seed);
+        let h = sim.join(0, "h", false);
+        let v1 = sim.join(1, "v1", false);
+        let v2 = sim.join(2, "v2", false);
+        sim.drive();
+        sim.command(h, Action::Play { position_ms: None });
+        sim.drive();
+        for v in [v1, v2] {
+            sim.report(v, false);
+        }
+        sim.run_for(S);
+        sim.report(v1, true);
+        sim.drive();
+        assert!(sim.record.timeline.paused && sim.record.reason == ChangeReason::BufferingWait, "seed {seed}");
+        let (id1, id2) = (sim.clients[v1].id, sim.clients[v2].id);
+        for n in 0..3 {
+            let st = sim.nodes[n].room.state(sim.now);
+            assert!(st.buffering_wait, "seed {seed}: node {n} knows the room waits");
+            let who: Vec<_> = st.suspended.iter().map(|s| (s.member_id, s.name.as_str(), s.reason.as_str())).collect();
+            assert_eq!(who, vec![(id1, "v1", "buffering")], "seed {seed}: node {n} lists who");
+        }
+        // A member of another node stalls during the wait: it holds it too.
+        sim.report(v2, true);
+        sim.drive();
+        let st = sim.nodes[0].room.state(sim.now);
+        assert_eq!(st.suspended.iter().map(|s| s.member_id).collect::<Vec<_>>(), vec![id1, id2], "seed {seed}");
+        sim.report(v1, false);
+        sim.drive();
+        assert!(sim.record.timeline.paused, "seed {seed}: still waiting for v2");
+        sim.report(v2, false);
+        sim.drive();
+        sim.check_settled();
+        assert!(!sim.record.timeline.paused, "seed {seed}: resumed once both followed again");
+        assert_eq!(sim.record.reason, ChangeReason::Resume);
+        for n in 0..3 {
+            let st = sim.nodes[n].room.state(sim.now);
+            assert!(!st.buffering_wait && st.suspended.is_empty(), "seed {seed}: node {n} after the wait");
+        }
+
+        // The node whose member started a wait dies: the others resume the room anyway.
+        sim.run_for(cfg.buffering_cooldown_us + S);
+        sim.report(v2, false);
+        sim.run_for(S);
+        sim.report(v1, true);
+        sim.drive();
+        assert!(sim.record.timeline.paused, "seed {seed}: a second wait");
+        let paused_at = sim.now;
+        sim.kill(1);
+        sim.run_for(max + 3 * S);
+        sim.drive();
+        sim.check_settled();
+        assert!(!sim.record.timeline.paused, "seed {seed}: no wait outlives its node");
+        assert!(
+            sim.record.effective_at_us <= paused_at + max + 2 * S,
+            "seed {seed}: resumed about a second after the deadline"
+        );
+    }
+}
+
 /// Two nodes of an `everyone` room, a host on the first and a viewer on the
 /// second, both joined.
 fn host_and_viewer_on_two_nodes(seed: u64) -> (sim::Sim, usize, usize) {

@@ -23,6 +23,7 @@ pub(super) struct Checkpoint {
     pub(super) pending: Option<(Change, MemberId, ChangeReason)>,
     pub(super) epoch: u32,
     pub(super) wait: Option<Wait>,
+    pub(super) remote_wait: Option<u64>,
 }
 
 /// A timeline and when it takes effect.
@@ -241,8 +242,19 @@ impl Room {
         reason: ChangeReason,
         cmd: Option<Cmd>,
     ) {
-        let checkpoint =
-            Checkpoint { current: self.current, pending: self.pending, epoch: self.epoch, wait: self.wait.clone() };
+        let checkpoint = Checkpoint {
+            current: self.current,
+            pending: self.pending,
+            epoch: self.epoch,
+            wait: self.wait.clone(),
+            remote_wait: self.remote_wait,
+        };
+        // This node's own change: a play, a pause, a resume or its own wait ends another node's wait here (a seek or
+        // a rate change keeps it).
+        if !timeline.paused || matches!(reason, ChangeReason::Play | ChangeReason::Pause | ChangeReason::BufferingWait)
+        {
+            self.remote_wait = None;
+        }
         self.epoch = self.epoch.wrapping_add(1);
         timeline.epoch = self.epoch;
         let change = Change { timeline, effective_at_us: at };
@@ -273,6 +285,11 @@ impl Room {
             // a seek, a rate change or another node's wait keeps it (or the
             // room would stay paused once the stalled member recovers).
             self.wait = None;
+        }
+        if c.reason == ChangeReason::BufferingWait && c.timeline.paused && self.wait.is_none() {
+            self.note_remote_wait(Some(now));
+        } else if !c.timeline.paused || matches!(c.reason, ChangeReason::Play | ChangeReason::Pause) {
+            self.note_remote_wait(None);
         }
         let change = Change { timeline: c.timeline, effective_at_us: c.effective_at_us };
         self.to(Audience::All, ServerMsg::TimelineChanged(change.message(0, c.reason)));

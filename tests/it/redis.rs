@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use lockstep::auth::Plan;
-use lockstep_protocol::{Action, ServerMsg, TimelineChanged};
+use lockstep_protocol::{Action, ChangeReason, ClientMsg, ServerMsg, TimelineChanged};
 
 use crate::accounts::{SECRET, http, token};
 use crate::common::*;
@@ -910,8 +910,8 @@ fn chat_of(g: &Got) -> Option<lockstep_protocol::ChatMessage> {
 /// history from the Redis stream.
 #[tokio::test]
 async fn chat_is_one_ordered_stream_across_nodes() {
+    use lockstep_protocol::Chat;
     use lockstep_protocol::caps::CHAT;
-    use lockstep_protocol::{Action, Chat, ClientMsg};
     let redis = Redis::start();
     let (a, b) = (node(&redis).await, node(&redis).await);
     let ev = "ev-chat-nodes";
@@ -984,8 +984,8 @@ async fn chat_is_one_ordered_stream_across_nodes() {
 /// still replays the history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_survives_redis_losing_its_data() {
+    use lockstep_protocol::Chat;
     use lockstep_protocol::caps::CHAT;
-    use lockstep_protocol::{Action, Chat, ClientMsg};
     let redis = Redis::start();
     let (a, b) = (node(&redis).await, node(&redis).await);
     let ev = "ev-chat-lost";
@@ -1048,6 +1048,91 @@ async fn chat_survives_redis_losing_its_data() {
     }
     let want: Vec<(u64, String)> = vec![(1, "m0".into()), (2, "m1".into()), (3, "m2".into()), (4, "after".into())];
     assert_eq!(history, want);
+}
+
+/// SPEC §6.4 scaled out: a viewer suspended on node B (an ad plays) pauses
+/// the room for both nodes and node A lists it; a viewer of node A stalling
+/// meanwhile holds B's wait too (the room stays paused when B's viewer
+/// resumes, and resumes when A's does). (Suspensions, not buffering reports:
+/// a member's reports are coalesced, its latest wins.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_holds_for_the_members_of_every_node() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let node = || {
+        let url = url.clone();
+        TestServer::with(move |c| {
+            c.redis_url = Some(url);
+            c.tick_interval_ms = 50;
+            c.buffering_wait_max_ms = 60_000;
+            c.wait_reasons = "buffering,interstitial".parse().unwrap();
+        })
+    };
+    let (a, b) = (node().await, node().await);
+    let ev = "ev-wait-nodes";
+    let (mut host, _) = join(&a, ev, "host").await;
+    let (mut on_a, w_a) = join(&a, ev, "viewer-a").await;
+    let (mut on_b, w_b) = join(&b, ev, "viewer-b").await;
+    count_reaches(&mut host, 3).await;
+    send(&mut host, &command(1, Action::Play { position_ms: Some(0) })).await;
+    for ws in [&mut on_a, &mut on_b] {
+        until(ws, |g| changed(g).filter(|c| !c.timeline.paused).map(|_| ())).await;
+        // Played smoothly once: its stalls may make the room wait.
+        send(ws, &report(false)).await;
+    }
+    let state = |n: &TestServer| {
+        let url = n.http_url(&format!("/api/live-stream/{ev}/state"));
+        async move { get_json(&url).await.1 }
+    };
+    let stalled = |st: &serde_json::Value| -> Vec<u64> {
+        st["suspended"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|s| s["memberId"].as_u64()).collect())
+            .unwrap_or_default()
+    };
+    // Until `node`'s state lists exactly `ids` as stalled; returns it.
+    async fn listed(
+        n: &TestServer,
+        ev: &str,
+        ids: &[u64],
+        stalled: impl Fn(&serde_json::Value) -> Vec<u64>,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let st = get_json(&n.http_url(&format!("/api/live-stream/{ev}/state"))).await.1;
+            if stalled(&st) == ids {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "stalled {:?}, not {ids:?}: {st}", stalled(&st));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (id_a, id_b) = (u64::from(w_a.member_id), u64::from(w_b.member_id));
+
+    let ad = || ClientMsg::Suspend(lockstep_protocol::Suspend { reason: "interstitial".into() });
+    send(&mut on_b, &ad()).await;
+    let wait = until(&mut host, |g| changed(g).filter(|c| c.reason == ChangeReason::BufferingWait)).await;
+    assert!(wait.timeline.paused);
+    let st = listed(&a, ev, &[id_b], stalled).await;
+    assert_eq!(
+        (st["bufferingWait"].clone(), st["suspended"][0]["reason"].clone()),
+        (true.into(), "interstitial".into()),
+        "{st}"
+    );
+
+    // A's viewer stalls during B's wait; once B knows, B's viewer recovers: still paused.
+    send(&mut on_a, &ad()).await;
+    listed(&b, ev, &[id_a.min(id_b), id_a.max(id_b)], stalled).await;
+    send(&mut on_b, &ClientMsg::Resume).await;
+    let st = listed(&a, ev, &[id_a], stalled).await;
+    assert_eq!(st["bufferingWait"], true, "{st}");
+    let st_b = listed(&b, ev, &[id_a], stalled).await;
+    assert_eq!(st_b["timeline"]["paused"], true, "B's wait holds for A's viewer: {st_b}");
+    send(&mut on_a, &ClientMsg::Resume).await;
+    let resumed = until(&mut host, |g| changed(g).filter(|c| c.reason == ChangeReason::Resume)).await;
+    assert!(!resumed.timeline.paused);
+    let st = state(&a).await;
+    assert_eq!((st["bufferingWait"].clone(), stalled(&st)), (false.into(), vec![]), "{st}");
 }
 
 /// SPEC §6.7 scaled out: a switch and the playlist made on one node reach
