@@ -142,6 +142,11 @@ for (const engine of /** @type {const} */ (['chromium', 'firefox'])) {
       }, { what: "node A listing node B's viewer as not following", timeoutMs: 10_000 });
       assert.equal(alone.suspended[0].reason, 'notFollowing');
       assert.equal(alone.bufferingWait, false, 'watching alone never makes the room wait');
+      // The host's page (node A) names who and why.
+      await waitFor(host, () => /\(notFollowing\)$/.test(document.getElementById('waiting')?.textContent ?? ''), null, {
+        what: "the host's page naming the viewer of node B as not following",
+        timeoutMs: 10_000,
+      });
       await viewer.click('#follow');
       await waitUntil(async () => {
         const st = await roomState(env.a.url, ev);
