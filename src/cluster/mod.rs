@@ -153,6 +153,8 @@ struct Inner {
     on_data_lost: std::sync::OnceLock<DataLostHook>,
     /// Whether this node has seen the ready marker set.
     marked: AtomicBool,
+    /// The ready markers' values as this node last read them, by shard index.
+    markers: Mutex<HashMap<usize, Option<String>>>,
     /// Whether this node is writing back after Redis lost its data.
     recovering: AtomicBool,
     /// Heartbeats so far.
@@ -197,6 +199,7 @@ impl Cluster {
             on_revoke: std::sync::OnceLock::new(),
             on_data_lost: std::sync::OnceLock::new(),
             marked: AtomicBool::new(false),
+            markers: Mutex::default(),
             recovering: AtomicBool::new(false),
             topology: Mutex::default(),
             ready_turn: std::sync::atomic::AtomicUsize::new(0),
@@ -238,17 +241,32 @@ impl Cluster {
 
     /// Checks the ready markers (`keys::ready`, one per session shard) at
     /// every heartbeat. Missing on a Redis this node never saw them on (a new
-    /// deployment), they are set at once. Missing after they were seen, Redis
-    /// (or one shard of a cluster) lost its data: sessions may not start
+    /// deployment), they are set at once. Missing after they were seen, or
+    /// set anew since (each setting is a fresh value: a node that started
+    /// meanwhile and found them missing set them before this node looked),
+    /// Redis (or one shard of a cluster) lost its data: sessions may not start
     /// meanwhile where the marker is gone (the start script refuses), the
-    /// rooms resync (re-seeding their timelines), the hook writes back this
-    /// node's sessions, and two heartbeats later (every node has noticed and
-    /// written back by then) the markers are set again.
+    /// rooms resync (re-seeding their timelines, writing their chat back),
+    /// the hook writes back this node's sessions, and two heartbeats later
+    /// (every node has noticed and written back by then) the missing markers
+    /// are set again.
     async fn check_ready(&self) -> RedisResult<()> {
-        let all = self.markers_present().await?;
-        if all || !self.inner.marked.load(Ordering::Relaxed) {
-            if !all {
+        let first = !self.inner.marked.load(Ordering::Relaxed);
+        let read = self.read_markers(first).await?;
+        let missing = read.iter().any(|(_, v)| v.is_none());
+        let changed = {
+            let known = lock(&self.inner.markers);
+            read.iter().any(|(i, v)| v.is_some() && known.get(i).is_some_and(|k| k.is_some() && k != v))
+        };
+        if first || !missing && !changed {
+            if first && missing {
                 self.set_markers().await?;
+                self.remember_markers().await?;
+            } else {
+                let mut known = lock(&self.inner.markers);
+                for (i, v) in read {
+                    known.insert(i, v);
+                }
             }
             self.inner.marked.store(true, Ordering::Relaxed);
             return Ok(());
@@ -256,7 +274,7 @@ impl Cluster {
         if self.inner.recovering.swap(true, Ordering::Relaxed) {
             return Ok(());
         }
-        warn!("Redis lost its data (restarted empty, or a replica that was behind took over): writing back");
+        warn!(missing, "Redis lost its data (restarted empty, or a replica that was behind took over): writing back");
         metrics::counter!("lockstep_redis_data_lost_total").increment(1);
         for sink in self.sinks() {
             sink.deliver(Remote::Resync);
@@ -267,7 +285,12 @@ impl Cluster {
                 hook().await;
             }
             tokio::time::sleep(HEARTBEAT * 2).await;
-            if let Err(e) = this.set_markers().await {
+            if let Err(e) = async {
+                this.set_markers().await?;
+                this.remember_markers().await
+            }
+            .await
+            {
                 warn!(error = %e, "the ready markers were not set; the next heartbeat writes back again");
             }
             this.inner.recovering.store(false, Ordering::Relaxed);
@@ -275,40 +298,46 @@ impl Cluster {
         Ok(())
     }
 
-    /// Whether the ready markers are there. One server: all of them, in one
-    /// command. A Redis Cluster: a quarter of them at each beat, in turn
-    /// (each on its own slot: one command each, sent together; a multi-slot
-    /// `EXISTS` is avoided, as redis-rs 1.8's fan-out left the connection
-    /// timing out for good after a failover), all of them until they were
-    /// first seen.
-    async fn markers_present(&self) -> RedisResult<bool> {
+    /// The ready markers' values (`None`: missing), by shard index. One
+    /// server: all of them, in one command. A Redis Cluster: a quarter of
+    /// them at each beat, in turn (each on its own slot: one command each,
+    /// sent together; a multi-slot command is avoided, as redis-rs 1.8's
+    /// fan-out left the connection timing out for good after a failover), or
+    /// all of them (`all`).
+    async fn read_markers(&self, all: bool) -> RedisResult<Vec<(usize, Option<String>)>> {
         let mut conn = self.inner.conn.clone();
         if !conn.is_cluster() {
             let markers: Vec<String> = keys::session_shards().map(|s| keys::ready(&s)).collect();
-            let present: usize = redis::cmd("EXISTS").arg(&markers).query_async(&mut conn).await?;
-            return Ok(present == markers.len());
+            let values: Vec<Option<String>> = redis::cmd("MGET").arg(&markers).query_async(&mut conn).await?;
+            return Ok(values.into_iter().enumerate().collect());
         }
         let turn = self.inner.ready_turn.fetch_add(1, Ordering::Relaxed) % 4;
-        let all = !self.inner.marked.load(Ordering::Relaxed);
-        let checks = keys::session_shards().enumerate().filter(|(i, _)| all || i % 4 == turn).map(|(_, s)| {
+        let reads = keys::session_shards().enumerate().filter(|(i, _)| all || i % 4 == turn).map(|(i, s)| {
             let mut conn = conn.clone();
-            async move { redis::cmd("EXISTS").arg(keys::ready(&s)).query_async::<bool>(&mut conn).await }
+            async move {
+                let v: Option<String> = redis::cmd("GET").arg(keys::ready(&s)).query_async(&mut conn).await?;
+                Ok::<_, redis::RedisError>((i, v))
+            }
         });
-        Ok(futures_util::future::try_join_all(checks).await?.into_iter().all(|present| present))
+        futures_util::future::try_join_all(reads).await
     }
 
-    /// Sets every missing ready marker.
+    /// Reads every marker and remembers its value (after this node set them).
+    async fn remember_markers(&self) -> RedisResult<()> {
+        let read = self.read_markers(true).await?;
+        let mut known = lock(&self.inner.markers);
+        for (i, v) in read {
+            known.insert(i, v);
+        }
+        Ok(())
+    }
+
+    /// Sets every missing ready marker, to a value of this setting's own.
     async fn set_markers(&self) -> RedisResult<()> {
+        let value = format!("{}:{}", self.inner.node, crate::store::random_id());
         let sets = keys::session_shards().map(|s| {
-            let mut conn = self.inner.conn.clone();
-            async move {
-                redis::cmd("SET")
-                    .arg(keys::ready(&s))
-                    .arg(&*self.inner.node)
-                    .arg("NX")
-                    .query_async::<()>(&mut conn)
-                    .await
-            }
+            let (mut conn, value) = (self.inner.conn.clone(), value.clone());
+            async move { redis::cmd("SET").arg(keys::ready(&s)).arg(value).arg("NX").query_async::<()>(&mut conn).await }
         });
         futures_util::future::try_join_all(sets).await.map(|_| ())
     }

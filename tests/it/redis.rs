@@ -1050,6 +1050,47 @@ async fn chat_survives_redis_losing_its_data() {
     assert_eq!(history, want);
 }
 
+/// Redis loses its data and a node that starts right then finds the ready
+/// markers missing and sets them before a running node looks (here: one
+/// `MULTI` empties Redis and sets them anew): the running node still sees the
+/// loss (the markers hold other values than it read) and writes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loss_hidden_by_a_node_that_set_the_markers_anew_is_still_written_back() {
+    use lockstep_protocol::Chat;
+    use lockstep_protocol::caps::CHAT;
+    let redis = Redis::start();
+    let url = redis.url();
+    let a = node(&redis).await;
+    let ev = "ev-loss-hidden";
+    let mut host = ws_binary(&a.ws_url(ev)).await;
+    send(&mut host, &hello_caps(ev, "host", CHAT)).await;
+    welcome(&mut host).await;
+    send(&mut host, &ClientMsg::Chat(Chat { request_id: 1, text: "kept".into() })).await;
+    until(&mut host, chat_of).await;
+    let mut c = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let markers: Vec<String> = redis::cmd("KEYS").arg("lockstep:ready:*").query_async(&mut c).await.unwrap();
+    assert!(!markers.is_empty());
+    let mut pipe = redis::pipe();
+    pipe.atomic().cmd("FLUSHALL").ignore();
+    for m in &markers {
+        pipe.cmd("SET").arg(m).arg("another-node:fresh").ignore();
+    }
+    pipe.query_async::<()>(&mut c).await.unwrap();
+    let seq = format!("lockstep:chatseq:{{{ev}}}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let last: Option<u64> = redis::cmd("GET").arg(&seq).query_async(&mut c).await.unwrap();
+        if last == Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node A never wrote back (chat counter {last:?})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The markers stay as the other node set them.
+    let v: Option<String> = redis::cmd("GET").arg(&markers[0]).query_async(&mut c).await.unwrap();
+    assert_eq!(v.as_deref(), Some("another-node:fresh"));
+}
+
 /// SPEC §6.4 scaled out: a viewer suspended on node B (an ad plays) pauses
 /// the room for both nodes and node A lists it; a viewer of node A stalling
 /// meanwhile holds B's wait too (the room stays paused when B's viewer
