@@ -131,7 +131,8 @@ for (const engine of /** @type {const} */ (['chromium', 'firefox'])) {
       await recordFrames(host);
       await recordFrames(viewer);
       await host.click('#play');
-      await waitSteady([host, viewer], { timeoutMs: 30_000 });
+      // Sampled once steady for 3 s, as the sync suite does (a start's frames lock wherever they fall first).
+      await waitSteady([host, viewer], { forMs: 3000, timeoutMs: 30_000 });
       const synced = await sample(host, viewer, 150);
 
       // The viewer stops following: the host's node lists it (and does not wait); it follows again.
