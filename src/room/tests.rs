@@ -1167,6 +1167,36 @@ fn sim_a_wait_spans_the_nodes_and_outlives_none() {
     }
 }
 
+/// Scale-out: the host (on another node than the wait's) takes over a wait
+/// with a pause: no node resumes the room later.
+#[test]
+fn sim_a_pause_during_another_nodes_wait_is_not_undone() {
+    let cfg = RoomConfig::default();
+    for seed in 0..10 {
+        let mut sim = sim::Sim::new(2, cfg.clone(), seed);
+        let h = sim.join(0, "h", false);
+        let v = sim.join(1, "v", false);
+        sim.drive();
+        sim.command(h, Action::Play { position_ms: None });
+        sim.drive();
+        sim.report(v, false);
+        sim.run_for(S);
+        sim.report(v, true);
+        sim.drive();
+        assert_eq!(sim.record.reason, ChangeReason::BufferingWait, "seed {seed}");
+        sim.command(h, Action::Pause { position_ms: None });
+        sim.drive();
+        sim.run_for(cfg.buffering_wait_max_us + 3 * S);
+        sim.drive();
+        sim.check_settled();
+        assert!(sim.record.timeline.paused, "seed {seed}: the host's pause holds");
+        assert_eq!(sim.record.reason, ChangeReason::Pause, "seed {seed}");
+        for n in 0..2 {
+            assert!(!sim.nodes[n].room.state(sim.now).buffering_wait, "seed {seed}: node {n}");
+        }
+    }
+}
+
 /// Two nodes of an `everyone` room, a host on the first and a viewer on the
 /// second, both joined.
 fn host_and_viewer_on_two_nodes(seed: u64) -> (sim::Sim, usize, usize) {

@@ -186,8 +186,8 @@ impl Room {
             Action::Pause { position_ms } => {
                 let position_ms = position_ms.map(check_pos).transpose()?;
                 if position_ms.is_none() && intended.paused {
-                    if self.wait.is_some() {
-                        // The host takes over a buffering pause: no resume follows.
+                    if self.wait.is_some() || self.remote_wait.is_some() {
+                        // The host takes over a buffering pause (this node's or another's): no resume follows.
                         return plan(intended, now.max(intended.anchor_us), ChangeReason::Pause);
                     }
                     return Ok(None);
@@ -249,10 +249,8 @@ impl Room {
             wait: self.wait.clone(),
             remote_wait: self.remote_wait,
         };
-        // This node's own change: a play, a pause, a resume or its own wait ends another node's wait here (a seek or
-        // a rate change keeps it).
-        if !timeline.paused || matches!(reason, ChangeReason::Play | ChangeReason::Pause | ChangeReason::BufferingWait)
-        {
+        // This node's own change ends another node's wait here, but a seek or a rate change while paused.
+        if !timeline.paused || !matches!(reason, ChangeReason::Seek | ChangeReason::Rate) {
             self.remote_wait = None;
         }
         self.epoch = self.epoch.wrapping_add(1);
@@ -288,7 +286,8 @@ impl Room {
         }
         if c.reason == ChangeReason::BufferingWait && c.timeline.paused && self.wait.is_none() {
             self.note_remote_wait(Some(now));
-        } else if !c.timeline.paused || matches!(c.reason, ChangeReason::Play | ChangeReason::Pause) {
+        } else if !c.timeline.paused || !matches!(c.reason, ChangeReason::Seek | ChangeReason::Rate) {
+            // Anything but a seek or a rate change while paused ends it (a switch, a play, a pause, the resume).
             self.note_remote_wait(None);
         }
         let change = Change { timeline: c.timeline, effective_at_us: c.effective_at_us };
