@@ -178,6 +178,9 @@ impl Room {
                 // while, however the wait ended.
                 m.no_wait_until = now + cooldown;
                 self.unblock(now, id);
+            } else if was && remote_wait {
+                // The same after holding another node's wait.
+                m.no_wait_until = now + cooldown;
             }
             return;
         }
@@ -235,17 +238,27 @@ impl Room {
         }
     }
 
-    /// A wait another node started paused the room at `now` (`Some`), or the
-    /// room is no longer paused by one (`None`).
-    pub(super) fn note_remote_wait(&mut self, now: Option<u64>) {
-        self.remote_wait = now.map(|now| now + self.cfg.buffering_wait_max_us + REMOTE_WAIT_GRACE_US);
+    /// A wait another node started paused the room at `now` (`started`), or
+    /// the room is no longer paused by one: the members still stalled in it
+    /// catch up alone for the cool-down, as after a wait of this node's.
+    pub(super) fn note_remote_wait(&mut self, now: u64, started: bool) {
+        if started {
+            self.remote_wait = Some(now + self.cfg.buffering_wait_max_us + REMOTE_WAIT_GRACE_US);
+            return;
+        }
+        if self.remote_wait.take().is_some() {
+            let until = now + self.cfg.buffering_cooldown_us;
+            for m in self.members.values_mut().filter(|m| m.blocking) {
+                m.no_wait_until = until;
+            }
+        }
     }
 
     /// Ends a wait another node started that outlived its deadline (that node
     /// is gone, or cut off): the room resumes.
     pub(super) fn remote_wait_deadline(&mut self, now: u64) {
         if self.remote_wait.is_some_and(|at| now >= at) {
-            self.remote_wait = None;
+            self.note_remote_wait(now, false);
             self.resume(now);
         }
     }

@@ -1167,6 +1167,43 @@ fn sim_a_wait_spans_the_nodes_and_outlives_none() {
     }
 }
 
+/// Scale-out: a member that held another node's wait until its deadline
+/// catches up alone for the cool-down, as after a wait of its own node's: its
+/// next stall soon after does not pause the room again.
+#[test]
+fn sim_a_member_that_held_another_nodes_wait_catches_up_alone() {
+    let cfg = RoomConfig::default();
+    for seed in 0..10 {
+        let mut sim = sim::Sim::new(3, cfg.clone(), seed);
+        let h = sim.join(0, "h", false);
+        let v1 = sim.join(1, "v1", false);
+        let v2 = sim.join(2, "v2", false);
+        sim.drive();
+        sim.command(h, Action::Play { position_ms: None });
+        sim.drive();
+        for v in [v1, v2] {
+            sim.report(v, false);
+        }
+        sim.run_for(S);
+        sim.report(v1, true);
+        sim.drive();
+        sim.report(v2, true);
+        sim.drive();
+        sim.report(v1, false);
+        sim.drive();
+        assert!(sim.record.timeline.paused, "seed {seed}: v2 holds the wait");
+        sim.run_for(cfg.buffering_wait_max_us);
+        sim.drive();
+        assert_eq!(sim.record.reason, ChangeReason::Resume, "seed {seed}: the deadline ended it");
+        let epoch = sim.record.timeline.epoch;
+        sim.report(v2, false);
+        sim.run_for(S);
+        sim.report(v2, true);
+        sim.drive();
+        assert_eq!(sim.record.timeline.epoch, epoch, "seed {seed}: no new wait within the cool-down");
+    }
+}
+
 /// Scale-out: the host (on another node than the wait's) takes over a wait
 /// with a pause: no node resumes the room later.
 #[test]

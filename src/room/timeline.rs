@@ -285,10 +285,10 @@ impl Room {
             self.wait = None;
         }
         if c.reason == ChangeReason::BufferingWait && c.timeline.paused && self.wait.is_none() {
-            self.note_remote_wait(Some(now));
+            self.note_remote_wait(now, true);
         } else if !c.timeline.paused || !matches!(c.reason, ChangeReason::Seek | ChangeReason::Rate) {
             // Anything but a seek or a rate change while paused ends it (a switch, a play, a pause, the resume).
-            self.note_remote_wait(None);
+            self.note_remote_wait(now, false);
         }
         let change = Change { timeline: c.timeline, effective_at_us: c.effective_at_us };
         self.to(Audience::All, ServerMsg::TimelineChanged(change.message(0, c.reason)));
