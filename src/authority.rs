@@ -41,6 +41,9 @@ pub(crate) enum Remote {
     /// Scale-out: the round trips of the room's members on other nodes
     /// (whole ms, members), for the lead.
     Reach(NeedCounts),
+    /// Scale-out: the drifts of the room's members on other nodes (|drift| in
+    /// 0.1 ms, members), for its sync quality.
+    Sync(NeedCounts),
     /// Scale-out: the authority is reachable again; reload.
     Resync,
     /// Scale-out: membership and control changes of another node, in order.
@@ -193,6 +196,10 @@ pub(crate) trait Authority: Send + Sync + std::fmt::Debug {
     /// Scale-out: the round trips of the room's members on this node (whole
     /// ms, members), for the other nodes' lead.
     fn set_local_reach(&self, _room: &Arc<str>, _reach: NeedCounts) {}
+
+    /// Scale-out: the drifts of the room's members on this node (|drift| in
+    /// 0.1 ms, members), for the other nodes' sync quality.
+    fn set_local_sync(&self, _room: &Arc<str>, _drifts: NeedCounts) {}
 
     /// Whether this authority shares rooms with other nodes (members are then
     /// announced and ids come from a block).

@@ -209,6 +209,9 @@ pub fn room_ops(data: &[u8]) {
                 } else if v % 3 == 1 && v & 4 != 0 {
                     // Scale-out: the other nodes' round trips (any pairs: a node's share is not trusted to be sorted or bounded).
                     room.set_remote_reach(now, vec![(v >> 16, v & 0xff), (v & 0xffff, v >> 24), (u32::MAX, v >> 20)]);
+                    // And their drifts (the same: any pairs).
+                    room.set_remote_sync(vec![(v >> 8, v & 0xff), (u32::MAX, v >> 28), (0, u32::MAX)]);
+                    let _ = room.sync_quality(now);
                 } else {
                     room.sync_report(now, id, SyncReport { epoch: room.epoch(), drift_us: v as i32 });
                 }

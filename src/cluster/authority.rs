@@ -145,7 +145,7 @@ impl Authority for Cluster {
             let count = rooms.get(room).map_or(0, |l| l.count);
             rooms.insert(
                 room.clone(),
-                Local { sink: Some(Arc::downgrade(&sink)), count, needs: None, reach: Vec::new() },
+                Local { sink: Some(Arc::downgrade(&sink)), count, needs: None, reach: Vec::new(), sync: Vec::new() },
             );
         }
         let (cluster, room) = (self.clone(), room.clone());
@@ -160,7 +160,7 @@ impl Authority for Cluster {
             && l.sink().is_none_or(|s| Arc::ptr_eq(&s, sink))
         {
             // Its count goes to 0 at the next heartbeat.
-            *l = Local { sink: None, count: 0, needs: None, reach: Vec::new() };
+            *l = Local { sink: None, count: 0, needs: None, reach: Vec::new(), sync: Vec::new() };
         }
     }
 
@@ -221,6 +221,12 @@ impl Authority for Cluster {
     fn set_local_reach(&self, room: &Arc<str>, reach: NeedCounts) {
         if let Some(l) = self.rooms().get_mut(room) {
             l.reach = reach;
+        }
+    }
+
+    fn set_local_sync(&self, room: &Arc<str>, drifts: NeedCounts) {
+        if let Some(l) = self.rooms().get_mut(room) {
+            l.sync = drifts;
         }
     }
 

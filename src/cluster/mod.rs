@@ -104,8 +104,12 @@ impl std::fmt::Debug for Cluster {
 }
 
 /// A served room at a heartbeat: its id, local count, its members' round
-/// trips ([`reach::encode`]d) and sink.
-type Served = (Arc<str>, u32, String, Option<Arc<dyn RemoteSink>>);
+/// trips and drifts ([`reach::encode`]d) and sink.
+type Served = (Arc<str>, u32, String, String, Option<Arc<dyn RemoteSink>>);
+
+/// What a room's heartbeat script answers: the other nodes' count, their
+/// members' round trips and their drifts (each node's entry).
+type Beat = (u32, Vec<String>, Vec<String>);
 
 /// A room this node serves.
 struct Local {
@@ -115,6 +119,9 @@ struct Local {
     needs: Option<NeedCounts>,
     /// Its members' round trips (whole ms, members), shared each beat ([`reach`]).
     reach: NeedCounts,
+    /// Its members' drifts (|drift| in 0.1 ms, members), shared each beat for
+    /// the room's sync quality on every node.
+    sync: NeedCounts,
 }
 
 impl Local {
@@ -536,7 +543,10 @@ impl Cluster {
         self.follow_topology().await.inspect_err(|e| tracing::debug!(error = %e, "beat: topology"))?;
         let (rooms, ended): (Vec<Served>, Vec<Arc<str>>) = {
             let mut rooms = self.rooms();
-            let snapshot = rooms.iter().map(|(r, l)| (r.clone(), l.count, reach::encode(&l.reach), l.sink())).collect();
+            let snapshot = rooms
+                .iter()
+                .map(|(r, l)| (r.clone(), l.count, reach::encode(&l.reach), reach::encode(&l.sync), l.sink()))
+                .collect();
             let mut ended = Vec::new();
             rooms.retain(|r, l| {
                 let live = l.sink.as_ref().is_some_and(|w| w.strong_count() > 0);
@@ -554,10 +564,10 @@ impl Cluster {
         // The room keys' TTLs (an hour) are refreshed one beat in REFRESH_EVERY.
         let refresh = self.inner.beats.fetch_add(1, Ordering::Relaxed).is_multiple_of(REFRESH_EVERY);
         // Owned items: a stream over borrowed ones trips the heartbeat task's `Send` check.
-        let jobs: Vec<(Arc<str>, u32, String)> =
-            rooms.iter().map(|(room, n, reach, _)| (room.clone(), *n, reach.clone())).collect();
-        let counts: Vec<RedisResult<(u32, Vec<String>)>> =
-            futures_util::stream::iter(jobs.into_iter().map(|(room, n, rtts)| {
+        let jobs: Vec<(Arc<str>, u32, String, String)> =
+            rooms.iter().map(|(room, n, reach, sync, _)| (room.clone(), *n, reach.clone(), sync.clone())).collect();
+        let counts: Vec<RedisResult<Beat>> =
+            futures_util::stream::iter(jobs.into_iter().map(|(room, n, rtts, drifts)| {
                 let mut conn = conn.clone();
                 let [log, seq, mute] = keys::chat(&room);
                 async move {
@@ -575,6 +585,7 @@ impl Cluster {
                         .key(mute)
                         .key(keys::media(room))
                         .key(keys::reach(room))
+                        .key(keys::sync_quality(room))
                         .arg(&self.inner.node)
                         .arg(n)
                         .arg(NODE_TTL.as_millis() as u64)
@@ -582,7 +593,8 @@ impl Cluster {
                         .arg(ROOM_KEY_TTL.as_millis() as u64)
                         .arg(if refresh { "1" } else { "0" })
                         .arg(rtts)
-                        .invoke_async::<(u32, Vec<String>)>(&mut conn)
+                        .arg(drifts)
+                        .invoke_async::<Beat>(&mut conn)
                         .await
                 }
             }))
@@ -596,12 +608,13 @@ impl Cluster {
         // every room's commands and reload every room when it comes back).
         let mut failed = 0usize;
         let mut first = None;
-        for ((_, _, _, sink), others) in rooms.iter().zip(counts) {
+        for ((_, _, _, _, sink), others) in rooms.iter().zip(counts) {
             match others {
-                Ok((others, reaches)) => {
+                Ok((others, reaches, drifts)) => {
                     if let Some(sink) = sink {
                         sink.deliver(Remote::Viewers(others));
                         sink.deliver(Remote::Reach(reach::merge(&reaches)));
+                        sink.deliver(Remote::Sync(reach::merge(&drifts)));
                     }
                 }
                 Err(e) => {

@@ -248,6 +248,7 @@ impl RoomActor {
                     self.authority.set_local_needs(&self.event_id, self.room.live_needs(now));
                 }
                 self.authority.set_local_reach(&self.event_id, self.room.reach_counts());
+                self.authority.set_local_sync(&self.event_id, self.room.sync_counts(now));
             }
         }
     }
@@ -260,6 +261,7 @@ impl RoomActor {
             Remote::Viewers(n) => self.room.set_remote_viewers(now, n),
             Remote::Needs(needs) => self.room.set_remote_needs(now, needs),
             Remote::Reach(reach) => self.room.set_remote_reach(now, reach),
+            Remote::Sync(drifts) => self.room.set_remote_sync(drifts),
             // Again: offered is what the authority last confirmed, written
             // forward if its record fell behind (Redis lost changes).
             Remote::Resync => {
@@ -408,6 +410,7 @@ impl RoomActor {
             self.empty_since = Some(Instant::now());
             // No round trips here from now on (the room lingers for its grace).
             self.authority.set_local_reach(&self.event_id, Vec::new());
+            self.authority.set_local_sync(&self.event_id, Vec::new());
         }
     }
 

@@ -352,6 +352,8 @@ pub struct Room {
     reach: reach::Reach,
     /// Scale-out: the other nodes' members' round trips (`reach.rs`).
     remote_reach: NeedCounts,
+    /// Scale-out: the other nodes' members' drifts (|drift| in 0.1 ms, members), for the sync quality.
+    remote_sync: NeedCounts,
     /// Reactions waiting for their window to be sent.
     reactions: reactions::Window,
     /// The chat: latest messages, mutes, operations for the authority.
@@ -409,6 +411,7 @@ impl Room {
             datagram_members: 0,
             reach: Default::default(),
             remote_reach: Vec::new(),
+            remote_sync: Vec::new(),
             reactions: Default::default(),
             chat: Default::default(),
             media: Default::default(),

@@ -10,7 +10,10 @@
 use lockstep_protocol::SyncReport;
 use serde::Serialize;
 
-use super::{MemberId, Room};
+use super::{MemberId, NeedCounts, Room};
+
+/// The unit of the drifts nodes share, µs (a member's |drift| rounded up to it).
+const DRIFT_UNIT_US: u32 = 100;
 
 /// Beyond this drift (either way) a member counts as out of sync: about
 /// where a viewer beside another notices the difference (ITU-R BT.1359 puts
@@ -28,8 +31,9 @@ pub(super) struct Drift {
 }
 
 /// The room's sync quality (in `GET /api/live-stream/{id}/state`), over the
-/// members of this node with a fresh drift measured against the timeline in
-/// effect.
+/// members with a fresh drift measured against the timeline in effect: this
+/// node's, and scaled out the other nodes' as of their last heartbeat (to
+/// 0.1 ms).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncQuality {
@@ -75,25 +79,51 @@ impl Room {
         }
     }
 
-    /// The room's sync quality now (see [`SyncQuality`]).
-    pub fn sync_quality(&self, now: u64) -> SyncQuality {
+    /// This node's members' fresh absolute drifts, µs.
+    fn local_drifts(&self, now: u64) -> impl Iterator<Item = u32> + '_ {
         let fresh_us = 3 * 1_000 * u64::from(self.cfg.limits.report_interval_ms.max(1));
         let epoch = self.current.epoch;
-        let mut abs: Vec<u32> = self
-            .members
+        self.members
             .values()
             .filter_map(|m| m.drift)
-            .filter(|d| d.epoch == epoch && now.saturating_sub(d.at) <= fresh_us)
+            .filter(move |d| d.epoch == epoch && now.saturating_sub(d.at) <= fresh_us)
             .map(|d| d.drift_us.unsigned_abs())
-            .collect();
+    }
+
+    /// Scale-out: this node's members' fresh drifts as the other nodes get
+    /// them: (|drift| in 0.1 ms, members), ascending.
+    pub fn sync_counts(&self, now: u64) -> NeedCounts {
+        let mut counts = std::collections::BTreeMap::<u32, u32>::new();
+        for us in self.local_drifts(now) {
+            *counts.entry(us.div_ceil(DRIFT_UNIT_US)).or_default() += 1;
+        }
+        counts.into_iter().collect()
+    }
+
+    /// Scale-out: the other nodes' members' drifts ([`Room::sync_counts`]
+    /// theirs, merged), as of their last heartbeat; they replace the last.
+    pub fn set_remote_sync(&mut self, counts: NeedCounts) {
+        self.remote_sync = counts;
+    }
+
+    /// The room's sync quality now (see [`SyncQuality`]).
+    pub fn sync_quality(&self, now: u64) -> SyncQuality {
+        let mut abs: Vec<(u32, u64)> = self.local_drifts(now).map(|us| (us, 1)).collect();
+        abs.extend(self.remote_sync.iter().map(|&(t, n)| (t.saturating_mul(DRIFT_UNIT_US), u64::from(n))));
         abs.sort_unstable();
-        let rank = |q: f64| abs.get(nearest_rank(abs.len(), q)).map(|&us| f64::from(us) / 1e3);
+        let total: u64 = abs.iter().map(|&(_, n)| n).sum();
+        let rank = |q: f64| {
+            (total > 0).then(|| f64::from(kth_counted(&abs, nearest_rank(total as usize, q) as u64 + 1)) / 1e3)
+        };
         SyncQuality {
-            reporting: abs.len() as u32,
+            reporting: u32::try_from(total).unwrap_or(u32::MAX),
             p50_ms: rank(0.5),
             p95_ms: rank(0.95),
-            max_ms: abs.last().map(|&us| f64::from(us) / 1e3),
-            out_of_sync: abs.iter().filter(|&&us| us > OUT_OF_SYNC_US).count() as u32,
+            max_ms: abs.last().map(|&(us, _)| f64::from(us) / 1e3),
+            out_of_sync: u32::try_from(
+                abs.iter().filter(|&&(us, _)| us > OUT_OF_SYNC_US).map(|&(_, n)| n).sum::<u64>(),
+            )
+            .unwrap_or(u32::MAX),
             out_of_sync_ms: f64::from(OUT_OF_SYNC_US) / 1e3,
         }
     }

@@ -1457,6 +1457,27 @@ fn sync_quality_summarises_fresh_drifts_of_the_timeline_in_effect() {
     assert_eq!((q.reporting, q.p50_ms), (1, Some(2.0)));
 }
 
+/// Scale-out: a node shares its members' fresh drifts (to 0.1 ms, rounded
+/// up) and counts the other nodes' into the room's sync quality.
+#[test]
+fn sync_quality_counts_the_other_nodes_drifts() {
+    let mut room = Room::new(RoomConfig::default(), T0);
+    let (a, b) = (join(&mut room, T0, "a"), join(&mut room, T0, "b"));
+    commit(&mut room, T0);
+    let epoch = room.current.epoch;
+    room.sync_report(T0 + MS, a, SyncReport { epoch, drift_us: -1_000 });
+    room.sync_report(T0 + MS, b, SyncReport { epoch, drift_us: 50_040 });
+    assert_eq!(room.sync_counts(T0 + MS), vec![(10, 1), (501, 1)]);
+    // Two members at 3 ms and one at 200 ms on other nodes.
+    room.set_remote_sync(vec![(30, 2), (2_000, 1)]);
+    let q = room.sync_quality(T0 + MS);
+    assert_eq!((q.reporting, q.p50_ms, q.p95_ms, q.max_ms, q.out_of_sync), (5, Some(3.0), Some(200.0), Some(200.0), 2));
+    // They are not shared back, and replace the last.
+    assert_eq!(room.sync_counts(T0 + MS).len(), 2);
+    room.set_remote_sync(Vec::new());
+    assert_eq!(room.sync_quality(T0 + MS).reporting, 2);
+}
+
 fn susp(room: &mut Room, now: u64, id: MemberId, reason: Option<&str>) {
     room.suspend(now, id, reason.map(str::to_owned));
     commit(room, now);

@@ -1091,6 +1091,37 @@ async fn a_loss_hidden_by_a_node_that_set_the_markers_anew_is_still_written_back
     assert_eq!(v.as_deref(), Some("another-node:fresh"));
 }
 
+/// SPEC §6.1 scaled out: the room's sync quality on either node counts the
+/// members of both (their drifts shared at each heartbeat, to 0.1 ms).
+#[tokio::test]
+async fn sync_quality_counts_the_members_of_every_node() {
+    let redis = Redis::start();
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let ev = "ev-quality-nodes";
+    let (mut on_a, w) = join(&a, ev, "viewer-a").await;
+    let (mut on_b, _) = join(&b, ev, "viewer-b").await;
+    count_reaches(&mut on_a, 2).await;
+    let epoch = w.timeline.epoch;
+    let report = |drift_us| ClientMsg::SyncReport(lockstep_protocol::SyncReport { epoch, drift_us });
+    let deadline = Instant::now() + WAIT;
+    for n in [&a, &b] {
+        loop {
+            // Sent again while waiting: a drift counts while fresh (three report intervals).
+            send(&mut on_a, &report(-2_000)).await;
+            send(&mut on_b, &report(45_000)).await;
+            let st = get_json(&n.http_url(&format!("/api/live-stream/{ev}/state"))).await.1;
+            let q = &st["sync"];
+            if q["reporting"] == 2 {
+                assert_eq!((q["p50Ms"].as_f64(), q["maxMs"].as_f64()), (Some(2.0), Some(45.0)), "{st}");
+                assert_eq!(q["outOfSync"], 1, "{st}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the other node's member never counted: {st}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// SPEC §6.4 scaled out: a viewer suspended on node B (an ad plays) pauses
 /// the room for both nodes and node A lists it; a viewer of node A stalling
 /// meanwhile holds B's wait too (the room stays paused when B's viewer

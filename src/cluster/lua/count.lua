@@ -3,18 +3,21 @@
 -- this node's member list of the room, KEYS[3..10] the room's other keys
 -- (timeline record, member-id block counter, policy, clock setting, chat
 -- stream, chat id counter, muted users, media state), KEYS[11] the room's
--- round trips (hash node -> "ms:members,... expires-at-ms"): every key
--- declared and of the room's slot.
+-- round trips (hash node -> "ms:members,... expires-at-ms"), KEYS[12] its
+-- members' drifts (the same, in 0.1 ms): every key declared and of the
+-- room's slot.
 -- ARGV[1] this node, ARGV[2] its count, ARGV[3] how long its entry outlives
 -- this beat (the node TTL, ms), ARGV[4] the member list's TTL in ms, ARGV[5]
 -- the room keys' TTL in ms, ARGV[6] '1' to refresh the room keys' TTLs
 -- (one beat in REFRESH_EVERY: they last an hour, so refreshing them every
 -- beat only cost Redis ten commands per room and node each second), ARGV[7]
--- this node's members' round trips ("ms:members,..."; empty: none measured).
+-- this node's members' round trips ("ms:members,..."; empty: none measured),
+-- ARGV[8] their drifts ("tenths:members,..."; empty: none reported; absent
+-- from older nodes).
 -- Writes this node's count and round trips, drops entries whose node stopped
 -- beating, keeps the room's keys alive while a node serves it (they expire
--- with the room), and returns the sum of the other live nodes' counts and
--- their round trips. Time is Redis's (TIME), so the nodes' clocks do not
+-- with the room), and returns the sum of the other live nodes' counts, their
+-- round trips and their drifts. Time is Redis's (TIME), so the nodes' clocks do not
 -- matter.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -47,10 +50,12 @@ for _, count in ipairs(share(KEYS[1], ARGV[2], ARGV[2] == '0', '%d+')) do
   others = others + tonumber(count)
 end
 local rtts = share(KEYS[11], ARGV[7], ARGV[7] == '', '%S+')
+local drifts = share(KEYS[12], ARGV[8] or '', (ARGV[8] or '') == '', '%S+')
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if ARGV[6] == '1' then
   redis.call('PEXPIRE', KEYS[1], 600000)
   redis.call('PEXPIRE', KEYS[11], 600000)
+  redis.call('PEXPIRE', KEYS[12], 600000)
   for i = 3, 10 do redis.call('PEXPIRE', KEYS[i], ARGV[5]) end
 end
-return {others, rtts}
+return {others, rtts, drifts}

@@ -106,6 +106,12 @@ pub(crate) fn presence_channel(r: &str) -> String {
 }
 
 /// The channel of a room's chat operations.
+/// A room's members' drifts per node (`crate::cluster`'s heartbeat), for the
+/// room's sync quality on every node.
+pub(crate) fn sync_quality(r: &str) -> String {
+    room("syncq", r)
+}
+
 pub(crate) fn chat_channel(r: &str) -> String {
     room("chat", r)
 }
