@@ -134,6 +134,13 @@ for (const engine of /** @type {const} */ (['chromium', 'firefox'])) {
       // Sampled once steady for 3 s, as the sync suite does (a start's frames lock wherever they fall first).
       await waitSteady([host, viewer], { forMs: 3000, timeoutMs: 30_000 });
       const synced = await sample(host, viewer, 150);
+      // Either node's sync quality counts both pages (each node shares its members' drifts at its heartbeat).
+      for (const n of [env.a, env.b]) {
+        await waitUntil(async () => (await roomState(n.url, ev))?.sync?.reporting === 2, {
+          what: `${n === env.a ? 'node A' : 'node B'}'s sync quality counting both pages`,
+          timeoutMs: 10_000,
+        });
+      }
 
       // The viewer stops following: the host's node lists it (and does not wait); it follows again.
       await viewer.click('#follow');
