@@ -1098,6 +1098,24 @@ fn sim_three_nodes_a_command_that_loses_twice_is_answered_with_the_error() {
     assert_eq!(sim.record.timeline.epoch, 2);
 }
 
+/// Three nodes of a host-only room: the host on the first plays; a viewer on
+/// each of the others has followed smoothly for a second (its stalls may make
+/// the room wait).
+fn playing_on_three_nodes(cfg: &RoomConfig, seed: u64) -> (sim::Sim, usize, usize) {
+    let mut sim = sim::Sim::new(3, cfg.clone(), seed);
+    let h = sim.join(0, "h", false);
+    let v1 = sim.join(1, "v1", false);
+    let v2 = sim.join(2, "v2", false);
+    sim.drive();
+    sim.command(h, Action::Play { position_ms: None });
+    sim.drive();
+    for v in [v1, v2] {
+        sim.report(v, false);
+    }
+    sim.run_for(S);
+    (sim, v1, v2)
+}
+
 /// Scale-out, §6.4: a member stalling on one node pauses the room for every
 /// node; every node lists it; a member of a third node stalling meanwhile
 /// holds that wait too (the room resumes only when both recovered); and a
@@ -1108,17 +1126,7 @@ fn sim_a_wait_spans_the_nodes_and_outlives_none() {
     let cfg = RoomConfig::default();
     let max = cfg.buffering_wait_max_us;
     for seed in 0..10 {
-        let mut sim = sim::Sim::new(3, cfg.clone(), seed);
-        let h = sim.join(0, "h", false);
-        let v1 = sim.join(1, "v1", false);
-        let v2 = sim.join(2, "v2", false);
-        sim.drive();
-        sim.command(h, Action::Play { position_ms: None });
-        sim.drive();
-        for v in [v1, v2] {
-            sim.report(v, false);
-        }
-        sim.run_for(S);
+        let (mut sim, v1, v2) = playing_on_three_nodes(&cfg, seed);
         sim.report(v1, true);
         sim.drive();
         assert!(sim.record.timeline.paused && sim.record.reason == ChangeReason::BufferingWait, "seed {seed}");
@@ -1174,17 +1182,7 @@ fn sim_a_wait_spans_the_nodes_and_outlives_none() {
 fn sim_a_member_that_held_another_nodes_wait_catches_up_alone() {
     let cfg = RoomConfig::default();
     for seed in 0..10 {
-        let mut sim = sim::Sim::new(3, cfg.clone(), seed);
-        let h = sim.join(0, "h", false);
-        let v1 = sim.join(1, "v1", false);
-        let v2 = sim.join(2, "v2", false);
-        sim.drive();
-        sim.command(h, Action::Play { position_ms: None });
-        sim.drive();
-        for v in [v1, v2] {
-            sim.report(v, false);
-        }
-        sim.run_for(S);
+        let (mut sim, v1, v2) = playing_on_three_nodes(&cfg, seed);
         sim.report(v1, true);
         sim.drive();
         sim.report(v2, true);

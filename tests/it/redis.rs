@@ -904,17 +904,16 @@ fn chat_of(g: &Got) -> Option<lockstep_protocol::ChatMessage> {
     }
 }
 
-/// SPEC §6.6 scaled out: chat from two nodes reaches both in one order (ids
-/// from Redis), a mute decided on one node holds for a member of the other,
-/// a deletion reaches both, and a node starting the room later replays the
-/// history from the Redis stream.
-#[tokio::test]
-async fn chat_is_one_ordered_stream_across_nodes() {
-    use lockstep_protocol::Chat;
+/// A chat message with `request_id`.
+fn say(request_id: u32, text: &str) -> ClientMsg {
+    ClientMsg::Chat(lockstep_protocol::Chat { request_id, text: text.into() })
+}
+
+/// Two nodes on `redis`, a host on the first and ana on the second, both
+/// with chat, each counting both: (node A, node B, the host, ana, her id).
+async fn chat_on_two_nodes(redis: &Redis, ev: &str) -> (TestServer, TestServer, Ws, Ws, u32) {
     use lockstep_protocol::caps::CHAT;
-    let redis = Redis::start();
-    let (a, b) = (node(&redis).await, node(&redis).await);
-    let ev = "ev-chat-nodes";
+    let (a, b) = (node(redis).await, node(redis).await);
     let mut host = ws_binary(&a.ws_url(ev)).await;
     send(&mut host, &hello_caps(ev, "host-on-a", CHAT)).await;
     welcome(&mut host).await;
@@ -922,8 +921,20 @@ async fn chat_is_one_ordered_stream_across_nodes() {
     send(&mut ana, &hello_caps(ev, "ana-on-b", CHAT)).await;
     let ana_id = welcome(&mut ana).await.member_id;
     count_reaches(&mut host, 2).await;
+    (a, b, host, ana, ana_id)
+}
+
+/// SPEC §6.6 scaled out: chat from two nodes reaches both in one order (ids
+/// from Redis), a mute decided on one node holds for a member of the other,
+/// a deletion reaches both, and a node starting the room later replays the
+/// history from the Redis stream.
+#[tokio::test]
+async fn chat_is_one_ordered_stream_across_nodes() {
+    use lockstep_protocol::caps::CHAT;
+    let redis = Redis::start();
+    let ev = "ev-chat-nodes";
+    let (_a, _b, mut host, mut ana, ana_id) = chat_on_two_nodes(&redis, ev).await;
     count_reaches(&mut ana, 2).await;
-    let say = |rid: u32, text: &str| ClientMsg::Chat(Chat { request_id: rid, text: text.into() });
     // Interleaved from both nodes: both see one order.
     for i in 0..5 {
         send(&mut host, &say(10 + i, &format!("a{i}"))).await;
@@ -984,19 +995,10 @@ async fn chat_is_one_ordered_stream_across_nodes() {
 /// still replays the history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_survives_redis_losing_its_data() {
-    use lockstep_protocol::Chat;
     use lockstep_protocol::caps::CHAT;
     let redis = Redis::start();
-    let (a, b) = (node(&redis).await, node(&redis).await);
     let ev = "ev-chat-lost";
-    let mut host = ws_binary(&a.ws_url(ev)).await;
-    send(&mut host, &hello_caps(ev, "host-on-a", CHAT)).await;
-    welcome(&mut host).await;
-    let mut ana = ws_binary(&b.ws_url(ev)).await;
-    send(&mut ana, &hello_caps(ev, "ana-on-b", CHAT)).await;
-    let ana_id = welcome(&mut ana).await.member_id;
-    count_reaches(&mut host, 2).await;
-    let say = |rid: u32, text: &str| ClientMsg::Chat(Chat { request_id: rid, text: text.into() });
+    let (a, b, mut host, mut ana, ana_id) = chat_on_two_nodes(&redis, ev).await;
     for i in 0..3 {
         send(&mut host, &say(10 + i, &format!("m{i}"))).await;
         until(&mut ana, chat_of).await;
@@ -1056,7 +1058,6 @@ async fn chat_survives_redis_losing_its_data() {
 /// loss (the markers hold other values than it read) and writes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loss_hidden_by_a_node_that_set_the_markers_anew_is_still_written_back() {
-    use lockstep_protocol::Chat;
     use lockstep_protocol::caps::CHAT;
     let redis = Redis::start();
     let url = redis.url();
@@ -1065,7 +1066,7 @@ async fn a_loss_hidden_by_a_node_that_set_the_markers_anew_is_still_written_back
     let mut host = ws_binary(&a.ws_url(ev)).await;
     send(&mut host, &hello_caps(ev, "host", CHAT)).await;
     welcome(&mut host).await;
-    send(&mut host, &ClientMsg::Chat(Chat { request_id: 1, text: "kept".into() })).await;
+    send(&mut host, &say(1, "kept")).await;
     until(&mut host, chat_of).await;
     let mut c = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let markers: Vec<String> = redis::cmd("KEYS").arg("lockstep:ready:*").query_async(&mut c).await.unwrap();
