@@ -200,7 +200,9 @@ impl Room {
         let (position_ms, at) = intended.whole_ms_point(lead_at);
         let t = Timeline { position_ms, anchor_us: at, paused: true, ..intended };
         self.issue(now, t, at, id, ChangeReason::BufferingWait, None);
-        self.wait = Some(Wait { deadline: now + self.cfg.buffering_wait_max_us, members: BTreeSet::from([id]) });
+        // The other nodes' members stalled already (their node's own wait may have lost the race to this one).
+        let members = std::iter::once(id).chain(self.remote_holders()).collect();
+        self.wait = Some(Wait { deadline: now + self.cfg.buffering_wait_max_us, members });
     }
 
     /// The members that do not follow the room, and why (scaled out, the
@@ -226,7 +228,7 @@ impl Room {
     /// Scale-out: another node's member `id` stalled or follows again; as one
     /// of this node's, it joins or leaves this node's wait.
     pub(super) fn remote_stall(&mut self, now: u64, id: MemberId, reason: Option<String>, holds: bool) {
-        if !self.set_remote_stall(now, id, reason) {
+        if !self.set_remote_stall(now, id, reason, holds) {
             return;
         }
         match &mut self.wait {

@@ -98,6 +98,8 @@ pub(super) struct Remote {
     pub(super) user: String,
     /// Why it does not follow the room, and since when (this node's clock).
     stall: Option<(String, u64)>,
+    /// Whether its stall holds the room's wait (a wait this node starts waits for it too).
+    pub(super) holds: bool,
 }
 
 impl Room {
@@ -152,13 +154,19 @@ impl Room {
     }
 
     /// Another node's member `id` stalled for `reason` (`None`: follows
-    /// again); false if it is not known here.
-    pub(super) fn set_remote_stall(&mut self, now: u64, id: MemberId, reason: Option<String>) -> bool {
+    /// again), holding the room's wait or not; false if it is not known here.
+    pub(super) fn set_remote_stall(&mut self, now: u64, id: MemberId, reason: Option<String>, holds: bool) -> bool {
         let Some(r) = self.remote.get_mut(&id) else { return false };
         if r.stall.as_ref().map(|(x, _)| x) != reason.as_ref() {
             r.stall = reason.map(|x| (x, now));
         }
+        r.holds = holds;
         true
+    }
+
+    /// The other nodes' members whose stalls hold the room's wait.
+    pub(super) fn remote_holders(&self) -> impl Iterator<Item = MemberId> + '_ {
+        self.remote.iter().filter(|(_, r)| r.holds).map(|(&id, _)| id)
     }
 
     /// The other nodes' members that do not follow the room: (id, name, reason, since).
@@ -176,8 +184,8 @@ impl Room {
                     return;
                 }
                 let new = !self.remote.contains_key(&id);
-                let stall = self.remote.get_mut(&id).and_then(|r| r.stall.take());
-                let remote = Remote { node: node.to_owned(), role, claimed, name, device, user, stall };
+                let (stall, holds) = self.remote.get_mut(&id).map_or((None, false), |r| (r.stall.take(), r.holds));
+                let remote = Remote { node: node.to_owned(), role, claimed, name, device, user, stall, holds };
                 if role == Role::Host {
                     self.remote_host(id, &remote);
                 }

@@ -1175,6 +1175,28 @@ fn sim_a_wait_spans_the_nodes_and_outlives_none() {
     }
 }
 
+/// Scale-out: members of two nodes stall at once and both nodes start a
+/// wait; one wins the race, and its wait holds for the other's member too.
+#[test]
+fn sim_two_nodes_starting_a_wait_at_once_wait_for_both() {
+    let cfg = RoomConfig::default();
+    for seed in 0..10 {
+        let (mut sim, v1, v2) = playing_on_three_nodes(&cfg, seed);
+        sim.report(v1, true);
+        sim.report(v2, true);
+        sim.drive();
+        assert!(sim.record.timeline.paused && sim.record.reason == ChangeReason::BufferingWait, "seed {seed}");
+        let epoch = sim.record.timeline.epoch;
+        sim.report(if seed % 2 == 0 { v1 } else { v2 }, false);
+        sim.drive();
+        assert_eq!(sim.record.timeline.epoch, epoch, "seed {seed}: still waiting for the other");
+        sim.report(if seed % 2 == 0 { v2 } else { v1 }, false);
+        sim.drive();
+        sim.check_settled();
+        assert_eq!(sim.record.reason, ChangeReason::Resume, "seed {seed}");
+    }
+}
+
 /// Scale-out: a member that held another node's wait until its deadline
 /// catches up alone for the cool-down, as after a wait of its own node's: its
 /// next stall soon after does not pause the room again.
