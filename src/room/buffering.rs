@@ -153,6 +153,9 @@ impl Room {
         let cooldown = self.cfg.buffering_cooldown_us;
         let remote_wait = self.remote_wait.is_some();
         let paused_without_wait = self.intended().paused && self.wait.is_none() && !remote_wait;
+        // Only a room small enough to wait shares its stalls (a premiere's viewers buffering on and off would
+        // otherwise flood every node with them); an end is shared whatever the size.
+        let small = self.viewers() <= self.cfg.wait_max_members;
         let Some(m) = self.members.get_mut(&id) else {
             return;
         };
@@ -164,7 +167,7 @@ impl Room {
         // What the other nodes learn: why it stalls, and whether it holds a wait (the one it is in, or one it may
         // start or join).
         let shared = (reason, blocking && (in_wait || may_wait));
-        if m.shared_stall != shared {
+        if m.shared_stall != shared && (small || m.shared_stall.0.is_some()) {
             m.shared_stall = shared.clone();
             self.share(|| Shared::Stall { id, reason: shared.0, holds: shared.1 });
         }

@@ -1175,6 +1175,29 @@ fn sim_a_wait_spans_the_nodes_and_outlives_none() {
     }
 }
 
+/// Scale-out: a room small enough to wait shares its members' stalls; a
+/// larger one does not (nobody waits there), but for the end of one shared
+/// before.
+#[test]
+fn only_rooms_small_enough_to_wait_share_their_stalls() {
+    let stalls = |room: &mut Room| -> Vec<Shared> {
+        room.take_shared().into_iter().filter(|e| matches!(e, Shared::Stall { .. })).collect()
+    };
+    let (mut room, _h, v, now) = playing_room(RoomConfig { wait_max_members: 2, ..RoomConfig::default() });
+    room.enable_sharing(ID_BLOCK);
+    rep(&mut room, now, v, report(true));
+    drain(&mut room);
+    assert_eq!(stalls(&mut room), vec![Shared::Stall { id: v, reason: Some("buffering".into()), holds: true }]);
+    // A third member: too large to wait. The end of the shared stall is still shared; a new one is not.
+    join(&mut room, now, "w");
+    rep(&mut room, now + S, v, report(false));
+    drain(&mut room);
+    assert_eq!(stalls(&mut room), vec![Shared::Stall { id: v, reason: None, holds: false }]);
+    rep(&mut room, now + 20 * S, v, report(true));
+    drain(&mut room);
+    assert_eq!(stalls(&mut room), vec![]);
+}
+
 /// Scale-out: members of two nodes stall at once and both nodes start a
 /// wait; one wins the race, and its wait holds for the other's member too.
 #[test]
