@@ -12,6 +12,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  chatShown,
   eventId,
   launchBrowser,
   openFirefoxWatch,
@@ -25,6 +26,7 @@ import {
   summarize,
   waitFor,
   waitSteady,
+  waitReactions,
   waitUntil,
 } from './support/harness.js';
 import { startRedis } from './support/redis.js';
@@ -72,8 +74,10 @@ for (const engine of /** @type {const} */ (['chromium', 'firefox'])) {
     const ev = eventId(`scaleout-${engine}`);
     const host = await openWatch(env.browser, `${env.a.url}/watch/${ev}`);
     const onB = `${env.b.url}/watch/${ev}`;
-    /** @type {any} */
-    const viewer = engine === 'firefox' ? await openFirefoxWatch(onB, { timeoutMs: 30_000 }) : await openWatch(env.browser, onB, { noWebTransport: true });
+    /** A page of the room on node B: Firefox over WebTransport, or Chromium over WebSocket. @returns {Promise<any>} */
+    const openOnB = () =>
+      engine === 'firefox' ? openFirefoxWatch(onB, { timeoutMs: 30_000 }) : openWatch(env.browser, onB, { noWebTransport: true });
+    const viewer = await openOnB();
     /** @type {any} */
     let late = null;
     try {
@@ -88,12 +92,7 @@ for (const engine of /** @type {const} */ (['chromium', 'firefox'])) {
       await host.click('button.react[data-emoji="👏"]');
       await viewer.click('button.react[data-emoji="🔥"]');
       await viewer.click('button.react[data-emoji="🔥"]');
-      for (const page of [host, viewer]) {
-        await waitFor(page, () => lockstepDemo.reactions.flat().reduce((n, c) => n + c.count, 0) === 3, null, {
-          what: 'the three reactions on both nodes',
-          timeoutMs: 10_000,
-        });
-      }
+      for (const page of [host, viewer]) await waitReactions(page, 3, 'the three reactions on both nodes');
 
       // Chat: one order on both nodes, markup stays text, the host's deletion reaches node B, a late page on B
       // gets the history without the deleted message.
@@ -109,18 +108,13 @@ for (const engine of /** @type {const} */ (['chromium', 'firefox'])) {
       const order = await Promise.all([host, viewer].map((p) => p.evaluate(() => lockstepDemo.chat.map((m) => [m.id, m.text]))));
       assert.deepEqual(order[0], order[1], 'one order on both nodes');
       assert.deepEqual(order[0].map((/** @type {any[]} */ m) => m[1]), [markup, 'from A 👋']);
-      const shown = await host.evaluate(() => ({
-        texts: [...document.querySelectorAll('#chat-log li .text')].map((e) => e.textContent),
-        images: document.querySelectorAll('#chat-log img').length,
-        pwned: /** @type {any} */ (window).pwned ?? null,
-      }));
-      assert.deepEqual(shown, { texts: [markup, 'from A 👋'], images: 0, pwned: null }, 'text is text');
+      assert.deepEqual(await chatShown(host), { texts: [markup, 'from A 👋'], images: 0, pwned: null }, 'text is text');
       await host.click('#chat-log li:first-child button.delete');
       await waitFor(viewer, () => lockstepDemo.chat.length === 1 && document.querySelectorAll('#chat-log li').length === 1, null, {
         what: 'the deleted message gone on node B',
         timeoutMs: 10_000,
       });
-      late = engine === 'firefox' ? await openFirefoxWatch(onB, { timeoutMs: 30_000 }) : await openWatch(env.browser, onB, { noWebTransport: true });
+      late = await openOnB();
       await waitFor(late, () => lockstepDemo.chat.length === 1, null, { what: 'the history on a late page', timeoutMs: 10_000 });
       const history = await late.evaluate(() => lockstepDemo.chat[0]);
       assert.deepEqual({ text: history.text, history: history.history }, { text: 'from A 👋', history: true });

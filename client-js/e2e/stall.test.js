@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { statSync } from 'node:fs';
 import {
   VIDEO_PATH,
+  chatShown,
   eventId,
   openFirefoxWatch,
   openWatch,
@@ -19,6 +20,7 @@ import {
   sampleSkew,
   summarize,
   waitFor,
+  waitReactions,
   waitSteady,
   waitUntil,
   useLockstep,
@@ -200,10 +202,7 @@ for (const engine of /** @type {const} */ (['chromium', 'firefox'])) {
       await host.click('button.react[data-emoji="👏"]');
       await viewer.click('button.react[data-emoji="🔥"]');
       for (const page of [host, viewer]) {
-        await waitFor(page, () => lockstepDemo.reactions.flat().reduce((n, c) => n + c.count, 0) === 3, null, {
-          what: 'the three reactions on every page',
-          timeoutMs: 10_000,
-        });
+        await waitReactions(page, 3, 'the three reactions on every page');
         const windows = await page.evaluate(() => lockstepDemo.reactions.length);
         assert.ok(windows <= 3, `${windows} windows for 3 reactions`);
       }
@@ -219,12 +218,7 @@ for (const engine of /** @type {const} */ (['chromium', 'firefox'])) {
       for (const page of [host, viewer]) {
         await waitFor(page, () => lockstepDemo.chat.length === 2, null, { what: 'both chat messages on every page', timeoutMs: 10_000 });
       }
-      const shown = await host.evaluate(() => ({
-        texts: [...document.querySelectorAll('#chat-log li .text')].map((e) => e.textContent),
-        images: document.querySelectorAll('#chat-log img').length,
-        pwned: /** @type {any} */ (window).pwned ?? null,
-      }));
-      assert.deepEqual(shown, { texts: [markup, 'welcome 👋'], images: 0, pwned: null }, 'text is text');
+      assert.deepEqual(await chatShown(host), { texts: [markup, 'welcome 👋'], images: 0, pwned: null }, 'text is text');
       await host.click('#chat-log li:first-child button.delete');
       await waitFor(viewer, () => lockstepDemo.chat.length === 1 && document.querySelectorAll('#chat-log li').length === 1, null, {
         what: 'the deleted message gone from the viewer page',

@@ -158,9 +158,8 @@ struct Inner {
     on_revoke: std::sync::OnceLock<RevokeHook>,
     /// What the node does when Redis lost its data (see [`Cluster::check_ready`]).
     on_data_lost: std::sync::OnceLock<DataLostHook>,
-    /// Whether this node has seen the ready marker set.
-    marked: AtomicBool,
-    /// The ready markers' values as this node last read them, by shard index.
+    /// The ready markers' values as this node last read them, by shard index
+    /// (empty until it first saw them set).
     markers: Mutex<HashMap<usize, Option<String>>>,
     /// Whether this node is writing back after Redis lost its data.
     recovering: AtomicBool,
@@ -205,7 +204,6 @@ impl Cluster {
             announce,
             on_revoke: std::sync::OnceLock::new(),
             on_data_lost: std::sync::OnceLock::new(),
-            marked: AtomicBool::new(false),
             markers: Mutex::default(),
             recovering: AtomicBool::new(false),
             topology: Mutex::default(),
@@ -258,7 +256,7 @@ impl Cluster {
     /// (every node has noticed and written back by then) the missing markers
     /// are set again.
     async fn check_ready(&self) -> RedisResult<()> {
-        let first = !self.inner.marked.load(Ordering::Relaxed);
+        let first = lock(&self.inner.markers).is_empty();
         let read = self.read_markers(first).await?;
         let missing = read.iter().any(|(_, v)| v.is_none());
         let changed = {
@@ -270,12 +268,8 @@ impl Cluster {
                 self.set_markers().await?;
                 self.remember_markers().await?;
             } else {
-                let mut known = lock(&self.inner.markers);
-                for (i, v) in read {
-                    known.insert(i, v);
-                }
+                self.remember(read);
             }
-            self.inner.marked.store(true, Ordering::Relaxed);
             return Ok(());
         }
         if self.inner.recovering.swap(true, Ordering::Relaxed) {
@@ -332,11 +326,13 @@ impl Cluster {
     /// Reads every marker and remembers its value (after this node set them).
     async fn remember_markers(&self) -> RedisResult<()> {
         let read = self.read_markers(true).await?;
-        let mut known = lock(&self.inner.markers);
-        for (i, v) in read {
-            known.insert(i, v);
-        }
+        self.remember(read);
         Ok(())
+    }
+
+    /// Remembers markers' values as read.
+    fn remember(&self, read: Vec<(usize, Option<String>)>) {
+        lock(&self.inner.markers).extend(read);
     }
 
     /// Sets every missing ready marker, to a value of this setting's own.

@@ -924,13 +924,28 @@ async fn chat_on_two_nodes(redis: &Redis, ev: &str) -> (TestServer, TestServer, 
     (a, b, host, ana, ana_id)
 }
 
+/// A new node starts room `ev`: the first `n` messages a member joining there
+/// gets (each replayed history).
+async fn history_on_a_new_node(redis: &Redis, ev: &str, n: usize) -> Vec<lockstep_protocol::ChatMessage> {
+    let c = node(redis).await;
+    let mut late = ws_binary(&c.ws_url(ev)).await;
+    send(&mut late, &hello_caps(ev, "late-on-c", lockstep_protocol::caps::CHAT)).await;
+    welcome(&mut late).await;
+    let mut history = Vec::new();
+    while history.len() < n {
+        let m = until(&mut late, chat_of).await;
+        assert!(m.history);
+        history.push(m);
+    }
+    history
+}
+
 /// SPEC §6.6 scaled out: chat from two nodes reaches both in one order (ids
 /// from Redis), a mute decided on one node holds for a member of the other,
 /// a deletion reaches both, and a node starting the room later replays the
 /// history from the Redis stream.
 #[tokio::test]
 async fn chat_is_one_ordered_stream_across_nodes() {
-    use lockstep_protocol::caps::CHAT;
     let redis = Redis::start();
     let ev = "ev-chat-nodes";
     let (_a, _b, mut host, mut ana, ana_id) = chat_on_two_nodes(&redis, ev).await;
@@ -975,16 +990,7 @@ async fn chat_is_one_ordered_stream_across_nodes() {
     }
 
     // A third node starts the room: the history comes from Redis.
-    let c = node(&redis).await;
-    let mut late = ws_binary(&c.ws_url(ev)).await;
-    send(&mut late, &hello_caps(ev, "late-on-c", CHAT)).await;
-    welcome(&mut late).await;
-    let mut history = Vec::new();
-    while history.len() < 9 {
-        let m = until(&mut late, chat_of).await;
-        assert!(m.history);
-        history.push(m.id);
-    }
+    let history: Vec<u64> = history_on_a_new_node(&redis, ev, 9).await.into_iter().map(|m| m.id).collect();
     assert_eq!(history, (2..=10).collect::<Vec<u64>>(), "the deleted one left out");
 }
 
@@ -995,7 +1001,6 @@ async fn chat_is_one_ordered_stream_across_nodes() {
 /// still replays the history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_survives_redis_losing_its_data() {
-    use lockstep_protocol::caps::CHAT;
     let redis = Redis::start();
     let ev = "ev-chat-lost";
     let (a, b, mut host, mut ana, ana_id) = chat_on_two_nodes(&redis, ev).await;
@@ -1038,16 +1043,8 @@ async fn chat_survives_redis_losing_its_data() {
     assert_eq!(m.id, 4, "no id given twice");
 
     // A third node starts the room: the history came back.
-    let c3 = node(&redis).await;
-    let mut late = ws_binary(&c3.ws_url(ev)).await;
-    send(&mut late, &hello_caps(ev, "late-on-c", CHAT)).await;
-    welcome(&mut late).await;
-    let mut history = Vec::new();
-    while history.len() < 4 {
-        let m = until(&mut late, chat_of).await;
-        assert!(m.history);
-        history.push((m.id, m.text));
-    }
+    let history: Vec<(u64, String)> =
+        history_on_a_new_node(&redis, ev, 4).await.into_iter().map(|m| (m.id, m.text)).collect();
     let want: Vec<(u64, String)> = vec![(1, "m0".into()), (2, "m1".into()), (3, "m2".into()), (4, "after".into())];
     assert_eq!(history, want);
 }

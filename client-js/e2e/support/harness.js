@@ -641,6 +641,31 @@ export async function udpRelay(port) {
 }
 
 /**
+ * The demo page's chat as shown: each message's text as the page shows it, how many images the log holds, and
+ * whether a script in a message ran (`window.pwned`).
+ * @param {{evaluate: Function}} page
+ * @returns {Promise<{texts: (string | null)[], images: number, pwned: unknown}>}
+ */
+export function chatShown(page) {
+  return page.evaluate(() => ({
+    texts: [...document.querySelectorAll('#chat-log li .text')].map((e) => e.textContent),
+    images: document.querySelectorAll('#chat-log img').length,
+    pwned: /** @type {any} */ (window).pwned ?? null,
+  }));
+}
+
+/**
+ * Waits until the demo page has counted `n` reactions in all (over its `Reactions` windows).
+ * @param {{evaluate: Function}} page @param {number} n @param {string} what
+ */
+export function waitReactions(page, n, what) {
+  return waitFor(/** @type {any} */ (page), (k) => lockstepDemo.reactions.flat().reduce((s, c) => s + c.count, 0) === k, n, {
+    what,
+    timeoutMs: 10_000,
+  });
+}
+
+/**
  * The room's REST state (404 → null).
  * @param {string} url @param {string} eventId
  */
