@@ -8,12 +8,28 @@ use std::sync::atomic::Ordering;
 
 use lockstep_protocol::TimelineChanged;
 use redis::{RedisError, RedisResult, Value};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::{Cluster, Local, ROOM_KEY_TTL};
 use crate::authority::{Announce, Authority, CHAT_LOADED, ChatAnswer, Loaded, Remote, RemoteSink};
 use crate::room::{ChatLoad, ChatOp, CommitRequest, CommitResult, ID_BLOCK, MemberId, NeedCounts};
-use crate::store::redis::{decode_change, encode_change, keys};
+use crate::store::redis::{RedisStore, decode_change, encode_change, keys};
+
+/// A chat operation to store, with its room and where a failure goes.
+pub(super) type ChatJob = (Arc<str>, ChatOp, Arc<dyn RemoteSink>);
+
+/// Stores the rooms' chat operations one after the other, in the order they
+/// were handed over: a member's quick posts are numbered in the order sent
+/// (one task per operation let a later one reach Redis first).
+pub(super) async fn write_chat(store: RedisStore, mut rx: mpsc::UnboundedReceiver<ChatJob>) {
+    while let Some((room, op, sink)) = rx.recv().await {
+        if let Err(e) = store.chat_op(&room, op.clone()).await {
+            warn!(event_id = %room, error = %e, "chat operation not shared");
+            sink.deliver(Remote::ChatFailed(op));
+        }
+    }
+}
 
 fn malformed(what: &'static str) -> RedisError {
     RedisError::from((redis::ErrorKind::Parse, what))
@@ -186,16 +202,11 @@ impl Authority for Cluster {
         if !self.is_up() {
             return ChatAnswer::Failed(op);
         }
-        let (store, room, sink) = (self.store(), room.clone(), sink.clone());
-        tokio::spawn(async move {
-            // Applied when it comes back on the room's chat channel, in the
-            // order every node sees.
-            if let Err(e) = store.chat_op(&room, op.clone()).await {
-                warn!(event_id = %room, error = %e, "chat operation not shared");
-                sink.deliver(Remote::ChatFailed(op));
-            }
-        });
-        ChatAnswer::Later
+        // Applied when it comes back on the room's chat channel, in the order every node sees.
+        match self.inner.chats.send((room.clone(), op, sink.clone())) {
+            Ok(()) => ChatAnswer::Later,
+            Err(mpsc::error::SendError((_, op, _))) => ChatAnswer::Failed(op),
+        }
     }
 
     fn is_up(&self) -> bool {

@@ -155,6 +155,9 @@ struct Inner {
     /// Announcements, written in order by one task (which ends when this
     /// sender goes, with the last `Cluster`).
     announce: mpsc::UnboundedSender<(Arc<str>, Announce)>,
+    /// Chat operations, stored in the order the rooms handed them over, by
+    /// one task (a room's own posts keep their order).
+    chats: mpsc::UnboundedSender<authority::ChatJob>,
     on_revoke: std::sync::OnceLock<RevokeHook>,
     /// What the node does when Redis lost its data (see [`Cluster::check_ready`]).
     on_data_lost: std::sync::OnceLock<DataLostHook>,
@@ -190,6 +193,7 @@ impl Cluster {
             crate::store::redis::conn::connect(url, ca).await?;
         sub.subscribe_global(REVOKE).await?;
         let (announce, announcements) = mpsc::unbounded_channel();
+        let (chats, chat_jobs) = mpsc::unbounded_channel();
         let (subs, sub_changes) = mpsc::unbounded_channel();
         let store = RedisStore::new(conn.clone());
         let cluster_mode = conn.is_cluster();
@@ -202,6 +206,7 @@ impl Cluster {
             rooms: Mutex::default(),
             seen: Mutex::default(),
             announce,
+            chats,
             on_revoke: std::sync::OnceLock::new(),
             on_data_lost: std::sync::OnceLock::new(),
             markers: Mutex::default(),
@@ -225,6 +230,7 @@ impl Cluster {
         cluster.present().await?;
         cluster.check_ready().await?;
         tokio::spawn(presence::write_announcements(Arc::downgrade(&cluster.inner), announcements));
+        tokio::spawn(authority::write_chat(cluster.inner.store.clone(), chat_jobs));
         tokio::spawn(cluster.clone().heartbeat(shutdown));
         Ok(cluster)
     }
