@@ -291,14 +291,15 @@ impl Room {
             self.note_remote_wait(now, false);
         }
         let change = Change { timeline: c.timeline, effective_at_us: c.effective_at_us };
-        self.to(Audience::All, ServerMsg::TimelineChanged(change.message(0, c.reason)));
+        // Members see who made it, on whichever node (member ids are the room's).
+        self.to(Audience::All, ServerMsg::TimelineChanged(change.message(c.by, c.reason)));
         if c.effective_at_us <= now {
             self.current = c.timeline;
             self.pending = None;
             // The change is its own tick (see `issue`).
             self.next_tick_at = now + self.tick_interval_us();
         } else {
-            self.pending = Some((change, 0, c.reason));
+            self.pending = Some((change, c.by, c.reason));
         }
         self.sync_live(false);
         self.note_latency_move(now, latency_before);

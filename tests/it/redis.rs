@@ -123,8 +123,13 @@ async fn changes_reach_every_node_over_ws_and_wt_and_counts_aggregate() {
             _ => None,
         })
         .await;
+    // Every node names the host as who made it (member ids are the room's).
+    assert_ne!(seek.by, 0);
     for other in [&on_c, &on_b, &on_wt] {
-        assert_eq!((other.timeline, other.effective_at_us), (seek.timeline, seek.effective_at_us));
+        assert_eq!(
+            (other.timeline, other.effective_at_us, other.by, other.reason),
+            (seek.timeline, seek.effective_at_us, seek.by, seek.reason)
+        );
     }
 
     // A scheduled play then pause lands on the same position everywhere.
@@ -144,7 +149,10 @@ async fn changes_reach_every_node_over_ws_and_wt_and_counts_aggregate() {
         .await;
     assert!(paused.timeline.position_ms > 1_000);
     for other in [&on_c, &on_wt] {
-        assert_eq!((other.timeline, other.effective_at_us), (paused.timeline, paused.effective_at_us));
+        assert_eq!(
+            (other.timeline, other.effective_at_us, other.by, other.reason),
+            (paused.timeline, paused.effective_at_us, paused.by, paused.reason)
+        );
     }
     // Ticks after the pause agree too.
     let tick_c = until(&mut ws_c, |g| match g {

@@ -404,7 +404,11 @@ impl Sim {
                 let Some(held) = c.held else { return };
                 let e = tc.timeline.epoch;
                 let auth = history.get(&e).unwrap_or_else(|| panic!("client got uncommitted epoch {e}: {tc:?}"));
-                assert_eq!((auth.timeline, auth.effective_at_us), (tc.timeline, tc.effective_at_us), "not the record");
+                assert_eq!(
+                    (auth.timeline, auth.effective_at_us, auth.by, auth.reason),
+                    (tc.timeline, tc.effective_at_us, tc.by, tc.reason),
+                    "not the record (who made it and why included)"
+                );
                 assert!(newer(e, held), "client {client}: epoch {e} after {held}");
                 c.held = Some(e);
                 c.epochs.push(e);
