@@ -159,6 +159,8 @@ mod tests {
             name: String::new(),
             device: format!("d{id}"),
             user: String::new(),
+            stall: None,
+            holds: false,
         }
     }
 

@@ -296,6 +296,9 @@ impl RoomActor {
                         info!(event_id = %self.event_id, epoch = record.timeline.epoch, "room starts from its record");
                     }
                     self.room = Room::with_timeline(cfg, now, record.timeline);
+                    if record.reason == ChangeReason::BufferingWait && record.timeline.paused {
+                        self.room.starts_in_remote_wait(now);
+                    }
                 }
                 None => self.room = Room::new(cfg, now),
             }
@@ -386,7 +389,8 @@ impl RoomActor {
         let mut a = Announce::default();
         for ev in &events {
             match ev {
-                Shared::Joined { id, .. } | Shared::Role { id, .. } => {
+                // A stall is stored with its member (a node loading the room lists it).
+                Shared::Joined { id, .. } | Shared::Role { id, .. } | Shared::Stall { id, .. } => {
                     if let Some(record) = self.room.shared_member(*id) {
                         a.upserts.push((*id, record));
                     }
@@ -395,8 +399,7 @@ impl RoomActor {
                 Shared::Policy { policy, .. } => a.policy = Some(*policy),
                 Shared::Clock { setting } => a.clock = Some(*setting),
                 Shared::Media { state, .. } => a.media = Some(state.clone()),
-                // Published only: a node loading the room learns stalls from the next ones.
-                Shared::Stall { .. } | Shared::Reactions { .. } => {}
+                Shared::Reactions { .. } => {}
             }
         }
         a.events = events;

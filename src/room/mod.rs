@@ -297,7 +297,7 @@ pub struct RoomState {
     pub sync: SyncQuality,
     /// This node's members' round trips and the lead they give changes.
     pub reach: ReachView,
-    /// This node's members that do not follow the room, and why.
+    /// The members that do not follow the room (scaled out, every node's), and why.
     pub suspended: Vec<Suspended>,
     /// The current media item and the playlist (SPEC §6.7).
     pub media: MediaState,

@@ -35,6 +35,14 @@ pub enum Shared {
         /// applies to it. Empty from nodes that do not share it.
         #[serde(default)]
         user: String,
+        /// Why it does not follow the room, if it stalled (as
+        /// [`Shared::Stall`] shares it): stored with the member, so a node
+        /// that loads the room later lists it and waits for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stall: Option<String>,
+        /// Whether that stall holds the room's wait.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        holds: bool,
     },
     /// A member left the sending node.
     Left {
@@ -137,6 +145,8 @@ impl Room {
             name: m.name.clone(),
             device: m.device_id.clone(),
             user: m.user.clone(),
+            stall: m.shared_stall.0.clone(),
+            holds: m.shared_stall.1,
         })
     }
 
@@ -179,7 +189,7 @@ impl Room {
     /// Applies a change shared by another node, `node`.
     pub fn apply_shared(&mut self, now: u64, node: &str, ev: Shared) {
         match ev {
-            Shared::Joined { id, role, claimed, name, device, user } => {
+            Shared::Joined { id, role, claimed, name, device, user, stall: stored, holds: stored_holds } => {
                 if self.members.contains_key(&id) {
                     return;
                 }
@@ -194,6 +204,9 @@ impl Room {
                     self.to(Audience::Presence, ServerMsg::MemberJoined(joined));
                 }
                 self.remote.insert(id, remote);
+                if stored.is_some() {
+                    self.remote_stall(now, id, stored, stored_holds);
+                }
             }
             Shared::Left { id } => self.remote_left(now, id),
             Shared::Role { id, role } => {
@@ -283,17 +296,20 @@ impl Room {
             self.remote_left(now, id);
         }
         for (node, ev) in snapshot {
-            let role = match &ev {
-                Shared::Joined { id, role, .. } => self.remote.get(id).map(|r| (*id, r.role, *role)),
-                _ => None,
+            let Shared::Joined { id, role, stall, holds, .. } = &ev else { continue };
+            let Some(r) = self.remote.get(id) else {
+                self.apply_shared(now, &node, ev);
+                continue;
             };
-            match role {
-                // Known already: only the role may have changed.
-                Some((id, was, now_role)) if was != now_role => {
-                    self.apply_shared(now, &node, Shared::Role { id, role: now_role })
-                }
-                Some(_) => {}
-                None => self.apply_shared(now, &node, ev),
+            // Known already: the role and the stall may have changed (the
+            // record is the member's node's latest word on both).
+            let (id, role, stall, holds) = (*id, *role, stall.clone(), *holds);
+            let stall_changed = r.stall.as_ref().map(|(why, _)| why) != stall.as_ref() || r.holds != holds;
+            if r.role != role {
+                self.apply_shared(now, &node, Shared::Role { id, role });
+            }
+            if stall_changed {
+                self.remote_stall(now, id, stall, holds);
             }
         }
     }

@@ -587,6 +587,8 @@ fn a_snapshot_replaces_what_a_node_knows_of_the_others() {
         name: "x".into(),
         device: format!("d{id}"),
         user: format!("u{id}"),
+        stall: None,
+        holds: false,
     };
     a.set_remote_members(T0, vec![("B".into(), joined(7, Role::Host)), ("B".into(), joined(8, Role::Viewer))]);
     assert_eq!(a.state(T0).members.host, vec![7]);
@@ -596,6 +598,28 @@ fn a_snapshot_replaces_what_a_node_knows_of_the_others() {
     a.set_remote_members(T0 + S, vec![("B".into(), joined(7, Role::CoHost)), ("C".into(), joined(9, Role::Viewer))]);
     let s = a.state(T0 + S);
     assert_eq!((s.members.co_host, s.members.viewer), (vec![7], vec![9, me]));
+    // A stall is stored with its member: the snapshot's word on it holds, either way.
+    let stalled = |id, why: &str| match joined(id, Role::Viewer) {
+        Shared::Joined { id, role, claimed, name, device, user, .. } => {
+            Shared::Joined { id, role, claimed, name, device, user, stall: Some(why.into()), holds: false }
+        }
+        _ => unreachable!(),
+    };
+    let suspended =
+        |a: &Room, t| a.state(t).suspended.iter().map(|s| (s.member_id, s.reason.clone())).collect::<Vec<_>>();
+    a.set_remote_members(
+        T0 + 2 * S,
+        vec![("B".into(), joined(7, Role::CoHost)), ("C".into(), stalled(9, "buffering"))],
+    );
+    assert_eq!(suspended(&a, T0 + 2 * S), vec![(9, "buffering".to_owned())]);
+    a.set_remote_members(
+        T0 + 3 * S,
+        vec![("B".into(), joined(7, Role::CoHost)), ("C".into(), joined(9, Role::Viewer))],
+    );
+    assert!(suspended(&a, T0 + 3 * S).is_empty());
+    // A member first known from a stored record with a stall is listed with it.
+    a.set_remote_members(T0 + 4 * S, vec![("B".into(), stalled(10, "interstitial"))]);
+    assert_eq!(suspended(&a, T0 + 4 * S), vec![(10, "interstitial".to_owned())]);
 }
 
 #[test]
@@ -1760,6 +1784,8 @@ fn a_room_never_has_two_hosts() {
             name: "h".into(),
             device: "other".into(),
             user: "u".into(),
+            stall: None,
+            holds: false,
         },
     );
     assert_eq!(room.role(mine), Some(Role::CoHost), "the smaller id keeps the role");

@@ -1206,11 +1206,22 @@ async fn a_wait_holds_for_the_members_of_every_node() {
     assert_eq!(st["bufferingWait"], true, "{st}");
     let st_b = listed(&b, ev, &[id_a], stalled).await;
     assert_eq!(st_b["timeline"]["paused"], true, "B's wait holds for A's viewer: {st_b}");
+    // A node that loads the room now (its first member joins there) lists the
+    // stall too: it is stored with the member, not only published.
+    let c = node().await;
+    let (_on_c, _) = join(&c, ev, "viewer-c").await;
+    let st_c = listed(&c, ev, &[id_a], stalled).await;
+    assert_eq!(
+        (st_c["suspended"][0]["reason"].clone(), st_c["bufferingWait"].clone()),
+        ("interstitial".into(), true.into()),
+        "{st_c}"
+    );
     send(&mut on_a, &ClientMsg::Resume).await;
     let resumed = until(&mut host, |g| changed(g).filter(|c| c.reason == ChangeReason::Resume)).await;
     assert!(!resumed.timeline.paused);
     let st = state(&a).await;
     assert_eq!((st["bufferingWait"].clone(), stalled(&st)), (false.into(), vec![]), "{st}");
+    listed(&c, ev, &[], stalled).await;
 }
 
 /// SPEC §6.7 scaled out: a switch and the playlist made on one node reach

@@ -238,6 +238,8 @@ fn shared_rooms_deliver_in_the_authoritys_order() {
             name: "r".into(),
             device: "dr".into(),
             user: "ur".into(),
+            stall: None,
+            holds: false,
         },
     );
     assert_eq!(room.role(v), Some(Role::Host), "the first joiner hosts");

@@ -228,6 +228,8 @@ fn scale_out_shares_the_state_and_one_node_advances() {
             name: "h".into(),
             device: "h".into(),
             user: "uh".into(),
+            stall: None,
+            holds: false,
         },
     );
     assert!(h < w);
