@@ -295,10 +295,7 @@ impl RoomActor {
                     if record.timeline.epoch != self.room.timeline().epoch {
                         info!(event_id = %self.event_id, epoch = record.timeline.epoch, "room starts from its record");
                     }
-                    self.room = Room::with_timeline(cfg, now, record.timeline);
-                    if record.reason == ChangeReason::BufferingWait && record.timeline.paused {
-                        self.room.starts_in_remote_wait(now);
-                    }
+                    self.room = Room::from_record(cfg, now, record);
                 }
                 None => self.room = Room::new(cfg, now),
             }

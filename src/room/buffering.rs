@@ -243,13 +243,6 @@ impl Room {
         }
     }
 
-    /// The room starts from a record that another node's wait paused: it
-    /// knows the room waits (its state says so, and it resumes the room
-    /// itself should that wait outlive its deadline).
-    pub fn starts_in_remote_wait(&mut self, now: u64) {
-        self.note_remote_wait(now, true);
-    }
-
     /// A wait another node started paused the room at `now` (`started`), or
     /// the room is no longer paused by one: the members still stalled in it
     /// catch up alone for the cool-down, as after a wait of this node's.

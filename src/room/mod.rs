@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use lockstep_protocol::{
-    ClockKind, ControlPolicy, ErrorCode, ErrorMsg, Limits, Role, ServerMsg, Timeline, TimelineChanged,
+    ChangeReason, ClockKind, ControlPolicy, ErrorCode, ErrorMsg, Limits, Role, ServerMsg, Timeline, TimelineChanged,
 };
 use serde::{Deserialize, Serialize};
 
@@ -385,6 +385,19 @@ impl Room {
             ClockKind::Live => live::Live::new(&cfg, now).timeline_at(now, cfg.live_latency.initial(), 0),
         };
         Self::with_timeline(cfg, now, timeline)
+    }
+
+    /// A room that starts from the authority's record (scale-out: the room
+    /// another node serves, or served): on its timeline, and, if a wait
+    /// paused it, in that wait as another node's (its state says the room
+    /// waits, and it resumes the room a second after the wait's deadline
+    /// should that node be gone).
+    pub fn from_record(cfg: RoomConfig, now: u64, record: &TimelineChanged) -> Self {
+        let mut room = Room::with_timeline(cfg, now, record.timeline);
+        if record.reason == ChangeReason::BufferingWait && record.timeline.paused {
+            room.note_remote_wait(now, true);
+        }
+        room
     }
 
     /// A room that resumes a saved timeline (which the authority is taken to

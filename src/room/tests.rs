@@ -1199,6 +1199,54 @@ fn sim_a_wait_spans_the_nodes_and_outlives_none() {
     }
 }
 
+/// Scale-out: the node whose member's stall paused the room dies while
+/// nobody else serves it; a node that starts serving the room later knows
+/// the room waits (the record says why it is paused) and resumes it about a
+/// second after the deadline: a wait nobody is left to end still ends. A node
+/// that loads the room during a live node's wait lists that node's stalled
+/// member (stored with it).
+#[test]
+fn sim_a_node_loading_a_waiting_room_knows_the_wait_and_who_holds_it() {
+    let cfg = RoomConfig::default();
+    let max = cfg.buffering_wait_max_us;
+    for seed in 0..5 {
+        let mut sim = sim::Sim::new(2, cfg.clone(), seed);
+        let h = sim.join(0, "h", false);
+        let v = sim.join(1, "v", false);
+        sim.drive();
+        sim.command(h, Action::Play { position_ms: None });
+        sim.drive();
+        sim.report(v, false);
+        sim.run_for(S);
+        sim.report(v, true);
+        sim.drive();
+        assert!(sim.record.timeline.paused && sim.record.reason == ChangeReason::BufferingWait, "seed {seed}");
+        // A third node loads the room during the wait: it lists v, and waits.
+        let c = sim.add_node(cfg.clone());
+        sim.join(c, "c", false);
+        sim.drive();
+        let st = sim.nodes[c].room.state(sim.now);
+        let who: Vec<_> = st.suspended.iter().map(|s| (s.member_id, s.reason.as_str())).collect();
+        assert_eq!((who, st.buffering_wait), (vec![(sim.clients[v].id, "buffering")], true), "seed {seed}");
+        // Every node that served the room dies; a new one loads it.
+        sim.kill(0);
+        sim.kill(1);
+        sim.kill(c);
+        sim.run_for(S);
+        let paused_at = sim.now;
+        let d = sim.add_node(cfg.clone());
+        sim.join(d, "d", false);
+        sim.drive();
+        assert!(sim.nodes[d].room.state(sim.now).buffering_wait, "seed {seed}: it knows the room waits");
+        sim.run_for(max + 3 * S);
+        sim.drive();
+        sim.check_settled();
+        assert!(!sim.record.timeline.paused, "seed {seed}: the wait ended without its node");
+        assert_eq!(sim.record.reason, ChangeReason::Resume, "seed {seed}");
+        assert!(sim.record.effective_at_us <= paused_at + max + 2 * S, "seed {seed}");
+    }
+}
+
 /// Scale-out: a room small enough to wait shares its members' stalls; a
 /// larger one does not (nobody waits there), but for the end of one shared
 /// before.

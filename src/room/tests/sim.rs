@@ -252,6 +252,25 @@ impl Sim {
         self.pump(node);
     }
 
+    /// A node that starts serving the room now, loading it as a node does
+    /// (`hub::actor`): from the record, with the members the live nodes
+    /// stored (their records, stalls included). Returns its index.
+    pub(super) fn add_node(&mut self, cfg: RoomConfig) -> usize {
+        let i = self.nodes.len();
+        let mut room = Room::from_record(cfg, self.now, &self.record);
+        room.enable_sharing((i as u32 + 1) * ID_BLOCK);
+        let stored: Vec<(String, Shared)> = self
+            .nodes
+            .iter()
+            .filter(|n| n.alive)
+            .flat_map(|n| n.room.shared_members().into_iter().map(|m| (n.name.clone(), m)))
+            .filter(|(_, m)| matches!(m, Shared::Joined { .. }))
+            .collect();
+        room.set_remote_members(self.now, stored);
+        self.nodes.push(Node { name: format!("n{i}"), room, alive: true });
+        i
+    }
+
     /// Node `node` goes away with its clients; the others notice later.
     pub(super) fn kill(&mut self, node: usize) {
         self.nodes[node].alive = false;
