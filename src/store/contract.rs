@@ -98,10 +98,16 @@ pub(super) async fn chat_is_kept_in_order_and_paged(s: &dyn Store) {
     assert!(empty.history.is_empty() && empty.last_id == 0 && empty.muted.is_empty());
     let ops: Vec<ChatOp> = (1..=5).map(|i| post(i, &format!("m{i} ⚽\nline"))).collect();
     s.save_chat("ev", ops).await.unwrap();
+    // Each kind numbers posts its own way (SQLite keeps the room's ids,
+    // Redis gives its own: from its clock for a room's first); either way
+    // they grow by one a post.
+    let ids: Vec<u64> = s.chat_load("ev", 100).await.unwrap().history.iter().map(|r| r.id).collect();
+    assert!(ids.len() == 5 && ids.windows(2).all(|w| w[1] == w[0] + 1), "{ids:?}");
+    let id = |i: usize| ids[i - 1];
     s.save_chat(
         "ev",
         vec![
-            ChatOp::Delete { id: 5, by: 1 },
+            ChatOp::Delete { id: id(5), by: 1 },
             ChatOp::Mute { user: "troll".into(), muted: true, by: 1 },
             ChatOp::Mute { user: "x".into(), muted: true, by: 1 },
             ChatOp::Mute { user: "x".into(), muted: false, by: 1 },
@@ -112,8 +118,12 @@ pub(super) async fn chat_is_kept_in_order_and_paged(s: &dyn Store) {
     s.save_chat("other", vec![post(1, "elsewhere")]).await.unwrap();
     let load = s.chat_load("ev", 3).await.unwrap();
     let texts: Vec<_> = load.history.iter().map(|r| (r.id, r.text.as_str())).collect();
-    assert_eq!(texts, vec![(2, "m2 ⚽\nline"), (3, "m3 ⚽\nline"), (4, "m4 ⚽\nline")], "the newest 3 but the deleted");
-    assert_eq!(load.last_id, 5, "a deleted message's id is never given again");
+    assert_eq!(
+        texts,
+        vec![(id(2), "m2 ⚽\nline"), (id(3), "m3 ⚽\nline"), (id(4), "m4 ⚽\nline")],
+        "the newest 3 but the deleted"
+    );
+    assert_eq!(load.last_id, id(5), "a deleted message's id is never given again");
     assert_eq!(load.muted, vec!["troll".to_owned()]);
     let r = &load.history[0];
     assert_eq!(
@@ -121,10 +131,10 @@ pub(super) async fn chat_is_kept_in_order_and_paged(s: &dyn Store) {
         (7, "u", "Ana", lockstep_protocol::Role::CoHost)
     );
     assert_eq!(r.at_ms, 1_795_500_000_002);
-    let page = s.chat_page("ev", Some(3), 10).await.unwrap();
-    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 2], "before 3, oldest first");
+    let page = s.chat_page("ev", Some(id(3)), 10).await.unwrap();
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id(1), id(2)], "before the third, oldest first");
     let page = s.chat_page("ev", None, 2).await.unwrap();
-    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id(3), id(4)]);
     assert_eq!(s.chat_page("other", None, 10).await.unwrap().len(), 1);
     assert!(s.chat_page("none", None, 10).await.unwrap().is_empty());
 }

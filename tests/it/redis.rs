@@ -973,7 +973,10 @@ async fn chat_is_one_ordered_stream_across_nodes() {
     }
     let order = |v: &[lockstep_protocol::ChatMessage]| v.iter().map(|m| (m.id, m.text.clone())).collect::<Vec<_>>();
     assert_eq!(order(&on_a), order(&on_b), "one order on every node");
-    assert_eq!(on_a.iter().map(|m| m.id).collect::<Vec<_>>(), (1..=10).collect::<Vec<u64>>(), "ids from Redis");
+    // Ids from Redis: the room's first from its clock (µs), then one by one.
+    let first = on_a[0].id;
+    assert!(first > 1_700_000_000_000_000, "{first}");
+    assert_eq!(on_a.iter().map(|m| m.id).collect::<Vec<_>>(), (first..first + 10).collect::<Vec<u64>>());
     let mine: Vec<_> = on_b.iter().filter(|m| m.member_id == ana_id).map(|m| m.request_id).collect();
     assert_eq!(mine, (20..25).collect::<Vec<u32>>(), "each node's own messages answer their senders, in order");
 
@@ -987,19 +990,19 @@ async fn chat_is_one_ordered_stream_across_nodes() {
     })
     .await;
     assert_eq!(code, lockstep_protocol::ErrorCode::Forbidden.as_u16());
-    send(&mut host, &command(2, Action::DeleteChat { id: 1 })).await;
+    send(&mut host, &command(2, Action::DeleteChat { id: first })).await;
     for ws in [&mut host, &mut ana] {
         let d = until(ws, |g| match g {
             Got::Msg(ServerMsg::ChatDeleted(d)) => Some(*d),
             _ => None,
         })
         .await;
-        assert_eq!(d.id, 1);
+        assert_eq!(d.id, first);
     }
 
     // A third node starts the room: the history comes from Redis.
     let history: Vec<u64> = history_on_a_new_node(&redis, ev, 9).await.into_iter().map(|m| m.id).collect();
-    assert_eq!(history, (2..=10).collect::<Vec<u64>>(), "the deleted one left out");
+    assert_eq!(history, (first + 1..first + 10).collect::<Vec<u64>>(), "the deleted one left out");
 }
 
 /// SPEC §6.6 scaled out, when Redis loses its data (here `FLUSHALL`; a
@@ -1012,10 +1015,12 @@ async fn chat_survives_redis_losing_its_data() {
     let redis = Redis::start();
     let ev = "ev-chat-lost";
     let (a, b, mut host, mut ana, ana_id) = chat_on_two_nodes(&redis, ev).await;
+    let mut ids = Vec::new();
     for i in 0..3 {
         send(&mut host, &say(10 + i, &format!("m{i}"))).await;
-        until(&mut ana, chat_of).await;
+        ids.push(until(&mut ana, chat_of).await.id);
     }
+    let last_id = ids[2];
     send(&mut host, &command(1, Action::MuteChat { member_id: ana_id, muted: true })).await;
     until(&mut ana, |g| matches!(g, Got::Msg(ServerMsg::ChatMuted(m)) if m.muted).then_some(())).await;
 
@@ -1029,7 +1034,7 @@ async fn chat_survives_redis_losing_its_data() {
     loop {
         let (last, muted): (Option<u64>, Vec<String>) =
             redis::pipe().get(&seq).smembers(&mute).query_async(&mut c).await.unwrap();
-        if last == Some(3) && muted.len() == 1 {
+        if last == Some(last_id) && muted.len() == 1 {
             break;
         }
         assert!(Instant::now() < deadline, "chat not written back (counter {last:?}, muted {muted:?})");
@@ -1038,7 +1043,7 @@ async fn chat_survives_redis_losing_its_data() {
     for n in [&a, &b] {
         wait_ready(n, 200, "ready").await;
     }
-    // Ana is still muted on her node; the next message is 4, not 1.
+    // Ana is still muted on her node; the next message follows the last one.
     send(&mut ana, &say(30, "muted?")).await;
     let code = until(&mut ana, |g| match g {
         Got::Msg(ServerMsg::Error(e)) if e.request_id == 30 => Some(e.code),
@@ -1048,12 +1053,13 @@ async fn chat_survives_redis_losing_its_data() {
     assert_eq!(code, lockstep_protocol::ErrorCode::Forbidden.as_u16(), "the mute survived");
     send(&mut host, &say(40, "after")).await;
     let m = until(&mut ana, |g| chat_of(g).filter(|m| m.text == "after")).await;
-    assert_eq!(m.id, 4, "no id given twice");
+    assert_eq!(m.id, last_id + 1, "no id given twice");
 
     // A third node starts the room: the history came back.
     let history: Vec<(u64, String)> =
         history_on_a_new_node(&redis, ev, 4).await.into_iter().map(|m| (m.id, m.text)).collect();
-    let want: Vec<(u64, String)> = vec![(1, "m0".into()), (2, "m1".into()), (3, "m2".into()), (4, "after".into())];
+    let want: Vec<(u64, String)> =
+        vec![(ids[0], "m0".into()), (ids[1], "m1".into()), (ids[2], "m2".into()), (last_id + 1, "after".into())];
     assert_eq!(history, want);
 }
 
@@ -1072,7 +1078,7 @@ async fn a_loss_hidden_by_a_node_that_set_the_markers_anew_is_still_written_back
     send(&mut host, &hello_caps(ev, "host", CHAT)).await;
     welcome(&mut host).await;
     send(&mut host, &say(1, "kept")).await;
-    until(&mut host, chat_of).await;
+    let kept = until(&mut host, chat_of).await.id;
     let mut c = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let markers: Vec<String> = redis::cmd("KEYS").arg("lockstep:ready:*").query_async(&mut c).await.unwrap();
     assert!(!markers.is_empty());
@@ -1086,7 +1092,7 @@ async fn a_loss_hidden_by_a_node_that_set_the_markers_anew_is_still_written_back
     let deadline = Instant::now() + WAIT;
     loop {
         let last: Option<u64> = redis::cmd("GET").arg(&seq).query_async(&mut c).await.unwrap();
-        if last == Some(1) {
+        if last == Some(kept) {
             break;
         }
         assert!(Instant::now() < deadline, "node A never wrote back (chat counter {last:?})");

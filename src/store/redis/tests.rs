@@ -124,9 +124,11 @@ async fn chat_is_kept_in_order_and_paged() {
 }
 
 /// Redis loses a room's chat (restarted empty, or a replica that was behind
-/// took over): a post from a room that knows the last id is not given an id
-/// again, and a node writing back what its room holds restores the counter,
-/// the mutes and the messages, merged with those posted since.
+/// took over): no id is given again, not even by a room that knows nothing of
+/// the chat (a node that starts serving the room before the others wrote it
+/// back: a room's first post is numbered from Redis's clock), and a node
+/// writing back what its room holds restores the counter, the mutes and the
+/// messages, merged with those posted since.
 #[tokio::test]
 async fn chat_that_redis_lost_is_written_back_and_ids_are_not_given_again() {
     use crate::room::{ChatLoad, ChatOp, ChatRecord};
@@ -148,36 +150,50 @@ async fn chat_that_redis_lost_is_written_back_and_ids_are_not_given_again() {
         ChatOp::Post(r) => r.id,
         _ => panic!("a post"),
     };
-    for i in 1..=3 {
-        assert_eq!(id(s.chat_op("ev", ChatOp::Post(rec(i, &format!("m{i}")))).await.unwrap()), i);
+    let now_us = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
+    // A room's first post is numbered from the clock (µs); the next ones by one.
+    let before = now_us();
+    let first = id(s.chat_op("ev", ChatOp::Post(rec(1, "m1"))).await.unwrap());
+    assert!(first > before - 60_000_000 && first < now_us() + 60_000_000, "from the clock: {first} ({before})");
+    for i in 2..=3 {
+        assert_eq!(id(s.chat_op("ev", ChatOp::Post(rec(i, &format!("m{i}")))).await.unwrap()), first + i - 1);
     }
-    s.chat_op("ev", ChatOp::Delete { id: 2, by: 1 }).await.unwrap();
+    let (m1, m2, m3) = (first, first + 1, first + 2);
+    s.chat_op("ev", ChatOp::Delete { id: m2, by: 1 }).await.unwrap();
     s.chat_op("ev", ChatOp::Mute { user: "troll".into(), muted: true, by: 1 }).await.unwrap();
     // What a room holds.
     let ours = s.chat_load("ev", 100).await.unwrap();
-    assert_eq!(ours.history.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 3]);
-    assert_eq!((ours.last_id, ours.muted.clone()), (3, vec!["troll".to_owned()]));
+    assert_eq!(ours.history.iter().map(|r| r.id).collect::<Vec<_>>(), vec![m1, m3]);
+    assert_eq!((ours.last_id, ours.muted.clone()), (m3, vec!["troll".to_owned()]));
     // Nothing lost: nothing written.
     assert_eq!(s.chat_restore("ev", &ours).await.unwrap(), 0);
     assert_eq!(s.chat_load("ev", 100).await.unwrap(), ours);
 
     redis::cmd("FLUSHALL").query_async::<()>(&mut c).await.unwrap();
-    // A post from a room that knows id 3 gets 4, not 1.
-    assert_eq!(id(s.chat_op("ev", ChatOp::Post(rec(4, "after"))).await.unwrap()), 4);
-    // Written back: the counter, the mute, the two messages before the new one.
+    // A room that knows nothing of the chat (proposing id 1) and then one that
+    // knows the last id: neither is given an id given before.
+    let n1 = id(s.chat_op("ev", ChatOp::Post(rec(1, "new node"))).await.unwrap());
+    assert!(n1 > m3, "{n1} after {m3}");
+    assert_eq!(id(s.chat_op("ev", ChatOp::Post(rec(m3 + 1, "after"))).await.unwrap()), n1 + 1);
+    // Written back: the mute and the two messages before the new ones (the counter was above).
     assert_eq!(s.chat_restore("ev", &ours).await.unwrap(), 2);
     let load = s.chat_load("ev", 100).await.unwrap();
     let got: Vec<_> = load.history.iter().map(|r| (r.id, r.text.as_str())).collect();
-    assert_eq!(got, vec![(1, "m1"), (3, "m3"), (4, "after")]);
-    assert_eq!((load.last_id, load.muted.clone()), (4, vec!["troll".to_owned()]));
-    assert_eq!(load.history[0], ChatRecord { request_id: 0, ..rec(1, "m1") });
-    // Another node writing back the same adds nothing; a room that knew nothing is given 5.
+    assert_eq!(got, vec![(m1, "m1"), (m3, "m3"), (n1, "new node"), (n1 + 1, "after")]);
+    assert_eq!((load.last_id, load.muted.clone()), (n1 + 1, vec!["troll".to_owned()]));
+    assert_eq!(load.history[0], ChatRecord { id: m1, request_id: 0, ..rec(1, "m1") });
+    // Another node writing back the same adds nothing; the next post gets the next id.
     assert_eq!(s.chat_restore("ev", &ours).await.unwrap(), 0);
-    assert_eq!(id(s.chat_op("ev", ChatOp::Post(rec(1, "fresh"))).await.unwrap()), 5);
+    assert_eq!(id(s.chat_op("ev", ChatOp::Post(rec(1, "fresh"))).await.unwrap()), n1 + 2);
     for key in keys::chat("ev") {
         let ttl: i64 = c.pttl(&key).await.unwrap();
         assert!(ttl > 0 && ttl <= ROOM_KEY_TTL.as_millis() as i64, "{key} expires with the room ({ttl})");
     }
+
+    // Lost before any post came back: the counter is restored from the room, not from the clock.
+    redis::cmd("FLUSHALL").query_async::<()>(&mut c).await.unwrap();
+    assert_eq!(s.chat_restore("ev", &ours).await.unwrap(), 2);
+    assert_eq!(id(s.chat_op("ev", ChatOp::Post(rec(m3 + 1, "later"))).await.unwrap()), m3 + 1);
 
     // A room with mutes and no message yet.
     redis::cmd("FLUSHALL").query_async::<()>(&mut c).await.unwrap();

@@ -11,12 +11,24 @@
 -- to mute.
 -- The id counter exists once the room has any chat (a delete or mute creates
 -- it at 0), so a room whose chat Redis lost is told from one without chat.
+-- A room's first post (the counter missing or 0: a new room's chat, or one
+-- Redis lost) is numbered from this server's clock in microseconds, above
+-- every id handed out before (ids then grow by one a post, far slower than
+-- the clock): so even a node that starts serving the room before the others
+-- wrote its chat back gives no id twice.
+-- Ids reach 2^50 and more: always formatted with '%d' (Lua's own number to
+-- string conversion would write them in exponent notation).
 -- Publishes "<id>\n<operation>" (id 0 but for posts). Returns the id.
 local id = 0
 if ARGV[2] == 'post' then
-  id = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, tonumber(ARGV[6]))
-  redis.call('SET', KEYS[2], id)
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '0-' .. id, 'r', ARGV[3])
+  local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if last == 0 then
+    local t = redis.call('TIME')
+    last = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  id = math.max(last + 1, tonumber(ARGV[6]))
+  redis.call('SET', KEYS[2], string.format('%d', id))
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '0-' .. string.format('%d', id), 'r', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 elseif ARGV[2] == 'delete' then
@@ -33,5 +45,5 @@ elseif ARGV[2] == 'mute' then
   end
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
 end
-redis.call(ARGV[1], KEYS[4], id .. '\n' .. ARGV[3])
+redis.call(ARGV[1], KEYS[4], string.format('%d', id) .. '\n' .. ARGV[3])
 return id

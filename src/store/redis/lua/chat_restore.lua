@@ -9,12 +9,13 @@
 -- highest id the room has seen; ARGV[4] how many muted users follow (n);
 -- ARGV[5 .. 4 + n] the muted users; then (id, record JSON) pairs, oldest
 -- first.
--- Returns the number of messages written back.
+-- Returns the number of messages written back. Ids are formatted with '%d'
+-- (they reach 2^50 and more; see chat.lua).
 local n = tonumber(ARGV[4])
 local last = tonumber(ARGV[3])
 local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
 if cur < last or redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('SET', KEYS[2], math.max(cur, last))
+  redis.call('SET', KEYS[2], string.format('%d', math.max(cur, last)))
 end
 for i = 5, 4 + n do
   redis.call('SADD', KEYS[3], ARGV[i])
@@ -57,7 +58,7 @@ if ARGV[5 + n] then
     table.sort(entries, function(a, b) return a[1] < b[1] end)
     redis.call('DEL', KEYS[1])
     for i = math.max(1, #entries - tonumber(ARGV[2]) + 1), #entries do
-      redis.call('XADD', KEYS[1], '0-' .. entries[i][1], 'r', entries[i][2])
+      redis.call('XADD', KEYS[1], '0-' .. string.format('%d', entries[i][1]), 'r', entries[i][2])
     end
   end
 end
