@@ -238,7 +238,7 @@ serve_options! {
     /// Longest chat message, in bytes of UTF-8 (1-1000).
     chat_max_bytes: u32 = 500, "LOCKSTEP_CHAT_MAX_BYTES";
     /// Chat messages one room takes per second (bursts of twice as many; a member sends at most 1 a
-    /// second, bursts of 5); 0: chat is off.
+    /// second, bursts of 5; at most 100000); 0: chat is off.
     chat_room_rate: u32 = 20, "LOCKSTEP_CHAT_ROOM_RATE";
     /// Shortest interval between viewer-count messages, in milliseconds.
     count_interval_ms: u64 = 250, "LOCKSTEP_COUNT_INTERVAL_MS";
@@ -557,6 +557,11 @@ impl Config {
         }
         if !(1..=lockstep_protocol::limits::MAX_CHAT_TEXT as u32).contains(&self.chat_max_bytes) {
             return Err(ConfigError::Invalid("--chat-max-bytes must be 1-1000"));
+        }
+        // Scaled out, a room's chat ids grow by one a message from a number taken from the clock in µs: a
+        // room must take far fewer than a million a second for ids taken after a data loss to be new.
+        if self.chat_room_rate > 100_000 {
+            return Err(ConfigError::Invalid("--chat-room-rate is at most 100000 (0: chat off)"));
         }
         if self.lead_max_ms > 10_000 {
             return Err(ConfigError::Invalid("--lead-max-ms is at most 10000"));

@@ -30,6 +30,20 @@ fn file_is_overridden_by_flags_and_unknown_keys_are_refused() {
 }
 
 #[test]
+fn chat_limits_are_checked() {
+    let resolve = |args: &[&str]| {
+        let cli = Cli::parse_from([&["lockstep", "serve"], args].concat());
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        args.resolve()
+    };
+    assert!(resolve(&["--chat-room-rate", "100000"]).is_ok());
+    let err = resolve(&["--chat-room-rate", "100001"]).unwrap_err().to_string();
+    assert!(err.contains("--chat-room-rate"), "{err}");
+    assert!(resolve(&["--chat-history", "1001"]).is_err());
+    assert!(resolve(&["--chat-max-bytes", "0"]).is_err());
+}
+
+#[test]
 fn live_room_options() {
     let room = |args: &[&str]| {
         let cli = Cli::parse_from([&["lockstep", "serve"], args].concat());
