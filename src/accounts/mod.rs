@@ -36,7 +36,9 @@ pub(crate) struct AccountConfig {
     pub(crate) max_devices_premium: u32,
     /// A session without activity for this long expires.
     pub(crate) session_idle: Duration,
-    /// Shortest interval between two durable writes of one session's heartbeat.
+    /// Shortest interval between two durable writes of one session's heartbeat
+    /// (one that reports a position or a buffering change; realtime activity
+    /// alone is written every quarter of `session_idle`).
     pub(crate) heartbeat_write_interval: Duration,
 }
 
@@ -242,7 +244,15 @@ impl Accounts {
     /// session that is alive.
     fn write_interval(&self) -> u64 {
         let cfg = &self.inner.cfg;
-        (cfg.heartbeat_write_interval.as_millis() as u64).min(cfg.session_idle.as_millis() as u64 / 4)
+        (cfg.heartbeat_write_interval.as_millis() as u64).min(self.alive_write_interval())
+    }
+
+    /// Activity that only proves a session alive (a connected viewer's
+    /// realtime traffic: no position, no buffering change) is written every
+    /// quarter of the idle timeout: the store's view never expires it, and a
+    /// premiere's steady store load (mostly these refreshes) stays small.
+    fn alive_write_interval(&self) -> u64 {
+        self.inner.cfg.session_idle.as_millis() as u64 / 4
     }
 
     fn live_after(&self) -> UnixMs {
@@ -349,11 +359,13 @@ impl Accounts {
         buffering: bool,
     ) -> SessionRecord {
         rec.last_seen = now;
+        let news = position_ms.is_some_and(|p| rec.position_ms != Some(p)) || rec.buffering != buffering;
         if position_ms.is_some() {
             rec.position_ms = position_ms;
         }
         rec.buffering = buffering;
-        if now.saturating_sub(written) >= self.write_interval() {
+        let every = if news { self.write_interval() } else { self.alive_write_interval() };
+        if now.saturating_sub(written) >= every {
             match self.inner.store.touch_session(id, now, position_ms, buffering).await {
                 Ok(_) => written = now,
                 Err(e) => warn!(error = %e, "session activity not persisted"),

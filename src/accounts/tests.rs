@@ -77,6 +77,50 @@ fn the_registry_is_empty_once_registrations_drop() {
     assert_eq!(a.inner.conns.counts(), (0, 0));
 }
 
+/// A position or a buffering change is written at the heartbeat write
+/// interval; activity that only proves the session alive (a connected
+/// viewer's realtime traffic) every quarter of the idle timeout.
+#[tokio::test]
+async fn activity_alone_is_written_less_often_than_news() {
+    let dir = tmp();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.0).unwrap());
+    let cfg = AccountConfig {
+        session_idle: Duration::from_secs(40),
+        heartbeat_write_interval: Duration::from_millis(1),
+        ..AccountConfig::default()
+    };
+    let a = Accounts::new(store.clone(), cfg);
+    let claims = Claims {
+        sub: "viewer".into(),
+        plan: Plan::Free,
+        exp: u64::MAX,
+        iat: None,
+        max_devices: None,
+        host_of: Vec::new(),
+        aud: None,
+        iss: None,
+    };
+    let started = a.start(&claims, "d1", "ev").await.unwrap();
+    let id = started.session.session_id.clone();
+    let stored = || async { store.session(&id).await.unwrap().unwrap() };
+    let at_start = stored().await.last_seen;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Activity alone within a quarter of the idle timeout (10 s): not written.
+    a.touch("viewer", "d1", "ev").await;
+    assert_eq!(stored().await.last_seen, at_start);
+    assert!(a.session(&id).await.unwrap().last_seen > at_start, "the live view has it");
+    // A position is news: written at once.
+    a.heartbeat(&id, Some(42_000), false).await.unwrap();
+    let s = stored().await;
+    assert!(s.last_seen > at_start && s.position_ms == Some(42_000), "{s:?}");
+    // So is a buffering change; the same position again is not.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    a.heartbeat(&id, Some(42_000), false).await.unwrap();
+    assert_eq!(stored().await.last_seen, s.last_seen);
+    a.heartbeat(&id, Some(42_000), true).await.unwrap();
+    assert!(stored().await.buffering);
+}
+
 #[tokio::test]
 async fn maintenance_expires_the_timelines_of_idle_rooms_only() {
     let dir = tmp();
