@@ -28,7 +28,9 @@
 //   the engine hands the frame to the page: before or after it is shown).
 // `layout.frame_rate` (Firefox only) sets the software refresh rate of the
 // headless compositor (its default −1: 60 Hz), to see whether the pattern
-// follows the refresh rate.
+// follows the refresh rate. `LOCKSTEP_PROBE_PREFS` (JSON) adds Firefox
+// preferences; `LOCKSTEP_PROBE_VIDEO` plays another file (another frame rate
+// or codec) in place of the demo video.
 //
 // Measured on 2026-12-06 (Debian firefox-esr 153, headless): frames 40.2–40.4
 // ms apart (0.5–0.9 % slower than real time; the callbacks too) with one
@@ -40,6 +42,16 @@
 // with it, but not the sawtooth), with `performance.now()` within 70 ppm of
 // the system clock. Chromium's frames keep the clock (frameMs 39.95–40.03, no
 // slope, no skip).
+//
+// Measured on 2026-12-07: the period is Firefox's, not the video's: a 50 fps
+// file is presented every other frame at the same 40.3 ms (a 30 fps one at
+// 47 ms on average, frames skipped throughout), VP8 as VP9; neither the
+// window size nor the preferences media.video-queue.send-to-compositor-size
+// (1, 30), gfx.webrender.software, layers.gpu-process.enabled,
+// layers.offmainthreadcomposition.frame-rate or gfx.webrender.swgl.skip-present
+// change it, while requestAnimationFrame runs at 60 Hz (120 with
+// layout.frame_rate 120) and the browser uses ~6 % of a core: the software
+// compositor presents the video about 24.8 times a second.
 
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -75,7 +87,7 @@ const server = createServer(async (req, res) => {
   const path = new URL(req.url ?? '/', 'http://x').pathname;
   if (path === '/') return void res.writeHead(200, { 'content-type': 'text/html' }).end(PAGE);
   if (path !== '/demo/video.webm') return void res.writeHead(404).end();
-  const data = await readFile(join(root, path));
+  const data = await readFile(process.env.LOCKSTEP_PROBE_VIDEO ?? join(root, path));
   const range = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '');
   if (!range) return void res.writeHead(200, { 'content-type': 'video/webm', 'accept-ranges': 'bytes' }).end(data);
   const from = Number(range[1]);
@@ -86,7 +98,7 @@ const server = createServer(async (req, res) => {
 await new Promise((r) => server.listen(0, '127.0.0.1', () => r(undefined)));
 const address = /** @type {import('node:net').AddressInfo} */ (server.address());
 
-const prefs = frameRateArg === 'default' ? {} : { 'layout.frame_rate': Number(frameRateArg) };
+const prefs = { ...(frameRateArg === 'default' ? {} : { 'layout.frame_rate': Number(frameRateArg) }), ...JSON.parse(process.env.LOCKSTEP_PROBE_PREFS ?? '{}') };
 const browser = engine === 'firefox' ? await launchFirefox({ prefs }) : await launchBrowser();
 const r1 = (/** @type {number} */ x) => Math.round(x * 10) / 10;
 try {
