@@ -40,6 +40,20 @@ fn accounts() -> (Accounts, Arc<dyn Store>, TempDir) {
     (a, store, dir)
 }
 
+/// A free user's claims ("viewer").
+fn free_viewer() -> Claims {
+    Claims {
+        sub: "viewer".into(),
+        plan: Plan::Free,
+        exp: u64::MAX,
+        iat: None,
+        max_devices: None,
+        host_of: Vec::new(),
+        aud: None,
+        iss: None,
+    }
+}
+
 fn registered(a: &Accounts) -> usize {
     a.inner.conns.counts().1
 }
@@ -90,16 +104,7 @@ async fn activity_alone_is_written_less_often_than_news() {
         ..AccountConfig::default()
     };
     let a = Accounts::new(store.clone(), cfg);
-    let claims = Claims {
-        sub: "viewer".into(),
-        plan: Plan::Free,
-        exp: u64::MAX,
-        iat: None,
-        max_devices: None,
-        host_of: Vec::new(),
-        aud: None,
-        iss: None,
-    };
+    let claims = free_viewer();
     let started = a.start(&claims, "d1", "ev").await.unwrap();
     let id = started.session.session_id.clone();
     let stored = || async { store.session(&id).await.unwrap().unwrap() };
@@ -128,16 +133,7 @@ async fn maintenance_expires_the_timelines_of_idle_rooms_only() {
     let t = Timeline { epoch: 3, position_ms: 1_000, anchor_us: 5, rate_milli: 1000, paused: true };
     let rooms = ["idle", "watched", "recent"];
     store.save_timelines(rooms.iter().map(|r| (r.to_string(), t)).collect()).await.unwrap();
-    let claims = Claims {
-        sub: "viewer".into(),
-        plan: Plan::Free,
-        exp: u64::MAX,
-        iat: None,
-        max_devices: None,
-        host_of: Vec::new(),
-        aud: None,
-        iss: None,
-    };
+    let claims = free_viewer();
     a.start(&claims, "d1", "watched").await.unwrap();
     // Two rooms last changed longer ago than the TTL.
     let old = unix_ms() - room_key_ttl_ms() - 1_000;

@@ -1199,6 +1199,22 @@ fn sim_a_wait_spans_the_nodes_and_outlives_none() {
     }
 }
 
+/// Two nodes of a host-only room: the host on the first plays; a viewer on
+/// the second follows for a second, then stalls: the room waits.
+fn waiting_on_two_nodes(cfg: &RoomConfig, seed: u64) -> (sim::Sim, usize, usize) {
+    let mut sim = sim::Sim::new(2, cfg.clone(), seed);
+    let h = sim.join(0, "h", false);
+    let v = sim.join(1, "v", false);
+    sim.drive();
+    sim.command(h, Action::Play { position_ms: None });
+    sim.drive();
+    sim.report(v, false);
+    sim.run_for(S);
+    sim.report(v, true);
+    sim.drive();
+    (sim, h, v)
+}
+
 /// Scale-out: the node whose member's stall paused the room dies while
 /// nobody else serves it; a node that starts serving the room later knows
 /// the room waits (the record says why it is paused) and resumes it about a
@@ -1210,16 +1226,7 @@ fn sim_a_node_loading_a_waiting_room_knows_the_wait_and_who_holds_it() {
     let cfg = RoomConfig::default();
     let max = cfg.buffering_wait_max_us;
     for seed in 0..5 {
-        let mut sim = sim::Sim::new(2, cfg.clone(), seed);
-        let h = sim.join(0, "h", false);
-        let v = sim.join(1, "v", false);
-        sim.drive();
-        sim.command(h, Action::Play { position_ms: None });
-        sim.drive();
-        sim.report(v, false);
-        sim.run_for(S);
-        sim.report(v, true);
-        sim.drive();
+        let (mut sim, h, v) = waiting_on_two_nodes(&cfg, seed);
         assert!(sim.record.timeline.paused && sim.record.reason == ChangeReason::BufferingWait, "seed {seed}");
         // A third node loads the room during the wait: it lists v, and waits.
         let c = sim.add_node(cfg.clone());
@@ -1325,16 +1332,7 @@ fn sim_a_member_that_held_another_nodes_wait_catches_up_alone() {
 fn sim_a_pause_during_another_nodes_wait_is_not_undone() {
     let cfg = RoomConfig::default();
     for seed in 0..10 {
-        let mut sim = sim::Sim::new(2, cfg.clone(), seed);
-        let h = sim.join(0, "h", false);
-        let v = sim.join(1, "v", false);
-        sim.drive();
-        sim.command(h, Action::Play { position_ms: None });
-        sim.drive();
-        sim.report(v, false);
-        sim.run_for(S);
-        sim.report(v, true);
-        sim.drive();
+        let (mut sim, h, v) = waiting_on_two_nodes(&cfg, seed);
         assert_eq!(sim.record.reason, ChangeReason::BufferingWait, "seed {seed}");
         sim.command(h, Action::Pause { position_ms: None });
         sim.drive();
