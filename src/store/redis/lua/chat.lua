@@ -21,7 +21,14 @@
 -- Publishes "<id>\n<operation>" (id 0 but for posts). Returns the id.
 local id = 0
 if ARGV[2] == 'post' then
-  local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local last = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  -- Never below the stream's newest entry: a counter an older version of
+  -- this script wrote in exponent notation (rounded) is not trusted.
+  local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+  if top then
+    local newest = tonumber(string.match(top[1], '^0%-(%d+)$'))
+    if newest and newest > last then last = newest end
+  end
   if last == 0 then
     local t = redis.call('TIME')
     last = tonumber(t[1]) * 1000000 + tonumber(t[2])
