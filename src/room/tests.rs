@@ -1226,7 +1226,7 @@ fn sim_a_node_loading_a_waiting_room_knows_the_wait_and_who_holds_it() {
     let cfg = RoomConfig::default();
     let max = cfg.buffering_wait_max_us;
     for seed in 0..5 {
-        let (mut sim, h, v) = waiting_on_two_nodes(&cfg, seed);
+        let (mut sim, _, v) = waiting_on_two_nodes(&cfg, seed);
         assert!(sim.record.timeline.paused && sim.record.reason == ChangeReason::BufferingWait, "seed {seed}");
         // A third node loads the room during the wait: it lists v, and waits.
         let c = sim.add_node(cfg.clone());
@@ -1332,7 +1332,7 @@ fn sim_a_member_that_held_another_nodes_wait_catches_up_alone() {
 fn sim_a_pause_during_another_nodes_wait_is_not_undone() {
     let cfg = RoomConfig::default();
     for seed in 0..10 {
-        let (mut sim, h, v) = waiting_on_two_nodes(&cfg, seed);
+        let (mut sim, h, _) = waiting_on_two_nodes(&cfg, seed);
         assert_eq!(sim.record.reason, ChangeReason::BufferingWait, "seed {seed}");
         sim.command(h, Action::Pause { position_ms: None });
         sim.drive();
