@@ -545,10 +545,12 @@ struct SpreadRes {
     per_change: Vec<[f64; 6]>,
 }
 
-/// Commands of one room heartbeat besides its PEXPIREs (`count.lua`: EVALSHA, TIME, HSET or HDEL,
-/// HGETALL); marked by its one TIME. Its PEXPIREs (10 a beat before 4684eca; since, 1 and 9 more
-/// every 30th beat) are every PEXPIRE but the one of each commit (one per SPUBLISH).
-const HEARTBEAT_CMDS: f64 = 4.0;
+/// Commands of one room heartbeat besides its PEXPIREs (`count.lua`: EVALSHA, TIME, and an HSET or
+/// HDEL and an HGETALL for each of the counts, the round trips and the drifts; the last two since
+/// 2026-12-05 and 2026-12-07, 4 commands before); marked by its one TIME. Its PEXPIREs (10 a beat
+/// before 4684eca; since, 1 and 11 more every 30th beat) are every PEXPIRE but the one of each
+/// commit (one per SPUBLISH).
+const HEARTBEAT_CMDS: f64 = 8.0;
 /// Commands of one session refresh (HGET of the user, EVALSHA of `touch.lua` with HGET, HSET, 2 ZADD,
 /// then HGETALL); marked by its two ZADDs.
 const REFRESH_CMDS: f64 = 7.0;
@@ -559,10 +561,11 @@ struct Origins {
     /// Room heartbeats per second (one per node and room it serves), and their commands.
     heartbeats_per_s: f64,
     heartbeat_cmds_per_s: f64,
-    /// Session refreshes per second (every connected member's, every 5 to 10 s).
+    /// Session refreshes per second (every connected member's, every 30 to 40 s since 2026-12-07).
     refreshes_per_s: f64,
-    /// Per-node commands per second: ready-marker checks (EXISTS), session sweeps (ZRANGEBYSCORE),
-    /// the subscription connection's PING, the presence SET.
+    /// Per-node commands per second: ready-marker reads (GET, one by one on a cluster; EXISTS
+    /// before 2026-12-07), session sweeps (ZRANGEBYSCORE), the subscription connection's PING, the
+    /// presence SET.
     node_per_s: f64,
     /// Every other command, per second and per change.
     rest_per_s: f64,
@@ -585,7 +588,7 @@ impl Origins {
         let c = |k: &str| calls.get(k).map_or(0.0, &n);
         let heartbeats = c("time");
         let refreshes = c("zadd") / 2.0;
-        let node = c("exists") + c("zrangebyscore") + c("ping") + c("set") + c("info");
+        let node = c("exists") + c("get") + c("zrangebyscore") + c("ping") + c("set") + c("info");
         let hb_cmds = heartbeats * HEARTBEAT_CMDS + (c("pexpire") - c("spublish")).max(0.0);
         let rest = total - hb_cmds - refreshes * REFRESH_CMDS - node;
         Origins {
@@ -1310,7 +1313,7 @@ fn print(o: &Opts, r: &ScaleRes, title: &str, label: &str) {
     );
     let pairs: f64 = r.node.iter().map(|n| n.subscribed_rooms).sum();
     println!(
-        "\nRedis commands by origin (inferred: a room heartbeat is {HEARTBEAT_CMDS} commands and its PEXPIREs, marked by count.lua's TIME, every PEXPIRE but one per SPUBLISH (a commit's) being a heartbeat's; a session refresh {REFRESH_CMDS}, marked by touch.lua's 2 ZADDs; per node: EXISTS, ZRANGEBYSCORE, PING, SET):\n"
+        "\nRedis commands by origin (inferred: a room heartbeat is {HEARTBEAT_CMDS} commands and its PEXPIREs, marked by count.lua's TIME, every PEXPIRE but one per SPUBLISH (a commit's) being a heartbeat's; a session refresh {REFRESH_CMDS}, marked by touch.lua's 2 ZADDs; per node: GET (the ready markers), EXISTS, ZRANGEBYSCORE, PING, SET):\n"
     );
     println!(
         "| window | room heartbeats/s | per (node, room) served | commands per heartbeat | session refreshes/s | per member | per-node commands/s | the rest /s | the rest per change | net of the idle rest |"
