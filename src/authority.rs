@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lockstep_protocol::{ControlPolicy, Timeline, TimelineChanged};
+use lockstep_protocol::{ControlPolicy, TimelineChanged};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::room::{
@@ -227,7 +227,7 @@ pub(crate) struct LocalAuthority {
 
 #[derive(Debug)]
 enum Save {
-    Timeline(Arc<str>, Timeline),
+    Timeline(Arc<str>, TimelineChanged),
     Clock(Arc<str>, ClockSetting),
     Chat(Arc<str>, ChatOp),
     Media(Arc<str>, MediaState),
@@ -277,7 +277,7 @@ impl Drop for LocalAuthority {
 /// wins per room; at most one batch per [`SAVE_INTERVAL`].
 async fn saver(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Save>) {
     while let Some(first) = rx.recv().await {
-        let mut batch: HashMap<Arc<str>, Timeline> = HashMap::new();
+        let mut batch: HashMap<Arc<str>, TimelineChanged> = HashMap::new();
         let mut clocks: HashMap<Arc<str>, ClockSetting> = HashMap::new();
         let mut media: HashMap<Arc<str>, MediaState> = HashMap::new();
         // Each room's chat operations, in order.
@@ -357,14 +357,9 @@ impl Authority for LocalAuthority {
                 }),
             };
             let record = match store.timeline(&room).await {
-                Ok(Some(t)) => {
-                    tracing::info!(event_id = %room, epoch = t.epoch, "room resumes its saved timeline");
-                    Some(TimelineChanged {
-                        timeline: t,
-                        effective_at_us: t.anchor_us,
-                        by: 0,
-                        reason: lockstep_protocol::ChangeReason::Seek,
-                    })
+                Ok(Some(c)) => {
+                    tracing::info!(event_id = %room, epoch = c.timeline.epoch, reason = ?c.reason, "room resumes its saved timeline");
+                    Some(c)
                 }
                 Ok(None) => None,
                 Err(e) => {
@@ -416,7 +411,7 @@ impl Authority for LocalAuthority {
 
     fn commit(&self, room: &Arc<str>, req: CommitRequest, _sink: &Arc<dyn RemoteSink>) -> Option<CommitResult> {
         if let Some(save) = &self.save {
-            let _ = save.send(Save::Timeline(room.clone(), req.change.timeline));
+            let _ = save.send(Save::Timeline(room.clone(), req.change.clone()));
         }
         Some(CommitResult::Committed)
     }

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use lockstep_protocol::Timeline;
+use lockstep_protocol::{ChangeReason, Timeline};
 
 use super::*;
 use crate::store::sqlite::SqliteStore;
@@ -131,8 +131,9 @@ async fn maintenance_expires_the_timelines_of_idle_rooms_only() {
     let dir = tmp();
     let (a, store) = accounts_in(&dir.0);
     let t = Timeline { epoch: 3, position_ms: 1_000, anchor_us: 5, rate_milli: 1000, paused: true };
+    let t = lockstep_protocol::TimelineChanged { timeline: t, effective_at_us: 5, by: 0, reason: ChangeReason::Pause };
     let rooms = ["idle", "watched", "recent"];
-    store.save_timelines(rooms.iter().map(|r| (r.to_string(), t)).collect()).await.unwrap();
+    store.save_timelines(rooms.iter().map(|r| (r.to_string(), t.clone())).collect()).await.unwrap();
     let claims = free_viewer();
     a.start(&claims, "d1", "watched").await.unwrap();
     // Two rooms last changed longer ago than the TTL.
@@ -141,6 +142,6 @@ async fn maintenance_expires_the_timelines_of_idle_rooms_only() {
     db.execute("UPDATE timelines SET updated_at = ?1 WHERE room_id != 'recent'", [old as i64]).unwrap();
     a.maintain().await;
     assert_eq!(store.timeline("idle").await.unwrap(), None, "idle past the TTL: gone");
-    assert_eq!(store.timeline("watched").await.unwrap(), Some(t), "a session there keeps it");
+    assert_eq!(store.timeline("watched").await.unwrap().as_ref(), Some(&t), "a session there keeps it");
     assert_eq!(store.timeline("recent").await.unwrap(), Some(t), "within the TTL");
 }

@@ -388,10 +388,11 @@ impl Room {
     }
 
     /// A room that starts from the authority's record (scale-out: the room
-    /// another node serves, or served): on its timeline, and, if a wait
-    /// paused it, in that wait as another node's (its state says the room
-    /// waits, and it resumes the room a second after the wait's deadline
-    /// should that node be gone).
+    /// another node serves, or served; one node: the change it saved before
+    /// it stopped): on its timeline, and, if a wait paused it, in that wait
+    /// as another node's (its state says the room waits, and it resumes the
+    /// room a second after the wait's deadline should that node be gone, or
+    /// be this one, restarted).
     pub fn from_record(cfg: RoomConfig, now: u64, record: &TimelineChanged) -> Self {
         let mut room = Room::with_timeline(cfg, now, record.timeline);
         if record.reason == ChangeReason::BufferingWait && record.timeline.paused {

@@ -1,5 +1,7 @@
 //! Behaviour every store shares, run against each of them by its tests.
 
+use lockstep_protocol::{ChangeReason, Timeline, TimelineChanged};
+
 use super::{InvitationRecord, InviteError, SessionRecord, StartError, Store};
 
 /// A fresh session record.
@@ -137,4 +139,26 @@ pub(super) async fn chat_is_kept_in_order_and_paged(s: &dyn Store) {
     assert_eq!(page.iter().map(|r| r.id).collect::<Vec<_>>(), vec![id(3), id(4)]);
     assert_eq!(s.chat_page("other", None, 10).await.unwrap().len(), 1);
     assert!(s.chat_page("none", None, 10).await.unwrap().is_empty());
+}
+
+/// A timeline as saved: the change that made it, effective at its anchor, by the server.
+pub(super) fn saved(timeline: Timeline, reason: ChangeReason) -> TimelineChanged {
+    TimelineChanged { timeline, effective_at_us: timeline.anchor_us, by: 0, reason }
+}
+
+/// A saved timeline reads back with why it changed (a room loaded again during
+/// a buffering wait must know it waits), and the latest save wins.
+pub(super) async fn timelines_keep_why_they_changed(s: &dyn Store) {
+    let waiting = saved(
+        Timeline { epoch: 5, position_ms: 61_000, anchor_us: 9_000_000, rate_milli: 1000, paused: true },
+        ChangeReason::BufferingWait,
+    );
+    let paused = saved(Timeline { epoch: 2, position_ms: 4_000, ..waiting.timeline }, ChangeReason::Pause);
+    s.save_timelines(vec![("waits".into(), waiting.clone()), ("paused".into(), paused.clone())]).await.unwrap();
+    assert_eq!(s.timeline("waits").await.unwrap().as_ref(), Some(&waiting));
+    assert_eq!(s.timeline("paused").await.unwrap(), Some(paused));
+    let resumed = saved(Timeline { epoch: 6, paused: false, ..waiting.timeline }, ChangeReason::Resume);
+    s.save_timelines(vec![("waits".into(), resumed.clone())]).await.unwrap();
+    assert_eq!(s.timeline("waits").await.unwrap(), Some(resumed));
+    assert_eq!(s.timeline("never").await.unwrap(), None);
 }

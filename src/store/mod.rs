@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use lockstep_protocol::Timeline;
+use lockstep_protocol::TimelineChanged;
 use serde::{Deserialize, Serialize};
 
 use crate::room::{ChatLoad, ChatOp, ChatRecord, ClockSetting, MediaState};
@@ -175,11 +175,15 @@ pub(crate) trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Revokes an invitation; returns it as it was.
     fn revoke_invitation(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<InvitationRecord>>>;
 
-    /// Saves room timelines (latest wins).
-    fn save_timelines(&self, batch: Vec<(String, Timeline)>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Saves room timelines (latest wins): each the change that made it, so
+    /// a room loaded again knows why it is paused (a buffering wait resumes
+    /// by itself; a pause waits for the host).
+    fn save_timelines(&self, batch: Vec<(String, TimelineChanged)>) -> BoxFuture<'_, StoreResult<()>>;
 
-    /// A room's saved timeline.
-    fn timeline(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<Timeline>>>;
+    /// A room's saved timeline, as the change that made it (its `by` is 0
+    /// where the store keeps no member: SQLite, whose member ids end with
+    /// the process).
+    fn timeline(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<TimelineChanged>>>;
 
     /// Deletes the saved timelines last written before `before` of rooms
     /// nobody holds a session in (see [`ROOM_KEY_TTL`]); returns how many.

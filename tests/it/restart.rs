@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::accounts::{SECRET, http, join_as, token};
 use crate::common::*;
+use crate::redis::changed;
 
 pub(crate) struct Proc {
     child: Child,
@@ -189,4 +190,57 @@ fn saved_chat(data: &std::path::Path, room: &str) -> i64 {
         return 0;
     };
     c.query_row("SELECT COUNT(*) FROM chat WHERE room_id = ?1", [room], |r| r.get(0)).unwrap_or(0)
+}
+
+/// The reason saved for `room`'s timeline, read straight from the database.
+fn saved_reason(data: &std::path::Path, room: &str) -> Option<String> {
+    let c = rusqlite::Connection::open_with_flags(data.join("lockstep.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .ok()?;
+    c.query_row("SELECT reason FROM timelines WHERE room_id = ?1", [room], |r| r.get(0)).ok().flatten()
+}
+
+/// A server killed while its room waits for a buffering viewer comes back
+/// with the room still waiting, and resumes it once the wait's deadline
+/// passes: it does not come back merely paused (waiting for a host who did
+/// not pause), as it did when the timeline was saved without its reason.
+#[tokio::test]
+async fn a_restart_during_a_buffering_wait_comes_back_waiting_and_resumes() {
+    let data = crate::common::temp_path(&format!("restart-wait-{}", free_port()));
+    let port = free_port();
+    let flags = ["--buffering-wait-max-ms", "3000", "--tick-interval-ms", "50"];
+    let (proc1, server) = spawn_with(port, &data, &flags).await;
+    let (alice, bob) = (token("alice", Plan::Premium), token("bob", Plan::Premium));
+    let (mut host, _) = join_as(&server, "ev-w", "tv", &alice).await;
+    let (mut viewer, _) = join_as(&server, "ev-w", "phone", &bob).await;
+    send(&mut host, &command(1, Action::Play { position_ms: Some(5_000) })).await;
+    until(&mut viewer, |g| changed(g).filter(|c| !c.timeline.paused).map(|_| ())).await;
+    // Played smoothly once: its stall makes the room wait.
+    send(&mut viewer, &report(false)).await;
+    send(&mut viewer, &report(true)).await;
+    let wait = until(&mut host, |g| changed(g).filter(|c| c.reason == ChangeReason::BufferingWait)).await;
+    assert!(wait.timeline.paused);
+    let deadline = Instant::now() + WAIT;
+    while saved_reason(&data, "ev-w").as_deref() != Some("buffering-wait") {
+        assert!(Instant::now() < deadline, "the wait was never saved: {:?}", saved_reason(&data, "ev-w"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    drop(proc1); // SIGKILL, mid-wait
+    drop((host, viewer));
+    let (_proc2, server) = spawn_with(port, &data, &flags).await;
+    let restarted = Instant::now();
+    let (mut host, w) = join_as(&server, "ev-w", "tv", &alice).await;
+    assert_eq!((w.timeline.epoch, w.timeline.paused), (wait.timeline.epoch, true), "back on the wait's timeline");
+    let (_, _, st) = http(&server, "GET", "/api/live-stream/ev-w/state", None, None).await;
+    assert_eq!(st["bufferingWait"], true, "the room knows it waits: {st}");
+    // Nobody stalls any more (the viewer is gone): the wait ends by itself at its deadline (and a second's grace).
+    let resumed = until(&mut host, |g| changed(g).filter(|c| c.reason == ChangeReason::Resume)).await;
+    assert!(!resumed.timeline.paused);
+    assert_eq!(resumed.timeline.position_ms, wait.timeline.position_ms, "resumed where it waited");
+    assert!(restarted.elapsed() < Duration::from_millis(3_000 + 1_000 + 2_000), "{:?}", restarted.elapsed());
+    let (_, _, st) = http(&server, "GET", "/api/live-stream/ev-w/state", None, None).await;
+    // Playing, or about to (the resume is scheduled a lead ahead).
+    let playing = st["timeline"]["paused"] == false || st["pending"]["timeline"]["paused"] == false;
+    assert!(st["bufferingWait"] == false && playing, "{st}");
+    let _ = std::fs::remove_dir_all(&data);
 }

@@ -265,7 +265,7 @@ async fn current_timeline(app: &AppState, room_id: &str) -> Option<Timeline> {
     {
         return Some(s.timeline);
     }
-    app.accounts.store().timeline(room_id).await.ok().flatten()
+    app.accounts.store().timeline(room_id).await.ok().flatten().map(|c| c.timeline)
 }
 
 async fn session_view(app: &AppState, headers: &HeaderMap, started: Started) -> SessionView {

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use lockstep_protocol::Timeline;
+use lockstep_protocol::TimelineChanged;
 use redis::{FromRedisValue, Value};
 
 pub(crate) use conn::{Conn, Lua, LuaCall};
@@ -208,11 +208,11 @@ impl Store for RedisStore {
         async move { self.revoke_one(&id).await }.boxed()
     }
 
-    fn save_timelines(&self, batch: Vec<(String, Timeline)>) -> BoxFuture<'_, StoreResult<()>> {
+    fn save_timelines(&self, batch: Vec<(String, TimelineChanged)>) -> BoxFuture<'_, StoreResult<()>> {
         async move { self.put_timelines(&batch).await }.boxed()
     }
 
-    fn timeline(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<Timeline>>> {
+    fn timeline(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<TimelineChanged>>> {
         let room_id = room_id.to_owned();
         async move { self.get_timeline(&room_id).await }.boxed()
     }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use lockstep_protocol::{ChangeReason, ServerMsg, Timeline, TimelineChanged, decode_server, encode_server};
+use lockstep_protocol::{ServerMsg, TimelineChanged, decode_server, encode_server};
 use redis::{AsyncCommands, Value};
 
 use super::{RedisStore, err, fields, keys, num};
@@ -86,13 +86,15 @@ impl RedisStore {
 
     /// Writes the records (latest wins) and sets their TTL: one pipeline per
     /// room (each room's keys are on its own slot), sent together.
-    pub(super) async fn put_timelines(&self, batch: &[(String, Timeline)]) -> StoreResult<()> {
-        let writes = batch.iter().map(|(room, t)| {
-            let c = TimelineChanged { timeline: *t, effective_at_us: t.anchor_us, by: 0, reason: ChangeReason::Seek };
+    pub(super) async fn put_timelines(&self, batch: &[(String, TimelineChanged)]) -> StoreResult<()> {
+        let writes = batch.iter().map(|(room, c)| {
             let key = keys::timeline(room);
             let mut pipe = redis::pipe();
-            pipe.hset_multiple(&key, &[("epoch", t.epoch.to_string().into_bytes()), ("data", encode_change(&c))])
-                .ignore();
+            pipe.hset_multiple(
+                &key,
+                &[("epoch", c.timeline.epoch.to_string().into_bytes()), ("data", encode_change(c))],
+            )
+            .ignore();
             pipe.pexpire(&key, room_key_ttl_ms() as i64).ignore();
             async move { self.query::<()>(&pipe).await }
         });
@@ -112,8 +114,8 @@ impl RedisStore {
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
-    pub(super) async fn get_timeline(&self, room_id: &str) -> StoreResult<Option<Timeline>> {
+    pub(super) async fn get_timeline(&self, room_id: &str) -> StoreResult<Option<TimelineChanged>> {
         let data: Option<Vec<u8>> = self.conn.clone().hget(keys::timeline(room_id), "data").await.map_err(err)?;
-        Ok(data.as_deref().and_then(decode_change).map(|c| c.timeline))
+        Ok(data.as_deref().and_then(decode_change))
     }
 }

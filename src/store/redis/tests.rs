@@ -4,11 +4,11 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lockstep_protocol::Timeline;
+use lockstep_protocol::{ChangeReason, Timeline};
 use redis::AsyncCommands;
 
 use super::{Conn, RedisStore, keys};
-use crate::store::contract::rec;
+use crate::store::contract::{rec, saved};
 use crate::store::{ROOM_KEY_TTL, SessionRecord, Store};
 
 /// A `redis-server` child, killed on drop.
@@ -95,8 +95,9 @@ async fn saved_timelines_expire_after_the_room_key_ttl() {
     let server = Server::start();
     let s = server.store().await;
     let t = Timeline { epoch: 4, position_ms: 9_000, anchor_us: 123, rate_milli: 1250, paused: false };
-    s.save_timelines(vec![("ev".into(), t)]).await.unwrap();
-    assert_eq!(s.timeline("ev").await.unwrap(), Some(t));
+    let t = saved(t, ChangeReason::Rate);
+    s.save_timelines(vec![("ev".into(), t.clone())]).await.unwrap();
+    assert_eq!(s.timeline("ev").await.unwrap().as_ref(), Some(&t));
     let ttl: i64 = s.conn.clone().pttl(keys::timeline("ev")).await.unwrap();
     let max = ROOM_KEY_TTL.as_millis() as i64;
     assert!(max - 5_000 < ttl && ttl <= max, "{ttl}");
@@ -109,6 +110,12 @@ async fn saved_timelines_expire_after_the_room_key_ttl() {
 async fn invitations_are_used_up_revoked_and_expire() {
     let server = Server::start();
     crate::store::contract::invitations_are_used_up_revoked_and_expire(&server.store().await).await;
+}
+
+#[tokio::test]
+async fn timelines_keep_why_they_changed() {
+    let server = Server::start();
+    crate::store::contract::timelines_keep_why_they_changed(&server.store().await).await;
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use lockstep_protocol::Timeline;
+use lockstep_protocol::TimelineChanged;
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::room::{ChatLoad, ChatOp, ChatRecord, ClockSetting, MediaState};
@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS timelines (
     anchor_us   INTEGER NOT NULL,
     rate_milli  INTEGER NOT NULL,
     paused      INTEGER NOT NULL,
-    updated_at  INTEGER NOT NULL DEFAULT 0
+    updated_at  INTEGER NOT NULL DEFAULT 0,
+    reason      TEXT
 );
 CREATE TABLE IF NOT EXISTS room_media (
     room_id    TEXT PRIMARY KEY,
@@ -85,7 +86,9 @@ CREATE TABLE IF NOT EXISTS room_clocks (
 
 /// Brings a file of an earlier version up to date, in one transaction:
 /// `timelines.updated_at` (added with the time of the migration, so existing
-/// timelines get a full [`super::ROOM_KEY_TTL`]) and its index.
+/// timelines get a full [`super::ROOM_KEY_TTL`]) and its index;
+/// `timelines.reason` (why the timeline last changed; NULL in rows written
+/// before it, read as a seek: what every saved timeline was read as then).
 fn migrate(c: &mut Connection, now: UnixMs) -> rusqlite::Result<()> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let has_updated_at =
@@ -95,6 +98,10 @@ fn migrate(c: &mut Connection, now: UnixMs) -> rusqlite::Result<()> {
         tx.execute("UPDATE timelines SET updated_at = ?1", [now as i64])?;
     }
     tx.execute("CREATE INDEX IF NOT EXISTS timelines_by_update ON timelines(updated_at)", [])?;
+    let has_reason = tx.prepare("SELECT 1 FROM pragma_table_info('timelines') WHERE name = 'reason'")?.exists([])?;
+    if !has_reason {
+        tx.execute("ALTER TABLE timelines ADD COLUMN reason TEXT", [])?;
+    }
     tx.commit()
 }
 
@@ -206,12 +213,12 @@ impl Store for SqliteStore {
         self.run(move |c| rooms::revoke_invitation(c, &id))
     }
 
-    fn save_timelines(&self, batch: Vec<(String, Timeline)>) -> BoxFuture<'_, StoreResult<()>> {
+    fn save_timelines(&self, batch: Vec<(String, TimelineChanged)>) -> BoxFuture<'_, StoreResult<()>> {
         let now = unix_ms();
         self.run(move |c| rooms::save_timelines(c, &batch, now))
     }
 
-    fn timeline(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<Timeline>>> {
+    fn timeline(&self, room_id: &str) -> BoxFuture<'_, StoreResult<Option<TimelineChanged>>> {
         let room_id = room_id.to_owned();
         self.run(move |c| rooms::timeline(c, &room_id))
     }

@@ -1,6 +1,6 @@
 //! Invitations, party hosts and timelines in SQLite.
 
-use lockstep_protocol::Timeline;
+use lockstep_protocol::{ChangeReason, Timeline, TimelineChanged};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::err;
@@ -72,19 +72,35 @@ pub(super) fn revoke_invitation(c: &Connection, id: &str) -> StoreResult<Option<
     Ok(inv)
 }
 
-/// Saves timelines (latest wins), stamped `now`.
-pub(super) fn save_timelines(c: &mut Connection, batch: &[(String, Timeline)], now: UnixMs) -> StoreResult<()> {
+/// A change reason as stored: its name on the wire's JSON (`buffering-wait`).
+fn reason_name(r: ChangeReason) -> String {
+    match serde_json::to_value(r) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => unreachable!("a reason serializes as its name"),
+    }
+}
+
+/// A stored reason; none (a row from before reasons were kept) or one this
+/// version does not know (a later one wrote it) reads as a seek, which
+/// resumes nothing by itself.
+fn reason_from(name: Option<String>) -> ChangeReason {
+    name.and_then(|n| serde_json::from_value(serde_json::Value::String(n)).ok()).unwrap_or(ChangeReason::Seek)
+}
+
+/// Saves timelines (latest wins) and why each changed, stamped `now`.
+pub(super) fn save_timelines(c: &mut Connection, batch: &[(String, TimelineChanged)], now: UnixMs) -> StoreResult<()> {
     let tx = c.transaction().map_err(err)?;
     {
         let mut stmt = tx
             .prepare_cached(
-                "INSERT INTO timelines (room_id, epoch, position_ms, anchor_us, rate_milli, paused, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO timelines (room_id, epoch, position_ms, anchor_us, rate_milli, paused, updated_at, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(room_id) DO UPDATE SET epoch = ?2, position_ms = ?3, anchor_us = ?4,
-                     rate_milli = ?5, paused = ?6, updated_at = ?7",
+                     rate_milli = ?5, paused = ?6, updated_at = ?7, reason = ?8",
             )
             .map_err(err)?;
-        for (room, t) in batch {
+        for (room, change) in batch {
+            let t = &change.timeline;
             stmt.execute(params![
                 room,
                 i64::from(t.epoch),
@@ -92,7 +108,8 @@ pub(super) fn save_timelines(c: &mut Connection, batch: &[(String, Timeline)], n
                 t.anchor_us as i64,
                 i64::from(t.rate_milli),
                 t.paused,
-                now as i64
+                now as i64,
+                reason_name(change.reason)
             ])
             .map_err(err)?;
         }
@@ -100,18 +117,21 @@ pub(super) fn save_timelines(c: &mut Connection, batch: &[(String, Timeline)], n
     tx.commit().map_err(err)
 }
 
-pub(super) fn timeline(c: &Connection, room_id: &str) -> StoreResult<Option<Timeline>> {
+/// A room's saved timeline, as the change that made it: effective at its
+/// anchor, by nobody (the server).
+pub(super) fn timeline(c: &Connection, room_id: &str) -> StoreResult<Option<TimelineChanged>> {
     c.query_row(
-        "SELECT epoch, position_ms, anchor_us, rate_milli, paused FROM timelines WHERE room_id = ?1",
+        "SELECT epoch, position_ms, anchor_us, rate_milli, paused, reason FROM timelines WHERE room_id = ?1",
         [room_id],
         |r| {
-            Ok(Timeline {
+            let timeline = Timeline {
                 epoch: r.get::<_, i64>(0)? as u32,
                 position_ms: r.get::<_, i64>(1)? as u64,
                 anchor_us: r.get::<_, i64>(2)? as u64,
                 rate_milli: r.get::<_, i64>(3)? as u16,
                 paused: r.get(4)?,
-            })
+            };
+            Ok(TimelineChanged { timeline, effective_at_us: timeline.anchor_us, by: 0, reason: reason_from(r.get(5)?) })
         },
     )
     .optional()
