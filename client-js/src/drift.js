@@ -146,6 +146,18 @@
 // position estimator's presentation offset may still be an earlier
 // start's); not on a `currentTime` reading, which can be a frame off.
 //
+// A start that came up a little off, where `currentTime` steps (fine
+// landing): Firefox's frames follow its clock (no display cadence holds
+// them, as Chromium's), and below the ±5 % band only the fine band corrects
+// (±0.5 %: 5 ms a second), so a start that came up 5–12 ms off stayed so
+// through the half second after a play or a seek, and two such pages ended
+// up to 24 ms apart. There, a start more than `fineLandingMs` (4 ms) off
+// either way, early ones below `earlyStartMs` (not held), is corrected as a
+// rushed start is: at room · (1 ± `landingRateAdjust`) for as long as it
+// takes (10 ms in 100 ms), once per timeline. Not where `currentTime` is
+// continuous (Chromium): its frames keep their cadence's phase through a
+// small correction, and its relocks place them (below).
+//
 // While the element is buffering (waiting/stalled, or readyState below
 // HAVE_FUTURE_DATA while it should play) or seeking, no correction is made:
 // the session reports buffering to the server instead, whose buffering
@@ -184,7 +196,7 @@ import { PositionEstimator } from './position.js';
 
 /** A start is timed on this many presented frames (their mean). */
 const START_FRAMES = 3;
-/** A rushed start (a start that came up late) lasts at most this long; the bands catch up the rest. */
+/** A rushed start (a start that came up late, or a fine landing) lasts at most this long; the bands do the rest. */
 const RUSH_MAX_MS = 500;
 /** A rushed start faster than `landingRateAdjust` (up to `maxLandingRateAdjust`) catches its lateness up within this. */
 const RUSH_WITHIN_MS = 300;
@@ -275,6 +287,9 @@ export const HAVE_FUTURE_DATA = 3;
  * @property {number} [lateLandingMs] a start whose first frames show the element more than this behind the room is
  *   caught up at room · (1 + `landingRateAdjust`) for as long as that takes (at most 500 ms), once per timeline (rushed
  *   start; 0: by the bands) (12)
+ * @property {number} [fineLandingMs] where `currentTime` steps (Firefox), a start whose first frames show the element
+ *   more than this off the room either way (and not held) is corrected as a rushed start is: faster or slower by
+ *   `landingRateAdjust` for as long as that takes, once per timeline (0: only `lateLandingMs` and `earlyStartMs`) (4)
  * @property {number} [landingRateAdjust] rushed start: the rate's offset, fraction of the room rate (0.1)
  * @property {number} [maxLandingRateAdjust] rushed start: a lateness that would take longer than 300 ms at
  *   `landingRateAdjust` is caught up within 300 ms at a rate up to this offset (0.25; `landingRateAdjust` or less: never
@@ -322,6 +337,7 @@ export const DRIFT_DEFAULTS = Object.freeze({
   lateStartMs: 20,
   earlyStartMs: 12,
   lateLandingMs: 12,
+  fineLandingMs: 4,
   landingRateAdjust: 0.1,
   maxLandingRateAdjust: 0.25,
 });
@@ -873,17 +889,20 @@ export class DriftController {
         this.wakeAtMs = now + Math.max(0, landedMs / roomRate - this.startLatencyMs);
         return done('starting');
       }
-      // A start that came up late (behind the room on its first frames): played faster for as long as that takes.
-      // Only on frames: a `currentTime` reading (in whole frames in Firefox) can misjudge it by a frame, and this is
-      // open loop.
+      // A start that came up late (behind the room on its first frames): played faster for as long as that takes;
+      // where `currentTime` steps, one a little off either way too (fine landing). Only on frames: a `currentTime`
+      // reading (in whole frames in Firefox) can misjudge it by a frame, and this is open loop.
+      const fine = o.fineLandingMs > 0 && this.#pos.stepped;
+      const lateBar = fine && o.lateLandingMs > 0 ? Math.min(o.lateLandingMs, o.fineLandingMs) : o.lateLandingMs;
       const late = -landedMs;
-      if (shown.length && o.lateLandingMs > 0 && o.landingRateAdjust > 0 && this.#rushEpoch !== target.epoch && late > o.lateLandingMs && late < this.seekThresholdMs) {
+      const off = late > 0 ? (lateBar > 0 && late > lateBar ? late : 0) : fine && plausible && landedMs > o.fineLandingMs ? landedMs : 0;
+      if (shown.length && off > 0 && o.landingRateAdjust > 0 && this.#rushEpoch !== target.epoch && off < this.seekThresholdMs) {
         this.#rushEpoch = target.epoch;
-        const adjust = Math.max(o.landingRateAdjust, Math.min(late / RUSH_WITHIN_MS, o.maxLandingRateAdjust));
-        this.#rush = { untilMs: now + Math.min(late / (roomRate * adjust), RUSH_MAX_MS), epoch: target.epoch };
+        const adjust = Math.max(o.landingRateAdjust, Math.min(off / RUSH_WITHIN_MS, o.maxLandingRateAdjust));
+        this.#rush = { untilMs: now + Math.min(off / (roomRate * adjust), RUSH_MAX_MS), epoch: target.epoch };
         this.samples = [];
         this.correcting = false;
-        this.setRate(actions, roomRate * (1 + adjust), now);
+        this.setRate(actions, roomRate * (late > 0 ? 1 + adjust : 1 - adjust), now);
       }
     }
     if (this.#rush) {

@@ -220,6 +220,11 @@ export class PositionEstimator {
     return this.gapMs !== null && this.gapMs <= this.o.steppedGapMs;
   }
 
+  /** Whether the element's `currentTime` is seen to step (in whole frames, as Firefox's). */
+  get stepped() {
+    return this.gapMs !== null && this.gapMs > this.o.steppedGapMs;
+  }
+
   /**
    * The mean of `points` carried to `nowMs` (null without points).
    * @param {{at: number, m: number}[]} points

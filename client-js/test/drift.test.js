@@ -364,7 +364,7 @@ test('a start that came up early is held where it is until the room gets there (
     assert.equal(held.holds, 1, `rvfc ${rvfc}: holds`);
     // Played, paused once when it came up ahead, played again: no seek.
     assert.deepEqual(held.log.filter((t) => t !== 'setRate'), ['play', 'pause', 'play'], `rvfc ${rvfc}: ${held.log}`);
-    const byRate = run({ earlyStartMs: 0 });
+    const byRate = run({ earlyStartMs: 0, fineLandingMs: 0 });
     assert.ok(byRate.worst > 20, `rvfc ${rvfc}, by rate: ${byRate.worst} ms`);
     assert.equal(byRate.holds, 0);
   }
@@ -413,6 +413,45 @@ test('a first start (not pre-rolled) whose first frames read far ahead is not he
   const r = c.update({ nowMs: 1043, target: playing(1043), media });
   assert.deepEqual(r.actions.filter((a) => a.type === 'pause'), [], `not held: ${JSON.stringify(r.actions)}`);
   assert.equal(c.corrections.holds, 0);
+});
+
+test('where currentTime steps, a start that came up a little off either way is corrected at once by rate (fine landing); not where it is continuous', () => {
+  /**
+   * Plays at 2 s (taking 20 ms to start: the start-up latency learned), pauses at 4 s, plays at 6 s taking `second` ms
+   * (pre-rolled by 20: it comes up early if faster, late if slower). The frames' largest drift 250–750 ms after.
+   * @param {'stepped' | 'chromium'} kind @param {number} second @param {import('../src/drift.js').DriftOptions} opts
+   */
+  const run = (kind, second, opts) => {
+    const room = new SimRoom({ position: 10, paused: true });
+    room.change(2000, { paused: false });
+    room.change(4000, { paused: true });
+    room.change(6000, { paused: false });
+    let starts = 0;
+    const engine = kind === 'stepped' ? { steppedCurrentTime: true } : { cadence: /** @type {const} */ ('chromium') };
+    const media = new SimMedia({ position: 10, paused: true, playLatencyMs: () => (starts++ === 0 ? 20 : second), frameMs: 40, vsyncMs: 1000 / 60, ...engine });
+    const controller = new DriftController(opts);
+    const { trace } = simulate({ media, room, durationMs: 8000, rvfc: true, controller, dt: 1 });
+    const frames = Math.max(...trace.filter((x) => x.t >= 6250 && x.t < 6750).map((x) => Math.abs(x.frameDrift ?? Infinity)));
+    const rates = trace.filter((x) => x.t >= 5900).map((x) => x.rate);
+    return { frames, rates, holds: controller.corrections.holds, paced: controller.paced };
+  };
+  // Firefox-like (currentTime in whole frames): its frames came up ~8 ms early (8, 12) or ~9 ms late (25, 28), below
+  // the held and rushed starts' 12 ms.
+  for (const [second, rate] of [[8, 0.9], [12, 0.9], [25, 1.1], [28, 1.1]]) {
+    const fine = run('stepped', second, {});
+    const off = run('stepped', second, { fineLandingMs: 0 });
+    assert.equal(fine.rates.filter((r, i) => Math.abs(r - rate) < 1e-9 && fine.rates[i - 1] !== r).length, 1, `${second}: once at ${rate}: ${[...new Set(fine.rates)]}`);
+    assert.ok(off.rates.every((r) => Math.abs(r - 1) <= 0.005 + 1e-9), `${second}, without: the fine band only: ${[...new Set(off.rates)]}`);
+    assert.ok(fine.frames <= 7 && fine.frames < off.frames - 2, `${second}: frames ${fine.frames} ms off 250–750 ms after the start, ${off.frames} without`);
+    assert.equal(fine.holds + off.holds, 0);
+  }
+  // Chromium-like (continuous currentTime, frames paced by the display): left to the bands and relocks.
+  for (const second of [12, 25]) {
+    const fine = run('chromium', second, {});
+    assert.equal(fine.paced, true);
+    assert.deepEqual(fine, run('chromium', second, { fineLandingMs: 0 }), `${second}`);
+    assert.ok(fine.rates.every((r) => Math.abs(r - 1) <= 0.05 + 1e-9), `${second}: ${[...new Set(fine.rates)]}`);
+  }
 });
 
 test('a start that came up late (its start-up latency not known yet) is caught up faster, once, when timed on frames', () => {
