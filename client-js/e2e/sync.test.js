@@ -165,7 +165,9 @@ async function afterChange(pages, ready, what) {
   const worst = [0, 0];
   const onPlayheads = [0, 0];
   const frameless = [0, 0];
+  let samples = 0;
   while (Date.now() < from + 500) {
+    samples++;
     const { skew, shown } = note(await Promise.all(pages.map(probe)));
     for (const [i, s] of shown.entries()) {
       if (s !== null) worst[i] = Math.max(worst[i], Math.abs(s));
@@ -174,7 +176,6 @@ async function afterChange(pages, ready, what) {
     }
     await new Promise((r) => setTimeout(r, 20));
   }
-  const samples = trace.filter((s) => /** @type {{ms: number}} */ (s).ms >= from - t0).length;
   for (const i of [0, 1]) if (frameless[i] === samples) worst[i] = onPlayheads[i];
   // Each page's element events over the window (ms on the trace's time base: the pages share the machine's clock).
   const events = await Promise.all(pages.map((p) => elementEvents(p, t0)));

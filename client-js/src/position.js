@@ -222,7 +222,7 @@ export class PositionEstimator {
 
   /** Whether the element's `currentTime` is seen to step (in whole frames, as Firefox's). */
   get stepped() {
-    return this.gapMs !== null && this.gapMs > this.o.steppedGapMs;
+    return this.gapMs !== null && !this.continuous;
   }
 
   /**

@@ -69,11 +69,16 @@ pub(crate) async fn spawn_with(port: u16, data: &std::path::Path, args: &[&str])
     (Proc { child }, server)
 }
 
-/// The timeline epoch saved for `room`, read straight from the database.
-fn saved_epoch(data: &std::path::Path, room: &str) -> Option<i64> {
+/// One value about `room` (`?1` in `sql`), read straight from the database; none while it cannot be read.
+fn saved<T: rusqlite::types::FromSql>(data: &std::path::Path, sql: &str, room: &str) -> Option<T> {
     let c = rusqlite::Connection::open_with_flags(data.join("lockstep.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .ok()?;
-    c.query_row("SELECT epoch FROM timelines WHERE room_id = ?1", [room], |r| r.get(0)).ok()
+    c.query_row(sql, [room], |r| r.get(0)).ok()
+}
+
+/// The timeline epoch saved for `room`.
+fn saved_epoch(data: &std::path::Path, room: &str) -> Option<i64> {
+    saved(data, "SELECT epoch FROM timelines WHERE room_id = ?1", room)
 }
 
 #[tokio::test]
@@ -184,19 +189,12 @@ async fn chat_member(server: &TestServer, ev: &str, device: &str, tok: &str) -> 
 
 /// How many chat messages are stored for `room`.
 fn saved_chat(data: &std::path::Path, room: &str) -> i64 {
-    let Ok(c) =
-        rusqlite::Connection::open_with_flags(data.join("lockstep.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-    else {
-        return 0;
-    };
-    c.query_row("SELECT COUNT(*) FROM chat WHERE room_id = ?1", [room], |r| r.get(0)).unwrap_or(0)
+    saved(data, "SELECT COUNT(*) FROM chat WHERE room_id = ?1", room).unwrap_or(0)
 }
 
-/// The reason saved for `room`'s timeline, read straight from the database.
+/// The reason saved for `room`'s timeline.
 fn saved_reason(data: &std::path::Path, room: &str) -> Option<String> {
-    let c = rusqlite::Connection::open_with_flags(data.join("lockstep.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .ok()?;
-    c.query_row("SELECT reason FROM timelines WHERE room_id = ?1", [room], |r| r.get(0)).ok().flatten()
+    saved::<Option<String>>(data, "SELECT reason FROM timelines WHERE room_id = ?1", room).flatten()
 }
 
 /// A server killed while its room waits for a buffering viewer comes back
