@@ -19,6 +19,8 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 export const RESULTS_DIR = join(HERE, '..', 'results');
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 export const FIREFOX = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr';
+/** The oldest Firefox ESR the tests run on (the first Debian ESR measured here with WebTransport and working BiDi waits). */
+const FIREFOX_MIN = 153;
 export const VIDEO_PATH = join(HERE, '..', '..', 'demo', 'video.webm');
 // `LOCKSTEP_E2E_CLIENT_SRC`: another client's src/ (e.g. an older commit's, for before/after figures).
 const CLIENT_SRC = process.env.LOCKSTEP_E2E_CLIENT_SRC ?? join(HERE, '..', '..', 'src');
@@ -168,12 +170,20 @@ export async function launchFirefox({ prefs = {} } = {}) {
   if (!existsSync(FIREFOX)) {
     throw new Error(`${FIREFOX} is missing: apt-get install -y firefox-esr (.ci/test does it); puppeteer never downloads a browser here`);
   }
-  return puppeteer.launch({
+  const browser = await puppeteer.launch({
     browser: 'firefox',
     executablePath: FIREFOX,
     headless: true,
     extraPrefsFirefox: { 'media.autoplay.default': 0, 'media.autoplay.blocking_policy': 0, ...prefs },
   });
+  // An older ESR (140, from stale package lists) opens the page but fails every wait on it ("Waiting failed").
+  const version = await browser.version();
+  const major = Number(/(\d+)\./.exec(version)?.[1]);
+  if (!(major >= FIREFOX_MIN)) {
+    await browser.close();
+    throw new Error(`${FIREFOX} is ${version}; the tests need Firefox ESR ${FIREFOX_MIN} or later: apt-get update && apt-get install -y firefox-esr (.ci/test does it)`);
+  }
+  return browser;
 }
 
 /**
@@ -355,7 +365,7 @@ export async function waitFor(page, fn, arg, o) {
     await page.waitForFunction(fn, arg, { polling: 50, timeout: o.timeoutMs ?? 15_000 });
   } catch (e) {
     const state = await probe(page).catch(() => null);
-    throw new Error(`timed out waiting for ${o.what}; page state: ${JSON.stringify(state)}`, { cause: e });
+    throw new Error(`timed out waiting for ${o.what}; page state: ${JSON.stringify(state)}; ${e}`, { cause: e });
   }
 }
 
