@@ -5,6 +5,7 @@
 //   node scripts/cadence-probe.mjs steer [offsetMs] [pacedStartMs]
 //   node scripts/cadence-probe.mjs pulses ['[[rate, ms], ...]']
 //   node scripts/cadence-probe.mjs relock [trials] [rate] [ms] [settleMs] [phases]
+//   node scripts/cadence-probe.mjs plan [trials] ['[[rate, ms or −frames], ...]'] [settleMs]
 //
 // One headless Debian Chromium page plays demo/video.webm (25 fps) from a
 // local HTTP server; the frames are recorded with requestVideoFrameCallback
@@ -33,6 +34,13 @@
 //   frame (when on screen and its offset from a line at rate 1, its media
 //   time, the clock) and the pulses as JSON: which frame begins the lock
 //   that follows each pulse (src/cadence.js rests on it).
+// - `plan`: `trials` (6) runs of a plan of rates (by default 1.05 for 80 ms,
+//   1 for 200, 0.95 for 40: a pulse and a smaller one back), each step for so
+//   many ms or, written −n, for n frames (the rate set just after a frame's
+//   callback, so n frames' durations are taken at it); every other trial
+//   mirrored (2 − rate), `settleMs` (3000) apart; prints each trial's clock
+//   move and its frames against the clock, mean per 200 ms from 400 ms before
+//   it: how soon and where the cadence locks again, and whether it stays.
 
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -119,6 +127,42 @@ window.relock = async (n, pulse, ms, settleMs, phases) => {
     v.playbackRate = 1;
     const back = now() - t0;
     trials.push({ rate, start, back, clockBefore, clockAfter: (v.currentTime - c0) * 1000 - (now() - t0) });
+  }
+  await sleep(settleMs);
+  window.onFrame = prev;
+  return { c0: c0 * 1000, log, trials };
+};
+// Planned trials: each a list of [rate, ms] played in turn (then rate 1), started 20 ms after a frame came on screen,
+// mirrored (2 − rate) every other trial; every frame logged as by relock().
+window.planned = async (n, plan, settleMs) => {
+  const t0 = now();
+  const c0 = v.currentTime;
+  const log = [];
+  const prev = window.onFrame;
+  window.onFrame = (disp, m) => log.push([disp - t0, m, (v.currentTime - c0) * 1000 - (now() - t0), now() - disp]);
+  const sleep = (d) => new Promise((r) => setTimeout(r, Math.max(0, d)));
+  const nextFrame = () => new Promise((r) => v.requestVideoFrameCallback((_, m) => r(performance.timeOrigin + m.expectedDisplayTime)));
+  const trials = [];
+  for (let i = 0; i < n; i++) {
+    await sleep(settleMs);
+    const disp = await nextFrame();
+    if (plan[0][1] >= 0) await sleep(disp + 20 - now());
+    const start = now() - t0;
+    const clockBefore = (v.currentTime - c0) * 1000 - (now() - t0);
+    let at = start;
+    for (const [rate, ms] of plan) {
+      v.playbackRate = i % 2 === 0 ? rate : 2 - rate;
+      if (ms < 0) {
+        // −n: for n frames (set after a frame's callback, so the durations of n frames are sampled at it).
+        for (let k = 0; k < -ms; k++) await nextFrame();
+        at = now() - t0;
+      } else {
+        at += ms;
+        await sleep(at + t0 - now());
+      }
+    }
+    v.playbackRate = 1;
+    trials.push({ start, back: now() - t0, clockBefore, clockAfter: (v.currentTime - c0) * 1000 - (now() - t0), mirrored: i % 2 === 1 });
   }
   await sleep(settleMs);
   window.onFrame = prev;
@@ -225,6 +269,19 @@ try {
       );
     }
     console.log(JSON.stringify({ trials: n, rate: pulse, ms, phases, leads }));
+  } else if (mode === 'plan') {
+    // node scripts/cadence-probe.mjs plan <trials> '[[rate, ms], ...]' [settleMs]: each trial's frames against the
+    // clock (mean per 200 ms from 400 ms before the plan's start, ms), and the clock's move: how soon and where the cadence locks.
+    const [n, plan, settle] = [Number(process.argv[3] ?? 6), JSON.parse(process.argv[4] ?? '[[1.05, 80], [1, 200], [0.95, 40]]'), Number(process.argv[5] ?? 3000)];
+    const r = await page.evaluate(([a, b, c]) => /** @type {any} */ (window).planned(a, b, c), [n, plan, settle]);
+    const mean = (/** @type {number[]} */ xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+    for (const t of r.trials) {
+      // Each frame's offset from the clock: when on screen less when the clock (read in its callback) reached it.
+      const fr = r.log.map((/** @type {number[]} */ [at, m, clock]) => ({ at, off: at - (m * 1000 - r.c0 - clock) }));
+      const bins = [];
+      for (let b = -400; b < 2800; b += 200) bins.push(mean(fr.filter((f) => f.at >= t.start + b && f.at < t.start + b + 200).map((f) => f.off)));
+      console.log(`${t.mirrored ? 'mirrored' : 'as given'} clock ${(t.clockAfter - t.clockBefore).toFixed(1)} ms: ${bins.map((x) => x.toFixed(1)).join(' ')}`);
+    }
   } else if (mode === 'pulses') {
     const plan = process.argv[3] ? JSON.parse(process.argv[3]) : DEFAULT_PULSES;
     const out = await page.evaluate((p) => /** @type {any} */ (window).pulses(p), plan);
