@@ -53,18 +53,11 @@
 //                                   the room (within 2.5 ms), else a pulse at
 //                                   ±5 % that breaks the cadence, started and
 //                                   ended on frames chosen so that it locks
-//                                   again on that point: two frames, then one
-//                                   the other way a few frames later, which
-//                                   brings Chromium's 32-frame average back
-//                                   (compensated: it locks ~0.5 s after, the
-//                                   clock moved ~2 ms), or, where that cannot
-//                                   reach the point, one pulse (it locks when
-//                                   the pulse leaves the average, ~1.4 s, the
-//                                   clock moved 6–9 ms); then the room's rate,
-//                                   and the frame that begins a lock learned
-//                                   from where it did; relocks that keep
-//                                   missing back off (2 s, doubling, to a
-//                                   minute).
+//                                   again on that point, then the room's rate
+//                                   while it does (~1.4 s), and the frame that
+//                                   begins a lock learned from where it did;
+//                                   relocks that keep missing back off (2 s,
+//                                   doubling, to a minute).
 //   15 ms < |drift| ≤ seek (1 s)    the same law, bounded to ±5 %, on the mean
 //                                   of the last 2 measurements; once
 //                                   correcting, it keeps going until |drift| <
@@ -230,14 +223,6 @@ const DUE_SLACK_MS = 1;
  * - `maxBackoffMs`: relocks that keep missing are retried ever later, at most this far apart.
  */
 const RELOCK = Object.freeze({ backMs: 8, lead: 3, spanMs: 30, frames: 34, measureMs: 1300, samples: 2, quietMs: 1300, maxBackoffMs: 60000 });
-/**
- * A compensated relock (see `#relockFrame`): a pulse of `up` frames, the room's rate for `holds` frames (one of them:
- * which sets the frame the lock begins on), then one frame the other way, which brings Chromium's 32-frame average
- * back within its cadence band, so the cadence locks again ~100 ms later instead of when the pulse's frames leave the
- * average (~1.3 s); the clock ends ~2 ms from where it was instead of 6–9. `lead`: as `RELOCK.lead`, for these.
- * `band`: Chromium's cadence band on the 32-frame sum of durations, in frame durations (±0.25 % of 32).
- */
-const COMPENSATED = Object.freeze({ up: 2, holds: [4, 5, 6, 7, 8], lead: 2, band: 0.08 });
 
 /** readyState values of HTMLMediaElement. */
 export const HAVE_NOTHING = 0;
@@ -483,23 +468,15 @@ export class DriftController {
    */
   #lead = { slow: RELOCK.lead, fast: RELOCK.lead };
   /**
-   * The same for compensated relocks (`COMPENSATED`), either way (the lock follows the frame that brings the average
-   * back, whichever way the pulse went: 2 in Chromium both ways, measured).
-   * @type {{slow: number, fast: number}}
-   */
-  #compLead = { slow: COMPENSATED.lead, fast: COMPENSATED.lead };
-  /**
    * @type {{phase: 'wanted', until: number, frameS: number, frames: number, accept: number}
-   *   | {phase: 'start', segs: {rate: number, frames: number}[], mBack: number, frameS: number, way: 'slow' | 'fast',
-   *     compensated: boolean}
-   *   | {phase: 'pulse', segs: {rate: number, frames: number}[], i: number, segAt: number, moved: number,
-   *     roomRate: number, clockAt: number, clockPos: number, backAt: number | null, mBack: number, frameS: number,
-   *     way: 'slow' | 'fast', compensated: boolean}
+   *   | {phase: 'start', rate: number, mBack: number, frameS: number}
+   *   | {phase: 'pulse', rate: number, roomRate: number, clockAt: number, clockPos: number, backAt: number | null,
+   *     mBack: number, frameS: number}
    *   | {phase: 'wait', until: number, check: {backAt: number, mBack: number, rate: number, roomRate: number,
-   *     clockAt: number, clockPos: number, frameS: number, way: 'slow' | 'fast', compensated: boolean} | null}
+   *     clockAt: number, clockPos: number, frameS: number} | null}
    *   | null}
-   *   a relock: wanted (a frame to start on awaited), started, its pulse (segments of rates, each ending at `backAt`,
-   *   once its last frame came: one, or three for a compensated relock), then the wait for the cadence to lock again
+   *   a relock: wanted (a frame to start on awaited), started, its pulse (ending at `backAt`, once its last frame came),
+   *   then the wait for the cadence to lock again
    */
   #relock = null;
   /** Whether the frames were last seen locked on a known lattice (the relock band applies). */
@@ -1060,7 +1037,6 @@ export class DriftController {
   #relockFrame(atMs, mediaTime, nowMs) {
     const r = this.#relock;
     if (r?.phase === 'pulse' && r.backAt === null && mediaTime >= r.mBack - r.frameS / 2) {
-      // `mBack`: the frame this segment ends on (once it came: the one it ended on).
       r.backAt = Math.max(atMs + RELOCK.backMs, nowMs);
       r.mBack = mediaTime;
       return true;
@@ -1071,54 +1047,28 @@ export class DriftController {
     if (clockPos === null || !grid) return false;
     const roomRate = this.#line.rate;
     // Of the pulses that put them on the point nearest the room, the one that leaves the clock nearest it (the frames
-    // follow the clock until the cadence locks again). Compensated where one reaches it and the rate's pulse allows
-    // it (`COMPENSATED`): the lock then comes ~1 s sooner, with the clock ~2 ms from where it was; else a plain pulse
-    // (the clock moved 6–9 ms: a point further from the clock).
-    const a = this.o.relockRateAdjust;
-    const canCompensate = (COMPENSATED.up * a) / (1 + a) > 1.1 * COMPENSATED.band && a / (1 - a) < 0.8 * COMPENSATED.band;
-    /** @type {{drift: number, clockMs: number, segs: {rate: number, frames: number}[], mBack: number, way: 'slow' | 'fast', compensated: boolean} | null} */
+    // follow the clock until the cadence locks again).
+    /** @type {{drift: number, clockMs: number, rate: number, mBack: number} | null} */
     let best = null;
-    for (const compensated of canCompensate ? [true, false] : [false]) {
-      if (best) break;
-      for (const dir of [1, -1]) {
-        const rate = roomRate * (1 + dir * a);
-        const way = dir < 0 ? 'slow' : 'fast';
-        /** @type {{rate: number, frames: number}[][]} */
-        const plans = compensated
-          ? COMPENSATED.holds.map((h) => [
-              { rate, frames: COMPENSATED.up },
-              { rate: roomRate, frames: h },
-              { rate: roomRate * (1 - dir * a), frames: 1 },
-            ])
-          : [r.frames, r.frames + 1].map((n) => [{ rate, frames: n }]);
-        for (const segs of plans) {
-          // Each segment ends `backMs` after its last frame came on screen (the frames come at the rate then
-          // played); the first begins now.
-          let back = nowMs;
-          let shown = atMs;
-          let moved = 0;
-          let frames = 0;
-          for (const s of segs) {
-            shown += (s.frames * r.frameS * 1000) / s.rate;
-            moved += (s.rate * (shown + RELOCK.backMs - back)) / 1000;
-            back = shown + RELOCK.backMs;
-            frames += s.frames;
-          }
-          const mBack = mediaTime + frames * r.frameS;
-          const pulse = { rate: (moved * 1000) / (back - nowMs), clockAt: nowMs, clockPos, frameS: r.frameS };
-          const lead = (compensated ? this.#compLead : this.#lead)[way];
-          const drift = this.#relockDrift(back, mBack, lead, pulse);
-          // The pulse ends on its last frame's actual display, which may come a refresh off the one foreseen here:
-          // taken only where that lands the same.
-          const sure = [-1, 1].every((e) => Math.abs(this.#relockDrift(back + e * grid.periodMs, mBack, lead, pulse) - drift) < 0.5);
-          if (!sure || !(Math.abs(drift) <= r.accept)) continue;
-          const clockMs = (clockPos + moved - this.#roomAt(back)) * 1000;
-          if (!best || Math.abs(clockMs) < Math.abs(best.clockMs)) best = { drift, clockMs, segs, mBack: mediaTime + segs[0].frames * r.frameS, way, compensated };
-        }
+    for (const dir of [1, -1]) {
+      const rate = roomRate * (1 + dir * this.o.relockRateAdjust);
+      const frameMs = (r.frameS * 1000) / rate;
+      for (const n of [r.frames, r.frames + 1]) {
+        const mBack = mediaTime + n * r.frameS;
+        const pulse = { rate, clockAt: nowMs, clockPos, frameS: r.frameS };
+        const lead = this.#lead[dir < 0 ? 'slow' : 'fast'];
+        const back = atMs + n * frameMs + RELOCK.backMs;
+        const drift = this.#relockDrift(back, mBack, lead, pulse);
+        // The pulse ends on its last frame's actual display, which may come a refresh off the one foreseen here: taken
+        // only where that lands the same.
+        const sure = [-1, 1].every((e) => Math.abs(this.#relockDrift(back + e * grid.periodMs, mBack, lead, pulse) - drift) < 0.5);
+        if (!sure || !(Math.abs(drift) <= r.accept)) continue;
+        const clockMs = (clockPos + (rate * (back - nowMs)) / 1000 - this.#roomAt(back)) * 1000;
+        if (!best || Math.abs(clockMs) < Math.abs(best.clockMs)) best = { drift, clockMs, rate, mBack };
       }
     }
     if (!best) return false;
-    this.#relock = { phase: 'start', segs: best.segs, mBack: best.mBack, frameS: r.frameS, way: best.way, compensated: best.compensated };
+    this.#relock = { phase: 'start', rate: best.rate, mBack: best.mBack, frameS: r.frameS };
     return true;
   }
 
@@ -1141,31 +1091,17 @@ export class DriftController {
     const settle = (/** @type {number} */ frameS) => (RELOCK.frames * frameS * 1000) / roomRate + RELOCK.measureMs;
     if (r?.phase === 'start') {
       const clockPos = this.#pos.clockAt(now);
-      const { segs, mBack, frameS, way, compensated } = r;
-      this.#relock = { phase: 'pulse', segs, i: 0, segAt: now, moved: 0, roomRate, clockAt: now, clockPos: clockPos ?? NaN, backAt: null, mBack, frameS, way, compensated };
-      this.setRate(actions, segs[0].rate, now);
+      this.#relock = { phase: 'pulse', rate: r.rate, roomRate, clockAt: now, clockPos: clockPos ?? NaN, backAt: null, mBack: r.mBack, frameS: r.frameS };
+      this.setRate(actions, r.rate, now);
       this.corrections.relocks++;
       return true;
     }
     if (r?.phase === 'pulse') {
       if (r.backAt !== null && now >= r.backAt - 0.5) {
-        r.moved += (r.segs[r.i].rate * (now - r.segAt)) / 1000;
-        if (r.i + 1 < r.segs.length) {
-          // The next segment: until its last frame, counted from the one the last ended on.
-          r.i++;
-          r.segAt = now;
-          r.mBack += r.segs[r.i].frames * r.frameS;
-          r.backAt = null;
-          if (r.segs[r.i].rate !== have) this.setRate(actions, r.segs[r.i].rate, now);
-          return true;
-        }
         this.setRate(actions, roomRate, now);
-        // The clock's move over the segments, as one rate from the start (what `#relockDrift` extrapolates).
-        const rate = now > r.clockAt ? (r.moved * 1000) / (now - r.clockAt) : r.segs[0].rate;
-        const { clockAt, clockPos, frameS, way, compensated } = r;
-        this.#relock = { phase: 'wait', until: r.backAt + settle(r.frameS), check: { backAt: now, mBack: r.mBack, rate, roomRate, clockAt, clockPos, frameS, way, compensated } };
+        this.#relock = { phase: 'wait', until: r.backAt + settle(r.frameS), check: { ...r, backAt: r.backAt } };
         this.samples = [];
-      } else if (r.backAt === null && now - r.segAt > 1000) {
+      } else if (r.backAt === null && now - r.clockAt > 1000) {
         // Its last frame did not come: given up.
         this.setRate(actions, roomRate, now);
         this.#relock = { phase: 'wait', until: now + settle(r.frameS), check: null };
@@ -1188,21 +1124,15 @@ export class DriftController {
       const c = r.check;
       if (c && Number.isFinite(driftMs) && Number.isFinite(c.clockPos)) {
         // Which frame began the lock: the lead whose prediction the frames came to (within 1 ms).
-        const leads = c.compensated ? this.#compLead : this.#lead;
-        const way = c.way;
-        const was = leads[way];
+        const way = c.rate < c.roomRate ? 'slow' : 'fast';
+        const was = this.#lead[way];
         let best = { lead: was, err: Infinity };
-        // A compensated relock's lock follows the frame that brought the average back by a few frames, whichever of
-        // the cycle's (which repeat every five at 25 fps on 60 Hz); a plain pulse's, learned near where it was.
-        for (const lead of c.compensated ? [1, 2, 3, 4, 5] : [was - 1, was, was + 1]) {
+        for (const lead of [was - 1, was, was + 1]) {
           if (lead < 1) continue;
           const err = Math.abs(this.#relockDrift(c.backAt, c.mBack, lead, c) - driftMs);
           if (err < best.err) best = { lead, err };
         }
-        if (best.err <= 1) {
-          leads[way] = best.lead;
-          if (c.compensated) leads[way === 'slow' ? 'fast' : 'slow'] = best.lead;
-        }
+        if (best.err <= 1) this.#lead[way] = best.lead;
       }
       // A relock that left the frames off the room (where the browser does not lock as predicted) is not retried at
       // once: after 2 s, then 4, 8 … up to a minute while they keep missing.

@@ -761,10 +761,6 @@ function chromium(offsetMs, vsyncPhaseMs, opts = {}) {
 
 test("Chromium's frame selection: relocks put the frames on the lattice point nearest the room, where the paced band hunts", () => {
   // 25 fps on 60 Hz: a lock puts the frames on points 3.33 ms apart (against the room): the nearest is within 1.67.
-  // Compensated relocks (a pulse, then one frame the other way) lock again within half a second. This port takes the
-  // new cadence one frame sooner after them than Chromium does (the controller starts from Chromium's frame, 2, and
-  // learns the port's, 1, from its first relock): every run is there from 15 s on, with at most 3 relocks (plain
-  // pulses, which lock ~1.3 s after: from 20 s, up to 5).
   let worstOld = 0;
   let relocks = 0;
   for (const offsetMs of [12, -12, 20, 5, -3]) {
@@ -772,13 +768,13 @@ test("Chromium's frame selection: relocks put the frames on the lattice point ne
       const { trace, controller, media } = chromium(offsetMs, vsyncPhaseMs);
       assert.equal(controller.paced, true);
       assert.equal(trace.filter((x) => x.actions.some((a) => a.type === 'seek')).length, 0);
-      const late = trace.filter((x) => x.t >= 15000).map((x) => Math.abs(/** @type {number} */ (x.frameDrift)));
-      assert.ok(Math.max(...late) <= 1.9, `${offsetMs} ms, phase ${vsyncPhaseMs}: frames within ${Math.max(...late)} ms from 15 s`);
+      const late = trace.filter((x) => x.t >= 20000).map((x) => Math.abs(/** @type {number} */ (x.frameDrift)));
+      assert.ok(Math.max(...late) <= 1.9, `${offsetMs} ms, phase ${vsyncPhaseMs}: frames within ${Math.max(...late)} ms from 20 s`);
       // The room's rate, or a pulse at ±5 %; a few of them.
       for (const x of trace) assert.ok([1, 0.95, 1.05, 0.995].some((r) => Math.abs(x.rate - r) < 1e-9) || x.t < 1500 || x.mode === 'correcting', `rate ${x.rate} at ${x.t}`);
-      assert.ok(controller.corrections.rateChanges <= 14, `${offsetMs} ms, phase ${vsyncPhaseMs}: ${controller.corrections.rateChanges} rate changes`);
+      assert.ok(controller.corrections.rateChanges <= 12, `${offsetMs} ms, phase ${vsyncPhaseMs}: ${controller.corrections.rateChanges} rate changes`);
       assert.ok(/** @type {any} */ (media.renderer).changes <= 12);
-      assert.ok(controller.corrections.relocks <= 3, `${controller.corrections.relocks} relocks`);
+      assert.ok(controller.corrections.relocks <= 5, `${controller.corrections.relocks} relocks`);
       relocks += controller.corrections.relocks;
       const old = chromium(offsetMs, vsyncPhaseMs, { relockRateAdjust: 0 });
       const oldLate = old.trace.filter((x) => x.t >= 20000).map((x) => Math.abs(/** @type {number} */ (x.frameDrift)));
@@ -793,21 +789,19 @@ test("Chromium's frame selection: relocks put the frames on the lattice point ne
 test('relocks that keep missing (a renderer that does not lock as predicted) are retried ever later', () => {
   const room = new SimRoom({ position: 60 });
   // Each new cadence taken 100–300 ms after it is due, at random: where a relock falls cannot be foreseen.
-  const media = new SimMedia({ position: 60.012, paused: false, frameMs: 40, cadence: 'chromium', cadenceLockJitterMs: 200, vsyncPhaseMs: 3 });
+  const media = new SimMedia({ position: 60.012, paused: false, frameMs: 40, cadence: 'chromium', cadenceLockJitterMs: 200, vsyncPhaseMs: 5 });
   const controller = new DriftController();
   const { trace } = simulate({ media, room, controller, durationMs: 90000, dt: 1, rvfc: true, clockJitterMs: 0.05, timerJitterMs: 8, frameWindowMs: 1000 });
-  // A relock's first ±5 % (a compensated one has a second, within half a second).
-  const pulses = trace.filter((x) => x.actions.some((a) => a.type === 'setRate' && Math.abs(a.rate - 1) > 0.04)).map((x) => x.t);
-  const starts = pulses.filter((t, i) => i === 0 || t - pulses[i - 1] > 1000);
+  const starts = trace.filter((x) => x.actions.some((a) => a.type === 'setRate' && Math.abs(a.rate - 1) > 0.04)).map((x) => x.t);
   assert.equal(starts.length, controller.corrections.relocks);
   assert.ok(starts.length >= 3 && starts.length <= 8, `${starts.length} relocks in 90 s`);
   const gaps = starts.slice(1).map((t, i) => t - starts[i]);
   assert.ok(gaps.at(-1) >= 2 * gaps[0], `backing off: gaps ${gaps}`);
   // A new element (reset) starts afresh: its frames, 12 ms off on a renderer that locks as predicted, are relocked
   // as soon as they are measured, not after the old element's back-off (here: 31 s in, the fourth relock missed,
-  // the next not before 47 s).
+  // the next not before 46 s).
   const backingOff = new DriftController();
-  const mediaB = new SimMedia({ position: 60.012, paused: false, frameMs: 40, cadence: 'chromium', cadenceLockJitterMs: 200, vsyncPhaseMs: 3 });
+  const mediaB = new SimMedia({ position: 60.012, paused: false, frameMs: 40, cadence: 'chromium', cadenceLockJitterMs: 200, vsyncPhaseMs: 5 });
   const before = simulate({ media: mediaB, room: new SimRoom({ position: 60 }), controller: backingOff, durationMs: 31000, dt: 1, rvfc: true, clockJitterMs: 0.05, timerJitterMs: 8, frameWindowMs: 1000 });
   assert.equal(backingOff.corrections.relocks, 4);
   assert.ok(Math.abs(/** @type {number} */ (before.trace.at(-1).frameDrift)) > 2.5);
