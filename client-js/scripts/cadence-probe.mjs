@@ -104,51 +104,47 @@ window.pulses = async (plan) => {
   }
   return out;
 };
-// Relock trials: a short pulse off rate 1 (alternately up and down) started mid-frame, then rate 1 again; every
-// frame's first display logged against the line the element started on.
-window.relock = async (n, pulse, ms, settleMs, phases) => {
+// Trials, every frame's first display logged against the line the element started on: \`trial(i, h)\` makes one,
+// \`settleMs\` after the last (h: the start, sleep, the next frame's display, the clock against the wall clock).
+const logged = async (n, settleMs, trial) => {
   const t0 = now();
   const c0 = v.currentTime;
   const log = [];
   const prev = window.onFrame;
-  window.onFrame = (disp, m) => log.push([disp - t0, m, (v.currentTime - c0) * 1000 - (now() - t0), now() - disp]);
+  const clock = () => (v.currentTime - c0) * 1000 - (now() - t0);
+  window.onFrame = (disp, m) => log.push([disp - t0, m, clock(), now() - disp]);
   const sleep = (d) => new Promise((r) => setTimeout(r, Math.max(0, d)));
   const nextFrame = () => new Promise((r) => v.requestVideoFrameCallback((_, m) => r(performance.timeOrigin + m.expectedDisplayTime)));
   const trials = [];
   for (let i = 0; i < n; i++) {
     await sleep(settleMs);
-    const disp = await nextFrame();
-    await sleep(disp + phases[i % phases.length] - now());
-    const rate = i % 2 === 0 ? pulse : 2 - pulse;
-    const clockBefore = (v.currentTime - c0) * 1000 - (now() - t0);
-    const start = now() - t0;
-    v.playbackRate = rate;
-    await sleep(start + t0 + ms - now());
-    v.playbackRate = 1;
-    const back = now() - t0;
-    trials.push({ rate, start, back, clockBefore, clockAfter: (v.currentTime - c0) * 1000 - (now() - t0) });
+    trials.push(await trial(i, { t0, sleep, nextFrame, clock }));
   }
   await sleep(settleMs);
   window.onFrame = prev;
   return { c0: c0 * 1000, log, trials };
 };
+// Relock trials: a short pulse off rate 1 (alternately up and down) started mid-frame, then rate 1 again.
+window.relock = (n, pulse, ms, settleMs, phases) =>
+  logged(n, settleMs, async (i, { t0, sleep, nextFrame, clock }) => {
+    const disp = await nextFrame();
+    await sleep(disp + phases[i % phases.length] - now());
+    const rate = i % 2 === 0 ? pulse : 2 - pulse;
+    const clockBefore = clock();
+    const start = now() - t0;
+    v.playbackRate = rate;
+    await sleep(start + t0 + ms - now());
+    v.playbackRate = 1;
+    return { rate, start, back: now() - t0, clockBefore, clockAfter: clock() };
+  });
 // Planned trials: each a list of [rate, ms] played in turn (then rate 1), started 20 ms after a frame came on screen,
-// mirrored (2 − rate) every other trial; every frame logged as by relock().
-window.planned = async (n, plan, settleMs) => {
-  const t0 = now();
-  const c0 = v.currentTime;
-  const log = [];
-  const prev = window.onFrame;
-  window.onFrame = (disp, m) => log.push([disp - t0, m, (v.currentTime - c0) * 1000 - (now() - t0), now() - disp]);
-  const sleep = (d) => new Promise((r) => setTimeout(r, Math.max(0, d)));
-  const nextFrame = () => new Promise((r) => v.requestVideoFrameCallback((_, m) => r(performance.timeOrigin + m.expectedDisplayTime)));
-  const trials = [];
-  for (let i = 0; i < n; i++) {
-    await sleep(settleMs);
+// mirrored (2 − rate) every other trial.
+window.planned = (n, plan, settleMs) =>
+  logged(n, settleMs, async (i, { t0, sleep, nextFrame, clock }) => {
     const disp = await nextFrame();
     if (plan[0][1] >= 0) await sleep(disp + 20 - now());
     const start = now() - t0;
-    const clockBefore = (v.currentTime - c0) * 1000 - (now() - t0);
+    const clockBefore = clock();
     let at = start;
     for (const [rate, ms] of plan) {
       v.playbackRate = i % 2 === 0 ? rate : 2 - rate;
@@ -162,12 +158,8 @@ window.planned = async (n, plan, settleMs) => {
       }
     }
     v.playbackRate = 1;
-    trials.push({ start, back: now() - t0, clockBefore, clockAfter: (v.currentTime - c0) * 1000 - (now() - t0), mirrored: i % 2 === 1 });
-  }
-  await sleep(settleMs);
-  window.onFrame = prev;
-  return { c0: c0 * 1000, log, trials };
-};
+    return { start, back: now() - t0, clockBefore, clockAfter: clock(), mirrored: i % 2 === 1 };
+  });
 window.log = [];
 window.ready = v.play().then(() => new Promise((r) => setTimeout(r, 2000)));
 window.rates = async (plan) => {
