@@ -51,6 +51,8 @@ import { launchBrowser } from '../e2e/support/harness.js';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const clientSrc = process.env.LOCKSTEP_E2E_CLIENT_SRC ?? join(root, 'src');
 const [mode = 'rates', offsetArg = '12', pacedArg] = process.argv.slice(2);
+/** The mean of `xs` (NaN for none). */
+const mean = (/** @type {number[]} */ xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
 /** The `pulses` mode's plan when none is given: [rate, ms] in turn. */
 const DEFAULT_PULSES = [[1, 3000], [1.02, 250], [1, 4000], [0.98, 250], [1, 4000], [1.005, 1000], [1, 4000], [0.995, 1000], [1, 4000]];
 
@@ -244,7 +246,6 @@ try {
     // was on (ms, positive: later), its class (index mod 5: the 25 fps frames of a 200 ms cycle).
     const c0 = r.log[0][1] * 1000 - r.log[0][0];
     const frames = r.log.map((/** @type {number[]} */ [at, m]) => ({ at, k: ((Math.round(m * 25) % 5) + 5) % 5, off: at - (m * 1000 - c0) }));
-    const mean = (/** @type {number[]} */ xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
     const within = (/** @type {number} */ a, /** @type {number} */ b) => frames.filter((f) => f.at >= a && f.at < b);
     /** @type {Record<string, number>} */
     const leads = {};
@@ -262,11 +263,8 @@ try {
     }
     console.log(JSON.stringify({ trials: n, rate: pulse, ms, phases, leads }));
   } else if (mode === 'plan') {
-    // node scripts/cadence-probe.mjs plan <trials> '[[rate, ms], ...]' [settleMs]: each trial's frames against the
-    // clock (mean per 200 ms from 400 ms before the plan's start, ms), and the clock's move: how soon and where the cadence locks.
     const [n, plan, settle] = [Number(process.argv[3] ?? 6), JSON.parse(process.argv[4] ?? '[[1.05, 80], [1, 200], [0.95, 40]]'), Number(process.argv[5] ?? 3000)];
     const r = await page.evaluate(([a, b, c]) => /** @type {any} */ (window).planned(a, b, c), [n, plan, settle]);
-    const mean = (/** @type {number[]} */ xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
     for (const t of r.trials) {
       // Each frame's offset from the clock: when on screen less when the clock (read in its callback) reached it.
       const fr = r.log.map((/** @type {number[]} */ [at, m, clock]) => ({ at, off: at - (m * 1000 - r.c0 - clock) }));
